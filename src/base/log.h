@@ -1,0 +1,22 @@
+/*
+ * log.h - leveled logging to stderr.
+ *
+ * The level is set once by the program (from --log-level or LOG_LEVEL, read
+ * in main, never inside a library constructor) with lv_log_set_level.
+ */
+#ifndef LV_LOG_H
+#define LV_LOG_H
+
+typedef enum { LV_LOG_ERROR = 0, LV_LOG_WARN, LV_LOG_INFO, LV_LOG_DEBUG } lv_log_level;
+
+void lv_log_set_level(lv_log_level level);
+/* Parses "error", "warn", "info", "debug" (case-insensitive); returns -1 if unknown. */
+int lv_log_parse_level(const char *s);
+void lv_log(lv_log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+#define LV_ERROR(...) lv_log(LV_LOG_ERROR, __VA_ARGS__)
+#define LV_WARN(...)  lv_log(LV_LOG_WARN, __VA_ARGS__)
+#define LV_INFO(...)  lv_log(LV_LOG_INFO, __VA_ARGS__)
+#define LV_DEBUG(...) lv_log(LV_LOG_DEBUG, __VA_ARGS__)
+
+#endif

@@ -1,0 +1,74 @@
+/* test_base.c - status strings, error buffers, file helpers. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#include "base/common.h"
+#include "base/file.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static void status_strings(void **state) {
+    assert_string_equal(lv_status_str(LV_OK), "ok");
+    assert_string_equal(lv_status_str(LV_ERR_FORMAT), "malformed input");
+    assert_string_equal(lv_status_str((lv_status)999), "unknown status");
+}
+
+static void fail_formats_and_prefixes(void **state) {
+    lv_err err;
+    assert_int_equal(lv_fail(&err, LV_ERR_ARG, "bad %d", 7), LV_ERR_ARG);
+    assert_string_equal(err.msg, "bad 7");
+    lv_err_prefix(&err, "file %s", "x");
+    assert_string_equal(err.msg, "file x: bad 7");
+    assert_int_equal(lv_fail(NULL, LV_ERR_IO, "ignored"), LV_ERR_IO); /* NULL err is allowed */
+}
+
+static void read_file_limits(void **state) {
+    char path[] = "/tmp/lv_test_base_XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    FILE *f = fdopen(fd, "wb");
+    fputs("hello", f);
+    fclose(f);
+    char *buf;
+    size_t len;
+    lv_err err;
+    assert_int_equal(lv_read_file(path, 100, &buf, &len, &err), LV_OK);
+    assert_int_equal(len, 5);
+    assert_string_equal(buf, "hello");
+    free(buf);
+    assert_int_equal(lv_read_file(path, 4, &buf, &len, &err), LV_ERR_FORMAT);
+    assert_non_null(strstr(err.msg, "limit"));
+    lv_map map;
+    assert_int_equal(lv_map_file(path, &map, &err), LV_OK);
+    assert_int_equal(map.size, 5);
+    assert_memory_equal(map.data, "hello", 5);
+    lv_unmap(&map);
+    unlink(path);
+    assert_int_equal(lv_read_file(path, 100, &buf, &len, &err), LV_ERR_IO);
+    assert_non_null(strstr(err.msg, path));
+    assert_int_equal(lv_map_file("/", &map, &err), LV_ERR_IO);
+}
+
+static void path_join(void **state) {
+    char out[16];
+    assert_int_equal(lv_path_join(out, sizeof out, "a", "b", NULL), LV_OK);
+    assert_string_equal(out, "a/b");
+    assert_int_equal(lv_path_join(out, sizeof out, "a/", "b", NULL), LV_OK);
+    assert_string_equal(out, "a/b");
+    assert_int_equal(lv_path_join(out, sizeof out, "aaaaaaaaaa", "bbbbbbbbbb", NULL), LV_ERR_ARG);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(status_strings),
+        cmocka_unit_test(fail_formats_and_prefixes),
+        cmocka_unit_test(read_file_limits),
+        cmocka_unit_test(path_join),
+    };
+    return cmocka_run_group_tests_name("base", tests, NULL, NULL);
+}
