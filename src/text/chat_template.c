@@ -1,0 +1,82 @@
+/*
+ * chat_template.c - the llava-v1.6-mistral chat template, in C.
+ *
+ * Behaviour of llava-hf/llava-v1.6-mistral-7b-hf's template, per message:
+ *   system:    "<<SYS>>\n" + first text part + "\n<</SYS>>\n\n"
+ *   user:      "[INST] " + "<image>\n" for each image part (all images first,
+ *              whatever their position among the parts) + every text part
+ *              concatenated with no separator + " [/INST]"
+ *   assistant: " " + first text part + "</s> "
+ * No <s>: the tokenizer adds BOS. No generation suffix: the answer starts
+ * right after " [/INST]". Source: ../shared/spec/llava-next.md §7.
+ */
+#include "chat_template.h"
+
+static const chat_part *first_text(const chat_message *m) {
+    for (size_t i = 0; i < m->n_parts; i++)
+        if (m->parts[i].type == CHAT_PART_TEXT) return &m->parts[i];
+    return NULL;
+}
+
+static size_t count_images(const chat_message *m) {
+    size_t n = 0;
+    for (size_t i = 0; i < m->n_parts; i++) n += m->parts[i].type == CHAT_PART_IMAGE;
+    return n;
+}
+
+static lv_status render_mistral(const chat_message *msgs, size_t n_msgs, lv_buf *out,
+                                size_t *n_images, lv_err *err) {
+    static const char *role_names[] = {"system", "user", "assistant"};
+    lv_status st = LV_OK;
+    for (size_t i = 0; i < n_msgs && st == LV_OK; i++) {
+        const chat_message *m = &msgs[i];
+        const chat_part *text = first_text(m);
+        if (m->role != CHAT_USER && count_images(m))
+            return lv_fail(err, LV_ERR_ARG, "message %zu: a %s message cannot hold images", i,
+                           role_names[m->role]);
+        switch (m->role) {
+            case CHAT_SYSTEM:
+            case CHAT_ASSISTANT:
+                if (!text)
+                    return lv_fail(err, LV_ERR_ARG, "message %zu: a %s message needs text", i,
+                                   role_names[m->role]);
+                if (m->role == CHAT_SYSTEM) {
+                    st = lv_buf_puts(out, "<<SYS>>\n");
+                    if (!st) st = lv_buf_append(out, text->text, text->len);
+                    if (!st) st = lv_buf_puts(out, "\n<</SYS>>\n\n");
+                } else {
+                    st = lv_buf_puts(out, " ");
+                    if (!st) st = lv_buf_append(out, text->text, text->len);
+                    if (!st) st = lv_buf_puts(out, "</s> ");
+                }
+                break;
+            case CHAT_USER:
+                st = lv_buf_puts(out, "[INST] ");
+                for (size_t k = 0; k < m->n_parts && !st; k++) {
+                    if (m->parts[k].type != CHAT_PART_IMAGE) continue;
+                    st = lv_buf_puts(out, "<image>\n");
+                    (*n_images)++;
+                }
+                for (size_t k = 0; k < m->n_parts && !st; k++)
+                    if (m->parts[k].type == CHAT_PART_TEXT)
+                        st = lv_buf_append(out, m->parts[k].text, m->parts[k].len);
+                if (!st) st = lv_buf_puts(out, " [/INST]");
+                break;
+            default:
+                return lv_fail(err, LV_ERR_ARG, "message %zu: unknown role %d", i, (int)m->role);
+        }
+    }
+    if (st) return lv_fail(err, st, "out of memory while rendering the prompt");
+    return LV_OK;
+}
+
+lv_status chat_render(chat_template_kind kind, const chat_message *msgs, size_t n_msgs,
+                      lv_buf *out, size_t *n_images, lv_err *err) {
+    *n_images = 0;
+    if (n_msgs == 0) return lv_fail(err, LV_ERR_ARG, "the conversation has no messages");
+    switch (kind) {
+        case CHAT_TEMPLATE_LLAVA_MISTRAL:
+            return render_mistral(msgs, n_msgs, out, n_images, err);
+    }
+    return lv_fail(err, LV_ERR_UNSUPPORTED, "unknown chat template %d", (int)kind);
+}
