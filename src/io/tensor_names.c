@@ -1,0 +1,55 @@
+/* tensor_names.c - see tensor_names.h. */
+#include "tensor_names.h"
+
+#include <string.h>
+
+/* New prefix -> canonical (4.4x) prefix, tried in order; the first match wins.
+ * The order matters only for readability: no new prefix is a prefix of
+ * another. "model.image_newline" has no trailing dot because the tensor is
+ * named exactly that. */
+static const struct {
+    const char *from, *to;
+} rules[] = {
+    {"model.language_model.", "language_model.model."},
+    {"lm_head.", "language_model.lm_head."},
+    {"model.vision_tower.", "vision_tower."},
+    {"model.multi_modal_projector.", "multi_modal_projector."},
+    {"model.image_newline", "image_newline"},
+};
+
+/* Finds the rule for name: sets *skip (bytes of name to drop) and *prefix
+ * (what replaces them); both empty when no rule matches. */
+static void match_rule(const char *name, size_t *skip, const char **prefix) {
+    *skip = 0;
+    *prefix = "";
+    for (size_t i = 0; i < sizeof rules / sizeof rules[0]; i++) {
+        size_t n = strlen(rules[i].from);
+        if (strncmp(name, rules[i].from, n) == 0) {
+            *skip = n;
+            *prefix = rules[i].to;
+            return;
+        }
+    }
+}
+
+size_t tn_canonical_len(const char *name) {
+    size_t skip;
+    const char *prefix;
+    match_rule(name, &skip, &prefix);
+    return strlen(prefix) + strlen(name + skip);
+}
+
+size_t tn_canonical(const char *name, char *out, size_t cap) {
+    size_t skip;
+    const char *prefix;
+    match_rule(name, &skip, &prefix);
+    size_t np = strlen(prefix), nr = strlen(name + skip);
+    if (cap > 0) {
+        size_t a = np < cap - 1 ? np : cap - 1;
+        memcpy(out, prefix, a);
+        size_t b = nr < cap - 1 - a ? nr : cap - 1 - a;
+        memcpy(out + a, name + skip, b);
+        out[a + b] = '\0';
+    }
+    return np + nr;
+}
