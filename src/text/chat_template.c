@@ -70,8 +70,8 @@ static lv_status render_mistral(const chat_message *msgs, size_t n_msgs, lv_buf 
     return LV_OK;
 }
 
-lv_status chat_render(chat_template_kind kind, const chat_message *msgs, size_t n_msgs,
-                      lv_buf *out, size_t *n_images, lv_err *err) {
+lv_status chat_render(chat_template_kind kind, const chat_message *msgs, size_t n_msgs, lv_buf *out,
+                      size_t *n_images, lv_err *err) {
     *n_images = 0;
     if (n_msgs == 0) return lv_fail(err, LV_ERR_ARG, "the conversation has no messages");
     switch (kind) {

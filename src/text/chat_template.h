@@ -43,7 +43,7 @@ typedef enum {
  * conversation, a system or assistant message without text, or images in a
  * system or assistant message.
  */
-lv_status chat_render(chat_template_kind kind, const chat_message *msgs, size_t n_msgs,
-                      lv_buf *out, size_t *n_images, lv_err *err);
+lv_status chat_render(chat_template_kind kind, const chat_message *msgs, size_t n_msgs, lv_buf *out,
+                      size_t *n_images, lv_err *err);
 
 #endif

@@ -35,8 +35,10 @@ lv_status tok_load_mem(const char *json, size_t len, tok **out, lv_err *err);
 void tok_free(tok *t); /* NULL is a no-op */
 
 /* Overrides whether encode adds BOS / EOS (tokenizer_config.json's
- * add_bos_token / add_eos_token, as transformers applies them). Without a
- * call, the tokenizer.json post-processor decides. */
+ * add_bos_token / add_eos_token, as transformers applies them: the template
+ * becomes [BOS] $A [EOS]). Without a call, the tokenizer.json
+ * post-processor decides. BOS and EOS are tok_bos_id / tok_eos_id; a missing
+ * one is not added. Call it before sharing t between threads. */
 void tok_set_add_special(tok *t, bool add_bos, bool add_eos);
 
 /* Encodes len bytes of UTF-8 text. add_special: apply the post-processor
@@ -52,12 +54,18 @@ lv_status tok_encode(const tok *t, const char *text, size_t len, bool add_specia
 lv_status tok_decode(const tok *t, const int32_t *ids, size_t n_ids, bool skip_special, char **out,
                      size_t *out_len, lv_err *err);
 
-int32_t tok_vocab_size(const tok *t);           /* model vocab + added tokens (max id + 1) */
-int32_t tok_bos_id(const tok *t);               /* -1 if none */
-int32_t tok_eos_id(const tok *t);               /* -1 if none */
-int32_t tok_token_to_id(const tok *t, const char *piece); /* vocab or added token; -1 if none */
-const char *tok_id_to_token(const tok *t, int32_t id);    /* raw piece ("▁Hello"); NULL if out of range */
-bool tok_is_special(const tok *t, int32_t id);            /* an added token marked special */
+/* Model vocab + added tokens (max id + 1). */
+int32_t tok_vocab_size(const tok *t);
+/* BOS: the template's first special token before $A, else the token "<s>";
+ * EOS: its first special token after $A, else "</s>". -1 if none. */
+int32_t tok_bos_id(const tok *t);
+int32_t tok_eos_id(const tok *t);
+/* Id of a vocab or added token string; -1 if none. */
+int32_t tok_token_to_id(const tok *t, const char *piece);
+/* Raw piece ("▁Hello"), borrowed from t; NULL if the id is out of range. */
+const char *tok_id_to_token(const tok *t, int32_t id);
+/* True for an added token marked special. */
+bool tok_is_special(const tok *t, int32_t id);
 
 /*
  * Streaming decoder: feed generated ids one at a time, get the UTF-8 text
@@ -65,20 +73,32 @@ bool tok_is_special(const tok *t, int32_t id);            /* an added token mark
  * tok_stream_flush return equals tok_decode of all ids. Bytes of an
  * incomplete UTF-8 sequence (a character spread over <0xNN> byte tokens) are
  * held back until the sequence completes, so a client never sees half a
- * character. No allocation: state lives in the struct.
+ * character. A run of byte tokens is held whole until a non-byte token (or
+ * flush) ends it, because decode turns a run that is not valid UTF-8 into
+ * one U+FFFD per byte; a run already known to be invalid goes out as U+FFFD
+ * at once. One divergence: a valid run longer than `pending` has its
+ * complete characters emitted early, so if it later turns invalid those
+ * bytes are not replaced by U+FFFD as tok_decode would replace them.
+ * No allocation: state lives in the struct (fields are private).
  */
 typedef struct {
     const tok *t;
     bool skip_special;
-    bool started;        /* has any text been emitted? (Strip applies to the first) */
+    bool started;        /* text has begun: leading Strip over (no decoder: a token went out) */
     uint8_t pending[64]; /* held-back bytes of the current <0xNN> run */
     size_t n_pending;
+    bool run_bad;        /* the current run is already invalid UTF-8: each byte is a U+FFFD */
+    uint32_t n_stripped; /* leading Strip characters removed so far */
+    uint32_t n_held;     /* trailing Strip characters held back (they may end the text) */
+    uint32_t seen;       /* bit k: decoder step k has passed a token (Metaspace's "first") */
 } tok_stream;
 
 void tok_stream_init(tok_stream *s, const tok *t, bool skip_special);
-/* Appends the text completed by id to out (cap bytes, NUL-terminated) and
- * returns its length, or -1 if out is too small (need at most 256 bytes per
- * call) or id is out of range. */
+/* Writes the text completed by id to out (cap bytes, NUL-terminated) and
+ * returns its length, or -1 (stream unchanged) if out is too small or id is
+ * out of range. With Llama/Mistral decoders (no trailing Strip) and tokens
+ * under 64 bytes (Mistral's longest is 48), 256 bytes always suffice;
+ * tokens over 512 bytes cannot be streamed. */
 int tok_stream_push(tok_stream *s, int32_t id, char *out, size_t cap);
 /* Emits whatever is still held back (invalid bytes become U+FFFD, as
  * tok_decode would) and resets the stream. Same return as push. */
