@@ -5,14 +5,17 @@
 #   make run          install deps, build, serve a model (MODEL=path; default models/demo)
 #   make asan         build the ASan+UBSan tree in build-asan/
 #   make format       clang-format every C file in place
+#   make fuzz         build the libFuzzer targets (clang) in build-fuzz/, fuzz the image
+#                     decoders for FUZZ_SECONDS (default 60)
 #   make clean        remove build trees
 JOBS  ?= $(shell nproc 2>/dev/null || echo 2)
 T     ?=
 MODEL ?= models/demo
 CMAKE_FLAGS ?=
+FUZZ_SECONDS ?= 60
 CTEST_ARGS = --output-on-failure $(if $(T),-R $(T),)
 
-.PHONY: all build setup test test-release test-asan asan run format clean
+.PHONY: all build setup test test-release test-asan asan run format clean fuzz
 
 all: build
 
@@ -42,8 +45,14 @@ run: setup build
 	  echo "(the bundled demo model arrives with issue 5, the server with issue 6)"; exit 1; fi
 	build/bin/llava-cli --model "$(MODEL)" --prompt "$${PROMPT:-Hello}" --max-tokens 0 --json
 
+fuzz:
+	@cmake -S . -B build-fuzz -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+	  -DLLAVA_FUZZ=ON -DLLAVA_TESTS=OFF $(CMAKE_FLAGS) >/dev/null
+	@cmake --build build-fuzz -j $(JOBS) --target fuzz_image_decode
+	@bash tests/fuzz/run.sh build-fuzz $(FUZZ_SECONDS)
+
 format:
 	@clang-format -i $$(git ls-files '*.c' '*.h')
 
 clean:
-	rm -rf build build-asan
+	rm -rf build build-asan build-fuzz

