@@ -1,0 +1,126 @@
+/*
+ * cpu.c - the CPU backend's op table, lifecycle and memory.
+ *
+ * Buffers are 64-byte aligned host memory. Weights are used in place, in
+ * their stored dtype (f32, f16 or bf16), from the caller's bytes (typically
+ * an mmapped safetensors file): weight_init only records the pointer, so the
+ * caller keeps the bytes alive until weight_free. Conversion to float32
+ * happens inside the kernels (kernels.c), with F16C where the CPU has it.
+ */
+#include "backend/cpu/cpu.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* ---------------------------------------------------------------------------
+ * Lifecycle
+ */
+
+static void cpu_deinit(be *b) {
+    cpu_ctx *c = b->ctx;
+    if (!c) return;
+    tp_free(c->pool);
+    if (c->scratch)
+        for (int i = 0; i < b->n_threads; i++) free(c->scratch[i]);
+    free(c->scratch);
+    free(c);
+    b->ctx = NULL;
+}
+
+static lv_status cpu_init(be *b, int n_threads, lv_err *err) {
+    if (n_threads <= 0) {
+        long n = sysconf(_SC_NPROCESSORS_ONLN);
+        n_threads = n > 0 ? (int)n : 1;
+    }
+    cpu_ctx *c = calloc(1, sizeof *c);
+    b->ctx = c;
+    b->n_threads = n_threads;
+    if (!c) goto nomem;
+    c->k = cpu_kernels_avx2();
+    if (!c->k) c->k = cpu_kernels_portable();
+    c->scratch = calloc((size_t)n_threads, sizeof *c->scratch);
+    if (!c->scratch) goto nomem;
+    for (int i = 0; i < n_threads; i++) {
+        c->scratch[i] = aligned_alloc(64, CPU_SCRATCH_FLOATS * sizeof(float));
+        if (!c->scratch[i]) goto nomem;
+    }
+    c->pool = tp_new(n_threads);
+    if (!c->pool) {
+        cpu_deinit(b);
+        return lv_fail(err, LV_ERR_NOMEM, "cpu backend: cannot start %d threads", n_threads);
+    }
+    return LV_OK;
+nomem:
+    cpu_deinit(b);
+    return lv_fail(err, LV_ERR_NOMEM, "cpu backend: out of memory (%d threads)", n_threads);
+}
+
+int cpu_threads_for(be *b, size_t work, size_t min_per_thread) {
+    size_t n = min_per_thread ? work / min_per_thread : work;
+    if (n < 1) n = 1;
+    return n < (size_t)b->n_threads ? (int)n : b->n_threads;
+}
+
+/* ---------------------------------------------------------------------------
+ * Memory
+ */
+
+static void *cpu_alloc(be *b, size_t bytes) {
+    size_t rounded = (bytes + 63) / 64 * 64; /* aligned_alloc wants a multiple */
+    return aligned_alloc(64, rounded ? rounded : 64);
+}
+
+static void cpu_release(be *b, void *p) {
+    free(p);
+}
+
+static void cpu_copy(be *b, void *dst, const void *src, size_t bytes) {
+    memcpy(dst, src, bytes);
+}
+
+static lv_status cpu_weight_init(be *b, be_weight *w, be_dtype dtype, int rows, int cols,
+                                 const void *host, lv_err *err) {
+    if (dtype != BE_F32 && dtype != BE_F16 && dtype != BE_BF16)
+        return lv_fail(err, LV_ERR_UNSUPPORTED, "cpu backend: unknown weight dtype %d", (int)dtype);
+    if (rows <= 0 || cols <= 0 || !host)
+        return lv_fail(err, LV_ERR_ARG, "cpu backend: bad weight (%d x %d, data %p)", rows, cols,
+                       host);
+    *w = (be_weight){.dtype = dtype, .rows = rows, .cols = cols, .data = host, .owned = NULL};
+    return LV_OK;
+}
+
+static void cpu_weight_free(be *b, be_weight *w) {
+    free(w->owned);
+    *w = (be_weight){0};
+}
+
+static float *cpu_vector_init(be *b, be_dtype dtype, int n, const void *host) {
+    if (n < 0 || (dtype != BE_F32 && dtype != BE_F16 && dtype != BE_BF16)) return NULL;
+    float *v = cpu_alloc(b, (size_t)n * sizeof *v);
+    if (v) cpu_ctx_of(b)->k->convert(v, dtype, host, (size_t)n);
+    return v;
+}
+
+const struct be_ops be_cpu_ops = {
+    .name = "cpu",
+    .init = cpu_init,
+    .deinit = cpu_deinit,
+    .alloc = cpu_alloc,
+    .release = cpu_release,
+    .upload = cpu_copy,
+    .download = cpu_copy,
+    .weight_init = cpu_weight_init,
+    .weight_free = cpu_weight_free,
+    .vector_init = cpu_vector_init,
+    .matmul = cpu_matmul,
+    .rmsnorm = cpu_rmsnorm,
+    .layernorm = cpu_layernorm,
+    .rope = cpu_rope,
+    .attention = cpu_attention,
+    .silu_mul = cpu_silu_mul,
+    .gelu = cpu_gelu,
+    .quick_gelu = cpu_quick_gelu,
+    .add = cpu_add,
+    .embed_rows = cpu_embed_rows,
+};

@@ -1,0 +1,84 @@
+/*
+ * cpu.h - internals of the CPU backend (backend/cpu/), shared by its files.
+ *
+ * The backend is a thread pool plus a table of vector kernels picked once at
+ * init: AVX2+FMA+F16C when the running CPU has them (compiled with target
+ * attributes, so the binary needs no -march and runs on any x86-64), else
+ * portable C. Ops split their work across the pool by rows, heads or ranges
+ * of elements; all arithmetic is float32.
+ *
+ * Tests may include this header to force the portable kernels
+ * (cpu_ctx_of(b)->k = cpu_kernels_portable()) and check both paths.
+ */
+#ifndef LV_CPU_H
+#define LV_CPU_H
+
+#include "backend/backend.h"
+#include "backend/cpu/threadpool.h"
+
+#include <stddef.h>
+
+/* The matmul micro-kernel's block: tokens × weight rows. */
+enum { MM_BLOCK_TOKENS = 6, MM_BLOCK_ROWS = 2 };
+
+/* Vector kernels, one table per instruction set. Pointers may be unaligned. */
+typedef struct {
+    const char *isa; /* "avx2" or "portable" */
+    /* Σ a[i]·b[i] over n floats. */
+    float (*dot)(const float *a, const float *b, int n);
+    /* Σ x[i]·w[i], w being n elements of dtype (the n == 1 matmul). */
+    float (*dot_w)(const float *x, be_dtype dtype, const void *w, int n);
+    /* dst[i] = float(src[i]) for n elements of dtype. */
+    void (*convert)(float *dst, be_dtype dtype, const void *src, size_t n);
+    /* acc[t][r] += Σ x[t][i]·w[r][i] for a block of MM_BLOCK_TOKENS tokens ×
+     * MM_BLOCK_ROWS weight rows, n floats each (the matmul micro-kernel; rows
+     * and tokens may repeat to fill a ragged edge). */
+    void (*dot_block)(float acc[][MM_BLOCK_ROWS], const float *const x[], const float *const w[],
+                      int n);
+    /* o[t][d] += Σ_j p[t][j]·v[j·ldv + d] for MM_BLOCK_TOKENS rows t, n_keys
+     * keys j and d < n (attention's P·V for a block of query rows). */
+    void (*madd_block)(float *const o[], const float *const p[], const float *v, size_t ldv,
+                       int n_keys, int n);
+} cpu_kernels;
+
+const cpu_kernels *cpu_kernels_portable(void);
+/* NULL when this CPU or compiler lacks AVX2+FMA+F16C. */
+const cpu_kernels *cpu_kernels_avx2(void);
+
+/* Matmul tiling: a thread converts a panel of MM_TILE_ROWS weight rows ×
+ * MM_TILE_COLS columns to float32 (128 KiB, resident in L2) and runs every
+ * block of MM_BLOCK_TOKENS tokens against it. */
+enum { MM_TILE_ROWS = 32, MM_TILE_COLS = 1024 };
+
+/* Floats of per-thread scratch: the matmul panel, or attention's accumulators. */
+enum { CPU_SCRATCH_FLOATS = MM_TILE_ROWS * MM_TILE_COLS };
+
+typedef struct {
+    tp *pool;
+    const cpu_kernels *k;
+    float **scratch; /* [n_threads], each CPU_SCRATCH_FLOATS, 64-byte aligned */
+} cpu_ctx;
+
+static inline cpu_ctx *cpu_ctx_of(be *b) {
+    return b->ctx;
+}
+
+/* Threads worth using for `work` units of roughly equal cost, where one
+ * thread should get at least `min_per_thread` of them. */
+int cpu_threads_for(be *b, size_t work, size_t min_per_thread);
+
+/* The ops (matmul.c, ops.c, attention.c), as declared in backend.h. */
+void cpu_matmul(be *b, float *y, const float *x, const be_weight *w, const float *bias, int n);
+void cpu_rmsnorm(be *b, float *y, const float *x, const float *g, int n, int dim, float eps);
+void cpu_layernorm(be *b, float *y, const float *x, const float *g, const float *beta, int n,
+                   int dim, float eps);
+void cpu_rope(be *b, float *x, int n, int n_heads, int head_dim, const int *pos, float theta);
+void cpu_attention(be *b, float *out, const float *q, const float *k, const float *v, int n_q,
+                   int q_pos0, int n_kv, int n_heads, int n_kv_heads, int head_dim, bool causal);
+void cpu_silu_mul(be *b, float *gate, const float *up, size_t n);
+void cpu_gelu(be *b, float *x, size_t n);
+void cpu_quick_gelu(be *b, float *x, size_t n);
+void cpu_add(be *b, float *y, const float *x, size_t n);
+void cpu_embed_rows(be *b, float *out, const be_weight *table, const int32_t *ids, int n);
+
+#endif

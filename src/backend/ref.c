@@ -1,0 +1,253 @@
+/*
+ * ref.c - the scalar reference backend: the yardstick every other backend's
+ * ops are tested against (tests/test_backend.c).
+ *
+ * Written to be obviously correct, never fast: plain loops in the order the
+ * Hugging Face modules compute (llama2.c style), one thread, sums and
+ * transcendental functions in double where that makes the result closer to
+ * the exact value, rounded to float32 once at the end. The one place where
+ * float32 is the *definition* is RoPE: transformers computes inv_freq, the
+ * angles and their cos/sin in float32 (MistralRotaryEmbedding), and at large
+ * positions a double angle would differ, so the reference rounds exactly
+ * where HF does.
+ *
+ * Memory is host memory (malloc); weights borrow the caller's bytes for every
+ * dtype, read element by element with memcpy since they may be unaligned.
+ */
+#include "backend/backend.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---------------------------------------------------------------------------
+ * Lifecycle and memory
+ */
+
+static lv_status ref_init(be *b, int n_threads, lv_err *err) {
+    b->ctx = NULL;
+    b->n_threads = 1; /* the reference never threads */
+    return LV_OK;
+}
+
+static void ref_deinit(be *b) {
+    b->ctx = NULL;
+}
+
+static void *ref_alloc(be *b, size_t bytes) {
+    return malloc(bytes ? bytes : 1);
+}
+
+static void ref_release(be *b, void *p) {
+    free(p);
+}
+
+static void ref_copy(be *b, void *dst, const void *src, size_t bytes) {
+    memcpy(dst, src, bytes);
+}
+
+static lv_status ref_weight_init(be *b, be_weight *w, be_dtype dtype, int rows, int cols,
+                                 const void *host, lv_err *err) {
+    if (dtype != BE_F32 && dtype != BE_F16 && dtype != BE_BF16)
+        return lv_fail(err, LV_ERR_UNSUPPORTED, "ref backend: unknown weight dtype %d", (int)dtype);
+    if (rows <= 0 || cols <= 0 || !host)
+        return lv_fail(err, LV_ERR_ARG, "ref backend: bad weight (%d x %d, data %p)", rows, cols,
+                       host);
+    *w = (be_weight){.dtype = dtype, .rows = rows, .cols = cols, .data = host, .owned = NULL};
+    return LV_OK;
+}
+
+static void ref_weight_free(be *b, be_weight *w) {
+    free(w->owned);
+    *w = (be_weight){0};
+}
+
+/* Element i of a (possibly unaligned) array of dtype, as float. */
+static float load_elem(be_dtype dtype, const void *base, size_t i) {
+    const unsigned char *p = base;
+    if (dtype == BE_F32) {
+        float f;
+        memcpy(&f, p + 4 * i, 4);
+        return f;
+    }
+    uint16_t h;
+    memcpy(&h, p + 2 * i, 2);
+    return dtype == BE_F16 ? be_f16_to_f32(h) : be_bf16_to_f32(h);
+}
+
+static float *ref_vector_init(be *b, be_dtype dtype, int n, const void *host) {
+    float *v = malloc((size_t)(n > 0 ? n : 1) * sizeof *v);
+    if (!v) return NULL;
+    for (int i = 0; i < n; i++) v[i] = load_elem(dtype, host, (size_t)i);
+    return v;
+}
+
+/* ---------------------------------------------------------------------------
+ * Ops
+ */
+
+static void ref_matmul(be *b, float *y, const float *x, const be_weight *w, const float *bias,
+                       int n) {
+    for (int t = 0; t < n; t++) {
+        const float *xt = x + (size_t)t * w->cols;
+        for (int r = 0; r < w->rows; r++) {
+            double acc = bias ? bias[r] : 0.0;
+            for (int c = 0; c < w->cols; c++)
+                acc += (double)xt[c] * load_elem(w->dtype, w->data, (size_t)r * w->cols + c);
+            y[(size_t)t * w->rows + r] = (float)acc;
+        }
+    }
+}
+
+/* MistralRMSNorm: x * rsqrt(mean(x²) + eps), then * weight. */
+static void ref_rmsnorm(be *b, float *y, const float *x, const float *g, int n, int dim,
+                        float eps) {
+    for (int t = 0; t < n; t++) {
+        const float *xt = x + (size_t)t * dim;
+        float *yt = y + (size_t)t * dim;
+        double ss = 0;
+        for (int i = 0; i < dim; i++) ss += (double)xt[i] * xt[i];
+        double inv = 1.0 / sqrt(ss / dim + eps);
+        for (int i = 0; i < dim; i++) yt[i] = (float)(xt[i] * inv * g[i]);
+    }
+}
+
+/* torch LayerNorm: biased variance, eps inside the sqrt, affine. */
+static void ref_layernorm(be *b, float *y, const float *x, const float *g, const float *beta, int n,
+                          int dim, float eps) {
+    for (int t = 0; t < n; t++) {
+        const float *xt = x + (size_t)t * dim;
+        float *yt = y + (size_t)t * dim;
+        double mean = 0, var = 0;
+        for (int i = 0; i < dim; i++) mean += xt[i];
+        mean /= dim;
+        for (int i = 0; i < dim; i++) var += (xt[i] - mean) * (xt[i] - mean);
+        var /= dim;
+        double inv = 1.0 / sqrt(var + eps);
+        for (int i = 0; i < dim; i++) yt[i] = (float)((xt[i] - mean) * inv * g[i] + beta[i]);
+    }
+}
+
+/*
+ * Rotate-half RoPE as MistralRotaryEmbedding + apply_rotary_pos_emb:
+ *   inv_freq[j] = 1 / theta^(float32(2j) / head_dim)    all float32
+ *   angle       = float32(pos) * inv_freq[j]            float32 product
+ *   x'[j]       = x[j]·cos − x[j+half]·sin,  x'[j+half] = x[j+half]·cos + x[j]·sin
+ * cos/sin are taken of the float32 angle exactly (in double, then rounded).
+ */
+static void ref_rope(be *b, float *x, int n, int n_heads, int head_dim, const int *pos,
+                     float theta) {
+    int half = head_dim / 2;
+    for (int t = 0; t < n; t++) {
+        for (int h = 0; h < n_heads; h++) {
+            float *v = x + ((size_t)t * n_heads + h) * head_dim;
+            for (int j = 0; j < half; j++) {
+                float inv_freq = 1.0f / powf(theta, (float)(2 * j) / (float)head_dim);
+                float angle = (float)pos[t] * inv_freq;
+                float c = (float)cos((double)angle), s = (float)sin((double)angle);
+                float a = v[j], bb = v[j + half];
+                v[j] = a * c - bb * s;
+                v[j + half] = bb * c + a * s;
+            }
+        }
+    }
+}
+
+/* Plain two-pass softmax per (query, head), everything in double. */
+static void ref_attention(be *b, float *out, const float *q, const float *k, const float *v,
+                          int n_q, int q_pos0, int n_kv, int n_heads, int n_kv_heads, int head_dim,
+                          bool causal) {
+    int group = n_heads / n_kv_heads;
+    size_t kv_dim = (size_t)n_kv_heads * head_dim;
+    double scale = 1.0 / sqrt((double)head_dim);
+    double *p = malloc((size_t)(n_kv > 0 ? n_kv : 1) * sizeof *p);
+    double *acc = malloc((size_t)head_dim * sizeof *acc);
+    if (!p || !acc) abort(); /* the reference is for tests only */
+    for (int i = 0; i < n_q; i++) {
+        int n_seen = causal ? q_pos0 + i + 1 : n_kv;
+        if (n_seen > n_kv) n_seen = n_kv;
+        for (int h = 0; h < n_heads; h++) {
+            const float *qh = q + ((size_t)i * n_heads + h) * head_dim;
+            int kvh = h / group;
+            double max = -INFINITY, sum = 0;
+            for (int j = 0; j < n_seen; j++) {
+                const float *kj = k + j * kv_dim + (size_t)kvh * head_dim;
+                double dot = 0;
+                for (int d = 0; d < head_dim; d++) dot += (double)qh[d] * kj[d];
+                p[j] = dot * scale;
+                if (p[j] > max) max = p[j];
+            }
+            for (int j = 0; j < n_seen; j++) {
+                p[j] = exp(p[j] - max);
+                sum += p[j];
+            }
+            for (int d = 0; d < head_dim; d++) acc[d] = 0;
+            for (int j = 0; j < n_seen; j++) {
+                const float *vj = v + j * kv_dim + (size_t)kvh * head_dim;
+                for (int d = 0; d < head_dim; d++) acc[d] += p[j] / sum * vj[d];
+            }
+            /* Written after q is read, so out may equal q. */
+            float *oh = out + ((size_t)i * n_heads + h) * head_dim;
+            for (int d = 0; d < head_dim; d++) oh[d] = (float)acc[d];
+        }
+    }
+    free(p);
+    free(acc);
+}
+
+static void ref_silu_mul(be *b, float *gate, const float *up, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        double z = gate[i];
+        gate[i] = (float)(z / (1.0 + exp(-z)) * up[i]);
+    }
+}
+
+static void ref_gelu(be *b, float *x, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        double z = x[i];
+        x[i] = (float)(0.5 * z * (1.0 + erf(z * M_SQRT1_2)));
+    }
+}
+
+/* CLIP quick_gelu: x * sigmoid(1.702 x), with 1.702 rounded to float32 as
+ * torch does when it multiplies a float32 tensor by a Python scalar. */
+static void ref_quick_gelu(be *b, float *x, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        double z = x[i];
+        x[i] = (float)(z / (1.0 + exp(-(double)1.702f * z)));
+    }
+}
+
+static void ref_add(be *b, float *y, const float *x, size_t n) {
+    for (size_t i = 0; i < n; i++) y[i] += x[i];
+}
+
+static void ref_embed_rows(be *b, float *out, const be_weight *table, const int32_t *ids, int n) {
+    for (int t = 0; t < n; t++)
+        for (int c = 0; c < table->cols; c++)
+            out[(size_t)t * table->cols + c] =
+                load_elem(table->dtype, table->data, (size_t)ids[t] * table->cols + c);
+}
+
+const struct be_ops be_ref_ops = {
+    .name = "ref",
+    .init = ref_init,
+    .deinit = ref_deinit,
+    .alloc = ref_alloc,
+    .release = ref_release,
+    .upload = ref_copy,
+    .download = ref_copy,
+    .weight_init = ref_weight_init,
+    .weight_free = ref_weight_free,
+    .vector_init = ref_vector_init,
+    .matmul = ref_matmul,
+    .rmsnorm = ref_rmsnorm,
+    .layernorm = ref_layernorm,
+    .rope = ref_rope,
+    .attention = ref_attention,
+    .silu_mul = ref_silu_mul,
+    .gelu = ref_gelu,
+    .quick_gelu = ref_quick_gelu,
+    .add = ref_add,
+    .embed_rows = ref_embed_rows,
+};

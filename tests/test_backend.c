@@ -1,0 +1,733 @@
+/*
+ * test_backend.c - every op of the CPU backend against the scalar reference.
+ *
+ * Each op runs on the reference (backend/ref.c) and on four CPU setups: 1 and
+ * 3 threads, with the best kernels this machine has (AVX2 where present) and
+ * with the portable ones. Every check draws fresh random data (never zeros),
+ * poisons the outputs with NaN first so an element left unwritten fails, and
+ * compares with the relative error ‖got − want‖ / ‖want‖. Shapes include odd
+ * sizes (head_dim 24, dims not a multiple of 8, n = 1 and 7, GQA), all three
+ * weight dtypes, weights at unaligned addresses, and the in-place calls the
+ * header allows. The half -> float conversions are checked exhaustively.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#include "backend/backend.h"
+#include "backend/cpu/cpu.h"
+#include "backend/cpu/threadpool.h"
+
+#include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Relative-error bounds. Ops whose float32 sums run over thousands of terms
+ * get a looser bound than elementwise ones; gathers must be exact. */
+#define TOL_ELEM 5e-7
+#define TOL_SUM  1e-6
+
+/* ---------------------------------------------------------------------------
+ * Backends under test
+ */
+
+typedef struct {
+    char label[48];
+    be b;
+} cpu_setup;
+
+static be g_ref;
+static cpu_setup g_cpu[4];
+static int g_n_cpu;
+
+static void open_backend(be *b, const struct be_ops *ops, int n_threads) {
+    lv_err err;
+    b->ops = ops;
+    if (ops->init(b, n_threads, &err) != LV_OK) fail_msg("%s init: %s", ops->name, err.msg);
+}
+
+static int setup(void **state) {
+    open_backend(&g_ref, &be_ref_ops, 1);
+    const int threads[] = {1, 3};
+    for (int p = 0; p < 2; p++) {
+        for (int t = 0; t < 2; t++) {
+            cpu_setup *c = &g_cpu[g_n_cpu++];
+            open_backend(&c->b, &be_cpu_ops, threads[t]);
+            if (p == 1) cpu_ctx_of(&c->b)->k = cpu_kernels_portable();
+            snprintf(c->label, sizeof c->label, "cpu %s, %d thread%s", cpu_ctx_of(&c->b)->k->isa,
+                     threads[t], threads[t] > 1 ? "s" : "");
+        }
+    }
+    return 0;
+}
+
+static int teardown(void **state) {
+    for (int i = 0; i < g_n_cpu; i++) g_cpu[i].b.ops->deinit(&g_cpu[i].b);
+    g_ref.ops->deinit(&g_ref);
+    return 0;
+}
+
+/* ---------------------------------------------------------------------------
+ * Random data, poison, comparison
+ */
+
+static uint64_t g_rng = 0x9e3779b97f4a7c15u;
+
+static uint64_t rnd(void) { /* splitmix64 */
+    uint64_t z = (g_rng += 0x9e3779b97f4a7c15u);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9u;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebu;
+    return z ^ (z >> 31);
+}
+
+/* Uniform in [lo, hi), never exactly 0. */
+static float rnd_float(float lo, float hi) {
+    for (;;) {
+        float f = lo + (hi - lo) * (float)((rnd() >> 40) * (1.0 / 16777216.0));
+        if (f != 0.0f) return f;
+    }
+}
+
+static float *rnd_floats(size_t n, float lo, float hi) {
+    float *v = malloc((n ? n : 1) * sizeof *v);
+    assert_non_null(v);
+    for (size_t i = 0; i < n; i++) v[i] = rnd_float(lo, hi);
+    return v;
+}
+
+static float *dup_floats(const float *v, size_t n) {
+    float *d = malloc((n ? n : 1) * sizeof *d);
+    assert_non_null(d);
+    memcpy(d, v, n * sizeof *d);
+    return d;
+}
+
+/* A quiet NaN no op computes: any element still holding it was never written. */
+static const uint32_t POISON = 0x7fc0dead;
+
+static float *poisoned(size_t n) {
+    float *v = malloc((n ? n : 1) * sizeof *v);
+    assert_non_null(v);
+    for (size_t i = 0; i < n; i++) memcpy(&v[i], &POISON, 4);
+    return v;
+}
+
+static double rel_err(const float *got, const float *want, size_t n) {
+    double num = 0, den = 0;
+    for (size_t i = 0; i < n; i++) {
+        double d = (double)got[i] - want[i];
+        num += d * d;
+        den += (double)want[i] * want[i];
+    }
+    return den > 0 ? sqrt(num / den) : sqrt(num);
+}
+
+static void check_close(const char *what, const cpu_setup *c, const float *got, const float *want,
+                        size_t n, double tol) {
+    for (size_t i = 0; i < n; i++)
+        if (!isfinite(got[i]))
+            fail_msg("%s [%s]: element %zu of %zu is %g (not written?), want %g", what, c->label, i,
+                     n, got[i], want[i]);
+    double e = rel_err(got, want, n);
+    if (!(e <= tol))
+        fail_msg("%s [%s]: relative error %.3g, expected <= %.3g", what, c->label, e, tol);
+}
+
+/* Weight data of dtype, rows × cols, placed `offset` bytes into a malloc'd
+ * block (returned in *block for freeing) so it can be misaligned. */
+static const void *rnd_weight(be_dtype dtype, size_t count, size_t offset, void **block) {
+    size_t esize = dtype == BE_F32 ? 4 : 2;
+    unsigned char *mem = malloc(count * esize + offset + 1);
+    assert_non_null(mem);
+    unsigned char *p = mem + offset;
+    for (size_t i = 0; i < count; i++) {
+        if (dtype == BE_F32) {
+            float f = rnd_float(-1, 1);
+            memcpy(p + 4 * i, &f, 4);
+        } else if (dtype == BE_F16) { /* |v| in [2^-6, 4): normal halves */
+            uint16_t h = (uint16_t)((rnd() & 1) << 15 | (9 + rnd() % 8) << 10 | (rnd() & 0x3ff));
+            memcpy(p + 2 * i, &h, 2);
+        } else { /* bf16: the top half of a float in [-1, 1) */
+            float f = rnd_float(-1, 1);
+            uint32_t u;
+            memcpy(&u, &f, 4);
+            uint16_t h = (uint16_t)(u >> 16);
+            memcpy(p + 2 * i, &h, 2);
+        }
+    }
+    *block = mem;
+    return p;
+}
+
+static const char *dtype_str(be_dtype d) {
+    return d == BE_F32 ? "f32" : d == BE_F16 ? "f16" : "bf16";
+}
+
+/* ---------------------------------------------------------------------------
+ * Conversions
+ */
+
+/* The value of a half, from its definition. */
+static double half_value(uint16_t h) {
+    int s = h >> 15, e = (h >> 10) & 0x1f, f = h & 0x3ff;
+    double v = e == 0 ? ldexp(f, -24) : ldexp(1024 + f, e - 25);
+    return s ? -v : v;
+}
+
+static void f16_exhaustive(void **state) {
+    for (uint32_t h = 0; h < 65536; h++) {
+        float got = be_f16_to_f32((uint16_t)h);
+        uint32_t bits;
+        memcpy(&bits, &got, 4);
+        int e = (h >> 10) & 0x1f, f = h & 0x3ff;
+        if (e == 31 && f == 0) {
+            if (!isinf(got) || (signbit(got) != 0) != (h >> 15 != 0))
+                fail_msg("half %04x: %g", h, got);
+        } else if (e == 31) { /* NaN: sign and payload kept, quiet bit set */
+            uint32_t want = (h & 0x8000u) << 16 | 0x7fc00000u | (uint32_t)f << 13;
+            if (bits != want) fail_msg("half NaN %04x: got %08x, want %08x", h, bits, want);
+        } else if ((double)got != half_value((uint16_t)h) ||
+                   (signbit(got) != 0) != (h >> 15 != 0)) {
+            fail_msg("half %04x: got %.10g, want %.10g", h, got, half_value((uint16_t)h));
+        }
+    }
+}
+
+static void bf16_exhaustive(void **state) {
+    for (uint32_t h = 0; h < 65536; h++) {
+        float got = be_bf16_to_f32((uint16_t)h);
+        uint32_t bits;
+        memcpy(&bits, &got, 4);
+        if (bits != h << 16) fail_msg("bf16 %04x: got %08x", h, bits);
+    }
+    assert_true(be_bf16_to_f32(0x3f80) == 1.0f);
+    assert_true(be_bf16_to_f32(0xc000) == -2.0f);
+}
+
+/* The CPU kernels' bulk conversions (F16C and portable) agree bit for bit with
+ * be_f16_to_f32 / be_bf16_to_f32 on every 16-bit pattern, at an odd address. */
+static void kernel_convert_exhaustive(void **state) {
+    unsigned char *raw = malloc(2 * 65536 + 1);
+    float *got = malloc(65536 * sizeof *got);
+    assert_non_null(raw);
+    assert_non_null(got);
+    for (uint32_t h = 0; h < 65536; h++) {
+        uint16_t v = (uint16_t)h;
+        memcpy(raw + 1 + 2 * h, &v, 2);
+    }
+    const cpu_kernels *ks[2] = {cpu_kernels_portable(), cpu_kernels_avx2()};
+    for (int i = 0; i < 2; i++) {
+        if (!ks[i]) continue;
+        for (int d = BE_F16; d <= BE_BF16; d++) {
+            ks[i]->convert(got, (be_dtype)d, raw + 1, 65536);
+            for (uint32_t h = 0; h < 65536; h++) {
+                float want = d == BE_F16 ? be_f16_to_f32((uint16_t)h) : be_bf16_to_f32((uint16_t)h);
+                if (memcmp(&got[h], &want, 4) != 0)
+                    fail_msg("%s convert %s %04x: got %g, want %g", ks[i]->isa,
+                             dtype_str((be_dtype)d), h, got[h], want);
+            }
+        }
+    }
+    free(raw);
+    free(got);
+}
+
+/* ---------------------------------------------------------------------------
+ * Thread pool
+ */
+
+typedef struct {
+    atomic_long sum;
+    atomic_int calls;
+    long n;
+} pool_job;
+
+static void pool_fn(void *arg, int ith, int nth) {
+    pool_job *j = arg;
+    long lo, hi, s = 0;
+    tp_split(j->n, ith, nth, 4, &lo, &hi);
+    for (long i = lo; i < hi; i++) s += i;
+    atomic_fetch_add(&j->sum, s);
+    atomic_fetch_add(&j->calls, 1);
+}
+
+static void threadpool_runs_every_share(void **state) {
+    tp *pool = tp_new(3);
+    assert_non_null(pool);
+    assert_int_equal(tp_size(pool), 3);
+    for (int rep = 0; rep < 2000; rep++) {
+        pool_job j = {.n = rep % 50};
+        atomic_init(&j.sum, 0);
+        atomic_init(&j.calls, 0);
+        int nth = 1 + rep % 4; /* 4 > pool size: clamped to 3 */
+        tp_run(pool, pool_fn, &j, nth);
+        assert_int_equal(atomic_load(&j.calls), nth < 3 ? nth : 3);
+        assert_int_equal(atomic_load(&j.sum), j.n * (j.n - 1) / 2);
+    }
+    tp_free(pool);
+    tp_free(NULL);
+}
+
+static void split_covers_range(void **state) {
+    for (long n = 0; n < 40; n++)
+        for (int nth = 1; nth < 6; nth++)
+            for (long align = 1; align < 6; align++) {
+                long next = 0;
+                for (int ith = 0; ith < nth; ith++) {
+                    long lo, hi;
+                    tp_split(n, ith, nth, align, &lo, &hi);
+                    assert_int_equal(lo, next);
+                    assert_true(hi >= lo);
+                    if (hi < n) assert_int_equal(hi % align, 0);
+                    next = hi;
+                }
+                assert_int_equal(next, n);
+            }
+}
+
+/* ---------------------------------------------------------------------------
+ * Memory slots
+ */
+
+static void memory_slots(void **state) {
+    float host[37], back[37];
+    for (int i = 0; i < 37; i++) host[i] = rnd_float(-1, 1);
+    for (int i = 0; i < g_n_cpu + 1; i++) {
+        be *b = i < g_n_cpu ? &g_cpu[i].b : &g_ref;
+        float *buf = b->ops->alloc(b, sizeof host);
+        assert_non_null(buf);
+        b->ops->upload(b, buf, host, sizeof host);
+        b->ops->download(b, back, buf, sizeof host);
+        assert_memory_equal(back, host, sizeof host);
+        b->ops->release(b, buf);
+        b->ops->release(b, NULL);
+        void *empty = b->ops->alloc(b, 0);
+        b->ops->release(b, empty);
+    }
+}
+
+static void weight_init_checks(void **state) {
+    uint16_t data[6] = {0};
+    for (int i = 0; i < g_n_cpu + 1; i++) {
+        be *b = i < g_n_cpu ? &g_cpu[i].b : &g_ref;
+        be_weight w;
+        lv_err err;
+        assert_int_equal(b->ops->weight_init(b, &w, (be_dtype)7, 2, 3, data, &err),
+                         LV_ERR_UNSUPPORTED);
+        assert_int_equal(b->ops->weight_init(b, &w, BE_F16, 0, 3, data, &err), LV_ERR_ARG);
+        assert_int_equal(b->ops->weight_init(b, &w, BE_F16, 2, 3, NULL, &err), LV_ERR_ARG);
+        assert_int_equal(b->ops->weight_init(b, &w, BE_BF16, 2, 3, data, &err), LV_OK);
+        assert_int_equal(w.rows, 2);
+        assert_int_equal(w.cols, 3);
+        b->ops->weight_free(b, &w);
+        assert_null(w.data);
+    }
+}
+
+static void vector_init_all_dtypes(void **state) {
+    for (int d = BE_F32; d <= BE_BF16; d++) {
+        for (int n = 1; n < 40; n += 13) {
+            void *block;
+            const void *host = rnd_weight((be_dtype)d, (size_t)n, 1, &block);
+            float *want = g_ref.ops->vector_init(&g_ref, (be_dtype)d, n, host);
+            for (int i = 0; i < g_n_cpu; i++) {
+                be *b = &g_cpu[i].b;
+                float *got = b->ops->vector_init(b, (be_dtype)d, n, host);
+                assert_non_null(got);
+                assert_memory_equal(got, want, (size_t)n * sizeof *got);
+                b->ops->release(b, got);
+            }
+            g_ref.ops->release(&g_ref, want);
+            free(block);
+        }
+    }
+}
+
+/* ---------------------------------------------------------------------------
+ * matmul
+ */
+
+static void check_matmul(be_dtype dtype, int rows, int cols, int n, bool with_bias, size_t offset) {
+    void *block;
+    const void *host = rnd_weight(dtype, (size_t)rows * cols, offset, &block);
+    float *x = rnd_floats((size_t)n * cols, -1, 1);
+    float *bias = with_bias ? rnd_floats((size_t)rows, -1, 1) : NULL;
+    float *want = poisoned((size_t)n * rows);
+    be_weight wr;
+    lv_err err;
+    assert_int_equal(g_ref.ops->weight_init(&g_ref, &wr, dtype, rows, cols, host, &err), LV_OK);
+    g_ref.ops->matmul(&g_ref, want, x, &wr, bias, n);
+    char what[96];
+    snprintf(what, sizeof what, "matmul %s %dx%d n=%d%s offset %zu", dtype_str(dtype), rows, cols,
+             n, with_bias ? " +bias" : "", offset);
+    for (int i = 0; i < g_n_cpu; i++) {
+        be *b = &g_cpu[i].b;
+        be_weight w;
+        assert_int_equal(b->ops->weight_init(b, &w, dtype, rows, cols, host, &err), LV_OK);
+        float *got = poisoned((size_t)n * rows);
+        b->ops->matmul(b, got, x, &w, bias, n);
+        check_close(what, &g_cpu[i], got, want, (size_t)n * rows, TOL_SUM);
+        b->ops->weight_free(b, &w);
+        free(got);
+    }
+    g_ref.ops->weight_free(&g_ref, &wr);
+    free(want);
+    free(bias);
+    free(x);
+    free(block);
+}
+
+static void matmul_shapes(void **state) {
+    /* rows, cols, n: tiles of 32 rows and 1024 columns, ragged in every direction. */
+    static const int shapes[][3] = {
+        {24, 40, 1},  {24, 40, 7},   {37, 53, 7},    {8, 8, 2},    {1, 1, 1},
+        {33, 100, 1}, {70, 24, 9},   {64, 1030, 5},  {5, 2051, 3}, {300, 96, 13},
+        {96, 300, 1}, {257, 517, 1}, {1000, 200, 1},
+    };
+    for (size_t s = 0; s < LV_ARRAY_LEN(shapes); s++)
+        for (int d = BE_F32; d <= BE_BF16; d++)
+            for (int off = 0; off < 2; off++)
+                check_matmul((be_dtype)d, shapes[s][0], shapes[s][1], shapes[s][2], (s + off) % 2,
+                             off ? (d == BE_F32 ? 2 : 1) : 0);
+}
+
+/* Many threads on a matrix with fewer row tiles than threads (token split). */
+static void matmul_token_split(void **state) {
+    check_matmul(BE_F16, 20, 72, 41, true, 0);
+    check_matmul(BE_F32, 3, 17, 30, false, 0);
+}
+
+/* ---------------------------------------------------------------------------
+ * Norms
+ */
+
+static void check_norm(bool layer, int n, int dim, float shift, bool in_place) {
+    float *x = rnd_floats((size_t)n * dim, -2, 2);
+    for (size_t i = 0; i < (size_t)n * dim; i++) x[i] += shift;
+    float *g = rnd_floats((size_t)dim, 0.5f, 1.5f), *beta = rnd_floats((size_t)dim, -1, 1);
+    float eps = 1e-5f;
+    float *want = poisoned((size_t)n * dim);
+    if (layer)
+        g_ref.ops->layernorm(&g_ref, want, x, g, beta, n, dim, eps);
+    else
+        g_ref.ops->rmsnorm(&g_ref, want, x, g, n, dim, eps);
+    char what[96];
+    snprintf(what, sizeof what, "%s n=%d dim=%d shift %g%s", layer ? "layernorm" : "rmsnorm", n,
+             dim, shift, in_place ? " in place" : "");
+    for (int i = 0; i < g_n_cpu; i++) {
+        be *b = &g_cpu[i].b;
+        float *got = in_place ? dup_floats(x, (size_t)n * dim) : poisoned((size_t)n * dim);
+        const float *src = in_place ? got : x;
+        if (layer)
+            b->ops->layernorm(b, got, src, g, beta, n, dim, eps);
+        else
+            b->ops->rmsnorm(b, got, src, g, n, dim, eps);
+        check_close(what, &g_cpu[i], got, want, (size_t)n * dim, TOL_SUM);
+        free(got);
+    }
+    free(want);
+    free(beta);
+    free(g);
+    free(x);
+}
+
+static void norms(void **state) {
+    static const int shapes[][2] = {{1, 24}, {7, 4096}, {3, 1001}, {9, 7}, {40, 1024}, {50, 1001}};
+    for (size_t s = 0; s < LV_ARRAY_LEN(shapes); s++)
+        for (int in_place = 0; in_place < 2; in_place++) {
+            check_norm(false, shapes[s][0], shapes[s][1], 0, in_place);
+            check_norm(true, shapes[s][0], shapes[s][1], 0, in_place);
+            check_norm(true, shapes[s][0], shapes[s][1], 30, in_place); /* large mean */
+        }
+}
+
+/* ---------------------------------------------------------------------------
+ * RoPE
+ */
+
+static void check_rope(int n, int n_heads, int head_dim, float theta, int max_pos) {
+    size_t len = (size_t)n * n_heads * head_dim;
+    float *x = rnd_floats(len, -2, 2);
+    int *pos = malloc((size_t)n * sizeof *pos);
+    assert_non_null(pos);
+    for (int t = 0; t < n; t++) pos[t] = (int)(rnd() % (uint64_t)(max_pos + 1));
+    float *want = dup_floats(x, len);
+    g_ref.ops->rope(&g_ref, want, n, n_heads, head_dim, pos, theta);
+    char what[96];
+    snprintf(what, sizeof what, "rope n=%d heads=%d head_dim=%d theta %g pos<=%d", n, n_heads,
+             head_dim, theta, max_pos);
+    for (int i = 0; i < g_n_cpu; i++) {
+        be *b = &g_cpu[i].b;
+        float *got = dup_floats(x, len);
+        b->ops->rope(b, got, n, n_heads, head_dim, pos, theta);
+        check_close(what, &g_cpu[i], got, want, len, TOL_ELEM);
+        free(got);
+    }
+    free(want);
+    free(pos);
+    free(x);
+}
+
+static void rope(void **state) {
+    check_rope(1, 4, 24, 1e6f, 10);
+    check_rope(7, 3, 128, 1e6f, 40000);
+    check_rope(5, 2, 64, 10000.0f, 32767);
+    check_rope(300, 2, 160, 1e6f, 4096); /* head_dim/2 = 80 > one cos/sin chunk */
+    check_rope(2, 1, 2, 1e6f, 5);
+}
+
+/* Positions 0 and 1 by hand: position 0 is the identity, and at position 1
+ * frequency 0 rotates by exactly 1 radian. */
+static void rope_known_values(void **state) {
+    float x[8] = {1, 2, 3, 4, 5, 6, 7, 8};
+    float y[8];
+    int pos[2] = {0, 1};
+    for (int i = 0; i < g_n_cpu + 1; i++) {
+        be *b = i < g_n_cpu ? &g_cpu[i].b : &g_ref;
+        memcpy(y, x, sizeof x);
+        b->ops->rope(b, y, 2, 1, 4, pos, 10000.0f);
+        assert_memory_equal(y, x, 4 * sizeof *y);
+        assert_float_equal(y[4], 5 * cosf(1) - 7 * sinf(1), 1e-6);
+        assert_float_equal(y[6], 7 * cosf(1) + 5 * sinf(1), 1e-6);
+    }
+}
+
+/* ---------------------------------------------------------------------------
+ * Attention
+ */
+
+static void check_attention(int n_q, int q_pos0, int n_kv, int n_heads, int n_kv_heads,
+                            int head_dim, bool causal, bool in_place) {
+    size_t q_len = (size_t)n_q * n_heads * head_dim, kv_len = (size_t)n_kv * n_kv_heads * head_dim;
+    float *q = rnd_floats(q_len, -1.5f, 1.5f);
+    float *k = rnd_floats(kv_len, -1.5f, 1.5f), *v = rnd_floats(kv_len, -2, 2);
+    float *want = poisoned(q_len);
+    g_ref.ops->attention(&g_ref, want, q, k, v, n_q, q_pos0, n_kv, n_heads, n_kv_heads, head_dim,
+                         causal);
+    char what[128];
+    snprintf(what, sizeof what, "attention n_q=%d pos0=%d n_kv=%d heads=%d/%d hd=%d%s%s", n_q,
+             q_pos0, n_kv, n_heads, n_kv_heads, head_dim, causal ? " causal" : "",
+             in_place ? " out=q" : "");
+    for (int i = 0; i < g_n_cpu; i++) {
+        be *b = &g_cpu[i].b;
+        float *got = in_place ? dup_floats(q, q_len) : poisoned(q_len);
+        b->ops->attention(b, got, in_place ? got : q, k, v, n_q, q_pos0, n_kv, n_heads, n_kv_heads,
+                          head_dim, causal);
+        check_close(what, &g_cpu[i], got, want, q_len, TOL_SUM);
+        free(got);
+    }
+    free(want);
+    free(v);
+    free(k);
+    free(q);
+}
+
+static void attention(void **state) {
+    check_attention(1, 9, 10, 4, 2, 24, true, false);    /* decode, GQA */
+    check_attention(7, 0, 7, 6, 2, 24, true, false);     /* prefill */
+    check_attention(7, 5, 12, 4, 4, 64, true, false);    /* chunked prefill after 5 cached */
+    check_attention(9, 0, 9, 3, 3, 64, false, false);    /* CLIP: bidirectional */
+    check_attention(3, 600, 603, 2, 1, 24, true, false); /* keys span 3 blocks */
+    check_attention(1, 40, 41, 32, 8, 128, true, false); /* Mistral's head layout */
+    check_attention(577, 0, 577, 2, 2, 64, false, false);
+    check_attention(7, 0, 7, 6, 3, 24, true, true);
+    check_attention(1, 0, 1, 2, 1, 8, true, true);
+    check_attention(5, 60, 200, 8, 2, 20, true, false); /* 6-row blocks span 2 queries; hd tail */
+    check_attention(13, 0, 13, 3, 1, 40, true, true);   /* GQA 3, hd = 16 + 16 + 8 */
+    check_attention(2, 0, 130, 5, 5, 24, false, false); /* keys: 64 + 64 + 2 */
+    check_attention(1, 129, 130, 1, 1, 128, true, false);
+}
+
+/* ---------------------------------------------------------------------------
+ * Elementwise and gather
+ */
+
+typedef enum { EW_SILU_MUL, EW_GELU, EW_QUICK_GELU, EW_ADD } ew_op;
+
+static void run_ew(be *b, ew_op op, float *y, const float *x, size_t n) {
+    switch (op) {
+        case EW_SILU_MUL:
+            b->ops->silu_mul(b, y, x, n);
+            break;
+        case EW_GELU:
+            b->ops->gelu(b, y, n);
+            break;
+        case EW_QUICK_GELU:
+            b->ops->quick_gelu(b, y, n);
+            break;
+        case EW_ADD:
+            b->ops->add(b, y, x, n);
+            break;
+    }
+}
+
+static void elementwise(void **state) {
+    static const char *names[] = {"silu_mul", "gelu", "quick_gelu", "add"};
+    static const size_t sizes[] = {1, 7, 1001, 100003};
+    for (int op = EW_SILU_MUL; op <= EW_ADD; op++) {
+        for (size_t s = 0; s < LV_ARRAY_LEN(sizes); s++) {
+            size_t n = sizes[s];
+            float *y = rnd_floats(n, -8, 8), *x = rnd_floats(n, -3, 3);
+            float *want = dup_floats(y, n);
+            run_ew(&g_ref, (ew_op)op, want, x, n);
+            char what[64];
+            snprintf(what, sizeof what, "%s n=%zu", names[op], n);
+            for (int i = 0; i < g_n_cpu; i++) {
+                float *got = dup_floats(y, n);
+                run_ew(&g_cpu[i].b, (ew_op)op, got, x, n);
+                check_close(what, &g_cpu[i], got, want, n, TOL_ELEM);
+                free(got);
+            }
+            free(want);
+            free(x);
+            free(y);
+        }
+    }
+}
+
+/* Activations at points where the answer is known. */
+static void activation_values(void **state) {
+    for (int i = 0; i < g_n_cpu + 1; i++) {
+        be *b = i < g_n_cpu ? &g_cpu[i].b : &g_ref;
+        float v[3] = {0, 1, -1};
+        b->ops->gelu(b, v, 3);
+        assert_float_equal(v[0], 0, 0);
+        assert_float_equal(v[1], 0.8413447460685429f, 1e-7);
+        assert_float_equal(v[2], -0.15865525393145707f, 1e-7);
+        float g[2] = {2, -30}, u[2] = {3, 1};
+        b->ops->silu_mul(b, g, u, 2);
+        assert_float_equal(g[0], 2 / (1 + exp(-2.0)) * 3, 1e-6);
+        assert_float_equal(g[1], -30 / (1 + exp(30.0)), 1e-15);
+        float q[1] = {1};
+        b->ops->quick_gelu(b, q, 1);
+        assert_float_equal(q[0], 1 / (1 + exp(-1.702)), 1e-7);
+    }
+}
+
+static void check_embed_rows(be_dtype dtype, int vocab, int cols, int n, size_t offset) {
+    void *block;
+    const void *host = rnd_weight(dtype, (size_t)vocab * cols, offset, &block);
+    int32_t *ids = malloc((size_t)n * sizeof *ids);
+    assert_non_null(ids);
+    for (int t = 0; t < n; t++) ids[t] = t < 2 ? t * (vocab - 1) : (int32_t)(rnd() % vocab);
+    be_weight wr;
+    lv_err err;
+    assert_int_equal(g_ref.ops->weight_init(&g_ref, &wr, dtype, vocab, cols, host, &err), LV_OK);
+    float *want = poisoned((size_t)n * cols);
+    g_ref.ops->embed_rows(&g_ref, want, &wr, ids, n);
+    for (int i = 0; i < g_n_cpu; i++) {
+        be *b = &g_cpu[i].b;
+        be_weight w;
+        assert_int_equal(b->ops->weight_init(b, &w, dtype, vocab, cols, host, &err), LV_OK);
+        float *got = poisoned((size_t)n * cols);
+        b->ops->embed_rows(b, got, &w, ids, n);
+        check_close("embed_rows", &g_cpu[i], got, want, (size_t)n * cols, 0);
+        assert_memory_equal(got, want, (size_t)n * cols * sizeof *got);
+        b->ops->weight_free(b, &w);
+        free(got);
+    }
+    g_ref.ops->weight_free(&g_ref, &wr);
+    free(want);
+    free(ids);
+    free(block);
+}
+
+static void embed_rows(void **state) {
+    for (int d = BE_F32; d <= BE_BF16; d++)
+        for (size_t off = 0; off < 2; off++) {
+            check_embed_rows((be_dtype)d, 50, 37, 9, off);
+            check_embed_rows((be_dtype)d, 300, 130, 400, off); /* threaded */
+        }
+}
+
+/* ---------------------------------------------------------------------------
+ * Several caller threads on one CPU backend
+ */
+
+typedef struct {
+    be *b;
+    const be_weight *w;
+    const float *x, *want;
+    int n, rows;
+    float *y;
+    int n_bad;
+} caller;
+
+static void *caller_main(void *arg) {
+    caller *c = arg;
+    for (int rep = 0; rep < 50; rep++) {
+        c->b->ops->matmul(c->b, c->y, c->x, c->w, NULL, c->n);
+        if (rel_err(c->y, c->want, (size_t)c->n * c->rows) > TOL_SUM) c->n_bad++;
+    }
+    return NULL;
+}
+
+static void concurrent_callers(void **state) {
+    be *b = &g_cpu[1].b; /* 3 threads, best kernels */
+    enum { ROWS = 96, COLS = 200 };
+    void *block;
+    const void *host = rnd_weight(BE_F16, (size_t)ROWS * COLS, 1, &block);
+    be_weight w, wr;
+    lv_err err;
+    assert_int_equal(b->ops->weight_init(b, &w, BE_F16, ROWS, COLS, host, &err), LV_OK);
+    assert_int_equal(g_ref.ops->weight_init(&g_ref, &wr, BE_F16, ROWS, COLS, host, &err), LV_OK);
+    caller c[3];
+    const int ns[3] = {1, 5, 40}; /* GEMV, one-thread GEMM, threaded GEMM */
+    for (int i = 0; i < 3; i++) {
+        c[i] = (caller){.b = b, .w = &w, .n = ns[i], .rows = ROWS};
+        c[i].x = rnd_floats((size_t)ns[i] * COLS, -1, 1);
+        float *want = poisoned((size_t)ns[i] * ROWS);
+        g_ref.ops->matmul(&g_ref, want, c[i].x, &wr, NULL, ns[i]);
+        c[i].want = want;
+        c[i].y = poisoned((size_t)ns[i] * ROWS);
+    }
+    pthread_t th[3];
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(pthread_create(&th[i], NULL, caller_main, &c[i]), 0);
+    for (int i = 0; i < 3; i++) pthread_join(th[i], NULL);
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(c[i].n_bad, 0);
+        free((void *)c[i].x);
+        free((void *)c[i].want);
+        free(c[i].y);
+    }
+    b->ops->weight_free(b, &w);
+    g_ref.ops->weight_free(&g_ref, &wr);
+    free(block);
+}
+
+static void find_backends(void **state) {
+    assert_ptr_equal(be_find("cpu"), &be_cpu_ops);
+    assert_ptr_equal(be_find("ref"), &be_ref_ops);
+    assert_null(be_find("cuda-nope"));
+    assert_null(be_find(NULL));
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(find_backends),
+        cmocka_unit_test(f16_exhaustive),
+        cmocka_unit_test(bf16_exhaustive),
+        cmocka_unit_test(kernel_convert_exhaustive),
+        cmocka_unit_test(threadpool_runs_every_share),
+        cmocka_unit_test(split_covers_range),
+        cmocka_unit_test(memory_slots),
+        cmocka_unit_test(weight_init_checks),
+        cmocka_unit_test(vector_init_all_dtypes),
+        cmocka_unit_test(matmul_shapes),
+        cmocka_unit_test(matmul_token_split),
+        cmocka_unit_test(norms),
+        cmocka_unit_test(rope),
+        cmocka_unit_test(rope_known_values),
+        cmocka_unit_test(attention),
+        cmocka_unit_test(elementwise),
+        cmocka_unit_test(activation_values),
+        cmocka_unit_test(embed_rows),
+        cmocka_unit_test(concurrent_callers),
+    };
+    return cmocka_run_group_tests_name("backend", tests, setup, teardown);
+}
