@@ -17,8 +17,14 @@ static const struct {
     {"model.image_newline", "image_newline"},
 };
 
+#define VT    "vision_tower."
+#define VT_VM "vision_tower.vision_model."
+
 /* Finds the rule for name: sets *skip (bytes of name to drop) and *prefix
- * (what replaces them); both empty when no rule matches. */
+ * (what replaces them); both empty when no rule matches. Then, as
+ * transformers 5.x holds the CLIP tower without its "vision_model." level
+ * (CLIPVisionModel vs the bare CLIPVisionTransformer), a vision tower name
+ * lacking that level gets it back. */
 static void match_rule(const char *name, size_t *skip, const char **prefix) {
     *skip = 0;
     *prefix = "";
@@ -27,8 +33,16 @@ static void match_rule(const char *name, size_t *skip, const char **prefix) {
         if (strncmp(name, rules[i].from, n) == 0) {
             *skip = n;
             *prefix = rules[i].to;
-            return;
+            break;
         }
+    }
+    const char *rest = name + *skip;
+    if (strcmp(*prefix, VT) == 0 && strncmp(rest, "vision_model.", 13) != 0) {
+        *prefix = VT_VM; /* model.vision_tower.embeddings... */
+    } else if (**prefix == '\0' && strncmp(name, VT, strlen(VT)) == 0 &&
+               strncmp(name + strlen(VT), "vision_model.", 13) != 0) {
+        *skip = strlen(VT); /* vision_tower.embeddings... */
+        *prefix = VT_VM;
     }
 }
 

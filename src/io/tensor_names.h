@@ -11,6 +11,10 @@
  *     model.image_newline.
  * The legacy names are canonical: the loader rewrites new names to them once,
  * when a file is opened, so the model code looks up exactly one spelling.
+ * transformers 5.x also holds the CLIP tower without its "vision_model."
+ * level in memory, so a file may say vision_tower.embeddings... (or
+ * model.vision_tower.encoder...); such names get the level back
+ * (vision_tower.vision_model.embeddings...).
  * Reference: transformers models/llava_next/modeling_llava_next.py
  * (`_checkpoint_conversion_mapping`, which maps the other way on load).
  */
@@ -22,7 +26,8 @@
 /* Writes the canonical form of name into out (cap bytes, NUL-terminated,
  * truncated if it does not fit) and returns its full length, snprintf-style:
  * the result fits iff the return value < cap. The first matching prefix rule
- * of formats.md §2.4 is applied; a name no rule matches is copied unchanged.
+ * of formats.md §2.4 is applied, then the vision_model rule above; a name no
+ * rule matches is copied unchanged.
  * Pure function: no allocation, no failure. */
 size_t tn_canonical(const char *name, char *out, size_t cap);
 

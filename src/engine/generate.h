@@ -1,0 +1,90 @@
+/*
+ * generate.h - one generation request, start to finish: images encoded,
+ * prompt prefilled, then tokens decoded one by one until EOS, a stop string,
+ * the token limit or the end of the context.
+ *
+ * Every request gets fresh state (a new llm_seq and sampler), so requests
+ * run one after another on one loaded model give exactly what each gives
+ * alone. Text streams out through a callback as it becomes final: text that
+ * could still turn out to be the start of a stop string is held back, and a
+ * stop string found in the text (even across tokens) cuts the output just
+ * before it.
+ */
+#ifndef LV_GENERATE_H
+#define LV_GENERATE_H
+
+#include "base/common.h"
+#include "engine/sample.h"
+#include "image/image.h"
+#include "model/llava.h"
+
+#include <stdbool.h>
+
+#define GEN_MAX_STOP 8 /* stop strings per request */
+
+typedef struct {
+    int max_tokens;                 /* tokens to generate at most (>= 1) */
+    sample_params sampling;         /* see sample.h */
+    const char *stop[GEN_MAX_STOP]; /* stop strings (borrowed, UTF-8, non-empty) */
+    int n_stop;
+    bool ignore_eos; /* keep going past EOS (benchmarks) */
+} gen_params;
+
+/* max_tokens 256, the checkpoint's sampling defaults, no stop strings. */
+void gen_params_default(gen_params *p, const llava *m);
+
+/* One generated token, as the callback sees it. */
+typedef struct {
+    int index; /* 0 for the first generated token */
+    int32_t id;
+    const float *logits; /* the model's raw logits (vocab) it was chosen from; borrowed */
+    int vocab;
+    const sample_result *sample; /* chosen id, logprob, top_logprobs */
+} gen_token;
+
+typedef struct {
+    /* Each generated token (EOS included), in order. May be NULL. */
+    void (*on_token)(void *ud, const gen_token *t);
+    /* Final text as it becomes known, in order; the pieces concatenate to
+     * gen_result.text. May be NULL. */
+    void (*on_text)(void *ud, const char *text, size_t len);
+    void *ud;
+} gen_callbacks;
+
+typedef struct {
+    int n_images, n_tiles;
+    double vision_ms;  /* tower + projector + packing, all images */
+    int n_prefill;     /* prompt tokens */
+    double prefill_ms; /* prompt to first logits */
+    int n_decode;      /* decode steps (generated tokens after the first) */
+    double decode_ms;  /* their forward passes */
+    double sample_ms;  /* sampling and detokenizing, all steps */
+} gen_timings;
+
+typedef struct {
+    int32_t *ids; /* generated ids, EOS included (heap) */
+    int n_ids;
+    char *text; /* generated text, special tokens skipped, cut before a stop
+                   string (heap, NUL-terminated) */
+    size_t text_len;
+    const char *finish_reason; /* "stop" (EOS or a stop string) or "length" (max_tokens or
+                                  the context) */
+    gen_timings timings;
+} gen_result;
+
+/*
+ * Runs one request on a loaded model: prompt ids (each <image> id already
+ * expanded to its image's token count, as llava-cli and the HF processor
+ * do), and the images' pixel tensors in prompt order (n_images may be 0:
+ * then <image> ids stay ordinary tokens). Errors: LV_ERR_ARG (image tokens
+ * that do not match the images, a prompt longer than the context, bad
+ * parameters), LV_ERR_NOMEM. On failure *out is zeroed; on success release
+ * it with gen_result_free.
+ */
+lv_status gen_run(llava *m, const int32_t *prompt, int n_prompt, const img_tensor *images,
+                  int n_images, const gen_params *p, const gen_callbacks *cb, gen_result *out,
+                  lv_err *err);
+
+void gen_result_free(gen_result *r); /* zeroed: no-op */
+
+#endif

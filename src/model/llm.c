@@ -1,0 +1,162 @@
+/*
+ * llm.c - Mistral / Llama decoder forward (see llm.h).
+ *
+ * One function, llm_forward, is the whole model for a batch of n tokens of
+ * one sequence: prefill passes the prompt (in chunks of max_batch), decode
+ * passes one token. Attention reads the sequence's cache from position 0 to
+ * the last new token, so a chunked prefill gives what a single pass would.
+ */
+#include "model/llm.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+lv_status llm_init(llm *m, be *b, const lv_text_config *c, const llm_weights *w, lv_err *err) {
+    memset(m, 0, sizeof *m);
+    if (strcmp(c->hidden_act, "silu") != 0)
+        return lv_fail(err, LV_ERR_UNSUPPORTED,
+                       "text_config.hidden_act \"%s\" is not supported (only \"silu\")",
+                       c->hidden_act);
+    *m = (llm){.b = b,
+               .w = w,
+               .dim = c->dim,
+               .hidden_dim = c->hidden_dim,
+               .n_layers = c->n_layers,
+               .n_heads = c->n_heads,
+               .n_kv_heads = c->n_kv_heads,
+               .head_dim = c->head_dim,
+               .q_dim = c->n_heads * c->head_dim,
+               .kv_dim = c->n_kv_heads * c->head_dim,
+               .vocab_size = c->vocab_size,
+               .max_ctx = c->max_pos,
+               .rms_eps = (float)c->rms_eps,
+               .rope_theta = (float)c->rope_theta};
+    if (c->sliding_window > 0 && c->sliding_window < m->max_ctx) m->max_ctx = c->sliding_window;
+    return LV_OK;
+}
+
+/* ---- sequence state ---------------------------------------------------- */
+
+lv_status llm_seq_init(const llm *m, int ctx, int max_batch, llm_seq *s, lv_err *err) {
+    memset(s, 0, sizeof *s);
+    if (ctx < 1 || ctx > m->max_ctx)
+        return lv_fail(err, LV_ERR_ARG, "a context of %d tokens is out of range (1..%d)", ctx,
+                       m->max_ctx);
+    if (max_batch < 1) return lv_fail(err, LV_ERR_ARG, "max_batch %d < 1", max_batch);
+    if (max_batch > ctx) max_batch = ctx;
+    be *b = m->b;
+    size_t f = sizeof(float), cache = (size_t)m->n_layers * ctx * m->kv_dim * f;
+    size_t nb = (size_t)max_batch;
+    s->m = m;
+    s->ctx = ctx;
+    s->max_batch = max_batch;
+    s->k = b->ops->alloc(b, cache);
+    s->v = b->ops->alloc(b, cache);
+    s->x = b->ops->alloc(b, nb * m->dim * f);
+    s->xb = b->ops->alloc(b, nb * m->dim * f);
+    s->q = b->ops->alloc(b, nb * m->q_dim * f);
+    s->att = b->ops->alloc(b, nb * m->q_dim * f);
+    s->hb = b->ops->alloc(b, nb * m->hidden_dim * f);
+    s->hb2 = b->ops->alloc(b, nb * m->hidden_dim * f);
+    s->logits = b->ops->alloc(b, (size_t)m->vocab_size * f);
+    s->ids = b->ops->alloc(b, nb * sizeof *s->ids);
+    s->posv = b->ops->alloc(b, nb * sizeof *s->posv);
+    s->host_pos = malloc(nb * sizeof *s->host_pos);
+    if (s->k && s->v && s->x && s->xb && s->q && s->att && s->hb && s->hb2 && s->logits && s->ids &&
+        s->posv && s->host_pos)
+        return LV_OK;
+    llm_seq_deinit(s);
+    return lv_fail(err, LV_ERR_NOMEM,
+                   "out of memory for a sequence of %d tokens (KV cache %.1f MB)", ctx,
+                   2.0 * cache / 1e6);
+}
+
+void llm_seq_deinit(llm_seq *s) {
+    if (!s->m) return;
+    be *b = s->m->b;
+    void *all[] = {s->k,  s->v,   s->x,      s->xb,  s->q,   s->att,
+                   s->hb, s->hb2, s->logits, s->ids, s->posv};
+    for (size_t i = 0; i < LV_ARRAY_LEN(all); i++) b->ops->release(b, all[i]);
+    free(s->host_pos);
+    memset(s, 0, sizeof *s);
+}
+
+void llm_seq_reset(llm_seq *s) {
+    s->pos = 0;
+}
+
+void llm_embed(const llm *m, llm_seq *s, const int32_t *ids, int n) {
+    be *b = m->b;
+    b->ops->upload(b, s->ids, ids, (size_t)n * sizeof *ids);
+    /* inputs_embeds = embed_tokens(input_ids); no scaling */
+    b->ops->embed_rows(b, s->x, &m->w->embed, s->ids, n);
+}
+
+/* ---- forward ----------------------------------------------------------- */
+
+/* Final RMSNorm of input row `row` and lm_head, into host out (vocab). */
+static void logits_of_row(const llm *m, llm_seq *s, int row, float *out) {
+    be *b = m->b;
+    b->ops->rmsnorm(b, s->xb, s->x + (size_t)row * m->dim, m->w->norm, 1, m->dim, m->rms_eps);
+    b->ops->matmul(b, s->logits, s->xb, &m->w->lm_head, NULL, 1);
+    b->ops->download(b, out, s->logits, (size_t)m->vocab_size * sizeof *out);
+}
+
+lv_status llm_forward(const llm *m, llm_seq *s, int n, float *logits, bool all_logits,
+                      lv_err *err) {
+    if (n < 1 || n > s->max_batch)
+        return lv_fail(err, LV_ERR_ARG, "%d tokens in one step; 1..%d allowed", n, s->max_batch);
+    if (s->pos + n > s->ctx)
+        return lv_fail(err, LV_ERR_ARG, "the sequence needs %d tokens but its context holds %d",
+                       s->pos + n, s->ctx);
+    be *b = m->b;
+    const struct be_ops *op = b->ops;
+    int dim = m->dim, kv_dim = m->kv_dim, pos0 = s->pos;
+    float *x = s->x;
+
+    /* position_ids: every token counts, image tokens included */
+    for (int i = 0; i < n; i++) s->host_pos[i] = pos0 + i;
+    op->upload(b, s->posv, s->host_pos, (size_t)n * sizeof *s->host_pos);
+
+    for (int l = 0; l < m->n_layers; l++) {
+        const llm_layer_weights *w = &m->w->layers[l];
+        float *k_layer = s->k + (size_t)l * s->ctx * kv_dim;
+        float *v_layer = s->v + (size_t)l * s->ctx * kv_dim;
+        float *k_new = k_layer + (size_t)pos0 * kv_dim, *v_new = v_layer + (size_t)pos0 * kv_dim;
+
+        /* h = input_layernorm(x) (RMSNorm) */
+        op->rmsnorm(b, s->xb, x, w->attn_norm, n, dim, m->rms_eps);
+        /* q, k, v projections; k and v go straight into the cache */
+        op->matmul(b, s->q, s->xb, &w->wq, w->bq, n);
+        op->matmul(b, k_new, s->xb, &w->wk, w->bk, n);
+        op->matmul(b, v_new, s->xb, &w->wv, w->bv, n);
+        /* apply_rotary_pos_emb: rotate_half RoPE on q and k */
+        op->rope(b, s->q, n, m->n_heads, m->head_dim, s->posv, m->rope_theta);
+        op->rope(b, k_new, n, m->n_kv_heads, m->head_dim, s->posv, m->rope_theta);
+        /* softmax(q·kᵀ/√head_dim + causal mask)·v over positions 0..pos0+n-1, GQA (repeat_kv) */
+        op->attention(b, s->att, s->q, k_layer, v_layer, n, pos0, pos0 + n, m->n_heads,
+                      m->n_kv_heads, m->head_dim, true);
+        /* x = x + o_proj(att) */
+        op->matmul(b, s->xb, s->att, &w->wo, w->bo, n);
+        op->add(b, x, s->xb, (size_t)n * dim);
+
+        /* h = post_attention_layernorm(x) */
+        op->rmsnorm(b, s->xb, x, w->ffn_norm, n, dim, m->rms_eps);
+        /* MLP: down_proj(silu(gate_proj(h)) * up_proj(h)) */
+        op->matmul(b, s->hb, s->xb, &w->w_gate, w->b_gate, n);
+        op->matmul(b, s->hb2, s->xb, &w->w_up, w->b_up, n);
+        op->silu_mul(b, s->hb, s->hb2, (size_t)n * m->hidden_dim);
+        op->matmul(b, s->xb, s->hb, &w->w_down, w->b_down, n);
+        /* x = x + mlp */
+        op->add(b, x, s->xb, (size_t)n * dim);
+    }
+    s->pos += n;
+
+    /* norm, lm_head: the last position only (logits_to_keep), or every row */
+    if (logits && all_logits)
+        for (int i = 0; i < n; i++) logits_of_row(m, s, i, logits + (size_t)i * m->vocab_size);
+    else if (logits)
+        logits_of_row(m, s, n - 1, logits);
+    return LV_OK;
+}

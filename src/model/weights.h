@@ -1,0 +1,117 @@
+/*
+ * weights.h - the tensors of a LLaVA checkpoint, prepared for one backend.
+ *
+ * Three groups, one struct each, loaded from an st_set (io/safetensors.h) by
+ * their canonical (transformers 4.4x llava-hf) names:
+ *
+ *   vision_tower.vision_model.                       CLIP ViT (clip_weights)
+ *     embeddings.patch_embedding.weight              (dim, 3, p, p)   conv, no bias
+ *     embeddings.class_embedding                     (dim)
+ *     embeddings.position_embedding.weight           (1 + (image/p)², dim)
+ *     pre_layrnorm.{weight,bias}                     (dim)            [sic]
+ *     encoder.layers.N.layer_norm{1,2}.{weight,bias} (dim)
+ *     encoder.layers.N.self_attn.{q,k,v,out}_proj.{weight,bias}   (dim, dim), (dim)
+ *     encoder.layers.N.mlp.fc1.{weight,bias}         (hidden, dim), (hidden)
+ *     encoder.layers.N.mlp.fc2.{weight,bias}         (dim, hidden), (dim)
+ *     post_layernorm.*                               never used (spec llava-next.md §4.3)
+ *   multi_modal_projector.linear_{1,2}.{weight,bias} (text dim, vision dim), (text dim, text dim)
+ *   image_newline                                    (text dim)      llava_next only
+ *   language_model.                                  Mistral / Llama (llm_weights)
+ *     model.embed_tokens.weight                      (vocab, dim)
+ *     model.layers.N.input_layernorm.weight          (dim)
+ *     model.layers.N.self_attn.{q,k,v,o}_proj.weight (n_heads·head_dim, dim), (kv_dim, dim) ×2,
+ *                                                    (dim, n_heads·head_dim)
+ *     model.layers.N.post_attention_layernorm.weight (dim)
+ *     model.layers.N.mlp.{gate,up,down}_proj.weight  (hidden, dim) ×2, (dim, hidden)
+ *     model.norm.weight                              (dim)
+ *     lm_head.weight                                 (vocab, dim); absent when tied
+ *
+ * Element types F16, BF16 and F32 are accepted, any mix. Matrices stay where
+ * the backend wants them (the CPU backend borrows the mmapped bytes, so the
+ * st_set must outlive the weights); vectors become float32 backend buffers.
+ * Only the CLIP layers the selected feature layer needs are loaded.
+ */
+#ifndef LV_MODEL_WEIGHTS_H
+#define LV_MODEL_WEIGHTS_H
+
+#include "backend/backend.h"
+#include "base/common.h"
+#include "io/hf_config.h"
+#include "io/safetensors.h"
+
+#include <stdbool.h>
+
+/* One CLIP encoder layer. */
+typedef struct {
+    float *ln1_g, *ln1_b;     /* layer_norm1 (dim) */
+    be_weight wq, wk, wv, wo; /* (dim, dim) */
+    float *bq, *bk, *bv, *bo; /* (dim) */
+    float *ln2_g, *ln2_b;     /* layer_norm2 (dim) */
+    be_weight fc1, fc2;       /* (hidden, dim), (dim, hidden) */
+    float *fc1_b, *fc2_b;     /* (hidden), (dim) */
+} clip_layer_weights;
+
+typedef struct {
+    be_weight patch;            /* patch_embedding as a matrix (dim, 3·p·p), (c, ky, kx) order */
+    float *cls_pos;             /* (n_pos, dim): row 0 = class_embedding + pos[0], row i = pos[i] */
+    float *pre_ln_g, *pre_ln_b; /* pre_layrnorm (dim) */
+    int n_layers;               /* layers loaded (= run): those the feature layer needs */
+    clip_layer_weights *layers;
+} clip_weights;
+
+typedef struct {
+    be_weight w1, w2; /* linear_1 (text dim, vision dim), linear_2 (text dim, text dim) */
+    float *b1, *b2;   /* (text dim); NULL without multimodal_projector_bias */
+} projector_weights;
+
+/* One decoder layer. Biases exist only for Llama configs that ask for them. */
+typedef struct {
+    float *attn_norm;               /* input_layernorm (dim) */
+    be_weight wq, wk, wv, wo;       /* (q_dim, dim), (kv_dim, dim) ×2, (dim, q_dim) */
+    float *bq, *bk, *bv, *bo;       /* attention_bias only; else NULL */
+    float *ffn_norm;                /* post_attention_layernorm (dim) */
+    be_weight w_gate, w_up, w_down; /* (hidden, dim) ×2, (dim, hidden) */
+    float *b_gate, *b_up, *b_down;  /* mlp_bias only; else NULL */
+} llm_layer_weights;
+
+typedef struct {
+    be_weight embed; /* embed_tokens (vocab, dim) */
+    int n_layers;
+    llm_layer_weights *layers;
+    float *norm;       /* final RMSNorm (dim) */
+    be_weight lm_head; /* (vocab, dim); a copy of embed's descriptor when tied */
+    bool tied;         /* lm_head is embed (tie_word_embeddings): freed once */
+} llm_weights;
+
+/* How many CLIP layers must run for the config's feature layer:
+ * hidden_states[k] is the output of k layers (k = 0: pre_layrnorm's output),
+ * and a negative index counts from the end (-1 = all layers). */
+int clip_layers_needed(const lv_model_config *cfg);
+
+/*
+ * Loaders. Each checks every tensor against the config: presence, shape and
+ * dtype, with messages naming the tensor and giving expected vs actual
+ * ("tensor 'x': expected shape [96, 64], got [96, 65]"). Errors:
+ * LV_ERR_FORMAT (missing or mis-shaped tensor), LV_ERR_UNSUPPORTED (a
+ * dtype other than F16/BF16/F32, several feature layers), LV_ERR_NOMEM.
+ * On failure nothing is held (*w is zeroed). Release with the _free
+ * function (a zeroed struct is a no-op).
+ */
+lv_status clip_weights_load(be *b, const st_set *st, const lv_model_config *cfg, clip_weights *w,
+                            lv_err *err);
+void clip_weights_free(be *b, clip_weights *w);
+
+lv_status projector_weights_load(be *b, const st_set *st, const lv_model_config *cfg,
+                                 projector_weights *w, lv_err *err);
+void projector_weights_free(be *b, projector_weights *w);
+
+lv_status llm_weights_load(be *b, const st_set *st, const lv_text_config *cfg, llm_weights *w,
+                           lv_err *err);
+void llm_weights_free(be *b, llm_weights *w);
+
+/* A 1-D float vector of n values from the tensor `name` (any accepted dtype),
+ * converted on the host into out (caller-owned, n floats). Used for
+ * parameters the model applies on the host (image_newline). */
+lv_status weights_read_vector(const st_set *st, const char *name, int n, float *out, lv_err *err);
+
+#endif
