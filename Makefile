@@ -2,7 +2,8 @@
 #   make              build everything (Release) into build/bin/
 #   make test         install deps, build, run every test; then again under ASan+UBSan
 #   make test T=tok   only the tests whose name matches "tok"
-#   make run          install deps, build, serve a model (MODEL=path; default models/demo)
+#   make run          install deps, build, run a model (MODEL=path [IMAGE=file PROMPT=text];
+#                     default models/demo); serves it once the server exists
 #   make asan         build the ASan+UBSan tree in build-asan/
 #   make format       clang-format every C file in place
 #   make fuzz         build the libFuzzer targets (clang) in build-fuzz/, fuzz the image
@@ -43,7 +44,8 @@ run: setup build
 	@if [ ! -d "$(MODEL)" ]; then \
 	  echo "make run: no model at '$(MODEL)'. Give one: make run MODEL=path/to/llava-v1.6-mistral-7b-hf"; \
 	  echo "(the bundled demo model arrives with issue 5, the server with issue 6)"; exit 1; fi
-	build/bin/llava-cli --model "$(MODEL)" --prompt "$${PROMPT:-Hello}" --max-tokens 0 --json
+	build/bin/llava-cli --model "$(MODEL)" $(if $(IMAGE),--image "$(IMAGE)",) \
+	  --prompt "$${PROMPT:-Describe the image.}" --max-tokens "$${MAX_TOKENS:-64}"
 
 fuzz:
 	@cmake -S . -B build-fuzz -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=RelWithDebInfo \

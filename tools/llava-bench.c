@@ -16,8 +16,21 @@
  *       Runs each N times (default 10) and reports the fastest: decode ms,
  *       preprocess ms, and for next the two Pillow bicubic resizes alone
  *       (grid fit + base squash) inside it.
+ *
+ *   llava-bench matmul [--rows R] [--cols C] [--n N] [--dtype f32|f16|bf16]
+ *                      [--threads T]
+ *       One matmul y (N, R) = x (N, C) · Wᵀ on the cpu backend (T threads,
+ *       default all cores) and on the scalar reference, random data. Defaults
+ *       R = C = 4096, N = 1, f16. Each backend repeats until about a second
+ *       has passed (at least 3 runs for cpu, 1 for ref) and reports its
+ *       fastest run: ms, GFLOP/s (2·N·R·C) and GB/s of weight traffic
+ *       (R·C·sizeof(dtype), read once per call), then cpu's speed-up over ref
+ *       and the relative difference ‖cpu − ref‖ / ‖ref‖ of the outputs.
+ *       A weight smaller than the last-level cache is read from the cache
+ *       after the first run: pick R·C above it to measure DRAM bandwidth.
  */
 #include "base/common.h"
+#include "backend/backend.h"
 #include "base/file.h"
 #include "image/anyres.h"
 #include "image/decode.h"
@@ -25,6 +38,7 @@
 #include "image/resample.h"
 #include "text/tokenizer.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -50,7 +64,9 @@ static double now_s(void) {
 static int usage(void) {
     fprintf(stderr,
             "usage: llava-bench tokenizer --tokenizer PATH [--text FILE] [--repeat N]\n"
-            "       llava-bench image --image FILE [--repeat N] [--processor next|clip|pad]\n");
+            "       llava-bench image --image FILE [--repeat N] [--processor next|clip|pad]\n"
+            "       llava-bench matmul [--rows R] [--cols C] [--n N] [--dtype f32|f16|bf16] "
+            "[--threads T]\n");
     return 2;
 }
 
@@ -215,8 +231,118 @@ done:
     return rc;
 }
 
+/* The fastest of repeated matmuls on b: runs until `budget_s` has passed,
+ * at least `min_runs` times. Seconds. */
+static double time_matmul(be *b, float *y, const float *x, const be_weight *w, int n, int min_runs,
+                          double budget_s) {
+    double best = 1e30, start = now_s();
+    for (int r = 0; r < min_runs || now_s() - start < budget_s; r++) {
+        double t0 = now_s();
+        b->ops->matmul(b, y, x, w, NULL, n);
+        double dt = now_s() - t0;
+        if (dt < best) best = dt;
+    }
+    return best;
+}
+
+static int bench_matmul(int argc, char **argv) {
+    int rows = 4096, cols = 4096, n = 1, threads = 0;
+    be_dtype dtype = BE_F16;
+    for (int i = 0; i < argc; i++) {
+        if (i + 1 >= argc) return usage();
+        if (strcmp(argv[i], "--rows") == 0)
+            rows = atoi(argv[++i]);
+        else if (strcmp(argv[i], "--cols") == 0)
+            cols = atoi(argv[++i]);
+        else if (strcmp(argv[i], "--n") == 0)
+            n = atoi(argv[++i]);
+        else if (strcmp(argv[i], "--threads") == 0)
+            threads = atoi(argv[++i]);
+        else if (strcmp(argv[i], "--dtype") == 0) {
+            const char *d = argv[++i];
+            if (strcmp(d, "f32") == 0)
+                dtype = BE_F32;
+            else if (strcmp(d, "f16") == 0)
+                dtype = BE_F16;
+            else if (strcmp(d, "bf16") == 0)
+                dtype = BE_BF16;
+            else
+                return usage();
+        } else
+            return usage();
+    }
+    if (rows < 1 || cols < 1 || n < 1) return usage();
+
+    size_t esize = dtype == BE_F32 ? 4 : 2, n_w = (size_t)rows * cols;
+    unsigned char *wdata = malloc(n_w * esize);
+    float *x = malloc((size_t)n * cols * sizeof *x);
+    float *y_cpu = malloc((size_t)n * rows * sizeof *y_cpu);
+    float *y_ref = malloc((size_t)n * rows * sizeof *y_ref);
+    be cpu = {.ops = &be_cpu_ops}, ref = {.ops = &be_ref_ops};
+    be_weight w_cpu = {0}, w_ref = {0};
+    lv_err err;
+    int rc = 1;
+    if (!wdata || !x || !y_cpu || !y_ref) {
+        fprintf(stderr, "llava-bench: out of memory\n");
+        goto done;
+    }
+    /* Random weights in [-1, 1) (as float32 bits; bf16/f16 as their rounded-down halves). */
+    uint32_t seed = 12345;
+    for (size_t i = 0; i < n_w; i++) {
+        seed = seed * 1664525u + 1013904223u;
+        float f = (float)(seed >> 8) / 8388608.0f - 1.0f;
+        uint32_t u;
+        memcpy(&u, &f, 4);
+        uint16_t h = dtype == BE_BF16 ? (uint16_t)(u >> 16)
+                                      : (uint16_t)((u >> 16 & 0x8000) | (seed >> 8 & 0x3ff) |
+                                                   (uint16_t)(10 + (seed >> 20) % 5) << 10);
+        if (dtype == BE_F32)
+            memcpy(wdata + 4 * i, &f, 4);
+        else
+            memcpy(wdata + 2 * i, &h, 2);
+    }
+    for (size_t i = 0; i < (size_t)n * cols; i++) {
+        seed = seed * 1664525u + 1013904223u;
+        x[i] = (float)(seed >> 8) / 8388608.0f - 1.0f;
+    }
+    if (cpu.ops->init(&cpu, threads, &err) != LV_OK || ref.ops->init(&ref, 1, &err) != LV_OK ||
+        cpu.ops->weight_init(&cpu, &w_cpu, dtype, rows, cols, wdata, &err) != LV_OK ||
+        ref.ops->weight_init(&ref, &w_ref, dtype, rows, cols, wdata, &err) != LV_OK) {
+        fprintf(stderr, "llava-bench: %s\n", err.msg);
+        goto done;
+    }
+    double t_cpu = time_matmul(&cpu, y_cpu, x, &w_cpu, n, 3, 1.0);
+    double t_ref = time_matmul(&ref, y_ref, x, &w_ref, n, 1, 1.0);
+    double flop = 2.0 * n * (double)n_w, bytes = (double)n_w * (double)esize, num = 0, den = 0;
+    for (size_t i = 0; i < (size_t)n * rows; i++) {
+        num += ((double)y_cpu[i] - y_ref[i]) * ((double)y_cpu[i] - y_ref[i]);
+        den += (double)y_ref[i] * y_ref[i];
+    }
+    static const char *names[] = {"f32", "f16", "bf16"};
+    printf("matmul: y (%d, %d) = x (%d, %d) . W^T, W %s (%.1f MB)\n", n, rows, n, cols,
+           names[dtype], bytes / 1e6);
+    printf("  cpu (%2d threads): %9.3f ms  %8.2f GFLOP/s  %8.2f GB/s\n", cpu.n_threads, t_cpu * 1e3,
+           flop / t_cpu / 1e9, bytes / t_cpu / 1e9);
+    printf("  ref ( 1 thread ): %9.3f ms  %8.2f GFLOP/s  %8.2f GB/s\n", t_ref * 1e3,
+           flop / t_ref / 1e9, bytes / t_ref / 1e9);
+    printf("  cpu / ref speed: %.1fx   relative difference %.2e\n", t_ref / t_cpu,
+           den > 0 ? sqrt(num / den) : 0.0);
+    rc = 0;
+done:
+    if (w_cpu.data) cpu.ops->weight_free(&cpu, &w_cpu);
+    if (w_ref.data) ref.ops->weight_free(&ref, &w_ref);
+    if (cpu.ctx) cpu.ops->deinit(&cpu);
+    ref.ops->deinit(&ref);
+    free(y_ref);
+    free(y_cpu);
+    free(x);
+    free(wdata);
+    return rc;
+}
+
 int main(int argc, char **argv) {
     if (argc >= 2 && strcmp(argv[1], "tokenizer") == 0) return bench_tokenizer(argc - 2, argv + 2);
     if (argc >= 2 && strcmp(argv[1], "image") == 0) return bench_image(argc - 2, argv + 2);
+    if (argc >= 2 && strcmp(argv[1], "matmul") == 0) return bench_matmul(argc - 2, argv + 2);
     return usage();
 }

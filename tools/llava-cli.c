@@ -1,36 +1,45 @@
 /*
- * llava-cli - run the engine from the command line.
+ * llava-cli - run the engine from the command line: images + prompt in,
+ * generated text out.
  *
- * Today it loads a model directory's configs and tokenizer, decodes and
+ * It loads a model directory's configs and tokenizer, decodes and
  * preprocesses the images exactly as the checkpoint's image processor does,
- * renders the prompt through the chat template (or takes it raw) and prints
- * the prompt's token ids with each <image> expanded into that image's
- * feature count, as the Hugging Face processor does. Generation joins with
- * the forward pass (issue 4); the flags and the JSON shape below are the
- * contract later checks rely on:
+ * renders the prompt through the chat template (or takes it raw), expands
+ * each <image> into that image's feature count as the Hugging Face processor
+ * does, then (with --max-tokens > 0) loads the weights and generates. The
+ * flags and the JSON shape below are the contract later checks rely on:
  *
  *   llava-cli --model PATH [--image FILE]... --prompt TEXT [--raw-prompt]
- *             [--max-tokens N] [--json] [--dump-pixels FILE]
+ *             [--max-tokens N] [--temperature T] [--top-k K] [--top-p P]
+ *             [--min-p P] [--repeat-penalty R] [--seed S] [--threads N]
+ *             [--backend cpu|ref] [--stop TEXT]... [--json]
+ *             [--logits-out FILE] [--dump-pixels FILE]
  *   --json prints one object: {"prompt_ids", "n_prompt_tokens", "n_image_tokens",
  *                              "generated_ids", "text", "finish_reason", "timings"}
- *   --dump-pixels writes every image's tensor, in order, as raw little-endian
- *   float32 [tiles, 3, H, W] (written to a temporary file, then renamed).
+ *   (plus "seed"); without it the text streams to stdout as it is generated
+ *   (with --max-tokens 0: the prompt ids, space-separated).
+ *   --logits-out writes the raw logits of every generated step as
+ *   little-endian float32 [n_generated, vocab]; --dump-pixels every image's
+ *   tensor, in order, as float32 [tiles, 3, H, W]. Both are written to a
+ *   temporary file renamed over the target once complete.
+ * Sampling defaults come from the checkpoint's generation_config.json
+ * (greedy unless it sets do_sample); each flag overrides one value.
  *
  * Exit status: 0 success, 1 the model or input could not be used, 2 bad usage.
  */
 #include "base/buf.h"
 #include "base/common.h"
 #include "base/log.h"
-#include "engine/image_params.h"
-#include "image/anyres.h"
+#include "engine/generate.h"
 #include "image/decode.h"
 #include "image/preprocess.h"
-#include "io/model_dir.h"
+#include "model/llava.h"
 #include "text/chat_template.h"
 #include "text/tokenizer.h"
 
 #include <getopt.h>
 #include <jansson.h>
+#include <math.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -45,30 +54,132 @@ typedef struct {
     const char *prompt;             /* user text (UTF-8) */
     bool raw_prompt;                /* tokenize prompt as given, no chat template */
     bool json;                      /* one JSON object on stdout */
-    long max_tokens;                /* tokens to generate */
+    long max_tokens;                /* tokens to generate; -1 = the checkpoint's default */
     const char *log_level;          /* NULL: LOG_LEVEL or "info" */
     const char *images[MAX_IMAGES]; /* --image files, in order */
     int n_images;
     const char *dump_pixels; /* --dump-pixels output file, or NULL */
+    const char *logits_out;  /* --logits-out output file, or NULL */
+    const char *backend;     /* "cpu" (default) or "ref" */
+    int threads;             /* 0 = all cores */
+    /* sampling overrides; NaN / -1 = not given */
+    double temperature, top_p, min_p, repeat_penalty;
+    long top_k;
+    bool has_seed;
+    unsigned long long seed;
+    const char *stop[GEN_MAX_STOP];
+    int n_stop;
 } cli_args;
 
 static void usage(FILE *f) {
-    fprintf(f, "usage: llava-cli --model PATH [--image FILE]... --prompt TEXT [options]\n"
-               "  --model PATH      model directory (config.json, tokenizer.json, weights)\n"
-               "  --image FILE      an image (JPEG, PNG, WebP, GIF, BMP); repeat for several\n"
-               "  --prompt TEXT     the user's message (goes through the chat template)\n"
-               "  --raw-prompt      tokenize TEXT as given; each <image> takes the next image\n"
-               "                    (with no --image, <image> stays one ordinary token)\n"
-               "  --max-tokens N    tokens to generate (only 0 until the forward pass lands)\n"
-               "  --json            print one JSON object with prompt_ids, text, timings...\n"
-               "  --dump-pixels F   write the preprocessed images as float32 [tiles,3,H,W]\n"
-               "  --log-level L     error|warn|info|debug (default: $LOG_LEVEL or info)\n"
-               "  -h, --help        this text\n");
+    fprintf(f,
+            "usage: llava-cli --model PATH [--image FILE]... --prompt TEXT [options]\n"
+            "  --model PATH          model directory (config.json, tokenizer.json, weights)\n"
+            "  --image FILE          an image (JPEG, PNG, WebP, GIF, BMP); repeat for several\n"
+            "  --prompt TEXT         the user's message (goes through the chat template)\n"
+            "  --raw-prompt          tokenize TEXT as given; each <image> takes the next image\n"
+            "                        (with no --image, <image> stays one ordinary token)\n"
+            "  --max-tokens N        tokens to generate (default: generation_config's\n"
+            "                        max_new_tokens, else 256); 0 = only tokenize\n"
+            "  --temperature T       0 = greedy; default from generation_config.json\n"
+            "  --top-k K             keep the K most likely tokens (0 = off)\n"
+            "  --top-p P             nucleus sampling mass (1 = off)\n"
+            "  --min-p P             drop tokens below P x the top probability (0 = off)\n"
+            "  --repeat-penalty R    HF repetition_penalty (1 = off)\n"
+            "  --seed S              sampling seed (default: random, printed with --json)\n"
+            "  --stop TEXT           stop before TEXT (repeatable, up to %d)\n"
+            "  --threads N           CPU threads (default: all cores)\n"
+            "  --backend NAME        cpu (default) or ref (the scalar reference)\n"
+            "  --json                print one JSON object with prompt_ids, text, timings...\n"
+            "  --logits-out F        write every step's logits as float32 [n, vocab]\n"
+            "  --dump-pixels F       write the preprocessed images as float32 [tiles,3,H,W]\n"
+            "  --log-level L         error|warn|info|debug (default: $LOG_LEVEL or info)\n"
+            "  -h, --help            this text\n",
+            GEN_MAX_STOP);
+}
+
+/* A number option: returns false (message printed) if s is not one in [lo, hi]. */
+static bool parse_num(const char *opt, const char *s, double lo, double hi, double *out) {
+    char *end;
+    double v = strtod(s, &end);
+    if (*s == '\0' || *end != '\0' || !(v >= lo && v <= hi)) {
+        fprintf(stderr, "llava-cli: --%s wants a number in [%g, %g], got '%s'\n", opt, lo, hi, s);
+        return false;
+    }
+    *out = v;
+    return true;
+}
+
+enum {
+    OPT_RAW = 256,
+    OPT_MAXTOK,
+    OPT_JSON,
+    OPT_LOG,
+    OPT_DUMP,
+    OPT_TEMP,
+    OPT_TOPK,
+    OPT_TOPP,
+    OPT_MINP,
+    OPT_REP,
+    OPT_SEED,
+    OPT_THREADS,
+    OPT_LOGITS,
+    OPT_BACKEND,
+    OPT_STOP
+};
+
+/* One option with an argument; false on a usage error (message printed). */
+static bool set_option(cli_args *a, int c, const char *arg) {
+    double v;
+    switch (c) {
+        case OPT_MAXTOK:
+            if (!parse_num("max-tokens", arg, 0, 1e9, &v) || v != floor(v)) return false;
+            a->max_tokens = (long)v;
+            return true;
+        case OPT_TEMP:
+            return parse_num("temperature", arg, 0, 1e6, &a->temperature);
+        case OPT_TOPP:
+            return parse_num("top-p", arg, 1e-9, 1, &a->top_p);
+        case OPT_MINP:
+            return parse_num("min-p", arg, 0, 1, &a->min_p);
+        case OPT_REP:
+            return parse_num("repeat-penalty", arg, 1e-6, 1e6, &a->repeat_penalty);
+        case OPT_TOPK:
+            if (!parse_num("top-k", arg, 0, 1e9, &v) || v != floor(v)) return false;
+            a->top_k = (long)v;
+            return true;
+        case OPT_THREADS:
+            if (!parse_num("threads", arg, 0, 4096, &v) || v != floor(v)) return false;
+            a->threads = (int)v;
+            return true;
+        case OPT_SEED: {
+            char *end;
+            a->seed = strtoull(arg, &end, 10);
+            a->has_seed = *arg != '\0' && *arg != '-' && *end == '\0' && a->seed <= INT64_MAX;
+            if (!a->has_seed) fprintf(stderr, "llava-cli: --seed wants an integer in [0, 2^63)\n");
+            return a->has_seed;
+        }
+        case OPT_STOP:
+            if (a->n_stop == GEN_MAX_STOP || !*arg) {
+                fprintf(stderr, "llava-cli: --stop wants non-empty text, at most %d times\n",
+                        GEN_MAX_STOP);
+                return false;
+            }
+            a->stop[a->n_stop++] = arg;
+            return true;
+        case 'i':
+            if (a->n_images == MAX_IMAGES) {
+                fprintf(stderr, "llava-cli: at most %d images\n", MAX_IMAGES);
+                return false;
+            }
+            a->images[a->n_images++] = arg;
+            return true;
+    }
+    return false;
 }
 
 /* Returns 0 to go on, 1 after --help, 2 on a usage error (message printed). */
 static int parse_args(int argc, char **argv, cli_args *a) {
-    enum { OPT_RAW = 256, OPT_MAXTOK, OPT_JSON, OPT_LOG, OPT_DUMP };
     static const struct option opts[] = {
         {"model", required_argument, NULL, 'm'},
         {"prompt", required_argument, NULL, 'p'},
@@ -78,14 +189,29 @@ static int parse_args(int argc, char **argv, cli_args *a) {
         {"log-level", required_argument, NULL, OPT_LOG},
         {"image", required_argument, NULL, 'i'},
         {"dump-pixels", required_argument, NULL, OPT_DUMP},
+        {"temperature", required_argument, NULL, OPT_TEMP},
+        {"top-k", required_argument, NULL, OPT_TOPK},
+        {"top-p", required_argument, NULL, OPT_TOPP},
+        {"min-p", required_argument, NULL, OPT_MINP},
+        {"repeat-penalty", required_argument, NULL, OPT_REP},
+        {"seed", required_argument, NULL, OPT_SEED},
+        {"threads", required_argument, NULL, OPT_THREADS},
+        {"logits-out", required_argument, NULL, OPT_LOGITS},
+        {"backend", required_argument, NULL, OPT_BACKEND},
+        {"stop", required_argument, NULL, OPT_STOP},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
-    *a = (cli_args){.max_tokens = 0};
+    *a = (cli_args){.max_tokens = -1,
+                    .backend = "cpu",
+                    .temperature = NAN,
+                    .top_p = NAN,
+                    .min_p = NAN,
+                    .repeat_penalty = NAN,
+                    .top_k = -1};
     opterr = 0;
     int c;
     while ((c = getopt_long(argc, argv, "m:p:i:h", opts, NULL)) != -1) {
-        char *end;
         switch (c) {
             case 'm':
                 a->model = optarg;
@@ -105,28 +231,22 @@ static int parse_args(int argc, char **argv, cli_args *a) {
             case OPT_DUMP:
                 a->dump_pixels = optarg;
                 break;
-            case 'i':
-                if (a->n_images == MAX_IMAGES) {
-                    fprintf(stderr, "llava-cli: at most %d images\n", MAX_IMAGES);
-                    return 2;
-                }
-                a->images[a->n_images++] = optarg;
+            case OPT_LOGITS:
+                a->logits_out = optarg;
                 break;
-            case OPT_MAXTOK:
-                a->max_tokens = strtol(optarg, &end, 10);
-                if (*optarg == '\0' || *end != '\0' || a->max_tokens < 0) {
-                    fprintf(stderr, "llava-cli: --max-tokens wants a count >= 0, got '%s'\n",
-                            optarg);
-                    return 2;
-                }
+            case OPT_BACKEND:
+                a->backend = optarg;
                 break;
             case 'h':
                 usage(stdout);
                 return 1;
-            default:
+            case '?':
+            case ':':
                 fprintf(stderr, "llava-cli: unknown or incomplete option '%s'\n", argv[optind - 1]);
                 usage(stderr);
                 return 2;
+            default:
+                if (!set_option(a, c, optarg)) return 2;
         }
     }
     if (optind < argc) {
@@ -147,19 +267,7 @@ static double now_ms(void) {
     return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
 }
 
-/* Loads the tokenizer of a model directory, with BOS/EOS as its
- * tokenizer_config.json says. Caller frees *out with tok_free. */
-static lv_status load_tokenizer(const lv_model_dir *md, tok **out, lv_err *err) {
-    lv_status st = tok_load(md->tokenizer_path, out, err);
-    if (st) return st;
-    const lv_tokenizer_config *tc = &md->tokenizer_config;
-    if (md->has_tokenizer_config && (tc->has_add_bos_token || tc->has_add_eos_token)) {
-        bool bos = tc->has_add_bos_token ? tc->add_bos_token : tok_bos_id(*out) >= 0;
-        bool eos = tc->has_add_eos_token ? tc->add_eos_token : false;
-        tok_set_add_special(*out, bos, eos);
-    }
-    return LV_OK;
-}
+/* ---- prompt and images ---------------------------------------------------------- */
 
 /* The text to tokenize: the prompt as given (--raw-prompt) or rendered as one
  * user turn of the model's chat template, holding one <image> per image. */
@@ -179,21 +287,18 @@ static lv_status build_prompt(const cli_args *a, lv_buf *text, lv_err *err) {
 /* Decodes and preprocesses every --image; n_tokens[i] is image i's feature
  * count. On failure the tensors made so far stay in tensors[] for the caller
  * to free. */
-static lv_status load_images(const cli_args *a, const lv_model_dir *md, img_tensor *tensors,
-                             int *n_tokens, double *decode_ms, double *preprocess_ms, lv_err *err) {
-    img_proc_params params;
-    lv_status st = engine_image_params(&md->config, &md->preproc, &params, err);
-    if (st) return st;
+static lv_status load_images(const cli_args *a, const llava *m, img_tensor *tensors, int *n_tokens,
+                             double *decode_ms, double *preprocess_ms, lv_err *err) {
     img_limits lim;
     img_limits_default(&lim);
     for (int i = 0; i < a->n_images; i++) {
         img_rgb rgb = {0};
         double t0 = now_ms();
-        st = img_decode_file(a->images[i], &lim, &rgb, NULL, err);
+        lv_status st = img_decode_file(a->images[i], &lim, &rgb, NULL, err);
         double t1 = now_ms();
-        if (!st) st = img_preprocess(&rgb, &params, NULL, &tensors[i], err);
+        if (!st) st = img_preprocess(&rgb, &m->image, NULL, &tensors[i], err);
         if (st == LV_OK) {
-            n_tokens[i] = img_num_image_tokens(tensors[i].image_h, tensors[i].image_w, &params);
+            n_tokens[i] = llava_image_token_count(m, tensors[i].image_h, tensors[i].image_w);
         } else if (!strstr(err->msg, a->images[i])) {
             lv_err_prefix(err, "%s", a->images[i]);
         }
@@ -235,49 +340,152 @@ static lv_status expand_image_tokens(int32_t **ids, size_t *n_ids, int32_t image
     return LV_OK;
 }
 
-/* Writes the tensors as raw float32 [tiles, 3, H, W], image after image, to
- * a temporary file renamed over path only when complete. */
-static lv_status dump_pixels(const char *path, const img_tensor *tensors, int n, lv_err *err) {
+/* ---- output files ------------------------------------------------------------------ */
+
+/* An output written to path.tmp.PID and renamed over path when complete. */
+typedef struct {
+    const char *path;
     char tmp[4096];
-    if ((size_t)snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid()) >= sizeof tmp)
+    FILE *f;
+    bool ok;
+} out_file;
+
+static lv_status out_open(out_file *o, const char *path, lv_err *err) {
+    o->path = path;
+    o->ok = true;
+    if ((size_t)snprintf(o->tmp, sizeof o->tmp, "%s.tmp.%ld", path, (long)getpid()) >=
+        sizeof o->tmp)
         return lv_fail(err, LV_ERR_ARG, "%s: path too long", path);
-    FILE *f = fopen(tmp, "wb");
-    if (!f) return lv_fail(err, LV_ERR_IO, "%s: cannot create", tmp);
-    bool ok = true;
-    for (int i = 0; i < n && ok; i++) {
-        size_t count = (size_t)tensors[i].n_tiles * 3 * tensors[i].tile_h * tensors[i].tile_w;
-        ok = fwrite(tensors[i].data, sizeof(float), count, f) == count; /* x86/ARM: LE */
-    }
-    ok = (fclose(f) == 0) && ok;
-    if (!ok || rename(tmp, path) != 0) {
-        unlink(tmp);
-        return lv_fail(err, LV_ERR_IO, "%s: cannot write the pixel dump", path);
-    }
-    return LV_OK;
+    o->f = fopen(o->tmp, "wb");
+    return o->f ? LV_OK : lv_fail(err, LV_ERR_IO, "%s: cannot create", o->tmp);
+}
+
+static void out_write(out_file *o, const void *data, size_t bytes) {
+    if (o->f && o->ok) o->ok = fwrite(data, 1, bytes, o->f) == bytes; /* x86/ARM: LE */
+}
+
+/* keep false: discard. Otherwise rename into place; LV_ERR_IO if anything failed. */
+static lv_status out_close(out_file *o, bool keep, lv_err *err) {
+    if (!o->f) return LV_OK;
+    bool ok = (fclose(o->f) == 0) && o->ok;
+    o->f = NULL;
+    if (keep && ok && rename(o->tmp, o->path) == 0) return LV_OK;
+    unlink(o->tmp);
+    return keep ? lv_fail(err, LV_ERR_IO, "%s: cannot write", o->path) : LV_OK;
+}
+
+static lv_status dump_pixels(const char *path, const img_tensor *tensors, int n, lv_err *err) {
+    out_file o;
+    lv_status st = out_open(&o, path, err);
+    if (st) return st;
+    for (int i = 0; i < n; i++)
+        out_write(&o, tensors[i].data,
+                  (size_t)tensors[i].n_tiles * 3 * tensors[i].tile_h * tensors[i].tile_w * 4);
+    return out_close(&o, true, err);
+}
+
+/* ---- generation ----------------------------------------------------------------------- */
+
+typedef struct {
+    bool stream;     /* print text to stdout as it comes */
+    out_file logits; /* --logits-out, when f != NULL */
+} gen_sink;
+
+static void on_text(void *ud, const char *text, size_t len) {
+    gen_sink *s = ud;
+    if (!s->stream) return;
+    fwrite(text, 1, len, stdout);
+    fflush(stdout);
+}
+
+static void on_token(void *ud, const gen_token *t) {
+    gen_sink *s = ud;
+    out_write(&s->logits, t->logits, (size_t)t->vocab * sizeof *t->logits);
+}
+
+/* The request's parameters: the checkpoint's defaults, then the flags. */
+static void make_params(const cli_args *a, const llava *m, gen_params *p) {
+    gen_params_default(p, m);
+    const lv_generation_config *gc = &m->md.generation_config;
+    p->max_tokens = a->max_tokens >= 0       ? (int)a->max_tokens
+                    : gc->has_max_new_tokens ? gc->max_new_tokens
+                                             : 256;
+    sample_params *s = &p->sampling;
+    if (!isnan(a->temperature)) s->temperature = (float)a->temperature;
+    if (a->top_k >= 0) s->top_k = (int)a->top_k;
+    if (!isnan(a->top_p)) s->top_p = (float)a->top_p;
+    if (!isnan(a->min_p)) s->min_p = (float)a->min_p;
+    if (!isnan(a->repeat_penalty)) s->repetition_penalty = (float)a->repeat_penalty;
+    s->seed =
+        a->has_seed ? a->seed : ((uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32)) & INT64_MAX;
+    for (int i = 0; i < a->n_stop; i++) p->stop[i] = a->stop[i];
+    p->n_stop = a->n_stop;
 }
 
 typedef struct {
-    double load_ms, decode_ms, preprocess_ms, tokenize_ms;
+    double load_ms, decode_ms, preprocess_ms, tokenize_ms, weights_ms;
 } cli_timings;
 
-static int print_json(const int32_t *ids, size_t n_ids, int n_image_tokens, const cli_timings *tm) {
-    json_t *o = json_object(), *arr = json_array(), *timings = json_object();
+static void add_timings(json_t *t, const gen_timings *g, const llava *m, const char *backend) {
+    json_object_set_new(t, "backend", json_string(backend));
+    json_object_set_new(t, "threads", json_integer(m->backend.n_threads));
+    json_object_set_new(t, "n_tiles", json_integer(g->n_tiles));
+    json_object_set_new(t, "vision_ms", json_real(g->vision_ms));
+    json_object_set_new(t, "vision_ms_per_tile",
+                        json_real(g->n_tiles ? g->vision_ms / g->n_tiles : 0.0));
+    json_object_set_new(t, "prefill_ms", json_real(g->prefill_ms));
+    json_object_set_new(t, "prefill_tokens_per_s",
+                        json_real(g->prefill_ms > 0 ? g->n_prefill / (g->prefill_ms / 1e3) : 0.0));
+    json_object_set_new(t, "n_decode", json_integer(g->n_decode));
+    json_object_set_new(t, "decode_ms", json_real(g->decode_ms));
+    json_object_set_new(t, "decode_tokens_per_s",
+                        json_real(g->decode_ms > 0 ? g->n_decode / (g->decode_ms / 1e3) : 0.0));
+    json_object_set_new(t, "sample_ms", json_real(g->sample_ms));
+}
+
+static int print_json(const int32_t *ids, size_t n_ids, int n_image_tokens, const gen_result *r,
+                      const cli_timings *tm, const llava *m, const cli_args *a,
+                      const gen_params *p) {
+    json_t *o = json_object(), *arr = json_array(), *gen = json_array(), *t = json_object();
     for (size_t i = 0; i < n_ids; i++) json_array_append_new(arr, json_integer(ids[i]));
+    for (int i = 0; r && i < r->n_ids; i++) json_array_append_new(gen, json_integer(r->ids[i]));
     json_object_set_new(o, "prompt_ids", arr);
     json_object_set_new(o, "n_prompt_tokens", json_integer((json_int_t)n_ids));
     json_object_set_new(o, "n_image_tokens", json_integer(n_image_tokens));
-    json_object_set_new(o, "generated_ids", json_array());
-    json_object_set_new(o, "text", json_string(""));
-    json_object_set_new(o, "finish_reason", json_string("length"));
-    json_object_set_new(timings, "load_ms", json_real(tm->load_ms));
-    json_object_set_new(timings, "image_decode_ms", json_real(tm->decode_ms));
-    json_object_set_new(timings, "image_preprocess_ms", json_real(tm->preprocess_ms));
-    json_object_set_new(timings, "tokenize_ms", json_real(tm->tokenize_ms));
-    json_object_set_new(o, "timings", timings);
+    json_object_set_new(o, "generated_ids", gen);
+    json_object_set_new(o, "text", json_stringn(r ? r->text : "", r ? r->text_len : 0));
+    json_object_set_new(o, "finish_reason", json_string(r ? r->finish_reason : "length"));
+    if (r) json_object_set_new(o, "seed", json_integer((json_int_t)p->sampling.seed));
+    json_object_set_new(t, "load_ms", json_real(tm->load_ms));
+    json_object_set_new(t, "image_decode_ms", json_real(tm->decode_ms));
+    json_object_set_new(t, "image_preprocess_ms", json_real(tm->preprocess_ms));
+    json_object_set_new(t, "tokenize_ms", json_real(tm->tokenize_ms));
+    if (r) {
+        json_object_set_new(t, "weights_load_ms", json_real(tm->weights_ms));
+        add_timings(t, &r->timings, m, a->backend);
+    }
+    json_object_set_new(o, "timings", t);
     int rc = json_dumpf(o, stdout, JSON_COMPACT | JSON_ENSURE_ASCII) == 0 ? 0 : 1;
     fputc('\n', stdout);
     json_decref(o);
     return rc;
+}
+
+/* Loads the weights and generates; r is filled on success. */
+static lv_status generate(const cli_args *a, llava *m, const int32_t *ids, size_t n_ids,
+                          const img_tensor *tensors, gen_params *p, gen_result *r, cli_timings *tm,
+                          lv_err *err) {
+    double t0 = now_ms();
+    lv_status st = llava_load(m, a->backend, a->threads, err);
+    tm->weights_ms = now_ms() - t0;
+    if (st) return st;
+    gen_sink sink = {.stream = !a->json};
+    if (a->logits_out && (st = out_open(&sink.logits, a->logits_out, err))) return st;
+    gen_callbacks cb = {.on_token = on_token, .on_text = on_text, .ud = &sink};
+    st = gen_run(m, ids, (int)n_ids, tensors, a->n_images, p, &cb, r, err);
+    lv_status st2 = out_close(&sink.logits, st == LV_OK, err);
+    if (st == LV_OK && st2) gen_result_free(r);
+    return st ? st : st2;
 }
 
 int main(int argc, char **argv) {
@@ -293,40 +501,44 @@ int main(int argc, char **argv) {
         }
         lv_log_set_level((lv_log_level)l);
     }
-    if (a.max_tokens > 0) {
-        fprintf(stderr, "llava-cli: generation is not built yet (the forward pass is issue 4); "
-                        "use --max-tokens 0\n");
-        return 2;
-    }
 
     lv_err err = {{0}};
-    lv_model_dir md = {0};
-    tok *t = NULL;
+    llava *m = NULL;
     lv_buf text = {0};
     int32_t *ids = NULL;
     size_t n_ids = 0;
     img_tensor tensors[MAX_IMAGES] = {{0}};
     int n_tokens[MAX_IMAGES] = {0}, n_image_tokens = 0;
     cli_timings tm = {0};
+    gen_params p;
+    gen_result r = {0};
+    bool generated = false;
     rc = 1;
 
     double t0 = now_ms();
-    if (mdir_open(a.model, 0, &md, &err)) goto fail;
-    if (load_tokenizer(&md, &t, &err)) goto fail;
+    if (llava_open(a.model, &m, &err)) goto fail;
     tm.load_ms = now_ms() - t0;
-    if (load_images(&a, &md, tensors, n_tokens, &tm.decode_ms, &tm.preprocess_ms, &err)) goto fail;
+    if (load_images(&a, m, tensors, n_tokens, &tm.decode_ms, &tm.preprocess_ms, &err)) goto fail;
     for (int i = 0; i < a.n_images; i++) n_image_tokens += n_tokens[i];
     double t1 = now_ms();
     if (build_prompt(&a, &text, &err)) goto fail;
-    if (tok_encode(t, text.data, text.len, true, &ids, &n_ids, &err)) goto fail;
+    if (tok_encode(m->tok, text.data, text.len, true, &ids, &n_ids, &err)) goto fail;
     if (a.n_images &&
-        expand_image_tokens(&ids, &n_ids, md.config.image_token_id, n_tokens, a.n_images, &err))
+        expand_image_tokens(&ids, &n_ids, m->md.config.image_token_id, n_tokens, a.n_images, &err))
         goto fail;
     tm.tokenize_ms = now_ms() - t1;
     if (a.dump_pixels && dump_pixels(a.dump_pixels, tensors, a.n_images, &err)) goto fail;
+    make_params(&a, m, &p);
+    if (p.max_tokens > 0) {
+        if (generate(&a, m, ids, n_ids, tensors, &p, &r, &tm, &err)) goto fail;
+        generated = true;
+    }
 
     if (a.json) {
-        rc = print_json(ids, n_ids, n_image_tokens, &tm);
+        rc = print_json(ids, n_ids, n_image_tokens, generated ? &r : NULL, &tm, m, &a, &p);
+    } else if (generated) {
+        printf("\n");
+        rc = 0;
     } else {
         for (size_t i = 0; i < n_ids; i++) printf("%s%d", i ? " " : "", ids[i]);
         printf("\n");
@@ -334,12 +546,13 @@ int main(int argc, char **argv) {
     }
     goto done;
 fail:
+    fflush(stdout);
     fprintf(stderr, "llava-cli: %s\n", err.msg);
 done:
     for (int i = 0; i < a.n_images; i++) img_tensor_free(&tensors[i]);
+    gen_result_free(&r);
     free(ids);
     lv_buf_free(&text);
-    tok_free(t);
-    mdir_close(&md);
+    llava_free(m);
     return rc;
 }

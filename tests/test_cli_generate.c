@@ -1,0 +1,270 @@
+/* test_cli_generate.c - llava-cli generating, end to end, against the
+ * transformers fixtures in tests/data/forward:
+ *   llava-cli --model DIR [--image F]... --prompt P [--raw-prompt]
+ *             --max-tokens 40 --json --logits-out L --dump-pixels X
+ * must print the case's prompt ids and greedy ids, and write its pixels
+ * (bit for bit) and logits (within 1e-3 at every step). Then streaming,
+ * stop strings, EOS and errors. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#include "base/file.h"
+#include "testutil.h"
+
+#include <jansson.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char *fixtures(void) {
+    static char path[1024];
+    snprintf(path, sizeof path, "%s/forward", tu_env("LLAVA_TEST_DATA"));
+    return path;
+}
+
+/* Runs llava-cli with args (already shell-quoted); returns its exit status
+ * and its stdout (heap) in *out. */
+static int cli(const char *args, char **out) {
+    char cmd[16384];
+    snprintf(cmd, sizeof cmd, "'%s/llava-cli' %s", tu_env("LLAVA_BIN_DIR"), args);
+    return tu_run(cmd, out);
+}
+
+static json_t *parse(const char *text) {
+    json_error_t je;
+    json_t *o = json_loads(text, 0, &je);
+    if (!o) fail_msg("llava-cli printed no JSON (%s): %s", je.text, text);
+    return o;
+}
+
+static void assert_same_ids(json_t *got, json_t *want, size_t n) {
+    assert_true(json_array_size(got) >= n);
+    for (size_t i = 0; i < n; i++)
+        assert_int_equal(json_integer_value(json_array_get(got, i)),
+                         json_integer_value(json_array_get(want, i)));
+}
+
+static char *read_all(const char *path, size_t *len) {
+    char *data;
+    if (lv_read_file(path, 256u << 20, &data, len, NULL) != LV_OK) fail_msg("cannot read %s", path);
+    return data;
+}
+
+/* The CLI arguments that give case c: images, and the chat prompt or the raw one
+ * (written to a file in tmp so the shell passes it unchanged). */
+static void case_args(json_t *c, const char *model, const char *tmp, char *args, size_t cap) {
+    const char *chat = json_string_value(json_object_get(c, "chat_prompt"));
+    const char *prompt = chat ? chat : json_string_value(json_object_get(c, "prompt"));
+    tu_write_file(tmp, "prompt.txt", prompt, strlen(prompt));
+    size_t o = (size_t)snprintf(args, cap, "--model '%s/%s' --prompt \"$(cat '%s/prompt.txt')\"%s",
+                                fixtures(), model, tmp, chat ? "" : " --raw-prompt");
+    size_t i;
+    json_t *img;
+    json_array_foreach(json_object_get(c, "images"), i, img) o +=
+        (size_t)snprintf(args + o, cap - o, " --image '%s/%s'", fixtures(), json_string_value(img));
+}
+
+static void run_case(const char *model, const char *name) {
+    char path[2048], args[8192], *out;
+    snprintf(path, sizeof path, "%s/%s/cases/%s/case.json", fixtures(), model, name);
+    json_error_t je;
+    json_t *c = json_load_file(path, 0, &je);
+    if (!c) fail_msg("%s: %s", path, je.text);
+    const char *tmp = tu_tmpdir("cli_gen");
+    case_args(c, model, tmp, args, sizeof args);
+    size_t o = strlen(args);
+    snprintf(args + o, sizeof args - o,
+             " --max-tokens 40 --json --logits-out '%s/logits.bin' --dump-pixels '%s/px.bin'", tmp,
+             tmp);
+    assert_int_equal(cli(args, &out), 0);
+    json_t *r = parse(out);
+    free(out);
+    json_t *want_ids = json_object_get(c, "input_ids");
+    assert_int_equal(json_array_size(json_object_get(r, "prompt_ids")), json_array_size(want_ids));
+    assert_same_ids(json_object_get(r, "prompt_ids"), want_ids, json_array_size(want_ids));
+    assert_int_equal(json_integer_value(json_object_get(r, "n_image_tokens")),
+                     json_integer_value(json_object_get(c, "n_image_tokens")));
+    assert_same_ids(json_object_get(r, "generated_ids"), json_object_get(c, "generated_ids"), 40);
+    assert_string_equal(json_string_value(json_object_get(r, "finish_reason")), "length");
+
+    /* logits: [40, V], within 1e-3 of transformers at every step */
+    size_t n_got, n_want;
+    snprintf(path, sizeof path, "%s/logits.bin", tmp);
+    float *got = (float *)read_all(path, &n_got);
+    snprintf(path, sizeof path, "%s/%s/cases/%s/logits.bin", fixtures(), model, name);
+    float *want = (float *)read_all(path, &n_want);
+    assert_int_equal(n_got, n_want);
+    double worst = 0;
+    for (size_t i = 0; i < n_got / 4; i++) worst = fmax(worst, fabs((double)got[i] - want[i]));
+    json_t *t = json_object_get(r, "timings");
+    printf("    %s/%s: logits max-abs %.2e; threads %lld, vision %.3f ms/tile, prefill %.0f tok/s, "
+           "decode %.0f tok/s\n",
+           model, name, worst, json_integer_value(json_object_get(t, "threads")),
+           json_real_value(json_object_get(t, "vision_ms_per_tile")),
+           json_real_value(json_object_get(t, "prefill_tokens_per_s")),
+           json_real_value(json_object_get(t, "decode_tokens_per_s")));
+    assert_true(worst < 1e-3);
+    free(got);
+    free(want);
+
+    /* pixels: byte for byte */
+    if (json_array_size(json_object_get(c, "images"))) {
+        snprintf(path, sizeof path, "%s/px.bin", tmp);
+        char *px = read_all(path, &n_got);
+        snprintf(path, sizeof path, "%s/%s/cases/%s/pixel_values.bin", fixtures(), model, name);
+        char *want_px = read_all(path, &n_want);
+        assert_int_equal(n_got, n_want);
+        assert_memory_equal(px, want_px, n_got);
+        free(px);
+        free(want_px);
+    }
+    json_decref(r);
+    json_decref(c);
+}
+
+static void every_case_matches(void **state) {
+    run_case("llava-next-tiny", "one_image");
+    run_case("llava-next-tiny", "text_only");
+    run_case("llava-next-tiny", "two_images");
+    run_case("llava-next-tiny", "multi_turn");
+    run_case("llava-1.5-tiny", "one_image");
+    run_case("llava-1.5-tiny", "text_only");
+}
+
+/* The one_image case's arguments, with extra flags appended. */
+static int one_image(const char *model_dir, const char *extra, char **out) {
+    char args[4096];
+    snprintf(args, sizeof args,
+             "--model '%s' --image '%s/images/a_100x60.png' --prompt 'What is shown?' "
+             "--max-tokens 40 %s 2>&1",
+             model_dir, fixtures(), extra);
+    return cli(args, out);
+}
+
+/* Its greedy text is "!\uFFFD\uFFFD greenpound b\n/hitehitehite..." (case.json
+ * generated_text): "eh" first appears across two "hite" tokens. */
+static void streaming_and_stop_strings(void **state) {
+    char model[2048], *out, *streamed;
+    snprintf(model, sizeof model, "%s/llava-next-tiny", fixtures());
+    assert_int_equal(one_image(model, "--json", &out), 0);
+    json_t *r = parse(out);
+    const char *text = json_string_value(json_object_get(r, "text"));
+    assert_int_equal(one_image(model, "", &streamed), 0);
+    assert_int_equal(strlen(streamed), strlen(text) + 1); /* streamed text + "\n" */
+    assert_memory_equal(streamed, text, strlen(text));
+    free(out);
+    free(streamed);
+    json_decref(r);
+
+    assert_int_equal(one_image(model, "--json --stop eh --stop zzz", &out), 0);
+    r = parse(out);
+    assert_string_equal(json_string_value(json_object_get(r, "text")),
+                        "!\xef\xbf\xbd\xef\xbf\xbd greenpound b\n/hit");
+    assert_string_equal(json_string_value(json_object_get(r, "finish_reason")), "stop");
+    assert_int_equal(json_array_size(json_object_get(r, "generated_ids")), 11);
+    assert_int_equal(one_image(model, "--stop eh --stop zzz", &streamed), 0);
+    assert_string_equal(streamed, "!\xef\xbf\xbd\xef\xbf\xbd greenpound b\n/hit\n");
+    free(out);
+    free(streamed);
+    json_decref(r);
+}
+
+/* A generation config naming the repeated token 468 ("hite") as an EOS id:
+ * generation stops right after its first appearance (step 9). */
+static void stops_at_eos(void **state) {
+    const char *dir = tu_tmpdir("cli_eos");
+    char cmd[4096], *out;
+    snprintf(cmd, sizeof cmd,
+             "cp '%s/llava-next-tiny'/*.json '%s/llava-next-tiny'/*.safetensors '%s/'", fixtures(),
+             fixtures(), dir);
+    assert_int_equal(system(cmd), 0);
+    const char *gc = "{\"bos_token_id\": 1, \"eos_token_id\": [2, 468], \"pad_token_id\": 501}";
+    tu_write_file(dir, "generation_config.json", gc, strlen(gc));
+    assert_int_equal(one_image(dir, "--json", &out), 0);
+    json_t *r = parse(out);
+    json_t *ids = json_object_get(r, "generated_ids");
+    assert_int_equal(json_array_size(ids), 10);
+    assert_int_equal(json_integer_value(json_array_get(ids, 9)), 468);
+    assert_string_equal(json_string_value(json_object_get(r, "finish_reason")), "stop");
+    assert_string_equal(json_string_value(json_object_get(r, "text")),
+                        "!\xef\xbf\xbd\xef\xbf\xbd greenpound b\n/");
+    free(out);
+    json_decref(r);
+}
+
+static void seeded_sampling_reproduces(void **state) {
+    char model[2048], *a, *b, *c;
+    snprintf(model, sizeof model, "%s/llava-next-tiny", fixtures());
+    const char *flags = "--json --temperature 0.9 --top-k 40 --top-p 0.95 --min-p 0.01 "
+                        "--repeat-penalty 1.1 --seed %d";
+    char extra[512];
+    snprintf(extra, sizeof extra, flags, 42);
+    assert_int_equal(one_image(model, extra, &a), 0);
+    assert_int_equal(one_image(model, extra, &b), 0);
+    snprintf(extra, sizeof extra, flags, 43);
+    assert_int_equal(one_image(model, extra, &c), 0);
+    json_t *ja = parse(a), *jb = parse(b), *jc = parse(c);
+    assert_true(
+        json_equal(json_object_get(ja, "generated_ids"), json_object_get(jb, "generated_ids")));
+    assert_false(
+        json_equal(json_object_get(ja, "generated_ids"), json_object_get(jc, "generated_ids")));
+    assert_int_equal(json_integer_value(json_object_get(ja, "seed")), 42);
+    json_decref(ja);
+    json_decref(jb);
+    json_decref(jc);
+    free(a);
+    free(b);
+    free(c);
+}
+
+static void errors(void **state) {
+    char model[2048], *out;
+    snprintf(model, sizeof model, "%s/llava-next-tiny", fixtures());
+    assert_int_equal(one_image(model, "--backend tpu", &out), 1);
+    assert_non_null(strstr(out, "unknown backend \"tpu\""));
+    free(out);
+    assert_int_equal(one_image(model, "--top-p 1.5", &out), 2);
+    free(out);
+    assert_int_equal(one_image(model, "--temperature -1", &out), 2);
+    free(out);
+
+    /* a context shorter than the prompt; nothing written to --logits-out */
+    const char *dir = tu_tmpdir("cli_ctx");
+    char cmd[16384], path[2048];
+    snprintf(cmd, sizeof cmd,
+             "cp '%s'/*.json '%s'/*.safetensors '%s/' && sed -i 's/\"max_position_embeddings\": "
+             "4096/\"max_position_embeddings\": 40/' '%s/config.json'",
+             model, model, dir, dir);
+    assert_int_equal(system(cmd), 0);
+    snprintf(path, sizeof path, "--logits-out '%s/l.bin'", dir);
+    assert_int_equal(one_image(dir, path, &out), 1);
+    assert_non_null(strstr(out, "the prompt is 64 tokens long; the model's context is 40 tokens"));
+    free(out);
+    snprintf(path, sizeof path, "%s/l.bin", dir);
+    assert_false(lv_is_file(path));
+
+    /* a missing tensor: exit 1 naming it */
+    dir = tu_tmpdir("cli_notensor");
+    snprintf(cmd, sizeof cmd,
+             "cp '%s'/*.json '%s'/*.safetensors '%s/' && sed -i 's/image_newline/image_nowline/' "
+             "'%s/model.safetensors.index.json' '%s'/model-0000*.safetensors",
+             model, model, dir, dir, dir);
+    assert_int_equal(system(cmd), 0);
+    assert_int_equal(one_image(dir, "", &out), 1);
+    assert_non_null(strstr(out, "image_newline"));
+    free(out);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(every_case_matches),
+        cmocka_unit_test(streaming_and_stop_strings),
+        cmocka_unit_test(stops_at_eos),
+        cmocka_unit_test(seeded_sampling_reproduces),
+        cmocka_unit_test(errors),
+    };
+    return cmocka_run_group_tests_name("cli_generate", tests, NULL, NULL);
+}
