@@ -256,6 +256,26 @@ static void errors(void **state) {
     assert_int_equal(one_image(dir, "", &out), 1);
     assert_non_null(strstr(out, "image_newline"));
     free(out);
+
+    /* an unknown model_type: exit 1 naming it */
+    dir = tu_tmpdir("cli_modeltype");
+    snprintf(cmd, sizeof cmd,
+             "cp '%s'/*.json '%s'/*.safetensors '%s/' && sed -i "
+             "'s/\"model_type\": \"llava_next\"/\"model_type\": \"llava_onevision9\"/' "
+             "'%s/config.json'",
+             model, model, dir, dir);
+    assert_int_equal(system(cmd), 0);
+    assert_int_equal(one_image(dir, "", &out), 1);
+    assert_non_null(strstr(out, "llava_onevision9"));
+    free(out);
+
+    /* an unreadable image: exit 1 naming the file */
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    snprintf(cmd, sizeof cmd, "'%s/llava-cli' --model '%s' --image '%s' --prompt x 2>&1",
+             tu_env("LLAVA_BIN_DIR"), model, path);
+    assert_int_equal(tu_run(cmd, &out), 1);
+    assert_non_null(strstr(out, path));
+    free(out);
 }
 
 int main(void) {
