@@ -27,15 +27,11 @@
  *
  * Exit status: 0 success, 1 the model or input could not be used, 2 bad usage.
  */
-#include "base/buf.h"
 #include "base/common.h"
 #include "base/log.h"
 #include "engine/generate.h"
-#include "image/decode.h"
-#include "image/preprocess.h"
+#include "engine/request.h"
 #include "model/llava.h"
-#include "text/chat_template.h"
-#include "text/tokenizer.h"
 
 #include <getopt.h>
 #include <jansson.h>
@@ -267,76 +263,21 @@ static double now_ms(void) {
     return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
 }
 
-/* ---- prompt and images ---------------------------------------------------------- */
+/* ---- images ------------------------------------------------------------------------ */
 
-/* The text to tokenize: the prompt as given (--raw-prompt) or rendered as one
- * user turn of the model's chat template, holding one <image> per image. */
-static lv_status build_prompt(const cli_args *a, lv_buf *text, lv_err *err) {
-    if (a->raw_prompt) {
-        lv_status st = lv_buf_puts(text, a->prompt);
-        return st ? lv_fail(err, st, "out of memory") : LV_OK;
-    }
-    chat_part parts[MAX_IMAGES + 1];
-    for (int i = 0; i < a->n_images; i++) parts[i] = (chat_part){CHAT_PART_IMAGE, NULL, 0};
-    parts[a->n_images] = (chat_part){CHAT_PART_TEXT, a->prompt, strlen(a->prompt)};
-    chat_message msg = {CHAT_USER, parts, (size_t)a->n_images + 1};
-    size_t n_images;
-    return chat_render(CHAT_TEMPLATE_LLAVA_MISTRAL, &msg, 1, text, &n_images, err);
-}
-
-/* Decodes and preprocesses every --image; n_tokens[i] is image i's feature
- * count. On failure the tensors made so far stay in tensors[] for the caller
- * to free. */
+/* Decodes and preprocesses every --image (engine/request); n_tokens[i] is
+ * image i's feature count. On failure the tensors made so far stay in
+ * tensors[] for the caller to free. */
 static lv_status load_images(const cli_args *a, const llava *m, img_tensor *tensors, int *n_tokens,
                              double *decode_ms, double *preprocess_ms, lv_err *err) {
-    img_limits lim;
-    img_limits_default(&lim);
     for (int i = 0; i < a->n_images; i++) {
-        img_rgb rgb = {0};
-        double t0 = now_ms();
-        lv_status st = img_decode_file(a->images[i], &lim, &rgb, NULL, err);
-        double t1 = now_ms();
-        if (!st) st = img_preprocess(&rgb, &m->image, NULL, &tensors[i], err);
-        if (st == LV_OK) {
-            n_tokens[i] = llava_image_token_count(m, tensors[i].image_h, tensors[i].image_w);
-        } else if (!strstr(err->msg, a->images[i])) {
-            lv_err_prefix(err, "%s", a->images[i]);
-        }
-        *decode_ms += t1 - t0;
-        *preprocess_ms += now_ms() - t1;
-        img_rgb_free(&rgb);
+        double dec = 0, pre = 0;
+        lv_status st =
+            request_load_image(m, a->images[i], &tensors[i], &n_tokens[i], &dec, &pre, err);
+        *decode_ms += dec;
+        *preprocess_ms += pre;
         if (st) return st;
     }
-    return LV_OK;
-}
-
-/* Replaces the k-th image token in ids with n_tokens[k] copies of it, as
- * the Hugging Face processor does. The number of image tokens must equal the
- * number of images. *ids is reallocated. */
-static lv_status expand_image_tokens(int32_t **ids, size_t *n_ids, int32_t image_id,
-                                     const int *n_tokens, int n_images, lv_err *err) {
-    size_t found = 0;
-    for (size_t i = 0; i < *n_ids; i++) found += (*ids)[i] == image_id;
-    if (found != (size_t)n_images)
-        return lv_fail(err, LV_ERR_ARG, "the prompt has %zu <image> token%s but %d image%s given",
-                       found, found == 1 ? "" : "s", n_images, n_images == 1 ? " was" : "s were");
-    size_t total = *n_ids - found;
-    for (int k = 0; k < n_images; k++) total += (size_t)n_tokens[k];
-    int32_t *out = malloc(total * sizeof *out);
-    if (!out) return lv_fail(err, LV_ERR_NOMEM, "out of memory expanding image tokens");
-    size_t o = 0;
-    int k = 0;
-    for (size_t i = 0; i < *n_ids; i++) {
-        if ((*ids)[i] != image_id) {
-            out[o++] = (*ids)[i];
-            continue;
-        }
-        for (int j = 0; j < n_tokens[k]; j++) out[o++] = image_id;
-        k++;
-    }
-    free(*ids);
-    *ids = out;
-    *n_ids = o;
     return LV_OK;
 }
 
@@ -504,7 +445,6 @@ int main(int argc, char **argv) {
 
     lv_err err = {{0}};
     llava *m = NULL;
-    lv_buf text = {0};
     int32_t *ids = NULL;
     size_t n_ids = 0;
     img_tensor tensors[MAX_IMAGES] = {{0}};
@@ -521,10 +461,7 @@ int main(int argc, char **argv) {
     if (load_images(&a, m, tensors, n_tokens, &tm.decode_ms, &tm.preprocess_ms, &err)) goto fail;
     for (int i = 0; i < a.n_images; i++) n_image_tokens += n_tokens[i];
     double t1 = now_ms();
-    if (build_prompt(&a, &text, &err)) goto fail;
-    if (tok_encode(m->tok, text.data, text.len, true, &ids, &n_ids, &err)) goto fail;
-    if (a.n_images &&
-        expand_image_tokens(&ids, &n_ids, m->md.config.image_token_id, n_tokens, a.n_images, &err))
+    if (request_prompt_ids(m, a.prompt, a.raw_prompt, n_tokens, a.n_images, &ids, &n_ids, &err))
         goto fail;
     tm.tokenize_ms = now_ms() - t1;
     if (a.dump_pixels && dump_pixels(a.dump_pixels, tensors, a.n_images, &err)) goto fail;
@@ -552,7 +489,6 @@ done:
     for (int i = 0; i < a.n_images; i++) img_tensor_free(&tensors[i]);
     gen_result_free(&r);
     free(ids);
-    lv_buf_free(&text);
     llava_free(m);
     return rc;
 }

@@ -1,0 +1,102 @@
+/* request.c - see request.h. */
+#include "engine/request.h"
+
+#include "base/buf.h"
+#include "image/decode.h"
+#include "image/preprocess.h"
+#include "text/chat_template.h"
+#include "text/tokenizer.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static double now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+lv_status request_load_image(const llava *m, const char *path, img_tensor *out, int *n_tokens,
+                             double *decode_ms, double *preprocess_ms, lv_err *err) {
+    img_limits lim;
+    img_limits_default(&lim);
+    img_rgb rgb = {0};
+    *out = (img_tensor){0};
+    double t0 = now_ms();
+    lv_status st = img_decode_file(path, &lim, &rgb, NULL, err);
+    double t1 = now_ms();
+    if (!st) st = img_preprocess(&rgb, &m->image, NULL, out, err);
+    if (decode_ms) *decode_ms = t1 - t0;
+    if (preprocess_ms) *preprocess_ms = now_ms() - t1;
+    img_rgb_free(&rgb);
+    if (st) {
+        if (err && !strstr(err->msg, path)) lv_err_prefix(err, "%s", path);
+        return st;
+    }
+    *n_tokens = llava_image_token_count(m, out->image_h, out->image_w);
+    return LV_OK;
+}
+
+/* The text to tokenize: prompt as given (raw) or rendered as one user turn
+ * of the chat template, holding one <image> per image before the text. */
+static lv_status render(const char *prompt, bool raw, int n_images, lv_buf *text, lv_err *err) {
+    if (raw) return lv_buf_puts(text, prompt) ? lv_fail(err, LV_ERR_NOMEM, "out of memory") : LV_OK;
+    chat_part *parts = malloc(((size_t)n_images + 1) * sizeof *parts);
+    if (!parts) return lv_fail(err, LV_ERR_NOMEM, "out of memory");
+    for (int i = 0; i < n_images; i++) parts[i] = (chat_part){CHAT_PART_IMAGE, NULL, 0};
+    parts[n_images] = (chat_part){CHAT_PART_TEXT, prompt, strlen(prompt)};
+    chat_message msg = {CHAT_USER, parts, (size_t)n_images + 1};
+    size_t n_placeholders;
+    lv_status st = chat_render(CHAT_TEMPLATE_LLAVA_MISTRAL, &msg, 1, text, &n_placeholders, err);
+    free(parts);
+    return st;
+}
+
+/* Replaces the k-th image id in ids with n_tokens[k] copies of it, as the
+ * Hugging Face processor does. The number of image ids must equal the
+ * number of images. *ids is reallocated. */
+static lv_status expand_image_tokens(int32_t **ids, size_t *n_ids, int32_t image_id,
+                                     const int *n_tokens, int n_images, lv_err *err) {
+    size_t found = 0;
+    for (size_t i = 0; i < *n_ids; i++) found += (*ids)[i] == image_id;
+    if (found != (size_t)n_images)
+        return lv_fail(err, LV_ERR_ARG, "the prompt has %zu <image> token%s but %d image%s given",
+                       found, found == 1 ? "" : "s", n_images, n_images == 1 ? " was" : "s were");
+    size_t total = *n_ids - found;
+    for (int k = 0; k < n_images; k++) total += (size_t)n_tokens[k];
+    int32_t *out = malloc(total * sizeof *out);
+    if (!out) return lv_fail(err, LV_ERR_NOMEM, "out of memory expanding image tokens");
+    size_t o = 0;
+    int k = 0;
+    for (size_t i = 0; i < *n_ids; i++) {
+        if ((*ids)[i] != image_id) {
+            out[o++] = (*ids)[i];
+            continue;
+        }
+        for (int j = 0; j < n_tokens[k]; j++) out[o++] = image_id;
+        k++;
+    }
+    free(*ids);
+    *ids = out;
+    *n_ids = o;
+    return LV_OK;
+}
+
+lv_status request_prompt_ids(const llava *m, const char *prompt, bool raw, const int *n_tokens,
+                             int n_images, int32_t **ids, size_t *n_ids, lv_err *err) {
+    lv_buf text = {0};
+    *ids = NULL;
+    *n_ids = 0;
+    lv_status st = render(prompt, raw, n_images, &text, err);
+    if (!st) st = tok_encode(m->tok, text.data, text.len, true, ids, n_ids, err);
+    if (!st && n_images > 0)
+        st = expand_image_tokens(ids, n_ids, m->md.config.image_token_id, n_tokens, n_images, err);
+    lv_buf_free(&text);
+    if (st) {
+        free(*ids);
+        *ids = NULL;
+        *n_ids = 0;
+    }
+    return st;
+}
