@@ -222,6 +222,29 @@ static void report_matches_llava_cli(void **state) {
     assert_non_null(strstr(json_string_value(json_object_get(sk, "reason")), "image_id 4"));
     json_decref(r);
 
+    /* --predictions: the report's own answers, as a VQA results file, score
+     * the same without running a model (how another engine's answers compare) */
+    json_t *results = json_array();
+    for (int i = 0; i < 4; i++)
+        json_array_append_new(results, json_pack("{s:I, s:s}", "question_id", (json_int_t)QS[i].qid,
+                                                 "answer", preds[i]));
+    dump(results, dir, "results.json");
+    char cmd[8192];
+    snprintf(cmd, sizeof cmd,
+             "'%s/llava-eval' --questions '%s/q.json' --annotations '%s/a.json' "
+             "--predictions '%s/results.json' --report '%s/report2.json' 2>/dev/null",
+             tu_env("LLAVA_BIN_DIR"), dir, dir, dir, dir);
+    assert_int_equal(tu_run(cmd, &out), 0);
+    assert_non_null(strstr(out, "| **overall** | 4 | 47.50 |"));
+    free(out);
+    snprintf(cmd, sizeof cmd, "%s/report2.json", dir);
+    json_error_t je;
+    json_t *r2 = json_load_file(cmd, 0, &je);
+    assert_non_null(r2);
+    assert_true(fabs(num(r2, "accuracy.overall") - 47.5) < 1e-9);
+    assert_int_equal(num(r2, "n_skipped"), 1); /* question 40 has no answer in the file */
+    json_decref(r2);
+
     /* progress and the skip warning on stderr (not a terminal: plain lines) */
     assert_int_equal(eval(dir, "", true, &out), 0);
     assert_non_null(strstr(out, "llava-eval: 5/5 questions"));

@@ -87,6 +87,7 @@ typedef struct {
     const char *report;        /* JSON report path, or NULL */
     const char *backend;       /* "cpu" or "ref" */
     const char *log_level;     /* NULL: LOG_LEVEL or info */
+    const char *predictions;   /* score this results file instead of running a model */
     long limit;                /* questions to run; -1 = all */
     int threads;               /* 0 = all cores */
     int max_tokens;
@@ -117,6 +118,9 @@ static void usage(FILE *f) {
             "  --threads N           CPU threads (default: all cores)\n"
             "  --backend NAME        cpu (default) or ref (the scalar reference)\n"
             "  --report FILE         write a JSON report with every number and answer\n"
+            "  --predictions FILE    score a VQA results file ([{\"question_id\", \"answer\"}],\n"
+            "                        e.g. another engine's answers) instead of running a model;\n"
+            "                        --model and --images are then not needed\n"
             "  --log-level L         error|warn|info|debug (default: $LOG_LEVEL or info)\n"
             "  -h, --help            this text\n");
 }
@@ -145,7 +149,8 @@ enum {
     OPT_SUFFIX,
     OPT_REPORT,
     OPT_BACKEND,
-    OPT_LOG
+    OPT_LOG,
+    OPT_PRED
 };
 
 /* Returns 0 to go on, 1 after --help, 2 on a usage error (message printed). */
@@ -163,6 +168,7 @@ static int parse_args(int argc, char **argv, eval_args *a) {
         {"report", required_argument, NULL, OPT_REPORT},
         {"backend", required_argument, NULL, OPT_BACKEND},
         {"log-level", required_argument, NULL, OPT_LOG},
+        {"predictions", required_argument, NULL, OPT_PRED},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -196,6 +202,9 @@ static int parse_args(int argc, char **argv, eval_args *a) {
             case OPT_BACKEND:
                 a->backend = optarg;
                 break;
+            case OPT_PRED:
+                a->predictions = optarg;
+                break;
             case OPT_LOG:
                 a->log_level = optarg;
                 break;
@@ -224,9 +233,9 @@ static int parse_args(int argc, char **argv, eval_args *a) {
         fprintf(stderr, "llava-eval: unexpected argument '%s'\n", argv[optind]);
         return 2;
     }
-    if (!a->model || !a->questions || !a->annotations || !a->images) {
-        fprintf(stderr,
-                "llava-eval: --model, --questions, --annotations and --images are required\n");
+    if (!a->questions || !a->annotations || (!a->predictions && (!a->model || !a->images))) {
+        fprintf(stderr, "llava-eval: --questions and --annotations are required, and --model and "
+                        "--images unless --predictions is given\n");
         usage(stderr);
         return 2;
     }
@@ -961,7 +970,7 @@ static void cell(const char *s) {
 static void print_table(const eval_args *a, const summary *sum, const group_acc *qt, int n_qt,
                         const group_acc *at, int n_at) {
     printf("## VQA accuracy: ");
-    cell(a->model);
+    cell(a->model ? a->model : a->predictions);
     printf("\n\n| | questions | accuracy (%%) |\n|:--|--:|--:|\n");
     printf("| **overall** | %d | %.2f |\n", sum->n_scored, sum->overall);
     for (int pass = 0; pass < 2; pass++) {
@@ -1001,6 +1010,48 @@ static lv_status finish(const eval_args *a, const eval_set *s, const img_index *
     return st;
 }
 
+/* --predictions: scores a VQA results file ([{"question_id", "answer"}], the
+ * official evaluation's input) with the same scorer, so another engine's
+ * answers (e.g. transformers' on the same weights) compare number for number.
+ * A question without an answer in the file is a counted skip. */
+static lv_status score_predictions(const char *path, eval_set *s, lv_err *err) {
+    json_error_t je;
+    json_t *root = json_load_file(path, 0, &je);
+    if (!root) return lv_fail(err, LV_ERR_FORMAT, "%s: line %d: %s", path, je.line, je.text);
+    lv_status st = LV_OK;
+    if (!json_is_array(root)) {
+        st = lv_fail(err, LV_ERR_FORMAT, "%s: expected a JSON array of results", path);
+        goto done;
+    }
+    for (int i = 0; i < s->n_items && st == LV_OK; i++) {
+        eval_item *it = &s->items[i];
+        const char *answer = NULL;
+        size_t k;
+        json_t *r;
+        json_array_foreach(root, k, r) {
+            int64_t qid;
+            if (get_id(r, "question_id", &qid) && qid == it->question_id) {
+                answer = get_str(r, "answer");
+                break;
+            }
+        }
+        if (!answer) {
+            it->skipped = strdup("no answer in the predictions file");
+            continue;
+        }
+        vqa_result score;
+        st = vqa_score(answer, it->answers, it->n_answers, &score, err);
+        if (st) break;
+        it->prediction = strdup(answer);
+        it->scored = true;
+        it->accuracy = 100.0 * score.accuracy;
+        it->finish_reason = "stop";
+    }
+done:
+    json_decref(root);
+    return st;
+}
+
 int main(int argc, char **argv) {
     eval_args a;
     int rc = parse_args(argc, argv, &a);
@@ -1021,6 +1072,12 @@ int main(int argc, char **argv) {
     llava *m = NULL;
     rc = 1;
     if (load_set(&a, &set, &err)) goto fail;
+    if (a.predictions) {
+        if (score_predictions(a.predictions, &set, &err)) goto fail;
+        if (finish(&a, &set, &ix, 0, &err)) goto fail;
+        rc = 0;
+        goto done;
+    }
     if (index_images(a.images, a.image_prefix, &ix, &err)) goto fail;
     LV_INFO("%d questions; %zu images in %s named %s<id>%s", set.n_items, ix.n, a.images, ix.prefix,
             ix.n_other ? " (other names ignored: give --image-prefix to pick another)" : "");
