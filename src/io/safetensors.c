@@ -65,9 +65,8 @@
 #define INDEX_MAX_BYTES (64u * 1024u * 1024u) /* a 700-tensor index is ~60 KB */
 
 typedef struct {
-    char *path;  /* as opened (dir + shard name); st_tensor.file_name points here */
-    lv_map map;  /* read-only mapping of the whole file */
-    bool mapped; /* false for the fuzz entry's borrowed buffer */
+    char *path; /* as opened (dir + shard name); st_tensor.file_name points here */
+    lv_map map; /* read-only mapping of the whole file (zeroed until mapped) */
 } st_file;
 
 struct st_set {
@@ -146,7 +145,7 @@ void st_close(st_set *s) {
     if (!s) return;
     for (size_t i = 0; i < s->n_tensors; i++) free((void *)s->tensors[i].name);
     for (size_t i = 0; i < s->n_files; i++) {
-        if (s->files[i].mapped) lv_unmap(&s->files[i].map);
+        lv_unmap(&s->files[i].map);
         free(s->files[i].path);
     }
     free(s->tensors);
@@ -501,7 +500,6 @@ static lv_status add_file(st_set *s, const char *path, lv_err *err) {
     if (st != LV_OK) return st;
     st_file *f = &s->files[s->n_files - 1];
     if ((st = lv_map_file(path, &f->map, err)) != LV_OK) return st;
-    f->mapped = true;
     return parse_file(s, s->n_files - 1, err);
 }
 
@@ -725,20 +723,3 @@ fail:
     st_close(s);
     return st;
 }
-
-#ifdef FUZZING
-/* Fuzz entry (calm tensors.c style): the input is one safetensors file. */
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-    st_set *s = calloc(1, sizeof *s);
-    if (!s) return 0;
-    lv_err err;
-    if (push_file(s, "fuzz", &err) == LV_OK) {
-        s->files[0].map.data = data;
-        s->files[0].map.size = size;
-        if (parse_file(s, 0, &err) == LV_OK && build_index(s, &err) == LV_OK)
-            for (size_t i = 0; i < s->n_tensors; i++) (void)st_find(s, s->tensors[i].name);
-    }
-    st_close(s);
-    return 0;
-}
-#endif
