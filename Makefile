@@ -2,8 +2,8 @@
 #   make              build everything (Release) into build/bin/
 #   make test         install deps, build, run every test; then again under ASan+UBSan
 #   make test T=tok   only the tests whose name matches "tok"
-#   make run          install deps, build, run a model (MODEL=path [IMAGE=file PROMPT=text];
-#                     default models/demo); serves it once the server exists
+#   make run          install deps, build, serve a model with llava-server on
+#                     127.0.0.1:8080 (MODEL=path or ORG/NAME [HOST=… PORT=…]; default models/demo)
 #   make asan         build the ASan+UBSan tree in build-asan/
 #   make format       clang-format every C file in place
 #   make fuzz         build the libFuzzer targets (clang) in build-fuzz/, fuzz the image
@@ -42,11 +42,10 @@ test-asan: asan
 	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 ctest $(CTEST_ARGS)
 
 run: setup build
-	@if [ ! -d "$(MODEL)" ]; then \
+	@if [ ! -d "$(MODEL)" ] && ! echo "$(MODEL)" | grep -q '^[^/]*/[^/]*$$'; then \
 	  echo "make run: no model at '$(MODEL)'. Give one: make run MODEL=path/to/llava-v1.6-mistral-7b-hf"; \
-	  echo "(the bundled demo model arrives with issue 5, the server with issue 6)"; exit 1; fi
-	build/bin/llava-cli --model "$(MODEL)" $(if $(IMAGE),--image "$(IMAGE)",) \
-	  --prompt "$${PROMPT:-Describe the image.}" --max-tokens "$${MAX_TOKENS:-64}"
+	  echo "(or a Hugging Face repo id in the local cache; the bundled demo model arrives with issue 5)"; exit 1; fi
+	build/bin/llava-server --model "$(MODEL)" --host "$${HOST:-127.0.0.1}" --port "$${PORT:-8080}"
 
 fuzz:
 	@cmake -S . -B build-fuzz -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=RelWithDebInfo \

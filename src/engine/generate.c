@@ -155,6 +155,10 @@ static bool is_eos(const llava *m, int32_t id) {
     return false;
 }
 
+static bool cancelled(const text_state *ts) {
+    return ts->cb && ts->cb->cancelled && ts->cb->cancelled(ts->cb->ud);
+}
+
 static lv_status decode_loop(llava *m, llm_seq *s, sampler *sm, float *logits, text_state *ts,
                              gen_result *out, lv_err *err) {
     const gen_params *p = ts->p;
@@ -177,6 +181,8 @@ static lv_status decode_loop(llava *m, llm_seq *s, sampler *sm, float *logits, t
         }
         release_text(ts, false);
         if (i + 1 == p->max_tokens || s->pos >= s->ctx) return LV_OK;
+        if (cancelled(ts))
+            return lv_fail(err, LV_ERR_CANCELLED, "cancelled after %d tokens", i + 1);
         double t1 = now_ms();
         if ((st = llava_decode(m, s, id, logits, err))) return st;
         out->timings.decode_ms += now_ms() - t1;
@@ -207,6 +213,10 @@ static lv_status run_sequence(llava *m, const int32_t *prompt, int n_prompt, con
         (st = sampler_init(&sm, m->text.vocab_size, &p->sampling, err)))
         goto done;
     sampler_reset(&sm, prompt, n_prompt);
+    if (cancelled(ts)) {
+        st = lv_fail(err, LV_ERR_CANCELLED, "cancelled before prefill");
+        goto done;
+    }
     double t0 = now_ms();
     st = llava_prefill(m, &s, prompt, n_prompt, have_images ? rows : NULL, n_rows, logits, err);
     out->timings.prefill_ms = now_ms() - t0;

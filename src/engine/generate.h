@@ -48,6 +48,10 @@ typedef struct {
     /* Final text as it becomes known, in order; the pieces concatenate to
      * gen_result.text. May be NULL. */
     void (*on_text)(void *ud, const char *text, size_t len);
+    /* Polled before prefill and before each decode step; returning true
+     * stops the request with LV_ERR_CANCELLED (client gone, timeout,
+     * shutdown). May be NULL. */
+    bool (*cancelled)(void *ud);
     void *ud;
 } gen_callbacks;
 
@@ -78,7 +82,8 @@ typedef struct {
  * do), and the images' pixel tensors in prompt order (n_images may be 0:
  * then <image> ids stay ordinary tokens). Errors: LV_ERR_ARG (image tokens
  * that do not match the images, a prompt longer than the context, bad
- * parameters), LV_ERR_NOMEM. On failure *out is zeroed; on success release
+ * parameters), LV_ERR_NOMEM, LV_ERR_CANCELLED (cb->cancelled said so;
+ * all per-request memory is released). On failure *out is zeroed; on success release
  * it with gen_result_free.
  */
 lv_status gen_run(llava *m, const int32_t *prompt, int n_prompt, const img_tensor *images,

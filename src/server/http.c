@@ -1,0 +1,799 @@
+/*
+ * http.c - the libmicrohttpd daemon, routing and the OpenAI routes (http.h).
+ *
+ * Threads: MHD runs one thread per connection (MHD_USE_THREAD_PER_CONNECTION),
+ * so a handler may block: a plain completion waits for its job, and a
+ * stream's content reader waits for the next text. Parsing, image fetching,
+ * decoding, preprocessing and tokenizing happen on the connection's thread;
+ * only the model's forward passes go through the worker's one engine thread.
+ *
+ * A request's life: the access handler is called once with the headers
+ * (a conn is made, the route found), then once per body chunk (collected up
+ * to max_body, the rest discarded and answered 413), then once more with no
+ * data: the route runs and queues exactly one response. Errors become the
+ * OpenAI error body through oai_fail / oai_error_json, whose oai_status_for
+ * is the only lv_status → HTTP mapping.
+ */
+#include "server/http.h"
+
+#include "base/log.h"
+#include "engine/request.h"
+#include "image/decode.h"
+#include "image/preprocess.h"
+#include "server/media.h"
+#include "server/oai.h"
+#include "text/chat_template.h"
+
+#include <arpa/inet.h>
+#include <jansson.h>
+#include <microhttpd.h>
+#include <netinet/in.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+enum { ST_LOADING, ST_READY };
+
+struct http_server {
+    http_config cfg;
+    struct MHD_Daemon *d;
+    int port;
+    atomic_int state;   /* ST_LOADING until http_set_ready */
+    llava *m;           /* owned once ready */
+    worker *w;          /* owned once ready */
+    double t0_ms;       /* start, for uptime */
+    int64_t created;    /* unix seconds, for /v1/models */
+    atomic_ullong next; /* request counter */
+    media_policy media;
+    oai_limits lim;
+};
+
+/* One HTTP request on a connection. */
+typedef struct {
+    const struct route *route;
+    int early;    /* status decided from the headers (401, 404, 405), 0 = none */
+    lv_buf body;  /* collected body, up to max_body */
+    bool too_big; /* the body went over max_body */
+    char rid[32]; /* "req-N" */
+    double t0_ms;
+    const char *method, *url; /* borrowed from MHD for the request's life */
+} conn;
+
+typedef enum MHD_Result (*route_fn)(http_server *s, struct MHD_Connection *c, conn *cx);
+
+typedef struct route {
+    const char *method, *path;
+    route_fn fn;
+    bool auth; /* needs the API key (when one is set) */
+} route;
+
+static double mono_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+/* ---- responses --------------------------------------------------------------------------
+ * Every response goes through send_body: CORS and X-Request-Id headers, one
+ * log line. */
+
+static bool origin_allowed(const http_server *s, const char *origin) {
+    const char *list = s->cfg.allowed_origins;
+    if (!list || !origin) return false;
+    size_t n = strlen(origin);
+    for (const char *p = list; *p;) {
+        const char *e = strchr(p, ',');
+        size_t len = e ? (size_t)(e - p) : strlen(p);
+        while (len && *p == ' ') p++, len--;
+        while (len && p[len - 1] == ' ') len--;
+        if ((len == 1 && *p == '*') || (len == n && !strncmp(p, origin, n))) return true;
+        if (!e) break;
+        p = e + 1;
+    }
+    return false;
+}
+
+static void add_common_headers(http_server *s, struct MHD_Connection *c, conn *cx,
+                               struct MHD_Response *r) {
+    MHD_add_response_header(r, "X-Request-Id", cx->rid);
+    const char *origin = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Origin");
+    if (origin_allowed(s, origin)) {
+        MHD_add_response_header(r, "Access-Control-Allow-Origin", origin);
+        MHD_add_response_header(r, "Vary", "Origin");
+    }
+}
+
+static void log_request(const conn *cx, int status) {
+    LV_INFO("[%s] %s %s %d %.1f ms", cx->rid, cx->method, cx->url, status, mono_ms() - cx->t0_ms);
+}
+
+/* Queues body (heap, taken; NULL = out of memory → 503) with status. */
+static enum MHD_Result send_body(http_server *s, struct MHD_Connection *c, conn *cx, int status,
+                                 char *body, const char *type) {
+    static const char oom[] = "{\"error\":{\"message\":\"out of memory\",\"type\":"
+                              "\"unavailable_error\",\"param\":null,\"code\":null}}";
+    struct MHD_Response *r;
+    if (body) {
+        r = MHD_create_response_from_buffer(strlen(body), body, MHD_RESPMEM_MUST_FREE);
+    } else {
+        status = 503;
+        type = "application/json";
+        r = MHD_create_response_from_buffer(sizeof oom - 1, (void *)oom, MHD_RESPMEM_PERSISTENT);
+    }
+    if (!r) {
+        free(body);
+        return MHD_NO;
+    }
+    MHD_add_response_header(r, "Content-Type", type);
+    if (status == 429) MHD_add_response_header(r, "Retry-After", "1");
+    add_common_headers(s, c, cx, r);
+    enum MHD_Result ret = MHD_queue_response(c, (unsigned)status, r);
+    MHD_destroy_response(r);
+    log_request(cx, status);
+    return ret;
+}
+
+static enum MHD_Result send_json(http_server *s, struct MHD_Connection *c, conn *cx, int status,
+                                 char *body) {
+    return send_body(s, c, cx, status, body, "application/json");
+}
+
+static enum MHD_Result send_error(http_server *s, struct MHD_Connection *c, conn *cx,
+                                  const oai_error *e) {
+    if (e->status == 499) { /* the client is gone: nothing to send */
+        log_request(cx, 499);
+        return MHD_NO;
+    }
+    return send_json(s, c, cx, e->status, oai_error_json(e));
+}
+
+/* An error from a status and a message (lv_err text or a literal). */
+static enum MHD_Result fail(http_server *s, struct MHD_Connection *c, conn *cx, lv_status st,
+                            unsigned hints, const char *param, const char *code, const char *msg) {
+    oai_error e;
+    oai_fail(&e, st, hints, param, code, "%s", msg);
+    return send_error(s, c, cx, &e);
+}
+
+static char *dump(json_t *o) {
+    char *text = o ? json_dumps(o, JSON_COMPACT) : NULL;
+    json_decref(o);
+    return text;
+}
+
+/* ---- public routes --------------------------------------------------------------------- */
+
+static int64_t rss_bytes(void) {
+    long pages_total, pages_rss;
+    FILE *f = fopen("/proc/self/statm", "r");
+    if (!f) return -1;
+    int n = fscanf(f, "%ld %ld", &pages_total, &pages_rss);
+    fclose(f);
+    return n == 2 ? (int64_t)pages_rss * sysconf(_SC_PAGESIZE) : -1;
+}
+
+static enum MHD_Result route_health(http_server *s, struct MHD_Connection *c, conn *cx) {
+    if (atomic_load(&s->state) != ST_READY)
+        return fail(s, c, cx, LV_OK, OAI_HINT_LOADING, NULL, "model_loading",
+                    "the model is loading; retry shortly");
+    oai_health h = {.model = s->cfg.model_name,
+                    .uptime_s = (mono_ms() - s->t0_ms) / 1e3,
+                    .rss_bytes = rss_bytes(),
+                    .kv_bytes = -1};
+    worker_stats(s->w, &h.running, &h.waiting, &h.queue_capacity);
+    return send_json(s, c, cx, 200, oai_health_json(&h));
+}
+
+static enum MHD_Result route_models(http_server *s, struct MHD_Connection *c, conn *cx) {
+    const char *ids[1] = {s->cfg.model_name};
+    return send_json(s, c, cx, 200, oai_models_json(ids, 1, s->created, "llava"));
+}
+
+/* ---- tokenize / detokenize (llama.cpp bodies) ------------------------------------------ */
+
+static json_t *parse_object(conn *cx, oai_error *e) {
+    json_error_t je;
+    json_t *o = json_loadb(cx->body.data ? cx->body.data : "", cx->body.len, 0, &je);
+    if (!o) {
+        oai_fail(e, LV_ERR_ARG, 0, NULL, "invalid_json", "the body is not valid JSON: %s (at %d)",
+                 je.text, je.position);
+    } else if (!json_is_object(o)) {
+        oai_fail(e, LV_ERR_ARG, 0, NULL, "invalid_type", "the body must be a JSON object");
+        json_decref(o);
+        o = NULL;
+    }
+    return o;
+}
+
+static enum MHD_Result route_tokenize(http_server *s, struct MHD_Connection *c, conn *cx) {
+    oai_error e;
+    json_t *o = parse_object(cx, &e);
+    if (!o) return send_error(s, c, cx, &e);
+    json_t *content = json_object_get(o, "content"), *special = json_object_get(o, "add_special");
+    enum MHD_Result ret;
+    if (!json_is_string(content) || (special && !json_is_boolean(special))) {
+        ret = fail(s, c, cx, LV_ERR_ARG, 0, json_is_string(content) ? "add_special" : "content",
+                   "invalid_type", "'content' must be a string and 'add_special' a boolean");
+        json_decref(o);
+        return ret;
+    }
+    int32_t *ids = NULL;
+    size_t n = 0;
+    lv_err err = {{0}};
+    lv_status st = tok_encode(s->m->tok, json_string_value(content), json_string_length(content),
+                              special && json_is_true(special), &ids, &n, &err);
+    json_decref(o);
+    if (st) return fail(s, c, cx, st, 0, "content", NULL, err.msg);
+    json_t *arr = json_array();
+    for (size_t i = 0; i < n; i++) json_array_append_new(arr, json_integer(ids[i]));
+    free(ids);
+    json_t *out = json_object();
+    json_object_set_new(out, "tokens", arr);
+    return send_json(s, c, cx, 200, dump(out));
+}
+
+static enum MHD_Result route_detokenize(http_server *s, struct MHD_Connection *c, conn *cx) {
+    oai_error e;
+    json_t *o = parse_object(cx, &e);
+    if (!o) return send_error(s, c, cx, &e);
+    json_t *arr = json_object_get(o, "tokens");
+    size_t n = json_array_size(arr);
+    int32_t *ids = malloc((n ? n : 1) * sizeof *ids);
+    int32_t vocab = tok_vocab_size(s->m->tok);
+    bool ok = json_is_array(arr) && ids;
+    for (size_t i = 0; ok && i < n; i++) {
+        json_t *v = json_array_get(arr, i);
+        ok = json_is_integer(v) && json_integer_value(v) >= 0 && json_integer_value(v) < vocab;
+        if (ok) ids[i] = (int32_t)json_integer_value(v);
+    }
+    json_decref(o);
+    if (!ok) {
+        free(ids);
+        char msg[128];
+        snprintf(msg, sizeof msg, "'tokens' must be an array of token ids in [0, %d)", vocab);
+        return fail(s, c, cx, LV_ERR_ARG, 0, "tokens", "invalid_value", msg);
+    }
+    char *text = NULL;
+    size_t len = 0;
+    lv_err err = {{0}};
+    lv_status st = tok_decode(s->m->tok, ids, n, false, &text, &len, &err);
+    free(ids);
+    if (st) return fail(s, c, cx, st, 0, "tokens", NULL, err.msg);
+    json_t *out = json_object();
+    json_object_set_new(out, "content", json_stringn(text, len));
+    free(text);
+    return send_json(s, c, cx, 200, dump(out));
+}
+
+/* ---- generation routes ------------------------------------------------------------------
+ * The body becomes an oai_request, its images tensors and its prompt ids, all
+ * on this thread; then a job goes to the worker. The job keeps the request
+ * (its stop strings borrow from it) and frees it at the end. */
+
+static void free_request(void *p) {
+    oai_request_free(p);
+    free(p);
+}
+
+/* Fetches, decodes and preprocesses image k of r into j->images[k]. */
+static lv_status load_image(http_server *s, const oai_request *r, size_t k, wk_job *j,
+                            int *n_tokens, oai_error *e) {
+    char param[64];
+    snprintf(param, sizeof param, "messages[%d].content", r->images[k].message);
+    uint8_t *bytes = NULL;
+    size_t len = 0;
+    lv_err err = {{0}};
+    img_limits lim;
+    img_limits_default(&lim);
+    img_rgb rgb = {0};
+    lv_status st = media_fetch(r->images[k].url, &s->media, &bytes, &len, &err);
+    /* A URL that cannot be fetched or read is the client's problem (400). */
+    if (st == LV_ERR_IO) st = LV_ERR_ARG;
+    if (!st) st = img_decode(bytes, len, &lim, &rgb, NULL, &err);
+    if (!st) st = img_preprocess(&rgb, &s->m->image, NULL, &j->images[k], &err);
+    free(bytes);
+    img_rgb_free(&rgb);
+    if (st) return oai_fail(e, st, 0, param, "invalid_image", "image %zu: %s", k, err.msg);
+    j->n_images = (int)k + 1;
+    *n_tokens = llava_image_token_count(s->m, j->images[k].image_h, j->images[k].image_w);
+    return LV_OK;
+}
+
+/* Chat: images, then the template, then the ids. */
+static lv_status prepare_chat(http_server *s, const oai_request *r, wk_job *j, oai_error *e) {
+    int *n_tokens = calloc(r->n_images + 1, sizeof *n_tokens);
+    j->images = calloc(r->n_images + 1, sizeof *j->images);
+    lv_buf text = {0};
+    lv_err err = {{0}};
+    size_t n_placeholders = 0, n_ids = 0;
+    lv_status st = n_tokens && j->images ? LV_OK : oai_fail(e, LV_ERR_NOMEM, 0, NULL, NULL, "oom");
+    for (size_t k = 0; !st && k < r->n_images; k++) st = load_image(s, r, k, j, &n_tokens[k], e);
+    if (st) goto done;
+    st = chat_render(CHAT_TEMPLATE_LLAVA_MISTRAL, r->messages, r->n_messages, &text,
+                     &n_placeholders, &err);
+    if (!st)
+        st = request_prompt_ids(s->m, text.data ? text.data : "", true, n_tokens, j->n_images,
+                                &j->ids, &n_ids, &err);
+    if (st) oai_fail(e, st, 0, "messages", NULL, "%s", err.msg);
+    j->n_ids = (int)n_ids;
+    /* Text spelling "<image>" must not smuggle in image ids without features. */
+    long want = 0, got = 0;
+    for (int k = 0; k < j->n_images; k++) want += n_tokens[k];
+    for (size_t i = 0; !st && i < n_ids; i++) got += j->ids[i] == s->m->md.config.image_token_id;
+    if (!st && got != want)
+        st = oai_fail(e, LV_ERR_ARG, 0, "messages", "invalid_value",
+                      "the message text contains the image token \"<image>\"; send images as "
+                      "image_url parts");
+done:
+    free(n_tokens);
+    lv_buf_free(&text);
+    return st;
+}
+
+/* Completion: one prompt, text (tokenized with BOS) or ids (as given). */
+static lv_status prepare_completion(http_server *s, const oai_request *r, wk_job *j, oai_error *e) {
+    if (r->n_prompts != 1)
+        return oai_fail(e, LV_ERR_ARG, 0, "prompt", "unsupported_value",
+                        "only one prompt per request is supported for now (got %zu)", r->n_prompts);
+    const oai_prompt *p = &r->prompts[0];
+    lv_err err = {{0}};
+    if (p->ids) {
+        int32_t vocab = tok_vocab_size(s->m->tok);
+        for (int i = 0; i < p->n_ids; i++)
+            if (p->ids[i] < 0 || p->ids[i] >= vocab)
+                return oai_fail(e, LV_ERR_ARG, 0, "prompt", "invalid_value",
+                                "prompt token %d is %d, outside the vocabulary [0, %d)", i,
+                                p->ids[i], vocab);
+        if (!(j->ids = malloc((size_t)(p->n_ids ? p->n_ids : 1) * sizeof *j->ids)))
+            return oai_fail(e, LV_ERR_NOMEM, 0, NULL, NULL, "out of memory");
+        memcpy(j->ids, p->ids, (size_t)p->n_ids * sizeof *j->ids);
+        j->n_ids = p->n_ids;
+        return LV_OK;
+    }
+    int32_t *ids = NULL;
+    size_t n = 0;
+    lv_status st = tok_encode(s->m->tok, p->text, p->len, true, &ids, &n, &err);
+    if (st) return oai_fail(e, st, 0, "prompt", NULL, "%s", err.msg);
+    j->ids = ids;
+    j->n_ids = (int)n;
+    return LV_OK;
+}
+
+/* The job for r (taken: the job frees it), ready to submit; NULL with e set. */
+static wk_job *make_job(http_server *s, oai_request *r, conn *cx, oai_error *e) {
+    wk_job *j = wk_job_new();
+    if (!j) {
+        free_request(r);
+        oai_fail(e, LV_ERR_NOMEM, 0, NULL, NULL, "out of memory");
+        return NULL;
+    }
+    j->keep = r;
+    j->keep_free = free_request;
+    snprintf(j->rid, sizeof j->rid, "%s", cx->rid);
+    lv_status st = LV_OK;
+    if (r->n > 1)
+        st = oai_fail(e, LV_ERR_ARG, 0, "n", "unsupported_value",
+                      "n > 1 is not supported yet; send n = 1");
+    else if (r->logprobs)
+        st = oai_fail(e, LV_ERR_ARG, 0, "logprobs", "unsupported_value",
+                      "logprobs are not supported yet");
+    else
+        st = r->kind == OAI_CHAT ? prepare_chat(s, r, j, e) : prepare_completion(s, r, j, e);
+    if (st) {
+        wk_job_release(j);
+        return NULL;
+    }
+    gen_params_default(&j->params, s->m);
+    oai_request_apply(r, &j->params);
+    if (!(r->set & OAI_SET_SEED)) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        j->params.sampling.seed =
+            ((uint64_t)ts.tv_nsec * 0x9E3779B97F4A7C15ull ^ (uint64_t)ts.tv_sec) & INT64_MAX;
+    }
+    if (s->cfg.timeout_s > 0) j->deadline_ms = mono_ms() + s->cfg.timeout_s * 1e3;
+    return j;
+}
+
+/* The error a finished, failed job answers with. */
+static void job_error(const http_server *s, const wk_job *j, oai_error *e) {
+    if (j->st == LV_ERR_CANCELLED && j->timed_out)
+        oai_fail(e, LV_ERR_DEVICE, 0, NULL, "timeout",
+                 "the request did not finish within the server's timeout (%d s)", s->cfg.timeout_s);
+    else
+        oai_fail(e, j->st, 0, NULL, NULL, "%s", j->err.msg);
+}
+
+static void job_usage(const wk_job *j, oai_usage *u, oai_timings *t) {
+    *u = (oai_usage){j->n_ids, j->result.n_ids, 0};
+    const gen_timings *g = &j->result.timings;
+    *t = (oai_timings){g->n_prefill, g->vision_ms + g->prefill_ms, j->result.n_ids,
+                       g->decode_ms + g->sample_ms};
+}
+
+/* A stream being written: SSE events built from the job's text as it comes. */
+typedef struct {
+    http_server *s;
+    wk_job *j;
+    bool chat;
+    char id[64];
+    oai_meta meta;
+    lv_buf out; /* events not yet handed to MHD, from off */
+    size_t off;
+    bool ended; /* [DONE] is in out */
+} stream;
+
+static void put_event(stream *st, char *ev) {
+    if (ev) lv_buf_puts(&st->out, ev);
+    free(ev);
+}
+
+/* The events that close the stream: finish (or error), usage, [DONE]. */
+static void put_end(stream *st) {
+    wk_job *j = st->j;
+    if (j->st) {
+        oai_error e;
+        job_error(st->s, j, &e);
+        put_event(st, oai_sse_error(&e));
+    } else {
+        put_event(st, st->chat
+                          ? oai_chat_chunk_finish(&st->meta, 0, j->result.finish_reason)
+                          : oai_completion_chunk(&st->meta, 0, "", 0, j->result.finish_reason));
+        if (st->meta.include_usage) {
+            oai_usage u;
+            oai_timings t;
+            job_usage(j, &u, &t);
+            put_event(st, st->chat ? oai_chat_chunk_usage(&st->meta, &u, &t)
+                                   : oai_completion_chunk_usage(&st->meta, &u, &t));
+        }
+    }
+    lv_buf_puts(&st->out, oai_sse_done());
+    st->ended = true;
+}
+
+static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max) {
+    stream *st = cls;
+    while (st->off == st->out.len) {
+        if (st->ended) return MHD_CONTENT_READER_END_OF_STREAM;
+        st->out.len = st->off = 0;
+        lv_buf text = {0};
+        bool done = wk_job_take(st->j, &text, 500);
+        if (text.len)
+            put_event(st, st->chat
+                              ? oai_chat_chunk_delta(&st->meta, 0, text.data, text.len, NULL, 0)
+                              : oai_completion_chunk(&st->meta, 0, text.data, text.len, NULL));
+        lv_buf_free(&text);
+        if (done) put_end(st);
+    }
+    size_t n = st->out.len - st->off < max ? st->out.len - st->off : max;
+    memcpy(buf, st->out.data + st->off, n);
+    st->off += n;
+    return (ssize_t)n;
+}
+
+/* MHD is done with the stream: finished, or the client went away. */
+static void stream_free(void *cls) {
+    stream *st = cls;
+    if (!st->ended) LV_INFO("[%s] client disconnected; cancelling", st->j->rid);
+    wk_job_cancel(st->j);
+    wk_job_release(st->j);
+    lv_buf_free(&st->out);
+    free(st);
+}
+
+static enum MHD_Result start_stream(http_server *s, struct MHD_Connection *c, conn *cx, wk_job *j,
+                                    const oai_request *r) {
+    stream *st = calloc(1, sizeof *st);
+    if (!st) {
+        wk_job_cancel(j);
+        wk_job_release(j);
+        return send_json(s, c, cx, 503, NULL);
+    }
+    st->s = s;
+    st->j = j;
+    st->chat = r->kind == OAI_CHAT;
+    oai_make_id(st->id, sizeof st->id, st->chat ? "chatcmpl-" : "cmpl-");
+    st->meta = (oai_meta){st->id, (int64_t)time(NULL), s->cfg.model_name, r->include_usage};
+    if (st->chat) put_event(st, oai_chat_chunk_role(&st->meta, 0));
+    struct MHD_Response *resp =
+        MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 4096, stream_read, st, stream_free);
+    if (!resp) {
+        stream_free(st);
+        return MHD_NO;
+    }
+    MHD_add_response_header(resp, "Content-Type", "text/event-stream");
+    MHD_add_response_header(resp, "Cache-Control", "no-cache");
+    add_common_headers(s, c, cx, resp);
+    enum MHD_Result ret = MHD_queue_response(c, 200, resp);
+    MHD_destroy_response(resp);
+    log_request(cx, 200);
+    return ret;
+}
+
+static enum MHD_Result finish_plain(http_server *s, struct MHD_Connection *c, conn *cx, wk_job *j,
+                                    oai_kind kind) {
+    wk_job_wait(j);
+    enum MHD_Result ret;
+    if (j->st) {
+        oai_error e;
+        job_error(s, j, &e);
+        ret = send_error(s, c, cx, &e);
+    } else {
+        char id[64];
+        oai_make_id(id, sizeof id, kind == OAI_CHAT ? "chatcmpl-" : "cmpl-");
+        oai_meta m = {id, (int64_t)time(NULL), s->cfg.model_name, false};
+        oai_choice ch = {j->result.text, j->result.text_len, j->result.finish_reason, NULL, 0};
+        oai_usage u;
+        oai_timings t;
+        job_usage(j, &u, &t);
+        ret = send_json(s, c, cx, 200,
+                        kind == OAI_CHAT ? oai_chat_response(&m, &ch, 1, &u, &t)
+                                         : oai_completion_response(&m, &ch, 1, &u, &t));
+    }
+    wk_job_release(j);
+    return ret;
+}
+
+static enum MHD_Result generate(http_server *s, struct MHD_Connection *c, conn *cx, oai_kind kind) {
+    oai_error e;
+    oai_request *r = calloc(1, sizeof *r);
+    if (!r) return send_json(s, c, cx, 503, NULL);
+    const char *body = cx->body.data ? cx->body.data : "";
+    lv_status st = kind == OAI_CHAT ? oai_parse_chat(body, cx->body.len, &s->lim, r, &e)
+                                    : oai_parse_completion(body, cx->body.len, &s->lim, r, &e);
+    if (st) {
+        free(r);
+        return send_error(s, c, cx, &e);
+    }
+    bool stream_it = r->stream;
+    wk_job *j = make_job(s, r, cx, &e); /* r belongs to the job now */
+    if (!j) return send_error(s, c, cx, &e);
+    lv_err err = {{0}};
+    if ((st = worker_submit(s->w, j, &err))) {
+        wk_job_release(j);
+        return fail(s, c, cx, st, 0, NULL, "queue_full", err.msg);
+    }
+    return stream_it ? start_stream(s, c, cx, j, r) : finish_plain(s, c, cx, j, kind);
+}
+
+static enum MHD_Result route_chat(http_server *s, struct MHD_Connection *c, conn *cx) {
+    return generate(s, c, cx, OAI_CHAT);
+}
+
+static enum MHD_Result route_completion(http_server *s, struct MHD_Connection *c, conn *cx) {
+    return generate(s, c, cx, OAI_COMPLETION);
+}
+
+/* ---- routing -----------------------------------------------------------------------------
+ * One line per route. Model routes answer 503 until the model is loaded. */
+
+static const route routes[] = {
+    {"GET", "/health", route_health, false},
+    {"GET", "/v1/models", route_models, false},
+    {"POST", "/v1/chat/completions", route_chat, true},
+    {"POST", "/v1/completions", route_completion, true},
+    {"POST", "/tokenize", route_tokenize, true},
+    {"POST", "/detokenize", route_detokenize, true},
+};
+#define N_ROUTES (sizeof routes / sizeof routes[0])
+
+/* The route for method and url; *path_known says whether any method has it. */
+static const route *find_route(const char *method, const char *url, bool *path_known) {
+    *path_known = false;
+    for (size_t i = 0; i < N_ROUTES; i++) {
+        if (strcmp(routes[i].path, url)) continue;
+        *path_known = true;
+        if (!strcmp(routes[i].method, method)) return &routes[i];
+    }
+    return NULL;
+}
+
+static bool key_ok(const http_server *s, struct MHD_Connection *c) {
+    const char *key = s->cfg.api_key;
+    if (!key) return true;
+    const char *auth = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Authorization");
+    if (auth && !strncasecmp(auth, "Bearer ", 7)) {
+        auth += 7;
+        while (*auth == ' ') auth++;
+        if (!strcmp(auth, key)) return true;
+    }
+    const char *x = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "X-Api-Key");
+    return x && !strcmp(x, key);
+}
+
+static enum MHD_Result preflight(http_server *s, struct MHD_Connection *c, conn *cx) {
+    struct MHD_Response *r = MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
+    if (!r) return MHD_NO;
+    MHD_add_response_header(r, "Access-Control-Allow-Methods", "GET, POST, OPTIONS");
+    MHD_add_response_header(r, "Access-Control-Allow-Headers",
+                            "Authorization, Content-Type, X-Api-Key");
+    MHD_add_response_header(r, "Access-Control-Max-Age", "600");
+    add_common_headers(s, c, cx, r);
+    enum MHD_Result ret = MHD_queue_response(c, 204, r);
+    MHD_destroy_response(r);
+    log_request(cx, 204);
+    return ret;
+}
+
+/* The request's headers are in: make its conn and decide what we can now. */
+static conn *begin(http_server *s, struct MHD_Connection *c, const char *url, const char *method) {
+    conn *cx = calloc(1, sizeof *cx);
+    if (!cx) return NULL;
+    snprintf(cx->rid, sizeof cx->rid, "req-%llu",
+             (unsigned long long)atomic_fetch_add(&s->next, 1) + 1);
+    cx->t0_ms = mono_ms();
+    cx->method = method;
+    cx->url = url;
+    bool known;
+    cx->route = find_route(method, url, &known);
+    if (!strcmp(method, "OPTIONS") && known)
+        cx->early = 204;
+    else if (!known)
+        cx->early = 404;
+    else if (!cx->route)
+        cx->early = 405;
+    else if (cx->route->auth && !key_ok(s, c))
+        cx->early = 401;
+    return cx;
+}
+
+static enum MHD_Result answer_early(http_server *s, struct MHD_Connection *c, conn *cx) {
+    oai_error e;
+    char msg[300];
+    switch (cx->early) {
+        case 204:
+            return preflight(s, c, cx);
+        case 404:
+            snprintf(msg, sizeof msg, "no route for %.200s", cx->url);
+            oai_fail(&e, LV_ERR_ARG, 0, NULL, "not_found", "%s", msg);
+            e.status = 404; /* not an lv_status: the path is unknown */
+            snprintf(e.type, sizeof e.type, "%s", oai_error_type(404));
+            return send_error(s, c, cx, &e);
+        case 405: {
+            snprintf(msg, sizeof msg, "%.16s is not allowed on %.200s", cx->method, cx->url);
+            oai_fail(&e, LV_ERR_ARG, 0, NULL, "method_not_allowed", "%s", msg);
+            e.status = 405;
+            struct MHD_Response *r;
+            char *body = oai_error_json(&e);
+            if (!body ||
+                !(r = MHD_create_response_from_buffer(strlen(body), body, MHD_RESPMEM_MUST_FREE))) {
+                free(body);
+                return MHD_NO;
+            }
+            bool known;
+            MHD_add_response_header(r, "Allow",
+                                    find_route("GET", cx->url, &known) ? "GET" : "POST");
+            MHD_add_response_header(r, "Content-Type", "application/json");
+            add_common_headers(s, c, cx, r);
+            enum MHD_Result ret = MHD_queue_response(c, 405, r);
+            MHD_destroy_response(r);
+            log_request(cx, 405);
+            return ret;
+        }
+        default: /* 401 */
+            oai_fail(&e, LV_ERR_ARG, 0, NULL, "invalid_api_key",
+                     "missing or wrong API key (send 'Authorization: Bearer KEY' or "
+                     "'X-Api-Key: KEY')");
+            e.status = 401;
+            snprintf(e.type, sizeof e.type, "%s", oai_error_type(401));
+            return send_error(s, c, cx, &e);
+    }
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,
+                                  const char *method, const char *version, const char *data,
+                                  size_t *data_size, void **con_cls) {
+    http_server *s = cls;
+    conn *cx = *con_cls;
+    if (!cx) { /* headers only */
+        *con_cls = cx = begin(s, c, url, method);
+        return cx ? MHD_YES : MHD_NO;
+    }
+    if (*data_size) { /* a body chunk */
+        if (!cx->early && !cx->too_big) {
+            if (cx->body.len + *data_size > s->cfg.max_body) {
+                cx->too_big = true;
+                lv_buf_free(&cx->body);
+            } else if (lv_buf_append(&cx->body, data, *data_size)) {
+                return MHD_NO;
+            }
+        }
+        *data_size = 0;
+        return MHD_YES;
+    }
+    if (cx->early) return answer_early(s, c, cx);
+    if (cx->too_big) {
+        oai_error e;
+        oai_fail(&e, LV_ERR_ARG, OAI_HINT_TOO_LARGE, NULL, "request_too_large",
+                 "the request body is larger than %zu bytes", s->cfg.max_body);
+        return send_error(s, c, cx, &e);
+    }
+    bool public_route = cx->route->fn == route_health || cx->route->fn == route_models;
+    if (!public_route && atomic_load(&s->state) != ST_READY)
+        return fail(s, c, cx, LV_OK, OAI_HINT_LOADING, NULL, "model_loading",
+                    "the model is loading; retry shortly");
+    return cx->route->fn(s, c, cx);
+}
+
+static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
+                         enum MHD_RequestTerminationCode toe) {
+    conn *cx = *con_cls;
+    if (!cx) return;
+    lv_buf_free(&cx->body);
+    free(cx);
+    *con_cls = NULL;
+}
+
+/* ---- lifecycle --------------------------------------------------------------------------- */
+
+lv_status http_start(const http_config *cfg, http_server **out, lv_err *err) {
+    *out = NULL;
+    struct sockaddr_in6 a6 = {0};
+    struct sockaddr_in a4 = {0};
+    const struct sockaddr *addr;
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION | MHD_USE_ITC |
+                     MHD_USE_ERROR_LOG;
+    if (inet_pton(AF_INET, cfg->host, &a4.sin_addr) == 1) {
+        a4.sin_family = AF_INET;
+        a4.sin_port = htons((uint16_t)cfg->port);
+        addr = (const struct sockaddr *)&a4;
+    } else if (inet_pton(AF_INET6, cfg->host, &a6.sin6_addr) == 1) {
+        a6.sin6_family = AF_INET6;
+        a6.sin6_port = htons((uint16_t)cfg->port);
+        addr = (const struct sockaddr *)&a6;
+        flags |= MHD_USE_IPv6;
+    } else {
+        return lv_fail(err, LV_ERR_ARG, "--host: '%s' is not an IPv4 or IPv6 address", cfg->host);
+    }
+    http_server *s = calloc(1, sizeof *s);
+    if (!s) return lv_fail(err, LV_ERR_NOMEM, "out of memory");
+    s->cfg = *cfg;
+    s->t0_ms = mono_ms();
+    s->created = (int64_t)time(NULL);
+    atomic_init(&s->state, ST_LOADING);
+    atomic_init(&s->next, 0);
+    media_policy_default(&s->media);
+    s->media.allowed_local_dir = cfg->allowed_local_media_path;
+    oai_limits_default(&s->lim);
+    s->lim.max_body = cfg->max_body;
+    s->d = MHD_start_daemon(flags, (uint16_t)cfg->port, NULL, NULL, on_request, s,
+                            MHD_OPTION_SOCK_ADDR, addr, MHD_OPTION_NOTIFY_COMPLETED, on_completed,
+                            s, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(256 * 1024),
+                            MHD_OPTION_CONNECTION_TIMEOUT, 120u, MHD_OPTION_CONNECTION_LIMIT, 512u,
+                            MHD_OPTION_END);
+    if (!s->d) {
+        free(s);
+        return lv_fail(err, LV_ERR_IO, "cannot listen on %s:%d (in use, or not an address here)",
+                       cfg->host, cfg->port);
+    }
+    const union MHD_DaemonInfo *info = MHD_get_daemon_info(s->d, MHD_DAEMON_INFO_BIND_PORT);
+    s->port = info ? info->port : cfg->port;
+    *out = s;
+    return LV_OK;
+}
+
+int http_port(const http_server *s) {
+    return s->port;
+}
+
+void http_set_ready(http_server *s, llava *m, worker *w) {
+    s->m = m;
+    s->w = w;
+    atomic_store(&s->state, ST_READY);
+}
+
+void http_stop(http_server *s) {
+    if (!s) return;
+    MHD_socket fd = MHD_quiesce_daemon(s->d); /* no new connections */
+    if (fd != MHD_INVALID_SOCKET) close(fd);
+    if (s->w) worker_stop(s->w, false); /* the running request finishes; queued ones cancel */
+    MHD_stop_daemon(s->d);              /* streams end once their jobs are done */
+    worker_free(s->w);
+    llava_free(s->m);
+    free(s);
+}

@@ -1,0 +1,61 @@
+/*
+ * http.h - the HTTP face of llava-server: a libmicrohttpd daemon (one
+ * thread per connection), a routing table, request bodies collected under a
+ * size cap, the API key check, CORS, and the OpenAI routes, which turn
+ * bodies into engine jobs (server/worker.h) through server/oai.h and
+ * server/media.h.
+ *
+ * Routes:
+ *   GET  /health               503 while loading, then 200 with figures (public)
+ *   GET  /v1/models            the served model (public)
+ *   POST /v1/chat/completions  plain JSON or an SSE stream
+ *   POST /v1/completions       plain JSON or an SSE stream
+ *   POST /tokenize             {"content","add_special"} → {"tokens"}  (llama.cpp)
+ *   POST /detokenize           {"tokens"} → {"content"}               (llama.cpp)
+ * Anything else is 404; a known path with another method 405; OPTIONS on a
+ * known path is the CORS preflight (204).
+ *
+ * Lifecycle: http_start listens at once (port 0 = any free port); the model
+ * is handed over with http_set_ready once loaded, so /health can say
+ * "loading" meanwhile. http_stop stops accepting, lets the running request
+ * finish, cancels the queued ones and frees everything it was given.
+ */
+#ifndef LV_SERVER_HTTP_H
+#define LV_SERVER_HTTP_H
+
+#include "base/common.h"
+#include "model/llava.h"
+#include "server/worker.h"
+
+#include <stddef.h>
+
+typedef struct {
+    const char *host;                     /* IPv4 or IPv6 literal to bind ("127.0.0.1") */
+    int port;                             /* 0 = any free port (see http_port) */
+    const char *api_key;                  /* NULL = no key needed */
+    const char *allowed_origins;          /* comma-separated origins, "*" = any, NULL = no CORS */
+    const char *allowed_local_media_path; /* file:// image_url below here; NULL = refused */
+    int timeout_s;                        /* per request, queue wait included; 0 = none */
+    const char *model_name;               /* the name /v1/models and responses show */
+    size_t max_body;                      /* request body cap in bytes (413 above) */
+} http_config;
+
+typedef struct http_server http_server;
+
+/* Starts listening. cfg's strings are borrowed and must outlive the server.
+ * Errors: LV_ERR_ARG (bad host), LV_ERR_IO (cannot bind), LV_ERR_NOMEM. */
+lv_status http_start(const http_config *cfg, http_server **out, lv_err *err);
+
+/* The port actually bound. */
+int http_port(const http_server *s);
+
+/* Hands over the loaded model and its worker (both owned by the server from
+ * now on); requests are served from here on. */
+void http_set_ready(http_server *s, llava *m, worker *w);
+
+/* Stops accepting, finishes the running request, cancels queued ones,
+ * closes every connection and frees the server, the model and the worker.
+ * NULL: no-op. */
+void http_stop(http_server *s);
+
+#endif

@@ -1,0 +1,96 @@
+/*
+ * worker.h - the engine side of the server, first cut: a bounded queue of
+ * jobs feeding ONE engine thread that runs them one at a time with gen_run
+ * on the loaded model.
+ *
+ * The boundary is the job: the HTTP layer fills one (prompt ids, image
+ * tensors, gen_params), submits it, then either waits for it to finish or
+ * drains its text as it streams. The continuous-batching scheduler (issue 6)
+ * will replace the engine thread behind the same calls.
+ *
+ * A job is shared by the connection and the engine thread, so it is
+ * reference counted: wk_job_new gives the caller one reference,
+ * worker_submit takes another, and whoever drops the last frees it.
+ * Cancellation (client gone, timeout, shutdown) is a flag the generation
+ * polls before each token (gen_callbacks.cancelled).
+ */
+#ifndef LV_SERVER_WORKER_H
+#define LV_SERVER_WORKER_H
+
+#include "base/buf.h"
+#include "base/common.h"
+#include "engine/generate.h"
+#include "image/image.h"
+#include "model/llava.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+
+typedef struct wk_job {
+    /* Input: set before worker_submit, then read-only; owned by the job. */
+    int32_t *ids; /* (n_ids) prompt ids, <image> ids expanded (heap) */
+    int n_ids;
+    img_tensor *images; /* (n_images) in prompt order (heap; each freed with img_tensor_free) */
+    int n_images;
+    gen_params params;  /* may borrow from keep */
+    double deadline_ms; /* CLOCK_MONOTONIC ms after which it is cancelled; 0 = none */
+    void *keep;         /* what params borrows from; freed with keep_free when the job goes */
+    void (*keep_free)(void *keep);
+    char rid[32]; /* request id for log lines */
+
+    /* Output: under mu. */
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    lv_buf pending;    /* text generated and not yet taken (streaming) */
+    bool done;         /* finished: st, err, result are final */
+    bool timed_out;    /* cancelled because deadline_ms passed */
+    lv_status st;      /* LV_OK, or why it failed (LV_ERR_CANCELLED when cancelled) */
+    lv_err err;        /* message when st != LV_OK */
+    gen_result result; /* on LV_OK: ids, full text, finish_reason, timings */
+
+    atomic_bool cancel; /* set by wk_job_cancel; polled by the engine */
+    atomic_int refs;
+} wk_job;
+
+/* A zeroed job with one reference (the caller's); NULL when out of memory. */
+wk_job *wk_job_new(void);
+/* Drops a reference; the last one frees the inputs, outputs and keep. NULL: no-op. */
+void wk_job_release(wk_job *j);
+/* Asks the engine to stop the job at its next token (or not start it). */
+void wk_job_cancel(wk_job *j);
+/* Blocks until j->done. */
+void wk_job_wait(wk_job *j);
+/*
+ * Moves the pending text into out (appended) and returns whether the job is
+ * done; waits up to wait_ms for text or the end when there is none yet.
+ * Once it returns true with nothing appended, the stream is over.
+ */
+bool wk_job_take(wk_job *j, lv_buf *out, int wait_ms);
+
+typedef struct worker worker;
+
+/* Starts the engine thread on m (borrowed; loaded; outlives the worker)
+ * with room for queue_size waiting jobs (>= 1). Caller frees with
+ * worker_free. */
+lv_status worker_new(llava *m, int queue_size, worker **out, lv_err *err);
+
+/*
+ * Queues j (takes a reference). LV_ERR_BUSY when the queue is full or the
+ * worker is shutting down (the message says which); j is untouched then.
+ */
+lv_status worker_submit(worker *w, wk_job *j, lv_err *err);
+
+/* Figures for /health: jobs running (0 or 1) and waiting. */
+void worker_stats(worker *w, int *running, int *waiting, int *capacity);
+
+/* Stops taking jobs (worker_submit answers LV_ERR_BUSY from now on),
+ * cancels the queued ones, lets the running one finish (or cancels it if
+ * cancel_running), and joins the engine thread. Every job submitted is done
+ * when it returns. Idempotent. */
+void worker_stop(worker *w, bool cancel_running);
+
+/* worker_stop(w, true) if not stopped yet, then frees. NULL: no-op. */
+void worker_free(worker *w);
+
+#endif

@@ -1,0 +1,252 @@
+/*
+ * llava-server - the OpenAI-compatible HTTP server (server/http.h), first
+ * cut: one engine thread behind a bounded queue (server/worker.h).
+ *
+ *   llava-server --model PATH|ORG/NAME [--host 127.0.0.1] [--port 8080]
+ *                [--queue-size N] [--ctx-size N] [--threads N] [--api-key KEY]
+ *                [--allowed-origins LIST] [--allowed-local-media-path DIR]
+ *                [--timeout S] [--alias NAME]
+ *
+ * The socket listens at once and /health answers 503 while the model loads
+ * on a background thread. The line "llava-server: listening on HOST:PORT"
+ * goes to stderr once bound (port 0 picks a free port; tests read it).
+ * SIGINT / SIGTERM: stop accepting, finish the running request, cancel the
+ * queued ones, exit 0. A model that fails to load exits 1.
+ */
+#include "base/log.h"
+#include "io/hf_cache.h"
+#include "model/llava.h"
+#include "server/http.h"
+#include "server/worker.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+typedef struct {
+    const char *model, *alias, *host, *api_key, *origins, *media_dir;
+    int port, queue_size, ctx_size, threads, timeout_s;
+} srv_args;
+
+static void usage(FILE *f) {
+    fprintf(
+        f,
+        "usage: llava-server --model PATH|ORG/NAME [options]\n"
+        "  --model PATH|ORG/NAME          model directory, or a Hugging Face repo id in\n"
+        "                                 the local cache (HF_HUB_CACHE, HF_HOME/hub, ~/.cache)\n"
+        "  --host ADDR                    address to bind (default 127.0.0.1)\n"
+        "  --port N                       port (default 8080; 0 = any free port)\n"
+        "  --queue-size N                 requests waiting at most (default 64; 429 above)\n"
+        "  --ctx-size N                   context tokens per request (default: the model's)\n"
+        "  --threads N                    CPU threads (default: all cores)\n"
+        "  --api-key KEY                  require 'Authorization: Bearer KEY' or X-Api-Key\n"
+        "  --allowed-origins LIST         CORS origins, comma-separated, or *\n"
+        "  --allowed-local-media-path DIR allow file:// image URLs below DIR\n"
+        "  --timeout S                    per-request limit in seconds (default 600; 0 = none)\n"
+        "  --alias NAME                   model name shown to clients (default: --model)\n"
+        "  --log-level L                  error|warn|info|debug (default $LOG_LEVEL or info)\n");
+}
+
+static bool int_arg(const char *opt, const char *s, long lo, long hi, int *out) {
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (!*s || *end || errno || v < lo || v > hi) {
+        fprintf(stderr, "llava-server: --%s wants an integer in [%ld, %ld], got '%s'\n", opt, lo,
+                hi, s);
+        return false;
+    }
+    *out = (int)v;
+    return true;
+}
+
+/* 0 to go on, 1 after --help, 2 on a usage error. */
+static int parse_args(int argc, char **argv, srv_args *a) {
+    static const struct option opts[] = {
+        {"model", required_argument, NULL, 'm'},
+        {"host", required_argument, NULL, 'H'},
+        {"port", required_argument, NULL, 'p'},
+        {"queue-size", required_argument, NULL, 'q'},
+        {"ctx-size", required_argument, NULL, 'c'},
+        {"threads", required_argument, NULL, 't'},
+        {"api-key", required_argument, NULL, 'k'},
+        {"allowed-origins", required_argument, NULL, 'o'},
+        {"allowed-local-media-path", required_argument, NULL, 'd'},
+        {"timeout", required_argument, NULL, 'T'},
+        {"alias", required_argument, NULL, 'a'},
+        {"log-level", required_argument, NULL, 'l'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    *a = (srv_args){.host = "127.0.0.1", .port = 8080, .queue_size = 64, .timeout_s = 600};
+    const char *level = getenv("LOG_LEVEL");
+    opterr = 0;
+    int c;
+    bool ok = true;
+    while (ok && (c = getopt_long(argc, argv, "m:h", opts, NULL)) != -1) {
+        switch (c) {
+            case 'm':
+                a->model = optarg;
+                break;
+            case 'H':
+                a->host = optarg;
+                break;
+            case 'k':
+                a->api_key = optarg;
+                break;
+            case 'o':
+                a->origins = optarg;
+                break;
+            case 'd':
+                a->media_dir = optarg;
+                break;
+            case 'a':
+                a->alias = optarg;
+                break;
+            case 'l':
+                level = optarg;
+                break;
+            case 'p':
+                ok = int_arg("port", optarg, 0, 65535, &a->port);
+                break;
+            case 'q':
+                ok = int_arg("queue-size", optarg, 1, 1 << 20, &a->queue_size);
+                break;
+            case 'c':
+                ok = int_arg("ctx-size", optarg, 0, 1 << 24, &a->ctx_size);
+                break;
+            case 't':
+                ok = int_arg("threads", optarg, 0, 4096, &a->threads);
+                break;
+            case 'T':
+                ok = int_arg("timeout", optarg, 0, 86400 * 7, &a->timeout_s);
+                break;
+            case 'h':
+                usage(stdout);
+                return 1;
+            default:
+                fprintf(stderr, "llava-server: unknown or incomplete option '%s'\n",
+                        argv[optind - 1]);
+                usage(stderr);
+                return 2;
+        }
+    }
+    if (!ok) return 2;
+    if (optind < argc) {
+        fprintf(stderr, "llava-server: unexpected argument '%s'\n", argv[optind]);
+        return 2;
+    }
+    if (!a->model) {
+        fprintf(stderr, "llava-server: --model is required\n");
+        usage(stderr);
+        return 2;
+    }
+    if (level) {
+        int l = lv_log_parse_level(level);
+        if (l < 0) {
+            fprintf(stderr, "llava-server: unknown log level '%s'\n", level);
+            return 2;
+        }
+        lv_log_set_level((lv_log_level)l);
+    }
+    if (!a->alias) a->alias = a->model;
+    return 0;
+}
+
+/* ---- background load ------------------------------------------------------------------- */
+
+typedef struct {
+    const srv_args *a;
+    http_server *s;
+    atomic_int state; /* 0 loading, 1 ready, -1 failed */
+} loader;
+
+static void *load_main(void *arg) {
+    loader *ld = arg;
+    const srv_args *a = ld->a;
+    lv_err err = {{0}};
+    char *dir = NULL;
+    llava *m = NULL;
+    worker *w = NULL;
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    /* Test hook: hold the load back so /health can be seen answering 503. */
+    const char *delay = getenv("LLAVA_SERVER_TEST_LOAD_DELAY_MS");
+    if (delay) {
+        long ms = atol(delay);
+        nanosleep(&(struct timespec){ms / 1000, (ms % 1000) * 1000000L}, NULL);
+    }
+    if (hf_resolve_model(a->model, &dir, &err) || llava_open(dir, &m, &err) ||
+        llava_load(m, "cpu", a->threads, &err))
+        goto fail;
+    if (a->ctx_size > 0 && a->ctx_size < m->text.max_ctx) m->text.max_ctx = a->ctx_size;
+    if (worker_new(m, a->queue_size, &w, &err)) goto fail;
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    LV_INFO("model %s loaded from %s in %.0f ms (context %d)", a->alias, dir,
+            (t1.tv_sec - t0.tv_sec) * 1e3 + (t1.tv_nsec - t0.tv_nsec) / 1e6, m->text.max_ctx);
+    free(dir);
+    http_set_ready(ld->s, m, w);
+    atomic_store(&ld->state, 1);
+    return NULL;
+fail:
+    LV_ERROR("cannot load the model '%s': %s", a->model, err.msg);
+    free(dir);
+    llava_free(m);
+    atomic_store(&ld->state, -1);
+    return NULL;
+}
+
+int main(int argc, char **argv) {
+    srv_args a;
+    int rc = parse_args(argc, argv, &a);
+    if (rc) return rc == 1 ? 0 : 2;
+
+    /* Every thread inherits this mask: the signals are taken here with sigtimedwait. */
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    http_config cfg = {.host = a.host,
+                       .port = a.port,
+                       .api_key = a.api_key,
+                       .allowed_origins = a.origins,
+                       .allowed_local_media_path = a.media_dir,
+                       .timeout_s = a.timeout_s,
+                       .model_name = a.alias,
+                       .max_body = 32u << 20};
+    lv_err err = {{0}};
+    http_server *s;
+    if (http_start(&cfg, &s, &err)) {
+        fprintf(stderr, "llava-server: %s\n", err.msg);
+        return 1;
+    }
+    fprintf(stderr, "llava-server: listening on %s:%d\n", a.host, http_port(s));
+    fflush(stderr);
+
+    loader ld = {.a = &a, .s = s};
+    atomic_init(&ld.state, 0);
+    pthread_t th;
+    if (pthread_create(&th, NULL, load_main, &ld)) {
+        fprintf(stderr, "llava-server: cannot start the loader thread\n");
+        http_stop(s);
+        return 1;
+    }
+    const struct timespec tick = {0, 200 * 1000 * 1000};
+    int sig = -1;
+    while (sig < 0 && atomic_load(&ld.state) >= 0) sig = sigtimedwait(&set, NULL, &tick);
+    if (sig >= 0) LV_INFO("signal %d: draining and exiting", sig);
+    pthread_join(th, NULL); /* a load in progress completes before the model can be freed */
+    rc = atomic_load(&ld.state) < 0 ? 1 : 0;
+    http_stop(s);
+    LV_INFO("stopped");
+    return rc;
+}
