@@ -14,7 +14,7 @@
  */
 #include "model/llava.h"
 
-#include "engine/image_params.h"
+#include "model/image_params.h"
 #include "image/anyres.h"
 #include "model/pack.h"
 
@@ -50,7 +50,7 @@ lv_status llava_open(const char *path, llava **out, lv_err *err) {
     if (!m) return lv_fail(err, LV_ERR_NOMEM, "out of memory");
     lv_status st;
     if ((st = mdir_open(path, 0, &m->md, err)) || (st = load_tokenizer(m, err)) ||
-        (st = engine_image_params(&m->md.config, &m->md.preproc, &m->image, err)))
+        (st = model_image_params(&m->md.config, &m->md.preproc, &m->image, err)))
         goto fail;
     const lv_model_config *c = &m->md.config;
     m->next = strcmp(c->model_type, "llava_next") == 0;

@@ -58,7 +58,7 @@ typedef struct {
 } llava;
 
 /* Opens a model directory: configs, tokenizer and image parameters, no
- * weights. Errors as mdir_open / tok_load / engine_image_params, with the
+ * weights. Errors as mdir_open / tok_load / model_image_params, with the
  * file named. On success the caller frees *out with llava_free. */
 lv_status llava_open(const char *path, llava **out, lv_err *err);
 

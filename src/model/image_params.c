@@ -15,8 +15,8 @@ static img_proc_kind kind_of(lv_imgproc_kind k) {
     }
 }
 
-lv_status engine_image_params(const lv_model_config *mc, const lv_preproc_config *pp,
-                              img_proc_params *p, lv_err *err) {
+lv_status model_image_params(const lv_model_config *mc, const lv_preproc_config *pp,
+                             img_proc_params *p, lv_err *err) {
     memset(p, 0, sizeof *p);
     p->kind = kind_of(pp->kind);
     /* LlavaImageProcessor without do_pad behaves as CLIP's resize + crop. */

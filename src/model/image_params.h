@@ -3,12 +3,12 @@
  * parameters.
  *
  * image/ is a leaf and knows nothing of config files; io/ reads them. The
- * engine joins the two: preprocessor_config.json gives the processor and its
+ * model, which already reads both, joins them: preprocessor_config.json gives the processor and its
  * values, config.json the vision patch size (for token counts) and, when the
  * preprocessor config lists none, the anyres pinpoints.
  */
-#ifndef LV_ENGINE_IMAGE_PARAMS_H
-#define LV_ENGINE_IMAGE_PARAMS_H
+#ifndef LV_MODEL_IMAGE_PARAMS_H
+#define LV_MODEL_IMAGE_PARAMS_H
 
 #include "base/common.h"
 #include "image/image.h"
@@ -17,7 +17,7 @@
 /* Fills p. LV_ERR_UNSUPPORTED for a resample filter other than bicubic or a
  * pinpoint list longer than IMG_MAX_PINPOINTS; LV_ERR_FORMAT for sizes that
  * make no sense (crop 0, pinpoints not multiples of the crop size). */
-lv_status engine_image_params(const lv_model_config *mc, const lv_preproc_config *pp,
-                              img_proc_params *p, lv_err *err);
+lv_status model_image_params(const lv_model_config *mc, const lv_preproc_config *pp,
+                             img_proc_params *p, lv_err *err);
 
 #endif
