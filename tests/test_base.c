@@ -6,6 +6,7 @@
 
 #include "base/common.h"
 #include "base/file.h"
+#include "base/log.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -63,12 +64,23 @@ static void path_join(void **state) {
     assert_int_equal(lv_path_join(out, sizeof out, "aaaaaaaaaa", "bbbbbbbbbb", NULL), LV_ERR_ARG);
 }
 
+static void log_configure(void **state) {
+    assert_null(lv_log_configure("debug"));
+    assert_string_equal(lv_log_configure("loud"), "loud"); /* unknown: named back */
+    setenv("LOG_LEVEL", "WARN", 1);
+    assert_null(lv_log_configure(NULL)); /* from the environment, case-insensitive */
+    setenv("LOG_LEVEL", "chatty", 1);
+    assert_string_equal(lv_log_configure(NULL), "chatty");
+    unsetenv("LOG_LEVEL");
+    assert_null(lv_log_configure(NULL)); /* neither: the level stays */
+    lv_log_set_level(LV_LOG_INFO);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(status_strings),
-        cmocka_unit_test(fail_formats_and_prefixes),
-        cmocka_unit_test(read_file_limits),
-        cmocka_unit_test(path_join),
+        cmocka_unit_test(status_strings),   cmocka_unit_test(fail_formats_and_prefixes),
+        cmocka_unit_test(read_file_limits), cmocka_unit_test(path_join),
+        cmocka_unit_test(log_configure),
     };
     return cmocka_run_group_tests_name("base", tests, NULL, NULL);
 }

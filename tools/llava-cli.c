@@ -433,14 +433,10 @@ int main(int argc, char **argv) {
     cli_args a;
     int rc = parse_args(argc, argv, &a);
     if (rc) return rc == 1 ? 0 : 2;
-    const char *level = a.log_level ? a.log_level : getenv("LOG_LEVEL");
-    if (level) {
-        int l = lv_log_parse_level(level);
-        if (l < 0) {
-            fprintf(stderr, "llava-cli: unknown log level '%s'\n", level);
-            return 2;
-        }
-        lv_log_set_level((lv_log_level)l);
+    const char *bad_level = lv_log_configure(a.log_level);
+    if (bad_level) {
+        fprintf(stderr, "llava-cli: unknown log level '%s'\n", bad_level);
+        return 2;
     }
 
     lv_err err = {{0}};

@@ -85,7 +85,7 @@ static int parse_args(int argc, char **argv, srv_args *a) {
         {NULL, 0, NULL, 0},
     };
     *a = (srv_args){.host = "127.0.0.1", .port = 8080, .queue_size = 64, .timeout_s = 600};
-    const char *level = getenv("LOG_LEVEL");
+    const char *level = NULL; /* --log-level; NULL: $LOG_LEVEL */
     opterr = 0;
     int c;
     bool ok = true;
@@ -147,13 +147,10 @@ static int parse_args(int argc, char **argv, srv_args *a) {
         usage(stderr);
         return 2;
     }
-    if (level) {
-        int l = lv_log_parse_level(level);
-        if (l < 0) {
-            fprintf(stderr, "llava-server: unknown log level '%s'\n", level);
-            return 2;
-        }
-        lv_log_set_level((lv_log_level)l);
+    const char *bad_level = lv_log_configure(level);
+    if (bad_level) {
+        fprintf(stderr, "llava-server: unknown log level '%s'\n", bad_level);
+        return 2;
     }
     if (!a->alias) a->alias = a->model;
     return 0;

@@ -5,6 +5,7 @@
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <strings.h>
 #include <time.h>
 
@@ -20,6 +21,15 @@ int lv_log_parse_level(const char *s) {
         if (strcasecmp(s, names[i]) == 0) return i;
     if (strcasecmp(s, "warning") == 0) return LV_LOG_WARN;
     return -1;
+}
+
+const char *lv_log_configure(const char *name) {
+    if (!name) name = getenv("LOG_LEVEL");
+    if (!name) return NULL;
+    int l = lv_log_parse_level(name);
+    if (l < 0) return name;
+    lv_log_set_level((lv_log_level)l);
+    return NULL;
 }
 
 void lv_log(lv_log_level level, const char *fmt, ...) {

@@ -12,6 +12,11 @@ typedef enum { LV_LOG_ERROR = 0, LV_LOG_WARN, LV_LOG_INFO, LV_LOG_DEBUG } lv_log
 void lv_log_set_level(lv_log_level level);
 /* Parses "error", "warn", "info", "debug" (case-insensitive); returns -1 if unknown. */
 int lv_log_parse_level(const char *s);
+/* For a program's main: sets the level from name (a --log-level flag), or
+ * when name is NULL from $LOG_LEVEL, or leaves the default (info). Returns
+ * the unknown name if it cannot be parsed (the level is then unchanged),
+ * NULL on success. */
+const char *lv_log_configure(const char *name);
 void lv_log(lv_log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 #define LV_ERROR(...) lv_log(LV_LOG_ERROR, __VA_ARGS__)
