@@ -183,7 +183,8 @@ static void *load_main(void *arg) {
         llava_load(m, "cpu", a->threads, &err))
         goto fail;
     if (a->ctx_size > 0 && a->ctx_size < m->text.max_ctx) m->text.max_ctx = a->ctx_size;
-    if (worker_new(m, a->queue_size, &w, &err)) goto fail;
+    wk_config wc = {.queue_size = a->queue_size, .parallel = 1, .ctx_size = a->ctx_size};
+    if (worker_new(m, &wc, &w, &err)) goto fail;
     clock_gettime(CLOCK_MONOTONIC, &t1);
     LV_INFO("model %s loaded from %s in %.0f ms (context %d)", a->alias, dir,
             (t1.tv_sec - t0.tv_sec) * 1e3 + (t1.tv_nsec - t0.tv_nsec) / 1e6, m->text.max_ctx);

@@ -50,6 +50,15 @@ lv_status sample_params_check(const sample_params *p, lv_err *err) {
     if (!(fabsf(p->presence_penalty) <= 2.0f))
         return lv_fail(err, LV_ERR_ARG, "presence_penalty %g: expected in [-2, 2]",
                        p->presence_penalty);
+    if (p->n_logit_bias < 0 || p->n_logit_bias > SAMPLE_MAX_BIAS)
+        return lv_fail(err, LV_ERR_ARG, "logit_bias: %d entries, at most %d", p->n_logit_bias,
+                       SAMPLE_MAX_BIAS);
+    for (int i = 0; i < p->n_logit_bias; i++)
+        if (!(fabsf(p->logit_bias[i].bias) <= 100.0f) || p->logit_bias[i].id < 0)
+            return lv_fail(err, LV_ERR_ARG,
+                           "logit_bias[%d]: token %d, bias %g: expected a token "
+                           "id >= 0 and a bias in [-100, 100]",
+                           (int)p->logit_bias[i].id, p->logit_bias[i].id, p->logit_bias[i].bias);
     if (p->n_top_logprobs < 0 || p->n_top_logprobs > SAMPLE_MAX_TOP)
         return lv_fail(err, LV_ERR_ARG, "top_logprobs %d: expected 0..%d", p->n_top_logprobs,
                        SAMPLE_MAX_TOP);
@@ -131,16 +140,33 @@ void sampler_accept(sampler *s, int32_t id) {
 
 /* ---- processing ------------------------------------------------------------ */
 
-/* Steps 1-2 and the temperature of step 3, logits → s->work. */
-static void process(sampler *s, const float *logits) {
+/* Steps 1-2 and the temperature of step 3 for token i whose (biased) logit is v. */
+static float process_one(const sampler *s, int i, float v) {
     const sample_params *p = &s->p;
-    float inv_t = p->temperature > 0.0f ? 1.0f / p->temperature : 1.0f;
-    for (int i = 0; i < s->vocab; i++) {
-        float v = isnan(logits[i]) ? -INFINITY : logits[i];
-        if (s->seen[i] && p->repetition_penalty != 1.0f)
-            v = v > 0.0f ? v / p->repetition_penalty : v * p->repetition_penalty;
-        if (s->count[i]) v -= (float)s->count[i] * p->frequency_penalty + p->presence_penalty;
-        s->work[i] = p->temperature > 0.0f ? v * inv_t : v;
+    if (isnan(v)) v = -INFINITY;
+    if (s->seen[i] && p->repetition_penalty != 1.0f)
+        v = v > 0.0f ? v / p->repetition_penalty : v * p->repetition_penalty;
+    if (s->count[i]) v -= (float)s->count[i] * p->frequency_penalty + p->presence_penalty;
+    return p->temperature > 0.0f ? v * (1.0f / p->temperature) : v;
+}
+
+/* Steps 0-2 and the temperature of step 3, logits → s->work. */
+static void process(sampler *s, const float *logits) {
+    for (int i = 0; i < s->vocab; i++) s->work[i] = process_one(s, i, logits[i]);
+    /* step 0 for the few biased tokens: redone from the raw logit plus the bias;
+     * a token listed twice gets the sum */
+    const sample_params *p = &s->p;
+    for (int k = 0; k < p->n_logit_bias; k++) {
+        int id = p->logit_bias[k].id;
+        if (id >= s->vocab) continue;
+        float b = 0.0f;
+        bool first = true;
+        for (int q = 0; q < p->n_logit_bias; q++)
+            if (p->logit_bias[q].id == id) {
+                if (q < k) first = false;
+                b += p->logit_bias[q].bias;
+            }
+        if (first) s->work[id] = process_one(s, id, logits[id] + b);
     }
 }
 

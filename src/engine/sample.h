@@ -3,6 +3,8 @@
  *
  * The steps and their order follow transformers' generate
  * (generation/utils.py _get_logits_processor, generation/logits_process.py):
+ *   0. logit_bias (OpenAI; transformers' SequenceBiasLogitsProcessor for
+ *      one-token sequences): bias added to the raw logit of its token;
  *   1. repetition_penalty (RepetitionPenaltyLogitsProcessor): every token
  *      seen in the prompt or generated so far gets logit / p if the logit
  *      is > 0, logit · p otherwise;
@@ -36,7 +38,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#define SAMPLE_MAX_TOP 20 /* most top_logprobs entries (OpenAI's limit) */
+#define SAMPLE_MAX_TOP  20  /* most top_logprobs entries (OpenAI's limit) */
+#define SAMPLE_MAX_BIAS 300 /* logit_bias entries at most (OpenAI's limit) */
 
 typedef struct {
     float temperature;        /* 0 = greedy */
@@ -48,6 +51,11 @@ typedef struct {
     float presence_penalty;   /* 0 = off; [-2, 2] */
     uint64_t seed;            /* PRNG seed */
     int n_top_logprobs;       /* top_logprobs wanted, 0..SAMPLE_MAX_TOP */
+    int n_logit_bias;         /* entries of logit_bias, 0..SAMPLE_MAX_BIAS */
+    struct {
+        int32_t id;
+        float bias; /* [-100, 100], added to the raw logit (step 0) */
+    } logit_bias[SAMPLE_MAX_BIAS];
 } sample_params;
 
 /* Greedy, every filter and penalty off, seed 0. */

@@ -185,7 +185,11 @@ static enum MHD_Result route_health(http_server *s, struct MHD_Connection *c, co
                     .uptime_s = (mono_ms() - s->t0_ms) / 1e3,
                     .rss_bytes = rss_bytes(),
                     .kv_bytes = -1};
-    worker_stats(s->w, &h.running, &h.waiting, &h.queue_capacity);
+    wk_stats ws;
+    worker_get_stats(s->w, &ws);
+    h.running = ws.running;
+    h.waiting = ws.waiting;
+    h.queue_capacity = ws.queue_capacity;
     return send_json(s, c, cx, 200, oai_health_json(&h));
 }
 

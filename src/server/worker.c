@@ -55,6 +55,7 @@ void wk_job_release(wk_job *j) {
     free(j->images);
     if (j->keep_free) j->keep_free(j->keep);
     lv_buf_free(&j->pending);
+    free(j->tokens);
     gen_result_free(&j->result);
     pthread_cond_destroy(&j->cv);
     pthread_mutex_destroy(&j->mu);
@@ -91,6 +92,7 @@ bool wk_job_take(wk_job *j, lv_buf *out, int wait_ms) {
 
 static void finish(wk_job *j, lv_status st) {
     pthread_mutex_lock(&j->mu);
+    j->t_done_ms = mono_ms();
     j->st = st;
     j->done = true;
     pthread_cond_broadcast(&j->cv);
@@ -107,6 +109,24 @@ static void on_text(void *ud, const char *text, size_t len) {
     pthread_mutex_unlock(&j->mu);
 }
 
+static void on_token(void *ud, const gen_token *t) {
+    wk_job *j = ud;
+    pthread_mutex_lock(&j->mu);
+    if (!j->t_first_ms) j->t_first_ms = mono_ms();
+    if (j->record_tokens && t->sample) {
+        if (j->n_tokens == j->cap_tokens) {
+            int cap = j->cap_tokens ? 2 * j->cap_tokens : 64;
+            sample_result *p = realloc(j->tokens, (size_t)cap * sizeof *p);
+            if (p) {
+                j->tokens = p;
+                j->cap_tokens = cap;
+            }
+        }
+        if (j->n_tokens < j->cap_tokens) j->tokens[j->n_tokens++] = *t->sample;
+    }
+    pthread_mutex_unlock(&j->mu);
+}
+
 static bool is_cancelled(void *ud) {
     wk_job *j = ud;
     if (atomic_load(&j->cancel)) return true;
@@ -118,7 +138,8 @@ static bool is_cancelled(void *ud) {
 }
 
 static void run_job(worker *w, wk_job *j) {
-    gen_callbacks cb = {.on_text = on_text, .cancelled = is_cancelled, .ud = j};
+    gen_callbacks cb = {
+        .on_token = on_token, .on_text = on_text, .cancelled = is_cancelled, .ud = j};
     double t0 = mono_ms();
     lv_status st;
     if (is_cancelled(j))
@@ -163,8 +184,11 @@ static void *engine_main(void *arg) {
 
 /* ---- the queue ------------------------------------------------------------------------- */
 
-lv_status worker_new(llava *m, int queue_size, worker **out, lv_err *err) {
+lv_status worker_new(llava *m, const wk_config *cfg, worker **out, lv_err *err) {
     *out = NULL;
+    if (cfg->queue_size < 1 || cfg->parallel < 1 || cfg->ctx_size < 0)
+        return lv_fail(err, LV_ERR_ARG, "worker: queue_size and parallel must be >= 1");
+    int queue_size = cfg->queue_size;
     worker *w = calloc(1, sizeof *w);
     if (!w || !(w->ring = calloc((size_t)queue_size, sizeof *w->ring))) {
         free(w);
@@ -195,6 +219,7 @@ lv_status worker_submit(worker *w, wk_job *j, lv_err *err) {
                      w->cap);
     } else {
         atomic_fetch_add(&j->refs, 1);
+        j->t_submit_ms = mono_ms();
         w->ring[(w->head + w->n) % w->cap] = j;
         w->n++;
         pthread_cond_signal(&w->cv);
@@ -203,11 +228,13 @@ lv_status worker_submit(worker *w, wk_job *j, lv_err *err) {
     return st;
 }
 
-void worker_stats(worker *w, int *running, int *waiting, int *capacity) {
+void worker_get_stats(worker *w, wk_stats *out) {
+    memset(out, 0, sizeof *out);
     pthread_mutex_lock(&w->mu);
-    *running = w->running ? 1 : 0;
-    *waiting = w->n;
-    *capacity = w->cap;
+    out->running = w->running ? 1 : 0;
+    out->waiting = w->n;
+    out->queue_capacity = w->cap;
+    out->parallel = 1;
     pthread_mutex_unlock(&w->mu);
 }
 

@@ -37,7 +37,8 @@ typedef struct wk_job {
     double deadline_ms; /* CLOCK_MONOTONIC ms after which it is cancelled; 0 = none */
     void *keep;         /* what params borrows from; freed with keep_free when the job goes */
     void (*keep_free)(void *keep);
-    char rid[32]; /* request id for log lines */
+    char rid[32];       /* request id for log lines */
+    bool record_tokens; /* fill tokens[] below (logprobs) */
 
     /* Output: under mu. */
     pthread_mutex_t mu;
@@ -48,6 +49,14 @@ typedef struct wk_job {
     lv_status st;      /* LV_OK, or why it failed (LV_ERR_CANCELLED when cancelled) */
     lv_err err;        /* message when st != LV_OK */
     gen_result result; /* on LV_OK: ids, full text, finish_reason, timings */
+    /* Per generated token (EOS included), appended as each is chosen when
+     * record_tokens (logprobs asked): id, logprob and top_logprobs
+     * (params.sampling.n_top_logprobs entries). Readers keep their own
+     * cursor; n_tokens only grows. */
+    sample_result *tokens;
+    int n_tokens, cap_tokens;
+    /* Timing (CLOCK_MONOTONIC ms): submitted, first token chosen, done; 0 = not yet. */
+    double t_submit_ms, t_first_ms, t_done_ms;
 
     atomic_bool cancel; /* set by wk_job_cancel; polled by the engine */
     atomic_int refs;
@@ -70,10 +79,27 @@ bool wk_job_take(wk_job *j, lv_buf *out, int wait_ms);
 
 typedef struct worker worker;
 
-/* Starts the engine thread on m (borrowed; loaded; outlives the worker)
- * with room for queue_size waiting jobs (>= 1). Caller frees with
- * worker_free. */
-lv_status worker_new(llava *m, int queue_size, worker **out, lv_err *err);
+typedef struct {
+    int queue_size; /* waiting jobs at most (>= 1) */
+    int parallel;   /* sequences decoded together at most (>= 1) */
+    int ctx_size;   /* KV positions per sequence (0: the model's context) */
+} wk_config;
+
+/* Figures for /health and /metrics. */
+typedef struct {
+    int running;           /* jobs holding a sequence */
+    int waiting;           /* jobs queued */
+    int queue_capacity;    /* queue_size */
+    int parallel;          /* sequences at most */
+    int64_t kv_used;       /* KV positions filled, all running sequences */
+    int64_t kv_capacity;   /* KV positions that exist (parallel x ctx) */
+    size_t kv_bytes_used;  /* their bytes */
+    size_t kv_bytes_total; /* bytes of KV cache allocated */
+} wk_stats;
+
+/* Starts the engine on m (borrowed; loaded; outlives the worker). Caller
+ * frees with worker_free. LV_ERR_ARG for a bad config. */
+lv_status worker_new(llava *m, const wk_config *cfg, worker **out, lv_err *err);
 
 /*
  * Queues j (takes a reference). LV_ERR_BUSY when the queue is full or the
@@ -81,8 +107,8 @@ lv_status worker_new(llava *m, int queue_size, worker **out, lv_err *err);
  */
 lv_status worker_submit(worker *w, wk_job *j, lv_err *err);
 
-/* Figures for /health: jobs running (0 or 1) and waiting. */
-void worker_stats(worker *w, int *running, int *waiting, int *capacity);
+/* Figures now (a consistent snapshot). */
+void worker_get_stats(worker *w, wk_stats *out);
 
 /* Stops taking jobs (worker_submit answers LV_ERR_BUSY from now on),
  * cancels the queued ones, lets the running one finish (or cancels it if
