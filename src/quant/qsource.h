@@ -1,0 +1,74 @@
+/*
+ * qsource.h - the tensors a converter reads: a float checkpoint on disk, or
+ * random weights of a preset's real shapes.
+ *
+ * llava-quantize (tools/llava-quantize.c) opens one source and hands it to
+ * a writer (quant/mlx_export.h: MLX affine safetensors; quant/gguf_export.h:
+ * a llama.cpp GGUF pair). Writers see every tensor by its canonical name
+ * (io/tensor_names.h: the transformers 4.4x llava-hf layout, e.g.
+ * "language_model.model.layers.0.self_attn.q_proj.weight"), its PyTorch
+ * shape, and its values as float32, one tensor at a time, so a 7B model is
+ * never held in memory as float32 at once.
+ */
+#ifndef LV_QUANT_QSOURCE_H
+#define LV_QUANT_QSOURCE_H
+
+#include "base/common.h"
+#include "io/hf_config.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define QS_MAX_DIMS 4
+
+typedef struct {
+    const char *name; /* canonical name */
+    int n_dims;
+    int64_t shape[QS_MAX_DIMS]; /* PyTorch order (slowest first) */
+    int64_t n_elems;
+    bool is_float; /* F16/BF16/F32 in the source (random: always) */
+} qs_tensor;
+
+typedef struct qsource qsource;
+
+/* A float (F16/BF16/F32) llava-hf checkpoint directory: config.json,
+ * safetensors, tokenizer and processor files. LV_ERR_UNSUPPORTED for an
+ * already quantized checkpoint. */
+lv_status qsource_open_dir(const char *model_dir, qsource **out, lv_err *err);
+
+/* Random weights (seeded, deterministic) in the real shapes of a preset:
+ * "llava-v1.6-mistral-7b", "llava-1.5-7b", "llava-v1.6-vicuna-13b".
+ * tokenizer_json: a tokenizer.json to ship with the model (may be NULL:
+ * then the written model has none). LV_ERR_ARG for an unknown preset (the
+ * message lists the known ones). */
+lv_status qsource_open_random(const char *preset, uint64_t seed, const char *tokenizer_json,
+                              qsource **out, lv_err *err);
+
+/* The resolved config (every key filled as io/hf_config does). */
+const lv_model_config *qsource_config(const qsource *s);
+
+/* The directory the auxiliary files (tokenizer.json, tokenizer_config.json,
+ * preprocessor_config.json, generation_config.json, chat_template.json,
+ * config.json) come from; NULL for a random source. */
+const char *qsource_dir(const qsource *s);
+
+/* Raw config.json text to start from (the source's, or the preset's). */
+const char *qsource_config_json(const qsource *s);
+
+/* tokenizer.json path to copy (the source's or the one given); may be NULL. */
+const char *qsource_tokenizer_json(const qsource *s);
+
+size_t qsource_count(const qsource *s);
+const qs_tensor *qsource_at(const qsource *s, size_t i);
+/* Index of a canonical name, or -1. */
+long qsource_find(const qsource *s, const char *name);
+
+/* Values of tensor i as float32 into out (n_elems floats). */
+lv_status qsource_read(const qsource *s, size_t i, float *out, lv_err *err);
+
+void qsource_close(qsource *s); /* NULL is a no-op */
+
+/* Progress of a long conversion: done of total (bytes or tensors). */
+typedef void (*qs_progress_fn)(void *ud, size_t done, size_t total, const char *what);
+
+#endif
