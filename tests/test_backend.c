@@ -9,6 +9,8 @@
  * sizes (head_dim 24, dims not a multiple of 8, n = 1 and 7, GQA), all three
  * weight dtypes, weights at unaligned addresses, and the in-place calls the
  * header allows. The half -> float conversions are checked exhaustively.
+ * Quantized weights (every MLX bits/group, every ggml block type) run the
+ * same comparison over n = 1, 3, 17 and rows of 32 to 4096 columns.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -18,6 +20,7 @@
 #include "backend/backend.h"
 #include "backend/cpu/cpu.h"
 #include "backend/cpu/threadpool.h"
+#include "backend/quant.h"
 
 #include <math.h>
 #include <pthread.h>
@@ -316,11 +319,11 @@ static void weight_init_checks(void **state) {
         be *b = i < g_n_cpu ? &g_cpu[i].b : &g_ref;
         be_weight w;
         lv_err err;
-        assert_int_equal(b->ops->weight_init(b, &w, (be_dtype)7, 2, 3, data, &err),
+        assert_int_equal(b->ops->weight_init(b, &w, (be_dtype)99, 2, 3, data, NULL, &err),
                          LV_ERR_UNSUPPORTED);
-        assert_int_equal(b->ops->weight_init(b, &w, BE_F16, 0, 3, data, &err), LV_ERR_ARG);
-        assert_int_equal(b->ops->weight_init(b, &w, BE_F16, 2, 3, NULL, &err), LV_ERR_ARG);
-        assert_int_equal(b->ops->weight_init(b, &w, BE_BF16, 2, 3, data, &err), LV_OK);
+        assert_int_equal(b->ops->weight_init(b, &w, BE_F16, 0, 3, data, NULL, &err), LV_ERR_ARG);
+        assert_int_equal(b->ops->weight_init(b, &w, BE_F16, 2, 3, NULL, NULL, &err), LV_ERR_ARG);
+        assert_int_equal(b->ops->weight_init(b, &w, BE_BF16, 2, 3, data, NULL, &err), LV_OK);
         assert_int_equal(w.rows, 2);
         assert_int_equal(w.cols, 3);
         b->ops->weight_free(b, &w);
@@ -359,7 +362,8 @@ static void check_matmul(be_dtype dtype, int rows, int cols, int n, bool with_bi
     float *want = poisoned((size_t)n * rows);
     be_weight wr;
     lv_err err;
-    assert_int_equal(g_ref.ops->weight_init(&g_ref, &wr, dtype, rows, cols, host, &err), LV_OK);
+    assert_int_equal(g_ref.ops->weight_init(&g_ref, &wr, dtype, rows, cols, host, NULL, &err),
+                     LV_OK);
     g_ref.ops->matmul(&g_ref, want, x, &wr, bias, n);
     char what[96];
     snprintf(what, sizeof what, "matmul %s %dx%d n=%d%s offset %zu", dtype_str(dtype), rows, cols,
@@ -367,7 +371,7 @@ static void check_matmul(be_dtype dtype, int rows, int cols, int n, bool with_bi
     for (int i = 0; i < g_n_cpu; i++) {
         be *b = &g_cpu[i].b;
         be_weight w;
-        assert_int_equal(b->ops->weight_init(b, &w, dtype, rows, cols, host, &err), LV_OK);
+        assert_int_equal(b->ops->weight_init(b, &w, dtype, rows, cols, host, NULL, &err), LV_OK);
         float *got = poisoned((size_t)n * rows);
         b->ops->matmul(b, got, x, &w, bias, n);
         check_close(what, &g_cpu[i], got, want, (size_t)n * rows, TOL_SUM);
@@ -393,6 +397,173 @@ static void matmul_shapes(void **state) {
             for (int off = 0; off < 2; off++)
                 check_matmul((be_dtype)d, shapes[s][0], shapes[s][1], shapes[s][2], (s + off) % 2,
                              off ? (d == BE_F32 ? 2 : 1) : 0);
+}
+
+/* ---------------------------------------------------------------------------
+ * Quantized weights: CPU against the reference, every format
+ */
+
+/* A random normal half of magnitude in [2^-9, 2^-4), either sign. */
+static uint16_t rnd_scale_half(void) {
+    return (uint16_t)((rnd() & 1) << 15 | (6 + rnd() % 5) << 10 | (rnd() & 0x3ff));
+}
+
+typedef struct {
+    void *block, *sblock; /* malloc'd: codes, scales + biases */
+    const void *data;
+    be_quant q;
+} qweight;
+
+/* Random rows × cols weight of a quantized dtype, `offset` bytes into its
+ * block (misaligned for offset 1). MLX: bits/group as given, F16 scales and
+ * biases of either sign. ggml blocks: random code bytes, sane f16 scales. */
+static void rnd_qweight(qweight *w, be_dtype dt, int rows, int cols, int bits, int group,
+                        size_t offset) {
+    memset(w, 0, sizeof *w);
+    be_quant q = {.bits = bits, .group = group, .scale_dtype = BE_F16};
+    size_t rb = be_row_bytes(dt, cols, &q), n = rb * rows;
+    assert_true(rb > 0);
+    unsigned char *mem = malloc(n + offset + 1), *p = mem + offset;
+    assert_non_null(mem);
+    for (size_t i = 0; i < n; i++) p[i] = (unsigned char)rnd();
+    if (dt == BE_MLX) {
+        size_t ng = (size_t)rows * (cols / group);
+        unsigned char *sb = malloc(4 * ng + 1);
+        assert_non_null(sb);
+        for (size_t i = 0; i < 2 * ng; i++) {
+            uint16_t h = rnd_scale_half();
+            memcpy(sb + 1 + 2 * i, &h, 2); /* misaligned on purpose */
+        }
+        q.scales = sb + 1;
+        q.biases = sb + 1 + 2 * ng;
+        w->sblock = sb;
+    } else {
+        int bb = be_block_bytes(dt);
+        for (size_t b = 0; b < n / bb; b++) {
+            unsigned char *blk = p + b * bb;
+            uint16_t h1 = rnd_scale_half(), h2 = rnd_scale_half();
+            if (dt == BE_Q6_K) {
+                memcpy(blk + 208, &h1, 2);
+            } else {
+                memcpy(blk, &h1, 2);
+                if (dt == BE_Q4_1 || dt == BE_Q4_K || dt == BE_Q5_K) memcpy(blk + 2, &h2, 2);
+            }
+        }
+    }
+    w->block = mem;
+    w->data = p;
+    w->q = q;
+}
+
+static void free_qweight(qweight *w) {
+    free(w->block);
+    free(w->sblock);
+}
+
+static void check_qmatmul(be_dtype dt, int bits, int group, int rows, int cols, int n,
+                          size_t offset) {
+    qweight qw;
+    rnd_qweight(&qw, dt, rows, cols, bits, group, offset);
+    const be_quant *q = dt == BE_MLX ? &qw.q : NULL;
+    float *x = rnd_floats((size_t)n * cols, -1, 1);
+    float *bias = n % 2 ? rnd_floats((size_t)rows, -1, 1) : NULL;
+    float *want = poisoned((size_t)n * rows);
+    be_weight wr;
+    lv_err err;
+    if (g_ref.ops->weight_init(&g_ref, &wr, dt, rows, cols, qw.data, q, &err))
+        fail_msg("%s", err.msg);
+    g_ref.ops->matmul(&g_ref, want, x, &wr, bias, n);
+    char what[96];
+    snprintf(what, sizeof what, "matmul %s bits %d group %d %dx%d n=%d offset %zu",
+             be_dtype_name(dt), bits, group, rows, cols, n, offset);
+    for (int i = 0; i < g_n_cpu; i++) {
+        be *b = &g_cpu[i].b;
+        be_weight w;
+        assert_int_equal(b->ops->weight_init(b, &w, dt, rows, cols, qw.data, q, &err), LV_OK);
+        float *got = poisoned((size_t)n * rows);
+        b->ops->matmul(b, got, x, &w, bias, n);
+        check_close(what, &g_cpu[i], got, want, (size_t)n * rows, TOL_SUM);
+        b->ops->weight_free(b, &w);
+        free(got);
+    }
+    /* Each setup's dequant kernel is bit-identical to the definition. */
+    float *row_want = malloc((size_t)cols * sizeof(float)), *row_got = poisoned((size_t)cols);
+    for (int i = 0; i < g_n_cpu; i++)
+        for (int r = 0; r < rows; r += 7) {
+            be_dequant_row(&wr, r, row_want);
+            cpu_ctx_of(&g_cpu[i].b)->k->dequant(&wr, r, 0, cols, row_got);
+            if (memcmp(row_got, row_want, (size_t)cols * sizeof(float)) != 0)
+                fail_msg("%s [%s]: dequant of row %d differs from be_dequant_row", what,
+                         g_cpu[i].label, r);
+        }
+    free(row_want);
+    free(row_got);
+    /* embed_rows dequantises exactly as the reference does. */
+    int32_t ids[3] = {0, rows - 1, rows / 2};
+    float *e_want = poisoned((size_t)3 * cols), *e_got = poisoned((size_t)3 * cols);
+    g_ref.ops->embed_rows(&g_ref, e_want, &wr, ids, 3);
+    be *b = &g_cpu[1].b;
+    be_weight w;
+    assert_int_equal(b->ops->weight_init(b, &w, dt, rows, cols, qw.data, q, &err), LV_OK);
+    b->ops->embed_rows(b, e_got, &w, ids, 3);
+    assert_memory_equal(e_got, e_want, (size_t)3 * cols * sizeof *e_got);
+    b->ops->weight_free(b, &w);
+    free(e_want);
+    free(e_got);
+    g_ref.ops->weight_free(&g_ref, &wr);
+    free(want);
+    free(bias);
+    free(x);
+    free_qweight(&qw);
+}
+
+static void matmul_quantized(void **state) {
+    static const int ns[] = {1, 3, 17};
+    static const be_dtype blocks[] = {BE_Q8_0, BE_Q4_0, BE_Q4_1, BE_Q4_K, BE_Q5_K, BE_Q6_K};
+    for (size_t d = 0; d < LV_ARRAY_LEN(blocks); d++) {
+        int step = be_block_elems(blocks[d]);
+        const int cols[] = {step, 2 * step, 1280, 4096};
+        for (size_t c = 0; c < LV_ARRAY_LEN(cols); c++)
+            for (size_t k = 0; k < LV_ARRAY_LEN(ns); k++)
+                check_qmatmul(blocks[d], 0, 0, c == 3 ? 40 : 37, cols[c], ns[k], (c + k) % 2);
+    }
+    static const int bits[] = {2, 3, 4, 5, 6, 8}, groups[] = {32, 64, 128};
+    for (size_t bi = 0; bi < LV_ARRAY_LEN(bits); bi++)
+        for (size_t g = 0; g < LV_ARRAY_LEN(groups); g++)
+            for (size_t k = 0; k < LV_ARRAY_LEN(ns); k++) {
+                int cols = (int)((bi + g + k) % 3 == 0 ? 4096 : groups[g] * (1 + (bi + k) % 5));
+                check_qmatmul(BE_MLX, bits[bi], groups[g], 35, cols, ns[k], (bi + k) % 2);
+            }
+}
+
+/* The descriptor checks shared by every backend. */
+static void quant_weight_checks(void **state) {
+    unsigned char data[1024] = {0};
+    uint16_t sc[64] = {0};
+    be_quant q = {.bits = 4, .group = 32, .scale_dtype = BE_F16, .scales = sc, .biases = sc};
+    for (int i = 0; i < g_n_cpu + 1; i++) {
+        be *b = i < g_n_cpu ? &g_cpu[i].b : &g_ref;
+        be_weight w;
+        lv_err err;
+        assert_int_equal(b->ops->weight_init(b, &w, BE_MLX, 2, 64, data, &q, &err), LV_OK);
+        assert_int_equal(w.row_bytes, 32);
+        b->ops->weight_free(b, &w);
+        assert_int_equal(b->ops->weight_init(b, &w, BE_MLX, 2, 64, data, NULL, &err), LV_ERR_ARG);
+        assert_int_equal(b->ops->weight_init(b, &w, BE_MLX, 2, 48, data, &q, &err), LV_ERR_ARG);
+        be_quant bad = q;
+        bad.bits = 7;
+        assert_int_equal(b->ops->weight_init(b, &w, BE_MLX, 2, 64, data, &bad, &err),
+                         LV_ERR_UNSUPPORTED);
+        bad = q;
+        bad.group = 16;
+        assert_int_equal(b->ops->weight_init(b, &w, BE_MLX, 2, 64, data, &bad, &err),
+                         LV_ERR_UNSUPPORTED);
+        assert_int_equal(b->ops->weight_init(b, &w, BE_Q4_K, 2, 128, data, NULL, &err), LV_ERR_ARG);
+        assert_int_equal(b->ops->weight_init(b, &w, BE_Q4_0, 2, 64, data, NULL, &err), LV_OK);
+        assert_int_equal(w.row_bytes, 36);
+        b->ops->weight_free(b, &w);
+        assert_null(b->ops->vector_init(b, BE_Q8_0, 32, data));
+    }
 }
 
 /* Many threads on a matrix with fewer row tiles than threads (token split). */
@@ -616,13 +787,14 @@ static void check_embed_rows(be_dtype dtype, int vocab, int cols, int n, size_t 
     for (int t = 0; t < n; t++) ids[t] = t < 2 ? t * (vocab - 1) : (int32_t)(rnd() % vocab);
     be_weight wr;
     lv_err err;
-    assert_int_equal(g_ref.ops->weight_init(&g_ref, &wr, dtype, vocab, cols, host, &err), LV_OK);
+    assert_int_equal(g_ref.ops->weight_init(&g_ref, &wr, dtype, vocab, cols, host, NULL, &err),
+                     LV_OK);
     float *want = poisoned((size_t)n * cols);
     g_ref.ops->embed_rows(&g_ref, want, &wr, ids, n);
     for (int i = 0; i < g_n_cpu; i++) {
         be *b = &g_cpu[i].b;
         be_weight w;
-        assert_int_equal(b->ops->weight_init(b, &w, dtype, vocab, cols, host, &err), LV_OK);
+        assert_int_equal(b->ops->weight_init(b, &w, dtype, vocab, cols, host, NULL, &err), LV_OK);
         float *got = poisoned((size_t)n * cols);
         b->ops->embed_rows(b, got, &w, ids, n);
         check_close("embed_rows", &g_cpu[i], got, want, (size_t)n * cols, 0);
@@ -673,8 +845,9 @@ static void concurrent_callers(void **state) {
     const void *host = rnd_weight(BE_F16, (size_t)ROWS * COLS, 1, &block);
     be_weight w, wr;
     lv_err err;
-    assert_int_equal(b->ops->weight_init(b, &w, BE_F16, ROWS, COLS, host, &err), LV_OK);
-    assert_int_equal(g_ref.ops->weight_init(&g_ref, &wr, BE_F16, ROWS, COLS, host, &err), LV_OK);
+    assert_int_equal(b->ops->weight_init(b, &w, BE_F16, ROWS, COLS, host, NULL, &err), LV_OK);
+    assert_int_equal(g_ref.ops->weight_init(&g_ref, &wr, BE_F16, ROWS, COLS, host, NULL, &err),
+                     LV_OK);
     caller c[3];
     const int ns[3] = {1, 5, 40}; /* GEMV, one-thread GEMM, threaded GEMM */
     for (int i = 0; i < 3; i++) {
@@ -720,6 +893,8 @@ int main(void) {
         cmocka_unit_test(vector_init_all_dtypes),
         cmocka_unit_test(matmul_shapes),
         cmocka_unit_test(matmul_token_split),
+        cmocka_unit_test(quant_weight_checks),
+        cmocka_unit_test(matmul_quantized),
         cmocka_unit_test(norms),
         cmocka_unit_test(rope),
         cmocka_unit_test(rope_known_values),

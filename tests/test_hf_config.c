@@ -729,6 +729,83 @@ static void generation_config(void **state) {
     }
 }
 
+/* ---------------------------------------------------------------------------
+ * config.json quantization block (MLX checkpoints, formats.md §3.2)
+ */
+
+static lv_status parse_cfg(const char *quant_json, lv_model_config *cfg, lv_err *err) {
+    char json[2048];
+    snprintf(json, sizeof json, "{\"model_type\": \"llava\"%s%s}", quant_json ? ", " : "",
+             quant_json ? quant_json : "");
+    return hf_config_parse(json, strlen(json), "config.json", cfg, err);
+}
+
+static void config_quant_block(void **state) {
+    lv_model_config *c = malloc(sizeof *c);
+    assert_non_null(c);
+    lv_err err;
+    assert_int_equal(parse_cfg(NULL, c, &err), LV_OK);
+    assert_false(c->quant.present);
+    assert_int_equal(parse_cfg("\"quantization\": {\"group_size\": 32, \"bits\": 8}", c, &err),
+                     LV_OK);
+    assert_true(c->quant.present);
+    assert_int_equal(c->quant.bits, 8);
+    assert_int_equal(c->quant.group_size, 32);
+    assert_string_equal(c->quant.mode, "affine");
+    const char *both =
+        "\"quantization\": {\"group_size\": 64, \"bits\": 4, \"mode\": \"affine\", "
+        "\"language_model.model.layers.0.mlp.down_proj\": {\"group_size\": 32, \"bits\": 8}, "
+        "\"model.layers.1.self_attn.q_proj\": {\"bits\": 6}, \"lm_head\": false}, "
+        "\"quantization_config\": {\"group_size\": 64, \"bits\": 4, \"mode\": \"affine\"}";
+    assert_int_equal(parse_cfg(both, c, &err), LV_OK);
+    assert_int_equal(c->quant.n_overrides, 3);
+    const lv_quant_override *o =
+        hf_quant_override(&c->quant, "language_model.model.layers.0.mlp.down_proj");
+    assert_non_null(o);
+    assert_int_equal(o->bits, 8);
+    assert_int_equal(o->group_size, 32);
+    o = hf_quant_override(&c->quant, "language_model.model.layers.1.self_attn.q_proj");
+    assert_non_null(o); /* found without the language_model. prefix */
+    assert_int_equal(o->bits, 6);
+    assert_int_equal(o->group_size, 64); /* the global value */
+    o = hf_quant_override(&c->quant, "language_model.lm_head");
+    assert_non_null(o);
+    assert_false(o->quantized);
+    assert_null(hf_quant_override(&c->quant, "language_model.model.layers.2.mlp.up_proj"));
+
+    /* Bad values name the key. */
+    assert_int_equal(parse_cfg("\"quantization\": {\"group_size\": 48, \"bits\": 4}", c, &err),
+                     LV_ERR_FORMAT);
+    assert_non_null(strstr(err.msg, "quantization.group_size"));
+    assert_int_equal(parse_cfg("\"quantization\": {\"group_size\": 64, \"bits\": 7}", c, &err),
+                     LV_ERR_FORMAT);
+    assert_non_null(strstr(err.msg, "quantization.bits"));
+    assert_int_equal(parse_cfg("\"quantization\": {\"group_size\": 64, \"bits\": \"4\"}", c, &err),
+                     LV_ERR_FORMAT);
+    assert_int_equal(parse_cfg("\"quantization\": 4", c, &err), LV_ERR_FORMAT);
+    assert_int_equal(parse_cfg("\"quantization\": {\"bits\": 4, \"x.y\": {\"bits\": 9}}", c, &err),
+                     LV_ERR_FORMAT);
+    assert_non_null(strstr(err.msg, "x.y"));
+    assert_int_equal(parse_cfg("\"quantization\": {\"bits\": 4}, \"quantization_config\": "
+                               "{\"bits\": 8}",
+                               c, &err),
+                     LV_ERR_FORMAT);
+    assert_non_null(strstr(err.msg, "disagree"));
+    /* Not MLX: a transformers bitsandbytes block. */
+    assert_int_equal(
+        parse_cfg("\"quantization_config\": {\"load_in_4bit\": true, \"quant_method\": "
+                  "\"bitsandbytes\"}",
+                  c, &err),
+        LV_ERR_UNSUPPORTED);
+    /* Other MLX modes parse (bits not checked); the loader refuses them. */
+    assert_int_equal(parse_cfg("\"quantization\": {\"group_size\": 32, \"bits\": 4, \"mode\": "
+                               "\"mxfp4\"}",
+                               c, &err),
+                     LV_OK);
+    assert_string_equal(c->quant.mode, "mxfp4");
+    free(c);
+}
+
 int main(void) {
     const char *data = getenv("LLAVA_TEST_DATA");
     snprintf(g_data, sizeof g_data, "%s/configs", data && *data ? data : "tests/data");
@@ -749,10 +826,11 @@ int main(void) {
     g_golden = json_object_get(root, "cases");
 
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(llava_v16_mistral), cmocka_unit_test(llava_15_llama),
-        cmocka_unit_test(golden_defaults),   cmocka_unit_test(transformers5_names),
-        cmocka_unit_test(config_errors),     cmocka_unit_test(preprocessor),
-        cmocka_unit_test(tokenizer_config),  cmocka_unit_test(generation_config),
+        cmocka_unit_test(llava_v16_mistral),  cmocka_unit_test(llava_15_llama),
+        cmocka_unit_test(golden_defaults),    cmocka_unit_test(transformers5_names),
+        cmocka_unit_test(config_errors),      cmocka_unit_test(preprocessor),
+        cmocka_unit_test(tokenizer_config),   cmocka_unit_test(generation_config),
+        cmocka_unit_test(config_quant_block),
     };
     int rc = cmocka_run_group_tests_name("hf_config", tests, NULL, NULL);
     json_decref(root);

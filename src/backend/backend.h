@@ -16,7 +16,9 @@
  *
  * Shapes are row-major. A weight is (rows = out features, cols = in
  * features), as torch's nn.Linear stores it: y = x·Wᵀ (+ b).
- * All activations are float32.
+ * All activations are float32. Weights may also be quantized (MLX affine
+ * groups, ggml blocks: be_dtype below); what each layout means is defined
+ * once, in backend/quant.c, and matmul / embed_rows accept every layout.
  */
 #ifndef LV_BACKEND_H
 #define LV_BACKEND_H
@@ -25,14 +27,45 @@
 
 #include <stdbool.h>
 
-typedef enum { BE_F32 = 0, BE_F16, BE_BF16 } be_dtype;
+/*
+ * Weight element types. The first three are plain arrays; the others are
+ * quantized layouts whose meaning is defined once, in backend/quant.c
+ * (be_dequant_row): MLX affine groups (formats.md §3.5-3.7) and the ggml
+ * blocks of GGUF files (formats.md §5, Q5_K as ggml-quants.c).
+ */
+typedef enum {
+    BE_F32 = 0,
+    BE_F16,
+    BE_BF16,
+    BE_MLX,  /* MLX affine: bits-bit codes, LSB-first per row, + scales/biases (be_quant) */
+    BE_Q8_0, /* 32 values in 34 bytes: f16 d, int8 q[32]; v = q·d */
+    BE_Q4_0, /* 32 values in 18 bytes: f16 d, 16 nibble bytes; v = (q − 8)·d */
+    BE_Q4_1, /* 32 values in 20 bytes: f16 d, f16 m, 16 nibble bytes; v = q·d + m */
+    BE_Q4_K, /* 256 values in 144 bytes: 8 sub-blocks of 32, 6-bit scales and mins */
+    BE_Q5_K, /* 256 values in 176 bytes: as Q4_K plus a fifth bit per value */
+    BE_Q6_K, /* 256 values in 210 bytes: 16 sub-blocks of 16, int8 scales */
+    BE_DTYPE_COUNT
+} be_dtype;
+
+/* The side data of a BE_MLX weight (NULL / ignored for other dtypes). */
+typedef struct {
+    int bits;             /* 2, 3, 4, 5, 6 or 8 */
+    int group;            /* 32, 64 or 128 values per scale/bias */
+    be_dtype scale_dtype; /* BE_F16, BE_BF16 or BE_F32 */
+    const void *scales;   /* (rows, cols/group), borrowed like the codes, maybe unaligned */
+    const void *biases;   /* (rows, cols/group), same dtype: the offsets β of w = s·q + β */
+} be_quant;
 
 /* A matrix weight, (rows, cols), prepared for one backend. */
 typedef struct {
     be_dtype dtype;
     int rows, cols;   /* out, in */
+    size_t row_bytes; /* bytes of one stored row of data */
+    be_quant q;       /* BE_MLX only */
     const void *data; /* backend-owned or borrowed (CPU: the mmapped bytes, maybe unaligned) */
-    void *owned;      /* what be_weight_free releases; NULL when data is borrowed */
+    void *owned;      /* what be_weight_free releases (free()); NULL when data is borrowed.
+                       * A loader that built the host bytes itself (a transposed conv) may
+                       * hand a malloc'd buffer over by setting it after weight_init. */
 } be_weight;
 
 typedef struct be be;
@@ -49,12 +82,14 @@ struct be_ops {
     void (*release)(be *b, void *p);     /* NULL is a no-op */
     void (*upload)(be *b, void *dst, const void *src, size_t bytes);   /* host -> buffer */
     void (*download)(be *b, void *dst, const void *src, size_t bytes); /* buffer -> host */
-    /* Prepares w from host data (dtype, rows x cols, row-major, maybe unaligned). */
+    /* Prepares w from host data (dtype, rows x cols, row-major, maybe unaligned).
+     * q: the scales and biases of a BE_MLX weight, NULL for every other dtype.
+     * Quantized rows must hold whole blocks (cols % 32, or % 256 for the K types). */
     lv_status (*weight_init)(be *b, be_weight *w, be_dtype dtype, int rows, int cols,
-                             const void *host, lv_err *err);
+                             const void *host, const be_quant *q, lv_err *err);
     void (*weight_free)(be *b, be_weight *w);
-    /* 1-D parameters (norm gains, biases) as float32 buffers (converted from dtype).
-     * NULL on failure; the caller frees the buffer with release. */
+    /* 1-D parameters (norm gains, biases) as float32 buffers (converted from dtype,
+     * F32/F16/BF16 only). NULL on failure; the caller frees the buffer with release. */
     float *(*vector_init)(be *b, be_dtype dtype, int n, const void *host);
 
     /* --- ops (all on backend buffers; n = number of rows/tokens) --- */

@@ -12,9 +12,11 @@
  * where HF does.
  *
  * Memory is host memory (malloc); weights borrow the caller's bytes for every
- * dtype, read element by element with memcpy since they may be unaligned.
+ * dtype, plain or quantized, and are read through be_dequant_row
+ * (backend/quant.c), the one definition of what each layout means.
  */
 #include "backend/backend.h"
+#include "backend/quant.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -47,14 +49,10 @@ static void ref_copy(be *b, void *dst, const void *src, size_t bytes) {
 }
 
 static lv_status ref_weight_init(be *b, be_weight *w, be_dtype dtype, int rows, int cols,
-                                 const void *host, lv_err *err) {
-    if (dtype != BE_F32 && dtype != BE_F16 && dtype != BE_BF16)
-        return lv_fail(err, LV_ERR_UNSUPPORTED, "ref backend: unknown weight dtype %d", (int)dtype);
-    if (rows <= 0 || cols <= 0 || !host)
-        return lv_fail(err, LV_ERR_ARG, "ref backend: bad weight (%d x %d, data %p)", rows, cols,
-                       host);
-    *w = (be_weight){.dtype = dtype, .rows = rows, .cols = cols, .data = host, .owned = NULL};
-    return LV_OK;
+                                 const void *host, const be_quant *q, lv_err *err) {
+    lv_status st = be_weight_describe(w, dtype, rows, cols, host, q, err);
+    if (st) lv_err_prefix(err, "ref backend");
+    return st;
 }
 
 static void ref_weight_free(be *b, be_weight *w) {
@@ -76,6 +74,7 @@ static float load_elem(be_dtype dtype, const void *base, size_t i) {
 }
 
 static float *ref_vector_init(be *b, be_dtype dtype, int n, const void *host) {
+    if (dtype != BE_F32 && dtype != BE_F16 && dtype != BE_BF16) return NULL;
     float *v = malloc((size_t)(n > 0 ? n : 1) * sizeof *v);
     if (!v) return NULL;
     for (int i = 0; i < n; i++) v[i] = load_elem(dtype, host, (size_t)i);
@@ -86,17 +85,22 @@ static float *ref_vector_init(be *b, be_dtype dtype, int n, const void *host) {
  * Ops
  */
 
+/* Each weight row is dequantised once (be_dequant_row, the definition of
+ * every format) and dotted with every token in double. */
 static void ref_matmul(be *b, float *y, const float *x, const be_weight *w, const float *bias,
                        int n) {
-    for (int t = 0; t < n; t++) {
-        const float *xt = x + (size_t)t * w->cols;
-        for (int r = 0; r < w->rows; r++) {
+    float *row = malloc((size_t)w->cols * sizeof *row);
+    if (!row) abort(); /* the reference is for tests only */
+    for (int r = 0; r < w->rows; r++) {
+        be_dequant_row(w, r, row);
+        for (int t = 0; t < n; t++) {
+            const float *xt = x + (size_t)t * w->cols;
             double acc = bias ? bias[r] : 0.0;
-            for (int c = 0; c < w->cols; c++)
-                acc += (double)xt[c] * load_elem(w->dtype, w->data, (size_t)r * w->cols + c);
+            for (int c = 0; c < w->cols; c++) acc += (double)xt[c] * row[c];
             y[(size_t)t * w->rows + r] = (float)acc;
         }
     }
+    free(row);
 }
 
 /* MistralRMSNorm: x * rsqrt(mean(x²) + eps), then * weight. */
@@ -223,10 +227,7 @@ static void ref_add(be *b, float *y, const float *x, size_t n) {
 }
 
 static void ref_embed_rows(be *b, float *out, const be_weight *table, const int32_t *ids, int n) {
-    for (int t = 0; t < n; t++)
-        for (int c = 0; c < table->cols; c++)
-            out[(size_t)t * table->cols + c] =
-                load_elem(table->dtype, table->data, (size_t)ids[t] * table->cols + c);
+    for (int t = 0; t < n; t++) be_dequant_row(table, ids[t], out + (size_t)t * table->cols);
 }
 
 const struct be_ops be_ref_ops = {

@@ -452,6 +452,124 @@ static lv_status parse_vision(const char *file, const json_t *vc, lv_vision_conf
     return LV_OK;
 }
 
+/* ---- quantization / quantization_config -------------------------------- */
+
+/*
+ * MLX writes {"group_size": 64, "bits": 4} (2024) or that plus "mode":
+ * "affine" (current mlx-vlm, under both "quantization" and a duplicate
+ * "quantization_config"). Any other key whose value is an object (its own
+ * group_size/bits) or `false` is a per-module override. The two blocks, when
+ * both present, must agree on the global values; "quantization" wins for
+ * overrides. A "quantization_config" without group_size/bits (a transformers
+ * bitsandbytes/GPTQ block) is not MLX: refused as unsupported.
+ */
+
+static bool quant_bits_ok(int bits) {
+    return bits == 2 || bits == 3 || bits == 4 || bits == 5 || bits == 6 || bits == 8;
+}
+
+static lv_status quant_values(jctx *c, const json_t *obj, const char *mode, int *bits, int *group) {
+    lv_status st;
+    if ((st = jint(c, obj, "bits", 1, 16, bits)) ||
+        (st = jint(c, obj, "group_size", 1, 1 << 16, group)))
+        return st;
+    if (strcmp(mode, "affine") != 0) return LV_OK; /* other modes are refused at load */
+    if (!quant_bits_ok(*bits))
+        return lv_fail(c->err, LV_ERR_FORMAT, "%s: %sbits: %d is not one of 2, 3, 4, 5, 6, 8",
+                       c->file, c->section, *bits);
+    if (*group != 32 && *group != 64 && *group != 128)
+        return lv_fail(c->err, LV_ERR_FORMAT, "%s: %sgroup_size: %d is not one of 32, 64, 128",
+                       c->file, c->section, *group);
+    return LV_OK;
+}
+
+static lv_status parse_quant_block(const char *file, const char *name, const json_t *blk,
+                                   lv_quant_config *q, lv_err *err) {
+    char section[64];
+    snprintf(section, sizeof section, "%s.", name);
+    jctx c = {file, section, err};
+    if (!json_is_object(blk)) {
+        jctx top = {file, "", err};
+        return bad(&top, name, "an object", blk);
+    }
+    if (!jget(blk, "bits") && !jget(blk, "group_size") && !jget(blk, "mode"))
+        return lv_fail(err, LV_ERR_UNSUPPORTED,
+                       "%s: %s has no group_size/bits: not an MLX affine quantization block "
+                       "(only MLX affine checkpoints are supported)",
+                       file, name);
+    lv_status st;
+    char mode[HF_NAME_LEN] = "affine";
+    int bits = 4, group = 64;
+    if ((st = jstr(&c, blk, "mode", mode, sizeof mode)) ||
+        (st = quant_values(&c, blk, mode, &bits, &group)))
+        return st;
+    if (q->present) { /* the second of the two blocks: must agree */
+        if (strcmp(mode, q->mode) != 0 || bits != q->bits || group != q->group_size)
+            return lv_fail(err, LV_ERR_FORMAT,
+                           "%s: \"quantization\" (%s, bits %d, group %d) and \"%s\" (%s, bits "
+                           "%d, group %d) disagree",
+                           file, q->mode, q->bits, q->group_size, name, mode, bits, group);
+        return LV_OK;
+    }
+    q->present = true;
+    snprintf(q->mode, sizeof q->mode, "%s", mode);
+    q->bits = bits;
+    q->group_size = group;
+    const char *key;
+    json_t *v;
+    json_object_foreach((json_t *)blk, key, v) {
+        if (!json_is_object(v) && !json_is_false(v)) continue; /* bits, mode, ... */
+        if (q->n_overrides == HF_MAX_QUANT_OVERRIDES)
+            return lv_fail(err, LV_ERR_UNSUPPORTED, "%s: %s: more than %d per-module overrides",
+                           file, name, HF_MAX_QUANT_OVERRIDES);
+        if (strlen(key) >= HF_QUANT_PATH_LEN)
+            return lv_fail(err, LV_ERR_UNSUPPORTED,
+                           "%s: %s: module path \"%.60s...\" is "
+                           "longer than %d bytes",
+                           file, name, key, HF_QUANT_PATH_LEN - 1);
+        lv_quant_override *o = &q->overrides[q->n_overrides++];
+        snprintf(o->path, sizeof o->path, "%s", key);
+        o->quantized = json_is_object(v);
+        int ob = bits, og = group;
+        if (o->quantized) {
+            char sub[HF_QUANT_PATH_LEN + 80];
+            snprintf(sub, sizeof sub, "%s.%s.", name, key);
+            jctx oc = {file, sub, err};
+            if ((st = quant_values(&oc, v, mode, &ob, &og))) return st;
+        }
+        o->bits = (int16_t)ob;
+        o->group_size = (int16_t)og;
+    }
+    return LV_OK;
+}
+
+static lv_status parse_quant(const char *file, const json_t *root, lv_quant_config *q,
+                             lv_err *err) {
+    memset(q, 0, sizeof *q);
+    snprintf(q->mode, sizeof q->mode, "affine");
+    q->bits = 4;
+    q->group_size = 64;
+    const char *names[2] = {"quantization", "quantization_config"};
+    for (int i = 0; i < 2; i++) {
+        const json_t *blk = jget(root, names[i]);
+        if (!blk) continue;
+        lv_status st = parse_quant_block(file, names[i], blk, q, err);
+        if (st) return st;
+    }
+    return LV_OK;
+}
+
+const lv_quant_override *hf_quant_override(const lv_quant_config *q, const char *path) {
+    static const char prefix[] = "language_model.";
+    const char *alias =
+        strncmp(path, prefix, sizeof prefix - 1) == 0 ? path + sizeof prefix - 1 : NULL;
+    for (int i = 0; i < q->n_overrides; i++)
+        if (strcmp(q->overrides[i].path, path) == 0) return &q->overrides[i];
+    for (int i = 0; alias && i < q->n_overrides; i++)
+        if (strcmp(q->overrides[i].path, alias) == 0) return &q->overrides[i];
+    return NULL;
+}
+
 /* ---- config.json ------------------------------------------------------ */
 
 static lv_status parse_top(const char *file, const json_t *root, lv_model_config *m, lv_err *err) {
@@ -502,7 +620,8 @@ static lv_status parse_top(const char *file, const json_t *root, lv_model_config
         (st = jint(&c, root, "image_seq_length", 1, 1 << 20, &m->image_seq_length)) ||
         (st = jbool(&c, root, "tie_word_embeddings", &tie)) ||
         (st = jstr(&c, root, "dtype", m->torch_dtype, sizeof m->torch_dtype)) ||
-        (st = jstr(&c, root, "torch_dtype", m->torch_dtype, sizeof m->torch_dtype)))
+        (st = jstr(&c, root, "torch_dtype", m->torch_dtype, sizeof m->torch_dtype)) ||
+        (st = parse_quant(file, root, &m->quant, err)))
         return st;
     /* Both spellings present: they must agree (image_token_index won above). */
     int alt = m->image_token_id;

@@ -70,6 +70,34 @@ typedef struct {
     char hidden_act[HF_NAME_LEN]; /* MLP activation, "quick_gelu" */
 } lv_vision_config;
 
+/* The "quantization" (or "quantization_config") block of an MLX checkpoint
+ * (shared/spec/formats.md §3.2): the global group size and bits, and
+ * per-module overrides keyed by module path. Whether a module is quantized
+ * is decided by the checkpoint (a "<path>.scales" tensor), not by this block.
+ * Defaults when the block omits a key: MLX affine's (group 64, bits 4). */
+#define HF_MAX_QUANT_OVERRIDES 512
+#define HF_QUANT_PATH_LEN      80
+
+typedef struct {
+    char path[HF_QUANT_PATH_LEN]; /* module path as written
+                                     ("language_model.model.layers.0.mlp.down_proj") */
+    bool quantized;               /* false when the entry is `false` (module left float) */
+    int16_t bits, group_size;     /* resolved: the entry's values, else the global ones */
+} lv_quant_override;
+
+typedef struct {
+    bool present;           /* config.json has the block */
+    char mode[HF_NAME_LEN]; /* "affine" (default); others are refused by the loader */
+    int bits;               /* 2, 3, 4, 5, 6 or 8 (affine); default 4 */
+    int group_size;         /* 32, 64 or 128 (affine); default 64 */
+    int n_overrides;
+    lv_quant_override overrides[HF_MAX_QUANT_OVERRIDES];
+} lv_quant_config;
+
+/* The override for module path, also matched with the "language_model."
+ * prefix removed from path (formats.md §3.2); NULL if none. */
+const lv_quant_override *hf_quant_override(const lv_quant_config *q, const char *path);
+
 typedef struct {
     char model_type[HF_NAME_LEN]; /* "llava_next" | "llava" */
     lv_text_config text;
@@ -86,6 +114,7 @@ typedef struct {
     bool use_image_newline; /* use_image_newline_parameter (llava_next: image_newline exists) */
     int image_seq_length;   /* image_seq_length, tokens per base image (576) */
     char torch_dtype[HF_NAME_LEN]; /* "float16", ... ("dtype" in 5.x); "" if absent */
+    lv_quant_config quant;         /* MLX "quantization" block; .present false if none */
 } lv_model_config;
 
 /* Parses config.json text (len bytes; need not be NUL-terminated). name is

@@ -10,6 +10,8 @@
  */
 #include "model/weights.h"
 
+#include "backend/quant.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,6 +21,7 @@
 typedef struct {
     be *b;
     const st_set *st;
+    const lv_quant_config *qc; /* config.json's quantization block (.present false if none) */
     lv_err *err;
 } loader;
 
@@ -31,22 +34,75 @@ static void shape_str(char *out, size_t cap, int n_dims, const int64_t *shape) {
     if (o < cap) snprintf(out + o, cap - o, "]");
 }
 
-static lv_status to_be_dtype(const st_tensor *t, be_dtype *out, lv_err *err) {
-    switch (t->dtype) {
+static bool plain_dtype(lv_dtype dt, be_dtype *out) {
+    switch (dt) {
         case LV_DTYPE_F32:
             *out = BE_F32;
-            return LV_OK;
+            return true;
         case LV_DTYPE_F16:
             *out = BE_F16;
-            return LV_OK;
+            return true;
         case LV_DTYPE_BF16:
             *out = BE_BF16;
-            return LV_OK;
+            return true;
         default:
-            return lv_fail(err, LV_ERR_UNSUPPORTED,
-                           "%s: tensor '%s': dtype %s is not supported (expected F16, BF16 or F32)",
-                           t->file_name, t->orig_name, dtype_name(t->dtype));
+            return false;
     }
+}
+
+/* The ggml block types an st_set from a GGUF file may hold. */
+static bool block_dtype(lv_dtype dt, be_dtype *out) {
+    switch (dt) {
+        case LV_DTYPE_Q8_0:
+            *out = BE_Q8_0;
+            return true;
+        case LV_DTYPE_Q4_0:
+            *out = BE_Q4_0;
+            return true;
+        case LV_DTYPE_Q4_1:
+            *out = BE_Q4_1;
+            return true;
+        case LV_DTYPE_Q4_K:
+            *out = BE_Q4_K;
+            return true;
+        case LV_DTYPE_Q5_K:
+            *out = BE_Q5_K;
+            return true;
+        case LV_DTYPE_Q6_K:
+            *out = BE_Q6_K;
+            return true;
+        default:
+            return false;
+    }
+}
+
+static lv_status to_be_dtype(const st_tensor *t, be_dtype *out, lv_err *err) {
+    if (plain_dtype(t->dtype, out)) return LV_OK;
+    return lv_fail(err, LV_ERR_UNSUPPORTED,
+                   "%s: tensor '%s': dtype %s is not supported (expected F16, BF16 or F32)",
+                   t->file_name, t->orig_name, dtype_name(t->dtype));
+}
+
+static bool shape_is(const st_tensor *t, int n_dims, const int64_t *shape) {
+    bool ok = t->n_dims == n_dims;
+    for (int i = 0; ok && i < n_dims; i++) ok = t->shape[i] == shape[i];
+    return ok;
+}
+
+static lv_status bad_shape(loader *L, const st_tensor *t, int n_dims, const int64_t *shape,
+                           const char *why) {
+    char want[96], got[96];
+    shape_str(want, sizeof want, n_dims, shape);
+    shape_str(got, sizeof got, t->n_dims, t->shape);
+    return lv_fail(L->err, LV_ERR_FORMAT, "%s: tensor '%s': expected shape %s%s, got %s",
+                   t->file_name, t->orig_name, want, why, got);
+}
+
+static lv_status missing(loader *L, const char *name, int n_dims, const int64_t *shape) {
+    char want[96];
+    shape_str(want, sizeof want, n_dims, shape);
+    return lv_fail(L->err, LV_ERR_FORMAT, "the checkpoint has no tensor '%s' (expected shape %s)",
+                   name, want);
 }
 
 /* Finds name and checks it has exactly shape (n_dims entries) and an
@@ -54,43 +110,206 @@ static lv_status to_be_dtype(const st_tensor *t, be_dtype *out, lv_err *err) {
 static lv_status find(loader *L, const char *name, int n_dims, const int64_t *shape,
                       const st_tensor **out, be_dtype *dt) {
     const st_tensor *t = st_find(L->st, name);
-    char want[96], got[96];
-    shape_str(want, sizeof want, n_dims, shape);
-    if (!t)
-        return lv_fail(L->err, LV_ERR_FORMAT,
-                       "the checkpoint has no tensor '%s' (expected shape %s)", name, want);
-    bool ok = t->n_dims == n_dims;
-    for (int i = 0; ok && i < n_dims; i++) ok = t->shape[i] == shape[i];
-    if (!ok) {
-        shape_str(got, sizeof got, t->n_dims, t->shape);
-        return lv_fail(L->err, LV_ERR_FORMAT, "%s: tensor '%s': expected shape %s, got %s",
-                       t->file_name, t->orig_name, want, got);
-    }
+    if (!t) return missing(L, name, n_dims, shape);
+    if (!shape_is(t, n_dims, shape)) return bad_shape(L, t, n_dims, shape, "");
     lv_status st = to_be_dtype(t, dt, L->err);
     if (st) return st;
     *out = t;
     return LV_OK;
 }
 
-/* A matrix weight; a tensor of more than 2 dims (the patch conv) is
- * flattened to (shape[0], prod(rest)). */
-static lv_status load_matrix_nd(loader *L, be_weight *w, const char *name, int n_dims,
-                                const int64_t *shape) {
-    const st_tensor *t;
-    be_dtype dt;
-    lv_status st = find(L, name, n_dims, shape, &t, &dt);
+/* ---- quantized matrices ------------------------------------------------ */
+
+/* bits and group of MLX module `module` (see describe_mlx). */
+static lv_status mlx_params(loader *L, const char *module, const st_tensor *t,
+                            const st_tensor *scales, int rows, int cols, int *bits, int *group) {
+    const lv_quant_config *qc = L->qc;
+    if (qc && qc->present) {
+        const lv_quant_override *o = hf_quant_override(qc, module);
+        bool own = o && o->quantized;
+        *bits = own ? o->bits : qc->bits;
+        *group = own ? o->group_size : qc->group_size;
+        return LV_OK;
+    }
+    /* No quantization block: what the shapes say, if it is a valid pair. */
+    int64_t ng = scales->n_dims == 2 ? scales->shape[1] : 0;
+    int64_t nw = t->n_dims == 2 ? t->shape[1] : 0;
+    *group = ng > 0 && cols % ng == 0 ? (int)(cols / ng) : 0;
+    *bits = nw > 0 && nw * 32 % cols == 0 ? (int)(nw * 32 / cols) : 0;
+    if (!(*bits == 2 || *bits == 3 || *bits == 4 || *bits == 5 || *bits == 6 || *bits == 8) ||
+        !(*group == 32 || *group == 64 || *group == 128))
+        return lv_fail(L->err, LV_ERR_FORMAT,
+                       "tensor '%s.weight': config.json has no quantization block and the "
+                       "shapes of the weight and its scales (%d x %d) give no valid bits and "
+                       "group size",
+                       module, rows, cols);
+    return LV_OK;
+}
+
+/*
+ * MLX affine (shared/spec/formats.md §3.3-3.4). Module P (the weight's name
+ * without ".weight") is quantized iff "P.scales" exists; then
+ *     P.weight  U32            (rows, cols·bits/32)   LSB-first codes per row
+ *     P.scales  F16|BF16|F32   (rows, cols/group)
+ *     P.biases  same dtype     (rows, cols/group)     (P.bias is the Linear bias)
+ * bits and group come from the per-module override in config.json's
+ * quantization block (looked up also without "language_model."), else
+ * from its global values; without a block, from the tensors' shapes.
+ * Everything is checked against the shape the model expects, so a
+ * checkpoint quantized with other parameters than its config states is
+ * refused, naming the tensor.
+ */
+static lv_status describe_mlx(loader *L, const char *module, const st_tensor *t,
+                              const st_tensor *scales, int rows, int cols, be_weight *w) {
+    char name[NAME_LEN + 16];
+    const lv_quant_config *qc = L->qc;
+    if (qc && qc->present && strcmp(qc->mode, "affine") != 0)
+        return lv_fail(L->err, LV_ERR_UNSUPPORTED,
+                       "tensor '%s.scales': quantization mode \"%s\" is not supported (only "
+                       "\"affine\")",
+                       module, qc->mode);
+    int bits, group;
+    lv_status st = mlx_params(L, module, t, scales, rows, cols, &bits, &group);
     if (st) return st;
-    int64_t cols = 1;
-    for (int i = 1; i < n_dims; i++) cols *= shape[i];
-    st = L->b->ops->weight_init(L->b, w, dt, (int)shape[0], (int)cols, t->data, L->err);
+    snprintf(name, sizeof name, "%s.biases", module);
+    const st_tensor *biases = st_find(L->st, name);
+    if (!biases)
+        return lv_fail(L->err, LV_ERR_FORMAT,
+                       "%s: tensor '%s.scales' exists but '%s' (the quantization offsets) is "
+                       "missing",
+                       scales->file_name, module, name);
+    if (cols % group)
+        return lv_fail(L->err, LV_ERR_FORMAT,
+                       "tensor '%s.weight': %d input features are not a multiple of the group "
+                       "size %d",
+                       module, cols, group);
+    if (t->dtype != LV_DTYPE_U32)
+        return lv_fail(L->err, LV_ERR_FORMAT,
+                       "%s: tensor '%s': a quantized weight (it has '%s.scales') must be U32, "
+                       "got %s",
+                       t->file_name, t->orig_name, module, dtype_name(t->dtype));
+    int64_t ws[2] = {rows, (int64_t)cols * bits / 32}, ss[2] = {rows, cols / group};
+    char why[96];
+    snprintf(why, sizeof why, " (bits %d, group %d, %d x %d)", bits, group, rows, cols);
+    if (!shape_is(t, 2, ws)) return bad_shape(L, t, 2, ws, why);
+    if (!shape_is(scales, 2, ss)) return bad_shape(L, scales, 2, ss, why);
+    if (!shape_is(biases, 2, ss)) return bad_shape(L, biases, 2, ss, why);
+    be_quant q = {.bits = bits, .group = group, .scales = scales->data, .biases = biases->data};
+    if (!plain_dtype(scales->dtype, &q.scale_dtype))
+        return lv_fail(L->err, LV_ERR_FORMAT,
+                       "%s: tensor '%s': scales must be F16, BF16 or F32, got %s",
+                       scales->file_name, scales->orig_name, dtype_name(scales->dtype));
+    if (biases->dtype != scales->dtype)
+        return lv_fail(L->err, LV_ERR_FORMAT,
+                       "%s: tensor '%s': dtype %s differs from its scales' %s", biases->file_name,
+                       biases->orig_name, dtype_name(biases->dtype), dtype_name(scales->dtype));
+    return be_weight_describe(w, BE_MLX, rows, cols, t->data, &q, L->err);
+}
+
+/*
+ * The (rows, cols) matrix `name`, in whatever layout the checkpoint stores
+ * it: F16/BF16/F32, MLX affine (see describe_mlx) or a ggml block type
+ * (a GGUF tensor, shape [rows, cols]). Fills a host descriptor w (data
+ * borrowed from the st_set); no backend involved.
+ */
+static lv_status describe_matrix(loader *L, const char *name, int rows, int cols, be_weight *w) {
+    int64_t shape[2] = {rows, cols};
+    const st_tensor *t = st_find(L->st, name);
+    if (!t) return missing(L, name, 2, shape);
+    char module[NAME_LEN], sname[NAME_LEN + 16];
+    size_t len = strlen(name);
+    if (len > 7 && strcmp(name + len - 7, ".weight") == 0 && len - 7 < sizeof module) {
+        snprintf(module, sizeof module, "%.*s", (int)(len - 7), name);
+        snprintf(sname, sizeof sname, "%s.scales", module);
+        const st_tensor *scales = st_find(L->st, sname);
+        if (scales) return describe_mlx(L, module, t, scales, rows, cols, w);
+    }
+    be_dtype dt;
+    if (t->dtype == LV_DTYPE_U32)
+        return lv_fail(L->err, LV_ERR_FORMAT,
+                       "%s: tensor '%s' is U32 (packed quantized codes) but the checkpoint has no "
+                       "'%s.scales'",
+                       t->file_name, t->orig_name, len > 7 ? module : name);
+    if (!plain_dtype(t->dtype, &dt) && !block_dtype(t->dtype, &dt))
+        return to_be_dtype(t, &dt, L->err);
+    if (!shape_is(t, 2, shape)) return bad_shape(L, t, 2, shape, "");
+    lv_status st = be_weight_describe(w, dt, rows, cols, t->data, NULL, L->err);
+    if (st) lv_err_prefix(L->err, "%s: tensor '%s'", t->file_name, t->orig_name);
+    return st;
+}
+
+/* Hands a described matrix to the backend. */
+static lv_status init_matrix(loader *L, be_weight *w, const be_weight *d, const char *name) {
+    lv_status st = L->b->ops->weight_init(L->b, w, d->dtype, d->rows, d->cols, d->data,
+                                          d->dtype == BE_MLX ? &d->q : NULL, L->err);
     if (st) lv_err_prefix(L->err, "tensor '%s'", name);
     return st;
 }
 
 static lv_status load_matrix(loader *L, be_weight *w, const char *name, int rows, int cols) {
-    int64_t shape[2] = {rows, cols};
-    return load_matrix_nd(L, w, name, 2, shape);
+    be_weight d;
+    lv_status st = describe_matrix(L, name, rows, cols, &d);
+    return st ? st : init_matrix(L, w, &d, name);
 }
+
+/* A (rows, cols) matrix in any layout, dequantised to float32 on the host
+ * (rows·cols floats into out): for small parameters used as vectors. */
+static lv_status read_matrix(loader *L, const char *name, int rows, int cols, float *out) {
+    be_weight d;
+    lv_status st = describe_matrix(L, name, rows, cols, &d);
+    if (st) return st;
+    for (int r = 0; r < rows; r++) be_dequant_row(&d, r, out + (size_t)r * cols);
+    return LV_OK;
+}
+
+/*
+ * The patch-embedding conv as a (dim, c·p·p) matrix in (c, ky, kx) order,
+ * what clip.c's im2col produces. PyTorch stores OIHW [dim, c, p, p] (used in
+ * place); mlx-vlm's sanitize writes OHWI [dim, p, p, c] (formats.md §3.3),
+ * which is transposed here into a float32 copy the weight then owns.
+ */
+static lv_status load_patch(loader *L, be_weight *w, const char *name, int dim, int c, int p) {
+    int64_t oihw[4] = {dim, c, p, p}, ohwi[4] = {dim, p, p, c};
+    const st_tensor *t = st_find(L->st, name);
+    if (!t) return missing(L, name, 4, oihw);
+    bool is_ohwi = !shape_is(t, 4, oihw) && shape_is(t, 4, ohwi);
+    if (!is_ohwi) {
+        be_dtype dt;
+        lv_status st = find(L, name, 4, oihw, &t, &dt);
+        if (st) return st;
+        be_weight d = {.dtype = dt, .rows = dim, .cols = c * p * p, .data = t->data};
+        return init_matrix(L, w, &d, name);
+    }
+    be_dtype dt = BE_F32;
+    lv_status st = to_be_dtype(t, &dt, L->err);
+    if (st) return st;
+    size_t n = (size_t)dim * c * p * p;
+    float *src = malloc(n * sizeof *src), *dst = malloc(n * sizeof *dst);
+    if (!src || !dst) {
+        free(src);
+        free(dst);
+        return lv_fail(L->err, LV_ERR_NOMEM, "out of memory loading tensor '%s'", name);
+    }
+    be_weight d = {.dtype = dt, .rows = 1, .cols = (int)n, .row_bytes = 0, .data = t->data};
+    be_dequant_row(&d, 0, src);
+    for (int o = 0; o < dim; o++)
+        for (int y = 0; y < p; y++)
+            for (int x = 0; x < p; x++)
+                for (int ch = 0; ch < c; ch++)
+                    dst[(((size_t)o * c + ch) * p + y) * p + x] =
+                        src[(((size_t)o * p + y) * p + x) * c + ch];
+    free(src);
+    be_weight f = {.dtype = BE_F32, .rows = dim, .cols = c * p * p, .data = dst};
+    st = init_matrix(L, w, &f, name);
+    if (st) {
+        free(dst);
+        return st;
+    }
+    w->owned = dst; /* released by weight_free */
+    return LV_OK;
+}
+
+/* ---- vectors ----------------------------------------------------------- */
 
 static lv_status load_vector(loader *L, float **v, const char *name, int n) {
     const st_tensor *t;
@@ -128,7 +347,7 @@ static void read_floats(const st_tensor *t, float *out, int64_t n) {
 }
 
 lv_status weights_read_vector(const st_set *st, const char *name, int n, float *out, lv_err *err) {
-    loader L = {NULL, st, err};
+    loader L = {NULL, st, NULL, err};
     const st_tensor *t;
     int64_t shape[1] = {n};
     be_dtype dt;
@@ -149,26 +368,29 @@ int clip_layers_needed(const lv_model_config *cfg) {
 
 /* class_embedding + position_embedding → cls_pos (see clip_weights). */
 static lv_status load_cls_pos(loader *L, clip_weights *w, int n_pos, int dim) {
-    const st_tensor *cls, *pos;
-    int64_t s_cls[1] = {dim}, s_pos[2] = {n_pos, dim};
+    const st_tensor *cls;
+    int64_t s_cls[1] = {dim};
     be_dtype dt;
     lv_status st;
-    if ((st = find(L, VT "embeddings.class_embedding", 1, s_cls, &cls, &dt)) ||
-        (st = find(L, VT "embeddings.position_embedding.weight", 2, s_pos, &pos, &dt)))
-        return st;
+    if ((st = find(L, VT "embeddings.class_embedding", 1, s_cls, &cls, &dt))) return st;
     float *host = malloc((size_t)n_pos * dim * sizeof *host), *c = malloc(dim * sizeof *c);
-    if (host && c) {
-        read_floats(pos, host, (int64_t)n_pos * dim);
-        read_floats(cls, c, dim);
-        /* CLIPVisionEmbeddings: cat(class_embeds, patch_embeds) + position_embedding */
-        for (int i = 0; i < dim; i++) host[i] += c[i];
-        w->cls_pos = L->b->ops->vector_init(L->b, BE_F32, n_pos * dim, host);
+    if (!host || !c) {
+        st = lv_fail(L->err, LV_ERR_NOMEM, "out of memory loading the CLIP embeddings");
+        goto done;
     }
+    /* An nn.Embedding: MLX checkpoints may quantize it (dequantised here, it is small). */
+    if ((st = read_matrix(L, VT "embeddings.position_embedding.weight", n_pos, dim, host)))
+        goto done;
+    read_floats(cls, c, dim);
+    /* CLIPVisionEmbeddings: cat(class_embeds, patch_embeds) + position_embedding */
+    for (int i = 0; i < dim; i++) host[i] += c[i];
+    w->cls_pos = L->b->ops->vector_init(L->b, BE_F32, n_pos * dim, host);
+    if (!w->cls_pos)
+        st = lv_fail(L->err, LV_ERR_NOMEM, "out of memory loading the CLIP embeddings");
+done:
     free(host);
     free(c);
-    if (!w->cls_pos)
-        return lv_fail(L->err, LV_ERR_NOMEM, "out of memory loading the CLIP embeddings");
-    return LV_OK;
+    return st;
 }
 
 static lv_status load_clip_layer(loader *L, clip_layer_weights *l, int i, int dim, int hidden) {
@@ -199,17 +421,16 @@ static lv_status load_clip_layer(loader *L, clip_layer_weights *l, int i, int di
 lv_status clip_weights_load(be *b, const st_set *st, const lv_model_config *cfg, clip_weights *w,
                             lv_err *err) {
     memset(w, 0, sizeof *w);
-    loader L = {b, st, err};
+    loader L = {b, st, &cfg->quant, err};
     const lv_vision_config *v = &cfg->vision;
     if (cfg->n_feature_layers != 1)
         return lv_fail(err, LV_ERR_UNSUPPORTED,
                        "vision_feature_layer lists %d layers; only a single layer is supported",
                        cfg->n_feature_layers);
     int side = v->image_size / v->patch_size, n_pos = 1 + side * side;
-    int64_t patch_shape[4] = {v->dim, v->n_channels, v->patch_size, v->patch_size};
     lv_status s;
-    if ((s = load_matrix_nd(&L, &w->patch, VT "embeddings.patch_embedding.weight", 4,
-                            patch_shape)) ||
+    if ((s = load_patch(&L, &w->patch, VT "embeddings.patch_embedding.weight", v->dim,
+                        v->n_channels, v->patch_size)) ||
         (s = load_cls_pos(&L, w, n_pos, v->dim)) ||
         (s = load_vector(&L, &w->pre_ln_g, VT "pre_layrnorm.weight", v->dim)) ||
         (s = load_vector(&L, &w->pre_ln_b, VT "pre_layrnorm.bias", v->dim)))
@@ -252,7 +473,7 @@ void clip_weights_free(be *b, clip_weights *w) {
 lv_status projector_weights_load(be *b, const st_set *st, const lv_model_config *cfg,
                                  projector_weights *w, lv_err *err) {
     memset(w, 0, sizeof *w);
-    loader L = {b, st, err};
+    loader L = {b, st, &cfg->quant, err};
     int vd = cfg->vision.dim, td = cfg->text.dim;
     lv_status s;
     if ((s = load_matrix(&L, &w->w1, "multi_modal_projector.linear_1.weight", td, vd)) ||
@@ -310,10 +531,11 @@ static lv_status load_llm_layer(loader *L, llm_layer_weights *l, int i, const lv
     return LV_OK;
 }
 
-lv_status llm_weights_load(be *b, const st_set *st, const lv_text_config *c, llm_weights *w,
+lv_status llm_weights_load(be *b, const st_set *st, const lv_model_config *cfg, llm_weights *w,
                            lv_err *err) {
     memset(w, 0, sizeof *w);
-    loader L = {b, st, err};
+    const lv_text_config *c = &cfg->text;
+    loader L = {b, st, &cfg->quant, err};
     lv_status s;
     if ((s = load_matrix(&L, &w->embed, LM "embed_tokens.weight", c->vocab_size, c->dim)) ||
         (s = load_vector(&L, &w->norm, LM "norm.weight", c->dim)))

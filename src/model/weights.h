@@ -26,7 +26,18 @@
  *     model.norm.weight                              (dim)
  *     lm_head.weight                                 (vocab, dim); absent when tied
  *
- * Element types F16, BF16 and F32 are accepted, any mix. Matrices stay where
+ * Element types F16, BF16 and F32 are accepted, any mix, and two quantized
+ * layouts for matrices (backend/quant.h):
+ *   - MLX affine (mlx-community checkpoints, formats.md §3): module P is
+ *     quantized iff "P.scales" exists; P.weight is then U32 (rows,
+ *     cols·bits/32) with P.scales and P.biases (rows, cols/group), bits and
+ *     group from config.json's quantization block (per-module overrides
+ *     first). Any Linear may be quantized, and embed_tokens; the vision
+ *     position_embedding too (dequantised at load). The patch conv may be
+ *     stored OHWI [dim, p, p, 3] (mlx-vlm) instead of OIHW: transposed at load.
+ *   - ggml blocks (Q8_0, Q4_0, Q4_1, Q4_K, Q5_K, Q6_K; an st_set filled from
+ *     a GGUF file), shape [rows, cols].
+ * Matrices stay where
  * the backend wants them (the CPU backend borrows the mmapped bytes, so the
  * st_set must outlive the weights); vectors become float32 backend buffers.
  * Only the CLIP layers the selected feature layer needs are loaded.
@@ -92,8 +103,9 @@ int clip_layers_needed(const lv_model_config *cfg);
  * Loaders. Each checks every tensor against the config: presence, shape and
  * dtype, with messages naming the tensor and giving expected vs actual
  * ("tensor 'x': expected shape [96, 64], got [96, 65]"). Errors:
- * LV_ERR_FORMAT (missing or mis-shaped tensor), LV_ERR_UNSUPPORTED (a
- * dtype other than F16/BF16/F32, several feature layers), LV_ERR_NOMEM.
+ * LV_ERR_FORMAT (missing or mis-shaped tensor, inconsistent quantization
+ * tensors), LV_ERR_UNSUPPORTED (an unknown dtype, a quantization mode other
+ * than affine, several feature layers), LV_ERR_NOMEM.
  * On failure nothing is held (*w is zeroed). Release with the _free
  * function (a zeroed struct is a no-op).
  */
@@ -105,7 +117,7 @@ lv_status projector_weights_load(be *b, const st_set *st, const lv_model_config 
                                  projector_weights *w, lv_err *err);
 void projector_weights_free(be *b, projector_weights *w);
 
-lv_status llm_weights_load(be *b, const st_set *st, const lv_text_config *cfg, llm_weights *w,
+lv_status llm_weights_load(be *b, const st_set *st, const lv_model_config *cfg, llm_weights *w,
                            lv_err *err);
 void llm_weights_free(be *b, llm_weights *w);
 

@@ -2,12 +2,14 @@
  * cpu.c - the CPU backend's op table, lifecycle and memory.
  *
  * Buffers are 64-byte aligned host memory. Weights are used in place, in
- * their stored dtype (f32, f16 or bf16), from the caller's bytes (typically
+ * their stored dtype (f32, f16, bf16 or a quantized layout of backend/quant.h),
+ * from the caller's bytes (typically
  * an mmapped safetensors file): weight_init only records the pointer, so the
  * caller keeps the bytes alive until weight_free. Conversion to float32
  * happens inside the kernels (kernels.c), with F16C where the CPU has it.
  */
 #include "backend/cpu/cpu.h"
+#include "backend/quant.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -80,14 +82,10 @@ static void cpu_copy(be *b, void *dst, const void *src, size_t bytes) {
 }
 
 static lv_status cpu_weight_init(be *b, be_weight *w, be_dtype dtype, int rows, int cols,
-                                 const void *host, lv_err *err) {
-    if (dtype != BE_F32 && dtype != BE_F16 && dtype != BE_BF16)
-        return lv_fail(err, LV_ERR_UNSUPPORTED, "cpu backend: unknown weight dtype %d", (int)dtype);
-    if (rows <= 0 || cols <= 0 || !host)
-        return lv_fail(err, LV_ERR_ARG, "cpu backend: bad weight (%d x %d, data %p)", rows, cols,
-                       host);
-    *w = (be_weight){.dtype = dtype, .rows = rows, .cols = cols, .data = host, .owned = NULL};
-    return LV_OK;
+                                 const void *host, const be_quant *q, lv_err *err) {
+    lv_status st = be_weight_describe(w, dtype, rows, cols, host, q, err);
+    if (st) lv_err_prefix(err, "cpu backend");
+    return st;
 }
 
 static void cpu_weight_free(be *b, be_weight *w) {

@@ -39,7 +39,23 @@ typedef struct {
      * keys j and d < n (attention's P·V for a block of query rows). */
     void (*madd_block)(float *const o[], const float *const p[], const float *v, size_t ldv,
                        int n_keys, int n);
+    /* out[0..n) = values [c0, c0+n) of a quantized weight's row, as
+     * be_dequant_span defines them (bit-identical; backend/quant.h). */
+    void (*dequant)(const be_weight *w, int row, int c0, int n, float *out);
+    /* Σ x[j]·w[row][j] straight from a quantized row (the n == 1 matmul);
+     * xs[i] = Σ x[32i .. 32i+31]. (optional: NULL, or a format cpu_gemv_q_ok
+     * rejects, means dequant + dot.) */
+    float (*gemv_q)(const float *x, const float *xs, const be_weight *w, int row);
 } cpu_kernels;
+
+/* The AVX2 quantized kernels (dequant.c); x86-64 only, reached through the table. */
+void cpu_dequant_avx2(const be_weight *w, int row, int c0, int n, float *out);
+float cpu_gemv_q_avx2(const float *x, const float *xs, const be_weight *w, int row);
+
+/* Formats gemv_q handles: every quantized one (MLX and the ggml blocks). */
+static inline bool cpu_gemv_q_ok(const be_weight *w) {
+    return w->dtype >= BE_MLX;
+}
 
 const cpu_kernels *cpu_kernels_portable(void);
 /* NULL when this CPU or compiler lacks AVX2+FMA+F16C. */

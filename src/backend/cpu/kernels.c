@@ -13,6 +13,7 @@
  * compiler may vectorise them without reassociating float additions.
  */
 #include "backend/cpu/cpu.h"
+#include "backend/quant.h"
 
 #include <string.h>
 
@@ -88,6 +89,7 @@ static const cpu_kernels PORTABLE = {
     .convert = convert_portable,
     .dot_block = dot_block_portable,
     .madd_block = madd_block_portable,
+    .dequant = be_dequant_span,
 };
 
 const cpu_kernels *cpu_kernels_portable(void) {
@@ -243,6 +245,8 @@ static const cpu_kernels AVX2_KERNELS = {
     .convert = convert_avx2,
     .dot_block = dot_block_avx2,
     .madd_block = madd_block_avx2,
+    .dequant = cpu_dequant_avx2,
+    .gemv_q = cpu_gemv_q_avx2,
 };
 
 /* F16C is CPUID leaf 1, ECX bit 29 (clang's __builtin_cpu_supports does not

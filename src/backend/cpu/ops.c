@@ -9,6 +9,7 @@
  * calling thread, where waking the pool would cost more than the op.
  */
 #include "backend/cpu/cpu.h"
+#include "backend/quant.h"
 
 #include <assert.h>
 #include <math.h>
@@ -233,14 +234,16 @@ typedef struct {
 static void embed_task(void *arg, int ith, int nth) {
     const embed_job *j = arg;
     const be_weight *w = j->table;
-    size_t row_bytes = (size_t)w->cols * (w->dtype == BE_F32 ? 4 : 2);
     long lo, hi;
     tp_split(j->n, ith, nth, 1, &lo, &hi);
     for (long t = lo; t < hi; t++) {
         assert(j->ids[t] >= 0 && j->ids[t] < w->rows);
-        cpu_ctx_of(j->b)->k->convert(j->out + t * w->cols, w->dtype,
-                                     (const unsigned char *)w->data + j->ids[t] * row_bytes,
-                                     (size_t)w->cols);
+        if (be_dtype_quantized(w->dtype))
+            cpu_ctx_of(j->b)->k->dequant(w, j->ids[t], 0, w->cols, j->out + t * w->cols);
+        else
+            cpu_ctx_of(j->b)->k->convert(
+                j->out + t * w->cols, w->dtype,
+                (const unsigned char *)w->data + (size_t)j->ids[t] * w->row_bytes, (size_t)w->cols);
     }
 }
 
