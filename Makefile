@@ -7,8 +7,8 @@
 #   make asan         build the ASan+UBSan tree in build-asan/
 #   make format       clang-format every C file in place
 #   make fuzz         build the libFuzzer targets (clang) in build-fuzz/, fuzz the image
-#                     decoders for FUZZ_SECONDS (default 60), then the safetensors reader
-#                     and the tokenizer.json loader for a quarter of that each
+#                     decoders for FUZZ_SECONDS (default 60), then the safetensors reader,
+#                     the tokenizer.json loader and the GGUF reader for a quarter of that each
 #   make clean        remove build trees
 JOBS  ?= $(shell nproc 2>/dev/null || echo 2)
 T     ?=
@@ -52,7 +52,7 @@ fuzz:
 	  -DLLAVA_FUZZ=ON -DLLAVA_TESTS=OFF $(CMAKE_FLAGS) >/dev/null
 	@cmake --build build-fuzz -j $(JOBS)
 	@bash tests/fuzz/run.sh build-fuzz $(FUZZ_SECONDS)
-	@for t in safetensors tokenizer; do mkdir -p build-fuzz/corpus/$$t build-fuzz/crashes; \
+	@for t in safetensors tokenizer gguf; do mkdir -p build-fuzz/corpus/$$t build-fuzz/crashes; \
 	  echo "fuzz: fuzz_$$t for $$(( $(FUZZ_SECONDS) / 4 ))s" >&2; \
 	  build-fuzz/bin/fuzz_$$t -max_total_time=$$(( $(FUZZ_SECONDS) / 4 )) -max_len=32768 -timeout=10 \
 	    -artifact_prefix=build-fuzz/crashes/ -print_final_stats=0 build-fuzz/corpus/$$t \

@@ -9,7 +9,7 @@
  * does, then (with --max-tokens > 0) loads the weights and generates. The
  * flags and the JSON shape below are the contract later checks rely on:
  *
- *   llava-cli --model PATH [--image FILE]... --prompt TEXT [--raw-prompt]
+ *   llava-cli --model PATH [--mmproj FILE] [--image FILE]... --prompt TEXT [--raw-prompt]
  *             [--max-tokens N] [--temperature T] [--top-k K] [--top-p P]
  *             [--min-p P] [--repeat-penalty R] [--seed S] [--threads N]
  *             [--backend cpu|ref] [--stop TEXT]... [--json]
@@ -46,7 +46,8 @@
 #define MAX_IMAGES 16
 
 typedef struct {
-    const char *model;              /* model directory */
+    const char *model;              /* model directory, or a GGUF text model with --mmproj */
+    const char *mmproj;             /* --mmproj: the GGUF pair's mmproj file, or NULL */
     const char *prompt;             /* user text (UTF-8) */
     bool raw_prompt;                /* tokenize prompt as given, no chat template */
     bool json;                      /* one JSON object on stdout */
@@ -70,7 +71,9 @@ typedef struct {
 static void usage(FILE *f) {
     fprintf(f,
             "usage: llava-cli --model PATH [--image FILE]... --prompt TEXT [options]\n"
-            "  --model PATH          model directory (config.json, tokenizer.json, weights)\n"
+            "  --model PATH          model directory (config.json, tokenizer.json, weights;\n"
+            "                        or a llama.cpp GGUF pair: text .gguf + mmproj*.gguf)\n"
+            "  --mmproj FILE         with --model text.gguf: the GGUF pair's mmproj file\n"
             "  --image FILE          an image (JPEG, PNG, WebP, GIF, BMP); repeat for several\n"
             "  --prompt TEXT         the user's message (goes through the chat template)\n"
             "  --raw-prompt          tokenize TEXT as given; each <image> takes the next image\n"
@@ -121,7 +124,8 @@ enum {
     OPT_THREADS,
     OPT_LOGITS,
     OPT_BACKEND,
-    OPT_STOP
+    OPT_STOP,
+    OPT_MMPROJ
 };
 
 /* One option with an argument; false on a usage error (message printed). */
@@ -178,6 +182,7 @@ static bool set_option(cli_args *a, int c, const char *arg) {
 static int parse_args(int argc, char **argv, cli_args *a) {
     static const struct option opts[] = {
         {"model", required_argument, NULL, 'm'},
+        {"mmproj", required_argument, NULL, OPT_MMPROJ},
         {"prompt", required_argument, NULL, 'p'},
         {"raw-prompt", no_argument, NULL, OPT_RAW},
         {"max-tokens", required_argument, NULL, OPT_MAXTOK},
@@ -211,6 +216,9 @@ static int parse_args(int argc, char **argv, cli_args *a) {
         switch (c) {
             case 'm':
                 a->model = optarg;
+                break;
+            case OPT_MMPROJ:
+                a->mmproj = optarg;
                 break;
             case 'p':
                 a->prompt = optarg;
@@ -452,7 +460,7 @@ int main(int argc, char **argv) {
     rc = 1;
 
     double t0 = now_ms();
-    if (llava_open(a.model, &m, &err)) goto fail;
+    if (llava_open2(a.model, a.mmproj, &m, &err)) goto fail;
     tm.load_ms = now_ms() - t0;
     if (load_images(&a, m, tensors, n_tokens, &tm.decode_ms, &tm.preprocess_ms, &err)) goto fail;
     for (int i = 0; i < a.n_images; i++) n_image_tokens += n_tokens[i];

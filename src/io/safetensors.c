@@ -76,6 +76,11 @@ struct st_set {
     size_t n_tensors, cap_tensors;
     int32_t *slots; /* open-addressing hash of canonical names: tensor index or -1 */
     size_t n_slots; /* power of two, >= 2 * n_tensors */
+    struct st_owned {
+        void *p;
+        void (*free_fn)(void *);
+    } * owned; /* st_set_add / st_set_own: released by st_close, last first */
+    size_t n_owned, cap_owned;
 };
 
 /* ---- small helpers ---------------------------------------------------- */
@@ -151,6 +156,8 @@ void st_close(st_set *s) {
     free(s->tensors);
     free(s->files);
     free(s->slots);
+    for (size_t i = s->n_owned; i-- > 0;) s->owned[i].free_fn(s->owned[i].p);
+    free(s->owned);
     free(s);
 }
 
@@ -722,4 +729,94 @@ done:
 fail:
     st_close(s);
     return st;
+}
+
+/* ---- sets built in memory ------------------------------------------------- */
+
+lv_status st_set_new(st_set **out, lv_err *err) {
+    *out = calloc(1, sizeof **out);
+    return *out ? LV_OK : nomem(err, "tensor set");
+}
+
+lv_status st_set_own(st_set *s, void *p, void (*free_fn)(void *), lv_err *err) {
+    if (s->n_owned == s->cap_owned) {
+        size_t cap = s->cap_owned ? 2 * s->cap_owned : 16;
+        struct st_owned *o = realloc(s->owned, cap * sizeof *o);
+        if (!o) {
+            free_fn(p);
+            return nomem(err, "tensor set");
+        }
+        s->owned = o;
+        s->cap_owned = cap;
+    }
+    s->owned[s->n_owned].p = p;
+    s->owned[s->n_owned].free_fn = free_fn;
+    s->n_owned++;
+    return LV_OK;
+}
+
+/* The file entry named file_name (added once, unmapped: its lv_map is zero). */
+static lv_status file_entry(st_set *s, const char *file_name, const char **out, lv_err *err) {
+    for (size_t i = s->n_files; i-- > 0;)
+        if (strcmp(s->files[i].path, file_name) == 0) {
+            *out = s->files[i].path;
+            return LV_OK;
+        }
+    lv_status st = push_file(s, file_name, err);
+    if (st) return st;
+    *out = s->files[s->n_files - 1].path;
+    return LV_OK;
+}
+
+lv_status st_set_add(st_set *s, const char *name, const char *file_name, lv_dtype dtype, int n_dims,
+                     const int64_t *shape, const void *data, void *owned, lv_err *err) {
+    lv_status st;
+    if (owned && (st = st_set_own(s, owned, free, err))) return st;
+    if (n_dims < 0 || n_dims > ST_MAX_DIMS)
+        return lv_fail(err, LV_ERR_ARG, "%s: tensor '%s': %d dims (max %d)", file_name, name,
+                       n_dims, ST_MAX_DIMS);
+    int64_t n = 1;
+    for (int i = 0; i < n_dims; i++) {
+        if (shape[i] < 0 || (shape[i] && n > INT64_MAX / shape[i]))
+            return lv_fail(err, LV_ERR_ARG, "%s: tensor '%s': bad shape", file_name, name);
+        n *= shape[i];
+    }
+    int be, bb;
+    size_t nbytes;
+    if (dtype_block(dtype, &be, &bb)) {
+        int64_t row = n_dims ? shape[n_dims - 1] : 1;
+        if (row % be)
+            return lv_fail(err, LV_ERR_ARG, "%s: tensor '%s': row of %lld is not whole %s blocks",
+                           file_name, name, (long long)row, dtype_name(dtype));
+        nbytes = (size_t)(n / be) * (size_t)bb;
+    } else {
+        nbytes = (size_t)n * dtype_size(dtype);
+    }
+    if (st_find(s, name))
+        return lv_fail(err, LV_ERR_FORMAT, "%s: duplicate tensor '%s'", file_name, name);
+    const char *file;
+    if ((st = file_entry(s, file_name, &file, err))) return st;
+    st_tensor *t;
+    if ((st = push_tensor(s, file, name, &t, err))) return st;
+    t->dtype = dtype;
+    t->n_dims = n_dims;
+    for (int i = 0; i < n_dims; i++) t->shape[i] = shape[i];
+    t->n_elems = n;
+    t->data = data;
+    t->nbytes = nbytes;
+    if (s->n_slots >= 2 * s->n_tensors) {
+        size_t mask = s->n_slots - 1, i = (size_t)hash_name(t->name) & mask;
+        while (s->slots[i] >= 0) i = (i + 1) & mask;
+        s->slots[i] = (int32_t)(s->n_tensors - 1);
+        return LV_OK;
+    }
+    free(s->slots);
+    s->slots = NULL;
+    s->n_slots = 0;
+    if ((st = build_index(s, err))) {
+        s->n_tensors--; /* drop it again: names are checked unique above */
+        free((void *)t->name);
+        return st;
+    }
+    return LV_OK;
 }

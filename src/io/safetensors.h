@@ -79,4 +79,30 @@ size_t st_file_count(const st_set *s);
 /* Unmaps every file and frees s. NULL is a no-op. */
 void st_close(st_set *s);
 
+/* ---- sets built in memory ------------------------------------------------
+ * A loader of another format (io/gguf_model.h) presents its tensors as an
+ * st_set so the model code reads every format the same way:
+ *     st_set *s;  st_set_new(&s, &err);
+ *     st_set_add(s, "lm_head.weight", "text.gguf", LV_DTYPE_Q4_K, 2, shape, ptr, NULL, &err);
+ *     st_set_own(s, g, close_fn);     // s now releases g in st_close
+ * The set stays immutable for readers once the loader hands it out. */
+
+/* An empty set (no files). */
+lv_status st_set_new(st_set **out, lv_err *err);
+
+/* Adds a tensor under a canonical name (copied). file_name names its origin
+ * in messages (copied). shape is PyTorch order (slowest first); for a block
+ * dtype the last dim must be a multiple of the block. data is borrowed
+ * (it must outlive s) unless `owned` is non-NULL: then owned is a heap
+ * block (normally == data) that st_close frees, also when this call fails.
+ * Errors: a duplicate name (LV_ERR_FORMAT), > ST_MAX_DIMS dims, a row not a
+ * whole number of blocks (LV_ERR_ARG), LV_ERR_NOMEM. */
+lv_status st_set_add(st_set *s, const char *name, const char *file_name, lv_dtype dtype, int n_dims,
+                     const int64_t *shape, const void *data, void *owned, lv_err *err);
+
+/* Hands p to s: st_close calls free_fn(p) after releasing the tensors, in
+ * reverse order of the calls. On failure (LV_ERR_NOMEM) free_fn(p) has
+ * been called already. */
+lv_status st_set_own(st_set *s, void *p, void (*free_fn)(void *), lv_err *err);
+
 #endif

@@ -17,6 +17,7 @@
 #include "model/image_params.h"
 #include "image/anyres.h"
 #include "model/pack.h"
+#include "text/tokenizer_gguf.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -33,7 +34,8 @@ static double now_ms(void) {
 /* The tokenizer, with BOS/EOS as tokenizer_config.json says (transformers
  * LlamaTokenizerFast add_bos_token / add_eos_token). */
 static lv_status load_tokenizer(llava *m, lv_err *err) {
-    lv_status st = tok_load(m->md.tokenizer_path, &m->tok, err);
+    lv_status st = m->md.gguf_text ? tok_load_gguf_file(m->md.gguf_text, &m->tok, err)
+                                   : tok_load(m->md.tokenizer_path, &m->tok, err);
     if (st) return st;
     const lv_tokenizer_config *tc = &m->md.tokenizer_config;
     if (m->md.has_tokenizer_config && (tc->has_add_bos_token || tc->has_add_eos_token)) {
@@ -45,11 +47,17 @@ static lv_status load_tokenizer(llava *m, lv_err *err) {
 }
 
 lv_status llava_open(const char *path, llava **out, lv_err *err) {
+    return llava_open2(path, NULL, out, err);
+}
+
+lv_status llava_open2(const char *path, const char *mmproj, llava **out, lv_err *err) {
     *out = NULL;
     llava *m = calloc(1, sizeof *m);
     if (!m) return lv_fail(err, LV_ERR_NOMEM, "out of memory");
     lv_status st;
-    if ((st = mdir_open(path, 0, &m->md, err)) || (st = load_tokenizer(m, err)) ||
+    if ((st = mmproj ? mdir_open_gguf(path, mmproj, 0, &m->md, err)
+                     : mdir_open(path, 0, &m->md, err)) ||
+        (st = load_tokenizer(m, err)) ||
         (st = model_image_params(&m->md.config, &m->md.preproc, &m->image, err)))
         goto fail;
     const lv_model_config *c = &m->md.config;
@@ -98,7 +106,7 @@ static lv_status load_parts(llava *m, lv_err *err) {
     lv_status s;
     if ((s = clip_weights_load(b, st, c, &m->vision_w, err)) ||
         (s = projector_weights_load(b, st, c, &m->proj_w, err)) ||
-        (s = llm_weights_load(b, st, &c->text, &m->text_w, err)) ||
+        (s = llm_weights_load(b, st, c, &m->text_w, err)) ||
         (s = clip_init(&m->vision, b, c, &m->vision_w, err)) ||
         (s = projector_init(&m->proj, b, c, &m->proj_w, err)) ||
         (s = llm_init(&m->text, b, &c->text, &m->text_w, err)))
@@ -116,7 +124,7 @@ lv_status llava_load(llava *m, const char *backend_name, int n_threads, lv_err *
     if (m->loaded) return LV_OK;
     const struct be_ops *ops = be_find(backend_name);
     if (!ops) return lv_fail(err, LV_ERR_ARG, "unknown backend \"%s\" (cpu or ref)", backend_name);
-    lv_status s = st_open(m->md.dir, &m->md.weights, err);
+    lv_status s = mdir_open_weights(&m->md, &m->md.weights, err);
     if (s) return s;
     m->backend.ops = ops;
     if ((s = ops->init(&m->backend, n_threads, err))) {
@@ -160,6 +168,12 @@ int llava_image_token_count(const llava *m, int image_h, int image_w) {
     int n = img_num_image_tokens(image_h, image_w, &m->image);
     /* LlavaProcessor: (size/patch)² + 1, minus 1 for "default" */
     return n >= 0 && m->full_features ? n + 1 : n;
+}
+
+int llava_tensor_token_count(const llava *m, const img_tensor *px) {
+    pack_geom g = geom_of(m, px);
+    if (px->n_tiles < 1) return -1;
+    return m->next ? pack_next_count(&g) : pack_flat_count(&g);
 }
 
 /* The tower's output (rows, vision dim) and the projector's (rows, text dim),

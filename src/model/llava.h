@@ -62,6 +62,11 @@ typedef struct {
  * file named. On success the caller frees *out with llava_free. */
 lv_status llava_open(const char *path, llava **out, lv_err *err);
 
+/* The same for a llama.cpp GGUF pair: path is the text model .gguf and
+ * mmproj the mmproj .gguf (io/model_dir.h mdir_open_gguf). mmproj NULL is
+ * llava_open (a directory, which may itself hold a GGUF pair). */
+lv_status llava_open2(const char *path, const char *mmproj, llava **out, lv_err *err);
+
 /* Maps the weights and prepares them on backend `backend_name` ("cpu",
  * "ref") with n_threads (<= 0: all cores). Errors: LV_ERR_ARG (unknown
  * backend), LV_ERR_FORMAT / LV_ERR_UNSUPPORTED (missing, mis-shaped or
@@ -76,6 +81,13 @@ void llava_free(llava *m);
  * (img_tensor's image_h/image_w) becomes; -1 if the size is invalid.
  * Needs no weights. */
 int llava_image_token_count(const llava *m, int image_h, int image_w);
+
+/* The same for a tensor as it will be encoded: equal to the above for
+ * img_preprocess output; for a base-only tensor (n_tiles 1, grid 0: the
+ * image_url detail "low" view) LLaVA-NeXT gives side² + 1 (the base tile's
+ * features and one image_newline, as pack_image_features does for a single
+ * tile). -1 if inconsistent. Needs the model loaded (the tower's geometry). */
+int llava_tensor_token_count(const llava *m, const img_tensor *px);
 
 /* One image's features, host memory owned by the struct. */
 typedef struct {

@@ -1,0 +1,586 @@
+/*
+ * gguf_export.c - a qsource as a llama.cpp GGUF pair (see gguf_export.h).
+ *
+ * Each file is planned first (metadata and the list of tensors with their
+ * ggml types and ne), its header written, then every tensor is read from
+ * the source as float32, q/k rows permuted (text model only), quantized row
+ * by row and appended. Names, keys and the permutation are the inverse of
+ * io/gguf_model.c, which documents them; the vocabulary follows
+ * convert_hf_to_gguf.py for a SentencePiece tokenizer (tokens, scores,
+ * token_type), plus tokenizer.ggml.merges from tokenizer.json so that this
+ * engine's BPE reproduces the tokenizer.json exactly.
+ */
+#include "quant/gguf_export.h"
+
+#include "base/file.h"
+#include "io/gguf.h"
+#include "quant/ggml_quantize.h"
+
+#include <errno.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define LM  "language_model.model."
+#define VT  "vision_tower.vision_model."
+#define MMP "multi_modal_projector."
+
+enum { TT_NORMAL = 1, TT_UNKNOWN = 2, TT_CONTROL = 3, TT_USER = 4, TT_UNUSED = 5, TT_BYTE = 6 };
+
+/* ---- the plan of one file ----------------------------------------------- */
+
+typedef struct {
+    char name[GGUF_MAX_NAME]; /* GGUF name */
+    long src;                 /* qsource index */
+    uint32_t type;            /* ggml type written */
+    int n_dims;
+    int64_t ne[GGUF_MAX_DIMS]; /* fastest first */
+    int heads;                 /* > 0: q/k rows permuted over this many heads */
+} item;
+
+typedef struct {
+    item *v;
+    size_t n, cap;
+} plan;
+
+static uint32_t fit_type(uint32_t want, int64_t ne0) {
+    if (ggml_row_size(want, ne0)) return want;
+    if (ggml_row_size(GGML_Q8_0, ne0) && want != GGML_F16) return GGML_Q8_0;
+    return GGML_F16;
+}
+
+/* Adds source tensor `canon` as `name`; a missing optional tensor is skipped. */
+static lv_status add_item(plan *p, const qsource *src, const char *name, const char *canon,
+                          bool optional, uint32_t matrix_type, int heads, lv_err *err) {
+    long i = qsource_find(src, canon);
+    if (i < 0) {
+        if (optional) return LV_OK;
+        return lv_fail(err, LV_ERR_FORMAT, "source: tensor '%s' is missing", canon);
+    }
+    const qs_tensor *t = qsource_at(src, (size_t)i);
+    if (t->n_dims < 1 || t->n_dims > GGUF_MAX_DIMS)
+        return lv_fail(err, LV_ERR_UNSUPPORTED, "tensor '%s': %d dims", canon, t->n_dims);
+    if (p->n == p->cap) {
+        size_t cap = p->cap ? 2 * p->cap : 256;
+        item *v = realloc(p->v, cap * sizeof *v);
+        if (!v) return lv_fail(err, LV_ERR_NOMEM, "out of memory");
+        p->v = v;
+        p->cap = cap;
+    }
+    item *it = &p->v[p->n++];
+    memset(it, 0, sizeof *it);
+    snprintf(it->name, sizeof it->name, "%s", name);
+    it->src = i;
+    it->n_dims = t->n_dims;
+    for (int d = 0; d < t->n_dims; d++) it->ne[d] = t->shape[t->n_dims - 1 - d];
+    it->type = t->n_dims == 1 ? GGML_F32 : fit_type(matrix_type, it->ne[0]);
+    it->heads = heads;
+    return LV_OK;
+}
+
+/* ---- the vocabulary --------------------------------------------------------- */
+
+typedef struct {
+    int n;          /* vocab size of the text model */
+    char **tokens;  /* (n) */
+    float *scores;  /* (n) */
+    int32_t *types; /* (n) */
+    char **merges;  /* "left right" */
+    size_t n_merges;
+} vocab;
+
+static void vocab_free(vocab *v) {
+    for (int i = 0; v->tokens && i < v->n; i++) free(v->tokens[i]);
+    for (size_t i = 0; i < v->n_merges; i++) free(v->merges[i]);
+    free(v->tokens);
+    free(v->scores);
+    free(v->types);
+    free(v->merges);
+    memset(v, 0, sizeof *v);
+}
+
+static bool is_byte_piece(const char *s) {
+    return strlen(s) == 6 && strncmp(s, "<0x", 3) == 0 && s[5] == '>';
+}
+
+/* The two halves of a merge entry ("a b" or ["a", "b"]) joined by a space. */
+static char *merge_text(json_t *m, const char **a, size_t *la, const char **b, size_t *lb) {
+    if (json_is_string(m)) {
+        const char *s = json_string_value(m);
+        const char *sp = strlen(s) > 1 ? strchr(s + 1, ' ') : NULL;
+        if (!sp) return NULL;
+        *a = s, *la = (size_t)(sp - s), *b = sp + 1, *lb = strlen(sp + 1);
+    } else if (json_is_array(m) && json_array_size(m) == 2 &&
+               json_is_string(json_array_get(m, 0)) && json_is_string(json_array_get(m, 1))) {
+        *a = json_string_value(json_array_get(m, 0)), *la = strlen(*a);
+        *b = json_string_value(json_array_get(m, 1)), *lb = strlen(*b);
+    } else {
+        return NULL;
+    }
+    char *t = malloc(*la + *lb + 2);
+    if (t) {
+        memcpy(t, *a, *la);
+        t[*la] = ' ';
+        memcpy(t + *la + 1, *b, *lb);
+        t[*la + 1 + *lb] = 0;
+    }
+    return t;
+}
+
+static lv_status load_vocab(const char *path, int n_vocab, vocab *v, lv_err *err) {
+    memset(v, 0, sizeof *v);
+    json_error_t je;
+    json_t *root = json_load_file(path, 0, &je);
+    if (!root) return lv_fail(err, LV_ERR_FORMAT, "%s: %s (line %d)", path, je.text, je.line);
+    lv_status st = LV_OK;
+    json_t *model = json_object_get(root, "model"), *jv = json_object_get(model, "vocab"),
+           *jm = json_object_get(model, "merges"), *added = json_object_get(root, "added_tokens");
+    const char *type = json_string_value(json_object_get(model, "type"));
+    if (!type || strcmp(type, "BPE") != 0 || !json_is_object(jv) ||
+        !json_is_true(json_object_get(model, "byte_fallback"))) {
+        st = lv_fail(err, LV_ERR_UNSUPPORTED,
+                     "%s: only a SentencePiece-style BPE tokenizer (byte_fallback) can be written "
+                     "as a llama GGUF vocabulary",
+                     path);
+        goto done;
+    }
+    v->n = n_vocab;
+    v->tokens = calloc((size_t)n_vocab, sizeof *v->tokens);
+    v->scores = calloc((size_t)n_vocab, sizeof *v->scores);
+    v->types = calloc((size_t)n_vocab, sizeof *v->types);
+    size_t n_m = json_array_size(jm);
+    v->merges = calloc(n_m ? n_m : 1, sizeof *v->merges);
+    bool *scored = calloc((size_t)n_vocab, 1);
+    if (!v->tokens || !v->scores || !v->types || !v->merges || !scored) {
+        free(scored);
+        st = lv_fail(err, LV_ERR_NOMEM, "out of memory");
+        goto done;
+    }
+    const char *key;
+    json_t *val;
+    json_object_foreach(jv, key, val) {
+        json_int_t id = json_integer_value(val);
+        if (!json_is_integer(val) || id < 0 || id >= n_vocab) {
+            st = lv_fail(err, LV_ERR_FORMAT, "%s: token '%.40s' has id %lld outside 0..%d", path,
+                         key, (long long)id, n_vocab - 1);
+            break;
+        }
+        free(v->tokens[id]);
+        v->tokens[id] = strdup(key);
+        v->types[id] = is_byte_piece(key) ? TT_BYTE : TT_NORMAL;
+    }
+    for (size_t i = 0; !st && i < json_array_size(added); i++) {
+        json_t *a = json_array_get(added, i);
+        json_int_t id = json_integer_value(json_object_get(a, "id"));
+        const char *content = json_string_value(json_object_get(a, "content"));
+        if (!content || id < 0 || id >= n_vocab) {
+            st = lv_fail(err, LV_ERR_FORMAT, "%s: added_tokens[%zu] is outside the vocabulary (%d)",
+                         path, i, n_vocab);
+            break;
+        }
+        free(v->tokens[id]);
+        v->tokens[id] = strdup(content);
+        v->types[id] = json_is_true(json_object_get(a, "special")) ? TT_CONTROL : TT_USER;
+    }
+    const char *unk = json_string_value(json_object_get(model, "unk_token"));
+    for (size_t i = 0; !st && i < n_m; i++) {
+        const char *a, *b;
+        size_t la, lb;
+        char *t = merge_text(json_array_get(jm, i), &a, &la, &b, &lb);
+        if (!t) {
+            st = lv_fail(err, LV_ERR_FORMAT, "%s: model.merges[%zu] is malformed", path, i);
+            break;
+        }
+        v->merges[v->n_merges++] = t;
+        /* the merged piece's score: earlier merges rank higher */
+        char *joined = malloc(la + lb + 1);
+        if (!joined) {
+            st = lv_fail(err, LV_ERR_NOMEM, "out of memory");
+            break;
+        }
+        memcpy(joined, a, la);
+        memcpy(joined + la, b, lb);
+        joined[la + lb] = 0;
+        json_t *idv = json_object_get(jv, joined);
+        free(joined);
+        json_int_t id = json_integer_value(idv);
+        if (idv && id >= 0 && id < n_vocab && !scored[id]) {
+            v->scores[id] = -(float)i;
+            scored[id] = true;
+        }
+    }
+    for (int id = 0; !st && id < n_vocab; id++) {
+        if (!v->tokens[id]) {
+            char pad[32];
+            snprintf(pad, sizeof pad, "[PAD%d]", id);
+            v->tokens[id] = strdup(pad);
+            v->types[id] = TT_UNUSED;
+            v->scores[id] = -10000.0f;
+            continue;
+        }
+        if (unk && strcmp(v->tokens[id], unk) == 0) v->types[id] = TT_UNKNOWN;
+        if (v->types[id] == TT_NORMAL && !scored[id]) v->scores[id] = -(float)(n_m + (size_t)id);
+    }
+    for (int id = 0; !st && id < n_vocab; id++)
+        if (!v->tokens[id]) st = lv_fail(err, LV_ERR_NOMEM, "out of memory");
+    free(scored);
+done:
+    json_decref(root);
+    if (st) vocab_free(v);
+    return st;
+}
+
+static int vocab_find(const vocab *v, const char *s) {
+    if (!s) return -1;
+    for (int i = 0; i < v->n; i++)
+        if (strcmp(v->tokens[i], s) == 0) return i;
+    return -1;
+}
+
+/* The tokenizer.ggml.* keys (and the chat templates of tc). */
+static void put_vocab(gguf_writer *w, const vocab *voc, const lv_tokenizer_config *tc, int bos,
+                      int eos, int pad) {
+    gguf_w_str(w, "tokenizer.ggml.model", "llama");
+    gguf_w_str(w, "tokenizer.ggml.pre", "default");
+    gguf_w_arr_str(w, "tokenizer.ggml.tokens", (const char *const *)voc->tokens, (size_t)voc->n);
+    gguf_w_arr_f32(w, "tokenizer.ggml.scores", voc->scores, (size_t)voc->n);
+    gguf_w_arr_i32(w, "tokenizer.ggml.token_type", voc->types, (size_t)voc->n);
+    gguf_w_arr_str(w, "tokenizer.ggml.merges", (const char *const *)voc->merges, voc->n_merges);
+    int unk = vocab_find(voc, tc->unk_token ? tc->unk_token : "<unk>");
+    if (bos >= 0 && bos < voc->n) gguf_w_u32(w, "tokenizer.ggml.bos_token_id", (uint32_t)bos);
+    if (eos >= 0 && eos < voc->n) gguf_w_u32(w, "tokenizer.ggml.eos_token_id", (uint32_t)eos);
+    if (unk >= 0) gguf_w_u32(w, "tokenizer.ggml.unknown_token_id", (uint32_t)unk);
+    if (pad >= 0 && pad < voc->n) gguf_w_u32(w, "tokenizer.ggml.padding_token_id", (uint32_t)pad);
+    gguf_w_bool(w, "tokenizer.ggml.add_bos_token", tc->add_bos_token);
+    gguf_w_bool(w, "tokenizer.ggml.add_eos_token", tc->add_eos_token);
+    if (tc->chat_template) gguf_w_str(w, "tokenizer.chat_template", tc->chat_template);
+    if (tc->processor_chat_template)
+        gguf_w_str(w, "llava.processor_chat_template", tc->processor_chat_template);
+}
+
+lv_status gguf_export_vocab(gguf_writer *w, const char *tokenizer_json, int n_vocab,
+                            const lv_tokenizer_config *tc, lv_err *err) {
+    vocab voc;
+    lv_status st = load_vocab(tokenizer_json, n_vocab, &voc, err);
+    if (st) return st;
+    int bos = vocab_find(&voc, tc->bos_token ? tc->bos_token : "<s>");
+    int eos = vocab_find(&voc, tc->eos_token ? tc->eos_token : "</s>");
+    put_vocab(w, &voc, tc, bos, eos, -1);
+    vocab_free(&voc);
+    return LV_OK;
+}
+
+/* ---- metadata -------------------------------------------------------------- */
+
+static uint32_t file_type_of(lv_dtype t) {
+    switch (t) {
+        case LV_DTYPE_Q8_0:
+            return 7; /* LLAMA_FTYPE_MOSTLY_Q8_0 */
+        case LV_DTYPE_Q4_0:
+            return 2; /* MOSTLY_Q4_0 */
+        case LV_DTYPE_Q4_K:
+            return 14; /* MOSTLY_Q4_K_S: Q4_K throughout */
+        default:
+            return 1; /* MOSTLY_F16 */
+    }
+}
+
+/* The auxiliary files of a directory source: tokenizer + processor configs. */
+typedef struct {
+    lv_tokenizer_config tc;
+    lv_preproc_config pp;
+} aux_cfg;
+
+static lv_status load_aux(const qsource *src, aux_cfg *a, lv_err *err) {
+    hf_tokcfg_defaults(&a->tc);
+    hf_preproc_defaults(LV_IMGPROC_LLAVA_NEXT, &a->pp);
+    const char *dir = qsource_dir(src);
+    lv_status st;
+    char p[4096];
+    if (!dir) {
+        const char *pj = qsource_preproc_json(src);
+        return pj ? hf_preproc_parse(pj, strlen(pj), "preset preprocessor_config.json",
+                                     LV_IMGPROC_LLAVA_NEXT, &a->pp, err)
+                  : LV_OK;
+    }
+    if ((st = lv_path_join(p, sizeof p, dir, "tokenizer_config.json", err))) return st;
+    if (lv_is_file(p) && (st = hf_tokcfg_load(p, &a->tc, err))) return st;
+    const char *tpl[2] = {"chat_template.json", "chat_template.jinja"};
+    for (int i = 0; i < 2; i++) {
+        if ((st = lv_path_join(p, sizeof p, dir, tpl[i], err))) return st;
+        if (lv_is_file(p) && (st = hf_chat_template_load(p, &a->tc, err))) return st;
+    }
+    if ((st = lv_path_join(p, sizeof p, dir, "preprocessor_config.json", err))) return st;
+    if (lv_is_file(p) && (st = hf_preproc_load(p, LV_IMGPROC_LLAVA_NEXT, &a->pp, err))) return st;
+    return LV_OK;
+}
+
+static lv_status text_plan(const qsource *src, const vocab *voc, const aux_cfg *aux, lv_dtype type,
+                           gguf_writer *w, plan *p, lv_err *err) {
+    const lv_model_config *c = qsource_config(src);
+    const lv_text_config *t = &c->text;
+    uint32_t mt = (uint32_t)(type == LV_DTYPE_F16 ? GGML_F16 : dtype_ggml_id(type));
+    gguf_w_str(w, "general.architecture", "llama");
+    gguf_w_str(w, "general.name", "llava text model");
+    gguf_w_u32(w, "general.file_type", file_type_of(type));
+    if (type != LV_DTYPE_F16) gguf_w_u32(w, "general.quantization_version", 2);
+    gguf_w_u32(w, "llama.context_length", (uint32_t)t->max_pos);
+    gguf_w_u32(w, "llama.embedding_length", (uint32_t)t->dim);
+    gguf_w_u32(w, "llama.block_count", (uint32_t)t->n_layers);
+    gguf_w_u32(w, "llama.feed_forward_length", (uint32_t)t->hidden_dim);
+    gguf_w_u32(w, "llama.rope.dimension_count", (uint32_t)t->head_dim);
+    gguf_w_u32(w, "llama.attention.head_count", (uint32_t)t->n_heads);
+    gguf_w_u32(w, "llama.attention.head_count_kv", (uint32_t)t->n_kv_heads);
+    if (t->head_dim * t->n_heads != t->dim) {
+        gguf_w_u32(w, "llama.attention.key_length", (uint32_t)t->head_dim);
+        gguf_w_u32(w, "llama.attention.value_length", (uint32_t)t->head_dim);
+    }
+    gguf_w_f32(w, "llama.attention.layer_norm_rms_epsilon", (float)t->rms_eps);
+    gguf_w_f32(w, "llama.rope.freq_base", (float)t->rope_theta);
+    gguf_w_u32(w, "llama.vocab_size", (uint32_t)t->vocab_size);
+    int bos = t->bos_id >= 0 ? t->bos_id : vocab_find(voc, aux->tc.bos_token);
+    int eos = t->n_eos ? t->eos_ids[0] : vocab_find(voc, aux->tc.eos_token);
+    put_vocab(w, voc, &aux->tc, bos, eos, c->pad_token_id >= 0 ? c->pad_token_id : t->pad_id);
+
+    /* tensors, in convert_hf_to_gguf.py's order */
+    lv_status st;
+    if ((st = add_item(p, src, "token_embd.weight", LM "embed_tokens.weight", false, mt, 0, err)))
+        return st;
+    static const struct {
+        const char *g, *hf;
+        int perm; /* 1: q (heads), 2: k (kv heads) */
+        bool optional;
+    } L[] = {
+        {"attn_norm.weight", "input_layernorm.weight", 0, false},
+        {"attn_q.weight", "self_attn.q_proj.weight", 1, false},
+        {"attn_q.bias", "self_attn.q_proj.bias", 1, true},
+        {"attn_k.weight", "self_attn.k_proj.weight", 2, false},
+        {"attn_k.bias", "self_attn.k_proj.bias", 2, true},
+        {"attn_v.weight", "self_attn.v_proj.weight", 0, false},
+        {"attn_v.bias", "self_attn.v_proj.bias", 0, true},
+        {"attn_output.weight", "self_attn.o_proj.weight", 0, false},
+        {"attn_output.bias", "self_attn.o_proj.bias", 0, true},
+        {"ffn_norm.weight", "post_attention_layernorm.weight", 0, false},
+        {"ffn_gate.weight", "mlp.gate_proj.weight", 0, false},
+        {"ffn_up.weight", "mlp.up_proj.weight", 0, false},
+        {"ffn_down.weight", "mlp.down_proj.weight", 0, false},
+    };
+    for (int l = 0; l < t->n_layers; l++)
+        for (size_t k = 0; k < LV_ARRAY_LEN(L); k++) {
+            char g[GGUF_MAX_NAME], hf[160];
+            snprintf(g, sizeof g, "blk.%d.%s", l, L[k].g);
+            snprintf(hf, sizeof hf, LM "layers.%d.%s", l, L[k].hf);
+            int heads = L[k].perm == 1 ? t->n_heads : L[k].perm == 2 ? t->n_kv_heads : 0;
+            if ((st = add_item(p, src, g, hf, L[k].optional, mt, heads, err))) return st;
+        }
+    if ((st = add_item(p, src, "output_norm.weight", LM "norm.weight", false, mt, 0, err)))
+        return st;
+    uint32_t out_t = mt == GGML_Q4_0 || mt == GGML_Q4_K ? GGML_Q8_0 : mt;
+    return add_item(p, src, "output.weight", "language_model.lm_head.weight",
+                    t->tie_word_embeddings, out_t, 0, err);
+}
+
+static lv_status mmproj_plan(const qsource *src, const aux_cfg *aux, gguf_writer *w, plan *p,
+                             lv_err *err) {
+    const lv_model_config *c = qsource_config(src);
+    const lv_vision_config *v = &c->vision;
+    if (c->n_feature_layers != 1)
+        return lv_fail(err, LV_ERR_UNSUPPORTED,
+                       "vision_feature_layer lists %d layers; one is supported",
+                       c->n_feature_layers);
+    if (strcmp(c->feature_select_strategy, "default") != 0)
+        return lv_fail(err, LV_ERR_UNSUPPORTED,
+                       "vision_feature_select_strategy \"%s\" (an mmproj drops CLS)",
+                       c->feature_select_strategy);
+    int k = c->feature_layers[0];
+    int keep = k < 0 ? v->n_layers + 1 + k : k; /* hidden state index = blocks to run */
+    if (keep < 0 || keep > v->n_layers)
+        return lv_fail(err, LV_ERR_FORMAT, "vision_feature_layer %d outside the tower", k);
+    bool next = strcmp(c->model_type, "llava_next") == 0;
+    gguf_w_str(w, "general.architecture", "clip");
+    gguf_w_str(w, "general.name", "llava mmproj");
+    gguf_w_str(w, "general.description", "image encoder for LLaVA");
+    gguf_w_u32(w, "general.file_type", 1);
+    gguf_w_bool(w, "clip.has_text_encoder", false);
+    gguf_w_bool(w, "clip.has_vision_encoder", true);
+    gguf_w_bool(w, "clip.has_llava_projector", true);
+    gguf_w_str(w, "clip.projector_type", "mlp");
+    gguf_w_bool(w, "clip.use_gelu", strcmp(v->hidden_act, "gelu") == 0);
+    gguf_w_u32(w, "clip.vision.image_size", (uint32_t)v->image_size);
+    gguf_w_u32(w, "clip.vision.patch_size", (uint32_t)v->patch_size);
+    gguf_w_u32(w, "clip.vision.embedding_length", (uint32_t)v->dim);
+    gguf_w_u32(w, "clip.vision.feed_forward_length", (uint32_t)v->hidden_dim);
+    gguf_w_u32(w, "clip.vision.projection_dim", (uint32_t)v->projection_dim);
+    gguf_w_u32(w, "clip.vision.block_count", (uint32_t)keep);
+    gguf_w_u32(w, "clip.vision.attention.head_count", (uint32_t)v->n_heads);
+    gguf_w_f32(w, "clip.vision.attention.layer_norm_epsilon", (float)v->ln_eps);
+    float mean[3], std[3];
+    for (int i = 0; i < 3; i++)
+        mean[i] = (float)aux->pp.image_mean[i], std[i] = (float)aux->pp.image_std[i];
+    gguf_w_arr_f32(w, "clip.vision.image_mean", mean, 3);
+    gguf_w_arr_f32(w, "clip.vision.image_std", std, 3);
+    int32_t fl = keep;
+    gguf_w_arr_i32(w, "clip.vision.feature_layer", &fl, 1);
+    if (next) {
+        int n = c->n_pinpoints;
+        const int(*pts)[2] = c->pinpoints;
+        if (aux->pp.n_pinpoints) n = aux->pp.n_pinpoints, pts = aux->pp.pinpoints;
+        int32_t flat[2 * HF_MAX_PINPOINTS];
+        for (int i = 0; i < n; i++) flat[2 * i] = pts[i][0], flat[2 * i + 1] = pts[i][1];
+        gguf_w_arr_i32(w, "clip.vision.image_grid_pinpoints", flat, (size_t)(2 * n));
+        gguf_w_str(w, "clip.vision.mm_patch_merge_type", "spatial_unpad");
+        gguf_w_str(w, "clip.vision.image_aspect_ratio", "anyres");
+    } else {
+        gguf_w_str(w, "clip.vision.mm_patch_merge_type", "flat");
+    }
+    static const struct {
+        const char *g, *hf;
+        bool optional;
+    } G[] = {
+        {"mm.0.weight", MMP "linear_1.weight", false},
+        {"mm.0.bias", MMP "linear_1.bias", true},
+        {"mm.2.weight", MMP "linear_2.weight", false},
+        {"mm.2.bias", MMP "linear_2.bias", true},
+        {"model.image_newline", "image_newline", true},
+        {"v.class_embd", VT "embeddings.class_embedding", false},
+        {"v.patch_embd.weight", VT "embeddings.patch_embedding.weight", false},
+        {"v.position_embd.weight", VT "embeddings.position_embedding.weight", false},
+        {"v.pre_ln.weight", VT "pre_layrnorm.weight", false},
+        {"v.pre_ln.bias", VT "pre_layrnorm.bias", false},
+    };
+    lv_status st;
+    for (size_t i = 0; i < LV_ARRAY_LEN(G); i++)
+        if ((st = add_item(p, src, G[i].g, G[i].hf, G[i].optional, GGML_F16, 0, err))) return st;
+    static const struct {
+        const char *g, *hf;
+    } B[] = {
+        {"attn_q", "self_attn.q_proj"}, {"attn_k", "self_attn.k_proj"},
+        {"attn_v", "self_attn.v_proj"}, {"attn_out", "self_attn.out_proj"},
+        {"ln1", "layer_norm1"},         {"ln2", "layer_norm2"},
+        {"ffn_down", "mlp.fc1"}, /* the legacy converter's naming, kept for llama.cpp */
+        {"ffn_up", "mlp.fc2"},
+    };
+    for (int l = 0; l < keep; l++)
+        for (size_t i = 0; i < LV_ARRAY_LEN(B); i++)
+            for (int wb = 0; wb < 2; wb++) {
+                char g[GGUF_MAX_NAME], hf[160];
+                snprintf(g, sizeof g, "v.blk.%d.%s.%s", l, B[i].g, wb ? "bias" : "weight");
+                snprintf(hf, sizeof hf, VT "encoder.layers.%d.%s.%s", l, B[i].hf,
+                         wb ? "bias" : "weight");
+                if ((st = add_item(p, src, g, hf, false, GGML_F16, 0, err))) return st;
+            }
+    return LV_OK;
+}
+
+/* ---- writing ----------------------------------------------------------------- */
+
+/* GGUF row h·D + 2i + t <- HF row h·D + t·half + i (convert_hf_to_gguf.py permute). */
+static void permute_rows(const float *in, float *out, int64_t rows, int64_t cols, int heads) {
+    int64_t d = rows / heads, half = d / 2;
+    for (int64_t h = 0; h < heads; h++)
+        for (int64_t t = 0; t < 2; t++)
+            for (int64_t i = 0; i < half; i++)
+                memcpy(out + (h * d + 2 * i + t) * cols, in + (h * d + t * half + i) * cols,
+                       (size_t)cols * sizeof *out);
+}
+
+typedef struct {
+    qs_progress_fn fn;
+    void *ud;
+    size_t done, total;
+} progress_ctx;
+
+static lv_status write_file(const qsource *src, const char *path, gguf_writer *w, const plan *p,
+                            progress_ctx *pc, lv_err *err) {
+    for (size_t i = 0; i < p->n; i++) {
+        const item *it = &p->v[i];
+        gguf_w_tensor(w, it->name, it->n_dims, it->ne, it->type);
+    }
+    lv_status st = gguf_w_begin(w, path, err);
+    if (st) return st;
+    for (size_t i = 0; i < p->n && !st; i++) {
+        const item *it = &p->v[i];
+        const qs_tensor *t = qsource_at(src, (size_t)it->src);
+        int64_t cols = it->ne[0], rows = t->n_elems / (cols ? cols : 1);
+        size_t row_bytes = ggml_row_size(it->type, cols);
+        float *x = malloc((size_t)t->n_elems * sizeof *x + 1);
+        float *y = it->heads ? malloc((size_t)t->n_elems * sizeof *y + 1) : NULL;
+        uint8_t *q = malloc(row_bytes * (size_t)rows + 1);
+        if (!x || !q || (it->heads && !y)) {
+            st = lv_fail(err, LV_ERR_NOMEM, "out of memory converting '%s'", t->name);
+        } else if (!(st = qsource_read(src, (size_t)it->src, x, err))) {
+            const float *rowsrc = x;
+            if (it->heads) {
+                int64_t prow = it->n_dims == 1 ? t->n_elems : rows,
+                        pcol = it->n_dims == 1 ? 1 : cols;
+                if (it->heads <= 0 || prow % it->heads || (prow / it->heads) % 2) {
+                    st = lv_fail(err, LV_ERR_FORMAT, "'%s': %lld rows are not %d heads", t->name,
+                                 (long long)prow, it->heads);
+                } else {
+                    permute_rows(x, y, prow, pcol, it->heads);
+                    rowsrc = y;
+                }
+            }
+            for (int64_t r = 0; r < rows && !st; r++)
+                ggml_quantize_row(it->type, rowsrc + r * cols, cols, q + (size_t)r * row_bytes);
+            if (!st) st = gguf_w_data(w, q, row_bytes * (size_t)rows, err);
+        }
+        free(x);
+        free(y);
+        free(q);
+        pc->done++;
+        if (!st && pc->fn) pc->fn(pc->ud, pc->done, pc->total, it->name);
+    }
+    if (!st) st = gguf_w_finish(w, err);
+    return st;
+}
+
+lv_status gguf_export(const qsource *src, const char *out_dir, lv_dtype type,
+                      qs_progress_fn progress, void *ud, lv_err *err) {
+    if (type != LV_DTYPE_F16 && type != LV_DTYPE_Q8_0 && type != LV_DTYPE_Q4_0 &&
+        type != LV_DTYPE_Q4_K)
+        return lv_fail(err, LV_ERR_ARG, "GGUF export type %s (F16, Q8_0, Q4_0 or Q4_K)",
+                       dtype_name(type));
+    const char *tj = qsource_tokenizer_json(src);
+    if (!tj)
+        return lv_fail(err, LV_ERR_ARG,
+                       "the source has no tokenizer.json: a GGUF text model needs its vocabulary");
+    const lv_model_config *c = qsource_config(src);
+    if (mkdir(out_dir, 0777) != 0 && errno != EEXIST)
+        return lv_fail(err, LV_ERR_IO, "%s: cannot create: %s", out_dir, strerror(errno));
+    char text_path[4096], mm_path[4096];
+    lv_status st;
+    if ((st = lv_path_join(text_path, sizeof text_path, out_dir, "text.gguf", err)) ||
+        (st = lv_path_join(mm_path, sizeof mm_path, out_dir, "mmproj.gguf", err)))
+        return st;
+    vocab voc = {0};
+    aux_cfg aux;
+    memset(&aux, 0, sizeof aux);
+    plan pt = {0}, pm = {0};
+    gguf_writer *wt = gguf_writer_new(), *wm = gguf_writer_new();
+    bool text_done = false;
+    if (!wt || !wm) {
+        st = lv_fail(err, LV_ERR_NOMEM, "out of memory");
+        goto done;
+    }
+    if ((st = load_aux(src, &aux, err)) || (st = load_vocab(tj, c->text.vocab_size, &voc, err)) ||
+        (st = text_plan(src, &voc, &aux, type, wt, &pt, err)) ||
+        (st = mmproj_plan(src, &aux, wm, &pm, err)))
+        goto done;
+    progress_ctx pc = {progress, ud, 0, pt.n + pm.n};
+    if ((st = write_file(src, text_path, wt, &pt, &pc, err))) goto done;
+    text_done = true;
+    st = write_file(src, mm_path, wm, &pm, &pc, err);
+done:
+    if (st && text_done) unlink(text_path);
+    gguf_writer_free(wt);
+    gguf_writer_free(wm);
+    free(pt.v);
+    free(pm.v);
+    vocab_free(&voc);
+    hf_tokcfg_deinit(&aux.tc);
+    return st;
+}

@@ -1,0 +1,48 @@
+/*
+ * gguf_export.h - writes a model as the llama.cpp GGUF pair a LLaVA-1.6
+ * user loads with `--model text.gguf --mmproj mmproj.gguf`
+ * (shared/spec/formats.md §4): out_dir/text.gguf (general.architecture
+ * "llama", as convert_hf_to_gguf.py writes a Mistral/Llama text model,
+ * q/k rows permuted for llama.cpp's adjacent-pair RoPE, tokenizer.ggml.*
+ * vocabulary from the source's tokenizer.json) and out_dir/mmproj.gguf
+ * (general.architecture "clip", as the llava legacy converter writes it:
+ * clip.* keys, mm.0/mm.2 projector, the vision blocks up to the feature
+ * layer, model.image_newline).
+ *
+ * Tensor types (llama.cpp llama_tensor_get_type, simplified):
+ *   norms, biases, class embedding, image_newline     F32
+ *   the mmproj's matrices and the patch convolution   F16 (whatever `type`)
+ *   text matrices                                     `type`
+ *   output.weight when `type` is Q4_0/Q4_K            Q8_0 (llama.cpp: Q6_K,
+ *                                                     which we do not write)
+ *   a matrix whose rows are not whole blocks          Q8_0, else F16
+ */
+#ifndef LV_QUANT_GGUF_EXPORT_H
+#define LV_QUANT_GGUF_EXPORT_H
+
+#include "base/common.h"
+#include "io/dtype.h"
+#include "io/gguf.h"
+#include "io/hf_config.h"
+#include "quant/qsource.h"
+
+/* Writes src into out_dir (created if absent) as text.gguf + mmproj.gguf.
+ * type: LV_DTYPE_F16, LV_DTYPE_Q8_0, LV_DTYPE_Q4_0 or LV_DTYPE_Q4_K.
+ * Tensors are read with qsource_read one at a time. progress (may be NULL)
+ * is called after each tensor with tensors done and in all. Each file is
+ * written as "<file>.tmp" and renamed when complete; on failure neither
+ * file of this run is left behind. Errors: LV_ERR_ARG (type; a source
+ * without tokenizer.json), LV_ERR_UNSUPPORTED (a model llama.cpp's llava
+ * path cannot express: several feature layers, "full" features), LV_ERR_IO
+ * naming the file, LV_ERR_NOMEM, and what the source reports. */
+lv_status gguf_export(const qsource *src, const char *out_dir, lv_dtype type,
+                      qs_progress_fn progress, void *ud, lv_err *err);
+
+/* The tokenizer.ggml.* keys of tokenizer_json (n_vocab ids; ids it lacks
+ * become "[PAD<id>]", UNUSED) into w, as gguf_export writes them; BOS/EOS
+ * are the ids of tc's bos/eos strings ("<s>" / "</s>" if NULL). For tests
+ * and tools that write a vocabulary alone. */
+lv_status gguf_export_vocab(gguf_writer *w, const char *tokenizer_json, int n_vocab,
+                            const lv_tokenizer_config *tc, lv_err *err);
+
+#endif

@@ -1,0 +1,34 @@
+/*
+ * tokenizer_gguf.h - the tokenizer of a GGUF text model, from its
+ * tokenizer.ggml.* vocabulary (shared/spec/formats.md §4.6).
+ *
+ * "llama" (SentencePiece) vocabularies only: llama.cpp runs them with
+ * score-driven merges and byte fallback, which is what our BPE with
+ * byte_fallback does once the merges are known. They are taken from
+ * tokenizer.ggml.merges when the file has them (llava-quantize writes them,
+ * so its files encode exactly like the tokenizer.json they came from);
+ * otherwise they are derived from the scores the way transformers turns a
+ * SentencePiece model into merges (convert_slow_tokenizer
+ * SentencePieceExtractor: every split of a piece into two pieces, ordered
+ * by the piece's score, then by the ids of the parts).
+ */
+#ifndef LV_TOKENIZER_GGUF_H
+#define LV_TOKENIZER_GGUF_H
+
+#include "base/common.h"
+#include "io/gguf.h"
+#include "text/tokenizer.h"
+
+/* Builds the tokenizer of g. Types 2 (UNKNOWN), 3 (CONTROL) and 4
+ * (USER_DEFINED) become added tokens (special unless USER_DEFINED), split
+ * out of the text before BPE; add_space_prefix (default true) prepends "▁";
+ * BOS/EOS follow tokenizer.ggml.add_bos_token / add_eos_token (defaults true
+ * / false). Errors: LV_ERR_UNSUPPORTED for a tokenizer.ggml.model other than
+ * "llama", LV_ERR_FORMAT for inconsistent arrays (naming the key). The
+ * caller frees *out with tok_free. */
+lv_status tok_load_gguf(const gguf *g, tok **out, lv_err *err);
+
+/* The same, opening path. */
+lv_status tok_load_gguf_file(const char *path, tok **out, lv_err *err);
+
+#endif
