@@ -14,7 +14,10 @@
 #define LV_QUANT_QSOURCE_H
 
 #include "base/common.h"
+#include "io/dtype.h"
 #include "io/hf_config.h"
+
+#include <stdbool.h>
 
 #include <stddef.h>
 #include <stdint.h>
@@ -26,7 +29,8 @@ typedef struct {
     int n_dims;
     int64_t shape[QS_MAX_DIMS]; /* PyTorch order (slowest first) */
     int64_t n_elems;
-    bool is_float; /* F16/BF16/F32 in the source (random: always) */
+    bool is_float;  /* F16/BF16/F32 in the source (random: always) */
+    lv_dtype dtype; /* the source dtype (random: F16); writers keep float tensors in it */
 } qs_tensor;
 
 typedef struct qsource qsource;
@@ -54,6 +58,10 @@ const char *qsource_dir(const qsource *s);
 
 /* Raw config.json text to start from (the source's, or the preset's). */
 const char *qsource_config_json(const qsource *s);
+
+/* preprocessor_config.json text of a random source's preset; NULL for a
+ * directory source (its file is copied instead). */
+const char *qsource_preproc_json(const qsource *s);
 
 /* tokenizer.json path to copy (the source's or the one given); may be NULL. */
 const char *qsource_tokenizer_json(const qsource *s);

@@ -1,0 +1,993 @@
+/* test_quantize_tool.c - llava-quantize and what it is built from:
+ *   - the safetensors writer (io/safetensors_write.h): round trip through
+ *     our strict reader, misuse, no file left on failure;
+ *   - the random presets (quant/qsource.h): real tensor counts and shapes,
+ *     deterministic values of the intended scale;
+ *   - llava-quantize on models/demo to mlx-int8/int4, g32/g64/g128: the MLX
+ *     layout (U32 weights, F16 scales/biases, OHWI conv, "format": "mlx",
+ *     the config's quantization blocks), the packed words and scales bit for
+ *     bit (crc32) against tests/data/quant/golden.json (the numpy
+ *     reference of tools/reference/make_quant_golden.py), and generation:
+ *     llava-cli on the quantized model against transformers on the
+ *     dequantised weights (the same golden), or, while the golden is absent
+ *     or was made from other demo weights, against llava-cli on a float32
+ *     checkpoint of the dequantised weights;
+ *   - the legacy layout (--quantize-vision), shards + index, refusing an
+ *     already quantized source and an existing DST, usage errors, and an
+ *     interrupted write leaving nothing behind. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#include "backend/backend.h"
+#include "base/file.h"
+#include "io/hf_config.h"
+#include "io/safetensors.h"
+#include "io/safetensors_write.h"
+#include "quant/mlx_affine.h"
+#include "quant/mlx_export.h"
+#include "quant/qsource.h"
+#include "testutil.h"
+
+#include <dirent.h>
+#include <jansson.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <zlib.h>
+
+/* Logits: |c - ref| <= LOGIT_ABS + LOGIT_REL * max|ref| at every compared
+ * step, the same weights on both sides (the dequantised ones): only the
+ * engines' float32 rounding differs. Measured: ~5e-6 against the C engine on
+ * a float32 copy of the dequantised weights; the C engine's float
+ * checkpoints are within 1e-3 of transformers (test_forward). A quantized
+ * matmul with int8 activations would need a looser bar, stated with it. */
+#define LOGIT_ABS    2e-3
+#define LOGIT_REL    1e-3
+#define MARGIN_CLEAR 0.05 /* greedy ids must agree where the reference's top-1 margin is above */
+#define GOLDEN_STEPS 12
+
+static const struct {
+    int bits, group;
+} CONFIGS[] = {{8, 32}, {8, 64}, {8, 128}, {4, 32}, {4, 64}, {4, 128}};
+
+static const char *demo_dir(void) {
+    static char path[1024];
+    snprintf(path, sizeof path, "%s/../../models/demo", tu_env("LLAVA_TEST_DATA"));
+    return path;
+}
+
+/* Runs llava-quantize with args, stderr merged into *out; returns the exit status. */
+static int quantize_tool(const char *args, char **out) {
+    char cmd[16384];
+    snprintf(cmd, sizeof cmd, "'%s/llava-quantize' %s 2>&1", tu_env("LLAVA_BIN_DIR"), args);
+    return tu_run(cmd, out);
+}
+
+static void quantize_ok(const char *args) {
+    char *out;
+    int rc = quantize_tool(args, &out);
+    if (rc != 0) fail_msg("llava-quantize %s: exit %d: %s", args, rc, out);
+    free(out);
+}
+
+static bool exists(const char *path) {
+    struct stat sb;
+    return lstat(path, &sb) == 0;
+}
+
+static uint32_t crc_of(const st_tensor *t) {
+    return (uint32_t)crc32(0L, t->data, (uInt)t->nbytes);
+}
+
+/* ---- the writer -------------------------------------------------------- */
+
+static void test_writer_round_trip(void **state) {
+    (void)state;
+    const char *dir = tu_tmpdir("qt_writer");
+    char path[2048];
+    snprintf(path, sizeof path, "%s/w.safetensors", dir);
+    stw_entry e[3] = {{"a.weight", LV_DTYPE_U32, 2, {3, 2}},
+                      {"b", LV_DTYPE_F16, 1, {3}},
+                      {"c.scalar", LV_DTYPE_F32, 0, {0}}};
+    uint32_t a[6] = {1, 2, 3, 4, 5, 0xffffffffu};
+    uint16_t b[3] = {0x3c00, 0x4000, 0xbc00};
+    float c = 2.5f;
+    stw *w;
+    lv_err err;
+    assert_int_equal(stw_begin(path, e, 3, "mlx", &w, &err), LV_OK);
+    assert_true(exists(path) == false);                        /* only <path>.tmp until finished */
+    assert_int_equal(stw_write_tensor(w, 2, &c, &err), LV_OK); /* any order */
+    assert_int_equal(stw_write_tensor(w, 0, a, &err), LV_OK);
+    assert_int_equal(stw_write_tensor(w, 0, a, &err), LV_ERR_ARG); /* twice */
+    assert_int_equal(stw_write_tensor(w, 1, b, &err), LV_OK);
+    assert_int_equal(stw_finish(w, &err), LV_OK);
+    st_set *s;
+    if (st_open(path, &s, &err) != LV_OK) fail_msg("%s", err.msg);
+    assert_int_equal(st_count(s), 3);
+    const st_tensor *t = st_find(s, "a.weight");
+    assert_non_null(t);
+    assert_int_equal(t->dtype, LV_DTYPE_U32);
+    assert_int_equal(t->shape[0], 3);
+    assert_int_equal(t->shape[1], 2);
+    assert_memory_equal(t->data, a, sizeof a);
+    assert_memory_equal(st_find(s, "b")->data, b, sizeof b);
+    assert_int_equal(st_find(s, "c.scalar")->n_dims, 0);
+    assert_memory_equal(st_find(s, "c.scalar")->data, &c, 4);
+    st_close(s);
+
+    /* Header length is a multiple of 8 and the metadata says mlx. */
+    char *text;
+    size_t len;
+    assert_int_equal(lv_read_file(path, 1 << 20, &text, &len, NULL), LV_OK);
+    uint64_t n = 0;
+    for (int i = 0; i < 8; i++) n |= (uint64_t)(uint8_t)text[i] << (8 * i);
+    assert_int_equal(n % 8, 0);
+    assert_non_null(strstr(text + 8, "\"__metadata__\":{\"format\":\"mlx\"}"));
+    free(text);
+
+    /* A tensor never written: finish fails and leaves neither file. */
+    snprintf(path, sizeof path, "%s/x.safetensors", dir);
+    assert_int_equal(stw_begin(path, e, 3, NULL, &w, &err), LV_OK);
+    assert_int_equal(stw_write_tensor(w, 0, a, &err), LV_OK);
+    assert_int_equal(stw_finish(w, &err), LV_ERR_ARG);
+    assert_non_null(strstr(err.msg, "never written"));
+    assert_false(exists(path));
+    char tmp[2100];
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    assert_false(exists(tmp));
+    /* Duplicate names are refused; an unwritable path is an i/o error. */
+    stw_entry dup[2] = {{"x", LV_DTYPE_F32, 1, {1}}, {"x", LV_DTYPE_F32, 1, {1}}};
+    assert_int_equal(stw_begin(path, dup, 2, NULL, &w, &err), LV_ERR_ARG);
+    assert_null(w);
+    assert_int_equal(stw_begin("/nonexistent-dir/x.safetensors", e, 1, NULL, &w, &err), LV_ERR_IO);
+    assert_non_null(strstr(err.msg, "/nonexistent-dir/x.safetensors.tmp"));
+}
+
+static void test_f16_cast(void **state) {
+    (void)state;
+    /* Round to nearest even, against the exact decoder. */
+    for (uint32_t h = 0; h < 0x10000; h++) {
+        if ((h & 0x7c00) == 0x7c00 && (h & 0x3ff)) continue; /* NaN */
+        float f = be_f16_to_f32((uint16_t)h);
+        assert_int_equal(mlx_f32_to_f16(f), h);
+        if ((h & 0x7fff) < 0x7bff) { /* halfway to the next: even wins */
+            float g = be_f16_to_f32((uint16_t)(h + 1));
+            float mid = (float)(((double)f + (double)g) / 2);
+            uint16_t want = (h & 1) ? (uint16_t)(h + 1) : (uint16_t)h;
+            if ((h & 0x8000) == 0) assert_int_equal(mlx_f32_to_f16(mid), want);
+        }
+    }
+    assert_int_equal(mlx_f32_to_f16(65520.0f), 0x7c00);
+    assert_int_equal(mlx_f32_to_f16(65519.0f), 0x7bff);
+    assert_int_equal(mlx_f32_to_f16(1e-8f), 0);
+    assert_int_equal(mlx_f32_to_bf16(1.0f), 0x3f80);
+    assert_int_equal(mlx_f32_to_bf16(be_bf16_to_f32(0x3f81)), 0x3f81);
+}
+
+/* ---- random presets ---------------------------------------------------- */
+
+static void test_random_presets(void **state) {
+    (void)state;
+    static const struct {
+        const char *name;
+        size_t n_tensors;
+    } want[] = {
+        /* formats.md §2.3: text 32*9+3, vision 391, projector 4, newline 1 */
+        {"llava-v1.6-mistral-7b", 687},
+        {"llava-1.5-7b", 686},          /* no image_newline */
+        {"llava-v1.6-vicuna-13b", 759}, /* text 40*9+3 */
+    };
+    lv_err err;
+    for (size_t k = 0; k < 3; k++) {
+        qsource *s;
+        if (qsource_open_random(want[k].name, 1, NULL, &s, &err) != LV_OK) fail_msg("%s", err.msg);
+        assert_int_equal(qsource_count(s), want[k].n_tensors);
+        assert_null(qsource_dir(s));
+        assert_non_null(qsource_preproc_json(s));
+        qsource_close(s);
+    }
+    qsource *s;
+    assert_int_equal(qsource_open_random("llava-9b", 1, NULL, &s, &err), LV_ERR_ARG);
+    assert_non_null(strstr(err.msg, "llava-v1.6-mistral-7b"));
+
+    assert_int_equal(qsource_open_random("llava-v1.6-mistral-7b", 7, NULL, &s, &err), LV_OK);
+    const lv_model_config *c = qsource_config(s);
+    assert_int_equal(c->text.dim, 4096);
+    assert_int_equal(c->text.vocab_size, 32064);
+    long k = qsource_find(s, "language_model.model.layers.3.self_attn.k_proj.weight");
+    assert_true(k >= 0);
+    const qs_tensor *t = qsource_at(s, (size_t)k);
+    assert_int_equal(t->shape[0], 1024);
+    assert_int_equal(t->shape[1], 4096);
+    t = qsource_at(s, (size_t)qsource_find(s, "vision_tower.vision_model.embeddings."
+                                              "patch_embedding.weight"));
+    assert_int_equal(t->n_dims, 4);
+    assert_int_equal(t->shape[1], 3);
+    t = qsource_at(s, (size_t)qsource_find(s, "vision_tower.vision_model.embeddings."
+                                              "position_embedding.weight"));
+    assert_int_equal(t->shape[0], 577);
+    /* Deterministic, N(0, 0.02)-like, norms 1. */
+    size_t n = (size_t)qsource_at(s, (size_t)k)->n_elems;
+    float *a = malloc(n * 4), *b = malloc(n * 4);
+    assert_int_equal(qsource_read(s, (size_t)k, a, &err), LV_OK);
+    assert_int_equal(qsource_read(s, (size_t)k, b, &err), LV_OK);
+    assert_memory_equal(a, b, n * 4);
+    double sum = 0, sq = 0;
+    for (size_t i = 0; i < n; i++) sum += a[i], sq += (double)a[i] * a[i];
+    double mean = sum / (double)n, sd = sqrt(sq / (double)n - mean * mean);
+    assert_true(fabs(mean) < 1e-4);
+    assert_true(fabs(sd - 0.02) < 5e-4);
+    qsource *s2;
+    assert_int_equal(qsource_open_random("llava-v1.6-mistral-7b", 8, NULL, &s2, &err), LV_OK);
+    assert_int_equal(qsource_read(s2, (size_t)k, b, &err), LV_OK);
+    assert_memory_not_equal(a, b, 64);
+    qsource_close(s2);
+    long nw = qsource_find(s, "language_model.model.norm.weight");
+    assert_int_equal(qsource_read(s, (size_t)nw, a, &err), LV_OK);
+    for (int i = 0; i < 4096; i++) assert_true(a[i] == 1.0f);
+    free(a);
+    free(b);
+    qsource_close(s);
+}
+
+/* ---- golden ------------------------------------------------------------ */
+
+/* tests/data/quant/golden.json if present and made from the current demo
+ * weights (its model_sha256), else NULL (message printed once). */
+static json_t *load_golden(void) {
+    char path[2048], cmd[2200], *out;
+    snprintf(path, sizeof path, "%s/quant/golden.json", tu_env("LLAVA_TEST_DATA"));
+    if (!lv_is_file(path)) {
+        print_message("[ note ] %s absent: comparing against the C engine on dequantised "
+                      "weights instead\n",
+                      path);
+        return NULL;
+    }
+    json_error_t je;
+    json_t *g = json_load_file(path, 0, &je);
+    if (!g) fail_msg("%s: %s", path, je.text);
+    snprintf(cmd, sizeof cmd, "sha256sum '%s/model.safetensors'", demo_dir());
+    assert_int_equal(tu_run(cmd, &out), 0);
+    const char *want = json_string_value(json_object_get(g, "model_sha256"));
+    bool same = want && strncmp(out, want, 64) == 0;
+    free(out);
+    if (!same) {
+        print_message("[ note ] %s was made from other demo weights (retrained since): "
+                      "comparing against the C engine on dequantised weights instead\n",
+                      path);
+        json_decref(g);
+        return NULL;
+    }
+    return g;
+}
+
+static json_t *golden_config(json_t *g, int bits, int group) {
+    size_t i;
+    json_t *c;
+    json_array_foreach(json_object_get(g, "configs"), i, c) {
+        if (json_integer_value(json_object_get(c, "bits")) == bits &&
+            json_integer_value(json_object_get(c, "group")) == group)
+            return c;
+    }
+    fail_msg("golden.json has no config int%d_g%d", bits, group);
+    return NULL;
+}
+
+/* ---- layout ------------------------------------------------------------ */
+
+static bool ends_with(const char *s, const char *suffix) {
+    size_t n = strlen(s), k = strlen(suffix);
+    return n >= k && strcmp(s + n - k, suffix) == 0;
+}
+
+/* What mlx_export.h promises to quantize. */
+static bool should_quantize(const st_tensor *t, int group, bool vision) {
+    static const char *const leaves[] = {".q_proj.weight",
+                                         ".k_proj.weight",
+                                         ".v_proj.weight",
+                                         ".o_proj.weight",
+                                         ".gate_proj.weight",
+                                         ".up_proj.weight",
+                                         ".down_proj.weight",
+                                         ".embed_tokens.weight",
+                                         ".lm_head.weight",
+                                         ".out_proj.weight",
+                                         ".fc1.weight",
+                                         ".fc2.weight",
+                                         ".position_embedding.weight",
+                                         ".linear_1.weight",
+                                         ".linear_2.weight"};
+    bool leaf = false;
+    for (size_t i = 0; i < sizeof leaves / sizeof *leaves; i++)
+        leaf = leaf || ends_with(t->name, leaves[i]);
+    if (!leaf || t->n_dims != 2 || t->shape[1] % group != 0) return false;
+    return vision || strncmp(t->name, "language_model.", 15) == 0;
+}
+
+/* The file's "__metadata__" has "format": "mlx" (every *.safetensors of dir). */
+static void check_metadata(const char *dir) {
+    DIR *d = opendir(dir);
+    assert_non_null(d);
+    struct dirent *de;
+    int n = 0;
+    while ((de = readdir(d)) != NULL) {
+        if (!ends_with(de->d_name, ".safetensors")) continue;
+        char path[2048];
+        snprintf(path, sizeof path, "%s/%s", dir, de->d_name);
+        FILE *f = fopen(path, "rb");
+        assert_non_null(f);
+        uint8_t len8[8];
+        assert_int_equal(fread(len8, 1, 8, f), 8);
+        uint64_t hl = 0;
+        for (int i = 0; i < 8; i++) hl |= (uint64_t)len8[i] << (8 * i);
+        assert_int_equal(hl % 8, 0);
+        char *h = malloc(hl + 1);
+        assert_int_equal(fread(h, 1, hl, f), hl);
+        h[hl] = '\0';
+        fclose(f);
+        json_t *root = json_loads(h, 0, NULL);
+        assert_non_null(root);
+        assert_string_equal(
+            json_string_value(json_object_get(json_object_get(root, "__metadata__"), "format")),
+            "mlx");
+        json_decref(root);
+        free(h);
+        n++;
+    }
+    closedir(d);
+    assert_true(n >= 1);
+}
+
+static void check_config(const char *dir, int bits, int group) {
+    char path[2048];
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    json_error_t je;
+    json_t *c = json_load_file(path, 0, &je);
+    if (!c) fail_msg("%s: %s", path, je.text);
+    const char *keys[] = {"quantization", "quantization_config"};
+    for (int k = 0; k < 2; k++) {
+        json_t *q = json_object_get(c, keys[k]);
+        assert_non_null(q);
+        assert_int_equal(json_integer_value(json_object_get(q, "bits")), bits);
+        assert_int_equal(json_integer_value(json_object_get(q, "group_size")), group);
+        assert_string_equal(json_string_value(json_object_get(q, "mode")), "affine");
+    }
+    assert_string_equal(json_string_value(json_object_get(c, "model_type")), "llava_next");
+    json_decref(c);
+    snprintf(path, sizeof path, "%s/tokenizer.json", dir);
+    assert_true(lv_is_file(path));
+    snprintf(path, sizeof path, "%s/preprocessor_config.json", dir);
+    assert_true(lv_is_file(path));
+}
+
+/* Checks dir (written from the demo with bits/group) tensor by tensor
+ * against the demo source; golden: the config's checksums, or NULL to
+ * recompute the expected bytes with quant/mlx_affine here. */
+static void check_layout(const char *dir, int bits, int group, bool vision, json_t *golden) {
+    st_set *src, *q;
+    lv_err err;
+    if (st_open(demo_dir(), &src, &err) != LV_OK) fail_msg("%s", err.msg);
+    if (st_open(dir, &q, &err) != LV_OK) fail_msg("%s: strict reader: %s", dir, err.msg);
+    check_metadata(dir);
+    check_config(dir, bits, group);
+    json_t *sums = golden ? json_object_get(golden, "tensors") : NULL;
+    size_t n_quant = 0, n_out = 0;
+    for (size_t i = 0; i < st_count(src); i++) {
+        const st_tensor *t = st_at(src, i);
+        const st_tensor *w = st_find(q, t->name);
+        if (!w) fail_msg("%s: tensor '%s' missing", dir, t->name);
+        char p[512];
+        snprintf(p, sizeof p, "%.*s.scales", (int)(strlen(t->name) - 7), t->name);
+        const st_tensor *sc = ends_with(t->name, ".weight") ? st_find(q, p) : NULL;
+        bool quant = should_quantize(t, group, vision);
+        if (quant != (sc != NULL))
+            fail_msg("%s: '%s' is %squantized, expected %squantized", dir, t->name,
+                     sc ? "" : "not ", quant ? "" : "not ");
+        n_out += quant ? 3 : 1;
+        if (!quant) {
+            assert_int_equal(w->dtype, t->dtype);
+            assert_int_equal(w->nbytes, t->nbytes);
+            if (ends_with(t->name, "patch_embedding.weight")) { /* OIHW -> OHWI */
+                int64_t O = t->shape[0], I = t->shape[1], H = t->shape[2], W = t->shape[3];
+                assert_int_equal(w->shape[1], H);
+                assert_int_equal(w->shape[3], I);
+                const uint16_t *a = t->data, *b = w->data;
+                for (int64_t o = 0; o < O; o++)
+                    for (int64_t c = 0; c < I; c++)
+                        for (int64_t h = 0; h < H; h++)
+                            for (int64_t x = 0; x < W; x++)
+                                assert_int_equal(a[((o * I + c) * H + h) * W + x],
+                                                 b[((o * H + h) * W + x) * I + c]);
+            } else {
+                assert_memory_equal(w->data, t->data, t->nbytes);
+            }
+            continue;
+        }
+        n_quant++;
+        snprintf(p, sizeof p, "%.*s.biases", (int)(strlen(t->name) - 7), t->name);
+        const st_tensor *bi = st_find(q, p);
+        assert_non_null(bi);
+        int rows = (int)t->shape[0], cols = (int)t->shape[1];
+        assert_int_equal(w->dtype, LV_DTYPE_U32);
+        assert_int_equal(w->shape[0], rows);
+        assert_int_equal(w->shape[1], cols * bits / 32);
+        assert_int_equal(sc->dtype, LV_DTYPE_F16);
+        assert_int_equal(bi->dtype, LV_DTYPE_F16);
+        assert_int_equal(sc->shape[1], cols / group);
+        assert_int_equal(bi->shape[0], rows);
+        if (sums) {
+            json_t *s = json_object_get(sums, t->name);
+            if (!s) fail_msg("golden has no checksums for '%s'", t->name);
+            uint32_t want[3] = {(uint32_t)json_integer_value(json_object_get(s, "weight")),
+                                (uint32_t)json_integer_value(json_object_get(s, "scales")),
+                                (uint32_t)json_integer_value(json_object_get(s, "biases"))};
+            uint32_t got[3] = {crc_of(w), crc_of(sc), crc_of(bi)};
+            for (int k = 0; k < 3; k++)
+                if (got[k] != want[k])
+                    fail_msg("int%d_g%d '%s' %s: crc32 %08x, golden %08x", bits, group, t->name,
+                             k == 0   ? "weight"
+                             : k == 1 ? "scales"
+                                      : "biases",
+                             got[k], want[k]);
+        } else {
+            size_t n = (size_t)rows * cols, ng = (size_t)rows * (cols / group);
+            float *f = malloc(n * 4), *fs = malloc(ng * 4), *fb = malloc(ng * 4);
+            uint32_t *pk = malloc(n * bits / 8);
+            uint16_t *hs = malloc(ng * 2), *hb = malloc(ng * 2);
+            const uint8_t *d = t->data;
+            for (size_t j = 0; j < n; j++)
+                f[j] = be_f16_to_f32((uint16_t)(d[2 * j] | (d[2 * j + 1] << 8)));
+            assert_int_equal(mlx_affine_quantize(f, rows, cols, bits, group, pk, fs, fb, &err),
+                             LV_OK);
+            for (size_t j = 0; j < ng; j++) {
+                hs[j] = mlx_f32_to_f16(fs[j]);
+                hb[j] = mlx_f32_to_f16(fb[j]);
+            }
+            assert_memory_equal(w->data, pk, n * bits / 8);
+            assert_memory_equal(sc->data, hs, ng * 2);
+            assert_memory_equal(bi->data, hb, ng * 2);
+            free(f), free(fs), free(fb), free(pk), free(hs), free(hb);
+        }
+    }
+    assert_int_equal(st_count(q), n_out);
+    assert_true(n_quant > 0);
+    if (sums) assert_int_equal(json_object_size(sums), n_quant);
+    st_close(q);
+    st_close(src);
+}
+
+/* ---- generation -------------------------------------------------------- */
+
+/* A float32 checkpoint in out holding q's dequantised weights (the rest as
+ * in the demo), with the demo's config and tokenizer files. */
+static void write_dequantised(const char *qdir, const char *out) {
+    char cmd[4096], *o;
+    snprintf(cmd, sizeof cmd,
+             "cd '%s' && cp config.json tokenizer.json tokenizer_config.json "
+             "preprocessor_config.json generation_config.json chat_template.json '%s'/",
+             demo_dir(), out);
+    assert_int_equal(tu_run(cmd, &o), 0);
+    free(o);
+    st_set *src, *q;
+    lv_err err;
+    assert_int_equal(st_open(demo_dir(), &src, &err), LV_OK);
+    assert_int_equal(st_open(qdir, &q, &err), LV_OK);
+    size_t n = st_count(src);
+    stw_entry *e = calloc(n, sizeof *e);
+    for (size_t i = 0; i < n; i++) {
+        const st_tensor *t = st_at(src, i);
+        e[i].name = t->name;
+        e[i].dtype = LV_DTYPE_F32;
+        e[i].n_dims = t->n_dims;
+        for (int d = 0; d < t->n_dims; d++) e[i].shape[d] = t->shape[d];
+    }
+    char path[4096];
+    snprintf(path, sizeof path, "%s/model.safetensors", out);
+    stw *w;
+    assert_int_equal(stw_begin(path, e, n, "pt", &w, &err), LV_OK);
+    json_t *qc = NULL;
+    char cfg[4096];
+    snprintf(cfg, sizeof cfg, "%s/config.json", qdir);
+    qc = json_load_file(cfg, 0, NULL);
+    json_t *qb = json_object_get(qc, "quantization");
+    int bits = (int)json_integer_value(json_object_get(qb, "bits"));
+    int group = (int)json_integer_value(json_object_get(qb, "group_size"));
+    for (size_t i = 0; i < n; i++) {
+        const st_tensor *t = st_at(src, i);
+        float *f = malloc((size_t)t->n_elems * 4);
+        char p[512];
+        snprintf(p, sizeof p, "%.*s.scales", (int)(strlen(t->name) - 7), t->name);
+        const st_tensor *sc = ends_with(t->name, ".weight") ? st_find(q, p) : NULL;
+        if (sc) {
+            snprintf(p, sizeof p, "%.*s.biases", (int)(strlen(t->name) - 7), t->name);
+            const st_tensor *bi = st_find(q, p), *wq = st_find(q, t->name);
+            int rows = (int)t->shape[0], cols = (int)t->shape[1], ng = cols / group;
+            float *fs = malloc((size_t)ng * 4), *fb = malloc((size_t)ng * 4);
+            uint32_t *row = malloc((size_t)cols * bits / 8);
+            for (int r = 0; r < rows; r++) {
+                const uint8_t *s8 = (const uint8_t *)sc->data + (size_t)r * ng * 2;
+                const uint8_t *b8 = (const uint8_t *)bi->data + (size_t)r * ng * 2;
+                for (int g = 0; g < ng; g++) {
+                    fs[g] = be_f16_to_f32((uint16_t)(s8[2 * g] | (s8[2 * g + 1] << 8)));
+                    fb[g] = be_f16_to_f32((uint16_t)(b8[2 * g] | (b8[2 * g + 1] << 8)));
+                }
+                memcpy(row, (const uint8_t *)wq->data + (size_t)r * cols * bits / 8,
+                       (size_t)cols * bits / 8);
+                mlx_affine_dequantize_row(row, fs, fb, cols, bits, group, f + (size_t)r * cols);
+            }
+            free(fs), free(fb), free(row);
+        } else {
+            const uint8_t *d = t->data;
+            for (int64_t j = 0; j < t->n_elems; j++)
+                f[j] = be_f16_to_f32((uint16_t)(d[2 * j] | (d[2 * j + 1] << 8)));
+        }
+        assert_int_equal(stw_write_tensor(w, i, f, &err), LV_OK);
+        free(f);
+    }
+    assert_int_equal(stw_finish(w, &err), LV_OK);
+    json_decref(qc);
+    free(e);
+    st_close(q);
+    st_close(src);
+}
+
+typedef struct {
+    json_t *out;   /* llava-cli's --json object */
+    float *logits; /* [n_steps, vocab] */
+    size_t n_floats;
+} cli_run;
+
+static void run_cli(const char *model, const char *image, const char *question, const char *tmp,
+                    cli_run *r) {
+    char cmd[8192], img[2048] = "", *out;
+    if (image) snprintf(img, sizeof img, "--image '%s/%s'", demo_dir(), image);
+    tu_write_file(tmp, "q.txt", question, strlen(question));
+    snprintf(cmd, sizeof cmd,
+             "'%s/llava-cli' --model '%s' %s --prompt \"$(cat '%s/q.txt')\" --max-tokens %d "
+             "--temperature 0 --json --log-level error --logits-out '%s/logits.bin'",
+             tu_env("LLAVA_BIN_DIR"), model, img, tmp, GOLDEN_STEPS, tmp);
+    int rc = tu_run(cmd, &out);
+    if (rc != 0) fail_msg("llava-cli on %s: exit %d: %s", model, rc, out);
+    json_error_t je;
+    r->out = json_loads(out, 0, &je);
+    if (!r->out) fail_msg("llava-cli printed no JSON (%s): %s", je.text, out);
+    free(out);
+    char path[2048];
+    size_t len;
+    snprintf(path, sizeof path, "%s/logits.bin", tmp);
+    assert_int_equal(lv_read_file(path, 64u << 20, (char **)&r->logits, &len, NULL), LV_OK);
+    r->n_floats = len / 4;
+}
+
+static void free_run(cli_run *r) {
+    json_decref(r->out);
+    free(r->logits);
+}
+
+/* Compares run c with the reference (ids, margins, logits of n_ref steps),
+ * step by step until the greedy paths part (allowed only where the
+ * reference's margin is not clear). Returns the largest logit difference. */
+static double compare_steps(const char *label, const cli_run *c, const json_t *ref_ids,
+                            const double *margins, const float *ref_logits, size_t vocab) {
+    json_t *ids = json_object_get(c->out, "generated_ids");
+    size_t n = json_array_size(ids) < json_array_size(ref_ids) ? json_array_size(ids)
+                                                               : json_array_size(ref_ids);
+    double worst = 0;
+    for (size_t s = 0; s < n; s++) {
+        double mx = 0, d = 0;
+        for (size_t v = 0; v < vocab; v++) {
+            double a = c->logits[s * vocab + v], b = ref_logits[s * vocab + v];
+            if (fabs(b) > mx) mx = fabs(b);
+            if (fabs(a - b) > d) d = fabs(a - b);
+        }
+        if (d > worst) worst = d;
+        if (!(d <= LOGIT_ABS + LOGIT_REL * mx))
+            fail_msg("%s: step %zu: logits differ by %g (max |ref| %g, tolerance %g)", label, s, d,
+                     mx, LOGIT_ABS + LOGIT_REL * mx);
+        long a = (long)json_integer_value(json_array_get(ids, s));
+        long b = (long)json_integer_value(json_array_get(ref_ids, s));
+        if (a != b) {
+            if (margins[s] > MARGIN_CLEAR)
+                fail_msg("%s: step %zu: greedy id %ld, reference %ld (margin %g)", label, s, a, b,
+                         margins[s]);
+            break; /* a near tie went the other way: the paths part here */
+        }
+    }
+    return worst;
+}
+
+static const struct {
+    const char *image, *question;
+} OWN_CASES[] = {
+    {"heldout/images/heldout_000000000001.png", "How many squares are there?"},
+    {NULL, "Tell me about shapes and colors."},
+};
+
+/* Generation on dir vs the golden config gc, or (gc NULL) vs the C engine
+ * on a float32 copy of dir's dequantised weights. */
+static void check_generation(const char *dir, json_t *gc, const char *golden_dir, size_t vocab,
+                             size_t case_pick) {
+    char label[4096];
+    const char *tmp = tu_tmpdir("qt_gen");
+    if (gc) {
+        char path[4096];
+        size_t len;
+        float *all;
+        snprintf(path, sizeof path, "%s/logits.bin", golden_dir);
+        assert_int_equal(lv_read_file(path, 64u << 20, (char **)&all, &len, NULL), LV_OK);
+        size_t i;
+        json_t *c;
+        json_array_foreach(json_object_get(gc, "cases"), i, c) {
+            cli_run r;
+            const char *image = json_string_value(json_object_get(c, "image"));
+            run_cli(dir, image, json_string_value(json_object_get(c, "question")), tmp, &r);
+            json_t *pid = json_object_get(c, "prompt_ids");
+            json_t *gid = json_object_get(r.out, "prompt_ids");
+            assert_int_equal(json_array_size(gid), json_array_size(pid));
+            for (size_t k = 0; k < json_array_size(pid); k++)
+                assert_int_equal(json_integer_value(json_array_get(gid, k)),
+                                 json_integer_value(json_array_get(pid, k)));
+            json_t *ids = json_object_get(c, "ids");
+            double margins[64] = {0};
+            for (size_t k = 0; k < json_array_size(ids) && k < 64; k++)
+                margins[k] = json_real_value(json_array_get(json_object_get(c, "margins"), k));
+            size_t off = (size_t)json_integer_value(json_object_get(c, "logits_offset"));
+            assert_true((off + json_array_size(ids) * vocab) * 4 <= len);
+            snprintf(label, sizeof label, "%s %s", json_string_value(json_object_get(gc, "name")),
+                     json_string_value(json_object_get(c, "name")));
+            double d = compare_steps(label, &r, ids, margins, all + off, vocab);
+            print_message("[ info ] %s: max |logit diff| vs transformers %.4g\n", label, d);
+            free_run(&r);
+        }
+        free(all);
+        return;
+    }
+    char fdir[2048];
+    snprintf(fdir, sizeof fdir, "%s/float", tmp);
+    mkdir(fdir, 0755);
+    write_dequantised(dir, fdir);
+    /* One case per config, alternating (six configs cover both twice). */
+    for (size_t k = case_pick % 2; k < sizeof OWN_CASES / sizeof *OWN_CASES; k += 2) {
+        cli_run q, f;
+        run_cli(dir, OWN_CASES[k].image, OWN_CASES[k].question, tmp, &q);
+        run_cli(fdir, OWN_CASES[k].image, OWN_CASES[k].question, tmp, &f);
+        json_t *ids = json_object_get(f.out, "generated_ids");
+        size_t n = json_array_size(ids);
+        assert_true(f.n_floats == n * vocab);
+        /* The float run's own margins decide which steps must agree. */
+        double margins[64] = {0};
+        for (size_t s = 0; s < n && s < 64; s++) {
+            float b1 = -INFINITY, b2 = -INFINITY;
+            for (size_t v = 0; v < vocab; v++) {
+                float x = f.logits[s * vocab + v];
+                if (x > b1)
+                    b2 = b1, b1 = x;
+                else if (x > b2)
+                    b2 = x;
+            }
+            margins[s] = b1 - b2;
+        }
+        snprintf(label, sizeof label, "%s case %zu", dir, k);
+        double d = compare_steps(label, &q, ids, margins, f.logits, vocab);
+        print_message("[ info ] %s: max |logit diff| vs the dequantised float model %.4g\n", label,
+                      d);
+        free_run(&q);
+        free_run(&f);
+    }
+}
+
+static void test_demo_quantized(void **state) {
+    (void)state;
+    json_t *g = load_golden();
+    char golden_dir[2048];
+    snprintf(golden_dir, sizeof golden_dir, "%s/quant", tu_env("LLAVA_TEST_DATA"));
+    char cfg_path[2048];
+    snprintf(cfg_path, sizeof cfg_path, "%s/config.json", demo_dir());
+    lv_model_config cfg;
+    lv_err err;
+    if (hf_config_load(cfg_path, &cfg, &err) != LV_OK) fail_msg("%s", err.msg);
+    size_t vocab = (size_t)cfg.text.vocab_size;
+    for (size_t k = 0; k < sizeof CONFIGS / sizeof *CONFIGS; k++) {
+        int bits = CONFIGS[k].bits, group = CONFIGS[k].group;
+        char dst[2048], args[4096];
+        snprintf(dst, sizeof dst, "%s/int%d_g%d", tu_tmpdir("qt_demo"), bits, group);
+        snprintf(args, sizeof args, "--model '%s' --out '%s' --format mlx-int%d --group-size %d",
+                 demo_dir(), dst, bits, group);
+        quantize_ok(args);
+        json_t *gc = g ? golden_config(g, bits, group) : NULL;
+        check_layout(dst, bits, group, false, gc);
+        /* A checksums-only golden (--numpy-only) has no cases. */
+        check_generation(dst, gc && json_object_get(gc, "cases") ? gc : NULL, golden_dir, vocab, k);
+    }
+    json_decref(g);
+}
+
+/* ---- other layouts and failures ---------------------------------------- */
+
+static void test_legacy_layout_and_shards(void **state) {
+    (void)state;
+    const char *tmp = tu_tmpdir("qt_legacy");
+    char dst[2048], args[4096];
+    /* g128: the vision linears with in-dim 192 stay float, fc2 (768) is quantized. */
+    snprintf(dst, sizeof dst, "%s/v128", tmp);
+    snprintf(args, sizeof args,
+             "--model '%s' --out '%s' --format mlx-int4 --group-size 128 --quantize-vision",
+             demo_dir(), dst);
+    quantize_ok(args);
+    check_layout(dst, 4, 128, true, NULL);
+    /* g32 in shards of 1 MB: several files + index, read back as one set. */
+    snprintf(dst, sizeof dst, "%s/v32", tmp);
+    snprintf(args, sizeof args,
+             "--model '%s' --out '%s' --format mlx-int8 --group-size 32 --quantize-vision "
+             "--shard-gb 0.001",
+             demo_dir(), dst);
+    quantize_ok(args);
+    char path[2100];
+    snprintf(path, sizeof path, "%s/model.safetensors.index.json", dst);
+    assert_true(lv_is_file(path));
+    snprintf(path, sizeof path, "%s/model-00001-of-", dst);
+    st_set *s;
+    lv_err err;
+    assert_int_equal(st_open(dst, &s, &err), LV_OK);
+    assert_true(st_file_count(s) > 1);
+    st_close(s);
+    check_layout(dst, 8, 32, true, NULL);
+    const st_tensor *t;
+    assert_int_equal(st_open(dst, &s, &err), LV_OK);
+    t = st_find(s, "vision_tower.vision_model.embeddings.position_embedding.scales");
+    assert_non_null(t);
+    t = st_find(s, "multi_modal_projector.linear_1.scales");
+    assert_non_null(t);
+    assert_non_null(st_find(s, "multi_modal_projector.linear_1.bias")); /* kept float */
+    st_close(s);
+}
+
+/* Entries of dir whose name starts with prefix. */
+static int count_prefixed(const char *dir, const char *prefix) {
+    DIR *d = opendir(dir);
+    assert_non_null(d);
+    int n = 0;
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL) n += strncmp(de->d_name, prefix, strlen(prefix)) == 0;
+    closedir(d);
+    return n;
+}
+
+static void test_interrupted_and_overwrite(void **state) {
+    (void)state;
+    const char *tmp = tu_tmpdir("qt_interrupt");
+    char dst[2048], args[4096], *out;
+    snprintf(dst, sizeof dst, "%s/out", tmp);
+    snprintf(args, sizeof args, "--model '%s' --out '%s' --format mlx-int4", demo_dir(), dst);
+    char env_args[4200];
+    snprintf(env_args, sizeof env_args, "%s", args);
+    char cmd[8192];
+    snprintf(cmd, sizeof cmd, "LLAVA_QUANTIZE_FAIL_AFTER=20 '%s/llava-quantize' %s 2>&1",
+             tu_env("LLAVA_BIN_DIR"), env_args);
+    assert_int_equal(tu_run(cmd, &out), 1);
+    assert_non_null(strstr(out, "simulated failure after 20 tensors"));
+    free(out);
+    assert_false(exists(dst));
+    assert_int_equal(count_prefixed(tmp, "out"), 0); /* no out.tmp-XXXXXX either */
+
+    /* A killed run (SIGKILL mid-way) leaves no DST; only its tmp dir. */
+    snprintf(
+        cmd, sizeof cmd,
+        "'%s/llava-quantize' --random --preset llava-1.5-7b --out '%s' --format mlx-int4 "
+        "--threads 1 >/dev/null 2>&1 & p=$!; sleep 1; kill -9 $p; { wait $p; } 2>/dev/null; true",
+        tu_env("LLAVA_BIN_DIR"), dst);
+    assert_int_equal(tu_run(cmd, &out), 0);
+    free(out);
+    assert_false(exists(dst));
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'/out.tmp-*", tmp);
+    assert_int_equal(tu_run(cmd, &out), 0);
+    free(out);
+
+    /* SIGTERM mid-way: a clean stop, exit 1, nothing left at all. */
+    snprintf(cmd, sizeof cmd,
+             "'%s/llava-quantize' --random --preset llava-1.5-7b --out '%s' --format mlx-int4 "
+             "--threads 1 >'%s/log' 2>&1 & p=$!; sleep 1; kill -TERM $p; wait $p; echo $?",
+             tu_env("LLAVA_BIN_DIR"), dst, tmp);
+    assert_int_equal(tu_run(cmd, &out), 0);
+    assert_int_equal(atoi(out), 1);
+    free(out);
+    assert_false(exists(dst));
+    assert_int_equal(count_prefixed(tmp, "out"), 0);
+
+    /* An existing DST: refused without --force (and left alone); replaced with it;
+     * a failing --force run keeps the old one. */
+    quantize_ok(args);
+    assert_int_equal(quantize_tool(args, &out), 1);
+    assert_non_null(strstr(out, "already exists; pass --force"));
+    free(out);
+    char marker[2100];
+    snprintf(marker, sizeof marker, "%s/marker", dst);
+    tu_write_file(dst, "marker", "x", 1);
+    snprintf(cmd, sizeof cmd, "LLAVA_QUANTIZE_FAIL_AFTER=3 '%s/llava-quantize' %s --force 2>&1",
+             tu_env("LLAVA_BIN_DIR"), args);
+    assert_int_equal(tu_run(cmd, &out), 1);
+    free(out);
+    assert_true(exists(marker));
+    snprintf(env_args, sizeof env_args, "%s --force", args);
+    quantize_ok(env_args);
+    assert_false(exists(marker));
+    assert_int_equal(count_prefixed(tmp, "out"), 1);
+    check_layout(dst, 4, 64, false, NULL);
+}
+
+static void test_refusals_and_usage(void **state) {
+    (void)state;
+    const char *tmp = tu_tmpdir("qt_usage");
+    char q[2048], args[4096], *out;
+    snprintf(q, sizeof q, "%s/q", tmp);
+    snprintf(args, sizeof args, "--model '%s' --out '%s' --format mlx-int8", demo_dir(), q);
+    quantize_ok(args);
+    /* An already quantized source. */
+    snprintf(args, sizeof args, "--model '%s' --out '%s/q2' --format mlx-int4", q, tmp);
+    assert_int_equal(quantize_tool(args, &out), 1);
+    assert_non_null(strstr(out, "already quantized"));
+    free(out);
+    static const struct {
+        const char *args, *msg;
+    } bad[] = {
+        {"", "are required"},
+        {"--out X --format mlx-int4", "are required"},
+        {"--model M --out X --format int4", "unknown --format 'int4'"},
+        {"--model M --out X --format mlx-int4 --group-size 48",
+         "--group-size must be 32, 64 or 128"},
+        {"--model M --out X --format mlx-int4 --group-size abc", "--group-size wants an integer"},
+        {"--random --out X --format mlx-int4", "--random needs --preset"},
+        {"--random --preset llava-9b --out X --format mlx-int4", "unknown preset 'llava-9b'"},
+        {"--model M --random --preset llava-1.5-7b --out X --format mlx-int4", "not both"},
+        {"--model /nonexistent --out X --format mlx-int4", "/nonexistent"},
+        {"--model M --out X --format mlx-int4 --bogus", "unknown or incomplete option"},
+        {"--model M --out X --format mlx-int4 extra", "unexpected argument 'extra'"},
+        {"--random --preset llava-1.5-7b --tokenizer /nonexistent.json --out X --format mlx-int4",
+         "/nonexistent.json"},
+    };
+    for (size_t k = 0; k < sizeof bad / sizeof *bad; k++) {
+        snprintf(args, sizeof args, "%s", bad[k].args);
+        int rc = quantize_tool(args, &out);
+        if (rc != 1 || !strstr(out, bad[k].msg))
+            fail_msg("llava-quantize %s: exit %d, output '%s'; expected exit 1 with '%s'",
+                     bad[k].args, rc, out, bad[k].msg);
+        free(out);
+    }
+    assert_false(exists("X"));
+}
+
+/* The 5.x spelling of a legacy name (formats.md §2.4), into out. */
+static void new_name(const char *legacy, char *out, size_t cap) {
+    static const char *const map[][2] = {{"language_model.model.", "model.language_model."},
+                                         {"language_model.lm_head.", "lm_head."},
+                                         {"vision_tower.", "model.vision_tower."},
+                                         {"multi_modal_projector.", "model.multi_modal_projector."},
+                                         {"image_newline", "model.image_newline"}};
+    for (size_t k = 0; k < sizeof map / sizeof *map; k++) {
+        size_t n = strlen(map[k][0]);
+        if (strncmp(legacy, map[k][0], n) == 0) {
+            snprintf(out, cap, "%s%s", map[k][1], legacy + n);
+            return;
+        }
+    }
+    snprintf(out, cap, "%s", legacy);
+}
+
+/* A float32 source saved with transformers 5.x names quantizes to the same
+ * legacy-named tensors and the same codes as the fp16 original (its values
+ * are the same floats), with float32 scales and biases. */
+static void test_f32_new_names_source(void **state) {
+    (void)state;
+    const char *tmp = tu_tmpdir("qt_f32src");
+    char src_dir[2048], cmd[8192], *out;
+    snprintf(src_dir, sizeof src_dir, "%s/src", tmp);
+    snprintf(cmd, sizeof cmd,
+             "mkdir -p '%s' && cd '%s' && cp config.json tokenizer.json tokenizer_config.json "
+             "preprocessor_config.json generation_config.json chat_template.json '%s'/",
+             src_dir, demo_dir(), src_dir);
+    assert_int_equal(tu_run(cmd, &out), 0);
+    free(out);
+    st_set *demo;
+    lv_err err;
+    assert_int_equal(st_open(demo_dir(), &demo, &err), LV_OK);
+    size_t n = st_count(demo);
+    stw_entry *e = calloc(n, sizeof *e);
+    char(*names)[256] = calloc(n, 256);
+    for (size_t i = 0; i < n; i++) {
+        const st_tensor *t = st_at(demo, i);
+        new_name(t->name, names[i], 256);
+        e[i] = (stw_entry){names[i], LV_DTYPE_F32, t->n_dims, {0}};
+        for (int d = 0; d < t->n_dims; d++) e[i].shape[d] = t->shape[d];
+    }
+    char path[4096];
+    snprintf(path, sizeof path, "%s/model.safetensors", src_dir);
+    stw *w;
+    assert_int_equal(stw_begin(path, e, n, "pt", &w, &err), LV_OK);
+    for (size_t i = 0; i < n; i++) {
+        const st_tensor *t = st_at(demo, i);
+        float *f = malloc((size_t)t->n_elems * 4);
+        const uint8_t *d = t->data;
+        for (int64_t j = 0; j < t->n_elems; j++)
+            f[j] = be_f16_to_f32((uint16_t)(d[2 * j] | (d[2 * j + 1] << 8)));
+        assert_int_equal(stw_write_tensor(w, i, f, &err), LV_OK);
+        free(f);
+    }
+    assert_int_equal(stw_finish(w, &err), LV_OK);
+    free(e);
+    free(names);
+
+    char a[2048], b[2048], args[8192];
+    snprintf(a, sizeof a, "%s/from_f32", tmp);
+    snprintf(b, sizeof b, "%s/from_f16", tmp);
+    snprintf(args, sizeof args, "--model '%s' --out '%s' --format mlx-int4", src_dir, a);
+    quantize_ok(args);
+    snprintf(args, sizeof args, "--model '%s' --out '%s' --format mlx-int4", demo_dir(), b);
+    quantize_ok(args);
+    st_set *qa, *qb;
+    assert_int_equal(st_open(a, &qa, &err), LV_OK);
+    assert_int_equal(st_open(b, &qb, &err), LV_OK);
+    assert_int_equal(st_count(qa), st_count(qb));
+    size_t n_packed = 0;
+    for (size_t i = 0; i < st_count(qb); i++) {
+        const st_tensor *tb = st_at(qb, i), *ta = st_find(qa, tb->name);
+        if (!ta || strcmp(ta->orig_name, tb->name) != 0)
+            fail_msg("'%s' missing or renamed in the output of the 5.x-named source", tb->name);
+        if (tb->dtype == LV_DTYPE_U32) {
+            assert_int_equal(ta->dtype, LV_DTYPE_U32);
+            assert_memory_equal(ta->data, tb->data, tb->nbytes);
+            n_packed++;
+        } else if (ends_with(tb->name, ".scales") || ends_with(tb->name, ".biases")) {
+            assert_int_equal(ta->dtype, LV_DTYPE_F32);
+        }
+    }
+    assert_true(n_packed > 0);
+    st_close(qa);
+    st_close(qb);
+    st_close(demo);
+}
+
+/* The GGUF formats go through the same temporary-directory publish. */
+static void test_gguf_formats(void **state) {
+    (void)state;
+#if __has_include("quant/gguf_export.h")
+    const char *tmp = tu_tmpdir("qt_gguf");
+    static const char *const fmts[] = {"gguf-f16", "gguf-q4_k"};
+    for (size_t k = 0; k < 2; k++) {
+        char dst[2048], args[4096], path[2100];
+        snprintf(dst, sizeof dst, "%s/%s", tmp, fmts[k]);
+        snprintf(args, sizeof args, "--model '%s' --out '%s' --format %s", demo_dir(), dst,
+                 fmts[k]);
+        quantize_ok(args);
+        snprintf(path, sizeof path, "%s/text.gguf", dst);
+        assert_true(lv_is_file(path));
+        snprintf(path, sizeof path, "%s/mmproj.gguf", dst);
+        assert_true(lv_is_file(path));
+        char *out;
+        assert_int_equal(quantize_tool(args, &out), 1); /* exists now */
+        assert_non_null(strstr(out, "--force"));
+        free(out);
+    }
+    assert_int_equal(count_prefixed(tmp, "gguf-f16.tmp"), 0);
+#else
+    skip();
+#endif
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_writer_round_trip),
+        cmocka_unit_test(test_f16_cast),
+        cmocka_unit_test(test_random_presets),
+        cmocka_unit_test(test_demo_quantized),
+        cmocka_unit_test(test_legacy_layout_and_shards),
+        cmocka_unit_test(test_f32_new_names_source),
+        cmocka_unit_test(test_interrupted_and_overwrite),
+        cmocka_unit_test(test_refusals_and_usage),
+        cmocka_unit_test(test_gguf_formats),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

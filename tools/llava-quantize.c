@@ -1,0 +1,385 @@
+/*
+ * llava-quantize - converts a model to the formats the engine runs fastest:
+ * MLX affine INT4/INT8 safetensors (loadable by mlx-vlm too) or a llama.cpp
+ * GGUF pair (text.gguf + mmproj.gguf).
+ *
+ *   llava-quantize --model SRC --out DST --format FMT [--group-size G]
+ *                  [--quantize-vision] [--force] [--threads N]
+ *   llava-quantize --random --preset NAME [--seed S] [--tokenizer FILE]
+ *                  --out DST --format FMT ...
+ *
+ *   FMT: mlx-int4, mlx-int8 (quant/mlx_export.h), gguf-f16, gguf-q8_0,
+ *        gguf-q4_0, gguf-q4_k (quant/gguf_export.h).
+ *   SRC: a float (F16/BF16/F32) llava-hf checkpoint directory.
+ *   --random --preset: random weights of a published model's real shapes
+ *        (llava-v1.6-mistral-7b, llava-1.5-7b, llava-v1.6-vicuna-13b), for
+ *        benchmarks; --tokenizer ships a tokenizer.json with it.
+ *   --quantize-vision: the legacy MLX layout (vision tower and projector
+ *        quantized as well).
+ *
+ * DST must not exist unless --force. The output is built in a temporary
+ * directory next to DST and renamed into place at the end: an interrupted
+ * run leaves no DST. Progress goes to stderr: a bar when stderr is a
+ * terminal, a plain line per 10% otherwise.
+ *
+ * Ctrl-C (SIGINT) or SIGTERM stops an MLX export cleanly (the temporary
+ * directory removed); SIGKILL leaves only "<DST>.tmp-XXXXXX" behind.
+ *
+ * Test hook: LLAVA_QUANTIZE_FAIL_AFTER=N makes the MLX writer fail after N
+ * tensors (to check that nothing half-written is left behind).
+ *
+ * Exit status: 0 success, 1 bad usage or a failed conversion (the message
+ * says which).
+ */
+#include "base/common.h"
+#include "quant/mlx_export.h"
+#include "quant/outdir.h"
+#include "quant/presets.h"
+#include "quant/qsource.h"
+
+#if __has_include("quant/gguf_export.h")
+#include "quant/gguf_export.h"
+#define HAVE_GGUF_EXPORT 1
+#else
+#define HAVE_GGUF_EXPORT 0
+#endif
+
+#include <getopt.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+typedef struct {
+    const char *model, *out, *format, *preset, *tokenizer;
+    bool random, quantize_vision, force;
+    long group;
+    unsigned long long seed;
+    long threads;
+    double shard_gb;
+} args;
+
+static void usage(FILE *f) {
+    fprintf(f,
+            "usage: llava-quantize --model SRC --out DST --format FMT [options]\n"
+            "       llava-quantize --random --preset NAME --out DST --format FMT [options]\n"
+            "  --model SRC          a float (F16/BF16/F32) llava-hf checkpoint directory\n"
+            "  --out DST            the directory to write (must not exist, unless --force)\n"
+            "  --format FMT         mlx-int4 | mlx-int8 | gguf-f16 | gguf-q8_0 | gguf-q4_0 |\n"
+            "                       gguf-q4_k\n"
+            "  --group-size G       MLX group size: 32, 64 (default) or 128\n"
+            "  --quantize-vision    MLX: also quantize the vision tower and projector (the\n"
+            "                       legacy mlx-vlm layout)\n"
+            "  --random             random weights instead of --model, with --preset NAME:\n"
+            "                       llava-v1.6-mistral-7b | llava-1.5-7b | llava-v1.6-vicuna-13b\n"
+            "  --seed S             random seed (default 0)\n"
+            "  --tokenizer FILE     a tokenizer.json to ship with a random model\n"
+            "  --shard-gb X         MLX: safetensors shard size in GB (default 5)\n"
+            "  --threads N          quantizer threads (default: all cores, at most 8)\n"
+            "  --force              replace an existing DST\n"
+            "  -h, --help           this text\n");
+}
+
+static bool parse_long(const char *opt, const char *s, long lo, long hi, long *out) {
+    char *end;
+    long v = strtol(s, &end, 10);
+    if (*s == '\0' || *end != '\0' || v < lo || v > hi) {
+        fprintf(stderr, "llava-quantize: --%s wants an integer in [%ld, %ld], got '%s'\n", opt, lo,
+                hi, s);
+        return false;
+    }
+    *out = v;
+    return true;
+}
+
+enum {
+    O_MODEL = 256,
+    O_OUT,
+    O_FORMAT,
+    O_GROUP,
+    O_QV,
+    O_RANDOM,
+    O_PRESET,
+    O_SEED,
+    O_TOK,
+    O_FORCE,
+    O_THREADS,
+    O_SHARD
+};
+
+/* Parses argv into a; false after printing a message on a usage error. */
+static bool parse_args(int argc, char **argv, args *a) {
+    static const struct option opts[] = {
+        {"model", required_argument, NULL, O_MODEL},
+        {"out", required_argument, NULL, O_OUT},
+        {"format", required_argument, NULL, O_FORMAT},
+        {"group-size", required_argument, NULL, O_GROUP},
+        {"quantize-vision", no_argument, NULL, O_QV},
+        {"random", no_argument, NULL, O_RANDOM},
+        {"preset", required_argument, NULL, O_PRESET},
+        {"seed", required_argument, NULL, O_SEED},
+        {"tokenizer", required_argument, NULL, O_TOK},
+        {"force", no_argument, NULL, O_FORCE},
+        {"threads", required_argument, NULL, O_THREADS},
+        {"shard-gb", required_argument, NULL, O_SHARD},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    *a = (args){.group = 64};
+    opterr = 0;
+    int c;
+    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        char *end;
+        switch (c) {
+            case O_MODEL:
+                a->model = optarg;
+                break;
+            case O_OUT:
+                a->out = optarg;
+                break;
+            case O_FORMAT:
+                a->format = optarg;
+                break;
+            case O_GROUP:
+                if (!parse_long("group-size", optarg, 1, 1 << 20, &a->group)) return false;
+                break;
+            case O_QV:
+                a->quantize_vision = true;
+                break;
+            case O_RANDOM:
+                a->random = true;
+                break;
+            case O_PRESET:
+                a->preset = optarg;
+                break;
+            case O_SEED:
+                a->seed = strtoull(optarg, &end, 10);
+                if (*optarg == '\0' || *end != '\0' || *optarg == '-') {
+                    fprintf(stderr, "llava-quantize: --seed wants an unsigned integer, got '%s'\n",
+                            optarg);
+                    return false;
+                }
+                break;
+            case O_TOK:
+                a->tokenizer = optarg;
+                break;
+            case O_FORCE:
+                a->force = true;
+                break;
+            case O_THREADS:
+                if (!parse_long("threads", optarg, 1, 8, &a->threads)) return false;
+                break;
+            case O_SHARD:
+                a->shard_gb = strtod(optarg, &end);
+                if (*optarg == '\0' || *end != '\0' || !(a->shard_gb > 0)) {
+                    fprintf(stderr,
+                            "llava-quantize: --shard-gb wants a positive number, got "
+                            "'%s'\n",
+                            optarg);
+                    return false;
+                }
+                break;
+            case 'h':
+                usage(stdout);
+                exit(0);
+            default:
+                fprintf(stderr, "llava-quantize: unknown or incomplete option '%s' (see --help)\n",
+                        argv[optind - 1]);
+                return false;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "llava-quantize: unexpected argument '%s' (see --help)\n", argv[optind]);
+        return false;
+    }
+    if (!a->out || !a->format || (!a->model && !a->random)) {
+        fprintf(stderr, "llava-quantize: --out, --format and one of --model or --random are "
+                        "required (see --help)\n");
+        return false;
+    }
+    if (a->model && a->random) {
+        fprintf(stderr, "llava-quantize: give --model or --random, not both\n");
+        return false;
+    }
+    if (a->random && !a->preset) {
+        fprintf(stderr, "llava-quantize: --random needs --preset NAME (llava-v1.6-mistral-7b, "
+                        "llava-1.5-7b, llava-v1.6-vicuna-13b)\n");
+        return false;
+    }
+    if (!a->random && (a->preset || a->tokenizer)) {
+        fprintf(stderr, "llava-quantize: --preset and --tokenizer go with --random\n");
+        return false;
+    }
+    if (a->group != 32 && a->group != 64 && a->group != 128) {
+        fprintf(stderr, "llava-quantize: --group-size must be 32, 64 or 128, got %ld\n", a->group);
+        return false;
+    }
+    return true;
+}
+
+/* ---- progress ---------------------------------------------------------- */
+
+typedef struct {
+    bool tty;
+    bool bytes; /* done/total count bytes (MLX writer), else tensors (GGUF writer) */
+    struct timespec t0;
+    size_t n_tensors, total_tensors;
+    int last_decile;
+} progress_state;
+
+static double since(const struct timespec *t0) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)(t.tv_sec - t0->tv_sec) + 1e-9 * (double)(t.tv_nsec - t0->tv_nsec);
+}
+
+/* "12/687 tensors, 1.20/4.72 GB" (the GGUF writer counts tensors only). */
+static void describe(const progress_state *p, size_t done, size_t total, char *out, size_t cap) {
+    if (p->bytes)
+        snprintf(out, cap, "%zu/%zu tensors, %.2f/%.2f GB", p->n_tensors, p->total_tensors,
+                 (double)done / 1e9, (double)total / 1e9);
+    else
+        snprintf(out, cap, "%zu/%zu tensors", done, total);
+}
+
+static void on_progress(void *ud, size_t done, size_t total, const char *what) {
+    progress_state *p = ud;
+    p->n_tensors++;
+    double el = since(&p->t0), frac = total ? (double)done / (double)total : 1.0;
+    double eta = frac > 0 ? el * (1.0 - frac) / frac : 0;
+    char counts[128];
+    describe(p, done, total, counts, sizeof(counts));
+    if (p->tty) {
+        char bar[31];
+        int fill = (int)(frac * 30.0);
+        for (int i = 0; i < 30; i++) bar[i] = i < fill ? '#' : '.';
+        bar[30] = '\0';
+        fprintf(stderr, "\r[%s] %3d%% %s, ETA %.0fs  ", bar, (int)(frac * 100), counts, eta);
+        if (done == total) fputc('\n', stderr);
+        fflush(stderr);
+        return;
+    }
+    int decile = (int)(frac * 10.0);
+    if (decile > p->last_decile || done == total) {
+        p->last_decile = decile;
+        fprintf(stderr, "llava-quantize: %3d%% %s, %.0fs elapsed, ETA %.0fs (%s)\n",
+                (int)(frac * 100), counts, el, eta, what ? what : "");
+    }
+}
+
+/* ---- main -------------------------------------------------------------- */
+
+/* SIGINT/SIGTERM during an MLX export: the writer stops after the tensor in
+ * hand and removes its temporary directory; a second signal kills at once. */
+static volatile int g_cancel;
+
+static void on_signal(int sig) {
+    g_cancel = 1;
+    signal(sig, SIG_DFL);
+}
+
+static int run_gguf(const qsource *src, const args *a, const char *fmt, progress_state *ps) {
+#if HAVE_GGUF_EXPORT
+    static const struct {
+        const char *name;
+        lv_dtype type;
+    } kinds[] = {{"gguf-f16", LV_DTYPE_F16},
+                 {"gguf-q8_0", LV_DTYPE_Q8_0},
+                 {"gguf-q4_0", LV_DTYPE_Q4_0},
+                 {"gguf-q4_k", LV_DTYPE_Q4_K}};
+    for (size_t i = 0; i < LV_ARRAY_LEN(kinds); i++) {
+        if (strcmp(kinds[i].name, fmt) != 0) continue;
+        /* The pair is written into a temporary directory renamed at the end,
+         * as the MLX writer does (quant/outdir.h). */
+        lv_err err = {{0}};
+        char tmp[OUTDIR_PATH_MAX];
+        lv_status st = outdir_begin(a->out, a->force, tmp, &err);
+        if (st == LV_OK) st = gguf_export(src, tmp, kinds[i].type, on_progress, ps, &err);
+        if (st == LV_OK) st = outdir_publish(tmp, a->out, a->force, &err);
+        if (st != LV_OK) {
+            outdir_abort(tmp);
+            if (ps->tty) fputc('\n', stderr);
+            fprintf(stderr, "llava-quantize: %s (%s)\n", err.msg, lv_status_str(st));
+            return 1;
+        }
+        return 0;
+    }
+    fprintf(stderr, "llava-quantize: unknown format '%s'\n", fmt);
+    return 1;
+#else
+    (void)src;
+    (void)a;
+    (void)ps;
+    fprintf(stderr, "llava-quantize: --format %s: the GGUF writer is not built into this binary\n",
+            fmt);
+    return 1;
+#endif
+}
+
+int main(int argc, char **argv) {
+    args a;
+    if (!parse_args(argc, argv, &a)) return 1;
+    bool is_mlx = strcmp(a.format, "mlx-int4") == 0 || strcmp(a.format, "mlx-int8") == 0;
+    bool is_gguf = strcmp(a.format, "gguf-f16") == 0 || strcmp(a.format, "gguf-q8_0") == 0 ||
+                   strcmp(a.format, "gguf-q4_0") == 0 || strcmp(a.format, "gguf-q4_k") == 0;
+    if (!is_mlx && !is_gguf) {
+        fprintf(stderr,
+                "llava-quantize: unknown --format '%s'; one of mlx-int4, mlx-int8, gguf-f16, "
+                "gguf-q8_0, gguf-q4_0, gguf-q4_k\n",
+                a.format);
+        return 1;
+    }
+    struct stat sb;
+    if (!a.force && lstat(a.out, &sb) == 0) {
+        fprintf(stderr, "llava-quantize: %s already exists; pass --force to replace it\n", a.out);
+        return 1;
+    }
+    lv_err err = {{0}};
+    qsource *src = NULL;
+    lv_status st = a.random ? qsource_open_random(a.preset, a.seed, a.tokenizer, &src, &err)
+                            : qsource_open_dir(a.model, &src, &err);
+    if (st != LV_OK) {
+        fprintf(stderr, "llava-quantize: %s (%s)\n", err.msg, lv_status_str(st));
+        return 1;
+    }
+    progress_state ps = {
+        .tty = isatty(2) == 1, .bytes = is_mlx, .total_tensors = qsource_count(src)};
+    clock_gettime(CLOCK_MONOTONIC, &ps.t0);
+    int rc = 0;
+    if (is_gguf) {
+        if (a.force && lstat(a.out, &sb) == 0 && !S_ISDIR(sb.st_mode)) {
+            fprintf(stderr, "llava-quantize: %s exists and is not a directory\n", a.out);
+            rc = 1;
+        } else {
+            rc = run_gguf(src, &a, a.format, &ps);
+        }
+    } else {
+        const char *fail = getenv("LLAVA_QUANTIZE_FAIL_AFTER");
+        mlx_export_opts o = {
+            .bits = strcmp(a.format, "mlx-int4") == 0 ? 4 : 8,
+            .group = (int)a.group,
+            .quantize_vision = a.quantize_vision,
+            .overwrite = a.force,
+            .shard_bytes = a.shard_gb > 0 ? (uint64_t)(a.shard_gb * 1e9) : 0,
+            .threads = (int)a.threads,
+            .fail_after = fail ? atol(fail) : 0,
+            .cancel = &g_cancel,
+        };
+        signal(SIGINT, on_signal);
+        signal(SIGTERM, on_signal);
+        st = mlx_export(src, a.out, &o, on_progress, &ps, &err);
+        if (st != LV_OK) {
+            if (ps.tty) fputc('\n', stderr);
+            fprintf(stderr, "llava-quantize: %s (%s)\n", err.msg, lv_status_str(st));
+            rc = 1;
+        }
+    }
+    if (rc == 0)
+        fprintf(stderr, "llava-quantize: wrote %s (%s) in %.1fs\n", a.out, a.format, since(&ps.t0));
+    qsource_close(src);
+    return rc;
+}
