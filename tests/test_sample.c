@@ -238,6 +238,96 @@ static void parameters(void **state) {
     assert_float_equal(p.top_p, 0.9, 1e-6);
 }
 
+/* logit_bias (OpenAI): added to the raw logit before everything else. */
+static void logit_bias(void **state) {
+    (void)state;
+    const float logits[6] = {5, 1, 2, 0, 3, -1};
+    sample_params p;
+    sample_params_default(&p);
+    p.n_top_logprobs = 2;
+    sampler s;
+    sample_result r;
+
+    /* +100 forces a token */
+    p.n_logit_bias = 1;
+    p.logit_bias[0].id = 5;
+    p.logit_bias[0].bias = 100;
+    init(&s, 6, &p);
+    assert_int_equal(sampler_sample(&s, logits, &r), 5);
+    /* the logprob is of the biased distribution */
+    const float biased[6] = {5, 1, 2, 0, 3, 99};
+    assert_float_equal(r.logprob, log_softmax(biased, 6, 5), 1e-5);
+    sampler_deinit(&s);
+    p.temperature = 1.0f; /* also when sampling */
+    p.seed = 7;
+    init(&s, 6, &p);
+    for (int i = 0; i < 50; i++) assert_int_equal(sampler_sample(&s, logits, NULL), 5);
+    sampler_deinit(&s);
+
+    /* -100 bans it: greedy takes the next best, sampling never draws it */
+    p.logit_bias[0].id = 0;
+    p.logit_bias[0].bias = -100;
+    init(&s, 6, &p);
+    int counts[6];
+    histogram(&s, logits, 2000, counts);
+    assert_int_equal(counts[0], 0);
+    sampler_deinit(&s);
+    p.temperature = 0;
+    init(&s, 6, &p);
+    assert_int_equal(sampler_sample(&s, logits, NULL), 4);
+    sampler_deinit(&s);
+
+    /* duplicate ids sum: 1 + 3 + 2 = 6 > 5 */
+    p.n_logit_bias = 2;
+    p.logit_bias[0].id = 1;
+    p.logit_bias[0].bias = 3;
+    p.logit_bias[1].id = 1;
+    p.logit_bias[1].bias = 2;
+    init(&s, 6, &p);
+    assert_int_equal(sampler_sample(&s, logits, &r), 1);
+    const float summed[6] = {5, 6, 2, 0, 3, -1};
+    assert_float_equal(r.logprob, log_softmax(summed, 6, 1), 1e-5);
+    sampler_deinit(&s);
+    /* one of the two alone is not enough: 1 + 3 = 4 < 5 */
+    p.n_logit_bias = 1;
+    init(&s, 6, &p);
+    assert_int_equal(sampler_sample(&s, logits, NULL), 0);
+    sampler_deinit(&s);
+
+    /* ids >= vocab are ignored */
+    p.n_logit_bias = 2;
+    p.logit_bias[0].id = 6;
+    p.logit_bias[0].bias = 100;
+    p.logit_bias[1].id = 1000000;
+    p.logit_bias[1].bias = 100;
+    init(&s, 6, &p);
+    assert_int_equal(sampler_sample(&s, logits, &r), 0);
+    assert_float_equal(r.logprob, log_softmax(logits, 6, 0), 1e-5);
+    sampler_deinit(&s);
+
+    /* check() rejects |bias| > 100, NaN, negative ids and too many entries */
+    lv_err err = {{0}};
+    p.n_logit_bias = 1;
+    p.logit_bias[0].id = 2;
+    p.logit_bias[0].bias = 100.5f;
+    assert_int_equal(sample_params_check(&p, &err), LV_ERR_ARG);
+    assert_non_null(strstr(err.msg, "logit_bias"));
+    p.logit_bias[0].bias = -101;
+    assert_int_equal(sample_params_check(&p, &err), LV_ERR_ARG);
+    assert_int_equal(sampler_init(&s, 6, &p, &err), LV_ERR_ARG);
+    p.logit_bias[0].bias = NAN;
+    assert_int_equal(sample_params_check(&p, &err), LV_ERR_ARG);
+    p.logit_bias[0].bias = -100;
+    assert_int_equal(sample_params_check(&p, &err), LV_OK);
+    p.logit_bias[0].id = -1;
+    assert_int_equal(sample_params_check(&p, &err), LV_ERR_ARG);
+    p.logit_bias[0].id = 2;
+    p.n_logit_bias = SAMPLE_MAX_BIAS + 1;
+    assert_int_equal(sample_params_check(&p, &err), LV_ERR_ARG);
+    p.n_logit_bias = -1;
+    assert_int_equal(sample_params_check(&p, &err), LV_ERR_ARG);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(greedy_takes_first_max),
@@ -247,6 +337,7 @@ int main(void) {
         cmocka_unit_test(penalties),
         cmocka_unit_test(logprobs_after_temperature),
         cmocka_unit_test(parameters),
+        cmocka_unit_test(logit_bias),
     };
     return cmocka_run_group_tests_name("sample", tests, NULL, NULL);
 }

@@ -17,25 +17,36 @@
  *       preprocess ms, and for next the two Pillow bicubic resizes alone
  *       (grid fit + base squash) inside it.
  *
- *   llava-bench matmul [--rows R] [--cols C] [--n N] [--dtype f32|f16|bf16]
- *                      [--threads T]
+ *   llava-bench matmul [--rows R] [--cols C] [--n N] [--threads T] [--dtype D] [--group G]
+ *       D: f32, f16 (default), bf16; mlx2, mlx3, mlx4, mlx5, mlx6, mlx8 (MLX
+ *       affine, group G = 32/64/128, default 64, F16 scales and biases, made
+ *       by quant/mlx_affine's quantizer); q8_0, q4_0, q4_1, q4_k, q5_k, q6_k
+ *       (ggml blocks, random codes).
  *       One matmul y (N, R) = x (N, C) · Wᵀ on the cpu backend (T threads,
  *       default all cores) and on the scalar reference, random data. Defaults
  *       R = C = 4096, N = 1, f16. Each backend repeats until about a second
  *       has passed (at least 3 runs for cpu, 1 for ref) and reports its
  *       fastest run: ms, GFLOP/s (2·N·R·C) and GB/s of weight traffic
- *       (R·C·sizeof(dtype), read once per call), then cpu's speed-up over ref
+ *       (the weight's bytes, scales included, read once per call), then cpu's speed-up over ref
  *       and the relative difference ‖cpu − ref‖ / ‖ref‖ of the outputs.
  *       A weight smaller than the last-level cache is read from the cache
  *       after the first run: pick R·C above it to measure DRAM bandwidth.
+ *
+ *   llava-bench serve --model PATH [--streams N] [--tokens T] [--threads K] [--image FILE]
+ *       The continuous-batching worker driven in-process by N concurrent
+ *       streams, and by one in the same run: aggregate tokens/s and the
+ *       ratio (src/server/serve_bench.c says how each figure is measured).
  */
 #include "base/common.h"
 #include "backend/backend.h"
+#include "backend/quant.h"
+#include "quant/mlx_affine.h"
 #include "base/file.h"
 #include "image/anyres.h"
 #include "image/decode.h"
 #include "image/preprocess.h"
 #include "image/resample.h"
+#include "server/serve_bench.h"
 #include "text/tokenizer.h"
 
 #include <math.h>
@@ -64,9 +75,11 @@ static double now_s(void) {
 static int usage(void) {
     fprintf(stderr,
             "usage: llava-bench tokenizer --tokenizer PATH [--text FILE] [--repeat N]\n"
+            "       llava-bench serve --model PATH [--streams N] [--tokens T] [--image FILE]\n"
             "       llava-bench image --image FILE [--repeat N] [--processor next|clip|pad]\n"
-            "       llava-bench matmul [--rows R] [--cols C] [--n N] [--dtype f32|f16|bf16] "
-            "[--threads T]\n");
+            "       llava-bench matmul [--rows R] [--cols C] [--n N] [--threads T]\n"
+            "                          [--dtype f32|f16|bf16|mlx2..mlx8|q8_0|q4_0|q4_1|q4_k|q5_k|"
+            "q6_k] [--group G]\n");
     return 2;
 }
 
@@ -245,9 +258,125 @@ static double time_matmul(be *b, float *y, const float *x, const be_weight *w, i
     return best;
 }
 
+/* --dtype names: plain types, MLX affine (mlxB, group from --group), ggml blocks. */
+static const struct {
+    const char *name;
+    be_dtype dtype;
+    int bits; /* MLX only */
+} MATMUL_DTYPES[] = {
+    {"f32", BE_F32, 0},   {"f16", BE_F16, 0},   {"bf16", BE_BF16, 0}, {"mlx2", BE_MLX, 2},
+    {"mlx3", BE_MLX, 3},  {"mlx4", BE_MLX, 4},  {"mlx5", BE_MLX, 5},  {"mlx6", BE_MLX, 6},
+    {"mlx8", BE_MLX, 8},  {"q8_0", BE_Q8_0, 0}, {"q4_0", BE_Q4_0, 0}, {"q4_1", BE_Q4_1, 0},
+    {"q4_k", BE_Q4_K, 0}, {"q5_k", BE_Q5_K, 0}, {"q6_k", BE_Q6_K, 0},
+};
+
+static uint32_t lcg(uint32_t *seed) {
+    *seed = *seed * 1664525u + 1013904223u;
+    return *seed;
+}
+
+/* A random half of magnitude in [2^-9, 2^-4), either sign (block scales). */
+static uint16_t rnd_half_scale(uint32_t *seed) {
+    uint32_t r = lcg(seed);
+    return (uint16_t)((r >> 31) << 15 | (6 + (r >> 20) % 5) << 10 | (r >> 8 & 0x3ff));
+}
+
+/* float -> half, round to nearest even (normal range and subnormals; no overflow here). */
+static uint16_t f32_to_f16(float f) {
+    uint32_t x;
+    memcpy(&x, &f, 4);
+    uint32_t sign = (x >> 16) & 0x8000, ax = x & 0x7fffffff;
+    if (ax < 0x33000000) return (uint16_t)sign;
+    int e = (int)(ax >> 23);
+    uint32_t m = (ax & 0x7fffff) | 0x800000, h, rem, half;
+    if (e < 113) {
+        int shift = 126 - e;
+        h = m >> shift, rem = m & ((1u << shift) - 1), half = 1u << (shift - 1);
+    } else {
+        h = ((uint32_t)(e - 112) << 10) | ((m >> 13) & 0x3ff), rem = m & 0x1fff, half = 0x1000;
+    }
+    if (rem > half || (rem == half && (h & 1))) h++;
+    return (uint16_t)(sign | h);
+}
+
+/* Random weights of any dtype into *wdata (+ MLX side data in *side). */
+static int make_weight(be_dtype dtype, int rows, int cols, be_quant *q, unsigned char **wdata,
+                       unsigned char **side, size_t *bytes) {
+    uint32_t seed = 12345;
+    size_t rb = be_row_bytes(dtype, cols, q), n_w = (size_t)rows * cols;
+    if (!rb) {
+        fprintf(stderr, "llava-bench: --cols %d is not whole blocks of %s\n", cols,
+                be_dtype_name(dtype));
+        return 1;
+    }
+    *wdata = malloc(rb * rows);
+    if (!*wdata) return 1;
+    *bytes = rb * rows;
+    if (dtype == BE_MLX) { /* MLX's own quantizer on random rows, F16 scales and biases */
+        size_t ng = (size_t)rows * (cols / q->group);
+        *side = malloc(ng * 4);
+        float *row = malloc((size_t)cols * 4), *sc = malloc((size_t)cols / q->group * 8);
+        if (!*side || !row || !sc) {
+            free(row);
+            free(sc);
+            return 1;
+        }
+        float *bi = sc + cols / q->group;
+        for (int r = 0; r < rows; r++) {
+            for (int c = 0; c < cols; c++) row[c] = (float)(lcg(&seed) >> 8) / 8388608.0f - 1.0f;
+            lv_err err;
+            if (mlx_affine_quantize(row, 1, cols, q->bits, q->group, (uint32_t *)(*wdata + rb * r),
+                                    sc, bi, &err)) {
+                fprintf(stderr, "llava-bench: %s\n", err.msg);
+                free(row);
+                free(sc);
+                return 1;
+            }
+            for (int g = 0; g < cols / q->group; g++) {
+                uint16_t hs = f32_to_f16(sc[g]), hb = f32_to_f16(bi[g]);
+                memcpy(*side + 2 * ((size_t)r * (cols / q->group) + g), &hs, 2);
+                memcpy(*side + 2 * (ng + (size_t)r * (cols / q->group) + g), &hb, 2);
+            }
+        }
+        free(row);
+        free(sc);
+        q->scale_dtype = BE_F16;
+        q->scales = *side;
+        q->biases = *side + 2 * ng;
+        *bytes += ng * 4;
+    } else if (be_dtype_quantized(dtype)) { /* random codes, sane f16 scales */
+        for (size_t i = 0; i < rb * rows; i++) (*wdata)[i] = (unsigned char)(lcg(&seed) >> 24);
+        int bb = be_block_bytes(dtype);
+        for (size_t b = 0; b < rb * rows / bb; b++) {
+            unsigned char *blk = *wdata + b * bb;
+            uint16_t h1 = rnd_half_scale(&seed), h2 = rnd_half_scale(&seed);
+            if (dtype == BE_Q6_K) {
+                memcpy(blk + 208, &h1, 2);
+            } else {
+                memcpy(blk, &h1, 2);
+                if (dtype == BE_Q4_1 || dtype == BE_Q4_K || dtype == BE_Q5_K)
+                    memcpy(blk + 2, &h2, 2);
+            }
+        }
+    } else { /* random weights in [-1, 1) (bf16/f16 as their rounded-down halves) */
+        for (size_t i = 0; i < n_w; i++) {
+            float f = (float)(lcg(&seed) >> 8) / 8388608.0f - 1.0f;
+            uint32_t u;
+            memcpy(&u, &f, 4);
+            uint16_t h = dtype == BE_BF16 ? (uint16_t)(u >> 16)
+                                          : (uint16_t)((u >> 16 & 0x8000) | (seed >> 8 & 0x3ff) |
+                                                       (uint16_t)(10 + (seed >> 20) % 5) << 10);
+            if (dtype == BE_F32)
+                memcpy(*wdata + 4 * i, &f, 4);
+            else
+                memcpy(*wdata + 2 * i, &h, 2);
+        }
+    }
+    return 0;
+}
+
 static int bench_matmul(int argc, char **argv) {
-    int rows = 4096, cols = 4096, n = 1, threads = 0;
-    be_dtype dtype = BE_F16;
+    int rows = 4096, cols = 4096, n = 1, threads = 0, group = 64, di = 1;
     for (int i = 0; i < argc; i++) {
         if (i + 1 >= argc) return usage();
         if (strcmp(argv[i], "--rows") == 0)
@@ -258,23 +387,23 @@ static int bench_matmul(int argc, char **argv) {
             n = atoi(argv[++i]);
         else if (strcmp(argv[i], "--threads") == 0)
             threads = atoi(argv[++i]);
+        else if (strcmp(argv[i], "--group") == 0)
+            group = atoi(argv[++i]);
         else if (strcmp(argv[i], "--dtype") == 0) {
             const char *d = argv[++i];
-            if (strcmp(d, "f32") == 0)
-                dtype = BE_F32;
-            else if (strcmp(d, "f16") == 0)
-                dtype = BE_F16;
-            else if (strcmp(d, "bf16") == 0)
-                dtype = BE_BF16;
-            else
-                return usage();
+            di = -1;
+            for (size_t k = 0; k < LV_ARRAY_LEN(MATMUL_DTYPES); k++)
+                if (strcmp(d, MATMUL_DTYPES[k].name) == 0) di = (int)k;
+            if (di < 0) return usage();
         } else
             return usage();
     }
     if (rows < 1 || cols < 1 || n < 1) return usage();
+    be_dtype dtype = MATMUL_DTYPES[di].dtype;
+    be_quant q = {.bits = MATMUL_DTYPES[di].bits, .group = group};
 
-    size_t esize = dtype == BE_F32 ? 4 : 2, n_w = (size_t)rows * cols;
-    unsigned char *wdata = malloc(n_w * esize);
+    unsigned char *wdata = NULL, *side = NULL;
+    size_t bytes_w = 0, n_w = (size_t)rows * cols;
     float *x = malloc((size_t)n * cols * sizeof *x);
     float *y_cpu = malloc((size_t)n * rows * sizeof *y_cpu);
     float *y_ref = malloc((size_t)n * rows * sizeof *y_ref);
@@ -282,45 +411,34 @@ static int bench_matmul(int argc, char **argv) {
     be_weight w_cpu = {0}, w_ref = {0};
     lv_err err;
     int rc = 1;
-    if (!wdata || !x || !y_cpu || !y_ref) {
-        fprintf(stderr, "llava-bench: out of memory\n");
+    if (!x || !y_cpu || !y_ref || make_weight(dtype, rows, cols, &q, &wdata, &side, &bytes_w)) {
+        fprintf(stderr, "llava-bench: cannot make the weight\n");
         goto done;
     }
-    /* Random weights in [-1, 1) (as float32 bits; bf16/f16 as their rounded-down halves). */
-    uint32_t seed = 12345;
-    for (size_t i = 0; i < n_w; i++) {
-        seed = seed * 1664525u + 1013904223u;
-        float f = (float)(seed >> 8) / 8388608.0f - 1.0f;
-        uint32_t u;
-        memcpy(&u, &f, 4);
-        uint16_t h = dtype == BE_BF16 ? (uint16_t)(u >> 16)
-                                      : (uint16_t)((u >> 16 & 0x8000) | (seed >> 8 & 0x3ff) |
-                                                   (uint16_t)(10 + (seed >> 20) % 5) << 10);
-        if (dtype == BE_F32)
-            memcpy(wdata + 4 * i, &f, 4);
-        else
-            memcpy(wdata + 2 * i, &h, 2);
-    }
-    for (size_t i = 0; i < (size_t)n * cols; i++) {
-        seed = seed * 1664525u + 1013904223u;
-        x[i] = (float)(seed >> 8) / 8388608.0f - 1.0f;
-    }
+    uint32_t seed = 777;
+    for (size_t i = 0; i < (size_t)n * cols; i++)
+        x[i] = (float)(lcg(&seed) >> 8) / 8388608.0f - 1.0f;
+    const be_quant *qp = dtype == BE_MLX ? &q : NULL;
     if (cpu.ops->init(&cpu, threads, &err) != LV_OK || ref.ops->init(&ref, 1, &err) != LV_OK ||
-        cpu.ops->weight_init(&cpu, &w_cpu, dtype, rows, cols, wdata, &err) != LV_OK ||
-        ref.ops->weight_init(&ref, &w_ref, dtype, rows, cols, wdata, &err) != LV_OK) {
+        cpu.ops->weight_init(&cpu, &w_cpu, dtype, rows, cols, wdata, qp, &err) != LV_OK ||
+        ref.ops->weight_init(&ref, &w_ref, dtype, rows, cols, wdata, qp, &err) != LV_OK) {
         fprintf(stderr, "llava-bench: %s\n", err.msg);
         goto done;
     }
     double t_cpu = time_matmul(&cpu, y_cpu, x, &w_cpu, n, 3, 1.0);
     double t_ref = time_matmul(&ref, y_ref, x, &w_ref, n, 1, 1.0);
-    double flop = 2.0 * n * (double)n_w, bytes = (double)n_w * (double)esize, num = 0, den = 0;
+    double flop = 2.0 * n * (double)n_w, bytes = (double)bytes_w, num = 0, den = 0;
     for (size_t i = 0; i < (size_t)n * rows; i++) {
         num += ((double)y_cpu[i] - y_ref[i]) * ((double)y_cpu[i] - y_ref[i]);
         den += (double)y_ref[i] * y_ref[i];
     }
-    static const char *names[] = {"f32", "f16", "bf16"};
-    printf("matmul: y (%d, %d) = x (%d, %d) . W^T, W %s (%.1f MB)\n", n, rows, n, cols,
-           names[dtype], bytes / 1e6);
+    char label[32];
+    if (dtype == BE_MLX)
+        snprintf(label, sizeof label, "mlx %d-bit g%d", q.bits, q.group);
+    else
+        snprintf(label, sizeof label, "%s", MATMUL_DTYPES[di].name);
+    printf("matmul: y (%d, %d) = x (%d, %d) . W^T, W %s (%.1f MB, %.3f bytes/weight)\n", n, rows, n,
+           cols, label, bytes / 1e6, bytes / (double)n_w);
     printf("  cpu (%2d threads): %9.3f ms  %8.2f GFLOP/s  %8.2f GB/s\n", cpu.n_threads, t_cpu * 1e3,
            flop / t_cpu / 1e9, bytes / t_cpu / 1e9);
     printf("  ref ( 1 thread ): %9.3f ms  %8.2f GFLOP/s  %8.2f GB/s\n", t_ref * 1e3,
@@ -337,6 +455,7 @@ done:
     free(y_cpu);
     free(x);
     free(wdata);
+    free(side);
     return rc;
 }
 
@@ -344,5 +463,6 @@ int main(int argc, char **argv) {
     if (argc >= 2 && strcmp(argv[1], "tokenizer") == 0) return bench_tokenizer(argc - 2, argv + 2);
     if (argc >= 2 && strcmp(argv[1], "image") == 0) return bench_image(argc - 2, argv + 2);
     if (argc >= 2 && strcmp(argv[1], "matmul") == 0) return bench_matmul(argc - 2, argv + 2);
+    if (argc >= 2 && strcmp(argv[1], "serve") == 0) return serve_bench_main(argc - 2, argv + 2);
     return usage();
 }

@@ -3,7 +3,9 @@
  *
  *   encode_images   every image → rows, concatenated in prompt order
  *   llava_prefill   the prompt with the rows in place of the <image> ids
- *   decode_loop     sample → stream text → stop? → decode the token
+ *   gen_state_step  sample → stream text → stop? (the per-request rules,
+ *                   shared with the server's scheduler)
+ *   llava_decode    the chosen token through the model, then step again
  *
  * The loop follows transformers generate(): the first token comes from the
  * prefill's logits, each later one from the forward pass of the token
@@ -74,46 +76,35 @@ static lv_status encode_images(llava *m, const img_tensor *images, int n_images,
 
 /* ---- text and stop strings ------------------------------------------------------ */
 
-typedef struct {
-    const gen_params *p;
-    const gen_callbacks *cb;
-    tok_stream stream;
-    lv_buf text;    /* everything decoded so far */
-    size_t emitted; /* bytes of text passed to on_text */
-    size_t cut;     /* text length once a stop string is found; SIZE_MAX while none is */
-    size_t scanned; /* text before this offset holds no complete stop string */
-} text_state;
-
 static const char *find_bytes(const char *hay, size_t n, const char *needle, size_t m) {
     for (size_t i = 0; m <= n && i <= n - m; i++)
         if (memcmp(hay + i, needle, m) == 0) return hay + i;
     return NULL;
 }
 
-/* Sets ts->cut at the earliest stop string in the text, if there is one. */
-static void find_stop(text_state *ts) {
+/* Sets g->cut at the earliest stop string in the text, if there is one. */
+static void find_stop(gen_state *g) {
     size_t max_len = 0;
-    for (int i = 0; i < ts->p->n_stop; i++) {
-        size_t n = strlen(ts->p->stop[i]);
+    for (int i = 0; i < g->p->n_stop; i++) {
+        size_t n = strlen(g->p->stop[i]);
         if (n > max_len) max_len = n;
     }
-    size_t from = ts->scanned > max_len ? ts->scanned - max_len + 1 : 0;
-    for (int i = 0; i < ts->p->n_stop; i++) {
-        const char *hit = find_bytes(ts->text.data + from, ts->text.len - from, ts->p->stop[i],
-                                     strlen(ts->p->stop[i]));
-        if (hit && (size_t)(hit - ts->text.data) < ts->cut) ts->cut = hit - ts->text.data;
+    size_t from = g->scanned > max_len ? g->scanned - max_len + 1 : 0;
+    for (int i = 0; i < g->p->n_stop; i++) {
+        const char *hit = find_bytes(g->text.data + from, g->text.len - from, g->p->stop[i],
+                                     strlen(g->p->stop[i]));
+        if (hit && (size_t)(hit - g->text.data) < g->cut) g->cut = hit - g->text.data;
     }
-    ts->scanned = ts->text.len;
+    g->scanned = g->text.len;
 }
 
 /* Bytes at the end of the text that begin some stop string (held back). */
-static size_t stop_prefix_len(const text_state *ts) {
+static size_t stop_prefix_len(const gen_state *g) {
     size_t hold = 0;
-    for (int i = 0; i < ts->p->n_stop; i++) {
-        size_t n = strlen(ts->p->stop[i]);
+    for (int i = 0; i < g->p->n_stop; i++) {
+        size_t n = strlen(g->p->stop[i]);
         for (size_t k = n - 1; k > hold; k--)
-            if (k <= ts->text.len &&
-                memcmp(ts->text.data + ts->text.len - k, ts->p->stop[i], k) == 0) {
+            if (k <= g->text.len && memcmp(g->text.data + g->text.len - k, g->p->stop[i], k) == 0) {
                 hold = k;
                 break;
             }
@@ -123,29 +114,29 @@ static size_t stop_prefix_len(const text_state *ts) {
 
 /* Passes the final part of the text to on_text: up to the stop string, or
  * (at_end false) up to what could still begin one. */
-static void release_text(text_state *ts, bool at_end) {
-    size_t end = ts->cut != SIZE_MAX ? ts->cut : ts->text.len;
-    if (ts->cut == SIZE_MAX && !at_end) end -= stop_prefix_len(ts);
-    if (end > ts->emitted && ts->cb && ts->cb->on_text)
-        ts->cb->on_text(ts->cb->ud, ts->text.data + ts->emitted, end - ts->emitted);
-    if (end > ts->emitted) ts->emitted = end;
+static void release_text(gen_state *g, bool at_end) {
+    size_t end = g->cut != SIZE_MAX ? g->cut : g->text.len;
+    if (g->cut == SIZE_MAX && !at_end) end -= stop_prefix_len(g);
+    if (end > g->emitted && g->cb && g->cb->on_text)
+        g->cb->on_text(g->cb->ud, g->text.data + g->emitted, end - g->emitted);
+    if (end > g->emitted) g->emitted = end;
 }
 
 /* Adds the text of id (or, id < 0, what the stream still holds). */
-static lv_status add_text(text_state *ts, int32_t id, lv_err *err) {
+static lv_status add_text(gen_state *g, int32_t id, lv_err *err) {
     char piece[1024];
-    int n = id >= 0 ? tok_stream_push(&ts->stream, id, piece, sizeof piece)
-                    : tok_stream_flush(&ts->stream, piece, sizeof piece);
+    int n = id >= 0 ? tok_stream_push(&g->stream, id, piece, sizeof piece)
+                    : tok_stream_flush(&g->stream, piece, sizeof piece);
     if (n <= 0) return LV_OK; /* nothing completed, or an id the tokenizer lacks (padding rows) */
-    if (lv_buf_append(&ts->text, piece, (size_t)n))
+    if (lv_buf_append(&g->text, piece, (size_t)n))
         return lv_fail(err, LV_ERR_NOMEM, "out of memory for the generated text");
-    if (ts->p->n_stop) find_stop(ts);
+    if (g->p->n_stop) find_stop(g);
     return LV_OK;
 }
 
-/* ---- the loop ------------------------------------------------------------------------ */
+/* ---- the state ----------------------------------------------------------------------- */
 
-static bool is_eos(const llava *m, int32_t id) {
+bool gen_is_eos(const llava *m, int32_t id) {
     const lv_generation_config *gc = &m->md.generation_config;
     const lv_text_config *tc = &m->md.config.text;
     int n = gc->has_eos_token_id ? gc->n_eos : tc->n_eos;
@@ -155,47 +146,103 @@ static bool is_eos(const llava *m, int32_t id) {
     return false;
 }
 
-static bool cancelled(const text_state *ts) {
-    return ts->cb && ts->cb->cancelled && ts->cb->cancelled(ts->cb->ud);
+lv_status gen_state_init(gen_state *g, llava *m, const int32_t *prompt, int n_prompt,
+                         const gen_params *p, const gen_callbacks *cb, lv_err *err) {
+    memset(g, 0, sizeof *g);
+    lv_status st = check_params(p, err);
+    if (st) return st;
+    g->cap_ids = p->max_tokens < 256 ? p->max_tokens : 256; /* grows: max_tokens may be huge */
+    g->ids = malloc((size_t)g->cap_ids * sizeof *g->ids);
+    if (!g->ids) return lv_fail(err, LV_ERR_NOMEM, "out of memory for %d tokens", g->cap_ids);
+    if ((st = sampler_init(&g->sm, m->text.vocab_size, &p->sampling, err))) {
+        free(g->ids);
+        g->ids = NULL;
+        return st;
+    }
+    sampler_reset(&g->sm, prompt, n_prompt);
+    g->m = m;
+    g->p = p;
+    g->cb = cb;
+    g->cut = SIZE_MAX;
+    g->finish_reason = "length";
+    g->next = -1;
+    tok_stream_init(&g->stream, m->tok, true);
+    return LV_OK;
 }
 
-static lv_status decode_loop(llava *m, llm_seq *s, sampler *sm, float *logits, text_state *ts,
-                             gen_result *out, lv_err *err) {
-    const gen_params *p = ts->p;
-    out->finish_reason = "length";
-    for (int i = 0; i < p->max_tokens; i++) {
-        double t0 = now_ms();
-        sample_result r;
-        int32_t id = sampler_sample(sm, logits, &r);
-        sampler_accept(sm, id);
-        out->ids[out->n_ids++] = id;
-        if (ts->cb && ts->cb->on_token)
-            ts->cb->on_token(ts->cb->ud, &(gen_token){i, id, logits, m->text.vocab_size, &r});
-        bool eos = !p->ignore_eos && is_eos(m, id);
-        lv_status st = eos ? LV_OK : add_text(ts, id, err);
-        if (st) return st;
-        out->timings.sample_ms += now_ms() - t0;
-        if (eos || ts->cut != SIZE_MAX) {
-            out->finish_reason = "stop";
-            return LV_OK;
-        }
-        release_text(ts, false);
-        if (i + 1 == p->max_tokens || s->pos >= s->ctx) return LV_OK;
-        if (cancelled(ts))
-            return lv_fail(err, LV_ERR_CANCELLED, "cancelled after %d tokens", i + 1);
-        double t1 = now_ms();
-        if ((st = llava_decode(m, s, id, logits, err))) return st;
-        out->timings.decode_ms += now_ms() - t1;
-        out->timings.n_decode++;
+lv_status gen_state_step(gen_state *g, const float *logits, bool ctx_full, lv_err *err) {
+    const gen_params *p = g->p;
+    if (g->n_ids == g->cap_ids) {
+        int cap = g->cap_ids > p->max_tokens / 2 ? p->max_tokens : 2 * g->cap_ids;
+        int32_t *grown = realloc(g->ids, (size_t)cap * sizeof *grown);
+        if (!grown) return lv_fail(err, LV_ERR_NOMEM, "out of memory for %d tokens", cap);
+        g->ids = grown;
+        g->cap_ids = cap;
     }
+    double t0 = now_ms();
+    sample_result r;
+    int32_t id = sampler_sample(&g->sm, logits, &r);
+    sampler_accept(&g->sm, id);
+    int index = g->n_ids;
+    g->ids[g->n_ids++] = id;
+    if (g->cb && g->cb->on_token)
+        g->cb->on_token(g->cb->ud, &(gen_token){index, id, logits, g->m->text.vocab_size, &r});
+    bool eos = !p->ignore_eos && gen_is_eos(g->m, id);
+    lv_status st = eos ? LV_OK : add_text(g, id, err);
+    g->timings.sample_ms += now_ms() - t0;
+    if (st) return st;
+    if (eos || g->cut != SIZE_MAX) {
+        g->done = true;
+        g->finish_reason = "stop";
+        return LV_OK;
+    }
+    release_text(g, false);
+    if (g->n_ids == p->max_tokens || ctx_full) {
+        g->done = true;
+        g->finish_reason = "length";
+        return LV_OK;
+    }
+    g->next = id;
     return LV_OK;
+}
+
+lv_status gen_state_finish(gen_state *g, gen_result *out, lv_err *err) {
+    memset(out, 0, sizeof *out);
+    lv_status st;
+    if (g->cut == SIZE_MAX && (st = add_text(g, -1, err))) return st; /* held UTF-8 bytes */
+    if (g->cut != SIZE_MAX) g->finish_reason = "stop";
+    release_text(g, true);
+    out->text_len = g->cut != SIZE_MAX ? g->cut : g->text.len;
+    out->text = malloc(out->text_len + 1);
+    if (!out->text) return lv_fail(err, LV_ERR_NOMEM, "out of memory");
+    if (out->text_len) memcpy(out->text, g->text.data, out->text_len);
+    out->text[out->text_len] = '\0';
+    out->ids = g->ids;
+    out->n_ids = g->n_ids;
+    g->ids = NULL;
+    g->n_ids = 0;
+    out->finish_reason = g->finish_reason;
+    out->timings = g->timings;
+    return LV_OK;
+}
+
+void gen_state_deinit(gen_state *g) {
+    sampler_deinit(&g->sm);
+    lv_buf_free(&g->text);
+    free(g->ids);
+    memset(g, 0, sizeof *g);
+}
+
+/* ---- gen_run ------------------------------------------------------------------------- */
+
+static bool cancelled(const gen_callbacks *cb) {
+    return cb && cb->cancelled && cb->cancelled(cb->ud);
 }
 
 /* Prefill and decode with the images' rows ready. */
 static lv_status run_sequence(llava *m, const int32_t *prompt, int n_prompt, const float *rows,
-                              int n_rows, bool have_images, text_state *ts, gen_result *out,
-                              lv_err *err) {
-    const gen_params *p = ts->p;
+                              int n_rows, bool have_images, gen_state *g, lv_err *err) {
+    const gen_params *p = g->p;
     int max_ctx = m->text.max_ctx;
     if (n_prompt > max_ctx)
         return lv_fail(err, LV_ERR_ARG,
@@ -203,27 +250,30 @@ static lv_status run_sequence(llava *m, const int32_t *prompt, int n_prompt, con
                        max_ctx);
     int ctx = (long)n_prompt + p->max_tokens < max_ctx ? n_prompt + p->max_tokens : max_ctx;
     llm_seq s;
-    sampler sm;
     float *logits = malloc((size_t)m->text.vocab_size * sizeof *logits);
-    out->ids = malloc((size_t)p->max_tokens * sizeof *out->ids);
-    lv_status st = logits && out->ids ? LV_OK : lv_fail(err, LV_ERR_NOMEM, "out of memory");
+    lv_status st = logits ? LV_OK : lv_fail(err, LV_ERR_NOMEM, "out of memory");
     memset(&s, 0, sizeof s);
-    memset(&sm, 0, sizeof sm);
-    if (st || (st = llm_seq_init(&m->text, ctx, LLAVA_BATCH, &s, err)) ||
-        (st = sampler_init(&sm, m->text.vocab_size, &p->sampling, err)))
-        goto done;
-    sampler_reset(&sm, prompt, n_prompt);
-    if (cancelled(ts)) {
+    if (st || (st = llm_seq_init(&m->text, ctx, LLAVA_BATCH, &s, err))) goto done;
+    if (cancelled(g->cb)) {
         st = lv_fail(err, LV_ERR_CANCELLED, "cancelled before prefill");
         goto done;
     }
     double t0 = now_ms();
     st = llava_prefill(m, &s, prompt, n_prompt, have_images ? rows : NULL, n_rows, logits, err);
-    out->timings.prefill_ms = now_ms() - t0;
-    out->timings.n_prefill = n_prompt;
-    if (!st) st = decode_loop(m, &s, &sm, logits, ts, out, err);
+    g->timings.prefill_ms = now_ms() - t0;
+    g->timings.n_prefill = n_prompt;
+    while (!st) {
+        if ((st = gen_state_step(g, logits, s.pos >= s.ctx, err)) || g->done) break;
+        if (cancelled(g->cb)) {
+            st = lv_fail(err, LV_ERR_CANCELLED, "cancelled after %d tokens", g->n_ids);
+            break;
+        }
+        double t1 = now_ms();
+        if ((st = llava_decode(m, &s, g->next, logits, err))) break;
+        g->timings.decode_ms += now_ms() - t1;
+        g->timings.n_decode++;
+    }
 done:
-    sampler_deinit(&sm);
     llm_seq_deinit(&s);
     free(logits);
     return st;
@@ -234,29 +284,17 @@ lv_status gen_run(llava *m, const int32_t *prompt, int n_prompt, const img_tenso
                   lv_err *err) {
     memset(out, 0, sizeof *out);
     if (!m->loaded) return lv_fail(err, LV_ERR_ARG, "the model's weights are not loaded");
-    lv_status st = check_params(p, err);
+    gen_state g;
+    lv_status st = gen_state_init(&g, m, prompt, n_prompt, p, cb, err);
     if (st) return st;
-    text_state ts = {.p = p, .cb = cb, .cut = SIZE_MAX};
-    tok_stream_init(&ts.stream, m->tok, true);
     float *rows = NULL;
     int n_rows = 0;
-    if ((st = encode_images(m, images, n_images, &rows, &n_rows, &out->timings, err))) goto done;
-    st = run_sequence(m, prompt, n_prompt, rows, n_rows, n_images > 0, &ts, out, err);
-    if (st) goto done;
-    if (ts.cut == SIZE_MAX && (st = add_text(&ts, -1, err))) goto done; /* held UTF-8 bytes */
-    if (ts.cut != SIZE_MAX) out->finish_reason = "stop";
-    release_text(&ts, true);
-    out->text_len = ts.cut != SIZE_MAX ? ts.cut : ts.text.len;
-    out->text = malloc(out->text_len + 1);
-    if (!out->text) {
-        st = lv_fail(err, LV_ERR_NOMEM, "out of memory");
-        goto done;
-    }
-    if (out->text_len) memcpy(out->text, ts.text.data, out->text_len);
-    out->text[out->text_len] = '\0';
+    if ((st = encode_images(m, images, n_images, &rows, &n_rows, &g.timings, err))) goto done;
+    st = run_sequence(m, prompt, n_prompt, rows, n_rows, n_images > 0, &g, err);
+    if (!st) st = gen_state_finish(&g, out, err);
 done:
     free(rows);
-    lv_buf_free(&ts.text);
+    gen_state_deinit(&g);
     if (st) gen_result_free(out);
     return st;
 }

@@ -16,7 +16,9 @@
 #include "base/common.h"
 #include "engine/sample.h"
 #include "image/image.h"
+#include "base/buf.h"
 #include "model/llava.h"
+#include "text/tokenizer.h"
 
 #include <stdbool.h>
 
@@ -91,5 +93,70 @@ lv_status gen_run(llava *m, const int32_t *prompt, int n_prompt, const img_tenso
                   lv_err *err);
 
 void gen_result_free(gen_result *r); /* zeroed: no-op */
+
+/* ---- one request, a token at a time ------------------------------------------------ */
+
+/*
+ * The per-request rules of generation as a state to advance one token at a
+ * time: the sampler, the generated ids, max_tokens, EOS, the end of the
+ * context, stop strings (found across tokens) and the streamed
+ * detokenizer. gen_run drives one with llava_prefill / llava_decode; the
+ * server's scheduler drives many, one batched forward per step. Both thus
+ * follow the same rules.
+ *
+ *     gen_state g;
+ *     gen_state_init(&g, m, prompt, n_prompt, &params, &cb, &err);
+ *     ... prefill → logits ...
+ *     for (;;) {
+ *         gen_state_step(&g, logits, s.pos >= s.ctx, &err);  // sample, stream, stop?
+ *         if (g.done) break;
+ *         ... forward g.next → logits ...
+ *     }
+ *     gen_state_finish(&g, &result, &err);  // flush the text, fill the result
+ *     gen_state_deinit(&g);
+ */
+typedef struct {
+    llava *m; /* borrowed */
+    const gen_params *p;
+    const gen_callbacks *cb;
+    sampler sm;
+    tok_stream stream;
+    lv_buf text;    /* everything decoded so far */
+    size_t emitted; /* bytes of text passed to on_text */
+    size_t cut;     /* text length once a stop string is found; SIZE_MAX while none is */
+    size_t scanned; /* text before this offset holds no complete stop string */
+    int32_t *ids;   /* (cap_ids) generated ids */
+    int n_ids, cap_ids;
+    bool done;                 /* no more tokens: finish_reason says why */
+    const char *finish_reason; /* "stop" or "length" once done */
+    int32_t next;              /* when !done: the token to run through the model next */
+    gen_timings timings;       /* sample_ms here; the driver adds the rest */
+} gen_state;
+
+/* Checks p (LV_ERR_ARG) and allocates (LV_ERR_NOMEM) for a request with
+ * this prompt (its ids feed the repetition penalty). p and cb are borrowed
+ * and must outlive g; cb may be NULL. On failure nothing is held. */
+lv_status gen_state_init(gen_state *g, llava *m, const int32_t *prompt, int n_prompt,
+                         const gen_params *p, const gen_callbacks *cb, lv_err *err);
+
+/*
+ * Chooses the next token from logits (vocab: the prefill's last row, or the
+ * forward of g->next), reports it (on_token), streams the text that became
+ * final (on_text) and decides: done (EOS or a stop string: "stop";
+ * max_tokens or ctx_full, the sequence has no room for another position:
+ * "length"), or g->next is to be run. Called only while !done. Errors:
+ * LV_ERR_NOMEM.
+ */
+lv_status gen_state_step(gen_state *g, const float *logits, bool ctx_full, lv_err *err);
+
+/* After the last step: flushes the detokenizer, streams the rest of the
+ * text and moves ids, text, finish_reason and timings into out (released
+ * with gen_result_free). On failure out is zeroed. */
+lv_status gen_state_finish(gen_state *g, gen_result *out, lv_err *err);
+
+void gen_state_deinit(gen_state *g); /* zeroed: no-op */
+
+/* Whether id ends generation (the generation config's EOS ids, else the text config's). */
+bool gen_is_eos(const llava *m, int32_t id);
 
 #endif

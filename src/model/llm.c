@@ -160,3 +160,189 @@ lv_status llm_forward(const llm *m, llm_seq *s, int n, float *logits, bool all_l
         logits_of_row(m, s, n - 1, logits);
     return LV_OK;
 }
+
+/* ---- several sequences in one forward ---------------------------------- */
+
+size_t llm_kv_bytes_per_pos(const llm *m) {
+    return 2 * (size_t)m->n_layers * (size_t)m->kv_dim * sizeof(float);
+}
+
+void llm_seq_drop_scratch(llm_seq *s) {
+    if (!s->m) return;
+    be *b = s->m->b;
+    void *all[] = {s->x, s->xb, s->q, s->att, s->hb, s->hb2, s->logits, s->ids, s->posv};
+    for (size_t i = 0; i < LV_ARRAY_LEN(all); i++) b->ops->release(b, all[i]);
+    free(s->host_pos);
+    s->x = s->xb = s->q = s->att = s->hb = s->hb2 = s->logits = NULL;
+    s->ids = NULL;
+    s->posv = s->host_pos = NULL;
+    s->max_batch = 0;
+}
+
+lv_status llm_batch_init(const llm *m, int max_rows, int max_seqs, llm_batch *bt, lv_err *err) {
+    memset(bt, 0, sizeof *bt);
+    if (max_rows < 1 || max_seqs < 1 || max_seqs > max_rows)
+        return lv_fail(err, LV_ERR_ARG,
+                       "batch of %d rows and %d sequences; expected rows >= 1 and "
+                       "1 <= sequences <= rows",
+                       max_rows, max_seqs);
+    int rows = max_rows < 2 ? 2 : max_rows; /* room for the padding row */
+    int seqs = max_seqs < 2 ? 2 : max_seqs;
+    be *b = m->b;
+    size_t f = sizeof(float), nb = (size_t)rows;
+    bt->m = m;
+    bt->max_rows = rows;
+    bt->max_seqs = max_seqs;
+    bt->pad_single = true;
+    bt->x = b->ops->alloc(b, nb * m->dim * f);
+    bt->xb = b->ops->alloc(b, nb * m->dim * f);
+    bt->q = b->ops->alloc(b, nb * m->q_dim * f);
+    bt->att = b->ops->alloc(b, nb * m->q_dim * f);
+    bt->k = b->ops->alloc(b, nb * m->kv_dim * f);
+    bt->v = b->ops->alloc(b, nb * m->kv_dim * f);
+    bt->hb = b->ops->alloc(b, nb * m->hidden_dim * f);
+    bt->hb2 = b->ops->alloc(b, nb * m->hidden_dim * f);
+    bt->logits = b->ops->alloc(b, (size_t)seqs * m->vocab_size * f);
+    bt->ids = b->ops->alloc(b, nb * sizeof *bt->ids);
+    bt->posv = b->ops->alloc(b, nb * sizeof *bt->posv);
+    bt->host_pos = malloc(nb * sizeof *bt->host_pos);
+    bt->host_ids = malloc(nb * sizeof *bt->host_ids);
+    if (bt->x && bt->xb && bt->q && bt->att && bt->k && bt->v && bt->hb && bt->hb2 && bt->logits &&
+        bt->ids && bt->posv && bt->host_pos && bt->host_ids)
+        return LV_OK;
+    llm_batch_deinit(bt);
+    return lv_fail(err, LV_ERR_NOMEM, "out of memory for a batch of %d rows", rows);
+}
+
+void llm_batch_deinit(llm_batch *bt) {
+    if (!bt->m) return;
+    be *b = bt->m->b;
+    void *all[] = {bt->x,  bt->xb,  bt->q,      bt->att, bt->k,   bt->v,
+                   bt->hb, bt->hb2, bt->logits, bt->ids, bt->posv};
+    for (size_t i = 0; i < LV_ARRAY_LEN(all); i++) b->ops->release(b, all[i]);
+    free(bt->host_pos);
+    free(bt->host_ids);
+    memset(bt, 0, sizeof *bt);
+}
+
+void llm_batch_embed(const llm *m, llm_batch *bt, int row0, const int32_t *ids, int n) {
+    be *b = m->b;
+    b->ops->upload(b, bt->ids + row0, ids, (size_t)n * sizeof *ids);
+    b->ops->embed_rows(b, bt->x + (size_t)row0 * m->dim, &m->w->embed, bt->ids + row0, n);
+}
+
+static lv_status check_batch(const llm *m, const llm_batch *bt, llm_seq *const *seqs,
+                             const int *n_tok, int n_seqs, int *rows, lv_err *err) {
+    *rows = 0;
+    if (n_seqs < 1 || n_seqs > bt->max_seqs)
+        return lv_fail(err, LV_ERR_ARG, "a batch of %d sequences; 1..%d allowed", n_seqs,
+                       bt->max_seqs);
+    for (int i = 0; i < n_seqs; i++) {
+        if (seqs[i]->m != m)
+            return lv_fail(err, LV_ERR_ARG, "batch sequence %d was not made for this model", i);
+        if (n_tok[i] < 1)
+            return lv_fail(err, LV_ERR_ARG, "batch sequence %d brings %d tokens; expected >= 1", i,
+                           n_tok[i]);
+        if (seqs[i]->pos + n_tok[i] > seqs[i]->ctx)
+            return lv_fail(err, LV_ERR_ARG,
+                           "batch sequence %d needs %d tokens but its context holds %d", i,
+                           seqs[i]->pos + n_tok[i], seqs[i]->ctx);
+        for (int j = 0; j < i; j++)
+            if (seqs[j] == seqs[i])
+                return lv_fail(err, LV_ERR_ARG, "batch sequences %d and %d are the same", j, i);
+        if (*rows > bt->max_rows - n_tok[i])
+            return lv_fail(err, LV_ERR_ARG, "the batch holds %d rows at most", bt->max_rows);
+        *rows += n_tok[i];
+    }
+    return LV_OK;
+}
+
+lv_status llm_forward_batch(const llm *m, llm_batch *bt, llm_seq *const *seqs, const int *n_tok,
+                            int n_seqs, const int32_t *ids, float *logits, lv_err *err) {
+    int n;
+    lv_status st = check_batch(m, bt, seqs, n_tok, n_seqs, &n, err);
+    if (st) return st;
+    for (int r = 0; r < n; r++)
+        if (ids[r] < 0 || ids[r] >= m->vocab_size)
+            return lv_fail(err, LV_ERR_ARG,
+                           "token id %d at batch row %d is outside the vocabulary (%d)", ids[r], r,
+                           m->vocab_size);
+    /* inputs_embeds = embed_tokens(input_ids) */
+    llm_batch_embed(m, bt, 0, ids, n);
+    return llm_forward_batch_rows(m, bt, seqs, n_tok, n_seqs, logits, err);
+}
+
+lv_status llm_forward_batch_rows(const llm *m, llm_batch *bt, llm_seq *const *seqs,
+                                 const int *n_tok, int n_seqs, float *logits, lv_err *err) {
+    int n;
+    lv_status st = check_batch(m, bt, seqs, n_tok, n_seqs, &n, err);
+    if (st) return st;
+    be *b = m->b;
+    const struct be_ops *op = b->ops;
+    int dim = m->dim, kv_dim = m->kv_dim, q_dim = m->q_dim;
+    size_t f = sizeof(float);
+
+    /* positions; a lone row is run twice (llm.h: pad_single) */
+    for (int i = 0, r = 0; i < n_seqs; i++)
+        for (int t = 0; t < n_tok[i]; t++, r++) bt->host_pos[r] = seqs[i]->pos + t;
+    bool pad = n == 1 && bt->pad_single;
+    int nr = pad ? 2 : n; /* rows the matmuls see */
+    if (pad) {
+        bt->host_pos[1] = bt->host_pos[0];
+        op->upload(b, bt->x + dim, bt->x, (size_t)dim * f); /* buffer copy on cpu / ref */
+    }
+    op->upload(b, bt->posv, bt->host_pos, (size_t)nr * sizeof *bt->posv);
+
+    for (int l = 0; l < m->n_layers; l++) {
+        const llm_layer_weights *w = &m->w->layers[l];
+        /* h = input_layernorm(x); q, k, v; RoPE at each row's own position */
+        op->rmsnorm(b, bt->xb, bt->x, w->attn_norm, nr, dim, m->rms_eps);
+        op->matmul(b, bt->q, bt->xb, &w->wq, w->bq, nr);
+        op->matmul(b, bt->k, bt->xb, &w->wk, w->bk, nr);
+        op->matmul(b, bt->v, bt->xb, &w->wv, w->bv, nr);
+        op->rope(b, bt->q, nr, m->n_heads, m->head_dim, bt->posv, m->rope_theta);
+        op->rope(b, bt->k, nr, m->n_kv_heads, m->head_dim, bt->posv, m->rope_theta);
+        /* each sequence: its new keys and values into its cache, attention over it */
+        for (int i = 0, r = 0; i < n_seqs; r += n_tok[i], i++) {
+            llm_seq *s = seqs[i];
+            float *k_layer = s->k + (size_t)l * s->ctx * kv_dim;
+            float *v_layer = s->v + (size_t)l * s->ctx * kv_dim;
+            size_t at = (size_t)s->pos * kv_dim, rows = (size_t)n_tok[i] * kv_dim;
+            /* buffer to buffer: the CPU and ref backends' upload is a plain copy */
+            op->upload(b, k_layer + at, bt->k + (size_t)r * kv_dim, rows * f);
+            op->upload(b, v_layer + at, bt->v + (size_t)r * kv_dim, rows * f);
+            op->attention(b, bt->att + (size_t)r * q_dim, bt->q + (size_t)r * q_dim, k_layer,
+                          v_layer, n_tok[i], s->pos, s->pos + n_tok[i], m->n_heads, m->n_kv_heads,
+                          m->head_dim, true);
+        }
+        if (pad) /* the copy attends like the row (its key is already in the cache) */
+            op->attention(b, bt->att + (size_t)q_dim, bt->q + (size_t)q_dim,
+                          seqs[0]->k + (size_t)l * seqs[0]->ctx * kv_dim,
+                          seqs[0]->v + (size_t)l * seqs[0]->ctx * kv_dim, 1, seqs[0]->pos,
+                          seqs[0]->pos + 1, m->n_heads, m->n_kv_heads, m->head_dim, true);
+        /* x = x + o_proj(att); x = x + down(silu(gate(h)) * up(h)), h = post_attention_layernorm(x)
+         */
+        op->matmul(b, bt->xb, bt->att, &w->wo, w->bo, nr);
+        op->add(b, bt->x, bt->xb, (size_t)nr * dim);
+        op->rmsnorm(b, bt->xb, bt->x, w->ffn_norm, nr, dim, m->rms_eps);
+        op->matmul(b, bt->hb, bt->xb, &w->w_gate, w->b_gate, nr);
+        op->matmul(b, bt->hb2, bt->xb, &w->w_up, w->b_up, nr);
+        op->silu_mul(b, bt->hb, bt->hb2, (size_t)nr * m->hidden_dim);
+        op->matmul(b, bt->xb, bt->hb, &w->w_down, w->b_down, nr);
+        op->add(b, bt->x, bt->xb, (size_t)nr * dim);
+    }
+    for (int i = 0; i < n_seqs; i++) seqs[i]->pos += n_tok[i];
+    if (!logits) return LV_OK;
+
+    /* final norm of each sequence's last row (gathered into xb), one lm_head over them;
+     * a lone sequence is padded too, so its logits come from the same kernel */
+    int nl = n_seqs == 1 && bt->pad_single ? 2 : n_seqs;
+    for (int i = 0, r = 0; i < nl; i++) {
+        r += i < n_seqs ? n_tok[i] : 0; /* the padding row repeats sequence 0's last row */
+        op->rmsnorm(b, bt->xb + (size_t)i * dim, bt->x + (size_t)(r - 1) * dim, m->w->norm, 1, dim,
+                    m->rms_eps);
+    }
+    op->matmul(b, bt->logits, bt->xb, &m->w->lm_head, NULL, nl);
+    op->download(b, logits, bt->logits, (size_t)n_seqs * m->vocab_size * f);
+    return LV_OK;
+}

@@ -98,4 +98,89 @@ void llm_embed(const llm *m, llm_seq *s, const int32_t *ids, int n);
  */
 lv_status llm_forward(const llm *m, llm_seq *s, int n, float *logits, bool all_logits, lv_err *err);
 
+/* ---- several sequences in one forward (continuous batching) ---------------------------- */
+
+/*
+ * Scratch for one forward over up to max_rows rows taken from several
+ * sequences at once. Every matmul runs once over all rows (the weights are
+ * read once per step, which is where batching pays); RoPE uses each row's
+ * own position; attention runs per sequence over its own cache.
+ *
+ * Floating point: the CPU backend's matmul computes a row with one kernel
+ * when n == 1 (GEMV) and with another when n > 1 (the blocked GEMM), whose
+ * sums are rounded differently; for n > 1 every row's value is independent
+ * of n and of the other rows. So that a sequence's results never depend on
+ * how many others share its step, a forward of a single row is padded to
+ * two (a copy of the row whose results are dropped) when pad_single is set
+ * (llm_batch_init sets it). Then a request decoded alone and decoded among
+ * fifteen others gives bit-identical logits. (The CPU attention computes
+ * each query row the same whatever the other rows and the chunking of a
+ * prompt, so prefill chunks may be cut anywhere.) The price: a lone row
+ * costs a GEMM block of 6 rows instead of a GEMV, about 3x slower on the
+ * CPU backend (mid-size model, 1 thread: 32 vs 105 tokens/s); a GEMM that
+ * gives GEMV's sums for small n would remove both the padding and its cost.
+ *
+ * New keys and values are copied into each sequence's cache with the
+ * backend's upload (a plain copy on the CPU and ref backends, whose buffers
+ * are host memory); a device backend needs a buffer-to-buffer copy op here.
+ */
+typedef struct {
+    const llm *m;
+    int max_rows;      /* rows per forward at most (padding included) */
+    int max_seqs;      /* sequences per forward at most */
+    bool pad_single;   /* run a single row as two (see above); default true */
+    float *x, *xb;     /* (max_rows, dim) */
+    float *q, *att;    /* (max_rows, q_dim) */
+    float *k, *v;      /* (max_rows, kv_dim) new keys and values before they go to the caches */
+    float *hb, *hb2;   /* (max_rows, hidden_dim) */
+    float *logits;     /* (max_seqs, vocab) */
+    int32_t *ids;      /* (max_rows) */
+    int *posv;         /* (max_rows) positions of the rows */
+    int *host_pos;     /* the same, host side */
+    int32_t *host_ids; /* (max_rows) host copy */
+} llm_batch;
+
+/* Allocates scratch for max_rows rows (>= 1; at least 2 are allocated for
+ * the padding) of up to max_seqs sequences (1..max_rows). LV_ERR_ARG,
+ * LV_ERR_NOMEM; on failure nothing is held. */
+lv_status llm_batch_init(const llm *m, int max_rows, int max_seqs, llm_batch *bt, lv_err *err);
+void llm_batch_deinit(llm_batch *bt); /* zeroed: no-op */
+
+/*
+ * One forward over n_seqs sequences: sequence i contributes n_tok[i] >= 1
+ * token ids (concatenated in sequence order, sum <= max_rows) at its
+ * positions pos .. pos+n_tok[i]-1; their keys and values are appended to
+ * that sequence's cache and its pos advances. logits (host, may be NULL):
+ * (n_seqs, vocab), the last row of each sequence. Sequences must be
+ * distinct and made for m (their own scratch is not used; any max_batch).
+ * Errors: LV_ERR_ARG (no rows, too many rows or sequences, a sequence whose
+ * context is full, an id outside the vocabulary: the message names the
+ * sequence or row); nothing is changed then.
+ */
+lv_status llm_forward_batch(const llm *m, llm_batch *bt, llm_seq *const *seqs, const int *n_tok,
+                            int n_seqs, const int32_t *ids, float *logits, lv_err *err);
+
+/* The same with the input rows already in llm_batch_input (rows of
+ * embeddings, e.g. image features in place of <image> ids: llava prefill). */
+lv_status llm_forward_batch_rows(const llm *m, llm_batch *bt, llm_seq *const *seqs,
+                                 const int *n_tok, int n_seqs, float *logits, lv_err *err);
+
+/* The input rows of the next llm_forward_batch_rows: (max_rows, dim) backend buffer. */
+static inline float *llm_batch_input(llm_batch *bt) {
+    return bt->x;
+}
+
+/* Writes embed_tokens rows of n host ids into input rows row0 .. row0+n-1
+ * (row0 + n <= max_rows; ids < vocab_size, checked by the caller). */
+void llm_batch_embed(const llm *m, llm_batch *bt, int row0, const int32_t *ids, int n);
+
+/* Bytes of KV cache per position of one sequence (keys and values, all layers). */
+size_t llm_kv_bytes_per_pos(const llm *m);
+
+/* Releases s's per-call scratch (x, q, MLP buffers...) but keeps its cache
+ * and position: a sequence that from now on only goes through
+ * llm_forward_batch needs none. llm_forward on it fails cleanly after this
+ * (LV_ERR_ARG). llm_seq_deinit still releases the rest. */
+void llm_seq_drop_scratch(llm_seq *s);
+
 #endif

@@ -1,18 +1,20 @@
 /*
- * worker.h - the engine side of the server, first cut: a bounded queue of
- * jobs feeding ONE engine thread that runs them one at a time with gen_run
- * on the loaded model.
+ * worker.h - the engine side of the server: a bounded queue of jobs feeding
+ * one engine thread that runs up to `parallel` of them at once with
+ * continuous batching (worker.c): a new job joins the running batch between
+ * decode steps, each decode step is one forward over every running job,
+ * and a job that ends (or is cancelled) frees its sequence at once. A
+ * job's greedy output does not depend on what runs beside it.
  *
  * The boundary is the job: the HTTP layer fills one (prompt ids, image
  * tensors, gen_params), submits it, then either waits for it to finish or
- * drains its text as it streams. The continuous-batching scheduler (issue 6)
- * will replace the engine thread behind the same calls.
+ * drains its text as it streams.
  *
  * A job is shared by the connection and the engine thread, so it is
  * reference counted: wk_job_new gives the caller one reference,
  * worker_submit takes another, and whoever drops the last frees it.
- * Cancellation (client gone, timeout, shutdown) is a flag the generation
- * polls before each token (gen_callbacks.cancelled).
+ * Cancellation (client gone, timeout, shutdown) is a flag the engine
+ * polls before each step; the job then ends with LV_ERR_CANCELLED.
  */
 #ifndef LV_SERVER_WORKER_H
 #define LV_SERVER_WORKER_H
@@ -82,7 +84,13 @@ typedef struct worker worker;
 typedef struct {
     int queue_size; /* waiting jobs at most (>= 1) */
     int parallel;   /* sequences decoded together at most (>= 1) */
-    int ctx_size;   /* KV positions per sequence (0: the model's context) */
+    int ctx_size;   /* KV positions per sequence at most (0: the model's context, capped so
+                       that parallel sequences take at most 8 GiB of KV cache; see worker.c) */
+    /* Added with the batching scheduler (zero: the default): */
+    bool fast_single; /* a lone decoding sequence runs through the one-row (GEMV) kernel:
+                         about 1.7x faster alone on the CPU, but its logits then differ in the
+                         last bits from a batched run (a greedy near-tie may break the other
+                         way). false: a request's results never depend on the batch. */
 } wk_config;
 
 /* Figures for /health and /metrics. */
@@ -92,13 +100,19 @@ typedef struct {
     int queue_capacity;    /* queue_size */
     int parallel;          /* sequences at most */
     int64_t kv_used;       /* KV positions filled, all running sequences */
-    int64_t kv_capacity;   /* KV positions that exist (parallel x ctx) */
-    size_t kv_bytes_used;  /* their bytes */
-    size_t kv_bytes_total; /* bytes of KV cache allocated */
+    int64_t kv_capacity;   /* KV positions that may exist (parallel x ctx) */
+    size_t kv_bytes_used;  /* bytes of kv_used */
+    size_t kv_bytes_total; /* bytes of kv_capacity: the most KV cache the worker allocates */
+    /* Added with the batching scheduler: */
+    size_t kv_bytes_allocated; /* KV cache allocated now (each running sequence is sized to
+                                  prompt + max_tokens, at most ctx) */
+    int ctx_size;              /* ctx: positions per sequence at most */
 } wk_stats;
 
 /* Starts the engine on m (borrowed; loaded; outlives the worker). Caller
- * frees with worker_free. LV_ERR_ARG for a bad config. */
+ * frees with worker_free. LV_ERR_ARG for a bad config (ctx_size beyond the
+ * model's context included), LV_ERR_NOMEM.
+ * A job whose prompt exceeds ctx fails alone with LV_ERR_ARG. */
 lv_status worker_new(llava *m, const wk_config *cfg, worker **out, lv_err *err);
 
 /*
@@ -111,7 +125,7 @@ lv_status worker_submit(worker *w, wk_job *j, lv_err *err);
 void worker_get_stats(worker *w, wk_stats *out);
 
 /* Stops taking jobs (worker_submit answers LV_ERR_BUSY from now on),
- * cancels the queued ones, lets the running one finish (or cancels it if
+ * cancels the queued ones, lets the running ones finish (or cancels them if
  * cancel_running), and joins the engine thread. Every job submitted is done
  * when it returns. Idempotent. */
 void worker_stop(worker *w, bool cancel_running);

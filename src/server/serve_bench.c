@@ -1,0 +1,230 @@
+/*
+ * serve_bench.c - `llava-bench serve` (serve_bench.h).
+ *
+ *   llava-bench serve --model PATH [--streams N] [--tokens T] [--threads K]
+ *                     [--image FILE] [--prompt TEXT] [--repeat R] [--fast-single 0|1]
+ *
+ * Loads the model on the cpu backend, then runs twice on one worker
+ * configuration each: 1 stream (parallel 1), then N streams submitted at
+ * once (parallel N). Every stream is the same greedy request with
+ * ignore_eos and max_tokens T, so each generates exactly T tokens; with
+ * --image each stream also encodes the image (its prefill and vision time
+ * count). Reported for each run (best of R, default 1):
+ *   aggregate tok/s = N·T / (last stream done − first submitted)
+ *   decode tok/s    = Σ(T − 1) / Σ per-stream (done − first token), × N:
+ *                     the steady decode rate with the batch full
+ *   mean time to first token
+ * and the ratio N-stream / 1-stream of the aggregate. For reference it
+ * also times the same request through gen_run (llava-cli's path, no
+ * worker): its decode runs one row per step through the GEMV kernel, where
+ * the worker runs a lone row as two through the GEMM kernel so that its
+ * results never depend on the batch (model/llm.h); --fast-single 1 sets
+ * wk_config.fast_single, which runs it through the GEMV kernel too.
+ */
+#include "server/serve_bench.h"
+
+#include "base/log.h"
+#include "engine/request.h"
+#include "server/worker.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+typedef struct {
+    double agg_tps;    /* all tokens / wall */
+    double decode_tps; /* steady decode, all streams */
+    double ttft_ms;    /* mean */
+    double wall_s;
+} run_figs;
+
+static double mono_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+static int usage(void) {
+    fprintf(stderr, "usage: llava-bench serve --model PATH [--streams N] [--tokens T] "
+                    "[--threads K] [--image FILE] [--prompt TEXT] [--repeat R] "
+                    "[--fast-single 0|1]\n");
+    return 2;
+}
+
+typedef struct {
+    llava *m;
+    int32_t *ids;
+    int n_ids;
+    const img_tensor *px; /* NULL: text only */
+    int tokens;
+} bench_req;
+
+/* A job for the request (the image copied: the job owns its tensors). */
+static wk_job *make_job(const bench_req *r, int k, lv_err *err) {
+    wk_job *j = wk_job_new();
+    if (!j) return lv_fail(err, LV_ERR_NOMEM, "out of memory"), NULL;
+    j->ids = malloc((size_t)r->n_ids * sizeof *j->ids);
+    if (!j->ids) goto nomem;
+    memcpy(j->ids, r->ids, (size_t)r->n_ids * sizeof *j->ids);
+    j->n_ids = r->n_ids;
+    if (r->px) {
+        size_t n = (size_t)r->px->n_tiles * 3 * r->px->tile_h * r->px->tile_w;
+        j->images = calloc(1, sizeof *j->images);
+        if (!j->images) goto nomem;
+        j->images[0] = *r->px;
+        j->images[0].data = malloc(n * sizeof(float));
+        j->n_images = 1;
+        if (!j->images[0].data) goto nomem;
+        memcpy(j->images[0].data, r->px->data, n * sizeof(float));
+    }
+    gen_params_default(&j->params, r->m);
+    sample_params_default(&j->params.sampling);
+    j->params.max_tokens = r->tokens;
+    j->params.ignore_eos = true;
+    snprintf(j->rid, sizeof j->rid, "bench-%d", k);
+    return j;
+nomem:
+    wk_job_release(j);
+    lv_fail(err, LV_ERR_NOMEM, "out of memory");
+    return NULL;
+}
+
+/* The request once through gen_run: tokens/s over the wall time, and decode tokens/s. */
+static lv_status run_gen(const bench_req *r, run_figs *f, lv_err *err) {
+    memset(f, 0, sizeof *f);
+    gen_params p;
+    gen_params_default(&p, r->m);
+    sample_params_default(&p.sampling);
+    p.max_tokens = r->tokens;
+    p.ignore_eos = true;
+    gen_result res;
+    double t0 = mono_ms();
+    lv_status st = gen_run(r->m, r->ids, r->n_ids, r->px, r->px ? 1 : 0, &p, NULL, &res, err);
+    if (st) return st;
+    f->wall_s = (mono_ms() - t0) / 1e3;
+    f->agg_tps = res.n_ids / f->wall_s;
+    f->decode_tps =
+        res.timings.decode_ms > 0 ? res.timings.n_decode / (res.timings.decode_ms / 1e3) : 0;
+    f->ttft_ms = res.timings.vision_ms + res.timings.prefill_ms;
+    gen_result_free(&res);
+    return LV_OK;
+}
+
+static lv_status run_streams(const bench_req *r, int streams, bool fast_single, run_figs *f,
+                             lv_err *err) {
+    memset(f, 0, sizeof *f);
+    worker *w;
+    wk_config cfg = {
+        .queue_size = streams, .parallel = streams, .ctx_size = 0, .fast_single = fast_single};
+    lv_status st = worker_new(r->m, &cfg, &w, err);
+    if (st) return st;
+    wk_job **jobs = calloc((size_t)streams, sizeof *jobs);
+    if (!jobs) {
+        worker_free(w);
+        return lv_fail(err, LV_ERR_NOMEM, "out of memory");
+    }
+    for (int k = 0; k < streams && !st; k++)
+        if (!(jobs[k] = make_job(r, k, err))) st = LV_ERR_NOMEM;
+    double t0 = mono_ms();
+    for (int k = 0; k < streams && !st; k++) st = worker_submit(w, jobs[k], err);
+    double t_end = t0, decode_ms = 0, ttft = 0;
+    long n_tok = 0, n_decode = 0;
+    for (int k = 0; k < streams && !st; k++) {
+        wk_job_wait(jobs[k]);
+        if (jobs[k]->st) {
+            *err = jobs[k]->err;
+            st = jobs[k]->st;
+            break;
+        }
+        if (jobs[k]->t_done_ms > t_end) t_end = jobs[k]->t_done_ms;
+        n_tok += jobs[k]->result.n_ids;
+        n_decode += jobs[k]->result.n_ids - 1;
+        decode_ms += jobs[k]->t_done_ms - jobs[k]->t_first_ms;
+        ttft += jobs[k]->t_first_ms - jobs[k]->t_submit_ms;
+    }
+    if (!st) {
+        f->wall_s = (t_end - t0) / 1e3;
+        f->agg_tps = n_tok / f->wall_s;
+        f->decode_tps = decode_ms > 0 ? n_decode / (decode_ms / 1e3) * streams : 0;
+        f->ttft_ms = ttft / streams;
+    }
+    worker_free(w);
+    for (int k = 0; k < streams; k++) wk_job_release(jobs[k]);
+    free(jobs);
+    return st;
+}
+
+int serve_bench_main(int argc, char **argv) {
+    const char *model = NULL, *image = NULL, *prompt = "Describe the image in detail.";
+    int streams = 8, tokens = 64, threads = 0, repeat = 1;
+    bool fast_single = false;
+    for (int i = 0; i < argc; i++) {
+        if (i + 1 >= argc) return usage();
+        if (strcmp(argv[i], "--model") == 0)
+            model = argv[++i];
+        else if (strcmp(argv[i], "--streams") == 0)
+            streams = atoi(argv[++i]);
+        else if (strcmp(argv[i], "--tokens") == 0)
+            tokens = atoi(argv[++i]);
+        else if (strcmp(argv[i], "--threads") == 0)
+            threads = atoi(argv[++i]);
+        else if (strcmp(argv[i], "--image") == 0)
+            image = argv[++i];
+        else if (strcmp(argv[i], "--prompt") == 0)
+            prompt = argv[++i];
+        else if (strcmp(argv[i], "--repeat") == 0)
+            repeat = atoi(argv[++i]);
+        else if (strcmp(argv[i], "--fast-single") == 0)
+            fast_single = atoi(argv[++i]) != 0;
+        else
+            return usage();
+    }
+    if (!model || streams < 1 || tokens < 2 || repeat < 1) return usage();
+    lv_log_set_level(LV_LOG_WARN);
+    lv_err err;
+    llava *m = NULL;
+    img_tensor px;
+    memset(&px, 0, sizeof px);
+    bench_req r = {.tokens = tokens};
+    int n_img_tok = 0, rc = 1;
+    size_t n_ids = 0;
+    if (llava_open(model, &m, &err) || llava_load(m, "cpu", threads, &err)) goto fail;
+    if (image && request_load_image(m, image, &px, &n_img_tok, NULL, NULL, &err)) goto fail;
+    if (request_prompt_ids(m, prompt, false, &n_img_tok, image ? 1 : 0, &r.ids, &n_ids, &err))
+        goto fail;
+    r.m = m;
+    r.n_ids = (int)n_ids;
+    r.px = image ? &px : NULL;
+    printf("model %s, %d threads, prompt %d tokens%s, %d tokens a stream\n", model,
+           m->backend.n_threads, r.n_ids, image ? " (with the image)" : "", tokens);
+    run_figs one = {0}, many = {0}, gen = {0};
+    for (int k = 0; k < repeat; k++) {
+        run_figs f1, fn, fg;
+        if (run_gen(&r, &fg, &err) || run_streams(&r, 1, fast_single, &f1, &err) ||
+            run_streams(&r, streams, fast_single, &fn, &err))
+            goto fail;
+        if (f1.agg_tps > one.agg_tps) one = f1;
+        if (fn.agg_tps > many.agg_tps) many = fn;
+        if (fg.agg_tps > gen.agg_tps) gen = fg;
+    }
+    printf("gen_run   : %8.1f tok/s aggregate, %8.1f tok/s decode, TTFT %7.1f ms, %.2f s\n",
+           gen.agg_tps, gen.decode_tps, gen.ttft_ms, gen.wall_s);
+    printf("%2d stream : %8.1f tok/s aggregate, %8.1f tok/s decode, TTFT %7.1f ms, %.2f s\n", 1,
+           one.agg_tps, one.decode_tps, one.ttft_ms, one.wall_s);
+    printf("%2d streams: %8.1f tok/s aggregate, %8.1f tok/s decode, TTFT %7.1f ms, %.2f s\n",
+           streams, many.agg_tps, many.decode_tps, many.ttft_ms, many.wall_s);
+    printf("ratio %d/1 streams: %.2fx aggregate, %.2fx decode; %d streams / gen_run: %.2fx "
+           "aggregate\n",
+           streams, many.agg_tps / one.agg_tps, many.decode_tps / one.decode_tps, streams,
+           many.agg_tps / gen.agg_tps);
+    rc = 0;
+    goto done;
+fail:
+    fprintf(stderr, "llava-bench serve: %s\n", err.msg);
+done:
+    free(r.ids);
+    img_tensor_free(&px);
+    llava_free(m);
+    return rc;
+}
