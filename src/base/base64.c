@@ -70,8 +70,8 @@ lv_status lv_base64_decode(const char *s, size_t n, size_t max_bytes, uint8_t **
     lv_status st = lv_base64_decoded_len(s, n, &len, err);
     if (st != LV_OK) return st;
     if (len > max_bytes)
-        return lv_fail(err, LV_ERR_ARG, "base64 data decodes to %zu bytes, over the limit of %zu",
-                       len, max_bytes);
+        return lv_fail(err, LV_ERR_TOO_LARGE,
+                       "base64 data decodes to %zu bytes, over the limit of %zu", len, max_bytes);
     uint8_t *buf = malloc(len ? len : 1);
     if (!buf) return lv_fail(err, LV_ERR_NOMEM, "base64: cannot allocate %zu bytes", len);
     /* Already validated: every significant character is a sextet or '='. */

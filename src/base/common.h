@@ -24,7 +24,8 @@
     X(LV_ERR_ARG, "invalid argument")                                                              \
     X(LV_ERR_DEVICE, "device error")                                                               \
     X(LV_ERR_BUSY, "busy")                                                                         \
-    X(LV_ERR_CANCELLED, "cancelled")
+    X(LV_ERR_CANCELLED, "cancelled")                                                               \
+    X(LV_ERR_TOO_LARGE, "over a size limit")
 
 typedef enum {
 #define LV_STATUS_ENUM(name, text) name,

@@ -52,10 +52,11 @@ lv_status dec_check_size(dec_ctx *c, uint64_t w, uint64_t h) {
     if (w * h > max || w > 0x7fffffff || h > 0x7fffffff || w * h > SIZE_MAX / 4) {
         if (max % 1000000 == 0)
             return lv_fail(
-                c->err, LV_ERR_ARG, "image is %llux%llu pixels; the limit is %llu megapixels",
+                c->err, LV_ERR_TOO_LARGE, "image is %llux%llu pixels; the limit is %llu megapixels",
                 (unsigned long long)w, (unsigned long long)h, (unsigned long long)(max / 1000000));
-        return lv_fail(c->err, LV_ERR_ARG, "image is %llux%llu pixels; the limit is %llu pixels",
-                       (unsigned long long)w, (unsigned long long)h, (unsigned long long)max);
+        return lv_fail(c->err, LV_ERR_TOO_LARGE,
+                       "image is %llux%llu pixels; the limit is %llu pixels", (unsigned long long)w,
+                       (unsigned long long)h, (unsigned long long)max);
     }
     return LV_OK;
 }
@@ -215,8 +216,8 @@ lv_status img_decode(const uint8_t *data, size_t len, const img_limits *lim, img
 
     if (len == 0 || !data) return lv_fail(err, LV_ERR_FORMAT, "image data is empty (0 bytes)");
     if (len > lim->max_encoded_bytes)
-        return lv_fail(err, LV_ERR_ARG, "image data is %zu bytes; the limit is %zu bytes", len,
-                       lim->max_encoded_bytes);
+        return lv_fail(err, LV_ERR_TOO_LARGE, "image data is %zu bytes; the limit is %zu bytes",
+                       len, lim->max_encoded_bytes);
 
     const char *format = NULL;
     dec_fn reader = sniff_supported(data, len, &format);
@@ -271,8 +272,9 @@ lv_status img_decode_file(const char *path, const img_limits *lim, img_rgb *out,
         return lv_fail(err, LV_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
     if (!S_ISREG(sb.st_mode)) return lv_fail(err, LV_ERR_IO, "%s: not a regular file", path);
     if ((uint64_t)sb.st_size > lim->max_encoded_bytes)
-        return lv_fail(err, LV_ERR_ARG, "%s: image file is %llu bytes; the limit is %zu bytes",
-                       path, (unsigned long long)sb.st_size, lim->max_encoded_bytes);
+        return lv_fail(err, LV_ERR_TOO_LARGE,
+                       "%s: image file is %llu bytes; the limit is %zu bytes", path,
+                       (unsigned long long)sb.st_size, lim->max_encoded_bytes);
     char *buf = NULL;
     size_t n = 0;
     lv_status st = lv_read_file(path, lim->max_encoded_bytes, &buf, &n, err);

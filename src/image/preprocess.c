@@ -213,8 +213,8 @@ static lv_status preprocess_single(const img_canvas *src, const img_proc_params 
     lv_status st = patch_geometry(src->canvas_h, src->canvas_w, p, &g, err);
     if (st != LV_OK) return st;
     if ((uint64_t)g.oh * (uint64_t)g.ow > MAX_OUTPUT_PIXELS)
-        return lv_fail(err, LV_ERR_ARG, "image patch of %dx%d pixels is over the %llu limit", g.ow,
-                       g.oh, (unsigned long long)MAX_OUTPUT_PIXELS);
+        return lv_fail(err, LV_ERR_TOO_LARGE, "image patch of %dx%d pixels is over the %llu limit",
+                       g.ow, g.oh, (unsigned long long)MAX_OUTPUT_PIXELS);
     out->n_tiles = 1;
     out->tile_h = g.oh;
     out->tile_w = g.ow;

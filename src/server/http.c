@@ -2,17 +2,26 @@
  * http.c - the libmicrohttpd daemon, routing and the OpenAI routes (http.h).
  *
  * Threads: MHD runs one thread per connection (MHD_USE_THREAD_PER_CONNECTION),
- * so a handler may block: a plain completion waits for its job, and a
+ * so a handler may block: a plain completion waits for its jobs, and a
  * stream's content reader waits for the next text. Parsing, image fetching,
  * decoding, preprocessing and tokenizing happen on the connection's thread;
- * only the model's forward passes go through the worker's one engine thread.
+ * only the model's forward passes go through the worker (server/worker.h),
+ * which batches the sequences of all connections.
+ *
+ * One request becomes one job per choice: n per prompt (/v1/completions may
+ * carry several prompts), choice k sampled with seed + k % n. The jobs share
+ * the parsed request through a reference count (their stop strings point
+ * into it). A stream interleaves its choices' events; a client that goes
+ * away cancels every job of its request, and the worker frees their
+ * sequences at its next step.
  *
  * A request's life: the access handler is called once with the headers
  * (a conn is made, the route found), then once per body chunk (collected up
  * to max_body, the rest discarded and answered 413), then once more with no
  * data: the route runs and queues exactly one response. Errors become the
  * OpenAI error body through oai_fail / oai_error_json, whose oai_status_for
- * is the only lv_status → HTTP mapping.
+ * is the only lv_status → HTTP mapping. Every answered request is one log
+ * line ("[req-N] METHOD path status ms") and one count in /metrics.
  */
 #include "server/http.h"
 
@@ -21,6 +30,7 @@
 #include "image/decode.h"
 #include "image/preprocess.h"
 #include "server/media.h"
+#include "server/metrics.h"
 #include "server/oai.h"
 #include "text/chat_template.h"
 
@@ -28,6 +38,7 @@
 #include <jansson.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -51,6 +62,7 @@ struct http_server {
     atomic_ullong next; /* request counter */
     media_policy media;
     oai_limits lim;
+    metrics *metrics;
 };
 
 /* One HTTP request on a connection. */
@@ -108,8 +120,10 @@ static void add_common_headers(http_server *s, struct MHD_Connection *c, conn *c
     }
 }
 
-static void log_request(const conn *cx, int status) {
+/* The one line per answered request, and its count in /metrics. */
+static void log_request(http_server *s, const conn *cx, int status) {
     LV_INFO("[%s] %s %s %d %.1f ms", cx->rid, cx->method, cx->url, status, mono_ms() - cx->t0_ms);
+    metrics_request(s->metrics, cx->route ? cx->route->path : "other", status);
 }
 
 /* Queues body (heap, taken; NULL = out of memory → 503) with status. */
@@ -134,7 +148,7 @@ static enum MHD_Result send_body(http_server *s, struct MHD_Connection *c, conn 
     add_common_headers(s, c, cx, r);
     enum MHD_Result ret = MHD_queue_response(c, (unsigned)status, r);
     MHD_destroy_response(r);
-    log_request(cx, status);
+    log_request(s, cx, status);
     return ret;
 }
 
@@ -146,7 +160,7 @@ static enum MHD_Result send_json(http_server *s, struct MHD_Connection *c, conn 
 static enum MHD_Result send_error(http_server *s, struct MHD_Connection *c, conn *cx,
                                   const oai_error *e) {
     if (e->status == 499) { /* the client is gone: nothing to send */
-        log_request(cx, 499);
+        log_request(s, cx, 499);
         return MHD_NO;
     }
     return send_json(s, c, cx, e->status, oai_error_json(e));
@@ -181,16 +195,30 @@ static enum MHD_Result route_health(http_server *s, struct MHD_Connection *c, co
     if (atomic_load(&s->state) != ST_READY)
         return fail(s, c, cx, LV_OK, OAI_HINT_LOADING, NULL, "model_loading",
                     "the model is loading; retry shortly");
+    wk_stats ws;
+    worker_get_stats(s->w, &ws);
     oai_health h = {.model = s->cfg.model_name,
                     .uptime_s = (mono_ms() - s->t0_ms) / 1e3,
                     .rss_bytes = rss_bytes(),
-                    .kv_bytes = -1};
-    wk_stats ws;
-    worker_get_stats(s->w, &ws);
-    h.running = ws.running;
-    h.waiting = ws.waiting;
-    h.queue_capacity = ws.queue_capacity;
+                    .kv_bytes = (int64_t)ws.kv_bytes_used,
+                    .kv_bytes_total = (int64_t)ws.kv_bytes_total,
+                    .kv_used = ws.kv_used,
+                    .kv_capacity = ws.kv_capacity,
+                    .running = ws.running,
+                    .waiting = ws.waiting,
+                    .queue_capacity = ws.queue_capacity,
+                    .parallel = ws.parallel};
     return send_json(s, c, cx, 200, oai_health_json(&h));
+}
+
+/* Prometheus text; public like /health (scrapers rarely carry keys). */
+static enum MHD_Result route_metrics(http_server *s, struct MHD_Connection *c, conn *cx) {
+    metrics_gauges g = {.ready = atomic_load(&s->state) == ST_READY,
+                        .rss_bytes = rss_bytes(),
+                        .uptime_s = (mono_ms() - s->t0_ms) / 1e3};
+    if (g.ready) worker_get_stats(s->w, &g.ws);
+    return send_body(s, c, cx, 200, metrics_render(s->metrics, &g),
+                     "text/plain; version=0.0.4; charset=utf-8");
 }
 
 static enum MHD_Result route_models(http_server *s, struct MHD_Connection *c, conn *cx) {
@@ -276,15 +304,43 @@ static enum MHD_Result route_detokenize(http_server *s, struct MHD_Connection *c
 
 /* ---- generation routes ------------------------------------------------------------------
  * The body becomes an oai_request, its images tensors and its prompt ids, all
- * on this thread; then a job goes to the worker. The job keeps the request
- * (its stop strings borrow from it) and frees it at the end. */
+ * on this thread; then one job per choice goes to the worker (n choices per
+ * prompt, seeds seed, seed+1, ...). The jobs share the request (their stop
+ * strings borrow from it) through a reference count. */
 
-static void free_request(void *p) {
-    oai_request_free(p);
-    free(p);
+/* The parsed request, shared by the jobs made from it. */
+typedef struct {
+    oai_request r;
+    atomic_int refs;
+} shared_req;
+
+static void shared_release(void *p) {
+    shared_req *q = p;
+    if (q && atomic_fetch_sub(&q->refs, 1) == 1) {
+        oai_request_free(&q->r);
+        free(q);
+    }
 }
 
-/* Fetches, decodes and preprocesses image k of r into j->images[k]. */
+/* The jobs of one request: choice k is jobs[k] (prompt k / n, sample k % n). */
+typedef struct {
+    wk_job **jobs;
+    int n_jobs;
+    int n; /* choices per prompt */
+} group;
+
+static void group_release(group *g) {
+    for (int k = 0; k < g->n_jobs; k++) {
+        if (!g->jobs[k]) continue;
+        wk_job_cancel(g->jobs[k]);
+        wk_job_release(g->jobs[k]);
+    }
+    free(g->jobs);
+    memset(g, 0, sizeof *g);
+}
+
+/* Fetches, decodes and preprocesses image k of r into j->images[k]; "low"
+ * detail keeps the base view only (one tile: side² features + newline). */
 static lv_status load_image(http_server *s, const oai_request *r, size_t k, wk_job *j,
                             int *n_tokens, oai_error *e) {
     char param[64];
@@ -295,16 +351,30 @@ static lv_status load_image(http_server *s, const oai_request *r, size_t k, wk_j
     img_limits lim;
     img_limits_default(&lim);
     img_rgb rgb = {0};
+    img_tensor *t = &j->images[k];
     lv_status st = media_fetch(r->images[k].url, &s->media, &bytes, &len, &err);
     /* A URL that cannot be fetched or read is the client's problem (400). */
     if (st == LV_ERR_IO) st = LV_ERR_ARG;
     if (!st) st = img_decode(bytes, len, &lim, &rgb, NULL, &err);
-    if (!st) st = img_preprocess(&rgb, &s->m->image, NULL, &j->images[k], &err);
+    if (!st) st = img_preprocess(&rgb, &s->m->image, s->cfg.image, t, &err);
     free(bytes);
     img_rgb_free(&rgb);
-    if (st) return oai_fail(e, st, 0, param, "invalid_image", "image %zu: %s", k, err.msg);
+    if (st)
+        return oai_fail(e, st, 0, param,
+                        st == LV_ERR_TOO_LARGE ? "image_too_large" : "invalid_image",
+                        "image %zu: %s", k, err.msg);
     j->n_images = (int)k + 1;
-    *n_tokens = llava_image_token_count(s->m, j->images[k].image_h, j->images[k].image_w);
+    if (r->images[k].detail == OAI_DETAIL_LOW && t->n_tiles > 1) {
+        size_t per = (size_t)3 * t->tile_h * t->tile_w;
+        float *base = realloc(t->data, per * sizeof *base);
+        if (base) t->data = base;
+        t->n_tiles = 1;
+        t->grid_h = t->grid_w = 0;
+    }
+    *n_tokens = llava_tensor_token_count(s->m, t);
+    if (*n_tokens < 1)
+        return oai_fail(e, LV_ERR_ARG, 0, param, "invalid_image",
+                        "image %zu: %dx%d gives no image tokens", k, t->image_w, t->image_h);
     return LV_OK;
 }
 
@@ -339,21 +409,22 @@ done:
     return st;
 }
 
-/* Completion: one prompt, text (tokenized with BOS) or ids (as given). */
-static lv_status prepare_completion(http_server *s, const oai_request *r, wk_job *j, oai_error *e) {
-    if (r->n_prompts != 1)
-        return oai_fail(e, LV_ERR_ARG, 0, "prompt", "unsupported_value",
-                        "only one prompt per request is supported for now (got %zu)", r->n_prompts);
-    const oai_prompt *p = &r->prompts[0];
+/* Completion prompt p: text (tokenized with BOS) or ids (as given). */
+static lv_status prepare_completion(http_server *s, const oai_request *r, size_t pi, wk_job *j,
+                                    oai_error *e) {
+    const oai_prompt *p = &r->prompts[pi];
     lv_err err = {{0}};
     if (p->ids) {
         int32_t vocab = tok_vocab_size(s->m->tok);
+        if (p->n_ids < 1)
+            return oai_fail(e, LV_ERR_ARG, 0, "prompt", "invalid_value",
+                            "prompt %zu is an empty list of token ids", pi);
         for (int i = 0; i < p->n_ids; i++)
             if (p->ids[i] < 0 || p->ids[i] >= vocab)
                 return oai_fail(e, LV_ERR_ARG, 0, "prompt", "invalid_value",
                                 "prompt token %d is %d, outside the vocabulary [0, %d)", i,
                                 p->ids[i], vocab);
-        if (!(j->ids = malloc((size_t)(p->n_ids ? p->n_ids : 1) * sizeof *j->ids)))
+        if (!(j->ids = malloc((size_t)p->n_ids * sizeof *j->ids)))
             return oai_fail(e, LV_ERR_NOMEM, 0, NULL, NULL, "out of memory");
         memcpy(j->ids, p->ids, (size_t)p->n_ids * sizeof *j->ids);
         j->n_ids = p->n_ids;
@@ -368,40 +439,114 @@ static lv_status prepare_completion(http_server *s, const oai_request *r, wk_job
     return LV_OK;
 }
 
-/* The job for r (taken: the job frees it), ready to submit; NULL with e set. */
-static wk_job *make_job(http_server *s, oai_request *r, conn *cx, oai_error *e) {
+/* A job holding a reference to q; NULL when out of memory. */
+static wk_job *new_job(shared_req *q, const conn *cx, int k, int n_jobs) {
     wk_job *j = wk_job_new();
-    if (!j) {
-        free_request(r);
-        oai_fail(e, LV_ERR_NOMEM, 0, NULL, NULL, "out of memory");
-        return NULL;
-    }
-    j->keep = r;
-    j->keep_free = free_request;
-    snprintf(j->rid, sizeof j->rid, "%s", cx->rid);
-    lv_status st = LV_OK;
-    if (r->n > 1)
-        st = oai_fail(e, LV_ERR_ARG, 0, "n", "unsupported_value",
-                      "n > 1 is not supported yet; send n = 1");
-    else if (r->logprobs)
-        st = oai_fail(e, LV_ERR_ARG, 0, "logprobs", "unsupported_value",
-                      "logprobs are not supported yet");
+    if (!j) return NULL;
+    atomic_fetch_add(&q->refs, 1);
+    j->keep = q;
+    j->keep_free = shared_release;
+    if (n_jobs > 1)
+        snprintf(j->rid, sizeof j->rid, "%.20s.%d", cx->rid, k & 0xff);
     else
-        st = r->kind == OAI_CHAT ? prepare_chat(s, r, j, e) : prepare_completion(s, r, j, e);
-    if (st) {
+        snprintf(j->rid, sizeof j->rid, "%s", cx->rid);
+    return j;
+}
+
+/* A copy of src's inputs (ids, images, params) in a new job. */
+static wk_job *clone_job(const wk_job *src, shared_req *q, const conn *cx, int k, int n_jobs) {
+    wk_job *j = new_job(q, cx, k, n_jobs);
+    if (!j) return NULL;
+    j->params = src->params;
+    j->deadline_ms = src->deadline_ms;
+    j->record_tokens = src->record_tokens;
+    j->ids = malloc((size_t)(src->n_ids ? src->n_ids : 1) * sizeof *j->ids);
+    j->images = calloc((size_t)src->n_images + 1, sizeof *j->images);
+    bool ok = j->ids && j->images;
+    if (ok) memcpy(j->ids, src->ids, (size_t)src->n_ids * sizeof *j->ids);
+    j->n_ids = src->n_ids;
+    for (int i = 0; ok && i < src->n_images; i++) {
+        const img_tensor *a = &src->images[i];
+        size_t n = (size_t)a->n_tiles * 3 * a->tile_h * a->tile_w;
+        j->images[i] = *a;
+        j->images[i].data = malloc(n * sizeof(float));
+        if (!(ok = j->images[i].data != NULL)) break;
+        memcpy(j->images[i].data, a->data, n * sizeof(float));
+        j->n_images = i + 1;
+    }
+    if (!ok) {
         wk_job_release(j);
         return NULL;
     }
+    return j;
+}
+
+/* Generation parameters of the first job of a prompt: the checkpoint's
+ * defaults, what the client set, logit_bias, the seed. */
+static lv_status set_params(http_server *s, const oai_request *r, wk_job *j, oai_error *e) {
     gen_params_default(&j->params, s->m);
     oai_request_apply(r, &j->params);
+    int32_t vocab = tok_vocab_size(s->m->tok);
+    for (int i = 0; i < r->n_logit_bias; i++)
+        if (r->logit_bias[i].id >= vocab)
+            return oai_fail(e, LV_ERR_ARG, 0, "logit_bias", "invalid_value",
+                            "Invalid 'logit_bias': token id %d is outside the vocabulary [0, %d).",
+                            r->logit_bias[i].id, vocab);
     if (!(r->set & OAI_SET_SEED)) {
         struct timespec ts;
         clock_gettime(CLOCK_REALTIME, &ts);
         j->params.sampling.seed =
             ((uint64_t)ts.tv_nsec * 0x9E3779B97F4A7C15ull ^ (uint64_t)ts.tv_sec) & INT64_MAX;
     }
+    j->record_tokens = r->logprobs;
     if (s->cfg.timeout_s > 0) j->deadline_ms = mono_ms() + s->cfg.timeout_s * 1e3;
-    return j;
+    /* The prompt and at least one generated token must fit the context. */
+    int ctx = s->m->text.max_ctx;
+    if (j->n_ids + 1 > ctx)
+        return oai_fail(e, LV_ERR_ARG, 0, r->kind == OAI_CHAT ? "messages" : "prompt",
+                        "context_length_exceeded",
+                        "This model's maximum context length is %d tokens, but the prompt is %d "
+                        "tokens (images included); shorten it.",
+                        ctx, j->n_ids);
+    return LV_OK;
+}
+
+#define MAX_JOBS 64 /* choices per request: prompts x n */
+
+/* The jobs for q's request (q keeps its own reference; each job takes one). */
+static lv_status make_jobs(http_server *s, shared_req *q, const conn *cx, group *g, oai_error *e) {
+    const oai_request *r = &q->r;
+    memset(g, 0, sizeof *g);
+    int n_prompts = r->kind == OAI_CHAT ? 1 : (int)r->n_prompts;
+    if (n_prompts < 1)
+        return oai_fail(e, LV_ERR_ARG, 0, "prompt", "invalid_value", "Invalid 'prompt': empty.");
+    if ((long)n_prompts * r->n > MAX_JOBS)
+        return oai_fail(e, LV_ERR_ARG, 0, "n", "invalid_value",
+                        "%d prompts x n = %d asks for %d choices; at most %d per request",
+                        n_prompts, r->n, n_prompts * r->n, MAX_JOBS);
+    g->n = r->n;
+    g->n_jobs = n_prompts * r->n;
+    if (!(g->jobs = calloc((size_t)g->n_jobs, sizeof *g->jobs)))
+        return oai_fail(e, LV_ERR_NOMEM, 0, NULL, NULL, "out of memory");
+    lv_status st = LV_OK;
+    for (int p = 0; !st && p < n_prompts; p++) {
+        int k0 = p * r->n;
+        wk_job *j = g->jobs[k0] = new_job(q, cx, k0, g->n_jobs);
+        if (!j) st = oai_fail(e, LV_ERR_NOMEM, 0, NULL, NULL, "out of memory");
+        if (!st)
+            st = r->kind == OAI_CHAT ? prepare_chat(s, r, j, e)
+                                     : prepare_completion(s, r, (size_t)p, j, e);
+        if (!st) st = set_params(s, r, j, e);
+        for (int i = 1; !st && i < r->n; i++) {
+            wk_job *c = g->jobs[k0 + i] = clone_job(j, q, cx, k0 + i, g->n_jobs);
+            if (!c)
+                st = oai_fail(e, LV_ERR_NOMEM, 0, NULL, NULL, "out of memory");
+            else
+                c->params.sampling.seed = j->params.sampling.seed + (uint64_t)i;
+        }
+    }
+    if (st) group_release(g);
+    return st;
 }
 
 /* The error a finished, failed job answers with. */
@@ -413,23 +558,126 @@ static void job_error(const http_server *s, const wk_job *j, oai_error *e) {
         oai_fail(e, j->st, 0, NULL, NULL, "%s", j->err.msg);
 }
 
-static void job_usage(const wk_job *j, oai_usage *u, oai_timings *t) {
-    *u = (oai_usage){j->n_ids, j->result.n_ids, 0};
-    const gen_timings *g = &j->result.timings;
-    *t = (oai_timings){g->n_prefill, g->vision_ms + g->prefill_ms, j->result.n_ids,
-                       g->decode_ms + g->sample_ms};
+/* Usage and timings over the group: each prompt counted once. */
+static void group_usage(const group *g, oai_usage *u, oai_timings *t) {
+    *u = (oai_usage){0, 0, 0};
+    *t = (oai_timings){0, 0, 0, 0};
+    for (int k = 0; k < g->n_jobs; k++) {
+        const wk_job *j = g->jobs[k];
+        const gen_timings *gt = &j->result.timings;
+        if (k % g->n == 0) u->prompt_tokens += j->n_ids;
+        u->completion_tokens += j->result.n_ids;
+        t->prompt_n += gt->n_prefill;
+        t->prompt_ms += gt->vision_ms + gt->prefill_ms;
+        t->predicted_n += j->result.n_ids;
+        t->predicted_ms += gt->decode_ms + gt->sample_ms;
+    }
 }
 
-/* A stream being written: SSE events built from the job's text as it comes. */
+static void note_generation(http_server *s, const wk_job *j) {
+    if (!j->st)
+        metrics_generation(s->metrics, j->n_ids, j->result.n_ids, j->t_submit_ms, j->t_first_ms,
+                           j->t_done_ms);
+}
+
+/* ---- logprobs ----------------------------------------------------------------------------
+ * A token's text for logprobs is its vocabulary piece as the decoder spells
+ * it: "▁" → " ", "<0xNN>" → the byte NN (so "bytes" gives the UTF-8 bytes
+ * even for pieces of a character). */
+
+#define TOK_TEXT 64
+
+static void token_text(const tok *t, int32_t id, char *out, size_t *len) {
+    const char *p = tok_id_to_token(t, id);
+    size_t n = 0;
+    unsigned byte;
+    if (!p) p = "";
+    if (strlen(p) == 6 && sscanf(p, "<0x%2X>", &byte) == 1) {
+        out[0] = (char)byte;
+        *len = 1;
+        return;
+    }
+    while (*p && n + 4 < TOK_TEXT) {
+        if (!strncmp(p, "\xe2\x96\x81", 3)) {
+            out[n++] = ' ';
+            p += 3;
+        } else {
+            out[n++] = *p++;
+        }
+    }
+    *len = n;
+}
+
+/* Logprob entries of a job's recorded tokens [from, to), EOS left out;
+ * text storage in *texts (caller frees both). *n_out entries. */
+static oai_token_logprob *build_logprobs(const http_server *s, const sample_result *toks, int from,
+                                         int to, size_t limit_bytes, char **texts, int *n_out) {
+    int n = to > from ? to - from : 0;
+    *n_out = 0;
+    *texts = NULL;
+    oai_token_logprob *lp = calloc((size_t)(n ? n : 1), sizeof *lp);
+    char *store = malloc((size_t)(n ? n : 1) * (SAMPLE_MAX_TOP + 1) * TOK_TEXT);
+    if (!lp || !store) {
+        free(lp);
+        free(store);
+        return NULL;
+    }
+    int32_t eos = tok_eos_id(s->m->tok);
+    size_t used = 0;
+    char *p = store;
+    for (int i = from; i < to; i++) {
+        const sample_result *r = &toks[i];
+        if (r->id == eos) continue;
+        if (used >= limit_bytes) break; /* past the text: a stop string cut it there */
+        oai_token_logprob *o = &lp[(*n_out)++];
+        token_text(s->m->tok, r->id, p, &o->tok.len);
+        o->tok.text = p;
+        o->tok.logprob = r->logprob;
+        used += o->tok.len;
+        p += TOK_TEXT;
+        o->n_top = r->n_top;
+        for (int k = 0; k < r->n_top; k++) {
+            token_text(s->m->tok, r->top[k].id, p, &o->top[k].len);
+            o->top[k].text = p;
+            o->top[k].logprob = r->top[k].logprob;
+            p += TOK_TEXT;
+        }
+    }
+    *texts = store;
+    return lp;
+}
+
+/* Copies the tokens recorded since *cursor (under the job's lock). */
+static sample_result *new_tokens(wk_job *j, int *cursor, int *n) {
+    pthread_mutex_lock(&j->mu);
+    *n = j->n_tokens - *cursor;
+    sample_result *copy = NULL;
+    if (*n > 0 && (copy = malloc((size_t)*n * sizeof *copy)))
+        memcpy(copy, j->tokens + *cursor, (size_t)*n * sizeof *copy);
+    if (!copy) *n = 0;
+    *cursor += *n;
+    pthread_mutex_unlock(&j->mu);
+    return copy;
+}
+
+/* ---- streams ----------------------------------------------------------------------------- */
+
+/* A stream being written: SSE events built from the jobs' text as it comes. */
 typedef struct {
     http_server *s;
-    wk_job *j;
+    group g;
+    shared_req *q; /* for logprobs / include_usage (a reference) */
     bool chat;
     char id[64];
     oai_meta meta;
     lv_buf out; /* events not yet handed to MHD, from off */
     size_t off;
-    bool ended; /* [DONE] is in out */
+    int *cursor;    /* (n_jobs) tokens already sent with logprobs */
+    bool *finished; /* (n_jobs) finish event sent */
+    int n_finished;
+    int next;    /* round-robin position */
+    bool failed; /* an error event was sent */
+    bool ended;  /* [DONE] is in out */
 } stream;
 
 static void put_event(stream *st, char *ev) {
@@ -437,42 +685,94 @@ static void put_event(stream *st, char *ev) {
     free(ev);
 }
 
-/* The events that close the stream: finish (or error), usage, [DONE]. */
-static void put_end(stream *st) {
-    wk_job *j = st->j;
+/* A content event for job k with text (and the tokens recorded since the last one). */
+static void put_delta(stream *st, int k, const char *text, size_t len) {
+    wk_job *j = st->g.jobs[k];
+    oai_token_logprob *lp = NULL;
+    char *texts = NULL;
+    int n_lp = 0;
+    if (st->q->r.logprobs) {
+        int n = 0;
+        sample_result *toks = new_tokens(j, &st->cursor[k], &n);
+        lp = build_logprobs(st->s, toks, 0, n, SIZE_MAX, &texts, &n_lp);
+        free(toks);
+    }
+    if (st->chat)
+        put_event(st, oai_chat_chunk_delta(&st->meta, k, text, len, lp, lp ? n_lp : 0));
+    else
+        put_event(st, oai_completion_chunk_lp(&st->meta, k, text, len, lp, lp ? n_lp : 0, NULL));
+    free(lp);
+    free(texts);
+}
+
+/* Job k is done: its finish event, or an error event that ends the stream. */
+static void put_finish(stream *st, int k) {
+    wk_job *j = st->g.jobs[k];
+    st->finished[k] = true;
+    st->n_finished++;
+    note_generation(st->s, j);
     if (j->st) {
         oai_error e;
         job_error(st->s, j, &e);
         put_event(st, oai_sse_error(&e));
-    } else {
-        put_event(st, st->chat
-                          ? oai_chat_chunk_finish(&st->meta, 0, j->result.finish_reason)
-                          : oai_completion_chunk(&st->meta, 0, "", 0, j->result.finish_reason));
-        if (st->meta.include_usage) {
-            oai_usage u;
-            oai_timings t;
-            job_usage(j, &u, &t);
-            put_event(st, st->chat ? oai_chat_chunk_usage(&st->meta, &u, &t)
-                                   : oai_completion_chunk_usage(&st->meta, &u, &t));
-        }
+        st->failed = true;
+        return;
+    }
+    put_event(st, st->chat ? oai_chat_chunk_finish(&st->meta, k, j->result.finish_reason)
+                           : oai_completion_chunk(&st->meta, k, "", 0, j->result.finish_reason));
+}
+
+/* The events that close the stream: usage, [DONE]. */
+static void put_end(stream *st) {
+    if (!st->failed && st->meta.include_usage) {
+        oai_usage u;
+        oai_timings t;
+        group_usage(&st->g, &u, &t);
+        put_event(st, st->chat ? oai_chat_chunk_usage(&st->meta, &u, &t)
+                               : oai_completion_chunk_usage(&st->meta, &u, &t));
     }
     lv_buf_puts(&st->out, oai_sse_done());
     st->ended = true;
 }
 
+/* One pass over the jobs: text taken, finished ones closed. With one job it
+ * waits up to 500 ms for text; with several, each is polled and the pass
+ * waits on one of them only when none had anything. */
+static void stream_pass(stream *st) {
+    int n = st->g.n_jobs;
+    bool any = false;
+    for (int step = 0; step < n && !st->failed; step++) {
+        int k = (st->next + step) % n;
+        if (st->finished[k]) continue;
+        lv_buf text = {0};
+        bool done = wk_job_take(st->g.jobs[k], &text, n == 1 ? 500 : 0);
+        if (text.len) put_delta(st, k, text.data, text.len);
+        any |= text.len > 0 || done;
+        lv_buf_free(&text);
+        if (done) put_finish(st, k);
+    }
+    st->next = (st->next + 1) % n;
+    if (!any && n > 1 && !st->failed) { /* nothing anywhere: wait on the first unfinished job */
+        for (int k = 0; k < n; k++)
+            if (!st->finished[k]) {
+                lv_buf text = {0};
+                bool done = wk_job_take(st->g.jobs[k], &text, 50);
+                if (text.len) put_delta(st, k, text.data, text.len);
+                lv_buf_free(&text);
+                if (done) put_finish(st, k);
+                break;
+            }
+    }
+    if (st->failed || st->n_finished == n) put_end(st);
+}
+
 static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max) {
     stream *st = cls;
+    (void)pos;
     while (st->off == st->out.len) {
         if (st->ended) return MHD_CONTENT_READER_END_OF_STREAM;
         st->out.len = st->off = 0;
-        lv_buf text = {0};
-        bool done = wk_job_take(st->j, &text, 500);
-        if (text.len)
-            put_event(st, st->chat
-                              ? oai_chat_chunk_delta(&st->meta, 0, text.data, text.len, NULL, 0)
-                              : oai_completion_chunk(&st->meta, 0, text.data, text.len, NULL));
-        lv_buf_free(&text);
-        if (done) put_end(st);
+        stream_pass(st);
     }
     size_t n = st->out.len - st->off < max ? st->out.len - st->off : max;
     memcpy(buf, st->out.data + st->off, n);
@@ -483,27 +783,39 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max) {
 /* MHD is done with the stream: finished, or the client went away. */
 static void stream_free(void *cls) {
     stream *st = cls;
-    if (!st->ended) LV_INFO("[%s] client disconnected; cancelling", st->j->rid);
-    wk_job_cancel(st->j);
-    wk_job_release(st->j);
+    if (!st->ended && st->g.n_jobs)
+        LV_INFO("[%s] client disconnected; cancelling", st->g.jobs[0]->rid);
+    group_release(&st->g); /* cancels: the worker frees the sequences at its next step */
+    shared_release(st->q);
+    free(st->cursor);
+    free(st->finished);
     lv_buf_free(&st->out);
     free(st);
 }
 
-static enum MHD_Result start_stream(http_server *s, struct MHD_Connection *c, conn *cx, wk_job *j,
-                                    const oai_request *r) {
+/* Streams g (taken) for q (one reference taken). */
+static enum MHD_Result start_stream(http_server *s, struct MHD_Connection *c, conn *cx, group *g,
+                                    shared_req *q) {
     stream *st = calloc(1, sizeof *st);
-    if (!st) {
-        wk_job_cancel(j);
-        wk_job_release(j);
+    if (st) {
+        st->cursor = calloc((size_t)g->n_jobs, sizeof *st->cursor);
+        st->finished = calloc((size_t)g->n_jobs, sizeof *st->finished);
+    }
+    if (!st || !st->cursor || !st->finished) {
+        if (st) free(st->cursor), free(st->finished);
+        free(st);
+        group_release(g);
+        shared_release(q);
         return send_json(s, c, cx, 503, NULL);
     }
     st->s = s;
-    st->j = j;
-    st->chat = r->kind == OAI_CHAT;
+    st->g = *g;
+    st->q = q;
+    st->chat = q->r.kind == OAI_CHAT;
     oai_make_id(st->id, sizeof st->id, st->chat ? "chatcmpl-" : "cmpl-");
-    st->meta = (oai_meta){st->id, (int64_t)time(NULL), s->cfg.model_name, r->include_usage};
-    if (st->chat) put_event(st, oai_chat_chunk_role(&st->meta, 0));
+    st->meta = (oai_meta){st->id, (int64_t)time(NULL), s->cfg.model_name, q->r.include_usage};
+    if (st->chat)
+        for (int k = 0; k < g->n_jobs; k++) put_event(st, oai_chat_chunk_role(&st->meta, k));
     struct MHD_Response *resp =
         MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 4096, stream_read, st, stream_free);
     if (!resp) {
@@ -515,54 +827,117 @@ static enum MHD_Result start_stream(http_server *s, struct MHD_Connection *c, co
     add_common_headers(s, c, cx, resp);
     enum MHD_Result ret = MHD_queue_response(c, 200, resp);
     MHD_destroy_response(resp);
-    log_request(cx, 200);
+    log_request(s, cx, 200);
     return ret;
 }
 
-static enum MHD_Result finish_plain(http_server *s, struct MHD_Connection *c, conn *cx, wk_job *j,
-                                    oai_kind kind) {
-    wk_job_wait(j);
-    enum MHD_Result ret;
-    if (j->st) {
-        oai_error e;
-        job_error(s, j, &e);
-        ret = send_error(s, c, cx, &e);
-    } else {
-        char id[64];
-        oai_make_id(id, sizeof id, kind == OAI_CHAT ? "chatcmpl-" : "cmpl-");
-        oai_meta m = {id, (int64_t)time(NULL), s->cfg.model_name, false};
-        oai_choice ch = {j->result.text, j->result.text_len, j->result.finish_reason, NULL, 0};
-        oai_usage u;
-        oai_timings t;
-        job_usage(j, &u, &t);
-        ret = send_json(s, c, cx, 200,
-                        kind == OAI_CHAT ? oai_chat_response(&m, &ch, 1, &u, &t)
-                                         : oai_completion_response(&m, &ch, 1, &u, &t));
+/* ---- plain responses --------------------------------------------------------------------- */
+
+/* Whether the client closed its side: readable with nothing to read (EOF). */
+static bool client_gone(struct MHD_Connection *c) {
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+    if (!ci) return false;
+    struct pollfd p = {.fd = ci->connect_fd, .events = POLLIN};
+    if (poll(&p, 1, 0) <= 0) return false;
+    if (p.revents & (POLLHUP | POLLERR)) return true;
+    char b;
+    return recv(ci->connect_fd, &b, 1, MSG_PEEK | MSG_DONTWAIT) == 0;
+}
+
+/* Waits for every job; a client that hangs up meanwhile cancels them all,
+ * so its sequences are freed at once (checked every 200 ms). */
+static void wait_jobs(struct MHD_Connection *c, const conn *cx, group *g) {
+    bool cancelled = false;
+    for (int k = 0; k < g->n_jobs; k++) {
+        lv_buf drop = {0}; /* plain answers read result.text; the streamed copy goes */
+        while (!wk_job_take(g->jobs[k], &drop, 200)) {
+            drop.len = 0;
+            if (!cancelled && client_gone(c)) {
+                LV_INFO("[%s] client disconnected while waiting; cancelling", cx->rid);
+                for (int i = 0; i < g->n_jobs; i++) wk_job_cancel(g->jobs[i]);
+                cancelled = true;
+            }
+        }
+        lv_buf_free(&drop);
     }
-    wk_job_release(j);
+}
+
+static enum MHD_Result finish_plain(http_server *s, struct MHD_Connection *c, conn *cx, group *g,
+                                    const oai_request *r) {
+    wait_jobs(c, cx, g);
+    enum MHD_Result ret;
+    for (int k = 0; k < g->n_jobs; k++) note_generation(s, g->jobs[k]);
+    for (int k = 0; k < g->n_jobs; k++)
+        if (g->jobs[k]->st) {
+            oai_error e;
+            job_error(s, g->jobs[k], &e);
+            ret = send_error(s, c, cx, &e);
+            group_release(g);
+            return ret;
+        }
+    size_t n_jobs = g->n_jobs > 0 ? (size_t)g->n_jobs : 1;
+    oai_choice *ch = calloc(n_jobs, sizeof *ch);
+    char **texts = calloc(n_jobs, sizeof *texts);
+    bool ok = ch && texts;
+    for (int k = 0; ok && k < g->n_jobs; k++) {
+        wk_job *j = g->jobs[k];
+        ch[k] = (oai_choice){j->result.text, j->result.text_len, j->result.finish_reason, NULL, 0};
+        if (!r->logprobs) continue;
+        /* Tokens that start within the final text (a stop string cut the rest);
+         * the first piece's leading space is the one the decoder strips. */
+        ch[k].logprobs = build_logprobs(s, j->tokens, 0, j->n_tokens, j->result.text_len + 1,
+                                        &texts[k], &ch[k].n_logprobs);
+        ok = ch[k].logprobs != NULL;
+    }
+    char id[64];
+    oai_make_id(id, sizeof id, r->kind == OAI_CHAT ? "chatcmpl-" : "cmpl-");
+    oai_meta m = {id, (int64_t)time(NULL), s->cfg.model_name, false};
+    oai_usage u;
+    oai_timings t;
+    group_usage(g, &u, &t);
+    char *body = NULL;
+    if (ok)
+        body = r->kind == OAI_CHAT ? oai_chat_response(&m, ch, g->n_jobs, &u, &t)
+                                   : oai_completion_response(&m, ch, g->n_jobs, &u, &t);
+    ret = send_json(s, c, cx, 200, body);
+    for (int k = 0; ch && k < g->n_jobs; k++) free((void *)ch[k].logprobs);
+    for (int k = 0; texts && k < g->n_jobs; k++) free(texts[k]);
+    free(ch);
+    free(texts);
+    group_release(g);
     return ret;
 }
 
 static enum MHD_Result generate(http_server *s, struct MHD_Connection *c, conn *cx, oai_kind kind) {
     oai_error e;
-    oai_request *r = calloc(1, sizeof *r);
-    if (!r) return send_json(s, c, cx, 503, NULL);
+    shared_req *q = calloc(1, sizeof *q);
+    if (!q) return send_json(s, c, cx, 503, NULL);
+    atomic_init(&q->refs, 1);
     const char *body = cx->body.data ? cx->body.data : "";
-    lv_status st = kind == OAI_CHAT ? oai_parse_chat(body, cx->body.len, &s->lim, r, &e)
-                                    : oai_parse_completion(body, cx->body.len, &s->lim, r, &e);
+    lv_status st = kind == OAI_CHAT ? oai_parse_chat(body, cx->body.len, &s->lim, &q->r, &e)
+                                    : oai_parse_completion(body, cx->body.len, &s->lim, &q->r, &e);
     if (st) {
-        free(r);
+        free(q);
         return send_error(s, c, cx, &e);
     }
-    bool stream_it = r->stream;
-    wk_job *j = make_job(s, r, cx, &e); /* r belongs to the job now */
-    if (!j) return send_error(s, c, cx, &e);
-    lv_err err = {{0}};
-    if ((st = worker_submit(s->w, j, &err))) {
-        wk_job_release(j);
-        return fail(s, c, cx, st, 0, NULL, "queue_full", err.msg);
+    group g;
+    if ((st = make_jobs(s, q, cx, &g, &e))) {
+        shared_release(q);
+        return send_error(s, c, cx, &e);
     }
-    return stream_it ? start_stream(s, c, cx, j, r) : finish_plain(s, c, cx, j, kind);
+    lv_err err = {{0}};
+    for (int k = 0; k < g.n_jobs; k++)
+        if ((st = worker_submit(s->w, g.jobs[k], &err))) {
+            group_release(&g); /* cancels the ones already queued */
+            shared_release(q);
+            return fail(s, c, cx, st, 0, NULL, "queue_full", err.msg);
+        }
+    LV_DEBUG("[%s] %d job(s) queued", cx->rid, g.n_jobs);
+    if (q->r.stream) return start_stream(s, c, cx, &g, q);
+    enum MHD_Result ret = finish_plain(s, c, cx, &g, &q->r);
+    shared_release(q);
+    return ret;
 }
 
 static enum MHD_Result route_chat(http_server *s, struct MHD_Connection *c, conn *cx) {
@@ -579,6 +954,7 @@ static enum MHD_Result route_completion(http_server *s, struct MHD_Connection *c
 static const route routes[] = {
     {"GET", "/health", route_health, false},
     {"GET", "/v1/models", route_models, false},
+    {"GET", "/metrics", route_metrics, false},
     {"POST", "/v1/chat/completions", route_chat, true},
     {"POST", "/v1/completions", route_completion, true},
     {"POST", "/tokenize", route_tokenize, true},
@@ -620,7 +996,7 @@ static enum MHD_Result preflight(http_server *s, struct MHD_Connection *c, conn 
     add_common_headers(s, c, cx, r);
     enum MHD_Result ret = MHD_queue_response(c, 204, r);
     MHD_destroy_response(r);
-    log_request(cx, 204);
+    log_request(s, cx, 204);
     return ret;
 }
 
@@ -676,7 +1052,7 @@ static enum MHD_Result answer_early(http_server *s, struct MHD_Connection *c, co
             add_common_headers(s, c, cx, r);
             enum MHD_Result ret = MHD_queue_response(c, 405, r);
             MHD_destroy_response(r);
-            log_request(cx, 405);
+            log_request(s, cx, 405);
             return ret;
         }
         default: /* 401 */
@@ -713,11 +1089,12 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     if (cx->early) return answer_early(s, c, cx);
     if (cx->too_big) {
         oai_error e;
-        oai_fail(&e, LV_ERR_ARG, OAI_HINT_TOO_LARGE, NULL, "request_too_large",
+        oai_fail(&e, LV_ERR_TOO_LARGE, 0, NULL, "request_too_large",
                  "the request body is larger than %zu bytes", s->cfg.max_body);
         return send_error(s, c, cx, &e);
     }
-    bool public_route = cx->route->fn == route_health || cx->route->fn == route_models;
+    bool public_route = cx->route->fn == route_health || cx->route->fn == route_models ||
+                        cx->route->fn == route_metrics;
     if (!public_route && atomic_load(&s->state) != ST_READY)
         return fail(s, c, cx, LV_OK, OAI_HINT_LOADING, NULL, "model_loading",
                     "the model is loading; retry shortly");
@@ -765,12 +1142,20 @@ lv_status http_start(const http_config *cfg, http_server **out, lv_err *err) {
     s->media.allowed_local_dir = cfg->allowed_local_media_path;
     oai_limits_default(&s->lim);
     s->lim.max_body = cfg->max_body;
+    if (cfg->default_max_tokens > 0) s->lim.default_max_tokens = cfg->default_max_tokens;
+    if (s->lim.max_tokens > 0 && s->lim.default_max_tokens > s->lim.max_tokens)
+        s->lim.max_tokens = s->lim.default_max_tokens;
+    if (!(s->metrics = metrics_new())) {
+        free(s);
+        return lv_fail(err, LV_ERR_NOMEM, "out of memory");
+    }
     s->d = MHD_start_daemon(flags, (uint16_t)cfg->port, NULL, NULL, on_request, s,
                             MHD_OPTION_SOCK_ADDR, addr, MHD_OPTION_NOTIFY_COMPLETED, on_completed,
                             s, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(256 * 1024),
                             MHD_OPTION_CONNECTION_TIMEOUT, 120u, MHD_OPTION_CONNECTION_LIMIT, 512u,
                             MHD_OPTION_END);
     if (!s->d) {
+        metrics_free(s->metrics);
         free(s);
         return lv_fail(err, LV_ERR_IO, "cannot listen on %s:%d (in use, or not an address here)",
                        cfg->host, cfg->port);
@@ -795,9 +1180,10 @@ void http_stop(http_server *s) {
     if (!s) return;
     MHD_socket fd = MHD_quiesce_daemon(s->d); /* no new connections */
     if (fd != MHD_INVALID_SOCKET) close(fd);
-    if (s->w) worker_stop(s->w, false); /* the running request finishes; queued ones cancel */
+    if (s->w) worker_stop(s->w, false); /* running sequences finish; queued ones cancel */
     MHD_stop_daemon(s->d);              /* streams end once their jobs are done */
     worker_free(s->w);
     llava_free(s->m);
+    metrics_free(s->metrics);
     free(s);
 }

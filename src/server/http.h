@@ -8,6 +8,7 @@
  * Routes:
  *   GET  /health               503 while loading, then 200 with figures (public)
  *   GET  /v1/models            the served model (public)
+ *   GET  /metrics              Prometheus text (server/metrics.h) (public)
  *   POST /v1/chat/completions  plain JSON or an SSE stream
  *   POST /v1/completions       plain JSON or an SSE stream
  *   POST /tokenize             {"content","add_special"} → {"tokens"}  (llama.cpp)
@@ -17,13 +18,14 @@
  *
  * Lifecycle: http_start listens at once (port 0 = any free port); the model
  * is handed over with http_set_ready once loaded, so /health can say
- * "loading" meanwhile. http_stop stops accepting, lets the running request
+ * "loading" meanwhile. http_stop stops accepting, lets the running requests
  * finish, cancels the queued ones and frees everything it was given.
  */
 #ifndef LV_SERVER_HTTP_H
 #define LV_SERVER_HTTP_H
 
 #include "base/common.h"
+#include "image/image.h"
 #include "model/llava.h"
 #include "server/worker.h"
 
@@ -38,6 +40,8 @@ typedef struct {
     int timeout_s;                        /* per request, queue wait included; 0 = none */
     const char *model_name;               /* the name /v1/models and responses show */
     size_t max_body;                      /* request body cap in bytes (413 above) */
+    int default_max_tokens;               /* when a request gives none; 0 = oai_limits' 150 */
+    const img_options *image;             /* the config's image_processing; NULL = reference */
 } http_config;
 
 typedef struct http_server http_server;
@@ -53,7 +57,7 @@ int http_port(const http_server *s);
  * now on); requests are served from here on. */
 void http_set_ready(http_server *s, llava *m, worker *w);
 
-/* Stops accepting, finishes the running request, cancels queued ones,
+/* Stops accepting, finishes the running requests, cancels queued ones,
  * closes every connection and frees the server, the model and the worker.
  * NULL: no-op. */
 void http_stop(http_server *s);

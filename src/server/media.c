@@ -256,7 +256,7 @@ static lv_status fetch_file(const char *url, const media_policy *pol, uint8_t **
         goto done;
     }
     if ((uint64_t)sb.st_size > pol->max_bytes) {
-        st = lv_fail(err, LV_ERR_ARG, "%s: file is %lld bytes, over the limit of %zu", label,
+        st = lv_fail(err, LV_ERR_TOO_LARGE, "%s: file is %lld bytes, over the limit of %zu", label,
                      (long long)sb.st_size, pol->max_bytes);
         goto done;
     }
@@ -398,7 +398,7 @@ static lv_status fetch_http(const char *url, const media_policy *pol, uint8_t **
                      "address)",
                      label, c.blocked_ip);
     else if (c.too_big || rc == CURLE_FILESIZE_EXCEEDED)
-        st = lv_fail(err, LV_ERR_ARG, "%s: image is over the limit of %zu bytes", label,
+        st = lv_fail(err, LV_ERR_TOO_LARGE, "%s: image is over the limit of %zu bytes", label,
                      pol->max_bytes);
     else if (rc == CURLE_OPERATION_TIMEDOUT)
         st = lv_fail(err, LV_ERR_IO, "%s: timed out after %ld s", label, timeout);

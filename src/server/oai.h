@@ -49,7 +49,7 @@ enum {
 
 /*
  * The single mapping lv_status → HTTP status: LV_OK 200; LV_ERR_ARG,
- * FORMAT, UNSUPPORTED 400 (413 with OAI_HINT_TOO_LARGE); BUSY 429 (send
+ * FORMAT, UNSUPPORTED 400 (413 with OAI_HINT_TOO_LARGE); TOO_LARGE 413; BUSY 429 (send
  * Retry-After); NOMEM, DEVICE 503; CANCELLED 499 (client closed the
  * connection: nothing is sent); IO and anything else 500. OAI_HINT_LOADING
  * gives 503 whatever st is.
@@ -88,7 +88,7 @@ typedef struct {
 } oai_limits;
 
 /* 32 MiB body, 150 tokens by default, 4096 at most, n <= 8, 16 images,
- * 1024 messages, 1024 logit_bias entries. */
+ * 1024 messages, 300 logit_bias entries (OpenAI's and the sampler's limit). */
 void oai_limits_default(oai_limits *lim);
 
 typedef enum { OAI_CHAT, OAI_COMPLETION } oai_kind;
@@ -184,8 +184,8 @@ void oai_request_free(oai_request *r); /* zeroed: no-op */
 /*
  * Overlays what the client set onto p (already holding the checkpoint's
  * defaults from gen_params_default): max_tokens, the sampling fields in
- * r->set, top_logprobs, stop strings (borrowed from r). logit_bias has no
- * gen_params field yet and is not applied.
+ * r->set, top_logprobs, stop strings (borrowed from r), logit_bias (ids
+ * not checked against the vocabulary here: the caller knows it).
  */
 void oai_request_apply(const oai_request *r, gen_params *p);
 
@@ -270,6 +270,10 @@ char *oai_chat_chunk_usage(const oai_meta *m, const oai_usage *u, const oai_timi
 /* text_completion stream events: finish_reason NULL for a content event. */
 char *oai_completion_chunk(const oai_meta *m, int index, const char *text, size_t len,
                            const char *finish_reason);
+/* The same with the legacy logprobs object of this piece's tokens (lp NULL:
+ * "logprobs": null). */
+char *oai_completion_chunk_lp(const oai_meta *m, int index, const char *text, size_t len,
+                              const oai_token_logprob *lp, int n_lp, const char *finish_reason);
 char *oai_completion_chunk_usage(const oai_meta *m, const oai_usage *u, const oai_timings *t);
 /* "data: [DONE]\n\n" (static). */
 const char *oai_sse_done(void);
@@ -283,15 +287,20 @@ char *oai_models_json(const char *const *ids, int n, int64_t created, const char
 typedef struct {
     const char *model;
     double uptime_s;
-    int64_t rss_bytes;  /* resident memory; < 0 = unknown */
-    int64_t kv_bytes;   /* KV cache in use; < 0 = unknown */
-    int running;        /* sequences decoding */
-    int waiting;        /* requests queued */
-    int queue_capacity; /* queue size */
+    int64_t rss_bytes;      /* resident memory; < 0 = unknown */
+    int64_t kv_bytes;       /* KV cache in use; < 0 = unknown */
+    int64_t kv_bytes_total; /* KV cache allocated */
+    int64_t kv_used;        /* KV positions filled */
+    int64_t kv_capacity;    /* KV positions that exist */
+    int running;            /* sequences decoding */
+    int waiting;            /* requests queued */
+    int queue_capacity;     /* queue size */
+    int parallel;           /* sequences decoded together at most */
 } oai_health;
 
 /* 200 body {"status":"healthy","model","uptime_s","memory":{"rss_bytes",
- * "kv_bytes"},"queue":{"running","waiting","capacity"}}. While loading,
+ * "kv_bytes","kv_bytes_total"},"queue":{"running","waiting","capacity",
+ * "parallel"},"kv_cache":{"used","capacity"}}. While loading,
  * send oai_error_json of an error filled with OAI_HINT_LOADING instead. */
 char *oai_health_json(const oai_health *h);
 

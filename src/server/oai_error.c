@@ -24,6 +24,8 @@ int oai_status_for(lv_status st, unsigned hints) {
         case LV_ERR_FORMAT:
         case LV_ERR_UNSUPPORTED:
             return (hints & OAI_HINT_TOO_LARGE) ? 413 : 400;
+        case LV_ERR_TOO_LARGE:
+            return 413;
         case LV_ERR_BUSY:
             return 429;
         case LV_ERR_NOMEM:

@@ -33,7 +33,7 @@ void oai_limits_default(oai_limits *lim) {
     lim->max_n = 8;
     lim->max_images = 16;
     lim->max_messages = 1024;
-    lim->max_logit_bias = 1024;
+    lim->max_logit_bias = SAMPLE_MAX_BIAS;
 }
 
 /* ---- field helpers ------------------------------------------------------
@@ -568,7 +568,7 @@ static lv_status parse(oai_kind kind, const char *body, size_t len, const oai_li
     out->kind = kind;
     lv_status st;
     if (len > lim->max_body)
-        return oai_fail(e, LV_ERR_ARG, OAI_HINT_TOO_LARGE, NULL, "request_too_large",
+        return oai_fail(e, LV_ERR_TOO_LARGE, 0, NULL, "request_too_large",
                         "Request body is %zu bytes; the limit is %zu bytes.", len, lim->max_body);
     json_error_t je;
     json_t *root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &je);
@@ -627,6 +627,12 @@ void oai_request_apply(const oai_request *r, gen_params *p) {
     if (r->set & OAI_SET_PRESENCE_PENALTY) d->presence_penalty = s->presence_penalty;
     if (r->set & OAI_SET_SEED) d->seed = s->seed;
     d->n_top_logprobs = r->logprobs ? r->top_logprobs : 0;
+    d->n_logit_bias = 0;
+    for (int i = 0; i < r->n_logit_bias && i < SAMPLE_MAX_BIAS; i++) {
+        d->logit_bias[i].id = r->logit_bias[i].id;
+        d->logit_bias[i].bias = r->logit_bias[i].bias;
+        d->n_logit_bias = i + 1;
+    }
     p->n_stop = r->n_stop;
     for (int i = 0; i < r->n_stop; i++) p->stop[i] = r->stop[i];
 }

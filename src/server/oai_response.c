@@ -319,8 +319,14 @@ char *oai_chat_chunk_usage(const oai_meta *m, const oai_usage *u, const oai_timi
 
 char *oai_completion_chunk(const oai_meta *m, int index, const char *text, size_t len,
                            const char *finish_reason) {
-    json_t *choice = json_pack("{s:i, s:o, s:n, s:s?}", "index", index, "text",
-                               content_json(text, len), "logprobs", "finish_reason", finish_reason);
+    return oai_completion_chunk_lp(m, index, text, len, NULL, 0, finish_reason);
+}
+
+char *oai_completion_chunk_lp(const oai_meta *m, int index, const char *text, size_t len,
+                              const oai_token_logprob *lp, int n_lp, const char *finish_reason) {
+    json_t *choice =
+        json_pack("{s:i, s:o, s:o, s:s?}", "index", index, "text", content_json(text, len),
+                  "logprobs", completion_logprobs_json(lp, n_lp), "finish_reason", finish_reason);
     json_t *root = with(head(m, "text_completion"), "choices", json_pack("[o]", choice));
     if (m->include_usage) root = with(root, "usage", json_null());
     return sse(root);
@@ -351,9 +357,11 @@ char *oai_models_json(const char *const *ids, int n, int64_t created, const char
 }
 
 char *oai_health_json(const oai_health *h) {
-    return dump(json_pack("{s:s, s:s, s:f, s:{s:I, s:I}, s:{s:i, s:i, s:i}}", "status", "healthy",
-                          "model", h->model ? h->model : "", "uptime_s", h->uptime_s, "memory",
-                          "rss_bytes", (json_int_t)h->rss_bytes, "kv_bytes",
-                          (json_int_t)h->kv_bytes, "queue", "running", h->running, "waiting",
-                          h->waiting, "capacity", h->queue_capacity));
+    return dump(json_pack(
+        "{s:s, s:s, s:f, s:{s:I, s:I, s:I}, s:{s:i, s:i, s:i, s:i}, s:{s:I, s:I}}", "status",
+        "healthy", "model", h->model ? h->model : "", "uptime_s", h->uptime_s, "memory",
+        "rss_bytes", (json_int_t)h->rss_bytes, "kv_bytes", (json_int_t)h->kv_bytes,
+        "kv_bytes_total", (json_int_t)h->kv_bytes_total, "queue", "running", h->running, "waiting",
+        h->waiting, "capacity", h->queue_capacity, "parallel", h->parallel, "kv_cache", "used",
+        (json_int_t)h->kv_used, "capacity", (json_int_t)h->kv_capacity));
 }

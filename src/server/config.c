@@ -1,0 +1,351 @@
+/*
+ * config.c - the seed's JSON configuration file (config.h).
+ *
+ * One table per object lists its keys with what each does here: a handler
+ * that validates and applies it, or the reason it is accepted and not
+ * needed. Unknown keys are warned about and skipped.
+ */
+#include "server/config.h"
+
+#include "base/file.h"
+#include "base/log.h"
+
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#define CONFIG_MAX_BYTES (1u << 20)
+
+typedef struct {
+    const char *where; /* file name, for messages */
+    srv_config *c;
+    lv_err *err;
+} ctx;
+
+typedef lv_status (*key_fn)(ctx *x, const char *key, json_t *v);
+
+typedef struct {
+    const char *name;
+    key_fn apply;    /* NULL: accepted and not needed (why says so) */
+    const char *why; /* the reason, logged; for apply keys, what it sets */
+    json_type type;  /* the JSON type the value must have (JSON_NULL = any) */
+} key_rule;
+
+static const char *type_name(const json_t *v) {
+    switch (json_typeof(v)) {
+        case JSON_OBJECT:
+            return "an object";
+        case JSON_ARRAY:
+            return "an array";
+        case JSON_STRING:
+            return "a string";
+        case JSON_INTEGER:
+            return "an integer";
+        case JSON_REAL:
+            return "a number";
+        case JSON_TRUE:
+        case JSON_FALSE:
+            return "a boolean";
+        default:
+            return "null";
+    }
+}
+
+static bool type_ok(const json_t *v, json_type want) {
+    if (want == JSON_NULL) return true;
+    if (want == JSON_TRUE) return json_is_boolean(v);
+    if (want == JSON_REAL) return json_is_number(v);
+    return json_typeof(v) == want;
+}
+
+static const char *want_name(json_type t) {
+    switch (t) {
+        case JSON_OBJECT:
+            return "an object";
+        case JSON_ARRAY:
+            return "an array";
+        case JSON_STRING:
+            return "a string";
+        case JSON_INTEGER:
+            return "an integer";
+        case JSON_REAL:
+            return "a number";
+        case JSON_TRUE:
+            return "a boolean";
+        default:
+            return "any value";
+    }
+}
+
+static lv_status int_in(ctx *x, const char *key, json_t *v, long lo, long hi, int *out) {
+    if (!json_is_integer(v) || json_integer_value(v) < lo || json_integer_value(v) > hi) {
+        char got[64];
+        if (json_is_integer(v))
+            snprintf(got, sizeof got, "%lld", (long long)json_integer_value(v));
+        else
+            snprintf(got, sizeof got, "%s", type_name(v));
+        return lv_fail(x->err, LV_ERR_ARG, "%s: %s: expected an integer in [%ld, %ld], got %s",
+                       x->where, key, lo, hi, got);
+    }
+    *out = (int)json_integer_value(v);
+    return LV_OK;
+}
+
+static char *dup_str(json_t *v) {
+    return strdup(json_string_value(v));
+}
+
+/* ---- top-level keys ------------------------------------------------------------------------ */
+
+static lv_status k_model_name(ctx *x, const char *key, json_t *v) {
+    if (!json_string_length(v))
+        return lv_fail(x->err, LV_ERR_ARG, "%s: %s: must not be empty", x->where, key);
+    free(x->c->model_name);
+    if (!(x->c->model_name = dup_str(v))) return lv_fail(x->err, LV_ERR_NOMEM, "out of memory");
+    return LV_OK;
+}
+
+static lv_status k_model_id(ctx *x, const char *key, json_t *v) {
+    if (!json_string_length(v))
+        return lv_fail(x->err, LV_ERR_ARG, "%s: %s: must not be empty", x->where, key);
+    free(x->c->model_id);
+    if (!(x->c->model_id = dup_str(v))) return lv_fail(x->err, LV_ERR_NOMEM, "out of memory");
+    return LV_OK;
+}
+
+static lv_status k_device(ctx *x, const char *key, json_t *v) {
+    static const char *const ok[] = {"cpu", "mps", "cuda", "auto", "metal", "gpu"};
+    const char *s = json_string_value(v);
+    for (size_t i = 0; i < LV_ARRAY_LEN(ok); i++)
+        if (!strcasecmp(s, ok[i])) {
+            LV_INFO("config %s: accepted, not needed: device \"%s\": this build runs on its CPU "
+                    "backend whatever the seed's device (MPS/CUDA were torch/MLX devices)",
+                    key, s);
+            x->c->n_notes++;
+            return LV_OK;
+        }
+    return lv_fail(x->err, LV_ERR_ARG,
+                   "%s: %s: expected one of cpu, mps, cuda, metal, gpu, auto, got \"%.40s\"",
+                   x->where, key, s);
+}
+
+static lv_status k_quantization(ctx *x, const char *key, json_t *v) {
+    static const char *const ok[] = {"int4",     "int8",    "4bit", "8bit", "q4",
+                                     "q8",       "fp16",    "bf16", "fp32", "float16",
+                                     "bfloat16", "float32", "none"};
+    if (json_is_null(v)) return LV_OK;
+    if (!json_is_string(v))
+        return lv_fail(x->err, LV_ERR_ARG, "%s: %s: expected a string or null, got %s", x->where,
+                       key, type_name(v));
+    const char *s = json_string_value(v);
+    for (size_t i = 0; i < LV_ARRAY_LEN(ok); i++)
+        if (!strcasecmp(s, ok[i])) {
+            LV_INFO("config %s: accepted, not needed: \"%s\": the weights' own format decides "
+                    "(an MLX 4-bit checkpoint is read as 4-bit; convert with llava-quantize)",
+                    key, s);
+            x->c->n_notes++;
+            return LV_OK;
+        }
+    return lv_fail(x->err, LV_ERR_ARG,
+                   "%s: %s: expected int4, int8, fp16, bf16, fp32 or none, got \"%.40s\"", x->where,
+                   key, s);
+}
+
+static lv_status k_max_tokens(ctx *x, const char *key, json_t *v) {
+    return int_in(x, key, v, 1, 1 << 20, &x->c->max_tokens);
+}
+
+/* ---- image_processing ---------------------------------------------------------------------- */
+
+static lv_status k_max_size(ctx *x, const char *key, json_t *v) {
+    return int_in(x, key, v, 1, 16384, &x->c->image.max_size);
+}
+
+static lv_status k_min_size(ctx *x, const char *key, json_t *v) {
+    return int_in(x, key, v, 1, 16384, &x->c->image.min_size);
+}
+
+static lv_status k_aspect(ctx *x, const char *key, json_t *v) {
+    (void)key;
+    x->c->image.keep_aspect = json_is_true(v);
+    return LV_OK;
+}
+
+static lv_status k_padding(ctx *x, const char *key, json_t *v) {
+    bool ok = json_array_size(v) == 3;
+    for (size_t i = 0; ok && i < 3; i++) {
+        json_t *c = json_array_get(v, i);
+        ok = json_is_integer(c) && json_integer_value(c) >= 0 && json_integer_value(c) <= 255;
+        if (ok) x->c->image.padding_color[i] = (uint8_t)json_integer_value(c);
+    }
+    if (!ok)
+        return lv_fail(x->err, LV_ERR_ARG,
+                       "%s: %s: expected [r, g, b] with integers in [0, 255], got %s of %zu",
+                       x->where, key, type_name(v), json_array_size(v));
+    x->c->image.has_padding_color = true;
+    return LV_OK;
+}
+
+static lv_status k_format(ctx *x, const char *key, json_t *v) {
+    const char *s = json_string_value(v);
+    if (strcasecmp(s, "RGB"))
+        return lv_fail(x->err, LV_ERR_ARG, "%s: %s: only \"RGB\" is supported, got \"%.40s\"",
+                       x->where, key, s);
+    LV_INFO("config %s: accepted, not needed: every image is converted to RGB as the reference "
+            "processor does",
+            key);
+    x->c->n_notes++;
+    return LV_OK;
+}
+
+static lv_status k_quality(ctx *x, const char *key, json_t *v) {
+    int q;
+    lv_status st = int_in(x, key, v, 1, 100, &q);
+    if (st) return st;
+    LV_INFO("config %s: accepted, not needed: images are decoded directly, never re-encoded to "
+            "JPEG",
+            key);
+    x->c->n_notes++;
+    return LV_OK;
+}
+
+static lv_status k_prep_quality(ctx *x, const char *key, json_t *v) {
+    const char *s = json_string_value(v);
+    if (strcasecmp(s, "high") && strcasecmp(s, "medium") && strcasecmp(s, "low"))
+        return lv_fail(x->err, LV_ERR_ARG, "%s: %s: expected high, medium or low, got \"%.40s\"",
+                       x->where, key, s);
+    LV_INFO("config %s: accepted, not needed: resizing is always the reference's bicubic; "
+            "per request, image_url.detail \"low\" gives the cheap base view",
+            key);
+    x->c->n_notes++;
+    return LV_OK;
+}
+
+/* ---- the tables ---------------------------------------------------------------------------- */
+
+static const key_rule image_keys[] = {
+    {"max_size", k_max_size, "images larger than this are shrunk first", JSON_INTEGER},
+    {"min_size", k_min_size, "images smaller than this are enlarged first", JSON_INTEGER},
+    {"maintain_aspect_ratio", k_aspect, "the max/min_size resize keeps the aspect", JSON_TRUE},
+    {"padding_color", k_padding, "anyres padding colour", JSON_ARRAY},
+    {"format", k_format, NULL, JSON_STRING},
+    {"quality", k_quality, NULL, JSON_INTEGER},
+    {"preprocessing_quality", k_prep_quality, NULL, JSON_STRING},
+};
+
+static const key_rule memory_keys[] = {
+    {"periodic_cleanup", NULL,
+     "every request's memory (KV sequence, image features) is freed when it ends", JSON_TRUE},
+    {"cleanup_interval", NULL, "there is nothing to clean up periodically", JSON_REAL},
+    {"adaptive_pressure_detection", NULL,
+     "memory is bounded up front (--parallel x --ctx-size KV, bounded queue); /metrics shows it",
+     JSON_TRUE},
+    {"mlx_memory_clearing", NULL, "there is no MLX/Metal cache in this engine", JSON_TRUE},
+    {"model_reloading", NULL,
+     "never needed here: requests share no model state, each sequence has its own KV", JSON_TRUE},
+};
+
+static const key_rule mlx_keys[] = {
+    {"memory_pool_size", NULL, "KV memory is sized by --parallel and --ctx-size", JSON_NULL},
+    {"cache_size", NULL, "KV memory is sized by --parallel and --ctx-size", JSON_INTEGER},
+    {"batch_size", NULL,
+     "continuous batching decodes up to --parallel sequences together (default 4)", JSON_INTEGER},
+};
+
+static lv_status k_section(ctx *x, const char *key, json_t *v);
+
+static const key_rule top_keys[] = {
+    {"model_name", k_model_name, "the model name clients see", JSON_STRING},
+    {"model_id", k_model_id, "the model (path or Hugging Face repo id)", JSON_STRING},
+    {"device", k_device, NULL, JSON_STRING},
+    {"quantization", k_quantization, NULL, JSON_NULL},
+    {"max_tokens", k_max_tokens, "the default max_tokens", JSON_INTEGER},
+    {"image_processing", k_section, NULL, JSON_OBJECT},
+    {"enhanced_memory_management", k_section, NULL, JSON_OBJECT},
+    {"mlx_config", k_section, NULL, JSON_OBJECT},
+};
+
+/* Applies the keys of object o under prefix ("" or "image_processing."). */
+static lv_status walk(ctx *x, const char *prefix, json_t *o, const key_rule *rules, size_t n) {
+    const char *name;
+    json_t *v;
+    json_object_foreach(o, name, v) {
+        char key[160];
+        snprintf(key, sizeof key, "%s%s", prefix, name);
+        const key_rule *r = NULL;
+        for (size_t i = 0; i < n && !r; i++)
+            if (!strcmp(rules[i].name, name)) r = &rules[i];
+        if (!r) {
+            LV_WARN("config %s: unknown key, ignored (%s)", key, x->where);
+            x->c->n_unknown++;
+            continue;
+        }
+        if (!type_ok(v, r->type))
+            return lv_fail(x->err, LV_ERR_ARG, "%s: %s: expected %s, got %s", x->where, key,
+                           want_name(r->type), type_name(v));
+        if (r->apply) {
+            lv_status st = r->apply(x, key, v);
+            if (st) return st;
+            if (r->why) LV_INFO("config %s: applied (%s)", key, r->why);
+        } else {
+            LV_INFO("config %s: accepted, not needed: %s", key, r->why);
+            x->c->n_notes++;
+        }
+    }
+    return LV_OK;
+}
+
+static lv_status k_section(ctx *x, const char *key, json_t *v) {
+    char prefix[96];
+    snprintf(prefix, sizeof prefix, "%s.", key);
+    if (!strcmp(key, "image_processing")) {
+        x->c->image.keep_aspect = true; /* the seed resized with PIL thumbnail: aspect kept */
+        lv_status st = walk(x, prefix, v, image_keys, LV_ARRAY_LEN(image_keys));
+        const img_options *o = &x->c->image;
+        if (!st && o->min_size && o->max_size && o->min_size > o->max_size)
+            st = lv_fail(x->err, LV_ERR_ARG,
+                         "%s: image_processing: min_size %d is larger than max_size %d", x->where,
+                         o->min_size, o->max_size);
+        return st;
+    }
+    if (!strcmp(key, "enhanced_memory_management"))
+        return walk(x, prefix, v, memory_keys, LV_ARRAY_LEN(memory_keys));
+    return walk(x, prefix, v, mlx_keys, LV_ARRAY_LEN(mlx_keys));
+}
+
+lv_status srv_config_parse(const char *text, size_t len, const char *where, srv_config *out,
+                           lv_err *err) {
+    memset(out, 0, sizeof *out);
+    json_error_t je;
+    json_t *root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &je);
+    if (!root)
+        return lv_fail(err, LV_ERR_FORMAT, "%s: not valid JSON at line %d, column %d: %s", where,
+                       je.line, je.column, je.text);
+    lv_status st = LV_OK;
+    if (!json_is_object(root))
+        st = lv_fail(err, LV_ERR_FORMAT, "%s: expected a JSON object at the top, got %s", where,
+                     type_name(root));
+    ctx x = {where, out, err};
+    if (!st) st = walk(&x, "", root, top_keys, LV_ARRAY_LEN(top_keys));
+    json_decref(root);
+    return st;
+}
+
+lv_status srv_config_load(const char *path, srv_config *out, lv_err *err) {
+    memset(out, 0, sizeof *out);
+    char *text = NULL;
+    size_t len = 0;
+    lv_status st = lv_read_file(path, CONFIG_MAX_BYTES, &text, &len, err);
+    if (!st) st = srv_config_parse(text, len, path, out, err);
+    free(text);
+    return st;
+}
+
+void srv_config_free(srv_config *c) {
+    if (!c) return;
+    free(c->model_name);
+    free(c->model_id);
+    memset(c, 0, sizeof *c);
+}

@@ -1,0 +1,192 @@
+/*
+ * metrics.c - counters, histograms and their Prometheus text (metrics.h).
+ *
+ * One mutex guards everything: updates are a handful of additions per
+ * request, far below the cost of the request itself.
+ */
+#include "server/metrics.h"
+
+#include "base/buf.h"
+
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MAX_SERIES  128 /* (endpoint, status) pairs kept; more share one "other" row */
+#define MAX_BUCKETS 16
+
+typedef struct {
+    const char *name, *help;
+    int n;                       /* finite buckets */
+    double le[MAX_BUCKETS];      /* upper bounds, seconds, increasing */
+    uint64_t count[MAX_BUCKETS]; /* observations <= le[i] (not cumulative; summed on render) */
+    uint64_t total;              /* all observations (the +Inf bucket) */
+    double sum;
+} histogram;
+
+typedef struct {
+    const char *endpoint;
+    int status;
+    uint64_t n;
+} series;
+
+struct metrics {
+    pthread_mutex_t mu;
+    series req[MAX_SERIES];
+    int n_req;
+    uint64_t prompt_tokens, generated_tokens, generations;
+    histogram ttft, tpot, e2e;
+};
+
+static void hist_init(histogram *h, const char *name, const char *help, const double *le, int n) {
+    h->name = name;
+    h->help = help;
+    h->n = n;
+    memcpy(h->le, le, (size_t)n * sizeof *le);
+}
+
+static void hist_observe(histogram *h, double v) {
+    for (int i = 0; i < h->n; i++)
+        if (v <= h->le[i]) {
+            h->count[i]++;
+            break;
+        }
+    h->total++;
+    h->sum += v;
+}
+
+metrics *metrics_new(void) {
+    metrics *m = calloc(1, sizeof *m);
+    if (!m) return NULL;
+    pthread_mutex_init(&m->mu, NULL);
+    static const double ttft[] = {0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60};
+    static const double tpot[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5};
+    static const double e2e[] = {0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300};
+    hist_init(&m->ttft, "llava_time_to_first_token_seconds",
+              "Time from submission to the first generated token.", ttft, (int)LV_ARRAY_LEN(ttft));
+    hist_init(&m->tpot, "llava_time_per_output_token_seconds",
+              "Mean time per generated token after the first, per request.", tpot,
+              (int)LV_ARRAY_LEN(tpot));
+    hist_init(&m->e2e, "llava_e2e_request_latency_seconds",
+              "Time from submission to the end of generation.", e2e, (int)LV_ARRAY_LEN(e2e));
+    return m;
+}
+
+void metrics_free(metrics *m) {
+    if (!m) return;
+    pthread_mutex_destroy(&m->mu);
+    free(m);
+}
+
+void metrics_request(metrics *m, const char *endpoint, int status) {
+    if (!m) return;
+    pthread_mutex_lock(&m->mu);
+    int i = 0;
+    while (i < m->n_req && !(m->req[i].status == status && !strcmp(m->req[i].endpoint, endpoint)))
+        i++;
+    if (i == m->n_req && m->n_req < MAX_SERIES) m->req[m->n_req++] = (series){endpoint, status, 0};
+    if (i < m->n_req) m->req[i].n++;
+    pthread_mutex_unlock(&m->mu);
+}
+
+void metrics_generation(metrics *m, int prompt_tokens, int generated_tokens, double t_submit_ms,
+                        double t_first_ms, double t_done_ms) {
+    if (!m) return;
+    pthread_mutex_lock(&m->mu);
+    m->generations++;
+    m->prompt_tokens += prompt_tokens > 0 ? (uint64_t)prompt_tokens : 0;
+    m->generated_tokens += generated_tokens > 0 ? (uint64_t)generated_tokens : 0;
+    if (t_submit_ms > 0 && t_first_ms >= t_submit_ms)
+        hist_observe(&m->ttft, (t_first_ms - t_submit_ms) / 1e3);
+    if (t_first_ms > 0 && t_done_ms >= t_first_ms && generated_tokens > 1)
+        hist_observe(&m->tpot, (t_done_ms - t_first_ms) / 1e3 / (generated_tokens - 1));
+    if (t_submit_ms > 0 && t_done_ms >= t_submit_ms)
+        hist_observe(&m->e2e, (t_done_ms - t_submit_ms) / 1e3);
+    pthread_mutex_unlock(&m->mu);
+}
+
+/* ---- rendering ----------------------------------------------------------------------------- */
+
+static void put(lv_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void put(lv_buf *b, const char *fmt, ...) {
+    char line[512];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    if (n > 0) lv_buf_append(b, line, (size_t)n < sizeof line ? (size_t)n : sizeof line - 1);
+}
+
+static void head(lv_buf *b, const char *name, const char *type, const char *help) {
+    put(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+static void gauge(lv_buf *b, const char *name, const char *help, double v) {
+    head(b, name, "gauge", help);
+    put(b, "%s %.17g\n", name, v);
+}
+
+static void counter(lv_buf *b, const char *name, const char *help, uint64_t v) {
+    head(b, name, "counter", help);
+    put(b, "%s %llu\n", name, (unsigned long long)v);
+}
+
+static void hist_render(lv_buf *b, const histogram *h) {
+    head(b, h->name, "histogram", h->help);
+    uint64_t cum = 0;
+    for (int i = 0; i < h->n; i++) {
+        cum += h->count[i];
+        put(b, "%s_bucket{le=\"%g\"} %llu\n", h->name, h->le[i], (unsigned long long)cum);
+    }
+    put(b, "%s_bucket{le=\"+Inf\"} %llu\n", h->name, (unsigned long long)h->total);
+    put(b, "%s_sum %.17g\n", h->name, h->sum);
+    put(b, "%s_count %llu\n", h->name, (unsigned long long)h->total);
+}
+
+char *metrics_render(metrics *m, const metrics_gauges *g) {
+    lv_buf b = {0};
+    pthread_mutex_lock(&m->mu);
+    head(&b, "llava_requests_total", "counter", "HTTP requests answered, by endpoint and status.");
+    for (int i = 0; i < m->n_req; i++)
+        put(&b, "llava_requests_total{endpoint=\"%s\",status=\"%d\"} %llu\n", m->req[i].endpoint,
+            m->req[i].status, (unsigned long long)m->req[i].n);
+    counter(&b, "llava_prompt_tokens_total", "Prompt tokens of finished generations.",
+            m->prompt_tokens);
+    counter(&b, "llava_generation_tokens_total", "Tokens generated by finished generations.",
+            m->generated_tokens);
+    counter(&b, "llava_generations_total", "Generations (choices) finished.", m->generations);
+    hist_render(&b, &m->ttft);
+    hist_render(&b, &m->tpot);
+    hist_render(&b, &m->e2e);
+    pthread_mutex_unlock(&m->mu);
+
+    const wk_stats *w = &g->ws;
+    bool r = g->ready;
+    gauge(&b, "llava_model_ready", "1 once the model is loaded, 0 while loading.", r);
+    gauge(&b, "llava_requests_running", "Sequences being decoded.", r ? w->running : 0);
+    gauge(&b, "llava_requests_waiting", "Jobs queued, not started.", r ? w->waiting : 0);
+    gauge(&b, "llava_queue_capacity", "Jobs the queue holds at most (429 above).",
+          r ? w->queue_capacity : 0);
+    gauge(&b, "llava_parallel_sequences", "Sequences decoded together at most.",
+          r ? w->parallel : 0);
+    gauge(&b, "llava_kv_cache_used_positions", "KV positions filled, all running sequences.",
+          r ? (double)w->kv_used : 0);
+    gauge(&b, "llava_kv_cache_capacity_positions", "KV positions that exist.",
+          r ? (double)w->kv_capacity : 0);
+    gauge(&b, "llava_kv_cache_usage_ratio", "kv_cache_used_positions / capacity (0..1).",
+          r && w->kv_capacity > 0 ? (double)w->kv_used / (double)w->kv_capacity : 0);
+    gauge(&b, "llava_kv_cache_used_bytes", "Bytes of the filled KV positions.",
+          r ? (double)w->kv_bytes_used : 0);
+    gauge(&b, "llava_kv_cache_total_bytes", "Bytes of KV cache allocated.",
+          r ? (double)w->kv_bytes_total : 0);
+    gauge(&b, "process_resident_memory_bytes", "Resident memory of the server process.",
+          g->rss_bytes >= 0 ? (double)g->rss_bytes : 0);
+    gauge(&b, "llava_uptime_seconds", "Seconds since the server started.", g->uptime_s);
+    if (lv_buf_append(&b, "", 1)) { /* NUL-terminate */
+        lv_buf_free(&b);
+        return NULL;
+    }
+    return b.data;
+}

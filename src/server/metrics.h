@@ -1,0 +1,52 @@
+/*
+ * metrics.h - the server's counters and histograms, and GET /metrics in the
+ * Prometheus text exposition format 0.0.4.
+ *
+ * Counters (since start): requests by endpoint and status, prompt and
+ * generated tokens. Histograms (seconds, cumulative buckets as Prometheus
+ * wants them): time to first token, time per output token, end-to-end
+ * request latency, each from a finished job's timing fields (worker.h:
+ * t_submit_ms, t_first_ms, t_done_ms). Gauges are read at scrape time by the
+ * caller (worker_get_stats, /proc/self/statm) and passed to metrics_render.
+ *
+ * Names follow Prometheus conventions (vLLM's are similar): a "llava_"
+ * prefix, _total for counters, _seconds / _bytes units, and the standard
+ * process_resident_memory_bytes.
+ *
+ * Thread-safe: every call may come from any connection thread.
+ */
+#ifndef LV_SERVER_METRICS_H
+#define LV_SERVER_METRICS_H
+
+#include "server/worker.h"
+
+#include <stdint.h>
+
+typedef struct metrics metrics;
+
+/* NULL when out of memory. */
+metrics *metrics_new(void);
+void metrics_free(metrics *m); /* NULL: no-op */
+
+/* One answered request. endpoint must be a string that lives as long as m
+ * (a route path, or "other"). */
+void metrics_request(metrics *m, const char *endpoint, int status);
+
+/* One finished generation (a job that produced tokens): its prompt and
+ * generated token counts and the timing fields (CLOCK_MONOTONIC ms; 0 =
+ * unknown, then that histogram is skipped). */
+void metrics_generation(metrics *m, int prompt_tokens, int generated_tokens, double t_submit_ms,
+                        double t_first_ms, double t_done_ms);
+
+/* Gauges sampled by the caller at scrape time. */
+typedef struct {
+    bool ready;        /* model loaded (ws valid) */
+    wk_stats ws;       /* worker figures */
+    int64_t rss_bytes; /* < 0: unknown */
+    double uptime_s;
+} metrics_gauges;
+
+/* The whole exposition text (heap, caller frees), or NULL when out of memory. */
+char *metrics_render(metrics *m, const metrics_gauges *g);
+
+#endif

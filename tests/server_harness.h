@@ -1,0 +1,189 @@
+/* server_harness.h - what the llava-server tests share: start the real
+ * binary on 127.0.0.1 (port 0, read back from its "listening on" line),
+ * talk to it with libcurl, stop it with SIGTERM and check it exits 0 (under
+ * ASan, LeakSanitizer turns a leak at exit into a non-zero status).
+ * Header-only (static inline) so each test program stays one file. */
+#ifndef LV_TEST_SERVER_HARNESS_H
+#define LV_TEST_SERVER_HARNESS_H
+
+#include "testutil.h"
+
+#include <curl/curl.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+typedef struct {
+    pid_t pid;
+    int port;
+    char log[1024];
+} srv;
+
+static inline void srv_sleep_ms(long ms) {
+    nanosleep(&(struct timespec){ms / 1000, (ms % 1000) * 1000000L}, NULL);
+}
+
+/* The demo model bundled with the repository (models/demo). */
+static inline const char *srv_demo_model(void) {
+    static char path[1024];
+    snprintf(path, sizeof path, "%.900s/../../models/demo", tu_env("LLAVA_TEST_DATA"));
+    return path;
+}
+
+static inline const char *srv_demo_sample(const char *name) {
+    static char path[4][1024];
+    static int k;
+    k = (k + 1) % 4;
+    snprintf(path[k], sizeof path[k], "%.900s/samples/%.100s", srv_demo_model(), name);
+    return path[k];
+}
+
+/* Starts llava-server with argv (NULL-terminated, without the program
+ * name), stderr to log; env_kv: "NAME=VALUE" or NULL. Returns false if it
+ * never said where it listens within 20 s. */
+static inline bool srv_start(srv *s, const char *log, const char *const *argv, const char *env_kv) {
+    memset(s, 0, sizeof *s);
+    snprintf(s->log, sizeof s->log, "%.1000s", log);
+    char bin[1024];
+    snprintf(bin, sizeof bin, "%s/llava-server", tu_env("LLAVA_BIN_DIR"));
+    const char *args[64] = {bin};
+    int n = 1;
+    for (; argv[n - 1] && n < 63; n++) args[n] = argv[n - 1];
+    args[n] = NULL;
+    s->pid = fork();
+    if (s->pid == 0) {
+        if (!freopen(log, "w", stderr)) _exit(126);
+        if (env_kv) putenv((char *)env_kv);
+        execv(bin, (char *const *)args);
+        _exit(127);
+    }
+    for (int i = 0; i < 400 && !s->port; i++) {
+        srv_sleep_ms(50);
+        FILE *f = fopen(log, "r");
+        char line[1024];
+        while (f && fgets(line, sizeof line, f)) {
+            const char *p = strstr(line, "listening on 127.0.0.1:");
+            if (p) s->port = atoi(p + strlen("listening on 127.0.0.1:"));
+        }
+        if (f) fclose(f);
+        int st;
+        if (waitpid(s->pid, &st, WNOHANG) == s->pid) {
+            s->pid = 0;
+            return false;
+        }
+    }
+    return s->port > 0;
+}
+
+/* SIGTERM, then the exit status (-1 if it did not exit within 30 s: killed). */
+static inline int srv_stop(srv *s) {
+    if (s->pid <= 0) return -1;
+    kill(s->pid, SIGTERM);
+    int status = -1;
+    for (int i = 0; i < 600; i++) {
+        if (waitpid(s->pid, &status, WNOHANG) == s->pid) {
+            s->pid = 0;
+            return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+        }
+        srv_sleep_ms(50);
+    }
+    kill(s->pid, SIGKILL);
+    waitpid(s->pid, &status, 0);
+    s->pid = 0;
+    return -1;
+}
+
+/* Whether the server log contains needle. */
+static inline bool srv_log_has(const srv *s, const char *needle) {
+    FILE *f = fopen(s->log, "r");
+    char line[2048];
+    bool found = false;
+    while (f && !found && fgets(line, sizeof line, f)) found = strstr(line, needle) != NULL;
+    if (f) fclose(f);
+    return found;
+}
+
+/* ---- client ------------------------------------------------------------------------------ */
+
+typedef struct {
+    char *data;
+    size_t len;
+    size_t stop_after;         /* > 0: abort the transfer once this many bytes came */
+    void (*on_stop)(void *ud); /* called once when stop_after is reached */
+    void *ud;
+    bool stopped;
+} srv_body;
+
+static inline size_t srv_on_data(char *p, size_t size, size_t n, void *ud) {
+    srv_body *b = ud;
+    size_t add = size * n;
+    char *d = realloc(b->data, b->len + add + 1);
+    if (!d) return 0;
+    b->data = d;
+    memcpy(b->data + b->len, p, add);
+    b->len += add;
+    b->data[b->len] = '\0';
+    if (b->stop_after && b->len >= b->stop_after) {
+        if (!b->stopped && b->on_stop) b->on_stop(b->ud);
+        b->stopped = true;
+        return 0;
+    }
+    return add;
+}
+
+/* A prepared request (for curl multi too); headers: up to 2 lines or NULL. */
+static inline CURL *srv_handle(const srv *s, const char *method, const char *path, const char *data,
+                               size_t len, const char *h1, const char *h2, srv_body *b,
+                               struct curl_slist **hdrs) {
+    CURL *c = curl_easy_init();
+    char url[512];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d%s", s->port, path);
+    *hdrs = curl_slist_append(NULL, "Content-Type: application/json");
+    if (h1) *hdrs = curl_slist_append(*hdrs, h1);
+    if (h2) *hdrs = curl_slist_append(*hdrs, h2);
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
+    if (data) {
+        curl_easy_setopt(c, CURLOPT_POSTFIELDS, data);
+        curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)len);
+    }
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, *hdrs);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, srv_on_data);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, b);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT, 120L);
+    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    return c;
+}
+
+/* One request: the HTTP status (0 if the transfer failed) and the body in
+ * *out (heap, may be NULL; out may be NULL). */
+static inline long srv_http(const srv *s, const char *method, const char *path, const char *data,
+                            size_t len, const char *h1, const char *h2, char **out) {
+    srv_body b = {0};
+    struct curl_slist *h;
+    CURL *c = srv_handle(s, method, path, data, len, h1, h2, &b, &h);
+    long status = 0;
+    if (curl_easy_perform(c) == CURLE_OK) curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+    curl_slist_free_all(h);
+    curl_easy_cleanup(c);
+    if (out)
+        *out = b.data;
+    else
+        free(b.data);
+    return status;
+}
+
+static inline bool srv_wait_healthy(const srv *s, int seconds) {
+    for (int i = 0; i < seconds * 20; i++) {
+        if (srv_http(s, "GET", "/health", NULL, 0, NULL, NULL, NULL) == 200) return true;
+        srv_sleep_ms(50);
+    }
+    return false;
+}
+
+#endif

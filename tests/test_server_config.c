@@ -1,0 +1,168 @@
+/* test_server_config.c - the seed's config file (server/config.h) and the
+ * Prometheus text of /metrics (server/metrics.h), as pure functions. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#include "base/log.h"
+#include "server/config.h"
+#include "server/metrics.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static lv_status parse(const char *json, srv_config *c, lv_err *err) {
+    return srv_config_parse(json, strlen(json), "test.json", c, err);
+}
+
+static void seed_file_applies(void **state) {
+    (void)state;
+    /* The seed's README example, plus its "advanced" blocks and an unknown key. */
+    const char *seed =
+        "{\"model_name\": \"LLaVA-MLX\", \"model_id\": "
+        "\"mlx-community/llava-v1.6-mistral-7b-4bit\","
+        " \"device\": \"mps\", \"quantization\": \"int4\", \"max_tokens\": 150,"
+        " \"image_processing\": {\"max_size\": 768, \"min_size\": 224, \"format\": \"RGB\","
+        "   \"quality\": 95, \"preprocessing_quality\": \"high\", \"maintain_aspect_ratio\": true,"
+        "   \"padding_color\": [255, 255, 255]},"
+        " \"enhanced_memory_management\": {\"periodic_cleanup\": true, \"cleanup_interval\": 1,"
+        "   \"adaptive_pressure_detection\": true, \"mlx_memory_clearing\": true,"
+        "   \"model_reloading\": true},"
+        " \"mlx_config\": {\"memory_pool_size\": \"8GB\", \"cache_size\": 512, \"batch_size\": 1},"
+        " \"something_new\": {\"x\": 1}}";
+    srv_config c;
+    lv_err err = {{0}};
+    assert_int_equal(parse(seed, &c, &err), LV_OK);
+    assert_string_equal(c.model_name, "LLaVA-MLX");
+    assert_string_equal(c.model_id, "mlx-community/llava-v1.6-mistral-7b-4bit");
+    assert_int_equal(c.max_tokens, 150);
+    assert_int_equal(c.image.max_size, 768);
+    assert_int_equal(c.image.min_size, 224);
+    assert_true(c.image.keep_aspect);
+    assert_true(c.image.has_padding_color);
+    assert_int_equal(c.image.padding_color[0], 255);
+    /* device, quantization, format, quality, preprocessing_quality, 5 memory keys, 3 mlx keys */
+    assert_int_equal(c.n_notes, 13);
+    assert_int_equal(c.n_unknown, 1);
+    srv_config_free(&c);
+
+    /* Without image_processing the pipeline stays the exact reference. */
+    assert_int_equal(parse("{\"model_id\": \"x\"}", &c, &err), LV_OK);
+    assert_int_equal(c.image.max_size, 0);
+    assert_false(c.image.keep_aspect);
+    assert_false(c.image.has_padding_color);
+    srv_config_free(&c);
+}
+
+static void bad_values_name_the_key(void **state) {
+    (void)state;
+    static const struct {
+        const char *json, *key;
+        lv_status st;
+    } cases[] = {
+        {"{\"max_tokens\": -1}", "max_tokens", LV_ERR_ARG},
+        {"{\"max_tokens\": 1.5}", "max_tokens", LV_ERR_ARG},
+        {"{\"model_name\": \"\"}", "model_name", LV_ERR_ARG},
+        {"{\"model_id\": 5}", "model_id", LV_ERR_ARG},
+        {"{\"device\": \"tpu\"}", "device", LV_ERR_ARG},
+        {"{\"quantization\": 4}", "quantization", LV_ERR_ARG},
+        {"{\"image_processing\": 3}", "image_processing", LV_ERR_ARG},
+        {"{\"image_processing\": {\"max_size\": 0}}", "image_processing.max_size", LV_ERR_ARG},
+        {"{\"image_processing\": {\"padding_color\": [0, 0, 256]}}",
+         "image_processing.padding_color", LV_ERR_ARG},
+        {"{\"image_processing\": {\"maintain_aspect_ratio\": 1}}",
+         "image_processing.maintain_aspect_ratio", LV_ERR_ARG},
+        {"{\"image_processing\": {\"quality\": 101}}", "image_processing.quality", LV_ERR_ARG},
+        {"{\"enhanced_memory_management\": {\"cleanup_interval\": \"often\"}}",
+         "enhanced_memory_management.cleanup_interval", LV_ERR_ARG},
+        {"{\"mlx_config\": {\"batch_size\": \"one\"}}", "mlx_config.batch_size", LV_ERR_ARG},
+        {"{\"a\": 1, \"a\": 2}", "test.json", LV_ERR_FORMAT},
+        {"", "test.json", LV_ERR_FORMAT},
+    };
+    for (size_t i = 0; i < LV_ARRAY_LEN(cases); i++) {
+        srv_config c;
+        lv_err err = {{0}};
+        lv_status st = parse(cases[i].json, &c, &err);
+        if (st != cases[i].st || !strstr(err.msg, cases[i].key))
+            fail_msg("case %zu %s: status %d, message '%s'", i, cases[i].json, st, err.msg);
+        srv_config_free(&c);
+    }
+    srv_config c;
+    lv_err err = {{0}};
+    assert_int_equal(srv_config_load("/nonexistent/seed.json", &c, &err), LV_ERR_IO);
+    srv_config_free(&c);
+}
+
+static double value(const char *text, const char *name) {
+    const char *p = strstr(text, name);
+    size_t n = strlen(name);
+    while (p && (p[n] != ' ' || (p != text && p[-1] != '\n'))) p = strstr(p + 1, name);
+    return p ? atof(p + n + 1) : -1;
+}
+
+static void metrics_text(void **state) {
+    (void)state;
+    metrics *m = metrics_new();
+    assert_non_null(m);
+    metrics_request(m, "/v1/chat/completions", 200);
+    metrics_request(m, "/v1/chat/completions", 200);
+    metrics_request(m, "/v1/chat/completions", 400);
+    /* submitted at 1000 ms, first token at 1200, done at 2200 after 11 tokens */
+    metrics_generation(m, 100, 11, 1000, 1200, 2200);
+    metrics_generation(m, 50, 1, 3000, 3040, 3040);
+    metrics_gauges g = {.ready = true,
+                        .ws = {.running = 2,
+                               .waiting = 1,
+                               .queue_capacity = 8,
+                               .parallel = 4,
+                               .kv_used = 256,
+                               .kv_capacity = 1024,
+                               .kv_bytes_used = 1000,
+                               .kv_bytes_total = 4000},
+                        .rss_bytes = 123456,
+                        .uptime_s = 5};
+    char *t = metrics_render(m, &g);
+    assert_non_null(t);
+    assert_true(
+        value(t, "llava_requests_total{endpoint=\"/v1/chat/completions\",status=\"200\"}") == 2);
+    assert_true(
+        value(t, "llava_requests_total{endpoint=\"/v1/chat/completions\",status=\"400\"}") == 1);
+    assert_true(value(t, "llava_prompt_tokens_total") == 150);
+    assert_true(value(t, "llava_generation_tokens_total") == 12);
+    /* TTFT 0.2 s and 0.04 s: cumulative buckets */
+    assert_true(value(t, "llava_time_to_first_token_seconds_bucket{le=\"0.05\"}") == 1);
+    assert_true(value(t, "llava_time_to_first_token_seconds_bucket{le=\"0.25\"}") == 2);
+    assert_true(value(t, "llava_time_to_first_token_seconds_bucket{le=\"+Inf\"}") == 2);
+    assert_true(value(t, "llava_time_to_first_token_seconds_count") == 2);
+    /* per output token: 1 s over 10 tokens = 0.1 s; the 1-token request has none */
+    assert_true(value(t, "llava_time_per_output_token_seconds_count") == 1);
+    assert_true(value(t, "llava_time_per_output_token_seconds_bucket{le=\"0.1\"}") == 1);
+    assert_true(value(t, "llava_time_per_output_token_seconds_bucket{le=\"0.05\"}") == 0);
+    assert_true(value(t, "llava_e2e_request_latency_seconds_sum") > 1.23 &&
+                value(t, "llava_e2e_request_latency_seconds_sum") < 1.25);
+    assert_true(value(t, "llava_requests_running") == 2);
+    assert_true(value(t, "llava_requests_waiting") == 1);
+    assert_true(value(t, "llava_kv_cache_used_positions") == 256);
+    assert_true(value(t, "llava_kv_cache_usage_ratio") == 0.25);
+    assert_true(value(t, "process_resident_memory_bytes") == 123456);
+    assert_non_null(strstr(t, "# TYPE llava_e2e_request_latency_seconds histogram\n"));
+    /* every line is a comment or "name[{labels}] value" */
+    for (const char *p = t; *p; p = strchr(p, '\n') + 1) {
+        const char *e = strchr(p, '\n');
+        assert_non_null(e);
+        if (*p != '#') assert_non_null(memchr(p, ' ', (size_t)(e - p)));
+    }
+    free(t);
+    metrics_free(m);
+}
+
+int main(void) {
+    lv_log_set_level(LV_LOG_ERROR); /* the config's INFO lines are not the test's output */
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(seed_file_applies),
+        cmocka_unit_test(bad_values_name_the_key),
+        cmocka_unit_test(metrics_text),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
