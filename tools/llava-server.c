@@ -224,8 +224,14 @@ static void *load_main(void *arg) {
         goto fail;
     }
     if (llava_load(m, "cpu", a->threads, &err)) goto fail;
-    if (a->ctx_size > 0 && a->ctx_size < m->text.max_ctx) m->text.max_ctx = a->ctx_size;
-    wk_config wc = {.queue_size = a->queue_size, .parallel = a->parallel, .ctx_size = a->ctx_size};
+    int ctx = a->ctx_size;
+    if (ctx > m->text.max_ctx) {
+        LV_WARN("--ctx-size %d is more than the model's context (%d): using %d", ctx,
+                m->text.max_ctx, m->text.max_ctx);
+        ctx = m->text.max_ctx;
+    }
+    if (ctx > 0) m->text.max_ctx = ctx;
+    wk_config wc = {.queue_size = a->queue_size, .parallel = a->parallel, .ctx_size = ctx};
     if (worker_new(m, &wc, &w, &err)) goto fail;
     clock_gettime(CLOCK_MONOTONIC, &t1);
     LV_INFO("model %s loaded from %s in %.0f ms (context %d, %d parallel sequences, queue %d)",
