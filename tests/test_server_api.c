@@ -770,8 +770,10 @@ static void test_disconnect_frees_sequence(void **state) {
     assert_true(srv_log_has(&S, "client disconnected"));
 
     /* A plain (non-stream) request whose client gives up after 0.7 s: the
-     * server sees the hang-up while waiting and cancels it too. */
-    b = chat_body(NULL, "Describe the image.", "{\"max_tokens\":900,\"logit_bias\":{\"2\":-100}}");
+     * server sees the hang-up while waiting and cancels it too. Four choices
+     * of 3000 tokens each: far more than 0.7 s of work on any machine. */
+    b = chat_body(NULL, "Describe the image.",
+                  "{\"max_tokens\":3000,\"n\":4,\"logit_bias\":{\"2\":-100}}");
     srv_body plain = {0};
     c = srv_handle(&S, "POST", "/v1/chat/completions", b, strlen(b), AUTH, NULL, &plain, &h);
     curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 700L);

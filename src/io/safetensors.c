@@ -52,6 +52,7 @@
  * kept (transformers loads whole shards too).
  */
 #include "safetensors.h"
+#include "io/json_type.h"
 
 #include "base/file.h"
 #include "io/tensor_names.h"
@@ -246,38 +247,17 @@ static bool get_u64(const json_t *v, uint64_t *out) {
     return true;
 }
 
-static const char *json_kind(const json_t *v) {
-    switch (json_typeof(v)) {
-        case JSON_OBJECT:
-            return "an object";
-        case JSON_ARRAY:
-            return "an array";
-        case JSON_STRING:
-            return "a string";
-        case JSON_INTEGER:
-            return "an integer";
-        case JSON_REAL:
-            return "a real number";
-        case JSON_TRUE:
-        case JSON_FALSE:
-            return "a boolean";
-        case JSON_NULL:
-            return "null";
-    }
-    return "?";
-}
-
 static lv_status check_metadata(const char *file, const json_t *meta, lv_err *err) {
     if (!json_is_object(meta))
         return lv_fail(err, LV_ERR_FORMAT, "%s: __metadata__ must be an object of strings, got %s",
-                       file, json_kind(meta));
+                       file, json_type_name(meta));
     const char *k;
     json_t *v;
     json_object_foreach((json_t *)meta, k, v) {
         if (!json_is_string(v))
             return lv_fail(err, LV_ERR_FORMAT,
                            "%s: __metadata__ must be an object of strings; \"%s\" is %s", file, k,
-                           json_kind(v));
+                           json_type_name(v));
     }
     return LV_OK;
 }
@@ -312,7 +292,7 @@ static lv_status parse_entry(const char *file, const char *name, const json_t *v
                              span *sp, lv_err *err) {
     if (!json_is_object(v))
         return lv_fail(err, LV_ERR_FORMAT, "%s: tensor '%s': entry must be an object, got %s", file,
-                       name, json_kind(v));
+                       name, json_type_name(v));
     const json_t *jd = json_object_get(v, "dtype"), *js = json_object_get(v, "shape"),
                  *jo = json_object_get(v, "data_offsets");
     if (!jd || !js || !jo)
@@ -322,13 +302,13 @@ static lv_status parse_entry(const char *file, const char *name, const json_t *v
                              : "data_offsets");
     if (!json_is_string(jd))
         return lv_fail(err, LV_ERR_FORMAT, "%s: tensor '%s': dtype must be a string, got %s", file,
-                       name, json_kind(jd));
+                       name, json_type_name(jd));
     if (!dtype_from_name(json_string_value(jd), &t->dtype))
         return lv_fail(err, LV_ERR_FORMAT, "%s: tensor '%s': unknown dtype \"%s\"", file, name,
                        json_string_value(jd));
     if (!json_is_array(js))
         return lv_fail(err, LV_ERR_FORMAT, "%s: tensor '%s': shape must be an array, got %s", file,
-                       name, json_kind(js));
+                       name, json_type_name(js));
     size_t nd = json_array_size(js);
     if (nd > ST_MAX_DIMS)
         return lv_fail(err, LV_ERR_UNSUPPORTED, "%s: tensor '%s': %zu dims; at most %d supported",
@@ -343,7 +323,7 @@ static lv_status parse_entry(const char *file, const char *name, const json_t *v
         if (!get_u64(json_array_get(js, i), &d))
             return lv_fail(err, LV_ERR_FORMAT,
                            "%s: tensor '%s': shape[%zu] must be an integer >= 0, got %s", file,
-                           name, i, json_kind(json_array_get(js, i)));
+                           name, i, json_type_name(json_array_get(js, i)));
         t->shape[i] = (int64_t)d;
         if (d != 0 && n > limit / d)
             overflow = true;
@@ -455,7 +435,7 @@ static lv_status parse_file(st_set *s, size_t fi, lv_err *err) {
                        file, jerr.text, jerr.position);
     if (!json_is_object(root)) {
         st = lv_fail(err, LV_ERR_FORMAT, "%s: header is not a JSON object (got %s)", file,
-                     json_kind(root));
+                     json_type_name(root));
         goto fail;
     }
     size_t n = json_object_size(root), ns = 0;
@@ -574,7 +554,7 @@ static lv_status open_index(st_set *s, const char *index_path, lv_err *err) {
     json_object_foreach(wm, key, val) {
         if (!json_is_string(val)) {
             st = lv_fail(err, LV_ERR_FORMAT, "%s: weight_map[\"%s\"] must be a string, got %s",
-                         index_path, key, json_kind(val));
+                         index_path, key, json_type_name(val));
             goto fail;
         }
         const char *shard = json_string_value(val);

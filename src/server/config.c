@@ -6,6 +6,7 @@
  * needed. Unknown keys are warned about and skipped.
  */
 #include "server/config.h"
+#include "io/json_type.h"
 
 #include "base/file.h"
 #include "base/log.h"
@@ -32,26 +33,6 @@ typedef struct {
     const char *why; /* the reason, logged; for apply keys, what it sets */
     json_type type;  /* the JSON type the value must have (JSON_NULL = any) */
 } key_rule;
-
-static const char *type_name(const json_t *v) {
-    switch (json_typeof(v)) {
-        case JSON_OBJECT:
-            return "an object";
-        case JSON_ARRAY:
-            return "an array";
-        case JSON_STRING:
-            return "a string";
-        case JSON_INTEGER:
-            return "an integer";
-        case JSON_REAL:
-            return "a number";
-        case JSON_TRUE:
-        case JSON_FALSE:
-            return "a boolean";
-        default:
-            return "null";
-    }
-}
 
 static bool type_ok(const json_t *v, json_type want) {
     if (want == JSON_NULL) return true;
@@ -85,7 +66,7 @@ static lv_status int_in(ctx *x, const char *key, json_t *v, long lo, long hi, in
         if (json_is_integer(v))
             snprintf(got, sizeof got, "%lld", (long long)json_integer_value(v));
         else
-            snprintf(got, sizeof got, "%s", type_name(v));
+            snprintf(got, sizeof got, "%s", json_type_name(v));
         return lv_fail(x->err, LV_ERR_ARG, "%s: %s: expected an integer in [%ld, %ld], got %s",
                        x->where, key, lo, hi, got);
     }
@@ -138,7 +119,7 @@ static lv_status k_quantization(ctx *x, const char *key, json_t *v) {
     if (json_is_null(v)) return LV_OK;
     if (!json_is_string(v))
         return lv_fail(x->err, LV_ERR_ARG, "%s: %s: expected a string or null, got %s", x->where,
-                       key, type_name(v));
+                       key, json_type_name(v));
     const char *s = json_string_value(v);
     for (size_t i = 0; i < LV_ARRAY_LEN(ok); i++)
         if (!strcasecmp(s, ok[i])) {
@@ -183,7 +164,7 @@ static lv_status k_padding(ctx *x, const char *key, json_t *v) {
     if (!ok)
         return lv_fail(x->err, LV_ERR_ARG,
                        "%s: %s: expected [r, g, b] with integers in [0, 255], got %s of %zu",
-                       x->where, key, type_name(v), json_array_size(v));
+                       x->where, key, json_type_name(v), json_array_size(v));
     x->c->image.has_padding_color = true;
     return LV_OK;
 }
@@ -284,7 +265,7 @@ static lv_status walk(ctx *x, const char *prefix, json_t *o, const key_rule *rul
         }
         if (!type_ok(v, r->type))
             return lv_fail(x->err, LV_ERR_ARG, "%s: %s: expected %s, got %s", x->where, key,
-                           want_name(r->type), type_name(v));
+                           want_name(r->type), json_type_name(v));
         if (r->apply) {
             lv_status st = r->apply(x, key, v);
             if (st) return st;
@@ -326,7 +307,7 @@ lv_status srv_config_parse(const char *text, size_t len, const char *where, srv_
     lv_status st = LV_OK;
     if (!json_is_object(root))
         st = lv_fail(err, LV_ERR_FORMAT, "%s: expected a JSON object at the top, got %s", where,
-                     type_name(root));
+                     json_type_name(root));
     ctx x = {where, out, err};
     if (!st) st = walk(&x, "", root, top_keys, LV_ARRAY_LEN(top_keys));
     json_decref(root);

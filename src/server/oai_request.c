@@ -17,6 +17,7 @@
  * into it, so one json_decref in oai_request_free releases everything.
  */
 #include "server/oai.h"
+#include "io/json_type.h"
 
 #include <errno.h>
 #include <float.h>
@@ -43,29 +44,9 @@ void oai_limits_default(oai_limits *lim) {
 
 #define BAD(e, param, code, ...) oai_fail(e, LV_ERR_ARG, 0, param, code, __VA_ARGS__)
 
-static const char *type_name(const json_t *v) {
-    switch (json_typeof(v)) {
-        case JSON_OBJECT:
-            return "an object";
-        case JSON_ARRAY:
-            return "an array";
-        case JSON_STRING:
-            return "a string";
-        case JSON_INTEGER:
-            return "an integer";
-        case JSON_REAL:
-            return "a decimal";
-        case JSON_TRUE:
-        case JSON_FALSE:
-            return "a boolean";
-        default:
-            return "null";
-    }
-}
-
 static lv_status bad_type(oai_error *e, const char *param, const char *want, const json_t *v) {
     return BAD(e, param, "invalid_type", "Invalid type for '%s': expected %s, but got %s instead.",
-               param, want, type_name(v));
+               param, want, json_type_name(v));
 }
 
 /* An integral number (2 or 2.0) in [lo, hi]. */
@@ -580,7 +561,7 @@ static lv_status parse(oai_kind kind, const char *body, size_t len, const oai_li
     out->json_ = root;
     if (!json_is_object(root)) {
         st = oai_fail(e, LV_ERR_ARG, 0, NULL, "invalid_json",
-                      "The request body must be a JSON object, but got %s.", type_name(root));
+                      "The request body must be a JSON object, but got %s.", json_type_name(root));
         goto fail;
     }
     if ((st = parse_common(root, lim, out, e))) goto fail;
