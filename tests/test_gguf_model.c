@@ -5,7 +5,9 @@
  * convert_hf_to_gguf.py writes it, the same prompt ids, and the same
  * logits as the safetensors model it came from: F16 to fp32 rounding,
  * Q8_0 / Q4_0 / Q4_K within the format's error (same greedy ids on the
- * demo model). Also the errors a wrong pair gives.
+ * demo model). Also the errors a wrong pair gives, and a pair shaped like
+ * the GGUFs converted from the original liuhaotian checkpoints (base
+ * vocabulary without <image>: the virtual image id).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -21,6 +23,9 @@
 #include "quant/ggml_quantize.h"
 #include "quant/gguf_export.h"
 #include "quant/qsource.h"
+#include "server/worker.h"
+#include "text/tokenizer.h"
+#include "text/tokenizer_gguf.h"
 #include "testutil.h"
 
 #include <math.h>
@@ -96,20 +101,20 @@ static void on_token(void *ud, const gen_token *t) {
     memcpy(o->logits + (size_t)t->index * t->vocab, t->logits, t->vocab * sizeof(float));
 }
 
-/* Greedy N_STEPS tokens for "[INST] <image>\n<question> [/INST]" on image. */
-static void run(llava *m, const char *image, const char *question, run_out *o) {
+/* Greedy N_STEPS tokens for the raw prompt, with image (may be NULL). */
+static void run_prompt(llava *m, const char *image, const char *prompt, run_out *o) {
     memset(o, 0, sizeof *o);
     o->vocab = m->text.vocab_size;
     o->logits = calloc((size_t)N_STEPS * o->vocab, sizeof(float));
-    img_tensor px;
-    int n_tok;
+    img_tensor px = {0};
+    int n_tok = 0, n_img = image != NULL;
     lv_err err;
-    if (request_load_image(m, image, &px, &n_tok, NULL, NULL, &err)) fail_msg("%s", err.msg);
-    char prompt[512];
-    snprintf(prompt, sizeof prompt, "[INST] <image>\n%s [/INST]", question);
+    if (image && request_load_image(m, image, &px, &n_tok, NULL, NULL, &err))
+        fail_msg("%s", err.msg);
     int32_t *ids;
     size_t n_ids;
-    if (request_prompt_ids(m, prompt, true, &n_tok, 1, &ids, &n_ids, &err)) fail_msg("%s", err.msg);
+    if (request_prompt_ids(m, prompt, true, &n_tok, n_img, &ids, &n_ids, &err))
+        fail_msg("%s", err.msg);
     gen_params p;
     gen_params_default(&p, m);
     p.max_tokens = N_STEPS;
@@ -117,10 +122,18 @@ static void run(llava *m, const char *image, const char *question, run_out *o) {
     p.ignore_eos = true;
     gen_callbacks cb = {.on_token = on_token, .ud = o};
     gen_result r;
-    if (gen_run(m, ids, (int)n_ids, &px, 1, &p, &cb, &r, &err)) fail_msg("%s", err.msg);
+    if (gen_run(m, ids, (int)n_ids, n_img ? &px : NULL, n_img, &p, &cb, &r, &err))
+        fail_msg("%s", err.msg);
     gen_result_free(&r);
     free(ids);
-    img_tensor_free(&px);
+    if (image) img_tensor_free(&px);
+}
+
+/* Greedy N_STEPS tokens for "[INST] <image>\n<question> [/INST]" on image. */
+static void run(llava *m, const char *image, const char *question, run_out *o) {
+    char prompt[512];
+    snprintf(prompt, sizeof prompt, "[INST] <image>\n%s [/INST]", question);
+    run_prompt(m, image, prompt, o);
 }
 
 /* max |a - b| over the logits of every step, and the largest |b|. */
@@ -449,6 +462,194 @@ static void demo_quantized(void **state) {
     llava_free(ref);
 }
 
+/* ---- a pair as converted from the original liuhaotian checkpoint ------------ */
+
+/* max |a - b| over the first a->vocab logits of every step (b may be wider). */
+static double max_diff_prefix(const run_out *a, const run_out *b, double *scale) {
+    double d = 0, s = 0;
+    for (int k = 0; k < N_STEPS; k++)
+        for (int i = 0; i < a->vocab; i++) {
+            double x = a->logits[(size_t)k * a->vocab + i], y = b->logits[(size_t)k * b->vocab + i];
+            double e = fabs(x - y);
+            if (e > d || isnan(e)) d = e;
+            if (fabs(y) > s) s = fabs(y);
+        }
+    *scale = s;
+    return d;
+}
+
+static bool has_key(const char *path, const char *key) {
+    gguf *g;
+    lv_err err;
+    if (gguf_open(path, &g, &err)) fail_msg("%s", err.msg);
+    bool found = false;
+    for (size_t i = 0; i < gguf_kv_count(g); i++) found |= strcmp(gguf_kv_at(g, i)->key, key) == 0;
+    gguf_close(g);
+    return found;
+}
+
+/* A greedy worker job of N_STEPS tokens for prompt on image (may be NULL). */
+static wk_job *worker_job(llava *m, const char *image, const char *prompt) {
+    wk_job *j = wk_job_new();
+    assert_non_null(j);
+    lv_err err;
+    int n_tok = 0;
+    if (image) {
+        j->images = calloc(1, sizeof *j->images);
+        assert_non_null(j->images);
+        if (request_load_image(m, image, &j->images[0], &n_tok, NULL, NULL, &err))
+            fail_msg("%s", err.msg);
+        j->n_images = 1;
+    }
+    size_t n_ids;
+    if (request_prompt_ids(m, prompt, true, &n_tok, j->n_images, &j->ids, &n_ids, &err))
+        fail_msg("%s", err.msg);
+    j->n_ids = (int)n_ids;
+    gen_params_default(&j->params, m);
+    j->params.max_tokens = N_STEPS;
+    j->params.sampling.temperature = 0;
+    j->params.ignore_eos = true;
+    return j;
+}
+
+/* The batched server path on the virtual image id: an image job and a
+ * text-only job together give the ids gen_run gave (want[0], want[1]); a
+ * job whose ids hold the virtual id without an image fails alone. */
+static void worker_matches(llava *m, const char *image, const char *q, const char *text_only,
+                           const int32_t want[2][N_STEPS]) {
+    worker *w;
+    lv_err err;
+    wk_config cfg = {.queue_size = 4, .parallel = 2, .ctx_size = 2048};
+    if (worker_new(m, &cfg, &w, &err)) fail_msg("worker_new: %s", err.msg);
+    wk_job *jobs[3] = {worker_job(m, image, q), worker_job(m, NULL, text_only),
+                       worker_job(m, NULL, text_only)};
+    jobs[2]->ids[1] = m->md.config.image_token_id; /* smuggled, no image */
+    for (int i = 0; i < 3; i++)
+        if (worker_submit(w, jobs[i], &err)) fail_msg("worker_submit: %s", err.msg);
+    for (int i = 0; i < 3; i++) wk_job_wait(jobs[i]);
+    for (int i = 0; i < 2; i++) {
+        if (jobs[i]->st) fail_msg("job %d: %s", i, jobs[i]->err.msg);
+        assert_int_equal(jobs[i]->result.n_ids, N_STEPS);
+        assert_memory_equal(jobs[i]->result.ids, want[i], sizeof want[i]);
+    }
+    assert_int_equal(jobs[2]->st, LV_ERR_ARG);
+    assert_non_null(strstr(jobs[2]->err.msg, "outside the vocabulary"));
+    worker_stop(w, false);
+    worker_free(w);
+    for (int i = 0; i < 3; i++) wk_job_release(jobs[i]);
+}
+
+/* The demo exported with the base vocabulary only (no <image>, no <pad>,
+ * embed_tokens / lm_head cut to it, no merges, no feature_layer): the model
+ * uses the virtual image id vocab_size, and answers as the safetensors
+ * model does, logit for logit over the shared ids. */
+static void demo_base_vocab(void **state) {
+    const char *out = tu_tmpdir("gguf_demo_base");
+    qsource *src;
+    lv_err err;
+    if (qsource_open_dir(demo_dir(), &src, &err)) fail_msg("%s", err.msg);
+    gguf_export_opts opts = {.base_vocab = true};
+    if (gguf_export_ex(src, out, LV_DTYPE_F16, &opts, NULL, NULL, &err)) fail_msg("%s", err.msg);
+    qsource_close(src);
+    char text[1100], mm[1100];
+    snprintf(text, sizeof text, "%s/text.gguf", out);
+    snprintf(mm, sizeof mm, "%s/mmproj.gguf", out);
+    assert_false(has_key(text, "tokenizer.ggml.merges"));
+    assert_false(has_key(mm, "clip.vision.feature_layer"));
+    assert_true(has_key(mm, "clip.vision.image_grid_pinpoints"));
+
+    llava *ref = open_dir(demo_dir()), *g = open_pair(out);
+    const lv_model_config *rc = &ref->md.config, *gc = &g->md.config;
+    /* the vocabulary ends where the image token was: nothing of it in the file */
+    assert_true(gc->text.vocab_size < rc->text.vocab_size);
+    assert_int_equal(gc->text.vocab_size, rc->image_token_id);
+    assert_int_equal(gc->image_token_id, gc->text.vocab_size);
+    assert_int_equal(g->text.vocab_size, gc->text.vocab_size);
+    assert_int_equal(tok_vocab_size(g->tok), gc->text.vocab_size + 1);
+    tok *plain; /* the vocabulary alone has no virtual token */
+    if (tok_load_gguf_file(text, &plain, &err)) fail_msg("%s", err.msg);
+    assert_int_equal(tok_vocab_size(plain), gc->text.vocab_size);
+    tok_free(plain);
+    assert_int_equal(gc->feature_layers[0], rc->feature_layers[0] < 0
+                                                ? rc->vision.n_layers + 1 + rc->feature_layers[0]
+                                                : rc->feature_layers[0]);
+
+    /* the same ids, <image> mapped to the virtual id */
+    const char *prompt = "[INST] <image>\nWhat color is the star? [/INST]";
+    int32_t *a, *b;
+    size_t na, nb;
+    assert_int_equal(tok_encode(ref->tok, prompt, strlen(prompt), true, &a, &na, &err), LV_OK);
+    assert_int_equal(tok_encode(g->tok, prompt, strlen(prompt), true, &b, &nb, &err), LV_OK);
+    assert_int_equal(na, nb);
+    for (size_t i = 0; i < na; i++)
+        assert_int_equal(a[i] == rc->image_token_id ? gc->image_token_id : a[i], b[i]);
+    /* detokenized: "<image>", nothing when special tokens are skipped */
+    char *txt;
+    size_t tl;
+    int32_t img = gc->image_token_id;
+    assert_int_equal(tok_decode(g->tok, &img, 1, false, &txt, &tl, &err), LV_OK);
+    assert_string_equal(txt, "<image>");
+    free(txt);
+    assert_int_equal(tok_decode(g->tok, &img, 1, true, &txt, &tl, &err), LV_OK);
+    assert_int_equal(tl, 0);
+    free(txt);
+
+    /* image questions and a text-only prompt: same logits, same greedy ids */
+    const char *qs[3] = {"What color is the star?", "What shape is in the picture?",
+                         "Describe the image."};
+    int32_t want[2][N_STEPS];
+    for (int i = 0; i < 4; i++) {
+        run_out x, y;
+        if (i < 3) {
+            run(ref, sample(i), qs[i], &x);
+            run(g, sample(i), qs[i], &y);
+        } else {
+            run_prompt(ref, NULL, "[INST] What is a star? [/INST]", &x);
+            run_prompt(g, NULL, "[INST] What is a star? [/INST]", &y);
+        }
+        assert_int_equal(y.vocab, gc->text.vocab_size);
+        double scale, d = max_diff_prefix(&y, &x, &scale);
+        print_message(
+            "base vocab %s %d: max |logit diff| %.3g (|logit| up to %.3g), ids %d %d %d %d\n",
+            i < 3 ? "sample" : "text-only", i, d, scale, y.ids[0], y.ids[1], y.ids[2], y.ids[3]);
+        assert_true(d <= 1e-4 * (1 + scale));
+        assert_memory_equal(x.ids, y.ids, sizeof x.ids);
+        if (i == 0 || i == 3) memcpy(want[i ? 1 : 0], y.ids, sizeof y.ids);
+        free(x.logits);
+        free(y.logits);
+    }
+    worker_matches(g, sample(0), "[INST] <image>\nWhat color is the star? [/INST]",
+                   "[INST] What is a star? [/INST]", want);
+
+    /* more "<image>" than images, or image ids without features, fail cleanly */
+    const char *two = "[INST] <image><image>\nWhat color is the star? [/INST]";
+    int n_tok = 5;
+    int32_t *ids;
+    size_t n_ids;
+    assert_int_equal(request_prompt_ids(g, two, true, &n_tok, 1, &ids, &n_ids, &err), LV_ERR_ARG);
+    assert_non_null(strstr(err.msg, "2 <image> tokens but 1 image"));
+    llm_seq sq;
+    float *logits = malloc((size_t)gc->text.vocab_size * sizeof *logits);
+    assert_int_equal(llm_seq_init(&g->text, 64, 16, &sq, &err), LV_OK);
+    assert_int_equal(llava_prefill(g, &sq, b, (int)nb, NULL, 0, logits, &err), LV_ERR_ARG);
+    assert_non_null(strstr(err.msg, "no image features"));
+    float row[1];
+    assert_int_equal(llava_prefill(g, &sq, b, (int)nb, row, 0, logits, &err), LV_ERR_ARG);
+    assert_non_null(strstr(err.msg, "image tokens"));
+    int32_t past[2] = {1, img + 1};
+    assert_int_equal(llava_prefill(g, &sq, past, 2, NULL, 0, logits, &err), LV_ERR_ARG);
+    assert_non_null(strstr(err.msg, "outside the vocabulary"));
+    /* decoding never takes (nor produces) the virtual id */
+    assert_int_equal(llava_prefill(g, &sq, past, 1, NULL, 0, logits, &err), LV_OK);
+    assert_int_equal(llava_decode(g, &sq, img, logits, &err), LV_ERR_ARG);
+    llm_seq_deinit(&sq);
+    free(logits);
+    free(a);
+    free(b);
+    llava_free(ref);
+    llava_free(g);
+}
+
 static void pair_errors(void **state) {
     const char *out = export_pair(tiny_dir(), LV_DTYPE_F16, "gguf_err");
     char text[1100], mm[1100];
@@ -495,9 +696,10 @@ static void pair_errors(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(qk_permutation), cmocka_unit_test(tiny_f16),
-        cmocka_unit_test(pair_errors),    cmocka_unit_test(other_writers),
-        cmocka_unit_test(demo_f16),       cmocka_unit_test(demo_quantized),
+        cmocka_unit_test(qk_permutation),  cmocka_unit_test(tiny_f16),
+        cmocka_unit_test(pair_errors),     cmocka_unit_test(other_writers),
+        cmocka_unit_test(demo_f16),        cmocka_unit_test(demo_quantized),
+        cmocka_unit_test(demo_base_vocab),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

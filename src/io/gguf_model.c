@@ -22,7 +22,21 @@
  *   k = output of block k-1) that index; without it the legacy converter
  *   already dropped the unused last block, so every stored block runs
  *   (hidden state block_count). Never post_ln (HF takes hidden_states[k]).
- *   The image token is the vocabulary's "<image>".
+ *   The image token is the vocabulary's "<image>". GGUFs converted from the
+ *   original liuhaotian checkpoints (llava_surgery_v2.py + convert_hf_to_gguf
+ *   / the legacy convert.py, e.g. cjpais/llava-v1.6-mistral-7b-gguf) have the
+ *   base SentencePiece vocabulary only (32000 ids, no <image>: llama.cpp's
+ *   mtmd puts image embeddings between text chunks). For those the image id
+ *   is virtual: image_token_id = vocab_size, one past the last row of
+ *   token_embd. The tokenizer gives that id to the text "<image>"
+ *   (tokenizer_gguf.h), the model overwrites its input rows with image
+ *   features without reading embed_tokens, and decoding never produces it
+ *   (the logits stay vocab_size wide).
+ *   Their mmproj (legacy converter with config_vit.json: image_grid_pinpoints,
+ *   mm_patch_merge_type "spatial_unpad", image_aspect_ratio "anyres",
+ *   image_crop_resolution / image_split_resolution / mm_projector_type,
+ *   which nothing reads, no feature_layer, block_count 23,
+ *   model.image_newline) is the file this reader was written for.
  *
  * TENSORS -> canonical names (§4.4, §4.7)
  *   token_embd / output_norm / output          → language_model.model.embed_tokens /
@@ -480,15 +494,9 @@ lv_status gguf_model_config(const gguf *text, const gguf *mmproj, lv_model_confi
         (st = tokenizer_configs(text, tokens, &cfg->text, tc, gc, err)))
         goto fail;
     cfg->pad_token_id = cfg->text.pad_id;
-    cfg->image_token_id = find_token(tokens, "<image>");
-    if (cfg->image_token_id < 0) {
-        st = lv_fail(err, LV_ERR_UNSUPPORTED,
-                     "%s: the vocabulary has no \"<image>\" token (a GGUF converted from the "
-                     "original liuhaotian checkpoint; use one made from llava-hf or by "
-                     "llava-quantize)",
-                     gguf_path(text));
-        goto fail;
-    }
+    /* the vocabulary's <image>, else the virtual id one past it */
+    cfg->image_token_id = find_token(tokens, GGUF_IMAGE_TOKEN);
+    if (cfg->image_token_id < 0) cfg->image_token_id = cfg->text.vocab_size;
     const gguf_tensor *w1 = gguf_find_tensor(mmproj, "mm.0.weight");
     if (!w1 || w1->ne[0] != cfg->vision.dim * cfg->n_feature_layers) {
         st = lv_fail(err, LV_ERR_FORMAT, "%s: mm.0.weight is missing or its input is not %d",

@@ -20,12 +20,17 @@
 #include "io/hf_config.h"
 #include "io/safetensors.h"
 
+/* The text that marks an image in a prompt; a vocabulary without it gets
+ * it as the virtual id vocab_size (gguf_model_config, tok_load_gguf). */
+#define GGUF_IMAGE_TOKEN "<image>"
+
 /* Fills the four configs from the metadata of the pair (each struct is
  * initialised first; tc's strings are heap copies the caller releases with
  * hf_tokcfg_deinit). Errors name the file and the key: LV_ERR_FORMAT
  * (missing or mistyped key, inconsistent values), LV_ERR_UNSUPPORTED (an
- * architecture, projector or rope variant the engine lacks; a vocabulary
- * without an "<image>" token). */
+ * architecture, projector or rope variant the engine lacks). A vocabulary
+ * without an "<image>" token (converted from the original liuhaotian
+ * checkpoint) gets the virtual image_token_id = text.vocab_size. */
 lv_status gguf_model_config(const gguf *text, const gguf *mmproj, lv_model_config *cfg,
                             lv_preproc_config *pp, lv_tokenizer_config *tc,
                             lv_generation_config *gc, lv_err *err);

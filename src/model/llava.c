@@ -34,7 +34,7 @@ static double now_ms(void) {
 /* The tokenizer, with BOS/EOS as tokenizer_config.json says (transformers
  * LlamaTokenizerFast add_bos_token / add_eos_token). */
 static lv_status load_tokenizer(llava *m, lv_err *err) {
-    lv_status st = m->md.gguf_text ? tok_load_gguf_file(m->md.gguf_text, &m->tok, err)
+    lv_status st = m->md.gguf_text ? tok_load_gguf_llava_file(m->md.gguf_text, &m->tok, err)
                                    : tok_load(m->md.tokenizer_path, &m->tok, err);
     if (st) return st;
     const lv_tokenizer_config *tc = &m->md.tokenizer_config;
@@ -70,7 +70,9 @@ lv_status llava_open2(const char *path, const char *mmproj, llava **out, lv_err 
                      path);
         goto fail;
     }
-    if (c->image_token_id < 0 || c->image_token_id >= c->text.vocab_size) {
+    /* image_token_id == vocab_size: the virtual id of a vocabulary without
+     * <image> (io/gguf_model.h); its rows are image features, never embedded */
+    if (c->image_token_id < 0 || c->image_token_id > c->text.vocab_size) {
         st = lv_fail(err, LV_ERR_FORMAT, "%s: image_token_index %d is outside the vocabulary (%d)",
                      path, c->image_token_id, c->text.vocab_size);
         goto fail;
@@ -287,11 +289,15 @@ static lv_status check_ids(const llava *m, const llm_seq *s, const int32_t *ids,
     int vocab = m->text.vocab_size, image_id = m->md.config.image_token_id, n_img = 0;
     if (n < 1) return lv_fail(err, LV_ERR_ARG, "empty prompt");
     for (int i = 0; i < n; i++) {
-        if (ids[i] < 0 || ids[i] >= vocab)
+        n_img += ids[i] == image_id;
+        if (ids[i] < 0 || (ids[i] >= vocab && ids[i] != image_id))
             return lv_fail(err, LV_ERR_ARG, "token id %d at %d is outside the vocabulary (%d)",
                            ids[i], i, vocab);
-        n_img += ids[i] == image_id;
     }
+    /* the virtual image id has no embedding: it needs image rows */
+    if (image_id >= vocab && n_img && !image_rows)
+        return lv_fail(err, LV_ERR_ARG, "the prompt has %d image tokens but no image features",
+                       n_img);
     if (image_rows && n_img != n_image_rows)
         return lv_fail(err, LV_ERR_ARG,
                        "the prompt has %d image tokens but the images give %d features", n_img,
@@ -329,16 +335,28 @@ lv_status llava_prefill(llava *m, llm_seq *s, const int32_t *ids, int n, const f
     if (!m->loaded) return lv_fail(err, LV_ERR_ARG, "the model's weights are not loaded");
     lv_status st = check_ids(m, s, ids, n, image_rows, n_image_rows, err);
     if (st) return st;
+    /* the virtual image id (one past embed_tokens) is embedded as id 0: its
+     * rows are overwritten by image features before the forward */
+    int image_id = m->md.config.image_token_id, cap = n < s->max_batch ? n : s->max_batch;
+    int32_t *safe = image_id >= m->text.vocab_size ? malloc((size_t)cap * sizeof *safe) : NULL;
+    if (image_id >= m->text.vocab_size && !safe)
+        return lv_fail(err, LV_ERR_NOMEM, "out of memory for %d prompt ids", cap);
     int used = 0;
-    for (int c0 = 0; c0 < n; c0 += s->max_batch) {
+    for (int c0 = 0; c0 < n && !st; c0 += s->max_batch) {
         int nb = n - c0 < s->max_batch ? n - c0 : s->max_batch;
         bool last = c0 + nb == n;
+        const int32_t *chunk = ids + c0;
+        if (safe) {
+            for (int i = 0; i < nb; i++) safe[i] = chunk[i] == image_id ? 0 : chunk[i];
+            chunk = safe;
+        }
         /* inputs_embeds = embed_tokens(ids); inputs_embeds[ids == image] = image features */
-        llm_embed(&m->text, s, ids + c0, nb);
+        llm_embed(&m->text, s, chunk, nb);
         if (image_rows) scatter_image_rows(m, s, ids + c0, nb, image_rows, &used);
-        if ((st = llm_forward(&m->text, s, nb, last ? logits : NULL, false, err))) return st;
+        st = llm_forward(&m->text, s, nb, last ? logits : NULL, false, err);
     }
-    return LV_OK;
+    free(safe);
+    return st;
 }
 
 lv_status llava_decode(llava *m, llm_seq *s, int32_t id, float *logits, lv_err *err) {

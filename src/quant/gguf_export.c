@@ -90,6 +90,7 @@ typedef struct {
     int32_t *types; /* (n) */
     char **merges;  /* "left right" */
     size_t n_merges;
+    bool base; /* base vocabulary: written without merges (scores only) */
 } vocab;
 
 static void vocab_free(vocab *v) {
@@ -130,7 +131,20 @@ static char *merge_text(json_t *m, const char **a, size_t *la, const char **b, s
     return t;
 }
 
-static lv_status load_vocab(const char *path, int n_vocab, vocab *v, lv_err *err) {
+/* 1 + the largest id of model.vocab: the base (SentencePiece) vocabulary. */
+static int base_size(json_t *jv) {
+    const char *key;
+    json_t *val;
+    json_int_t top = -1;
+    json_object_foreach(jv, key, val) {
+        if (json_integer_value(val) > top) top = json_integer_value(val);
+    }
+    return top + 1 > INT32_MAX ? INT32_MAX : (int)(top + 1);
+}
+
+/* The vocabulary of n_vocab ids; base: only model.vocab's ids (at most
+ * n_vocab), the added tokens past them dropped. */
+static lv_status load_vocab(const char *path, int n_vocab, bool base, vocab *v, lv_err *err) {
     memset(v, 0, sizeof *v);
     json_error_t je;
     json_t *root = json_load_file(path, 0, &je);
@@ -146,6 +160,16 @@ static lv_status load_vocab(const char *path, int n_vocab, vocab *v, lv_err *err
                      "as a llama GGUF vocabulary",
                      path);
         goto done;
+    }
+    if (base) {
+        int nb = base_size(jv);
+        if (nb < 1 || nb > n_vocab) {
+            st = lv_fail(err, LV_ERR_FORMAT, "%s: model.vocab has ids up to %d, the model %d", path,
+                         nb - 1, n_vocab);
+            goto done;
+        }
+        n_vocab = nb;
+        v->base = true;
     }
     v->n = n_vocab;
     v->tokens = calloc((size_t)n_vocab, sizeof *v->tokens);
@@ -176,6 +200,7 @@ static lv_status load_vocab(const char *path, int n_vocab, vocab *v, lv_err *err
         json_t *a = json_array_get(added, i);
         json_int_t id = json_integer_value(json_object_get(a, "id"));
         const char *content = json_string_value(json_object_get(a, "content"));
+        if (base && content && id >= n_vocab) continue;
         if (!content || id < 0 || id >= n_vocab) {
             st = lv_fail(err, LV_ERR_FORMAT, "%s: added_tokens[%zu] is outside the vocabulary (%d)",
                          path, i, n_vocab);
@@ -248,7 +273,8 @@ static void put_vocab(gguf_writer *w, const vocab *voc, const lv_tokenizer_confi
     gguf_w_arr_str(w, "tokenizer.ggml.tokens", (const char *const *)voc->tokens, (size_t)voc->n);
     gguf_w_arr_f32(w, "tokenizer.ggml.scores", voc->scores, (size_t)voc->n);
     gguf_w_arr_i32(w, "tokenizer.ggml.token_type", voc->types, (size_t)voc->n);
-    gguf_w_arr_str(w, "tokenizer.ggml.merges", (const char *const *)voc->merges, voc->n_merges);
+    if (!voc->base)
+        gguf_w_arr_str(w, "tokenizer.ggml.merges", (const char *const *)voc->merges, voc->n_merges);
     int unk = vocab_find(voc, tc->unk_token ? tc->unk_token : "<unk>");
     if (bos >= 0 && bos < voc->n) gguf_w_u32(w, "tokenizer.ggml.bos_token_id", (uint32_t)bos);
     if (eos >= 0 && eos < voc->n) gguf_w_u32(w, "tokenizer.ggml.eos_token_id", (uint32_t)eos);
@@ -257,14 +283,14 @@ static void put_vocab(gguf_writer *w, const vocab *voc, const lv_tokenizer_confi
     gguf_w_bool(w, "tokenizer.ggml.add_bos_token", tc->add_bos_token);
     gguf_w_bool(w, "tokenizer.ggml.add_eos_token", tc->add_eos_token);
     if (tc->chat_template) gguf_w_str(w, "tokenizer.chat_template", tc->chat_template);
-    if (tc->processor_chat_template)
+    if (tc->processor_chat_template && !voc->base)
         gguf_w_str(w, "llava.processor_chat_template", tc->processor_chat_template);
 }
 
 lv_status gguf_export_vocab(gguf_writer *w, const char *tokenizer_json, int n_vocab,
                             const lv_tokenizer_config *tc, lv_err *err) {
     vocab voc;
-    lv_status st = load_vocab(tokenizer_json, n_vocab, &voc, err);
+    lv_status st = load_vocab(tokenizer_json, n_vocab, false, &voc, err);
     if (st) return st;
     int bos = vocab_find(&voc, tc->bos_token ? tc->bos_token : "<s>");
     int eos = vocab_find(&voc, tc->eos_token ? tc->eos_token : "</s>");
@@ -340,7 +366,7 @@ static lv_status text_plan(const qsource *src, const vocab *voc, const aux_cfg *
     }
     gguf_w_f32(w, "llama.attention.layer_norm_rms_epsilon", (float)t->rms_eps);
     gguf_w_f32(w, "llama.rope.freq_base", (float)t->rope_theta);
-    gguf_w_u32(w, "llama.vocab_size", (uint32_t)t->vocab_size);
+    gguf_w_u32(w, "llama.vocab_size", (uint32_t)voc->n);
     int bos = t->bos_id >= 0 ? t->bos_id : vocab_find(voc, aux->tc.bos_token);
     int eos = t->n_eos ? t->eos_ids[0] : vocab_find(voc, aux->tc.eos_token);
     put_vocab(w, voc, &aux->tc, bos, eos, c->pad_token_id >= 0 ? c->pad_token_id : t->pad_id);
@@ -349,6 +375,7 @@ static lv_status text_plan(const qsource *src, const vocab *voc, const aux_cfg *
     lv_status st;
     if ((st = add_item(p, src, "token_embd.weight", LM "embed_tokens.weight", false, mt, 0, err)))
         return st;
+    p->v[p->n - 1].ne[1] = voc->n; /* a base vocabulary keeps the first rows */
     static const struct {
         const char *g, *hf;
         int perm; /* 1: q (heads), 2: k (kv heads) */
@@ -379,12 +406,15 @@ static lv_status text_plan(const qsource *src, const vocab *voc, const aux_cfg *
     if ((st = add_item(p, src, "output_norm.weight", LM "norm.weight", false, mt, 0, err)))
         return st;
     uint32_t out_t = mt == GGML_Q4_0 || mt == GGML_Q4_K ? GGML_Q8_0 : mt;
-    return add_item(p, src, "output.weight", "language_model.lm_head.weight",
-                    t->tie_word_embeddings, out_t, 0, err);
+    size_t before = p->n;
+    st = add_item(p, src, "output.weight", "language_model.lm_head.weight", t->tie_word_embeddings,
+                  out_t, 0, err);
+    if (!st && p->n > before) p->v[p->n - 1].ne[1] = voc->n;
+    return st;
 }
 
-static lv_status mmproj_plan(const qsource *src, const aux_cfg *aux, gguf_writer *w, plan *p,
-                             lv_err *err) {
+static lv_status mmproj_plan(const qsource *src, const aux_cfg *aux, bool legacy, gguf_writer *w,
+                             plan *p, lv_err *err) {
     const lv_model_config *c = qsource_config(src);
     const lv_vision_config *v = &c->vision;
     if (c->n_feature_layers != 1)
@@ -423,7 +453,8 @@ static lv_status mmproj_plan(const qsource *src, const aux_cfg *aux, gguf_writer
     gguf_w_arr_f32(w, "clip.vision.image_mean", mean, 3);
     gguf_w_arr_f32(w, "clip.vision.image_std", std, 3);
     int32_t fl = keep;
-    gguf_w_arr_i32(w, "clip.vision.feature_layer", &fl, 1);
+    /* config_vit.json has no feature layer: the stored blocks are the ones to run */
+    if (!legacy) gguf_w_arr_i32(w, "clip.vision.feature_layer", &fl, 1);
     if (next) {
         int n = c->n_pinpoints;
         const int(*pts)[2] = c->pinpoints;
@@ -433,6 +464,12 @@ static lv_status mmproj_plan(const qsource *src, const aux_cfg *aux, gguf_writer
         gguf_w_arr_i32(w, "clip.vision.image_grid_pinpoints", flat, (size_t)(2 * n));
         gguf_w_str(w, "clip.vision.mm_patch_merge_type", "spatial_unpad");
         gguf_w_str(w, "clip.vision.image_aspect_ratio", "anyres");
+        if (legacy) {
+            /* config_vit.json's (unused by clip.cpp and by us) */
+            gguf_w_u32(w, "clip.vision.image_crop_resolution", 224);
+            gguf_w_u32(w, "clip.vision.image_split_resolution", 224);
+            gguf_w_str(w, "clip.vision.mm_projector_type", "mlp2x_gelu");
+        }
     } else {
         gguf_w_str(w, "clip.vision.mm_patch_merge_type", "flat");
     }
@@ -504,7 +541,9 @@ static lv_status write_file(const qsource *src, const char *path, gguf_writer *w
     for (size_t i = 0; i < p->n && !st; i++) {
         const item *it = &p->v[i];
         const qs_tensor *t = qsource_at(src, (size_t)it->src);
-        int64_t cols = it->ne[0], rows = t->n_elems / (cols ? cols : 1);
+        /* it->ne may keep only the first rows of the source (a base vocabulary) */
+        int64_t cols = it->ne[0], rows = 1;
+        for (int d = 1; d < it->n_dims; d++) rows *= it->ne[d];
         size_t row_bytes = ggml_row_size(it->type, cols);
         float *x = malloc((size_t)t->n_elems * sizeof *x + 1);
         float *y = it->heads ? malloc((size_t)t->n_elems * sizeof *y + 1) : NULL;
@@ -540,6 +579,13 @@ static lv_status write_file(const qsource *src, const char *path, gguf_writer *w
 
 lv_status gguf_export(const qsource *src, const char *out_dir, lv_dtype type,
                       qs_progress_fn progress, void *ud, lv_err *err) {
+    return gguf_export_ex(src, out_dir, type, NULL, progress, ud, err);
+}
+
+lv_status gguf_export_ex(const qsource *src, const char *out_dir, lv_dtype type,
+                         const gguf_export_opts *opts, qs_progress_fn progress, void *ud,
+                         lv_err *err) {
+    bool base = opts && opts->base_vocab;
     if (type != LV_DTYPE_F16 && type != LV_DTYPE_Q8_0 && type != LV_DTYPE_Q4_0 &&
         type != LV_DTYPE_Q4_K)
         return lv_fail(err, LV_ERR_ARG, "GGUF export type %s (F16, Q8_0, Q4_0 or Q4_K)",
@@ -566,9 +612,10 @@ lv_status gguf_export(const qsource *src, const char *out_dir, lv_dtype type,
         st = lv_fail(err, LV_ERR_NOMEM, "out of memory");
         goto done;
     }
-    if ((st = load_aux(src, &aux, err)) || (st = load_vocab(tj, c->text.vocab_size, &voc, err)) ||
+    if ((st = load_aux(src, &aux, err)) ||
+        (st = load_vocab(tj, c->text.vocab_size, base, &voc, err)) ||
         (st = text_plan(src, &voc, &aux, type, wt, &pt, err)) ||
-        (st = mmproj_plan(src, &aux, wm, &pm, err)))
+        (st = mmproj_plan(src, &aux, base, wm, &pm, err)))
         goto done;
     progress_ctx pc = {progress, ud, 0, pt.n + pm.n};
     if ((st = write_file(src, text_path, wt, &pt, &pc, err))) goto done;

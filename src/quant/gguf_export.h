@@ -26,6 +26,21 @@
 #include "io/hf_config.h"
 #include "quant/qsource.h"
 
+/* How the pair is laid out beyond the tensor type. Zero = gguf_export. */
+typedef struct {
+    /* As the GGUFs converted from the original liuhaotian checkpoints look
+     * (llava_surgery_v2.py, convert_hf_to_gguf.py on the base SentencePiece
+     * model, the legacy image encoder converter with config_vit.json): the
+     * vocabulary is the tokenizer model's pieces only (added tokens past
+     * them, such as <image> and <pad>, are dropped), token_embd and output
+     * keep only those rows, there are no tokenizer.ggml.merges (the scores
+     * alone), no llava.processor_chat_template, and the mmproj has no
+     * clip.vision.feature_layer (its block_count is the blocks to run) but
+     * config_vit.json's image_crop_resolution, image_split_resolution and
+     * mm_projector_type. Loaders then use the virtual image id. */
+    bool base_vocab;
+} gguf_export_opts;
+
 /* Writes src into out_dir (created if absent) as text.gguf + mmproj.gguf.
  * type: LV_DTYPE_F16, LV_DTYPE_Q8_0, LV_DTYPE_Q4_0 or LV_DTYPE_Q4_K.
  * Tensors are read with qsource_read one at a time. progress (may be NULL)
@@ -37,6 +52,11 @@
  * naming the file, LV_ERR_NOMEM, and what the source reports. */
 lv_status gguf_export(const qsource *src, const char *out_dir, lv_dtype type,
                       qs_progress_fn progress, void *ud, lv_err *err);
+
+/* The same with options (opts may be NULL: gguf_export). */
+lv_status gguf_export_ex(const qsource *src, const char *out_dir, lv_dtype type,
+                         const gguf_export_opts *opts, qs_progress_fn progress, void *ud,
+                         lv_err *err);
 
 /* The tokenizer.ggml.* keys of tokenizer_json (n_vocab ids; ids it lacks
  * become "[PAD<id>]", UNUSED) into w, as gguf_export writes them; BOS/EOS

@@ -12,9 +12,18 @@
  *   tokenizer.ggml.scores      ARRAY FLOAT32  merge priority        → merges (if none given)
  *   tokenizer.ggml.token_type  ARRAY INT32    2 unk, 3 control, 4 user-defined → added_tokens
  *   tokenizer.ggml.merges      ARRAY STRING   "left right"          → model.merges
+ *
+ * For a LLaVA model (tok_load_gguf_llava_file), a vocabulary without
+ * "<image>" (GGUFs converted from the original liuhaotian checkpoints: 32000
+ * SentencePiece pieces, llama.cpp splices the image in by position) gets it
+ * as the special token number n_tokens, one past the last piece (in
+ * model.vocab too, so that its id is fixed whatever pieces were skipped):
+ * the virtual image id of gguf_model.c, which the model replaces by image
+ * rows and never looks up in embed_tokens.
  */
 #include "text/tokenizer_gguf.h"
 
+#include "io/gguf_model.h"
 #include "text/tokenizer_internal.h"
 
 #include <jansson.h>
@@ -133,7 +142,7 @@ static json_t *pipeline_json(bool prefix, json_t **decoder) {
     return json_pack("{s:s,s:o}", "type", "Sequence", "normalizers", norms);
 }
 
-static lv_status build_json(const gguf *g, json_t **out, lv_err *err) {
+static lv_status build_json(const gguf *g, bool image_token, json_t **out, lv_err *err) {
     const char *path = gguf_path(g), *model;
     size_t model_n;
     lv_status st;
@@ -188,6 +197,15 @@ static lv_status build_json(const gguf *g, json_t **out, lv_err *err) {
     }
     if (!st)
         st = mkv ? copy_merges(g, mkv, merges, err) : derive_merges(g, tokens, vocab, merges, err);
+    /* no "<image>" (a vocabulary converted from the original liuhaotian
+     * checkpoint): the virtual image id, one past the last piece */
+    if (!st && image_token && !json_object_get(vocab, GGUF_IMAGE_TOKEN) &&
+        (json_object_set_new(vocab, GGUF_IMAGE_TOKEN, json_integer((json_int_t)tokens->n)) ||
+         json_array_append_new(added, json_pack("{s:I,s:s,s:b,s:b,s:b,s:b,s:b}", "id",
+                                                (json_int_t)tokens->n, "content", GGUF_IMAGE_TOKEN,
+                                                "single_word", 0, "lstrip", 0, "rstrip", 0,
+                                                "normalized", 0, "special", 1))))
+        st = lv_fail(err, LV_ERR_NOMEM, "out of memory");
     if (st) {
         json_decref(root), json_decref(vocab), json_decref(added), json_decref(merges);
         return st;
@@ -217,10 +235,10 @@ static lv_status build_json(const gguf *g, json_t **out, lv_err *err) {
     return LV_OK;
 }
 
-lv_status tok_load_gguf(const gguf *g, tok **out, lv_err *err) {
+static lv_status load(const gguf *g, bool image_token, tok **out, lv_err *err) {
     *out = NULL;
     json_t *root = NULL;
-    lv_status st = build_json(g, &root, err);
+    lv_status st = build_json(g, image_token, &root, err);
     if (st) return st;
     char *text = json_dumps(root, JSON_COMPACT);
     json_decref(root);
@@ -249,12 +267,24 @@ lv_status tok_load_gguf(const gguf *g, tok **out, lv_err *err) {
     return LV_OK;
 }
 
-lv_status tok_load_gguf_file(const char *path, tok **out, lv_err *err) {
+lv_status tok_load_gguf(const gguf *g, tok **out, lv_err *err) {
+    return load(g, false, out, err);
+}
+
+static lv_status load_file(const char *path, bool image_token, tok **out, lv_err *err) {
     gguf *g;
     *out = NULL;
     lv_status st = gguf_open(path, &g, err);
     if (st) return st;
-    st = tok_load_gguf(g, out, err);
+    st = load(g, image_token, out, err);
     gguf_close(g);
     return st;
+}
+
+lv_status tok_load_gguf_file(const char *path, tok **out, lv_err *err) {
+    return load_file(path, false, out, err);
+}
+
+lv_status tok_load_gguf_llava_file(const char *path, tok **out, lv_err *err) {
+    return load_file(path, true, out, err);
 }

@@ -23,12 +23,19 @@
  * (USER_DEFINED) become added tokens (special unless USER_DEFINED), split
  * out of the text before BPE; add_space_prefix (default true) prepends "▁";
  * BOS/EOS follow tokenizer.ggml.add_bos_token / add_eos_token (defaults true
- * / false). Errors: LV_ERR_UNSUPPORTED for a tokenizer.ggml.model other than
- * "llama", LV_ERR_FORMAT for inconsistent arrays (naming the key). The
- * caller frees *out with tok_free. */
+ * / false). Errors: LV_ERR_UNSUPPORTED for a
+ * tokenizer.ggml.model other than "llama", LV_ERR_FORMAT for inconsistent arrays (naming the key).
+ * The caller frees *out with tok_free. */
 lv_status tok_load_gguf(const gguf *g, tok **out, lv_err *err);
 
 /* The same, opening path. */
 lv_status tok_load_gguf_file(const char *path, tok **out, lv_err *err);
+
+/* tok_load_gguf_file for a LLaVA model: a vocabulary without "<image>"
+ * (GGUF_IMAGE_TOKEN, io/gguf_model.h) gets it as a special added token with
+ * id n_tokens, the virtual image id gguf_model_config gives the model.
+ * tok_vocab_size is then n_tokens + 1; decode prints "<image>" for it,
+ * nothing with skip_special. */
+lv_status tok_load_gguf_llava_file(const char *path, tok **out, lv_err *err);
 
 #endif
