@@ -11,6 +11,8 @@
  * header allows. The half -> float conversions are checked exhaustively.
  * Quantized weights (every MLX bits/group, every ggml block type) run the
  * same comparison over n = 1, 3, 17 and rows of 32 to 4096 columns.
+ * matmul_batch_invariant checks that a token's outputs are the same bits
+ * alone (n = 1) or in any batch of up to 20, for every weight dtype.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -573,6 +575,96 @@ static void matmul_token_split(void **state) {
 }
 
 /* ---------------------------------------------------------------------------
+ * Batch invariance: a token's outputs are the same bits whatever the batch
+ */
+
+/* For n = 1..20, row i of matmul(x[0..n)) equals matmul(x[i]) alone, bit
+ * for bit, for one weight (plain: host in dtype; quantized: qw), on the CPU
+ * backend with the given kernels and 1 and 2 threads (alone on 1 thread is
+ * the reference for all). The continuous-batching scheduler relies on it:
+ * a request gives the same answer alone or among others. */
+static void check_batch_invariant(const cpu_kernels *k, be_dtype dt, const void *data,
+                                  const be_quant *q, int rows, int cols, const char *name) {
+    enum { N = 20 };
+    be bs[2];
+    be_weight ws[2];
+    lv_err err;
+    for (int t = 0; t < 2; t++) {
+        open_backend(&bs[t], &be_cpu_ops, t + 1);
+        cpu_ctx_of(&bs[t])->k = k;
+        if (bs[t].ops->weight_init(&bs[t], &ws[t], dt, rows, cols, data, q, &err))
+            fail_msg("%s: %s", name, err.msg);
+    }
+    float *x = rnd_floats((size_t)N * cols, -1, 1);
+    float *bias = rnd_floats((size_t)rows, -1, 1);
+    float *alone = poisoned((size_t)N * rows), *got = poisoned((size_t)N * rows);
+    for (int bi = 0; bi < 2; bi++) {
+        const float *bb = bi ? bias : NULL;
+        for (int i = 0; i < N; i++)
+            bs[0].ops->matmul(&bs[0], alone + (size_t)i * rows, x + (size_t)i * cols, &ws[0], bb,
+                              1);
+        for (int t = 0; t < 2; t++)
+            for (int n = 1; n <= N; n++) {
+                bs[t].ops->matmul(&bs[t], got, x, &ws[t], bb, n);
+                for (int i = 0; i < n; i++)
+                    if (memcmp(got + (size_t)i * rows, alone + (size_t)i * rows,
+                               (size_t)rows * sizeof *got) != 0)
+                        fail_msg("%s %dx%d%s [%s, %d thread%s]: row %d of a batch of %d differs "
+                                 "from the row alone",
+                                 name, rows, cols, bi ? " +bias" : "", k->isa, t + 1, t ? "s" : "",
+                                 i, n);
+            }
+    }
+    for (int t = 0; t < 2; t++) {
+        bs[t].ops->weight_free(&bs[t], &ws[t]);
+        bs[t].ops->deinit(&bs[t]);
+    }
+    free(x);
+    free(bias);
+    free(alone);
+    free(got);
+}
+
+static void matmul_batch_invariant(void **state) {
+    const cpu_kernels *ks[2] = {cpu_kernels_avx2(), cpu_kernels_portable()};
+    for (int ki = 0; ki < 2; ki++) {
+        if (!ks[ki]) continue;
+        /* Plain: rows not a multiple of the 32-row tile nor of 8, cols with a
+         * tail of 4 in the second 1024-column slice, or below one vector. */
+        static const int plain[][2] = {{37, 1100}, {45, 5}, {9, 2051}};
+        for (int d = BE_F32; d <= BE_BF16; d++)
+            for (size_t s = 0; s < LV_ARRAY_LEN(plain); s++) {
+                void *block;
+                size_t count = (size_t)plain[s][0] * plain[s][1];
+                const void *host = rnd_weight((be_dtype)d, count, s % 2, &block);
+                check_batch_invariant(ks[ki], (be_dtype)d, host, NULL, plain[s][0], plain[s][1],
+                                      dtype_str((be_dtype)d));
+                free(block);
+            }
+        /* Quantized: more than one slice, the second one partial. */
+        static const be_dtype blocks[] = {BE_Q8_0, BE_Q4_0, BE_Q4_1, BE_Q4_K, BE_Q5_K, BE_Q6_K};
+        for (size_t d = 0; d < LV_ARRAY_LEN(blocks); d++) {
+            int step = be_block_elems(blocks[d]);
+            int cols = 1024 + step;
+            qweight qw;
+            rnd_qweight(&qw, blocks[d], 37, cols, 0, 0, d % 2);
+            check_batch_invariant(ks[ki], blocks[d], qw.data, NULL, 37, cols,
+                                  be_dtype_name(blocks[d]));
+            free_qweight(&qw);
+        }
+        static const int mlx[][2] = {{2, 64},  {3, 32}, {4, 32},  {4, 64},
+                                     {4, 128}, {5, 64}, {6, 128}, {8, 64}};
+        for (size_t m = 0; m < LV_ARRAY_LEN(mlx); m++) {
+            int cols = 1024 + mlx[m][1];
+            qweight qw;
+            rnd_qweight(&qw, BE_MLX, 29, cols, mlx[m][0], mlx[m][1], m % 2);
+            check_batch_invariant(ks[ki], BE_MLX, qw.data, &qw.q, 29, cols, "mlx");
+            free_qweight(&qw);
+        }
+    }
+}
+
+/* ---------------------------------------------------------------------------
  * Norms
  */
 
@@ -903,6 +995,8 @@ int main(void) {
         cmocka_unit_test(activation_values),
         cmocka_unit_test(embed_rows),
         cmocka_unit_test(concurrent_callers),
+        /* last: it draws much random data, which would shift every later test's */
+        cmocka_unit_test(matmul_batch_invariant),
     };
     return cmocka_run_group_tests_name("backend", tests, setup, teardown);
 }

@@ -111,7 +111,7 @@ static void check_model(const char *rel) {
     print_message("%s: max |batched - alone| logit difference %g\n", rel, max_diff);
     assert_true(max_diff < TOL);
 
-    /* bit-identical: sequence 0's step alone (padded) and beside three others */
+    /* bit-identical: sequence 0's step alone (n = 1) and beside three others */
     llm_seq c0, c1;
     assert_int_equal(llm_seq_init(t, CTX, 32, &c0, &err), LV_OK);
     assert_int_equal(llm_seq_init(t, CTX, 32, &c1, &err), LV_OK);
@@ -209,7 +209,7 @@ static void test_batch_init(void **state) {
     assert_int_equal(llm_batch_init(&m->text, 4, 5, &bt, &err), LV_ERR_ARG);
     assert_int_equal(llm_batch_init(&m->text, 4, 0, &bt, &err), LV_ERR_ARG);
     assert_int_equal(llm_batch_init(&m->text, 1, 1, &bt, &err), LV_OK);
-    assert_int_equal(bt.max_rows, 2); /* room for the padding */
+    assert_int_equal(bt.max_rows, 1); /* exactly what was asked: no padding row */
     llm_batch_deinit(&bt);
     llava_free(m);
 }

@@ -186,14 +186,12 @@ lv_status llm_batch_init(const llm *m, int max_rows, int max_seqs, llm_batch *bt
                        "batch of %d rows and %d sequences; expected rows >= 1 and "
                        "1 <= sequences <= rows",
                        max_rows, max_seqs);
-    int rows = max_rows < 2 ? 2 : max_rows; /* room for the padding row */
-    int seqs = max_seqs < 2 ? 2 : max_seqs;
+    int rows = max_rows, seqs = max_seqs;
     be *b = m->b;
     size_t f = sizeof(float), nb = (size_t)rows;
     bt->m = m;
     bt->max_rows = rows;
     bt->max_seqs = max_seqs;
-    bt->pad_single = true;
     bt->x = b->ops->alloc(b, nb * m->dim * f);
     bt->xb = b->ops->alloc(b, nb * m->dim * f);
     bt->q = b->ops->alloc(b, nb * m->q_dim * f);
@@ -282,15 +280,10 @@ lv_status llm_forward_batch_rows(const llm *m, llm_batch *bt, llm_seq *const *se
     int dim = m->dim, kv_dim = m->kv_dim, q_dim = m->q_dim;
     size_t f = sizeof(float);
 
-    /* positions; a lone row is run twice (llm.h: pad_single) */
+    /* positions */
     for (int i = 0, r = 0; i < n_seqs; i++)
         for (int t = 0; t < n_tok[i]; t++, r++) bt->host_pos[r] = seqs[i]->pos + t;
-    bool pad = n == 1 && bt->pad_single;
-    int nr = pad ? 2 : n; /* rows the matmuls see */
-    if (pad) {
-        bt->host_pos[1] = bt->host_pos[0];
-        op->upload(b, bt->x + dim, bt->x, (size_t)dim * f); /* buffer copy on cpu / ref */
-    }
+    int nr = n; /* rows the matmuls see */
     op->upload(b, bt->posv, bt->host_pos, (size_t)nr * sizeof *bt->posv);
 
     for (int l = 0; l < m->n_layers; l++) {
@@ -315,11 +308,6 @@ lv_status llm_forward_batch_rows(const llm *m, llm_batch *bt, llm_seq *const *se
                           v_layer, n_tok[i], s->pos, s->pos + n_tok[i], m->n_heads, m->n_kv_heads,
                           m->head_dim, true);
         }
-        if (pad) /* the copy attends like the row (its key is already in the cache) */
-            op->attention(b, bt->att + (size_t)q_dim, bt->q + (size_t)q_dim,
-                          seqs[0]->k + (size_t)l * seqs[0]->ctx * kv_dim,
-                          seqs[0]->v + (size_t)l * seqs[0]->ctx * kv_dim, 1, seqs[0]->pos,
-                          seqs[0]->pos + 1, m->n_heads, m->n_kv_heads, m->head_dim, true);
         /* x = x + o_proj(att); x = x + down(silu(gate(h)) * up(h)), h = post_attention_layernorm(x)
          */
         op->matmul(b, bt->xb, bt->att, &w->wo, w->bo, nr);
@@ -334,15 +322,13 @@ lv_status llm_forward_batch_rows(const llm *m, llm_batch *bt, llm_seq *const *se
     for (int i = 0; i < n_seqs; i++) seqs[i]->pos += n_tok[i];
     if (!logits) return LV_OK;
 
-    /* final norm of each sequence's last row (gathered into xb), one lm_head over them;
-     * a lone sequence is padded too, so its logits come from the same kernel */
-    int nl = n_seqs == 1 && bt->pad_single ? 2 : n_seqs;
-    for (int i = 0, r = 0; i < nl; i++) {
-        r += i < n_seqs ? n_tok[i] : 0; /* the padding row repeats sequence 0's last row */
+    /* final norm of each sequence's last row (gathered into xb), one lm_head over them */
+    for (int i = 0, r = 0; i < n_seqs; i++) {
+        r += n_tok[i];
         op->rmsnorm(b, bt->xb + (size_t)i * dim, bt->x + (size_t)(r - 1) * dim, m->w->norm, 1, dim,
                     m->rms_eps);
     }
-    op->matmul(b, bt->logits, bt->xb, &m->w->lm_head, NULL, nl);
+    op->matmul(b, bt->logits, bt->xb, &m->w->lm_head, NULL, n_seqs);
     op->download(b, logits, bt->logits, (size_t)n_seqs * m->vocab_size * f);
     return LV_OK;
 }

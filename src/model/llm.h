@@ -106,19 +106,13 @@ lv_status llm_forward(const llm *m, llm_seq *s, int n, float *logits, bool all_l
  * read once per step, which is where batching pays); RoPE uses each row's
  * own position; attention runs per sequence over its own cache.
  *
- * Floating point: the CPU backend's matmul computes a row with one kernel
- * when n == 1 (GEMV) and with another when n > 1 (the blocked GEMM), whose
- * sums are rounded differently; for n > 1 every row's value is independent
- * of n and of the other rows. So that a sequence's results never depend on
- * how many others share its step, a forward of a single row is padded to
- * two (a copy of the row whose results are dropped) when pad_single is set
- * (llm_batch_init sets it). Then a request decoded alone and decoded among
- * fifteen others gives bit-identical logits. (The CPU attention computes
- * each query row the same whatever the other rows and the chunking of a
- * prompt, so prefill chunks may be cut anywhere.) The price: a lone row
- * costs a GEMM block of 6 rows instead of a GEMV, about 3x slower on the
- * CPU backend (mid-size model, 1 thread: 32 vs 105 tokens/s); a GEMM that
- * gives GEMV's sums for small n would remove both the padding and its cost.
+ * Floating point: the CPU backend's matmul computes every row with the
+ * same arithmetic whatever n is (backend/cpu/matmul.c; tests/test_backend.c
+ * matmul_batch_invariant), and its attention computes each query row the
+ * same whatever the other rows and however a prompt is cut into chunks. So
+ * a request decoded alone and decoded among fifteen others gives
+ * bit-identical logits. A backend must keep this property to serve
+ * continuous batching with the same answers.
  *
  * New keys and values are copied into each sequence's cache with the
  * backend's upload (a plain copy on the CPU and ref backends, whose buffers
@@ -128,7 +122,6 @@ typedef struct {
     const llm *m;
     int max_rows;      /* rows per forward at most (padding included) */
     int max_seqs;      /* sequences per forward at most */
-    bool pad_single;   /* run a single row as two (see above); default true */
     float *x, *xb;     /* (max_rows, dim) */
     float *q, *att;    /* (max_rows, q_dim) */
     float *k, *v;      /* (max_rows, kv_dim) new keys and values before they go to the caches */

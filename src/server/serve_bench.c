@@ -2,7 +2,7 @@
  * serve_bench.c - `llava-bench serve` (serve_bench.h).
  *
  *   llava-bench serve --model PATH [--streams N] [--tokens T] [--threads K]
- *                     [--image FILE] [--prompt TEXT] [--repeat R] [--fast-single 0|1]
+ *                     [--image FILE] [--prompt TEXT] [--repeat R]
  *
  * Loads the model on the cpu backend, then runs twice on one worker
  * configuration each: 1 stream (parallel 1), then N streams submitted at
@@ -16,10 +16,8 @@
  *   mean time to first token
  * and the ratio N-stream / 1-stream of the aggregate. For reference it
  * also times the same request through gen_run (llava-cli's path, no
- * worker): its decode runs one row per step through the GEMV kernel, where
- * the worker runs a lone row as two through the GEMM kernel so that its
- * results never depend on the batch (model/llm.h); --fast-single 1 sets
- * wk_config.fast_single, which runs it through the GEMV kernel too.
+ * worker): one row per decode step, as the worker's lone stream (both give
+ * the same bits as a batched row: backend/cpu/matmul.c).
  */
 #include "server/serve_bench.h"
 
@@ -47,8 +45,7 @@ static double mono_ms(void) {
 
 static int usage(void) {
     fprintf(stderr, "usage: llava-bench serve --model PATH [--streams N] [--tokens T] "
-                    "[--threads K] [--image FILE] [--prompt TEXT] [--repeat R] "
-                    "[--fast-single 0|1]\n");
+                    "[--threads K] [--image FILE] [--prompt TEXT] [--repeat R]\n");
     return 2;
 }
 
@@ -111,12 +108,10 @@ static lv_status run_gen(const bench_req *r, run_figs *f, lv_err *err) {
     return LV_OK;
 }
 
-static lv_status run_streams(const bench_req *r, int streams, bool fast_single, run_figs *f,
-                             lv_err *err) {
+static lv_status run_streams(const bench_req *r, int streams, run_figs *f, lv_err *err) {
     memset(f, 0, sizeof *f);
     worker *w;
-    wk_config cfg = {
-        .queue_size = streams, .parallel = streams, .ctx_size = 0, .fast_single = fast_single};
+    wk_config cfg = {.queue_size = streams, .parallel = streams, .ctx_size = 0};
     lv_status st = worker_new(r->m, &cfg, &w, err);
     if (st) return st;
     wk_job **jobs = calloc((size_t)streams, sizeof *jobs);
@@ -158,7 +153,6 @@ static lv_status run_streams(const bench_req *r, int streams, bool fast_single, 
 int serve_bench_main(int argc, char **argv) {
     const char *model = NULL, *image = NULL, *prompt = "Describe the image in detail.";
     int streams = 8, tokens = 64, threads = 0, repeat = 1;
-    bool fast_single = false;
     for (int i = 0; i < argc; i++) {
         if (i + 1 >= argc) return usage();
         if (strcmp(argv[i], "--model") == 0)
@@ -175,8 +169,6 @@ int serve_bench_main(int argc, char **argv) {
             prompt = argv[++i];
         else if (strcmp(argv[i], "--repeat") == 0)
             repeat = atoi(argv[++i]);
-        else if (strcmp(argv[i], "--fast-single") == 0)
-            fast_single = atoi(argv[++i]) != 0;
         else
             return usage();
     }
@@ -201,8 +193,8 @@ int serve_bench_main(int argc, char **argv) {
     run_figs one = {0}, many = {0}, gen = {0};
     for (int k = 0; k < repeat; k++) {
         run_figs f1, fn, fg;
-        if (run_gen(&r, &fg, &err) || run_streams(&r, 1, fast_single, &f1, &err) ||
-            run_streams(&r, streams, fast_single, &fn, &err))
+        if (run_gen(&r, &fg, &err) || run_streams(&r, 1, &f1, &err) ||
+            run_streams(&r, streams, &fn, &err))
             goto fail;
         if (f1.agg_tps > one.agg_tps) one = f1;
         if (fn.agg_tps > many.agg_tps) many = fn;

@@ -22,10 +22,10 @@
  *      the job, a job whose prompt is complete samples its first token, and
  *      jobs that stop are finished and their sequence freed.
  * Jobs are independent: each row of the batch gives bit-identical results
- * whatever else runs beside it (llm.h, llm_batch: a lone row is run as two
- * so that it takes the same matmul kernel as a batch), so a greedy request
- * gives the same answer alone or among others. wk_config.fast_single
- * trades that for single-stream speed.
+ * whatever else runs beside it (the CPU matmul computes a row the same for
+ * any n, n == 1 included: backend/cpu/matmul.c), so a greedy request gives
+ * the same answer alone or among others, and a lone row runs as one row
+ * (no padding, no GEMM for one row).
  *
  * KV memory: a sequence is allocated when its prefill starts, sized to
  * what the job can use (prompt + max_tokens) but at most ctx positions,
@@ -273,7 +273,9 @@ static void start_slot(worker *w, slot *sl, wk_job *j) {
         st = lv_fail(&j->err, LV_ERR_ARG,
                      "the prompt is %d tokens long; the context holds %d tokens", j->n_ids, w->ctx);
     for (int i = 0; !st && i < j->n_ids; i++) {
-        if (j->ids[i] < 0 || j->ids[i] >= vocab)
+        /* image_id == vocab: the virtual id of a GGUF without <image>, only with images */
+        bool virt = j->ids[i] == image_id && j->n_images > 0;
+        if (j->ids[i] < 0 || (j->ids[i] >= vocab && !virt))
             st = lv_fail(&j->err, LV_ERR_ARG, "token id %d at %d is outside the vocabulary (%d)",
                          j->ids[i], i, vocab);
         sl->n_image_ids += j->ids[i] == image_id;
@@ -366,6 +368,20 @@ static void scatter_rows(worker *w, slot *sl, const int32_t *ids, int n, int row
     }
 }
 
+/* embed_tokens of ids[0..n) into input rows row0 ..; a virtual image id
+ * (vocab_size, io/gguf_model.h) has no row: only the text runs around it
+ * are embedded, scatter_rows fills the rest. */
+static void embed_prompt(worker *w, const int32_t *ids, int n, int row0) {
+    const llm *t = &w->m->text;
+    int image_id = w->m->md.config.image_token_id;
+    for (int i = 0; i < n;) {
+        int k = i;
+        while (k < n && (ids[k] != image_id || image_id < t->vocab_size)) k++;
+        if (k > i) llm_batch_embed(t, &w->bt, row0 + i, ids + i, k - i);
+        i = k + 1;
+    }
+}
+
 /*
  * One batched forward: the last token of every decoding slot, then prompt
  * chunks of the joining slots (oldest first) up to WK_PREFILL_ROWS rows.
@@ -402,7 +418,7 @@ static void batch_step(worker *w) {
         wk_job *j = sl->j;
         int chunk = j->n_ids - sl->prefilled < budget ? j->n_ids - sl->prefilled : budget;
         const int32_t *ids = j->ids + sl->prefilled;
-        llm_batch_embed(&m->text, &w->bt, rows, ids, chunk);
+        embed_prompt(w, ids, chunk, rows);
         /* inputs_embeds[ids == image] = image features */
         if (j->n_images > 0) scatter_rows(w, sl, ids, chunk, rows);
         w->seqs[n] = &sl->s;
@@ -578,7 +594,6 @@ lv_status worker_new(llava *m, const wk_config *cfg, worker **out, lv_err *err) 
         free(w);
         return st;
     }
-    w->bt.pad_single = !cfg->fast_single;
     pthread_mutex_init(&w->mu, NULL);
     pthread_cond_init(&w->cv, NULL);
     if (pthread_create(&w->thread, NULL, engine_main, w)) {

@@ -86,11 +86,6 @@ typedef struct {
     int parallel;   /* sequences decoded together at most (>= 1) */
     int ctx_size;   /* KV positions per sequence at most (0: the model's context, capped so
                        that parallel sequences take at most 8 GiB of KV cache; see worker.c) */
-    /* Added with the batching scheduler (zero: the default): */
-    bool fast_single; /* a lone decoding sequence runs through the one-row (GEMV) kernel:
-                         about 1.7x faster alone on the CPU, but its logits then differ in the
-                         last bits from a batched run (a greedy near-tie may break the other
-                         way). false: a request's results never depend on the batch. */
 } wk_config;
 
 /* Figures for /health and /metrics. */

@@ -18,16 +18,15 @@
 
 #include <stddef.h>
 
-/* The matmul micro-kernel's block: tokens × weight rows. */
-enum { MM_BLOCK_TOKENS = 6, MM_BLOCK_ROWS = 2 };
+/* The matmul micro-kernel's block: tokens × weight rows; and the weight rows
+ * the one-token kernel (dot_rows) reduces at once. */
+enum { MM_BLOCK_TOKENS = 6, MM_BLOCK_ROWS = 2, MM_GEMV_ROWS = 8 };
 
 /* Vector kernels, one table per instruction set. Pointers may be unaligned. */
 typedef struct {
     const char *isa; /* "avx2" or "portable" */
     /* Σ a[i]·b[i] over n floats. */
     float (*dot)(const float *a, const float *b, int n);
-    /* Σ x[i]·w[i], w being n elements of dtype (the n == 1 matmul). */
-    float (*dot_w)(const float *x, be_dtype dtype, const void *w, int n);
     /* dst[i] = float(src[i]) for n elements of dtype. */
     void (*convert)(float *dst, be_dtype dtype, const void *src, size_t n);
     /* acc[t][r] += Σ x[t][i]·w[r][i] for a block of MM_BLOCK_TOKENS tokens ×
@@ -35,6 +34,22 @@ typedef struct {
      * and tokens may repeat to fill a ragged edge). */
     void (*dot_block)(float acc[][MM_BLOCK_ROWS], const float *const x[], const float *const w[],
                       int n);
+    /* acc[r] += Σ x[i]·w[r][i] for MM_GEMV_ROWS weight rows of n elements of
+     * dtype (F32, F16 or BF16), read straight from the weight: the n == 1
+     * matmul. Each acc[r] gets exactly the float arithmetic dot_block gives
+     * one (token, row) pair over the same floats (same lanes, FMA order,
+     * horizontal sum and scalar tail), so a token's outputs do not depend
+     * on the batch it is in. Rows may repeat to fill a ragged edge. pf: NULL,
+     * or the rows to be read next (the same n elements of dtype each), which
+     * the kernel may prefetch as it goes (a hint: never dereferenced). */
+    void (*dot_rows)(float acc[], const float *x, be_dtype dtype, const void *const w[],
+                     const void *const pf[], int n);
+    /* dot_rows for a quantized weight: acc[r] += Σ x[i]·v[i] over the values
+     * v of columns [c0, c0+n) of row rows[r] (a span the dequantiser takes),
+     * each v exactly as `dequant` gives it, with dot_rows' arithmetic; no
+     * scratch. (optional: NULL means dequant into scratch, then dot_rows.) */
+    void (*dot_rows_q)(float acc[], const float *x, const be_weight *w, const int rows[], int c0,
+                       int n);
     /* o[t][d] += Σ_j p[t][j]·v[j·ldv + d] for MM_BLOCK_TOKENS rows t, n_keys
      * keys j and d < n (attention's P·V for a block of query rows). */
     void (*madd_block)(float *const o[], const float *const p[], const float *v, size_t ldv,
@@ -42,20 +57,12 @@ typedef struct {
     /* out[0..n) = values [c0, c0+n) of a quantized weight's row, as
      * be_dequant_span defines them (bit-identical; backend/quant.h). */
     void (*dequant)(const be_weight *w, int row, int c0, int n, float *out);
-    /* Σ x[j]·w[row][j] straight from a quantized row (the n == 1 matmul);
-     * xs[i] = Σ x[32i .. 32i+31]. (optional: NULL, or a format cpu_gemv_q_ok
-     * rejects, means dequant + dot.) */
-    float (*gemv_q)(const float *x, const float *xs, const be_weight *w, int row);
 } cpu_kernels;
 
 /* The AVX2 quantized kernels (dequant.c); x86-64 only, reached through the table. */
 void cpu_dequant_avx2(const be_weight *w, int row, int c0, int n, float *out);
-float cpu_gemv_q_avx2(const float *x, const float *xs, const be_weight *w, int row);
-
-/* Formats gemv_q handles: every quantized one (MLX and the ggml blocks). */
-static inline bool cpu_gemv_q_ok(const be_weight *w) {
-    return w->dtype >= BE_MLX;
-}
+void cpu_dot_rows_q_avx2(float acc[], const float *x, const be_weight *w, const int rows[], int c0,
+                         int n);
 
 const cpu_kernels *cpu_kernels_portable(void);
 /* NULL when this CPU or compiler lacks AVX2+FMA+F16C. */

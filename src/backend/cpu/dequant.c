@@ -8,6 +8,13 @@
  * FMA), so their output is bit-identical to it (tests/test_backend.c).
  * Codes are widened to 8 int32 lanes with the pmovzx/pmovsx family and
  * converted to float; block scales are exact f16 -> f32 conversions.
+ *
+ * The same decoders also serve the n == 1 matmul (cpu_kernels `dot_rows_q`):
+ * each block function hands its vectors, in increasing column order, to a
+ * sink that either stores them (dequant) or adds x·v into one 8-lane FMA
+ * accumulator (dot). The dot thus sees exactly the floats the dequantiser
+ * stores, in the order the GEMM's dot_block reads them from its panel, so
+ * the n == 1 sums are bit-identical to the GEMM's without the panel.
  */
 #include "backend/cpu/cpu.h"
 #include "backend/quant.h"
@@ -34,9 +41,17 @@ AVX2 static inline __m256i i8x8(const unsigned char *p) {
     return _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)p));
 }
 
-/* out[0..8) = s·q + b (MLX) for int32 codes q. */
-AVX2 static inline void store_affine(float *out, __m256i q, __m256 s, __m256 b) {
-    _mm256_storeu_ps(out, _mm256_add_ps(_mm256_mul_ps(s, _mm256_cvtepi32_ps(q)), b));
+/* Where a block function's vectors go: stored at y, or for the dot
+ * *acc = fma(x, v, *acc). Every function is inlined and `dot` is a constant
+ * at each call, so the dequantiser and the dot get their own branch-free
+ * copies. */
+#define INL AVX2 static inline __attribute__((always_inline))
+
+INL void emit(int j, __m256 v, bool dot, float *y, const float *x, __m256 *acc) {
+    if (dot)
+        *acc = _mm256_fmadd_ps(_mm256_loadu_ps(x + j), v, *acc);
+    else
+        _mm256_storeu_ps(y + j, v);
 }
 
 /* A scale or bias of an MLX weight's side data. */
@@ -76,57 +91,64 @@ AVX2 static inline __m256i mlx_codes8(const unsigned char *row, int bits, int j)
                              (int)(win >> 6 * bits & mask), (int)(win >> 7 * bits & mask));
 }
 
-AVX2 static void mlx_span(const be_weight *w, int row, int c0, int n, float *out) {
-    const be_quant *q = &w->q;
-    const unsigned char *codes = (const unsigned char *)w->data + (size_t)row * w->row_bytes;
-    size_t n_groups = (size_t)w->cols / q->group;
-    for (int g0 = c0; g0 < c0 + n; g0 += q->group) {
-        size_t gi = (size_t)row * n_groups + (size_t)(g0 / q->group);
-        __m256 s = _mm256_set1_ps(side_at(q->scale_dtype, q->scales, gi));
-        __m256 b = _mm256_set1_ps(side_at(q->scale_dtype, q->biases, gi));
-        float *o = out + (g0 - c0);
-        if (q->bits == 4) /* constant bits: the common widths inline to a few instructions */
-            for (int i = 0; i < q->group; i += 8)
-                store_affine(o + i, mlx_codes8(codes, 4, g0 + i), s, b);
-        else if (q->bits == 8)
-            for (int i = 0; i < q->group; i += 8)
-                store_affine(o + i, mlx_codes8(codes, 8, g0 + i), s, b);
-        else
-            for (int i = 0; i < q->group; i += 8)
-                store_affine(o + i, mlx_codes8(codes, q->bits, g0 + i), s, b);
-    }
+/* One MLX group of row `codes` from column g0: v = s·q + b. */
+INL void mlx_group(const unsigned char *codes, int bits, int group, int g0, float s_, float b_,
+                   bool dot, float *y, const float *x, __m256 *acc) {
+    __m256 s = _mm256_set1_ps(s_), b = _mm256_set1_ps(b_);
+    if (bits == 4) /* constant bits: the common widths inline to a few instructions */
+        for (int i = 0; i < group; i += 8)
+            emit(i,
+                 _mm256_add_ps(_mm256_mul_ps(s, _mm256_cvtepi32_ps(mlx_codes8(codes, 4, g0 + i))),
+                               b),
+                 dot, y, x, acc);
+    else if (bits == 8)
+        for (int i = 0; i < group; i += 8)
+            emit(i,
+                 _mm256_add_ps(_mm256_mul_ps(s, _mm256_cvtepi32_ps(mlx_codes8(codes, 8, g0 + i))),
+                               b),
+                 dot, y, x, acc);
+    else
+        for (int i = 0; i < group; i += 8)
+            emit(i,
+                 _mm256_add_ps(
+                     _mm256_mul_ps(s, _mm256_cvtepi32_ps(mlx_codes8(codes, bits, g0 + i))), b),
+                 dot, y, x, acc);
 }
 
-AVX2 static void q8_0_block(const unsigned char *b, float *y) {
+/* Group gi's scale and bias. */
+INL void mlx_side(const be_quant *q, size_t gi, float *s, float *b) {
+    *s = side_at(q->scale_dtype, q->scales, gi);
+    *b = side_at(q->scale_dtype, q->biases, gi);
+}
+
+INL void q8_0_block(const unsigned char *b, bool dot, float *y, const float *x, __m256 *acc) {
     __m256 d = _mm256_set1_ps(f16_at(b));
     for (int j = 0; j < 32; j += 8)
-        _mm256_storeu_ps(y + j, _mm256_mul_ps(_mm256_cvtepi32_ps(i8x8(b + 2 + j)), d));
+        emit(j, _mm256_mul_ps(_mm256_cvtepi32_ps(i8x8(b + 2 + j)), d), dot, y, x, acc);
 }
 
 /* Q4_0 / Q4_1: low nibbles are elements 0..15, high nibbles 16..31. */
-AVX2 static void q4_01_block(const unsigned char *b, float *y, bool has_min) {
+INL void q4_01_block(const unsigned char *b, bool has_min, bool dot, float *y, const float *x,
+                     __m256 *acc) {
     __m256 d = _mm256_set1_ps(f16_at(b));
     __m256 m = _mm256_set1_ps(has_min ? f16_at(b + 2) : 0.0f);
     const unsigned char *qs = b + (has_min ? 4 : 2);
     const __m256i nib = _mm256_set1_epi32(0xF), eight = _mm256_set1_epi32(8);
-    for (int j = 0; j < 16; j += 8) {
-        __m256i v = u8x8(qs + j);
-        __m256i lo = _mm256_and_si256(v, nib), hi = _mm256_srli_epi32(v, 4);
-        if (has_min) {
-            _mm256_storeu_ps(y + j, _mm256_add_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(lo), d), m));
-            _mm256_storeu_ps(y + j + 16,
-                             _mm256_add_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(hi), d), m));
-        } else {
-            lo = _mm256_sub_epi32(lo, eight);
-            hi = _mm256_sub_epi32(hi, eight);
-            _mm256_storeu_ps(y + j, _mm256_mul_ps(_mm256_cvtepi32_ps(lo), d));
-            _mm256_storeu_ps(y + j + 16, _mm256_mul_ps(_mm256_cvtepi32_ps(hi), d));
+    for (int half = 0; half < 2; half++) /* low nibbles, then high: column order */
+        for (int j = 0; j < 16; j += 8) {
+            __m256i v = u8x8(qs + j);
+            __m256i q = half ? _mm256_srli_epi32(v, 4) : _mm256_and_si256(v, nib);
+            __m256 out;
+            if (has_min)
+                out = _mm256_add_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(q), d), m);
+            else
+                out = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(q, eight)), d);
+            emit(16 * half + j, out, dot, y, x, acc);
         }
-    }
 }
 
 /* Sub-block s's 6-bit scale and min (ggml get_scale_min_k4; see quant.c). */
-static void scale_min_k4(int s, const unsigned char *S, int *sc, int *m) {
+static inline void scale_min_k4(int s, const unsigned char *S, int *sc, int *m) {
     if (s < 4) {
         *sc = S[s] & 63;
         *m = S[s + 4] & 63;
@@ -136,278 +158,180 @@ static void scale_min_k4(int s, const unsigned char *S, int *sc, int *m) {
     }
 }
 
-/* Q4_K (qh NULL) and Q5_K: v = (d·sc)·q − dmin·m per sub-block of 32. */
-AVX2 static void qk_45_block(const unsigned char *b, float *y, bool five) {
+/* Q4_K and Q5_K: v = (d·sc)·q − dmin·m per sub-block of 32. */
+INL void qk_45_block(const unsigned char *b, bool five, bool dot, float *y, const float *x,
+                     __m256 *acc) {
     float d = f16_at(b), dmin = f16_at(b + 2);
     const unsigned char *S = b + 4, *qh = b + 16, *qs = five ? b + 48 : b + 16;
     const __m256i nib = _mm256_set1_epi32(0xF), one = _mm256_set1_epi32(1);
-    for (int c = 0; c < 4; c++) {
-        int sc0, m0, sc1, m1;
-        scale_min_k4(2 * c, S, &sc0, &m0);
-        scale_min_k4(2 * c + 1, S, &sc1, &m1);
-        __m256 d0 = _mm256_set1_ps(d * (float)sc0), dm0 = _mm256_set1_ps(dmin * (float)m0);
-        __m256 d1 = _mm256_set1_ps(d * (float)sc1), dm1 = _mm256_set1_ps(dmin * (float)m1);
+    for (int s = 0; s < 8; s++) { /* sub-block s: columns 32s.., nibble s % 2 of qs[32(s/2)..] */
+        int c = s / 2, hi = s % 2, sc, m;
+        scale_min_k4(s, S, &sc, &m);
+        __m256 ds = _mm256_set1_ps(d * (float)sc), dm = _mm256_set1_ps(dmin * (float)m);
         for (int l = 0; l < 32; l += 8) {
             __m256i v = u8x8(qs + 32 * c + l);
-            __m256i lo = _mm256_and_si256(v, nib), hi = _mm256_srli_epi32(v, 4);
-            if (five) {
-                __m256i h = u8x8(qh + l);
-                lo = _mm256_or_si256(
-                    lo, _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(h, 2 * c), one), 4));
-                hi = _mm256_or_si256(
-                    hi,
-                    _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(h, 2 * c + 1), one), 4));
-            }
-            _mm256_storeu_ps(y + 64 * c + l,
-                             _mm256_sub_ps(_mm256_mul_ps(d0, _mm256_cvtepi32_ps(lo)), dm0));
-            _mm256_storeu_ps(y + 64 * c + 32 + l,
-                             _mm256_sub_ps(_mm256_mul_ps(d1, _mm256_cvtepi32_ps(hi)), dm1));
+            __m256i q = hi ? _mm256_srli_epi32(v, 4) : _mm256_and_si256(v, nib);
+            if (five)
+                q = _mm256_or_si256(
+                    q, _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(u8x8(qh + l), s), one),
+                                         4));
+            emit(32 * s + l, _mm256_sub_ps(_mm256_mul_ps(ds, _mm256_cvtepi32_ps(q)), dm), dot, y, x,
+                 acc);
         }
     }
 }
 
 /* Q6_K: v = (d·scale)·(q − 32); layout in quant.c. */
-AVX2 static void q6_k_block(const unsigned char *b, float *y) {
+INL void q6_k_block(const unsigned char *b, bool dot, float *y, const float *x, __m256 *acc) {
     const unsigned char *ql = b, *qh = b + 128;
     const int8_t *sc = (const int8_t *)(b + 192);
     float d = f16_at(b + 208);
     const __m256i nib = _mm256_set1_epi32(0xF), three = _mm256_set1_epi32(3),
                   off = _mm256_set1_epi32(32);
     for (int n = 0; n < 2; n++) {
-        for (int l = 0; l < 32; l += 8) {
-            int is = l / 16;
-            __m256i a = u8x8(ql + l), a2 = u8x8(ql + l + 32), h = u8x8(qh + l);
-            __m256i q[4] = {
-                _mm256_or_si256(_mm256_and_si256(a, nib),
-                                _mm256_slli_epi32(_mm256_and_si256(h, three), 4)),
-                _mm256_or_si256(
-                    _mm256_and_si256(a2, nib),
-                    _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(h, 2), three), 4)),
-                _mm256_or_si256(
-                    _mm256_srli_epi32(a, 4),
-                    _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(h, 4), three), 4)),
-                _mm256_or_si256(
-                    _mm256_srli_epi32(a2, 4),
-                    _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(h, 6), three), 4)),
-            };
-            for (int k = 0; k < 4; k++) {
-                __m256 ds = _mm256_set1_ps(d * (float)sc[is + 2 * k]);
-                _mm256_storeu_ps(
-                    y + l + 32 * k,
-                    _mm256_mul_ps(ds, _mm256_cvtepi32_ps(_mm256_sub_epi32(q[k], off))));
+        /* quarter k of this half: columns 32k.., low (k even) or high nibbles of ql[32(k%2)..],
+         * bits 2k..2k+1 of qh */
+        for (int k = 0; k < 4; k++)
+            for (int l = 0; l < 32; l += 8) {
+                __m256i a = u8x8(ql + 32 * (k % 2) + l), h = u8x8(qh + l);
+                __m256i lo = k < 2 ? _mm256_and_si256(a, nib) : _mm256_srli_epi32(a, 4);
+                __m256i q = _mm256_or_si256(
+                    lo, _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(h, 2 * k), three), 4));
+                __m256 ds = _mm256_set1_ps(d * (float)sc[l / 16 + 2 * k]);
+                emit(128 * n + 32 * k + l,
+                     _mm256_mul_ps(ds, _mm256_cvtepi32_ps(_mm256_sub_epi32(q, off))), dot, y, x,
+                     acc);
             }
-        }
-        y += 128;
         ql += 64;
         qh += 32;
         sc += 8;
     }
 }
 
+/* Block blk (of `per` values, at b) of a ggml row: dequantised to y, or dotted with x. */
+INL void ggml_block(be_dtype dt, const unsigned char *b, bool dot, float *y, const float *x,
+                    __m256 *acc) {
+    switch (dt) {
+        case BE_Q8_0:
+            q8_0_block(b, dot, y, x, acc);
+            break;
+        case BE_Q4_0:
+            q4_01_block(b, false, dot, y, x, acc);
+            break;
+        case BE_Q4_1:
+            q4_01_block(b, true, dot, y, x, acc);
+            break;
+        case BE_Q4_K:
+            qk_45_block(b, false, dot, y, x, acc);
+            break;
+        case BE_Q5_K:
+            qk_45_block(b, true, dot, y, x, acc);
+            break;
+        case BE_Q6_K:
+            q6_k_block(b, dot, y, x, acc);
+            break;
+        default:
+            break;
+    }
+}
+
+static const unsigned char *qrow(const be_weight *w, int row) {
+    return (const unsigned char *)w->data + (size_t)row * w->row_bytes;
+}
+
+static bool ggml_fast(be_dtype dt) {
+    return dt == BE_Q8_0 || dt == BE_Q4_0 || dt == BE_Q4_1 || dt == BE_Q4_K || dt == BE_Q5_K ||
+           dt == BE_Q6_K;
+}
+
 AVX2 void cpu_dequant_avx2(const be_weight *w, int row, int c0, int n, float *out) {
+    const unsigned char *r = qrow(w, row);
     if (w->dtype == BE_MLX) {
-        mlx_span(w, row, c0, n, out);
+        const be_quant *q = &w->q;
+        size_t n_groups = (size_t)w->cols / q->group;
+        for (int g0 = c0; g0 < c0 + n; g0 += q->group) {
+            float s, b;
+            mlx_side(q, (size_t)row * n_groups + (size_t)(g0 / q->group), &s, &b);
+            mlx_group(r, q->bits, q->group, g0, s, b, false, out + (g0 - c0), NULL, NULL);
+        }
         return;
     }
-    int per = be_block_elems(w->dtype), bb = be_block_bytes(w->dtype);
-    if (per <= 1) { /* plain types: not what this kernel is for */
+    if (!ggml_fast(w->dtype)) { /* plain types: not what this kernel is for */
         be_dequant_span(w, row, c0, n, out);
         return;
     }
-    const unsigned char *r = (const unsigned char *)w->data + (size_t)row * w->row_bytes;
-    for (int i = 0; i < n; i += per) {
-        const unsigned char *blk = r + (size_t)((c0 + i) / per) * bb;
+    int per = be_block_elems(w->dtype), bb = be_block_bytes(w->dtype);
+    /* one switch per call, not per block */
+#define SPAN(DT)                                                                                   \
+    for (int i = 0; i < n; i += per)                                                               \
+        ggml_block(DT, r + (size_t)((c0 + i) / per) * bb, false, out + i, NULL, NULL);
+    switch (w->dtype) {
+        case BE_Q8_0:
+            SPAN(BE_Q8_0) break;
+        case BE_Q4_0:
+            SPAN(BE_Q4_0) break;
+        case BE_Q4_1:
+            SPAN(BE_Q4_1) break;
+        case BE_Q4_K:
+            SPAN(BE_Q4_K) break;
+        case BE_Q5_K:
+            SPAN(BE_Q5_K) break;
+        default:
+            SPAN(BE_Q6_K) break;
+    }
+#undef SPAN
+}
+
+/* The n == 1 matmul's slice for MM_GEMV_ROWS rows: acc[r] += Σ x[i]·v[r][i]
+ * over columns [c0, c0+n), v the dequantised values; per row one 8-lane FMA
+ * accumulator from zero, then its horizontal sum (as dot_block_avx2: n is a
+ * multiple of 32, so there is no scalar tail). Rows are interleaved block by
+ * block so that the rows' FMA chains overlap. */
+AVX2 void cpu_dot_rows_q_avx2(float acc[], const float *x, const be_weight *w, const int rows[],
+                              int c0, int n) {
+    __m256 a[MM_GEMV_ROWS];
+    const unsigned char *r[MM_GEMV_ROWS];
+    for (int k = 0; k < MM_GEMV_ROWS; k++) {
+        a[k] = _mm256_setzero_ps();
+        r[k] = qrow(w, rows[k]);
+    }
+    if (w->dtype == BE_MLX) {
+        const be_quant *q = &w->q;
+        size_t n_groups = (size_t)w->cols / q->group;
+        for (int g0 = c0; g0 < c0 + n; g0 += q->group)
+            for (int k = 0; k < MM_GEMV_ROWS; k++) {
+                float s, b;
+                mlx_side(q, (size_t)rows[k] * n_groups + (size_t)(g0 / q->group), &s, &b);
+                mlx_group(r[k], q->bits, q->group, g0, s, b, true, NULL, x + (g0 - c0), &a[k]);
+            }
+    } else {
+        int per = be_block_elems(w->dtype), bb = be_block_bytes(w->dtype);
+#define ROWS(DT)                                                                                   \
+    for (int i = 0; i < n; i += per)                                                               \
+        for (int k = 0; k < MM_GEMV_ROWS; k++)                                                     \
+            ggml_block(DT, r[k] + (size_t)((c0 + i) / per) * bb, true, NULL, x + i, &a[k]);
         switch (w->dtype) {
             case BE_Q8_0:
-                q8_0_block(blk, out + i);
-                break;
+                ROWS(BE_Q8_0) break;
             case BE_Q4_0:
-                q4_01_block(blk, out + i, false);
-                break;
+                ROWS(BE_Q4_0) break;
             case BE_Q4_1:
-                q4_01_block(blk, out + i, true);
-                break;
+                ROWS(BE_Q4_1) break;
             case BE_Q4_K:
-                qk_45_block(blk, out + i, false);
-                break;
+                ROWS(BE_Q4_K) break;
             case BE_Q5_K:
-                qk_45_block(blk, out + i, true);
-                break;
-            case BE_Q6_K:
-                q6_k_block(blk, out + i);
-                break;
+                ROWS(BE_Q5_K) break;
             default:
-                be_dequant_span(w, row, c0 + i, per, out + i);
-                break;
+                ROWS(BE_Q6_K) break;
         }
+#undef ROWS
     }
-}
-
-/* ---------------------------------------------------------------------------
- * Fused GEMV rows: Σ_j x_j·w_j straight from the codes, for n == 1.
- *
- * Per block (or group) the affine part is factored out, as MLX's and
- * llama.cpp's kernels do (formats.md §3.6): Σ x·(s·q + b) = s·Σ x·q + b·Σ x,
- * with Σ x per 32 values (xs) computed once per matmul call. The codes are
- * never written to memory; the float sums differ from the dequantise-then-dot
- * path only by rounding (tests/test_backend.c compares with the reference).
- */
-
-AVX2 static inline __m256 cvt(__m256i v) {
-    return _mm256_cvtepi32_ps(v);
-}
-
-AVX2 static inline __m256 xat(const float *x, int i) {
-    return _mm256_loadu_ps(x + i);
-}
-
-AVX2 static float gemv_mlx(const float *x, const float *xs, const be_weight *w, int row) {
-    const be_quant *q = &w->q;
-    const unsigned char *codes = (const unsigned char *)w->data + (size_t)row * w->row_bytes;
-    int n_groups = w->cols / q->group, per32 = q->group / 32;
-    size_t g0 = (size_t)row * n_groups;
-    __m256 acc = _mm256_setzero_ps();
-    float bsum = 0.0f;
-    for (int g = 0; g < n_groups; g++) {
-        const float *xg = x + (size_t)g * q->group;
-        int j0 = g * q->group;
-        __m256 aq = _mm256_setzero_ps();
-        if (q->bits == 4)
-            for (int i = 0; i < q->group; i += 8)
-                aq = _mm256_fmadd_ps(xat(xg, i), cvt(mlx_codes8(codes, 4, j0 + i)), aq);
-        else if (q->bits == 8)
-            for (int i = 0; i < q->group; i += 8)
-                aq = _mm256_fmadd_ps(xat(xg, i), cvt(mlx_codes8(codes, 8, j0 + i)), aq);
-        else
-            for (int i = 0; i < q->group; i += 8)
-                aq = _mm256_fmadd_ps(xat(xg, i), cvt(mlx_codes8(codes, q->bits, j0 + i)), aq);
-        float sx = 0.0f;
-        for (int k = 0; k < per32; k++) sx += xs[g * per32 + k];
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(side_at(q->scale_dtype, q->scales, g0 + g)), aq, acc);
-        bsum += side_at(q->scale_dtype, q->biases, g0 + g) * sx;
+    for (int k = 0; k < MM_GEMV_ROWS; k++) {
+        __m128 h = _mm_add_ps(_mm256_castps256_ps128(a[k]), _mm256_extractf128_ps(a[k], 1));
+        h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+        h = _mm_add_ss(h, _mm_movehdup_ps(h));
+        acc[k] += _mm_cvtss_f32(h);
     }
-    __m128 h = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
-    h = _mm_add_ps(h, _mm_movehl_ps(h, h));
-    h = _mm_add_ss(h, _mm_movehdup_ps(h));
-    return _mm_cvtss_f32(h) + bsum;
-}
-
-AVX2 static float gemv_blocks(const float *x, const float *xs, const be_weight *w, int row) {
-    const unsigned char *r = (const unsigned char *)w->data + (size_t)row * w->row_bytes;
-    int per = be_block_elems(w->dtype), bb = be_block_bytes(w->dtype), nb = w->cols / per;
-    const __m256i nib = _mm256_set1_epi32(0xF), eight = _mm256_set1_epi32(8),
-                  one = _mm256_set1_epi32(1), three = _mm256_set1_epi32(3),
-                  off32 = _mm256_set1_epi32(32);
-    __m256 acc = _mm256_setzero_ps();
-    float msum = 0.0f; /* the offset terms: Σ_blocks m·Σx */
-    for (int blk = 0; blk < nb; blk++) {
-        const unsigned char *b = r + (size_t)blk * bb;
-        const float *xb = x + (size_t)blk * per;
-        const float *xsb = xs + (size_t)blk * (per / 32);
-        switch (w->dtype) {
-            case BE_Q8_0: {
-                __m256 aq = _mm256_mul_ps(xat(xb, 0), cvt(i8x8(b + 2)));
-                for (int j = 8; j < 32; j += 8)
-                    aq = _mm256_fmadd_ps(xat(xb, j), cvt(i8x8(b + 2 + j)), aq);
-                acc = _mm256_fmadd_ps(_mm256_set1_ps(f16_at(b)), aq, acc);
-                break;
-            }
-            case BE_Q4_0:
-            case BE_Q4_1: {
-                bool q41 = w->dtype == BE_Q4_1;
-                const unsigned char *qs = b + (q41 ? 4 : 2);
-                __m256 aq = _mm256_setzero_ps();
-                for (int j = 0; j < 16; j += 8) {
-                    __m256i v = u8x8(qs + j);
-                    __m256i lo = _mm256_and_si256(v, nib), hi = _mm256_srli_epi32(v, 4);
-                    if (!q41) lo = _mm256_sub_epi32(lo, eight), hi = _mm256_sub_epi32(hi, eight);
-                    aq = _mm256_fmadd_ps(xat(xb, j), cvt(lo), aq);
-                    aq = _mm256_fmadd_ps(xat(xb, j + 16), cvt(hi), aq);
-                }
-                acc = _mm256_fmadd_ps(_mm256_set1_ps(f16_at(b)), aq, acc);
-                if (q41) msum += f16_at(b + 2) * xsb[0];
-                break;
-            }
-            case BE_Q4_K:
-            case BE_Q5_K: {
-                bool five = w->dtype == BE_Q5_K;
-                float d = f16_at(b), dmin = f16_at(b + 2);
-                const unsigned char *S = b + 4, *qh = b + 16, *qs = five ? b + 48 : b + 16;
-                for (int c = 0; c < 4; c++) {
-                    int sc0, m0, sc1, m1;
-                    scale_min_k4(2 * c, S, &sc0, &m0);
-                    scale_min_k4(2 * c + 1, S, &sc1, &m1);
-                    __m256 a0 = _mm256_setzero_ps(), a1 = a0;
-                    for (int l = 0; l < 32; l += 8) {
-                        __m256i v = u8x8(qs + 32 * c + l);
-                        __m256i lo = _mm256_and_si256(v, nib), hi = _mm256_srli_epi32(v, 4);
-                        if (five) {
-                            __m256i h = u8x8(qh + l);
-                            lo = _mm256_or_si256(
-                                lo, _mm256_slli_epi32(
-                                        _mm256_and_si256(_mm256_srli_epi32(h, 2 * c), one), 4));
-                            hi = _mm256_or_si256(
-                                hi, _mm256_slli_epi32(
-                                        _mm256_and_si256(_mm256_srli_epi32(h, 2 * c + 1), one), 4));
-                        }
-                        a0 = _mm256_fmadd_ps(xat(xb, 64 * c + l), cvt(lo), a0);
-                        a1 = _mm256_fmadd_ps(xat(xb, 64 * c + 32 + l), cvt(hi), a1);
-                    }
-                    acc = _mm256_fmadd_ps(_mm256_set1_ps(d * (float)sc0), a0, acc);
-                    acc = _mm256_fmadd_ps(_mm256_set1_ps(d * (float)sc1), a1, acc);
-                    msum += dmin * (float)m0 * xsb[2 * c] + dmin * (float)m1 * xsb[2 * c + 1];
-                }
-                break; /* msum is subtracted at the end: v = d·sc·q − dmin·m */
-            }
-            case BE_Q6_K: {
-                const unsigned char *ql = b, *qh = b + 128;
-                const int8_t *sc = (const int8_t *)(b + 192);
-                float d = f16_at(b + 208);
-                for (int n = 0; n < 2; n++) {
-                    const float *xn = xb + 128 * n;
-                    for (int l = 0; l < 32; l += 8) {
-                        int is = l / 16;
-                        __m256i a = u8x8(ql + 64 * n + l), a2 = u8x8(ql + 64 * n + l + 32),
-                                h = u8x8(qh + 32 * n + l);
-                        __m256i qv[4] = {
-                            _mm256_or_si256(_mm256_and_si256(a, nib),
-                                            _mm256_slli_epi32(_mm256_and_si256(h, three), 4)),
-                            _mm256_or_si256(
-                                _mm256_and_si256(a2, nib),
-                                _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(h, 2), three),
-                                                  4)),
-                            _mm256_or_si256(
-                                _mm256_srli_epi32(a, 4),
-                                _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(h, 4), three),
-                                                  4)),
-                            _mm256_or_si256(
-                                _mm256_srli_epi32(a2, 4),
-                                _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(h, 6), three),
-                                                  4)),
-                        };
-                        for (int k = 0; k < 4; k++) {
-                            __m256 p = _mm256_mul_ps(xat(xn, l + 32 * k),
-                                                     cvt(_mm256_sub_epi32(qv[k], off32)));
-                            acc = _mm256_fmadd_ps(_mm256_set1_ps(d * (float)sc[8 * n + is + 2 * k]),
-                                                  p, acc);
-                        }
-                    }
-                }
-                break;
-            }
-            default:
-                break;
-        }
-    }
-    __m128 h = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
-    h = _mm_add_ps(h, _mm_movehl_ps(h, h));
-    h = _mm_add_ss(h, _mm_movehdup_ps(h));
-    float s = _mm_cvtss_f32(h);
-    return w->dtype == BE_Q4_K || w->dtype == BE_Q5_K ? s - msum : s + msum;
-}
-
-AVX2 float cpu_gemv_q_avx2(const float *x, const float *xs, const be_weight *w, int row) {
-    return w->dtype == BE_MLX ? gemv_mlx(x, xs, w, row) : gemv_blocks(x, xs, w, row);
 }
 
 #endif

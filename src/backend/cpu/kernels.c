@@ -50,26 +50,37 @@ static void convert_portable(float *dst, be_dtype dtype, const void *src, size_t
     }
 }
 
-/* Converts w in chunks to a stack buffer, keeping one set of lanes across
- * chunks so the sum order does not depend on the chunk size. */
-static float dot_w_portable(const float *x, be_dtype dtype, const void *w, int n) {
-    enum { CHUNK = 256 };
-    float buf[CHUNK], l[LANES] = {0}, tail = 0;
-    size_t esize = dtype == BE_F32 ? 4 : 2;
-    for (int c = 0; c < n; c += CHUNK) {
-        int m = n - c < CHUNK ? n - c : CHUNK, i = 0;
-        convert_portable(buf, dtype, (const unsigned char *)w + (size_t)c * esize, (size_t)m);
-        for (; i + LANES <= m; i += LANES)
-            for (int j = 0; j < LANES; j++) l[j] += x[c + i + j] * buf[i + j];
-        for (; i < m; i++) tail += x[c + i] * buf[i];
-    }
-    return sum_lanes(l) + tail;
-}
-
 static void dot_block_portable(float acc[][MM_BLOCK_ROWS], const float *const x[],
                                const float *const w[], int n) {
     for (int t = 0; t < MM_BLOCK_TOKENS; t++)
         for (int r = 0; r < MM_BLOCK_ROWS; r++) acc[t][r] += dot_portable(x[t], w[r], n);
+}
+
+/* dot_portable for each row, w converted chunk by chunk into a stack buffer
+ * (exact conversions; memcpy for F32, so w may be unaligned). The chunk is a
+ * multiple of LANES, so the lanes, their sum and the tail see the same
+ * products in the same order as dot_portable over a converted row. */
+static void dot_rows_portable(float acc[], const float *x, be_dtype dtype, const void *const w[],
+                              const void *const pf[], int n) {
+    enum { CHUNK = 256 };
+    _Static_assert(CHUNK % LANES == 0, "lanes must not straddle chunks");
+    size_t esize = dtype == BE_F32 ? 4 : 2;
+    float buf[CHUNK];
+    for (int r = 0; r < MM_GEMV_ROWS; r++) {
+        float l[LANES] = {0};
+        int c = 0, m = 0;
+        for (; c < n; c += CHUNK) {
+            m = n - c < CHUNK ? n - c : CHUNK;
+            convert_portable(buf, dtype, (const unsigned char *)w[r] + (size_t)c * esize,
+                             (size_t)m);
+            for (int i = 0; i + LANES <= m; i += LANES)
+                for (int j = 0; j < LANES; j++) l[j] += x[c + i + j] * buf[i + j];
+        }
+        float s = sum_lanes(l);
+        /* the tail: the last m % LANES elements, still in buf */
+        for (int i = m - m % LANES; i < m; i++) s += x[c - CHUNK + i] * buf[i];
+        acc[r] += s;
+    }
 }
 
 static void madd_block_portable(float *const o[], const float *const p[], const float *v,
@@ -85,9 +96,9 @@ static void madd_block_portable(float *const o[], const float *const p[], const 
 static const cpu_kernels PORTABLE = {
     .isa = "portable",
     .dot = dot_portable,
-    .dot_w = dot_w_portable,
     .convert = convert_portable,
     .dot_block = dot_block_portable,
+    .dot_rows = dot_rows_portable,
     .madd_block = madd_block_portable,
     .dequant = be_dequant_span,
 };
@@ -138,28 +149,6 @@ AVX2 static float dot_avx2(const float *a, const float *b, int n) {
     return s;
 }
 
-AVX2 static float dot_w_avx2(const float *x, be_dtype dtype, const void *w, int n) {
-    __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
-    int i = 0;
-    for (; i + 32 <= n; i += 32) {
-        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i), load8(dtype, w, (size_t)i), s0);
-        s1 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 8), load8(dtype, w, (size_t)i + 8), s1);
-        s2 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 16), load8(dtype, w, (size_t)i + 16), s2);
-        s3 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 24), load8(dtype, w, (size_t)i + 24), s3);
-    }
-    for (; i + 8 <= n; i += 8)
-        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i), load8(dtype, w, (size_t)i), s0);
-    float s = hsum(_mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
-    if (i < n) {
-        float tail[8];
-        convert_portable(tail, dtype,
-                         (const unsigned char *)w + (size_t)i * (dtype == BE_F32 ? 4 : 2),
-                         (size_t)(n - i));
-        for (int j = 0; i + j < n; j++) s += x[i + j] * tail[j];
-    }
-    return s;
-}
-
 AVX2 static void convert_avx2(float *dst, be_dtype dtype, const void *src, size_t n) {
     if (dtype == BE_F32) {
         memcpy(dst, src, n * sizeof *dst);
@@ -195,6 +184,63 @@ AVX2 static void dot_block_avx2(float acc[][MM_BLOCK_ROWS], const float *const x
             for (int k = i; k < n; k++) s += x[t][k] * w[r][k];
             acc[t][r] += s;
         }
+}
+
+/* 1 token × 8 rows: one accumulator per row as in dot_block_avx2 (8
+ * independent FMA chains), each step loading 1 x and 8 w vectors. Weights
+ * are converted by load8, which is what convert_avx2 fills the GEMM panel
+ * with; the tail goes through convert_portable, as the panel's does. With
+ * pf, each cache line of the next rows is prefetched as the same line of
+ * these rows is read: 8 short rows at once are 8 streams, which the
+ * hardware prefetchers follow less well than one long one. */
+_Static_assert(MM_GEMV_ROWS == 8, "dot_rows_avx2 is written for 8 rows");
+
+AVX2 static void dot_rows_avx2(float acc[], const float *x, be_dtype dtype, const void *const w[],
+                               const void *const pf[], int n) {
+    __m256 a[8];
+    for (int r = 0; r < 8; r++) a[r] = _mm256_setzero_ps();
+    int i = 0;
+#define ES(DT) ((DT) == BE_F32 ? 4 : 2)
+#define DOT_ROWS_LOOP(DT)                                                                          \
+    {                                                                                              \
+        if (pf)                                                                                    \
+            for (; i + 32 <= n; i += 32) {                                                         \
+                for (int r = 0; r < 8; r++) {                                                      \
+                    const char *p = (const char *)pf[r] + (size_t)i * ES(DT);                      \
+                    _mm_prefetch(p, _MM_HINT_T0);                                                  \
+                    if (ES(DT) == 4) _mm_prefetch(p + 64, _MM_HINT_T0);                            \
+                }                                                                                  \
+                for (int q = 0; q < 32; q += 8) {                                                  \
+                    __m256 u = _mm256_loadu_ps(x + i + q);                                         \
+                    for (int r = 0; r < 8; r++)                                                    \
+                        a[r] = _mm256_fmadd_ps(u, load8(DT, w[r], (size_t)(i + q)), a[r]);         \
+                }                                                                                  \
+            }                                                                                      \
+        for (; i + 8 <= n; i += 8) {                                                               \
+            __m256 u = _mm256_loadu_ps(x + i);                                                     \
+            for (int r = 0; r < 8; r++)                                                            \
+                a[r] = _mm256_fmadd_ps(u, load8(DT, w[r], (size_t)i), a[r]);                       \
+        }                                                                                          \
+    }
+    if (dtype == BE_F16) /* constant dtype: the conversion inlines to one instruction */
+        DOT_ROWS_LOOP(BE_F16)
+    else if (dtype == BE_BF16)
+        DOT_ROWS_LOOP(BE_BF16)
+    else
+        DOT_ROWS_LOOP(BE_F32)
+#undef DOT_ROWS_LOOP
+#undef ES
+    size_t esize = dtype == BE_F32 ? 4 : 2;
+    for (int r = 0; r < 8; r++) {
+        float s = hsum(a[r]);
+        if (i < n) {
+            float tail[8];
+            convert_portable(tail, dtype, (const unsigned char *)w[r] + (size_t)i * esize,
+                             (size_t)(n - i));
+            for (int k = i; k < n; k++) s += x[k] * tail[k - i];
+        }
+        acc[r] += s;
+    }
 }
 
 /* P·V by broadcasts: for 16 columns of V at a time, 6 rows × 2 vectors of
@@ -241,12 +287,12 @@ AVX2 static void madd_block_avx2(float *const o[], const float *const p[], const
 static const cpu_kernels AVX2_KERNELS = {
     .isa = "avx2",
     .dot = dot_avx2,
-    .dot_w = dot_w_avx2,
     .convert = convert_avx2,
     .dot_block = dot_block_avx2,
+    .dot_rows = dot_rows_avx2,
     .madd_block = madd_block_avx2,
     .dequant = cpu_dequant_avx2,
-    .gemv_q = cpu_gemv_q_avx2,
+    .dot_rows_q = cpu_dot_rows_q_avx2,
 };
 
 /* F16C is CPUID leaf 1, ECX bit 29 (clang's __builtin_cpu_supports does not
