@@ -14,6 +14,7 @@
 #include "base/file.h"
 #include "engine/generate.h"
 #include "engine/request.h"
+#include "server_harness.h"
 #include "testutil.h"
 
 #include <curl/curl.h>
@@ -29,9 +30,8 @@
 
 #define KEY "sekret"
 
-static pid_t server_pid;
-static int server_port;
-static char server_log[1024], media_dir[1024];
+static srv S;
+static char media_dir[1024];
 
 static const char *model_dir(void) {
     static char path[1024];
@@ -45,58 +45,25 @@ static const char *image_path(const char *name) {
     return path;
 }
 
-static void sleep_ms(long ms) {
-    nanosleep(&(struct timespec){ms / 1000, (ms % 1000) * 1000000L}, NULL);
-}
-
-/* ---- client ------------------------------------------------------------------------------ */
-
-typedef struct {
-    char *data;
-    size_t len;
-    size_t stop_after; /* > 0: abort the transfer once this many bytes came */
-} body;
-
-static size_t on_data(char *p, size_t size, size_t n, void *ud) {
-    body *b = ud;
-    size_t add = size * n;
-    b->data = realloc(b->data, b->len + add + 1);
-    memcpy(b->data + b->len, p, add);
-    b->len += add;
-    b->data[b->len] = '\0';
-    return b->stop_after && b->len >= b->stop_after ? 0 : add;
-}
+/* ---- client (tests/server_harness.h) -------------------------------------------------------- */
 
 /* One request; returns the HTTP status (0 if the transfer failed) and the
- * body in *out (heap, may be NULL). extra: a header line or NULL. */
+ * body in *out (heap, may be NULL). extra: a header line or NULL;
+ * stop_after > 0: hang up once that many bytes came. */
 static long http(const char *method, const char *path, const char *data, size_t len,
                  const char *extra, size_t stop_after, char **out) {
-    CURL *c = curl_easy_init();
-    char url[256];
-    snprintf(url, sizeof url, "http://127.0.0.1:%d%s", server_port, path);
-    body b = {.stop_after = stop_after};
-    struct curl_slist *h = curl_slist_append(NULL, "Content-Type: application/json");
-    if (extra) h = curl_slist_append(h, extra);
-    curl_easy_setopt(c, CURLOPT_URL, url);
-    curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
-    if (data) {
-        curl_easy_setopt(c, CURLOPT_POSTFIELDS, data);
-        curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)len);
-    }
-    curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_data);
-    curl_easy_setopt(c, CURLOPT_WRITEDATA, &b);
-    curl_easy_setopt(c, CURLOPT_TIMEOUT, 60L);
-    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-    long status = 0;
-    if (curl_easy_perform(c) == CURLE_OK) curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+    if (!stop_after) return srv_http(&S, method, path, data, len, extra, NULL, out);
+    srv_body b = {.stop_after = stop_after};
+    struct curl_slist *h;
+    CURL *c = srv_handle(&S, method, path, data, len, extra, NULL, &b, &h);
+    curl_easy_perform(c); /* ends with a write error: we hung up */
     curl_slist_free_all(h);
     curl_easy_cleanup(c);
     if (out)
         *out = b.data;
     else
         free(b.data);
-    return status;
+    return 0;
 }
 
 static long post(const char *path, const char *json, char **out) {
@@ -139,49 +106,37 @@ static char *chat_body(const char *url, const char *text, const char *extra) {
 
 static int start_server(void **state) {
     const char *tmp = tu_tmpdir("server");
-    snprintf(server_log, sizeof server_log, "%s/server.log", tmp);
+    char log[1024];
+    snprintf(log, sizeof log, "%s/server.log", tmp);
     snprintf(media_dir, sizeof media_dir, "%s/media", tmp);
     mkdir(media_dir, 0755);
-    char bin[1024];
-    snprintf(bin, sizeof bin, "%s/llava-server", tu_env("LLAVA_BIN_DIR"));
-    server_pid = fork();
-    if (server_pid == 0) {
-        freopen(server_log, "w", stderr);
-        setenv("LLAVA_SERVER_TEST_LOAD_DELAY_MS", "700", 1);
-        execl(bin, bin, "--model", model_dir(), "--port", "0", "--api-key", KEY,
-              "--allowed-local-media-path", media_dir, "--queue-size", "4", "--timeout", "60",
-              "--alias", "tiny", (char *)NULL);
-        _exit(127);
-    }
-    for (int i = 0; i < 200 && !server_port; i++) { /* 10 s */
-        sleep_ms(50);
-        FILE *f = fopen(server_log, "r");
-        char line[512];
-        while (f && fgets(line, sizeof line, f)) {
-            const char *p = strstr(line, "listening on 127.0.0.1:");
-            if (p) server_port = atoi(p + strlen("listening on 127.0.0.1:"));
-        }
-        if (f) fclose(f);
-    }
-    if (!server_port) {
-        kill(server_pid, SIGKILL);
-        return -1;
-    }
-    return 0;
+    const char *argv[] = {"--model",
+                          model_dir(),
+                          "--port",
+                          "0",
+                          "--api-key",
+                          KEY,
+                          "--allowed-local-media-path",
+                          media_dir,
+                          "--queue-size",
+                          "4",
+                          "--timeout",
+                          "60",
+                          "--alias",
+                          "tiny",
+                          NULL};
+    return srv_start(&S, log, argv, "LLAVA_SERVER_TEST_LOAD_DELAY_MS=700") ? 0 : -1;
 }
 
 static int stop_server(void **state) {
-    if (server_pid > 0) kill(server_pid, SIGKILL);
-    server_pid = 0;
+    if (S.pid > 0) kill(S.pid, SIGKILL);
+    if (S.pid > 0) waitpid(S.pid, NULL, 0);
+    S.pid = 0;
     return 0;
 }
 
 static void wait_healthy(void) {
-    for (int i = 0; i < 200; i++) {
-        if (http("GET", "/health", NULL, 0, NULL, 0, NULL) == 200) return;
-        sleep_ms(50);
-    }
-    fail_msg("the server never became healthy");
+    if (!srv_wait_healthy(&S, 10)) fail_msg("the server never became healthy");
 }
 
 /* ---- tests --------------------------------------------------------------------------------- */
@@ -408,18 +363,8 @@ static void test_disconnect_mid_stream(void **state) {
 
 static void test_sigterm_exits_zero(void **state) {
     wait_healthy();
-    assert_int_equal(kill(server_pid, SIGTERM), 0);
-    int status = -1;
-    for (int i = 0; i < 200; i++) { /* 10 s */
-        if (waitpid(server_pid, &status, WNOHANG) == server_pid) {
-            server_pid = 0;
-            break;
-        }
-        sleep_ms(50);
-    }
-    if (server_pid) fail_msg("llava-server did not exit within 10 s of SIGTERM");
-    assert_true(WIFEXITED(status));
-    assert_int_equal(WEXITSTATUS(status), 0);
+    int rc = srv_stop(&S); /* SIGTERM, then its exit status */
+    assert_int_equal(rc, 0);
 }
 
 /* gen_run's cancel hook: polled before prefill and before each decode step. */
