@@ -209,7 +209,9 @@ static void ref_silu_mul(be *b, float *gate, const float *up, size_t n) {
 static void ref_gelu(be *b, float *x, size_t n) {
     for (size_t i = 0; i < n; i++) {
         double z = x[i];
-        x[i] = (float)(0.5 * z * (1.0 + erf(z * M_SQRT1_2)));
+        x[i] =
+            (float)(0.5 * z *
+                    erfc(-z * M_SQRT1_2)); /* 1 + erf(t) = erfc(-t): no cancellation for z << 0 */
     }
 }
 

@@ -22,6 +22,14 @@
  * the one-token kernel (dot_rows) reduces at once. */
 enum { MM_BLOCK_TOKENS = 6, MM_BLOCK_ROWS = 2, MM_GEMV_ROWS = 8 };
 
+/* The decode-batch kernel (dot_tokens): at most MM_DEC_TOKENS tokens ×
+ * MM_DEC_ROWS weight rows read in their stored dtype; matmul takes it for
+ * 2 <= n <= MM_DEC_MAX tokens. */
+enum { MM_DEC_TOKENS = 8, MM_DEC_ROWS = 4, MM_DEC_MAX = 16 };
+/* The quantized decode kernel (dot_tokens_q) takes 2 <= n <= MM_DEC_QMAX
+ * (measured: beyond, its per-token cost exceeds the GEMM's panel path). */
+enum { MM_DEC_QMAX = 4 };
+
 /* Vector kernels, one table per instruction set. Pointers may be unaligned. */
 typedef struct {
     const char *isa; /* "avx2" or "portable" */
@@ -50,6 +58,24 @@ typedef struct {
      * scratch. (optional: NULL means dequant into scratch, then dot_rows.) */
     void (*dot_rows_q)(float acc[], const float *x, const be_weight *w, const int rows[], int c0,
                        int n);
+    /* acc[t][r] += Σ x[t][i]·w[r][i] for nt tokens × nr weight rows of n
+     * elements of dtype (F32, F16 or BF16), read straight from the weight:
+     * the decode batch (2 <= n <= MM_DEC_MAX). nr is 2 (nt in
+     * 1..dec_tokens) or 4 (nt in 1..dec_tokens4). Each acc[t][r] gets
+     * exactly dot_rows' arithmetic for that (token, row) pair; rows may
+     * repeat. pf: NULL, or nr rows to prefetch (as in dot_rows). (optional:
+     * NULL means the GEMM path.) */
+    void (*dot_tokens)(float acc[][MM_DEC_ROWS], int nt, int nr, const float *const x[],
+                       be_dtype dtype, const void *const w[], const void *const pf[], int n);
+    int dec_tokens, dec_tokens4; /* the most tokens dot_tokens takes with 2 / 4 rows */
+    /* dot_tokens for a quantized weight: acc[t][k] += Σ x[t·ldx + i]·v[k][i]
+     * for nt tokens × nr rows (nt <= MM_DEC_QMAX; nr = 4 for nt <= 2, else
+     * 2), v[k] the values of columns [c0, c0+n) of row rows[k] (a span the
+     * dequantiser takes), each decoded once for all tokens, with
+     * dot_rows_q's arithmetic per output; rows may repeat. (optional: NULL
+     * means the GEMM path.) */
+    void (*dot_tokens_q)(float acc[][MM_DEC_ROWS], int nt, int nr, const float *x, size_t ldx,
+                         const be_weight *w, const int rows[], int c0, int n);
     /* o[t][d] += Σ_j p[t][j]·v[j·ldv + d] for MM_BLOCK_TOKENS rows t, n_keys
      * keys j and d < n (attention's P·V for a block of query rows). */
     void (*madd_block)(float *const o[], const float *const p[], const float *v, size_t ldv,
@@ -63,10 +89,14 @@ typedef struct {
 void cpu_dequant_avx2(const be_weight *w, int row, int c0, int n, float *out);
 void cpu_dot_rows_q_avx2(float acc[], const float *x, const be_weight *w, const int rows[], int c0,
                          int n);
+void cpu_dot_tokens_q_avx2(float acc[][MM_DEC_ROWS], int nt, int nr, const float *x, size_t ldx,
+                           const be_weight *w, const int rows[], int c0, int n);
 
 const cpu_kernels *cpu_kernels_portable(void);
 /* NULL when this CPU or compiler lacks AVX2+FMA+F16C. */
 const cpu_kernels *cpu_kernels_avx2(void);
+/* The AVX2 table without its AVX-512VL decode kernel (tests: both paths). */
+const cpu_kernels *cpu_kernels_avx2_only(void);
 
 /* Matmul tiling: a thread converts a panel of MM_TILE_ROWS weight rows ×
  * MM_TILE_COLS columns to float32 (128 KiB, resident in L2) and runs every

@@ -14,7 +14,9 @@
  * sink that either stores them (dequant) or adds x·v into one 8-lane FMA
  * accumulator (dot). The dot thus sees exactly the floats the dequantiser
  * stores, in the order the GEMM's dot_block reads them from its panel, so
- * the n == 1 sums are bit-identical to the GEMM's without the panel.
+ * the n == 1 sums are bit-identical to the GEMM's without the panel. The
+ * decode batch's `dot_tokens_q` uses the same sink with several tokens:
+ * each decoded vector is FMA'd into one accumulator per token.
  */
 #include "backend/cpu/cpu.h"
 #include "backend/quant.h"
@@ -41,17 +43,16 @@ AVX2 static inline __m256i i8x8(const unsigned char *p) {
     return _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)p));
 }
 
-/* Where a block function's vectors go: stored at y, or for the dot
- * *acc = fma(x, v, *acc). Every function is inlined and `dot` is a constant
- * at each call, so the dequantiser and the dot get their own branch-free
- * copies. */
+/* Where a block function's vectors go: stored at y (nt == 0), or for the
+ * dot of nt tokens acc[t] = fma(x + t·ldx, v, acc[t]). Every function is
+ * inlined and nt is a constant at each call, so the dequantiser and the dot get their own
+ * branch-free copies. */
 #define INL AVX2 static inline __attribute__((always_inline))
 
-INL void emit(int j, __m256 v, bool dot, float *y, const float *x, __m256 *acc) {
-    if (dot)
-        *acc = _mm256_fmadd_ps(_mm256_loadu_ps(x + j), v, *acc);
-    else
-        _mm256_storeu_ps(y + j, v);
+INL void emit(int j, __m256 v, int nt, size_t ldx, float *y, const float *x, __m256 *acc) {
+    if (nt == 0) _mm256_storeu_ps(y + j, v);
+    for (int t = 0; t < nt; t++) /* token t's x at x + t·ldx */
+        acc[t] = _mm256_fmadd_ps(_mm256_loadu_ps(x + t * ldx + j), v, acc[t]);
 }
 
 /* A scale or bias of an MLX weight's side data. */
@@ -93,26 +94,26 @@ AVX2 static inline __m256i mlx_codes8(const unsigned char *row, int bits, int j)
 
 /* One MLX group of row `codes` from column g0: v = s·q + b. */
 INL void mlx_group(const unsigned char *codes, int bits, int group, int g0, float s_, float b_,
-                   bool dot, float *y, const float *x, __m256 *acc) {
+                   int nt, size_t ldx, float *y, const float *x, __m256 *acc) {
     __m256 s = _mm256_set1_ps(s_), b = _mm256_set1_ps(b_);
     if (bits == 4) /* constant bits: the common widths inline to a few instructions */
         for (int i = 0; i < group; i += 8)
             emit(i,
                  _mm256_add_ps(_mm256_mul_ps(s, _mm256_cvtepi32_ps(mlx_codes8(codes, 4, g0 + i))),
                                b),
-                 dot, y, x, acc);
+                 nt, ldx, y, x, acc);
     else if (bits == 8)
         for (int i = 0; i < group; i += 8)
             emit(i,
                  _mm256_add_ps(_mm256_mul_ps(s, _mm256_cvtepi32_ps(mlx_codes8(codes, 8, g0 + i))),
                                b),
-                 dot, y, x, acc);
+                 nt, ldx, y, x, acc);
     else
         for (int i = 0; i < group; i += 8)
             emit(i,
                  _mm256_add_ps(
                      _mm256_mul_ps(s, _mm256_cvtepi32_ps(mlx_codes8(codes, bits, g0 + i))), b),
-                 dot, y, x, acc);
+                 nt, ldx, y, x, acc);
 }
 
 /* Group gi's scale and bias. */
@@ -121,15 +122,16 @@ INL void mlx_side(const be_quant *q, size_t gi, float *s, float *b) {
     *b = side_at(q->scale_dtype, q->biases, gi);
 }
 
-INL void q8_0_block(const unsigned char *b, bool dot, float *y, const float *x, __m256 *acc) {
+INL void q8_0_block(const unsigned char *b, int nt, size_t ldx, float *y, const float *x,
+                    __m256 *acc) {
     __m256 d = _mm256_set1_ps(f16_at(b));
     for (int j = 0; j < 32; j += 8)
-        emit(j, _mm256_mul_ps(_mm256_cvtepi32_ps(i8x8(b + 2 + j)), d), dot, y, x, acc);
+        emit(j, _mm256_mul_ps(_mm256_cvtepi32_ps(i8x8(b + 2 + j)), d), nt, ldx, y, x, acc);
 }
 
 /* Q4_0 / Q4_1: low nibbles are elements 0..15, high nibbles 16..31. */
-INL void q4_01_block(const unsigned char *b, bool has_min, bool dot, float *y, const float *x,
-                     __m256 *acc) {
+INL void q4_01_block(const unsigned char *b, bool has_min, int nt, size_t ldx, float *y,
+                     const float *x, __m256 *acc) {
     __m256 d = _mm256_set1_ps(f16_at(b));
     __m256 m = _mm256_set1_ps(has_min ? f16_at(b + 2) : 0.0f);
     const unsigned char *qs = b + (has_min ? 4 : 2);
@@ -143,7 +145,7 @@ INL void q4_01_block(const unsigned char *b, bool has_min, bool dot, float *y, c
                 out = _mm256_add_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(q), d), m);
             else
                 out = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(q, eight)), d);
-            emit(16 * half + j, out, dot, y, x, acc);
+            emit(16 * half + j, out, nt, ldx, y, x, acc);
         }
 }
 
@@ -159,8 +161,8 @@ static inline void scale_min_k4(int s, const unsigned char *S, int *sc, int *m) 
 }
 
 /* Q4_K and Q5_K: v = (d·sc)·q − dmin·m per sub-block of 32. */
-INL void qk_45_block(const unsigned char *b, bool five, bool dot, float *y, const float *x,
-                     __m256 *acc) {
+INL void qk_45_block(const unsigned char *b, bool five, int nt, size_t ldx, float *y,
+                     const float *x, __m256 *acc) {
     float d = f16_at(b), dmin = f16_at(b + 2);
     const unsigned char *S = b + 4, *qh = b + 16, *qs = five ? b + 48 : b + 16;
     const __m256i nib = _mm256_set1_epi32(0xF), one = _mm256_set1_epi32(1);
@@ -175,14 +177,15 @@ INL void qk_45_block(const unsigned char *b, bool five, bool dot, float *y, cons
                 q = _mm256_or_si256(
                     q, _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(u8x8(qh + l), s), one),
                                          4));
-            emit(32 * s + l, _mm256_sub_ps(_mm256_mul_ps(ds, _mm256_cvtepi32_ps(q)), dm), dot, y, x,
-                 acc);
+            emit(32 * s + l, _mm256_sub_ps(_mm256_mul_ps(ds, _mm256_cvtepi32_ps(q)), dm), nt, ldx,
+                 y, x, acc);
         }
     }
 }
 
 /* Q6_K: v = (d·scale)·(q − 32); layout in quant.c. */
-INL void q6_k_block(const unsigned char *b, bool dot, float *y, const float *x, __m256 *acc) {
+INL void q6_k_block(const unsigned char *b, int nt, size_t ldx, float *y, const float *x,
+                    __m256 *acc) {
     const unsigned char *ql = b, *qh = b + 128;
     const int8_t *sc = (const int8_t *)(b + 192);
     float d = f16_at(b + 208);
@@ -199,7 +202,7 @@ INL void q6_k_block(const unsigned char *b, bool dot, float *y, const float *x, 
                     lo, _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(h, 2 * k), three), 4));
                 __m256 ds = _mm256_set1_ps(d * (float)sc[l / 16 + 2 * k]);
                 emit(128 * n + 32 * k + l,
-                     _mm256_mul_ps(ds, _mm256_cvtepi32_ps(_mm256_sub_epi32(q, off))), dot, y, x,
+                     _mm256_mul_ps(ds, _mm256_cvtepi32_ps(_mm256_sub_epi32(q, off))), nt, ldx, y, x,
                      acc);
             }
         ql += 64;
@@ -209,26 +212,26 @@ INL void q6_k_block(const unsigned char *b, bool dot, float *y, const float *x, 
 }
 
 /* Block blk (of `per` values, at b) of a ggml row: dequantised to y, or dotted with x. */
-INL void ggml_block(be_dtype dt, const unsigned char *b, bool dot, float *y, const float *x,
-                    __m256 *acc) {
+INL void ggml_block(be_dtype dt, const unsigned char *b, int nt, size_t ldx, float *y,
+                    const float *x, __m256 *acc) {
     switch (dt) {
         case BE_Q8_0:
-            q8_0_block(b, dot, y, x, acc);
+            q8_0_block(b, nt, ldx, y, x, acc);
             break;
         case BE_Q4_0:
-            q4_01_block(b, false, dot, y, x, acc);
+            q4_01_block(b, false, nt, ldx, y, x, acc);
             break;
         case BE_Q4_1:
-            q4_01_block(b, true, dot, y, x, acc);
+            q4_01_block(b, true, nt, ldx, y, x, acc);
             break;
         case BE_Q4_K:
-            qk_45_block(b, false, dot, y, x, acc);
+            qk_45_block(b, false, nt, ldx, y, x, acc);
             break;
         case BE_Q5_K:
-            qk_45_block(b, true, dot, y, x, acc);
+            qk_45_block(b, true, nt, ldx, y, x, acc);
             break;
         case BE_Q6_K:
-            q6_k_block(b, dot, y, x, acc);
+            q6_k_block(b, nt, ldx, y, x, acc);
             break;
         default:
             break;
@@ -252,7 +255,7 @@ AVX2 void cpu_dequant_avx2(const be_weight *w, int row, int c0, int n, float *ou
         for (int g0 = c0; g0 < c0 + n; g0 += q->group) {
             float s, b;
             mlx_side(q, (size_t)row * n_groups + (size_t)(g0 / q->group), &s, &b);
-            mlx_group(r, q->bits, q->group, g0, s, b, false, out + (g0 - c0), NULL, NULL);
+            mlx_group(r, q->bits, q->group, g0, s, b, 0, 0, out + (g0 - c0), NULL, NULL);
         }
         return;
     }
@@ -264,7 +267,7 @@ AVX2 void cpu_dequant_avx2(const be_weight *w, int row, int c0, int n, float *ou
     /* one switch per call, not per block */
 #define SPAN(DT)                                                                                   \
     for (int i = 0; i < n; i += per)                                                               \
-        ggml_block(DT, r + (size_t)((c0 + i) / per) * bb, false, out + i, NULL, NULL);
+        ggml_block(DT, r + (size_t)((c0 + i) / per) * bb, 0, 0, out + i, NULL, NULL);
     switch (w->dtype) {
         case BE_Q8_0:
             SPAN(BE_Q8_0) break;
@@ -302,14 +305,14 @@ AVX2 void cpu_dot_rows_q_avx2(float acc[], const float *x, const be_weight *w, c
             for (int k = 0; k < MM_GEMV_ROWS; k++) {
                 float s, b;
                 mlx_side(q, (size_t)rows[k] * n_groups + (size_t)(g0 / q->group), &s, &b);
-                mlx_group(r[k], q->bits, q->group, g0, s, b, true, NULL, x + (g0 - c0), &a[k]);
+                mlx_group(r[k], q->bits, q->group, g0, s, b, 1, 0, NULL, x + (g0 - c0), &a[k]);
             }
     } else {
         int per = be_block_elems(w->dtype), bb = be_block_bytes(w->dtype);
 #define ROWS(DT)                                                                                   \
     for (int i = 0; i < n; i += per)                                                               \
         for (int k = 0; k < MM_GEMV_ROWS; k++)                                                     \
-            ggml_block(DT, r[k] + (size_t)((c0 + i) / per) * bb, true, NULL, x + i, &a[k]);
+            ggml_block(DT, r[k] + (size_t)((c0 + i) / per) * bb, 1, 0, NULL, x + i, &a[k]);
         switch (w->dtype) {
             case BE_Q8_0:
                 ROWS(BE_Q8_0) break;
@@ -331,6 +334,81 @@ AVX2 void cpu_dot_rows_q_avx2(float acc[], const float *x, const be_weight *w, c
         h = _mm_add_ps(h, _mm_movehl_ps(h, h));
         h = _mm_add_ss(h, _mm_movehdup_ps(h));
         acc[k] += _mm_cvtss_f32(h);
+    }
+}
+
+/* The decode batch's quantized kernel (cpu_kernels `dot_tokens_q`):
+ * acc[t][k] += Σ x[t·ldx + i]·v[k][i] for NT tokens and R rows, v[k] the
+ * values of row rows[k] over columns [c0, c0+n). Each block is decoded
+ * once, in registers, and FMA'd into NT accumulators (one per token and
+ * row, from zero, in column order, then the same horizontal sum): the
+ * arithmetic dot_rows_q gives each token alone. Rows are interleaved block
+ * by block as in dot_rows_q, so that NT·R chains overlap. NT and R are
+ * constants per copy (the switch below). */
+INL void dot_tokens_q_t(int NT, int R, float acc[][MM_DEC_ROWS], const float *x, size_t ldx,
+                        const be_weight *w, const int rows[], int c0, int n) {
+    __m256 a[MM_DEC_ROWS][MM_DEC_QMAX];
+    const unsigned char *r[MM_DEC_ROWS];
+    for (int k = 0; k < R; k++) {
+        r[k] = qrow(w, rows[k]);
+        for (int t = 0; t < NT; t++) a[k][t] = _mm256_setzero_ps();
+    }
+    if (w->dtype == BE_MLX) {
+        const be_quant *q = &w->q;
+        size_t n_groups = (size_t)w->cols / q->group;
+        for (int g0 = c0; g0 < c0 + n; g0 += q->group)
+            for (int k = 0; k < R; k++) {
+                float s, b;
+                mlx_side(q, (size_t)rows[k] * n_groups + (size_t)(g0 / q->group), &s, &b);
+                mlx_group(r[k], q->bits, q->group, g0, s, b, NT, ldx, NULL, x + (g0 - c0), a[k]);
+            }
+    } else {
+        int per = be_block_elems(w->dtype), bb = be_block_bytes(w->dtype);
+#define SPAN(DT)                                                                                   \
+    for (int i = 0; i < n; i += per)                                                               \
+        for (int k = 0; k < R; k++)                                                                \
+            ggml_block(DT, r[k] + (size_t)((c0 + i) / per) * bb, NT, ldx, NULL, x + i, a[k]);
+        switch (w->dtype) {
+            case BE_Q8_0:
+                SPAN(BE_Q8_0) break;
+            case BE_Q4_0:
+                SPAN(BE_Q4_0) break;
+            case BE_Q4_1:
+                SPAN(BE_Q4_1) break;
+            case BE_Q4_K:
+                SPAN(BE_Q4_K) break;
+            case BE_Q5_K:
+                SPAN(BE_Q5_K) break;
+            default:
+                SPAN(BE_Q6_K) break;
+        }
+#undef SPAN
+    }
+    for (int k = 0; k < R; k++)
+        for (int t = 0; t < NT; t++) {
+            __m256 v = a[k][t];
+            __m128 h = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+            h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+            h = _mm_add_ss(h, _mm_movehdup_ps(h));
+            acc[t][k] += _mm_cvtss_f32(h);
+        }
+}
+
+/* Shapes: nr = 4 rows for nt <= 2, 2 rows for nt <= 4 (8 FMA chains). */
+AVX2 void cpu_dot_tokens_q_avx2(float acc[][MM_DEC_ROWS], int nt, int nr, const float *x,
+                                size_t ldx, const be_weight *w, const int rows[], int c0, int n) {
+    switch (nt * 8 + nr) {
+#define Q_CASE(T, R)                                                                               \
+    case (T)*8 + (R):                                                                              \
+        dot_tokens_q_t(T, R, acc, x, ldx, w, rows, c0, n);                                         \
+        break;
+        Q_CASE(1, 4)
+        Q_CASE(2, 4)
+        Q_CASE(3, 2)
+        Q_CASE(4, 2)
+#undef Q_CASE
+        default:
+            break;
     }
 }
 

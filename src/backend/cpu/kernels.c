@@ -9,6 +9,10 @@
  * the table. All loads are unaligned loads: weights are mmapped tensors at
  * arbitrary offsets.
  *
+ * On CPUs that also have AVX-512VL, the table's decode-batch kernel
+ * (dot_tokens) is a copy compiled with it, for its 32 YMM registers only:
+ * the vectors stay 8 floats wide and the arithmetic is the same.
+ *
  * The portable kernels keep 8 independent partial sums ("lanes") so that the
  * compiler may vectorise them without reassociating float additions.
  */
@@ -243,6 +247,109 @@ AVX2 static void dot_rows_avx2(float acc[], const float *x, be_dtype dtype, cons
     }
 }
 
+/* T tokens × R rows (R = 2 or 4), weights converted by load8 as they are
+ * read (once per T tokens, no panel): T·R accumulators, each step R w and
+ * T x loads for T·R FMAs. Every (token, row) pair gets dot_rows_avx2's
+ * arithmetic: one 8-lane FMA chain from zero, hsum, then the scalar tail
+ * over convert_portable's floats. T, R and DT are constants at each call
+ * (the dispatchers below), so the loops unroll and the conversion inlines. */
+_Static_assert(MM_DEC_TOKENS == 8 && MM_DEC_ROWS == 4, "dot_tokens_t is written for 8x2 / 4x4");
+
+#define INL AVX2 static inline __attribute__((always_inline))
+
+INL void dot_tokens_t(int T, int R, be_dtype DT, float acc[][MM_DEC_ROWS], const float *const x[],
+                      const void *const w[], const void *const pf[], int n) {
+    __m256 a[MM_DEC_TOKENS][MM_DEC_ROWS];
+    for (int t = 0; t < T; t++)
+        for (int r = 0; r < R; r++) a[t][r] = _mm256_setzero_ps();
+    const size_t es = DT == BE_F32 ? 4 : 2;
+    int i = 0;
+    if (pf)
+        for (; i + 32 <= n; i += 32) {
+            for (int r = 0; r < R; r++) {
+                const char *p = (const char *)pf[r] + (size_t)i * es;
+                _mm_prefetch(p, _MM_HINT_T0);
+                if (es == 4) _mm_prefetch(p + 64, _MM_HINT_T0);
+            }
+            for (int q = 0; q < 32; q += 8) {
+                __m256 v[MM_DEC_ROWS];
+                for (int r = 0; r < R; r++) v[r] = load8(DT, w[r], (size_t)(i + q));
+                for (int t = 0; t < T; t++) {
+                    __m256 u = _mm256_loadu_ps(x[t] + i + q);
+                    __asm__("" : "+x"(u)); /* one load of x, not one per FMA */
+                    for (int r = 0; r < R; r++) a[t][r] = _mm256_fmadd_ps(u, v[r], a[t][r]);
+                }
+            }
+        }
+    for (; i + 8 <= n; i += 8) {
+        __m256 v[MM_DEC_ROWS];
+        for (int r = 0; r < R; r++) v[r] = load8(DT, w[r], (size_t)i);
+        for (int t = 0; t < T; t++) {
+            __m256 u = _mm256_loadu_ps(x[t] + i);
+            __asm__("" : "+x"(u));
+            for (int r = 0; r < R; r++) a[t][r] = _mm256_fmadd_ps(u, v[r], a[t][r]);
+        }
+    }
+    float tail[MM_DEC_ROWS][8];
+    for (int r = 0; r < R && i < n; r++)
+        convert_portable(tail[r], DT, (const unsigned char *)w[r] + (size_t)i * es,
+                         (size_t)(n - i));
+    for (int t = 0; t < T; t++)
+        for (int r = 0; r < R; r++) {
+            float s = hsum(a[t][r]);
+            for (int k = i; k < n; k++) s += x[t][k] * tail[r][k - i];
+            acc[t][r] += s;
+        }
+}
+
+/* One case per (tokens, rows) shape a table offers; DT is constant. */
+#define DT_CASE(T, R, DT)                                                                          \
+    case (T)*8 + (R):                                                                              \
+        dot_tokens_t(T, R, DT, acc, x, w, pf, n);                                                  \
+        break;
+#define SHAPES_AVX2(DT)                                                                            \
+    DT_CASE(1, 2, DT)                                                                              \
+    DT_CASE(2, 2, DT)                                                                              \
+    DT_CASE(3, 2, DT)                                                                              \
+    DT_CASE(4, 2, DT) DT_CASE(5, 2, DT) DT_CASE(6, 2, DT) DT_CASE(1, 4, DT) DT_CASE(2, 4, DT)
+#define SHAPES_VL(DT)                                                                              \
+    SHAPES_AVX2(DT) DT_CASE(7, 2, DT) DT_CASE(8, 2, DT) DT_CASE(3, 4, DT) DT_CASE(4, 4, DT)
+#define DISPATCH(SHAPES)                                                                           \
+    switch (dtype) {                                                                               \
+        case BE_F16:                                                                               \
+            switch (nt * 8 + nr) { SHAPES(BE_F16) }                                                \
+            break;                                                                                 \
+        case BE_BF16:                                                                              \
+            switch (nt * 8 + nr) { SHAPES(BE_BF16) }                                               \
+            break;                                                                                 \
+        default:                                                                                   \
+            switch (nt * 8 + nr) { SHAPES(BE_F32) }                                                \
+            break;                                                                                 \
+    }
+
+/* 16 YMM registers: up to 6 tokens × 2 rows or 2 × 4 (12 or 8
+ * accumulators, plus the weights and one x). */
+AVX2 static void dot_tokens_avx2(float acc[][MM_DEC_ROWS], int nt, int nr, const float *const x[],
+                                 be_dtype dtype, const void *const w[], const void *const pf[],
+                                 int n){DISPATCH(SHAPES_AVX2)}
+
+/* The same kernel where AVX-512VL gives 32 YMM registers: up to 8 × 2 or
+ * 4 × 4 (16 accumulators). Still 8-lane vectors and the same
+ * instructions' arithmetic (an EVEX-encoded FMA rounds as the VEX one
+ * does), so the bits are those of dot_rows_avx2. */
+#define AVX512VL __attribute__((target("avx2,fma,f16c,avx512f,avx512vl")))
+
+AVX512VL static void dot_tokens_avx512vl(float acc[][MM_DEC_ROWS], int nt, int nr,
+                                         const float *const x[], be_dtype dtype,
+                                         const void *const w[], const void *const pf[], int n) {
+    DISPATCH(SHAPES_VL)
+}
+#undef DISPATCH
+#undef SHAPES_VL
+#undef SHAPES_AVX2
+#undef DT_CASE
+#undef INL
+
 /* P·V by broadcasts: for 16 columns of V at a time, 6 rows × 2 vectors of
  * accumulators stay in registers over all keys; each key loads 2 vectors of
  * V and broadcasts 6 probabilities for 12 FMAs. */
@@ -293,6 +400,26 @@ static const cpu_kernels AVX2_KERNELS = {
     .madd_block = madd_block_avx2,
     .dequant = cpu_dequant_avx2,
     .dot_rows_q = cpu_dot_rows_q_avx2,
+    .dot_tokens = dot_tokens_avx2,
+    .dec_tokens = 6,
+    .dec_tokens4 = 2,
+    .dot_tokens_q = cpu_dot_tokens_q_avx2,
+};
+
+/* AVX2_KERNELS with the 8-token decode kernel, for CPUs with AVX-512VL. */
+static const cpu_kernels AVX2_KERNELS_VL = {
+    .isa = "avx2",
+    .dot = dot_avx2,
+    .convert = convert_avx2,
+    .dot_block = dot_block_avx2,
+    .dot_rows = dot_rows_avx2,
+    .madd_block = madd_block_avx2,
+    .dequant = cpu_dequant_avx2,
+    .dot_rows_q = cpu_dot_rows_q_avx2,
+    .dot_tokens = dot_tokens_avx512vl,
+    .dec_tokens = 8,
+    .dec_tokens4 = 4,
+    .dot_tokens_q = cpu_dot_tokens_q_avx2,
 };
 
 /* F16C is CPUID leaf 1, ECX bit 29 (clang's __builtin_cpu_supports does not
@@ -304,14 +431,25 @@ static bool cpu_has_f16c(void) {
 
 const cpu_kernels *cpu_kernels_avx2(void) {
     __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && cpu_has_f16c())
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && cpu_has_f16c()) {
+        if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl"))
+            return &AVX2_KERNELS_VL;
         return &AVX2_KERNELS;
+    }
     return NULL;
+}
+
+const cpu_kernels *cpu_kernels_avx2_only(void) {
+    return cpu_kernels_avx2() ? &AVX2_KERNELS : NULL;
 }
 
 #else
 
 const cpu_kernels *cpu_kernels_avx2(void) {
+    return NULL;
+}
+
+const cpu_kernels *cpu_kernels_avx2_only(void) {
     return NULL;
 }
 

@@ -178,14 +178,16 @@ void cpu_silu_mul(be *b, float *gate, const float *up, size_t n) {
     run_elementwise(b, silu_mul_task, gate, up, n);
 }
 
-/* torch's exact GELU: x · 0.5 · (1 + erf(x · √½)). */
+/* torch's exact GELU: x · 0.5 · (1 + erf(x · √½)), computed as
+ * x · 0.5 · erfc(−x · √½): the same function, without the cancellation of
+ * 1 + erf(·) ≈ 0 that loses all precision for large negative x. */
 static void gelu_task(void *arg, int ith, int nth) {
     const ew_job *j = arg;
     long lo, hi;
     tp_split((long)j->n, ith, nth, 16, &lo, &hi);
     for (long i = lo; i < hi; i++) {
         float v = j->y[i];
-        j->y[i] = v * 0.5f * (1.0f + erff(v * (float)M_SQRT1_2));
+        j->y[i] = v * 0.5f * erfcf(-v * (float)M_SQRT1_2);
     }
 }
 
