@@ -24,9 +24,7 @@
 #include <string.h>
 
 #if defined(__x86_64__) && defined(__GNUC__)
-#include <immintrin.h>
-
-#define AVX2 __attribute__((target("avx2,fma,f16c")))
+#include "backend/cpu/avx2.h"
 
 AVX2 static inline float f16_at(const unsigned char *p) {
     uint16_t h;
@@ -247,6 +245,24 @@ static bool ggml_fast(be_dtype dt) {
            dt == BE_Q6_K;
 }
 
+/* Runs BODY(DT) with DT the ggml block type dt as a constant, so that
+ * ggml_block is specialised per type: one switch per call, not per block. */
+#define GGML_DISPATCH(dt, BODY)                                                                    \
+    switch (dt) {                                                                                  \
+        case BE_Q8_0:                                                                              \
+            BODY(BE_Q8_0) break;                                                                   \
+        case BE_Q4_0:                                                                              \
+            BODY(BE_Q4_0) break;                                                                   \
+        case BE_Q4_1:                                                                              \
+            BODY(BE_Q4_1) break;                                                                   \
+        case BE_Q4_K:                                                                              \
+            BODY(BE_Q4_K) break;                                                                   \
+        case BE_Q5_K:                                                                              \
+            BODY(BE_Q5_K) break;                                                                   \
+        default:                                                                                   \
+            BODY(BE_Q6_K) break;                                                                   \
+    }
+
 AVX2 void cpu_dequant_avx2(const be_weight *w, int row, int c0, int n, float *out) {
     const unsigned char *r = qrow(w, row);
     if (w->dtype == BE_MLX) {
@@ -264,24 +280,10 @@ AVX2 void cpu_dequant_avx2(const be_weight *w, int row, int c0, int n, float *ou
         return;
     }
     int per = be_block_elems(w->dtype), bb = be_block_bytes(w->dtype);
-    /* one switch per call, not per block */
 #define SPAN(DT)                                                                                   \
     for (int i = 0; i < n; i += per)                                                               \
         ggml_block(DT, r + (size_t)((c0 + i) / per) * bb, 0, 0, out + i, NULL, NULL);
-    switch (w->dtype) {
-        case BE_Q8_0:
-            SPAN(BE_Q8_0) break;
-        case BE_Q4_0:
-            SPAN(BE_Q4_0) break;
-        case BE_Q4_1:
-            SPAN(BE_Q4_1) break;
-        case BE_Q4_K:
-            SPAN(BE_Q4_K) break;
-        case BE_Q5_K:
-            SPAN(BE_Q5_K) break;
-        default:
-            SPAN(BE_Q6_K) break;
-    }
+    GGML_DISPATCH(w->dtype, SPAN)
 #undef SPAN
 }
 
@@ -313,28 +315,10 @@ AVX2 void cpu_dot_rows_q_avx2(float acc[], const float *x, const be_weight *w, c
     for (int i = 0; i < n; i += per)                                                               \
         for (int k = 0; k < MM_GEMV_ROWS; k++)                                                     \
             ggml_block(DT, r[k] + (size_t)((c0 + i) / per) * bb, 1, 0, NULL, x + i, &a[k]);
-        switch (w->dtype) {
-            case BE_Q8_0:
-                ROWS(BE_Q8_0) break;
-            case BE_Q4_0:
-                ROWS(BE_Q4_0) break;
-            case BE_Q4_1:
-                ROWS(BE_Q4_1) break;
-            case BE_Q4_K:
-                ROWS(BE_Q4_K) break;
-            case BE_Q5_K:
-                ROWS(BE_Q5_K) break;
-            default:
-                ROWS(BE_Q6_K) break;
-        }
+        GGML_DISPATCH(w->dtype, ROWS)
 #undef ROWS
     }
-    for (int k = 0; k < MM_GEMV_ROWS; k++) {
-        __m128 h = _mm_add_ps(_mm256_castps256_ps128(a[k]), _mm256_extractf128_ps(a[k], 1));
-        h = _mm_add_ps(h, _mm_movehl_ps(h, h));
-        h = _mm_add_ss(h, _mm_movehdup_ps(h));
-        acc[k] += _mm_cvtss_f32(h);
-    }
+    for (int k = 0; k < MM_GEMV_ROWS; k++) acc[k] += cpu_hsum8(a[k]);
 }
 
 /* The decode batch's quantized kernel (cpu_kernels `dot_tokens_q`):
@@ -368,30 +352,11 @@ INL void dot_tokens_q_t(int NT, int R, float acc[][MM_DEC_ROWS], const float *x,
     for (int i = 0; i < n; i += per)                                                               \
         for (int k = 0; k < R; k++)                                                                \
             ggml_block(DT, r[k] + (size_t)((c0 + i) / per) * bb, NT, ldx, NULL, x + i, a[k]);
-        switch (w->dtype) {
-            case BE_Q8_0:
-                SPAN(BE_Q8_0) break;
-            case BE_Q4_0:
-                SPAN(BE_Q4_0) break;
-            case BE_Q4_1:
-                SPAN(BE_Q4_1) break;
-            case BE_Q4_K:
-                SPAN(BE_Q4_K) break;
-            case BE_Q5_K:
-                SPAN(BE_Q5_K) break;
-            default:
-                SPAN(BE_Q6_K) break;
-        }
+        GGML_DISPATCH(w->dtype, SPAN)
 #undef SPAN
     }
     for (int k = 0; k < R; k++)
-        for (int t = 0; t < NT; t++) {
-            __m256 v = a[k][t];
-            __m128 h = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-            h = _mm_add_ps(h, _mm_movehl_ps(h, h));
-            h = _mm_add_ss(h, _mm_movehdup_ps(h));
-            acc[t][k] += _mm_cvtss_f32(h);
-        }
+        for (int t = 0; t < NT; t++) acc[t][k] += cpu_hsum8(a[k][t]);
 }
 
 /* Shapes: nr = 4 rows for nt <= 2, 2 rows for nt <= 4 (8 FMA chains). */

@@ -116,17 +116,9 @@ const cpu_kernels *cpu_kernels_portable(void) {
  */
 
 #if defined(__x86_64__) && defined(__GNUC__)
+#include "backend/cpu/avx2.h"
+
 #include <cpuid.h>
-#include <immintrin.h>
-
-#define AVX2 __attribute__((target("avx2,fma,f16c")))
-
-AVX2 static inline float hsum(__m256 v) {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-}
 
 /* 8 weights of dtype starting at element i, as floats. */
 AVX2 static inline __m256 load8(be_dtype dtype, const void *w, size_t i) {
@@ -148,7 +140,7 @@ AVX2 static float dot_avx2(const float *a, const float *b, int n) {
     }
     for (; i + 8 <= n; i += 8)
         s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
-    float s = hsum(_mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
+    float s = cpu_hsum8(_mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
     for (; i < n; i++) s += a[i] * b[i];
     return s;
 }
@@ -184,7 +176,7 @@ AVX2 static void dot_block_avx2(float acc[][MM_BLOCK_ROWS], const float *const x
     }
     for (int t = 0; t < 6; t++)
         for (int r = 0; r < 2; r++) {
-            float s = hsum(a[t][r]);
+            float s = cpu_hsum8(a[t][r]);
             for (int k = i; k < n; k++) s += x[t][k] * w[r][k];
             acc[t][r] += s;
         }
@@ -236,7 +228,7 @@ AVX2 static void dot_rows_avx2(float acc[], const float *x, be_dtype dtype, cons
 #undef ES
     size_t esize = dtype == BE_F32 ? 4 : 2;
     for (int r = 0; r < 8; r++) {
-        float s = hsum(a[r]);
+        float s = cpu_hsum8(a[r]);
         if (i < n) {
             float tail[8];
             convert_portable(tail, dtype, (const unsigned char *)w[r] + (size_t)i * esize,
@@ -296,7 +288,7 @@ INL void dot_tokens_t(int T, int R, be_dtype DT, float acc[][MM_DEC_ROWS], const
                          (size_t)(n - i));
     for (int t = 0; t < T; t++)
         for (int r = 0; r < R; r++) {
-            float s = hsum(a[t][r]);
+            float s = cpu_hsum8(a[t][r]);
             for (int k = i; k < n; k++) s += x[t][k] * tail[r][k - i];
             acc[t][r] += s;
         }
