@@ -443,6 +443,26 @@ static void anyres_layout(void **state) {
     free(im.rgb);
 }
 
+/* base_only (image_url detail "low"): the full preprocessing's tile 0 alone, grid 0x0. */
+static void anyres_base_only(void **state) {
+    img_proc_params p = params_of(IMG_PROC_LLAVA_NEXT);
+    img_rgb im = {.w = 800, .h = 600, .rgb = gen_image(0, 3, 800, 600)};
+    img_tensor full, low;
+    lv_err err;
+    img_options opt = {.base_only = true};
+    assert_int_equal(img_preprocess(&im, &p, NULL, &full, &err), LV_OK);
+    assert_int_equal(img_preprocess(&im, &p, &opt, &low, &err), LV_OK);
+    assert_int_equal(low.n_tiles, 1);
+    assert_int_equal(low.grid_h, 0);
+    assert_int_equal(low.grid_w, 0);
+    assert_int_equal(low.image_w, 800);
+    assert_int_equal(low.image_h, 600);
+    assert_memory_equal(low.data, full.data, (size_t)3 * 336 * 336 * sizeof(float));
+    img_tensor_free(&full);
+    img_tensor_free(&low);
+    free(im.rgb);
+}
+
 static void options_resize(void **state) {
     int w, h;
     img_options opt = {.max_size = 500, .keep_aspect = true};
@@ -747,6 +767,7 @@ int main(void) {
         cmocka_unit_test(resize_dev_fixtures),
         cmocka_unit_test(preprocess_dev_fixtures),
         cmocka_unit_test(anyres_layout),
+        cmocka_unit_test(anyres_base_only),
         cmocka_unit_test(options_resize),
         cmocka_unit_test(params_errors),
         cmocka_unit_test(clip_variants),

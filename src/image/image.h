@@ -62,11 +62,13 @@ typedef struct {
  * "image_processing" block). All zero/false = exact reference behaviour.
  */
 typedef struct {
-    int max_size;               /* >0: shrink so the longer side is at most this, first */
-    int min_size;               /* >0: enlarge so the shorter side is at least this, first */
-    bool keep_aspect;           /* with max/min_size: keep the aspect ratio (else squash) */
-    bool has_padding_color;     /* pad with padding_color instead of the reference's colour */
+    int max_size;           /* >0: shrink so the longer side is at most this, first */
+    int min_size;           /* >0: enlarge so the shorter side is at least this, first */
+    bool keep_aspect;       /* with max/min_size: keep the aspect ratio (else squash) */
+    bool has_padding_color; /* pad with padding_color instead of the reference's colour */
     uint8_t padding_color[3];
+    bool base_only; /* anyres: the base view alone (one tile, grid 0x0), no grid tiles:
+                       OpenAI's image_url detail "low" */
 } img_options;
 
 /* The model's input for one image. */

@@ -241,10 +241,10 @@ static void canvas_copy_rect(const img_canvas *cv, int x0, int y0, int w, int h,
     }
 }
 
-/* LlavaNextImageProcessor: [base] + grid tiles. */
+/* LlavaNextImageProcessor: [base] + grid tiles (base_only: [base], grid 0x0). */
 static lv_status preprocess_anyres(const img_rgb *im, const img_proc_params *p,
-                                   const uint8_t fill[3], const float tab[3][256], img_tensor *out,
-                                   lv_err *err) {
+                                   const uint8_t fill[3], const float tab[3][256], bool base_only,
+                                   img_tensor *out, lv_err *err) {
     const int tile = p->crop_height;
     uint8_t *resized = NULL, *base = NULL, *tile_px = NULL;
     img_canvas cv;
@@ -257,7 +257,7 @@ static lv_status preprocess_anyres(const img_rgb *im, const img_proc_params *p,
                                &best_w);
     img_patch_output_size(im->h, im->w, best_h, best_w, &new_h, &new_w);
     img_center_pad(new_h, new_w, best_h, best_w, &top, &bottom, &left, &right);
-    const int grid_h = best_h / tile, grid_w = best_w / tile;
+    const int grid_h = base_only ? 0 : best_h / tile, grid_w = base_only ? 0 : best_w / tile;
 
     /* The base image: the original squashed to size (shortest_edge^2 or
      * height x width). Every patch is then resized + cropped alike; all must
@@ -299,6 +299,7 @@ static lv_status preprocess_anyres(const img_rgb *im, const img_proc_params *p,
 
     /* Patches 1..: the resized image centred on the best_w x best_h canvas
      * of the padding colour, cut into tiles row by row. */
+    if (base_only) goto fail; /* st is LV_OK: done */
     if ((st = img_resize_bicubic(im->rgb, im->w, im->h, 3, resized, new_w, new_h, err)) != LV_OK)
         goto fail;
     const img_canvas padded = {.px = resized,
@@ -405,7 +406,7 @@ lv_status img_preprocess(const img_rgb *im, const img_proc_params *p, const img_
     img_canvas_plain(&cv, work.rgb, work.w, work.h, 3);
     switch (p->kind) {
         case IMG_PROC_LLAVA_NEXT:
-            st = preprocess_anyres(&work, p, fill, tab, out, err);
+            st = preprocess_anyres(&work, p, fill, tab, opt->base_only, out, err);
             break;
         case IMG_PROC_LLAVA_PAD:
             if (p->do_pad && work.w != work.h) {

@@ -356,7 +356,10 @@ static lv_status load_image(http_server *s, const oai_request *r, size_t k, wk_j
     /* A URL that cannot be fetched or read is the client's problem (400). */
     if (st == LV_ERR_IO) st = LV_ERR_ARG;
     if (!st) st = img_decode(bytes, len, &lim, &rgb, NULL, &err);
-    if (!st) st = img_preprocess(&rgb, &s->m->image, s->cfg.image, t, &err);
+    img_options opt = {0};
+    if (s->cfg.image) opt = *s->cfg.image;
+    opt.base_only = r->images[k].detail == OAI_DETAIL_LOW;
+    if (!st) st = img_preprocess(&rgb, &s->m->image, &opt, t, &err);
     free(bytes);
     img_rgb_free(&rgb);
     if (st)
@@ -364,13 +367,6 @@ static lv_status load_image(http_server *s, const oai_request *r, size_t k, wk_j
                         st == LV_ERR_TOO_LARGE ? "image_too_large" : "invalid_image",
                         "image %zu: %s", k, err.msg);
     j->n_images = (int)k + 1;
-    if (r->images[k].detail == OAI_DETAIL_LOW && t->n_tiles > 1) {
-        size_t per = (size_t)3 * t->tile_h * t->tile_w;
-        float *base = realloc(t->data, per * sizeof *base);
-        if (base) t->data = base;
-        t->n_tiles = 1;
-        t->grid_h = t->grid_w = 0;
-    }
     *n_tokens = llava_tensor_token_count(s->m, t);
     if (*n_tokens < 1)
         return oai_fail(e, LV_ERR_ARG, 0, param, "invalid_image",
