@@ -95,6 +95,77 @@ void llm_embed(const llm *m, llm_seq *s, const int32_t *ids, int n) {
 
 /* ---- forward ----------------------------------------------------------- */
 
+/* The scratch a forward runs in: an llm_seq's own (llm_forward) or an
+ * llm_batch's. k, v: new keys and values of several sequences before they
+ * go to their caches; NULL when only one sequence runs (they are written
+ * straight into its cache then). */
+typedef struct {
+    float *x, *xb, *q, *att, *k, *v, *hb, *hb2;
+    int *posv, *host_pos;
+} fwd_scratch;
+
+/*
+ * The decoder layers over n input rows in sc->x: sequence i brings rows
+ * [r_i, r_i + n_tok[i]) at its positions pos ..; their keys and values are
+ * appended to its cache and its pos advances. Every matmul runs once over
+ * all rows; RoPE uses each row's own position; attention runs per sequence
+ * over its own cache. On return sc->x holds the last layer's residual rows.
+ */
+static void run_layers(const llm *m, const fwd_scratch *sc, llm_seq *const *seqs, const int *n_tok,
+                       int n_seqs, int n) {
+    be *b = m->b;
+    const struct be_ops *op = b->ops;
+    int dim = m->dim, kv_dim = m->kv_dim, q_dim = m->q_dim;
+    size_t f = sizeof(float);
+    bool direct = n_seqs == 1; /* k, v straight into the one cache */
+
+    /* position_ids: every token counts, image tokens included */
+    for (int i = 0, r = 0; i < n_seqs; i++)
+        for (int t = 0; t < n_tok[i]; t++, r++) sc->host_pos[r] = seqs[i]->pos + t;
+    op->upload(b, sc->posv, sc->host_pos, (size_t)n * sizeof *sc->posv);
+
+    for (int l = 0; l < m->n_layers; l++) {
+        const llm_layer_weights *w = &m->w->layers[l];
+        size_t layer = (size_t)l * seqs[0]->ctx * kv_dim;
+        float *k_new = direct ? seqs[0]->k + layer + (size_t)seqs[0]->pos * kv_dim : sc->k;
+        float *v_new = direct ? seqs[0]->v + layer + (size_t)seqs[0]->pos * kv_dim : sc->v;
+        /* h = input_layernorm(x) (RMSNorm); q, k, v; rotate_half RoPE at each row's position */
+        op->rmsnorm(b, sc->xb, sc->x, w->attn_norm, n, dim, m->rms_eps);
+        op->matmul(b, sc->q, sc->xb, &w->wq, w->bq, n);
+        op->matmul(b, k_new, sc->xb, &w->wk, w->bk, n);
+        op->matmul(b, v_new, sc->xb, &w->wv, w->bv, n);
+        op->rope(b, sc->q, n, m->n_heads, m->head_dim, sc->posv, m->rope_theta);
+        op->rope(b, k_new, n, m->n_kv_heads, m->head_dim, sc->posv, m->rope_theta);
+        /* each sequence: its new keys and values into its cache, then
+         * softmax(q·kᵀ/√head_dim + causal mask)·v over its positions, GQA (repeat_kv) */
+        for (int i = 0, r = 0; i < n_seqs; r += n_tok[i], i++) {
+            llm_seq *s = seqs[i];
+            float *k_layer = s->k + (size_t)l * s->ctx * kv_dim;
+            float *v_layer = s->v + (size_t)l * s->ctx * kv_dim;
+            if (!direct) {
+                size_t at = (size_t)s->pos * kv_dim, rows = (size_t)n_tok[i] * kv_dim;
+                /* buffer to buffer: the CPU and ref backends' upload is a plain copy */
+                op->upload(b, k_layer + at, sc->k + (size_t)r * kv_dim, rows * f);
+                op->upload(b, v_layer + at, sc->v + (size_t)r * kv_dim, rows * f);
+            }
+            op->attention(b, sc->att + (size_t)r * q_dim, sc->q + (size_t)r * q_dim, k_layer,
+                          v_layer, n_tok[i], s->pos, s->pos + n_tok[i], m->n_heads, m->n_kv_heads,
+                          m->head_dim, true);
+        }
+        /* x = x + o_proj(att) */
+        op->matmul(b, sc->xb, sc->att, &w->wo, w->bo, n);
+        op->add(b, sc->x, sc->xb, (size_t)n * dim);
+        /* x = x + down_proj(silu(gate_proj(h)) * up_proj(h)), h = post_attention_layernorm(x) */
+        op->rmsnorm(b, sc->xb, sc->x, w->ffn_norm, n, dim, m->rms_eps);
+        op->matmul(b, sc->hb, sc->xb, &w->w_gate, w->b_gate, n);
+        op->matmul(b, sc->hb2, sc->xb, &w->w_up, w->b_up, n);
+        op->silu_mul(b, sc->hb, sc->hb2, (size_t)n * m->hidden_dim);
+        op->matmul(b, sc->xb, sc->hb, &w->w_down, w->b_down, n);
+        op->add(b, sc->x, sc->xb, (size_t)n * dim);
+    }
+    for (int i = 0; i < n_seqs; i++) seqs[i]->pos += n_tok[i];
+}
+
 /* Final RMSNorm of input row `row` and lm_head, into host out (vocab). */
 static void logits_of_row(const llm *m, llm_seq *s, int row, float *out) {
     be *b = m->b;
@@ -110,48 +181,15 @@ lv_status llm_forward(const llm *m, llm_seq *s, int n, float *logits, bool all_l
     if (s->pos + n > s->ctx)
         return lv_fail(err, LV_ERR_ARG, "the sequence needs %d tokens but its context holds %d",
                        s->pos + n, s->ctx);
-    be *b = m->b;
-    const struct be_ops *op = b->ops;
-    int dim = m->dim, kv_dim = m->kv_dim, pos0 = s->pos;
-    float *x = s->x;
-
-    /* position_ids: every token counts, image tokens included */
-    for (int i = 0; i < n; i++) s->host_pos[i] = pos0 + i;
-    op->upload(b, s->posv, s->host_pos, (size_t)n * sizeof *s->host_pos);
-
-    for (int l = 0; l < m->n_layers; l++) {
-        const llm_layer_weights *w = &m->w->layers[l];
-        float *k_layer = s->k + (size_t)l * s->ctx * kv_dim;
-        float *v_layer = s->v + (size_t)l * s->ctx * kv_dim;
-        float *k_new = k_layer + (size_t)pos0 * kv_dim, *v_new = v_layer + (size_t)pos0 * kv_dim;
-
-        /* h = input_layernorm(x) (RMSNorm) */
-        op->rmsnorm(b, s->xb, x, w->attn_norm, n, dim, m->rms_eps);
-        /* q, k, v projections; k and v go straight into the cache */
-        op->matmul(b, s->q, s->xb, &w->wq, w->bq, n);
-        op->matmul(b, k_new, s->xb, &w->wk, w->bk, n);
-        op->matmul(b, v_new, s->xb, &w->wv, w->bv, n);
-        /* apply_rotary_pos_emb: rotate_half RoPE on q and k */
-        op->rope(b, s->q, n, m->n_heads, m->head_dim, s->posv, m->rope_theta);
-        op->rope(b, k_new, n, m->n_kv_heads, m->head_dim, s->posv, m->rope_theta);
-        /* softmax(q·kᵀ/√head_dim + causal mask)·v over positions 0..pos0+n-1, GQA (repeat_kv) */
-        op->attention(b, s->att, s->q, k_layer, v_layer, n, pos0, pos0 + n, m->n_heads,
-                      m->n_kv_heads, m->head_dim, true);
-        /* x = x + o_proj(att) */
-        op->matmul(b, s->xb, s->att, &w->wo, w->bo, n);
-        op->add(b, x, s->xb, (size_t)n * dim);
-
-        /* h = post_attention_layernorm(x) */
-        op->rmsnorm(b, s->xb, x, w->ffn_norm, n, dim, m->rms_eps);
-        /* MLP: down_proj(silu(gate_proj(h)) * up_proj(h)) */
-        op->matmul(b, s->hb, s->xb, &w->w_gate, w->b_gate, n);
-        op->matmul(b, s->hb2, s->xb, &w->w_up, w->b_up, n);
-        op->silu_mul(b, s->hb, s->hb2, (size_t)n * m->hidden_dim);
-        op->matmul(b, s->xb, s->hb, &w->w_down, w->b_down, n);
-        /* x = x + mlp */
-        op->add(b, x, s->xb, (size_t)n * dim);
-    }
-    s->pos += n;
+    const fwd_scratch sc = {.x = s->x,
+                            .xb = s->xb,
+                            .q = s->q,
+                            .att = s->att,
+                            .hb = s->hb,
+                            .hb2 = s->hb2,
+                            .posv = s->posv,
+                            .host_pos = s->host_pos};
+    run_layers(m, &sc, &s, &n, 1, n);
 
     /* norm, lm_head: the last position only (logits_to_keep), or every row */
     if (logits && all_logits)
@@ -275,51 +313,21 @@ lv_status llm_forward_batch_rows(const llm *m, llm_batch *bt, llm_seq *const *se
     int n;
     lv_status st = check_batch(m, bt, seqs, n_tok, n_seqs, &n, err);
     if (st) return st;
+    const fwd_scratch sc = {.x = bt->x,
+                            .xb = bt->xb,
+                            .q = bt->q,
+                            .att = bt->att,
+                            .k = bt->k,
+                            .v = bt->v,
+                            .hb = bt->hb,
+                            .hb2 = bt->hb2,
+                            .posv = bt->posv,
+                            .host_pos = bt->host_pos};
+    run_layers(m, &sc, seqs, n_tok, n_seqs, n);
     be *b = m->b;
     const struct be_ops *op = b->ops;
-    int dim = m->dim, kv_dim = m->kv_dim, q_dim = m->q_dim;
+    int dim = m->dim;
     size_t f = sizeof(float);
-
-    /* positions */
-    for (int i = 0, r = 0; i < n_seqs; i++)
-        for (int t = 0; t < n_tok[i]; t++, r++) bt->host_pos[r] = seqs[i]->pos + t;
-    int nr = n; /* rows the matmuls see */
-    op->upload(b, bt->posv, bt->host_pos, (size_t)nr * sizeof *bt->posv);
-
-    for (int l = 0; l < m->n_layers; l++) {
-        const llm_layer_weights *w = &m->w->layers[l];
-        /* h = input_layernorm(x); q, k, v; RoPE at each row's own position */
-        op->rmsnorm(b, bt->xb, bt->x, w->attn_norm, nr, dim, m->rms_eps);
-        op->matmul(b, bt->q, bt->xb, &w->wq, w->bq, nr);
-        op->matmul(b, bt->k, bt->xb, &w->wk, w->bk, nr);
-        op->matmul(b, bt->v, bt->xb, &w->wv, w->bv, nr);
-        op->rope(b, bt->q, nr, m->n_heads, m->head_dim, bt->posv, m->rope_theta);
-        op->rope(b, bt->k, nr, m->n_kv_heads, m->head_dim, bt->posv, m->rope_theta);
-        /* each sequence: its new keys and values into its cache, attention over it */
-        for (int i = 0, r = 0; i < n_seqs; r += n_tok[i], i++) {
-            llm_seq *s = seqs[i];
-            float *k_layer = s->k + (size_t)l * s->ctx * kv_dim;
-            float *v_layer = s->v + (size_t)l * s->ctx * kv_dim;
-            size_t at = (size_t)s->pos * kv_dim, rows = (size_t)n_tok[i] * kv_dim;
-            /* buffer to buffer: the CPU and ref backends' upload is a plain copy */
-            op->upload(b, k_layer + at, bt->k + (size_t)r * kv_dim, rows * f);
-            op->upload(b, v_layer + at, bt->v + (size_t)r * kv_dim, rows * f);
-            op->attention(b, bt->att + (size_t)r * q_dim, bt->q + (size_t)r * q_dim, k_layer,
-                          v_layer, n_tok[i], s->pos, s->pos + n_tok[i], m->n_heads, m->n_kv_heads,
-                          m->head_dim, true);
-        }
-        /* x = x + o_proj(att); x = x + down(silu(gate(h)) * up(h)), h = post_attention_layernorm(x)
-         */
-        op->matmul(b, bt->xb, bt->att, &w->wo, w->bo, nr);
-        op->add(b, bt->x, bt->xb, (size_t)nr * dim);
-        op->rmsnorm(b, bt->xb, bt->x, w->ffn_norm, nr, dim, m->rms_eps);
-        op->matmul(b, bt->hb, bt->xb, &w->w_gate, w->b_gate, nr);
-        op->matmul(b, bt->hb2, bt->xb, &w->w_up, w->b_up, nr);
-        op->silu_mul(b, bt->hb, bt->hb2, (size_t)nr * m->hidden_dim);
-        op->matmul(b, bt->xb, bt->hb, &w->w_down, w->b_down, nr);
-        op->add(b, bt->x, bt->xb, (size_t)nr * dim);
-    }
-    for (int i = 0; i < n_seqs; i++) seqs[i]->pos += n_tok[i];
     if (!logits) return LV_OK;
 
     /* final norm of each sequence's last row (gathered into xb), one lm_head over them */
