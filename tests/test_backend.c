@@ -586,9 +586,12 @@ static void matmul_token_split(void **state) {
  * backend with the given kernels and 1 and 2 threads (alone on 1 thread is
  * the reference for all). The continuous-batching scheduler relies on it:
  * a request gives the same answer alone or among others. */
+enum { BI_N = 20 };
+
 static void check_batch_invariant(const cpu_kernels *k, be_dtype dt, const void *data,
-                                  const be_quant *q, int rows, int cols, const char *name) {
-    enum { N = 20 };
+                                  const be_quant *q, int rows, int cols, const char *name,
+                                  float *alone_out) {
+    enum { N = BI_N };
     be bs[2];
     be_weight ws[2];
     lv_err err;
@@ -622,51 +625,66 @@ static void check_batch_invariant(const cpu_kernels *k, be_dtype dt, const void 
         bs[t].ops->weight_free(&bs[t], &ws[t]);
         bs[t].ops->deinit(&bs[t]);
     }
+    if (alone_out) memcpy(alone_out, alone, (size_t)N * rows * sizeof *alone);
     free(x);
     free(bias);
     free(alone);
     free(got);
 }
 
-static void matmul_batch_invariant(void **state) {
-    /* the best table (on AVX-512VL CPUs, with the 8-token decode kernel),
-     * plain AVX2 (6 tokens) and portable */
+/* check_batch_invariant with every table this CPU has; the AVX-512 table's
+ * outputs must also be the AVX2 table's, bit for bit (the same chains, two
+ * to a register). */
+static void check_batch_invariant_all(be_dtype dt, const void *data, const be_quant *q, int rows,
+                                      int cols, const char *name) {
     const cpu_kernels *ks[3] = {cpu_kernels_avx2(), cpu_kernels_avx2_only(),
                                 cpu_kernels_portable()};
+    size_t count = (size_t)BI_N * rows;
+    float *out[2] = {poisoned(count), poisoned(count)};
+    uint64_t rng = g_rng;
     for (int ki = 0; ki < 3; ki++) {
         if (!ks[ki] || (ki == 1 && ks[1] == ks[0])) continue;
-        /* Plain: rows not a multiple of the 32-row tile nor of 8, cols with a
-         * tail of 4 in the second 1024-column slice, or below one vector. */
-        static const int plain[][2] = {{37, 1100}, {45, 5}, {9, 2051}};
-        for (int d = BE_F32; d <= BE_BF16; d++)
-            for (size_t s = 0; s < LV_ARRAY_LEN(plain); s++) {
-                void *block;
-                size_t count = (size_t)plain[s][0] * plain[s][1];
-                const void *host = rnd_weight((be_dtype)d, count, s % 2, &block);
-                check_batch_invariant(ks[ki], (be_dtype)d, host, NULL, plain[s][0], plain[s][1],
+        g_rng = rng; /* the same x and bias for every table */
+        check_batch_invariant(ks[ki], dt, data, q, rows, cols, name, ki < 2 ? out[ki] : NULL);
+        if (ki == 1 && memcmp(out[0], out[1], count * sizeof *out[0]) != 0)
+            fail_msg("%s %dx%d: the %s and %s tables give different bits", name, rows, cols,
+                     ks[0]->isa, ks[1]->isa);
+    }
+    free(out[0]);
+    free(out[1]);
+}
+
+static void matmul_batch_invariant(void **state) {
+    /* Plain: rows not a multiple of the 32-row tile nor of 8, cols with a
+     * tail of 4 in the second 1024-column slice, or below one vector. */
+    static const int plain[][2] = {{37, 1100}, {45, 5}, {9, 2051}};
+    for (int d = BE_F32; d <= BE_BF16; d++)
+        for (size_t s = 0; s < LV_ARRAY_LEN(plain); s++) {
+            void *block;
+            size_t count = (size_t)plain[s][0] * plain[s][1];
+            const void *host = rnd_weight((be_dtype)d, count, s % 2, &block);
+            check_batch_invariant_all((be_dtype)d, host, NULL, plain[s][0], plain[s][1],
                                       dtype_str((be_dtype)d));
-                free(block);
-            }
-        /* Quantized: more than one slice, the second one partial. */
-        static const be_dtype blocks[] = {BE_Q8_0, BE_Q4_0, BE_Q4_1, BE_Q4_K, BE_Q5_K, BE_Q6_K};
-        for (size_t d = 0; d < LV_ARRAY_LEN(blocks); d++) {
-            int step = be_block_elems(blocks[d]);
-            int cols = 1024 + step;
-            qweight qw;
-            rnd_qweight(&qw, blocks[d], 37, cols, 0, 0, d % 2);
-            check_batch_invariant(ks[ki], blocks[d], qw.data, NULL, 37, cols,
-                                  be_dtype_name(blocks[d]));
-            free_qweight(&qw);
+            free(block);
         }
-        static const int mlx[][2] = {{2, 64},  {3, 32}, {4, 32},  {4, 64},
-                                     {4, 128}, {5, 64}, {6, 128}, {8, 64}};
-        for (size_t m = 0; m < LV_ARRAY_LEN(mlx); m++) {
-            int cols = 1024 + mlx[m][1];
-            qweight qw;
-            rnd_qweight(&qw, BE_MLX, 29, cols, mlx[m][0], mlx[m][1], m % 2);
-            check_batch_invariant(ks[ki], BE_MLX, qw.data, &qw.q, 29, cols, "mlx");
-            free_qweight(&qw);
-        }
+    /* Quantized: more than one slice, the second one partial. */
+    static const be_dtype blocks[] = {BE_Q8_0, BE_Q4_0, BE_Q4_1, BE_Q4_K, BE_Q5_K, BE_Q6_K};
+    for (size_t d = 0; d < LV_ARRAY_LEN(blocks); d++) {
+        int step = be_block_elems(blocks[d]);
+        int cols = 1024 + step;
+        qweight qw;
+        rnd_qweight(&qw, blocks[d], 37, cols, 0, 0, d % 2);
+        check_batch_invariant_all(blocks[d], qw.data, NULL, 37, cols, be_dtype_name(blocks[d]));
+        free_qweight(&qw);
+    }
+    static const int mlx[][2] = {{2, 64},  {3, 32}, {4, 32},  {4, 64},
+                                 {4, 128}, {5, 64}, {6, 128}, {8, 64}};
+    for (size_t m = 0; m < LV_ARRAY_LEN(mlx); m++) {
+        int cols = 1024 + mlx[m][1];
+        qweight qw;
+        rnd_qweight(&qw, BE_MLX, 29, cols, mlx[m][0], mlx[m][1], m % 2);
+        check_batch_invariant_all(BE_MLX, qw.data, &qw.q, 29, cols, "mlx");
+        free_qweight(&qw);
     }
 }
 

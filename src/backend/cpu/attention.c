@@ -66,16 +66,18 @@ static void attend_block(const attn_job *j, int g, int r0, int nr, float *scratc
 
     for (int c0 = 0; c0 < n_keys; c0 += KV_BLOCK) {
         int nc = n_keys - c0 < KV_BLOCK ? n_keys - c0 : KV_BLOCK;
-        /* 1. S = Q·Kᵀ · scale, two keys per kernel call. */
-        for (int t = 0; t < nc; t += 2) {
-            const float *ks[2] = {kg + (c0 + t) * kv_dim,
-                                  kg + (c0 + (t + 1 < nc ? t + 1 : t)) * kv_dim};
+        /* 1. S = Q·Kᵀ · scale, MM_BLOCK_ROWS keys per kernel call (the last
+         * call repeating its last key). */
+        for (int t = 0; t < nc; t += MM_BLOCK_ROWS) {
+            const float *ks[MM_BLOCK_ROWS];
+            for (int u = 0; u < MM_BLOCK_ROWS; u++)
+                ks[u] = kg + (c0 + (t + u < nc ? t + u : nc - 1)) * kv_dim;
             float acc[ROWS][MM_BLOCK_ROWS] = {{0}};
             k->dot_block(acc, q, ks, hd);
             for (int r = 0; r < ROWS; r++) {
                 float *s = (float *)p[r];
-                s[t] = acc[r][0] * j->scale;
-                if (t + 1 < nc) s[t + 1] = acc[r][1] * j->scale;
+                for (int u = 0; u < MM_BLOCK_ROWS && t + u < nc; u++)
+                    s[t + u] = acc[r][u] * j->scale;
             }
         }
         /* 2. Online softmax step per row. */

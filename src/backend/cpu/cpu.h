@@ -20,12 +20,16 @@
 
 /* The matmul micro-kernel's block: tokens × weight rows; and the weight rows
  * the one-token kernel (dot_rows) reduces at once. */
-enum { MM_BLOCK_TOKENS = 6, MM_BLOCK_ROWS = 2, MM_GEMV_ROWS = 8 };
+enum { MM_BLOCK_TOKENS = 6, MM_BLOCK_ROWS = 4, MM_GEMV_ROWS = 8 };
 
 /* The decode-batch kernel (dot_tokens): at most MM_DEC_TOKENS tokens ×
  * MM_DEC_ROWS weight rows read in their stored dtype; matmul takes it for
  * 2 <= n <= MM_DEC_MAX tokens. */
 enum { MM_DEC_TOKENS = 8, MM_DEC_ROWS = 4, MM_DEC_MAX = 16 };
+/* The paired decode kernel (dot_pairs, AVX-512): up to MM_PAIR_TOKENS
+ * tokens, two to a vector, × up to MM_PAIR_ROWS weight rows; when a table
+ * has it, matmul takes it for 2 <= n <= MM_PAIR_TOKENS plain-weight tokens. */
+enum { MM_PAIR_TOKENS = 16, MM_PAIR_ROWS = 8 };
 /* The quantized decode kernel (dot_tokens_q) takes 2 <= n <= MM_DEC_QMAX
  * (measured: beyond, its per-token cost exceeds the GEMM's panel path). */
 enum { MM_DEC_QMAX = 4 };
@@ -68,6 +72,13 @@ typedef struct {
     void (*dot_tokens)(float acc[][MM_DEC_ROWS], int nt, int nr, const float *const x[],
                        be_dtype dtype, const void *const w[], const void *const pf[], int n);
     int dec_tokens, dec_tokens4; /* the most tokens dot_tokens takes with 2 / 4 rows */
+    /* dot_tokens with the tokens two to a vector: acc[t][r] += Σ x_t[i]·w[r][i]
+     * for nt <= MM_PAIR_TOKENS tokens × cpu_pair_rows(nt) weight rows of n
+     * elements of dtype, x packed as cpu_pack_pairs lays it out; each
+     * output with dot_rows' arithmetic; rows may repeat. (optional: NULL
+     * means dot_tokens.) */
+    void (*dot_pairs)(float acc[][MM_PAIR_ROWS], int nt, const float *xp, be_dtype dtype,
+                      const void *const w[], const void *const pf[], int n);
     /* dot_tokens for a quantized weight: acc[t][k] += Σ x[t·ldx + i]·v[k][i]
      * for nt tokens × nr rows (nt <= MM_DEC_QMAX; nr = 4 for nt <= 2, else
      * 2), v[k] the values of columns [c0, c0+n) of row rows[k] (a span the
@@ -92,10 +103,21 @@ void cpu_dot_rows_q_avx2(float acc[], const float *x, const be_weight *w, const 
 void cpu_dot_tokens_q_avx2(float acc[][MM_DEC_ROWS], int nt, int nr, const float *x, size_t ldx,
                            const be_weight *w, const int rows[], int c0, int n);
 
+/* The weight rows dot_pairs reduces at once for nt tokens (16 accumulators). */
+static inline int cpu_pair_rows(int nt) {
+    return nt <= 4 ? 8 : nt <= 8 ? 6 : 3;
+}
+
+/* Packs columns [c0, c0+n) of nt tokens (token t at x + t·ldx) for
+ * dot_pairs: for each 8 columns in order, pair p's 16 floats, token 2p's 8
+ * then token 2p+1's (a copy of token 2p's when nt is odd); a last partial
+ * chunk is zero-padded. xp holds ceil(n/8)·16·ceil(nt/2) floats. */
+void cpu_pack_pairs(float *xp, const float *x, size_t ldx, int nt, int c0, int n);
+
 const cpu_kernels *cpu_kernels_portable(void);
 /* NULL when this CPU or compiler lacks AVX2+FMA+F16C. */
 const cpu_kernels *cpu_kernels_avx2(void);
-/* The AVX2 table without its AVX-512VL decode kernel (tests: both paths). */
+/* The AVX2 table without its AVX-512 decode kernel (tests: both paths). */
 const cpu_kernels *cpu_kernels_avx2_only(void);
 
 /* Matmul tiling: a thread converts a panel of MM_TILE_ROWS weight rows ×

@@ -9,9 +9,11 @@
  * the table. All loads are unaligned loads: weights are mmapped tensors at
  * arbitrary offsets.
  *
- * On CPUs that also have AVX-512VL, the table's decode-batch kernel
- * (dot_tokens) is a copy compiled with it, for its 32 YMM registers only:
- * the vectors stay 8 floats wide and the arithmetic is the same.
+ * On CPUs that also have AVX-512F, the table's GEMM micro-kernel
+ * (dot_block) and decode-batch kernel (dot_pairs) keep the same 8-lane FMA
+ * chains two to a ZMM register (two rows, or two tokens, side by side), so
+ * they do the same arithmetic in half the instructions: a request's answer
+ * is the same bits on an AVX2 and an AVX-512 machine.
  *
  * The portable kernels keep 8 independent partial sums ("lanes") so that the
  * compiler may vectorise them without reassociating float additions.
@@ -155,15 +157,17 @@ AVX2 static void convert_avx2(float *dst, be_dtype dtype, const void *src, size_
     convert_portable(dst + i, dtype, (const unsigned char *)src + 2 * i, n - i);
 }
 
-/* 6 tokens × 2 rows: 12 accumulators in registers; each step loads 2 w and
- * 6 x vectors for 12 FMAs, enough independent FMAs to cover their latency. */
-_Static_assert(MM_BLOCK_TOKENS == 6 && MM_BLOCK_ROWS == 2, "dot_block_avx2 is written for 6x2");
+/* 6 tokens × 4 rows, as two passes of 6 × 2: 12 accumulators in registers;
+ * each step loads 2 w and 6 x vectors for 12 FMAs, enough independent FMAs
+ * to cover their latency. */
+_Static_assert(MM_BLOCK_TOKENS == 6 && MM_BLOCK_ROWS == 4, "dot_block_avx2 is written for 6x4");
 
-AVX2 static void dot_block_avx2(float acc[][MM_BLOCK_ROWS], const float *const x[],
-                                const float *const w[], int n) {
+AVX2 static inline __attribute__((always_inline)) void dot_block_6x2(float acc[][MM_BLOCK_ROWS],
+                                                                     int r0, const float *const x[],
+                                                                     const float *w0,
+                                                                     const float *w1, int n) {
     __m256 a[6][2];
     for (int t = 0; t < 6; t++) a[t][0] = a[t][1] = _mm256_setzero_ps();
-    const float *w0 = w[0], *w1 = w[1];
     int i = 0;
     for (; i + 8 <= n; i += 8) {
         __m256 v0 = _mm256_loadu_ps(w0 + i), v1 = _mm256_loadu_ps(w1 + i);
@@ -174,12 +178,19 @@ AVX2 static void dot_block_avx2(float acc[][MM_BLOCK_ROWS], const float *const x
             a[t][1] = _mm256_fmadd_ps(u, v1, a[t][1]);
         }
     }
+    const float *w[2] = {w0, w1};
     for (int t = 0; t < 6; t++)
         for (int r = 0; r < 2; r++) {
             float s = cpu_hsum8(a[t][r]);
             for (int k = i; k < n; k++) s += x[t][k] * w[r][k];
-            acc[t][r] += s;
+            acc[t][r0 + r] += s;
         }
+}
+
+AVX2 static void dot_block_avx2(float acc[][MM_BLOCK_ROWS], const float *const x[],
+                                const float *const w[], int n) {
+    dot_block_6x2(acc, 0, x, w[0], w[1], n);
+    dot_block_6x2(acc, 2, x, w[2], w[3], n);
 }
 
 /* 1 token × 8 rows: one accumulator per row as in dot_block_avx2 (8
@@ -304,8 +315,6 @@ INL void dot_tokens_t(int T, int R, be_dtype DT, float acc[][MM_DEC_ROWS], const
     DT_CASE(2, 2, DT)                                                                              \
     DT_CASE(3, 2, DT)                                                                              \
     DT_CASE(4, 2, DT) DT_CASE(5, 2, DT) DT_CASE(6, 2, DT) DT_CASE(1, 4, DT) DT_CASE(2, 4, DT)
-#define SHAPES_VL(DT)                                                                              \
-    SHAPES_AVX2(DT) DT_CASE(7, 2, DT) DT_CASE(8, 2, DT) DT_CASE(3, 4, DT) DT_CASE(4, 4, DT)
 #define DISPATCH(SHAPES)                                                                           \
     switch (dtype) {                                                                               \
         case BE_F16:                                                                               \
@@ -323,21 +332,151 @@ INL void dot_tokens_t(int T, int R, be_dtype DT, float acc[][MM_DEC_ROWS], const
  * accumulators, plus the weights and one x). */
 AVX2 static void dot_tokens_avx2(float acc[][MM_DEC_ROWS], int nt, int nr, const float *const x[],
                                  be_dtype dtype, const void *const w[], const void *const pf[],
-                                 int n){DISPATCH(SHAPES_AVX2)}
-
-/* The same kernel where AVX-512VL gives 32 YMM registers: up to 8 × 2 or
- * 4 × 4 (16 accumulators). Still 8-lane vectors and the same
- * instructions' arithmetic (an EVEX-encoded FMA rounds as the VEX one
- * does), so the bits are those of dot_rows_avx2. */
-#define AVX512VL __attribute__((target("avx2,fma,f16c,avx512f,avx512vl")))
-
-AVX512VL static void dot_tokens_avx512vl(float acc[][MM_DEC_ROWS], int nt, int nr,
-                                         const float *const x[], be_dtype dtype,
-                                         const void *const w[], const void *const pf[], int n) {
-    DISPATCH(SHAPES_VL)
+                                 int n) {
+    DISPATCH(SHAPES_AVX2)
 }
+
+/* The decode batch with AVX-512F (cpu_kernels `dot_pairs`): the same 8-lane
+ * FMA chains, two tokens' to a ZMM register. x comes packed (cpu.h): for
+ * each 8 columns, token 2p's 8 floats then token 2p+1's, so one load gives
+ * a pair; a weight row's 8 values are converted once into both halves.
+ * Every lane is an independent FMA rounding as the 8-lane one does, so
+ * each (token, row) pair gets dot_rows_avx2's exact arithmetic (the same
+ * chain from zero, hsum, then the scalar tail) at half the instructions.
+ * P pairs × R rows accumulators: 8 × 2, 4 × 4 or 2 × 8 (16 of 32). */
+#define AVX512 __attribute__((target("avx2,fma,f16c,avx512f")))
+#define INL512 AVX512 static inline __attribute__((always_inline))
+
+/* Elements i..i+7 of row w as floats, in both halves. */
+INL512 __m512 load8_both(be_dtype DT, const void *w, size_t i) {
+    const unsigned char *p = w;
+    if (DT == BE_F32)
+        return _mm512_castpd_ps(
+            _mm512_broadcast_f64x4(_mm256_loadu_pd((const double *)(p + 4 * i))));
+    __m256i h = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(p + 2 * i)));
+    if (DT == BE_F16) return _mm512_cvtph_ps(h);
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+
+/* Elements i..i+7 of f32 rows w0 (lanes 0-7) and w1 (lanes 8-15). */
+INL512 __m512 load8_pair(const float *w0, const float *w1, int i) {
+    __m256d lo = _mm256_loadu_pd((const double *)(w0 + i));
+    return _mm512_castpd_ps(_mm512_insertf64x4(_mm512_castpd256_pd512(lo),
+                                               _mm256_loadu_pd((const double *)(w1 + i)), 1));
+}
+
+/* x[0..8) in both halves. */
+INL512 __m512 bcast8(const float *x) {
+    return _mm512_castpd_ps(_mm512_broadcast_f64x4(_mm256_loadu_pd((const double *)x)));
+}
+
+/* dot_block with AVX-512F: 6 tokens × 4 rows in 12 ZMM accumulators, rows
+ * two to a register (lanes 0-7 row 2p's chain, 8-15 row 2p+1's) against
+ * each token's 8 floats in both halves: dot_block_avx2's chains, hsums and
+ * tails exactly, at half the FMAs. */
+AVX512 static void dot_block_avx512(float acc[][MM_BLOCK_ROWS], const float *const x[],
+                                    const float *const w[], int n) {
+    __m512 a[6][2];
+    for (int t = 0; t < 6; t++) a[t][0] = a[t][1] = _mm512_setzero_ps();
+    int i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m512 v0 = load8_pair(w[0], w[1], i), v1 = load8_pair(w[2], w[3], i);
+        for (int t = 0; t < 6; t++) {
+            __m512 u = bcast8(x[t] + i);
+            __asm__("" : "+v"(u)); /* one load of x, not one per FMA */
+            a[t][0] = _mm512_fmadd_ps(u, v0, a[t][0]);
+            a[t][1] = _mm512_fmadd_ps(u, v1, a[t][1]);
+        }
+    }
+    for (int t = 0; t < 6; t++)
+        for (int p = 0; p < 2; p++) {
+            __m256 half[2] = {
+                _mm512_castps512_ps256(a[t][p]),
+                _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(a[t][p]), 1))};
+            for (int h = 0; h < 2; h++) {
+                int r = 2 * p + h;
+                float s = cpu_hsum8(half[h]);
+                for (int k = i; k < n; k++) s += x[t][k] * w[r][k];
+                acc[t][r] += s;
+            }
+        }
+}
+
+INL512 void dot_pairs_z(int P, int R, be_dtype DT, float acc[][MM_PAIR_ROWS], int nt,
+                        const float *xp, const void *const w[], const void *const pf[], int n) {
+    __m512 a[MM_PAIR_TOKENS / 2][MM_PAIR_ROWS];
+    for (int p = 0; p < P; p++)
+        for (int r = 0; r < R; r++) a[p][r] = _mm512_setzero_ps();
+    const size_t es = DT == BE_F32 ? 4 : 2;
+    int i = 0;
+#define Z_STEP(I)                                                                                  \
+    {                                                                                              \
+        __m512 v[MM_PAIR_ROWS];                                                                    \
+        for (int r = 0; r < R; r++) v[r] = load8_both(DT, w[r], (size_t)(I));                      \
+        const float *xx = xp + (size_t)(I)*2 * P;                                                  \
+        for (int p = 0; p < P; p++) {                                                              \
+            __m512 u = _mm512_loadu_ps(xx + 16 * p);                                               \
+            for (int r = 0; r < R; r++) a[p][r] = _mm512_fmadd_ps(u, v[r], a[p][r]);               \
+        }                                                                                          \
+    }
+    if (pf)
+        for (; i + 32 <= n; i += 32) {
+            for (int r = 0; r < R; r++) {
+                const char *q = (const char *)pf[r] + (size_t)i * es;
+                _mm_prefetch(q, _MM_HINT_T0);
+                if (es == 4) _mm_prefetch(q + 64, _MM_HINT_T0);
+            }
+            for (int q = 0; q < 32; q += 8) Z_STEP(i + q)
+        }
+    for (; i + 8 <= n; i += 8) Z_STEP(i)
+#undef Z_STEP
+    float tail[MM_PAIR_ROWS][8];
+    for (int r = 0; r < R && i < n; r++)
+        convert_portable(tail[r], DT, (const unsigned char *)w[r] + (size_t)i * es,
+                         (size_t)(n - i));
+    const float *xt = xp + (size_t)i * 2 * P; /* the tail's chunk */
+    for (int p = 0; p < P; p++)
+        for (int r = 0; r < R; r++) {
+            __m256 half[2] = {
+                _mm512_castps512_ps256(a[p][r]),
+                _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(a[p][r]), 1))};
+            for (int h = 0; h < 2 && 2 * p + h < nt; h++) {
+                float s = cpu_hsum8(half[h]);
+                for (int k = i; k < n; k++) s += xt[16 * p + 8 * h + (k - i)] * tail[r][k - i];
+                acc[2 * p + h][r] += s;
+            }
+        }
+}
+
+#define Z_CASE(P, R, DT)                                                                           \
+    case P:                                                                                        \
+        dot_pairs_z(P, R, DT, acc, nt, xp, w, pf, n);                                              \
+        break;
+#define SHAPES_Z(DT)                                                                               \
+    Z_CASE(1, 8, DT)                                                                               \
+    Z_CASE(2, 8, DT)                                                                               \
+    Z_CASE(3, 6, DT)                                                                               \
+    Z_CASE(4, 6, DT) Z_CASE(5, 3, DT) Z_CASE(6, 3, DT) Z_CASE(7, 3, DT) Z_CASE(8, 3, DT)
+
+AVX512 static void dot_pairs_avx512(float acc[][MM_PAIR_ROWS], int nt, const float *xp,
+                                    be_dtype dtype, const void *const w[], const void *const pf[],
+                                    int n) {
+    switch (dtype) {
+        case BE_F16:
+            switch ((nt + 1) / 2) { SHAPES_Z(BE_F16) }
+            break;
+        case BE_BF16:
+            switch ((nt + 1) / 2) { SHAPES_Z(BE_BF16) }
+            break;
+        default:
+            switch ((nt + 1) / 2) { SHAPES_Z(BE_F32) }
+            break;
+    }
+}
+#undef SHAPES_Z
+#undef Z_CASE
+#undef INL512
 #undef DISPATCH
-#undef SHAPES_VL
 #undef SHAPES_AVX2
 #undef DT_CASE
 #undef INL
@@ -398,19 +537,20 @@ static const cpu_kernels AVX2_KERNELS = {
     .dot_tokens_q = cpu_dot_tokens_q_avx2,
 };
 
-/* AVX2_KERNELS with the 8-token decode kernel, for CPUs with AVX-512VL. */
-static const cpu_kernels AVX2_KERNELS_VL = {
-    .isa = "avx2",
+/* AVX2_KERNELS with the paired-token decode kernel, for CPUs with AVX-512F. */
+static const cpu_kernels AVX2_KERNELS_512 = {
+    .isa = "avx512",
     .dot = dot_avx2,
     .convert = convert_avx2,
-    .dot_block = dot_block_avx2,
+    .dot_block = dot_block_avx512,
     .dot_rows = dot_rows_avx2,
     .madd_block = madd_block_avx2,
     .dequant = cpu_dequant_avx2,
     .dot_rows_q = cpu_dot_rows_q_avx2,
-    .dot_tokens = dot_tokens_avx512vl,
-    .dec_tokens = 8,
-    .dec_tokens4 = 4,
+    .dot_tokens = dot_tokens_avx2,
+    .dec_tokens = 6,
+    .dec_tokens4 = 2,
+    .dot_pairs = dot_pairs_avx512,
     .dot_tokens_q = cpu_dot_tokens_q_avx2,
 };
 
@@ -424,8 +564,7 @@ static bool cpu_has_f16c(void) {
 const cpu_kernels *cpu_kernels_avx2(void) {
     __builtin_cpu_init();
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && cpu_has_f16c()) {
-        if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl"))
-            return &AVX2_KERNELS_VL;
+        if (__builtin_cpu_supports("avx512f")) return &AVX2_KERNELS_512;
         return &AVX2_KERNELS;
     }
     return NULL;

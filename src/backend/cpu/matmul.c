@@ -18,14 +18,16 @@
  *   with 2 <= n <= MM_DEC_QMAX does the same with `dot_tokens_q`, which
  *   decodes each block once in registers for all the tokens (decode_q_task).
  *   With the portable kernels, and for larger quantized batches, such n
- *   take the GEMM path below.
+ *   take the GEMM path below. Where the table has `dot_pairs` (AVX-512),
+ *   a plain weight's 2 <= n <= 16 take it instead (decode_pairs_task): x
+ *   packed two tokens to a vector, every token in one pass over W.
  *
  * - n > 1 otherwise (prefill, vision tower): compute bound. The work is cut into tasks
  *   of (a tile of MM_TILE_ROWS weight rows) × (a group of tokens). For each
  *   MM_TILE_COLS-wide slice of the columns, a task converts its tile to a
  *   float32 panel (128 KiB, stays in L2) and runs every block of
  *   MM_BLOCK_TOKENS (6) tokens against every pair of panel rows with the
- *   register-blocked kernel (`dot_block`, 12 accumulators), adding the
+ *   register-blocked kernel (`dot_block`, 6 tokens × 4 rows), adding the
  *   partial sums into y. Each weight element is thus converted once per task,
  *   and each x slice is read once per tile of 32 rows instead of once per
  *   row. The tokens of a last, ragged block of at most MM_FEW_TOKENS (4)
@@ -52,9 +54,11 @@
  * values decoded in registers (`dot_rows_q`) or dequantised into scratch.
  *
  * Speed (llava-bench matmul --n 256, f16 4096×4096): about 110 GFLOP/s on
- * one AMD EPYC (Zen 4) core, 64 on one Xeon core and 570 on 16 Xeon cores.
- * Decode batch (f16 4096×14336, one Zen 4 core): n = 8 in about 9 ms
- * (≈100 GFLOP/s; the GEMM path took 22 ms), n = 16 in about 18 ms.
+ * one AMD EPYC (Zen 4) core with AVX2, 140 with AVX-512 (Zen 5), 64 on one
+ * Xeon core and 570 on 16 Xeon cores. Decode batch (f16 4096×14336, one
+ * Zen 4 core): n = 8 in about 9 ms (≈100 GFLOP/s; the GEMM path took 22
+ * ms), n = 16 in about 18 ms; two Zen 5 cores with dot_pairs: n = 8 in 3.4
+ * ms (near the 40 GB/s the n = 1 GEMV streams W at), n = 16 in 7.7 ms.
  */
 #include "backend/cpu/cpu.h"
 #include "backend/quant.h"
@@ -81,6 +85,9 @@ typedef struct {
  * moving on (a band: its slices of W stay in L2 while x's slice is in L1). */
 enum { MM_DEC_BAND = 32 };
 _Static_assert((int)MM_DEC_BAND % (int)MM_DEC_ROWS == 0, "bands hold whole row groups");
+/* decode_pairs_task packs a slice of x for every token into the scratch. */
+_Static_assert((MM_TILE_COLS / 8) * 16 * (MM_PAIR_TOKENS / 2) <= CPU_SCRATCH_FLOATS,
+               "packed x fits the scratch");
 
 static size_t elem_size(be_dtype dtype) {
     return dtype == BE_F32 ? 4 : 2;
@@ -237,7 +244,7 @@ static void decode_task(void *arg, int ith, int nth) {
     tp_split(rows, ith, nth, MM_GEMV_ROWS, &lo, &hi);
     for (int t = 0; t < n; t++)
         for (long r = lo; r < hi; r++) j->y[(size_t)t * rows + r] = j->bias ? j->bias[r] : 0.0f;
-    int nr = n <= k->dec_tokens4 ? 4 : 2;
+    int nr = n <= k->dec_tokens4 || k->dec_tokens4 >= k->dec_tokens ? 4 : 2;
     int maxt = nr == 4 ? k->dec_tokens4 : k->dec_tokens;
     int n_blk = (n + maxt - 1) / maxt;
     for (long b0 = lo; b0 < hi; b0 += MM_DEC_BAND) {
@@ -273,6 +280,62 @@ static void decode_task(void *arg, int ith, int nth) {
                 }
                 t0 += nt;
             }
+        }
+    }
+}
+
+void cpu_pack_pairs(float *xp, const float *x, size_t ldx, int nt, int c0, int n) {
+    int np = (nt + 1) / 2;
+    for (int c = 0; c < n; c += 8) {
+        int m = n - c < 8 ? n - c : 8;
+        for (int p = 0; p < np; p++)
+            for (int h = 0; h < 2; h++) {
+                int t = 2 * p + h < nt ? 2 * p + h : 2 * p;
+                float *dst = xp + ((size_t)(c / 8) * np + p) * 16 + 8 * h;
+                const float *src = x + (size_t)t * ldx + c0 + c;
+                for (int l = 0; l < 8; l++) dst[l] = l < m ? src[l] : 0.0f;
+            }
+    }
+}
+
+/* decode_task with the paired kernel (2 <= n <= MM_PAIR_TOKENS, plain
+ * weight): per MM_TILE_COLS slice, the thread packs every token's slice of
+ * x into its scratch (cpu_pack_pairs: 64 KiB at most, stays in L2), then
+ * runs every group of nr rows of its share through dot_pairs with all the
+ * tokens at once, prefetching the next group (or the first group of the
+ * next slice) as it goes. The same arithmetic per output as dot_rows,
+ * hence as n == 1. */
+static void decode_pairs_task(void *arg, int ith, int nth) {
+    const mm_job *j = arg;
+    const cpu_kernels *k = cpu_ctx_of(j->b)->k;
+    float *xp = cpu_ctx_of(j->b)->scratch[ith];
+    const be_weight *w = j->w;
+    int rows = w->rows, cols = w->cols, n = j->n, nr = cpu_pair_rows(n);
+    size_t es = elem_size(w->dtype);
+    long lo, hi;
+    tp_split(rows, ith, nth, MM_GEMV_ROWS, &lo, &hi);
+    for (int t = 0; t < n; t++)
+        for (long r = lo; r < hi; r++) j->y[(size_t)t * rows + r] = j->bias ? j->bias[r] : 0.0f;
+    for (int c0 = 0; c0 < cols && lo < hi; c0 += MM_TILE_COLS) {
+        int nc = cols - c0 < MM_TILE_COLS ? cols - c0 : MM_TILE_COLS;
+        cpu_pack_pairs(xp, j->x, (size_t)cols, n, c0, nc);
+        for (long r0 = lo; r0 < hi; r0 += nr) {
+            const void *ws[MM_PAIR_ROWS], *pf[MM_PAIR_ROWS];
+            long pr = r0 + nr; /* next: the following group, else the first in the next slice */
+            int pc = c0;
+            if (pr >= hi) {
+                pr = lo;
+                pc = c0 + MM_TILE_COLS;
+            }
+            for (int jj = 0; jj < nr; jj++) {
+                ws[jj] = row_ptr(w, r0 + jj < hi ? r0 + jj : hi - 1) + (size_t)c0 * es;
+                pf[jj] = row_ptr(w, pr + jj < hi ? pr + jj : hi - 1) + (size_t)pc * es;
+            }
+            float acc[MM_PAIR_TOKENS][MM_PAIR_ROWS] = {{0}};
+            k->dot_pairs(acc, n, xp, w->dtype, ws, pc < cols ? pf : NULL, nc);
+            for (int t = 0; t < n; t++)
+                for (int jj = 0; jj < nr && r0 + jj < hi; jj++)
+                    j->y[(size_t)t * rows + r0 + jj] += acc[t][jj];
         }
     }
 }
@@ -334,6 +397,11 @@ void cpu_matmul(be *b, float *y, const float *x, const be_weight *w, const float
     }
     const cpu_kernels *k = cpu_ctx_of(b)->k;
     bool quant = be_dtype_quantized(w->dtype);
+    if (!quant && n <= MM_PAIR_TOKENS && k->dot_pairs) {
+        tp_run(cpu_ctx_of(b)->pool, decode_pairs_task, &j,
+               cpu_threads_for(b, (size_t)w->rows * w->cols * n, 1 << 16));
+        return;
+    }
     if (quant ? n <= MM_DEC_QMAX && k->dot_tokens_q : n <= MM_DEC_MAX && k->dot_tokens) {
         tp_run(cpu_ctx_of(b)->pool, quant ? decode_q_task : decode_task, &j,
                cpu_threads_for(b, (size_t)w->rows * w->cols * n, 1 << 16));
