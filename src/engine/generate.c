@@ -181,12 +181,13 @@ lv_status gen_state_step(gen_state *g, const float *logits, bool ctx_full, lv_er
     }
     double t0 = now_ms();
     sample_result r;
-    int32_t id = sampler_sample(&g->sm, logits, &r);
+    int32_t id = sampler_sample(&g->sm, logits, p->logprobs ? &r : NULL);
     sampler_accept(&g->sm, id);
     int index = g->n_ids;
     g->ids[g->n_ids++] = id;
     if (g->cb && g->cb->on_token)
-        g->cb->on_token(g->cb->ud, &(gen_token){index, id, logits, g->m->text.vocab_size, &r});
+        g->cb->on_token(g->cb->ud, &(gen_token){index, id, logits, g->m->text.vocab_size,
+                                                p->logprobs ? &r : NULL});
     bool eos = !p->ignore_eos && gen_is_eos(g->m, id);
     lv_status st = eos ? LV_OK : add_text(g, id, err);
     g->timings.sample_ms += now_ms() - t0;

@@ -30,6 +30,8 @@ typedef struct {
     const char *stop[GEN_MAX_STOP]; /* stop strings (borrowed, UTF-8, non-empty) */
     int n_stop;
     bool ignore_eos; /* keep going past EOS (benchmarks) */
+    bool logprobs;   /* compute each token's logprob and top_logprobs (gen_token.sample;
+                        NULL when false): a softmax over the vocabulary per token */
 } gen_params;
 
 /* max_tokens 256, the checkpoint's sampling defaults, no stop strings. */
@@ -41,7 +43,8 @@ typedef struct {
     int32_t id;
     const float *logits; /* the model's raw logits (vocab) it was chosen from; borrowed */
     int vocab;
-    const sample_result *sample; /* chosen id, logprob, top_logprobs */
+    const sample_result *sample; /* chosen id, logprob, top_logprobs (NULL unless
+                                    gen_params.logprobs) */
 } gen_token;
 
 typedef struct {

@@ -280,6 +280,7 @@ static void start_slot(worker *w, slot *sl, wk_job *j) {
                          j->ids[i], i, vocab);
         sl->n_image_ids += j->ids[i] == image_id;
     }
+    j->params.logprobs = j->record_tokens;
     if (!st) st = gen_state_init(&sl->g, w->m, j->ids, j->n_ids, &j->params, &sl->cb, &j->err);
     if (st) end_slot(w, sl, st);
 }
