@@ -688,6 +688,29 @@ static void matmul_batch_invariant(void **state) {
     }
 }
 
+/* LLAVA_CPU_ISA picks a lesser kernel set; one the CPU lacks is a clear
+ * error, and the backend is left closed. */
+static void cpu_isa_env(void **state) {
+    (void)state;
+    be b;
+    lv_err err;
+    setenv("LLAVA_CPU_ISA", "portable", 1);
+    open_backend(&b, &be_cpu_ops, 2);
+    assert_string_equal(cpu_ctx_of(&b)->k->isa, "portable");
+    b.ops->deinit(&b);
+    if (cpu_kernels_avx2()) {
+        setenv("LLAVA_CPU_ISA", "avx2", 1);
+        open_backend(&b, &be_cpu_ops, 1);
+        assert_ptr_equal(cpu_ctx_of(&b)->k, cpu_kernels_avx2_only());
+        b.ops->deinit(&b);
+    }
+    setenv("LLAVA_CPU_ISA", "sse9", 1);
+    b.ops = &be_cpu_ops;
+    assert_int_equal(b.ops->init(&b, 2, &err), LV_ERR_UNSUPPORTED);
+    assert_non_null(strstr(err.msg, "LLAVA_CPU_ISA=sse9"));
+    unsetenv("LLAVA_CPU_ISA");
+}
+
 /* ---------------------------------------------------------------------------
  * Norms
  */
@@ -1030,6 +1053,7 @@ int main(void) {
         cmocka_unit_test(concurrent_callers),
         /* last: it draws much random data, which would shift every later test's */
         cmocka_unit_test(matmul_batch_invariant),
+        cmocka_unit_test(cpu_isa_env),
     };
     return cmocka_run_group_tests_name("backend", tests, setup, teardown);
 }

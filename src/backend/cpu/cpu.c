@@ -41,6 +41,22 @@ static lv_status cpu_init(be *b, int n_threads, lv_err *err) {
     if (!c) goto nomem;
     c->k = cpu_kernels_avx2();
     if (!c->k) c->k = cpu_kernels_portable();
+    const char *isa = getenv("LLAVA_CPU_ISA"); /* a lesser table, for comparisons */
+    if (isa && *isa) {
+        const cpu_kernels *want = strcmp(isa, "portable") == 0  ? cpu_kernels_portable()
+                                  : strcmp(isa, "avx2") == 0    ? cpu_kernels_avx2_only()
+                                  : strcmp(isa, c->k->isa) == 0 ? c->k
+                                                                : NULL;
+        if (!want) {
+            lv_status st = lv_fail(err, LV_ERR_UNSUPPORTED,
+                                   "LLAVA_CPU_ISA=%s: not a kernel set this CPU runs (its best "
+                                   "is %s; avx2 needs AVX2+FMA+F16C; portable always runs)",
+                                   isa, c->k->isa);
+            cpu_deinit(b);
+            return st;
+        }
+        c->k = want;
+    }
     c->scratch = calloc((size_t)n_threads, sizeof *c->scratch);
     if (!c->scratch) goto nomem;
     for (int i = 0; i < n_threads; i++) {
