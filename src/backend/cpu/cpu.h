@@ -30,9 +30,10 @@ enum { MM_DEC_TOKENS = 8, MM_DEC_ROWS = 4, MM_DEC_MAX = 16 };
  * tokens, two to a vector, × up to MM_PAIR_ROWS weight rows; when a table
  * has it, matmul takes it for 2 <= n <= MM_PAIR_TOKENS plain-weight tokens. */
 enum { MM_PAIR_TOKENS = 16, MM_PAIR_ROWS = 8 };
-/* The quantized decode kernel (dot_tokens_q) takes 2 <= n <= MM_DEC_QMAX
- * (measured: beyond, its per-token cost exceeds the GEMM's panel path). */
-enum { MM_DEC_QMAX = 4 };
+/* The quantized decode kernel (dot_tokens_q) takes 2 <= n <= its table's
+ * dec_qtokens <= MM_DEC_QMAX tokens (measured: beyond, its per-token cost
+ * exceeds the GEMM's panel path). */
+enum { MM_DEC_QMAX = 12 };
 
 /* Vector kernels, one table per instruction set. Pointers may be unaligned. */
 typedef struct {
@@ -80,13 +81,14 @@ typedef struct {
     void (*dot_pairs)(float acc[][MM_PAIR_ROWS], int nt, const float *xp, be_dtype dtype,
                       const void *const w[], const void *const pf[], int n);
     /* dot_tokens for a quantized weight: acc[t][k] += Σ x[t·ldx + i]·v[k][i]
-     * for nt tokens × nr rows (nt <= MM_DEC_QMAX; nr = 4 for nt <= 2, else
-     * 2), v[k] the values of columns [c0, c0+n) of row rows[k] (a span the
+     * for nt tokens × nr rows (nt <= dec_qtokens; nr = 4 for nt <=
+     * dec_qtokens4, else 2), v[k] the values of columns [c0, c0+n) of row rows[k] (a span the
      * dequantiser takes), each decoded once for all tokens, with
      * dot_rows_q's arithmetic per output; rows may repeat. (optional: NULL
      * means the GEMM path.) */
     void (*dot_tokens_q)(float acc[][MM_DEC_ROWS], int nt, int nr, const float *x, size_t ldx,
                          const be_weight *w, const int rows[], int c0, int n);
+    int dec_qtokens, dec_qtokens4; /* the most tokens dot_tokens_q takes, with 2 / 4 rows */
     /* o[t][d] += Σ_j p[t][j]·v[j·ldv + d] for MM_BLOCK_TOKENS rows t, n_keys
      * keys j and d < n (attention's P·V for a block of query rows). */
     void (*madd_block)(float *const o[], const float *const p[], const float *v, size_t ldv,
@@ -113,6 +115,12 @@ static inline int cpu_pair_rows(int nt) {
  * then token 2p+1's (a copy of token 2p's when nt is odd); a last partial
  * chunk is zero-padded. xp holds ceil(n/8)·16·ceil(nt/2) floats. */
 void cpu_pack_pairs(float *xp, const float *x, size_t ldx, int nt, int c0, int n);
+
+/* The same two with AVX-512F (rows decoded two at a time; the same bits). */
+void cpu_dot_rows_q_avx512(float acc[], const float *x, const be_weight *w, const int rows[],
+                           int c0, int n);
+void cpu_dot_tokens_q_avx512(float acc[][MM_DEC_ROWS], int nt, int nr, const float *x, size_t ldx,
+                             const be_weight *w, const int rows[], int c0, int n);
 
 const cpu_kernels *cpu_kernels_portable(void);
 /* NULL when this CPU or compiler lacks AVX2+FMA+F16C. */

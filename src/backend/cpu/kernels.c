@@ -535,6 +535,8 @@ static const cpu_kernels AVX2_KERNELS = {
     .dec_tokens = 6,
     .dec_tokens4 = 2,
     .dot_tokens_q = cpu_dot_tokens_q_avx2,
+    .dec_qtokens = 4,
+    .dec_qtokens4 = 2,
 };
 
 /* AVX2_KERNELS with the paired-token decode kernel, for CPUs with AVX-512F. */
@@ -546,12 +548,14 @@ static const cpu_kernels AVX2_KERNELS_512 = {
     .dot_rows = dot_rows_avx2,
     .madd_block = madd_block_avx2,
     .dequant = cpu_dequant_avx2,
-    .dot_rows_q = cpu_dot_rows_q_avx2,
+    .dot_rows_q = cpu_dot_rows_q_avx512,
     .dot_tokens = dot_tokens_avx2,
     .dec_tokens = 6,
     .dec_tokens4 = 2,
     .dot_pairs = dot_pairs_avx512,
-    .dot_tokens_q = cpu_dot_tokens_q_avx2,
+    .dot_tokens_q = cpu_dot_tokens_q_avx512,
+    .dec_qtokens = 12,
+    .dec_qtokens4 = 8,
 };
 
 /* F16C is CPUID leaf 1, ECX bit 29 (clang's __builtin_cpu_supports does not

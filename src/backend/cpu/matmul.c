@@ -15,7 +15,7 @@
  *   rows), one accumulator per output, converting W on load as dot_rows
  *   does: no panel, each weight element converted once per token block, and
  *   up to 16 independent FMA chains (see decode_task). A quantized weight
- *   with 2 <= n <= MM_DEC_QMAX does the same with `dot_tokens_q`, which
+ *   with 2 <= n <= dec_qtokens (4; 12 with AVX-512) does the same with `dot_tokens_q`, which
  *   decodes each block once in registers for all the tokens (decode_q_task).
  *   With the portable kernels, and for larger quantized batches, such n
  *   take the GEMM path below. Where the table has `dot_pairs` (AVX-512),
@@ -97,6 +97,34 @@ static const unsigned char *row_ptr(const be_weight *w, long r) {
     return (const unsigned char *)w->data + (size_t)r * w->row_bytes;
 }
 
+/* Prefetches what a quantized kernel reads for rows [r0, r0+nr), columns
+ * [c0, c0+nc): their codes, and an MLX weight's scales and biases. Issued
+ * one row group ahead: a row of a 1024-wide INT4 weight is 8 cache lines,
+ * too short a stream for the hardware prefetchers to follow, so without
+ * this a GEMV over a weight larger than the caches waits on DRAM latency
+ * (measured: 6 GB/s instead of 40). */
+static void prefetch_q(const be_weight *w, long r0, int nr, int c0, int nc) {
+    /* c0 and nc are whole blocks or groups: the bytes scale exactly */
+    size_t from = w->row_bytes * (size_t)c0 / (size_t)w->cols;
+    size_t to = w->row_bytes * (size_t)(c0 + nc) / (size_t)w->cols;
+    for (int r = 0; r < nr; r++) {
+        const unsigned char *p = row_ptr(w, r0 + r);
+        uintptr_t a = ((uintptr_t)(p + from)) & ~(uintptr_t)63;
+        for (; a < (uintptr_t)(p + to); a += 64) __builtin_prefetch((const void *)a, 0, 3);
+    }
+    if (w->dtype == BE_MLX) {
+        size_t es = w->q.scale_dtype == BE_F32 ? 4 : 2, ng = (size_t)w->cols / w->q.group;
+        size_t g0 = ((size_t)r0 * ng + (size_t)c0 / w->q.group) * es;
+        size_t g1 = ((size_t)(r0 + nr - 1) * ng + (size_t)(c0 + nc) / w->q.group) * es;
+        const unsigned char *side[2] = {w->q.scales, w->q.biases};
+        for (int k = 0; k < 2; k++) {
+            uintptr_t a = ((uintptr_t)(side[k] + g0)) & ~(uintptr_t)63;
+            for (; a < (uintptr_t)(side[k] + g1); a += 64)
+                __builtin_prefetch((const void *)a, 0, 3);
+        }
+    }
+}
+
 /* n == 1: thread ith computes y[lo..hi), MM_GEMV_ROWS rows at a time with
  * the GEMM's arithmetic for one output (see the header): y = bias, then
  * += the sum of each MM_TILE_COLS slice in order, each slice's sum from
@@ -124,6 +152,16 @@ static void gemv_task(void *arg, int ith, int nth) {
             int nc = cols - c0 < MM_TILE_COLS ? cols - c0 : MM_TILE_COLS;
             float acc[MM_GEMV_ROWS] = {0};
             if (quant && k->dot_rows_q) { /* decoded in registers, same floats */
+                /* what comes next: the next slice of these rows, else the next rows */
+                if (c0 + MM_TILE_COLS < cols)
+                    prefetch_q(w, r0, nr, c0 + MM_TILE_COLS,
+                               cols - c0 - MM_TILE_COLS < MM_TILE_COLS ? cols - c0 - MM_TILE_COLS
+                                                                       : MM_TILE_COLS);
+                else if (r0 + MM_GEMV_ROWS < hi)
+                    prefetch_q(w, r0 + MM_GEMV_ROWS,
+                               hi - r0 - MM_GEMV_ROWS < MM_GEMV_ROWS ? (int)(hi - r0 - MM_GEMV_ROWS)
+                                                                     : MM_GEMV_ROWS,
+                               0, cols < MM_TILE_COLS ? cols : MM_TILE_COLS);
                 int rows[MM_GEMV_ROWS];
                 for (int r = 0; r < MM_GEMV_ROWS; r++) rows[r] = (int)r0 + (r < nr ? r : nr - 1);
                 k->dot_rows_q(acc, j->x + c0, w, rows, c0, nc);
@@ -340,8 +378,8 @@ static void decode_pairs_task(void *arg, int ith, int nth) {
     }
 }
 
-/* decode_task for a quantized weight and 2 <= n <= MM_DEC_QMAX: per band
- * and slice, every group of nr rows (4 for n <= 2, else 2) goes through
+/* decode_task for a quantized weight and 2 <= n <= dec_qtokens: per band
+ * and slice, every group of nr rows (4 for n <= dec_qtokens4, else 2) goes through
  * dot_tokens_q with all the tokens, which decodes the rows' slices once in
  * registers for them all (no panel). The same arithmetic per output as
  * dot_rows_q, hence as n == 1. */
@@ -354,12 +392,23 @@ static void decode_q_task(void *arg, int ith, int nth) {
     tp_split(rows, ith, nth, MM_GEMV_ROWS, &lo, &hi);
     for (int t = 0; t < n; t++)
         for (long r = lo; r < hi; r++) j->y[(size_t)t * rows + r] = j->bias ? j->bias[r] : 0.0f;
-    int nr = n <= 2 ? 4 : 2;
+    int nr = n <= k->dec_qtokens4 ? 4 : 2;
     for (long b0 = lo; b0 < hi; b0 += MM_DEC_BAND) {
         long b1 = b0 + MM_DEC_BAND < hi ? b0 + MM_DEC_BAND : hi;
         for (int c0 = 0; c0 < cols; c0 += MM_TILE_COLS) {
             int nc = cols - c0 < MM_TILE_COLS ? cols - c0 : MM_TILE_COLS;
             for (long r0 = b0; r0 < b1; r0 += nr) {
+                /* next: the band's next group, else its first in the next slice,
+                 * else the next band's first */
+                if (r0 + nr < b1)
+                    prefetch_q(w, r0 + nr, b1 - r0 - nr < nr ? (int)(b1 - r0 - nr) : nr, c0, nc);
+                else if (c0 + MM_TILE_COLS < cols)
+                    prefetch_q(w, b0, (int)(b1 - b0 < nr ? b1 - b0 : nr), c0 + MM_TILE_COLS,
+                               cols - c0 - MM_TILE_COLS < MM_TILE_COLS ? cols - c0 - MM_TILE_COLS
+                                                                       : MM_TILE_COLS);
+                else if (b1 < hi)
+                    prefetch_q(w, b1, hi - b1 < nr ? (int)(hi - b1) : nr, 0,
+                               cols < MM_TILE_COLS ? cols : MM_TILE_COLS);
                 int rs[MM_DEC_ROWS];
                 for (int jj = 0; jj < nr; jj++) rs[jj] = (int)(r0 + jj < b1 ? r0 + jj : b1 - 1);
                 float acc[MM_DEC_QMAX][MM_DEC_ROWS] = {{0}};
@@ -402,7 +451,7 @@ void cpu_matmul(be *b, float *y, const float *x, const be_weight *w, const float
                cpu_threads_for(b, (size_t)w->rows * w->cols * n, 1 << 16));
         return;
     }
-    if (quant ? n <= MM_DEC_QMAX && k->dot_tokens_q : n <= MM_DEC_MAX && k->dot_tokens) {
+    if (quant ? n <= k->dec_qtokens && k->dot_tokens_q : n <= MM_DEC_MAX && k->dot_tokens) {
         tp_run(cpu_ctx_of(b)->pool, quant ? decode_q_task : decode_task, &j,
                cpu_threads_for(b, (size_t)w->rows * w->cols * n, 1 << 16));
         return;
