@@ -52,6 +52,8 @@
  * be_dequant_span) instead of a dtype conversion (MM_TILE_COLS is a
  * multiple of every block and group size), and a GEMV reduces the same
  * values decoded in registers (`dot_rows_q`) or dequantised into scratch.
+ * Their GEMV and decode batch prefetch the next row group (prefetch_q):
+ * quantized rows are short streams the hardware prefetchers miss.
  *
  * Speed (llava-bench matmul --n 256, f16 4096×4096): about 110 GFLOP/s on
  * one AMD EPYC (Zen 4) core with AVX2, 140 with AVX-512 (Zen 5), 64 on one
@@ -59,6 +61,8 @@
  * Zen 4 core): n = 8 in about 9 ms (≈100 GFLOP/s; the GEMM path took 22
  * ms), n = 16 in about 18 ms; two Zen 5 cores with dot_pairs: n = 8 in 3.4
  * ms (near the 40 GB/s the n = 1 GEMV streams W at), n = 16 in 7.7 ms.
+ * MLX 4-bit 4096×4096 on one Zen 5 core with AVX-512: n = 1 in 0.90 ms,
+ * n = 8 in 2.25 ms (AVX2: 1.46 and 4.50).
  */
 #include "backend/cpu/cpu.h"
 #include "backend/quant.h"
