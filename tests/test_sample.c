@@ -50,6 +50,34 @@ static void greedy_takes_first_max(void **state) {
     sampler_deinit(&s);
 }
 
+/* Greedy over a vocabulary longer than the argmax's 8 lanes: the first
+ * maximum wins across lanes and the tail; NaN never wins; all -inf gives 0;
+ * -0 and +0 tie. */
+static void greedy_long_vocab(void **state) {
+    (void)state;
+    enum { V = 37 };
+    sample_params p;
+    sample_params_default(&p);
+    sampler s;
+    init(&s, V, &p);
+    float l[V];
+    for (int i = 0; i < V; i++) l[i] = (float)(i % 7) - 10.0f;
+    l[0] = NAN;
+    l[13] = 3.0f; /* lane 5 */
+    l[26] = 3.0f; /* lane 2, later */
+    assert_int_equal(sampler_sample(&s, l, NULL), 13);
+    l[35] = 4.0f; /* in the tail */
+    assert_int_equal(sampler_sample(&s, l, NULL), 35);
+    for (int i = 0; i < V; i++) l[i] = -INFINITY;
+    l[4] = NAN;
+    assert_int_equal(sampler_sample(&s, l, NULL), 0);
+    l[9] = -0.0f;
+    l[2] = 0.0f;
+    l[20] = 0.0f;
+    assert_int_equal(sampler_sample(&s, l, NULL), 2);
+    sampler_deinit(&s);
+}
+
 static void same_seed_same_tokens(void **state) {
     enum { V = 50, N = 200 };
     float logits[V];
@@ -331,6 +359,7 @@ static void logit_bias(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(greedy_takes_first_max),
+        cmocka_unit_test(greedy_long_vocab),
         cmocka_unit_test(same_seed_same_tokens),
         cmocka_unit_test(draws_follow_the_distribution),
         cmocka_unit_test(truncation_masks),

@@ -152,10 +152,21 @@ static float process_one(const sampler *s, int i, float v) {
 
 /* Steps 0-2 and the temperature of step 3, logits → s->work. */
 static void process(sampler *s, const float *logits) {
-    for (int i = 0; i < s->vocab; i++) s->work[i] = process_one(s, i, logits[i]);
+    const sample_params *p = &s->p;
+    if (p->repetition_penalty == 1.0f && p->frequency_penalty == 0.0f &&
+        p->presence_penalty == 0.0f) {
+        /* no penalty: process_one's NaN and temperature steps alone, in a loop
+         * the compiler vectorises (a vocabulary per token per stream adds up) */
+        float inv_t = p->temperature > 0.0f ? 1.0f / p->temperature : 1.0f;
+        for (int i = 0; i < s->vocab; i++) {
+            float v = logits[i];
+            s->work[i] = (v != v ? -INFINITY : v) * inv_t;
+        }
+    } else {
+        for (int i = 0; i < s->vocab; i++) s->work[i] = process_one(s, i, logits[i]);
+    }
     /* step 0 for the few biased tokens: redone from the raw logit plus the bias;
      * a token listed twice gets the sum */
-    const sample_params *p = &s->p;
     for (int k = 0; k < p->n_logit_bias; k++) {
         int id = p->logit_bias[k].id;
         if (id >= s->vocab) continue;
@@ -185,12 +196,21 @@ static double log_sum_exp(const float *w, int n, float max) {
     return max + log(sum);
 }
 
-/* Greedy: the first maximum. */
+/* Greedy: the first maximum (w holds no NaN: process() made them -inf).
+ * The maximum first, in 8 independent lanes the compiler vectorises, then
+ * the first index holding it (-0 and +0 compare equal, as > saw them). */
 static int32_t argmax(const float *w, int n) {
-    int32_t best = 0;
-    for (int i = 1; i < n; i++)
-        if (w[i] > w[best]) best = i;
-    return best;
+    float lane[8];
+    for (int j = 0; j < 8; j++) lane[j] = w[0];
+    int i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int j = 0; j < 8; j++) lane[j] = w[i + j] > lane[j] ? w[i + j] : lane[j];
+    float m = lane[0];
+    for (int j = 1; j < 8; j++) m = lane[j] > m ? lane[j] : m;
+    for (; i < n; i++) m = w[i] > m ? w[i] : m;
+    for (i = 0; i < n; i++)
+        if (w[i] == m) break;
+    return i < n ? i : 0;
 }
 
 /* The n_top most likely ids by s->work into res->top: one pass, insertion
