@@ -40,7 +40,7 @@ typedef struct wk_job {
     void *keep;         /* what params borrows from; freed with keep_free when the job goes */
     void (*keep_free)(void *keep);
     char rid[32];       /* request id for log lines */
-    bool record_tokens; /* fill tokens[] below (logprobs) */
+    bool record_tokens; /* fill tokens[] below (logprobs); sets params.logprobs */
 
     /* Output: under mu. */
     pthread_mutex_t mu;
