@@ -286,7 +286,7 @@ static void decode_task(void *arg, int ith, int nth) {
     tp_split(rows, ith, nth, MM_GEMV_ROWS, &lo, &hi);
     for (int t = 0; t < n; t++)
         for (long r = lo; r < hi; r++) j->y[(size_t)t * rows + r] = j->bias ? j->bias[r] : 0.0f;
-    int nr = n <= k->dec_tokens4 || k->dec_tokens4 >= k->dec_tokens ? 4 : 2;
+    int nr = n <= k->dec_tokens4 ? 4 : 2;
     int maxt = nr == 4 ? k->dec_tokens4 : k->dec_tokens;
     int n_blk = (n + maxt - 1) / maxt;
     for (long b0 = lo; b0 < hi; b0 += MM_DEC_BAND) {
