@@ -522,14 +522,15 @@ AVX2 static void madd_block_avx2(float *const o[], const float *const p[], const
             for (int j = 0; j < n_keys; j++) o[t][d] += p[t][j] * v[(size_t)j * ldv + d];
 }
 
+/* The entries both x86 tables share: AVX-512 does not change these. */
+#define AVX2_SHARED                                                                                \
+    .dot = dot_avx2, .convert = convert_avx2, .dot_rows = dot_rows_avx2,                           \
+    .madd_block = madd_block_avx2, .dequant = cpu_dequant_avx2
+
 static const cpu_kernels AVX2_KERNELS = {
+    AVX2_SHARED,
     .isa = "avx2",
-    .dot = dot_avx2,
-    .convert = convert_avx2,
     .dot_block = dot_block_avx2,
-    .dot_rows = dot_rows_avx2,
-    .madd_block = madd_block_avx2,
-    .dequant = cpu_dequant_avx2,
     .dot_rows_q = cpu_dot_rows_q_avx2,
     .dot_tokens = dot_tokens_avx2,
     .dec_tokens = 6,
@@ -539,24 +540,20 @@ static const cpu_kernels AVX2_KERNELS = {
     .dec_qtokens4 = 2,
 };
 
-/* AVX2_KERNELS with the paired-token decode kernel, for CPUs with AVX-512F. */
+/* For CPUs with AVX-512F: the GEMM micro-kernel, the paired-token decode
+ * batch (which takes every plain batch dot_tokens would) and the quantized
+ * dots with two rows to a register. */
 static const cpu_kernels AVX2_KERNELS_512 = {
+    AVX2_SHARED,
     .isa = "avx512",
-    .dot = dot_avx2,
-    .convert = convert_avx2,
     .dot_block = dot_block_avx512,
-    .dot_rows = dot_rows_avx2,
-    .madd_block = madd_block_avx2,
-    .dequant = cpu_dequant_avx2,
     .dot_rows_q = cpu_dot_rows_q_avx512,
-    .dot_tokens = dot_tokens_avx2,
-    .dec_tokens = 6,
-    .dec_tokens4 = 2,
     .dot_pairs = dot_pairs_avx512,
     .dot_tokens_q = cpu_dot_tokens_q_avx512,
     .dec_qtokens = 12,
     .dec_qtokens4 = 8,
 };
+#undef AVX2_SHARED
 
 /* F16C is CPUID leaf 1, ECX bit 29 (clang's __builtin_cpu_supports does not
  * know "f16c"; the AVX2 check below already covers OS support for YMM state). */

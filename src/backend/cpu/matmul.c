@@ -89,6 +89,8 @@ typedef struct {
  * moving on (a band: its slices of W stay in L2 while x's slice is in L1). */
 enum { MM_DEC_BAND = 32 };
 _Static_assert((int)MM_DEC_BAND % (int)MM_DEC_ROWS == 0, "bands hold whole row groups");
+/* A table with dot_pairs needs no dot_tokens: it takes every plain batch. */
+_Static_assert((int)MM_PAIR_TOKENS >= (int)MM_DEC_MAX, "dot_pairs covers the decode batch");
 /* decode_pairs_task packs a slice of x for every token into the scratch. */
 _Static_assert((MM_TILE_COLS / 8) * 16 * (MM_PAIR_TOKENS / 2) <= CPU_SCRATCH_FLOATS,
                "packed x fits the scratch");
