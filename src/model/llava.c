@@ -151,6 +151,47 @@ void llava_free(llava *m) {
     free(m);
 }
 
+/* ---- accessors ------------------------------------------------------------- */
+
+const lv_model_config *llava_config(const llava *m) {
+    return &m->md.config;
+}
+const lv_generation_config *llava_generation_config(const llava *m) {
+    return &m->md.generation_config;
+}
+const tok *llava_tokenizer(const llava *m) {
+    return m->tok;
+}
+const img_proc_params *llava_image_params(const llava *m) {
+    return &m->image;
+}
+int llava_image_token_id(const llava *m) {
+    return m->md.config.image_token_id;
+}
+int llava_vocab_size(const llava *m) {
+    return m->md.config.text.vocab_size;
+}
+int llava_text_dim(const llava *m) {
+    return m->md.config.text.dim;
+}
+int llava_max_ctx(const llava *m) {
+    const lv_text_config *t = &m->md.config.text; /* as llm_init: a sliding window caps it */
+    return t->sliding_window > 0 && t->sliding_window < t->max_pos ? t->sliding_window : t->max_pos;
+}
+bool llava_is_loaded(const llava *m) {
+    return m->loaded;
+}
+int llava_n_threads(const llava *m) {
+    return m->loaded ? m->backend.n_threads : 0;
+}
+const char *llava_dir(const llava *m) {
+    return m->md.dir;
+}
+size_t llava_kv_bytes_per_pos(const llava *m) {
+    const lv_text_config *t = &m->md.config.text;
+    return 2 * (size_t)t->n_layers * (size_t)t->n_kv_heads * t->head_dim * sizeof(float);
+}
+
 /* ---- images -------------------------------------------------------------- */
 
 /* Packing geometry of px (see pack.h). */

@@ -77,6 +77,21 @@ lv_status llava_load(llava *m, const char *backend_name, int n_threads, lv_err *
 /* Releases everything. NULL is a no-op. */
 void llava_free(llava *m);
 
+/* ---- what callers may read (the handle is opaque outside model/) ------------------------ */
+
+const lv_model_config *llava_config(const llava *m);                   /* config.json, filled */
+const lv_generation_config *llava_generation_config(const llava *m);   /* generation_config.json */
+const tok *llava_tokenizer(const llava *m);                             /* BOS/EOS as configured */
+const img_proc_params *llava_image_params(const llava *m);             /* the image processor */
+int llava_image_token_id(const llava *m); /* <image>; == vocab size for the GGUF virtual id */
+int llava_vocab_size(const llava *m);     /* rows of embed_tokens / lm_head */
+int llava_text_dim(const llava *m);       /* the decoder's hidden size (feature row width) */
+int llava_max_ctx(const llava *m);        /* the longest sequence the decoder takes */
+bool llava_is_loaded(const llava *m);     /* llava_load succeeded */
+int llava_n_threads(const llava *m);      /* the backend's threads (0 before llava_load) */
+const char *llava_dir(const llava *m);    /* the model directory or file opened */
+size_t llava_kv_bytes_per_pos(const llava *m); /* KV cache bytes per position of one sequence */
+
 /* The number of <image> ids (feature rows) an image of image_h x image_w
  * (img_tensor's image_h/image_w) becomes; -1 if the size is invalid.
  * Needs no weights. */
