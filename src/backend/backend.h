@@ -7,12 +7,26 @@
  * backend that is never optimised and is the yardstick the others are tested
  * against (tests/test_backend.c). A CUDA backend fills the same table later.
  *
- * Memory. Activations and caches live in backend buffers (be_alloc); the
- * model never dereferences them, it only passes them to ops and moves data in
- * and out with be_upload / be_download. (For the CPU and ref backends a
- * buffer is host memory, which tests may read directly.) Weights are
- * prepared once at load (be_weight_init) from borrowed host data, typically
- * an mmapped safetensors tensor: the CPU backend uses it in place.
+ * Memory. Activations, image features and KV caches live in backend
+ * buffers (alloc); the model never dereferences them, it only passes them
+ * to ops and moves data with upload (host → buffer), copy (buffer →
+ * buffer) and download (buffer → host), so a device backend keeps a whole
+ * step on the device: only token ids and positions go up, only logits come
+ * down. (For the CPU and ref backends a buffer is host memory, which tests
+ * may read directly.) Weights are prepared once at load (weight_init) from
+ * borrowed host data, typically an mmapped safetensors tensor: the CPU
+ * backend uses it in place.
+ *
+ * Ordering. Ops run in the order they are called, each seeing the results
+ * of the ones before. A backend may run them asynchronously (queued on a
+ * device stream): upload, copy and every op under "ops" below may return
+ * before their work is done, but upload has read the host bytes by the
+ * time it returns (the caller may reuse them at once). download is
+ * synchronous: it returns when the host bytes are there, so it also waits
+ * for everything queued before it. synchronize waits for all queued work
+ * (timing, and before a buffer is released while work may still use it;
+ * release itself may be deferred by the backend until that work is done).
+ * The CPU and ref backends finish every op before returning.
  *
  * Shapes are row-major. A weight is (rows = out features, cols = in
  * features), as torch's nn.Linear stores it: y = x·Wᵀ (+ b).
@@ -82,6 +96,8 @@ struct be_ops {
     void (*release)(be *b, void *p);     /* NULL is a no-op */
     void (*upload)(be *b, void *dst, const void *src, size_t bytes);   /* host -> buffer */
     void (*download)(be *b, void *dst, const void *src, size_t bytes); /* buffer -> host */
+    void (*copy)(be *b, void *dst, const void *src, size_t bytes); /* buffer -> buffer, no overlap */
+    void (*synchronize)(be *b); /* returns when every op called so far has finished */
     /* Prepares w from host data (dtype, rows x cols, row-major, maybe unaligned).
      * q: the scales and biases of a BE_MLX weight, NULL for every other dtype.
      * Quantized rows must hold whole blocks (cols % 32, or % 256 for the K types). */

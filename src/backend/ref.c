@@ -48,6 +48,10 @@ static void ref_copy(be *b, void *dst, const void *src, size_t bytes) {
     memcpy(dst, src, bytes);
 }
 
+static void ref_synchronize(be *b) { /* every op has finished when it returns */
+    (void)b;
+}
+
 static lv_status ref_weight_init(be *b, be_weight *w, be_dtype dtype, int rows, int cols,
                                  const void *host, const be_quant *q, lv_err *err) {
     lv_status st = be_weight_describe(w, dtype, rows, cols, host, q, err);
@@ -240,6 +244,8 @@ const struct be_ops be_ref_ops = {
     .release = ref_release,
     .upload = ref_copy,
     .download = ref_copy,
+    .copy = ref_copy,
+    .synchronize = ref_synchronize,
     .weight_init = ref_weight_init,
     .weight_free = ref_weight_free,
     .vector_init = ref_vector_init,

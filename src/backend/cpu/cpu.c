@@ -97,6 +97,10 @@ static void cpu_copy(be *b, void *dst, const void *src, size_t bytes) {
     memcpy(dst, src, bytes);
 }
 
+static void cpu_synchronize(be *b) { /* every op has finished when it returns */
+    (void)b;
+}
+
 static lv_status cpu_weight_init(be *b, be_weight *w, be_dtype dtype, int rows, int cols,
                                  const void *host, const be_quant *q, lv_err *err) {
     lv_status st = be_weight_describe(w, dtype, rows, cols, host, q, err);
@@ -124,6 +128,8 @@ const struct be_ops be_cpu_ops = {
     .release = cpu_release,
     .upload = cpu_copy,
     .download = cpu_copy,
+    .copy = cpu_copy,
+    .synchronize = cpu_synchronize,
     .weight_init = cpu_weight_init,
     .weight_free = cpu_weight_free,
     .vector_init = cpu_vector_init,
