@@ -10,7 +10,9 @@
 #include <cmocka.h>
 
 #include "base/file.h"
+#include "backend/backend.h"
 #include "engine/generate.h"
+#include "engine/run.h"
 #include "io/tensor_names.h"
 #include "model/llava.h"
 #include "testutil.h"
@@ -129,7 +131,7 @@ static void on_token(void *ud, const gen_token *t) {
 /* Greedy generation of N_STEPS tokens for case c, every step's logits kept. */
 static void run_case(llava *m, const fx_case *c, run_out *o, gen_timings *tm) {
     memset(o, 0, sizeof *o);
-    o->vocab = m->text.vocab_size;
+    o->vocab = llava_vocab_size(m);
     o->logits = malloc((size_t)N_STEPS * o->vocab * sizeof(float));
     gen_params p;
     gen_params_default(&p, m);
@@ -170,13 +172,14 @@ static llava *open_model(const char *model, const char *backend) {
  * against the case's files. */
 static void check_features(llava *m, const fx_case *c, const char *label) {
     if (!c->n_images) return;
-    int vd = m->vision.dim, td = m->text.dim;
+    const lv_vision_config *vc = &llava_config(m)->vision;
+    int vd = vc->dim, td = llava_text_dim(m), side = vc->image_size / vc->patch_size;
     json_t *tensors = json_object_get(c->j, "tensors");
     int n_rows = (int)json_integer_value(
         json_array_get(json_object_get(json_object_get(tensors, "image_features"), "shape"), 0));
     int tiles = 0;
     for (int i = 0; i < c->n_images; i++) tiles += c->px[i].n_tiles;
-    int n_feat = m->vision.side * m->vision.side;
+    int n_feat = side * side;
     float *want_v = read_bin(c->dir, "vision_features.bin", (size_t)tiles * n_feat * vd);
     float *want_p = read_bin(c->dir, "projected.bin", (size_t)tiles * n_feat * td);
     float *want_f = read_bin(c->dir, "image_features.bin", (size_t)n_rows * td);

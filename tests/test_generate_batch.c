@@ -1,17 +1,18 @@
-/* test_generate_batch.c - llm_forward_batch (model/llm.h), the forward the
- * scheduler runs over several sequences at once, against llm_forward run on
- * each sequence alone: on the bundled demo model and on the llava-next-tiny
- * fixture (tests/data/forward), sequences of different lengths, batches of
- * changing membership and a prefill chunk beside decode rows give the same
- * logits (max abs diff tiny) and the same greedy ids; a row's logits are
- * bit-identical whether it runs alone or beside others; bad batches fail
- * with clear errors and change nothing. */
+/* test_generate_batch.c - llava_forward (model/llava.h), the one forward
+ * every request goes through, over several sequences at once against the
+ * same sequences run alone (a batch of one): on the bundled demo model and
+ * on the llava-next-tiny fixture (tests/data/forward), sequences of
+ * different lengths, batches of changing membership, a prefill chunk beside
+ * decode rows and feature rows in place of image ids give bit-identical
+ * logits and the same greedy ids; bad batches fail with clear errors and
+ * change nothing. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <cmocka.h>
 
 #include "model/llava.h"
+#include "model/llava_impl.h" /* white-box: feature rows written directly */
 #include "testutil.h"
 
 #include <math.h>
@@ -22,7 +23,6 @@
 #define NS    4  /* sequences */
 #define CTX   96 /* positions each */
 #define STEPS 12
-#define TOL   1e-4f
 
 static llava *load(const char *rel) {
     char dir[1024];
@@ -46,144 +46,141 @@ static uint32_t lcg(uint32_t *s) {
     return *s >> 8;
 }
 
-/* Prefills n pseudo-random ids (seeded) into s; the greedy next id. */
-static int32_t prefill(const llm *t, llm_seq *s, int n, uint32_t seed, float *logits) {
-    int32_t ids[64];
-    for (int i = 0; i < n; i++) ids[i] = (int32_t)(lcg(&seed) % (uint32_t)t->vocab_size);
-    llm_embed(t, s, ids, n);
+/* One sequence alone: a forward of n ids in a batch of one. */
+static void alone(llava *m, llava_batch *bt, llava_seq *s, const int32_t *ids, int n,
+                  float *logits) {
     lv_err err;
-    if (llm_forward(t, s, n, logits, false, &err)) fail_msg("%s", err.msg);
-    return argmax(logits, t->vocab_size);
+    llava_input in = {.seq = s, .ids = ids, .n = n};
+    if (llava_forward(m, bt, &in, 1, logits, &err)) fail_msg("%s", err.msg);
+}
+
+/* Prefills n pseudo-random ids (seeded) into s; the greedy next id. */
+static int32_t prefill(llava *m, llava_batch *bt, llava_seq *s, int n, uint32_t seed,
+                       float *logits) {
+    int32_t ids[64];
+    int V = llava_vocab_size(m);
+    for (int i = 0; i < n; i++) ids[i] = (int32_t)(lcg(&seed) % (uint32_t)V);
+    alone(m, bt, s, ids, n, logits);
+    return argmax(logits, V);
 }
 
 static void check_model(const char *rel) {
     llava *m = load(rel);
-    const llm *t = &m->text;
-    int V = t->vocab_size;
+    int V = llava_vocab_size(m), dim = llava_text_dim(m);
     lv_err err;
-    llm_seq a[NS], b[NS];
+    llava_seq *a[NS], *b[NS];
+    llava_batch *one, *bt;
     int lens[NS] = {7, 12, 3, 20};
     int32_t next_a[NS], next_b[NS];
     float *la = malloc((size_t)V * sizeof *la), *lb = malloc((size_t)NS * 4 * V * sizeof *lb);
     assert_non_null(la);
     assert_non_null(lb);
+    assert_int_equal(llava_batch_new(m, 32, 1, &one, &err), LV_OK);
+    assert_int_equal(llava_batch_new(m, NS + 3, NS, &bt, &err), LV_OK);
     for (int i = 0; i < NS; i++) {
-        assert_int_equal(llm_seq_init(t, CTX, 32, &a[i], &err), LV_OK);
-        assert_int_equal(llm_seq_init(t, CTX, 32, &b[i], &err), LV_OK);
-        next_a[i] = prefill(t, &a[i], lens[i], 17u + i, la);
-        next_b[i] = prefill(t, &b[i], lens[i], 17u + i, la);
+        assert_int_equal(llava_seq_new(m, CTX, &a[i], &err), LV_OK);
+        assert_int_equal(llava_seq_new(m, CTX, &b[i], &err), LV_OK);
+        next_a[i] = prefill(m, one, a[i], lens[i], 17u + i, la);
+        next_b[i] = prefill(m, one, b[i], lens[i], 17u + i, la);
         assert_int_equal(next_a[i], next_b[i]);
-        if (i % 2) llm_seq_drop_scratch(&b[i]); /* batch-only sequences need no scratch */
     }
-    llm_batch bt;
-    assert_int_equal(llm_batch_init(t, NS + 3, NS, &bt, &err), LV_OK);
-    float max_diff = 0;
     for (int step = 0; step < STEPS; step++) {
-        llm_seq *seqs[NS];
-        int n_tok[NS], k = 0, r = 0;
-        int32_t ids[NS + 3];
-        int members[NS];
+        llava_input in[NS];
+        int32_t ids[NS][3];
+        int members[NS], k = 0;
         for (int i = 0; i < NS; i++) {
             if (step % 3 != 0 && (i + step) % 2 == 0 && i != 1) continue; /* changing members */
             /* at step 4 sequence 0 brings a chunk of 3 tokens: its greedy id, then two more */
             int n = step == 4 && i == 0 ? 3 : 1;
-            for (int q = 0; q < n; q++) ids[r + q] = (next_b[i] + q * 7) % V;
+            for (int q = 0; q < n; q++) ids[i][q] = (next_b[i] + q * 7) % V;
             members[k] = i;
-            seqs[k] = &b[i];
-            n_tok[k++] = n;
-            r += n;
+            in[k++] = (llava_input){.seq = b[i], .ids = ids[i], .n = n};
         }
-        assert_int_equal(llm_forward_batch(t, &bt, seqs, n_tok, k, ids, lb, &err), LV_OK);
-        for (int q = 0, row = 0; q < k; row += n_tok[q], q++) {
+        assert_int_equal(llava_forward(m, bt, in, k, lb, &err), LV_OK);
+        for (int q = 0; q < k; q++) {
             int i = members[q];
-            llm_embed(t, &a[i], ids + row, n_tok[q]);
-            assert_int_equal(llm_forward(t, &a[i], n_tok[q], la, false, &err), LV_OK);
-            assert_int_equal(a[i].pos, b[i].pos);
-            for (int v = 0; v < V; v++) {
-                float d = fabsf(la[v] - lb[(size_t)q * V + v]);
-                if (d > max_diff) max_diff = d;
-            }
+            alone(m, one, a[i], ids[i], in[q].n, la);
+            assert_int_equal(llava_seq_pos(a[i]), llava_seq_pos(b[i]));
+            /* batch invariance: the same bits alone and beside others */
+            assert_memory_equal(la, lb + (size_t)q * V, (size_t)V * sizeof *la);
             next_a[i] = argmax(la, V);
             next_b[i] = argmax(lb + (size_t)q * V, V);
-            assert_int_equal(next_a[i], next_b[i]);
         }
     }
-    print_message("%s: max |batched - alone| logit difference %g\n", rel, max_diff);
-    assert_true(max_diff < TOL);
 
-    /* bit-identical: sequence 0's step alone (n = 1) and beside three others */
-    llm_seq c0, c1;
-    assert_int_equal(llm_seq_init(t, CTX, 32, &c0, &err), LV_OK);
-    assert_int_equal(llm_seq_init(t, CTX, 32, &c1, &err), LV_OK);
-    prefill(t, &c0, 9, 99u, la);
-    prefill(t, &c1, 9, 99u, la);
-    int32_t id = 5 % V;
-    llm_seq *one[] = {&c0};
-    int ones[NS] = {1, 1, 1, 1};
-    assert_int_equal(llm_forward_batch(t, &bt, one, ones, 1, &id, la, &err), LV_OK);
-    llm_seq *many[] = {&b[2], &c1, &b[3]};
-    int32_t three[] = {next_b[2], id, next_b[3]};
-    assert_int_equal(llm_forward_batch(t, &bt, many, ones, 3, three, lb, &err), LV_OK);
-    assert_memory_equal(la, lb + V, (size_t)V * sizeof *la);
-
-    /* input rows given as embeddings (image features in a prefill chunk) */
+    /* feature rows in place of image ids, in a prefill chunk beside a decode row */
     {
-        float row[4096];
-        assert_true(t->dim <= 4096);
-        for (int d = 0; d < t->dim; d++) row[d] = 0.01f * (float)((d * 37) % 23 - 11);
-        int32_t chunk[5] = {3 % V, 9 % V, 4 % V, 4 % V, 1 % V};
-        int n5[] = {5, 1};
-        llm_seq *two[] = {&c0, &b[2]};
-        llm_batch_embed(t, &bt, 0, chunk, 5);
-        llm_batch_embed(t, &bt, 5, &next_b[2], 1);
-        m->backend.ops->upload(&m->backend, llm_batch_input(&bt) + 2 * t->dim, row,
-                               (size_t)t->dim * sizeof *row);
-        assert_int_equal(llm_forward_batch_rows(t, &bt, two, n5, 2, lb, &err), LV_OK);
-        llm_embed(t, &c1, chunk, 5);
-        m->backend.ops->upload(&m->backend, llm_seq_input(&c1) + 2 * t->dim, row,
-                               (size_t)t->dim * sizeof *row);
-        assert_int_equal(llm_forward(t, &c1, 5, la, false, &err), LV_OK);
-        float d = 0;
-        for (int v = 0; v < V; v++) d = fmaxf(d, fabsf(la[v] - lb[v]));
-        assert_true(d < TOL);
-        assert_int_equal(argmax(la, V), argmax(lb, V));
+        llava_features *f;
+        assert_int_equal(llava_features_new(m, 3, &f, &err), LV_OK);
+        assert_int_equal(llava_features_rows(f), 3);
+        float *rows = malloc((size_t)3 * dim * sizeof *rows), *back = malloc((size_t)dim * 4);
+        for (int d = 0; d < 3 * dim; d++) rows[d] = 0.01f * (float)((d * 37) % 23 - 11);
+        m->backend.ops->upload(&m->backend, f->rows, rows, (size_t)3 * dim * sizeof *rows);
+        llava_features_read(f, 1, 1, back);
+        assert_memory_equal(back, rows + dim, (size_t)dim * sizeof *rows);
+        int img = llava_image_token_id(m);
+        int32_t chunk[5] = {3 % V, img, img, 4 % V, 1 % V};
+        assert_int_equal(llava_count_image_ids(m, chunk, 5), 2);
+        llava_seq *c0, *c1;
+        assert_int_equal(llava_seq_new(m, CTX, &c0, &err), LV_OK);
+        assert_int_equal(llava_seq_new(m, CTX, &c1, &err), LV_OK);
+        llava_input two[] = {{.seq = c0, .ids = chunk, .n = 5, .features = f, .feature_row = 1},
+                             {.seq = b[2], .ids = &next_b[2], .n = 1}};
+        assert_int_equal(llava_forward(m, bt, two, 2, lb, &err), LV_OK);
+        llava_input solo = {.seq = c1, .ids = chunk, .n = 5, .features = f, .feature_row = 1};
+        assert_int_equal(llava_forward(m, one, &solo, 1, la, &err), LV_OK);
+        assert_memory_equal(la, lb, (size_t)V * sizeof *la);
+        /* image ids beyond the features: refused, nothing changes */
+        int pos = llava_seq_pos(c1);
+        solo.feature_row = 2;
+        assert_int_equal(llava_forward(m, one, &solo, 1, la, &err), LV_ERR_ARG);
+        assert_non_null(strstr(err.msg, "features"));
+        assert_int_equal(llava_seq_pos(c1), pos);
+        llava_seq_free(c0);
+        llava_seq_free(c1);
+        llava_features_free(f);
+        free(rows);
+        free(back);
     }
 
     /* bad batches: nothing changes */
-    int pos0 = b[0].pos;
-    llm_seq *dup[] = {&b[0], &b[0]};
-    int many_ones[NS + 1] = {1, 1, 1, 1, 1};
-    assert_int_equal(llm_forward_batch(t, &bt, dup, many_ones, NS + 1, three, lb, &err),
-                     LV_ERR_ARG);
+    int pos0 = llava_seq_pos(b[0]);
+    int32_t three[] = {1, 2, 3};
+    llava_input dup[NS + 1];
+    for (int i = 0; i < NS + 1; i++) dup[i] = (llava_input){.seq = b[0], .ids = three, .n = 1};
+    assert_int_equal(llava_forward(m, bt, dup, NS + 1, lb, &err), LV_ERR_ARG);
     assert_non_null(strstr(err.msg, "sequences"));
-    assert_int_equal(llm_forward_batch(t, &bt, dup, ones, 2, three, lb, &err), LV_ERR_ARG);
+    assert_int_equal(llava_forward(m, bt, dup, 2, lb, &err), LV_ERR_ARG);
     assert_non_null(strstr(err.msg, "same"));
-    int zero[] = {0};
-    assert_int_equal(llm_forward_batch(t, &bt, dup, zero, 1, three, lb, &err), LV_ERR_ARG);
-    int lots[] = {bt.max_rows + 1};
-    assert_int_equal(llm_forward_batch(t, &bt, dup, lots, 1, three, lb, &err), LV_ERR_ARG);
+    dup[0].n = 0;
+    assert_int_equal(llava_forward(m, bt, dup, 1, lb, &err), LV_ERR_ARG);
+    int32_t *lots = calloc(NS + 4, sizeof *lots);
+    dup[0] = (llava_input){.seq = b[0], .ids = lots, .n = NS + 4};
+    assert_int_equal(llava_forward(m, bt, dup, 1, lb, &err), LV_ERR_ARG);
     assert_non_null(strstr(err.msg, "rows"));
-    int32_t bad = V;
-    assert_int_equal(llm_forward_batch(t, &bt, dup, ones, 1, &bad, lb, &err), LV_ERR_ARG);
+    int32_t bad = V + 1;
+    dup[0] = (llava_input){.seq = b[0], .ids = &bad, .n = 1};
+    assert_int_equal(llava_forward(m, bt, dup, 1, lb, &err), LV_ERR_ARG);
     assert_non_null(strstr(err.msg, "vocabulary"));
-    assert_int_equal(llm_forward_batch(t, &bt, dup, ones, 0, three, lb, &err), LV_ERR_ARG);
-    assert_int_equal(b[0].pos, pos0);
-    b[1].pos = b[1].ctx; /* full */
-    assert_int_equal(llm_forward_batch(t, &bt, &dup[0], ones, 1, three, lb, &err), LV_OK);
-    llm_seq *full[] = {&b[1]};
-    assert_int_equal(llm_forward_batch(t, &bt, full, ones, 1, three, lb, &err), LV_ERR_ARG);
+    assert_int_equal(llava_forward(m, bt, dup, 0, lb, &err), LV_ERR_ARG);
+    assert_int_equal(llava_seq_pos(b[0]), pos0);
+    llava_seq *tiny;
+    assert_int_equal(llava_seq_new(m, 2, &tiny, &err), LV_OK);
+    dup[0] = (llava_input){.seq = tiny, .ids = three, .n = 2};
+    assert_int_equal(llava_forward(m, bt, dup, 1, lb, &err), LV_OK); /* full now */
+    dup[0].n = 1;
+    assert_int_equal(llava_forward(m, bt, dup, 1, lb, &err), LV_ERR_ARG);
     assert_non_null(strstr(err.msg, "context"));
-    /* a sequence without scratch takes no llm_forward */
-    assert_int_equal(llm_forward(t, &b[1], 1, la, false, &err), LV_ERR_ARG);
-    assert_int_equal(llm_kv_bytes_per_pos(t), 2 * (size_t)t->n_layers * t->kv_dim * 4);
+    assert_int_equal(llava_seq_new(m, llava_max_ctx(m) + 1, &tiny, &err), LV_ERR_ARG);
+    llava_seq_free(dup[0].seq);
+    free(lots);
 
-    llm_batch_deinit(&bt);
-    llm_batch_deinit(&bt); /* zeroed: no-op */
-    llm_seq_deinit(&c0);
-    llm_seq_deinit(&c1);
+    llava_batch_free(one);
+    llava_batch_free(bt);
+    llava_batch_free(NULL); /* no-op */
     for (int i = 0; i < NS; i++) {
-        llm_seq_deinit(&a[i]);
-        llm_seq_deinit(&b[i]);
+        llava_seq_free(a[i]);
+        llava_seq_free(b[i]);
     }
     free(la);
     free(lb);
@@ -203,14 +200,15 @@ static void test_fixture(void **state) {
 static void test_batch_init(void **state) {
     (void)state;
     llava *m = load("../../models/demo");
-    llm_batch bt;
+    llava_batch *bt;
     lv_err err;
-    assert_int_equal(llm_batch_init(&m->text, 0, 1, &bt, &err), LV_ERR_ARG);
-    assert_int_equal(llm_batch_init(&m->text, 4, 5, &bt, &err), LV_ERR_ARG);
-    assert_int_equal(llm_batch_init(&m->text, 4, 0, &bt, &err), LV_ERR_ARG);
-    assert_int_equal(llm_batch_init(&m->text, 1, 1, &bt, &err), LV_OK);
-    assert_int_equal(bt.max_rows, 1); /* exactly what was asked: no padding row */
-    llm_batch_deinit(&bt);
+    assert_int_equal(llava_batch_new(m, 0, 1, &bt, &err), LV_ERR_ARG);
+    assert_int_equal(llava_batch_new(m, 4, 5, &bt, &err), LV_ERR_ARG);
+    assert_int_equal(llava_batch_new(m, 4, 0, &bt, &err), LV_ERR_ARG);
+    assert_int_equal(llava_batch_new(m, 1, 1, &bt, &err), LV_OK);
+    assert_int_equal(bt->bt.max_rows, 1); /* exactly what was asked: no padding row */
+    llava_batch_free(bt);
+    assert_int_equal(llava_kv_bytes_per_pos(m), llm_kv_bytes_per_pos(&m->text));
     llava_free(m);
 }
 

@@ -19,11 +19,13 @@
 #include "engine/request.h"
 #include "io/gguf.h"
 #include "io/gguf_model.h"
+#include "engine/run.h"
+#include "engine/scheduler.h"
 #include "model/llava.h"
+#include "model/llava_impl.h" /* white-box: what the loader filled */
 #include "quant/ggml_quantize.h"
 #include "quant/gguf_export.h"
 #include "quant/qsource.h"
-#include "server/worker.h"
 #include "text/tokenizer.h"
 #include "text/tokenizer_gguf.h"
 #include "testutil.h"
@@ -489,8 +491,8 @@ static bool has_key(const char *path, const char *key) {
 }
 
 /* A greedy worker job of N_STEPS tokens for prompt on image (may be NULL). */
-static wk_job *worker_job(llava *m, const char *image, const char *prompt) {
-    wk_job *j = wk_job_new();
+static sched_job *worker_job(llava *m, const char *image, const char *prompt) {
+    sched_job *j = sched_job_new();
     assert_non_null(j);
     lv_err err;
     int n_tok = 0;
@@ -517,16 +519,16 @@ static wk_job *worker_job(llava *m, const char *image, const char *prompt) {
  * job whose ids hold the virtual id without an image fails alone. */
 static void worker_matches(llava *m, const char *image, const char *q, const char *text_only,
                            const int32_t want[2][N_STEPS]) {
-    worker *w;
+    sched *w;
     lv_err err;
-    wk_config cfg = {.queue_size = 4, .parallel = 2, .ctx_size = 2048};
-    if (worker_new(m, &cfg, &w, &err)) fail_msg("worker_new: %s", err.msg);
-    wk_job *jobs[3] = {worker_job(m, image, q), worker_job(m, NULL, text_only),
+    sched_config cfg = {.queue_size = 4, .parallel = 2, .ctx_size = 2048};
+    if (sched_new(m, &cfg, &w, &err) || sched_start(w, &err)) fail_msg("sched_new: %s", err.msg);
+    sched_job *jobs[3] = {worker_job(m, image, q), worker_job(m, NULL, text_only),
                        worker_job(m, NULL, text_only)};
     jobs[2]->ids[1] = m->md.config.image_token_id; /* smuggled, no image */
     for (int i = 0; i < 3; i++)
-        if (worker_submit(w, jobs[i], &err)) fail_msg("worker_submit: %s", err.msg);
-    for (int i = 0; i < 3; i++) wk_job_wait(jobs[i]);
+        if (sched_submit(w, jobs[i], &err)) fail_msg("sched_submit: %s", err.msg);
+    for (int i = 0; i < 3; i++) sched_job_wait(jobs[i]);
     for (int i = 0; i < 2; i++) {
         if (jobs[i]->st) fail_msg("job %d: %s", i, jobs[i]->err.msg);
         assert_int_equal(jobs[i]->result.n_ids, N_STEPS);
@@ -534,9 +536,9 @@ static void worker_matches(llava *m, const char *image, const char *q, const cha
     }
     assert_int_equal(jobs[2]->st, LV_ERR_ARG);
     assert_non_null(strstr(jobs[2]->err.msg, "outside the vocabulary"));
-    worker_stop(w, false);
-    worker_free(w);
-    for (int i = 0; i < 3; i++) wk_job_release(jobs[i]);
+    sched_stop(w, false);
+    sched_free(w);
+    for (int i = 0; i < 3; i++) sched_job_release(jobs[i]);
 }
 
 /* The demo exported with the base vocabulary only (no <image>, no <pad>,
@@ -628,21 +630,32 @@ static void demo_base_vocab(void **state) {
     size_t n_ids;
     assert_int_equal(request_prompt_ids(g, two, true, &n_tok, 1, &ids, &n_ids, &err), LV_ERR_ARG);
     assert_non_null(strstr(err.msg, "2 <image> tokens but 1 image"));
-    llm_seq sq;
+    llava_seq *sq;
+    llava_batch *bt;
+    llava_features *f;
     float *logits = malloc((size_t)gc->text.vocab_size * sizeof *logits);
-    assert_int_equal(llm_seq_init(&g->text, 64, 16, &sq, &err), LV_OK);
-    assert_int_equal(llava_prefill(g, &sq, b, (int)nb, NULL, 0, logits, &err), LV_ERR_ARG);
+    assert_int_equal(llava_seq_new(g, 64, &sq, &err), LV_OK);
+    assert_int_equal(llava_batch_new(g, 64, 1, &bt, &err), LV_OK);
+    assert_int_equal(llava_features_new(g, 1, &f, &err), LV_OK);
+    llava_input in = {.seq = sq, .ids = b, .n = (int)nb};
+    assert_int_equal(llava_forward(g, bt, &in, 1, logits, &err), LV_ERR_ARG);
     assert_non_null(strstr(err.msg, "no image features"));
-    float row[1];
-    assert_int_equal(llava_prefill(g, &sq, b, (int)nb, row, 0, logits, &err), LV_ERR_ARG);
+    in.features = f;
+    in.feature_row = 1; /* none left */
+    assert_int_equal(llava_forward(g, bt, &in, 1, logits, &err), LV_ERR_ARG);
     assert_non_null(strstr(err.msg, "image tokens"));
     int32_t past[2] = {1, img + 1};
-    assert_int_equal(llava_prefill(g, &sq, past, 2, NULL, 0, logits, &err), LV_ERR_ARG);
+    in = (llava_input){.seq = sq, .ids = past, .n = 2};
+    assert_int_equal(llava_forward(g, bt, &in, 1, logits, &err), LV_ERR_ARG);
     assert_non_null(strstr(err.msg, "outside the vocabulary"));
     /* decoding never takes (nor produces) the virtual id */
-    assert_int_equal(llava_prefill(g, &sq, past, 1, NULL, 0, logits, &err), LV_OK);
-    assert_int_equal(llava_decode(g, &sq, img, logits, &err), LV_ERR_ARG);
-    llm_seq_deinit(&sq);
+    in.n = 1;
+    assert_int_equal(llava_forward(g, bt, &in, 1, logits, &err), LV_OK);
+    in.ids = &img;
+    assert_int_equal(llava_forward(g, bt, &in, 1, logits, &err), LV_ERR_ARG);
+    llava_features_free(f);
+    llava_batch_free(bt);
+    llava_seq_free(sq);
     free(logits);
     free(a);
     free(b);

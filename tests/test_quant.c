@@ -27,6 +27,7 @@
 #include "io/hf_config.h"
 #include "io/safetensors.h"
 #include "model/llava.h"
+#include "model/llava_impl.h" /* white-box: the dtypes the loader chose */
 #include "quant/mlx_affine.h"
 #include "testutil.h"
 
@@ -800,12 +801,26 @@ static void run_model(const char *dir, const char *backend, const layout *L, flo
     int32_t ids[N_IDS] = {1, 17, 33};
     for (int i = 3; i < 19; i++) ids[i] = IMAGE_ID;
     ids[19] = 71, ids[20] = 5, ids[21] = 300;
-    llm_seq s;
-    if (llm_seq_init(&m->text, 64, LLAVA_BATCH, &s, &err)) fail_msg("%s", err.msg);
-    if (llava_prefill(m, &s, ids, N_IDS, im.rows, im.n_tokens, logits, &err) ||
-        llava_decode(m, &s, 42, logits + VOCAB, &err))
+    llava_features *f;
+    llava_encoder *e;
+    llava_seq *s;
+    llava_batch *bt;
+    if (llava_features_new(m, im.n_tokens, &f, &err) ||
+        llava_encoder_new(m, &px, f, 0, false, &e, &err) || llava_encoder_run(e, 0, &err) ||
+        llava_seq_new(m, 64, &s, &err) || llava_batch_new(m, LLAVA_BATCH, 1, &bt, &err))
         fail_msg("%s", err.msg);
-    llm_seq_deinit(&s);
+    while (!llava_encoder_done(e))
+        if (llava_encoder_run(e, 0, &err)) fail_msg("%s", err.msg);
+    int32_t next = 42;
+    llava_input in = {.seq = s, .ids = ids, .n = N_IDS, .features = f};
+    llava_input dec = {.seq = s, .ids = &next, .n = 1};
+    if (llava_forward(m, bt, &in, 1, logits, &err) ||
+        llava_forward(m, bt, &dec, 1, logits + VOCAB, &err))
+        fail_msg("%s", err.msg);
+    llava_batch_free(bt);
+    llava_seq_free(s);
+    llava_encoder_free(e);
+    llava_features_free(f);
     llava_image_free(&im);
     free(px.data);
     llava_free(m);
@@ -1009,13 +1024,18 @@ static void llm_logits(const st_set *s, const lv_model_config *cfg, bool blocks,
         }
     llm m;
     llm_seq q;
+    llm_batch bt;
     assert_int_equal(llm_init(&m, &b, &cfg->text, &w, &err), LV_OK);
-    assert_int_equal(llm_seq_init(&m, 16, 8, &q, &err), LV_OK);
+    assert_int_equal(llm_seq_init(&m, 16, &q, &err), LV_OK);
+    assert_int_equal(llm_batch_init(&m, 8, 1, &bt, &err), LV_OK);
     int32_t ids[5] = {1, 7, 33, 60, 2};
-    llm_embed(&m, &q, ids, 5);
-    if (llm_forward(&m, &q, 5, logits, false, &err)) fail_msg("%s", err.msg);
-    llm_embed(&m, &q, ids + 2, 1);
-    if (llm_forward(&m, &q, 1, logits + GVOCAB, false, &err)) fail_msg("%s", err.msg);
+    llm_seq *seqs[] = {&q};
+    int five = 5, one = 1;
+    llm_batch_embed(&m, &bt, 0, ids, 5);
+    if (llm_forward(&m, &bt, seqs, &five, 1, logits, &err)) fail_msg("%s", err.msg);
+    llm_batch_embed(&m, &bt, 0, ids + 2, 1);
+    if (llm_forward(&m, &bt, seqs, &one, 1, logits + GVOCAB, &err)) fail_msg("%s", err.msg);
+    llm_batch_deinit(&bt);
     llm_seq_deinit(&q);
     llm_weights_free(&b, &w);
     b.ops->deinit(&b);

@@ -13,7 +13,8 @@
 
 #include "base/log.h"
 #include "engine/request.h"
-#include "server/worker.h"
+#include "engine/run.h"
+#include "engine/scheduler.h"
 #include "testutil.h"
 
 #include <stdio.h>
@@ -109,8 +110,8 @@ static const img_tensor *sample_image(int nn, int *n_tok) {
 }
 
 /* A greedy job for a question (about sample image `image`, 0: none). */
-static wk_job *make_job(int image, const char *question, int max_tokens) {
-    wk_job *j = wk_job_new();
+static sched_job *make_job(int image, const char *question, int max_tokens) {
+    sched_job *j = sched_job_new();
     assert_non_null(j);
     lv_err err;
     int n_tok = 0;
@@ -138,24 +139,24 @@ static wk_job *make_job(int image, const char *question, int max_tokens) {
     return j;
 }
 
-static worker *start(int parallel, int queue_size, int ctx_size) {
-    worker *w;
+static sched *start(int parallel, int queue_size, int ctx_size) {
+    sched *w;
     lv_err err;
-    wk_config cfg = {.queue_size = queue_size, .parallel = parallel, .ctx_size = ctx_size};
-    if (worker_new(g_m, &cfg, &w, &err)) fail_msg("worker_new: %s", err.msg);
+    sched_config cfg = {.queue_size = queue_size, .parallel = parallel, .ctx_size = ctx_size};
+    if (sched_new(g_m, &cfg, &w, &err) || sched_start(w, &err)) fail_msg("sched_new: %s", err.msg);
     return w;
 }
 
-static void submit(worker *w, wk_job *j) {
+static void submit(sched *w, sched_job *j) {
     lv_err err;
-    if (worker_submit(w, j, &err)) fail_msg("worker_submit: %s", err.msg);
+    if (sched_submit(w, j, &err)) fail_msg("sched_submit: %s", err.msg);
 }
 
 /* Waits until the figures show nothing running and the KV cache empty. */
-static void expect_idle(worker *w) {
-    wk_stats st;
+static void expect_idle(sched *w) {
+    sched_stats st;
     for (int i = 0; i < 2000; i++) {
-        worker_get_stats(w, &st);
+        sched_get_stats(w, &st);
         if (st.running == 0 && st.waiting == 0) break;
         sleep_ms(5);
     }
@@ -167,7 +168,7 @@ static void expect_idle(worker *w) {
 }
 
 /* Waits until j has produced at least n tokens (or ended). */
-static void wait_tokens(wk_job *j, int n) {
+static void wait_tokens(sched_job *j, int n) {
     for (int i = 0; i < 20000; i++) {
         pthread_mutex_lock(&j->mu);
         bool ok = j->n_tokens >= n || j->done;
@@ -178,7 +179,7 @@ static void wait_tokens(wk_job *j, int n) {
     fail_msg("job %s produced no tokens", j->rid);
 }
 
-static void expect_same(const wk_job *a, const wk_job *b, int k) {
+static void expect_same(const sched_job *a, const sched_job *b, int k) {
     if (a->st != LV_OK || b->st != LV_OK)
         fail_msg("job %d: %s / %s (%s%s)", k, lv_status_str(a->st), lv_status_str(b->st),
                  a->err.msg, b->err.msg);
@@ -200,19 +201,19 @@ static void expect_same(const wk_job *a, const wk_job *b, int k) {
 /* Each job alone, then all sixteen at parallel 4 and 16. */
 static void test_batched_equals_alone(void **state) {
     (void)state;
-    wk_job *alone[N_JOBS];
-    worker *w = start(1, N_JOBS, 0);
+    sched_job *alone[N_JOBS];
+    sched *w = start(1, N_JOBS, 0);
     for (int k = 0; k < N_JOBS; k++) {
         alone[k] = make_job(JOBS[k].image, JOBS[k].question, MAX_TOKENS);
         submit(w, alone[k]);
-        wk_job_wait(alone[k]);
+        sched_job_wait(alone[k]);
         assert_int_equal(alone[k]->st, LV_OK);
         assert_true(alone[k]->result.n_ids >= 1);
         assert_true(alone[k]->t_first_ms >= alone[k]->t_submit_ms);
         assert_true(alone[k]->t_done_ms >= alone[k]->t_first_ms);
     }
     expect_idle(w);
-    worker_free(w);
+    sched_free(w);
     for (int k = 0; k < 3; k++) {
         assert_true(alone[k]->result.text_len > 0);
         print_message("job %d: \"%s\" (%s)\n", k, alone[k]->result.text,
@@ -224,7 +225,7 @@ static void test_batched_equals_alone(void **state) {
     for (int k = 0; k < 2; k++) {
         gen_result r;
         lv_err err;
-        wk_job *j = alone[k];
+        sched_job *j = alone[k];
         assert_int_equal(
             gen_run(g_m, j->ids, j->n_ids, j->images, j->n_images, &j->params, NULL, &r, &err),
             LV_OK);
@@ -236,7 +237,7 @@ static void test_batched_equals_alone(void **state) {
 
     int parallels[] = {4, 16};
     for (int p = 0; p < 2; p++) {
-        wk_job *jobs[N_JOBS];
+        sched_job *jobs[N_JOBS];
         w = start(parallels[p], N_JOBS, 0);
         for (int k = 0; k < N_JOBS; k++) {
             jobs[k] = make_job(JOBS[k].image, JOBS[k].question, MAX_TOKENS);
@@ -244,165 +245,165 @@ static void test_batched_equals_alone(void **state) {
         }
         /* streams: the pieces concatenate to the result's text */
         lv_buf streamed = {0};
-        while (!wk_job_take(jobs[5], &streamed, 100)) {
+        while (!sched_job_take(jobs[5], &streamed, 100)) {
         }
-        wk_stats st;
-        worker_get_stats(w, &st);
+        sched_stats st;
+        sched_get_stats(w, &st);
         assert_int_equal(st.parallel, parallels[p]);
         assert_int_equal(st.queue_capacity, N_JOBS);
         assert_true(st.kv_capacity >= (int64_t)parallels[p] * 512);
-        for (int k = 0; k < N_JOBS; k++) wk_job_wait(jobs[k]);
+        for (int k = 0; k < N_JOBS; k++) sched_job_wait(jobs[k]);
         assert_int_equal(streamed.len, jobs[5]->result.text_len);
         assert_memory_equal(streamed.data, jobs[5]->result.text, streamed.len);
         lv_buf_free(&streamed);
         for (int k = 0; k < N_JOBS; k++) expect_same(alone[k], jobs[k], k);
         expect_idle(w);
-        worker_free(w);
-        for (int k = 0; k < N_JOBS; k++) wk_job_release(jobs[k]);
+        sched_free(w);
+        for (int k = 0; k < N_JOBS; k++) sched_job_release(jobs[k]);
     }
-    for (int k = 0; k < N_JOBS; k++) wk_job_release(alone[k]);
+    for (int k = 0; k < N_JOBS; k++) sched_job_release(alone[k]);
 }
 
 /* A long stream cancelled mid-way: LV_ERR_CANCELLED, its sequence freed at
  * once, the job beside it unharmed. */
 static void test_cancel_frees_sequence(void **state) {
     (void)state;
-    worker *w = start(4, 8, 0);
-    wk_job *ref = make_job(2, "What is in the image?", MAX_TOKENS);
+    sched *w = start(4, 8, 0);
+    sched_job *ref = make_job(2, "What is in the image?", MAX_TOKENS);
     submit(w, ref);
-    wk_job_wait(ref);
-    wk_job *other = make_job(2, "What is in the image?", MAX_TOKENS);
-    wk_job *j = make_job(1, "Describe the image.", 3000);
+    sched_job_wait(ref);
+    sched_job *other = make_job(2, "What is in the image?", MAX_TOKENS);
+    sched_job *j = make_job(1, "Describe the image.", 3000);
     j->params.ignore_eos = true;
     submit(w, j);
     submit(w, other);
     wait_tokens(j, 5);
-    wk_stats st;
-    worker_get_stats(w, &st);
+    sched_stats st;
+    sched_get_stats(w, &st);
     assert_true(st.running >= 1);
     assert_true(st.kv_used > 0);
     assert_true(st.kv_bytes_used > 0 && st.kv_bytes_used <= st.kv_bytes_allocated);
     assert_true(st.kv_bytes_allocated <= st.kv_bytes_total);
-    wk_job_cancel(j);
-    wk_job_wait(j);
+    sched_job_cancel(j);
+    sched_job_wait(j);
     assert_int_equal(j->st, LV_ERR_CANCELLED);
     assert_false(j->timed_out);
-    wk_job_wait(other);
+    sched_job_wait(other);
     expect_same(ref, other, 0);
     expect_idle(w);
-    worker_free(w);
-    wk_job_release(j);
-    wk_job_release(other);
-    wk_job_release(ref);
+    sched_free(w);
+    sched_job_release(j);
+    sched_job_release(other);
+    sched_job_release(ref);
 }
 
 /* deadline_ms: cancelled with timed_out, KV freed. */
 static void test_deadline(void **state) {
     (void)state;
-    worker *w = start(2, 4, 0);
-    wk_job *j = make_job(4, "Which shape is yellow?", 3000);
+    sched *w = start(2, 4, 0);
+    sched_job *j = make_job(4, "Which shape is yellow?", 3000);
     j->params.ignore_eos = true;
     j->deadline_ms = now_ms() + 300;
     submit(w, j);
-    wk_job_wait(j);
+    sched_job_wait(j);
     assert_int_equal(j->st, LV_ERR_CANCELLED);
     assert_true(j->timed_out);
     assert_true(j->n_tokens < 3000);
     /* already past its deadline when it would start */
-    wk_job *late = make_job(0, "Hi", 8);
+    sched_job *late = make_job(0, "Hi", 8);
     late->deadline_ms = now_ms() - 1;
     submit(w, late);
-    wk_job_wait(late);
+    sched_job_wait(late);
     assert_int_equal(late->st, LV_ERR_CANCELLED);
     expect_idle(w);
-    worker_free(w);
-    wk_job_release(j);
-    wk_job_release(late);
+    sched_free(w);
+    sched_job_release(j);
+    sched_job_release(late);
 }
 
 /* parallel 1, queue 1: one running, one waiting, the next refused. */
 static void test_queue_full(void **state) {
     (void)state;
-    worker *w = start(1, 1, 0);
-    wk_job *a = make_job(0, "Hello", 3000), *b = make_job(0, "Hi", 4), *c = make_job(0, "Hey", 4);
+    sched *w = start(1, 1, 0);
+    sched_job *a = make_job(0, "Hello", 3000), *b = make_job(0, "Hi", 4), *c = make_job(0, "Hey", 4);
     a->params.ignore_eos = true;
     submit(w, a);
     wait_tokens(a, 1);
     submit(w, b);
-    wk_stats st;
-    worker_get_stats(w, &st);
+    sched_stats st;
+    sched_get_stats(w, &st);
     assert_int_equal(st.running, 1);
     assert_int_equal(st.waiting, 1);
     lv_err err;
-    assert_int_equal(worker_submit(w, c, &err), LV_ERR_BUSY);
+    assert_int_equal(sched_submit(w, c, &err), LV_ERR_BUSY);
     assert_non_null(strstr(err.msg, "queue is full"));
-    wk_job_cancel(a);
-    wk_job_wait(a);
+    sched_job_cancel(a);
+    sched_job_wait(a);
     assert_int_equal(a->st, LV_ERR_CANCELLED);
-    wk_job_wait(b);
+    sched_job_wait(b);
     assert_int_equal(b->st, LV_OK);
     expect_idle(w);
-    worker_free(w);
-    wk_job_release(a);
-    wk_job_release(b);
-    wk_job_release(c);
+    sched_free(w);
+    sched_job_release(a);
+    sched_job_release(b);
+    sched_job_release(c);
 }
 
-/* worker_stop: cancel_running ends the running jobs; the queued ones are
+/* sched_stop: cancel_running ends the running jobs; the queued ones are
  * refused; without cancel_running the running ones finish. */
 static void test_stop(void **state) {
     (void)state;
-    worker *w = start(2, 4, 0);
-    wk_job *r1 = make_job(1, "Describe the image.", 3000), *r2 = make_job(0, "Hello", 3000);
-    wk_job *q = make_job(0, "Hi", 4);
+    sched *w = start(2, 4, 0);
+    sched_job *r1 = make_job(1, "Describe the image.", 3000), *r2 = make_job(0, "Hello", 3000);
+    sched_job *q = make_job(0, "Hi", 4);
     r1->params.ignore_eos = r2->params.ignore_eos = true;
     submit(w, r1);
     submit(w, r2);
     wait_tokens(r1, 2);
     wait_tokens(r2, 2);
     submit(w, q);
-    worker_stop(w, true);
+    sched_stop(w, true);
     assert_true(r1->done && r2->done && q->done);
     assert_int_equal(r1->st, LV_ERR_CANCELLED);
     assert_int_equal(r2->st, LV_ERR_CANCELLED);
     assert_int_equal(q->st, LV_ERR_CANCELLED);
     lv_err err;
-    wk_job *late = make_job(0, "Hi", 4);
-    assert_int_equal(worker_submit(w, late, &err), LV_ERR_BUSY);
+    sched_job *late = make_job(0, "Hi", 4);
+    assert_int_equal(sched_submit(w, late, &err), LV_ERR_BUSY);
     assert_non_null(strstr(err.msg, "shutting down"));
-    worker_stop(w, true); /* idempotent */
+    sched_stop(w, true); /* idempotent */
     expect_idle(w);
-    worker_free(w);
+    sched_free(w);
 
     /* drain: both running jobs finish normally */
     w = start(2, 4, 0);
-    wk_job *d1 = make_job(5, "Is there a blue square?", 12), *d2 = make_job(0, "Hello", 12);
+    sched_job *d1 = make_job(5, "Is there a blue square?", 12), *d2 = make_job(0, "Hello", 12);
     submit(w, d1);
     submit(w, d2);
     wait_tokens(d1, 1);
     wait_tokens(d2, 1);
-    worker_stop(w, false);
+    sched_stop(w, false);
     assert_int_equal(d1->st, LV_OK);
     assert_int_equal(d2->st, LV_OK);
-    worker_free(w);
-    wk_job *all[] = {r1, r2, q, late, d1, d2};
-    for (size_t i = 0; i < LV_ARRAY_LEN(all); i++) wk_job_release(all[i]);
+    sched_free(w);
+    sched_job *all[] = {r1, r2, q, late, d1, d2};
+    for (size_t i = 0; i < LV_ARRAY_LEN(all); i++) sched_job_release(all[i]);
 }
 
 /* Jobs that cannot run fail alone, with a clear message; the others go on. */
 static void test_bad_jobs_fail_alone(void **state) {
     (void)state;
     int ctx = 256;
-    worker *w = start(4, 8, ctx);
-    wk_stats st;
-    worker_get_stats(w, &st);
+    sched *w = start(4, 8, ctx);
+    sched_stats st;
+    sched_get_stats(w, &st);
     assert_int_equal(st.ctx_size, ctx);
     assert_int_equal(st.kv_capacity, 4 * ctx);
 
-    wk_job *ok1 = make_job(0, "Hello, who are you?", MAX_TOKENS);
-    wk_job *ok2 = make_job(0, "Hello, who are you?", MAX_TOKENS);
-    wk_job *ref = make_job(0, "Hello, who are you?", MAX_TOKENS);
-    wk_job *big = make_job(0, "Hi", 8), *badid = make_job(0, "Hi", 8), *empty = wk_job_new();
+    sched_job *ok1 = make_job(0, "Hello, who are you?", MAX_TOKENS);
+    sched_job *ok2 = make_job(0, "Hello, who are you?", MAX_TOKENS);
+    sched_job *ref = make_job(0, "Hello, who are you?", MAX_TOKENS);
+    sched_job *big = make_job(0, "Hi", 8), *badid = make_job(0, "Hi", 8), *empty = sched_job_new();
     /* a prompt of ctx + 10 tokens */
     int32_t *ids = realloc(big->ids, (size_t)(ctx + 10) * sizeof *ids);
     assert_non_null(ids);
@@ -411,8 +412,8 @@ static void test_bad_jobs_fail_alone(void **state) {
     big->n_ids = ctx + 10;
     badid->ids[badid->n_ids - 1] = 1 << 20;
     /* an image whose <image> ids are one short of its features */
-    wk_job *short_img = make_job(4, "Which shape is yellow?", 8);
-    int image_id = g_m->md.config.image_token_id, at = -1;
+    sched_job *short_img = make_job(4, "Which shape is yellow?", 8);
+    int image_id = llava_image_token_id(g_m), at = -1;
     for (int i = 0; i < short_img->n_ids; i++)
         if (short_img->ids[i] == image_id) at = i;
     assert_true(at >= 0);
@@ -423,45 +424,45 @@ static void test_bad_jobs_fail_alone(void **state) {
     gen_params_default(&empty->params, g_m);
 
     submit(w, ref);
-    wk_job_wait(ref);
+    sched_job_wait(ref);
     submit(w, ok1);
     submit(w, big);
     submit(w, badid);
     submit(w, empty);
     submit(w, short_img);
     submit(w, ok2);
-    wk_job_wait(big);
-    wk_job_wait(badid);
-    wk_job_wait(empty);
+    sched_job_wait(big);
+    sched_job_wait(badid);
+    sched_job_wait(empty);
     assert_int_equal(big->st, LV_ERR_ARG);
     assert_non_null(strstr(big->err.msg, "context"));
     assert_int_equal(badid->st, LV_ERR_ARG);
     assert_non_null(strstr(badid->err.msg, "vocabulary"));
     assert_int_equal(empty->st, LV_ERR_ARG);
-    wk_job_wait(short_img);
+    sched_job_wait(short_img);
     assert_int_equal(short_img->st, LV_ERR_ARG);
     assert_non_null(strstr(short_img->err.msg, "image tokens"));
-    wk_job_wait(ok1);
-    wk_job_wait(ok2);
+    sched_job_wait(ok1);
+    sched_job_wait(ok2);
     expect_same(ref, ok1, 0);
     expect_same(ref, ok2, 1);
     expect_idle(w);
-    worker_free(w);
-    wk_job *all[] = {ok1, ok2, ref, big, badid, empty, short_img};
-    for (size_t i = 0; i < LV_ARRAY_LEN(all); i++) wk_job_release(all[i]);
+    sched_free(w);
+    sched_job *all[] = {ok1, ok2, ref, big, badid, empty, short_img};
+    for (size_t i = 0; i < LV_ARRAY_LEN(all); i++) sched_job_release(all[i]);
 
     /* a job that runs into the end of its context stops with "length" */
     w = start(1, 1, 64);
-    wk_job *j = make_job(0, "Hi", 1 << 30); /* absurd max_tokens: nothing that size is allocated */
+    sched_job *j = make_job(0, "Hi", 1 << 30); /* absurd max_tokens: nothing that size is allocated */
     j->params.ignore_eos = true;
     submit(w, j);
-    wk_job_wait(j);
+    sched_job_wait(j);
     assert_int_equal(j->st, LV_OK);
     assert_string_equal(j->result.finish_reason, "length");
     assert_int_equal(j->n_ids + j->result.n_ids, 64 + 1);
     expect_idle(w);
-    worker_free(w);
-    wk_job_release(j);
+    sched_free(w);
+    sched_job_release(j);
 }
 
 /* The per-request rules through the worker and through gen_run (one
@@ -469,10 +470,10 @@ static void test_bad_jobs_fail_alone(void **state) {
  * text before it, streamed text never shows it, max_tokens gives "length". */
 static void test_stop_strings_and_limits(void **state) {
     (void)state;
-    worker *w = start(2, 4, 0);
-    wk_job *ref = make_job(1, "Describe the image.", MAX_TOKENS);
+    sched *w = start(2, 4, 0);
+    sched_job *ref = make_job(1, "Describe the image.", MAX_TOKENS);
     submit(w, ref);
-    wk_job_wait(ref);
+    sched_job_wait(ref);
     assert_int_equal(ref->st, LV_OK);
     const char *text = ref->result.text;
     size_t len = strlen(text);
@@ -484,13 +485,13 @@ static void test_stop_strings_and_limits(void **state) {
         memcpy(stop, text + len / 2 - 2, 5);
         stop[5] = '\0';
         size_t cut = (size_t)(strstr(text, stop) - text);
-        wk_job *j = make_job(1, "Describe the image.", MAX_TOKENS);
+        sched_job *j = make_job(1, "Describe the image.", MAX_TOKENS);
         j->params.stop[0] = "@@never@@";
         j->params.stop[1] = stop;
         j->params.n_stop = 2;
         submit(w, j);
         lv_buf streamed = {0};
-        while (!wk_job_take(j, &streamed, 100)) {
+        while (!sched_job_take(j, &streamed, 100)) {
         }
         assert_int_equal(j->st, LV_OK);
         assert_string_equal(j->result.finish_reason, "stop");
@@ -509,19 +510,19 @@ static void test_stop_strings_and_limits(void **state) {
         assert_memory_equal(r.text, text, cut);
         assert_string_equal(r.finish_reason, "stop");
         gen_result_free(&r);
-        wk_job_release(j);
+        sched_job_release(j);
     }
-    wk_job *shortj = make_job(1, "Describe the image.", 3);
+    sched_job *shortj = make_job(1, "Describe the image.", 3);
     submit(w, shortj);
-    wk_job_wait(shortj);
+    sched_job_wait(shortj);
     assert_int_equal(shortj->st, LV_OK);
     assert_int_equal(shortj->result.n_ids, 3);
     assert_string_equal(shortj->result.finish_reason, "length");
     assert_memory_equal(shortj->result.ids, ref->result.ids, 3 * sizeof(int32_t));
     expect_idle(w);
-    worker_free(w);
-    wk_job_release(shortj);
-    wk_job_release(ref);
+    sched_free(w);
+    sched_job_release(shortj);
+    sched_job_release(ref);
 }
 
 /* gen_run's tokens' log-probabilities, collected by its on_token callback. */
@@ -541,15 +542,15 @@ static void log_token(void *ud, const gen_token *t) {
 static void test_batched_equals_gen_run(void **state) {
     (void)state;
     enum { N = 4 };
-    worker *w = start(N, N, 0);
-    wk_job *jobs[N];
+    sched *w = start(N, N, 0);
+    sched_job *jobs[N];
     for (int k = 0; k < N; k++) {
         jobs[k] = make_job(JOBS[k].image, JOBS[k].question, MAX_TOKENS);
         submit(w, jobs[k]);
     }
     for (int k = 0; k < N; k++) {
-        wk_job *j = jobs[k];
-        wk_job_wait(j);
+        sched_job *j = jobs[k];
+        sched_job_wait(j);
         assert_int_equal(j->st, LV_OK);
         gen_result r;
         lv_err err;
@@ -567,20 +568,20 @@ static void test_batched_equals_gen_run(void **state) {
         gen_result_free(&r);
     }
     expect_idle(w);
-    worker_free(w);
-    for (int k = 0; k < N; k++) wk_job_release(jobs[k]);
+    sched_free(w);
+    for (int k = 0; k < N; k++) sched_job_release(jobs[k]);
 }
 
 static void test_bad_config(void **state) {
     (void)state;
-    worker *w;
+    sched *w;
     lv_err err;
-    wk_config bad[] = {{.queue_size = 0, .parallel = 1},
+    sched_config bad[] = {{.queue_size = 0, .parallel = 1},
                        {.queue_size = 1, .parallel = 0},
                        {.queue_size = 1, .parallel = 1, .ctx_size = -1},
                        {.queue_size = 1, .parallel = 1, .ctx_size = 1 << 30}};
     for (size_t i = 0; i < LV_ARRAY_LEN(bad); i++) {
-        assert_int_equal(worker_new(g_m, &bad[i], &w, &err), LV_ERR_ARG);
+        assert_int_equal(sched_new(g_m, &bad[i], &w, &err), LV_ERR_ARG);
         assert_null(w);
     }
     assert_non_null(strstr(err.msg, "ctx_size"));

@@ -13,6 +13,7 @@
 #include "base/buf.h"
 #include "base/file.h"
 #include "engine/generate.h"
+#include "engine/run.h"
 #include "engine/request.h"
 #include "server_harness.h"
 #include "testutil.h"

@@ -30,6 +30,7 @@
 #include "base/common.h"
 #include "base/log.h"
 #include "engine/generate.h"
+#include "engine/run.h"
 #include "engine/request.h"
 #include "model/llava.h"
 
@@ -355,7 +356,7 @@ static void on_token(void *ud, const gen_token *t) {
 /* The request's parameters: the checkpoint's defaults, then the flags. */
 static void make_params(const cli_args *a, const llava *m, gen_params *p) {
     gen_params_default(p, m);
-    const lv_generation_config *gc = &m->md.generation_config;
+    const lv_generation_config *gc = llava_generation_config(m);
     p->max_tokens = a->max_tokens >= 0       ? (int)a->max_tokens
                     : gc->has_max_new_tokens ? gc->max_new_tokens
                                              : 256;
@@ -377,7 +378,7 @@ typedef struct {
 
 static void add_timings(json_t *t, const gen_timings *g, const llava *m, const char *backend) {
     json_object_set_new(t, "backend", json_string(backend));
-    json_object_set_new(t, "threads", json_integer(m->backend.n_threads));
+    json_object_set_new(t, "threads", json_integer(llava_n_threads(m)));
     json_object_set_new(t, "n_tiles", json_integer(g->n_tiles));
     json_object_set_new(t, "vision_ms", json_real(g->vision_ms));
     json_object_set_new(t, "vision_ms_per_tile",

@@ -63,6 +63,7 @@
 #include "base/file.h"
 #include "base/log.h"
 #include "engine/generate.h"
+#include "engine/run.h"
 #include "engine/request.h"
 #include "model/llava.h"
 #include "text/vqa_score.h"
@@ -1079,7 +1080,7 @@ int main(int argc, char **argv) {
             ix.n_other ? " (other names ignored: give --image-prefix to pick another)" : "");
     if (llava_open(a.model, &m, &err)) goto fail;
     if (llava_load(m, a.backend, a.threads, &err)) goto fail;
-    set.n_threads = m->backend.n_threads;
+    set.n_threads = llava_n_threads(m);
     double t0 = now_ms();
     if (run_all(&a, m, &set, &ix, &err)) goto fail;
     if (finish(&a, &set, &ix, (now_ms() - t0) / 1e3, &err)) goto fail;

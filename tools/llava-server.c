@@ -1,6 +1,6 @@
 /*
  * llava-server - the OpenAI-compatible HTTP server (server/http.h) over the
- * engine's scheduler (server/worker.h).
+ * engine's scheduler (engine/scheduler.h).
  *
  *   llava-server --model PATH|ORG/NAME [--mmproj F] [--config FILE] [--host 127.0.0.1]
  *                [--port 8080] [--parallel N] [--queue-size N] [--ctx-size N]
@@ -22,7 +22,7 @@
 #include "model/llava.h"
 #include "server/config.h"
 #include "server/http.h"
-#include "server/worker.h"
+#include "engine/scheduler.h"
 
 #include <errno.h>
 #include <getopt.h>
@@ -204,7 +204,7 @@ static void *load_main(void *arg) {
     lv_err err = {{0}};
     char *dir = NULL;
     llava *m = NULL;
-    worker *w = NULL;
+    sched *w = NULL;
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     /* Test hook: hold the load back so /health can be seen answering 503. */
@@ -224,19 +224,20 @@ static void *load_main(void *arg) {
         goto fail;
     }
     if (llava_load(m, "cpu", a->threads, &err)) goto fail;
-    int ctx = a->ctx_size;
-    if (ctx > m->text.max_ctx) {
-        LV_WARN("--ctx-size %d is more than the model's context (%d): using %d", ctx,
-                m->text.max_ctx, m->text.max_ctx);
-        ctx = m->text.max_ctx;
+    int ctx = a->ctx_size, max_ctx = llava_max_ctx(m);
+    if (ctx > max_ctx) {
+        LV_WARN("--ctx-size %d is more than the model's context (%d): using %d", ctx, max_ctx,
+                max_ctx);
+        ctx = max_ctx;
     }
-    if (ctx > 0) m->text.max_ctx = ctx;
-    wk_config wc = {.queue_size = a->queue_size, .parallel = a->parallel, .ctx_size = ctx};
-    if (worker_new(m, &wc, &w, &err)) goto fail;
+    sched_config wc = {.queue_size = a->queue_size, .parallel = a->parallel, .ctx_size = ctx};
+    if (sched_new(m, &wc, &w, &err) || sched_start(w, &err)) goto fail;
+    sched_stats ws;
+    sched_get_stats(w, &ws);
     clock_gettime(CLOCK_MONOTONIC, &t1);
     LV_INFO("model %s loaded from %s in %.0f ms (context %d, %d parallel sequences, queue %d)",
             a->alias, dir, (t1.tv_sec - t0.tv_sec) * 1e3 + (t1.tv_nsec - t0.tv_nsec) / 1e6,
-            m->text.max_ctx, a->parallel, a->queue_size);
+            ws.ctx_size, a->parallel, a->queue_size);
     free(dir);
     http_set_ready(ld->s, m, w);
     atomic_store(&ld->state, 1);

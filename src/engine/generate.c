@@ -1,34 +1,24 @@
 /*
- * generate.c - a generation request (see generate.h).
+ * generate.c - a generation request's rules, a token at a time (see
+ * generate.h): sample → stream text → stop?
  *
- *   encode_images   every image → rows, concatenated in prompt order
- *   llava_prefill   the prompt with the rows in place of the <image> ids
- *   gen_state_step  sample → stream text → stop? (the per-request rules,
- *                   shared with the server's scheduler)
- *   llava_decode    the chosen token through the model, then step again
- *
- * The loop follows transformers generate(): the first token comes from the
- * prefill's logits, each later one from the forward pass of the token
- * before it; EOS ids are the generation config's.
+ * The loop it serves follows transformers generate(): the first token comes
+ * from the prefill's logits, each later one from the forward pass of the
+ * token before it; EOS ids are the generation config's.
  */
 #include "engine/generate.h"
 
 #include "base/buf.h"
+#include "base/clock.h"
 
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
-static double now_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
-}
 
 void gen_params_default(gen_params *p, const llava *m) {
     memset(p, 0, sizeof *p);
     p->max_tokens = 256;
-    sample_params_from_generation_config(&p->sampling, &m->md.generation_config);
+    sample_params_from_generation_config(&p->sampling, llava_generation_config(m));
 }
 
 static lv_status check_params(const gen_params *p, lv_err *err) {
@@ -40,38 +30,6 @@ static lv_status check_params(const gen_params *p, lv_err *err) {
         if (!p->stop[i] || !p->stop[i][0])
             return lv_fail(err, LV_ERR_ARG, "stop string %d is empty", i);
     return sample_params_check(&p->sampling, err);
-}
-
-/* ---- images ------------------------------------------------------------------ */
-
-/* All images' rows, concatenated in order, into *rows (heap) / *n_rows. */
-static lv_status encode_images(llava *m, const img_tensor *images, int n_images, float **rows,
-                               int *n_rows, gen_timings *t, lv_err *err) {
-    size_t dim = (size_t)m->text.dim, total = 0;
-    *rows = NULL;
-    *n_rows = 0;
-    for (int i = 0; i < n_images; i++) {
-        llava_image im;
-        lv_status st = llava_encode_image(m, &images[i], false, &im, err);
-        if (st) {
-            lv_err_prefix(err, "image %d", i + 1);
-            return st;
-        }
-        float *grown = realloc(*rows, (total + im.n_tokens) * dim * sizeof *grown);
-        if (!grown) {
-            llava_image_free(&im);
-            return lv_fail(err, LV_ERR_NOMEM, "out of memory for image features");
-        }
-        *rows = grown;
-        memcpy(*rows + total * dim, im.rows, (size_t)im.n_tokens * dim * sizeof *grown);
-        total += (size_t)im.n_tokens;
-        t->vision_ms += im.ms;
-        t->n_tiles += im.n_tiles;
-        llava_image_free(&im);
-    }
-    t->n_images = n_images;
-    *n_rows = (int)total;
-    return LV_OK;
 }
 
 /* ---- text and stop strings ------------------------------------------------------ */
@@ -137,8 +95,8 @@ static lv_status add_text(gen_state *g, int32_t id, lv_err *err) {
 /* ---- the state ----------------------------------------------------------------------- */
 
 bool gen_is_eos(const llava *m, int32_t id) {
-    const lv_generation_config *gc = &m->md.generation_config;
-    const lv_text_config *tc = &m->md.config.text;
+    const lv_generation_config *gc = llava_generation_config(m);
+    const lv_text_config *tc = &llava_config(m)->text;
     int n = gc->has_eos_token_id ? gc->n_eos : tc->n_eos;
     const int *ids = gc->has_eos_token_id ? gc->eos_token_ids : tc->eos_ids;
     for (int i = 0; i < n; i++)
@@ -154,7 +112,7 @@ lv_status gen_state_init(gen_state *g, llava *m, const int32_t *prompt, int n_pr
     g->cap_ids = p->max_tokens < 256 ? p->max_tokens : 256; /* grows: max_tokens may be huge */
     g->ids = malloc((size_t)g->cap_ids * sizeof *g->ids);
     if (!g->ids) return lv_fail(err, LV_ERR_NOMEM, "out of memory for %d tokens", g->cap_ids);
-    if ((st = sampler_init(&g->sm, m->text.vocab_size, &p->sampling, err))) {
+    if ((st = sampler_init(&g->sm, llava_vocab_size(m), &p->sampling, err))) {
         free(g->ids);
         g->ids = NULL;
         return st;
@@ -166,7 +124,7 @@ lv_status gen_state_init(gen_state *g, llava *m, const int32_t *prompt, int n_pr
     g->cut = SIZE_MAX;
     g->finish_reason = "length";
     g->next = -1;
-    tok_stream_init(&g->stream, m->tok, true);
+    tok_stream_init(&g->stream, llava_tokenizer(m), true);
     return LV_OK;
 }
 
@@ -179,18 +137,18 @@ lv_status gen_state_step(gen_state *g, const float *logits, bool ctx_full, lv_er
         g->ids = grown;
         g->cap_ids = cap;
     }
-    double t0 = now_ms();
+    double t0 = lv_now_ms();
     sample_result r;
     int32_t id = sampler_sample(&g->sm, logits, p->logprobs ? &r : NULL);
     sampler_accept(&g->sm, id);
     int index = g->n_ids;
     g->ids[g->n_ids++] = id;
     if (g->cb && g->cb->on_token)
-        g->cb->on_token(g->cb->ud, &(gen_token){index, id, logits, g->m->text.vocab_size,
+        g->cb->on_token(g->cb->ud, &(gen_token){index, id, logits, llava_vocab_size(g->m),
                                                 p->logprobs ? &r : NULL});
     bool eos = !p->ignore_eos && gen_is_eos(g->m, id);
     lv_status st = eos ? LV_OK : add_text(g, id, err);
-    g->timings.sample_ms += now_ms() - t0;
+    g->timings.sample_ms += lv_now_ms() - t0;
     if (st) return st;
     if (eos || g->cut != SIZE_MAX) {
         g->done = true;
@@ -232,72 +190,6 @@ void gen_state_deinit(gen_state *g) {
     lv_buf_free(&g->text);
     free(g->ids);
     memset(g, 0, sizeof *g);
-}
-
-/* ---- gen_run ------------------------------------------------------------------------- */
-
-static bool cancelled(const gen_callbacks *cb) {
-    return cb && cb->cancelled && cb->cancelled(cb->ud);
-}
-
-/* Prefill and decode with the images' rows ready. */
-static lv_status run_sequence(llava *m, const int32_t *prompt, int n_prompt, const float *rows,
-                              int n_rows, bool have_images, gen_state *g, lv_err *err) {
-    const gen_params *p = g->p;
-    int max_ctx = m->text.max_ctx;
-    if (n_prompt > max_ctx)
-        return lv_fail(err, LV_ERR_ARG,
-                       "the prompt is %d tokens long; the model's context is %d tokens", n_prompt,
-                       max_ctx);
-    int ctx = (long)n_prompt + p->max_tokens < max_ctx ? n_prompt + p->max_tokens : max_ctx;
-    llm_seq s;
-    float *logits = malloc((size_t)m->text.vocab_size * sizeof *logits);
-    lv_status st = logits ? LV_OK : lv_fail(err, LV_ERR_NOMEM, "out of memory");
-    memset(&s, 0, sizeof s);
-    if (st || (st = llm_seq_init(&m->text, ctx, LLAVA_BATCH, &s, err))) goto done;
-    if (cancelled(g->cb)) {
-        st = lv_fail(err, LV_ERR_CANCELLED, "cancelled before prefill");
-        goto done;
-    }
-    double t0 = now_ms();
-    st = llava_prefill(m, &s, prompt, n_prompt, have_images ? rows : NULL, n_rows, logits, err);
-    g->timings.prefill_ms = now_ms() - t0;
-    g->timings.n_prefill = n_prompt;
-    while (!st) {
-        if ((st = gen_state_step(g, logits, s.pos >= s.ctx, err)) || g->done) break;
-        if (cancelled(g->cb)) {
-            st = lv_fail(err, LV_ERR_CANCELLED, "cancelled after %d tokens", g->n_ids);
-            break;
-        }
-        double t1 = now_ms();
-        if ((st = llava_decode(m, &s, g->next, logits, err))) break;
-        g->timings.decode_ms += now_ms() - t1;
-        g->timings.n_decode++;
-    }
-done:
-    llm_seq_deinit(&s);
-    free(logits);
-    return st;
-}
-
-lv_status gen_run(llava *m, const int32_t *prompt, int n_prompt, const img_tensor *images,
-                  int n_images, const gen_params *p, const gen_callbacks *cb, gen_result *out,
-                  lv_err *err) {
-    memset(out, 0, sizeof *out);
-    if (!m->loaded) return lv_fail(err, LV_ERR_ARG, "the model's weights are not loaded");
-    gen_state g;
-    lv_status st = gen_state_init(&g, m, prompt, n_prompt, p, cb, err);
-    if (st) return st;
-    float *rows = NULL;
-    int n_rows = 0;
-    if ((st = encode_images(m, images, n_images, &rows, &n_rows, &g.timings, err))) goto done;
-    st = run_sequence(m, prompt, n_prompt, rows, n_rows, n_images > 0, &g, err);
-    if (!st) st = gen_state_finish(&g, out, err);
-done:
-    free(rows);
-    gen_state_deinit(&g);
-    if (st) gen_result_free(out);
-    return st;
 }
 
 void gen_result_free(gen_result *r) {

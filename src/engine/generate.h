@@ -1,14 +1,15 @@
 /*
- * generate.h - one generation request, start to finish: images encoded,
- * prompt prefilled, then tokens decoded one by one until EOS, a stop string,
- * the token limit or the end of the context.
+ * generate.h - the rules of one generation request, a token at a time
+ * (gen_state): sampling, EOS, stop strings, max tokens, the end of the
+ * context, the streamed text. The scheduler (engine/scheduler.h) advances
+ * one gen_state per running request; gen_run (engine/run.h) is a scheduler
+ * of one.
  *
- * Every request gets fresh state (a new llm_seq and sampler), so requests
- * run one after another on one loaded model give exactly what each gives
- * alone. Text streams out through a callback as it becomes final: text that
- * could still turn out to be the start of a stop string is held back, and a
- * stop string found in the text (even across tokens) cuts the output just
- * before it.
+ * Every request gets fresh state (its own sequence and sampler), so
+ * requests give exactly what each gives alone. Text streams out through a
+ * callback as it becomes final: text that could still turn out to be the
+ * start of a stop string is held back, and a stop string found in the text
+ * (even across tokens) cuts the output just before it.
  */
 #ifndef LV_GENERATE_H
 #define LV_GENERATE_H
@@ -53,9 +54,8 @@ typedef struct {
     /* Final text as it becomes known, in order; the pieces concatenate to
      * gen_result.text. May be NULL. */
     void (*on_text)(void *ud, const char *text, size_t len);
-    /* Polled before prefill and before each decode step; returning true
-     * stops the request with LV_ERR_CANCELLED (client gone, timeout,
-     * shutdown). May be NULL. */
+    /* Polled by the scheduler every turn; returning true stops the request
+     * with LV_ERR_CANCELLED (client gone, timeout, shutdown). May be NULL. */
     bool (*cancelled)(void *ud);
     void *ud;
 } gen_callbacks;
@@ -81,20 +81,6 @@ typedef struct {
     gen_timings timings;
 } gen_result;
 
-/*
- * Runs one request on a loaded model: prompt ids (each <image> id already
- * expanded to its image's token count, as llava-cli and the HF processor
- * do), and the images' pixel tensors in prompt order (n_images may be 0:
- * then <image> ids stay ordinary tokens). Errors: LV_ERR_ARG (image tokens
- * that do not match the images, a prompt longer than the context, bad
- * parameters), LV_ERR_NOMEM, LV_ERR_CANCELLED (cb->cancelled said so;
- * all per-request memory is released). On failure *out is zeroed; on success release
- * it with gen_result_free.
- */
-lv_status gen_run(llava *m, const int32_t *prompt, int n_prompt, const img_tensor *images,
-                  int n_images, const gen_params *p, const gen_callbacks *cb, gen_result *out,
-                  lv_err *err);
-
 void gen_result_free(gen_result *r); /* zeroed: no-op */
 
 /* ---- one request, a token at a time ------------------------------------------------ */
@@ -103,9 +89,8 @@ void gen_result_free(gen_result *r); /* zeroed: no-op */
  * The per-request rules of generation as a state to advance one token at a
  * time: the sampler, the generated ids, max_tokens, EOS, the end of the
  * context, stop strings (found across tokens) and the streamed
- * detokenizer. gen_run drives one with llava_prefill / llava_decode; the
- * server's scheduler drives many, one batched forward per step. Both thus
- * follow the same rules.
+ * detokenizer. The scheduler drives one per running request, one batched
+ * forward per step.
  *
  *     gen_state g;
  *     gen_state_init(&g, m, prompt, n_prompt, &params, &cb, &err);

@@ -26,7 +26,7 @@ lv_status request_load_image(const llava *m, const char *path, img_tensor *out, 
     double t0 = now_ms();
     lv_status st = img_decode_file(path, &lim, &rgb, NULL, err);
     double t1 = now_ms();
-    if (!st) st = img_preprocess(&rgb, &m->image, NULL, out, err);
+    if (!st) st = img_preprocess(&rgb, llava_image_params(m), NULL, out, err);
     if (decode_ms) *decode_ms = t1 - t0;
     if (preprocess_ms) *preprocess_ms = now_ms() - t1;
     img_rgb_free(&rgb);
@@ -89,9 +89,9 @@ lv_status request_prompt_ids(const llava *m, const char *prompt, bool raw, const
     *ids = NULL;
     *n_ids = 0;
     lv_status st = render(prompt, raw, n_images, &text, err);
-    if (!st) st = tok_encode(m->tok, text.data, text.len, true, ids, n_ids, err);
+    if (!st) st = tok_encode(llava_tokenizer(m), text.data, text.len, true, ids, n_ids, err);
     if (!st && n_images > 0)
-        st = expand_image_tokens(ids, n_ids, m->md.config.image_token_id, n_tokens, n_images, err);
+        st = expand_image_tokens(ids, n_ids, llava_image_token_id(m), n_tokens, n_images, err);
     lv_buf_free(&text);
     if (st) {
         free(*ids);

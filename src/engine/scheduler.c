@@ -1,93 +1,120 @@
 /*
- * worker.c - the bounded job queue and the engine thread that runs the
- * admitted jobs with continuous batching (worker.h).
+ * scheduler.c - the bounded job queue and the engine turn that runs the
+ * admitted jobs with continuous batching (scheduler.h).
  *
- * The queue is a ring of job pointers under one mutex. The engine thread
- * keeps up to `parallel` jobs in slots, each with its own llm_seq (KV
- * cache) and gen_state (sampler, stop strings, streamed text). A slot goes
- * ENCODE (its images, one per turn) → PREFILL (its prompt, in chunks) →
- * DECODE (a token per turn). Every turn of the loop
+ * The queue is a ring of job pointers under one mutex. The engine keeps up
+ * to `parallel` jobs in slots, each with its own llava_seq (KV cache),
+ * llava_features (its images' rows) and gen_state (sampler, stop strings,
+ * streamed text). A slot goes ENCODE (its images, piece by piece) →
+ * PREFILL (its prompt, in chunks) → DECODE (a token per turn). Every turn
  *   1. admits queued jobs into free slots (new requests join between
  *      steps);
- *   2. drops the jobs that were cancelled (wk_job_cancel, deadline,
- *      shutdown): their sequence is freed at once;
- *   3. encodes one image of the oldest job that has images left (the
- *      vision tower runs one image at a time, between steps);
- *   4. runs ONE batched forward (llm_forward_batch_rows): the last token of
- *      every decoding job, plus prompt chunks of the joining jobs (oldest
- *      first, WK_PREFILL_ROWS rows in all; image features in place of
- *      their <image> ids), so a long prompt delays the running streams by
- *      one chunk per step and short prompts join at once; then every
- *      decoding job samples (gen_state_step), its text and tokens go into
- *      the job, a job whose prompt is complete samples its first token, and
- *      jobs that stop are finished and their sequence freed.
- * Jobs are independent: each row of the batch gives bit-identical results
+ *   2. drops the jobs that were cancelled (sched_job_cancel, deadline,
+ *      shutdown, the caller's cancelled callback): their sequence is freed
+ *      at once;
+ *   3. spends the turn's background budget: encoder pieces (model/llava.h:
+ *      a few rows of one stage of one tile) for the oldest slots with
+ *      images left, then prompt rows for the joining slots, oldest first;
+ *   4. runs ONE forward (llava_forward): the last token of every decoding
+ *      job and the prompt chunks, image features in place of their <image>
+ *      ids; then every decoding job samples (gen_state_step), its text and
+ *      tokens go into the job, a job whose prompt is complete samples its
+ *      first token, and jobs that stop are finished and their sequence
+ *      freed.
+ *
+ * The budget. With no job decoding, a turn encodes for up to TURN_MS and
+ * prefills up to PREFILL_ROWS rows: nothing waits but new arrivals, which
+ * join at the next turn. With jobs decoding, background work may add
+ * (max_itl_ratio − 1) · ITL_MARGIN of a decode-only step to the turn, so
+ * the running streams' inter-token latency stays within max_itl_ratio of
+ * what it is without arrivals. Costs are measured, not assumed: the
+ * decode-only step time per number of decoding rows, the prefill cost per
+ * row (the forward's time beyond that), and the encoder's cost per row of
+ * each piece kind, each a moving average. A piece never runs fewer than
+ * one row, so work always advances.
+ *
+ * Jobs are independent: each row of a forward gives bit-identical results
  * whatever else runs beside it (the CPU matmul computes a row the same for
- * any n, n == 1 included: backend/cpu/matmul.c), so a greedy request gives
- * the same answer alone or among others, and a lone row runs as one row
- * (no padding, no GEMM for one row).
+ * any n: backend/cpu/matmul.c), and encoder pieces give the bits of one
+ * pass, so a greedy request gives the same answer alone or among others,
+ * through gen_run or the server.
  *
  * KV memory: a sequence is allocated when its prefill starts, sized to
  * what the job can use (prompt + max_tokens) but at most ctx positions,
- * where ctx is wk_config.ctx_size or, when that is 0, the model's context
- * capped so that parallel sequences of ctx positions fit in
- * WK_KV_BUDGET bytes (8 GiB: 7B Mistral, 256 KiB a position, gets 8192
- * positions a sequence at parallel 4 and 2048 at parallel 16). The
- * sequence is freed when its job ends, so nothing is held while idle.
+ * where ctx is sched_config.ctx_size or, when that is 0, the model's
+ * context capped so that parallel sequences of ctx positions fit in
+ * KV_BUDGET bytes (8 GiB: 7B Mistral, 128 KiB a position, gets its full
+ * 32768 positions at parallel 1 and 4096 at parallel 16). The sequence is
+ * freed when its job ends, so nothing is held while idle.
  */
-#include "server/worker.h"
+#include "engine/scheduler.h"
 
+#include "base/clock.h"
 #include "base/log.h"
 
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
-#define WK_KV_BUDGET    ((size_t)8 << 30) /* bytes of KV cache, all sequences, default ctx */
-#define WK_MIN_CTX      512               /* the default ctx is never capped below this */
-#define WK_PREFILL_ROWS LLAVA_BATCH       /* prompt rows per batched forward at most */
+#define KV_BUDGET    ((size_t)8 << 30) /* bytes of KV cache, all sequences, default ctx */
+#define MIN_CTX      512               /* the default ctx is never capped below this */
+#define PREFILL_ROWS LLAVA_BATCH       /* prompt rows per forward at most */
+#define TURN_MS      50.0              /* encoding per turn while nothing decodes */
+#define ITL_MARGIN   0.75              /* share of the allowed latency budgeted (noise) */
+#define EWMA         0.25              /* weight of a new cost sample */
+#define FIRST_ROWS   8                 /* rows of a piece whose cost is not known yet */
 
 typedef enum { SL_FREE = 0, SL_ENCODE, SL_PREFILL, SL_DECODE } slot_phase;
 
 /* One admitted job and its engine state. */
 typedef struct {
     slot_phase phase;
-    wk_job *j;
+    sched_job *j;
     long order;       /* admission order: the oldest joining slot is served first */
     gen_callbacks cb; /* the job's callbacks (ud = j) */
     gen_state g;
-    llm_seq s;
-    float *rows; /* the images' feature rows, concatenated (heap) */
-    int n_rows;
-    int next_image;  /* images encoded so far */
+    llava_seq *s;
+    llava_features *f; /* the images' feature rows, NULL without images */
+    llava_encoder *enc;
+    int next_image;  /* images whose encoder started */
+    int feat_rows;   /* feature rows given to encoders so far */
     int n_image_ids; /* <image> ids in the prompt */
     int prefilled;   /* prompt ids prefilled so far */
-    int rows_used;   /* image rows consumed by the prefill so far */
+    int feat_used;   /* feature rows consumed by the prefill so far */
 } slot;
 
-struct worker {
+/* Measured costs (moving averages, ms; 0 = not measured yet). */
+typedef struct {
+    double *decode;                     /* (parallel + 1) a forward of n decode rows alone */
+    double prefill_row;                 /* one prompt row in a forward */
+    double encode_row[LLAVA_ENCODER_KINDS]; /* one row of an encoder piece of each kind */
+} costs;
+
+struct sched {
     llava *m; /* borrowed */
     pthread_t thread;
+    bool started;
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    wk_job **ring; /* (cap) waiting jobs, FIFO from head */
+    sched_job **ring; /* (cap) waiting jobs, FIFO from head */
     int cap, head, n;
     bool stopping;
     bool joined;
     bool cancel_running;
 
-    /* engine thread only */
+    /* engine only */
     int parallel;
-    int ctx;        /* KV positions per sequence at most */
-    slot *slots;    /* (parallel) */
-    long admitted;  /* jobs admitted so far */
-    llm_batch bt;   /* scratch of the batched decode */
-    float *logits;  /* (parallel, vocab) host */
-    llm_seq **seqs; /* (parallel) the step's sequences */
-    int *n_tok;     /* (parallel) rows of each sequence in the step */
-    int32_t *ids;   /* (parallel) the decoding sequences' tokens */
-    int *who;       /* (parallel) slot of each batch row */
-    wk_job **admit; /* (parallel) jobs taken from the queue this turn */
+    int ctx; /* KV positions per sequence at most */
+    double max_itl_ratio;
+    slot *slots;        /* (parallel) */
+    long admitted;      /* jobs admitted so far */
+    llava_batch *bt;    /* scratch of the forward */
+    float *logits;      /* (parallel, vocab) host */
+    llava_input *in;    /* (parallel) the step's inputs */
+    int *who;           /* (parallel) slot of each input */
+    sched_job **admit;  /* (parallel) jobs taken from the queue this turn */
+    slot **order;       /* (parallel) slots of one phase, oldest first */
+    costs cost;
 
     /* figures, under mu */
     int n_running;
@@ -96,16 +123,15 @@ struct worker {
     size_t kv_per_pos;
 };
 
-static double mono_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+static void ewma(double *avg, double sample) {
+    if (sample < 0) sample = 0;
+    *avg = *avg > 0 ? (1 - EWMA) * *avg + EWMA * sample : sample;
 }
 
 /* ---- jobs ------------------------------------------------------------------------------ */
 
-wk_job *wk_job_new(void) {
-    wk_job *j = calloc(1, sizeof *j);
+sched_job *sched_job_new(void) {
+    sched_job *j = calloc(1, sizeof *j);
     if (!j) return NULL;
     pthread_mutex_init(&j->mu, NULL);
     pthread_cond_init(&j->cv, NULL);
@@ -114,11 +140,13 @@ wk_job *wk_job_new(void) {
     return j;
 }
 
-void wk_job_release(wk_job *j) {
+void sched_job_release(sched_job *j) {
     if (!j || atomic_fetch_sub(&j->refs, 1) != 1) return;
-    free(j->ids);
-    for (int i = 0; i < j->n_images; i++) img_tensor_free(&j->images[i]);
-    free(j->images);
+    if (!j->borrowed) {
+        free(j->ids);
+        for (int i = 0; i < j->n_images; i++) img_tensor_free(&j->images[i]);
+        free(j->images);
+    }
     if (j->keep_free) j->keep_free(j->keep);
     lv_buf_free(&j->pending);
     free(j->tokens);
@@ -128,17 +156,17 @@ void wk_job_release(wk_job *j) {
     free(j);
 }
 
-void wk_job_cancel(wk_job *j) {
+void sched_job_cancel(sched_job *j) {
     atomic_store(&j->cancel, true);
 }
 
-void wk_job_wait(wk_job *j) {
+void sched_job_wait(sched_job *j) {
     pthread_mutex_lock(&j->mu);
     while (!j->done) pthread_cond_wait(&j->cv, &j->mu);
     pthread_mutex_unlock(&j->mu);
 }
 
-bool wk_job_take(wk_job *j, lv_buf *out, int wait_ms) {
+bool sched_job_take(sched_job *j, lv_buf *out, int wait_ms) {
     pthread_mutex_lock(&j->mu);
     if (!j->done && j->pending.len == 0) {
         struct timespec ts;
@@ -156,9 +184,9 @@ bool wk_job_take(wk_job *j, lv_buf *out, int wait_ms) {
     return done;
 }
 
-static void finish(wk_job *j, lv_status st) {
+static void finish(sched_job *j, lv_status st) {
     pthread_mutex_lock(&j->mu);
-    j->t_done_ms = mono_ms();
+    j->t_done_ms = lv_now_ms();
     j->st = st;
     j->done = true;
     pthread_cond_broadcast(&j->cv);
@@ -168,7 +196,9 @@ static void finish(wk_job *j, lv_status st) {
 /* ---- the job's callbacks ------------------------------------------------------------ */
 
 static void on_text(void *ud, const char *text, size_t len) {
-    wk_job *j = ud;
+    sched_job *j = ud;
+    const gen_callbacks *u = j->callbacks;
+    if (u && u->on_text) u->on_text(u->ud, text, len);
     pthread_mutex_lock(&j->mu);
     lv_buf_append(&j->pending, text, len); /* out of memory: the delta is lost, not the job */
     pthread_cond_broadcast(&j->cv);
@@ -176,9 +206,11 @@ static void on_text(void *ud, const char *text, size_t len) {
 }
 
 static void on_token(void *ud, const gen_token *t) {
-    wk_job *j = ud;
+    sched_job *j = ud;
+    const gen_callbacks *u = j->callbacks;
+    if (u && u->on_token) u->on_token(u->ud, t);
     pthread_mutex_lock(&j->mu);
-    if (!j->t_first_ms) j->t_first_ms = mono_ms();
+    if (!j->t_first_ms) j->t_first_ms = lv_now_ms();
     if (j->record_tokens && t->sample) {
         if (j->n_tokens == j->cap_tokens) {
             int cap = j->cap_tokens ? 2 * j->cap_tokens : 64;
@@ -193,10 +225,11 @@ static void on_token(void *ud, const gen_token *t) {
     pthread_mutex_unlock(&j->mu);
 }
 
-static bool is_cancelled(void *ud) {
-    wk_job *j = ud;
+static bool is_cancelled(sched_job *j) {
     if (atomic_load(&j->cancel)) return true;
-    if (j->deadline_ms > 0 && mono_ms() > j->deadline_ms) {
+    if (j->callbacks && j->callbacks->cancelled && j->callbacks->cancelled(j->callbacks->ud))
+        return true;
+    if (j->deadline_ms > 0 && lv_now_ms() > j->deadline_ms) {
         j->timed_out = true; /* read by others only after done */
         return true;
     }
@@ -205,332 +238,372 @@ static bool is_cancelled(void *ud) {
 
 /* ---- slots ------------------------------------------------------------------------------ */
 
-/* Recomputes the figures from the slots (engine thread, under w->mu). */
-static void update_stats_locked(worker *w) {
+/* Recomputes the figures from the slots (engine, under s->mu). */
+static void update_stats_locked(sched *s) {
     int running = 0;
     int64_t used = 0;
     size_t alloc = 0;
-    for (int i = 0; i < w->parallel; i++) {
-        slot *sl = &w->slots[i];
+    for (int i = 0; i < s->parallel; i++) {
+        slot *sl = &s->slots[i];
         if (sl->phase == SL_FREE) continue;
         running++;
-        if (sl->s.m) {
-            used += sl->s.pos;
-            alloc += (size_t)sl->s.ctx * w->kv_per_pos;
+        if (sl->s) {
+            used += llava_seq_pos(sl->s);
+            alloc += (size_t)llava_seq_ctx(sl->s) * s->kv_per_pos;
         }
     }
-    w->n_running = running;
-    w->kv_used = used;
-    w->kv_bytes_alloc = alloc;
+    s->n_running = running;
+    s->kv_used = used;
+    s->kv_bytes_alloc = alloc;
+}
+
+static void update_stats(sched *s) {
+    pthread_mutex_lock(&s->mu);
+    update_stats_locked(s);
+    pthread_mutex_unlock(&s->mu);
 }
 
 /* Ends the slot's job with st (its result already in place when LV_OK):
  * frees the sequence and the state first, so that the figures show the
  * memory back when the job is seen done. */
-static void end_slot(worker *w, slot *sl, lv_status st) {
-    wk_job *j = sl->j;
+static void end_slot(sched *s, slot *sl, lv_status st) {
+    sched_job *j = sl->j;
+    /* a job with a request id is the server's: one line each; gen_run's are quiet */
+    lv_log_level level = j->rid[0] ? LV_LOG_INFO : LV_LOG_DEBUG;
     if (st == LV_OK)
-        LV_INFO("[%s] generated %d tokens in %.0f ms (%s)", j->rid, j->result.n_ids,
-                mono_ms() - j->t_submit_ms, j->result.finish_reason);
+        lv_log(level, "[%s] generated %d tokens in %.0f ms (%s)", j->rid, j->result.n_ids,
+               lv_now_ms() - j->t_submit_ms, j->result.finish_reason);
     else
-        LV_INFO("[%s] %s: %s%s", j->rid, lv_status_str(st), j->err.msg,
-                j->timed_out ? " (timeout)" : "");
+        lv_log(level, "[%s] %s: %s%s", j->rid, lv_status_str(st), j->err.msg,
+               j->timed_out ? " (timeout)" : "");
     gen_state_deinit(&sl->g);
-    llm_seq_deinit(&sl->s);
-    free(sl->rows);
+    llava_seq_free(sl->s);
+    llava_encoder_free(sl->enc);
+    llava_features_free(sl->f);
     memset(sl, 0, sizeof *sl);
-    pthread_mutex_lock(&w->mu);
-    update_stats_locked(w);
-    pthread_mutex_unlock(&w->mu);
+    update_stats(s);
     finish(j, st);
-    wk_job_release(j);
+    sched_job_release(j);
 }
 
 /* The job's generation is over: its result, then the end. */
-static void complete_slot(worker *w, slot *sl) {
-    wk_job *j = sl->j;
+static void complete_slot(sched *s, slot *sl) {
+    sched_job *j = sl->j;
     lv_status st = gen_state_finish(&sl->g, &j->result, &j->err);
-    end_slot(w, sl, st);
+    end_slot(s, sl, st);
 }
 
 /* Admits j into the free slot sl: checks what can be checked now. */
-static void start_slot(worker *w, slot *sl, wk_job *j) {
+static void start_slot(sched *s, slot *sl, sched_job *j) {
     memset(sl, 0, sizeof *sl);
     sl->j = j;
-    sl->order = w->admitted++;
+    sl->order = s->admitted++;
     sl->phase = SL_ENCODE;
-    sl->cb = (gen_callbacks){
-        .on_token = on_token, .on_text = on_text, .cancelled = is_cancelled, .ud = j};
-    int vocab = w->m->text.vocab_size, image_id = w->m->md.config.image_token_id;
+    sl->cb = (gen_callbacks){.on_token = on_token, .on_text = on_text, .ud = j};
+    int vocab = llava_vocab_size(s->m), image_id = llava_image_token_id(s->m);
     lv_status st = LV_OK;
-    if (is_cancelled(j))
-        st = lv_fail(&j->err, LV_ERR_CANCELLED, "cancelled while queued");
-    else if (j->n_ids < 1 || !j->ids)
+    if (j->n_ids < 1)
         st = lv_fail(&j->err, LV_ERR_ARG, "empty prompt");
-    else if (j->n_images > 0 && !j->images)
+    else if (j->n_images < 0 || (j->n_images > 0 && !j->images))
         st = lv_fail(&j->err, LV_ERR_ARG, "%d images announced but none given", j->n_images);
-    else if (j->n_ids > w->ctx)
-        st = lv_fail(&j->err, LV_ERR_ARG,
-                     "the prompt is %d tokens long; the context holds %d tokens", j->n_ids, w->ctx);
+    else if (j->n_ids > s->ctx)
+        st = lv_fail(&j->err, LV_ERR_ARG, "the prompt is %d tokens long; %s %d tokens", j->n_ids,
+                     s->ctx == llava_max_ctx(s->m) ? "the model's context is" : "the context holds",
+                     s->ctx);
     for (int i = 0; !st && i < j->n_ids; i++) {
         /* image_id == vocab: the virtual id of a GGUF without <image>, only with images */
         bool virt = j->ids[i] == image_id && j->n_images > 0;
         if (j->ids[i] < 0 || (j->ids[i] >= vocab && !virt))
             st = lv_fail(&j->err, LV_ERR_ARG, "token id %d at %d is outside the vocabulary (%d)",
                          j->ids[i], i, vocab);
-        sl->n_image_ids += j->ids[i] == image_id;
+    }
+    if (!st && j->n_images > 0) {
+        /* masked_scatter: every <image> id takes one feature row */
+        long rows = 0;
+        for (int i = 0; !st && i < j->n_images; i++) {
+            int n = llava_tensor_token_count(s->m, &j->images[i]);
+            if (n < 1)
+                st = lv_fail(&j->err, LV_ERR_ARG, "image %d: the image tensor fits no grid", i + 1);
+            rows += n;
+        }
+        sl->n_image_ids = llava_count_image_ids(s->m, j->ids, j->n_ids);
+        if (!st && sl->n_image_ids != rows)
+            st = lv_fail(&j->err, LV_ERR_ARG,
+                         "the prompt has %d image tokens but the images give %ld features",
+                         sl->n_image_ids, rows);
+        if (!st) st = llava_features_new(s->m, sl->n_image_ids, &sl->f, &j->err);
     }
     j->params.logprobs = j->record_tokens;
-    if (!st) st = gen_state_init(&sl->g, w->m, j->ids, j->n_ids, &j->params, &sl->cb, &j->err);
-    if (st) end_slot(w, sl, st);
+    if (!st) st = gen_state_init(&sl->g, s->m, j->ids, j->n_ids, &j->params, &sl->cb, &j->err);
+    if (st) end_slot(s, sl, st);
 }
 
-/* Encodes the slot's next image, appending its rows; after the last one
- * the slot gets its sequence and waits for prefill. */
-static lv_status encode_next_image(worker *w, slot *sl, lv_err *err) {
-    wk_job *j = sl->j;
-    lv_status st;
-    if (sl->next_image < j->n_images) {
-        llava_image im;
-        if ((st = llava_encode_image(w->m, &j->images[sl->next_image], false, &im, err))) {
-            lv_err_prefix(err, "image %d", sl->next_image + 1);
-            return st;
-        }
-        size_t dim = (size_t)w->m->text.dim;
-        float *grown = realloc(sl->rows, ((size_t)sl->n_rows + im.n_tokens) * dim * sizeof *grown);
-        if (!grown) {
-            llava_image_free(&im);
-            return lv_fail(err, LV_ERR_NOMEM, "out of memory for image features");
-        }
-        sl->rows = grown;
-        memcpy(sl->rows + (size_t)sl->n_rows * dim, im.rows,
-               (size_t)im.n_tokens * dim * sizeof *grown);
-        sl->n_rows += im.n_tokens;
-        sl->g.timings.vision_ms += im.ms;
-        sl->g.timings.n_tiles += im.n_tiles;
-        sl->g.timings.n_images++;
-        llava_image_free(&im);
-        sl->next_image++;
-    }
-    if (sl->next_image < j->n_images) return LV_OK;
-    /* masked_scatter: every <image> id takes one feature row (with images) */
-    if (j->n_images > 0 && sl->n_image_ids != sl->n_rows)
-        return lv_fail(err, LV_ERR_ARG,
-                       "the prompt has %d image tokens but the images give %d features",
-                       sl->n_image_ids, sl->n_rows);
+/* After the last image: the slot gets its sequence and waits for prefill. */
+static lv_status start_prefill(sched *s, slot *sl, lv_err *err) {
+    sched_job *j = sl->j;
     long want = (long)j->n_ids + j->params.max_tokens;
-    int ctx = want < w->ctx ? (int)want : w->ctx;
-    if ((st = llm_seq_init(&w->m->text, ctx, 1, &sl->s, err))) return st;
-    llm_seq_drop_scratch(&sl->s); /* only the batch runs it */
+    int ctx = want < s->ctx ? (int)want : s->ctx;
+    lv_status st = llava_seq_new(s->m, ctx, &sl->s, err);
+    if (st) return st;
     sl->phase = SL_PREFILL;
-    pthread_mutex_lock(&w->mu);
-    update_stats_locked(w);
-    pthread_mutex_unlock(&w->mu);
+    update_stats(s);
     return LV_OK;
 }
 
-/* One image for the oldest slot that still has images to encode (the
- * vision tower is not batched); slots without images left get their
- * sequence at once. */
-static void encode_step(worker *w) {
-    bool encoded = false;
-    for (;;) {
-        slot *sl = NULL;
-        for (int i = 0; i < w->parallel; i++) {
-            slot *c = &w->slots[i];
-            bool cheap = c->next_image == (c->j ? c->j->n_images : 0);
-            if (c->phase == SL_ENCODE && (cheap || !encoded) && (!sl || c->order < sl->order))
-                sl = c;
-        }
-        if (!sl) return;
-        encoded |= sl->next_image < sl->j->n_images;
-        lv_status st = encode_next_image(w, sl, &sl->j->err);
-        if (st) end_slot(w, sl, st);
+/* Starts the encoder of the slot's next image, or its prefill after the last. */
+static lv_status next_image(sched *s, slot *sl, lv_err *err) {
+    sched_job *j = sl->j;
+    if (sl->enc) {
+        sl->g.timings.vision_ms += llava_encoder_ms(sl->enc);
+        sl->g.timings.n_tiles += llava_encoder_tiles(sl->enc);
+        sl->g.timings.n_images++;
+        llava_encoder_free(sl->enc);
+        sl->enc = NULL;
     }
+    if (sl->next_image == j->n_images) return start_prefill(s, sl, err);
+    const img_tensor *px = &j->images[sl->next_image];
+    int n_tok = llava_tensor_token_count(s->m, px);
+    lv_status st = n_tok < 1 ? lv_fail(err, LV_ERR_ARG, "the image tensor fits no grid")
+                             : llava_encoder_new(s->m, px, sl->f, sl->feat_rows, false, &sl->enc,
+                                                 err);
+    if (st) {
+        lv_err_prefix(err, "image %d", sl->next_image + 1);
+        return st;
+    }
+    sl->next_image++;
+    sl->feat_rows += n_tok;
+    return LV_OK;
 }
 
-/* Writes image rows over the image ids among ids[0..n) (input rows row0 ..),
- * one upload per run of consecutive image ids. */
-static void scatter_rows(worker *w, slot *sl, const int32_t *ids, int n, int row0) {
-    be *b = &w->m->backend;
-    int dim = w->m->text.dim, image_id = w->m->md.config.image_token_id;
-    float *x = llm_batch_input(&w->bt) + (size_t)row0 * dim;
-    for (int i = 0; i < n;) {
-        if (ids[i] != image_id) {
-            i++;
-            continue;
+/* Encoder pieces for sl: while jobs decode, within budget_ms, each piece
+ * sized from the measured cost of its kind; else whole pieces for up to
+ * TURN_MS. Returns the time spent. */
+static double encode_slot(sched *s, slot *sl, double budget_ms, bool decoding) {
+    sched_job *j = sl->j;
+    double t0 = lv_now_ms(), spent = 0, limit = decoding ? budget_ms : TURN_MS;
+    lv_status st = LV_OK;
+    while (sl->phase == SL_ENCODE && spent < limit) {
+        if ((!sl->enc || llava_encoder_done(sl->enc)) && (st = next_image(s, sl, &j->err))) break;
+        if (!sl->enc) break; /* prefill next */
+        int kind, left = llava_encoder_next(sl->enc, &kind);
+        double rate = s->cost.encode_row[kind];
+        int rows = !decoding ? left : rate > 0 ? (int)((limit - spent) / rate) : FIRST_ROWS;
+        rows = rows < 1 ? 1 : rows > left ? left : rows;
+        double p0 = lv_now_ms();
+        if ((st = llava_encoder_run(sl->enc, rows, &j->err))) {
+            lv_err_prefix(&j->err, "image %d", sl->next_image);
+            break;
         }
-        int k = i;
-        while (k < n && ids[k] == image_id) k++;
-        b->ops->upload(b, x + (size_t)i * dim, sl->rows + (size_t)sl->rows_used * dim,
-                       (size_t)(k - i) * dim * sizeof *x);
-        sl->rows_used += k - i;
-        i = k;
+        ewma(&s->cost.encode_row[kind], (lv_now_ms() - p0) / rows);
+        spent = lv_now_ms() - t0;
     }
+    /* a finished last image starts the prefill at once */
+    if (!st && sl->phase == SL_ENCODE && sl->enc && llava_encoder_done(sl->enc))
+        st = next_image(s, sl, &j->err);
+    if (st) end_slot(s, sl, st);
+    return lv_now_ms() - t0;
 }
 
-/* embed_tokens of ids[0..n) into input rows row0 ..; a virtual image id
- * (vocab_size, io/gguf_model.h) has no row: only the text runs around it
- * are embedded, scatter_rows fills the rest. */
-static void embed_prompt(worker *w, const int32_t *ids, int n, int row0) {
-    const llm *t = &w->m->text;
-    int image_id = w->m->md.config.image_token_id;
-    for (int i = 0; i < n;) {
-        int k = i;
-        while (k < n && (ids[k] != image_id || image_id < t->vocab_size)) k++;
-        if (k > i) llm_batch_embed(t, &w->bt, row0 + i, ids + i, k - i);
-        i = k + 1;
+/* The slots in admission order, those in phase ph. */
+static int oldest_first(const sched *s, slot_phase ph, slot **out) {
+    int n = 0;
+    for (int i = 0; i < s->parallel; i++) {
+        slot *c = &s->slots[i];
+        if (c->phase != ph) continue;
+        int k = n++;
+        while (k > 0 && out[k - 1]->order > c->order) {
+            out[k] = out[k - 1];
+            k--;
+        }
+        out[k] = c;
     }
+    return n;
 }
 
 /*
- * One batched forward: the last token of every decoding slot, then prompt
- * chunks of the joining slots (oldest first) up to WK_PREFILL_ROWS rows.
- * Then each decoding slot samples its next token, and a slot whose prompt
- * is complete samples its first and starts decoding.
+ * One turn's work after admission: encoder pieces, then ONE forward holding
+ * the last token of every decoding slot and prompt chunks of the joining
+ * slots (oldest first). Then each decoding slot samples its next token,
+ * and a slot whose prompt is complete samples its first and starts
+ * decoding.
  */
-static void batch_step(worker *w) {
-    llava *m = w->m;
-    int n = 0, rows = 0, n_dec = 0;
-    for (int i = 0; i < w->parallel; i++) {
-        slot *sl = &w->slots[i];
+static void run_turn(sched *s) {
+    llava *m = s->m;
+    slot **order = s->order;
+    int n = 0, n_dec = 0;
+    for (int i = 0; i < s->parallel; i++) {
+        slot *sl = &s->slots[i];
         if (sl->phase != SL_DECODE) continue;
-        w->seqs[n] = &sl->s;
-        w->n_tok[n] = 1;
-        w->ids[n] = sl->g.next;
-        w->who[n++] = i;
-        rows++;
+        s->in[n] = (llava_input){.seq = sl->s, .ids = &sl->g.next, .n = 1};
+        s->who[n++] = i;
     }
     n_dec = n;
-    if (n_dec) llm_batch_embed(&m->text, &w->bt, 0, w->ids, n_dec);
-    for (int budget = WK_PREFILL_ROWS; budget > 0;) {
-        slot *sl = NULL;
-        int at = -1;
-        for (int i = 0; i < w->parallel; i++) {
-            slot *c = &w->slots[i];
-            bool taken = false;
-            for (int q = n_dec; q < n; q++) taken |= w->who[q] == i;
-            if (c->phase == SL_PREFILL && !taken && (!sl || c->order < sl->order)) {
-                sl = c;
-                at = i;
-            }
+    /* the background budget: unbounded-ish when nothing decodes; else the
+     * latency the running streams may lose, from the measured step time */
+    double dec_ms = s->cost.decode[n_dec];
+    double budget = n_dec == 0 ? -1 : (s->max_itl_ratio - 1) * ITL_MARGIN * dec_ms;
+    int n_enc = oldest_first(s, SL_ENCODE, order);
+    for (int k = 0; k < n_enc; k++) /* no images (left): the sequence at once */
+        if (!order[k]->enc && order[k]->next_image == order[k]->j->n_images) {
+            lv_status st = next_image(s, order[k], &order[k]->j->err);
+            if (st) end_slot(s, order[k], st);
         }
-        if (!sl) break;
-        wk_job *j = sl->j;
-        int chunk = j->n_ids - sl->prefilled < budget ? j->n_ids - sl->prefilled : budget;
+    n_enc = oldest_first(s, SL_ENCODE, order);
+    for (int k = 0; k < n_enc; k++) {
+        if (n_dec && budget <= 0) break;
+        double spent = encode_slot(s, order[k], budget, n_dec > 0);
+        if (n_dec) budget -= spent;
+    }
+    int rows_budget = PREFILL_ROWS;
+    if (n_dec) {
+        double rate = s->cost.prefill_row;
+        rows_budget = budget <= 0 ? 0 : rate > 0 ? (int)(budget / rate) : FIRST_ROWS;
+        /* a prompt must advance even when the budget is spent on encoding */
+        if (rows_budget < 1) rows_budget = n_enc || dec_ms <= 0 ? 0 : 1;
+        if (rows_budget > PREFILL_ROWS) rows_budget = PREFILL_ROWS;
+    }
+    int n_pre = oldest_first(s, SL_PREFILL, order), pre_rows = 0;
+    for (int k = 0; k < n_pre && rows_budget > 0; k++) {
+        slot *sl = order[k];
+        sched_job *j = sl->j;
+        int chunk = j->n_ids - sl->prefilled < rows_budget ? j->n_ids - sl->prefilled : rows_budget;
         const int32_t *ids = j->ids + sl->prefilled;
-        embed_prompt(w, ids, chunk, rows);
-        /* inputs_embeds[ids == image] = image features */
-        if (j->n_images > 0) scatter_rows(w, sl, ids, chunk, rows);
-        w->seqs[n] = &sl->s;
-        w->n_tok[n] = chunk;
-        w->who[n++] = at;
-        rows += chunk;
-        budget -= chunk;
+        s->in[n] = (llava_input){.seq = sl->s, .ids = ids, .n = chunk, .features = sl->f,
+                                 .feature_row = sl->feat_used};
+        s->who[n++] = (int)(sl - s->slots);
+        pre_rows += chunk;
+        rows_budget -= chunk;
     }
     if (!n) return;
 
     lv_err err;
-    double t0 = mono_ms();
-    lv_status st = llm_forward_batch_rows(&m->text, &w->bt, w->seqs, w->n_tok, n, w->logits, &err);
-    double ms = mono_ms() - t0;
-    size_t vocab = (size_t)m->text.vocab_size;
+    double t0 = lv_now_ms();
+    lv_status st = llava_forward(m, s->bt, s->in, n, s->logits, &err);
+    double ms = lv_now_ms() - t0;
+    if (!st && pre_rows == 0)
+        ewma(&s->cost.decode[n_dec], ms);
+    else if (!st && (n_dec == 0 || dec_ms > 0))
+        ewma(&s->cost.prefill_row, (ms - (n_dec ? dec_ms : 0)) / pre_rows);
+    size_t vocab = (size_t)llava_vocab_size(m);
     for (int q = 0; q < n; q++) {
-        slot *sl = &w->slots[w->who[q]];
+        slot *sl = &s->slots[s->who[q]];
         if (st) {
             sl->j->err = err;
-            end_slot(w, sl, st);
+            end_slot(s, sl, st);
             continue;
         }
         if (sl->phase == SL_PREFILL) {
             sl->g.timings.prefill_ms += ms;
-            sl->prefilled += w->n_tok[q];
+            sl->feat_used += llava_count_image_ids(m, s->in[q].ids, s->in[q].n) *
+                             (sl->f != NULL);
+            sl->prefilled += s->in[q].n;
             if (sl->prefilled < sl->j->n_ids) continue;
             sl->g.timings.n_prefill = sl->j->n_ids;
-            free(sl->rows);
-            sl->rows = NULL;
+            llava_features_free(sl->f); /* consumed */
+            sl->f = NULL;
             sl->phase = SL_DECODE;
         } else {
             sl->g.timings.decode_ms += ms;
             sl->g.timings.n_decode++;
         }
-        lv_status st2 =
-            gen_state_step(&sl->g, w->logits + q * vocab, sl->s.pos >= sl->s.ctx, &sl->j->err);
+        bool ctx_full = llava_seq_pos(sl->s) >= llava_seq_ctx(sl->s);
+        lv_status st2 = gen_state_step(&sl->g, s->logits + q * vocab, ctx_full, &sl->j->err);
         if (st2)
-            end_slot(w, sl, st2);
+            end_slot(s, sl, st2);
         else if (sl->g.done)
-            complete_slot(w, sl);
+            complete_slot(s, sl);
     }
-    pthread_mutex_lock(&w->mu);
-    update_stats_locked(w);
-    pthread_mutex_unlock(&w->mu);
+    update_stats(s);
 }
 
-/* ---- the engine thread ------------------------------------------------------------------ */
+/* ---- the engine turn ------------------------------------------------------------------- */
 
-static int n_active(const worker *w) {
+static int n_active(const sched *s) {
     int n = 0;
-    for (int i = 0; i < w->parallel; i++) n += w->slots[i].phase != SL_FREE;
+    for (int i = 0; i < s->parallel; i++) n += s->slots[i].phase != SL_FREE;
     return n;
 }
 
-static void *engine_main(void *arg) {
-    worker *w = arg;
-    wk_job **admit = w->admit;
-    for (;;) {
-        int active = n_active(w), n_admit = 0;
-        pthread_mutex_lock(&w->mu);
-        while (!w->stopping && w->n == 0 && active == 0) pthread_cond_wait(&w->cv, &w->mu);
-        if (w->stopping) {
-            /* queued jobs are refused; running ones finish unless cancel_running */
-            while (w->n > 0) {
-                wk_job *j = w->ring[w->head];
-                w->head = (w->head + 1) % w->cap;
-                w->n--;
-                pthread_mutex_unlock(&w->mu);
-                lv_fail(&j->err, LV_ERR_CANCELLED, "cancelled: the server is shutting down");
-                LV_INFO("[%s] %s", j->rid, j->err.msg);
-                finish(j, LV_ERR_CANCELLED);
-                wk_job_release(j);
-                pthread_mutex_lock(&w->mu);
-            }
-            if (w->cancel_running)
-                for (int i = 0; i < w->parallel; i++)
-                    if (w->slots[i].phase != SL_FREE) wk_job_cancel(w->slots[i].j);
-            if (active == 0) {
-                pthread_mutex_unlock(&w->mu);
-                break;
-            }
+/* Takes queued jobs into free slots, refuses them when stopping; under s->mu
+ * on entry and on return. Returns the jobs taken (in s->admit). */
+static int take_queued_locked(sched *s, int active) {
+    int n_admit = 0;
+    if (s->stopping) {
+        /* queued jobs are refused; running ones finish unless cancel_running */
+        while (s->n > 0) {
+            sched_job *j = s->ring[s->head];
+            s->head = (s->head + 1) % s->cap;
+            s->n--;
+            pthread_mutex_unlock(&s->mu);
+            lv_fail(&j->err, LV_ERR_CANCELLED, "cancelled: the server is shutting down");
+            LV_INFO("[%s] %s", j->rid, j->err.msg);
+            finish(j, LV_ERR_CANCELLED);
+            sched_job_release(j);
+            pthread_mutex_lock(&s->mu);
         }
-        while (active + n_admit < w->parallel && w->n > 0) {
-            admit[n_admit++] = w->ring[w->head];
-            w->head = (w->head + 1) % w->cap;
-            w->n--;
-        }
-        pthread_mutex_unlock(&w->mu);
+        if (s->cancel_running)
+            for (int i = 0; i < s->parallel; i++)
+                if (s->slots[i].phase != SL_FREE) sched_job_cancel(s->slots[i].j);
+        return 0;
+    }
+    while (active + n_admit < s->parallel && s->n > 0) {
+        s->admit[n_admit++] = s->ring[s->head];
+        s->head = (s->head + 1) % s->cap;
+        s->n--;
+    }
+    return n_admit;
+}
 
-        for (int k = 0, i = 0; k < n_admit; k++) {
-            while (w->slots[i].phase != SL_FREE) i++;
-            start_slot(w, &w->slots[i], admit[k]);
-        }
-        /* cancelled jobs leave at once */
-        for (int i = 0; i < w->parallel; i++) {
-            slot *sl = &w->slots[i];
-            if (sl->phase == SL_FREE || !is_cancelled(sl->j)) continue;
-            lv_fail(&sl->j->err, LV_ERR_CANCELLED, "cancelled after %d tokens", sl->g.n_ids);
-            end_slot(w, sl, LV_ERR_CANCELLED);
-        }
-        encode_step(w);
-        batch_step(w);
+/* Everything after taking the queue: admission, cancellation, the work. */
+static void turn(sched *s, int n_admit) {
+    for (int k = 0, i = 0; k < n_admit; k++) {
+        while (s->slots[i].phase != SL_FREE) i++;
+        start_slot(s, &s->slots[i], s->admit[k]);
+    }
+    /* cancelled jobs leave at once */
+    for (int i = 0; i < s->parallel; i++) {
+        slot *sl = &s->slots[i];
+        if (sl->phase == SL_FREE || !is_cancelled(sl->j)) continue;
+        lv_fail(&sl->j->err, LV_ERR_CANCELLED, "cancelled after %d tokens", sl->g.n_ids);
+        end_slot(s, sl, LV_ERR_CANCELLED);
+    }
+    run_turn(s);
+}
+
+static void *engine_main(void *arg) {
+    sched *s = arg;
+    for (;;) {
+        int active = n_active(s);
+        pthread_mutex_lock(&s->mu);
+        while (!s->stopping && s->n == 0 && active == 0) pthread_cond_wait(&s->cv, &s->mu);
+        int n_admit = take_queued_locked(s, active);
+        bool quit = s->stopping && active == 0;
+        pthread_mutex_unlock(&s->mu);
+        if (quit) break;
+        turn(s, n_admit);
     }
     return NULL;
 }
 
+bool sched_step(sched *s) {
+    int active = n_active(s);
+    pthread_mutex_lock(&s->mu);
+    int n_admit = take_queued_locked(s, active);
+    bool queued = s->n > 0;
+    pthread_mutex_unlock(&s->mu);
+    if (active + n_admit == 0) return queued;
+    turn(s, n_admit);
+    pthread_mutex_lock(&s->mu);
+    queued = s->n > 0;
+    pthread_mutex_unlock(&s->mu);
+    return queued || n_active(s) > 0;
+}
+
 /* ---- the queue ------------------------------------------------------------------------- */
 
-/* The longest sequence: cfg->ctx_size, or the model's context within WK_KV_BUDGET. */
-static lv_status choose_ctx(const llava *m, const wk_config *cfg, int *ctx, lv_err *err) {
-    int max_ctx = m->text.max_ctx;
+/* The longest sequence: cfg->ctx_size, or the model's context within KV_BUDGET. */
+static lv_status choose_ctx(const llava *m, const sched_config *cfg, int *ctx, lv_err *err) {
+    int max_ctx = llava_max_ctx(m);
     if (cfg->ctx_size > 0) {
         if (cfg->ctx_size > max_ctx)
             return lv_fail(err, LV_ERR_ARG, "ctx_size %d exceeds the model's context (%d)",
@@ -538,130 +611,140 @@ static lv_status choose_ctx(const llava *m, const wk_config *cfg, int *ctx, lv_e
         *ctx = cfg->ctx_size;
         return LV_OK;
     }
-    size_t per_seq = WK_KV_BUDGET / (size_t)cfg->parallel / llm_kv_bytes_per_pos(&m->text);
+    size_t per_seq = KV_BUDGET / (size_t)cfg->parallel / llava_kv_bytes_per_pos(m);
     *ctx = per_seq < (size_t)max_ctx ? (int)per_seq : max_ctx;
-    if (*ctx < WK_MIN_CTX) *ctx = max_ctx < WK_MIN_CTX ? max_ctx : WK_MIN_CTX;
+    if (*ctx < MIN_CTX) *ctx = max_ctx < MIN_CTX ? max_ctx : MIN_CTX;
     return LV_OK;
 }
 
-static void free_engine(worker *w) {
-    llm_batch_deinit(&w->bt);
-    free(w->slots);
-    free(w->logits);
-    free(w->seqs);
-    free(w->n_tok);
-    free(w->ids);
-    free(w->who);
-    free(w->admit);
-    free(w->ring);
+static void free_engine(sched *s) {
+    llava_batch_free(s->bt);
+    free(s->slots);
+    free(s->logits);
+    free(s->in);
+    free(s->who);
+    free(s->admit);
+    free(s->order);
+    free(s->ring);
+    free(s->cost.decode);
 }
 
-lv_status worker_new(llava *m, const wk_config *cfg, worker **out, lv_err *err) {
+lv_status sched_new(llava *m, const sched_config *cfg, sched **out, lv_err *err) {
     *out = NULL;
-    if (cfg->queue_size < 1 || cfg->parallel < 1 || cfg->ctx_size < 0)
+    if (cfg->queue_size < 1 || cfg->parallel < 1 || cfg->ctx_size < 0 ||
+        (cfg->max_itl_ratio != 0 && cfg->max_itl_ratio < 1))
         return lv_fail(err, LV_ERR_ARG,
-                       "worker: queue_size (%d) and parallel (%d) must be >= 1, ctx_size (%d) "
-                       ">= 0",
-                       cfg->queue_size, cfg->parallel, cfg->ctx_size);
-    if (!m->loaded) return lv_fail(err, LV_ERR_ARG, "worker: the model's weights are not loaded");
-    worker *w = calloc(1, sizeof *w);
-    if (!w) return lv_fail(err, LV_ERR_NOMEM, "out of memory");
-    lv_status st = choose_ctx(m, cfg, &w->ctx, err);
+                       "scheduler: queue_size (%d) and parallel (%d) must be >= 1, ctx_size (%d) "
+                       ">= 0, max_itl_ratio (%g) >= 1",
+                       cfg->queue_size, cfg->parallel, cfg->ctx_size, cfg->max_itl_ratio);
+    if (!llava_is_loaded(m))
+        return lv_fail(err, LV_ERR_ARG, "scheduler: the model's weights are not loaded");
+    sched *s = calloc(1, sizeof *s);
+    if (!s) return lv_fail(err, LV_ERR_NOMEM, "out of memory");
+    lv_status st = choose_ctx(m, cfg, &s->ctx, err);
     if (st) {
-        free(w);
+        free(s);
         return st;
     }
     int np = cfg->parallel;
-    w->m = m;
-    w->cap = cfg->queue_size;
-    w->parallel = np;
-    w->kv_per_pos = llm_kv_bytes_per_pos(&m->text);
-    w->ring = calloc((size_t)w->cap, sizeof *w->ring);
-    w->slots = calloc((size_t)np, sizeof *w->slots);
-    w->logits = malloc((size_t)np * m->text.vocab_size * sizeof *w->logits);
-    w->seqs = calloc((size_t)np, sizeof *w->seqs);
-    w->n_tok = calloc((size_t)np, sizeof *w->n_tok);
-    w->ids = calloc((size_t)np, sizeof *w->ids);
-    w->who = calloc((size_t)np, sizeof *w->who);
-    w->admit = calloc((size_t)np, sizeof *w->admit);
-    if (!w->ring || !w->slots || !w->logits || !w->seqs || !w->n_tok || !w->ids || !w->who ||
-        !w->admit) {
-        free_engine(w);
-        free(w);
+    s->m = m;
+    s->cap = cfg->queue_size;
+    s->parallel = np;
+    s->max_itl_ratio = cfg->max_itl_ratio > 0 ? cfg->max_itl_ratio : 2.0;
+    s->kv_per_pos = llava_kv_bytes_per_pos(m);
+    s->ring = calloc((size_t)s->cap, sizeof *s->ring);
+    s->slots = calloc((size_t)np, sizeof *s->slots);
+    s->logits = malloc((size_t)np * llava_vocab_size(m) * sizeof *s->logits);
+    s->in = calloc((size_t)np, sizeof *s->in);
+    s->who = calloc((size_t)np, sizeof *s->who);
+    s->admit = calloc((size_t)np, sizeof *s->admit);
+    s->order = calloc((size_t)np, sizeof *s->order);
+    s->cost.decode = calloc((size_t)np + 1, sizeof *s->cost.decode);
+    if (!s->ring || !s->slots || !s->logits || !s->in || !s->who || !s->admit || !s->order ||
+        !s->cost.decode) {
+        free_engine(s);
+        free(s);
         return lv_fail(err, LV_ERR_NOMEM, "out of memory for %d parallel sequences", np);
     }
-    if ((st = llm_batch_init(&m->text, np + WK_PREFILL_ROWS, np, &w->bt, err))) {
-        free_engine(w);
-        free(w);
+    if ((st = llava_batch_new(m, np + PREFILL_ROWS, np, &s->bt, err))) {
+        free_engine(s);
+        free(s);
         return st;
     }
-    pthread_mutex_init(&w->mu, NULL);
-    pthread_cond_init(&w->cv, NULL);
-    if (pthread_create(&w->thread, NULL, engine_main, w)) {
-        pthread_cond_destroy(&w->cv);
-        pthread_mutex_destroy(&w->mu);
-        free_engine(w);
-        free(w);
-        return lv_fail(err, LV_ERR_NOMEM, "cannot start the engine thread");
-    }
-    LV_INFO("worker: %d parallel sequences of up to %d positions (KV %.1f MB each at most), "
-            "queue %d",
-            np, w->ctx, (double)w->ctx * w->kv_per_pos / 1e6, w->cap);
-    *out = w;
+    pthread_mutex_init(&s->mu, NULL);
+    pthread_cond_init(&s->cv, NULL);
+    LV_DEBUG("scheduler: %d parallel sequences of up to %d positions (KV %.1f MB each at most), "
+             "queue %d",
+             np, s->ctx, (double)s->ctx * s->kv_per_pos / 1e6, s->cap);
+    *out = s;
     return LV_OK;
 }
 
-lv_status worker_submit(worker *w, wk_job *j, lv_err *err) {
+lv_status sched_start(sched *s, lv_err *err) {
+    if (s->started) return LV_OK;
+    if (pthread_create(&s->thread, NULL, engine_main, s))
+        return lv_fail(err, LV_ERR_NOMEM, "cannot start the engine thread");
+    s->started = true;
+    LV_INFO("scheduler: %d parallel sequences of up to %d positions (KV %.1f MB each at most), "
+            "queue %d",
+            s->parallel, s->ctx, (double)s->ctx * s->kv_per_pos / 1e6, s->cap);
+    return LV_OK;
+}
+
+lv_status sched_submit(sched *s, sched_job *j, lv_err *err) {
     lv_status st = LV_OK;
-    pthread_mutex_lock(&w->mu);
-    if (w->stopping) {
+    pthread_mutex_lock(&s->mu);
+    if (s->stopping) {
         st = lv_fail(err, LV_ERR_BUSY, "the server is shutting down");
-    } else if (w->n == w->cap) {
+    } else if (s->n == s->cap) {
         st = lv_fail(err, LV_ERR_BUSY, "the queue is full (%d requests waiting); retry later",
-                     w->cap);
+                     s->cap);
     } else {
         atomic_fetch_add(&j->refs, 1);
-        j->t_submit_ms = mono_ms();
-        w->ring[(w->head + w->n) % w->cap] = j;
-        w->n++;
-        pthread_cond_signal(&w->cv);
+        j->t_submit_ms = lv_now_ms();
+        s->ring[(s->head + s->n) % s->cap] = j;
+        s->n++;
+        pthread_cond_signal(&s->cv);
     }
-    pthread_mutex_unlock(&w->mu);
+    pthread_mutex_unlock(&s->mu);
     return st;
 }
 
-void worker_get_stats(worker *w, wk_stats *out) {
+void sched_get_stats(sched *s, sched_stats *out) {
     memset(out, 0, sizeof *out);
-    pthread_mutex_lock(&w->mu);
-    out->running = w->n_running;
-    out->waiting = w->n;
-    out->queue_capacity = w->cap;
-    out->parallel = w->parallel;
-    out->kv_used = w->kv_used;
-    out->kv_capacity = (int64_t)w->parallel * w->ctx;
-    out->kv_bytes_used = (size_t)w->kv_used * w->kv_per_pos;
-    out->kv_bytes_total = (size_t)out->kv_capacity * w->kv_per_pos;
-    out->kv_bytes_allocated = w->kv_bytes_alloc;
-    out->ctx_size = w->ctx;
-    pthread_mutex_unlock(&w->mu);
+    pthread_mutex_lock(&s->mu);
+    out->running = s->n_running;
+    out->waiting = s->n;
+    out->queue_capacity = s->cap;
+    out->parallel = s->parallel;
+    out->kv_used = s->kv_used;
+    out->kv_capacity = (int64_t)s->parallel * s->ctx;
+    out->kv_bytes_used = (size_t)s->kv_used * s->kv_per_pos;
+    out->kv_bytes_total = (size_t)out->kv_capacity * s->kv_per_pos;
+    out->kv_bytes_allocated = s->kv_bytes_alloc;
+    out->ctx_size = s->ctx;
+    pthread_mutex_unlock(&s->mu);
 }
 
-void worker_stop(worker *w, bool cancel_running) {
-    if (w->joined) return;
-    pthread_mutex_lock(&w->mu);
-    w->stopping = true;
-    w->cancel_running = cancel_running;
-    pthread_cond_signal(&w->cv);
-    pthread_mutex_unlock(&w->mu);
-    pthread_join(w->thread, NULL);
-    w->joined = true;
+void sched_stop(sched *s, bool cancel_running) {
+    if (s->joined) return;
+    pthread_mutex_lock(&s->mu);
+    s->stopping = true;
+    s->cancel_running = cancel_running;
+    pthread_cond_signal(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+    if (s->started)
+        pthread_join(s->thread, NULL);
+    else
+        while (sched_step(s)) {} /* the caller's thread finishes (or cancels) the work */
+    s->joined = true;
 }
 
-void worker_free(worker *w) {
-    if (!w) return;
-    worker_stop(w, true);
-    pthread_cond_destroy(&w->cv);
-    pthread_mutex_destroy(&w->mu);
-    free_engine(w);
-    free(w);
+void sched_free(sched *s) {
+    if (!s) return;
+    sched_stop(s, true);
+    pthread_cond_destroy(&s->cv);
+    pthread_mutex_destroy(&s->mu);
+    free_engine(s);
+    free(s);
 }

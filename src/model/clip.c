@@ -1,10 +1,9 @@
 /*
  * clip.c - CLIP ViT forward over tiles (see clip.h).
  *
- * All tiles of one image go through the tower together as one batch of
- * n_tiles · n_pos rows: every matmul sees the whole batch, attention runs
- * per tile (tiles never see each other). Reference: transformers
- * models/clip/modeling_clip.py.
+ * A tile goes through the tower in stages (clip.h), each a row-wise pass
+ * that may run a few rows at a time; attention runs per tile (tiles never
+ * see each other). Reference: transformers models/clip/modeling_clip.py.
  */
 #include "model/clip.h"
 
@@ -41,47 +40,41 @@ lv_status clip_init(clip *c, be *b, const lv_model_config *cfg, const clip_weigh
 
 /*
  * im2col for the patch conv (Conv2d(3, dim, kernel p, stride p, bias=False)):
- * row t·n_pos + 1 + (py·side + px) holds patch (py, px) of tile t flattened
- * in (c, ky, kx) order, the conv weight's layout. Row t·n_pos (the CLS slot)
- * is zero, so the matmul leaves it 0 and adding cls_pos puts
+ * rows [r0, r0 + n) of one tile, row 1 + (py·side + px) holding patch
+ * (py, px) flattened in (c, ky, kx) order, the conv weight's layout. Row 0
+ * (the CLS slot) is zero, so the matmul leaves it 0 and adding cls_pos puts
  * class_embedding + pos[0] there.
  */
-static void im2col(const clip *c, const float *px, int n_tiles, float *out) {
+static void im2col(const clip *c, const float *px, int r0, int n, float *out) {
     int p = c->patch_size, S = c->image_size, cols = 3 * p * p;
-    for (int t = 0; t < n_tiles; t++) {
-        float *tile_rows = out + (size_t)t * c->n_pos * cols;
-        memset(tile_rows, 0, (size_t)cols * sizeof *out);
-        for (int py = 0; py < c->side; py++)
-            for (int pxi = 0; pxi < c->side; pxi++) {
-                float *row = tile_rows + (size_t)(1 + py * c->side + pxi) * cols;
-                for (int ch = 0; ch < 3; ch++)
-                    for (int ky = 0; ky < p; ky++) {
-                        const float *src =
-                            px + (((size_t)t * 3 + ch) * S + (size_t)py * p + ky) * S + pxi * p;
-                        memcpy(row + (ch * p + ky) * p, src, (size_t)p * sizeof *src);
-                    }
+    for (int r = r0; r < r0 + n; r++) {
+        float *row = out + (size_t)(r - r0) * cols;
+        if (r == 0) {
+            memset(row, 0, (size_t)cols * sizeof *out);
+            continue;
+        }
+        int py = (r - 1) / c->side, pxi = (r - 1) % c->side;
+        for (int ch = 0; ch < 3; ch++)
+            for (int ky = 0; ky < p; ky++) {
+                const float *src = px + ((size_t)ch * S + (size_t)py * p + ky) * S + pxi * p;
+                memcpy(row + (ch * p + ky) * p, src, (size_t)p * sizeof *src);
             }
     }
 }
 
-/* Scratch for one clip_encode call, all (rows, ·) backend buffers. */
-typedef struct {
-    float *h, *q, *k, *v, *att; /* (rows, dim) */
-    float *ff;                  /* (rows, hidden_dim); also holds the im2col patches */
-} clip_scratch;
-
-static void scratch_free(be *b, clip_scratch *s) {
+void clip_tile_scratch_free(const clip *c, clip_tile_scratch *s) {
+    be *b = c->b;
     float *all[] = {s->h, s->q, s->k, s->v, s->att, s->ff};
     for (size_t i = 0; i < LV_ARRAY_LEN(all); i++) b->ops->release(b, all[i]);
+    free(s->patches);
     memset(s, 0, sizeof *s);
 }
 
-static lv_status scratch_alloc(const clip *c, int rows, clip_scratch *s, lv_err *err) {
+lv_status clip_tile_scratch_init(const clip *c, clip_tile_scratch *s, lv_err *err) {
     be *b = c->b;
+    int rows = c->n_pos, cols = 3 * c->patch_size * c->patch_size;
     size_t d = (size_t)rows * c->dim * sizeof(float);
-    int ff_cols = c->hidden_dim > 3 * c->patch_size * c->patch_size
-                      ? c->hidden_dim
-                      : 3 * c->patch_size * c->patch_size;
+    int ff_cols = c->hidden_dim > cols ? c->hidden_dim : cols;
     memset(s, 0, sizeof *s);
     s->h = b->ops->alloc(b, d);
     s->q = b->ops->alloc(b, d);
@@ -89,66 +82,89 @@ static lv_status scratch_alloc(const clip *c, int rows, clip_scratch *s, lv_err 
     s->v = b->ops->alloc(b, d);
     s->att = b->ops->alloc(b, d);
     s->ff = b->ops->alloc(b, (size_t)rows * ff_cols * sizeof(float));
-    if (s->h && s->q && s->k && s->v && s->att && s->ff) return LV_OK;
-    scratch_free(b, s);
+    s->patches = malloc((size_t)rows * cols * sizeof *s->patches);
+    if (s->h && s->q && s->k && s->v && s->att && s->ff && s->patches) return LV_OK;
+    clip_tile_scratch_free(c, s);
     return lv_fail(err, LV_ERR_NOMEM, "out of memory for the vision tower (%d positions)", rows);
 }
 
-/* CLIPEncoderLayer (pre-norm) on x (rows, dim), in place. */
-static void encoder_layer(const clip *c, const clip_layer_weights *l, float *x, int n_tiles,
-                          clip_scratch *s) {
+/* embeddings = cat(class_embedding, patch_embedding(pixels)) + position_embedding,
+ * then pre_layrnorm (hidden_states[0]), for rows [r0, r0 + n). */
+static void embed_rows(const clip *c, const float *pixels, float *x, clip_tile_scratch *s, int r0,
+                       int n) {
     be *b = c->b;
     const struct be_ops *op = b->ops;
-    int rows = n_tiles * c->n_pos;
-    size_t n = (size_t)rows * c->dim, tile = (size_t)c->n_pos * c->dim;
-    /* h = layer_norm1(x) */
-    op->layernorm(b, s->h, x, l->ln1_g, l->ln1_b, rows, c->dim, c->eps);
-    /* q, k, v = h·Wᵀ + b (CLIPAttention q_proj, k_proj, v_proj) */
-    op->matmul(b, s->q, s->h, &l->wq, l->bq, rows);
-    op->matmul(b, s->k, s->h, &l->wk, l->bk, rows);
-    op->matmul(b, s->v, s->h, &l->wv, l->bv, rows);
-    /* softmax(q·kᵀ·head_dim^-0.5)·v per tile, no mask */
-    for (int t = 0; t < n_tiles; t++)
-        op->attention(b, s->att + t * tile, s->q + t * tile, s->k + t * tile, s->v + t * tile,
-                      c->n_pos, 0, c->n_pos, c->n_heads, c->n_heads, c->head_dim, false);
-    /* x = x + out_proj(att) */
-    op->matmul(b, s->h, s->att, &l->wo, l->bo, rows);
-    op->add(b, x, s->h, n);
-    /* x = x + fc2(act(fc1(layer_norm2(x)))) (CLIPMLP) */
-    op->layernorm(b, s->h, x, l->ln2_g, l->ln2_b, rows, c->dim, c->eps);
-    op->matmul(b, s->ff, s->h, &l->fc1, l->fc1_b, rows);
+    int cols = 3 * c->patch_size * c->patch_size;
+    float *xr = x + (size_t)r0 * c->dim;
+    /* patch_embedding: the stride-p conv as im2col + matmul (no bias) */
+    im2col(c, pixels, r0, n, s->patches);
+    op->upload(b, s->ff, s->patches, (size_t)n * cols * sizeof *s->patches);
+    op->matmul(b, xr, s->ff, &c->w->patch, NULL, n);
+    op->add(b, xr, c->w->cls_pos + (size_t)r0 * c->dim, (size_t)n * c->dim);
+    op->layernorm(b, xr, xr, c->w->pre_ln_g, c->w->pre_ln_b, n, c->dim, c->eps);
+}
+
+/* CLIPEncoderLayer (pre-norm), first half for rows [r0, r0 + n):
+ * h = layer_norm1(x); q, k, v = h·Wᵀ + b (CLIPAttention q_proj, k_proj, v_proj). */
+static void attn_in(const clip *c, const clip_layer_weights *l, const float *x,
+                    clip_tile_scratch *s, int r0, int n) {
+    be *b = c->b;
+    const struct be_ops *op = b->ops;
+    size_t at = (size_t)r0 * c->dim;
+    op->layernorm(b, s->h + at, x + at, l->ln1_g, l->ln1_b, n, c->dim, c->eps);
+    op->matmul(b, s->q + at, s->h + at, &l->wq, l->bq, n);
+    op->matmul(b, s->k + at, s->h + at, &l->wk, l->bk, n);
+    op->matmul(b, s->v + at, s->h + at, &l->wv, l->bv, n);
+}
+
+/* The second half for rows [r0, r0 + n), in place on x: softmax(q·kᵀ·head_dim^-0.5)·v
+ * over all the tile's keys (no mask); x = x + out_proj(att); x = x +
+ * fc2(act(fc1(layer_norm2(x)))) (CLIPMLP). */
+static void attn_out(const clip *c, const clip_layer_weights *l, float *x, clip_tile_scratch *s,
+                     int r0, int n) {
+    be *b = c->b;
+    const struct be_ops *op = b->ops;
+    size_t at = (size_t)r0 * c->dim, nd = (size_t)n * c->dim;
+    float *xr = x + at, *h = s->h + at, *att = s->att + at;
+    op->attention(b, att, s->q + at, s->k, s->v, n, 0, c->n_pos, c->n_heads, c->n_heads,
+                  c->head_dim, false);
+    op->matmul(b, h, att, &l->wo, l->bo, n);
+    op->add(b, xr, h, nd);
+    op->layernorm(b, h, xr, l->ln2_g, l->ln2_b, n, c->dim, c->eps);
+    op->matmul(b, s->ff, h, &l->fc1, l->fc1_b, n);
     if (c->quick_gelu)
-        op->quick_gelu(b, s->ff, (size_t)rows * c->hidden_dim);
+        op->quick_gelu(b, s->ff, (size_t)n * c->hidden_dim);
     else
-        op->gelu(b, s->ff, (size_t)rows * c->hidden_dim);
-    op->matmul(b, s->h, s->ff, &l->fc2, l->fc2_b, rows);
-    op->add(b, x, s->h, n);
+        op->gelu(b, s->ff, (size_t)n * c->hidden_dim);
+    op->matmul(b, h, s->ff, &l->fc2, l->fc2_b, n);
+    op->add(b, xr, h, nd);
+}
+
+void clip_tile_stage(const clip *c, clip_stage st, int l, const float *pixels, float *x,
+                     clip_tile_scratch *s, int r0, int n) {
+    if (st == CLIP_EMBED)
+        embed_rows(c, pixels, x, s, r0, n);
+    else if (st == CLIP_ATTN_IN)
+        attn_in(c, &c->w->layers[l], x, s, r0, n);
+    else
+        attn_out(c, &c->w->layers[l], x, s, r0, n);
 }
 
 lv_status clip_encode(const clip *c, const float *pixels, int n_tiles, float *out, lv_err *err) {
-    be *b = c->b;
-    const struct be_ops *op = b->ops;
-    int rows = clip_out_rows(c, n_tiles), cols = 3 * c->patch_size * c->patch_size;
-    clip_scratch s;
-    lv_status st = scratch_alloc(c, rows, &s, err);
+    clip_tile_scratch s;
+    lv_status st = clip_tile_scratch_init(c, &s, err);
     if (st) return st;
-    float *patches = malloc((size_t)rows * cols * sizeof *patches);
-    if (!patches) {
-        scratch_free(b, &s);
-        return lv_fail(err, LV_ERR_NOMEM, "out of memory for %d image tiles", n_tiles);
+    size_t tile_px = (size_t)3 * c->image_size * c->image_size;
+    for (int t = 0; t < n_tiles; t++) {
+        const float *px = pixels + (size_t)t * tile_px;
+        float *x = out + (size_t)t * c->n_pos * c->dim;
+        clip_tile_stage(c, CLIP_EMBED, 0, px, x, &s, 0, c->n_pos);
+        /* encoder layers 0 .. n_layers-1: hidden_states[n_layers] */
+        for (int l = 0; l < c->n_layers; l++) {
+            clip_tile_stage(c, CLIP_ATTN_IN, l, px, x, &s, 0, c->n_pos);
+            clip_tile_stage(c, CLIP_ATTN_OUT, l, px, x, &s, 0, c->n_pos);
+        }
     }
-    /* patch_embedding: the stride-p conv as im2col + matmul (no bias) */
-    im2col(c, pixels, n_tiles, patches);
-    op->upload(b, s.ff, patches, (size_t)rows * cols * sizeof *patches);
-    free(patches);
-    op->matmul(b, out, s.ff, &c->w->patch, NULL, rows);
-    /* embeddings = cat(class_embedding, patches) + position_embedding */
-    for (int t = 0; t < n_tiles; t++)
-        op->add(b, out + (size_t)t * c->n_pos * c->dim, c->w->cls_pos, (size_t)c->n_pos * c->dim);
-    /* pre_layrnorm: hidden_states[0] */
-    op->layernorm(b, out, out, c->w->pre_ln_g, c->w->pre_ln_b, rows, c->dim, c->eps);
-    /* encoder layers 0 .. n_layers-1: hidden_states[n_layers] */
-    for (int i = 0; i < c->n_layers; i++) encoder_layer(c, &c->w->layers[i], out, n_tiles, &s);
-    scratch_free(b, &s);
+    clip_tile_scratch_free(c, &s);
     return LV_OK;
 }

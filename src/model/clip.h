@@ -52,8 +52,42 @@ static inline int clip_out_rows(const clip *c, int n_tiles) {
  * float32 into out, a backend buffer of (n_tiles · n_pos, dim): for each
  * tile its n_pos hidden states after c->n_layers layers, CLS first, then the
  * patches in raster order. Scratch is allocated per call and released
- * before returning. Errors: LV_ERR_NOMEM.
+ * before returning. Errors: LV_ERR_NOMEM. The same as running the stages
+ * below over every tile with all rows at once.
  */
 lv_status clip_encode(const clip *c, const float *pixels, int n_tiles, float *out, lv_err *err);
+
+/* ---- one tile in stages, a few rows at a time ----------------------------------------
+ *
+ * A tile's encode is a sequence of stages, each a row-wise pass over the
+ * tile's n_pos rows that may be cut into row ranges run at different times
+ * (the scheduler interleaves them with decode steps):
+ *   CLIP_EMBED          patch conv (im2col rows + matmul), + class/position
+ *                       embedding, pre_layrnorm
+ *   CLIP_ATTN_IN  (l)   layer l: layer_norm1, q, k, v of the rows
+ *   CLIP_ATTN_OUT (l)   layer l: attention of the rows' queries over all the
+ *                       tile's keys, out_proj + residual, layer_norm2, MLP +
+ *                       residual
+ * ATTN_IN of layer l must be complete for every row before its ATTN_OUT
+ * starts (attention reads every key). Every op computes a row the same
+ * whatever the other rows (backend.h), so any cut gives the bits of one pass.
+ */
+typedef enum { CLIP_EMBED = 0, CLIP_ATTN_IN, CLIP_ATTN_OUT } clip_stage;
+
+/* Scratch for one tile: (n_pos, ·) backend buffers. */
+typedef struct {
+    float *h, *q, *k, *v, *att; /* (n_pos, dim) */
+    float *ff;                  /* (n_pos, max(hidden_dim, 3·patch²)); im2col rows too */
+    float *patches;             /* host (n_pos, 3·patch²) im2col staging */
+} clip_tile_scratch;
+
+lv_status clip_tile_scratch_init(const clip *c, clip_tile_scratch *s, lv_err *err);
+void clip_tile_scratch_free(const clip *c, clip_tile_scratch *s); /* zeroed: no-op */
+
+/* Runs rows [r0, r0 + n) of stage st (layer l for the ATTN stages) of one
+ * tile: pixels is the tile's host pixels (3, image_size, image_size), x its
+ * (n_pos, dim) hidden states (a backend buffer; written by CLIP_EMBED). */
+void clip_tile_stage(const clip *c, clip_stage st, int l, const float *pixels, float *x,
+                     clip_tile_scratch *s, int r0, int n);
 
 #endif

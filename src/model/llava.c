@@ -3,31 +3,26 @@
  *
  *   llava_open          config.json, tokenizer, preprocessor → image parameters
  *   llava_load          weights → backend (clip, projector, llm)
- *   llava_encode_image  pixels → CLIP → projector → packed rows (host)
- *   llava_prefill       ids → embed_tokens, image rows written over the <image>
- *                       ids (transformers: inputs_embeds.masked_scatter) → decoder
- *   llava_decode        one id → decoder
+ *   llava_encoder_*     pixels → CLIP (a tile, a stage, a few rows at a time)
+ *                       → projector → rows packed into the request's features
+ *   llava_forward       each sequence's ids → embed_tokens, feature rows over
+ *                       the <image> ids (transformers: inputs_embeds.masked_scatter)
+ *                       → the decoder over every row at once
  *
- * Image rows come back to the host after packing: packing is a gather that
- * the op table has no op for, and the host copy is what tests compare and
- * what a request keeps until its prefill.
+ * Image features stay in backend buffers from the tower to the decoder's
+ * input: packing is a row map (model/pack.h) applied with buffer copies.
  */
 #include "model/llava.h"
 
-#include "model/image_params.h"
+#include "base/clock.h"
 #include "image/anyres.h"
+#include "model/image_params.h"
+#include "model/llava_impl.h"
 #include "model/pack.h"
 #include "text/tokenizer_gguf.h"
 
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
-
-static double now_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
-}
 
 /* ---- open / load / free ------------------------------------------------ */
 
@@ -87,14 +82,14 @@ fail:
 static void unload(llava *m) {
     be *b = &m->backend;
     if (b->ops) {
+        b->ops->release(b, m->image_newline);
         clip_weights_free(b, &m->vision_w);
         projector_weights_free(b, &m->proj_w);
         llm_weights_free(b, &m->text_w);
         b->ops->deinit(b);
     }
     memset(b, 0, sizeof *b);
-    free(m->image_newline);
-    m->image_newline = NULL;
+    m->image_newline = NULL; /* released with the backend's buffers above */
     st_close(m->md.weights);
     m->md.weights = NULL;
     m->loaded = false;
@@ -114,10 +109,15 @@ static lv_status load_parts(llava *m, lv_err *err) {
         (s = llm_init(&m->text, b, &c->text, &m->text_w, err)))
         return s;
     if (m->next) {
-        m->image_newline = malloc((size_t)c->text.dim * sizeof *m->image_newline);
-        if (!m->image_newline) return lv_fail(err, LV_ERR_NOMEM, "out of memory");
-        if ((s = weights_read_vector(st, "image_newline", c->text.dim, m->image_newline, err)))
+        float *host = malloc((size_t)c->text.dim * sizeof *host);
+        if (!host) return lv_fail(err, LV_ERR_NOMEM, "out of memory");
+        if ((s = weights_read_vector(st, "image_newline", c->text.dim, host, err))) {
+            free(host);
             return s;
+        }
+        m->image_newline = b->ops->vector_init(b, BE_F32, c->text.dim, host);
+        free(host);
+        if (!m->image_newline) return lv_fail(err, LV_ERR_NOMEM, "out of memory");
     }
     return LV_OK;
 }
@@ -192,14 +192,21 @@ size_t llava_kv_bytes_per_pos(const llava *m) {
     return 2 * (size_t)t->n_layers * (size_t)t->n_kv_heads * t->head_dim * sizeof(float);
 }
 
-/* ---- images -------------------------------------------------------------- */
+/* ---- image features ------------------------------------------------------ */
+
+/* The tower's geometry from the config (the same numbers clip_init sets). */
+static int tower_side(const llava *m) {
+    const lv_vision_config *v = &m->md.config.vision;
+    return v->patch_size > 0 ? v->image_size / v->patch_size : 0;
+}
 
 /* Packing geometry of px (see pack.h). */
 static pack_geom geom_of(const llava *m, const img_tensor *px) {
+    int side = tower_side(m);
     return (pack_geom){.n_tiles = px->n_tiles,
-                       .stride = m->vision.n_pos,
+                       .stride = 1 + side * side,
                        .first = m->full_features ? 0 : 1,
-                       .side = m->vision.side,
+                       .side = side,
                        .dim = m->md.config.text.dim,
                        .image_h = px->image_h,
                        .image_w = px->image_w,
@@ -219,41 +226,65 @@ int llava_tensor_token_count(const llava *m, const img_tensor *px) {
     return m->next ? pack_next_count(&g) : pack_flat_count(&g);
 }
 
-/* The tower's output (rows, vision dim) and the projector's (rows, text dim),
- * both downloaded; vis_host may be NULL. */
-static lv_status run_tower(llava *m, const img_tensor *px, float *vis_host, float *proj_host,
-                           lv_err *err) {
+lv_status llava_features_new(llava *m, int n_rows, llava_features **out, lv_err *err) {
+    *out = NULL;
+    if (!m->loaded) return lv_fail(err, LV_ERR_ARG, "the model's weights are not loaded");
+    if (n_rows < 1) return lv_fail(err, LV_ERR_ARG, "%d image feature rows", n_rows);
+    llava_features *f = calloc(1, sizeof *f);
     be *b = &m->backend;
-    int rows = clip_out_rows(&m->vision, px->n_tiles), td = m->proj.out_dim;
-    size_t f = sizeof(float);
-    float *vis = b->ops->alloc(b, (size_t)rows * m->vision.dim * f);
-    float *proj = b->ops->alloc(b, (size_t)rows * td * f);
-    float *tmp = b->ops->alloc(b, (size_t)rows * td * f);
-    lv_status st = LV_OK;
-    if (!vis || !proj || !tmp) {
-        st = lv_fail(err, LV_ERR_NOMEM, "out of memory encoding %d tiles", px->n_tiles);
-        goto done;
+    if (f) f->rows = b->ops->alloc(b, (size_t)n_rows * m->md.config.text.dim * sizeof(float));
+    if (!f || !f->rows) {
+        free(f);
+        return lv_fail(err, LV_ERR_NOMEM, "out of memory for %d image feature rows", n_rows);
     }
-    /* image_outputs = vision_tower(pixel_values).hidden_states[vision_feature_layer] */
-    if ((st = clip_encode(&m->vision, px->data, px->n_tiles, vis, err))) goto done;
-    /* image_features = multi_modal_projector(selected features) */
-    projector_forward(&m->proj, proj, vis, tmp, rows);
-    b->ops->download(b, proj_host, proj, (size_t)rows * td * f);
-    if (vis_host) b->ops->download(b, vis_host, vis, (size_t)rows * m->vision.dim * f);
-done:
-    b->ops->release(b, vis);
-    b->ops->release(b, proj);
-    b->ops->release(b, tmp);
-    return st;
+    f->m = m;
+    f->n_rows = n_rows;
+    *out = f;
+    return LV_OK;
 }
 
-/* Copies the feature rows of every tile (CLS dropped unless full) from src
- * (n_tiles · n_pos, dim) into dst (n_tiles · n_feat, dim). */
-static void select_features(const llava *m, int n_tiles, int dim, const float *src, float *dst) {
-    int first = m->full_features ? 0 : 1, n_pos = m->vision.n_pos, n_feat = n_pos - first;
-    for (int t = 0; t < n_tiles; t++)
-        memcpy(dst + (size_t)t * n_feat * dim, src + ((size_t)t * n_pos + first) * dim,
-               (size_t)n_feat * dim * sizeof *dst);
+void llava_features_free(llava_features *f) {
+    if (!f) return;
+    be *b = &f->m->backend;
+    b->ops->release(b, f->rows);
+    free(f);
+}
+
+int llava_features_rows(const llava_features *f) {
+    return f->n_rows;
+}
+
+void llava_features_read(const llava_features *f, int row0, int n, float *host) {
+    be *b = &f->m->backend;
+    size_t dim = (size_t)f->m->md.config.text.dim;
+    b->ops->download(b, host, f->rows + (size_t)row0 * dim, (size_t)n * dim * sizeof *host);
+}
+
+/* An image in pieces: tile after tile, stage after stage (clip.h), each a
+ * range of rows, then the projector over the tile's rows, then the packing. */
+enum { ST_EMBED, ST_IN, ST_OUT, ST_PROJ }; /* piece kinds (llava_encoder_next) */
+
+struct llava_encoder {
+    llava *m;
+    const img_tensor *px;
+    llava_features *f;
+    int row0;       /* the image's first row in f */
+    bool keep;      /* vis holds every tile (llava_encode_image keep) */
+    pack_geom g;
+    int n_tokens;   /* rows it packs */
+    int tile;       /* the tile being encoded; n_tiles once all are */
+    int stage;      /* 0 embed, 1 + 2l / 2 + 2l layer l in / out, 1 + 2L projector */
+    int row;        /* the next row of the stage */
+    bool done;
+    float *vis;     /* backend: the tower's hidden states, (n_pos, vision dim) per tile kept */
+    float *proj;    /* backend (n_tiles · n_pos, text dim): projector output */
+    float *tmp;     /* backend (n_pos, text dim): projector hidden */
+    clip_tile_scratch s;
+    double ms;
+};
+
+static int n_stages(const llava_encoder *e) {
+    return 2 + 2 * e->m->vision.n_layers;
 }
 
 static lv_status check_pixels(const llava *m, const img_tensor *px, const pack_geom *g,
@@ -273,46 +304,187 @@ static lv_status check_pixels(const llava *m, const img_tensor *px, const pack_g
     return LV_OK;
 }
 
+void llava_encoder_free(llava_encoder *e) {
+    if (!e) return;
+    be *b = &e->m->backend;
+    clip_tile_scratch_free(&e->m->vision, &e->s);
+    b->ops->release(b, e->vis);
+    b->ops->release(b, e->proj);
+    b->ops->release(b, e->tmp);
+    free(e);
+}
+
+lv_status llava_encoder_new(llava *m, const img_tensor *px, llava_features *f, int row0, bool keep,
+                            llava_encoder **out, lv_err *err) {
+    *out = NULL;
+    if (!m->loaded) return lv_fail(err, LV_ERR_ARG, "the model's weights are not loaded");
+    pack_geom g = geom_of(m, px);
+    int n_tokens;
+    lv_status st = check_pixels(m, px, &g, &n_tokens, err);
+    if (st) return st;
+    if (row0 < 0 || row0 > f->n_rows - n_tokens)
+        return lv_fail(err, LV_ERR_ARG,
+                       "the image gives %d features but rows %d.. of %d are left for it",
+                       n_tokens, row0, f->n_rows);
+    llava_encoder *e = calloc(1, sizeof *e);
+    if (!e) return lv_fail(err, LV_ERR_NOMEM, "out of memory");
+    *e = (llava_encoder){.m = m, .px = px, .f = f, .row0 = row0, .keep = keep, .g = g,
+                         .n_tokens = n_tokens};
+    be *b = &m->backend;
+    size_t f4 = sizeof(float), n_pos = (size_t)m->vision.n_pos;
+    size_t vis_rows = keep ? (size_t)px->n_tiles * n_pos : n_pos;
+    e->vis = b->ops->alloc(b, vis_rows * m->vision.dim * f4);
+    e->proj = b->ops->alloc(b, (size_t)px->n_tiles * n_pos * m->proj.out_dim * f4);
+    e->tmp = b->ops->alloc(b, n_pos * m->proj.out_dim * f4);
+    if (!e->vis || !e->proj || !e->tmp) {
+        llava_encoder_free(e);
+        return lv_fail(err, LV_ERR_NOMEM, "out of memory encoding %d tiles", px->n_tiles);
+    }
+    if ((st = clip_tile_scratch_init(&m->vision, &e->s, err))) {
+        llava_encoder_free(e);
+        return st;
+    }
+    *out = e;
+    return LV_OK;
+}
+
+int llava_encoder_next(const llava_encoder *e, int *kind) {
+    if (e->done) return 0;
+    int k = e->stage == 0 ? ST_EMBED
+            : e->stage == n_stages(e) - 1 ? ST_PROJ
+            : e->stage % 2 ? ST_IN
+                           : ST_OUT;
+    if (kind) *kind = k;
+    return e->m->vision.n_pos - e->row;
+}
+
+bool llava_encoder_done(const llava_encoder *e) {
+    return e->done;
+}
+
+int llava_encoder_tiles(const llava_encoder *e) {
+    return e->px->n_tiles;
+}
+
+double llava_encoder_ms(const llava_encoder *e) {
+    return e->ms;
+}
+
+/* pack_image_features (llava_next) or flatten (llava): the packed rows
+ * copied from the projector output (and image_newline) into the features,
+ * one copy per run of consecutive source rows. */
+static lv_status pack_rows(llava_encoder *e, lv_err *err) {
+    llava *m = e->m;
+    be *b = &m->backend;
+    int *src = malloc((size_t)e->n_tokens * sizeof *src);
+    if (!src) return lv_fail(err, LV_ERR_NOMEM, "out of memory");
+    if (m->next)
+        pack_next_map(&e->g, src);
+    else
+        pack_flat_map(&e->g, src);
+    size_t dim = (size_t)m->md.config.text.dim, row = dim * sizeof(float);
+    float *dst = e->f->rows + (size_t)e->row0 * dim;
+    for (int i = 0; i < e->n_tokens;) {
+        if (src[i] < 0) {
+            b->ops->copy(b, dst + (size_t)i * dim, m->image_newline, row);
+            i++;
+            continue;
+        }
+        int j = i + 1;
+        while (j < e->n_tokens && src[j] == src[j - 1] + 1) j++;
+        b->ops->copy(b, dst + (size_t)i * dim, e->proj + (size_t)src[i] * dim,
+                     (size_t)(j - i) * row);
+        i = j;
+    }
+    free(src);
+    return LV_OK;
+}
+
+lv_status llava_encoder_run(llava_encoder *e, int max_rows, lv_err *err) {
+    if (e->done) return LV_OK;
+    double t0 = lv_now_ms();
+    llava *m = e->m;
+    const clip *c = &m->vision;
+    int n_pos = c->n_pos, left = n_pos - e->row;
+    int n = max_rows > 0 && max_rows < left ? max_rows : left;
+    size_t tile_px = (size_t)3 * c->image_size * c->image_size;
+    const float *px = e->px->data + (size_t)e->tile * tile_px;
+    float *vis = e->vis + (e->keep ? (size_t)e->tile * n_pos * c->dim : 0);
+    if (e->stage == n_stages(e) - 1) {
+        /* image_features = multi_modal_projector(hidden_states[layer]) for the rows */
+        size_t r = (size_t)e->tile * n_pos + e->row, td = m->proj.out_dim;
+        projector_forward(&m->proj, e->proj + r * td, vis + (size_t)e->row * c->dim,
+                          e->tmp + (size_t)e->row * td, n);
+    } else {
+        int l = (e->stage - 1) / 2;
+        clip_stage st = e->stage == 0 ? CLIP_EMBED : e->stage % 2 ? CLIP_ATTN_IN : CLIP_ATTN_OUT;
+        clip_tile_stage(c, st, l, px, vis, &e->s, e->row, n);
+    }
+    lv_status st = LV_OK;
+    if ((e->row += n) == n_pos) {
+        e->row = 0;
+        if (++e->stage == n_stages(e)) {
+            e->stage = 0;
+            if (++e->tile == e->px->n_tiles) {
+                st = pack_rows(e, err);
+                e->done = st == LV_OK;
+                clip_tile_scratch_free(c, &e->s);
+            }
+        }
+    }
+    e->ms += lv_now_ms() - t0;
+    return st;
+}
+
+/* Copies the feature rows of every tile (CLS dropped unless full) from the
+ * backend buffer src (n_tiles · n_pos, dim) into host dst (n_tiles · n_feat, dim). */
+static void select_features(const llava *m, int n_tiles, int dim, const float *src, float *dst) {
+    const be *b = &m->backend;
+    int first = m->full_features ? 0 : 1, n_pos = m->vision.n_pos, n_feat = n_pos - first;
+    for (int t = 0; t < n_tiles; t++)
+        b->ops->download((be *)b, dst + (size_t)t * n_feat * dim,
+                         src + ((size_t)t * n_pos + first) * dim, (size_t)n_feat * dim * sizeof *dst);
+}
+
 lv_status llava_encode_image(llava *m, const img_tensor *px, bool keep, llava_image *out,
                              lv_err *err) {
     memset(out, 0, sizeof *out);
     if (!m->loaded) return lv_fail(err, LV_ERR_ARG, "the model's weights are not loaded");
-    double t0 = now_ms();
     pack_geom g = geom_of(m, px);
-    lv_status st = check_pixels(m, px, &g, &out->n_tokens, err);
+    int n_tokens;
+    lv_status st = check_pixels(m, px, &g, &n_tokens, err);
     if (st) return st;
-    int td = m->proj.out_dim, vd = m->vision.dim, rows = clip_out_rows(&m->vision, px->n_tiles);
+    llava_features *f = NULL;
+    llava_encoder *e = NULL;
+    if ((st = llava_features_new(m, n_tokens, &f, err)) ||
+        (st = llava_encoder_new(m, px, f, 0, keep, &e, err)))
+        goto done;
+    while (!st && !e->done) st = llava_encoder_run(e, 0, err);
+    if (st) goto done;
+    int td = m->proj.out_dim, vd = m->vision.dim;
+    out->n_tokens = n_tokens;
     out->n_tiles = px->n_tiles;
     out->n_feat = m->vision.n_pos - (m->full_features ? 0 : 1);
-    float *proj = malloc((size_t)rows * td * sizeof *proj);
-    float *vis = keep ? malloc((size_t)rows * vd * sizeof *vis) : NULL;
-    out->rows = malloc((size_t)out->n_tokens * td * sizeof *out->rows);
-    if (!proj || (keep && !vis) || !out->rows) {
+    out->ms = e->ms;
+    out->rows = malloc((size_t)n_tokens * td * sizeof *out->rows);
+    if (keep) {
+        size_t nf = (size_t)px->n_tiles * out->n_feat;
+        out->vision = malloc(nf * vd * sizeof *out->vision);
+        out->projected = malloc(nf * td * sizeof *out->projected);
+    }
+    if (!out->rows || (keep && (!out->vision || !out->projected))) {
         st = lv_fail(err, LV_ERR_NOMEM, "out of memory for image features");
         goto done;
     }
-    if ((st = run_tower(m, px, vis, proj, err))) goto done;
-    /* pack_image_features (llava_next) or flatten (llava) */
-    if (m->next)
-        pack_next(&g, proj, m->image_newline, out->rows);
-    else
-        pack_flat(&g, proj, out->rows);
+    llava_features_read(f, 0, n_tokens, out->rows);
     if (keep) {
-        size_t n = (size_t)px->n_tiles * out->n_feat;
-        out->vision = malloc(n * vd * sizeof *out->vision);
-        out->projected = malloc(n * td * sizeof *out->projected);
-        if (!out->vision || !out->projected) {
-            st = lv_fail(err, LV_ERR_NOMEM, "out of memory for image features");
-            goto done;
-        }
-        select_features(m, px->n_tiles, vd, vis, out->vision);
-        select_features(m, px->n_tiles, td, proj, out->projected);
+        select_features(m, px->n_tiles, vd, e->vis, out->vision);
+        select_features(m, px->n_tiles, td, e->proj, out->projected);
     }
 done:
-    free(proj);
-    free(vis);
+    llava_encoder_free(e);
+    llava_features_free(f);
     if (st) llava_image_free(out);
-    out->ms = now_ms() - t0;
     return st;
 }
 
@@ -323,88 +495,137 @@ void llava_image_free(llava_image *im) {
     memset(im, 0, sizeof *im);
 }
 
-/* ---- prompt ---------------------------------------------------------------- */
+/* ---- sequences and the forward ----------------------------------------------- */
 
-static lv_status check_ids(const llava *m, const llm_seq *s, const int32_t *ids, int n,
-                           const float *image_rows, int n_image_rows, lv_err *err) {
-    int vocab = m->text.vocab_size, image_id = m->md.config.image_token_id, n_img = 0;
-    if (n < 1) return lv_fail(err, LV_ERR_ARG, "empty prompt");
-    for (int i = 0; i < n; i++) {
-        n_img += ids[i] == image_id;
-        if (ids[i] < 0 || (ids[i] >= vocab && ids[i] != image_id))
-            return lv_fail(err, LV_ERR_ARG, "token id %d at %d is outside the vocabulary (%d)",
-                           ids[i], i, vocab);
+lv_status llava_seq_new(llava *m, int ctx, llava_seq **out, lv_err *err) {
+    *out = NULL;
+    if (!m->loaded) return lv_fail(err, LV_ERR_ARG, "the model's weights are not loaded");
+    llava_seq *s = calloc(1, sizeof *s);
+    if (!s) return lv_fail(err, LV_ERR_NOMEM, "out of memory");
+    lv_status st = llm_seq_init(&m->text, ctx, &s->kv, err);
+    if (st) {
+        free(s);
+        return st;
     }
-    /* the virtual image id has no embedding: it needs image rows */
-    if (image_id >= vocab && n_img && !image_rows)
-        return lv_fail(err, LV_ERR_ARG, "the prompt has %d image tokens but no image features",
-                       n_img);
-    if (image_rows && n_img != n_image_rows)
-        return lv_fail(err, LV_ERR_ARG,
-                       "the prompt has %d image tokens but the images give %d features", n_img,
-                       n_image_rows);
-    if (s->pos + n > s->ctx)
-        return lv_fail(err, LV_ERR_ARG,
-                       "the prompt is %d tokens long but the context holds %d (%d free)", n, s->ctx,
-                       s->ctx - s->pos);
+    *out = s;
     return LV_OK;
 }
 
-/* Writes image rows over the image ids among ids[0..n) (input rows 0..n),
- * one upload per run of consecutive image ids. *next: rows used so far. */
-static void scatter_image_rows(llava *m, llm_seq *s, const int32_t *ids, int n,
-                               const float *image_rows, int *next) {
+void llava_seq_free(llava_seq *s) {
+    if (!s) return;
+    llm_seq_deinit(&s->kv);
+    free(s);
+}
+
+int llava_seq_pos(const llava_seq *s) {
+    return s->kv.pos;
+}
+
+int llava_seq_ctx(const llava_seq *s) {
+    return s->kv.ctx;
+}
+
+lv_status llava_batch_new(llava *m, int max_rows, int max_seqs, llava_batch **out, lv_err *err) {
+    *out = NULL;
+    if (!m->loaded) return lv_fail(err, LV_ERR_ARG, "the model's weights are not loaded");
+    llava_batch *bt = calloc(1, sizeof *bt);
+    if (!bt) return lv_fail(err, LV_ERR_NOMEM, "out of memory");
+    lv_status st = llm_batch_init(&m->text, max_rows, max_seqs, &bt->bt, err);
+    if (st) {
+        free(bt);
+        return st;
+    }
+    bt->m = m;
+    bt->seqs = calloc((size_t)max_seqs, sizeof *bt->seqs);
+    bt->n_tok = calloc((size_t)max_seqs, sizeof *bt->n_tok);
+    if (!bt->seqs || !bt->n_tok) {
+        llava_batch_free(bt);
+        return lv_fail(err, LV_ERR_NOMEM, "out of memory");
+    }
+    *out = bt;
+    return LV_OK;
+}
+
+void llava_batch_free(llava_batch *bt) {
+    if (!bt) return;
+    llm_batch_deinit(&bt->bt);
+    free(bt->seqs);
+    free(bt->n_tok);
+    free(bt);
+}
+
+int llava_count_image_ids(const llava *m, const int32_t *ids, int n) {
+    int image_id = m->md.config.image_token_id, k = 0;
+    for (int i = 0; i < n; i++) k += ids[i] == image_id;
+    return k;
+}
+
+static lv_status check_input(const llava *m, const llava_input *in, int i, lv_err *err) {
+    int vocab = m->text.vocab_size, image_id = m->md.config.image_token_id;
+    if (in->n < 1) return lv_fail(err, LV_ERR_ARG, "input %d brings %d ids", i, in->n);
+    for (int k = 0; k < in->n; k++)
+        if (in->ids[k] < 0 || (in->ids[k] >= vocab && in->ids[k] != image_id))
+            return lv_fail(err, LV_ERR_ARG, "token id %d at %d is outside the vocabulary (%d)",
+                           in->ids[k], k, vocab);
+    int n_img = llava_count_image_ids(m, in->ids, in->n);
+    /* the virtual image id (one past embed_tokens) has no embedding: it needs features */
+    if (n_img && !in->features && image_id >= vocab)
+        return lv_fail(err, LV_ERR_ARG, "the prompt has %d image tokens but no image features",
+                       n_img);
+    if (in->features && (in->feature_row < 0 || in->feature_row + n_img > in->features->n_rows))
+        return lv_fail(err, LV_ERR_ARG,
+                       "the prompt has %d more image tokens but the images give %d features "
+                       "(%d used)",
+                       n_img, in->features->n_rows, in->feature_row);
+    if (llava_seq_pos(in->seq) + in->n > llava_seq_ctx(in->seq))
+        return lv_fail(err, LV_ERR_ARG,
+                       "the prompt is %d tokens long but the context holds %d (%d free)", in->n,
+                       llava_seq_ctx(in->seq), llava_seq_ctx(in->seq) - llava_seq_pos(in->seq));
+    return LV_OK;
+}
+
+/* inputs_embeds = embed_tokens(ids); inputs_embeds[ids == image] = image features
+ * (masked_scatter, in order), into input rows row0 ... Runs of text ids are
+ * embedded and runs of image ids copied, one call each; with features the
+ * image id never reaches embed_tokens (so the virtual id needs no row). */
+static void embed_input(llava *m, llava_batch *bt, int row0, const llava_input *in) {
     be *b = &m->backend;
-    int dim = m->text.dim, image_id = m->md.config.image_token_id;
-    float *x = llm_seq_input(s);
-    for (int i = 0; i < n;) {
-        if (ids[i] != image_id) {
-            i++;
-            continue;
+    int dim = m->text.dim, image_id = m->md.config.image_token_id, next = in->feature_row;
+    float *x = llm_batch_input(&bt->bt);
+    const int32_t *ids = in->ids;
+    for (int i = 0; i < in->n;) {
+        bool img = in->features && ids[i] == image_id;
+        int j = i + 1;
+        while (j < in->n && (in->features && ids[j] == image_id) == img) j++;
+        if (img) {
+            b->ops->copy(b, x + (size_t)(row0 + i) * dim, in->features->rows + (size_t)next * dim,
+                         (size_t)(j - i) * dim * sizeof *x);
+            next += j - i;
+        } else {
+            llm_batch_embed(&m->text, &bt->bt, row0 + i, ids + i, j - i);
         }
-        int j = i;
-        while (j < n && ids[j] == image_id) j++;
-        b->ops->upload(b, x + (size_t)i * dim, image_rows + (size_t)*next * dim,
-                       (size_t)(j - i) * dim * sizeof *x);
-        *next += j - i;
         i = j;
     }
 }
 
-lv_status llava_prefill(llava *m, llm_seq *s, const int32_t *ids, int n, const float *image_rows,
-                        int n_image_rows, float *logits, lv_err *err) {
+lv_status llava_forward(llava *m, llava_batch *bt, const llava_input *in, int n_in, float *logits,
+                        lv_err *err) {
     if (!m->loaded) return lv_fail(err, LV_ERR_ARG, "the model's weights are not loaded");
-    lv_status st = check_ids(m, s, ids, n, image_rows, n_image_rows, err);
-    if (st) return st;
-    /* the virtual image id (one past embed_tokens) is embedded as id 0: its
-     * rows are overwritten by image features before the forward */
-    int image_id = m->md.config.image_token_id, cap = n < s->max_batch ? n : s->max_batch;
-    int32_t *safe = image_id >= m->text.vocab_size ? malloc((size_t)cap * sizeof *safe) : NULL;
-    if (image_id >= m->text.vocab_size && !safe)
-        return lv_fail(err, LV_ERR_NOMEM, "out of memory for %d prompt ids", cap);
-    int used = 0;
-    for (int c0 = 0; c0 < n && !st; c0 += s->max_batch) {
-        int nb = n - c0 < s->max_batch ? n - c0 : s->max_batch;
-        bool last = c0 + nb == n;
-        const int32_t *chunk = ids + c0;
-        if (safe) {
-            for (int i = 0; i < nb; i++) safe[i] = chunk[i] == image_id ? 0 : chunk[i];
-            chunk = safe;
-        }
-        /* inputs_embeds = embed_tokens(ids); inputs_embeds[ids == image] = image features */
-        llm_embed(&m->text, s, chunk, nb);
-        if (image_rows) scatter_image_rows(m, s, ids + c0, nb, image_rows, &used);
-        st = llm_forward(&m->text, s, nb, last ? logits : NULL, false, err);
+    if (n_in < 1 || n_in > bt->bt.max_seqs)
+        return lv_fail(err, LV_ERR_ARG, "a batch of %d sequences; 1..%d allowed", n_in,
+                       bt->bt.max_seqs);
+    int rows = 0;
+    for (int i = 0; i < n_in; i++) {
+        lv_status st = check_input(m, &in[i], i, err);
+        if (st) return st;
+        if (rows > bt->bt.max_rows - in[i].n)
+            return lv_fail(err, LV_ERR_ARG, "the batch holds %d rows at most", bt->bt.max_rows);
+        rows += in[i].n;
     }
-    free(safe);
-    return st;
-}
-
-lv_status llava_decode(llava *m, llm_seq *s, int32_t id, float *logits, lv_err *err) {
-    if (id < 0 || id >= m->text.vocab_size)
-        return lv_fail(err, LV_ERR_ARG, "token id %d is outside the vocabulary", id);
-    if (s->pos >= s->ctx)
-        return lv_fail(err, LV_ERR_ARG, "the context of %d tokens is full", s->ctx);
-    llm_embed(&m->text, s, &id, 1);
-    return llm_forward(&m->text, s, 1, logits, false, err);
+    for (int i = 0, r = 0; i < n_in; r += in[i].n, i++) {
+        embed_input(m, bt, r, &in[i]);
+        bt->seqs[i] = &in[i].seq->kv;
+        bt->n_tok[i] = in[i].n;
+    }
+    return llm_forward(&m->text, &bt->bt, bt->seqs, bt->n_tok, n_in, logits, err);
 }

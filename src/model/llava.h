@@ -1,61 +1,48 @@
 /*
  * llava.h - a whole LLaVA model: configs, tokenizer, vision tower,
- * projector and language model, on one backend.
+ * projector and language model, on one backend; and the one forward every
+ * request goes through.
  *
  * transformers LlavaNextForConditionalGeneration (model_type "llava_next")
  * and LlavaForConditionalGeneration ("llava"): images become rows of
  * features (CLIP → projector → packing) that replace the <image> ids of the
  * prompt in the embedded input of the decoder (spec llava-next.md §4-§6).
  *
- * Usage:
+ * The handle is opaque: callers read what they need through the accessors
+ * below; the parts (model/clip, projector, pack, llm, weights) are model/'s
+ * own. Usage (engine/scheduler.c is the real caller):
  *     llava *m;
  *     llava_open("models/llava-v1.6-mistral-7b-hf", &m, &err);  // configs + tokenizer
  *     llava_load(m, "cpu", 0, &err);                             // weights on a backend
- *     llava_image im;
- *     llava_encode_image(m, &pixels, false, &im, &err);          // img_tensor → rows
- *     llm_seq s; llm_seq_init(&m->text, ctx, LLAVA_BATCH, &s, &err);
- *     llava_prefill(m, &s, ids, n, im.rows, im.n_tokens, logits, &err);
- *     llava_decode(m, &s, next_id, logits, &err);                // one token per call
- *     ... llm_seq_deinit(&s); llava_image_free(&im); llava_free(m);
+ *     llava_features *f; llava_features_new(m, n_image_ids, &f, &err);
+ *     llava_encoder *e; llava_encoder_new(m, &pixels, f, 0, &e, &err);
+ *     while (!llava_encoder_done(e)) llava_encoder_run(e, 64, &err);  // a few rows a call
+ *     llava_seq *s; llava_seq_new(m, ctx, &s, &err);
+ *     llava_batch *bt; llava_batch_new(m, 512, 1, &bt, &err);
+ *     llava_input in = {s, ids, n, f, 0};
+ *     llava_forward(m, bt, &in, 1, logits, &err);   // prompt (chunks) or one token
+ *     ... llava_batch_free(bt); llava_seq_free(s); llava_encoder_free(e);
+ *     llava_features_free(f); llava_free(m);
  *
- * The model is read-only after llava_load: encoding and sequences may run
- * one after another without any state carried between requests (all
- * per-request state is in llava_image and llm_seq). It is not thread-safe
- * to run two forwards at once on one backend instance.
+ * The model is read-only after llava_load: every per-request state is in a
+ * llava_seq (KV cache), llava_features and llava_encoder, so requests never
+ * see each other. It is not thread-safe to run two forwards at once on one
+ * backend instance.
  */
 #ifndef LV_MODEL_LLAVA_H
 #define LV_MODEL_LLAVA_H
 
-#include "backend/backend.h"
 #include "base/common.h"
 #include "image/image.h"
-#include "io/model_dir.h"
-#include "model/clip.h"
-#include "model/llm.h"
-#include "model/projector.h"
-#include "model/weights.h"
+#include "io/hf_config.h"
 #include "text/tokenizer.h"
 
 #include <stdbool.h>
+#include <stddef.h>
 
-#define LLAVA_BATCH 512 /* prompt tokens per decoder call during prefill */
+#define LLAVA_BATCH 512 /* prompt rows per forward at most, by default */
 
-typedef struct {
-    lv_model_dir md;       /* configs; md.weights once loaded */
-    tok *tok;              /* tokenizer, BOS/EOS as tokenizer_config.json says */
-    img_proc_params image; /* the image processor's parameters (preprocessor_config) */
-    bool next;             /* llava_next packing (anyres + image_newline); else llava-1.5 */
-    bool full_features;    /* vision_feature_select_strategy "full": CLS kept */
-    bool loaded;           /* llava_load succeeded */
-    be backend;            /* the backend instance the weights live on */
-    clip_weights vision_w;
-    projector_weights proj_w;
-    llm_weights text_w;
-    clip vision;
-    projector proj;
-    llm text;
-    float *image_newline; /* host (text dim); llava_next only */
-} llava;
+typedef struct llava llava;
 
 /* Opens a model directory: configs, tokenizer and image parameters, no
  * weights. Errors as mdir_open / tok_load / model_image_params, with the
@@ -77,12 +64,12 @@ lv_status llava_load(llava *m, const char *backend_name, int n_threads, lv_err *
 /* Releases everything. NULL is a no-op. */
 void llava_free(llava *m);
 
-/* ---- what callers may read (the handle is opaque outside model/) ------------------------ */
+/* ---- what callers may read ------------------------------------------------------------ */
 
-const lv_model_config *llava_config(const llava *m);                   /* config.json, filled */
-const lv_generation_config *llava_generation_config(const llava *m);   /* generation_config.json */
-const tok *llava_tokenizer(const llava *m);                             /* BOS/EOS as configured */
-const img_proc_params *llava_image_params(const llava *m);             /* the image processor */
+const lv_model_config *llava_config(const llava *m);                 /* config.json, filled */
+const lv_generation_config *llava_generation_config(const llava *m); /* generation_config.json */
+const tok *llava_tokenizer(const llava *m);                           /* BOS/EOS as configured */
+const img_proc_params *llava_image_params(const llava *m);           /* the image processor */
 int llava_image_token_id(const llava *m); /* <image>; == vocab size for the GGUF virtual id */
 int llava_vocab_size(const llava *m);     /* rows of embed_tokens / lm_head */
 int llava_text_dim(const llava *m);       /* the decoder's hidden size (feature row width) */
@@ -101,10 +88,52 @@ int llava_image_token_count(const llava *m, int image_h, int image_w);
  * img_preprocess output; for a base-only tensor (n_tiles 1, grid 0: the
  * image_url detail "low" view) LLaVA-NeXT gives side² + 1 (the base tile's
  * features and one image_newline, as pack_image_features does for a single
- * tile). -1 if inconsistent. Needs the model loaded (the tower's geometry). */
+ * tile). -1 if inconsistent. Needs no weights. */
 int llava_tensor_token_count(const llava *m, const img_tensor *px);
 
-/* One image's features, host memory owned by the struct. */
+/* ---- image features ---------------------------------------------------------------- */
+
+/* A request's image feature rows, (n_rows, text dim), in a backend buffer:
+ * what replaces its <image> ids, every image's rows one after another. */
+typedef struct llava_features llava_features;
+
+/* LV_ERR_ARG (n_rows < 1 or no weights), LV_ERR_NOMEM. */
+lv_status llava_features_new(llava *m, int n_rows, llava_features **out, lv_err *err);
+void llava_features_free(llava_features *f); /* NULL: no-op */
+int llava_features_rows(const llava_features *f);
+/* Copies rows [row0, row0 + n) to host memory (n · text dim floats). */
+void llava_features_read(const llava_features *f, int row0, int n, float *host);
+
+/*
+ * One image being encoded, in pieces: a tile at a time, each stage of the
+ * tower (clip.h) a few rows at a time, then the projector, then the
+ * packing into its features' rows [row0, row0 + token count). The
+ * scheduler runs pieces between decode steps, so a new image does not
+ * stall the running streams; any cut gives the same bits as one pass.
+ */
+typedef struct llava_encoder llava_encoder;
+
+/* Checks px against the model (tile size, grid) and that f has room; keeps
+ * a borrowed pointer to px and f (both outlive the encoder). keep: also
+ * keep the tower and projector outputs (llava_encode_image's keep).
+ * Errors: LV_ERR_ARG (the message says what does not fit), LV_ERR_NOMEM. */
+lv_status llava_encoder_new(llava *m, const img_tensor *px, llava_features *f, int row0, bool keep,
+                            llava_encoder **out, lv_err *err);
+void llava_encoder_free(llava_encoder *e); /* NULL: no-op */
+
+/* Rows left in the piece that runs next (0 once done); *kind (may be NULL)
+ * names its stage, 0 .. LLAVA_ENCODER_KINDS-1 (rows of one kind cost about
+ * the same: what a scheduler's cost estimate is keyed by). */
+#define LLAVA_ENCODER_KINDS 4
+int llava_encoder_next(const llava_encoder *e, int *kind);
+/* Runs up to max_rows rows (<= 0: all) of the next piece; after the last
+ * one the features are packed and the encoder is done. */
+lv_status llava_encoder_run(llava_encoder *e, int max_rows, lv_err *err);
+bool llava_encoder_done(const llava_encoder *e);
+int llava_encoder_tiles(const llava_encoder *e);
+double llava_encoder_ms(const llava_encoder *e); /* wall time spent in llava_encoder_run */
+
+/* One image's features, host memory owned by the struct (tests, tools). */
 typedef struct {
     int n_tokens;     /* rows of `rows` */
     float *rows;      /* (n_tokens, text dim): what replaces the image's <image> ids */
@@ -118,27 +147,57 @@ typedef struct {
 /*
  * Encodes one preprocessed image (img_preprocess output: tiles of the tower's
  * image_size, base first; image_h/w and grid_h/w as the processor set them)
- * into out. keep: also return the tower and projector outputs (for tests).
- * Errors: LV_ERR_ARG (tile size or grid inconsistent with the model),
- * LV_ERR_NOMEM. On failure out is zeroed. Free with llava_image_free.
+ * in one go, into host memory: an encoder run to the end. keep: also
+ * return the tower and projector outputs (for tests). Errors: LV_ERR_ARG
+ * (tile size or grid inconsistent with the model), LV_ERR_NOMEM. On failure
+ * out is zeroed. Free with llava_image_free.
  */
 lv_status llava_encode_image(llava *m, const img_tensor *px, bool keep, llava_image *out,
                              lv_err *err);
 void llava_image_free(llava_image *im); /* zeroed: no-op */
 
-/*
- * Prefill: runs n prompt ids at the sequence's current position. Every
- * image id (config image_token_id) takes the next row of image_rows, in
- * order (masked_scatter); with image_rows NULL the ids stay ordinary tokens.
- * logits (host, vocab; may be NULL) receives the last position's logits.
- * Errors: LV_ERR_ARG (an id outside the vocabulary, image id count !=
- * n_image_rows, a prompt longer than the sequence's free context: the
- * message gives both lengths).
- */
-lv_status llava_prefill(llava *m, llm_seq *s, const int32_t *ids, int n, const float *image_rows,
-                        int n_image_rows, float *logits, lv_err *err);
+/* ---- sequences and the forward -------------------------------------------------------- */
 
-/* Decode: one token at the next position; logits (host, vocab) of it. */
-lv_status llava_decode(llava *m, llm_seq *s, int32_t id, float *logits, lv_err *err);
+/* One request's decoder state: its KV cache (ctx positions) and position. */
+typedef struct llava_seq llava_seq;
+
+/* LV_ERR_ARG (ctx outside 1..llava_max_ctx, no weights), LV_ERR_NOMEM. */
+lv_status llava_seq_new(llava *m, int ctx, llava_seq **out, lv_err *err);
+void llava_seq_free(llava_seq *s); /* NULL: no-op */
+int llava_seq_pos(const llava_seq *s); /* positions filled */
+int llava_seq_ctx(const llava_seq *s); /* positions it holds */
+
+/* Scratch for forwards of up to max_rows rows from up to max_seqs sequences. */
+typedef struct llava_batch llava_batch;
+lv_status llava_batch_new(llava *m, int max_rows, int max_seqs, llava_batch **out, lv_err *err);
+void llava_batch_free(llava_batch *bt); /* NULL: no-op */
+
+/* What one sequence brings to a forward: n ids at its next positions. The
+ * image ids among them take feature rows of `features` in order, starting
+ * at feature_row (features NULL: the ids stay ordinary tokens, which the
+ * virtual image id of a GGUF vocabulary cannot be). */
+typedef struct {
+    llava_seq *seq;
+    const int32_t *ids;
+    int n;
+    const llava_features *features;
+    int feature_row;
+} llava_input;
+
+/* The <image> ids among ids[0..n). */
+int llava_count_image_ids(const llava *m, const int32_t *ids, int n);
+
+/*
+ * The one forward: every input's ids embedded (embed_tokens; image ids take
+ * their feature rows, the only place the GGUF virtual image id is
+ * handled), then the decoder over all rows at once (model/llm.h). logits
+ * (host, may be NULL): (n_in, vocab), each input's last row. Each
+ * sequence's position advances by its n. A row's result does not depend on
+ * the other rows (batch invariance). Errors: LV_ERR_ARG (an id outside the
+ * vocabulary, image ids beyond the features, a context that is full, too
+ * many rows or sequences: the message names the input); nothing changes.
+ */
+lv_status llava_forward(llava *m, llava_batch *bt, const llava_input *in, int n_in, float *logits,
+                        lv_err *err);
 
 #endif

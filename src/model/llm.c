@@ -1,10 +1,11 @@
 /*
  * llm.c - Mistral / Llama decoder forward (see llm.h).
  *
- * One function, llm_forward, is the whole model for a batch of n tokens of
- * one sequence: prefill passes the prompt (in chunks of max_batch), decode
- * passes one token. Attention reads the sequence's cache from position 0 to
- * the last new token, so a chunked prefill gives what a single pass would.
+ * One function, llm_forward, is the whole model for a batch of rows from
+ * one or more sequences: a prompt chunk, one decode token, or both from
+ * several requests at once. Attention reads each sequence's cache from
+ * position 0 to its last new token, so a chunked prefill gives what a
+ * single pass would.
  */
 #include "model/llm.h"
 
@@ -38,34 +39,18 @@ lv_status llm_init(llm *m, be *b, const lv_text_config *c, const llm_weights *w,
 
 /* ---- sequence state ---------------------------------------------------- */
 
-lv_status llm_seq_init(const llm *m, int ctx, int max_batch, llm_seq *s, lv_err *err) {
+lv_status llm_seq_init(const llm *m, int ctx, llm_seq *s, lv_err *err) {
     memset(s, 0, sizeof *s);
     if (ctx < 1 || ctx > m->max_ctx)
         return lv_fail(err, LV_ERR_ARG, "a context of %d tokens is out of range (1..%d)", ctx,
                        m->max_ctx);
-    if (max_batch < 1) return lv_fail(err, LV_ERR_ARG, "max_batch %d < 1", max_batch);
-    if (max_batch > ctx) max_batch = ctx;
     be *b = m->b;
-    size_t f = sizeof(float), cache = (size_t)m->n_layers * ctx * m->kv_dim * f;
-    size_t nb = (size_t)max_batch;
+    size_t cache = (size_t)m->n_layers * ctx * m->kv_dim * sizeof(float);
     s->m = m;
     s->ctx = ctx;
-    s->max_batch = max_batch;
     s->k = b->ops->alloc(b, cache);
     s->v = b->ops->alloc(b, cache);
-    s->x = b->ops->alloc(b, nb * m->dim * f);
-    s->xb = b->ops->alloc(b, nb * m->dim * f);
-    s->q = b->ops->alloc(b, nb * m->q_dim * f);
-    s->att = b->ops->alloc(b, nb * m->q_dim * f);
-    s->hb = b->ops->alloc(b, nb * m->hidden_dim * f);
-    s->hb2 = b->ops->alloc(b, nb * m->hidden_dim * f);
-    s->logits = b->ops->alloc(b, (size_t)m->vocab_size * f);
-    s->ids = b->ops->alloc(b, nb * sizeof *s->ids);
-    s->posv = b->ops->alloc(b, nb * sizeof *s->posv);
-    s->host_pos = malloc(nb * sizeof *s->host_pos);
-    if (s->k && s->v && s->x && s->xb && s->q && s->att && s->hb && s->hb2 && s->logits && s->ids &&
-        s->posv && s->host_pos)
-        return LV_OK;
+    if (s->k && s->v) return LV_OK;
     llm_seq_deinit(s);
     return lv_fail(err, LV_ERR_NOMEM,
                    "out of memory for a sequence of %d tokens (KV cache %.1f MB)", ctx,
@@ -75,147 +60,16 @@ lv_status llm_seq_init(const llm *m, int ctx, int max_batch, llm_seq *s, lv_err 
 void llm_seq_deinit(llm_seq *s) {
     if (!s->m) return;
     be *b = s->m->b;
-    void *all[] = {s->k,  s->v,   s->x,      s->xb,  s->q,   s->att,
-                   s->hb, s->hb2, s->logits, s->ids, s->posv};
-    for (size_t i = 0; i < LV_ARRAY_LEN(all); i++) b->ops->release(b, all[i]);
-    free(s->host_pos);
+    b->ops->release(b, s->k);
+    b->ops->release(b, s->v);
     memset(s, 0, sizeof *s);
 }
-
-void llm_seq_reset(llm_seq *s) {
-    s->pos = 0;
-}
-
-void llm_embed(const llm *m, llm_seq *s, const int32_t *ids, int n) {
-    be *b = m->b;
-    b->ops->upload(b, s->ids, ids, (size_t)n * sizeof *ids);
-    /* inputs_embeds = embed_tokens(input_ids); no scaling */
-    b->ops->embed_rows(b, s->x, &m->w->embed, s->ids, n);
-}
-
-/* ---- forward ----------------------------------------------------------- */
-
-/* The scratch a forward runs in: an llm_seq's own (llm_forward) or an
- * llm_batch's. k, v: new keys and values of several sequences before they
- * go to their caches; NULL when only one sequence runs (they are written
- * straight into its cache then). */
-typedef struct {
-    float *x, *xb, *q, *att, *k, *v, *hb, *hb2;
-    int *posv, *host_pos;
-} fwd_scratch;
-
-/*
- * The decoder layers over n input rows in sc->x: sequence i brings rows
- * [r_i, r_i + n_tok[i]) at its positions pos ..; their keys and values are
- * appended to its cache and its pos advances. Every matmul runs once over
- * all rows; RoPE uses each row's own position; attention runs per sequence
- * over its own cache. On return sc->x holds the last layer's residual rows.
- */
-static void run_layers(const llm *m, const fwd_scratch *sc, llm_seq *const *seqs, const int *n_tok,
-                       int n_seqs, int n) {
-    be *b = m->b;
-    const struct be_ops *op = b->ops;
-    int dim = m->dim, kv_dim = m->kv_dim, q_dim = m->q_dim;
-    size_t f = sizeof(float);
-    bool direct = n_seqs == 1; /* k, v straight into the one cache */
-
-    /* position_ids: every token counts, image tokens included */
-    for (int i = 0, r = 0; i < n_seqs; i++)
-        for (int t = 0; t < n_tok[i]; t++, r++) sc->host_pos[r] = seqs[i]->pos + t;
-    op->upload(b, sc->posv, sc->host_pos, (size_t)n * sizeof *sc->posv);
-
-    for (int l = 0; l < m->n_layers; l++) {
-        const llm_layer_weights *w = &m->w->layers[l];
-        size_t layer = (size_t)l * seqs[0]->ctx * kv_dim;
-        float *k_new = direct ? seqs[0]->k + layer + (size_t)seqs[0]->pos * kv_dim : sc->k;
-        float *v_new = direct ? seqs[0]->v + layer + (size_t)seqs[0]->pos * kv_dim : sc->v;
-        /* h = input_layernorm(x) (RMSNorm); q, k, v; rotate_half RoPE at each row's position */
-        op->rmsnorm(b, sc->xb, sc->x, w->attn_norm, n, dim, m->rms_eps);
-        op->matmul(b, sc->q, sc->xb, &w->wq, w->bq, n);
-        op->matmul(b, k_new, sc->xb, &w->wk, w->bk, n);
-        op->matmul(b, v_new, sc->xb, &w->wv, w->bv, n);
-        op->rope(b, sc->q, n, m->n_heads, m->head_dim, sc->posv, m->rope_theta);
-        op->rope(b, k_new, n, m->n_kv_heads, m->head_dim, sc->posv, m->rope_theta);
-        /* each sequence: its new keys and values into its cache, then
-         * softmax(q·kᵀ/√head_dim + causal mask)·v over its positions, GQA (repeat_kv) */
-        for (int i = 0, r = 0; i < n_seqs; r += n_tok[i], i++) {
-            llm_seq *s = seqs[i];
-            float *k_layer = s->k + (size_t)l * s->ctx * kv_dim;
-            float *v_layer = s->v + (size_t)l * s->ctx * kv_dim;
-            if (!direct) {
-                size_t at = (size_t)s->pos * kv_dim, rows = (size_t)n_tok[i] * kv_dim;
-                /* buffer to buffer: the CPU and ref backends' upload is a plain copy */
-                op->upload(b, k_layer + at, sc->k + (size_t)r * kv_dim, rows * f);
-                op->upload(b, v_layer + at, sc->v + (size_t)r * kv_dim, rows * f);
-            }
-            op->attention(b, sc->att + (size_t)r * q_dim, sc->q + (size_t)r * q_dim, k_layer,
-                          v_layer, n_tok[i], s->pos, s->pos + n_tok[i], m->n_heads, m->n_kv_heads,
-                          m->head_dim, true);
-        }
-        /* x = x + o_proj(att) */
-        op->matmul(b, sc->xb, sc->att, &w->wo, w->bo, n);
-        op->add(b, sc->x, sc->xb, (size_t)n * dim);
-        /* x = x + down_proj(silu(gate_proj(h)) * up_proj(h)), h = post_attention_layernorm(x) */
-        op->rmsnorm(b, sc->xb, sc->x, w->ffn_norm, n, dim, m->rms_eps);
-        op->matmul(b, sc->hb, sc->xb, &w->w_gate, w->b_gate, n);
-        op->matmul(b, sc->hb2, sc->xb, &w->w_up, w->b_up, n);
-        op->silu_mul(b, sc->hb, sc->hb2, (size_t)n * m->hidden_dim);
-        op->matmul(b, sc->xb, sc->hb, &w->w_down, w->b_down, n);
-        op->add(b, sc->x, sc->xb, (size_t)n * dim);
-    }
-    for (int i = 0; i < n_seqs; i++) seqs[i]->pos += n_tok[i];
-}
-
-/* Final RMSNorm of input row `row` and lm_head, into host out (vocab). */
-static void logits_of_row(const llm *m, llm_seq *s, int row, float *out) {
-    be *b = m->b;
-    b->ops->rmsnorm(b, s->xb, s->x + (size_t)row * m->dim, m->w->norm, 1, m->dim, m->rms_eps);
-    b->ops->matmul(b, s->logits, s->xb, &m->w->lm_head, NULL, 1);
-    b->ops->download(b, out, s->logits, (size_t)m->vocab_size * sizeof *out);
-}
-
-lv_status llm_forward(const llm *m, llm_seq *s, int n, float *logits, bool all_logits,
-                      lv_err *err) {
-    if (n < 1 || n > s->max_batch)
-        return lv_fail(err, LV_ERR_ARG, "%d tokens in one step; 1..%d allowed", n, s->max_batch);
-    if (s->pos + n > s->ctx)
-        return lv_fail(err, LV_ERR_ARG, "the sequence needs %d tokens but its context holds %d",
-                       s->pos + n, s->ctx);
-    const fwd_scratch sc = {.x = s->x,
-                            .xb = s->xb,
-                            .q = s->q,
-                            .att = s->att,
-                            .hb = s->hb,
-                            .hb2 = s->hb2,
-                            .posv = s->posv,
-                            .host_pos = s->host_pos};
-    run_layers(m, &sc, &s, &n, 1, n);
-
-    /* norm, lm_head: the last position only (logits_to_keep), or every row */
-    if (logits && all_logits)
-        for (int i = 0; i < n; i++) logits_of_row(m, s, i, logits + (size_t)i * m->vocab_size);
-    else if (logits)
-        logits_of_row(m, s, n - 1, logits);
-    return LV_OK;
-}
-
-/* ---- several sequences in one forward ---------------------------------- */
 
 size_t llm_kv_bytes_per_pos(const llm *m) {
     return 2 * (size_t)m->n_layers * (size_t)m->kv_dim * sizeof(float);
 }
 
-void llm_seq_drop_scratch(llm_seq *s) {
-    if (!s->m) return;
-    be *b = s->m->b;
-    void *all[] = {s->x, s->xb, s->q, s->att, s->hb, s->hb2, s->logits, s->ids, s->posv};
-    for (size_t i = 0; i < LV_ARRAY_LEN(all); i++) b->ops->release(b, all[i]);
-    free(s->host_pos);
-    s->x = s->xb = s->q = s->att = s->hb = s->hb2 = s->logits = NULL;
-    s->ids = NULL;
-    s->posv = s->host_pos = NULL;
-    s->max_batch = 0;
-}
+/* ---- the batch --------------------------------------------------------- */
 
 lv_status llm_batch_init(const llm *m, int max_rows, int max_seqs, llm_batch *bt, lv_err *err) {
     memset(bt, 0, sizeof *bt);
@@ -224,11 +78,10 @@ lv_status llm_batch_init(const llm *m, int max_rows, int max_seqs, llm_batch *bt
                        "batch of %d rows and %d sequences; expected rows >= 1 and "
                        "1 <= sequences <= rows",
                        max_rows, max_seqs);
-    int rows = max_rows, seqs = max_seqs;
     be *b = m->b;
-    size_t f = sizeof(float), nb = (size_t)rows;
+    size_t f = sizeof(float), nb = (size_t)max_rows;
     bt->m = m;
-    bt->max_rows = rows;
+    bt->max_rows = max_rows;
     bt->max_seqs = max_seqs;
     bt->x = b->ops->alloc(b, nb * m->dim * f);
     bt->xb = b->ops->alloc(b, nb * m->dim * f);
@@ -238,16 +91,15 @@ lv_status llm_batch_init(const llm *m, int max_rows, int max_seqs, llm_batch *bt
     bt->v = b->ops->alloc(b, nb * m->kv_dim * f);
     bt->hb = b->ops->alloc(b, nb * m->hidden_dim * f);
     bt->hb2 = b->ops->alloc(b, nb * m->hidden_dim * f);
-    bt->logits = b->ops->alloc(b, (size_t)seqs * m->vocab_size * f);
+    bt->logits = b->ops->alloc(b, (size_t)max_seqs * m->vocab_size * f);
     bt->ids = b->ops->alloc(b, nb * sizeof *bt->ids);
     bt->posv = b->ops->alloc(b, nb * sizeof *bt->posv);
     bt->host_pos = malloc(nb * sizeof *bt->host_pos);
-    bt->host_ids = malloc(nb * sizeof *bt->host_ids);
     if (bt->x && bt->xb && bt->q && bt->att && bt->k && bt->v && bt->hb && bt->hb2 && bt->logits &&
-        bt->ids && bt->posv && bt->host_pos && bt->host_ids)
+        bt->ids && bt->posv && bt->host_pos)
         return LV_OK;
     llm_batch_deinit(bt);
-    return lv_fail(err, LV_ERR_NOMEM, "out of memory for a batch of %d rows", rows);
+    return lv_fail(err, LV_ERR_NOMEM, "out of memory for a batch of %d rows", max_rows);
 }
 
 void llm_batch_deinit(llm_batch *bt) {
@@ -257,14 +109,80 @@ void llm_batch_deinit(llm_batch *bt) {
                    bt->hb, bt->hb2, bt->logits, bt->ids, bt->posv};
     for (size_t i = 0; i < LV_ARRAY_LEN(all); i++) b->ops->release(b, all[i]);
     free(bt->host_pos);
-    free(bt->host_ids);
     memset(bt, 0, sizeof *bt);
 }
 
 void llm_batch_embed(const llm *m, llm_batch *bt, int row0, const int32_t *ids, int n) {
     be *b = m->b;
+    /* inputs_embeds = embed_tokens(input_ids); no scaling */
     b->ops->upload(b, bt->ids + row0, ids, (size_t)n * sizeof *ids);
     b->ops->embed_rows(b, bt->x + (size_t)row0 * m->dim, &m->w->embed, bt->ids + row0, n);
+}
+
+/* ---- forward ----------------------------------------------------------- */
+
+/*
+ * The decoder layers over the n input rows in bt->x: sequence i brings rows
+ * [r_i, r_i + n_tok[i]) at its positions pos ..; their keys and values are
+ * appended to its cache and its pos advances. Every matmul runs once over
+ * all rows; RoPE uses each row's own position; attention runs per sequence
+ * over its own cache. With one sequence the new keys and values are
+ * written straight into its cache; with several they are computed into the
+ * batch's k, v and copied into each cache (a buffer-to-buffer copy). On
+ * return bt->x holds the last layer's residual rows.
+ */
+static void run_layers(const llm *m, llm_batch *bt, llm_seq *const *seqs, const int *n_tok,
+                       int n_seqs, int n) {
+    be *b = m->b;
+    const struct be_ops *op = b->ops;
+    int dim = m->dim, kv_dim = m->kv_dim, q_dim = m->q_dim;
+    size_t f = sizeof(float);
+    bool direct = n_seqs == 1; /* k, v straight into the one cache */
+
+    /* position_ids: every token counts, image tokens included */
+    for (int i = 0, r = 0; i < n_seqs; i++)
+        for (int t = 0; t < n_tok[i]; t++, r++) bt->host_pos[r] = seqs[i]->pos + t;
+    op->upload(b, bt->posv, bt->host_pos, (size_t)n * sizeof *bt->posv);
+
+    for (int l = 0; l < m->n_layers; l++) {
+        const llm_layer_weights *w = &m->w->layers[l];
+        size_t layer = (size_t)l * seqs[0]->ctx * kv_dim;
+        float *k_new = direct ? seqs[0]->k + layer + (size_t)seqs[0]->pos * kv_dim : bt->k;
+        float *v_new = direct ? seqs[0]->v + layer + (size_t)seqs[0]->pos * kv_dim : bt->v;
+        /* h = input_layernorm(x) (RMSNorm); q, k, v; rotate_half RoPE at each row's position */
+        op->rmsnorm(b, bt->xb, bt->x, w->attn_norm, n, dim, m->rms_eps);
+        op->matmul(b, bt->q, bt->xb, &w->wq, w->bq, n);
+        op->matmul(b, k_new, bt->xb, &w->wk, w->bk, n);
+        op->matmul(b, v_new, bt->xb, &w->wv, w->bv, n);
+        op->rope(b, bt->q, n, m->n_heads, m->head_dim, bt->posv, m->rope_theta);
+        op->rope(b, k_new, n, m->n_kv_heads, m->head_dim, bt->posv, m->rope_theta);
+        /* each sequence: its new keys and values into its cache, then
+         * softmax(q·kᵀ/√head_dim + causal mask)·v over its positions, GQA (repeat_kv) */
+        for (int i = 0, r = 0; i < n_seqs; r += n_tok[i], i++) {
+            llm_seq *s = seqs[i];
+            float *k_layer = s->k + (size_t)l * s->ctx * kv_dim;
+            float *v_layer = s->v + (size_t)l * s->ctx * kv_dim;
+            if (!direct) {
+                size_t at = (size_t)s->pos * kv_dim, rows = (size_t)n_tok[i] * kv_dim;
+                op->copy(b, k_layer + at, bt->k + (size_t)r * kv_dim, rows * f);
+                op->copy(b, v_layer + at, bt->v + (size_t)r * kv_dim, rows * f);
+            }
+            op->attention(b, bt->att + (size_t)r * q_dim, bt->q + (size_t)r * q_dim, k_layer,
+                          v_layer, n_tok[i], s->pos, s->pos + n_tok[i], m->n_heads, m->n_kv_heads,
+                          m->head_dim, true);
+        }
+        /* x = x + o_proj(att) */
+        op->matmul(b, bt->xb, bt->att, &w->wo, w->bo, n);
+        op->add(b, bt->x, bt->xb, (size_t)n * dim);
+        /* x = x + down_proj(silu(gate_proj(h)) * up_proj(h)), h = post_attention_layernorm(x) */
+        op->rmsnorm(b, bt->xb, bt->x, w->ffn_norm, n, dim, m->rms_eps);
+        op->matmul(b, bt->hb, bt->xb, &w->w_gate, w->b_gate, n);
+        op->matmul(b, bt->hb2, bt->xb, &w->w_up, w->b_up, n);
+        op->silu_mul(b, bt->hb, bt->hb2, (size_t)n * m->hidden_dim);
+        op->matmul(b, bt->xb, bt->hb, &w->w_down, w->b_down, n);
+        op->add(b, bt->x, bt->xb, (size_t)n * dim);
+    }
+    for (int i = 0; i < n_seqs; i++) seqs[i]->pos += n_tok[i];
 }
 
 static lv_status check_batch(const llm *m, const llm_batch *bt, llm_seq *const *seqs,
@@ -293,50 +211,24 @@ static lv_status check_batch(const llm *m, const llm_batch *bt, llm_seq *const *
     return LV_OK;
 }
 
-lv_status llm_forward_batch(const llm *m, llm_batch *bt, llm_seq *const *seqs, const int *n_tok,
-                            int n_seqs, const int32_t *ids, float *logits, lv_err *err) {
+lv_status llm_forward(const llm *m, llm_batch *bt, llm_seq *const *seqs, const int *n_tok,
+                      int n_seqs, float *logits, lv_err *err) {
     int n;
     lv_status st = check_batch(m, bt, seqs, n_tok, n_seqs, &n, err);
     if (st) return st;
-    for (int r = 0; r < n; r++)
-        if (ids[r] < 0 || ids[r] >= m->vocab_size)
-            return lv_fail(err, LV_ERR_ARG,
-                           "token id %d at batch row %d is outside the vocabulary (%d)", ids[r], r,
-                           m->vocab_size);
-    /* inputs_embeds = embed_tokens(input_ids) */
-    llm_batch_embed(m, bt, 0, ids, n);
-    return llm_forward_batch_rows(m, bt, seqs, n_tok, n_seqs, logits, err);
-}
-
-lv_status llm_forward_batch_rows(const llm *m, llm_batch *bt, llm_seq *const *seqs,
-                                 const int *n_tok, int n_seqs, float *logits, lv_err *err) {
-    int n;
-    lv_status st = check_batch(m, bt, seqs, n_tok, n_seqs, &n, err);
-    if (st) return st;
-    const fwd_scratch sc = {.x = bt->x,
-                            .xb = bt->xb,
-                            .q = bt->q,
-                            .att = bt->att,
-                            .k = bt->k,
-                            .v = bt->v,
-                            .hb = bt->hb,
-                            .hb2 = bt->hb2,
-                            .posv = bt->posv,
-                            .host_pos = bt->host_pos};
-    run_layers(m, &sc, seqs, n_tok, n_seqs, n);
+    run_layers(m, bt, seqs, n_tok, n_seqs, n);
+    if (!logits) return LV_OK;
     be *b = m->b;
     const struct be_ops *op = b->ops;
     int dim = m->dim;
-    size_t f = sizeof(float);
-    if (!logits) return LV_OK;
-
-    /* final norm of each sequence's last row (gathered into xb), one lm_head over them */
+    /* final norm of each sequence's last row (gathered into xb), one lm_head over them
+     * (logits_to_keep = 1) */
     for (int i = 0, r = 0; i < n_seqs; i++) {
         r += n_tok[i];
         op->rmsnorm(b, bt->xb + (size_t)i * dim, bt->x + (size_t)(r - 1) * dim, m->w->norm, 1, dim,
                     m->rms_eps);
     }
     op->matmul(b, bt->logits, bt->xb, &m->w->lm_head, NULL, n_seqs);
-    op->download(b, logits, bt->logits, (size_t)n_seqs * m->vocab_size * f);
+    op->download(b, logits, bt->logits, (size_t)n_seqs * m->vocab_size * sizeof *logits);
     return LV_OK;
 }

@@ -3,7 +3,6 @@
 
 #include "image/anyres.h"
 
-#include <string.h>
 
 /* The kept window of the stitched grid: rows [*top, *top + *rows), columns
  * [*left, *left + *cols). unpad_image cuts (cur - new) // 2 from both ends. */
@@ -26,19 +25,16 @@ int pack_next_count(const pack_geom *g) {
     return base + rows * (cols + 1);
 }
 
-/* Copies feature row `row` (within the features, not counting CLS) of tile t. */
-static float *put(const pack_geom *g, float *out, const float *features, int t, int row) {
-    const float *src = features + ((size_t)t * g->stride + g->first + row) * g->dim;
-    memcpy(out, src, (size_t)g->dim * sizeof *out);
-    return out + g->dim;
+/* The feature row of patch `row` (CLS not counted) of tile t. */
+static int at(const pack_geom *g, int t, int row) {
+    return t * g->stride + g->first + row;
 }
 
-void pack_next(const pack_geom *g, const float *features, const float *newline, float *out) {
-    size_t row_bytes = (size_t)g->dim * sizeof *out;
+void pack_next_map(const pack_geom *g, int *src) {
     /* base_image_feature = image_feature[0], first */
-    for (int i = 0; i < g->side * g->side; i++) out = put(g, out, features, 0, i);
+    for (int i = 0; i < g->side * g->side; i++) *src++ = at(g, 0, i);
     if (g->n_tiles == 1) {
-        memcpy(out, newline, row_bytes); /* cat(image_feature, image_newline[None]) */
+        *src = -1; /* cat(image_feature, image_newline[None]) */
         return;
     }
     int top, rows, left, cols;
@@ -47,10 +43,9 @@ void pack_next(const pack_geom *g, const float *features, const float *newline, 
         int ty = r / g->side, py = r % g->side;
         for (int c = left; c < left + cols; c++) {
             int tx = c / g->side, px = c % g->side;
-            out = put(g, out, features, 1 + ty * g->grid_w + tx, py * g->side + px);
+            *src++ = at(g, 1 + ty * g->grid_w + tx, py * g->side + px);
         }
-        memcpy(out, newline, row_bytes); /* image_newline closes every kept row */
-        out += g->dim;
+        *src++ = -1; /* image_newline closes every kept row */
     }
 }
 
@@ -58,8 +53,8 @@ int pack_flat_count(const pack_geom *g) {
     return g->n_tiles * (g->stride - g->first);
 }
 
-void pack_flat(const pack_geom *g, const float *features, float *out) {
+void pack_flat_map(const pack_geom *g, int *src) {
     int per = g->stride - g->first;
     for (int t = 0; t < g->n_tiles; t++)
-        for (int i = 0; i < per; i++) out = put(g, out, features, t, i);
+        for (int i = 0; i < per; i++) *src++ = at(g, t, i);
 }

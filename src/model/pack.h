@@ -15,9 +15,10 @@
  * LLaVA-1.5 (LlavaForConditionalGeneration): the features of every tile,
  * flattened.
  *
- * Pure host functions over float arrays; no backend. The projector is
- * token-wise, so packing after it (as transformers does) or before it gives
- * the same rows.
+ * Pure functions giving, for every output row, the feature row it copies:
+ * the model applies the map with the backend's buffer copies, so packed
+ * features never leave the device. The projector is token-wise, so packing
+ * after it (as transformers does) or before it gives the same rows.
  */
 #ifndef LV_MODEL_PACK_H
 #define LV_MODEL_PACK_H
@@ -36,14 +37,15 @@ typedef struct {
  * with n_tiles > 1, stride - first != side², sizes < 1). */
 int pack_next_count(const pack_geom *g);
 
-/* LLaVA-NeXT packing of features (n_tiles · stride, dim) into out
- * (pack_next_count(g), dim); newline is image_newline (dim). */
-void pack_next(const pack_geom *g, const float *features, const float *newline, float *out);
+/* The LLaVA-NeXT packing as a row map: src[i] (pack_next_count(g) entries)
+ * is the feature row (in the (n_tiles · stride) features, CLS rows counted)
+ * that output row i copies, or -1 for image_newline. */
+void pack_next_map(const pack_geom *g, int *src);
 
-/* Rows pack_flat writes: n_tiles · (stride - first). */
+/* Rows pack_flat_map gives: n_tiles · (stride - first). */
 int pack_flat_count(const pack_geom *g);
 
 /* LLaVA-1.5: the features of each tile from row `first` on, tile after tile. */
-void pack_flat(const pack_geom *g, const float *features, float *out);
+void pack_flat_map(const pack_geom *g, int *src);
 
 #endif

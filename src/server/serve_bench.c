@@ -4,7 +4,7 @@
  *   llava-bench serve --model PATH [--streams N] [--tokens T] [--threads K]
  *                     [--image FILE] [--prompt TEXT] [--repeat R]
  *
- * Loads the model on the cpu backend, then runs twice on one worker
+ * Loads the model on the cpu backend, then runs twice on one scheduler
  * configuration each: 1 stream (parallel 1), then N streams submitted at
  * once (parallel N). Every stream is the same greedy request with
  * ignore_eos and max_tokens T, so each generates exactly T tokens; with
@@ -18,20 +18,21 @@
  * the least and most within one round (a round runs gen_run, 1 stream and
  * N streams back to back, so a machine whose speed drifts between rounds
  * still gives a fair ratio). For reference it
- * also times the same request through gen_run (llava-cli's path, no
- * worker): one row per decode step, as the worker's lone stream (both give
- * the same bits as a batched row: backend/cpu/matmul.c).
+ * also times the same request through gen_run (llava-cli's path: a
+ * scheduler of one on the caller's thread, the same turn as the threaded
+ * scheduler's lone stream).
  */
 #include "server/serve_bench.h"
 
 #include "base/log.h"
 #include "engine/request.h"
-#include "server/worker.h"
+#include "base/clock.h"
+#include "engine/run.h"
+#include "engine/scheduler.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 typedef struct {
     double agg_tps;    /* all tokens / wall */
@@ -40,11 +41,6 @@ typedef struct {
     double wall_s;
 } run_figs;
 
-static double mono_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
-}
 
 static int usage(void) {
     fprintf(stderr, "usage: llava-bench serve --model PATH [--streams N] [--tokens T] "
@@ -61,8 +57,8 @@ typedef struct {
 } bench_req;
 
 /* A job for the request (the image copied: the job owns its tensors). */
-static wk_job *make_job(const bench_req *r, int k, lv_err *err) {
-    wk_job *j = wk_job_new();
+static sched_job *make_job(const bench_req *r, int k, lv_err *err) {
+    sched_job *j = sched_job_new();
     if (!j) return lv_fail(err, LV_ERR_NOMEM, "out of memory"), NULL;
     j->ids = malloc((size_t)r->n_ids * sizeof *j->ids);
     if (!j->ids) goto nomem;
@@ -85,7 +81,7 @@ static wk_job *make_job(const bench_req *r, int k, lv_err *err) {
     snprintf(j->rid, sizeof j->rid, "bench-%d", k);
     return j;
 nomem:
-    wk_job_release(j);
+    sched_job_release(j);
     lv_fail(err, LV_ERR_NOMEM, "out of memory");
     return NULL;
 }
@@ -99,10 +95,10 @@ static lv_status run_gen(const bench_req *r, run_figs *f, lv_err *err) {
     p.max_tokens = r->tokens;
     p.ignore_eos = true;
     gen_result res;
-    double t0 = mono_ms();
+    double t0 = lv_now_ms();
     lv_status st = gen_run(r->m, r->ids, r->n_ids, r->px, r->px ? 1 : 0, &p, NULL, &res, err);
     if (st) return st;
-    f->wall_s = (mono_ms() - t0) / 1e3;
+    f->wall_s = (lv_now_ms() - t0) / 1e3;
     f->agg_tps = res.n_ids / f->wall_s;
     f->decode_tps =
         res.timings.decode_ms > 0 ? res.timings.n_decode / (res.timings.decode_ms / 1e3) : 0;
@@ -113,23 +109,24 @@ static lv_status run_gen(const bench_req *r, run_figs *f, lv_err *err) {
 
 static lv_status run_streams(const bench_req *r, int streams, run_figs *f, lv_err *err) {
     memset(f, 0, sizeof *f);
-    worker *w;
-    wk_config cfg = {.queue_size = streams, .parallel = streams, .ctx_size = 0};
-    lv_status st = worker_new(r->m, &cfg, &w, err);
+    sched *w;
+    sched_config cfg = {.queue_size = streams, .parallel = streams, .ctx_size = 0};
+    lv_status st = sched_new(r->m, &cfg, &w, err);
+    if (!st && (st = sched_start(w, err))) sched_free(w);
     if (st) return st;
-    wk_job **jobs = calloc((size_t)streams, sizeof *jobs);
+    sched_job **jobs = calloc((size_t)streams, sizeof *jobs);
     if (!jobs) {
-        worker_free(w);
+        sched_free(w);
         return lv_fail(err, LV_ERR_NOMEM, "out of memory");
     }
     for (int k = 0; k < streams && !st; k++)
         if (!(jobs[k] = make_job(r, k, err))) st = LV_ERR_NOMEM;
-    double t0 = mono_ms();
-    for (int k = 0; k < streams && !st; k++) st = worker_submit(w, jobs[k], err);
+    double t0 = lv_now_ms();
+    for (int k = 0; k < streams && !st; k++) st = sched_submit(w, jobs[k], err);
     double t_end = t0, decode_ms = 0, ttft = 0;
     long n_tok = 0, n_decode = 0;
     for (int k = 0; k < streams && !st; k++) {
-        wk_job_wait(jobs[k]);
+        sched_job_wait(jobs[k]);
         if (jobs[k]->st) {
             *err = jobs[k]->err;
             st = jobs[k]->st;
@@ -147,8 +144,8 @@ static lv_status run_streams(const bench_req *r, int streams, run_figs *f, lv_er
         f->decode_tps = decode_ms > 0 ? n_decode / (decode_ms / 1e3) * streams : 0;
         f->ttft_ms = ttft / streams;
     }
-    worker_free(w);
-    for (int k = 0; k < streams; k++) wk_job_release(jobs[k]);
+    sched_free(w);
+    for (int k = 0; k < streams; k++) sched_job_release(jobs[k]);
     free(jobs);
     return st;
 }
@@ -192,7 +189,7 @@ int serve_bench_main(int argc, char **argv) {
     r.n_ids = (int)n_ids;
     r.px = image ? &px : NULL;
     printf("model %s, %d threads, prompt %d tokens%s, %d tokens a stream\n", model,
-           m->backend.n_threads, r.n_ids, image ? " (with the image)" : "", tokens);
+           llava_n_threads(m), r.n_ids, image ? " (with the image)" : "", tokens);
     run_figs one = {0}, many = {0}, gen = {0};
     double lo = 0, hi = 0; /* the N/1 aggregate ratio within one round, least and most */
     for (int k = 0; k < repeat; k++) {
