@@ -27,8 +27,6 @@
 
 #include "base/log.h"
 #include "engine/request.h"
-#include "image/decode.h"
-#include "image/preprocess.h"
 #include "server/media.h"
 #include "server/metrics.h"
 #include "server/oai.h"
@@ -339,8 +337,9 @@ static void group_release(group *g) {
     memset(g, 0, sizeof *g);
 }
 
-/* Fetches, decodes and preprocesses image k of r into j->images[k]; "low"
- * detail keeps the base view only (one tile: side² features + newline). */
+/* Fetches image k of r and makes it j->images[k] through the engine's
+ * request_image_from_bytes (the path llava-cli's files take); "low" detail
+ * keeps the base view only (one tile: side² features + newline). */
 static lv_status load_image(http_server *s, const oai_request *r, size_t k, wk_job *j,
                             int *n_tokens, oai_error *e) {
     char param[64];
@@ -348,29 +347,21 @@ static lv_status load_image(http_server *s, const oai_request *r, size_t k, wk_j
     uint8_t *bytes = NULL;
     size_t len = 0;
     lv_err err = {{0}};
-    img_limits lim;
-    img_limits_default(&lim);
-    img_rgb rgb = {0};
-    img_tensor *t = &j->images[k];
     lv_status st = media_fetch(r->images[k].url, &s->media, &bytes, &len, &err);
     /* A URL that cannot be fetched or read is the client's problem (400). */
     if (st == LV_ERR_IO) st = LV_ERR_ARG;
-    if (!st) st = img_decode(bytes, len, &lim, &rgb, NULL, &err);
     img_options opt = {0};
     if (s->cfg.image) opt = *s->cfg.image;
     opt.base_only = r->images[k].detail == OAI_DETAIL_LOW;
-    if (!st) st = img_preprocess(&rgb, &s->m->image, &opt, t, &err);
+    if (!st)
+        st = request_image_from_bytes(s->m, bytes, len, &opt, &j->images[k], n_tokens, NULL, NULL,
+                                      &err);
     free(bytes);
-    img_rgb_free(&rgb);
     if (st)
         return oai_fail(e, st, 0, param,
                         st == LV_ERR_TOO_LARGE ? "image_too_large" : "invalid_image",
                         "image %zu: %s", k, err.msg);
     j->n_images = (int)k + 1;
-    *n_tokens = llava_tensor_token_count(s->m, t);
-    if (*n_tokens < 1)
-        return oai_fail(e, LV_ERR_ARG, 0, param, "invalid_image",
-                        "image %zu: %dx%d gives no image tokens", k, t->image_w, t->image_h);
     return LV_OK;
 }
 
