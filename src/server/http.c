@@ -25,6 +25,7 @@
  */
 #include "server/http.h"
 
+#include "base/clock.h"
 #include "base/log.h"
 #include "engine/request.h"
 #include "server/media.h"
@@ -82,12 +83,6 @@ typedef struct route {
     bool auth; /* needs the API key (when one is set) */
 } route;
 
-static double mono_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
-}
-
 /* ---- responses --------------------------------------------------------------------------
  * Every response goes through send_body: CORS and X-Request-Id headers, one
  * log line. */
@@ -120,7 +115,7 @@ static void add_common_headers(http_server *s, struct MHD_Connection *c, conn *c
 
 /* The one line per answered request, and its count in /metrics. */
 static void log_request(http_server *s, const conn *cx, int status) {
-    LV_INFO("[%s] %s %s %d %.1f ms", cx->rid, cx->method, cx->url, status, mono_ms() - cx->t0_ms);
+    LV_INFO("[%s] %s %s %d %.1f ms", cx->rid, cx->method, cx->url, status, lv_now_ms() - cx->t0_ms);
     metrics_request(s->metrics, cx->route ? cx->route->path : "other", status);
 }
 
@@ -196,7 +191,7 @@ static enum MHD_Result route_health(http_server *s, struct MHD_Connection *c, co
     wk_stats ws;
     worker_get_stats(s->w, &ws);
     oai_health h = {.model = s->cfg.model_name,
-                    .uptime_s = (mono_ms() - s->t0_ms) / 1e3,
+                    .uptime_s = (lv_now_ms() - s->t0_ms) / 1e3,
                     .rss_bytes = rss_bytes(),
                     .kv_bytes = (int64_t)ws.kv_bytes_used,
                     .kv_bytes_total = (int64_t)ws.kv_bytes_total,
@@ -213,7 +208,7 @@ static enum MHD_Result route_health(http_server *s, struct MHD_Connection *c, co
 static enum MHD_Result route_metrics(http_server *s, struct MHD_Connection *c, conn *cx) {
     metrics_gauges g = {.ready = atomic_load(&s->state) == ST_READY,
                         .rss_bytes = rss_bytes(),
-                        .uptime_s = (mono_ms() - s->t0_ms) / 1e3};
+                        .uptime_s = (lv_now_ms() - s->t0_ms) / 1e3};
     if (g.ready) worker_get_stats(s->w, &g.ws);
     return send_body(s, c, cx, 200, metrics_render(s->metrics, &g),
                      "text/plain; version=0.0.4; charset=utf-8");
@@ -255,8 +250,9 @@ static enum MHD_Result route_tokenize(http_server *s, struct MHD_Connection *c, 
     int32_t *ids = NULL;
     size_t n = 0;
     lv_err err = {{0}};
-    lv_status st = tok_encode(s->m->tok, json_string_value(content), json_string_length(content),
-                              special && json_is_true(special), &ids, &n, &err);
+    lv_status st =
+        tok_encode(llava_tokenizer(s->m), json_string_value(content), json_string_length(content),
+                   special && json_is_true(special), &ids, &n, &err);
     json_decref(o);
     if (st) return fail(s, c, cx, st, 0, "content", NULL, err.msg);
     json_t *arr = json_array();
@@ -274,7 +270,7 @@ static enum MHD_Result route_detokenize(http_server *s, struct MHD_Connection *c
     json_t *arr = json_object_get(o, "tokens");
     size_t n = json_array_size(arr);
     int32_t *ids = malloc((n ? n : 1) * sizeof *ids);
-    int32_t vocab = tok_vocab_size(s->m->tok);
+    int32_t vocab = tok_vocab_size(llava_tokenizer(s->m));
     bool ok = json_is_array(arr) && ids;
     for (size_t i = 0; ok && i < n; i++) {
         json_t *v = json_array_get(arr, i);
@@ -291,7 +287,7 @@ static enum MHD_Result route_detokenize(http_server *s, struct MHD_Connection *c
     char *text = NULL;
     size_t len = 0;
     lv_err err = {{0}};
-    lv_status st = tok_decode(s->m->tok, ids, n, false, &text, &len, &err);
+    lv_status st = tok_decode(llava_tokenizer(s->m), ids, n, false, &text, &len, &err);
     free(ids);
     if (st) return fail(s, c, cx, st, 0, "tokens", NULL, err.msg);
     json_t *out = json_object();
@@ -385,7 +381,7 @@ static lv_status prepare_chat(http_server *s, const oai_request *r, wk_job *j, o
     /* Text spelling "<image>" must not smuggle in image ids without features. */
     long want = 0, got = 0;
     for (int k = 0; k < j->n_images; k++) want += n_tokens[k];
-    for (size_t i = 0; !st && i < n_ids; i++) got += j->ids[i] == s->m->md.config.image_token_id;
+    for (size_t i = 0; !st && i < n_ids; i++) got += j->ids[i] == llava_image_token_id(s->m);
     if (!st && got != want)
         st = oai_fail(e, LV_ERR_ARG, 0, "messages", "invalid_value",
                       "the message text contains the image token \"<image>\"; send images as "
@@ -402,7 +398,7 @@ static lv_status prepare_completion(http_server *s, const oai_request *r, size_t
     const oai_prompt *p = &r->prompts[pi];
     lv_err err = {{0}};
     if (p->ids) {
-        int32_t vocab = tok_vocab_size(s->m->tok);
+        int32_t vocab = tok_vocab_size(llava_tokenizer(s->m));
         if (p->n_ids < 1)
             return oai_fail(e, LV_ERR_ARG, 0, "prompt", "invalid_value",
                             "prompt %zu is an empty list of token ids", pi);
@@ -419,7 +415,7 @@ static lv_status prepare_completion(http_server *s, const oai_request *r, size_t
     }
     int32_t *ids = NULL;
     size_t n = 0;
-    lv_status st = tok_encode(s->m->tok, p->text, p->len, true, &ids, &n, &err);
+    lv_status st = tok_encode(llava_tokenizer(s->m), p->text, p->len, true, &ids, &n, &err);
     if (st) return oai_fail(e, st, 0, "prompt", NULL, "%s", err.msg);
     j->ids = ids;
     j->n_ids = (int)n;
@@ -473,7 +469,7 @@ static wk_job *clone_job(const wk_job *src, shared_req *q, const conn *cx, int k
 static lv_status set_params(http_server *s, const oai_request *r, wk_job *j, oai_error *e) {
     gen_params_default(&j->params, s->m);
     oai_request_apply(r, &j->params);
-    int32_t vocab = tok_vocab_size(s->m->tok);
+    int32_t vocab = tok_vocab_size(llava_tokenizer(s->m));
     for (int i = 0; i < r->n_logit_bias; i++)
         if (r->logit_bias[i].id >= vocab)
             return oai_fail(e, LV_ERR_ARG, 0, "logit_bias", "invalid_value",
@@ -486,9 +482,9 @@ static lv_status set_params(http_server *s, const oai_request *r, wk_job *j, oai
             ((uint64_t)ts.tv_nsec * 0x9E3779B97F4A7C15ull ^ (uint64_t)ts.tv_sec) & INT64_MAX;
     }
     j->record_tokens = r->logprobs;
-    if (s->cfg.timeout_s > 0) j->deadline_ms = mono_ms() + s->cfg.timeout_s * 1e3;
+    if (s->cfg.timeout_s > 0) j->deadline_ms = lv_now_ms() + s->cfg.timeout_s * 1e3;
     /* The prompt and at least one generated token must fit the context. */
-    int ctx = s->m->text.max_ctx;
+    int ctx = llava_max_ctx(s->m);
     if (j->n_ids + 1 > ctx)
         return oai_fail(e, LV_ERR_ARG, 0, r->kind == OAI_CHAT ? "messages" : "prompt",
                         "context_length_exceeded",
@@ -609,7 +605,8 @@ static oai_token_logprob *build_logprobs(const http_server *s, const sample_resu
         free(store);
         return NULL;
     }
-    int32_t eos = tok_eos_id(s->m->tok);
+    const tok *t = llava_tokenizer(s->m);
+    int32_t eos = tok_eos_id(t);
     size_t used = 0;
     char *p = store;
     for (int i = from; i < to; i++) {
@@ -617,14 +614,14 @@ static oai_token_logprob *build_logprobs(const http_server *s, const sample_resu
         if (r->id == eos) continue;
         if (used >= limit_bytes) break; /* past the text: a stop string cut it there */
         oai_token_logprob *o = &lp[(*n_out)++];
-        token_text(s->m->tok, r->id, p, &o->tok.len);
+        token_text(t, r->id, p, &o->tok.len);
         o->tok.text = p;
         o->tok.logprob = r->logprob;
         used += o->tok.len;
         p += TOK_TEXT;
         o->n_top = r->n_top;
         for (int k = 0; k < r->n_top; k++) {
-            token_text(s->m->tok, r->top[k].id, p, &o->top[k].len);
+            token_text(t, r->top[k].id, p, &o->top[k].len);
             o->top[k].text = p;
             o->top[k].logprob = r->top[k].logprob;
             p += TOK_TEXT;
@@ -993,7 +990,7 @@ static conn *begin(http_server *s, struct MHD_Connection *c, const char *url, co
     if (!cx) return NULL;
     snprintf(cx->rid, sizeof cx->rid, "req-%llu",
              (unsigned long long)atomic_fetch_add(&s->next, 1) + 1);
-    cx->t0_ms = mono_ms();
+    cx->t0_ms = lv_now_ms();
     cx->method = method;
     cx->url = url;
     bool known;
@@ -1121,7 +1118,7 @@ lv_status http_start(const http_config *cfg, http_server **out, lv_err *err) {
     http_server *s = calloc(1, sizeof *s);
     if (!s) return lv_fail(err, LV_ERR_NOMEM, "out of memory");
     s->cfg = *cfg;
-    s->t0_ms = mono_ms();
+    s->t0_ms = lv_now_ms();
     s->created = (int64_t)time(NULL);
     atomic_init(&s->state, ST_LOADING);
     atomic_init(&s->next, 0);
