@@ -2,6 +2,8 @@
 #include "engine/request.h"
 
 #include "base/buf.h"
+#include "base/clock.h"
+#include "base/file.h"
 #include "image/decode.h"
 #include "image/preprocess.h"
 #include "text/chat_template.h"
@@ -9,33 +11,49 @@
 
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
-static double now_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+lv_status request_image_from_bytes(const llava *m, const uint8_t *bytes, size_t len,
+                                   const img_options *opt, img_tensor *out, int *n_tokens,
+                                   double *decode_ms, double *preprocess_ms, lv_err *err) {
+    *out = (img_tensor){0};
+    if (decode_ms) *decode_ms = 0;
+    if (preprocess_ms) *preprocess_ms = 0;
+    img_limits lim;
+    img_limits_default(&lim);
+    img_rgb rgb = {0};
+    double t0 = lv_now_ms();
+    lv_status st = img_decode(bytes, len, &lim, &rgb, NULL, err);
+    double t1 = lv_now_ms();
+    if (!st) st = img_preprocess(&rgb, llava_image_params(m), opt, out, err);
+    if (decode_ms) *decode_ms = t1 - t0;
+    if (preprocess_ms) *preprocess_ms = lv_now_ms() - t1;
+    img_rgb_free(&rgb);
+    if (st) return st;
+    *n_tokens = llava_tensor_token_count(m, out); /* the base-only view too */
+    if (*n_tokens < 1) {
+        st = lv_fail(err, LV_ERR_ARG, "%dx%d gives no image tokens", out->image_w, out->image_h);
+        img_tensor_free(out);
+    }
+    return st;
 }
 
 lv_status request_load_image(const llava *m, const char *path, img_tensor *out, int *n_tokens,
                              double *decode_ms, double *preprocess_ms, lv_err *err) {
-    img_limits lim;
-    img_limits_default(&lim);
-    img_rgb rgb = {0};
+    char *bytes = NULL;
+    size_t len = 0;
+    double dec = 0, pre = 0, t0 = lv_now_ms();
     *out = (img_tensor){0};
-    double t0 = now_ms();
-    lv_status st = img_decode_file(path, &lim, &rgb, NULL, err);
-    double t1 = now_ms();
-    if (!st) st = img_preprocess(&rgb, llava_image_params(m), NULL, out, err);
-    if (decode_ms) *decode_ms = t1 - t0;
-    if (preprocess_ms) *preprocess_ms = now_ms() - t1;
-    img_rgb_free(&rgb);
-    if (st) {
-        if (err && !strstr(err->msg, path)) lv_err_prefix(err, "%s", path);
-        return st;
-    }
-    *n_tokens = llava_image_token_count(m, out->image_h, out->image_w);
-    return LV_OK;
+    lv_status st = lv_read_file(path, IMG_DEFAULT_MAX_ENCODED_BYTES, &bytes, &len, err);
+    if (st == LV_ERR_FORMAT) st = LV_ERR_TOO_LARGE; /* its one format error: over the cap */
+    double read_ms = lv_now_ms() - t0;
+    if (!st)
+        st = request_image_from_bytes(m, (const uint8_t *)bytes, len, NULL, out, n_tokens, &dec,
+                                      &pre, err);
+    free(bytes);
+    if (decode_ms) *decode_ms = read_ms + dec; /* reading the file is part of decoding it */
+    if (preprocess_ms) *preprocess_ms = pre;
+    if (st && err && !strstr(err->msg, path)) lv_err_prefix(err, "%s", path);
+    return st;
 }
 
 /* The text to tokenize: prompt as given (raw) or rendered as one user turn

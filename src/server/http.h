@@ -1,9 +1,11 @@
 /*
  * http.h - the HTTP face of llava-server: a libmicrohttpd daemon (one
  * thread per connection), a routing table, request bodies collected under a
- * size cap, the API key check, CORS, and the OpenAI routes, which turn
- * bodies into engine jobs (server/worker.h) through server/oai.h and
- * server/media.h.
+ * size cap, the API key check, CORS, and the OpenAI routes. Their bodies
+ * become the worker's jobs (server/worker.h) in server/jobs.c, through
+ * server/oai.h, server/media.h and engine/request.h; a streamed answer is
+ * server/stream.c. Those two are private to server/ and never see a
+ * connection.
  *
  * Routes:
  *   GET  /health               503 while loading, then 200 with figures (public)

@@ -1,0 +1,433 @@
+/*
+ * jobs.c - an OpenAI request made into the worker's jobs, and finished jobs
+ * made into the answer (jobs.h).
+ *
+ * Making: the body is parsed into an oai_request, shared by the group and
+ * its jobs through a reference count. The first job of each prompt gets the
+ * inputs (chat: the images, then the template, then the ids; completion:
+ * the text tokenized with BOS, or the ids as given) and the parameters; the
+ * other n - 1 choices of that prompt are copies with the seeds that follow.
+ */
+#include "server/jobs.h"
+
+#include "base/buf.h"
+#include "base/clock.h"
+#include "engine/request.h"
+#include "text/chat_template.h"
+#include "text/tokenizer.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+/* The parsed request, shared by the group and the jobs made from it. */
+struct jobs_request {
+    oai_request r;
+    atomic_int refs;
+};
+
+/* Drops one reference to the request (a wk_job's keep_free). */
+static void request_release(void *p) {
+    jobs_request *q = p;
+    if (q && atomic_fetch_sub(&q->refs, 1) == 1) {
+        oai_request_free(&q->r);
+        free(q);
+    }
+}
+
+void jobs_release(job_group *g) {
+    for (int k = 0; k < g->n_jobs; k++) {
+        if (!g->jobs[k]) continue;
+        wk_job_cancel(g->jobs[k]);
+        wk_job_release(g->jobs[k]);
+    }
+    free(g->jobs);
+    request_release(g->q);
+    memset(g, 0, sizeof *g);
+}
+
+/* ---- making the jobs ----------------------------------------------------------------------
+ * Everything here runs on the connection's thread, before any job reaches
+ * the worker: a request that fails here costs the model nothing. */
+
+/* Fetches image k of r and makes it j->images[k] through the engine's
+ * request_image_from_bytes (the path llava-cli's files take); "low" detail
+ * keeps the base view only (one tile: side² features + newline). */
+static lv_status load_image(const jobs_ctx *ctx, const oai_request *r, size_t k, wk_job *j,
+                            int *n_tokens, oai_error *e) {
+    char param[64];
+    snprintf(param, sizeof param, "messages[%d].content", r->images[k].message);
+    uint8_t *bytes = NULL;
+    size_t len = 0;
+    lv_err err = {{0}};
+    lv_status st = media_fetch(r->images[k].url, ctx->media, &bytes, &len, &err);
+    /* A URL that cannot be fetched or read is the client's problem (400). */
+    if (st == LV_ERR_IO) st = LV_ERR_ARG;
+    img_options opt = {0};
+    if (ctx->image) opt = *ctx->image;
+    opt.base_only = r->images[k].detail == OAI_DETAIL_LOW;
+    if (!st)
+        st = request_image_from_bytes(ctx->m, bytes, len, &opt, &j->images[k], n_tokens, NULL, NULL,
+                                      &err);
+    free(bytes);
+    if (st)
+        return oai_fail(e, st, 0, param,
+                        st == LV_ERR_TOO_LARGE ? "image_too_large" : "invalid_image",
+                        "image %zu: %s", k, err.msg);
+    j->n_images = (int)k + 1;
+    return LV_OK;
+}
+
+/* Chat: images, then the template, then the ids. */
+static lv_status prepare_chat(const jobs_ctx *ctx, const oai_request *r, wk_job *j, oai_error *e) {
+    int *n_tokens = calloc(r->n_images + 1, sizeof *n_tokens);
+    j->images = calloc(r->n_images + 1, sizeof *j->images);
+    lv_buf text = {0};
+    lv_err err = {{0}};
+    size_t n_placeholders = 0, n_ids = 0;
+    lv_status st = n_tokens && j->images ? LV_OK : oai_fail(e, LV_ERR_NOMEM, 0, NULL, NULL, "oom");
+    for (size_t k = 0; !st && k < r->n_images; k++) st = load_image(ctx, r, k, j, &n_tokens[k], e);
+    if (st) goto done;
+    st = chat_render(CHAT_TEMPLATE_LLAVA_MISTRAL, r->messages, r->n_messages, &text,
+                     &n_placeholders, &err);
+    if (!st)
+        st = request_prompt_ids(ctx->m, text.data ? text.data : "", true, n_tokens, j->n_images,
+                                &j->ids, &n_ids, &err);
+    if (st) oai_fail(e, st, 0, "messages", NULL, "%s", err.msg);
+    j->n_ids = (int)n_ids;
+    /* Text spelling "<image>" must not smuggle in image ids without features. */
+    long want = 0, got = 0;
+    for (int k = 0; k < j->n_images; k++) want += n_tokens[k];
+    for (size_t i = 0; !st && i < n_ids; i++) got += j->ids[i] == llava_image_token_id(ctx->m);
+    if (!st && got != want)
+        st = oai_fail(e, LV_ERR_ARG, 0, "messages", "invalid_value",
+                      "the message text contains the image token \"<image>\"; send images as "
+                      "image_url parts");
+done:
+    free(n_tokens);
+    lv_buf_free(&text);
+    return st;
+}
+
+/* Completion prompt p: text (tokenized with BOS) or ids (as given). */
+static lv_status prepare_completion(const jobs_ctx *ctx, const oai_request *r, size_t pi, wk_job *j,
+                                    oai_error *e) {
+    const oai_prompt *p = &r->prompts[pi];
+    lv_err err = {{0}};
+    if (p->ids) {
+        int32_t vocab = tok_vocab_size(llava_tokenizer(ctx->m));
+        if (p->n_ids < 1)
+            return oai_fail(e, LV_ERR_ARG, 0, "prompt", "invalid_value",
+                            "prompt %zu is an empty list of token ids", pi);
+        for (int i = 0; i < p->n_ids; i++)
+            if (p->ids[i] < 0 || p->ids[i] >= vocab)
+                return oai_fail(e, LV_ERR_ARG, 0, "prompt", "invalid_value",
+                                "prompt token %d is %d, outside the vocabulary [0, %d)", i,
+                                p->ids[i], vocab);
+        if (!(j->ids = malloc((size_t)p->n_ids * sizeof *j->ids)))
+            return oai_fail(e, LV_ERR_NOMEM, 0, NULL, NULL, "out of memory");
+        memcpy(j->ids, p->ids, (size_t)p->n_ids * sizeof *j->ids);
+        j->n_ids = p->n_ids;
+        return LV_OK;
+    }
+    int32_t *ids = NULL;
+    size_t n = 0;
+    lv_status st = tok_encode(llava_tokenizer(ctx->m), p->text, p->len, true, &ids, &n, &err);
+    if (st) return oai_fail(e, st, 0, "prompt", NULL, "%s", err.msg);
+    j->ids = ids;
+    j->n_ids = (int)n;
+    return LV_OK;
+}
+
+/* A job holding a reference to q; NULL when out of memory. */
+static wk_job *new_job(jobs_request *q, const char *rid, int k, int n_jobs) {
+    wk_job *j = wk_job_new();
+    if (!j) return NULL;
+    atomic_fetch_add(&q->refs, 1);
+    j->keep = q;
+    j->keep_free = request_release;
+    if (n_jobs > 1)
+        snprintf(j->rid, sizeof j->rid, "%.20s.%d", rid, k & 0xff);
+    else
+        snprintf(j->rid, sizeof j->rid, "%s", rid);
+    return j;
+}
+
+/* A copy of src's inputs (ids, images, params) in a new job. */
+static wk_job *clone_job(const wk_job *src, jobs_request *q, const char *rid, int k, int n_jobs) {
+    wk_job *j = new_job(q, rid, k, n_jobs);
+    if (!j) return NULL;
+    j->params = src->params;
+    j->deadline_ms = src->deadline_ms;
+    j->record_tokens = src->record_tokens;
+    j->ids = malloc((size_t)(src->n_ids ? src->n_ids : 1) * sizeof *j->ids);
+    j->images = calloc((size_t)src->n_images + 1, sizeof *j->images);
+    bool ok = j->ids && j->images;
+    if (ok) memcpy(j->ids, src->ids, (size_t)src->n_ids * sizeof *j->ids);
+    j->n_ids = src->n_ids;
+    for (int i = 0; ok && i < src->n_images; i++) {
+        const img_tensor *a = &src->images[i];
+        size_t n = (size_t)a->n_tiles * 3 * a->tile_h * a->tile_w;
+        j->images[i] = *a;
+        j->images[i].data = malloc(n * sizeof(float));
+        if (!(ok = j->images[i].data != NULL)) break;
+        memcpy(j->images[i].data, a->data, n * sizeof(float));
+        j->n_images = i + 1;
+    }
+    if (!ok) {
+        wk_job_release(j);
+        return NULL;
+    }
+    return j;
+}
+
+/* Generation parameters of the first job of a prompt: the checkpoint's
+ * defaults, what the client set, logit_bias, the seed. */
+static lv_status set_params(const jobs_ctx *ctx, const oai_request *r, wk_job *j, oai_error *e) {
+    gen_params_default(&j->params, ctx->m);
+    oai_request_apply(r, &j->params);
+    int32_t vocab = tok_vocab_size(llava_tokenizer(ctx->m));
+    for (int i = 0; i < r->n_logit_bias; i++)
+        if (r->logit_bias[i].id >= vocab)
+            return oai_fail(e, LV_ERR_ARG, 0, "logit_bias", "invalid_value",
+                            "Invalid 'logit_bias': token id %d is outside the vocabulary [0, %d).",
+                            r->logit_bias[i].id, vocab);
+    if (!(r->set & OAI_SET_SEED)) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        j->params.sampling.seed =
+            ((uint64_t)ts.tv_nsec * 0x9E3779B97F4A7C15ull ^ (uint64_t)ts.tv_sec) & INT64_MAX;
+    }
+    j->record_tokens = r->logprobs;
+    if (ctx->timeout_s > 0) j->deadline_ms = lv_now_ms() + ctx->timeout_s * 1e3;
+    /* The prompt and at least one generated token must fit the context. */
+    int max_ctx = llava_max_ctx(ctx->m);
+    if (j->n_ids + 1 > max_ctx)
+        return oai_fail(e, LV_ERR_ARG, 0, r->kind == OAI_CHAT ? "messages" : "prompt",
+                        "context_length_exceeded",
+                        "This model's maximum context length is %d tokens, but the prompt is %d "
+                        "tokens (images included); shorten it.",
+                        max_ctx, j->n_ids);
+    return LV_OK;
+}
+
+#define MAX_JOBS 64 /* choices per request: prompts x n */
+
+/* The jobs for g's request, each holding a reference to it. On failure the
+ * jobs made so far stay in g for the caller to release. */
+static lv_status make_jobs(const jobs_ctx *ctx, const char *rid, job_group *g, oai_error *e) {
+    const oai_request *r = g->r;
+    jobs_request *q = g->q;
+    int n_prompts = r->kind == OAI_CHAT ? 1 : (int)r->n_prompts;
+    if (n_prompts < 1)
+        return oai_fail(e, LV_ERR_ARG, 0, "prompt", "invalid_value", "Invalid 'prompt': empty.");
+    if ((long)n_prompts * r->n > MAX_JOBS)
+        return oai_fail(e, LV_ERR_ARG, 0, "n", "invalid_value",
+                        "%d prompts x n = %d asks for %d choices; at most %d per request",
+                        n_prompts, r->n, n_prompts * r->n, MAX_JOBS);
+    g->n = r->n;
+    g->n_jobs = n_prompts * r->n;
+    if (!(g->jobs = calloc((size_t)g->n_jobs, sizeof *g->jobs)))
+        return oai_fail(e, LV_ERR_NOMEM, 0, NULL, NULL, "out of memory");
+    lv_status st = LV_OK;
+    for (int p = 0; !st && p < n_prompts; p++) {
+        int k0 = p * r->n;
+        wk_job *j = g->jobs[k0] = new_job(q, rid, k0, g->n_jobs);
+        if (!j) st = oai_fail(e, LV_ERR_NOMEM, 0, NULL, NULL, "out of memory");
+        if (!st)
+            st = r->kind == OAI_CHAT ? prepare_chat(ctx, r, j, e)
+                                     : prepare_completion(ctx, r, (size_t)p, j, e);
+        if (!st) st = set_params(ctx, r, j, e);
+        for (int i = 1; !st && i < r->n; i++) {
+            wk_job *c = g->jobs[k0 + i] = clone_job(j, q, rid, k0 + i, g->n_jobs);
+            if (!c)
+                st = oai_fail(e, LV_ERR_NOMEM, 0, NULL, NULL, "out of memory");
+            else
+                c->params.sampling.seed = j->params.sampling.seed + (uint64_t)i;
+        }
+    }
+    return st;
+}
+
+lv_status jobs_make(const jobs_ctx *ctx, oai_kind kind, const char *body, size_t len,
+                    const char *rid, job_group *g, oai_error *e) {
+    memset(g, 0, sizeof *g);
+    jobs_request *q = calloc(1, sizeof *q);
+    if (!q) return oai_fail(e, LV_ERR_NOMEM, 0, NULL, NULL, "out of memory");
+    atomic_init(&q->refs, 1);
+    lv_status st = kind == OAI_CHAT ? oai_parse_chat(body, len, ctx->lim, &q->r, e)
+                                    : oai_parse_completion(body, len, ctx->lim, &q->r, e);
+    if (st) {
+        free(q);
+        return st;
+    }
+    g->q = q;
+    g->r = &q->r;
+    if ((st = make_jobs(ctx, rid, g, e))) jobs_release(g);
+    return st;
+}
+
+lv_status jobs_submit(const jobs_ctx *ctx, job_group *g, oai_error *e) {
+    lv_err err = {{0}};
+    for (int k = 0; k < g->n_jobs; k++) {
+        lv_status st = worker_submit(ctx->w, g->jobs[k], &err);
+        if (st) {
+            jobs_release(g); /* cancels the ones already queued */
+            return oai_fail(e, st, 0, NULL, "queue_full", "%s", err.msg);
+        }
+    }
+    return LV_OK;
+}
+
+/* ---- results ------------------------------------------------------------------------------
+ * Read once the worker is done with a job (or, for the tokens, as it goes):
+ * the same parts make the plain answer here and the SSE events in stream.c. */
+
+void jobs_error(const jobs_ctx *ctx, const wk_job *j, oai_error *e) {
+    if (j->st == LV_ERR_CANCELLED && j->timed_out)
+        oai_fail(e, LV_ERR_DEVICE, 0, NULL, "timeout",
+                 "the request did not finish within the server's timeout (%d s)", ctx->timeout_s);
+    else
+        oai_fail(e, j->st, 0, NULL, NULL, "%s", j->err.msg);
+}
+
+void jobs_usage(const job_group *g, oai_usage *u, oai_timings *t) {
+    *u = (oai_usage){0, 0, 0};
+    *t = (oai_timings){0, 0, 0, 0};
+    for (int k = 0; k < g->n_jobs; k++) {
+        const wk_job *j = g->jobs[k];
+        const gen_timings *gt = &j->result.timings;
+        if (k % g->n == 0) u->prompt_tokens += j->n_ids;
+        u->completion_tokens += j->result.n_ids;
+        t->prompt_n += gt->n_prefill;
+        t->prompt_ms += gt->vision_ms + gt->prefill_ms;
+        t->predicted_n += j->result.n_ids;
+        t->predicted_ms += gt->decode_ms + gt->sample_ms;
+    }
+}
+
+void jobs_note(const jobs_ctx *ctx, const wk_job *j) {
+    if (!j->st)
+        metrics_generation(ctx->metrics, j->n_ids, j->result.n_ids, j->t_submit_ms, j->t_first_ms,
+                           j->t_done_ms);
+}
+
+#define TOK_TEXT 64 /* bytes kept per token text */
+
+/* A token's text for logprobs: its vocabulary piece as the decoder spells
+ * it: "▁" → " ", "<0xNN>" → the byte NN (so "bytes" gives the UTF-8 bytes
+ * even for pieces of a character). */
+static void token_text(const tok *t, int32_t id, char *out, size_t *len) {
+    const char *p = tok_id_to_token(t, id);
+    size_t n = 0;
+    unsigned byte;
+    if (!p) p = "";
+    if (strlen(p) == 6 && sscanf(p, "<0x%2X>", &byte) == 1) {
+        out[0] = (char)byte;
+        *len = 1;
+        return;
+    }
+    while (*p && n + 4 < TOK_TEXT) {
+        if (!strncmp(p, "\xe2\x96\x81", 3)) {
+            out[n++] = ' ';
+            p += 3;
+        } else {
+            out[n++] = *p++;
+        }
+    }
+    *len = n;
+}
+
+oai_token_logprob *jobs_logprobs(const jobs_ctx *ctx, const sample_result *toks, int from, int to,
+                                 size_t limit_bytes, char **texts, int *n_out) {
+    int n = to > from ? to - from : 0;
+    *n_out = 0;
+    *texts = NULL;
+    oai_token_logprob *lp = calloc((size_t)(n ? n : 1), sizeof *lp);
+    char *store = malloc((size_t)(n ? n : 1) * (SAMPLE_MAX_TOP + 1) * TOK_TEXT);
+    if (!lp || !store) {
+        free(lp);
+        free(store);
+        return NULL;
+    }
+    const tok *t = llava_tokenizer(ctx->m);
+    int32_t eos = tok_eos_id(t);
+    size_t used = 0;
+    char *p = store;
+    for (int i = from; i < to; i++) {
+        const sample_result *r = &toks[i];
+        if (r->id == eos) continue;
+        if (used >= limit_bytes) break; /* past the text: a stop string cut it there */
+        oai_token_logprob *o = &lp[(*n_out)++];
+        token_text(t, r->id, p, &o->tok.len);
+        o->tok.text = p;
+        o->tok.logprob = r->logprob;
+        used += o->tok.len;
+        p += TOK_TEXT;
+        o->n_top = r->n_top;
+        for (int k = 0; k < r->n_top; k++) {
+            token_text(t, r->top[k].id, p, &o->top[k].len);
+            o->top[k].text = p;
+            o->top[k].logprob = r->top[k].logprob;
+            p += TOK_TEXT;
+        }
+    }
+    *texts = store;
+    return lp;
+}
+
+sample_result *jobs_new_tokens(wk_job *j, int *cursor, int *n) {
+    pthread_mutex_lock(&j->mu);
+    *n = j->n_tokens - *cursor;
+    sample_result *copy = NULL;
+    if (*n > 0 && (copy = malloc((size_t)*n * sizeof *copy)))
+        memcpy(copy, j->tokens + *cursor, (size_t)*n * sizeof *copy);
+    if (!copy) *n = 0;
+    *cursor += *n;
+    pthread_mutex_unlock(&j->mu);
+    return copy;
+}
+
+char *jobs_answer(const jobs_ctx *ctx, const job_group *g, oai_error *e) {
+    const oai_request *r = g->r;
+    for (int k = 0; k < g->n_jobs; k++) jobs_note(ctx, g->jobs[k]);
+    for (int k = 0; k < g->n_jobs; k++)
+        if (g->jobs[k]->st) {
+            jobs_error(ctx, g->jobs[k], e);
+            return NULL;
+        }
+    size_t n_jobs = g->n_jobs > 0 ? (size_t)g->n_jobs : 1;
+    oai_choice *ch = calloc(n_jobs, sizeof *ch);
+    char **texts = calloc(n_jobs, sizeof *texts);
+    bool ok = ch && texts;
+    for (int k = 0; ok && k < g->n_jobs; k++) {
+        wk_job *j = g->jobs[k];
+        ch[k] = (oai_choice){j->result.text, j->result.text_len, j->result.finish_reason, NULL, 0};
+        if (!r->logprobs) continue;
+        /* Tokens that start within the final text (a stop string cut the rest);
+         * the first piece's leading space is the one the decoder strips. */
+        ch[k].logprobs = jobs_logprobs(ctx, j->tokens, 0, j->n_tokens, j->result.text_len + 1,
+                                       &texts[k], &ch[k].n_logprobs);
+        ok = ch[k].logprobs != NULL;
+    }
+    char id[64];
+    oai_make_id(id, sizeof id, r->kind == OAI_CHAT ? "chatcmpl-" : "cmpl-");
+    oai_meta m = {id, (int64_t)time(NULL), ctx->model_name, false};
+    oai_usage u;
+    oai_timings t;
+    jobs_usage(g, &u, &t);
+    char *body = NULL;
+    if (ok)
+        body = r->kind == OAI_CHAT ? oai_chat_response(&m, ch, g->n_jobs, &u, &t)
+                                   : oai_completion_response(&m, ch, g->n_jobs, &u, &t);
+    if (!body) oai_fail(e, LV_ERR_NOMEM, 0, NULL, NULL, "out of memory");
+    for (int k = 0; ch && k < g->n_jobs; k++) free((void *)ch[k].logprobs);
+    for (int k = 0; texts && k < g->n_jobs; k++) free(texts[k]);
+    free(ch);
+    free(texts);
+    return body;
+}

@@ -1,0 +1,187 @@
+/*
+ * stream.c - a request's answer as a server-sent event stream (stream.h).
+ *
+ * MHD calls stream_read whenever the socket can take more; it hands out
+ * what is left in st->out, and when that is empty runs one pass over the
+ * jobs (stream_pass), which may wait a little for new text. The waiting
+ * happens on the connection's thread (wk_job_take with a timeout): the
+ * worker only appends text to its jobs and never waits for a client.
+ * Events come in the order the OpenAI API sends them: the chat role chunk
+ * per choice, content deltas, one finish chunk per choice, the usage
+ * chunk, [DONE].
+ */
+#include "server/stream.h"
+
+#include "base/buf.h"
+#include "base/log.h"
+
+#include <microhttpd.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/types.h>
+#include <time.h>
+
+/* A stream being written: SSE events built from the jobs' text as it comes. */
+struct stream {
+    const jobs_ctx *ctx;
+    job_group g; /* its request says logprobs / include_usage */
+    bool chat;
+    char id[64];
+    oai_meta meta;
+    lv_buf out; /* events not yet handed to MHD, from off */
+    size_t off;
+    int *cursor;    /* (n_jobs) tokens already sent with logprobs */
+    bool *finished; /* (n_jobs) finish event sent */
+    int n_finished;
+    int next;    /* round-robin position */
+    bool failed; /* an error event was sent */
+    bool ended;  /* [DONE] is in out */
+};
+
+static void put_event(stream *st, char *ev) {
+    if (ev) lv_buf_puts(&st->out, ev);
+    free(ev);
+}
+
+/* A content event for job k with text (and the tokens recorded since the last one). */
+static void put_delta(stream *st, int k, const char *text, size_t len) {
+    wk_job *j = st->g.jobs[k];
+    oai_token_logprob *lp = NULL;
+    char *texts = NULL;
+    int n_lp = 0;
+    if (st->g.r->logprobs) {
+        int n = 0;
+        sample_result *toks = jobs_new_tokens(j, &st->cursor[k], &n);
+        lp = jobs_logprobs(st->ctx, toks, 0, n, SIZE_MAX, &texts, &n_lp);
+        free(toks);
+    }
+    if (st->chat)
+        put_event(st, oai_chat_chunk_delta(&st->meta, k, text, len, lp, lp ? n_lp : 0));
+    else
+        put_event(st, oai_completion_chunk_lp(&st->meta, k, text, len, lp, lp ? n_lp : 0, NULL));
+    free(lp);
+    free(texts);
+}
+
+/* Job k is done: its finish event, or an error event that ends the stream. */
+static void put_finish(stream *st, int k) {
+    wk_job *j = st->g.jobs[k];
+    st->finished[k] = true;
+    st->n_finished++;
+    jobs_note(st->ctx, j);
+    if (j->st) {
+        oai_error e;
+        jobs_error(st->ctx, j, &e);
+        put_event(st, oai_sse_error(&e));
+        st->failed = true;
+        return;
+    }
+    put_event(st, st->chat ? oai_chat_chunk_finish(&st->meta, k, j->result.finish_reason)
+                           : oai_completion_chunk(&st->meta, k, "", 0, j->result.finish_reason));
+}
+
+/* The events that close the stream: usage, [DONE]. */
+static void put_end(stream *st) {
+    if (!st->failed && st->meta.include_usage) {
+        oai_usage u;
+        oai_timings t;
+        jobs_usage(&st->g, &u, &t);
+        put_event(st, st->chat ? oai_chat_chunk_usage(&st->meta, &u, &t)
+                               : oai_completion_chunk_usage(&st->meta, &u, &t));
+    }
+    lv_buf_puts(&st->out, oai_sse_done());
+    st->ended = true;
+}
+
+/* One pass over the jobs: text taken, finished ones closed. With one job it
+ * waits up to 500 ms for text; with several, each is polled and the pass
+ * waits on one of them only when none had anything. */
+static void stream_pass(stream *st) {
+    int n = st->g.n_jobs;
+    bool any = false;
+    for (int step = 0; step < n && !st->failed; step++) {
+        int k = (st->next + step) % n;
+        if (st->finished[k]) continue;
+        lv_buf text = {0};
+        bool done = wk_job_take(st->g.jobs[k], &text, n == 1 ? 500 : 0);
+        if (text.len) put_delta(st, k, text.data, text.len);
+        any |= text.len > 0 || done;
+        lv_buf_free(&text);
+        if (done) put_finish(st, k);
+    }
+    st->next = (st->next + 1) % n;
+    if (!any && n > 1 && !st->failed) { /* nothing anywhere: wait on the first unfinished job */
+        for (int k = 0; k < n; k++)
+            if (!st->finished[k]) {
+                lv_buf text = {0};
+                bool done = wk_job_take(st->g.jobs[k], &text, 50);
+                if (text.len) put_delta(st, k, text.data, text.len);
+                lv_buf_free(&text);
+                if (done) put_finish(st, k);
+                break;
+            }
+    }
+    if (st->failed || st->n_finished == n) put_end(st);
+}
+
+static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max) {
+    stream *st = cls;
+    (void)pos;
+    while (st->off == st->out.len) {
+        if (st->ended) return MHD_CONTENT_READER_END_OF_STREAM;
+        st->out.len = st->off = 0;
+        stream_pass(st);
+    }
+    size_t n = st->out.len - st->off < max ? st->out.len - st->off : max;
+    memcpy(buf, st->out.data + st->off, n);
+    st->off += n;
+    return (ssize_t)n;
+}
+
+/* MHD is done with the stream: finished, or the client went away. */
+static void stream_free(void *cls) {
+    stream *st = cls;
+    if (!st->ended && st->g.n_jobs)
+        LV_INFO("[%s] client disconnected; cancelling", st->g.jobs[0]->rid);
+    jobs_release(&st->g); /* cancels: the worker frees the sequences at its next step */
+    free(st->cursor);
+    free(st->finished);
+    lv_buf_free(&st->out);
+    free(st);
+}
+
+stream *stream_new(const jobs_ctx *ctx, job_group *g) {
+    stream *st = calloc(1, sizeof *st);
+    if (st) {
+        st->cursor = calloc((size_t)g->n_jobs, sizeof *st->cursor);
+        st->finished = calloc((size_t)g->n_jobs, sizeof *st->finished);
+    }
+    if (!st || !st->cursor || !st->finished) {
+        if (st) free(st->cursor), free(st->finished);
+        free(st);
+        jobs_release(g);
+        return NULL;
+    }
+    st->ctx = ctx;
+    st->g = *g;
+    memset(g, 0, sizeof *g);
+    st->chat = st->g.r->kind == OAI_CHAT;
+    oai_make_id(st->id, sizeof st->id, st->chat ? "chatcmpl-" : "cmpl-");
+    st->meta = (oai_meta){st->id, (int64_t)time(NULL), ctx->model_name, st->g.r->include_usage};
+    if (st->chat)
+        for (int k = 0; k < st->g.n_jobs; k++) put_event(st, oai_chat_chunk_role(&st->meta, k));
+    return st;
+}
+
+struct MHD_Response *stream_response(stream *st) {
+    struct MHD_Response *resp =
+        MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 4096, stream_read, st, stream_free);
+    if (!resp) {
+        stream_free(st);
+        return NULL;
+    }
+    MHD_add_response_header(resp, "Content-Type", "text/event-stream");
+    MHD_add_response_header(resp, "Cache-Control", "no-cache");
+    return resp;
+}
