@@ -56,7 +56,7 @@ fuzz:
 	  echo "fuzz: fuzz_$$t for $$(( $(FUZZ_SECONDS) / 4 ))s" >&2; \
 	  build-fuzz/bin/fuzz_$$t -max_total_time=$$(( $(FUZZ_SECONDS) / 4 )) -max_len=32768 -timeout=10 \
 	    -artifact_prefix=build-fuzz/crashes/ -print_final_stats=0 build-fuzz/corpus/$$t \
-	    tests/fuzz/seeds/$$t > build-fuzz/fuzz_$$t.log 2>&1; rc=$$?; \
+	    tests/fuzz/seeds/$$t tests/fuzz/regressions/$$t > build-fuzz/fuzz_$$t.log 2>&1; rc=$$?; \
 	  tail -n 2 build-fuzz/fuzz_$$t.log; [ $$rc -eq 0 ] || { cat build-fuzz/fuzz_$$t.log; exit 1; }; done
 
 format:

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # run.sh BUILD_DIR SECONDS - runs the image decoder fuzzer (make fuzz).
 #
-# Seeds: the small test images (tests/assets/images/*, dev/, and the inputs
-# of past crashes in dev/fuzz/) plus the corpus grown by earlier runs in
-# BUILD_DIR/corpus. A crash leaves its input in BUILD_DIR/crashes/: copy it
-# to tests/assets/images/dev/fuzz/ so test_image_decode replays it.
+# Seeds: the small test images (tests/assets/images/*, dev/), the inputs of
+# past crashes (tests/fuzz/regressions/image_decode/) and the corpus grown
+# by earlier runs in BUILD_DIR/corpus. A crash leaves its input in
+# BUILD_DIR/crashes/: once fixed, copy it to tests/fuzz/regressions/
+# image_decode/ so ctest fuzz_replay_image_decode replays it.
 set -euo pipefail
 build="${1:-build-fuzz}"
 seconds="${2:-60}"
@@ -15,8 +16,9 @@ seeds="$build/seeds/image_decode"
 mkdir -p "$corpus" "$seeds" "$build/crashes"
 # Seeds up to 64 KB: bigger ones only slow every mutation down.
 find "$root/tests/assets/images" -type f -size -64k \
-  \( -name '*.jpg' -o -name '*.png' -o -name '*.gif' -o -name '*.webp' -o -name '*.bmp' \
-     -o -path '*/dev/fuzz/*' \) -exec cp -f {} "$seeds/" \;
+  \( -name '*.jpg' -o -name '*.png' -o -name '*.gif' -o -name '*.webp' -o -name '*.bmp' \) \
+  -exec cp -f {} "$seeds/" \;
+find "$root/tests/fuzz/regressions/image_decode" -type f ! -name 'README*' -exec cp -f {} "$seeds/" \;
 echo "fuzz: $bin for ${seconds}s, $(ls "$seeds" | wc -l) seeds, corpus $corpus" >&2
 ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1:allocator_may_return_null=1}" \
 UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}" \
