@@ -524,7 +524,7 @@ static void worker_matches(llava *m, const char *image, const char *q, const cha
     sched_config cfg = {.queue_size = 4, .parallel = 2, .ctx_size = 2048};
     if (sched_new(m, &cfg, &w, &err) || sched_start(w, &err)) fail_msg("sched_new: %s", err.msg);
     sched_job *jobs[3] = {worker_job(m, image, q), worker_job(m, NULL, text_only),
-                       worker_job(m, NULL, text_only)};
+                          worker_job(m, NULL, text_only)};
     jobs[2]->ids[1] = m->md.config.image_token_id; /* smuggled, no image */
     for (int i = 0; i < 3; i++)
         if (sched_submit(w, jobs[i], &err)) fail_msg("sched_submit: %s", err.msg);

@@ -325,7 +325,8 @@ static void test_deadline(void **state) {
 static void test_queue_full(void **state) {
     (void)state;
     sched *w = start(1, 1, 0);
-    sched_job *a = make_job(0, "Hello", 3000), *b = make_job(0, "Hi", 4), *c = make_job(0, "Hey", 4);
+    sched_job *a = make_job(0, "Hello", 3000), *b = make_job(0, "Hi", 4),
+              *c = make_job(0, "Hey", 4);
     a->params.ignore_eos = true;
     submit(w, a);
     wait_tokens(a, 1);
@@ -453,7 +454,8 @@ static void test_bad_jobs_fail_alone(void **state) {
 
     /* a job that runs into the end of its context stops with "length" */
     w = start(1, 1, 64);
-    sched_job *j = make_job(0, "Hi", 1 << 30); /* absurd max_tokens: nothing that size is allocated */
+    sched_job *j =
+        make_job(0, "Hi", 1 << 30); /* absurd max_tokens: nothing that size is allocated */
     j->params.ignore_eos = true;
     submit(w, j);
     sched_job_wait(j);
@@ -577,9 +579,9 @@ static void test_bad_config(void **state) {
     sched *w;
     lv_err err;
     sched_config bad[] = {{.queue_size = 0, .parallel = 1},
-                       {.queue_size = 1, .parallel = 0},
-                       {.queue_size = 1, .parallel = 1, .ctx_size = -1},
-                       {.queue_size = 1, .parallel = 1, .ctx_size = 1 << 30}};
+                          {.queue_size = 1, .parallel = 0},
+                          {.queue_size = 1, .parallel = 1, .ctx_size = -1},
+                          {.queue_size = 1, .parallel = 1, .ctx_size = 1 << 30}};
     for (size_t i = 0; i < LV_ARRAY_LEN(bad); i++) {
         assert_int_equal(sched_new(g_m, &bad[i], &w, &err), LV_ERR_ARG);
         assert_null(w);

@@ -96,7 +96,8 @@ struct be_ops {
     void (*release)(be *b, void *p);     /* NULL is a no-op */
     void (*upload)(be *b, void *dst, const void *src, size_t bytes);   /* host -> buffer */
     void (*download)(be *b, void *dst, const void *src, size_t bytes); /* buffer -> host */
-    void (*copy)(be *b, void *dst, const void *src, size_t bytes); /* buffer -> buffer, no overlap */
+    void (*copy)(be *b, void *dst, const void *src,
+                 size_t bytes); /* buffer -> buffer, no overlap */
     void (*synchronize)(be *b); /* returns when every op called so far has finished */
     /* Prepares w from host data (dtype, rows x cols, row-major, maybe unaligned).
      * q: the scales and biases of a BE_MLX weight, NULL for every other dtype.

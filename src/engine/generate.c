@@ -14,7 +14,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-
 void gen_params_default(gen_params *p, const llava *m) {
     memset(p, 0, sizeof *p);
     p->max_tokens = 256;

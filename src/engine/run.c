@@ -28,7 +28,8 @@ lv_status gen_run(llava *m, const int32_t *prompt, int n_prompt, const img_tenso
     j->record_tokens = p->logprobs;
     j->callbacks = cb;
     if ((st = sched_submit(s, j, err)) == LV_OK) {
-        while (sched_step(s)) {}
+        while (sched_step(s)) {
+        }
         st = j->st;
         if (st)
             *err = j->err;

@@ -85,8 +85,8 @@ typedef struct {
 
 /* Measured costs (moving averages, ms; 0 = not measured yet). */
 typedef struct {
-    double *decode;                     /* (parallel + 1) a forward of n decode rows alone */
-    double prefill_row;                 /* one prompt row in a forward */
+    double *decode;                         /* (parallel + 1) a forward of n decode rows alone */
+    double prefill_row;                     /* one prompt row in a forward */
     double encode_row[LLAVA_ENCODER_KINDS]; /* one row of an encoder piece of each kind */
 } costs;
 
@@ -106,14 +106,14 @@ struct sched {
     int parallel;
     int ctx; /* KV positions per sequence at most */
     double max_itl_ratio;
-    slot *slots;        /* (parallel) */
-    long admitted;      /* jobs admitted so far */
-    llava_batch *bt;    /* scratch of the forward */
-    float *logits;      /* (parallel, vocab) host */
-    llava_input *in;    /* (parallel) the step's inputs */
-    int *who;           /* (parallel) slot of each input */
-    sched_job **admit;  /* (parallel) jobs taken from the queue this turn */
-    slot **order;       /* (parallel) slots of one phase, oldest first */
+    slot *slots;       /* (parallel) */
+    long admitted;     /* jobs admitted so far */
+    llava_batch *bt;   /* scratch of the forward */
+    float *logits;     /* (parallel, vocab) host */
+    llava_input *in;   /* (parallel) the step's inputs */
+    int *who;          /* (parallel) slot of each input */
+    sched_job **admit; /* (parallel) jobs taken from the queue this turn */
+    slot **order;      /* (parallel) slots of one phase, oldest first */
     costs cost;
 
     /* figures, under mu */
@@ -363,9 +363,9 @@ static lv_status next_image(sched *s, slot *sl, lv_err *err) {
     if (sl->next_image == j->n_images) return start_prefill(s, sl, err);
     const img_tensor *px = &j->images[sl->next_image];
     int n_tok = llava_tensor_token_count(s->m, px);
-    lv_status st = n_tok < 1 ? lv_fail(err, LV_ERR_ARG, "the image tensor fits no grid")
-                             : llava_encoder_new(s->m, px, sl->f, sl->feat_rows, false, &sl->enc,
-                                                 err);
+    lv_status st = n_tok < 1
+                       ? lv_fail(err, LV_ERR_ARG, "the image tensor fits no grid")
+                       : llava_encoder_new(s->m, px, sl->f, sl->feat_rows, false, &sl->enc, err);
     if (st) {
         lv_err_prefix(err, "image %d", sl->next_image + 1);
         return st;
@@ -468,8 +468,8 @@ static void run_turn(sched *s) {
         sched_job *j = sl->j;
         int chunk = j->n_ids - sl->prefilled < rows_budget ? j->n_ids - sl->prefilled : rows_budget;
         const int32_t *ids = j->ids + sl->prefilled;
-        s->in[n] = (llava_input){.seq = sl->s, .ids = ids, .n = chunk, .features = sl->f,
-                                 .feature_row = sl->feat_used};
+        s->in[n] = (llava_input){
+            .seq = sl->s, .ids = ids, .n = chunk, .features = sl->f, .feature_row = sl->feat_used};
         s->who[n++] = (int)(sl - s->slots);
         pre_rows += chunk;
         rows_budget -= chunk;
@@ -494,8 +494,7 @@ static void run_turn(sched *s) {
         }
         if (sl->phase == SL_PREFILL) {
             sl->g.timings.prefill_ms += ms;
-            sl->feat_used += llava_count_image_ids(m, s->in[q].ids, s->in[q].n) *
-                             (sl->f != NULL);
+            sl->feat_used += llava_count_image_ids(m, s->in[q].ids, s->in[q].n) * (sl->f != NULL);
             sl->prefilled += s->in[q].n;
             if (sl->prefilled < sl->j->n_ids) continue;
             sl->g.timings.n_prefill = sl->j->n_ids;
@@ -736,7 +735,8 @@ void sched_stop(sched *s, bool cancel_running) {
     if (s->started)
         pthread_join(s->thread, NULL);
     else
-        while (sched_step(s)) {} /* the caller's thread finishes (or cancels) the work */
+        while (sched_step(s)) {
+        } /* the caller's thread finishes (or cancels) the work */
     s->joined = true;
 }
 

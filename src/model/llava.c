@@ -268,17 +268,17 @@ struct llava_encoder {
     llava *m;
     const img_tensor *px;
     llava_features *f;
-    int row0;       /* the image's first row in f */
-    bool keep;      /* vis holds every tile (llava_encode_image keep) */
+    int row0;  /* the image's first row in f */
+    bool keep; /* vis holds every tile (llava_encode_image keep) */
     pack_geom g;
-    int n_tokens;   /* rows it packs */
-    int tile;       /* the tile being encoded; n_tiles once all are */
-    int stage;      /* 0 embed, 1 + 2l / 2 + 2l layer l in / out, 1 + 2L projector */
-    int row;        /* the next row of the stage */
+    int n_tokens; /* rows it packs */
+    int tile;     /* the tile being encoded; n_tiles once all are */
+    int stage;    /* 0 embed, 1 + 2l / 2 + 2l layer l in / out, 1 + 2L projector */
+    int row;      /* the next row of the stage */
     bool done;
-    float *vis;     /* backend: the tower's hidden states, (n_pos, vision dim) per tile kept */
-    float *proj;    /* backend (n_tiles · n_pos, text dim): projector output */
-    float *tmp;     /* backend (n_pos, text dim): projector hidden */
+    float *vis;  /* backend: the tower's hidden states, (n_pos, vision dim) per tile kept */
+    float *proj; /* backend (n_tiles · n_pos, text dim): projector output */
+    float *tmp;  /* backend (n_pos, text dim): projector hidden */
     clip_tile_scratch s;
     double ms;
 };
@@ -324,12 +324,12 @@ lv_status llava_encoder_new(llava *m, const img_tensor *px, llava_features *f, i
     if (st) return st;
     if (row0 < 0 || row0 > f->n_rows - n_tokens)
         return lv_fail(err, LV_ERR_ARG,
-                       "the image gives %d features but rows %d.. of %d are left for it",
-                       n_tokens, row0, f->n_rows);
+                       "the image gives %d features but rows %d.. of %d are left for it", n_tokens,
+                       row0, f->n_rows);
     llava_encoder *e = calloc(1, sizeof *e);
     if (!e) return lv_fail(err, LV_ERR_NOMEM, "out of memory");
-    *e = (llava_encoder){.m = m, .px = px, .f = f, .row0 = row0, .keep = keep, .g = g,
-                         .n_tokens = n_tokens};
+    *e = (llava_encoder){
+        .m = m, .px = px, .f = f, .row0 = row0, .keep = keep, .g = g, .n_tokens = n_tokens};
     be *b = &m->backend;
     size_t f4 = sizeof(float), n_pos = (size_t)m->vision.n_pos;
     size_t vis_rows = keep ? (size_t)px->n_tiles * n_pos : n_pos;
@@ -350,10 +350,10 @@ lv_status llava_encoder_new(llava *m, const img_tensor *px, llava_features *f, i
 
 int llava_encoder_next(const llava_encoder *e, int *kind) {
     if (e->done) return 0;
-    int k = e->stage == 0 ? ST_EMBED
+    int k = e->stage == 0                 ? ST_EMBED
             : e->stage == n_stages(e) - 1 ? ST_PROJ
-            : e->stage % 2 ? ST_IN
-                           : ST_OUT;
+            : e->stage % 2                ? ST_IN
+                                          : ST_OUT;
     if (kind) *kind = k;
     return e->m->vision.n_pos - e->row;
 }
@@ -443,7 +443,8 @@ static void select_features(const llava *m, int n_tiles, int dim, const float *s
     int first = m->full_features ? 0 : 1, n_pos = m->vision.n_pos, n_feat = n_pos - first;
     for (int t = 0; t < n_tiles; t++)
         b->ops->download((be *)b, dst + (size_t)t * n_feat * dim,
-                         src + ((size_t)t * n_pos + first) * dim, (size_t)n_feat * dim * sizeof *dst);
+                         src + ((size_t)t * n_pos + first) * dim,
+                         (size_t)n_feat * dim * sizeof *dst);
 }
 
 lv_status llava_encode_image(llava *m, const img_tensor *px, bool keep, llava_image *out,

@@ -68,15 +68,15 @@ void llava_free(llava *m);
 
 const lv_model_config *llava_config(const llava *m);                 /* config.json, filled */
 const lv_generation_config *llava_generation_config(const llava *m); /* generation_config.json */
-const tok *llava_tokenizer(const llava *m);                           /* BOS/EOS as configured */
+const tok *llava_tokenizer(const llava *m);                          /* BOS/EOS as configured */
 const img_proc_params *llava_image_params(const llava *m);           /* the image processor */
-int llava_image_token_id(const llava *m); /* <image>; == vocab size for the GGUF virtual id */
-int llava_vocab_size(const llava *m);     /* rows of embed_tokens / lm_head */
-int llava_text_dim(const llava *m);       /* the decoder's hidden size (feature row width) */
-int llava_max_ctx(const llava *m);        /* the longest sequence the decoder takes */
-bool llava_is_loaded(const llava *m);     /* llava_load succeeded */
-int llava_n_threads(const llava *m);      /* the backend's threads (0 before llava_load) */
-const char *llava_dir(const llava *m);    /* the model directory or file opened */
+int llava_image_token_id(const llava *m);      /* <image>; == vocab size for the GGUF virtual id */
+int llava_vocab_size(const llava *m);          /* rows of embed_tokens / lm_head */
+int llava_text_dim(const llava *m);            /* the decoder's hidden size (feature row width) */
+int llava_max_ctx(const llava *m);             /* the longest sequence the decoder takes */
+bool llava_is_loaded(const llava *m);          /* llava_load succeeded */
+int llava_n_threads(const llava *m);           /* the backend's threads (0 before llava_load) */
+const char *llava_dir(const llava *m);         /* the model directory or file opened */
 size_t llava_kv_bytes_per_pos(const llava *m); /* KV cache bytes per position of one sequence */
 
 /* The number of <image> ids (feature rows) an image of image_h x image_w
@@ -163,7 +163,7 @@ typedef struct llava_seq llava_seq;
 
 /* LV_ERR_ARG (ctx outside 1..llava_max_ctx, no weights), LV_ERR_NOMEM. */
 lv_status llava_seq_new(llava *m, int ctx, llava_seq **out, lv_err *err);
-void llava_seq_free(llava_seq *s); /* NULL: no-op */
+void llava_seq_free(llava_seq *s);     /* NULL: no-op */
 int llava_seq_pos(const llava_seq *s); /* positions filled */
 int llava_seq_ctx(const llava_seq *s); /* positions it holds */
 

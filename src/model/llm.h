@@ -56,10 +56,10 @@ lv_status llm_init(llm *m, be *b, const lv_text_config *cfg, const llm_weights *
  * scratch a forward needs lives in an llm_batch, shared by the sequences it
  * runs. Buffers are the backend's. */
 typedef struct {
-    const llm *m;  /* the model this state was made for (borrowed) */
-    int ctx;       /* positions the cache holds */
-    int pos;       /* positions filled: the next token's position */
-    float *k, *v;  /* KV cache (n_layers, ctx, kv_dim); keys stored after RoPE */
+    const llm *m; /* the model this state was made for (borrowed) */
+    int ctx;      /* positions the cache holds */
+    int pos;      /* positions filled: the next token's position */
+    float *k, *v; /* KV cache (n_layers, ctx, kv_dim); keys stored after RoPE */
 } llm_seq;
 
 /* Allocates a sequence of ctx positions (1..m->max_ctx). LV_ERR_ARG for a
@@ -88,16 +88,16 @@ size_t llm_kv_bytes_per_pos(const llm *m);
  */
 typedef struct {
     const llm *m;
-    int max_rows;      /* rows per forward at most */
-    int max_seqs;      /* sequences per forward at most */
-    float *x, *xb;     /* (max_rows, dim) */
-    float *q, *att;    /* (max_rows, q_dim) */
-    float *k, *v;      /* (max_rows, kv_dim) new keys and values before they go to the caches */
-    float *hb, *hb2;   /* (max_rows, hidden_dim) */
-    float *logits;     /* (max_seqs, vocab) */
-    int32_t *ids;      /* (max_rows) */
-    int *posv;         /* (max_rows) positions of the rows */
-    int *host_pos;     /* the same, host side */
+    int max_rows;    /* rows per forward at most */
+    int max_seqs;    /* sequences per forward at most */
+    float *x, *xb;   /* (max_rows, dim) */
+    float *q, *att;  /* (max_rows, q_dim) */
+    float *k, *v;    /* (max_rows, kv_dim) new keys and values before they go to the caches */
+    float *hb, *hb2; /* (max_rows, hidden_dim) */
+    float *logits;   /* (max_seqs, vocab) */
+    int32_t *ids;    /* (max_rows) */
+    int *posv;       /* (max_rows) positions of the rows */
+    int *host_pos;   /* the same, host side */
 } llm_batch;
 
 /* Allocates scratch for max_rows rows (>= 1) of up to max_seqs sequences

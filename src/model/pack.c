@@ -3,7 +3,6 @@
 
 #include "image/anyres.h"
 
-
 /* The kept window of the stitched grid: rows [*top, *top + *rows), columns
  * [*left, *left + *cols). unpad_image cuts (cur - new) // 2 from both ends. */
 static void unpadded_window(const pack_geom *g, int *top, int *rows, int *left, int *cols) {

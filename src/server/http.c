@@ -3,16 +3,16 @@
  * daemon, the routing table, bodies under a size cap, the API key, CORS,
  * request ids and log lines, and the small routes (/health, /metrics,
  * /v1/models, /tokenize, /detokenize). The generation routes hand the body
- * to jobs.h (request → the worker's jobs, and the plain answer) and
+ * to jobs.h (request → the scheduler's jobs, and the plain answer) and
  * stream.h (the SSE answer); neither knows about connections.
  *
  * Threads: MHD runs one thread per connection (MHD_USE_THREAD_PER_CONNECTION),
  * so a handler may block: a plain completion waits for its jobs, and a
  * stream's content reader waits for the next text. Parsing, image fetching,
  * decoding, preprocessing and tokenizing happen on the connection's thread;
- * only the model's forward passes go through the worker (server/worker.h),
+ * only the model's forward passes go through the scheduler (engine/scheduler.h),
  * which batches the sequences of all connections. A client that goes away
- * cancels every job of its request, and the worker frees their sequences
+ * cancels every job of its request, and the scheduler frees their sequences
  * at its next step.
  *
  * A request's life: the access handler is called once with the headers
@@ -55,7 +55,7 @@ struct http_server {
     int port;
     atomic_int state;   /* ST_LOADING until http_set_ready */
     llava *m;           /* owned once ready */
-    worker *w;          /* owned once ready */
+    sched *w;           /* owned once ready */
     double t0_ms;       /* start, for uptime */
     int64_t created;    /* unix seconds, for /v1/models */
     atomic_ullong next; /* request counter */
@@ -189,8 +189,8 @@ static enum MHD_Result route_health(http_server *s, struct MHD_Connection *c, co
     if (atomic_load(&s->state) != ST_READY)
         return fail(s, c, cx, LV_OK, OAI_HINT_LOADING, NULL, "model_loading",
                     "the model is loading; retry shortly");
-    wk_stats ws;
-    worker_get_stats(s->w, &ws);
+    sched_stats ws;
+    sched_get_stats(s->w, &ws);
     oai_health h = {.model = s->cfg.model_name,
                     .uptime_s = (lv_now_ms() - s->t0_ms) / 1e3,
                     .rss_bytes = rss_bytes(),
@@ -210,7 +210,7 @@ static enum MHD_Result route_metrics(http_server *s, struct MHD_Connection *c, c
     metrics_gauges g = {.ready = atomic_load(&s->state) == ST_READY,
                         .rss_bytes = rss_bytes(),
                         .uptime_s = (lv_now_ms() - s->t0_ms) / 1e3};
-    if (g.ready) worker_get_stats(s->w, &g.ws);
+    if (g.ready) sched_get_stats(s->w, &g.ws);
     return send_body(s, c, cx, 200, metrics_render(s->metrics, &g),
                      "text/plain; version=0.0.4; charset=utf-8");
 }
@@ -298,7 +298,7 @@ static enum MHD_Result route_detokenize(http_server *s, struct MHD_Connection *c
 }
 
 /* ---- generation routes ------------------------------------------------------------------
- * The body becomes the worker's jobs (jobs.h), all on this thread; once
+ * The body becomes the scheduler's jobs (jobs.h), all on this thread; once
  * they are queued the answer is a stream (stream.h) or, waited for here,
  * one JSON body. */
 
@@ -320,11 +320,11 @@ static void wait_jobs(struct MHD_Connection *c, const conn *cx, job_group *g) {
     bool cancelled = false;
     for (int k = 0; k < g->n_jobs; k++) {
         lv_buf drop = {0}; /* plain answers read result.text; the streamed copy goes */
-        while (!wk_job_take(g->jobs[k], &drop, 200)) {
+        while (!sched_job_take(g->jobs[k], &drop, 200)) {
             drop.len = 0;
             if (!cancelled && client_gone(c)) {
                 LV_INFO("[%s] client disconnected while waiting; cancelling", cx->rid);
-                for (int i = 0; i < g->n_jobs; i++) wk_job_cancel(g->jobs[i]);
+                for (int i = 0; i < g->n_jobs; i++) sched_job_cancel(g->jobs[i]);
                 cancelled = true;
             }
         }
@@ -597,7 +597,7 @@ int http_port(const http_server *s) {
     return s->port;
 }
 
-void http_set_ready(http_server *s, llava *m, worker *w) {
+void http_set_ready(http_server *s, llava *m, sched *w) {
     s->m = m;
     s->w = w;
     s->jobs.m = m;
@@ -609,9 +609,9 @@ void http_stop(http_server *s) {
     if (!s) return;
     MHD_socket fd = MHD_quiesce_daemon(s->d); /* no new connections */
     if (fd != MHD_INVALID_SOCKET) close(fd);
-    if (s->w) worker_stop(s->w, false); /* running sequences finish; queued ones cancel */
-    MHD_stop_daemon(s->d);              /* streams end once their jobs are done */
-    worker_free(s->w);
+    if (s->w) sched_stop(s->w, false); /* running sequences finish; queued ones cancel */
+    MHD_stop_daemon(s->d);             /* streams end once their jobs are done */
+    sched_free(s->w);
     llava_free(s->m);
     metrics_free(s->metrics);
     free(s);

@@ -2,7 +2,7 @@
  * http.h - the HTTP face of llava-server: a libmicrohttpd daemon (one
  * thread per connection), a routing table, request bodies collected under a
  * size cap, the API key check, CORS, and the OpenAI routes. Their bodies
- * become the worker's jobs (server/worker.h) in server/jobs.c, through
+ * become the scheduler's jobs (engine/scheduler.h) in server/jobs.c, through
  * server/oai.h, server/media.h and engine/request.h; a streamed answer is
  * server/stream.c. Those two are private to server/ and never see a
  * connection.
@@ -29,7 +29,7 @@
 #include "base/common.h"
 #include "image/image.h"
 #include "model/llava.h"
-#include "server/worker.h"
+#include "engine/scheduler.h"
 
 #include <stddef.h>
 
@@ -55,12 +55,12 @@ lv_status http_start(const http_config *cfg, http_server **out, lv_err *err);
 /* The port actually bound. */
 int http_port(const http_server *s);
 
-/* Hands over the loaded model and its worker (both owned by the server from
+/* Hands over the loaded model and its scheduler (both owned by the server from
  * now on); requests are served from here on. */
-void http_set_ready(http_server *s, llava *m, worker *w);
+void http_set_ready(http_server *s, llava *m, sched *w);
 
 /* Stops accepting, finishes the running requests, cancels queued ones,
- * closes every connection and frees the server, the model and the worker.
+ * closes every connection and frees the server, the model and the scheduler.
  * NULL: no-op. */
 void http_stop(http_server *s);
 

@@ -1,5 +1,5 @@
 /*
- * jobs.c - an OpenAI request made into the worker's jobs, and finished jobs
+ * jobs.c - an OpenAI request made into the scheduler's jobs, and finished jobs
  * made into the answer (jobs.h).
  *
  * Making: the body is parsed into an oai_request, shared by the group and
@@ -30,7 +30,7 @@ struct jobs_request {
     atomic_int refs;
 };
 
-/* Drops one reference to the request (a wk_job's keep_free). */
+/* Drops one reference to the request (a sched_job's keep_free). */
 static void request_release(void *p) {
     jobs_request *q = p;
     if (q && atomic_fetch_sub(&q->refs, 1) == 1) {
@@ -42,8 +42,8 @@ static void request_release(void *p) {
 void jobs_release(job_group *g) {
     for (int k = 0; k < g->n_jobs; k++) {
         if (!g->jobs[k]) continue;
-        wk_job_cancel(g->jobs[k]);
-        wk_job_release(g->jobs[k]);
+        sched_job_cancel(g->jobs[k]);
+        sched_job_release(g->jobs[k]);
     }
     free(g->jobs);
     request_release(g->q);
@@ -52,12 +52,12 @@ void jobs_release(job_group *g) {
 
 /* ---- making the jobs ----------------------------------------------------------------------
  * Everything here runs on the connection's thread, before any job reaches
- * the worker: a request that fails here costs the model nothing. */
+ * the scheduler: a request that fails here costs the model nothing. */
 
 /* Fetches image k of r and makes it j->images[k] through the engine's
  * request_image_from_bytes (the path llava-cli's files take); "low" detail
  * keeps the base view only (one tile: side² features + newline). */
-static lv_status load_image(const jobs_ctx *ctx, const oai_request *r, size_t k, wk_job *j,
+static lv_status load_image(const jobs_ctx *ctx, const oai_request *r, size_t k, sched_job *j,
                             int *n_tokens, oai_error *e) {
     char param[64];
     snprintf(param, sizeof param, "messages[%d].content", r->images[k].message);
@@ -83,7 +83,8 @@ static lv_status load_image(const jobs_ctx *ctx, const oai_request *r, size_t k,
 }
 
 /* Chat: images, then the template, then the ids. */
-static lv_status prepare_chat(const jobs_ctx *ctx, const oai_request *r, wk_job *j, oai_error *e) {
+static lv_status prepare_chat(const jobs_ctx *ctx, const oai_request *r, sched_job *j,
+                              oai_error *e) {
     int *n_tokens = calloc(r->n_images + 1, sizeof *n_tokens);
     j->images = calloc(r->n_images + 1, sizeof *j->images);
     lv_buf text = {0};
@@ -114,8 +115,8 @@ done:
 }
 
 /* Completion prompt p: text (tokenized with BOS) or ids (as given). */
-static lv_status prepare_completion(const jobs_ctx *ctx, const oai_request *r, size_t pi, wk_job *j,
-                                    oai_error *e) {
+static lv_status prepare_completion(const jobs_ctx *ctx, const oai_request *r, size_t pi,
+                                    sched_job *j, oai_error *e) {
     const oai_prompt *p = &r->prompts[pi];
     lv_err err = {{0}};
     if (p->ids) {
@@ -144,8 +145,8 @@ static lv_status prepare_completion(const jobs_ctx *ctx, const oai_request *r, s
 }
 
 /* A job holding a reference to q; NULL when out of memory. */
-static wk_job *new_job(jobs_request *q, const char *rid, int k, int n_jobs) {
-    wk_job *j = wk_job_new();
+static sched_job *new_job(jobs_request *q, const char *rid, int k, int n_jobs) {
+    sched_job *j = sched_job_new();
     if (!j) return NULL;
     atomic_fetch_add(&q->refs, 1);
     j->keep = q;
@@ -158,8 +159,9 @@ static wk_job *new_job(jobs_request *q, const char *rid, int k, int n_jobs) {
 }
 
 /* A copy of src's inputs (ids, images, params) in a new job. */
-static wk_job *clone_job(const wk_job *src, jobs_request *q, const char *rid, int k, int n_jobs) {
-    wk_job *j = new_job(q, rid, k, n_jobs);
+static sched_job *clone_job(const sched_job *src, jobs_request *q, const char *rid, int k,
+                            int n_jobs) {
+    sched_job *j = new_job(q, rid, k, n_jobs);
     if (!j) return NULL;
     j->params = src->params;
     j->deadline_ms = src->deadline_ms;
@@ -179,7 +181,7 @@ static wk_job *clone_job(const wk_job *src, jobs_request *q, const char *rid, in
         j->n_images = i + 1;
     }
     if (!ok) {
-        wk_job_release(j);
+        sched_job_release(j);
         return NULL;
     }
     return j;
@@ -187,7 +189,7 @@ static wk_job *clone_job(const wk_job *src, jobs_request *q, const char *rid, in
 
 /* Generation parameters of the first job of a prompt: the checkpoint's
  * defaults, what the client set, logit_bias, the seed. */
-static lv_status set_params(const jobs_ctx *ctx, const oai_request *r, wk_job *j, oai_error *e) {
+static lv_status set_params(const jobs_ctx *ctx, const oai_request *r, sched_job *j, oai_error *e) {
     gen_params_default(&j->params, ctx->m);
     oai_request_apply(r, &j->params);
     int32_t vocab = tok_vocab_size(llava_tokenizer(ctx->m));
@@ -204,8 +206,11 @@ static lv_status set_params(const jobs_ctx *ctx, const oai_request *r, wk_job *j
     }
     j->record_tokens = r->logprobs;
     if (ctx->timeout_s > 0) j->deadline_ms = lv_now_ms() + ctx->timeout_s * 1e3;
-    /* The prompt and at least one generated token must fit the context. */
-    int max_ctx = llava_max_ctx(ctx->m);
+    /* The prompt and at least one generated token must fit a sequence's context
+     * (--ctx-size, or the model's within the scheduler's KV budget). */
+    sched_stats ws;
+    sched_get_stats(ctx->w, &ws);
+    int max_ctx = ws.ctx_size;
     if (j->n_ids + 1 > max_ctx)
         return oai_fail(e, LV_ERR_ARG, 0, r->kind == OAI_CHAT ? "messages" : "prompt",
                         "context_length_exceeded",
@@ -236,14 +241,14 @@ static lv_status make_jobs(const jobs_ctx *ctx, const char *rid, job_group *g, o
     lv_status st = LV_OK;
     for (int p = 0; !st && p < n_prompts; p++) {
         int k0 = p * r->n;
-        wk_job *j = g->jobs[k0] = new_job(q, rid, k0, g->n_jobs);
+        sched_job *j = g->jobs[k0] = new_job(q, rid, k0, g->n_jobs);
         if (!j) st = oai_fail(e, LV_ERR_NOMEM, 0, NULL, NULL, "out of memory");
         if (!st)
             st = r->kind == OAI_CHAT ? prepare_chat(ctx, r, j, e)
                                      : prepare_completion(ctx, r, (size_t)p, j, e);
         if (!st) st = set_params(ctx, r, j, e);
         for (int i = 1; !st && i < r->n; i++) {
-            wk_job *c = g->jobs[k0 + i] = clone_job(j, q, rid, k0 + i, g->n_jobs);
+            sched_job *c = g->jobs[k0 + i] = clone_job(j, q, rid, k0 + i, g->n_jobs);
             if (!c)
                 st = oai_fail(e, LV_ERR_NOMEM, 0, NULL, NULL, "out of memory");
             else
@@ -274,7 +279,7 @@ lv_status jobs_make(const jobs_ctx *ctx, oai_kind kind, const char *body, size_t
 lv_status jobs_submit(const jobs_ctx *ctx, job_group *g, oai_error *e) {
     lv_err err = {{0}};
     for (int k = 0; k < g->n_jobs; k++) {
-        lv_status st = worker_submit(ctx->w, g->jobs[k], &err);
+        lv_status st = sched_submit(ctx->w, g->jobs[k], &err);
         if (st) {
             jobs_release(g); /* cancels the ones already queued */
             return oai_fail(e, st, 0, NULL, "queue_full", "%s", err.msg);
@@ -284,10 +289,10 @@ lv_status jobs_submit(const jobs_ctx *ctx, job_group *g, oai_error *e) {
 }
 
 /* ---- results ------------------------------------------------------------------------------
- * Read once the worker is done with a job (or, for the tokens, as it goes):
+ * Read once the scheduler is done with a job (or, for the tokens, as it goes):
  * the same parts make the plain answer here and the SSE events in stream.c. */
 
-void jobs_error(const jobs_ctx *ctx, const wk_job *j, oai_error *e) {
+void jobs_error(const jobs_ctx *ctx, const sched_job *j, oai_error *e) {
     if (j->st == LV_ERR_CANCELLED && j->timed_out)
         oai_fail(e, LV_ERR_DEVICE, 0, NULL, "timeout",
                  "the request did not finish within the server's timeout (%d s)", ctx->timeout_s);
@@ -299,7 +304,7 @@ void jobs_usage(const job_group *g, oai_usage *u, oai_timings *t) {
     *u = (oai_usage){0, 0, 0};
     *t = (oai_timings){0, 0, 0, 0};
     for (int k = 0; k < g->n_jobs; k++) {
-        const wk_job *j = g->jobs[k];
+        const sched_job *j = g->jobs[k];
         const gen_timings *gt = &j->result.timings;
         if (k % g->n == 0) u->prompt_tokens += j->n_ids;
         u->completion_tokens += j->result.n_ids;
@@ -310,7 +315,7 @@ void jobs_usage(const job_group *g, oai_usage *u, oai_timings *t) {
     }
 }
 
-void jobs_note(const jobs_ctx *ctx, const wk_job *j) {
+void jobs_note(const jobs_ctx *ctx, const sched_job *j) {
     if (!j->st)
         metrics_generation(ctx->metrics, j->n_ids, j->result.n_ids, j->t_submit_ms, j->t_first_ms,
                            j->t_done_ms);
@@ -380,7 +385,7 @@ oai_token_logprob *jobs_logprobs(const jobs_ctx *ctx, const sample_result *toks,
     return lp;
 }
 
-sample_result *jobs_new_tokens(wk_job *j, int *cursor, int *n) {
+sample_result *jobs_new_tokens(sched_job *j, int *cursor, int *n) {
     pthread_mutex_lock(&j->mu);
     *n = j->n_tokens - *cursor;
     sample_result *copy = NULL;
@@ -405,7 +410,7 @@ char *jobs_answer(const jobs_ctx *ctx, const job_group *g, oai_error *e) {
     char **texts = calloc(n_jobs, sizeof *texts);
     bool ok = ch && texts;
     for (int k = 0; ok && k < g->n_jobs; k++) {
-        wk_job *j = g->jobs[k];
+        sched_job *j = g->jobs[k];
         ch[k] = (oai_choice){j->result.text, j->result.text_len, j->result.finish_reason, NULL, 0};
         if (!r->logprobs) continue;
         /* Tokens that start within the final text (a stop string cut the rest);

@@ -1,5 +1,5 @@
 /*
- * jobs.h - an OpenAI request made into the worker's jobs, and finished jobs
+ * jobs.h - an OpenAI request made into the scheduler's jobs, and finished jobs
  * made into the answer (private to server/: http.c and stream.c use it).
  *
  * One request becomes one job per choice: n per prompt (/v1/completions may
@@ -25,7 +25,7 @@
 #include "server/media.h"
 #include "server/metrics.h"
 #include "server/oai.h"
-#include "server/worker.h"
+#include "engine/scheduler.h"
 
 #include <stddef.h>
 
@@ -33,7 +33,7 @@
  * it, valid while it runs. m and w are set once the model is loaded. */
 typedef struct {
     const llava *m;            /* the loaded model */
-    worker *w;                 /* its worker */
+    sched *w;                  /* its sched */
     const oai_limits *lim;     /* request limits (body, n, images, ...) */
     const media_policy *media; /* what an image_url may fetch */
     const img_options *image;  /* the config's image_processing; NULL = the reference */
@@ -49,7 +49,7 @@ typedef struct jobs_request jobs_request;
 typedef struct {
     jobs_request *q;      /* the shared request (the group's reference) */
     const oai_request *r; /* q's parsed request */
-    wk_job **jobs;        /* (n_jobs) one reference each */
+    sched_job **jobs;     /* (n_jobs) one reference each */
     int n_jobs;
     int n; /* choices per prompt */
 } job_group;
@@ -64,12 +64,12 @@ typedef struct {
 lv_status jobs_make(const jobs_ctx *ctx, oai_kind kind, const char *body, size_t len,
                     const char *rid, job_group *g, oai_error *e);
 
-/* Queues every job of g with the worker. On failure (LV_ERR_BUSY: the
+/* Queues every job of g with the scheduler. On failure (LV_ERR_BUSY: the
  * queue is full) g is released, the jobs already queued cancelled, and *e
  * is the 429 to answer. */
 lv_status jobs_submit(const jobs_ctx *ctx, job_group *g, oai_error *e);
 
-/* Cancels the jobs (the worker frees their sequences at its next step) and
+/* Cancels the jobs (the scheduler frees their sequences at its next step) and
  * drops the group's references; g is zeroed. A zeroed group is a no-op. */
 void jobs_release(job_group *g);
 
@@ -83,10 +83,10 @@ char *jobs_answer(const jobs_ctx *ctx, const job_group *g, oai_error *e);
 
 /* Notes a finished job's counts and latencies in the metrics (failed ones
  * are not counted). */
-void jobs_note(const jobs_ctx *ctx, const wk_job *j);
+void jobs_note(const jobs_ctx *ctx, const sched_job *j);
 
 /* The error a finished, failed job answers with (a timeout says so). */
-void jobs_error(const jobs_ctx *ctx, const wk_job *j, oai_error *e);
+void jobs_error(const jobs_ctx *ctx, const sched_job *j, oai_error *e);
 
 /* Usage and timings over the group: each prompt counted once. */
 void jobs_usage(const job_group *g, oai_usage *u, oai_timings *t);
@@ -104,6 +104,6 @@ oai_token_logprob *jobs_logprobs(const jobs_ctx *ctx, const sample_result *toks,
 /* A copy (heap, caller frees) of the tokens j recorded since *cursor, read
  * under the job's lock; *n of them, *cursor advanced past them. NULL with
  * *n 0 when there are none or out of memory. */
-sample_result *jobs_new_tokens(wk_job *j, int *cursor, int *n);
+sample_result *jobs_new_tokens(sched_job *j, int *cursor, int *n);
 
 #endif

@@ -162,7 +162,7 @@ char *metrics_render(metrics *m, const metrics_gauges *g) {
     hist_render(&b, &m->e2e);
     pthread_mutex_unlock(&m->mu);
 
-    const wk_stats *w = &g->ws;
+    const sched_stats *w = &g->ws;
     bool r = g->ready;
     gauge(&b, "llava_model_ready", "1 once the model is loaded, 0 while loading.", r);
     gauge(&b, "llava_requests_running", "Sequences being decoded.", r ? w->running : 0);

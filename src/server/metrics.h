@@ -5,9 +5,9 @@
  * Counters (since start): requests by endpoint and status, prompt and
  * generated tokens. Histograms (seconds, cumulative buckets as Prometheus
  * wants them): time to first token, time per output token, end-to-end
- * request latency, each from a finished job's timing fields (worker.h:
+ * request latency, each from a finished job's timing fields (engine/scheduler.h:
  * t_submit_ms, t_first_ms, t_done_ms). Gauges are read at scrape time by the
- * caller (worker_get_stats, /proc/self/statm) and passed to metrics_render.
+ * caller (sched_get_stats, /proc/self/statm) and passed to metrics_render.
  *
  * Names follow Prometheus conventions (vLLM's are similar): a "llava_"
  * prefix, _total for counters, _seconds / _bytes units, and the standard
@@ -18,7 +18,7 @@
 #ifndef LV_SERVER_METRICS_H
 #define LV_SERVER_METRICS_H
 
-#include "server/worker.h"
+#include "engine/scheduler.h"
 
 #include <stdint.h>
 
@@ -41,7 +41,7 @@ void metrics_generation(metrics *m, int prompt_tokens, int generated_tokens, dou
 /* Gauges sampled by the caller at scrape time. */
 typedef struct {
     bool ready;        /* model loaded (ws valid) */
-    wk_stats ws;       /* worker figures */
+    sched_stats ws;    /* scheduler figures */
     int64_t rss_bytes; /* < 0: unknown */
     double uptime_s;
 } metrics_gauges;

@@ -41,7 +41,6 @@ typedef struct {
     double wall_s;
 } run_figs;
 
-
 static int usage(void) {
     fprintf(stderr, "usage: llava-bench serve --model PATH [--streams N] [--tokens T] "
                     "[--threads K] [--image FILE] [--prompt TEXT] [--repeat R]\n");

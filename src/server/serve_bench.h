@@ -1,6 +1,6 @@
 /*
- * serve_bench.h - `llava-bench serve`: the continuous-batching worker
- * (worker.h) driven in-process by N concurrent streams, against one stream
+ * serve_bench.h - `llava-bench serve`: the continuous-batching scheduler
+ * (engine/scheduler.h) driven in-process by N concurrent streams, against one stream
  * in the same run, for the throughput figure of issue 6 (8 streams should
  * give at least 3x the tokens/s of one).
  */

@@ -4,8 +4,8 @@
  * MHD calls stream_read whenever the socket can take more; it hands out
  * what is left in st->out, and when that is empty runs one pass over the
  * jobs (stream_pass), which may wait a little for new text. The waiting
- * happens on the connection's thread (wk_job_take with a timeout): the
- * worker only appends text to its jobs and never waits for a client.
+ * happens on the connection's thread (sched_job_take with a timeout): the
+ * scheduler only appends text to its jobs and never waits for a client.
  * Events come in the order the OpenAI API sends them: the chat role chunk
  * per choice, content deltas, one finish chunk per choice, the usage
  * chunk, [DONE].
@@ -46,7 +46,7 @@ static void put_event(stream *st, char *ev) {
 
 /* A content event for job k with text (and the tokens recorded since the last one). */
 static void put_delta(stream *st, int k, const char *text, size_t len) {
-    wk_job *j = st->g.jobs[k];
+    sched_job *j = st->g.jobs[k];
     oai_token_logprob *lp = NULL;
     char *texts = NULL;
     int n_lp = 0;
@@ -66,7 +66,7 @@ static void put_delta(stream *st, int k, const char *text, size_t len) {
 
 /* Job k is done: its finish event, or an error event that ends the stream. */
 static void put_finish(stream *st, int k) {
-    wk_job *j = st->g.jobs[k];
+    sched_job *j = st->g.jobs[k];
     st->finished[k] = true;
     st->n_finished++;
     jobs_note(st->ctx, j);
@@ -104,7 +104,7 @@ static void stream_pass(stream *st) {
         int k = (st->next + step) % n;
         if (st->finished[k]) continue;
         lv_buf text = {0};
-        bool done = wk_job_take(st->g.jobs[k], &text, n == 1 ? 500 : 0);
+        bool done = sched_job_take(st->g.jobs[k], &text, n == 1 ? 500 : 0);
         if (text.len) put_delta(st, k, text.data, text.len);
         any |= text.len > 0 || done;
         lv_buf_free(&text);
@@ -115,7 +115,7 @@ static void stream_pass(stream *st) {
         for (int k = 0; k < n; k++)
             if (!st->finished[k]) {
                 lv_buf text = {0};
-                bool done = wk_job_take(st->g.jobs[k], &text, 50);
+                bool done = sched_job_take(st->g.jobs[k], &text, 50);
                 if (text.len) put_delta(st, k, text.data, text.len);
                 lv_buf_free(&text);
                 if (done) put_finish(st, k);
@@ -144,7 +144,7 @@ static void stream_free(void *cls) {
     stream *st = cls;
     if (!st->ended && st->g.n_jobs)
         LV_INFO("[%s] client disconnected; cancelling", st->g.jobs[0]->rid);
-    jobs_release(&st->g); /* cancels: the worker frees the sequences at its next step */
+    jobs_release(&st->g); /* cancels: the scheduler frees the sequences at its next step */
     free(st->cursor);
     free(st->finished);
     lv_buf_free(&st->out);

@@ -3,7 +3,7 @@
  * server/: http.c uses it).
  *
  * The response body is produced by MHD's content reader on the
- * connection's thread: each read takes the text the worker has produced
+ * connection's thread: each read takes the text the scheduler has produced
  * for the group's jobs since the last one and turns it into
  * chat.completion.chunk or text_completion events (with logprobs when
  * asked), interleaving the choices; a job's end is its finish event, or an
