@@ -37,7 +37,7 @@ enum { MM_DEC_QMAX = 12 };
 
 /* Vector kernels, one table per instruction set. Pointers may be unaligned. */
 typedef struct {
-    const char *isa; /* "avx2" or "portable" */
+    const char *isa; /* "avx512", "avx2" or "portable": the name LLAVA_CPU_ISA takes */
     /* Σ a[i]·b[i] over n floats. */
     float (*dot)(const float *a, const float *b, int n);
     /* dst[i] = float(src[i]) for n elements of dtype. */
@@ -122,11 +122,13 @@ void cpu_dot_rows_q_avx512(float acc[], const float *x, const be_weight *w, cons
 void cpu_dot_tokens_q_avx512(float acc[][MM_DEC_ROWS], int nt, int nr, const float *x, size_t ldx,
                              const be_weight *w, const int rows[], int c0, int n);
 
-const cpu_kernels *cpu_kernels_portable(void);
-/* NULL when this CPU or compiler lacks AVX2+FMA+F16C. */
-const cpu_kernels *cpu_kernels_avx2(void);
-/* The AVX2 table without its AVX-512 decode kernel (tests: both paths). */
-const cpu_kernels *cpu_kernels_avx2_only(void);
+/* The kernel tables, one per instruction set; each getter returns its own
+ * table, or NULL when this CPU (or the compiler) cannot run it. */
+const cpu_kernels *cpu_kernels_portable(void); /* never NULL */
+const cpu_kernels *cpu_kernels_avx2(void);     /* needs AVX2+FMA+F16C */
+const cpu_kernels *cpu_kernels_avx512(void);   /* needs AVX2+FMA+F16C and AVX-512F */
+/* The best table this CPU runs (cpu.c): the one init picks. */
+const cpu_kernels *cpu_kernels_best(void);
 
 /* Matmul tiling: a thread converts a panel of MM_TILE_ROWS weight rows ×
  * MM_TILE_COLS columns to float32 (128 KiB, resident in L2) and runs every

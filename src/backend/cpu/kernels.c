@@ -543,7 +543,7 @@ static const cpu_kernels AVX2_KERNELS = {
 /* For CPUs with AVX-512F: the GEMM micro-kernel, the paired-token decode
  * batch (which takes every plain batch dot_tokens would) and the quantized
  * dots with two rows to a register. */
-static const cpu_kernels AVX2_KERNELS_512 = {
+static const cpu_kernels AVX512_KERNELS = {
     AVX2_SHARED,
     .isa = "avx512",
     .dot_block = dot_block_avx512,
@@ -564,15 +564,14 @@ static bool cpu_has_f16c(void) {
 
 const cpu_kernels *cpu_kernels_avx2(void) {
     __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && cpu_has_f16c()) {
-        if (__builtin_cpu_supports("avx512f")) return &AVX2_KERNELS_512;
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && cpu_has_f16c())
         return &AVX2_KERNELS;
-    }
     return NULL;
 }
 
-const cpu_kernels *cpu_kernels_avx2_only(void) {
-    return cpu_kernels_avx2() ? &AVX2_KERNELS : NULL;
+const cpu_kernels *cpu_kernels_avx512(void) {
+    if (!cpu_kernels_avx2()) return NULL; /* it is built on the AVX2 kernels */
+    return __builtin_cpu_supports("avx512f") ? &AVX512_KERNELS : NULL;
 }
 
 #else
@@ -581,7 +580,7 @@ const cpu_kernels *cpu_kernels_avx2(void) {
     return NULL;
 }
 
-const cpu_kernels *cpu_kernels_avx2_only(void) {
+const cpu_kernels *cpu_kernels_avx512(void) {
     return NULL;
 }
 
