@@ -19,19 +19,6 @@
 
 #include <stddef.h>
 
-/* The AVX2 quantized kernels (dequant.c); x86-64 only, reached through the table. */
-void cpu_dequant_avx2(const be_weight *w, int row, int c0, int n, float *out);
-void cpu_dot_rows_q_avx2(float acc[], const float *x, const be_weight *w, const int rows[], int c0,
-                         int n);
-void cpu_dot_tokens_q_avx2(float acc[][MM_DEC_ROWS], int nt, int nr, const float *x, size_t ldx,
-                           const be_weight *w, const int rows[], int c0, int n);
-
-/* The same two with AVX-512F (rows decoded two at a time; the same bits). */
-void cpu_dot_rows_q_avx512(float acc[], const float *x, const be_weight *w, const int rows[],
-                           int c0, int n);
-void cpu_dot_tokens_q_avx512(float acc[][MM_DEC_ROWS], int nt, int nr, const float *x, size_t ldx,
-                             const be_weight *w, const int rows[], int c0, int n);
-
 /* Matmul tiling: a thread converts a panel of MM_TILE_ROWS weight rows ×
  * MM_TILE_COLS columns to float32 (128 KiB, resident in L2) and runs every
  * block of MM_BLOCK_TOKENS tokens against it. */

@@ -18,13 +18,13 @@
  * decode batch's `dot_tokens_q` uses the same sink with several tokens:
  * each decoded vector is FMA'd into one accumulator per token.
  */
-#include "backend/cpu/cpu.h"
+#include "backend/cpu/kernels.h"
 #include "backend/quant.h"
 
 #include <string.h>
 
 #if defined(__x86_64__) && defined(__GNUC__)
-#include "backend/cpu/avx2.h"
+#include "backend/cpu/avx512.h"
 
 AVX2 static inline float f16_at(const unsigned char *p) {
     uint16_t h;
@@ -389,8 +389,7 @@ AVX2 void cpu_dot_tokens_q_avx2(float acc[][MM_DEC_ROWS], int nt, int nr, const 
  * chain, and each half's horizontal sum is the AVX2 kernel's: the same
  * bits, in half the instructions.
  */
-#define AVX512 __attribute__((target("avx2,fma,f16c,avx512f")))
-#define INL2   AVX512 static inline __attribute__((always_inline))
+#define INL2 AVX512 static inline __attribute__((always_inline))
 
 /* a in lanes 0-7, b in lanes 8-15. */
 INL2 __m512 both(float a, float b) {

@@ -2,11 +2,14 @@
  * kernels.h - the CPU backend's kernel table: what each vector kernel
  * computes, and the block shapes the kernels and matmul.c agree on.
  *
- * There is one table per instruction set: portable C (kernels.c, any CPU),
- * AVX2+FMA+F16C and AVX-512F (kernels.c and dequant.c; the AVX-512 table
- * reuses several AVX2 kernels as they are). The x86 kernels use target
- * attributes, so the build needs no -march and the binary runs on any
- * x86-64; a getter returns NULL where the running CPU lacks its set.
+ * There is one table per instruction set, each in its own files:
+ * kernels_portable.c (plain C, any CPU), kernels_avx2.c + dequant_avx2.c
+ * (AVX2+FMA+F16C) and kernels_avx512.c + dequant_avx512.c (AVX-512F; it
+ * reuses several AVX2 kernels as they are: AVX2_SHARED in avx2.h). The x86
+ * files use target attributes, so the build needs no -march and the binary
+ * runs on any x86-64; a getter returns NULL where the running CPU lacks its
+ * set. A NEON table (aarch64) would be one more set of files and one more
+ * getter, tried in cpu_kernels_best() (cpu.c).
  *
  * Every table gives each output the same arithmetic whatever path matmul
  * takes (see matmul.c); the AVX-512 table gives the AVX2 table's bits.
@@ -108,6 +111,10 @@ static inline int cpu_pair_rows(int nt) {
  * then token 2p+1's (a copy of token 2p's when nt is odd); a last partial
  * chunk is zero-padded. xp holds ceil(n/8)·16·ceil(nt/2) floats (matmul.c). */
 void cpu_pack_pairs(float *xp, const float *x, size_t ldx, int nt, int c0, int n);
+
+/* The portable table's `convert` (kernels_portable.c); the vector kernels
+ * convert their scalar tails with it too. */
+void cpu_convert_portable(float *dst, be_dtype dtype, const void *src, size_t n);
 
 /* The kernel tables, one per instruction set; each getter returns its own
  * table, or NULL when this CPU (or the compiler) cannot run it. */
