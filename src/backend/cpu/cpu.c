@@ -6,7 +6,8 @@
  * from the caller's bytes (typically
  * an mmapped safetensors file): weight_init only records the pointer, so the
  * caller keeps the bytes alive until weight_free. Conversion to float32
- * happens inside the kernels (kernels.c), with F16C where the CPU has it.
+ * happens inside the kernels (kernels_*.c, dequant_*.c), with F16C where
+ * the CPU has it.
  */
 #include "backend/cpu/cpu.h"
 #include "backend/quant.h"

@@ -1,14 +1,14 @@
 /*
  * cpu.h - internals of the CPU backend (backend/cpu/), shared by its files.
  *
- * The backend is a thread pool plus a table of vector kernels picked once at
- * init: AVX2+FMA+F16C when the running CPU has them (compiled with target
- * attributes, so the binary needs no -march and runs on any x86-64), else
- * portable C. Ops split their work across the pool by rows, heads or ranges
- * of elements; all arithmetic is float32.
+ * The backend is a thread pool plus a table of vector kernels (kernels.h)
+ * picked once at init: AVX-512F, else AVX2+FMA+F16C, else portable C, as
+ * the running CPU allows; LLAVA_CPU_ISA may name a lesser one. Ops split
+ * their work across the pool by rows, heads or ranges of elements; all
+ * arithmetic is float32.
  *
- * Tests may include this header to force the portable kernels
- * (cpu_ctx_of(b)->k = cpu_kernels_portable()) and check both paths.
+ * Tests may include this header to set a table (cpu_ctx_of(b)->k =
+ * cpu_kernels_portable()) and check every path.
  */
 #ifndef LV_CPU_H
 #define LV_CPU_H

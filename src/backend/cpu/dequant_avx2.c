@@ -267,7 +267,7 @@ INL void dot_tokens_q_t(int NT, int R, float acc[][MM_DEC_ROWS], const float *x,
         for (int t = 0; t < NT; t++) acc[t][k] += cpu_hsum8(a[k][t]);
 }
 
-/* Shapes: nr = 4 rows for nt <= 2, 2 rows for nt <= 4 (8 FMA chains). */
+/* Shapes: nr = 4 rows for nt <= 2, 2 rows for nt <= 4 (at most 8 FMA chains). */
 AVX2 void cpu_dot_tokens_q_avx2(float acc[][MM_DEC_ROWS], int nt, int nr, const float *x,
                                 size_t ldx, const be_weight *w, const int rows[], int c0, int n) {
     switch (nt * 8 + nr) {

@@ -101,7 +101,8 @@ typedef struct {
     void (*dequant)(const be_weight *w, int row, int c0, int n, float *out);
 } cpu_kernels;
 
-/* The weight rows dot_pairs reduces at once for nt tokens (16 accumulators). */
+/* The weight rows dot_pairs reduces at once for nt tokens: ceil(nt/2) token
+ * pairs × these rows is at most 24 ZMM accumulators. */
 static inline int cpu_pair_rows(int nt) {
     return nt <= 4 ? 8 : nt <= 8 ? 6 : 3;
 }

@@ -11,9 +11,10 @@
  *
  * Every matmul kernel gives each (token, row) output the same arithmetic:
  * one 8-lane FMA chain from zero over the full 8-column blocks, cpu_hsum8,
- * then the scalar tail over cpu_convert_portable's floats. The AVX-512
- * table (kernels_avx512.c) runs these chains two to a register, and uses
- * dot, convert, dot_rows, madd_block and dequant from here as they are.
+ * then the scalar tail. The AVX-512 table (kernels_avx512.c) runs these
+ * chains two to a register, and takes dot, convert, dot_rows and
+ * madd_block from here (and dequant from dequant_avx2.c) as they are:
+ * AVX2_SHARED in avx2.h.
  */
 #include "backend/cpu/kernels.h"
 
@@ -153,7 +154,7 @@ AVX2 void cpu_dot_rows_avx2(float acc[], const float *x, be_dtype dtype, const v
  * arithmetic: one 8-lane FMA chain from zero, hsum, then the scalar tail
  * over cpu_convert_portable's floats. T, R and DT are constants at each call
  * (the dispatchers below), so the loops unroll and the conversion inlines. */
-_Static_assert(MM_DEC_TOKENS == 8 && MM_DEC_ROWS == 4, "dot_tokens_t is written for 8x2 / 4x4");
+_Static_assert(MM_DEC_TOKENS == 8 && MM_DEC_ROWS == 4, "dot_tokens_t holds up to 8x4");
 
 #define INL AVX2 static inline __attribute__((always_inline))
 

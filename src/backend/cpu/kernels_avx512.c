@@ -22,7 +22,8 @@
  * Every lane is an independent FMA rounding as the 8-lane one does, so
  * each (token, row) pair gets cpu_dot_rows_avx2's exact arithmetic (the same
  * chain from zero, hsum, then the scalar tail) at half the instructions.
- * P pairs × R rows accumulators: 8 × 2, 4 × 4 or 2 × 8 (16 of 32). */
+ * P pairs × R rows accumulators (R = cpu_pair_rows): up to 2 × 8, 4 × 6
+ * or 8 × 3, at most 24 of the 32 ZMM registers. */
 #define INL512 AVX512 static inline __attribute__((always_inline))
 
 /* Elements i..i+7 of row w as floats, in both halves. */
