@@ -227,7 +227,7 @@ static void kernel_convert_exhaustive(void **state) {
         uint16_t v = (uint16_t)h;
         memcpy(raw + 1 + 2 * h, &v, 2);
     }
-    const cpu_kernels *ks[2] = {cpu_kernels_portable(), cpu_kernels_avx2()};
+    const cpu_kernels *ks[2] = {cpu_kernels_portable(), cpu_kernels_best()};
     for (int i = 0; i < 2; i++) {
         if (!ks[i]) continue;
         for (int d = BE_F16; d <= BE_BF16; d++) {
@@ -637,8 +637,7 @@ static void check_batch_invariant(const cpu_kernels *k, be_dtype dt, const void 
  * to a register). */
 static void check_batch_invariant_all(be_dtype dt, const void *data, const be_quant *q, int rows,
                                       int cols, const char *name) {
-    const cpu_kernels *ks[3] = {cpu_kernels_avx2(), cpu_kernels_avx2_only(),
-                                cpu_kernels_portable()};
+    const cpu_kernels *ks[3] = {cpu_kernels_best(), cpu_kernels_avx2(), cpu_kernels_portable()};
     size_t count = (size_t)BI_N * rows;
     float *out[2] = {poisoned(count), poisoned(count)};
     uint64_t rng = g_rng;
@@ -701,7 +700,7 @@ static void cpu_isa_env(void **state) {
     if (cpu_kernels_avx2()) {
         setenv("LLAVA_CPU_ISA", "avx2", 1);
         open_backend(&b, &be_cpu_ops, 1);
-        assert_ptr_equal(cpu_ctx_of(&b)->k, cpu_kernels_avx2_only());
+        assert_ptr_equal(cpu_ctx_of(&b)->k, cpu_kernels_avx2());
         b.ops->deinit(&b);
     }
     setenv("LLAVA_CPU_ISA", "sse9", 1);

@@ -6,7 +6,8 @@
  * from the caller's bytes (typically
  * an mmapped safetensors file): weight_init only records the pointer, so the
  * caller keeps the bytes alive until weight_free. Conversion to float32
- * happens inside the kernels (kernels.c), with F16C where the CPU has it.
+ * happens inside the kernels (kernels_*.c, dequant_*.c), with F16C where
+ * the CPU has it.
  */
 #include "backend/cpu/cpu.h"
 #include "backend/quant.h"
@@ -30,6 +31,22 @@ static void cpu_deinit(be *b) {
     b->ctx = NULL;
 }
 
+/* Tables are tried best first. An aarch64 build would try a NEON table
+ * (cpu_kernels_neon(), kernels_neon.c: not written yet) before portable. */
+const cpu_kernels *cpu_kernels_best(void) {
+    const cpu_kernels *k = cpu_kernels_avx512();
+    if (!k) k = cpu_kernels_avx2();
+    return k ? k : cpu_kernels_portable();
+}
+
+/* The table LLAVA_CPU_ISA names, if this CPU runs it; else NULL. */
+static const cpu_kernels *kernels_named(const char *isa) {
+    if (strcmp(isa, "portable") == 0) return cpu_kernels_portable();
+    if (strcmp(isa, "avx2") == 0) return cpu_kernels_avx2();
+    if (strcmp(isa, "avx512") == 0) return cpu_kernels_avx512();
+    return NULL;
+}
+
 static lv_status cpu_init(be *b, int n_threads, lv_err *err) {
     if (n_threads <= 0) {
         long n = sysconf(_SC_NPROCESSORS_ONLN);
@@ -39,14 +56,10 @@ static lv_status cpu_init(be *b, int n_threads, lv_err *err) {
     b->ctx = c;
     b->n_threads = n_threads;
     if (!c) goto nomem;
-    c->k = cpu_kernels_avx2();
-    if (!c->k) c->k = cpu_kernels_portable();
+    c->k = cpu_kernels_best();
     const char *isa = getenv("LLAVA_CPU_ISA"); /* a lesser table, for comparisons */
     if (isa && *isa) {
-        const cpu_kernels *want = strcmp(isa, "portable") == 0  ? cpu_kernels_portable()
-                                  : strcmp(isa, "avx2") == 0    ? cpu_kernels_avx2_only()
-                                  : strcmp(isa, c->k->isa) == 0 ? c->k
-                                                                : NULL;
+        const cpu_kernels *want = kernels_named(isa);
         if (!want) {
             lv_status st = lv_fail(err, LV_ERR_UNSUPPORTED,
                                    "LLAVA_CPU_ISA=%s: not a kernel set this CPU runs (its best "

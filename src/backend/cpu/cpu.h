@@ -1,132 +1,23 @@
 /*
  * cpu.h - internals of the CPU backend (backend/cpu/), shared by its files.
  *
- * The backend is a thread pool plus a table of vector kernels picked once at
- * init: AVX2+FMA+F16C when the running CPU has them (compiled with target
- * attributes, so the binary needs no -march and runs on any x86-64), else
- * portable C. Ops split their work across the pool by rows, heads or ranges
- * of elements; all arithmetic is float32.
+ * The backend is a thread pool plus a table of vector kernels (kernels.h)
+ * picked once at init: AVX-512F, else AVX2+FMA+F16C, else portable C, as
+ * the running CPU allows; LLAVA_CPU_ISA may name a lesser one. Ops split
+ * their work across the pool by rows, heads or ranges of elements; all
+ * arithmetic is float32.
  *
- * Tests may include this header to force the portable kernels
- * (cpu_ctx_of(b)->k = cpu_kernels_portable()) and check both paths.
+ * Tests may include this header to set a table (cpu_ctx_of(b)->k =
+ * cpu_kernels_portable()) and check every path.
  */
 #ifndef LV_CPU_H
 #define LV_CPU_H
 
 #include "backend/backend.h"
+#include "backend/cpu/kernels.h"
 #include "backend/cpu/threadpool.h"
 
 #include <stddef.h>
-
-/* The matmul micro-kernel's block: tokens × weight rows; and the weight rows
- * the one-token kernel (dot_rows) reduces at once. */
-enum { MM_BLOCK_TOKENS = 6, MM_BLOCK_ROWS = 4, MM_GEMV_ROWS = 8 };
-
-/* The decode-batch kernel (dot_tokens): at most MM_DEC_TOKENS tokens ×
- * MM_DEC_ROWS weight rows read in their stored dtype; matmul takes it for
- * 2 <= n <= MM_DEC_MAX tokens. */
-enum { MM_DEC_TOKENS = 8, MM_DEC_ROWS = 4, MM_DEC_MAX = 16 };
-/* The paired decode kernel (dot_pairs, AVX-512): up to MM_PAIR_TOKENS
- * tokens, two to a vector, × up to MM_PAIR_ROWS weight rows; when a table
- * has it, matmul takes it for 2 <= n <= MM_PAIR_TOKENS plain-weight tokens. */
-enum { MM_PAIR_TOKENS = 16, MM_PAIR_ROWS = 8 };
-/* The quantized decode kernel (dot_tokens_q) takes 2 <= n <= its table's
- * dec_qtokens <= MM_DEC_QMAX tokens (measured: beyond, its per-token cost
- * exceeds the GEMM's panel path). */
-enum { MM_DEC_QMAX = 12 };
-
-/* Vector kernels, one table per instruction set. Pointers may be unaligned. */
-typedef struct {
-    const char *isa; /* "avx2" or "portable" */
-    /* Σ a[i]·b[i] over n floats. */
-    float (*dot)(const float *a, const float *b, int n);
-    /* dst[i] = float(src[i]) for n elements of dtype. */
-    void (*convert)(float *dst, be_dtype dtype, const void *src, size_t n);
-    /* acc[t][r] += Σ x[t][i]·w[r][i] for a block of MM_BLOCK_TOKENS tokens ×
-     * MM_BLOCK_ROWS weight rows, n floats each (the matmul micro-kernel; rows
-     * and tokens may repeat to fill a ragged edge). */
-    void (*dot_block)(float acc[][MM_BLOCK_ROWS], const float *const x[], const float *const w[],
-                      int n);
-    /* acc[r] += Σ x[i]·w[r][i] for MM_GEMV_ROWS weight rows of n elements of
-     * dtype (F32, F16 or BF16), read straight from the weight: the n == 1
-     * matmul. Each acc[r] gets exactly the float arithmetic dot_block gives
-     * one (token, row) pair over the same floats (same lanes, FMA order,
-     * horizontal sum and scalar tail), so a token's outputs do not depend
-     * on the batch it is in. Rows may repeat to fill a ragged edge. pf: NULL,
-     * or the rows to be read next (the same n elements of dtype each), which
-     * the kernel may prefetch as it goes (a hint: never dereferenced). */
-    void (*dot_rows)(float acc[], const float *x, be_dtype dtype, const void *const w[],
-                     const void *const pf[], int n);
-    /* dot_rows for a quantized weight: acc[r] += Σ x[i]·v[i] over the values
-     * v of columns [c0, c0+n) of row rows[r] (a span the dequantiser takes),
-     * each v exactly as `dequant` gives it, with dot_rows' arithmetic; no
-     * scratch. (optional: NULL means dequant into scratch, then dot_rows.) */
-    void (*dot_rows_q)(float acc[], const float *x, const be_weight *w, const int rows[], int c0,
-                       int n);
-    /* acc[t][r] += Σ x[t][i]·w[r][i] for nt tokens × nr weight rows of n
-     * elements of dtype (F32, F16 or BF16), read straight from the weight:
-     * the decode batch (2 <= n <= MM_DEC_MAX). nr is 2 (nt in
-     * 1..dec_tokens) or 4 (nt in 1..dec_tokens4). Each acc[t][r] gets
-     * exactly dot_rows' arithmetic for that (token, row) pair; rows may
-     * repeat. pf: NULL, or nr rows to prefetch (as in dot_rows). (optional:
-     * NULL means the GEMM path.) */
-    void (*dot_tokens)(float acc[][MM_DEC_ROWS], int nt, int nr, const float *const x[],
-                       be_dtype dtype, const void *const w[], const void *const pf[], int n);
-    int dec_tokens, dec_tokens4; /* the most tokens dot_tokens takes with 2 / 4 rows */
-    /* dot_tokens with the tokens two to a vector: acc[t][r] += Σ x_t[i]·w[r][i]
-     * for nt <= MM_PAIR_TOKENS tokens × cpu_pair_rows(nt) weight rows of n
-     * elements of dtype, x packed as cpu_pack_pairs lays it out; each
-     * output with dot_rows' arithmetic; rows may repeat. (optional: NULL
-     * means dot_tokens.) */
-    void (*dot_pairs)(float acc[][MM_PAIR_ROWS], int nt, const float *xp, be_dtype dtype,
-                      const void *const w[], const void *const pf[], int n);
-    /* dot_tokens for a quantized weight: acc[t][k] += Σ x[t·ldx + i]·v[k][i]
-     * for nt tokens × nr rows (nt <= dec_qtokens; nr = 4 for nt <=
-     * dec_qtokens4, else 2), v[k] the values of columns [c0, c0+n) of row rows[k] (a span the
-     * dequantiser takes), each decoded once for all tokens, with
-     * dot_rows_q's arithmetic per output; rows may repeat. (optional: NULL
-     * means the GEMM path.) */
-    void (*dot_tokens_q)(float acc[][MM_DEC_ROWS], int nt, int nr, const float *x, size_t ldx,
-                         const be_weight *w, const int rows[], int c0, int n);
-    int dec_qtokens, dec_qtokens4; /* the most tokens dot_tokens_q takes, with 2 / 4 rows */
-    /* o[t][d] += Σ_j p[t][j]·v[j·ldv + d] for MM_BLOCK_TOKENS rows t, n_keys
-     * keys j and d < n (attention's P·V for a block of query rows). */
-    void (*madd_block)(float *const o[], const float *const p[], const float *v, size_t ldv,
-                       int n_keys, int n);
-    /* out[0..n) = values [c0, c0+n) of a quantized weight's row, as
-     * be_dequant_span defines them (bit-identical; backend/quant.h). */
-    void (*dequant)(const be_weight *w, int row, int c0, int n, float *out);
-} cpu_kernels;
-
-/* The AVX2 quantized kernels (dequant.c); x86-64 only, reached through the table. */
-void cpu_dequant_avx2(const be_weight *w, int row, int c0, int n, float *out);
-void cpu_dot_rows_q_avx2(float acc[], const float *x, const be_weight *w, const int rows[], int c0,
-                         int n);
-void cpu_dot_tokens_q_avx2(float acc[][MM_DEC_ROWS], int nt, int nr, const float *x, size_t ldx,
-                           const be_weight *w, const int rows[], int c0, int n);
-
-/* The weight rows dot_pairs reduces at once for nt tokens (16 accumulators). */
-static inline int cpu_pair_rows(int nt) {
-    return nt <= 4 ? 8 : nt <= 8 ? 6 : 3;
-}
-
-/* Packs columns [c0, c0+n) of nt tokens (token t at x + t·ldx) for
- * dot_pairs: for each 8 columns in order, pair p's 16 floats, token 2p's 8
- * then token 2p+1's (a copy of token 2p's when nt is odd); a last partial
- * chunk is zero-padded. xp holds ceil(n/8)·16·ceil(nt/2) floats. */
-void cpu_pack_pairs(float *xp, const float *x, size_t ldx, int nt, int c0, int n);
-
-/* The same two with AVX-512F (rows decoded two at a time; the same bits). */
-void cpu_dot_rows_q_avx512(float acc[], const float *x, const be_weight *w, const int rows[],
-                           int c0, int n);
-void cpu_dot_tokens_q_avx512(float acc[][MM_DEC_ROWS], int nt, int nr, const float *x, size_t ldx,
-                             const be_weight *w, const int rows[], int c0, int n);
-
-const cpu_kernels *cpu_kernels_portable(void);
-/* NULL when this CPU or compiler lacks AVX2+FMA+F16C. */
-const cpu_kernels *cpu_kernels_avx2(void);
-/* The AVX2 table without its AVX-512 decode kernel (tests: both paths). */
-const cpu_kernels *cpu_kernels_avx2_only(void);
 
 /* Matmul tiling: a thread converts a panel of MM_TILE_ROWS weight rows ×
  * MM_TILE_COLS columns to float32 (128 KiB, resident in L2) and runs every

@@ -11,25 +11,27 @@
  *
  * - 2 <= n <= MM_DEC_MAX with a plain weight (a continuous-batching decode
  *   step): threads split W's rows; the kernel `dot_tokens` reduces a block
- *   of up to 8 tokens against 2 weight rows (or up to 4 tokens against 4
- *   rows), one accumulator per output, converting W on load as dot_rows
- *   does: no panel, each weight element converted once per token block, and
- *   up to 16 independent FMA chains (see decode_task). A quantized weight
- *   with 2 <= n <= dec_qtokens (4; 12 with AVX-512) does the same with `dot_tokens_q`, which
- *   decodes each block once in registers for all the tokens (decode_q_task).
- *   With the portable kernels, and for larger quantized batches, such n
- *   take the GEMM path below. Where the table has `dot_pairs` (AVX-512),
- *   a plain weight's 2 <= n <= 16 take it instead (decode_pairs_task): x
- *   packed two tokens to a vector, every token in one pass over W.
+ *   of up to dec_tokens tokens against 2 weight rows (or up to dec_tokens4
+ *   against 4 rows; the table sets both), one accumulator per output,
+ *   converting W on load as dot_rows does: no panel, each weight element
+ *   converted once per token block, and enough independent FMA chains to
+ *   cover their latency (see decode_task). A quantized weight with
+ *   2 <= n <= the table's dec_qtokens does the same with `dot_tokens_q`,
+ *   which decodes each block once in registers for all the tokens
+ *   (decode_q_task). With the portable kernels, and for larger quantized
+ *   batches, such n take the GEMM path below. Where the table has
+ *   `dot_pairs` (AVX-512), a plain weight's 2 <= n <= MM_PAIR_TOKENS take it
+ *   instead (decode_pairs_task): x packed two tokens to a vector, every
+ *   token in one pass over W.
  *
  * - n > 1 otherwise (prefill, vision tower): compute bound. The work is cut into tasks
  *   of (a tile of MM_TILE_ROWS weight rows) × (a group of tokens). For each
  *   MM_TILE_COLS-wide slice of the columns, a task converts its tile to a
  *   float32 panel (128 KiB, stays in L2) and runs every block of
- *   MM_BLOCK_TOKENS (6) tokens against every pair of panel rows with the
- *   register-blocked kernel (`dot_block`, 6 tokens × 4 rows), adding the
- *   partial sums into y. Each weight element is thus converted once per task,
- *   and each x slice is read once per tile of 32 rows instead of once per
+ *   MM_BLOCK_TOKENS (6) tokens against every MM_BLOCK_ROWS (4) panel rows
+ *   with the register-blocked kernel (`dot_block`), adding the partial sums
+ *   into y. Each weight element is thus converted once per task, and each x
+ *   slice is read once per tile of MM_TILE_ROWS rows instead of once per
  *   row. The tokens of a last, ragged block of at most MM_FEW_TOKENS (4)
  *   go one at a time through the one-token kernel (`dot_rows`, 8 rows at
  *   once) rather than as padding through dot_block, so a decode batch of 2
@@ -55,14 +57,7 @@
  * Their GEMV and decode batch prefetch the next row group (prefetch_q):
  * quantized rows are short streams the hardware prefetchers miss.
  *
- * Speed (llava-bench matmul --n 256, f16 4096×4096): about 110 GFLOP/s on
- * one AMD EPYC (Zen 4) core with AVX2, 140 with AVX-512 (Zen 5), 64 on one
- * Xeon core and 570 on 16 Xeon cores. Decode batch (f16 4096×14336, one
- * Zen 4 core): n = 8 in about 9 ms (≈100 GFLOP/s; the GEMM path took 22
- * ms), n = 16 in about 18 ms; two Zen 5 cores with dot_pairs: n = 8 in 3.4
- * ms (near the 40 GB/s the n = 1 GEMV streams W at), n = 16 in 7.7 ms.
- * MLX 4-bit 4096×4096 on one Zen 5 core with AVX-512: n = 1 in 0.90 ms,
- * n = 8 in 2.25 ms (AVX2: 1.46 and 4.50).
+ * Timings of these paths: docs/PERF_NOTES.md.
  */
 #include "backend/cpu/cpu.h"
 #include "backend/quant.h"
@@ -108,7 +103,7 @@ static const unsigned char *row_ptr(const be_weight *w, long r) {
  * one row group ahead: a row of a 1024-wide INT4 weight is 8 cache lines,
  * too short a stream for the hardware prefetchers to follow, so without
  * this a GEMV over a weight larger than the caches waits on DRAM latency
- * (measured: 6 GB/s instead of 40). */
+ * (measured: docs/PERF_NOTES.md). */
 static void prefetch_q(const be_weight *w, long r0, int nr, int c0, int nc) {
     /* c0 and nc are whole blocks or groups: the bytes scale exactly */
     size_t from = w->row_bytes * (size_t)c0 / (size_t)w->cols;
@@ -270,14 +265,15 @@ static void gemm_tile(const mm_job *j, float *panel, long r0, int nr, long t0, l
 
 /* 2 <= n <= MM_DEC_MAX with a plain weight: thread ith computes y[.][lo..hi)
  * for every token. Per band of MM_DEC_BAND rows and per MM_TILE_COLS slice,
- * the tokens go in blocks of near-equal size (at most the kernel's: 16 =
- * 8 + 8, 10 = 5 + 5); for each block, dot_tokens runs every group of nr
- * rows of the band, read straight from W in its dtype. The first block
- * fetches the band's slice from memory (prefetching the next group as it
- * goes) and the others find it in L1/L2, while the block's x slices stay
- * in L1. Few tokens (n <= dec_tokens4) take 4 rows at a time, so that
- * there are enough independent FMA chains. Each output gets dot_rows'
- * arithmetic (see the header), so the bits are those of n == 1. */
+ * the tokens go in the fewest blocks of near-equal size that the kernel
+ * takes (dec_tokens, or dec_tokens4 with 4 rows); for each block,
+ * dot_tokens runs every group of nr rows of the band, read straight from W
+ * in its dtype. The first block fetches the band's slice from memory
+ * (prefetching the next group as it goes) and the others find it in L1/L2,
+ * while the block's x slices stay in L1. Few tokens (n <= dec_tokens4)
+ * take 4 rows at a time, so that there are enough independent FMA chains.
+ * Each output gets dot_rows' arithmetic (see the header), so the bits are
+ * those of n == 1. */
 static void decode_task(void *arg, int ith, int nth) {
     const mm_job *j = arg;
     const cpu_kernels *k = cpu_ctx_of(j->b)->k;

@@ -1,0 +1,101 @@
+/*
+ * kernels_portable.c - the CPU backend's portable kernel table (kernels.h
+ * `cpu_kernels`): plain C, for any CPU, and the fallback where no vector
+ * table runs.
+ *
+ * The kernels keep 8 independent partial sums ("lanes") so that the
+ * compiler may vectorise them without reassociating float additions. The
+ * table has none of the optional kernels (dot_rows_q, dot_tokens,
+ * dot_pairs, dot_tokens_q): matmul takes its GEMM path for every n > 1,
+ * and quantized rows are decoded by `dequant`, be_dequant_span itself.
+ */
+#include "backend/cpu/kernels.h"
+#include "backend/quant.h"
+
+#include <string.h>
+
+enum { LANES = 8 };
+
+static float sum_lanes(const float l[LANES]) {
+    return ((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7]));
+}
+
+static float dot_portable(const float *a, const float *b, int n) {
+    float l[LANES] = {0};
+    int i = 0;
+    for (; i + LANES <= n; i += LANES)
+        for (int j = 0; j < LANES; j++) l[j] += a[i + j] * b[i + j];
+    float s = sum_lanes(l);
+    for (; i < n; i++) s += a[i] * b[i];
+    return s;
+}
+
+void cpu_convert_portable(float *dst, be_dtype dtype, const void *src, size_t n) {
+    const unsigned char *p = src;
+    if (dtype == BE_F32) {
+        memcpy(dst, src, n * sizeof *dst);
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        uint16_t h;
+        memcpy(&h, p + 2 * i, 2);
+        dst[i] = dtype == BE_F16 ? be_f16_to_f32(h) : be_bf16_to_f32(h);
+    }
+}
+
+static void dot_block_portable(float acc[][MM_BLOCK_ROWS], const float *const x[],
+                               const float *const w[], int n) {
+    for (int t = 0; t < MM_BLOCK_TOKENS; t++)
+        for (int r = 0; r < MM_BLOCK_ROWS; r++) acc[t][r] += dot_portable(x[t], w[r], n);
+}
+
+/* dot_portable for each row, w converted chunk by chunk into a stack buffer
+ * (exact conversions; memcpy for F32, so w may be unaligned). The chunk is a
+ * multiple of LANES, so the lanes, their sum and the tail see the same
+ * products in the same order as dot_portable over a converted row. */
+static void dot_rows_portable(float acc[], const float *x, be_dtype dtype, const void *const w[],
+                              const void *const pf[], int n) {
+    enum { CHUNK = 256 };
+    _Static_assert(CHUNK % LANES == 0, "lanes must not straddle chunks");
+    size_t esize = dtype == BE_F32 ? 4 : 2;
+    float buf[CHUNK];
+    for (int r = 0; r < MM_GEMV_ROWS; r++) {
+        float l[LANES] = {0};
+        int c = 0, m = 0;
+        for (; c < n; c += CHUNK) {
+            m = n - c < CHUNK ? n - c : CHUNK;
+            cpu_convert_portable(buf, dtype, (const unsigned char *)w[r] + (size_t)c * esize,
+                                 (size_t)m);
+            for (int i = 0; i + LANES <= m; i += LANES)
+                for (int j = 0; j < LANES; j++) l[j] += x[c + i + j] * buf[i + j];
+        }
+        float s = sum_lanes(l);
+        /* the tail: the last m % LANES elements, still in buf */
+        for (int i = m - m % LANES; i < m; i++) s += x[c - CHUNK + i] * buf[i];
+        acc[r] += s;
+    }
+}
+
+static void madd_block_portable(float *const o[], const float *const p[], const float *v,
+                                size_t ldv, int n_keys, int n) {
+    for (int t = 0; t < MM_BLOCK_TOKENS; t++)
+        for (int j = 0; j < n_keys; j++) {
+            float pj = p[t][j];
+            const float *vj = v + (size_t)j * ldv;
+            for (int d = 0; d < n; d++) o[t][d] += pj * vj[d];
+        }
+}
+
+static const cpu_kernels PORTABLE = {
+    .isa = "portable",
+    .dot = dot_portable,
+    .convert = cpu_convert_portable,
+    .dot_block = dot_block_portable,
+    .dot_rows = dot_rows_portable,
+    .madd_block = madd_block_portable,
+    .dequant = be_dequant_span,
+};
+
+const cpu_kernels *cpu_kernels_portable(void) {
+    return &PORTABLE;
+}
