@@ -245,6 +245,27 @@ static void report_matches_llava_cli(void **state) {
     assert_int_equal(num(r2, "n_skipped"), 1); /* question 40 has no answer in the file */
     json_decref(r2);
 
+    /* --parallel 3: the questions decoded together through the scheduler give
+     * the very same predictions (and so the same table) */
+    snprintf(extra, sizeof extra, "--parallel 3 --report '%s/report3.json'", dir);
+    assert_int_equal(eval(dir, extra, false, &out), 0);
+    assert_non_null(strstr(out, "| **overall** | 4 | 47.50 |"));
+    free(out);
+    snprintf(cmd, sizeof cmd, "%s/report3.json", dir);
+    json_t *r3 = json_load_file(cmd, 0, &je);
+    assert_non_null(r3);
+    assert_int_equal(num(r3, "settings.parallel"), 3);
+    json_t *qs3 = json_object_get(r3, "questions");
+    assert_int_equal(json_array_size(qs3), 4);
+    for (int i = 0; i < 4; i++)
+        assert_string_equal(
+            json_string_value(json_object_get(json_array_get(qs3, (size_t)i), "prediction")),
+            preds[i]);
+    json_decref(r3);
+    assert_int_equal(eval(dir, "--parallel 0", true, &out), 2);
+    assert_non_null(strstr(out, "parallel"));
+    free(out);
+
     /* progress and the skip warning on stderr (not a terminal: plain lines) */
     assert_int_equal(eval(dir, "", true, &out), 0);
     assert_non_null(strstr(out, "llava-eval: 5/5 questions"));

@@ -59,11 +59,12 @@
  * question could be evaluated), 2 bad usage.
  */
 #include "base/buf.h"
+#include "base/clock.h"
 #include "base/common.h"
 #include "base/file.h"
 #include "base/log.h"
 #include "engine/generate.h"
-#include "engine/run.h"
+#include "engine/scheduler.h"
 #include "engine/request.h"
 #include "model/llava.h"
 #include "text/vqa_score.h"
@@ -91,14 +92,10 @@ typedef struct {
     const char *predictions;   /* score this results file instead of running a model */
     long limit;                /* questions to run; -1 = all */
     int threads;               /* 0 = all cores */
+    int parallel;              /* questions decoded together (the scheduler's --parallel) */
     int max_tokens;
 } eval_args;
 
-static double now_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
-}
 
 /* ---- command line -------------------------------------------------------------------- */
 
@@ -117,6 +114,9 @@ static void usage(FILE *f) {
             "  --prompt-suffix TEXT  appended to every question (e.g. \"\\nAnswer the question\n"
             "                        using a single word or phrase.\")\n"
             "  --threads N           CPU threads (default: all cores)\n"
+            "  --parallel N          questions decoded together through the scheduler, as\n"
+            "                        llava-server --parallel (default 1; the answers are the\n"
+            "                        same for any N)\n"
             "  --backend NAME        cpu (default) or ref (the scalar reference)\n"
             "  --report FILE         write a JSON report with every number and answer\n"
             "  --predictions FILE    score a VQA results file ([{\"question_id\", \"answer\"}],\n"
@@ -146,6 +146,7 @@ enum {
     OPT_PREFIX,
     OPT_LIMIT,
     OPT_THREADS,
+    OPT_PARALLEL,
     OPT_MAXTOK,
     OPT_SUFFIX,
     OPT_REPORT,
@@ -164,6 +165,7 @@ static int parse_args(int argc, char **argv, eval_args *a) {
         {"image-prefix", required_argument, NULL, OPT_PREFIX},
         {"limit", required_argument, NULL, OPT_LIMIT},
         {"threads", required_argument, NULL, OPT_THREADS},
+        {"parallel", required_argument, NULL, OPT_PARALLEL},
         {"max-tokens", required_argument, NULL, OPT_MAXTOK},
         {"prompt-suffix", required_argument, NULL, OPT_SUFFIX},
         {"report", required_argument, NULL, OPT_REPORT},
@@ -173,7 +175,8 @@ static int parse_args(int argc, char **argv, eval_args *a) {
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
-    *a = (eval_args){.backend = "cpu", .prompt_suffix = "", .limit = -1, .max_tokens = 64};
+    *a = (eval_args){
+        .backend = "cpu", .prompt_suffix = "", .limit = -1, .parallel = 1, .max_tokens = 64};
     opterr = 0;
     int c;
     long v;
@@ -215,6 +218,10 @@ static int parse_args(int argc, char **argv, eval_args *a) {
             case OPT_THREADS:
                 if (!parse_int("threads", optarg, 0, 4096, &v)) return 2;
                 a->threads = (int)v;
+                break;
+            case OPT_PARALLEL:
+                if (!parse_int("parallel", optarg, 1, 256, &v)) return 2;
+                a->parallel = (int)v;
                 break;
             case OPT_MAXTOK:
                 if (!parse_int("max-tokens", optarg, 1, 1000000, &v)) return 2;
@@ -632,7 +639,7 @@ static void fmt_time(double s, char out[32]) {
 
 /* Redraws the bar (at most every 100 ms) or prints a line when due. */
 static void progress_show(progress *p) {
-    double t = now_ms(), el = (t - p->t0) / 1e3, rate = el > 0 ? p->done / el : 0;
+    double t = lv_now_ms(), el = (t - p->t0) / 1e3, rate = el > 0 ? p->done / el : 0;
     double acc = p->n_scored ? p->acc_sum / p->n_scored : 0;
     char eta[32];
     fmt_time(rate > 0 ? (p->total - p->done) / rate : 0, eta);
@@ -669,43 +676,118 @@ static lv_status skip(progress *pg, eval_item *it, const char *reason, lv_err *e
     return LV_OK;
 }
 
-/* Asks one question about its (preprocessed) image and scores the answer.
- * A prompt that does not fit is a skip; other failures end the run. */
-static lv_status run_one(const eval_args *a, llava *m, const gen_params *p, const img_tensor *px,
-                         int n_tok, eval_item *it, progress *pg, lv_err *err) {
+/* An image shared by the jobs of its questions: freed with the last one. */
+typedef struct {
+    img_tensor px;
+    int n_tok;
+    int refs;
+} shared_image;
+
+static void image_unref(shared_image *im) {
+    if (im && --im->refs == 0) {
+        img_tensor_free(&im->px);
+        free(im);
+    }
+}
+
+/* What a question's job owns: its prompt ids and a reference to its image. */
+typedef struct {
+    int32_t *ids;
+    shared_image *im;
+} job_keep;
+
+static void keep_free(void *p) {
+    job_keep *k = p;
+    free(k->ids);
+    image_unref(k->im);
+    free(k);
+}
+
+/* A question in flight. */
+typedef struct {
+    eval_item *it;
+    sched_job *j;  /* NULL: skipped before it was submitted (why) */
+    char *why;
+} pending;
+
+/* The job asking one question about its (preprocessed) image, or *why when
+ * its prompt cannot be made (a skip). */
+static lv_status make_job(const eval_args *a, llava *m, const gen_params *p, shared_image *im,
+                          eval_item *it, sched_job **out, char **why, lv_err *err) {
+    *out = NULL;
+    *why = NULL;
     lv_buf text = {0};
     int32_t *ids = NULL;
     size_t n_ids = 0;
-    gen_result r = {0};
     if (lv_buf_puts(&text, it->question) || lv_buf_puts(&text, a->prompt_suffix)) {
         lv_buf_free(&text);
         return lv_fail(err, LV_ERR_NOMEM, "out of memory");
     }
-    double t0 = now_ms();
-    lv_status st = request_prompt_ids(m, text.data, false, &n_tok, 1, &ids, &n_ids, err);
-    if (!st) st = gen_run(m, ids, (int)n_ids, px, 1, p, NULL, &r, err);
-    it->latency_ms = now_ms() - t0;
-    free(ids);
+    lv_status st = request_prompt_ids(m, text.data, false, &im->n_tok, 1, &ids, &n_ids, err);
     lv_buf_free(&text);
-    if (st == LV_ERR_ARG) return skip(pg, it, err->msg, err);
+    if (st == LV_ERR_ARG) return (*why = strdup(err->msg)) ? LV_OK : LV_ERR_NOMEM;
     if (st) return st;
-    vqa_result score;
-    st = vqa_score(r.text, it->answers, it->n_answers, &score, err);
-    if (!st) {
-        it->prediction = r.text;
-        r.text = NULL;
-        it->scored = true;
-        it->accuracy = 100.0 * score.accuracy;
-        it->n_tokens = r.n_ids;
-        it->n_decode = r.timings.n_decode;
-        it->decode_ms = r.timings.decode_ms;
-        it->finish_reason = r.finish_reason;
-        pg->done++;
-        pg->n_scored++;
-        pg->acc_sum += it->accuracy;
-        progress_show(pg);
+    sched_job *j = sched_job_new();
+    job_keep *k = malloc(sizeof *k);
+    if (!j || !k) {
+        free(ids);
+        free(k);
+        sched_job_release(j);
+        return lv_fail(err, LV_ERR_NOMEM, "out of memory");
     }
-    gen_result_free(&r);
+    *k = (job_keep){ids, im};
+    im->refs++;
+    j->ids = ids;
+    j->n_ids = (int)n_ids;
+    j->images = &im->px;
+    j->n_images = 1;
+    j->borrowed = true; /* k owns them */
+    j->keep = k;
+    j->keep_free = keep_free;
+    j->params = *p;
+    *out = j;
+    return LV_OK;
+}
+
+/* Waits for q's answer and scores it. A prompt that does not fit is a skip;
+ * other failures end the run. */
+static lv_status collect(pending *q, progress *pg, lv_err *err) {
+    eval_item *it = q->it;
+    lv_status st = LV_OK;
+    if (!q->j) {
+        st = skip(pg, it, q->why, err);
+        free(q->why);
+        return st;
+    }
+    sched_job *j = q->j;
+    sched_job_wait(j);
+    it->latency_ms = j->t_done_ms - j->t_submit_ms;
+    if (j->st == LV_ERR_ARG) {
+        st = skip(pg, it, j->err.msg, err);
+    } else if (j->st) {
+        *err = j->err;
+        st = j->st;
+    } else {
+        gen_result *r = &j->result;
+        vqa_result score;
+        st = vqa_score(r->text, it->answers, it->n_answers, &score, err);
+        if (!st) {
+            it->prediction = r->text;
+            r->text = NULL;
+            it->scored = true;
+            it->accuracy = 100.0 * score.accuracy;
+            it->n_tokens = r->n_ids;
+            it->n_decode = r->timings.n_decode;
+            it->decode_ms = r->timings.decode_ms;
+            it->finish_reason = r->finish_reason;
+            pg->done++;
+            pg->n_scored++;
+            pg->acc_sum += it->accuracy;
+            progress_show(pg);
+        }
+    }
+    sched_job_release(j);
+    q->j = NULL;
     return st;
 }
 
@@ -739,30 +821,44 @@ static run_key *run_order(const eval_set *s) {
     return k;
 }
 
-/* Runs every question; s->items get their results. */
+/*
+ * Runs every question through the scheduler (a.parallel at once); s->items
+ * get their results. Jobs are submitted in run order and collected in the
+ * same order, at most WINDOW · parallel in flight: each answer is what it
+ * would be alone (batch invariance), so --parallel changes the time, never
+ * a prediction.
+ */
+#define WINDOW 2
 static lv_status run_all(const eval_args *a, llava *m, eval_set *s, const img_index *ix,
                          lv_err *err) {
     gen_params p;
     gen_params_default(&p, m);
     p.max_tokens = a->max_tokens;
     p.sampling.temperature = 0; /* greedy, as llava-cli --temperature 0 */
+    int window = WINDOW * a->parallel;
     run_key *order = run_order(s);
-    if (!order) return lv_fail(err, LV_ERR_NOMEM, "out of memory");
-    progress pg = {.tty = isatty(2), .total = s->n_items, .t0 = now_ms(), .last_decile = -1};
+    pending *q = calloc((size_t)window, sizeof *q);
+    sched *w = NULL;
+    /* throughput, not latency: images encode in whole pieces beside decoding */
+    sched_config cfg = {.queue_size = window, .parallel = a->parallel, .max_itl_ratio = -1};
+    lv_status st = order && q ? LV_OK : lv_fail(err, LV_ERR_NOMEM, "out of memory");
+    if (!st && !(st = sched_new(m, &cfg, &w, err))) st = sched_start(w, err);
+    progress pg = {.tty = isatty(2), .total = s->n_items, .t0 = lv_now_ms(), .last_decile = -1};
     pg.last_line = pg.t0;
-    lv_status st = LV_OK;
+    int head = 0, n_q = 0; /* ring of questions in flight */
     for (int g = 0, end; g < s->n_items && !st; g = end) {
         for (end = g + 1; end < s->n_items && order[end].first == order[g].first; end++) {
         }
         int64_t id = s->items[order[g].index].image_id;
         char *path = NULL;
         lv_buf why = {0};
-        img_tensor px = {0};
-        int n_tok = 0;
+        shared_image *im = calloc(1, sizeof *im);
         double dec = 0, pre = 0;
-        st = find_image(ix, a->images, id, &path, &why, err);
+        if (!im) st = lv_fail(err, LV_ERR_NOMEM, "out of memory");
+        im->refs = 1; /* this loop's */
+        if (!st) st = find_image(ix, a->images, id, &path, &why, err);
         if (!st && path) {
-            st = request_load_image(m, path, &px, &n_tok, &dec, &pre, err);
+            st = request_load_image(m, path, &im->px, &im->n_tok, &dec, &pre, err);
             s->decode_ms += dec;
             s->preprocess_ms += pre;
             if (st && st != LV_ERR_NOMEM) {
@@ -774,15 +870,39 @@ static lv_status run_all(const eval_args *a, llava *m, eval_set *s, const img_in
             }
         }
         for (int k = g; k < end && !st; k++) {
-            eval_item *it = &s->items[order[k].index];
-            st = why.len ? skip(&pg, it, why.data, err)
-                         : run_one(a, m, &p, &px, n_tok, it, &pg, err);
+            if (n_q == window) { /* the oldest answer first */
+                st = collect(&q[head], &pg, err);
+                head = (head + 1) % window;
+                n_q--;
+                if (st) break;
+            }
+            pending *slot = &q[(head + n_q) % window];
+            *slot = (pending){.it = &s->items[order[k].index]};
+            if (why.len) {
+                if (!(slot->why = strdup(why.data))) st = lv_fail(err, LV_ERR_NOMEM, "oom");
+            } else if (!(st = make_job(a, m, &p, im, slot->it, &slot->j, &slot->why, err)) &&
+                       slot->j && (st = sched_submit(w, slot->j, err))) {
+                sched_job_release(slot->j);
+                slot->j = NULL;
+            }
+            if (!st) n_q++;
         }
-        img_tensor_free(&px);
+        image_unref(im);
         lv_buf_free(&why);
         free(path);
     }
+    for (; n_q > 0; n_q--, head = (head + 1) % window) {
+        lv_status st2 = st ? LV_OK : collect(&q[head], &pg, err);
+        if (st) { /* a failure ends the run: drop what is left */
+            if (q[head].j) sched_job_cancel(q[head].j);
+            sched_job_release(q[head].j);
+            free(q[head].why);
+        }
+        if (st2) st = st2;
+    }
     if (pg.drawn) fputc('\n', stderr); /* keep the finished bar */
+    sched_free(w);
+    free(q);
     free(order);
     return st;
 }
@@ -904,8 +1024,8 @@ static json_t *report_json(const eval_args *a, const eval_set *s, const img_inde
                                   "annotations", jstr(a->annotations), "images", jstr(a->images),
                                   "image_prefix", jstr(ix->prefix)));
     json_object_set_new(o, "settings",
-                        json_pack("{s:s, s:i, s:i, s:o, s:f}", "backend", a->backend, "threads",
-                                  s->n_threads, "max_tokens", a->max_tokens, "prompt_suffix",
+                        json_pack("{s:s, s:i, s:i, s:i, s:o, s:f}", "backend", a->backend, "threads",
+                                  s->n_threads, "parallel", a->parallel, "max_tokens", a->max_tokens, "prompt_suffix",
                                   jstr(a->prompt_suffix), "temperature", 0.0));
     json_object_set_new(o, "n_questions", json_integer(s->n_items));
     json_object_set_new(o, "n_scored", json_integer(sum->n_scored));
@@ -1081,9 +1201,9 @@ int main(int argc, char **argv) {
     if (llava_open(a.model, &m, &err)) goto fail;
     if (llava_load(m, a.backend, a.threads, &err)) goto fail;
     set.n_threads = llava_n_threads(m);
-    double t0 = now_ms();
+    double t0 = lv_now_ms();
     if (run_all(&a, m, &set, &ix, &err)) goto fail;
-    if (finish(&a, &set, &ix, (now_ms() - t0) / 1e3, &err)) goto fail;
+    if (finish(&a, &set, &ix, (lv_now_ms() - t0) / 1e3, &err)) goto fail;
     rc = 0;
     goto done;
 fail:

@@ -441,7 +441,8 @@ static void run_turn(sched *s) {
     /* the background budget: unbounded-ish when nothing decodes; else the
      * latency the running streams may lose, from the measured step time */
     double dec_ms = s->cost.decode[n_dec];
-    double budget = n_dec == 0 ? -1 : (s->max_itl_ratio - 1) * ITL_MARGIN * dec_ms;
+    bool bounded = n_dec > 0 && s->max_itl_ratio > 0;
+    double budget = !bounded ? -1 : (s->max_itl_ratio - 1) * ITL_MARGIN * dec_ms;
     int n_enc = oldest_first(s, SL_ENCODE, order);
     for (int k = 0; k < n_enc; k++) /* no images (left): the sequence at once */
         if (!order[k]->enc && order[k]->next_image == order[k]->j->n_images) {
@@ -450,12 +451,12 @@ static void run_turn(sched *s) {
         }
     n_enc = oldest_first(s, SL_ENCODE, order);
     for (int k = 0; k < n_enc; k++) {
-        if (n_dec && budget <= 0) break;
-        double spent = encode_slot(s, order[k], budget, n_dec > 0);
-        if (n_dec) budget -= spent;
+        if (bounded && budget <= 0) break;
+        double spent = encode_slot(s, order[k], budget, bounded);
+        if (bounded) budget -= spent;
     }
     int rows_budget = PREFILL_ROWS;
-    if (n_dec) {
+    if (bounded) {
         double rate = s->cost.prefill_row;
         rows_budget = budget <= 0 ? 0 : rate > 0 ? (int)(budget / rate) : FIRST_ROWS;
         /* a prompt must advance even when the budget is spent on encoding */
@@ -631,10 +632,10 @@ static void free_engine(sched *s) {
 lv_status sched_new(llava *m, const sched_config *cfg, sched **out, lv_err *err) {
     *out = NULL;
     if (cfg->queue_size < 1 || cfg->parallel < 1 || cfg->ctx_size < 0 ||
-        (cfg->max_itl_ratio != 0 && cfg->max_itl_ratio < 1))
+        (cfg->max_itl_ratio > 0 && cfg->max_itl_ratio < 1))
         return lv_fail(err, LV_ERR_ARG,
                        "scheduler: queue_size (%d) and parallel (%d) must be >= 1, ctx_size (%d) "
-                       ">= 0, max_itl_ratio (%g) >= 1",
+                       ">= 0, max_itl_ratio (%g) >= 1 (or <= 0)",
                        cfg->queue_size, cfg->parallel, cfg->ctx_size, cfg->max_itl_ratio);
     if (!llava_is_loaded(m))
         return lv_fail(err, LV_ERR_ARG, "scheduler: the model's weights are not loaded");
@@ -649,7 +650,7 @@ lv_status sched_new(llava *m, const sched_config *cfg, sched **out, lv_err *err)
     s->m = m;
     s->cap = cfg->queue_size;
     s->parallel = np;
-    s->max_itl_ratio = cfg->max_itl_ratio > 0 ? cfg->max_itl_ratio : 2.0;
+    s->max_itl_ratio = cfg->max_itl_ratio != 0 ? cfg->max_itl_ratio : 2.0;
     s->kv_per_pos = llava_kv_bytes_per_pos(m);
     s->ring = calloc((size_t)s->cap, sizeof *s->ring);
     s->slots = calloc((size_t)np, sizeof *s->slots);

@@ -104,8 +104,9 @@ typedef struct {
                        that parallel sequences take at most 8 GiB of KV cache; see scheduler.c) */
     /* The running streams' inter-token latency while images are encoded and
      * prompts prefilled beside them, as a multiple of a decode-only step
-     * (>= 1; 0: the default, 2). Background work gets a share of each turn
-     * sized from measured costs so that a turn stays under it. */
+     * (>= 1; 0: the default, 2; < 0: no bound, for throughput: llava-eval).
+     * Background work gets a share of each turn sized from measured costs
+     * so that a turn stays under it. */
     double max_itl_ratio;
 } sched_config;
 
