@@ -100,7 +100,7 @@ def main():
     ap.add_argument('--streams', type=int, default=4)
     ap.add_argument('--images', type=int, default=4)
     ap.add_argument('--quiet', type=float, default=3.0, help='seconds of the no-arrival window')
-    ap.add_argument('--max-tokens', type=int, default=20000)
+    ap.add_argument('--max-tokens', type=int, default=4096)
     ap.add_argument('--text-ids', default='259-499', help='ids the streams sample from: LO-HI')
     a = ap.parse_args()
     a.text_ids = [int(x) for x in a.text_ids.split('-')]
