@@ -18,6 +18,7 @@
 #include <cmocka.h>
 
 #include "base/buf.h"
+#include "base/half.h"
 #include "io/gguf.h"
 #include "quant/ggml_quantize.h"
 #include "quant/gguf_export.h"
@@ -407,16 +408,16 @@ static float frand(uint64_t *s) {
 }
 
 static void f16_conversion(void **state) {
-    assert_int_equal(ggml_f32_to_f16(1.0f), 0x3C00);
-    assert_int_equal(ggml_f32_to_f16(-2.0f), 0xC000);
-    assert_int_equal(ggml_f32_to_f16(65504.0f), 0x7BFF);
-    assert_int_equal(ggml_f32_to_f16(65520.0f), 0x7C00); /* rounds to infinity */
-    assert_int_equal(ggml_f32_to_f16(ldexpf(1.0f, -24)), 0x0001);
-    assert_int_equal(ggml_f32_to_f16(ldexpf(1.0f, -25)), 0x0000);        /* tie to even */
-    assert_int_equal(ggml_f32_to_f16(1.0f + ldexpf(1.0f, -11)), 0x3C00); /* tie to even */
-    assert_int_equal(ggml_f32_to_f16(1.0f + ldexpf(3.0f, -11)), 0x3C02);
+    assert_int_equal(lv_f32_to_f16(1.0f), 0x3C00);
+    assert_int_equal(lv_f32_to_f16(-2.0f), 0xC000);
+    assert_int_equal(lv_f32_to_f16(65504.0f), 0x7BFF);
+    assert_int_equal(lv_f32_to_f16(65520.0f), 0x7C00); /* rounds to infinity */
+    assert_int_equal(lv_f32_to_f16(ldexpf(1.0f, -24)), 0x0001);
+    assert_int_equal(lv_f32_to_f16(ldexpf(1.0f, -25)), 0x0000);        /* tie to even */
+    assert_int_equal(lv_f32_to_f16(1.0f + ldexpf(1.0f, -11)), 0x3C00); /* tie to even */
+    assert_int_equal(lv_f32_to_f16(1.0f + ldexpf(3.0f, -11)), 0x3C02);
     for (uint32_t h = 0; h < 0x7C00; h++) /* every finite half survives the round trip */
-        if (ggml_f32_to_f16(ggml_f16_to_f32((uint16_t)h)) != h) fail_msg("half 0x%04x", h);
+        if (lv_f32_to_f16(lv_f16_to_f32((uint16_t)h)) != h) fail_msg("half 0x%04x", h);
 }
 
 static void quantizer_bounds(void **state) {

@@ -42,6 +42,7 @@
 #include "backend/quant.h"
 #include "quant/mlx_affine.h"
 #include "base/file.h"
+#include "base/half.h"
 #include "image/anyres.h"
 #include "image/decode.h"
 #include "image/preprocess.h"
@@ -281,24 +282,6 @@ static uint16_t rnd_half_scale(uint32_t *seed) {
     return (uint16_t)((r >> 31) << 15 | (6 + (r >> 20) % 5) << 10 | (r >> 8 & 0x3ff));
 }
 
-/* float -> half, round to nearest even (normal range and subnormals; no overflow here). */
-static uint16_t f32_to_f16(float f) {
-    uint32_t x;
-    memcpy(&x, &f, 4);
-    uint32_t sign = (x >> 16) & 0x8000, ax = x & 0x7fffffff;
-    if (ax < 0x33000000) return (uint16_t)sign;
-    int e = (int)(ax >> 23);
-    uint32_t m = (ax & 0x7fffff) | 0x800000, h, rem, half;
-    if (e < 113) {
-        int shift = 126 - e;
-        h = m >> shift, rem = m & ((1u << shift) - 1), half = 1u << (shift - 1);
-    } else {
-        h = ((uint32_t)(e - 112) << 10) | ((m >> 13) & 0x3ff), rem = m & 0x1fff, half = 0x1000;
-    }
-    if (rem > half || (rem == half && (h & 1))) h++;
-    return (uint16_t)(sign | h);
-}
-
 /* Random weights of any dtype into *wdata (+ MLX side data in *side). */
 static int make_weight(be_dtype dtype, int rows, int cols, be_quant *q, unsigned char **wdata,
                        unsigned char **side, size_t *bytes) {
@@ -333,7 +316,7 @@ static int make_weight(be_dtype dtype, int rows, int cols, be_quant *q, unsigned
                 return 1;
             }
             for (int g = 0; g < cols / q->group; g++) {
-                uint16_t hs = f32_to_f16(sc[g]), hb = f32_to_f16(bi[g]);
+                uint16_t hs = lv_f32_to_f16(sc[g]), hb = lv_f32_to_f16(bi[g]);
                 memcpy(*side + 2 * ((size_t)r * (cols / q->group) + g), &hs, 2);
                 memcpy(*side + 2 * (ng + (size_t)r * (cols / q->group) + g), &hb, 2);
             }
