@@ -37,6 +37,7 @@
  *       streams, and by one in the same run: aggregate tokens/s and the
  *       ratio (src/server/serve_bench.c says how each figure is measured).
  */
+#include "base/clock.h"
 #include "base/common.h"
 #include "backend/backend.h"
 #include "backend/quant.h"
@@ -54,7 +55,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 static const char ENGLISH[] =
     "Small harbours wake up slowly. Before the sun clears the hills, the fishermen are already "
@@ -67,10 +67,9 @@ static const char ENGLISH[] =
     "quiet again, children run down to the water, and old men play cards in the shade of the "
     "church, keeping score on the back of a receipt. ";
 
+/* Seconds on the monotonic clock. */
 static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+    return lv_now_ms() / 1e3;
 }
 
 static int usage(void) {

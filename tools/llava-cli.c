@@ -27,6 +27,7 @@
  *
  * Exit status: 0 success, 1 the model or input could not be used, 2 bad usage.
  */
+#include "base/clock.h"
 #include "base/common.h"
 #include "base/log.h"
 #include "engine/generate.h"
@@ -265,12 +266,6 @@ static int parse_args(int argc, char **argv, cli_args *a) {
     return 0;
 }
 
-static double now_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
-}
-
 /* ---- images ------------------------------------------------------------------------ */
 
 /* Decodes and preprocesses every --image (engine/request); n_tokens[i] is
@@ -424,9 +419,9 @@ static int print_json(const int32_t *ids, size_t n_ids, int n_image_tokens, cons
 static lv_status generate(const cli_args *a, llava *m, const int32_t *ids, size_t n_ids,
                           const img_tensor *tensors, gen_params *p, gen_result *r, cli_timings *tm,
                           lv_err *err) {
-    double t0 = now_ms();
+    double t0 = lv_now_ms();
     lv_status st = llava_load(m, a->backend, a->threads, err);
-    tm->weights_ms = now_ms() - t0;
+    tm->weights_ms = lv_now_ms() - t0;
     if (st) return st;
     gen_sink sink = {.stream = !a->json};
     if (a->logits_out && (st = out_open(&sink.logits, a->logits_out, err))) return st;
@@ -459,15 +454,15 @@ int main(int argc, char **argv) {
     bool generated = false;
     rc = 1;
 
-    double t0 = now_ms();
+    double t0 = lv_now_ms();
     if (llava_open2(a.model, a.mmproj, &m, &err)) goto fail;
-    tm.load_ms = now_ms() - t0;
+    tm.load_ms = lv_now_ms() - t0;
     if (load_images(&a, m, tensors, n_tokens, &tm.decode_ms, &tm.preprocess_ms, &err)) goto fail;
     for (int i = 0; i < a.n_images; i++) n_image_tokens += n_tokens[i];
-    double t1 = now_ms();
+    double t1 = lv_now_ms();
     if (request_prompt_ids(m, a.prompt, a.raw_prompt, n_tokens, a.n_images, &ids, &n_ids, &err))
         goto fail;
-    tm.tokenize_ms = now_ms() - t1;
+    tm.tokenize_ms = lv_now_ms() - t1;
     if (a.dump_pixels && dump_pixels(a.dump_pixels, tensors, a.n_images, &err)) goto fail;
     make_params(&a, m, &p);
     if (p.max_tokens > 0) {

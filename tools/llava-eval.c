@@ -59,6 +59,7 @@
  * question could be evaluated), 2 bad usage.
  */
 #include "base/buf.h"
+#include "base/clock.h"
 #include "base/common.h"
 #include "base/file.h"
 #include "base/log.h"
@@ -77,7 +78,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <time.h>
 #include <unistd.h>
 
 typedef struct {
@@ -92,12 +92,6 @@ typedef struct {
     int threads;               /* 0 = all cores */
     int max_tokens;
 } eval_args;
-
-static double now_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
-}
 
 /* ---- command line -------------------------------------------------------------------- */
 
@@ -631,7 +625,7 @@ static void fmt_time(double s, char out[32]) {
 
 /* Redraws the bar (at most every 100 ms) or prints a line when due. */
 static void progress_show(progress *p) {
-    double t = now_ms(), el = (t - p->t0) / 1e3, rate = el > 0 ? p->done / el : 0;
+    double t = lv_now_ms(), el = (t - p->t0) / 1e3, rate = el > 0 ? p->done / el : 0;
     double acc = p->n_scored ? p->acc_sum / p->n_scored : 0;
     char eta[32];
     fmt_time(rate > 0 ? (p->total - p->done) / rate : 0, eta);
@@ -680,10 +674,10 @@ static lv_status run_one(const eval_args *a, llava *m, const gen_params *p, cons
         lv_buf_free(&text);
         return lv_fail(err, LV_ERR_NOMEM, "out of memory");
     }
-    double t0 = now_ms();
+    double t0 = lv_now_ms();
     lv_status st = request_prompt_ids(m, text.data, false, &n_tok, 1, &ids, &n_ids, err);
     if (!st) st = gen_run(m, ids, (int)n_ids, px, 1, p, NULL, &r, err);
-    it->latency_ms = now_ms() - t0;
+    it->latency_ms = lv_now_ms() - t0;
     free(ids);
     lv_buf_free(&text);
     if (st == LV_ERR_ARG) return skip(pg, it, err->msg, err);
@@ -747,7 +741,7 @@ static lv_status run_all(const eval_args *a, llava *m, eval_set *s, const img_in
     p.sampling.temperature = 0; /* greedy, as llava-cli --temperature 0 */
     run_key *order = run_order(s);
     if (!order) return lv_fail(err, LV_ERR_NOMEM, "out of memory");
-    progress pg = {.tty = isatty(2), .total = s->n_items, .t0 = now_ms(), .last_decile = -1};
+    progress pg = {.tty = isatty(2), .total = s->n_items, .t0 = lv_now_ms(), .last_decile = -1};
     pg.last_line = pg.t0;
     lv_status st = LV_OK;
     for (int g = 0, end; g < s->n_items && !st; g = end) {
@@ -1080,9 +1074,9 @@ int main(int argc, char **argv) {
     if (llava_open(a.model, &m, &err)) goto fail;
     if (llava_load(m, a.backend, a.threads, &err)) goto fail;
     set.n_threads = m->backend.n_threads;
-    double t0 = now_ms();
+    double t0 = lv_now_ms();
     if (run_all(&a, m, &set, &ix, &err)) goto fail;
-    if (finish(&a, &set, &ix, (now_ms() - t0) / 1e3, &err)) goto fail;
+    if (finish(&a, &set, &ix, (lv_now_ms() - t0) / 1e3, &err)) goto fail;
     rc = 0;
     goto done;
 fail:

@@ -31,6 +31,7 @@
  * Exit status: 0 success, 1 bad usage or a failed conversion (the message
  * says which).
  */
+#include "base/clock.h"
 #include "base/common.h"
 #include "quant/mlx_export.h"
 #include "quant/outdir.h"
@@ -51,7 +52,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 typedef struct {
@@ -225,16 +225,15 @@ static bool parse_args(int argc, char **argv, args *a) {
 
 typedef struct {
     bool tty;
-    bool bytes; /* done/total count bytes (MLX writer), else tensors (GGUF writer) */
-    struct timespec t0;
+    bool bytes;   /* done/total count bytes (MLX writer), else tensors (GGUF writer) */
+    double t0_ms; /* lv_now_ms() at the start */
     size_t n_tensors, total_tensors;
     int last_decile;
 } progress_state;
 
-static double since(const struct timespec *t0) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)(t.tv_sec - t0->tv_sec) + 1e-9 * (double)(t.tv_nsec - t0->tv_nsec);
+/* Seconds since t0_ms. */
+static double since(double t0_ms) {
+    return (lv_now_ms() - t0_ms) / 1e3;
 }
 
 /* "12/687 tensors, 1.20/4.72 GB" (the GGUF writer counts tensors only). */
@@ -249,7 +248,7 @@ static void describe(const progress_state *p, size_t done, size_t total, char *o
 static void on_progress(void *ud, size_t done, size_t total, const char *what) {
     progress_state *p = ud;
     p->n_tensors++;
-    double el = since(&p->t0), frac = total ? (double)done / (double)total : 1.0;
+    double el = since(p->t0_ms), frac = total ? (double)done / (double)total : 1.0;
     double eta = frac > 0 ? el * (1.0 - frac) / frac : 0;
     char counts[128];
     describe(p, done, total, counts, sizeof(counts));
@@ -348,7 +347,7 @@ int main(int argc, char **argv) {
     }
     progress_state ps = {
         .tty = isatty(2) == 1, .bytes = is_mlx, .total_tensors = qsource_count(src)};
-    clock_gettime(CLOCK_MONOTONIC, &ps.t0);
+    ps.t0_ms = lv_now_ms();
     int rc = 0;
     if (is_gguf) {
         if (a.force && lstat(a.out, &sb) == 0 && !S_ISDIR(sb.st_mode)) {
@@ -379,7 +378,8 @@ int main(int argc, char **argv) {
         }
     }
     if (rc == 0)
-        fprintf(stderr, "llava-quantize: wrote %s (%s) in %.1fs\n", a.out, a.format, since(&ps.t0));
+        fprintf(stderr, "llava-quantize: wrote %s (%s) in %.1fs\n", a.out, a.format,
+                since(ps.t0_ms));
     qsource_close(src);
     return rc;
 }

@@ -17,6 +17,7 @@
  * SIGINT / SIGTERM: stop accepting, finish the running requests, cancel the
  * queued ones, exit 0. A model that fails to load exits 1.
  */
+#include "base/clock.h"
 #include "base/log.h"
 #include "io/hf_cache.h"
 #include "model/llava.h"
@@ -205,8 +206,7 @@ static void *load_main(void *arg) {
     char *dir = NULL;
     llava *m = NULL;
     worker *w = NULL;
-    struct timespec t0, t1;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
+    double t0 = lv_now_ms();
     /* Test hook: hold the load back so /health can be seen answering 503. */
     const char *delay = getenv("LLAVA_SERVER_TEST_LOAD_DELAY_MS");
     if (delay) {
@@ -233,10 +233,8 @@ static void *load_main(void *arg) {
     if (ctx > 0) m->text.max_ctx = ctx;
     wk_config wc = {.queue_size = a->queue_size, .parallel = a->parallel, .ctx_size = ctx};
     if (worker_new(m, &wc, &w, &err)) goto fail;
-    clock_gettime(CLOCK_MONOTONIC, &t1);
     LV_INFO("model %s loaded from %s in %.0f ms (context %d, %d parallel sequences, queue %d)",
-            a->alias, dir, (t1.tv_sec - t0.tv_sec) * 1e3 + (t1.tv_nsec - t0.tv_nsec) / 1e6,
-            m->text.max_ctx, a->parallel, a->queue_size);
+            a->alias, dir, lv_now_ms() - t0, m->text.max_ctx, a->parallel, a->queue_size);
     free(dir);
     http_set_ready(ld->s, m, w);
     atomic_store(&ld->state, 1);
