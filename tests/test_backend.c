@@ -26,6 +26,7 @@
 #include "backend/cpu/cpu.h"
 #include "backend/cpu/threadpool.h"
 #include "backend/quant.h"
+#include "base/half.h"
 
 #include <math.h>
 #include <pthread.h>
@@ -188,7 +189,7 @@ static double half_value(uint16_t h) {
 
 static void f16_exhaustive(void **state) {
     for (uint32_t h = 0; h < 65536; h++) {
-        float got = be_f16_to_f32((uint16_t)h);
+        float got = lv_f16_to_f32((uint16_t)h);
         uint32_t bits;
         memcpy(&bits, &got, 4);
         int e = (h >> 10) & 0x1f, f = h & 0x3ff;
@@ -207,17 +208,17 @@ static void f16_exhaustive(void **state) {
 
 static void bf16_exhaustive(void **state) {
     for (uint32_t h = 0; h < 65536; h++) {
-        float got = be_bf16_to_f32((uint16_t)h);
+        float got = lv_bf16_to_f32((uint16_t)h);
         uint32_t bits;
         memcpy(&bits, &got, 4);
         if (bits != h << 16) fail_msg("bf16 %04x: got %08x", h, bits);
     }
-    assert_true(be_bf16_to_f32(0x3f80) == 1.0f);
-    assert_true(be_bf16_to_f32(0xc000) == -2.0f);
+    assert_true(lv_bf16_to_f32(0x3f80) == 1.0f);
+    assert_true(lv_bf16_to_f32(0xc000) == -2.0f);
 }
 
 /* The CPU kernels' bulk conversions (F16C and portable) agree bit for bit with
- * be_f16_to_f32 / be_bf16_to_f32 on every 16-bit pattern, at an odd address. */
+ * lv_f16_to_f32 / lv_bf16_to_f32 on every 16-bit pattern, at an odd address. */
 static void kernel_convert_exhaustive(void **state) {
     unsigned char *raw = malloc(2 * 65536 + 1);
     float *got = malloc(65536 * sizeof *got);
@@ -233,7 +234,7 @@ static void kernel_convert_exhaustive(void **state) {
         for (int d = BE_F16; d <= BE_BF16; d++) {
             ks[i]->convert(got, (be_dtype)d, raw + 1, 65536);
             for (uint32_t h = 0; h < 65536; h++) {
-                float want = d == BE_F16 ? be_f16_to_f32((uint16_t)h) : be_bf16_to_f32((uint16_t)h);
+                float want = d == BE_F16 ? lv_f16_to_f32((uint16_t)h) : lv_bf16_to_f32((uint16_t)h);
                 if (memcmp(&got[h], &want, 4) != 0)
                     fail_msg("%s convert %s %04x: got %g, want %g", ks[i]->isa,
                              dtype_str((be_dtype)d), h, got[h], want);

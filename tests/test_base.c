@@ -6,8 +6,10 @@
 
 #include "base/common.h"
 #include "base/file.h"
+#include "base/half.h"
 #include "base/log.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -64,6 +66,28 @@ static void path_join(void **state) {
     assert_int_equal(lv_path_join(out, sizeof out, "aaaaaaaaaa", "bbbbbbbbbb", NULL), LV_ERR_ARG);
 }
 
+/* The edges of the narrowing casts (the finite values are covered exhaustively
+ * in test_gguf, test_quant and test_quantize_tool, the widening in test_backend). */
+static void half_edges(void **state) {
+    assert_int_equal(lv_f32_to_f16(INFINITY), 0x7c00);
+    assert_int_equal(lv_f32_to_f16(-INFINITY), 0xfc00);
+    assert_int_equal(lv_f32_to_f16(-1e9f), 0xfc00);
+    assert_int_equal(lv_f32_to_f16(-0.0f), 0x8000);
+    assert_int_equal(lv_f32_to_f16(-1e-8f), 0x8000);
+    assert_int_equal(lv_f32_to_f16(NAN) & 0x7fff, 0x7e00);
+    assert_int_equal(lv_f32_to_bf16(NAN) & 0x7fff, 0x7fc0);
+    assert_int_equal(lv_f32_to_bf16(INFINITY), 0x7f80);
+    assert_int_equal(lv_f32_to_bf16(3.4e38f), 0x7f80); /* rounds past the largest bf16 */
+    /* Every quiet NaN half survives the trip through float32, payload and sign. */
+    for (uint32_t h = 0x7e00; h < 0x10000; h++) {
+        if ((h & 0x7e00) != 0x7e00) continue;
+        assert_int_equal(lv_f32_to_f16(lv_f16_to_f32((uint16_t)h)), h);
+    }
+    for (uint32_t h = 0; h < 0x10000; h++) /* bf16: every pattern but signalling NaNs */
+        if ((h & 0x7fc0) != 0x7f80 || (h & 0x7f) == 0)
+            assert_int_equal(lv_f32_to_bf16(lv_bf16_to_f32((uint16_t)h)), h);
+}
+
 static void log_configure(void **state) {
     assert_null(lv_log_configure("debug"));
     assert_string_equal(lv_log_configure("loud"), "loud"); /* unknown: named back */
@@ -80,7 +104,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(status_strings),   cmocka_unit_test(fail_formats_and_prefixes),
         cmocka_unit_test(read_file_limits), cmocka_unit_test(path_join),
-        cmocka_unit_test(log_configure),
+        cmocka_unit_test(half_edges),       cmocka_unit_test(log_configure),
     };
     return cmocka_run_group_tests_name("base", tests, NULL, NULL);
 }

@@ -11,6 +11,7 @@
 
 #include "base/file.h"
 #include "backend/backend.h"
+#include "base/half.h"
 #include "engine/generate.h"
 #include "engine/run.h"
 #include "io/tensor_names.h"
@@ -531,7 +532,7 @@ static void convert_checkpoint(const char *dir, const char *dtype) {
         for (size_t i = 0; i < (b - a) / 2; i++) {
             uint16_t h;
             memcpy(&h, src + 2 * i, 2);
-            float f = be_f16_to_f32(h);
+            float f = lv_f16_to_f32(h);
             if (f32) {
                 memcpy(o, &f, 4);
                 o += 4;

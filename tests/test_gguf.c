@@ -18,7 +18,9 @@
 #include <cmocka.h>
 
 #include "base/buf.h"
+#include "base/half.h"
 #include "io/gguf.h"
+#include "io/gguf_names.h"
 #include "quant/ggml_quantize.h"
 #include "quant/gguf_export.h"
 #include "testutil.h"
@@ -406,17 +408,61 @@ static float frand(uint64_t *s) {
     return (float)((*s >> 40) & 0xFFFFFF) / 16777216.0f * 2.0f - 1.0f;
 }
 
+/* gguf_names: what the writer names a tensor, the reader maps back (the
+ * vision MLP with the legacy meaning the writer uses). */
+static lv_status name_back(void *ud, const gguf_name *e, const char *g, const char *hf, bool bias,
+                           lv_err *err) {
+    int *n = ud, block;
+    char back[192];
+    const gguf_name *r = gguf_name_find(g, e->file, true, back, sizeof back, &block);
+    if (!r || strcmp(back, hf) != 0) fail_msg("%s: wrote it for %s, read back %s", g, hf, back);
+    (*n)++;
+    return LV_OK;
+}
+
+static void names_round_trip(void **state) {
+    int n_text = 0, n_mm = 0;
+    assert_int_equal(gguf_names_each(GN_TEXT, 2, name_back, &n_text, NULL), LV_OK);
+    assert_int_equal(gguf_names_each(GN_MMPROJ, 2, name_back, &n_mm, NULL), LV_OK);
+    assert_int_equal(n_text, 3 + 2 * 13); /* token_embd, output_norm, output; 13 per block */
+    assert_int_equal(n_mm, 10 + 2 * 16);  /* mm.*, newline, embeddings, pre_ln; 16 per block */
+    char hf[192];
+    int block;
+    static const struct {
+        gn_file file;
+        const char *g, *hf; /* canonical: the current meaning of the vision MLP */
+    } cases[] = {
+        {GN_TEXT, "blk.31.attn_q.bias", "language_model.model.layers.31.self_attn.q_proj.bias"},
+        {GN_TEXT, "blk.0.ffn_up.bias", "language_model.model.layers.0.mlp.up_proj.bias"},
+        {GN_MMPROJ, "v.image_newline", "image_newline"},
+        {GN_MMPROJ, "v.blk.7.attn_output.weight",
+         "vision_tower.vision_model.encoder.layers.7.self_attn.out_proj.weight"},
+        {GN_MMPROJ, "v.blk.3.ffn_up.weight",
+         "vision_tower.vision_model.encoder.layers.3.mlp.fc1.weight"},
+        {GN_MMPROJ, "v.post_ln.bias", "vision_tower.vision_model.post_layernorm.bias"},
+    };
+    for (size_t i = 0; i < LV_ARRAY_LEN(cases); i++) {
+        const gguf_name *e =
+            gguf_name_find(cases[i].g, cases[i].file, false, hf, sizeof hf, &block);
+        if (!e || strcmp(hf, cases[i].hf) != 0) fail_msg("%s: got %s", cases[i].g, e ? hf : "-");
+    }
+    assert_null(gguf_name_find("blk.x.attn_q.weight", GN_TEXT, false, hf, sizeof hf, &block));
+    assert_null(gguf_name_find("blk.1.attn_q.weightx", GN_TEXT, false, hf, sizeof hf, &block));
+    assert_null(gguf_name_find("v.blk.1.attn_q.weight", GN_TEXT, false, hf, sizeof hf, &block));
+    assert_null(gguf_name_find("blk.1.attn_q.weight", GN_TEXT, false, hf, 8, &block));
+}
+
 static void f16_conversion(void **state) {
-    assert_int_equal(ggml_f32_to_f16(1.0f), 0x3C00);
-    assert_int_equal(ggml_f32_to_f16(-2.0f), 0xC000);
-    assert_int_equal(ggml_f32_to_f16(65504.0f), 0x7BFF);
-    assert_int_equal(ggml_f32_to_f16(65520.0f), 0x7C00); /* rounds to infinity */
-    assert_int_equal(ggml_f32_to_f16(ldexpf(1.0f, -24)), 0x0001);
-    assert_int_equal(ggml_f32_to_f16(ldexpf(1.0f, -25)), 0x0000);        /* tie to even */
-    assert_int_equal(ggml_f32_to_f16(1.0f + ldexpf(1.0f, -11)), 0x3C00); /* tie to even */
-    assert_int_equal(ggml_f32_to_f16(1.0f + ldexpf(3.0f, -11)), 0x3C02);
+    assert_int_equal(lv_f32_to_f16(1.0f), 0x3C00);
+    assert_int_equal(lv_f32_to_f16(-2.0f), 0xC000);
+    assert_int_equal(lv_f32_to_f16(65504.0f), 0x7BFF);
+    assert_int_equal(lv_f32_to_f16(65520.0f), 0x7C00); /* rounds to infinity */
+    assert_int_equal(lv_f32_to_f16(ldexpf(1.0f, -24)), 0x0001);
+    assert_int_equal(lv_f32_to_f16(ldexpf(1.0f, -25)), 0x0000);        /* tie to even */
+    assert_int_equal(lv_f32_to_f16(1.0f + ldexpf(1.0f, -11)), 0x3C00); /* tie to even */
+    assert_int_equal(lv_f32_to_f16(1.0f + ldexpf(3.0f, -11)), 0x3C02);
     for (uint32_t h = 0; h < 0x7C00; h++) /* every finite half survives the round trip */
-        if (ggml_f32_to_f16(ggml_f16_to_f32((uint16_t)h)) != h) fail_msg("half 0x%04x", h);
+        if (lv_f32_to_f16(lv_f16_to_f32((uint16_t)h)) != h) fail_msg("half 0x%04x", h);
 }
 
 static void quantizer_bounds(void **state) {
@@ -654,6 +700,7 @@ int main(void) {
         cmocka_unit_test(every_truncation_fails),
         cmocka_unit_test(writer_round_trip),
         cmocka_unit_test(f16_conversion),
+        cmocka_unit_test(names_round_trip),
         cmocka_unit_test(quantizer_bounds),
         cmocka_unit_test(vocab_encodes_golden),
         cmocka_unit_test(vocab_errors),

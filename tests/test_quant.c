@@ -24,6 +24,7 @@
 #include <cmocka.h>
 
 #include "backend/quant.h"
+#include "base/half.h"
 #include "io/hf_config.h"
 #include "io/safetensors.h"
 #include "model/llava.h"
@@ -38,7 +39,7 @@
 #include <string.h>
 
 /* ---------------------------------------------------------------------------
- * Helpers: random numbers, half / bfloat16 rounding
+ * Helpers: random numbers; half / bfloat16 rounding (base/half.h)
  */
 
 static uint64_t g_rng = 0x2545f4914f6cdd1du;
@@ -54,42 +55,15 @@ static float rnd_float(float lo, float hi) {
     return lo + (hi - lo) * (float)((rnd() >> 40) * (1.0 / 16777216.0));
 }
 
-/* float32 -> IEEE half, round to nearest even (what numpy/MLX casts do). */
-static uint16_t f32_to_f16(float f) {
-    uint32_t x;
-    memcpy(&x, &f, 4);
-    uint32_t sign = (x >> 16) & 0x8000, ax = x & 0x7fffffff;
-    if (ax >= 0x7f800000) return (uint16_t)(sign | 0x7c00 | (ax > 0x7f800000 ? 0x200 : 0));
-    if (ax >= 0x477ff000) return (uint16_t)(sign | 0x7c00);
-    if (ax < 0x33000000) return (uint16_t)sign;
-    int e = (int)(ax >> 23);
-    uint32_t m = (ax & 0x7fffff) | 0x800000;
-    if (e < 113) { /* a half subnormal: k · 2^-24 */
-        int shift = 126 - e;
-        uint32_t k = m >> shift, rem = m & ((1u << shift) - 1), half = 1u << (shift - 1);
-        if (rem > half || (rem == half && (k & 1))) k++;
-        return (uint16_t)(sign | k);
-    }
-    uint32_t h = ((uint32_t)(e - 112) << 10) | ((m >> 13) & 0x3ff), rem = m & 0x1fff;
-    if (rem > 0x1000 || (rem == 0x1000 && (h & 1))) h++;
-    return (uint16_t)(sign | h);
-}
-
-static uint16_t f32_to_bf16(float f) {
-    uint32_t u;
-    memcpy(&u, &f, 4);
-    return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
-}
-
-static void f16_rounding_helper(void **state) {
+static void f16_rounding(void **state) {
     for (uint32_t h = 0; h < 0x10000; h++) {
         if ((h & 0x7c00) == 0x7c00) continue; /* inf / NaN */
-        assert_int_equal(f32_to_f16(be_f16_to_f32((uint16_t)h)), h);
+        assert_int_equal(lv_f32_to_f16(lv_f16_to_f32((uint16_t)h)), h);
     }
-    assert_int_equal(f32_to_f16(1.0f + 1.0f / 2048), 0x3c00); /* tie to even: down */
-    assert_int_equal(f32_to_f16(1.0f + 3.0f / 2048), 0x3c02); /* tie to even: up */
-    assert_int_equal(f32_to_f16(1e-7f), 2);                   /* subnormal: 1e-7 / 2^-24 */
-    assert_int_equal(f32_to_bf16(1.0f + 1.0f / 256), 0x3f80); /* tie to even */
+    assert_int_equal(lv_f32_to_f16(1.0f + 1.0f / 2048), 0x3c00); /* tie to even: down */
+    assert_int_equal(lv_f32_to_f16(1.0f + 3.0f / 2048), 0x3c02); /* tie to even: up */
+    assert_int_equal(lv_f32_to_f16(1e-7f), 2);                   /* subnormal: 1e-7 / 2^-24 */
+    assert_int_equal(lv_f32_to_bf16(1.0f + 1.0f / 256), 0x3f80); /* tie to even */
 }
 
 /* ---------------------------------------------------------------------------
@@ -367,8 +341,8 @@ static void mlx_error_bound(void **state) {
             assert_int_equal(mlx_affine_quantize(w, ROWS, COLS, bits, group, packed, sc, bi, &err),
                              LV_OK);
             for (int i = 0; i < ROWS * ng; i++) {
-                sc16[i] = be_f16_to_f32(f32_to_f16(sc[i]));
-                bi16[i] = be_f16_to_f32(f32_to_f16(bi[i]));
+                sc16[i] = lv_f16_to_f32(lv_f32_to_f16(sc[i]));
+                bi16[i] = lv_f16_to_f32(lv_f32_to_f16(bi[i]));
             }
             int n_bins = (1 << bits) - 1;
             for (int r = 0; r < ROWS; r++) {
@@ -419,14 +393,14 @@ static void mlx_backend_row_matches(void **state) {
             for (size_t i = 0; i < n; i++) {
                 float v[2] = {sc[i], bi[i]};
                 for (int k = 0; k < 2; k++) {
-                    uint16_t h = sdt == BE_F16 ? f32_to_f16(v[k]) : f32_to_bf16(v[k]);
+                    uint16_t h = sdt == BE_F16 ? lv_f32_to_f16(v[k]) : lv_f32_to_bf16(v[k]);
                     if (sdt == BE_F32)
                         memcpy(side + 1 + (k * n + i) * es, &v[k], 4);
                     else
                         memcpy(side + 1 + (k * n + i) * es, &h, 2);
                     float r = sdt == BE_F32   ? v[k]
-                              : sdt == BE_F16 ? be_f16_to_f32(h)
-                                              : be_bf16_to_f32(h);
+                              : sdt == BE_F16 ? lv_f16_to_f32(h)
+                                              : lv_bf16_to_f32(h);
                     (k ? bi : sc)[i] = r; /* what the checkpoint holds */
                 }
             }
@@ -596,10 +570,10 @@ static void add_matrix(tset *q, tset *ref, const layout *L, const char *module, 
     assert_int_equal(mlx_affine_quantize(w, rows, cols, bits, group, packed, sc, bi, &err), LV_OK);
     bool bf = strcmp(L->scale_dtype, "BF16") == 0;
     for (size_t i = 0; i < ng; i++) {
-        sc16[i] = bf ? f32_to_bf16(sc[i]) : f32_to_f16(sc[i]);
-        bi16[i] = bf ? f32_to_bf16(bi[i]) : f32_to_f16(bi[i]);
-        sc[i] = bf ? be_bf16_to_f32(sc16[i]) : be_f16_to_f32(sc16[i]);
-        bi[i] = bf ? be_bf16_to_f32(bi16[i]) : be_f16_to_f32(bi16[i]);
+        sc16[i] = bf ? lv_f32_to_bf16(sc[i]) : lv_f32_to_f16(sc[i]);
+        bi16[i] = bf ? lv_f32_to_bf16(bi[i]) : lv_f32_to_f16(bi[i]);
+        sc[i] = bf ? lv_bf16_to_f32(sc16[i]) : lv_f16_to_f32(sc16[i]);
+        bi[i] = bf ? lv_bf16_to_f32(bi16[i]) : lv_f16_to_f32(bi16[i]);
     }
     for (int r = 0; r < rows; r++)
         mlx_affine_dequantize_row(packed + (size_t)r * cols * bits / 32,
@@ -1128,7 +1102,7 @@ static void ggml_block_tensors_load(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(f16_rounding_helper),
+        cmocka_unit_test(f16_rounding),
         cmocka_unit_test(dequant_q8_0_q4_0_q4_1),
         cmocka_unit_test(dequant_q4_k_q5_k),
         cmocka_unit_test(dequant_q6_k),

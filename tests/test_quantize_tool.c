@@ -22,6 +22,7 @@
 
 #include "backend/backend.h"
 #include "base/file.h"
+#include "base/half.h"
 #include "io/hf_config.h"
 #include "io/safetensors.h"
 #include "io/safetensors_write.h"
@@ -152,20 +153,20 @@ static void test_f16_cast(void **state) {
     /* Round to nearest even, against the exact decoder. */
     for (uint32_t h = 0; h < 0x10000; h++) {
         if ((h & 0x7c00) == 0x7c00 && (h & 0x3ff)) continue; /* NaN */
-        float f = be_f16_to_f32((uint16_t)h);
-        assert_int_equal(mlx_f32_to_f16(f), h);
+        float f = lv_f16_to_f32((uint16_t)h);
+        assert_int_equal(lv_f32_to_f16(f), h);
         if ((h & 0x7fff) < 0x7bff) { /* halfway to the next: even wins */
-            float g = be_f16_to_f32((uint16_t)(h + 1));
+            float g = lv_f16_to_f32((uint16_t)(h + 1));
             float mid = (float)(((double)f + (double)g) / 2);
             uint16_t want = (h & 1) ? (uint16_t)(h + 1) : (uint16_t)h;
-            if ((h & 0x8000) == 0) assert_int_equal(mlx_f32_to_f16(mid), want);
+            if ((h & 0x8000) == 0) assert_int_equal(lv_f32_to_f16(mid), want);
         }
     }
-    assert_int_equal(mlx_f32_to_f16(65520.0f), 0x7c00);
-    assert_int_equal(mlx_f32_to_f16(65519.0f), 0x7bff);
-    assert_int_equal(mlx_f32_to_f16(1e-8f), 0);
-    assert_int_equal(mlx_f32_to_bf16(1.0f), 0x3f80);
-    assert_int_equal(mlx_f32_to_bf16(be_bf16_to_f32(0x3f81)), 0x3f81);
+    assert_int_equal(lv_f32_to_f16(65520.0f), 0x7c00);
+    assert_int_equal(lv_f32_to_f16(65519.0f), 0x7bff);
+    assert_int_equal(lv_f32_to_f16(1e-8f), 0);
+    assert_int_equal(lv_f32_to_bf16(1.0f), 0x3f80);
+    assert_int_equal(lv_f32_to_bf16(lv_bf16_to_f32(0x3f81)), 0x3f81);
 }
 
 /* ---- random presets ---------------------------------------------------- */
@@ -440,12 +441,12 @@ static void check_layout(const char *dir, int bits, int group, bool vision, json
             uint16_t *hs = malloc(ng * 2), *hb = malloc(ng * 2);
             const uint8_t *d = t->data;
             for (size_t j = 0; j < n; j++)
-                f[j] = be_f16_to_f32((uint16_t)(d[2 * j] | (d[2 * j + 1] << 8)));
+                f[j] = lv_f16_to_f32((uint16_t)(d[2 * j] | (d[2 * j + 1] << 8)));
             assert_int_equal(mlx_affine_quantize(f, rows, cols, bits, group, pk, fs, fb, &err),
                              LV_OK);
             for (size_t j = 0; j < ng; j++) {
-                hs[j] = mlx_f32_to_f16(fs[j]);
-                hb[j] = mlx_f32_to_f16(fb[j]);
+                hs[j] = lv_f32_to_f16(fs[j]);
+                hb[j] = lv_f32_to_f16(fb[j]);
             }
             assert_memory_equal(w->data, pk, n * bits / 8);
             assert_memory_equal(sc->data, hs, ng * 2);
@@ -512,8 +513,8 @@ static void write_dequantised(const char *qdir, const char *out) {
                 const uint8_t *s8 = (const uint8_t *)sc->data + (size_t)r * ng * 2;
                 const uint8_t *b8 = (const uint8_t *)bi->data + (size_t)r * ng * 2;
                 for (int g = 0; g < ng; g++) {
-                    fs[g] = be_f16_to_f32((uint16_t)(s8[2 * g] | (s8[2 * g + 1] << 8)));
-                    fb[g] = be_f16_to_f32((uint16_t)(b8[2 * g] | (b8[2 * g + 1] << 8)));
+                    fs[g] = lv_f16_to_f32((uint16_t)(s8[2 * g] | (s8[2 * g + 1] << 8)));
+                    fb[g] = lv_f16_to_f32((uint16_t)(b8[2 * g] | (b8[2 * g + 1] << 8)));
                 }
                 memcpy(row, (const uint8_t *)wq->data + (size_t)r * cols * bits / 8,
                        (size_t)cols * bits / 8);
@@ -523,7 +524,7 @@ static void write_dequantised(const char *qdir, const char *out) {
         } else {
             const uint8_t *d = t->data;
             for (int64_t j = 0; j < t->n_elems; j++)
-                f[j] = be_f16_to_f32((uint16_t)(d[2 * j] | (d[2 * j + 1] << 8)));
+                f[j] = lv_f16_to_f32((uint16_t)(d[2 * j] | (d[2 * j + 1] << 8)));
         }
         assert_int_equal(stw_write_tensor(w, i, f, &err), LV_OK);
         free(f);
@@ -912,7 +913,7 @@ static void test_f32_new_names_source(void **state) {
         float *f = malloc((size_t)t->n_elems * 4);
         const uint8_t *d = t->data;
         for (int64_t j = 0; j < t->n_elems; j++)
-            f[j] = be_f16_to_f32((uint16_t)(d[2 * j] | (d[2 * j + 1] << 8)));
+            f[j] = lv_f16_to_f32((uint16_t)(d[2 * j] | (d[2 * j + 1] << 8)));
         assert_int_equal(stw_write_tensor(w, i, f, &err), LV_OK);
         free(f);
     }

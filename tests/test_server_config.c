@@ -94,6 +94,38 @@ static void bad_values_name_the_key(void **state) {
     srv_config_free(&c);
 }
 
+/* Messages are json_type.h's "expected X, got Y" after the file and the key;
+ * an integral 2048.0 is an integer, as in Hugging Face configs. */
+static void typed_values(void **state) {
+    (void)state;
+    static const struct {
+        const char *json, *msg;
+    } cases[] = {
+        {"{\"max_tokens\": 1.5}", "test.json: max_tokens: expected an integer, got 1.5"},
+        {"{\"max_tokens\": -1}",
+         "test.json: max_tokens: expected an integer in [1, 1048576], got -1"},
+        {"{\"model_id\": 5}", "test.json: model_id: expected a string, got 5"},
+        {"{\"quantization\": [4]}",
+         "test.json: quantization: expected a string or null, got an array"},
+        {"{\"image_processing\": {\"maintain_aspect_ratio\": \"yes\"}}",
+         "test.json: image_processing.maintain_aspect_ratio: expected true or false, got \"yes\""},
+        {"{\"enhanced_memory_management\": {\"cleanup_interval\": null}}",
+         "test.json: enhanced_memory_management.cleanup_interval: expected a number, got null"},
+    };
+    for (size_t i = 0; i < LV_ARRAY_LEN(cases); i++) {
+        srv_config c;
+        lv_err err = {{0}};
+        assert_int_equal(parse(cases[i].json, &c, &err), LV_ERR_ARG);
+        assert_string_equal(err.msg, cases[i].msg);
+        srv_config_free(&c);
+    }
+    srv_config c;
+    lv_err err = {{0}};
+    assert_int_equal(parse("{\"max_tokens\": 2048.0}", &c, &err), LV_OK);
+    assert_int_equal(c.max_tokens, 2048);
+    srv_config_free(&c);
+}
+
 static double value(const char *text, const char *name) {
     const char *p = strstr(text, name);
     size_t n = strlen(name);
@@ -162,6 +194,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(seed_file_applies),
         cmocka_unit_test(bad_values_name_the_key),
+        cmocka_unit_test(typed_values),
         cmocka_unit_test(metrics_text),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -37,23 +37,26 @@
  *       streams, and by one in the same run: aggregate tokens/s and the
  *       ratio (src/server/serve_bench.c says how each figure is measured).
  */
+#include "base/clock.h"
 #include "base/common.h"
 #include "backend/backend.h"
 #include "backend/quant.h"
 #include "quant/mlx_affine.h"
 #include "base/file.h"
+#include "base/half.h"
 #include "image/anyres.h"
 #include "image/decode.h"
 #include "image/preprocess.h"
 #include "image/resample.h"
 #include "server/serve_bench.h"
 #include "text/tokenizer.h"
+#include "common/tool_args.h"
 
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 static const char ENGLISH[] =
     "Small harbours wake up slowly. Before the sun clears the hills, the fishermen are already "
@@ -66,22 +69,28 @@ static const char ENGLISH[] =
     "quiet again, children run down to the water, and old men play cards in the shade of the "
     "church, keeping score on the back of a receipt. ";
 
+/* Seconds on the monotonic clock. */
 static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+    return lv_now_ms() / 1e3;
 }
 
-static int usage(void) {
-    fprintf(stderr,
+static void print_usage(FILE *f) {
+    fprintf(f,
             "usage: llava-bench tokenizer --tokenizer PATH [--text FILE] [--repeat N]\n"
             "       llava-bench serve --model PATH [--streams N] [--tokens T] [--image FILE]\n"
             "       llava-bench image --image FILE [--repeat N] [--processor next|clip|pad]\n"
             "       llava-bench matmul [--rows R] [--cols C] [--n N] [--threads T]\n"
             "                          [--dtype f32|f16|bf16|mlx2..mlx8|q8_0|q4_0|q4_1|q4_k|q5_k|"
             "q6_k] [--group G]\n");
+}
+
+static int usage(void) {
+    print_usage(stderr);
     return 2;
 }
+
+/* For every subcommand's options (tool_parse: argv[0] is the subcommand's word). */
+static const tool_info TOOL = {"llava-bench", print_usage, false};
 
 /* The built-in text: ENGLISH repeated to at least 1,000,000 bytes (heap). */
 static char *builtin_text(size_t *len) {
@@ -97,17 +106,14 @@ static char *builtin_text(size_t *len) {
 static int bench_tokenizer(int argc, char **argv) {
     const char *tok_path = NULL, *text_path = NULL;
     int repeat = 5;
-    for (int i = 0; i < argc; i++) {
-        if (strcmp(argv[i], "--tokenizer") == 0 && i + 1 < argc)
-            tok_path = argv[++i];
-        else if (strcmp(argv[i], "--text") == 0 && i + 1 < argc)
-            text_path = argv[++i];
-        else if (strcmp(argv[i], "--repeat") == 0 && i + 1 < argc)
-            repeat = atoi(argv[++i]);
-        else
-            return usage();
-    }
-    if (!tok_path || repeat < 1) return usage();
+    const tool_opt opts[] = {
+        TOOL_STR("tokenizer", 0, &tok_path),
+        TOOL_STR("text", 0, &text_path),
+        TOOL_INT("repeat", 0, &repeat, 1, INT_MAX),
+    };
+    int parsed = tool_parse(&TOOL, opts, LV_ARRAY_LEN(opts), argc, argv);
+    if (parsed) return parsed == TOOL_HELP ? 0 : 2;
+    if (!tok_path) return usage();
 
     lv_err err;
     tok *t = NULL;
@@ -178,16 +184,13 @@ static double time_anyres_resizes(const img_rgb *im, const img_proc_params *p) {
 static int bench_image(int argc, char **argv) {
     const char *path = NULL, *proc = "next";
     int repeat = 10;
-    for (int i = 0; i < argc; i++) {
-        if (strcmp(argv[i], "--image") == 0 && i + 1 < argc)
-            path = argv[++i];
-        else if (strcmp(argv[i], "--repeat") == 0 && i + 1 < argc)
-            repeat = atoi(argv[++i]);
-        else if (strcmp(argv[i], "--processor") == 0 && i + 1 < argc)
-            proc = argv[++i];
-        else
-            return usage();
-    }
+    const tool_opt opts[] = {
+        TOOL_STR("image", 0, &path),
+        TOOL_INT("repeat", 0, &repeat, 1, INT_MAX),
+        TOOL_STR("processor", 0, &proc),
+    };
+    int parsed = tool_parse(&TOOL, opts, LV_ARRAY_LEN(opts), argc, argv);
+    if (parsed) return parsed == TOOL_HELP ? 0 : 2;
     img_proc_params p;
     if (strcmp(proc, "next") == 0) {
         img_proc_params_llava_next_default(&p);
@@ -200,7 +203,7 @@ static int bench_image(int argc, char **argv) {
     } else {
         return usage();
     }
-    if (!path || repeat < 1) return usage();
+    if (!path) return usage();
 
     lv_err err;
     img_rgb im = {0};
@@ -281,24 +284,6 @@ static uint16_t rnd_half_scale(uint32_t *seed) {
     return (uint16_t)((r >> 31) << 15 | (6 + (r >> 20) % 5) << 10 | (r >> 8 & 0x3ff));
 }
 
-/* float -> half, round to nearest even (normal range and subnormals; no overflow here). */
-static uint16_t f32_to_f16(float f) {
-    uint32_t x;
-    memcpy(&x, &f, 4);
-    uint32_t sign = (x >> 16) & 0x8000, ax = x & 0x7fffffff;
-    if (ax < 0x33000000) return (uint16_t)sign;
-    int e = (int)(ax >> 23);
-    uint32_t m = (ax & 0x7fffff) | 0x800000, h, rem, half;
-    if (e < 113) {
-        int shift = 126 - e;
-        h = m >> shift, rem = m & ((1u << shift) - 1), half = 1u << (shift - 1);
-    } else {
-        h = ((uint32_t)(e - 112) << 10) | ((m >> 13) & 0x3ff), rem = m & 0x1fff, half = 0x1000;
-    }
-    if (rem > half || (rem == half && (h & 1))) h++;
-    return (uint16_t)(sign | h);
-}
-
 /* Random weights of any dtype into *wdata (+ MLX side data in *side). */
 static int make_weight(be_dtype dtype, int rows, int cols, be_quant *q, unsigned char **wdata,
                        unsigned char **side, size_t *bytes) {
@@ -333,7 +318,7 @@ static int make_weight(be_dtype dtype, int rows, int cols, be_quant *q, unsigned
                 return 1;
             }
             for (int g = 0; g < cols / q->group; g++) {
-                uint16_t hs = f32_to_f16(sc[g]), hb = f32_to_f16(bi[g]);
+                uint16_t hs = lv_f32_to_f16(sc[g]), hb = lv_f32_to_f16(bi[g]);
                 memcpy(*side + 2 * ((size_t)r * (cols / q->group) + g), &hs, 2);
                 memcpy(*side + 2 * (ng + (size_t)r * (cols / q->group) + g), &hb, 2);
             }
@@ -376,29 +361,18 @@ static int make_weight(be_dtype dtype, int rows, int cols, be_quant *q, unsigned
 }
 
 static int bench_matmul(int argc, char **argv) {
-    int rows = 4096, cols = 4096, n = 1, threads = 0, group = 64, di = 1;
-    for (int i = 0; i < argc; i++) {
-        if (i + 1 >= argc) return usage();
-        if (strcmp(argv[i], "--rows") == 0)
-            rows = atoi(argv[++i]);
-        else if (strcmp(argv[i], "--cols") == 0)
-            cols = atoi(argv[++i]);
-        else if (strcmp(argv[i], "--n") == 0)
-            n = atoi(argv[++i]);
-        else if (strcmp(argv[i], "--threads") == 0)
-            threads = atoi(argv[++i]);
-        else if (strcmp(argv[i], "--group") == 0)
-            group = atoi(argv[++i]);
-        else if (strcmp(argv[i], "--dtype") == 0) {
-            const char *d = argv[++i];
-            di = -1;
-            for (size_t k = 0; k < LV_ARRAY_LEN(MATMUL_DTYPES); k++)
-                if (strcmp(d, MATMUL_DTYPES[k].name) == 0) di = (int)k;
-            if (di < 0) return usage();
-        } else
-            return usage();
-    }
-    if (rows < 1 || cols < 1 || n < 1) return usage();
+    int rows = 4096, cols = 4096, n = 1, threads = 0, group = 64, di = -1;
+    const char *dname = "f16";
+    const tool_opt opts[] = {
+        TOOL_INT("rows", 0, &rows, 1, INT_MAX),   TOOL_INT("cols", 0, &cols, 1, INT_MAX),
+        TOOL_INT("n", 0, &n, 1, INT_MAX),         TOOL_INT("threads", 0, &threads, 0, 4096),
+        TOOL_INT("group", 0, &group, 1, 1 << 20), TOOL_STR("dtype", 0, &dname),
+    };
+    int parsed = tool_parse(&TOOL, opts, LV_ARRAY_LEN(opts), argc, argv);
+    if (parsed) return parsed == TOOL_HELP ? 0 : 2;
+    for (size_t k = 0; k < LV_ARRAY_LEN(MATMUL_DTYPES); k++)
+        if (strcmp(dname, MATMUL_DTYPES[k].name) == 0) di = (int)k;
+    if (di < 0) return usage();
     be_dtype dtype = MATMUL_DTYPES[di].dtype;
     be_quant q = {.bits = MATMUL_DTYPES[di].bits, .group = group};
 
@@ -460,9 +434,10 @@ done:
 }
 
 int main(int argc, char **argv) {
-    if (argc >= 2 && strcmp(argv[1], "tokenizer") == 0) return bench_tokenizer(argc - 2, argv + 2);
-    if (argc >= 2 && strcmp(argv[1], "image") == 0) return bench_image(argc - 2, argv + 2);
-    if (argc >= 2 && strcmp(argv[1], "matmul") == 0) return bench_matmul(argc - 2, argv + 2);
+    /* a subcommand parses its options as a program named by its word */
+    if (argc >= 2 && strcmp(argv[1], "tokenizer") == 0) return bench_tokenizer(argc - 1, argv + 1);
+    if (argc >= 2 && strcmp(argv[1], "image") == 0) return bench_image(argc - 1, argv + 1);
+    if (argc >= 2 && strcmp(argv[1], "matmul") == 0) return bench_matmul(argc - 1, argv + 1);
     if (argc >= 2 && strcmp(argv[1], "serve") == 0) return serve_bench_main(argc - 2, argv + 2);
     return usage();
 }

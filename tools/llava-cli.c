@@ -27,14 +27,15 @@
  *
  * Exit status: 0 success, 1 the model or input could not be used, 2 bad usage.
  */
+#include "base/clock.h"
 #include "base/common.h"
 #include "base/log.h"
 #include "engine/generate.h"
 #include "engine/run.h"
 #include "engine/request.h"
 #include "model/llava.h"
+#include "common/tool_args.h"
 
-#include <getopt.h>
 #include <jansson.h>
 #include <math.h>
 #include <stdbool.h>
@@ -98,112 +99,35 @@ static void usage(FILE *f) {
             GEN_MAX_STOP);
 }
 
-/* A number option: returns false (message printed) if s is not one in [lo, hi]. */
-static bool parse_num(const char *opt, const char *s, double lo, double hi, double *out) {
-    char *end;
-    double v = strtod(s, &end);
-    if (*s == '\0' || *end != '\0' || !(v >= lo && v <= hi)) {
-        fprintf(stderr, "llava-cli: --%s wants a number in [%g, %g], got '%s'\n", opt, lo, hi, s);
+/* --seed: an integer in [0, 2^63). */
+static bool set_seed(void *dst, const char *s) {
+    cli_args *a = dst;
+    a->has_seed = tool_seed("llava-cli", "seed", s, INT64_MAX, &a->seed);
+    return a->has_seed;
+}
+
+static bool add_stop(void *dst, const char *s) {
+    cli_args *a = dst;
+    if (a->n_stop == GEN_MAX_STOP || !*s) {
+        fprintf(stderr, "llava-cli: --stop wants non-empty text, at most %d times\n", GEN_MAX_STOP);
         return false;
     }
-    *out = v;
+    a->stop[a->n_stop++] = s;
     return true;
 }
 
-enum {
-    OPT_RAW = 256,
-    OPT_MAXTOK,
-    OPT_JSON,
-    OPT_LOG,
-    OPT_DUMP,
-    OPT_TEMP,
-    OPT_TOPK,
-    OPT_TOPP,
-    OPT_MINP,
-    OPT_REP,
-    OPT_SEED,
-    OPT_THREADS,
-    OPT_LOGITS,
-    OPT_BACKEND,
-    OPT_STOP,
-    OPT_MMPROJ
-};
-
-/* One option with an argument; false on a usage error (message printed). */
-static bool set_option(cli_args *a, int c, const char *arg) {
-    double v;
-    switch (c) {
-        case OPT_MAXTOK:
-            if (!parse_num("max-tokens", arg, 0, 1e9, &v) || v != floor(v)) return false;
-            a->max_tokens = (long)v;
-            return true;
-        case OPT_TEMP:
-            return parse_num("temperature", arg, 0, 1e6, &a->temperature);
-        case OPT_TOPP:
-            return parse_num("top-p", arg, 1e-9, 1, &a->top_p);
-        case OPT_MINP:
-            return parse_num("min-p", arg, 0, 1, &a->min_p);
-        case OPT_REP:
-            return parse_num("repeat-penalty", arg, 1e-6, 1e6, &a->repeat_penalty);
-        case OPT_TOPK:
-            if (!parse_num("top-k", arg, 0, 1e9, &v) || v != floor(v)) return false;
-            a->top_k = (long)v;
-            return true;
-        case OPT_THREADS:
-            if (!parse_num("threads", arg, 0, 4096, &v) || v != floor(v)) return false;
-            a->threads = (int)v;
-            return true;
-        case OPT_SEED: {
-            char *end;
-            a->seed = strtoull(arg, &end, 10);
-            a->has_seed = *arg != '\0' && *arg != '-' && *end == '\0' && a->seed <= INT64_MAX;
-            if (!a->has_seed) fprintf(stderr, "llava-cli: --seed wants an integer in [0, 2^63)\n");
-            return a->has_seed;
-        }
-        case OPT_STOP:
-            if (a->n_stop == GEN_MAX_STOP || !*arg) {
-                fprintf(stderr, "llava-cli: --stop wants non-empty text, at most %d times\n",
-                        GEN_MAX_STOP);
-                return false;
-            }
-            a->stop[a->n_stop++] = arg;
-            return true;
-        case 'i':
-            if (a->n_images == MAX_IMAGES) {
-                fprintf(stderr, "llava-cli: at most %d images\n", MAX_IMAGES);
-                return false;
-            }
-            a->images[a->n_images++] = arg;
-            return true;
+static bool add_image(void *dst, const char *s) {
+    cli_args *a = dst;
+    if (a->n_images == MAX_IMAGES) {
+        fprintf(stderr, "llava-cli: at most %d images\n", MAX_IMAGES);
+        return false;
     }
-    return false;
+    a->images[a->n_images++] = s;
+    return true;
 }
 
 /* Returns 0 to go on, 1 after --help, 2 on a usage error (message printed). */
 static int parse_args(int argc, char **argv, cli_args *a) {
-    static const struct option opts[] = {
-        {"model", required_argument, NULL, 'm'},
-        {"mmproj", required_argument, NULL, OPT_MMPROJ},
-        {"prompt", required_argument, NULL, 'p'},
-        {"raw-prompt", no_argument, NULL, OPT_RAW},
-        {"max-tokens", required_argument, NULL, OPT_MAXTOK},
-        {"json", no_argument, NULL, OPT_JSON},
-        {"log-level", required_argument, NULL, OPT_LOG},
-        {"image", required_argument, NULL, 'i'},
-        {"dump-pixels", required_argument, NULL, OPT_DUMP},
-        {"temperature", required_argument, NULL, OPT_TEMP},
-        {"top-k", required_argument, NULL, OPT_TOPK},
-        {"top-p", required_argument, NULL, OPT_TOPP},
-        {"min-p", required_argument, NULL, OPT_MINP},
-        {"repeat-penalty", required_argument, NULL, OPT_REP},
-        {"seed", required_argument, NULL, OPT_SEED},
-        {"threads", required_argument, NULL, OPT_THREADS},
-        {"logits-out", required_argument, NULL, OPT_LOGITS},
-        {"backend", required_argument, NULL, OPT_BACKEND},
-        {"stop", required_argument, NULL, OPT_STOP},
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0},
-    };
     *a = (cli_args){.max_tokens = -1,
                     .backend = "cpu",
                     .temperature = NAN,
@@ -211,65 +135,37 @@ static int parse_args(int argc, char **argv, cli_args *a) {
                     .min_p = NAN,
                     .repeat_penalty = NAN,
                     .top_k = -1};
-    opterr = 0;
-    int c;
-    while ((c = getopt_long(argc, argv, "m:p:i:h", opts, NULL)) != -1) {
-        switch (c) {
-            case 'm':
-                a->model = optarg;
-                break;
-            case OPT_MMPROJ:
-                a->mmproj = optarg;
-                break;
-            case 'p':
-                a->prompt = optarg;
-                break;
-            case OPT_RAW:
-                a->raw_prompt = true;
-                break;
-            case OPT_JSON:
-                a->json = true;
-                break;
-            case OPT_LOG:
-                a->log_level = optarg;
-                break;
-            case OPT_DUMP:
-                a->dump_pixels = optarg;
-                break;
-            case OPT_LOGITS:
-                a->logits_out = optarg;
-                break;
-            case OPT_BACKEND:
-                a->backend = optarg;
-                break;
-            case 'h':
-                usage(stdout);
-                return 1;
-            case '?':
-            case ':':
-                fprintf(stderr, "llava-cli: unknown or incomplete option '%s'\n", argv[optind - 1]);
-                usage(stderr);
-                return 2;
-            default:
-                if (!set_option(a, c, optarg)) return 2;
-        }
-    }
-    if (optind < argc) {
-        fprintf(stderr, "llava-cli: unexpected argument '%s'\n", argv[optind]);
-        return 2;
-    }
+    const tool_opt opts[] = {
+        TOOL_STR("model", 'm', &a->model),
+        TOOL_STR("mmproj", 0, &a->mmproj),
+        TOOL_STR("prompt", 'p', &a->prompt),
+        TOOL_FLAG("raw-prompt", 0, &a->raw_prompt),
+        TOOL_LONG("max-tokens", 0, &a->max_tokens, 0, 1e9),
+        TOOL_FLAG("json", 0, &a->json),
+        TOOL_STR("log-level", 0, &a->log_level),
+        TOOL_FN("image", 'i', add_image, a),
+        TOOL_STR("dump-pixels", 0, &a->dump_pixels),
+        TOOL_NUM("temperature", 0, &a->temperature, 0, 1e6),
+        TOOL_LONG("top-k", 0, &a->top_k, 0, 1e9),
+        TOOL_NUM("top-p", 0, &a->top_p, 1e-9, 1),
+        TOOL_NUM("min-p", 0, &a->min_p, 0, 1),
+        TOOL_NUM("repeat-penalty", 0, &a->repeat_penalty, 1e-6, 1e6),
+        TOOL_FN("seed", 0, set_seed, a),
+        TOOL_INT("threads", 0, &a->threads, 0, 4096),
+        TOOL_STR("logits-out", 0, &a->logits_out),
+        TOOL_STR("backend", 0, &a->backend),
+        TOOL_FN("stop", 0, add_stop, a),
+    };
+    static const tool_info tool = {"llava-cli", usage, false};
+    int rc = tool_parse(&tool, opts, LV_ARRAY_LEN(opts), argc, argv);
+    if (rc) return rc;
+    if (!tool_log_level("llava-cli", a->log_level)) return 2;
     if (!a->model || !a->prompt) {
         fprintf(stderr, "llava-cli: --model and --prompt are required\n");
         usage(stderr);
         return 2;
     }
     return 0;
-}
-
-static double now_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
 }
 
 /* ---- images ------------------------------------------------------------------------ */
@@ -425,9 +321,9 @@ static int print_json(const int32_t *ids, size_t n_ids, int n_image_tokens, cons
 static lv_status generate(const cli_args *a, llava *m, const int32_t *ids, size_t n_ids,
                           const img_tensor *tensors, gen_params *p, gen_result *r, cli_timings *tm,
                           lv_err *err) {
-    double t0 = now_ms();
+    double t0 = lv_now_ms();
     lv_status st = llava_load(m, a->backend, a->threads, err);
-    tm->weights_ms = now_ms() - t0;
+    tm->weights_ms = lv_now_ms() - t0;
     if (st) return st;
     gen_sink sink = {.stream = !a->json};
     if (a->logits_out && (st = out_open(&sink.logits, a->logits_out, err))) return st;
@@ -442,11 +338,6 @@ int main(int argc, char **argv) {
     cli_args a;
     int rc = parse_args(argc, argv, &a);
     if (rc) return rc == 1 ? 0 : 2;
-    const char *bad_level = lv_log_configure(a.log_level);
-    if (bad_level) {
-        fprintf(stderr, "llava-cli: unknown log level '%s'\n", bad_level);
-        return 2;
-    }
 
     lv_err err = {{0}};
     llava *m = NULL;
@@ -460,15 +351,15 @@ int main(int argc, char **argv) {
     bool generated = false;
     rc = 1;
 
-    double t0 = now_ms();
+    double t0 = lv_now_ms();
     if (llava_open2(a.model, a.mmproj, &m, &err)) goto fail;
-    tm.load_ms = now_ms() - t0;
+    tm.load_ms = lv_now_ms() - t0;
     if (load_images(&a, m, tensors, n_tokens, &tm.decode_ms, &tm.preprocess_ms, &err)) goto fail;
     for (int i = 0; i < a.n_images; i++) n_image_tokens += n_tokens[i];
-    double t1 = now_ms();
+    double t1 = lv_now_ms();
     if (request_prompt_ids(m, a.prompt, a.raw_prompt, n_tokens, a.n_images, &ids, &n_ids, &err))
         goto fail;
-    tm.tokenize_ms = now_ms() - t1;
+    tm.tokenize_ms = lv_now_ms() - t1;
     if (a.dump_pixels && dump_pixels(a.dump_pixels, tensors, a.n_images, &err)) goto fail;
     make_params(&a, m, &p);
     if (p.max_tokens > 0) {

@@ -68,10 +68,10 @@
 #include "engine/request.h"
 #include "model/llava.h"
 #include "text/vqa_score.h"
+#include "common/tool_args.h"
 
 #include <ctype.h>
 #include <dirent.h>
-#include <getopt.h>
 #include <jansson.h>
 #include <math.h>
 #include <stdbool.h>
@@ -79,7 +79,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <time.h>
 #include <unistd.h>
 
 typedef struct {
@@ -126,121 +125,30 @@ static void usage(FILE *f) {
             "  -h, --help            this text\n");
 }
 
-/* An integer option in [lo, hi]; false (message printed) otherwise. */
-static bool parse_int(const char *opt, const char *s, long lo, long hi, long *out) {
-    char *end;
-    long v = strtol(s, &end, 10);
-    if (*s == '\0' || *end != '\0' || v < lo || v > hi) {
-        fprintf(stderr, "llava-eval: --%s wants an integer in [%ld, %ld], got '%s'\n", opt, lo, hi,
-                s);
-        return false;
-    }
-    *out = v;
-    return true;
-}
-
-enum {
-    OPT_Q = 256,
-    OPT_A,
-    OPT_IMG,
-    OPT_PREFIX,
-    OPT_LIMIT,
-    OPT_THREADS,
-    OPT_PARALLEL,
-    OPT_MAXTOK,
-    OPT_SUFFIX,
-    OPT_REPORT,
-    OPT_BACKEND,
-    OPT_LOG,
-    OPT_PRED
-};
-
 /* Returns 0 to go on, 1 after --help, 2 on a usage error (message printed). */
 static int parse_args(int argc, char **argv, eval_args *a) {
-    static const struct option opts[] = {
-        {"model", required_argument, NULL, 'm'},
-        {"questions", required_argument, NULL, OPT_Q},
-        {"annotations", required_argument, NULL, OPT_A},
-        {"images", required_argument, NULL, OPT_IMG},
-        {"image-prefix", required_argument, NULL, OPT_PREFIX},
-        {"limit", required_argument, NULL, OPT_LIMIT},
-        {"threads", required_argument, NULL, OPT_THREADS},
-        {"parallel", required_argument, NULL, OPT_PARALLEL},
-        {"max-tokens", required_argument, NULL, OPT_MAXTOK},
-        {"prompt-suffix", required_argument, NULL, OPT_SUFFIX},
-        {"report", required_argument, NULL, OPT_REPORT},
-        {"backend", required_argument, NULL, OPT_BACKEND},
-        {"log-level", required_argument, NULL, OPT_LOG},
-        {"predictions", required_argument, NULL, OPT_PRED},
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0},
-    };
     *a = (eval_args){
         .backend = "cpu", .prompt_suffix = "", .limit = -1, .parallel = 1, .max_tokens = 64};
-    opterr = 0;
-    int c;
-    long v;
-    while ((c = getopt_long(argc, argv, "m:h", opts, NULL)) != -1) {
-        switch (c) {
-            case 'm':
-                a->model = optarg;
-                break;
-            case OPT_Q:
-                a->questions = optarg;
-                break;
-            case OPT_A:
-                a->annotations = optarg;
-                break;
-            case OPT_IMG:
-                a->images = optarg;
-                break;
-            case OPT_PREFIX:
-                a->image_prefix = optarg;
-                break;
-            case OPT_SUFFIX:
-                a->prompt_suffix = optarg;
-                break;
-            case OPT_REPORT:
-                a->report = optarg;
-                break;
-            case OPT_BACKEND:
-                a->backend = optarg;
-                break;
-            case OPT_PRED:
-                a->predictions = optarg;
-                break;
-            case OPT_LOG:
-                a->log_level = optarg;
-                break;
-            case OPT_LIMIT:
-                if (!parse_int("limit", optarg, 1, 1000000000L, &a->limit)) return 2;
-                break;
-            case OPT_THREADS:
-                if (!parse_int("threads", optarg, 0, 4096, &v)) return 2;
-                a->threads = (int)v;
-                break;
-            case OPT_PARALLEL:
-                if (!parse_int("parallel", optarg, 1, 256, &v)) return 2;
-                a->parallel = (int)v;
-                break;
-            case OPT_MAXTOK:
-                if (!parse_int("max-tokens", optarg, 1, 1000000, &v)) return 2;
-                a->max_tokens = (int)v;
-                break;
-            case 'h':
-                usage(stdout);
-                return 1;
-            default:
-                fprintf(stderr, "llava-eval: unknown or incomplete option '%s'\n",
-                        argv[optind - 1]);
-                usage(stderr);
-                return 2;
-        }
-    }
-    if (optind < argc) {
-        fprintf(stderr, "llava-eval: unexpected argument '%s'\n", argv[optind]);
-        return 2;
-    }
+    const tool_opt opts[] = {
+        TOOL_STR("model", 'm', &a->model),
+        TOOL_STR("questions", 0, &a->questions),
+        TOOL_STR("annotations", 0, &a->annotations),
+        TOOL_STR("images", 0, &a->images),
+        TOOL_STR("image-prefix", 0, &a->image_prefix),
+        TOOL_LONG("limit", 0, &a->limit, 1, 1000000000L),
+        TOOL_INT("threads", 0, &a->threads, 0, 4096),
+        TOOL_INT("parallel", 0, &a->parallel, 1, 256),
+        TOOL_INT("max-tokens", 0, &a->max_tokens, 1, 1000000),
+        TOOL_STR("prompt-suffix", 0, &a->prompt_suffix),
+        TOOL_STR("report", 0, &a->report),
+        TOOL_STR("backend", 0, &a->backend),
+        TOOL_STR("log-level", 0, &a->log_level),
+        TOOL_STR("predictions", 0, &a->predictions),
+    };
+    static const tool_info tool = {"llava-eval", usage, false};
+    int rc = tool_parse(&tool, opts, LV_ARRAY_LEN(opts), argc, argv);
+    if (rc) return rc;
+    if (!tool_log_level("llava-eval", a->log_level)) return 2;
     if (!a->questions || !a->annotations || (!a->predictions && (!a->model || !a->images))) {
         fprintf(stderr, "llava-eval: --questions and --annotations are required, and --model and "
                         "--images unless --predictions is given\n");
@@ -1177,11 +1085,6 @@ int main(int argc, char **argv) {
     eval_args a;
     int rc = parse_args(argc, argv, &a);
     if (rc) return rc == 1 ? 0 : 2;
-    const char *bad_level = lv_log_configure(a.log_level);
-    if (bad_level) {
-        fprintf(stderr, "llava-eval: unknown log level '%s'\n", bad_level);
-        return 2;
-    }
 
     lv_err err = {{0}};
     eval_set set = {0};

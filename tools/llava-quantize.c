@@ -31,11 +31,13 @@
  * Exit status: 0 success, 1 bad usage or a failed conversion (the message
  * says which).
  */
+#include "base/clock.h"
 #include "base/common.h"
 #include "quant/mlx_export.h"
 #include "quant/outdir.h"
 #include "quant/presets.h"
 #include "quant/qsource.h"
+#include "common/tool_args.h"
 
 #if __has_include("quant/gguf_export.h")
 #include "quant/gguf_export.h"
@@ -44,14 +46,13 @@
 #define HAVE_GGUF_EXPORT 0
 #endif
 
-#include <getopt.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 typedef struct {
@@ -84,118 +85,31 @@ static void usage(FILE *f) {
             "  -h, --help           this text\n");
 }
 
-static bool parse_long(const char *opt, const char *s, long lo, long hi, long *out) {
-    char *end;
-    long v = strtol(s, &end, 10);
-    if (*s == '\0' || *end != '\0' || v < lo || v > hi) {
-        fprintf(stderr, "llava-quantize: --%s wants an integer in [%ld, %ld], got '%s'\n", opt, lo,
-                hi, s);
-        return false;
-    }
-    *out = v;
-    return true;
+static bool set_seed(void *dst, const char *s) {
+    return tool_seed("llava-quantize", "seed", s, ULLONG_MAX, dst);
 }
-
-enum {
-    O_MODEL = 256,
-    O_OUT,
-    O_FORMAT,
-    O_GROUP,
-    O_QV,
-    O_RANDOM,
-    O_PRESET,
-    O_SEED,
-    O_TOK,
-    O_FORCE,
-    O_THREADS,
-    O_SHARD
-};
 
 /* Parses argv into a; false after printing a message on a usage error. */
 static bool parse_args(int argc, char **argv, args *a) {
-    static const struct option opts[] = {
-        {"model", required_argument, NULL, O_MODEL},
-        {"out", required_argument, NULL, O_OUT},
-        {"format", required_argument, NULL, O_FORMAT},
-        {"group-size", required_argument, NULL, O_GROUP},
-        {"quantize-vision", no_argument, NULL, O_QV},
-        {"random", no_argument, NULL, O_RANDOM},
-        {"preset", required_argument, NULL, O_PRESET},
-        {"seed", required_argument, NULL, O_SEED},
-        {"tokenizer", required_argument, NULL, O_TOK},
-        {"force", no_argument, NULL, O_FORCE},
-        {"threads", required_argument, NULL, O_THREADS},
-        {"shard-gb", required_argument, NULL, O_SHARD},
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0},
-    };
     *a = (args){.group = 64};
-    opterr = 0;
-    int c;
-    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
-        char *end;
-        switch (c) {
-            case O_MODEL:
-                a->model = optarg;
-                break;
-            case O_OUT:
-                a->out = optarg;
-                break;
-            case O_FORMAT:
-                a->format = optarg;
-                break;
-            case O_GROUP:
-                if (!parse_long("group-size", optarg, 1, 1 << 20, &a->group)) return false;
-                break;
-            case O_QV:
-                a->quantize_vision = true;
-                break;
-            case O_RANDOM:
-                a->random = true;
-                break;
-            case O_PRESET:
-                a->preset = optarg;
-                break;
-            case O_SEED:
-                a->seed = strtoull(optarg, &end, 10);
-                if (*optarg == '\0' || *end != '\0' || *optarg == '-') {
-                    fprintf(stderr, "llava-quantize: --seed wants an unsigned integer, got '%s'\n",
-                            optarg);
-                    return false;
-                }
-                break;
-            case O_TOK:
-                a->tokenizer = optarg;
-                break;
-            case O_FORCE:
-                a->force = true;
-                break;
-            case O_THREADS:
-                if (!parse_long("threads", optarg, 1, 8, &a->threads)) return false;
-                break;
-            case O_SHARD:
-                a->shard_gb = strtod(optarg, &end);
-                if (*optarg == '\0' || *end != '\0' || !(a->shard_gb > 0)) {
-                    fprintf(stderr,
-                            "llava-quantize: --shard-gb wants a positive number, got "
-                            "'%s'\n",
-                            optarg);
-                    return false;
-                }
-                break;
-            case 'h':
-                usage(stdout);
-                exit(0);
-            default:
-                fprintf(stderr, "llava-quantize: unknown or incomplete option '%s' (see --help)\n",
-                        argv[optind - 1]);
-                return false;
-        }
-    }
-    if (optind < argc) {
-        fprintf(stderr, "llava-quantize: unexpected argument '%s' (see --help)\n", argv[optind]);
-        return false;
-    }
+    const tool_opt opts[] = {
+        TOOL_STR("model", 0, &a->model),
+        TOOL_STR("out", 0, &a->out),
+        TOOL_STR("format", 0, &a->format),
+        TOOL_LONG("group-size", 0, &a->group, 1, 1 << 20),
+        TOOL_FLAG("quantize-vision", 0, &a->quantize_vision),
+        TOOL_FLAG("random", 0, &a->random),
+        TOOL_STR("preset", 0, &a->preset),
+        TOOL_FN("seed", 0, set_seed, &a->seed),
+        TOOL_STR("tokenizer", 0, &a->tokenizer),
+        TOOL_FLAG("force", 0, &a->force),
+        TOOL_LONG("threads", 0, &a->threads, 1, 8),
+        TOOL_POS("shard-gb", 0, &a->shard_gb),
+    };
+    static const tool_info tool = {"llava-quantize", usage, true};
+    int rc = tool_parse(&tool, opts, LV_ARRAY_LEN(opts), argc, argv);
+    if (rc == TOOL_HELP) exit(0);
+    if (rc) return false;
     if (!a->out || !a->format || (!a->model && !a->random)) {
         fprintf(stderr, "llava-quantize: --out, --format and one of --model or --random are "
                         "required (see --help)\n");
@@ -225,16 +139,15 @@ static bool parse_args(int argc, char **argv, args *a) {
 
 typedef struct {
     bool tty;
-    bool bytes; /* done/total count bytes (MLX writer), else tensors (GGUF writer) */
-    struct timespec t0;
+    bool bytes;   /* done/total count bytes (MLX writer), else tensors (GGUF writer) */
+    double t0_ms; /* lv_now_ms() at the start */
     size_t n_tensors, total_tensors;
     int last_decile;
 } progress_state;
 
-static double since(const struct timespec *t0) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)(t.tv_sec - t0->tv_sec) + 1e-9 * (double)(t.tv_nsec - t0->tv_nsec);
+/* Seconds since t0_ms. */
+static double since(double t0_ms) {
+    return (lv_now_ms() - t0_ms) / 1e3;
 }
 
 /* "12/687 tensors, 1.20/4.72 GB" (the GGUF writer counts tensors only). */
@@ -249,7 +162,7 @@ static void describe(const progress_state *p, size_t done, size_t total, char *o
 static void on_progress(void *ud, size_t done, size_t total, const char *what) {
     progress_state *p = ud;
     p->n_tensors++;
-    double el = since(&p->t0), frac = total ? (double)done / (double)total : 1.0;
+    double el = since(p->t0_ms), frac = total ? (double)done / (double)total : 1.0;
     double eta = frac > 0 ? el * (1.0 - frac) / frac : 0;
     char counts[128];
     describe(p, done, total, counts, sizeof(counts));
@@ -348,7 +261,7 @@ int main(int argc, char **argv) {
     }
     progress_state ps = {
         .tty = isatty(2) == 1, .bytes = is_mlx, .total_tensors = qsource_count(src)};
-    clock_gettime(CLOCK_MONOTONIC, &ps.t0);
+    ps.t0_ms = lv_now_ms();
     int rc = 0;
     if (is_gguf) {
         if (a.force && lstat(a.out, &sb) == 0 && !S_ISDIR(sb.st_mode)) {
@@ -379,7 +292,8 @@ int main(int argc, char **argv) {
         }
     }
     if (rc == 0)
-        fprintf(stderr, "llava-quantize: wrote %s (%s) in %.1fs\n", a.out, a.format, since(&ps.t0));
+        fprintf(stderr, "llava-quantize: wrote %s (%s) in %.1fs\n", a.out, a.format,
+                since(ps.t0_ms));
     qsource_close(src);
     return rc;
 }

@@ -17,15 +17,15 @@
  * SIGINT / SIGTERM: stop accepting, finish the running requests, cancel the
  * queued ones, exit 0. A model that fails to load exits 1.
  */
+#include "base/clock.h"
 #include "base/log.h"
 #include "io/hf_cache.h"
 #include "model/llava.h"
 #include "server/config.h"
 #include "server/http.h"
+#include "common/tool_args.h"
 #include "engine/scheduler.h"
 
-#include <errno.h>
-#include <getopt.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -64,114 +64,32 @@ static void usage(FILE *f) {
         "  --log-level L                  error|warn|info|debug (default $LOG_LEVEL or info)\n");
 }
 
-static bool int_arg(const char *opt, const char *s, long lo, long hi, int *out) {
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (!*s || *end || errno || v < lo || v > hi) {
-        fprintf(stderr, "llava-server: --%s wants an integer in [%ld, %ld], got '%s'\n", opt, lo,
-                hi, s);
-        return false;
-    }
-    *out = (int)v;
-    return true;
-}
-
 /* 0 to go on, 1 after --help, 2 on a usage error. */
 static int parse_args(int argc, char **argv, srv_args *a) {
-    static const struct option opts[] = {
-        {"model", required_argument, NULL, 'm'},
-        {"config", required_argument, NULL, 'C'},
-        {"mmproj", required_argument, NULL, 'M'},
-        {"parallel", required_argument, NULL, 'P'},
-        {"host", required_argument, NULL, 'H'},
-        {"port", required_argument, NULL, 'p'},
-        {"queue-size", required_argument, NULL, 'q'},
-        {"ctx-size", required_argument, NULL, 'c'},
-        {"threads", required_argument, NULL, 't'},
-        {"api-key", required_argument, NULL, 'k'},
-        {"allowed-origins", required_argument, NULL, 'o'},
-        {"allowed-local-media-path", required_argument, NULL, 'd'},
-        {"timeout", required_argument, NULL, 'T'},
-        {"alias", required_argument, NULL, 'a'},
-        {"log-level", required_argument, NULL, 'l'},
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0},
-    };
     *a = (srv_args){
         .host = "127.0.0.1", .port = 8080, .queue_size = 64, .timeout_s = 600, .parallel = 4};
     const char *level = NULL; /* --log-level; NULL: $LOG_LEVEL */
-    opterr = 0;
-    int c;
-    bool ok = true;
-    while (ok && (c = getopt_long(argc, argv, "m:h", opts, NULL)) != -1) {
-        switch (c) {
-            case 'm':
-                a->model = optarg;
-                break;
-            case 'C':
-                a->config = optarg;
-                break;
-            case 'M':
-                a->mmproj = optarg;
-                break;
-            case 'P':
-                ok = int_arg("parallel", optarg, 1, 256, &a->parallel);
-                break;
-            case 'H':
-                a->host = optarg;
-                break;
-            case 'k':
-                a->api_key = optarg;
-                break;
-            case 'o':
-                a->origins = optarg;
-                break;
-            case 'd':
-                a->media_dir = optarg;
-                break;
-            case 'a':
-                a->alias = optarg;
-                break;
-            case 'l':
-                level = optarg;
-                break;
-            case 'p':
-                ok = int_arg("port", optarg, 0, 65535, &a->port);
-                break;
-            case 'q':
-                ok = int_arg("queue-size", optarg, 1, 1 << 20, &a->queue_size);
-                break;
-            case 'c':
-                ok = int_arg("ctx-size", optarg, 0, 1 << 24, &a->ctx_size);
-                break;
-            case 't':
-                ok = int_arg("threads", optarg, 0, 4096, &a->threads);
-                break;
-            case 'T':
-                ok = int_arg("timeout", optarg, 0, 86400 * 7, &a->timeout_s);
-                break;
-            case 'h':
-                usage(stdout);
-                return 1;
-            default:
-                fprintf(stderr, "llava-server: unknown or incomplete option '%s'\n",
-                        argv[optind - 1]);
-                usage(stderr);
-                return 2;
-        }
-    }
-    if (!ok) return 2;
-    if (optind < argc) {
-        fprintf(stderr, "llava-server: unexpected argument '%s'\n", argv[optind]);
-        return 2;
-    }
-    const char *bad_level = lv_log_configure(level);
-    if (bad_level) {
-        fprintf(stderr, "llava-server: unknown log level '%s' (DEBUG, INFO, WARN or ERROR)\n",
-                bad_level);
-        return 2;
-    }
+    const tool_opt opts[] = {
+        TOOL_STR("model", 'm', &a->model),
+        TOOL_STR("config", 0, &a->config),
+        TOOL_STR("mmproj", 0, &a->mmproj),
+        TOOL_INT("parallel", 0, &a->parallel, 1, 256),
+        TOOL_STR("host", 0, &a->host),
+        TOOL_INT("port", 0, &a->port, 0, 65535),
+        TOOL_INT("queue-size", 0, &a->queue_size, 1, 1 << 20),
+        TOOL_INT("ctx-size", 0, &a->ctx_size, 0, 1 << 24),
+        TOOL_INT("threads", 0, &a->threads, 0, 4096),
+        TOOL_STR("api-key", 0, &a->api_key),
+        TOOL_STR("allowed-origins", 0, &a->origins),
+        TOOL_STR("allowed-local-media-path", 0, &a->media_dir),
+        TOOL_INT("timeout", 0, &a->timeout_s, 0, 86400 * 7),
+        TOOL_STR("alias", 0, &a->alias),
+        TOOL_STR("log-level", 0, &level),
+    };
+    static const tool_info tool = {"llava-server", usage, false};
+    int rc = tool_parse(&tool, opts, LV_ARRAY_LEN(opts), argc, argv);
+    if (rc) return rc;
+    if (!tool_log_level("llava-server", level)) return 2;
     if (a->config) { /* the file fills what the command line left unset */
         lv_err err = {{0}};
         if (srv_config_load(a->config, &a->file, &err)) {
@@ -205,8 +123,7 @@ static void *load_main(void *arg) {
     char *dir = NULL;
     llava *m = NULL;
     sched *w = NULL;
-    struct timespec t0, t1;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
+    double t0 = lv_now_ms();
     /* Test hook: hold the load back so /health can be seen answering 503. */
     const char *delay = getenv("LLAVA_SERVER_TEST_LOAD_DELAY_MS");
     if (delay) {
@@ -234,10 +151,8 @@ static void *load_main(void *arg) {
     if (sched_new(m, &wc, &w, &err) || sched_start(w, &err)) goto fail;
     sched_stats ws;
     sched_get_stats(w, &ws);
-    clock_gettime(CLOCK_MONOTONIC, &t1);
     LV_INFO("model %s loaded from %s in %.0f ms (context %d, %d parallel sequences, queue %d)",
-            a->alias, dir, (t1.tv_sec - t0.tv_sec) * 1e3 + (t1.tv_nsec - t0.tv_nsec) / 1e6,
-            ws.ctx_size, a->parallel, a->queue_size);
+            a->alias, dir, lv_now_ms() - t0, ws.ctx_size, a->parallel, a->queue_size);
     free(dir);
     http_set_ready(ld->s, m, w);
     atomic_store(&ld->state, 1);

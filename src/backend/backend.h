@@ -151,8 +151,4 @@ extern const struct be_ops be_cpu_ops; /* threaded, vectorised CPU (backend/cpu/
 /* Finds a backend by name ("cpu", "ref"); NULL if unknown. */
 const struct be_ops *be_find(const char *name);
 
-/* IEEE half / bfloat16 -> float32, exact (subnormals, inf, NaN). */
-float be_f16_to_f32(uint16_t h);
-float be_bf16_to_f32(uint16_t h);
-
 #endif

@@ -10,6 +10,8 @@
  */
 #include "backend/quant.h"
 
+#include "base/half.h"
+
 #include <string.h>
 
 static const struct {
@@ -101,7 +103,7 @@ int be_span_align(const be_weight *w) {
 static float f16_at(const unsigned char *p) {
     uint16_t h;
     memcpy(&h, p, 2);
-    return be_f16_to_f32(h);
+    return lv_f16_to_f32(h);
 }
 
 /* Element i of a plain (F32/F16/BF16) array. */
@@ -113,7 +115,7 @@ static float plain_at(be_dtype dt, const unsigned char *p, size_t i) {
     }
     uint16_t h;
     memcpy(&h, p + 2 * i, 2);
-    return dt == BE_F16 ? be_f16_to_f32(h) : be_bf16_to_f32(h);
+    return dt == BE_F16 ? lv_f16_to_f32(h) : lv_bf16_to_f32(h);
 }
 
 /* ---------------------------------------------------------------------------

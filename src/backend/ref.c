@@ -17,6 +17,7 @@
  */
 #include "backend/backend.h"
 #include "backend/quant.h"
+#include "base/half.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -74,7 +75,7 @@ static float load_elem(be_dtype dtype, const void *base, size_t i) {
     }
     uint16_t h;
     memcpy(&h, p + 2 * i, 2);
-    return dtype == BE_F16 ? be_f16_to_f32(h) : be_bf16_to_f32(h);
+    return dtype == BE_F16 ? lv_f16_to_f32(h) : lv_bf16_to_f32(h);
 }
 
 static float *ref_vector_init(be *b, be_dtype dtype, int n, const void *host) {

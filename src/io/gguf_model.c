@@ -38,7 +38,8 @@
  *   which nothing reads, no feature_layer, block_count 23,
  *   model.image_newline) is the file this reader was written for.
  *
- * TENSORS -> canonical names (§4.4, §4.7)
+ * TENSORS -> canonical names (§4.4, §4.7; the table, shared with the writer
+ * quant/gguf_export.c, is io/gguf_names.c)
  *   token_embd / output_norm / output          → language_model.model.embed_tokens /
  *                                                .model.norm / .lm_head
  *   blk.N.attn_{norm,q,k,v,output}, ffn_{norm,gate,up,down}
@@ -64,99 +65,19 @@
  */
 #include "gguf_model.h"
 
+#include "io/gguf_names.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
-#define LM  "language_model.model."
-#define VT  "vision_tower.vision_model."
-#define MMP "multi_modal_projector."
-
-/* ---- names --------------------------------------------------------------- */
-
-typedef struct {
-    const char *gguf, *hf;
-} name_pair;
-
-static const name_pair TEXT_GLOBAL[] = {
-    {"token_embd.weight", LM "embed_tokens.weight"},
-    {"output_norm.weight", LM "norm.weight"},
-    {"output.weight", "language_model.lm_head.weight"},
-};
-
-static const name_pair TEXT_LAYER[] = {
-    {"attn_norm", "input_layernorm"},    {"attn_q", "self_attn.q_proj"},
-    {"attn_k", "self_attn.k_proj"},      {"attn_v", "self_attn.v_proj"},
-    {"attn_output", "self_attn.o_proj"}, {"ffn_norm", "post_attention_layernorm"},
-    {"ffn_gate", "mlp.gate_proj"},       {"ffn_up", "mlp.up_proj"},
-    {"ffn_down", "mlp.down_proj"},
-};
-
-static const name_pair VISION_GLOBAL[] = {
-    {"mm.0.weight", MMP "linear_1.weight"},
-    {"mm.0.bias", MMP "linear_1.bias"},
-    {"mm.2.weight", MMP "linear_2.weight"},
-    {"mm.2.bias", MMP "linear_2.bias"},
-    {"model.image_newline", "image_newline"},
-    {"v.image_newline", "image_newline"},
-    {"v.class_embd", VT "embeddings.class_embedding"},
-    {"v.patch_embd.weight", VT "embeddings.patch_embedding.weight"},
-    {"v.position_embd.weight", VT "embeddings.position_embedding.weight"},
-    {"v.pre_ln.weight", VT "pre_layrnorm.weight"},
-    {"v.pre_ln.bias", VT "pre_layrnorm.bias"},
-    {"v.post_ln.weight", VT "post_layernorm.weight"},
-    {"v.post_ln.bias", VT "post_layernorm.bias"},
-};
-
-static const name_pair VISION_LAYER[] = {
-    {"attn_q", "self_attn.q_proj"},
-    {"attn_k", "self_attn.k_proj"},
-    {"attn_v", "self_attn.v_proj"},
-    {"attn_out", "self_attn.out_proj"},
-    {"attn_output", "self_attn.out_proj"},
-    {"ln1", "layer_norm1"},
-    {"ln2", "layer_norm2"},
-    {"ffn_up", "mlp.fc1"},
-    {"ffn_down", "mlp.fc2"},
-};
-
-/* "blk.N.rest" after prefix: N and rest (without ".weight"/".bias" suffix split). */
-static bool split_layer(const char *s, const char *prefix, int *n, const char **rest) {
-    size_t pl = strlen(prefix);
-    if (strncmp(s, prefix, pl) != 0) return false;
-    s += pl;
-    if (*s < '0' || *s > '9') return false;
-    long v = 0;
-    while (*s >= '0' && *s <= '9' && v < 100000) v = v * 10 + (*s++ - '0');
-    if (*s != '.' || v >= 100000) return false;
-    *n = (int)v;
-    *rest = s + 1;
-    return true;
-}
+/* ---- names: io/gguf_names.h ----------------------------------------------- */
 
 bool gguf_model_name(const char *g, bool mmproj, char *out, size_t cap) {
-    const name_pair *glob = mmproj ? VISION_GLOBAL : TEXT_GLOBAL;
-    size_t n_glob = mmproj ? LV_ARRAY_LEN(VISION_GLOBAL) : LV_ARRAY_LEN(TEXT_GLOBAL);
-    for (size_t i = 0; i < n_glob; i++)
-        if (strcmp(g, glob[i].gguf) == 0) return (size_t)snprintf(out, cap, "%s", glob[i].hf) < cap;
-    int n;
-    const char *rest;
-    if (!split_layer(g, mmproj ? "v.blk." : "blk.", &n, &rest)) return false;
-    const char *dot = strrchr(rest, '.');
-    if (!dot || (strcmp(dot, ".weight") != 0 && strcmp(dot, ".bias") != 0)) return false;
-    const name_pair *lay = mmproj ? VISION_LAYER : TEXT_LAYER;
-    size_t n_lay = mmproj ? LV_ARRAY_LEN(VISION_LAYER) : LV_ARRAY_LEN(TEXT_LAYER);
-    for (size_t i = 0; i < n_lay; i++) {
-        size_t l = strlen(lay[i].gguf);
-        if ((size_t)(dot - rest) == l && strncmp(rest, lay[i].gguf, l) == 0) {
-            int w = snprintf(out, cap, "%s%d.%s%s", mmproj ? VT "encoder.layers." : LM "layers.", n,
-                             lay[i].hf, dot);
-            return w > 0 && (size_t)w < cap;
-        }
-    }
-    return false;
+    int block;
+    return gguf_name_find(g, mmproj ? GN_MMPROJ : GN_TEXT, false, out, cap, &block) != NULL;
 }
 
 bool gguf_model_dtype(uint32_t t, lv_dtype *out) {
@@ -553,13 +474,13 @@ static lv_status unpermute(const gguf_tensor *t, int n_heads, void **out, lv_err
     return LV_OK;
 }
 
-/* Heads of the q or k projection named by canonical name; 0 for other tensors. */
-static int permuted_heads(const char *canon, int n_heads, int n_kv_heads) {
-    const char *p = strstr(canon, ".self_attn.");
-    if (!p || strncmp(canon, LM "layers.", strlen(LM "layers.")) != 0) return 0;
-    if (strncmp(p, ".self_attn.q_proj.", 18) == 0) return n_heads;
-    if (strncmp(p, ".self_attn.k_proj.", 18) == 0) return n_kv_heads;
-    return 0;
+/* Whether block n of an mmproj names its MLP the legacy way (ffn_down = fc1):
+ * clip.cpp's test, ffn_down's input (ne0) is the embedding width. */
+static bool legacy_mlp(const gguf *g, int n, int vision_dim) {
+    char name[GGUF_MAX_NAME];
+    snprintf(name, sizeof name, "v.blk.%d.ffn_down.weight", n);
+    const gguf_tensor *down = gguf_find_tensor(g, name);
+    return down && down->ne[0] == vision_dim;
 }
 
 static lv_status add_file(st_set *s, const gguf *g, bool mmproj, int n_heads, int n_kv_heads,
@@ -568,30 +489,21 @@ static lv_status add_file(st_set *s, const gguf *g, bool mmproj, int n_heads, in
     for (size_t i = 0; i < gguf_tensor_count(g); i++) {
         const gguf_tensor *t = gguf_tensor_at(g, i);
         char canon[160];
-        if (!gguf_model_name(t->name, mmproj, canon, sizeof canon)) continue;
+        gn_file file = mmproj ? GN_MMPROJ : GN_TEXT;
+        int n;
+        const gguf_name *e = gguf_name_find(t->name, file, false, canon, sizeof canon, &n);
+        if (e && (e->flags & GN_MLP) && legacy_mlp(g, n, vision_dim))
+            e = gguf_name_find(t->name, file, true, canon, sizeof canon, &n);
+        if (!e) continue;
         lv_dtype dt;
         if (!gguf_model_dtype(t->type, &dt))
             return lv_fail(err, LV_ERR_UNSUPPORTED,
                            "%s: tensor '%s': ggml type %u (%s) is not supported (F32, F16, BF16, "
                            "Q4_0, Q4_1, Q8_0, Q4_K, Q5_K, Q6_K are)",
                            path, t->name, t->type, ggml_type_name(t->type));
-        /* legacy vision MLP naming: ffn_down is fc1 when its input is the embedding */
-        if (mmproj && strstr(canon, ".mlp.fc")) {
-            char sib[GGUF_MAX_NAME + 8];
-            int n;
-            const char *rest;
-            if (split_layer(t->name, "v.blk.", &n, &rest)) {
-                snprintf(sib, sizeof sib, "v.blk.%d.ffn_down.weight", n);
-                const gguf_tensor *down = gguf_find_tensor(g, sib);
-                if (down && down->ne[0] == vision_dim) {
-                    char *fc = strstr(canon, ".mlp.fc");
-                    fc[7] = fc[7] == '1' ? '2' : '1';
-                }
-            }
-        }
         int64_t shape[GGUF_MAX_DIMS];
         for (int d = 0; d < t->n_dims; d++) shape[d] = t->ne[t->n_dims - 1 - d];
-        int heads = mmproj ? 0 : permuted_heads(canon, n_heads, n_kv_heads);
+        int heads = e->flags & GN_PERM_Q ? n_heads : e->flags & GN_PERM_K ? n_kv_heads : 0;
         void *owned = NULL;
         lv_status st;
         if (heads && (st = unpermute(t, heads, &owned, err, path))) return st;

@@ -63,6 +63,7 @@
 #include "hf_config.h"
 
 #include "base/file.h"
+#include "io/json_type.h"
 
 #include <jansson.h>
 #include <limits.h>
@@ -82,11 +83,10 @@ static const int llava_next_pinpoints[5][2] = {
 
 /* ---- typed access to JSON with messages that name the key --------------
  *
- * Every getter leaves *out untouched when the key is absent or null, so the
- * caller sets the default first and reads the key over it. A present value of
- * the wrong type or outside its range is LV_ERR_FORMAT:
- *   "config.json: text_config.num_attention_heads: expected an integer in
- *    [1, 1024], got -1"
+ * The json_type.h getters, bound to a key of an object. Every getter leaves *out untouched when the
+ * key is absent or null, so the caller sets the default first and reads the key over it. A present
+ * value of the wrong type or outside its range is LV_ERR_FORMAT: "config.json:
+ * text_config.num_attention_heads: expected an integer in [1, 1024], got -1"
  */
 
 typedef struct {
@@ -95,85 +95,34 @@ typedef struct {
     lv_err *err;
 } jctx;
 
-static json_t *jget(const json_t *obj, const char *key) {
-    json_t *v = obj ? json_object_get(obj, key) : NULL;
-    return json_is_null(v) ? NULL : v;
-}
-
-static const char *describe(const json_t *v, char *buf, size_t cap) {
-    switch (json_typeof(v)) {
-        case JSON_INTEGER:
-            snprintf(buf, cap, "%lld", (long long)json_integer_value(v));
-            break;
-        case JSON_REAL:
-            snprintf(buf, cap, "%g", json_real_value(v));
-            break;
-        case JSON_STRING:
-            snprintf(buf, cap, "\"%.40s\"", json_string_value(v));
-            break;
-        case JSON_OBJECT:
-            snprintf(buf, cap, "an object");
-            break;
-        case JSON_ARRAY:
-            snprintf(buf, cap, "an array");
-            break;
-        case JSON_TRUE:
-            snprintf(buf, cap, "true");
-            break;
-        case JSON_FALSE:
-            snprintf(buf, cap, "false");
-            break;
-        case JSON_NULL:
-            snprintf(buf, cap, "null");
-            break;
-    }
-    return buf;
+/* A miss from a json_type.h getter, prefixed with where it happened:
+ * "config.json: text_config.hidden_size: expected ..., got ...". */
+static lv_status at(jctx *c, const char *key, lv_status st) {
+    if (st) lv_err_prefix(c->err, "%s: %s%s", c->file, c->section, key);
+    return st;
 }
 
 static lv_status bad(jctx *c, const char *key, const char *expected, const json_t *v) {
-    char got[64];
-    return lv_fail(c->err, LV_ERR_FORMAT, "%s: %s%s: expected %s, got %s", c->file, c->section, key,
-                   expected, describe(v, got, sizeof got));
-}
-
-/* An integer value: a JSON integer, or a real with an integral value (files
- * decoded with JSON_DECODE_INT_AS_REAL, or written as 4096.0). */
-static bool as_int64(const json_t *v, int64_t *out) {
-    if (json_is_integer(v)) {
-        *out = (int64_t)json_integer_value(v);
-        return true;
-    }
-    if (json_is_real(v)) {
-        double d = json_real_value(v);
-        if (d != floor(d) || d < -9.2e18 || d > 9.2e18) return false;
-        *out = (int64_t)d;
-        return true;
-    }
-    return false;
+    return at(c, key, json_expected(c->err, expected, v));
 }
 
 static lv_status int_value(jctx *c, const char *key, const json_t *v, int64_t lo, int64_t hi,
                            int *out) {
     int64_t x;
-    if (!as_int64(v, &x) || x < lo || x > hi) {
-        char expected[80];
-        snprintf(expected, sizeof expected, "an integer in [%lld, %lld]", (long long)lo,
-                 (long long)hi);
-        return bad(c, key, expected, v);
-    }
-    *out = (int)x;
-    return LV_OK;
+    lv_status st = at(c, key, json_get_int(v, lo, hi, &x, c->err));
+    if (!st) *out = (int)x;
+    return st;
 }
 
 static lv_status jint(jctx *c, const json_t *obj, const char *key, int64_t lo, int64_t hi,
                       int *out) {
-    const json_t *v = jget(obj, key);
+    const json_t *v = json_member(obj, key);
     return v ? int_value(c, key, v, lo, hi, out) : LV_OK;
 }
 
 /* A number > 0 (and finite). */
 static lv_status jpos(jctx *c, const json_t *obj, const char *key, double *out) {
-    const json_t *v = jget(obj, key);
+    const json_t *v = json_member(obj, key);
     if (!v) return LV_OK;
     if (!json_is_number(v) || !(json_number_value(v) > 0) || !isfinite(json_number_value(v)))
         return bad(c, key, "a positive number", v);
@@ -184,46 +133,38 @@ static lv_status jpos(jctx *c, const json_t *obj, const char *key, double *out) 
 /* A number in [lo, hi]. */
 static lv_status jrange(jctx *c, const json_t *obj, const char *key, double lo, double hi,
                         double *out) {
-    const json_t *v = jget(obj, key);
-    if (!v) return LV_OK;
-    if (!json_is_number(v) || !(json_number_value(v) >= lo) || !(json_number_value(v) <= hi)) {
-        char expected[80];
-        snprintf(expected, sizeof expected, "a number in [%g, %g]", lo, hi);
-        return bad(c, key, expected, v);
-    }
-    *out = json_number_value(v);
-    return LV_OK;
+    const json_t *v = json_member(obj, key);
+    return v ? at(c, key, json_get_number(v, lo, hi, out, c->err)) : LV_OK;
 }
 
 static lv_status jbool(jctx *c, const json_t *obj, const char *key, bool *out) {
-    const json_t *v = jget(obj, key);
-    if (!v) return LV_OK;
-    if (!json_is_boolean(v)) return bad(c, key, "true or false", v);
-    *out = json_is_true(v);
-    return LV_OK;
+    const json_t *v = json_member(obj, key);
+    return v ? at(c, key, json_get_bool(v, out, c->err)) : LV_OK;
 }
 
 /* Like jbool, also recording presence. */
 static lv_status jbool_has(jctx *c, const json_t *obj, const char *key, bool *has, bool *out) {
-    *has = jget(obj, key) != NULL;
+    *has = json_member(obj, key) != NULL;
     return jbool(c, obj, key, out);
 }
 
 static lv_status jstr(jctx *c, const json_t *obj, const char *key, char *out, size_t cap) {
-    const json_t *v = jget(obj, key);
+    const json_t *v = json_member(obj, key);
+    const char *str;
     if (!v) return LV_OK;
-    if (!json_is_string(v)) return bad(c, key, "a string", v);
+    lv_status st = at(c, key, json_get_string(v, &str, c->err));
+    if (st) return st;
     if (json_string_length(v) >= cap)
         return lv_fail(c->err, LV_ERR_FORMAT, "%s: %s%s: \"%.40s...\" is longer than %zu bytes",
-                       c->file, c->section, key, json_string_value(v), cap - 1);
-    memcpy(out, json_string_value(v), json_string_length(v) + 1);
+                       c->file, c->section, key, str, cap - 1);
+    memcpy(out, str, json_string_length(v) + 1);
     return LV_OK;
 }
 
 /* An int or a list of ints (eos_token_id, vision_feature_layer). */
 static lv_status jint_list(jctx *c, const json_t *obj, const char *key, int64_t lo, int64_t hi,
                            int max_n, int *n, int *out) {
-    const json_t *v = jget(obj, key);
+    const json_t *v = json_member(obj, key);
     if (!v) return LV_OK;
     if (!json_is_array(v)) {
         if ((int_value(c, key, v, lo, hi, &out[0])) != LV_OK) return LV_ERR_FORMAT;
@@ -247,7 +188,7 @@ static lv_status jint_list(jctx *c, const json_t *obj, const char *key, int64_t 
 
 /* image_grid_pinpoints: a list of [height, width]. */
 static lv_status jpinpoints(jctx *c, const json_t *obj, const char *key, int *n, int (*out)[2]) {
-    const json_t *v = jget(obj, key);
+    const json_t *v = json_member(obj, key);
     if (!v) return LV_OK;
     if (!json_is_array(v) || json_array_size(v) == 0)
         return bad(c, key, "a non-empty list of [height, width] pairs", v);
@@ -309,23 +250,23 @@ static void text_defaults(lv_text_config *t, bool mistral) {
 
 /* rope_scaling / rope_parameters / rope_theta (see DEFAULTS above). */
 static lv_status parse_rope(jctx *c, const json_t *tc, lv_text_config *t) {
-    const json_t *params = jget(tc, "rope_scaling");
+    const json_t *params = json_member(tc, "rope_scaling");
     const char *pkey = "rope_scaling";
     if (!params) {
-        params = jget(tc, "rope_parameters");
+        params = json_member(tc, "rope_parameters");
         pkey = "rope_parameters";
     }
     if (params && !json_is_object(params)) return bad(c, pkey, "an object", params);
     lv_status st = jpos(c, tc, "rope_theta", &t->rope_theta);
     if (st != LV_OK || !params) return st;
-    const json_t *type = jget(params, "rope_type");
-    if (!type) type = jget(params, "type");
+    const json_t *type = json_member(params, "rope_type");
+    if (!type) type = json_member(params, "type");
     if (type && !json_is_string(type)) return bad(c, pkey, "a string rope_type", type);
     if (type && strcmp(json_string_value(type), "default") != 0)
         return lv_fail(c->err, LV_ERR_UNSUPPORTED,
                        "%s: %s%s: rope type \"%s\" is not supported (only plain RoPE, \"default\")",
                        c->file, c->section, pkey, json_string_value(type));
-    if (!type && !jget(params, "rope_theta"))
+    if (!type && !json_member(params, "rope_theta"))
         return lv_fail(c->err, LV_ERR_UNSUPPORTED,
                        "%s: %s%s: per-layer-type or untyped rope parameters are not supported",
                        c->file, c->section, pkey);
@@ -492,7 +433,7 @@ static lv_status parse_quant_block(const char *file, const char *name, const jso
         jctx top = {file, "", err};
         return bad(&top, name, "an object", blk);
     }
-    if (!jget(blk, "bits") && !jget(blk, "group_size") && !jget(blk, "mode"))
+    if (!json_member(blk, "bits") && !json_member(blk, "group_size") && !json_member(blk, "mode"))
         return lv_fail(err, LV_ERR_UNSUPPORTED,
                        "%s: %s has no group_size/bits: not an MLX affine quantization block "
                        "(only MLX affine checkpoints are supported)",
@@ -551,7 +492,7 @@ static lv_status parse_quant(const char *file, const json_t *root, lv_quant_conf
     q->group_size = 64;
     const char *names[2] = {"quantization", "quantization_config"};
     for (int i = 0; i < 2; i++) {
-        const json_t *blk = jget(root, names[i]);
+        const json_t *blk = json_member(root, names[i]);
         if (!blk) continue;
         lv_status st = parse_quant_block(file, names[i], blk, q, err);
         if (st) return st;
@@ -585,8 +526,8 @@ static lv_status parse_top(const char *file, const json_t *root, lv_model_config
                        "%s: model_type \"%s\" is not supported (expected \"llava_next\" or "
                        "\"llava\")",
                        file, m->model_type);
-    if ((st = parse_text(file, jget(root, "text_config"), &m->text, err)) ||
-        (st = parse_vision(file, jget(root, "vision_config"), &m->vision, err)))
+    if ((st = parse_text(file, json_member(root, "text_config"), &m->text, err)) ||
+        (st = parse_vision(file, json_member(root, "vision_config"), &m->vision, err)))
         return st;
 
     m->image_token_id = 32000;
@@ -711,7 +652,7 @@ static bool imgproc_kind(const char *type, lv_imgproc_kind *kind) {
  * int (get_size_dict: shortest edge for size, a square for crop_size). */
 static lv_status parse_size(jctx *c, const json_t *root, const char *key, bool square, int *edge,
                             int *h, int *w) {
-    const json_t *v = jget(root, key);
+    const json_t *v = json_member(root, key);
     if (!v) return LV_OK;
     int n;
     if (!json_is_object(v)) {
@@ -728,13 +669,13 @@ static lv_status parse_size(jctx *c, const json_t *root, const char *key, bool s
     char section[64];
     snprintf(section, sizeof section, "%s.", key);
     sub.section = section;
-    if (jget(v, "height") && jget(v, "width")) {
+    if (json_member(v, "height") && json_member(v, "width")) {
         if (jint(&sub, v, "height", 1, 1 << 14, h) || jint(&sub, v, "width", 1, 1 << 14, w))
             return LV_ERR_FORMAT;
         if (edge) *edge = 0;
         return LV_OK;
     }
-    if (edge && jget(v, "shortest_edge") && !jget(v, "longest_edge")) {
+    if (edge && json_member(v, "shortest_edge") && !json_member(v, "longest_edge")) {
         if (jint(&sub, v, "shortest_edge", 1, 1 << 14, edge)) return LV_ERR_FORMAT;
         *h = *w = 0;
         return LV_OK;
@@ -746,7 +687,7 @@ static lv_status parse_size(jctx *c, const json_t *root, const char *key, bool s
 /* image_mean / image_std: one number or three. */
 static lv_status parse_triple(jctx *c, const json_t *root, const char *key, bool positive,
                               double out[3]) {
-    const json_t *v = jget(root, key);
+    const json_t *v = json_member(root, key);
     if (!v) return LV_OK;
     const char *expected =
         positive ? "a positive number or a list of 3" : "a number or a list of 3";
@@ -771,8 +712,8 @@ static lv_status parse_preproc(const char *file, const json_t *root, lv_imgproc_
     jctx c = {file, "", err};
     char type[HF_NAME_LEN] = "";
     lv_status st;
-    const char *tkey =
-        jget(root, "image_processor_type") ? "image_processor_type" : "feature_extractor_type";
+    const char *tkey = json_member(root, "image_processor_type") ? "image_processor_type"
+                                                                 : "feature_extractor_type";
     if ((st = jstr(&c, root, tkey, type, sizeof type))) return st;
     lv_imgproc_kind kind = default_kind;
     if (*type && !imgproc_kind(type, &kind))
@@ -846,7 +787,7 @@ static lv_status dup_str(jctx *c, const char *key, const char *s, char **out) {
 
 /* A special token: a string, or an AddedToken object {"content": "...", ...}. */
 static lv_status jtoken(jctx *c, const json_t *root, const char *key, char **out) {
-    const json_t *v = jget(root, key);
+    const json_t *v = json_member(root, key);
     if (!v) return LV_OK;
     const json_t *s = json_is_object(v) ? json_object_get(v, "content") : v;
     if (!json_is_string(s))
@@ -857,7 +798,7 @@ static lv_status jtoken(jctx *c, const json_t *root, const char *key, char **out
 /* chat_template: a string, or a list of {"name", "template"} of which we take
  * "default" (what apply_chat_template uses without a name). */
 static lv_status jtemplate(jctx *c, const json_t *root, char **out) {
-    const json_t *v = jget(root, "chat_template");
+    const json_t *v = json_member(root, "chat_template");
     if (!v) return LV_OK;
     if (json_is_string(v)) return dup_str(c, "chat_template", json_string_value(v), out);
     const char *expected = "a string or a list of {\"name\", \"template\"} objects";
@@ -901,7 +842,7 @@ static lv_status parse_tokcfg(const char *file, const json_t *root, lv_tokenizer
         (st = jtemplate(&c, root, &tc->chat_template)) ||
         (st = jstr(&c, root, "tokenizer_class", tc->tokenizer_class, sizeof tc->tokenizer_class)))
         return st;
-    const json_t *v = jget(root, "model_max_length");
+    const json_t *v = json_member(root, "model_max_length");
     if (v) {
         /* Often 1000000000000000019884624838656 (int(1e30)) for "no limit". */
         if (!json_is_number(v) || !(json_number_value(v) > 0))
@@ -975,16 +916,16 @@ static lv_status parse_gencfg(const char *file, const json_t *root, lv_generatio
                               lv_err *err) {
     jctx c = {file, "", err};
     lv_status st;
-    g->has_bos_token_id = jget(root, "bos_token_id") != NULL;
-    g->has_eos_token_id = jget(root, "eos_token_id") != NULL;
-    g->has_pad_token_id = jget(root, "pad_token_id") != NULL;
-    g->has_do_sample = jget(root, "do_sample") != NULL;
-    g->has_temperature = jget(root, "temperature") != NULL;
-    g->has_top_k = jget(root, "top_k") != NULL;
-    g->has_top_p = jget(root, "top_p") != NULL;
-    g->has_max_new_tokens = jget(root, "max_new_tokens") != NULL;
-    g->has_max_length = jget(root, "max_length") != NULL;
-    g->has_repetition_penalty = jget(root, "repetition_penalty") != NULL;
+    g->has_bos_token_id = json_member(root, "bos_token_id") != NULL;
+    g->has_eos_token_id = json_member(root, "eos_token_id") != NULL;
+    g->has_pad_token_id = json_member(root, "pad_token_id") != NULL;
+    g->has_do_sample = json_member(root, "do_sample") != NULL;
+    g->has_temperature = json_member(root, "temperature") != NULL;
+    g->has_top_k = json_member(root, "top_k") != NULL;
+    g->has_top_p = json_member(root, "top_p") != NULL;
+    g->has_max_new_tokens = json_member(root, "max_new_tokens") != NULL;
+    g->has_max_length = json_member(root, "max_length") != NULL;
+    g->has_repetition_penalty = json_member(root, "repetition_penalty") != NULL;
     if ((st = jint(&c, root, "bos_token_id", 0, INT32_MAX, &g->bos_token_id)) ||
         (st = jint_list(&c, root, "eos_token_id", 0, INT32_MAX, HF_MAX_EOS, &g->n_eos,
                         g->eos_token_ids)) ||

@@ -11,6 +11,7 @@
 #include "model/weights.h"
 
 #include "backend/quant.h"
+#include "base/half.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -341,7 +342,7 @@ static void read_floats(const st_tensor *t, float *out, int64_t n) {
         } else {
             uint16_t h;
             memcpy(&h, p + 2 * i, 2);
-            out[i] = t->dtype == LV_DTYPE_F16 ? be_f16_to_f32(h) : be_bf16_to_f32(h);
+            out[i] = t->dtype == LV_DTYPE_F16 ? lv_f16_to_f32(h) : lv_bf16_to_f32(h);
         }
     }
 }

@@ -8,6 +8,8 @@
  */
 #include "ggml_quantize.h"
 
+#include "base/half.h"
+
 #include <math.h>
 #include <string.h>
 
@@ -16,50 +18,14 @@
 
 /* ---- f16 ------------------------------------------------------------------- */
 
-uint16_t ggml_f32_to_f16(float f) {
-    uint32_t x;
-    memcpy(&x, &f, 4);
-    uint32_t sign = (x >> 16) & 0x8000, mant = x & 0x7FFFFF;
-    int exp = (int)((x >> 23) & 0xFF);
-    if (exp == 0xFF) return (uint16_t)(sign | 0x7C00 | (mant ? 0x200 | (mant >> 13) : 0));
-    int e = exp - 127 + 15;
-    if (e >= 31) return (uint16_t)(sign | 0x7C00);
-    if (e <= 0) {
-        if (e < -10) return (uint16_t)sign;
-        mant |= 0x800000;
-        int shift = 14 - e; /* 24-bit mantissa to a subnormal of 10 bits */
-        uint32_t h = mant >> shift, rem = mant & ((1u << shift) - 1), halfway = 1u << (shift - 1);
-        if (rem > halfway || (rem == halfway && (h & 1))) h++;
-        return (uint16_t)(sign | h);
-    }
-    uint32_t h = ((uint32_t)e << 10) | (mant >> 13), rem = mant & 0x1FFF;
-    if (rem > 0x1000 || (rem == 0x1000 && (h & 1))) h++; /* may carry into the exponent: ok */
-    return (uint16_t)(sign | h);
-}
-
-float ggml_f16_to_f32(uint16_t h) {
-    uint32_t sign = (uint32_t)(h & 0x8000) << 16, exp = (h >> 10) & 0x1F, mant = h & 0x3FF, x;
-    if (exp == 0) {
-        float f = ldexpf((float)mant, -24);
-        return sign ? -f : f;
-    }
-    if (exp == 31)
-        x = sign | 0x7F800000 | (mant << 13);
-    else
-        x = sign | ((exp - 15 + 127) << 23) | (mant << 13);
-    float f;
-    memcpy(&f, &x, 4);
-    return f;
-}
-
 static void put_f16(uint8_t *p, float f) {
-    uint16_t h = ggml_f32_to_f16(f);
+    uint16_t h = lv_f32_to_f16(f);
     p[0] = (uint8_t)h;
     p[1] = (uint8_t)(h >> 8);
 }
 
 static float get_f16(const uint8_t *p) {
-    return ggml_f16_to_f32((uint16_t)(p[0] | p[1] << 8));
+    return lv_f16_to_f32((uint16_t)(p[0] | p[1] << 8));
 }
 
 static int nearest_int(float f) {

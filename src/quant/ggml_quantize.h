@@ -17,10 +17,6 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* IEEE binary16 <-> binary32: round to nearest even; exact decoding. */
-uint16_t ggml_f32_to_f16(float f);
-float ggml_f16_to_f32(uint16_t h);
-
 /* Quantizes n floats of x into out (ggml_row_size(type, n) bytes). type:
  * GGML_F32, GGML_F16, GGML_Q8_0, GGML_Q4_0, GGML_Q4_K. Returns false for
  * another type or an n that is not whole blocks (out untouched). */

@@ -4,7 +4,8 @@
  * Each file is planned first (metadata and the list of tensors with their
  * ggml types and ne), its header written, then every tensor is read from
  * the source as float32, q/k rows permuted (text model only), quantized row
- * by row and appended. Names, keys and the permutation are the inverse of
+ * by row and appended. Tensor names come from io/gguf_names.c, the table the
+ * reader uses too; keys and the permutation are the inverse of
  * io/gguf_model.c, which documents them; the vocabulary follows
  * convert_hf_to_gguf.py for a SentencePiece tokenizer (tokens, scores,
  * token_type), plus tokenizer.ggml.merges from tokenizer.json so that this
@@ -14,6 +15,7 @@
 
 #include "base/file.h"
 #include "io/gguf.h"
+#include "io/gguf_names.h"
 #include "quant/ggml_quantize.h"
 
 #include <errno.h>
@@ -23,10 +25,6 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
-
-#define LM  "language_model.model."
-#define VT  "vision_tower.vision_model."
-#define MMP "multi_modal_projector."
 
 enum { TT_NORMAL = 1, TT_UNKNOWN = 2, TT_CONTROL = 3, TT_USER = 4, TT_UNUSED = 5, TT_BYTE = 6 };
 
@@ -79,6 +77,31 @@ static lv_status add_item(plan *p, const qsource *src, const char *name, const c
     it->type = t->n_dims == 1 ? GGML_F32 : fit_type(matrix_type, it->ne[0]);
     it->heads = heads;
     return LV_OK;
+}
+
+/* How one file's tensors are planned (gguf_names_each's callback). */
+typedef struct {
+    plan *p;
+    const qsource *src;
+    uint32_t matrix_type; /* ggml type of the matrices */
+    uint32_t head_type;   /* ... of the output projection */
+    int n_heads, n_kv_heads;
+    bool tied;   /* embeddings tied: no output.weight */
+    int n_vocab; /* rows kept of one-row-per-token tensors */
+} plan_ctx;
+
+static lv_status plan_name(void *ud, const gguf_name *e, const char *g, const char *hf, bool bias,
+                           lv_err *err) {
+    plan_ctx *x = ud;
+    bool optional = bias ? (e->flags & GN_OPT_BIAS)
+                         : (e->flags & GN_OPTIONAL) || ((e->flags & GN_LM_HEAD) && x->tied);
+    uint32_t type = e->flags & GN_LM_HEAD ? x->head_type : x->matrix_type;
+    int heads = e->flags & GN_PERM_Q ? x->n_heads : e->flags & GN_PERM_K ? x->n_kv_heads : 0;
+    size_t before = x->p->n;
+    lv_status st = add_item(x->p, x->src, g, hf, optional, type, heads, err);
+    if (!st && !bias && (e->flags & GN_VOCAB) && x->p->n > before)
+        x->p->v[x->p->n - 1].ne[1] = x->n_vocab;
+    return st;
 }
 
 /* ---- the vocabulary --------------------------------------------------------- */
@@ -371,46 +394,16 @@ static lv_status text_plan(const qsource *src, const vocab *voc, const aux_cfg *
     int eos = t->n_eos ? t->eos_ids[0] : vocab_find(voc, aux->tc.eos_token);
     put_vocab(w, voc, &aux->tc, bos, eos, c->pad_token_id >= 0 ? c->pad_token_id : t->pad_id);
 
-    /* tensors, in convert_hf_to_gguf.py's order */
-    lv_status st;
-    if ((st = add_item(p, src, "token_embd.weight", LM "embed_tokens.weight", false, mt, 0, err)))
-        return st;
-    p->v[p->n - 1].ne[1] = voc->n; /* a base vocabulary keeps the first rows */
-    static const struct {
-        const char *g, *hf;
-        int perm; /* 1: q (heads), 2: k (kv heads) */
-        bool optional;
-    } L[] = {
-        {"attn_norm.weight", "input_layernorm.weight", 0, false},
-        {"attn_q.weight", "self_attn.q_proj.weight", 1, false},
-        {"attn_q.bias", "self_attn.q_proj.bias", 1, true},
-        {"attn_k.weight", "self_attn.k_proj.weight", 2, false},
-        {"attn_k.bias", "self_attn.k_proj.bias", 2, true},
-        {"attn_v.weight", "self_attn.v_proj.weight", 0, false},
-        {"attn_v.bias", "self_attn.v_proj.bias", 0, true},
-        {"attn_output.weight", "self_attn.o_proj.weight", 0, false},
-        {"attn_output.bias", "self_attn.o_proj.bias", 0, true},
-        {"ffn_norm.weight", "post_attention_layernorm.weight", 0, false},
-        {"ffn_gate.weight", "mlp.gate_proj.weight", 0, false},
-        {"ffn_up.weight", "mlp.up_proj.weight", 0, false},
-        {"ffn_down.weight", "mlp.down_proj.weight", 0, false},
-    };
-    for (int l = 0; l < t->n_layers; l++)
-        for (size_t k = 0; k < LV_ARRAY_LEN(L); k++) {
-            char g[GGUF_MAX_NAME], hf[160];
-            snprintf(g, sizeof g, "blk.%d.%s", l, L[k].g);
-            snprintf(hf, sizeof hf, LM "layers.%d.%s", l, L[k].hf);
-            int heads = L[k].perm == 1 ? t->n_heads : L[k].perm == 2 ? t->n_kv_heads : 0;
-            if ((st = add_item(p, src, g, hf, L[k].optional, mt, heads, err))) return st;
-        }
-    if ((st = add_item(p, src, "output_norm.weight", LM "norm.weight", false, mt, 0, err)))
-        return st;
-    uint32_t out_t = mt == GGML_Q4_0 || mt == GGML_Q4_K ? GGML_Q8_0 : mt;
-    size_t before = p->n;
-    st = add_item(p, src, "output.weight", "language_model.lm_head.weight", t->tie_word_embeddings,
-                  out_t, 0, err);
-    if (!st && p->n > before) p->v[p->n - 1].ne[1] = voc->n;
-    return st;
+    /* tensors, in convert_hf_to_gguf.py's order (io/gguf_names.c) */
+    plan_ctx x = {.p = p,
+                  .src = src,
+                  .matrix_type = mt,
+                  .head_type = mt == GGML_Q4_0 || mt == GGML_Q4_K ? GGML_Q8_0 : mt,
+                  .n_heads = t->n_heads,
+                  .n_kv_heads = t->n_kv_heads,
+                  .tied = t->tie_word_embeddings,
+                  .n_vocab = voc->n};
+    return gguf_names_each(GN_TEXT, t->n_layers, plan_name, &x, err);
 }
 
 static lv_status mmproj_plan(const qsource *src, const aux_cfg *aux, bool legacy, gguf_writer *w,
@@ -473,43 +466,8 @@ static lv_status mmproj_plan(const qsource *src, const aux_cfg *aux, bool legacy
     } else {
         gguf_w_str(w, "clip.vision.mm_patch_merge_type", "flat");
     }
-    static const struct {
-        const char *g, *hf;
-        bool optional;
-    } G[] = {
-        {"mm.0.weight", MMP "linear_1.weight", false},
-        {"mm.0.bias", MMP "linear_1.bias", true},
-        {"mm.2.weight", MMP "linear_2.weight", false},
-        {"mm.2.bias", MMP "linear_2.bias", true},
-        {"model.image_newline", "image_newline", true},
-        {"v.class_embd", VT "embeddings.class_embedding", false},
-        {"v.patch_embd.weight", VT "embeddings.patch_embedding.weight", false},
-        {"v.position_embd.weight", VT "embeddings.position_embedding.weight", false},
-        {"v.pre_ln.weight", VT "pre_layrnorm.weight", false},
-        {"v.pre_ln.bias", VT "pre_layrnorm.bias", false},
-    };
-    lv_status st;
-    for (size_t i = 0; i < LV_ARRAY_LEN(G); i++)
-        if ((st = add_item(p, src, G[i].g, G[i].hf, G[i].optional, GGML_F16, 0, err))) return st;
-    static const struct {
-        const char *g, *hf;
-    } B[] = {
-        {"attn_q", "self_attn.q_proj"}, {"attn_k", "self_attn.k_proj"},
-        {"attn_v", "self_attn.v_proj"}, {"attn_out", "self_attn.out_proj"},
-        {"ln1", "layer_norm1"},         {"ln2", "layer_norm2"},
-        {"ffn_down", "mlp.fc1"}, /* the legacy converter's naming, kept for llama.cpp */
-        {"ffn_up", "mlp.fc2"},
-    };
-    for (int l = 0; l < keep; l++)
-        for (size_t i = 0; i < LV_ARRAY_LEN(B); i++)
-            for (int wb = 0; wb < 2; wb++) {
-                char g[GGUF_MAX_NAME], hf[160];
-                snprintf(g, sizeof g, "v.blk.%d.%s.%s", l, B[i].g, wb ? "bias" : "weight");
-                snprintf(hf, sizeof hf, VT "encoder.layers.%d.%s.%s", l, B[i].hf,
-                         wb ? "bias" : "weight");
-                if ((st = add_item(p, src, g, hf, false, GGML_F16, 0, err))) return st;
-            }
-    return LV_OK;
+    plan_ctx x = {.p = p, .src = src, .matrix_type = GGML_F16};
+    return gguf_names_each(GN_MMPROJ, keep, plan_name, &x, err);
 }
 
 /* ---- writing ----------------------------------------------------------------- */

@@ -19,6 +19,7 @@
 #include "mlx_export.h"
 
 #include "base/file.h"
+#include "base/half.h"
 #include "io/safetensors_write.h"
 #include "quant/mlx_affine.h"
 #include "quant/outdir.h"
@@ -60,33 +61,6 @@ typedef struct {
 
 /* ---- float casts ------------------------------------------------------- */
 
-uint16_t mlx_f32_to_f16(float f) {
-    uint32_t x;
-    memcpy(&x, &f, 4);
-    uint16_t sign = (uint16_t)((x >> 16) & 0x8000);
-    uint32_t ax = x & 0x7fffffffu;
-    if (ax >= 0x7f800000u) return (uint16_t)(sign | 0x7c00 | (ax > 0x7f800000u ? 0x200 : 0));
-    if (ax >= 0x477ff000u) return (uint16_t)(sign | 0x7c00); /* >= 65520 rounds to inf */
-    if (ax < 0x38800000u) {                                  /* below 2^-14: subnormal */
-        if (ax < 0x33000000u) return sign;                   /* <= 2^-25 rounds to 0 */
-        uint32_t e = ax >> 23, m = (ax & 0x7fffffu) | 0x800000u, shift = 126 - e;
-        uint32_t r = m >> shift, rem = m & ((1u << shift) - 1), half = 1u << (shift - 1);
-        if (rem > half || (rem == half && (r & 1))) r++;
-        return (uint16_t)(sign | r);
-    }
-    uint32_t r = ax - 0x38000000u; /* rebias the exponent: 127 -> 15 */
-    uint32_t m = r >> 13, rem = r & 0x1fffu;
-    if (rem > 0x1000u || (rem == 0x1000u && (m & 1))) m++;
-    return (uint16_t)(sign | m);
-}
-
-uint16_t mlx_f32_to_bf16(float f) {
-    uint32_t x;
-    memcpy(&x, &f, 4);
-    if ((x & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((x >> 16) | 0x40);
-    return (uint16_t)((x + 0x7fffu + ((x >> 16) & 1)) >> 16);
-}
-
 /* n float32 values into dst in dtype dt (F16, BF16 or F32), little-endian. */
 static void cast_out(const float *src, size_t n, lv_dtype dt, void *dst) {
     if (dt == LV_DTYPE_F32) {
@@ -95,7 +69,7 @@ static void cast_out(const float *src, size_t n, lv_dtype dt, void *dst) {
     }
     uint16_t *o = dst;
     for (size_t i = 0; i < n; i++)
-        o[i] = dt == LV_DTYPE_F16 ? mlx_f32_to_f16(src[i]) : mlx_f32_to_bf16(src[i]);
+        o[i] = dt == LV_DTYPE_F16 ? lv_f32_to_f16(src[i]) : lv_f32_to_bf16(src[i]);
 }
 
 /* ---- plan -------------------------------------------------------------- */

@@ -61,9 +61,4 @@ typedef struct {
 lv_status mlx_export(const qsource *src, const char *out_dir, const mlx_export_opts *opts,
                      qs_progress_fn progress, void *ud, lv_err *err);
 
-/* IEEE half / bfloat16 from float32, rounding to nearest even (NaN stays
- * NaN, overflow gives infinity), as numpy's and torch's casts do. */
-uint16_t mlx_f32_to_f16(float f);
-uint16_t mlx_f32_to_bf16(float f);
-
 #endif

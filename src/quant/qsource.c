@@ -26,6 +26,7 @@
 
 #include "backend/backend.h"
 #include "base/file.h"
+#include "base/half.h"
 #include "io/model_dir.h"
 #include "io/safetensors.h"
 #include "quant/presets.h"
@@ -368,7 +369,7 @@ lv_status qsource_read(const qsource *s, size_t i, float *out, lv_err *err) {
         case LV_DTYPE_BF16:
             for (int64_t j = 0; j < w->n_elems; j++) {
                 uint16_t h = (uint16_t)(p[2 * j] | (p[2 * j + 1] << 8));
-                out[j] = w->dtype == LV_DTYPE_F16 ? be_f16_to_f32(h) : be_bf16_to_f32(h);
+                out[j] = w->dtype == LV_DTYPE_F16 ? lv_f16_to_f32(h) : lv_bf16_to_f32(h);
             }
             break;
         default:

@@ -12,6 +12,7 @@
 #include "base/log.h"
 
 #include <jansson.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,82 +35,74 @@ typedef struct {
     json_type type;  /* the JSON type the value must have (JSON_NULL = any) */
 } key_rule;
 
-static bool type_ok(const json_t *v, json_type want) {
-    if (want == JSON_NULL) return true;
-    if (want == JSON_TRUE) return json_is_boolean(v);
-    if (want == JSON_REAL) return json_is_number(v);
-    return json_typeof(v) == want;
-}
-
-static const char *want_name(json_type t) {
-    switch (t) {
-        case JSON_OBJECT:
-            return "an object";
-        case JSON_ARRAY:
-            return "an array";
-        case JSON_STRING:
-            return "a string";
-        case JSON_INTEGER:
-            return "an integer";
-        case JSON_REAL:
-            return "a number";
-        case JSON_TRUE:
-            return "a boolean";
-        default:
-            return "any value";
-    }
+/* A miss from a json_type.h getter ("expected ..., got ..."), prefixed with
+ * the file and the key; a bad value in this file is LV_ERR_ARG. */
+static lv_status at(ctx *x, const char *key, lv_status st) {
+    if (!st) return LV_OK;
+    lv_err_prefix(x->err, "%s: %s", x->where, key);
+    return st == LV_ERR_FORMAT ? LV_ERR_ARG : st;
 }
 
 static lv_status int_in(ctx *x, const char *key, json_t *v, long lo, long hi, int *out) {
-    if (!json_is_integer(v) || json_integer_value(v) < lo || json_integer_value(v) > hi) {
-        char got[64];
-        if (json_is_integer(v))
-            snprintf(got, sizeof got, "%lld", (long long)json_integer_value(v));
-        else
-            snprintf(got, sizeof got, "%s", json_type_name(v));
-        return lv_fail(x->err, LV_ERR_ARG, "%s: %s: expected an integer in [%ld, %ld], got %s",
-                       x->where, key, lo, hi, got);
-    }
-    *out = (int)json_integer_value(v);
-    return LV_OK;
+    int64_t n;
+    lv_status st = at(x, key, json_get_int(v, lo, hi, &n, x->err));
+    if (!st) *out = (int)n;
+    return st;
 }
 
-static char *dup_str(json_t *v) {
-    return strdup(json_string_value(v));
+/* s must be one of the n words of ok, in any case; else "expected <expected>, got "s"". */
+static lv_status one_of(ctx *x, const char *key, const char *s, const char *const *ok, size_t n,
+                        const char *expected) {
+    for (size_t i = 0; i < n; i++)
+        if (!strcasecmp(s, ok[i])) return LV_OK;
+    return lv_fail(x->err, LV_ERR_ARG, "%s: %s: expected %s, got \"%.40s\"", x->where, key,
+                   expected, s);
+}
+
+/* Logs that key is accepted and not needed here, and why; counts it in n_notes. */
+static void not_needed(ctx *x, const char *key, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void not_needed(ctx *x, const char *key, const char *fmt, ...) {
+    char why[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(why, sizeof why, fmt, ap);
+    va_end(ap);
+    LV_INFO("config %s: accepted, not needed: %s", key, why);
+    x->c->n_notes++;
+}
+
+/* A non-empty string into *dst (replacing what was there). */
+static lv_status set_str(ctx *x, const char *key, json_t *v, char **dst) {
+    if (!json_string_length(v))
+        return lv_fail(x->err, LV_ERR_ARG, "%s: %s: must not be empty", x->where, key);
+    free(*dst);
+    if (!(*dst = strdup(json_string_value(v))))
+        return lv_fail(x->err, LV_ERR_NOMEM, "out of memory");
+    return LV_OK;
 }
 
 /* ---- top-level keys ------------------------------------------------------------------------ */
 
 static lv_status k_model_name(ctx *x, const char *key, json_t *v) {
-    if (!json_string_length(v))
-        return lv_fail(x->err, LV_ERR_ARG, "%s: %s: must not be empty", x->where, key);
-    free(x->c->model_name);
-    if (!(x->c->model_name = dup_str(v))) return lv_fail(x->err, LV_ERR_NOMEM, "out of memory");
-    return LV_OK;
+    return set_str(x, key, v, &x->c->model_name);
 }
 
 static lv_status k_model_id(ctx *x, const char *key, json_t *v) {
-    if (!json_string_length(v))
-        return lv_fail(x->err, LV_ERR_ARG, "%s: %s: must not be empty", x->where, key);
-    free(x->c->model_id);
-    if (!(x->c->model_id = dup_str(v))) return lv_fail(x->err, LV_ERR_NOMEM, "out of memory");
-    return LV_OK;
+    return set_str(x, key, v, &x->c->model_id);
 }
 
 static lv_status k_device(ctx *x, const char *key, json_t *v) {
     static const char *const ok[] = {"cpu", "mps", "cuda", "auto", "metal", "gpu"};
     const char *s = json_string_value(v);
-    for (size_t i = 0; i < LV_ARRAY_LEN(ok); i++)
-        if (!strcasecmp(s, ok[i])) {
-            LV_INFO("config %s: accepted, not needed: device \"%s\": this build runs on its CPU "
-                    "backend whatever the seed's device (MPS/CUDA were torch/MLX devices)",
-                    key, s);
-            x->c->n_notes++;
-            return LV_OK;
-        }
-    return lv_fail(x->err, LV_ERR_ARG,
-                   "%s: %s: expected one of cpu, mps, cuda, metal, gpu, auto, got \"%.40s\"",
-                   x->where, key, s);
+    lv_status st =
+        one_of(x, key, s, ok, LV_ARRAY_LEN(ok), "one of cpu, mps, cuda, metal, gpu, auto");
+    if (st) return st;
+    not_needed(x, key,
+               "device \"%s\": this build runs on its CPU backend whatever the seed's device "
+               "(MPS/CUDA were torch/MLX devices)",
+               s);
+    return LV_OK;
 }
 
 static lv_status k_quantization(ctx *x, const char *key, json_t *v) {
@@ -117,21 +110,15 @@ static lv_status k_quantization(ctx *x, const char *key, json_t *v) {
                                      "q8",       "fp16",    "bf16", "fp32", "float16",
                                      "bfloat16", "float32", "none"};
     if (json_is_null(v)) return LV_OK;
-    if (!json_is_string(v))
-        return lv_fail(x->err, LV_ERR_ARG, "%s: %s: expected a string or null, got %s", x->where,
-                       key, json_type_name(v));
+    if (!json_is_string(v)) return at(x, key, json_expected(x->err, "a string or null", v));
     const char *s = json_string_value(v);
-    for (size_t i = 0; i < LV_ARRAY_LEN(ok); i++)
-        if (!strcasecmp(s, ok[i])) {
-            LV_INFO("config %s: accepted, not needed: \"%s\": the weights' own format decides "
-                    "(an MLX 4-bit checkpoint is read as 4-bit; convert with llava-quantize)",
-                    key, s);
-            x->c->n_notes++;
-            return LV_OK;
-        }
-    return lv_fail(x->err, LV_ERR_ARG,
-                   "%s: %s: expected int4, int8, fp16, bf16, fp32 or none, got \"%.40s\"", x->where,
-                   key, s);
+    lv_status st = one_of(x, key, s, ok, LV_ARRAY_LEN(ok), "int4, int8, fp16, bf16, fp32 or none");
+    if (st) return st;
+    not_needed(x, key,
+               "\"%s\": the weights' own format decides (an MLX 4-bit checkpoint is read as "
+               "4-bit; convert with llava-quantize)",
+               s);
+    return LV_OK;
 }
 
 static lv_status k_max_tokens(ctx *x, const char *key, json_t *v) {
@@ -174,10 +161,7 @@ static lv_status k_format(ctx *x, const char *key, json_t *v) {
     if (strcasecmp(s, "RGB"))
         return lv_fail(x->err, LV_ERR_ARG, "%s: %s: only \"RGB\" is supported, got \"%.40s\"",
                        x->where, key, s);
-    LV_INFO("config %s: accepted, not needed: every image is converted to RGB as the reference "
-            "processor does",
-            key);
-    x->c->n_notes++;
+    not_needed(x, key, "every image is converted to RGB as the reference processor does");
     return LV_OK;
 }
 
@@ -185,22 +169,18 @@ static lv_status k_quality(ctx *x, const char *key, json_t *v) {
     int q;
     lv_status st = int_in(x, key, v, 1, 100, &q);
     if (st) return st;
-    LV_INFO("config %s: accepted, not needed: images are decoded directly, never re-encoded to "
-            "JPEG",
-            key);
-    x->c->n_notes++;
+    not_needed(x, key, "images are decoded directly, never re-encoded to JPEG");
     return LV_OK;
 }
 
 static lv_status k_prep_quality(ctx *x, const char *key, json_t *v) {
-    const char *s = json_string_value(v);
-    if (strcasecmp(s, "high") && strcasecmp(s, "medium") && strcasecmp(s, "low"))
-        return lv_fail(x->err, LV_ERR_ARG, "%s: %s: expected high, medium or low, got \"%.40s\"",
-                       x->where, key, s);
-    LV_INFO("config %s: accepted, not needed: resizing is always the reference's bicubic; "
-            "per request, image_url.detail \"low\" gives the cheap base view",
-            key);
-    x->c->n_notes++;
+    static const char *const ok[] = {"high", "medium", "low"};
+    lv_status st =
+        one_of(x, key, json_string_value(v), ok, LV_ARRAY_LEN(ok), "high, medium or low");
+    if (st) return st;
+    not_needed(x, key,
+               "resizing is always the reference's bicubic; per request, image_url.detail "
+               "\"low\" gives the cheap base view");
     return LV_OK;
 }
 
@@ -263,16 +243,13 @@ static lv_status walk(ctx *x, const char *prefix, json_t *o, const key_rule *rul
             x->c->n_unknown++;
             continue;
         }
-        if (!type_ok(v, r->type))
-            return lv_fail(x->err, LV_ERR_ARG, "%s: %s: expected %s, got %s", x->where, key,
-                           want_name(r->type), json_type_name(v));
+        lv_status st = at(x, key, json_check_type(v, r->type, x->err));
+        if (st) return st;
         if (r->apply) {
-            lv_status st = r->apply(x, key, v);
-            if (st) return st;
+            if ((st = r->apply(x, key, v))) return st;
             if (r->why) LV_INFO("config %s: applied (%s)", key, r->why);
         } else {
-            LV_INFO("config %s: accepted, not needed: %s", key, r->why);
-            x->c->n_notes++;
+            not_needed(x, key, "%s", r->why);
         }
     }
     return LV_OK;

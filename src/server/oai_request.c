@@ -22,7 +22,6 @@
 #include <errno.h>
 #include <float.h>
 #include <jansson.h>
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,9 +37,9 @@ void oai_limits_default(oai_limits *lim) {
 }
 
 /* ---- field helpers ------------------------------------------------------
- * Each reads one member of an object: absent or null means "not given"
- * (*given false, LV_OK); a wrong type or a value out of range fills e with
- * OpenAI's wording and returns LV_ERR_ARG. */
+ * Callers fetch a member with json_member (absent or null: NULL, "not
+ * given"); these check its value. A wrong type or a value out of range fills
+ * e with OpenAI's wording and returns LV_ERR_ARG. */
 
 #define BAD(e, param, code, ...) oai_fail(e, LV_ERR_ARG, 0, param, code, __VA_ARGS__)
 
@@ -52,13 +51,7 @@ static lv_status bad_type(oai_error *e, const char *param, const char *want, con
 /* An integral number (2 or 2.0) in [lo, hi]. */
 static lv_status get_int(const json_t *v, const char *param, int64_t lo, int64_t hi, int64_t *out,
                          oai_error *e) {
-    double d = json_is_real(v) ? json_real_value(v) : 0.5;
-    if (json_is_integer(v))
-        *out = json_integer_value(v);
-    else if (d == floor(d) && fabs(d) < 9e18)
-        *out = (int64_t)d;
-    else
-        return bad_type(e, param, "an integer", v);
+    if (!json_as_int64(v, out)) return bad_type(e, param, "an integer", v);
     if (*out < lo)
         return BAD(e, param, "integer_below_min_value",
                    "Invalid '%s': integer below minimum value. Expected a value >= %lld, but got "
@@ -96,18 +89,12 @@ static lv_status get_bool(const json_t *v, const char *param, bool *out, oai_err
     return LV_OK;
 }
 
-/* The member, or NULL when absent or null. */
-static json_t *member(const json_t *o, const char *key) {
-    json_t *v = json_object_get(o, key);
-    return json_is_null(v) ? NULL : v;
-}
-
 /* ---- sampling and output fields (both endpoints) ------------------------ */
 
 /* Optional float field into *dst, marking bit in r->set. */
 static lv_status opt_float(const json_t *root, const char *key, double lo, bool lo_open, double hi,
                            float *dst, unsigned bit, oai_request *r, oai_error *e) {
-    json_t *v = member(root, key);
+    json_t *v = json_member(root, key);
     if (!v) return LV_OK;
     double d = 0;
     lv_status st = get_num(v, key, lo, lo_open, hi, &d, e);
@@ -121,8 +108,8 @@ static lv_status parse_max_tokens(const json_t *root, const oai_limits *lim, oai
                                   oai_error *e) {
     /* max_completion_tokens replaces max_tokens in the current API; either works. */
     const char *key =
-        member(root, "max_completion_tokens") ? "max_completion_tokens" : "max_tokens";
-    json_t *v = member(root, key);
+        json_member(root, "max_completion_tokens") ? "max_completion_tokens" : "max_tokens";
+    json_t *v = json_member(root, key);
     r->max_tokens = lim->default_max_tokens;
     if (!v) return LV_OK;
     int64_t n = 0;
@@ -134,7 +121,7 @@ static lv_status parse_max_tokens(const json_t *root, const oai_limits *lim, oai
 }
 
 static lv_status parse_stop(const json_t *root, oai_request *r, oai_error *e) {
-    json_t *v = member(root, "stop");
+    json_t *v = json_member(root, "stop");
     if (!v) return LV_OK;
     if (json_is_string(v)) {
         if (!json_string_length(v))
@@ -163,7 +150,7 @@ static lv_status parse_stop(const json_t *root, oai_request *r, oai_error *e) {
 
 static lv_status parse_logit_bias(const json_t *root, const oai_limits *lim, oai_request *r,
                                   oai_error *e) {
-    json_t *v = member(root, "logit_bias");
+    json_t *v = json_member(root, "logit_bias");
     if (!v) return LV_OK;
     if (!json_is_object(v)) return bad_type(e, "logit_bias", "an object", v);
     size_t n = json_object_size(v);
@@ -197,22 +184,22 @@ static lv_status parse_logit_bias(const json_t *root, const oai_limits *lim, oai
 }
 
 static lv_status parse_stream(const json_t *root, oai_request *r, oai_error *e) {
-    json_t *v = member(root, "stream");
+    json_t *v = json_member(root, "stream");
     lv_status st;
     if (v && (st = get_bool(v, "stream", &r->stream, e))) return st;
-    json_t *so = member(root, "stream_options");
+    json_t *so = json_member(root, "stream_options");
     if (!so) return LV_OK;
     if (!json_is_object(so)) return bad_type(e, "stream_options", "an object", so);
     if (!r->stream)
         return BAD(e, "stream_options", "invalid_value",
                    "The 'stream_options' parameter is only allowed when 'stream' is enabled.");
-    json_t *iu = member(so, "include_usage");
+    json_t *iu = json_member(so, "include_usage");
     if (iu && (st = get_bool(iu, "stream_options.include_usage", &r->include_usage, e))) return st;
     return LV_OK;
 }
 
 static lv_status parse_logprobs(const json_t *root, oai_request *r, oai_error *e) {
-    json_t *v = member(root, "logprobs");
+    json_t *v = json_member(root, "logprobs");
     int64_t n = 0;
     lv_status st;
     if (r->kind == OAI_COMPLETION) {
@@ -224,7 +211,7 @@ static lv_status parse_logprobs(const json_t *root, oai_request *r, oai_error *e
         return LV_OK;
     }
     if (v && (st = get_bool(v, "logprobs", &r->logprobs, e))) return st;
-    json_t *t = member(root, "top_logprobs");
+    json_t *t = json_member(root, "top_logprobs");
     if (!t) return LV_OK;
     if ((st = get_int(t, "top_logprobs", 0, SAMPLE_MAX_TOP, &n, e))) return st;
     if (!r->logprobs)
@@ -240,7 +227,7 @@ static lv_status parse_common(const json_t *root, const oai_limits *lim, oai_req
                               oai_error *e) {
     lv_status st;
     sample_params_default(&r->sampling);
-    json_t *v = member(root, "model");
+    json_t *v = json_member(root, "model");
     if (v) {
         if (!json_is_string(v)) return bad_type(e, "model", "a string", v);
         r->model = json_string_value(v);
@@ -262,18 +249,18 @@ static lv_status parse_common(const json_t *root, const oai_limits *lim, oai_req
      * sampler wants (0, 1], and the smallest positive value does that. */
     if ((r->set & OAI_SET_TOP_P) && sp->top_p <= 0) sp->top_p = FLT_MIN;
     int64_t n = 0;
-    if ((v = member(root, "top_k"))) { /* -1 or 0: off (vLLM, llama.cpp) */
+    if ((v = json_member(root, "top_k"))) { /* -1 or 0: off (vLLM, llama.cpp) */
         if ((st = get_int(v, "top_k", -1, INT32_MAX, &n, e))) return st;
         sp->top_k = n < 0 ? 0 : (int)n;
         r->set |= OAI_SET_TOP_K;
     }
-    if ((v = member(root, "seed"))) {
+    if ((v = json_member(root, "seed"))) {
         if ((st = get_int(v, "seed", INT64_MIN, INT64_MAX, &n, e))) return st;
         sp->seed = (uint64_t)n;
         r->set |= OAI_SET_SEED;
     }
     r->n = 1;
-    if ((v = member(root, "n"))) {
+    if ((v = json_member(root, "n"))) {
         if ((st = get_int(v, "n", 1, lim->max_n, &n, e))) return st;
         r->n = (int)n;
     }
@@ -294,7 +281,7 @@ static lv_status parse_common(const json_t *root, const oai_limits *lim, oai_req
 static lv_status parse_role(const json_t *m, const char *param, chat_role *role, oai_error *e) {
     char p[64];
     snprintf(p, sizeof p, "%s.role", param);
-    json_t *v = member(m, "role");
+    json_t *v = json_member(m, "role");
     if (!v) return BAD(e, p, "missing_required_parameter", "Missing required parameter: '%s'.", p);
     if (!json_is_string(v)) return bad_type(e, p, "a string", v);
     const char *s = json_string_value(v);
@@ -319,12 +306,12 @@ static bool has_prefix(const char *s, const char *p) {
 static lv_status parse_image(const json_t *part, const char *param, oai_image *img, oai_error *e) {
     char p[160];
     snprintf(p, sizeof p, "%s.image_url", param);
-    json_t *iu = member(part, "image_url");
+    json_t *iu = json_member(part, "image_url");
     if (!iu) return BAD(e, p, "missing_required_parameter", "Missing required parameter: '%s'.", p);
     json_t *url = iu;
     img->detail = OAI_DETAIL_AUTO;
     if (json_is_object(iu)) {
-        json_t *d = member(iu, "detail");
+        json_t *d = json_member(iu, "detail");
         if (d) {
             snprintf(p, sizeof p, "%s.image_url.detail", param);
             const char *ds = json_is_string(d) ? json_string_value(d) : NULL;
@@ -340,7 +327,7 @@ static lv_status parse_image(const json_t *part, const char *param, oai_image *i
                            ds);
         }
         snprintf(p, sizeof p, "%s.image_url.url", param);
-        url = member(iu, "url");
+        url = json_member(iu, "url");
         if (!url)
             return BAD(e, p, "missing_required_parameter", "Missing required parameter: '%s'.", p);
     } else if (!json_is_string(iu)) {
@@ -363,7 +350,7 @@ static lv_status parse_part(const json_t *part, const char *param, chat_part *cp
     char p[160];
     if (!json_is_object(part)) return bad_type(e, param, "an object", part);
     snprintf(p, sizeof p, "%s.type", param);
-    json_t *t = member(part, "type");
+    json_t *t = json_member(part, "type");
     if (!t) return BAD(e, p, "missing_required_parameter", "Missing required parameter: '%s'.", p);
     if (!json_is_string(t)) return bad_type(e, p, "a string", t);
     const char *ts = json_string_value(t);
@@ -376,7 +363,7 @@ static lv_status parse_part(const json_t *part, const char *param, chat_part *cp
         return BAD(e, p, "invalid_value",
                    "Invalid value: '%.40s'. Supported values are: 'text' and 'image_url'.", ts);
     snprintf(p, sizeof p, "%s.text", param);
-    json_t *x = member(part, "text");
+    json_t *x = json_member(part, "text");
     if (!x) return BAD(e, p, "missing_required_parameter", "Missing required parameter: '%s'.", p);
     if (!json_is_string(x)) return bad_type(e, p, "a string", x);
     cp->type = CHAT_PART_TEXT;
@@ -396,7 +383,7 @@ static lv_status parse_message(const json_t *m, size_t i, const oai_limits *lim,
     if (st) return st;
     msg->parts = r->parts_ + *n_parts;
     snprintf(p, sizeof p, "%s.content", param);
-    json_t *c = member(m, "content");
+    json_t *c = json_member(m, "content");
     if (!c) return BAD(e, p, "missing_required_parameter", "Missing required parameter: '%s'.", p);
     if (json_is_string(c)) {
         chat_part *cp = &r->parts_[(*n_parts)++];
@@ -432,7 +419,7 @@ static lv_status parse_message(const json_t *m, size_t i, const oai_limits *lim,
 
 static lv_status parse_messages(const json_t *root, const oai_limits *lim, oai_request *r,
                                 oai_error *e) {
-    json_t *ms = member(root, "messages");
+    json_t *ms = json_member(root, "messages");
     if (!ms)
         return BAD(e, "messages", "missing_required_parameter",
                    "Missing required parameter: 'messages'.");
@@ -492,7 +479,7 @@ static lv_status parse_ids(const json_t *a, const char *param, oai_prompt *p, oa
 
 static lv_status parse_prompts(const json_t *root, const oai_limits *lim, oai_request *r,
                                oai_error *e) {
-    json_t *v = member(root, "prompt");
+    json_t *v = json_member(root, "prompt");
     if (!v)
         return BAD(e, "prompt", "missing_required_parameter",
                    "Missing required parameter: 'prompt'.");

@@ -11,6 +11,7 @@
  */
 #include "backend/cpu/kernels.h"
 #include "backend/quant.h"
+#include "base/half.h"
 
 #include <string.h>
 
@@ -39,7 +40,7 @@ void cpu_convert_portable(float *dst, be_dtype dtype, const void *src, size_t n)
     for (size_t i = 0; i < n; i++) {
         uint16_t h;
         memcpy(&h, p + 2 * i, 2);
-        dst[i] = dtype == BE_F16 ? be_f16_to_f32(h) : be_bf16_to_f32(h);
+        dst[i] = dtype == BE_F16 ? lv_f16_to_f32(h) : lv_bf16_to_f32(h);
     }
 }
 
