@@ -37,7 +37,6 @@
 #include <jansson.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <poll.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -534,20 +533,6 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
 
 /* ---- lifecycle --------------------------------------------------------------------------- */
 
-/* Every connection sends as soon as it writes: a streamed token is one small
- * write, and Nagle's algorithm would hold it until the client acknowledges
- * the one before (a delayed ACK: ~40 ms a token on Linux). */
-static void on_connection(void *cls, struct MHD_Connection *c, void **socket_context,
-                          enum MHD_ConnectionNotificationCode code) {
-    (void)cls;
-    (void)socket_context;
-    if (code != MHD_CONNECTION_NOTIFY_STARTED) return;
-    const union MHD_ConnectionInfo *ci =
-        MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
-    int one = 1;
-    if (ci) setsockopt(ci->connect_fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-}
-
 lv_status http_start(const http_config *cfg, http_server **out, lv_err *err) {
     *out = NULL;
     struct sockaddr_in6 a6 = {0};
@@ -593,8 +578,7 @@ lv_status http_start(const http_config *cfg, http_server **out, lv_err *err) {
                          .metrics = s->metrics};
     s->d = MHD_start_daemon(flags, (uint16_t)cfg->port, NULL, NULL, on_request, s,
                             MHD_OPTION_SOCK_ADDR, addr, MHD_OPTION_NOTIFY_COMPLETED, on_completed,
-                            s, MHD_OPTION_NOTIFY_CONNECTION, on_connection, s,
-                            MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(256 * 1024),
+                            s, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(256 * 1024),
                             MHD_OPTION_CONNECTION_TIMEOUT, 120u, MHD_OPTION_CONNECTION_LIMIT, 512u,
                             MHD_OPTION_END);
     if (!s->d) {
