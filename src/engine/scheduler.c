@@ -63,6 +63,7 @@
 #define ITL_MARGIN   0.75              /* share of the allowed latency budgeted (noise) */
 #define EWMA         0.25              /* weight of a new cost sample */
 #define FIRST_ROWS   8                 /* rows of a piece whose cost is not known yet */
+#define QUIET_EVERY  32                /* turns between two measurements of the quiet step */
 
 typedef enum { SL_FREE = 0, SL_ENCODE, SL_PREFILL, SL_DECODE } slot_phase;
 
@@ -85,7 +86,8 @@ typedef struct {
 
 /* Measured costs (moving averages, ms; 0 = not measured yet). */
 typedef struct {
-    double *decode;                         /* (parallel + 1) a forward of n decode rows alone */
+    double *decode;     /* (parallel + 1) a forward of n decode rows alone: the quiet step */
+    long *decode_turn;  /* (parallel + 1) the turn that measured it last */
     double prefill_row;                     /* one prompt row in a forward */
     double encode_row[LLAVA_ENCODER_KINDS]; /* one row of an encoder piece of each kind */
 } costs;
@@ -115,6 +117,8 @@ struct sched {
     sched_job **admit; /* (parallel) jobs taken from the queue this turn */
     slot **order;      /* (parallel) slots of one phase, oldest first */
     costs cost;
+    double allow; /* ms of background work a turn may carry while jobs decode (feedback) */
+    long turns;   /* forwards run */
 
     /* figures, under mu */
     int n_running;
@@ -377,8 +381,8 @@ static lv_status next_image(sched *s, slot *sl, lv_err *err) {
 
 /* Encoder pieces for sl: while jobs decode, within budget_ms, each piece
  * sized from the measured cost of its kind; else whole pieces for up to
- * TURN_MS. Returns the time spent. */
-static double encode_slot(sched *s, slot *sl, double budget_ms, bool decoding) {
+ * TURN_MS. Returns the time spent; *ran is set when a piece ran. */
+static double encode_slot(sched *s, slot *sl, double budget_ms, bool decoding, bool *ran) {
     sched_job *j = sl->j;
     double t0 = lv_now_ms(), spent = 0, limit = decoding ? budget_ms : TURN_MS;
     lv_status st = LV_OK;
@@ -395,6 +399,7 @@ static double encode_slot(sched *s, slot *sl, double budget_ms, bool decoding) {
             break;
         }
         ewma(&s->cost.encode_row[kind], (lv_now_ms() - p0) / rows);
+        *ran = true;
         spent = lv_now_ms() - t0;
     }
     /* a finished last image starts the prefill at once */
@@ -438,11 +443,19 @@ static void run_turn(sched *s) {
         s->who[n++] = i;
     }
     n_dec = n;
-    /* the background budget: unbounded-ish when nothing decodes; else the
-     * latency the running streams may lose, from the measured step time */
+    /* the background budget: none when nothing decodes (background work runs
+     * freely); else what keeps the turn near target, the quiet decode step
+     * stretched by (max_itl_ratio - 1) * ITL_MARGIN: s->allow, corrected after
+     * every turn that carried background work by how far it missed */
     double dec_ms = s->cost.decode[n_dec];
     bool bounded = n_dec > 0 && s->max_itl_ratio > 0;
-    double budget = !bounded ? -1 : (s->max_itl_ratio - 1) * ITL_MARGIN * dec_ms;
+    double target = dec_ms * (1 + (s->max_itl_ratio - 1) * ITL_MARGIN);
+    if (bounded && s->allow <= 0) s->allow = target - dec_ms;
+    /* the quiet step grows with the streams' contexts: a turn without
+     * background work measures it again every QUIET_EVERY turns */
+    bool stale = s->turns - s->cost.decode_turn[n_dec] >= QUIET_EVERY;
+    double budget = !bounded ? -1 : dec_ms > 0 && !stale ? s->allow : 0, enc_ms = 0;
+    bool encoded = false;
     int n_enc = oldest_first(s, SL_ENCODE, order);
     for (int k = 0; k < n_enc; k++) /* no images (left): the sequence at once */
         if (!order[k]->enc && order[k]->next_image == order[k]->j->n_images) {
@@ -452,7 +465,8 @@ static void run_turn(sched *s) {
     n_enc = oldest_first(s, SL_ENCODE, order);
     for (int k = 0; k < n_enc; k++) {
         if (bounded && budget <= 0) break;
-        double spent = encode_slot(s, order[k], budget, bounded);
+        double spent = encode_slot(s, order[k], budget, bounded, &encoded);
+        enc_ms += spent;
         if (bounded) budget -= spent;
     }
     int rows_budget = PREFILL_ROWS;
@@ -460,7 +474,7 @@ static void run_turn(sched *s) {
         double rate = s->cost.prefill_row;
         rows_budget = budget <= 0 ? 0 : rate > 0 ? (int)(budget / rate) : FIRST_ROWS;
         /* a prompt must advance even when the budget is spent on encoding */
-        if (rows_budget < 1) rows_budget = n_enc || dec_ms <= 0 ? 0 : 1;
+        if (rows_budget < 1) rows_budget = n_enc || dec_ms <= 0 || stale ? 0 : 1;
         if (rows_budget > PREFILL_ROWS) rows_budget = PREFILL_ROWS;
     }
     int n_pre = oldest_first(s, SL_PREFILL, order), pre_rows = 0;
@@ -481,10 +495,26 @@ static void run_turn(sched *s) {
     double t0 = lv_now_ms();
     lv_status st = llava_forward(m, s->bt, s->in, n, s->logits, &err);
     double ms = lv_now_ms() - t0;
-    if (!st && pre_rows == 0)
-        ewma(&s->cost.decode[n_dec], ms);
-    else if (!st && (n_dec == 0 || dec_ms > 0))
-        ewma(&s->cost.prefill_row, (ms - (n_dec ? dec_ms : 0)) / pre_rows);
+    s->turns++;
+    LV_DEBUG("turn: %d decoding (quiet step %.2f ms), budget %.2f ms: encoder %.2f ms, "
+             "%d prompt rows, forward %.2f ms",
+             n_dec, dec_ms, budget + enc_ms, enc_ms, pre_rows, ms);
+    if (st) {
+    } else if (!encoded && pre_rows == 0) { /* a quiet turn: the baseline */
+        /* a step slowed by work outside the scheduler (a request's image
+         * decoded on its connection's thread) moves it up by half at most */
+        double *q = &s->cost.decode[n_dec];
+        ewma(q, *q > 0 && ms > 1.5 * *q ? 1.5 * *q : ms);
+        s->cost.decode_turn[n_dec] = s->turns;
+    } else {
+        if (pre_rows && (n_dec == 0 || dec_ms > 0))
+            ewma(&s->cost.prefill_row, (ms - (n_dec ? dec_ms : 0)) / pre_rows);
+        if (bounded && dec_ms > 0) { /* feedback: what the turn took against the target */
+            s->allow += 0.5 * (target - (enc_ms + ms));
+            if (s->allow < 0.1 * dec_ms) s->allow = 0.1 * dec_ms;
+            if (s->allow > target) s->allow = target;
+        }
+    }
     size_t vocab = (size_t)llava_vocab_size(m);
     for (int q = 0; q < n; q++) {
         slot *sl = &s->slots[s->who[q]];
@@ -627,6 +657,7 @@ static void free_engine(sched *s) {
     free(s->order);
     free(s->ring);
     free(s->cost.decode);
+    free(s->cost.decode_turn);
 }
 
 lv_status sched_new(llava *m, const sched_config *cfg, sched **out, lv_err *err) {
@@ -660,8 +691,9 @@ lv_status sched_new(llava *m, const sched_config *cfg, sched **out, lv_err *err)
     s->admit = calloc((size_t)np, sizeof *s->admit);
     s->order = calloc((size_t)np, sizeof *s->order);
     s->cost.decode = calloc((size_t)np + 1, sizeof *s->cost.decode);
+    s->cost.decode_turn = calloc((size_t)np + 1, sizeof *s->cost.decode_turn);
     if (!s->ring || !s->slots || !s->logits || !s->in || !s->who || !s->admit || !s->order ||
-        !s->cost.decode) {
+        !s->cost.decode || !s->cost.decode_turn) {
         free_engine(s);
         free(s);
         return lv_fail(err, LV_ERR_NOMEM, "out of memory for %d parallel sequences", np);

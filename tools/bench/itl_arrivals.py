@@ -9,10 +9,14 @@ Against a running llava-server (any build: it only speaks the OpenAI API):
      arrivals with nothing else going on;
   3. sends --images chat requests with the image at once (max_tokens 1) and
      records until the last of them is answered;
-  4. closes the streams and prints, for each window, the p50 / p99 / max gap
-     between consecutive tokens of a stream (a gap belongs to the window its
-     later token arrives in), the ratio arrivals / quiet, and how long the
-     image requests took.
+  4. closes the streams, then runs the same streams again with no arrivals
+     (greedy: the same tokens, so the same contexts) as the control;
+  5. prints the p50 / p99 / max gap between consecutive tokens of a stream
+     in the quiet window, the arrival window (a gap belongs to the window
+     its later token arrives in) and the control over the arrival window's
+     token indices, the p99 ratios, and how long the image requests took.
+A decode step grows with the streams' contexts (their KV caches), so the
+control, not the quiet window, is what the arrival window compares with.
 
 Every token must arrive as its own SSE event, so the streams' sampling is
 held to the ids whose text is never empty (--text-ids, the tiny fixture
@@ -83,13 +87,35 @@ class ImageRequest(threading.Thread):
         c.close()
 
 
-def gaps(streams, t_from, t_to):
+def window(streams, t_from, t_to):
+    """Per stream, the token indices [i0, i1) arriving in [t_from, t_to)."""
     out = []
-    for s in streams:
-        for p, q in zip(s.times, s.times[1:]):
-            if t_from <= q < t_to:
-                out.append((q - p) * 1e3)
+    for st in streams:
+        idx = [i for i, t in enumerate(st.times) if i > 0 and t_from <= t < t_to]
+        out.append((idx[0], idx[-1] + 1) if idx else (0, 0))
     return out
+
+
+def gaps(streams, win):
+    """The gaps before each token of win, every stream: ms."""
+    return [(st.times[i] - st.times[i - 1]) * 1e3
+            for st, (i0, i1) in zip(streams, win) for i in range(i0, min(i1, len(st.times)))]
+
+
+def start_streams(a):
+    streams = [Stream(a, k) for k in range(a.streams)]
+    for s in streams:
+        s.start()
+    t_wait = time.monotonic()
+    while min(len(s.times) for s in streams) < 20:
+        if any(s.error for s in streams) or time.monotonic() - t_wait > 120:
+            sys.exit('streams did not start: ' + '; '.join(str(s.error) for s in streams))
+        time.sleep(0.01)
+    return streams
+
+
+def stats(v):
+    return {'n': len(v), 'p50_ms': pct(v, 50), 'p99_ms': pct(v, 99), 'max_ms': max(v)}
 
 
 def main():
@@ -107,14 +133,8 @@ def main():
     mime = 'png' if a.image.endswith('.png') else 'jpeg'
     uri = f'data:image/{mime};base64,' + base64.b64encode(open(a.image, 'rb').read()).decode()
 
-    streams = [Stream(a, k) for k in range(a.streams)]
-    for s in streams:
-        s.start()
-    t_wait = time.monotonic()
-    while min(len(s.times) for s in streams) < 20:
-        if any(s.error for s in streams) or time.monotonic() - t_wait > 120:
-            sys.exit('streams did not start: ' + '; '.join(str(s.error) for s in streams))
-        time.sleep(0.01)
+    # 1. streams, a quiet window, then the image requests
+    streams = start_streams(a)
     t_quiet = time.monotonic()
     time.sleep(a.quiet)
     t_arrive = time.monotonic()
@@ -131,13 +151,25 @@ def main():
         sys.exit('failed: ' + '; '.join(bad))
     if any(s.times[-1] < t_done - 0.5 for s in streams):
         sys.exit('a stream ended before the image requests were answered: raise --max-tokens')
-    quiet, busy = gaps(streams, t_quiet, t_arrive), gaps(streams, t_arrive, t_done)
+    quiet_win, busy_win = window(streams, t_quiet, t_arrive), window(streams, t_arrive, t_done)
+    time.sleep(1)
+
+    # 2. control: the same streams (greedy: the same tokens, the same contexts)
+    #    with no arrivals, over the same token indices as the arrival window
+    control = start_streams(a)
+    last = max(i1 for _, i1 in busy_win)
+    while min(len(s.times) for s in control) < last and not any(s.error for s in control):
+        time.sleep(0.05)
+    for s in control:
+        s.stop = True
     res = {
-        'quiet': {'n': len(quiet), 'p50_ms': pct(quiet, 50), 'p99_ms': pct(quiet, 99), 'max_ms': max(quiet)},
-        'arrivals': {'n': len(busy), 'p50_ms': pct(busy, 50), 'p99_ms': pct(busy, 99), 'max_ms': max(busy)},
+        'quiet': stats(gaps(streams, quiet_win)),
+        'arrivals': stats(gaps(streams, busy_win)),
+        'control_same_tokens': stats(gaps(control, busy_win)),
         'images_s': {'first_done': min(r.t1 - r.t0 for r in reqs), 'last_done': t_done - t_arrive},
     }
-    res['p99_ratio'] = res['arrivals']['p99_ms'] / res['quiet']['p99_ms']
+    res['p99_ratio_vs_control'] = res['arrivals']['p99_ms'] / res['control_same_tokens']['p99_ms']
+    res['p99_ratio_vs_quiet'] = res['arrivals']['p99_ms'] / res['quiet']['p99_ms']
     print(json.dumps(res, indent=1))
 
 
