@@ -11,6 +11,7 @@
 #include <stddef.h>
 #include <cmocka.h>
 
+#include "engine/request.h"
 #include "model/llava.h"
 #include "model/llava_impl.h" /* white-box: feature rows written directly */
 #include "testutil.h"
@@ -197,6 +198,54 @@ static void test_fixture(void **state) {
     check_model("forward/llava-next-tiny");
 }
 
+/* An image encoded a few rows at a time (the scheduler's pieces) gives the
+ * bits of one pass, tile after tile, stage after stage. */
+static void check_encoder_pieces(const char *rel) {
+    llava *m = load(rel);
+    char path[1024];
+    snprintf(path, sizeof path, "%s/forward/images/d_200x200.png", tu_env("LLAVA_TEST_DATA"));
+    img_tensor px;
+    int n_tok;
+    lv_err err;
+    if (request_load_image(m, path, &px, &n_tok, NULL, NULL, &err)) fail_msg("%s", err.msg);
+    llava_image whole;
+    assert_int_equal(llava_encode_image(m, &px, false, &whole, &err), LV_OK);
+    assert_int_equal(whole.n_tokens, n_tok);
+    llava_features *f;
+    llava_encoder *e;
+    assert_int_equal(llava_features_new(m, n_tok + 5, &f, &err), LV_OK);
+    assert_int_equal(llava_encoder_new(m, &px, f, 6, false, &e, &err), LV_ERR_ARG); /* no room */
+    assert_int_equal(llava_encoder_new(m, &px, f, 5, false, &e, &err), LV_OK);
+    int pieces = 0, kinds = 0;
+    while (!llava_encoder_done(e)) {
+        int kind, left = llava_encoder_next(e, &kind);
+        assert_true(left > 0 && kind >= 0 && kind < LLAVA_ENCODER_KINDS);
+        kinds |= 1 << kind;
+        assert_int_equal(llava_encoder_run(e, 7, &err), LV_OK);
+        pieces++;
+    }
+    assert_int_equal(llava_encoder_next(e, NULL), 0);
+    assert_int_equal(kinds, (1 << LLAVA_ENCODER_KINDS) - 1);
+    assert_int_equal(llava_encoder_tiles(e), px.n_tiles);
+    assert_true(pieces > px.n_tiles * 4);
+    float *rows = malloc((size_t)n_tok * llava_text_dim(m) * sizeof *rows);
+    llava_features_read(f, 5, n_tok, rows);
+    assert_memory_equal(rows, whole.rows, (size_t)n_tok * llava_text_dim(m) * sizeof *rows);
+    free(rows);
+    llava_encoder_free(e);
+    llava_features_free(f);
+    llava_image_free(&whole);
+    img_tensor_free(&px);
+    llava_free(m);
+}
+
+static void test_encoder_pieces(void **state) {
+    (void)state;
+    check_encoder_pieces("../../models/demo");
+    check_encoder_pieces("forward/llava-next-tiny");
+    check_encoder_pieces("forward/llava-1.5-tiny");
+}
+
 static void test_batch_init(void **state) {
     (void)state;
     llava *m = load("../../models/demo");
@@ -217,6 +266,7 @@ int main(void) {
         cmocka_unit_test(test_demo),
         cmocka_unit_test(test_fixture),
         cmocka_unit_test(test_batch_init),
+        cmocka_unit_test(test_encoder_pieces),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

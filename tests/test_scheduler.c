@@ -574,6 +574,48 @@ static void test_batched_equals_gen_run(void **state) {
     for (int k = 0; k < N; k++) sched_job_release(jobs[k]);
 }
 
+/* A new image does not stall the running streams: its encode runs a few
+ * rows at a time and its prompt in chunks between decode steps, so a
+ * stream keeps producing tokens while the image request is prepared (the
+ * old scheduler encoded the whole image in one turn and prefilled its
+ * prompt in one forward: a stream got one or two tokens in that time). And
+ * the image request still answers what it answers alone (its pieces give
+ * the bits of one pass). */
+static void test_image_does_not_stall_streams(void **state) {
+    (void)state;
+    sched *w = start(2, 4, 0);
+    sched_job *stream = make_job(0, "Hello, who are you?", 4000);
+    stream->params.ignore_eos = true;
+    sched_job *img = make_job(7, "How many crosses are in the image?", MAX_TOKENS);
+    sched_job *alone = make_job(7, "How many crosses are in the image?", MAX_TOKENS);
+    submit(w, stream);
+    wait_tokens(stream, 20); /* decoding, its quiet step measured */
+    pthread_mutex_lock(&stream->mu);
+    int before = stream->n_tokens;
+    pthread_mutex_unlock(&stream->mu);
+    submit(w, img);
+    wait_tokens(img, 1);
+    pthread_mutex_lock(&stream->mu);
+    int during = stream->n_tokens - before;
+    bool stream_done = stream->done;
+    pthread_mutex_unlock(&stream->mu);
+    print_message("stream tokens while the image request was prepared: %d\n", during);
+    assert_false(stream_done);
+    assert_true(during >= 20);
+    sched_job_cancel(stream);
+    sched_job_wait(img);
+    sched_job_wait(stream);
+    assert_int_equal(stream->st, LV_ERR_CANCELLED);
+    submit(w, alone);
+    sched_job_wait(alone);
+    expect_same(alone, img, 0);
+    expect_idle(w);
+    sched_free(w);
+    sched_job_release(stream);
+    sched_job_release(img);
+    sched_job_release(alone);
+}
+
 static void test_bad_config(void **state) {
     (void)state;
     sched *w;
@@ -598,6 +640,7 @@ int main(void) {
         cmocka_unit_test(test_stop),
         cmocka_unit_test(test_bad_jobs_fail_alone),
         cmocka_unit_test(test_bad_config),
+        cmocka_unit_test(test_image_does_not_stall_streams),
         cmocka_unit_test(test_stop_strings_and_limits),
         cmocka_unit_test(test_batched_equals_gen_run),
     };
