@@ -106,8 +106,8 @@ static float f16_at(const unsigned char *p) {
     return lv_f16_to_f32(h);
 }
 
-/* Element i of a plain (F32/F16/BF16) array. */
-static float plain_at(be_dtype dt, const unsigned char *p, size_t i) {
+float be_plain_at(be_dtype dt, const void *base, size_t i) {
+    const unsigned char *p = base;
     if (dt == BE_F32) {
         float f;
         memcpy(&f, p + 4 * i, 4);
@@ -137,7 +137,7 @@ static void dequant_mlx(const be_weight *w, int row, int c0, int n, float *out) 
     const unsigned char *sc = q->scales, *bi = q->biases;
     for (int g0 = c0; g0 < c0 + n; g0 += q->group) {
         size_t gi = (size_t)row * n_groups + (size_t)(g0 / q->group);
-        float s = plain_at(q->scale_dtype, sc, gi), b = plain_at(q->scale_dtype, bi, gi);
+        float s = be_plain_at(q->scale_dtype, sc, gi), b = be_plain_at(q->scale_dtype, bi, gi);
         float *o = out + (g0 - c0);
         if (q->bits == 4) {
             const unsigned char *p = codes + g0 / 2;
@@ -279,7 +279,7 @@ void be_dequant_span(const be_weight *w, int row, int c0, int n, float *out) {
         case BE_F32:
         case BE_F16:
         case BE_BF16:
-            for (int i = 0; i < n; i++) out[i] = plain_at(w->dtype, r, (size_t)(c0 + i));
+            for (int i = 0; i < n; i++) out[i] = be_plain_at(w->dtype, r, (size_t)(c0 + i));
             return;
         case BE_MLX:
             dequant_mlx(w, row, c0, n, out);

@@ -25,6 +25,9 @@ const char *be_dtype_name(be_dtype dt);
 /* True for BE_MLX and the ggml block types. */
 bool be_dtype_quantized(be_dtype dt);
 
+/* Element i of a plain (F32/F16/BF16) array, maybe unaligned, as float32 (exact). */
+float be_plain_at(be_dtype dt, const void *base, size_t i);
+
 /* Values per block of a ggml block type (32 or 256), with its bytes; 1 value
  * of 4 or 2 bytes for a plain type; 0 for BE_MLX (its group is per weight). */
 int be_block_elems(be_dtype dt);

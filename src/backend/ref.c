@@ -65,24 +65,12 @@ static void ref_weight_free(be *b, be_weight *w) {
     *w = (be_weight){0};
 }
 
-/* Element i of a (possibly unaligned) array of dtype, as float. */
-static float load_elem(be_dtype dtype, const void *base, size_t i) {
-    const unsigned char *p = base;
-    if (dtype == BE_F32) {
-        float f;
-        memcpy(&f, p + 4 * i, 4);
-        return f;
-    }
-    uint16_t h;
-    memcpy(&h, p + 2 * i, 2);
-    return dtype == BE_F16 ? lv_f16_to_f32(h) : lv_bf16_to_f32(h);
-}
 
 static float *ref_vector_init(be *b, be_dtype dtype, int n, const void *host) {
     if (dtype != BE_F32 && dtype != BE_F16 && dtype != BE_BF16) return NULL;
     float *v = malloc((size_t)(n > 0 ? n : 1) * sizeof *v);
     if (!v) return NULL;
-    for (int i = 0; i < n; i++) v[i] = load_elem(dtype, host, (size_t)i);
+    for (int i = 0; i < n; i++) v[i] = be_plain_at(dtype, host, (size_t)i);
     return v;
 }
 
