@@ -17,7 +17,6 @@
  */
 #include "backend/backend.h"
 #include "backend/quant.h"
-#include "base/half.h"
 
 #include <math.h>
 #include <stdlib.h>
