@@ -60,7 +60,8 @@ static void check_question(const char *image, const char *question) {
     json_t *cli = json_loads(out, 0, &je);
     if (!cli) fail_msg("llava-cli printed no JSON (%s): %s", je.text, out);
     free(out);
-    json_t *pids = json_object_get(cli, "prompt_ids"), *gids = json_object_get(cli, "generated_ids");
+    json_t *pids = json_object_get(cli, "prompt_ids"),
+           *gids = json_object_get(cli, "generated_ids");
     int n_gen = (int)json_array_size(gids);
     assert_true(n_gen >= 2);
 
@@ -77,17 +78,18 @@ static void check_question(const char *image, const char *question) {
     media_policy media;
     media_policy_default(&media);
     metrics *mt = metrics_new();
-    jobs_ctx ctx = {.m = m, .w = w, .lim = &lim, .media = &media, .model_name = "demo",
-                    .metrics = mt};
+    jobs_ctx ctx = {
+        .m = m, .w = w, .lim = &lim, .media = &media, .model_name = "demo", .metrics = mt};
     char *bytes;
     size_t len;
     char *b64;
-    if (lv_read_file(img, 1 << 24, &bytes, &len, &err) || lv_base64_encode((const uint8_t *)bytes, len, &b64, &err))
+    if (lv_read_file(img, 1 << 24, &bytes, &len, &err) ||
+        lv_base64_encode((const uint8_t *)bytes, len, &b64, &err))
         fail_msg("%s", err.msg);
-    json_t *body = json_pack(
-        "{s:[{s:s, s:[{s:s, s:{s:s+}}, {s:s, s:s}]}], s:i, s:f}", "messages", "role", "user",
-        "content", "type", "image_url", "image_url", "url", "data:image/png;base64,", b64, "type",
-        "text", "text", question, "max_tokens", STEPS, "temperature", 0.0);
+    json_t *body = json_pack("{s:[{s:s, s:[{s:s, s:{s:s+}}, {s:s, s:s}]}], s:i, s:f}", "messages",
+                             "role", "user", "content", "type", "image_url", "image_url", "url",
+                             "data:image/png;base64,", b64, "type", "text", "text", question,
+                             "max_tokens", STEPS, "temperature", 0.0);
     char *text = json_dumps(body, 0);
     job_group g;
     oai_error e;

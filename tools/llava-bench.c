@@ -35,7 +35,7 @@
  *   llava-bench serve --model PATH [--streams N] [--tokens T] [--threads K] [--image FILE]
  *       The continuous-batching worker driven in-process by N concurrent
  *       streams, and by one in the same run: aggregate tokens/s and the
- *       ratio (src/server/serve_bench.c says how each figure is measured).
+ *       ratio (tools/bench/serve_bench.c says how each figure is measured).
  */
 #include "base/clock.h"
 #include "base/common.h"
@@ -48,7 +48,7 @@
 #include "image/decode.h"
 #include "image/preprocess.h"
 #include "image/resample.h"
-#include "server/serve_bench.h"
+#include "bench/serve_bench.h"
 #include "text/tokenizer.h"
 #include "common/tool_args.h"
 
@@ -438,6 +438,6 @@ int main(int argc, char **argv) {
     if (argc >= 2 && strcmp(argv[1], "tokenizer") == 0) return bench_tokenizer(argc - 1, argv + 1);
     if (argc >= 2 && strcmp(argv[1], "image") == 0) return bench_image(argc - 1, argv + 1);
     if (argc >= 2 && strcmp(argv[1], "matmul") == 0) return bench_matmul(argc - 1, argv + 1);
-    if (argc >= 2 && strcmp(argv[1], "serve") == 0) return serve_bench_main(argc - 2, argv + 2);
+    if (argc >= 2 && strcmp(argv[1], "serve") == 0) return serve_bench_main(argc - 1, argv + 1);
     return usage();
 }

@@ -95,7 +95,6 @@ typedef struct {
     int max_tokens;
 } eval_args;
 
-
 /* ---- command line -------------------------------------------------------------------- */
 
 static void usage(FILE *f) {
@@ -614,7 +613,7 @@ static void keep_free(void *p) {
 /* A question in flight. */
 typedef struct {
     eval_item *it;
-    sched_job *j;  /* NULL: skipped before it was submitted (why) */
+    sched_job *j; /* NULL: skipped before it was submitted (why) */
     char *why;
 } pending;
 
@@ -932,9 +931,10 @@ static json_t *report_json(const eval_args *a, const eval_set *s, const img_inde
                                   "annotations", jstr(a->annotations), "images", jstr(a->images),
                                   "image_prefix", jstr(ix->prefix)));
     json_object_set_new(o, "settings",
-                        json_pack("{s:s, s:i, s:i, s:i, s:o, s:f}", "backend", a->backend, "threads",
-                                  s->n_threads, "parallel", a->parallel, "max_tokens", a->max_tokens, "prompt_suffix",
-                                  jstr(a->prompt_suffix), "temperature", 0.0));
+                        json_pack("{s:s, s:i, s:i, s:i, s:o, s:f}", "backend", a->backend,
+                                  "threads", s->n_threads, "parallel", a->parallel, "max_tokens",
+                                  a->max_tokens, "prompt_suffix", jstr(a->prompt_suffix),
+                                  "temperature", 0.0));
     json_object_set_new(o, "n_questions", json_integer(s->n_items));
     json_object_set_new(o, "n_scored", json_integer(sum->n_scored));
     json_object_set_new(o, "n_skipped", json_integer(sum->n_skipped));

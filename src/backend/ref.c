@@ -64,7 +64,6 @@ static void ref_weight_free(be *b, be_weight *w) {
     *w = (be_weight){0};
 }
 
-
 static float *ref_vector_init(be *b, be_dtype dtype, int n, const void *host) {
     if (dtype != BE_F32 && dtype != BE_F16 && dtype != BE_BF16) return NULL;
     float *v = malloc((size_t)(n > 0 ? n : 1) * sizeof *v);

@@ -88,7 +88,7 @@ typedef struct {
 typedef struct {
     double *decode;     /* (parallel + 1) a forward of n decode rows alone: the quiet step */
     long *decode_turn;  /* (parallel + 1) the turn that measured it last */
-    double prefill_row;                     /* one prompt row in a forward */
+    double prefill_row; /* one prompt row in a forward */
     double encode_row[LLAVA_ENCODER_KINDS]; /* one row of an encoder piece of each kind */
 } costs;
 

@@ -22,9 +22,10 @@
  * scheduler of one on the caller's thread, the same turn as the threaded
  * scheduler's lone stream).
  */
-#include "server/serve_bench.h"
+#include "bench/serve_bench.h"
 
 #include "base/log.h"
+#include "common/tool_args.h"
 #include "engine/request.h"
 #include "base/clock.h"
 #include "engine/run.h"
@@ -40,12 +41,6 @@ typedef struct {
     double ttft_ms;    /* mean */
     double wall_s;
 } run_figs;
-
-static int usage(void) {
-    fprintf(stderr, "usage: llava-bench serve --model PATH [--streams N] [--tokens T] "
-                    "[--threads K] [--image FILE] [--prompt TEXT] [--repeat R]\n");
-    return 2;
-}
 
 typedef struct {
     llava *m;
@@ -149,36 +144,39 @@ static lv_status run_streams(const bench_req *r, int streams, run_figs *f, lv_er
     return st;
 }
 
+static void usage_text(FILE *f) {
+    fprintf(f, "usage: llava-bench serve --model PATH [--streams N] [--tokens T] "
+               "[--threads K] [--image FILE] [--prompt TEXT] [--repeat R]\n");
+}
+
 int serve_bench_main(int argc, char **argv) {
     const char *model = NULL, *image = NULL, *prompt = "Describe the image in detail.";
     int streams = 8, tokens = 64, threads = 0, repeat = 1;
-    for (int i = 0; i < argc; i++) {
-        if (i + 1 >= argc) return usage();
-        if (strcmp(argv[i], "--model") == 0)
-            model = argv[++i];
-        else if (strcmp(argv[i], "--streams") == 0)
-            streams = atoi(argv[++i]);
-        else if (strcmp(argv[i], "--tokens") == 0)
-            tokens = atoi(argv[++i]);
-        else if (strcmp(argv[i], "--threads") == 0)
-            threads = atoi(argv[++i]);
-        else if (strcmp(argv[i], "--image") == 0)
-            image = argv[++i];
-        else if (strcmp(argv[i], "--prompt") == 0)
-            prompt = argv[++i];
-        else if (strcmp(argv[i], "--repeat") == 0)
-            repeat = atoi(argv[++i]);
-        else
-            return usage();
+    const tool_opt opts[] = {
+        TOOL_STR("model", 'm', &model),
+        TOOL_INT("streams", 0, &streams, 1, 256),
+        TOOL_INT("tokens", 0, &tokens, 2, 1000000),
+        TOOL_INT("threads", 0, &threads, 0, 4096),
+        TOOL_STR("image", 0, &image),
+        TOOL_STR("prompt", 0, &prompt),
+        TOOL_INT("repeat", 0, &repeat, 1, 1000),
+    };
+    static const tool_info tool = {"llava-bench serve", usage_text, false};
+    int rc = tool_parse(&tool, opts, LV_ARRAY_LEN(opts), argc, argv);
+    if (rc) return rc == TOOL_HELP ? 0 : 2;
+    if (!model) {
+        fprintf(stderr, "llava-bench serve: --model is required\n");
+        usage_text(stderr);
+        return 2;
     }
-    if (!model || streams < 1 || tokens < 2 || repeat < 1) return usage();
     lv_log_set_level(LV_LOG_WARN);
     lv_err err;
     llava *m = NULL;
     img_tensor px;
     memset(&px, 0, sizeof px);
     bench_req r = {.tokens = tokens};
-    int n_img_tok = 0, rc = 1;
+    int n_img_tok = 0;
+    rc = 1;
     size_t n_ids = 0;
     if (llava_open(model, &m, &err) || llava_load(m, "cpu", threads, &err)) goto fail;
     if (image && request_load_image(m, image, &px, &n_img_tok, NULL, NULL, &err)) goto fail;

@@ -4,10 +4,11 @@
  * in the same run, for the throughput figure of issue 6 (8 streams should
  * give at least 3x the tokens/s of one).
  */
-#ifndef LV_SERVER_SERVE_BENCH_H
-#define LV_SERVER_SERVE_BENCH_H
+#ifndef LV_BENCH_SERVE_BENCH_H
+#define LV_BENCH_SERVE_BENCH_H
 
-/* argv after "serve"; prints the figures; 0 on success, 1 on failure, 2 on bad usage. */
+/* argv from "serve" on (argv[0] is "serve"); prints the figures; 0 on success (or
+ * --help), 1 on failure, 2 on bad usage. */
 int serve_bench_main(int argc, char **argv);
 
 #endif
