@@ -586,27 +586,37 @@ static lv_status check_input(const llava *m, const llava_input *in, int i, lv_er
 }
 
 /* inputs_embeds = embed_tokens(ids); inputs_embeds[ids == image] = image features
- * (masked_scatter, in order), into input rows row0 ... Runs of text ids are
- * embedded and runs of image ids copied, one call each; with features the
- * image id never reaches embed_tokens (so the virtual id needs no row). */
-static void embed_input(llava *m, llava_batch *bt, int row0, const llava_input *in) {
+ * (masked_scatter, in order), for every input, rows one after another. Runs
+ * of image ids are copied from their features; the text rows between them
+ * (across inputs too: a decode step's tokens) are embedded in one op each.
+ * With features the image id never reaches embed_tokens (so the virtual id
+ * needs no row). */
+static void embed_inputs(llava *m, llava_batch *bt, const llava_input *in, int n_in) {
     be *b = &m->backend;
-    int dim = m->text.dim, image_id = m->md.config.image_token_id, next = in->feature_row;
+    int dim = m->text.dim, image_id = m->md.config.image_token_id;
     float *x = llm_batch_input(&bt->bt);
-    const int32_t *ids = in->ids;
-    for (int i = 0; i < in->n;) {
-        bool img = in->features && ids[i] == image_id;
-        int j = i + 1;
-        while (j < in->n && (in->features && ids[j] == image_id) == img) j++;
-        if (img) {
-            b->ops->copy(b, x + (size_t)(row0 + i) * dim, in->features->rows + (size_t)next * dim,
-                         (size_t)(j - i) * dim * sizeof *x);
-            next += j - i;
-        } else {
-            llm_batch_embed(&m->text, &bt->bt, row0 + i, ids + i, j - i);
+    int text0 = 0, row = 0; /* text rows [text0, row) wait for their embedding */
+    for (int k = 0; k < n_in; k++) {
+        const int32_t *ids = in[k].ids;
+        int next = in[k].feature_row;
+        for (int i = 0; i < in[k].n;) {
+            bool img = in[k].features && ids[i] == image_id;
+            int j = i + 1;
+            while (j < in[k].n && (in[k].features && ids[j] == image_id) == img) j++;
+            if (img) {
+                if (row > text0) llm_batch_embed_ids(&m->text, &bt->bt, text0, row - text0);
+                b->ops->copy(b, x + (size_t)row * dim, in[k].features->rows + (size_t)next * dim,
+                             (size_t)(j - i) * dim * sizeof *x);
+                next += j - i;
+                text0 = row + (j - i);
+            } else {
+                llm_batch_set_ids(&m->text, &bt->bt, row, ids + i, j - i);
+            }
+            row += j - i;
+            i = j;
         }
-        i = j;
     }
+    if (row > text0) llm_batch_embed_ids(&m->text, &bt->bt, text0, row - text0);
 }
 
 lv_status llava_forward(llava *m, llava_batch *bt, const llava_input *in, int n_in, float *logits,
@@ -623,8 +633,8 @@ lv_status llava_forward(llava *m, llava_batch *bt, const llava_input *in, int n_
             return lv_fail(err, LV_ERR_ARG, "the batch holds %d rows at most", bt->bt.max_rows);
         rows += in[i].n;
     }
-    for (int i = 0, r = 0; i < n_in; r += in[i].n, i++) {
-        embed_input(m, bt, r, &in[i]);
+    embed_inputs(m, bt, in, n_in);
+    for (int i = 0; i < n_in; i++) {
         bt->seqs[i] = &in[i].seq->kv;
         bt->n_tok[i] = in[i].n;
     }

@@ -112,11 +112,19 @@ void llm_batch_deinit(llm_batch *bt) {
     memset(bt, 0, sizeof *bt);
 }
 
-void llm_batch_embed(const llm *m, llm_batch *bt, int row0, const int32_t *ids, int n) {
+void llm_batch_set_ids(const llm *m, llm_batch *bt, int row0, const int32_t *ids, int n) {
+    m->b->ops->upload(m->b, bt->ids + row0, ids, (size_t)n * sizeof *ids);
+}
+
+void llm_batch_embed_ids(const llm *m, llm_batch *bt, int row0, int n) {
     be *b = m->b;
     /* inputs_embeds = embed_tokens(input_ids); no scaling */
-    b->ops->upload(b, bt->ids + row0, ids, (size_t)n * sizeof *ids);
     b->ops->embed_rows(b, bt->x + (size_t)row0 * m->dim, &m->w->embed, bt->ids + row0, n);
+}
+
+void llm_batch_embed(const llm *m, llm_batch *bt, int row0, const int32_t *ids, int n) {
+    llm_batch_set_ids(m, bt, row0, ids, n);
+    llm_batch_embed_ids(m, bt, row0, n);
 }
 
 /* ---- forward ----------------------------------------------------------- */

@@ -114,6 +114,12 @@ static inline float *llm_batch_input(llm_batch *bt) {
  * (row0 + n <= max_rows; ids < vocab_size, checked by the caller). */
 void llm_batch_embed(const llm *m, llm_batch *bt, int row0, const int32_t *ids, int n);
 
+/* The same in two steps, so that the text of several sequences is embedded
+ * in one op: set_ids puts n host ids at rows row0.. (a copy, no op), then
+ * embed_ids embeds rows row0 .. row0+n-1 from the ids set there. */
+void llm_batch_set_ids(const llm *m, llm_batch *bt, int row0, const int32_t *ids, int n);
+void llm_batch_embed_ids(const llm *m, llm_batch *bt, int row0, int n);
+
 /*
  * The forward: n_seqs sequences, sequence i bringing n_tok[i] >= 1 input
  * rows (already in llm_batch_input, concatenated in sequence order, sum <=
