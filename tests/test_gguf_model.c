@@ -639,7 +639,7 @@ static void demo_base_vocab(void **state) {
     assert_int_equal(llava_features_new(g, 1, &f, &err), LV_OK);
     llava_input in = {.seq = sq, .ids = b, .n = (int)nb};
     assert_int_equal(llava_forward(g, bt, &in, 1, logits, &err), LV_ERR_ARG);
-    assert_non_null(strstr(err.msg, "no image features"));
+    assert_non_null(strstr(err.msg, "needs image features"));
     in.features = f;
     in.feature_row = 1; /* none left */
     assert_int_equal(llava_forward(g, bt, &in, 1, logits, &err), LV_ERR_ARG);

@@ -304,7 +304,6 @@ static void start_slot(sched *s, slot *sl, sched_job *j) {
     sl->order = s->admitted++;
     sl->phase = SL_ENCODE;
     sl->cb = (gen_callbacks){.on_token = on_token, .on_text = on_text, .ud = j};
-    int vocab = llava_vocab_size(s->m), image_id = llava_image_token_id(s->m);
     lv_status st = LV_OK;
     if (j->n_ids < 1)
         st = lv_fail(&j->err, LV_ERR_ARG, "empty prompt");
@@ -314,13 +313,8 @@ static void start_slot(sched *s, slot *sl, sched_job *j) {
         st = lv_fail(&j->err, LV_ERR_ARG, "the prompt is %d tokens long; %s %d tokens", j->n_ids,
                      s->ctx == llava_max_ctx(s->m) ? "the model's context is" : "the context holds",
                      s->ctx);
-    for (int i = 0; !st && i < j->n_ids; i++) {
-        /* image_id == vocab: the virtual id of a GGUF without <image>, only with images */
-        bool virt = j->ids[i] == image_id && j->n_images > 0;
-        if (j->ids[i] < 0 || (j->ids[i] >= vocab && !virt))
-            st = lv_fail(&j->err, LV_ERR_ARG, "token id %d at %d is outside the vocabulary (%d)",
-                         j->ids[i], i, vocab);
-    }
+    /* a bad id fails this job alone, before it can join a batch */
+    if (!st) st = llava_check_ids(s->m, j->ids, j->n_ids, j->n_images > 0, &j->err);
     if (!st && j->n_images > 0) {
         /* masked_scatter: every <image> id takes one feature row */
         long rows = 0;

@@ -561,18 +561,24 @@ int llava_count_image_ids(const llava *m, const int32_t *ids, int n) {
     return k;
 }
 
+lv_status llava_check_ids(const llava *m, const int32_t *ids, int n, bool with_images, lv_err *err) {
+    int vocab = m->md.config.text.vocab_size, image_id = m->md.config.image_token_id;
+    for (int k = 0; k < n; k++) {
+        /* the virtual image id (one past embed_tokens) has no embedding: it needs features */
+        bool virt = ids[k] == image_id && image_id >= vocab;
+        if (ids[k] < 0 || (ids[k] >= vocab && !(virt && with_images)))
+            return lv_fail(err, LV_ERR_ARG, "token id %d at %d is outside the vocabulary (%d)%s",
+                           ids[k], k, vocab,
+                           virt ? ": the virtual image id, which needs image features" : "");
+    }
+    return LV_OK;
+}
+
 static lv_status check_input(const llava *m, const llava_input *in, int i, lv_err *err) {
-    int vocab = m->text.vocab_size, image_id = m->md.config.image_token_id;
     if (in->n < 1) return lv_fail(err, LV_ERR_ARG, "input %d brings %d ids", i, in->n);
-    for (int k = 0; k < in->n; k++)
-        if (in->ids[k] < 0 || (in->ids[k] >= vocab && in->ids[k] != image_id))
-            return lv_fail(err, LV_ERR_ARG, "token id %d at %d is outside the vocabulary (%d)",
-                           in->ids[k], k, vocab);
+    lv_status st = llava_check_ids(m, in->ids, in->n, in->features != NULL, err);
+    if (st) return st;
     int n_img = llava_count_image_ids(m, in->ids, in->n);
-    /* the virtual image id (one past embed_tokens) has no embedding: it needs features */
-    if (n_img && !in->features && image_id >= vocab)
-        return lv_fail(err, LV_ERR_ARG, "the prompt has %d image tokens but no image features",
-                       n_img);
     if (in->features && (in->feature_row < 0 || in->feature_row + n_img > in->features->n_rows))
         return lv_fail(err, LV_ERR_ARG,
                        "the prompt has %d more image tokens but the images give %d features "

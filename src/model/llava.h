@@ -187,6 +187,12 @@ typedef struct {
 /* The <image> ids among ids[0..n). */
 int llava_count_image_ids(const llava *m, const int32_t *ids, int n);
 
+/* Whether ids[0..n) can go through llava_forward: every id in the
+ * vocabulary, or the image id (which, when it is the virtual id one past a
+ * GGUF vocabulary, needs images: with_images). LV_ERR_ARG naming the id and
+ * its position. What llava_forward checks, for callers that check first. */
+lv_status llava_check_ids(const llava *m, const int32_t *ids, int n, bool with_images, lv_err *err);
+
 /*
  * The one forward: every input's ids embedded (embed_tokens; image ids take
  * their feature rows, the only place the GGUF virtual image id is
