@@ -507,31 +507,6 @@ static void corrupted(void **state) {
     }
 }
 
-/* Inputs that once crashed or leaked under the fuzzer (make fuzz), kept as
- * regressions: tests/assets/images/dev/fuzz/, decoded with the fuzzer's limits. */
-static void fuzz_regressions(void **state) {
-    DIR *dir = opendir(asset("images/dev/fuzz"));
-    if (!dir) return; /* none yet */
-    struct dirent *e;
-    int n_files = 0;
-    while ((e = readdir(dir))) {
-        if (e->d_name[0] == '.') continue;
-        char rel[512];
-        snprintf(rel, sizeof rel, "images/dev/fuzz/%s", e->d_name);
-        size_t n;
-        uint8_t *d = read_all(asset(rel), &n);
-        img_limits lim = {.max_encoded_bytes = 4u << 20, .max_pixels = 1000000};
-        img_rgb im = {0};
-        lv_err err;
-        decode(d, n, &lim, &im, NULL, &err);
-        img_rgb_free(&im);
-        free(d);
-        n_files++;
-    }
-    closedir(dir);
-    print_message("%d fuzz regression inputs\n", n_files);
-}
-
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(golden_rgb),
@@ -544,7 +519,6 @@ int main(void) {
         cmocka_unit_test(garbage),
         cmocka_unit_test(truncated),
         cmocka_unit_test(corrupted),
-        cmocka_unit_test(fuzz_regressions),
     };
     return cmocka_run_group_tests_name("image_decode", tests, NULL, NULL);
 }
