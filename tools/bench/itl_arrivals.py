@@ -75,7 +75,7 @@ class ImageRequest(threading.Thread):
         a = self.a
         body = {'messages': [{'role': 'user', 'content': [
             {'type': 'text', 'text': f'Image request {self.k}: describe it.'},
-            {'type': 'image_url', 'image_url': {'url': self.uri}}]}],
+            {'type': 'image_url', 'image_url': {'url': self.uri, 'detail': a.detail}}]}],
             'max_tokens': 1, 'temperature': 0}
         self.t0 = time.monotonic()
         c = http.client.HTTPConnection(a.host, a.port, timeout=900)
@@ -128,6 +128,7 @@ def main():
     ap.add_argument('--quiet', type=float, default=3.0, help='seconds of the no-arrival window')
     ap.add_argument('--max-tokens', type=int, default=4096)
     ap.add_argument('--text-ids', default='259-499', help='ids the streams sample from: LO-HI')
+    ap.add_argument('--detail', default='auto', help="image_url detail: auto (anyres) or low (one tile)")
     a = ap.parse_args()
     a.text_ids = [int(x) for x in a.text_ids.split('-')]
     mime = 'png' if a.image.endswith('.png') else 'jpeg'
