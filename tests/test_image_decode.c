@@ -10,6 +10,7 @@
 #include <stddef.h>
 #include <cmocka.h>
 
+#include "base/clock.h"
 #include "image/decode.h"
 #include "testutil.h"
 
@@ -55,12 +56,6 @@ static uint32_t xorshift(uint32_t *s) {
     *s ^= *s >> 17;
     *s ^= *s << 5;
     return *s;
-}
-
-static double now_ms(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return t.tv_sec * 1e3 + t.tv_nsec / 1e6;
 }
 
 /* Decodes and checks the failure contract: out zeroed, a message. */
@@ -233,9 +228,9 @@ static void expect_bomb(const uint8_t *d, size_t n, const char *size_text) {
     img_rgb im = {0};
     img_decode_info info;
     lv_err err;
-    double t0 = now_ms();
+    double t0 = lv_now_ms();
     lv_status st = decode(d, n, NULL, &im, &info, &err);
-    double ms = now_ms() - t0;
+    double ms = lv_now_ms() - t0;
     if (st != LV_ERR_TOO_LARGE)
         fail_msg("%s bomb: got %s: %s", size_text, lv_status_str(st), err.msg);
     char want[128];
@@ -293,9 +288,9 @@ static void bombs(void **state) {
     d[26] = d[29] = (uint8_t)(m >> 16);
     img_rgb im = {0};
     lv_err err;
-    double t0 = now_ms();
+    double t0 = lv_now_ms();
     assert_int_not_equal(decode(d, n, NULL, &im, NULL, &err), LV_OK);
-    assert_true(now_ms() - t0 < 500);
+    assert_true(lv_now_ms() - t0 < 500);
     free(d);
 }
 

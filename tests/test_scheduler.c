@@ -11,6 +11,7 @@
 #include <stddef.h>
 #include <cmocka.h>
 
+#include "base/clock.h"
 #include "base/log.h"
 #include "engine/request.h"
 #include "engine/run.h"
@@ -50,12 +51,6 @@ static const struct {
     {3, "Is there a white square?"},
     {6, "What shape is the orange object?"},
 };
-
-static double now_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
-}
 
 static void sleep_ms(int ms) {
     struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
@@ -303,7 +298,7 @@ static void test_deadline(void **state) {
     sched *w = start(2, 4, 0);
     sched_job *j = make_job(4, "Which shape is yellow?", 3000);
     j->params.ignore_eos = true;
-    j->deadline_ms = now_ms() + 300;
+    j->deadline_ms = lv_now_ms() + 300;
     submit(w, j);
     sched_job_wait(j);
     assert_int_equal(j->st, LV_ERR_CANCELLED);
@@ -311,7 +306,7 @@ static void test_deadline(void **state) {
     assert_true(j->n_tokens < 3000);
     /* already past its deadline when it would start */
     sched_job *late = make_job(0, "Hi", 8);
-    late->deadline_ms = now_ms() - 1;
+    late->deadline_ms = lv_now_ms() - 1;
     submit(w, late);
     sched_job_wait(late);
     assert_int_equal(late->st, LV_ERR_CANCELLED);

@@ -24,14 +24,18 @@
  *
  * The budget. With no job decoding, a turn encodes for up to TURN_MS and
  * prefills up to PREFILL_ROWS rows: nothing waits but new arrivals, which
- * join at the next turn. With jobs decoding, background work may add
- * (max_itl_ratio − 1) · ITL_MARGIN of a decode-only step to the turn, so
- * the running streams' inter-token latency stays within max_itl_ratio of
- * what it is without arrivals. Costs are measured, not assumed: the
- * decode-only step time per number of decoding rows, the prefill cost per
- * row (the forward's time beyond that), and the encoder's cost per row of
- * each piece kind, each a moving average. A piece never runs fewer than
- * one row, so work always advances.
+ * join at the next turn. With jobs decoding, a turn aims at the quiet step
+ * (a forward of the decoding rows alone) times 1 + (max_itl_ratio − 1) ·
+ * ITL_MARGIN, so the running streams' inter-token latency stays within
+ * max_itl_ratio of what it is without arrivals. Costs are measured, not
+ * assumed, each a moving average: the quiet step per number of decoding
+ * rows (from turns without background work only, measured again every
+ * QUIET_EVERY turns as the contexts grow), the cost of a prompt row (the
+ * forward's time beyond the quiet step) and of a row of each encoder piece
+ * kind. The background allowance sizes the pieces and chunks; after every
+ * turn that carried background work it is corrected by half of how far
+ * the turn missed its target. A piece never runs fewer than one row, so
+ * work always advances.
  *
  * Jobs are independent: each row of a forward gives bit-identical results
  * whatever else runs beside it (the CPU matmul computes a row the same for
@@ -43,8 +47,8 @@
  * what the job can use (prompt + max_tokens) but at most ctx positions,
  * where ctx is sched_config.ctx_size or, when that is 0, the model's
  * context capped so that parallel sequences of ctx positions fit in
- * KV_BUDGET bytes (8 GiB: 7B Mistral, 128 KiB a position, gets its full
- * 32768 positions at parallel 1 and 4096 at parallel 16). The sequence is
+ * KV_BUDGET bytes (8 GiB: 7B Mistral, 256 KiB a position, gets its full
+ * 32768 positions at parallel 1 and 2048 at parallel 16). The sequence is
  * freed when its job ends, so nothing is held while idle.
  */
 #include "engine/scheduler.h"
@@ -373,19 +377,19 @@ static lv_status next_image(sched *s, slot *sl, lv_err *err) {
     return LV_OK;
 }
 
-/* Encoder pieces for sl: while jobs decode, within budget_ms, each piece
- * sized from the measured cost of its kind; else whole pieces for up to
- * TURN_MS. Returns the time spent; *ran is set when a piece ran. */
-static double encode_slot(sched *s, slot *sl, double budget_ms, bool decoding, bool *ran) {
+/* Encoder pieces for sl: bounded (jobs decode), within budget_ms, each
+ * piece sized from the measured cost of its kind; else whole pieces for up
+ * to TURN_MS. Returns the time spent; *ran is set when a piece ran. */
+static double encode_slot(sched *s, slot *sl, double budget_ms, bool bounded, bool *ran) {
     sched_job *j = sl->j;
-    double t0 = lv_now_ms(), spent = 0, limit = decoding ? budget_ms : TURN_MS;
+    double t0 = lv_now_ms(), spent = 0, limit = bounded ? budget_ms : TURN_MS;
     lv_status st = LV_OK;
     while (sl->phase == SL_ENCODE && spent < limit) {
         if ((!sl->enc || llava_encoder_done(sl->enc)) && (st = next_image(s, sl, &j->err))) break;
         if (!sl->enc) break; /* prefill next */
         int kind, left = llava_encoder_next(sl->enc, &kind);
         double rate = s->cost.encode_row[kind];
-        int rows = !decoding ? left : rate > 0 ? (int)((limit - spent) / rate) : FIRST_ROWS;
+        int rows = !bounded ? left : rate > 0 ? (int)((limit - spent) / rate) : FIRST_ROWS;
         rows = rows < 1 ? 1 : rows > left ? left : rows;
         double p0 = lv_now_ms();
         if ((st = llava_encoder_run(sl->enc, rows, &j->err))) {

@@ -184,9 +184,6 @@ bool llava_is_loaded(const llava *m) {
 int llava_n_threads(const llava *m) {
     return m->loaded ? m->backend.n_threads : 0;
 }
-const char *llava_dir(const llava *m) {
-    return m->md.dir;
-}
 size_t llava_kv_bytes_per_pos(const llava *m) {
     const lv_text_config *t = &m->md.config.text;
     return 2 * (size_t)t->n_layers * (size_t)t->n_kv_heads * t->head_dim * sizeof(float);
@@ -561,7 +558,8 @@ int llava_count_image_ids(const llava *m, const int32_t *ids, int n) {
     return k;
 }
 
-lv_status llava_check_ids(const llava *m, const int32_t *ids, int n, bool with_images, lv_err *err) {
+lv_status llava_check_ids(const llava *m, const int32_t *ids, int n, bool with_images,
+                          lv_err *err) {
     int vocab = m->md.config.text.vocab_size, image_id = m->md.config.image_token_id;
     for (int k = 0; k < n; k++) {
         /* the virtual image id (one past embed_tokens) has no embedding: it needs features */

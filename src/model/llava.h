@@ -76,7 +76,6 @@ int llava_text_dim(const llava *m);            /* the decoder's hidden size (fea
 int llava_max_ctx(const llava *m);             /* the longest sequence the decoder takes */
 bool llava_is_loaded(const llava *m);          /* llava_load succeeded */
 int llava_n_threads(const llava *m);           /* the backend's threads (0 before llava_load) */
-const char *llava_dir(const llava *m);         /* the model directory or file opened */
 size_t llava_kv_bytes_per_pos(const llava *m); /* KV cache bytes per position of one sequence */
 
 /* The number of <image> ids (feature rows) an image of image_h x image_w
