@@ -56,6 +56,7 @@ static int g_n_cpu;
 static void open_backend(be *b, const struct be_ops *ops, int n_threads) {
     lv_err err;
     b->ops = ops;
+    b->exact = true; /* the float path; the integer path is test_qdot.c's */
     if (ops->init(b, n_threads, &err) != LV_OK) fail_msg("%s init: %s", ops->name, err.msg);
 }
 

@@ -750,8 +750,9 @@ enum { N_IDS = 22, IMAGE_ID = 500 };
 static void run_model(const char *dir, const char *backend, const layout *L, float *logits) {
     llava *m;
     lv_err err = {{0}};
-    if (llava_open(dir, &m, &err) || llava_load(m, backend, 2, &err))
-        fail_msg("%s: %s", dir, err.msg);
+    if (llava_open(dir, &m, &err)) fail_msg("%s: %s", dir, err.msg);
+    llava_set_exact(m, true); /* equal to the float model: the float path */
+    if (llava_load(m, backend, 2, &err)) fail_msg("%s: %s", dir, err.msg);
     if (L) { /* the layout's matrices really are quantized (and the others not) */
         assert_int_equal(m->text_w.embed.dtype, BE_MLX);
         assert_int_equal(m->text_w.layers[0].w_down.dtype, BE_MLX);
@@ -977,7 +978,7 @@ static void add_norms(st_set *s, float *ones, lv_err *err) {
 }
 
 static void llm_logits(const st_set *s, const lv_model_config *cfg, bool blocks, float *logits) {
-    be b = {.ops = &be_cpu_ops};
+    be b = {.ops = &be_cpu_ops, .exact = true}; /* the float path: equal to the F32 model */
     lv_err err;
     assert_int_equal(b.ops->init(&b, 2, &err), LV_OK);
     llm_weights w;

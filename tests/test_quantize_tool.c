@@ -549,7 +549,7 @@ static void run_cli(const char *model, const char *image, const char *question, 
     tu_write_file(tmp, "q.txt", question, strlen(question));
     snprintf(cmd, sizeof cmd,
              "'%s/llava-cli' --model '%s' %s --prompt \"$(cat '%s/q.txt')\" --max-tokens %d "
-             "--temperature 0 --json --log-level error --logits-out '%s/logits.bin'",
+             "--temperature 0 --exact --json --log-level error --logits-out '%s/logits.bin'",
              tu_env("LLAVA_BIN_DIR"), model, img, tmp, GOLDEN_STEPS, tmp);
     int rc = tu_run(cmd, &out);
     if (rc != 0) fail_msg("llava-cli on %s: exit %d: %s", model, rc, out);

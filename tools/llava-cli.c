@@ -61,6 +61,7 @@ typedef struct {
     const char *logits_out;  /* --logits-out output file, or NULL */
     const char *backend;     /* "cpu" (default) or "ref" */
     int threads;             /* 0 = all cores */
+    bool exact;              /* --exact: llava_set_exact */
     /* sampling overrides; NaN / -1 = not given */
     double temperature, top_p, min_p, repeat_penalty;
     long top_k;
@@ -90,6 +91,9 @@ static void usage(FILE *f) {
             "  --seed S              sampling seed (default: random, printed with --json)\n"
             "  --stop TEXT           stop before TEXT (repeatable, up to %d)\n"
             "  --threads N           CPU threads (default: all cores)\n"
+            "  --exact               exact arithmetic: float32 on the dequantized weights and a\n"
+            "                        float32 KV cache, as transformers computes (default: int8\n"
+            "                        activations with quantized weights, f16 KV cache)\n"
             "  --backend NAME        cpu (default) or ref (the scalar reference)\n"
             "  --json                print one JSON object with prompt_ids, text, timings...\n"
             "  --logits-out F        write every step's logits as float32 [n, vocab]\n"
@@ -142,6 +146,7 @@ static int parse_args(int argc, char **argv, cli_args *a) {
         TOOL_FLAG("raw-prompt", 0, &a->raw_prompt),
         TOOL_LONG("max-tokens", 0, &a->max_tokens, 0, 1e9),
         TOOL_FLAG("json", 0, &a->json),
+        TOOL_FLAG("exact", 0, &a->exact),
         TOOL_STR("log-level", 0, &a->log_level),
         TOOL_FN("image", 'i', add_image, a),
         TOOL_STR("dump-pixels", 0, &a->dump_pixels),
@@ -322,6 +327,7 @@ static lv_status generate(const cli_args *a, llava *m, const int32_t *ids, size_
                           const img_tensor *tensors, gen_params *p, gen_result *r, cli_timings *tm,
                           lv_err *err) {
     double t0 = lv_now_ms();
+    llava_set_exact(m, a->exact);
     lv_status st = llava_load(m, a->backend, a->threads, err);
     tm->weights_ms = lv_now_ms() - t0;
     if (st) return st;

@@ -91,6 +91,7 @@ typedef struct {
     const char *predictions;   /* score this results file instead of running a model */
     long limit;                /* questions to run; -1 = all */
     int threads;               /* 0 = all cores */
+    bool exact;                /* --exact: llava_set_exact */
     int parallel;              /* questions decoded together (the scheduler's --parallel) */
     int max_tokens;
 } eval_args;
@@ -112,6 +113,9 @@ static void usage(FILE *f) {
             "  --prompt-suffix TEXT  appended to every question (e.g. \"\\nAnswer the question\n"
             "                        using a single word or phrase.\")\n"
             "  --threads N           CPU threads (default: all cores)\n"
+            "  --exact               exact arithmetic: float32 on the dequantized weights and a\n"
+            "                        float32 KV cache, as transformers computes (default: int8\n"
+            "                        activations with quantized weights, f16 KV cache)\n"
             "  --parallel N          questions decoded together through the scheduler, as\n"
             "                        llava-server --parallel (default 1; the answers are the\n"
             "                        same for any N)\n"
@@ -136,6 +140,7 @@ static int parse_args(int argc, char **argv, eval_args *a) {
         TOOL_STR("image-prefix", 0, &a->image_prefix),
         TOOL_LONG("limit", 0, &a->limit, 1, 1000000000L),
         TOOL_INT("threads", 0, &a->threads, 0, 4096),
+        TOOL_FLAG("exact", 0, &a->exact),
         TOOL_INT("parallel", 0, &a->parallel, 1, 256),
         TOOL_INT("max-tokens", 0, &a->max_tokens, 1, 1000000),
         TOOL_STR("prompt-suffix", 0, &a->prompt_suffix),
@@ -1102,6 +1107,7 @@ int main(int argc, char **argv) {
     LV_INFO("%d questions; %zu images in %s named %s<id>%s", set.n_items, ix.n, a.images, ix.prefix,
             ix.n_other ? " (other names ignored: give --image-prefix to pick another)" : "");
     if (llava_open(a.model, &m, &err)) goto fail;
+    llava_set_exact(m, a.exact);
     if (llava_load(m, a.backend, a.threads, &err)) goto fail;
     set.n_threads = llava_n_threads(m);
     double t0 = lv_now_ms();

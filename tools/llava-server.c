@@ -37,6 +37,7 @@
 typedef struct {
     const char *model, *mmproj, *alias, *host, *api_key, *origins, *media_dir, *config;
     int port, queue_size, ctx_size, threads, timeout_s, parallel;
+    bool exact; /* --exact: llava_set_exact */
     srv_config file; /* --config's settings (zero without one) */
 } srv_args;
 
@@ -56,6 +57,10 @@ static void usage(FILE *f) {
         "  --queue-size N                 requests waiting at most (default 64; 429 above)\n"
         "  --ctx-size N                   context tokens per request (default: the model's)\n"
         "  --threads N                    CPU threads (default: all cores)\n"
+        "  --exact                        exact arithmetic: float32 on the dequantized weights\n"
+        "                                 and a float32 KV cache, as transformers computes\n"
+        "                                 (default: int8 activations with quantized weights,\n"
+        "                                 f16 KV cache)\n"
         "  --api-key KEY                  require 'Authorization: Bearer KEY' or X-Api-Key\n"
         "  --allowed-origins LIST         CORS origins, comma-separated, or *\n"
         "  --allowed-local-media-path DIR allow file:// image URLs below DIR\n"
@@ -79,6 +84,7 @@ static int parse_args(int argc, char **argv, srv_args *a) {
         TOOL_INT("queue-size", 0, &a->queue_size, 1, 1 << 20),
         TOOL_INT("ctx-size", 0, &a->ctx_size, 0, 1 << 24),
         TOOL_INT("threads", 0, &a->threads, 0, 4096),
+        TOOL_FLAG("exact", 0, &a->exact),
         TOOL_STR("api-key", 0, &a->api_key),
         TOOL_STR("allowed-origins", 0, &a->origins),
         TOOL_STR("allowed-local-media-path", 0, &a->media_dir),
@@ -140,6 +146,7 @@ static void *load_main(void *arg) {
     } else if (hf_resolve_model(a->model, &dir, &err) || llava_open(dir, &m, &err)) {
         goto fail;
     }
+    llava_set_exact(m, a->exact);
     if (llava_load(m, "cpu", a->threads, &err)) goto fail;
     int ctx = a->ctx_size, max_ctx = llava_max_ctx(m);
     if (ctx > max_ctx) {

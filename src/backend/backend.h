@@ -80,6 +80,10 @@ typedef struct {
     void *owned;      /* what be_weight_free releases (free()); NULL when data is borrowed.
                        * A loader that built the host bytes itself (a transposed conv) may
                        * hand a malloc'd buffer over by setting it after weight_init. */
+    void *prep;       /* the backend's own copy in a layout its matmul prefers (CPU: the
+                       * integer lanes of backend/cpu/qdot.h), or NULL. When set, matmul
+                       * reads only it, and the host bytes at data are read again only
+                       * by embed_rows (a few rows): a loader may release their pages. */
 } be_weight;
 
 typedef struct be be;
@@ -143,6 +147,12 @@ struct be {
     const struct be_ops *ops;
     void *ctx;     /* backend-private */
     int n_threads; /* threads the ops may use */
+    /* Set before init. Exact: every matmul is float32 arithmetic on the
+     * weight's exact values (dequantized), as the ref backend does. Not
+     * exact (the default): a backend may multiply quantized weights with
+     * quantized activations (CPU: int8, backend/cpu/qdot.h), a bounded
+     * error (tests/test_qdot.c); plain f32/f16/bf16 weights stay exact. */
+    bool exact;
 };
 
 extern const struct be_ops be_ref_ops; /* scalar reference (backend/ref.c) */

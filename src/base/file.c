@@ -3,12 +3,75 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+/* The live mappings of lv_map_file, so that lv_map_release_pages can tell a
+ * file mapping (safe to drop: re-read on touch) from heap memory (which
+ * MADV_DONTNEED would zero). Few entries: one per mapped file. */
+static struct {
+    pthread_mutex_t lock;
+    struct {
+        const uint8_t *p;
+        size_t n;
+    } * at;
+    size_t len, cap;
+} maps = {.lock = PTHREAD_MUTEX_INITIALIZER};
+
+static void registry_add(const uint8_t *p, size_t n) {
+    pthread_mutex_lock(&maps.lock);
+    if (maps.len == maps.cap) {
+        size_t cap = maps.cap ? 2 * maps.cap : 16;
+        void *at = realloc(maps.at, cap * sizeof *maps.at);
+        if (!at) { /* unregistered: its pages are simply never released early */
+            pthread_mutex_unlock(&maps.lock);
+            return;
+        }
+        maps.at = at;
+        maps.cap = cap;
+    }
+    maps.at[maps.len].p = p;
+    maps.at[maps.len].n = n;
+    maps.len++;
+    pthread_mutex_unlock(&maps.lock);
+}
+
+static void registry_remove(const uint8_t *p) {
+    pthread_mutex_lock(&maps.lock);
+    for (size_t i = 0; i < maps.len; i++)
+        if (maps.at[i].p == p) {
+            maps.at[i] = maps.at[--maps.len];
+            break;
+        }
+    if (maps.len == 0) {
+        free(maps.at);
+        maps.at = NULL;
+        maps.cap = 0;
+    }
+    pthread_mutex_unlock(&maps.lock);
+}
+
+void lv_map_release_pages(const void *p, size_t n) {
+    long page = sysconf(_SC_PAGESIZE);
+    if (!p || n == 0 || page <= 0) return;
+    uintptr_t a = (uintptr_t)p, e = a + n;
+    pthread_mutex_lock(&maps.lock);
+    bool inside = false;
+    for (size_t i = 0; i < maps.len && !inside; i++)
+        inside = a >= (uintptr_t)maps.at[i].p && e <= (uintptr_t)maps.at[i].p + maps.at[i].n;
+    if (inside) {
+        uintptr_t a0 = (a + (uintptr_t)page - 1) & ~((uintptr_t)page - 1);
+        uintptr_t e0 = e & ~((uintptr_t)page - 1);
+        if (e0 > a0) (void)madvise((void *)a0, e0 - a0, MADV_DONTNEED);
+    }
+    pthread_mutex_unlock(&maps.lock);
+}
 
 lv_status lv_map_file(const char *path, lv_map *map, lv_err *err) {
     map->data = NULL;
@@ -34,13 +97,17 @@ lv_status lv_map_file(const char *path, lv_map *map, lv_err *err) {
         }
         map->data = p;
         map->size = (size_t)st.st_size;
+        registry_add(map->data, map->size);
     }
     close(fd); /* the mapping keeps the file alive */
     return LV_OK;
 }
 
 void lv_unmap(lv_map *map) {
-    if (map->data) munmap((void *)map->data, map->size);
+    if (map->data) {
+        registry_remove(map->data);
+        munmap((void *)map->data, map->size);
+    }
     map->data = NULL;
     map->size = 0;
 }

@@ -24,6 +24,14 @@ lv_status lv_map_file(const char *path, lv_map *map, lv_err *err);
 /* Releases a mapping made by lv_map_file; a zeroed lv_map is a no-op. */
 void lv_unmap(lv_map *map);
 
+/* Tells the kernel that the whole pages of [p, p + n) will not be read
+ * soon, when they lie inside a live mapping made by lv_map_file: they leave
+ * the process's resident set and are read from the file again if touched
+ * (a backend that copied a weight into its own layout no longer keeps two
+ * copies resident). Anywhere else (heap, a buffer given to gguf_open_mem)
+ * it does nothing. */
+void lv_map_release_pages(const void *p, size_t n);
+
 /* Reads a whole file into a NUL-terminated heap buffer (caller frees).
  * Files over max_bytes are refused with LV_ERR_FORMAT before reading. */
 lv_status lv_read_file(const char *path, size_t max_bytes, char **out, size_t *len, lv_err *err);

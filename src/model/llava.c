@@ -129,6 +129,7 @@ lv_status llava_load(llava *m, const char *backend_name, int n_threads, lv_err *
     lv_status s = mdir_open_weights(&m->md, &m->md.weights, err);
     if (s) return s;
     m->backend.ops = ops;
+    m->backend.exact = m->exact;
     if ((s = ops->init(&m->backend, n_threads, err))) {
         m->backend.ops = NULL;
         unload(m);
@@ -181,6 +182,14 @@ int llava_max_ctx(const llava *m) {
 bool llava_is_loaded(const llava *m) {
     return m->loaded;
 }
+void llava_set_exact(llava *m, bool exact) {
+    if (!m->loaded) m->exact = exact;
+}
+
+bool llava_exact(const llava *m) {
+    return m->exact;
+}
+
 int llava_n_threads(const llava *m) {
     return m->loaded ? m->backend.n_threads : 0;
 }

@@ -61,6 +61,15 @@ lv_status llava_open2(const char *path, const char *mmproj, llava **out, lv_err 
  * failure m holds no weights and llava_load may be tried again. */
 lv_status llava_load(llava *m, const char *backend_name, int n_threads, lv_err *err);
 
+/* Before llava_load: exact arithmetic (true) or the fast default (false).
+ * Exact: float32 on the weights' exact values, as transformers computes on
+ * the dequantized weights, and a float32 KV cache. Fast: quantized weights
+ * multiply int8-quantized activations (backend.h `exact`; the error bound
+ * is tested) and the KV cache is f16. f32/f16/bf16 weights are exact
+ * either way. */
+void llava_set_exact(llava *m, bool exact);
+bool llava_exact(const llava *m);
+
 /* Releases everything. NULL is a no-op. */
 void llava_free(llava *m);
 

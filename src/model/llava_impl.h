@@ -21,6 +21,7 @@ struct llava {
     bool next;             /* llava_next packing (anyres + image_newline); else llava-1.5 */
     bool full_features;    /* vision_feature_select_strategy "full": CLS kept */
     bool loaded;           /* llava_load succeeded */
+    bool exact;            /* llava_set_exact */
     be backend;            /* the backend instance the weights live on */
     clip_weights vision_w;
     projector_weights proj_w;

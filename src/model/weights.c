@@ -11,6 +11,7 @@
 #include "model/weights.h"
 
 #include "backend/quant.h"
+#include "base/file.h"
 #include "base/half.h"
 
 #include <stdio.h>
@@ -243,8 +244,14 @@ static lv_status describe_matrix(loader *L, const char *name, int rows, int cols
 static lv_status init_matrix(loader *L, be_weight *w, const be_weight *d, const char *name) {
     lv_status st = L->b->ops->weight_init(L->b, w, d->dtype, d->rows, d->cols, d->data,
                                           d->dtype == BE_MLX ? &d->q : NULL, L->err);
-    if (st) lv_err_prefix(L->err, "tensor '%s'", name);
-    return st;
+    if (st) {
+        lv_err_prefix(L->err, "tensor '%s'", name);
+        return st;
+    }
+    /* The backend keeps its own copy: the file's pages leave the resident
+     * set (embed_rows reads a few back), so memory holds the weights once. */
+    if (w->prep) lv_map_release_pages(d->data, (size_t)d->rows * d->row_bytes);
+    return LV_OK;
 }
 
 static lv_status load_matrix(loader *L, be_weight *w, const char *name, int rows, int cols) {

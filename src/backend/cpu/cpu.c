@@ -27,6 +27,7 @@ static void cpu_deinit(be *b) {
     if (c->scratch)
         for (int i = 0; i < b->n_threads; i++) free(c->scratch[i]);
     free(c->scratch);
+    free(c->qx);
     free(c);
     b->ctx = NULL;
 }
@@ -70,6 +71,7 @@ static lv_status cpu_init(be *b, int n_threads, lv_err *err) {
         }
         c->k = want;
     }
+    c->qk = qk_kernels_for(c->k->isa);
     c->scratch = calloc((size_t)n_threads, sizeof *c->scratch);
     if (!c->scratch) goto nomem;
     for (int i = 0; i < n_threads; i++) {
@@ -114,14 +116,46 @@ static void cpu_synchronize(be *b) { /* every op has finished when it returns */
     (void)b;
 }
 
+typedef struct {
+    qk_weight *out;
+    const be_weight *w;
+} pack_job;
+
+static void pack_task(void *arg, int ith, int nth) {
+    const pack_job *j = arg;
+    long lo, hi;
+    tp_split(j->w->rows, ith, nth, 1, &lo, &hi);
+    qk_pack_rows(j->out, j->w, (int)lo, (int)hi);
+}
+
+/* Quantized weights the integer path takes are repacked into its lanes
+ * (qdot.h) unless the backend is exact; everything else is used in place. */
 static lv_status cpu_weight_init(be *b, be_weight *w, be_dtype dtype, int rows, int cols,
                                  const void *host, const be_quant *q, lv_err *err) {
     lv_status st = be_weight_describe(w, dtype, rows, cols, host, q, err);
-    if (st) lv_err_prefix(err, "cpu backend");
-    return st;
+    if (st) {
+        lv_err_prefix(err, "cpu backend");
+        return st;
+    }
+    if (b->exact || qk_format_for(dtype, &w->q) == QK_NONE) return LV_OK;
+    qk_weight *pk = calloc(1, sizeof *pk);
+    if (!pk) return lv_fail(err, LV_ERR_NOMEM, "cpu backend: out of memory");
+    if ((st = qk_pack_alloc(pk, w, err))) {
+        free(pk);
+        lv_err_prefix(err, "cpu backend");
+        return st;
+    }
+    pack_job j = {.out = pk, .w = w};
+    tp_run(cpu_ctx_of(b)->pool, pack_task, &j, cpu_threads_for(b, (size_t)rows, 64));
+    w->prep = pk;
+    return LV_OK;
 }
 
 static void cpu_weight_free(be *b, be_weight *w) {
+    if (w->prep) {
+        qk_free(w->prep);
+        free(w->prep);
+    }
     free(w->owned);
     *w = (be_weight){0};
 }

@@ -15,6 +15,7 @@
 
 #include "backend/backend.h"
 #include "backend/cpu/kernels.h"
+#include "backend/cpu/qdot.h"
 #include "backend/cpu/threadpool.h"
 
 #include <stddef.h>
@@ -30,7 +31,10 @@ enum { CPU_SCRATCH_FLOATS = MM_TILE_ROWS * MM_TILE_COLS };
 typedef struct {
     tp *pool;
     const cpu_kernels *k;
-    float **scratch; /* [n_threads], each CPU_SCRATCH_FLOATS, 64-byte aligned */
+    const qk_kernels *qk; /* the integer kernels of the same instruction set (qdot.h) */
+    float **scratch;      /* [n_threads], each CPU_SCRATCH_FLOATS, 64-byte aligned */
+    uint8_t *qx;          /* quantized activations of the integer path (matmul_int.c) */
+    size_t qx_cap;        /* its bytes */
 } cpu_ctx;
 
 static inline cpu_ctx *cpu_ctx_of(be *b) {
@@ -43,6 +47,10 @@ int cpu_threads_for(be *b, size_t work, size_t min_per_thread);
 
 /* The ops (matmul.c, ops.c, attention.c), as declared in backend.h. */
 void cpu_matmul(be *b, float *y, const float *x, const be_weight *w, const float *bias, int n);
+/* The integer path (matmul_int.c) for a weight with a prep (qdot.h lanes):
+ * false when it cannot run (out of memory for the quantized x), and then
+ * the float path runs instead. */
+bool cpu_matmul_int(be *b, float *y, const float *x, const be_weight *w, const float *bias, int n);
 void cpu_rmsnorm(be *b, float *y, const float *x, const float *g, int n, int dim, float eps);
 void cpu_layernorm(be *b, float *y, const float *x, const float *g, const float *beta, int n,
                    int dim, float eps);

@@ -441,6 +441,7 @@ static void gemm_task(void *arg, int ith, int nth) {
 void cpu_matmul(be *b, float *y, const float *x, const be_weight *w, const float *bias, int n) {
     mm_job j = {.b = b, .y = y, .x = x, .w = w, .bias = bias, .n = n};
     if (n <= 0) return;
+    if (w->prep && cpu_matmul_int(b, y, x, w, bias, n)) return;
     if (n == 1) {
         tp_run(cpu_ctx_of(b)->pool, gemv_task, &j,
                cpu_threads_for(b, (size_t)w->rows * w->cols, 1 << 15));

@@ -1,0 +1,151 @@
+/*
+ * matmul_int.c - y (n, rows) = x (n, cols) · Wᵀ + bias for a weight repacked
+ * into the integer lanes of qdot.h (the default for quantized weights; see
+ * there for the arithmetic and why).
+ *
+ * First every token's row of x is quantized to int8 (threads split the
+ * tokens) into the backend's qx buffer. Then:
+ *
+ * - n == 1 (decode): threads split W's rows; QK_GEMV_R rows at a time go
+ *   through the kernels' dot_rows, which streams them once, prefetching the
+ *   next rows as it goes.
+ *
+ * - n > 1: tasks of (a tile of MM_TILE_ROWS rows) × (a group of tokens), as
+ *   the float GEMM cuts them. A task runs its tokens QK_MAX_T at a time; for
+ *   each slice of QKM_SLICE values of the columns it runs every block of
+ *   QK_MAX_R rows of the tile through dot_block, so the tokens' quantized
+ *   slices stay in L1 and the tile's weights in L2. The 16 lane
+ *   accumulators of each (token, row) are carried across the slices.
+ *
+ * Either way each output gets the reference's arithmetic (the lane sums
+ * over the groups in order, then qk_sum16, then + bias), so a token's
+ * outputs are the same bits alone or in any batch.
+ */
+#include "backend/cpu/cpu.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+/* Values of the columns per slice: 4 tokens' quantized slices (1.25 bytes
+ * a value) take 20 KiB of L1. */
+enum { QKM_SLICE = 4096 };
+
+typedef struct {
+    be *b;
+    float *y;
+    const float *x;
+    const qk_weight *w;
+    const float *bias;
+    int n;
+    size_t xrb; /* bytes of one quantized row */
+    int n_tiles, n_groups, group_len;
+} qm_job;
+
+static const uint8_t *xrow(const qm_job *j, long t) {
+    return cpu_ctx_of(j->b)->qx + (size_t)t * j->xrb;
+}
+
+static void quantize_task(void *arg, int ith, int nth) {
+    const qm_job *j = arg;
+    const qk_kernels *k = cpu_ctx_of(j->b)->qk;
+    long lo, hi;
+    tp_split(j->n, ith, nth, 1, &lo, &hi);
+    for (long t = lo; t < hi; t++)
+        k->quantize(j->w, j->x + (size_t)t * j->w->cols, cpu_ctx_of(j->b)->qx + (size_t)t * j->xrb);
+}
+
+static float finish(const qm_job *j, long r, const float acc[QK_LANES]) {
+    return (j->bias ? j->bias[r] : 0.0f) + qk_sum16(acc);
+}
+
+static void gemv_task(void *arg, int ith, int nth) {
+    const qm_job *j = arg;
+    const qk_kernels *k = cpu_ctx_of(j->b)->qk;
+    const qk_weight *w = j->w;
+    long lo, hi;
+    tp_split(w->rows, ith, nth, QK_GEMV_R, &lo, &hi);
+    for (long r0 = lo; r0 < hi; r0 += QK_GEMV_R) {
+        int nr = hi - r0 < QK_GEMV_R ? (int)(hi - r0) : QK_GEMV_R;
+        int rows[QK_GEMV_R], pf[QK_GEMV_R];
+        for (int r = 0; r < nr; r++) {
+            rows[r] = (int)(r0 + r);
+            pf[r] = (int)(r0 + QK_GEMV_R + r < hi ? r0 + QK_GEMV_R + r : hi - 1);
+        }
+        float acc[QK_GEMV_R][QK_LANES];
+        k->dot_rows(acc, nr, xrow(j, 0), w, rows, r0 + QK_GEMV_R < hi ? pf : NULL);
+        for (int r = 0; r < nr; r++) j->y[r0 + r] = finish(j, r0 + r, acc[r]);
+    }
+}
+
+/* Tokens [t0, t1) × rows [r0, r0 + nr) of one task. */
+static void gemm_tile(const qm_job *j, long r0, int nr, long t0, long t1) {
+    const qk_kernels *k = cpu_ctx_of(j->b)->qk;
+    const qk_weight *w = j->w;
+    enum { RB = MM_TILE_ROWS / QK_MAX_R };
+    int slice = QKM_SLICE / w->group; /* groups per slice */
+    for (long t = t0; t < t1; t += QK_MAX_T) {
+        int nt = t1 - t < QK_MAX_T ? (int)(t1 - t) : QK_MAX_T;
+        const uint8_t *xs[QK_MAX_T];
+        for (int i = 0; i < nt; i++) xs[i] = xrow(j, t + i);
+        float acc[RB][QK_MAX_T][QK_MAX_R][QK_LANES];
+        memset(acc, 0, sizeof acc);
+        for (int g0 = 0; g0 < w->n_groups; g0 += slice) {
+            int g1 = g0 + slice < w->n_groups ? g0 + slice : w->n_groups;
+            for (int rb = 0; rb * QK_MAX_R < nr; rb++) {
+                int rows[QK_MAX_R], n_r = nr - rb * QK_MAX_R;
+                if (n_r > QK_MAX_R) n_r = QK_MAX_R;
+                for (int r = 0; r < n_r; r++) rows[r] = (int)r0 + rb * QK_MAX_R + r;
+                k->dot_block(acc[rb], nt, n_r, xs, w, rows, g0, g1);
+            }
+        }
+        for (int rb = 0; rb * QK_MAX_R < nr; rb++)
+            for (int i = 0; i < nt; i++)
+                for (int r = 0; r < QK_MAX_R && rb * QK_MAX_R + r < nr; r++) {
+                    long row = r0 + rb * QK_MAX_R + r;
+                    j->y[(size_t)(t + i) * w->rows + row] = finish(j, row, acc[rb][i][r]);
+                }
+    }
+}
+
+static void gemm_task(void *arg, int ith, int nth) {
+    const qm_job *j = arg;
+    long lo, hi;
+    tp_split((long)j->n_tiles * j->n_groups, ith, nth, 1, &lo, &hi);
+    for (long task = lo; task < hi; task++) {
+        long tile = task / j->n_groups, group = task % j->n_groups;
+        long r0 = tile * MM_TILE_ROWS, t0 = group * j->group_len;
+        int nr = j->w->rows - r0 < MM_TILE_ROWS ? (int)(j->w->rows - r0) : MM_TILE_ROWS;
+        long t1 = t0 + j->group_len < j->n ? t0 + j->group_len : j->n;
+        if (t0 < t1) gemm_tile(j, r0, nr, t0, t1);
+    }
+}
+
+bool cpu_matmul_int(be *b, float *y, const float *x, const be_weight *w, const float *bias, int n) {
+    cpu_ctx *c = cpu_ctx_of(b);
+    const qk_weight *q = w->prep;
+    qm_job j = {.b = b, .y = y, .x = x, .w = q, .bias = bias, .n = n, .xrb = qk_xrow_bytes(q)};
+    size_t need = (size_t)n * j.xrb;
+    if (need > c->qx_cap) {
+        uint8_t *p = aligned_alloc(64, (need + 63) / 64 * 64);
+        if (!p) return false;
+        free(c->qx);
+        c->qx = p;
+        c->qx_cap = need;
+    }
+    if (n == 1)
+        quantize_task(&j, 0, 1);
+    else
+        tp_run(c->pool, quantize_task, &j, cpu_threads_for(b, (size_t)n * q->cols, 1 << 14));
+    int nth = cpu_threads_for(b, (size_t)q->rows * q->cols * n, 1 << 15);
+    if (n == 1) {
+        tp_run(c->pool, gemv_task, &j, nth);
+        return true;
+    }
+    j.n_tiles = (q->rows + MM_TILE_ROWS - 1) / MM_TILE_ROWS;
+    int n_blocks = (n + QK_MAX_T - 1) / QK_MAX_T;
+    j.n_groups = j.n_tiles >= nth ? 1 : (nth + j.n_tiles - 1) / j.n_tiles;
+    if (j.n_groups > n_blocks) j.n_groups = n_blocks;
+    j.group_len = (n_blocks + j.n_groups - 1) / j.n_groups * QK_MAX_T;
+    tp_run(c->pool, gemm_task, &j, nth);
+    return true;
+}
