@@ -237,6 +237,9 @@ static void kernels_match_reference(void **state) {
             for (int t = 0; t < n; t++) ref->quantize(&pk, x + (size_t)t * cols, xq_ref + t * xrb);
             char nm[64];
             case_name(&CASES[ci], nm, sizeof nm);
+            uint8_t *unpacked[QK_MAX_R + 1];
+            for (int r = 0; r <= QK_MAX_R; r++)
+                unpacked[r] = aligned_alloc(64, (size_t)pk.n_groups * pk.group);
             for (int ti = 1; ti < 3; ti++) {
                 const qk_kernels *kt = tables(ti);
                 if (!kt) continue;
@@ -255,8 +258,18 @@ static void kernels_match_reference(void **state) {
                         for (int i = 0; i < QK_MAX_T * QK_MAX_R * QK_LANES; i++)
                             (&a[0][0][0])[i] = (&b[0][0][0])[i] = rndf(-1, 1);
                         int g0 = pk.n_groups > 1 ? 1 : 0; /* a slice, continuing sums */
-                        ref->dot_block(a, nt, nr, xs, &pk, rws, g0, pk.n_groups);
-                        kt->dot_block(b, nt, nr, xs, &pk, rws, g0, pk.n_groups);
+                        const uint8_t *codes[QK_MAX_R];
+                        for (int r = 0; r < nr; r++) {
+                            ref->unpack(&pk, rws[r], g0, pk.n_groups, unpacked[r]);
+                            kt->unpack(&pk, rws[r], g0, pk.n_groups, unpacked[QK_MAX_R]);
+                            if (memcmp(unpacked[r], unpacked[QK_MAX_R],
+                                       (size_t)(pk.n_groups - g0) * pk.group))
+                                fail_msg("%s %s cols %d: unpack differs (row %d)", nm, kt->isa,
+                                         cols, rws[r]);
+                            codes[r] = unpacked[r];
+                        }
+                        ref->dot_block(a, nt, nr, xs, &pk, rws, codes, g0, pk.n_groups);
+                        kt->dot_block(b, nt, nr, xs, &pk, rws, codes, g0, pk.n_groups);
                         for (int t = 0; t < nt; t++)
                             for (int r = 0; r < nr; r++)
                                 if (memcmp(a[t][r], b[t][r], sizeof a[t][r]))
@@ -280,6 +293,7 @@ static void kernels_match_reference(void **state) {
                                      kt->isa, cols, nr, r);
                 }
             }
+            for (int r = 0; r <= QK_MAX_R; r++) free(unpacked[r]);
             free(xq);
             free(xq_ref);
             free(x);

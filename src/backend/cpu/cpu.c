@@ -27,6 +27,9 @@ static void cpu_deinit(be *b) {
     if (c->scratch)
         for (int i = 0; i < b->n_threads; i++) free(c->scratch[i]);
     free(c->scratch);
+    if (c->qscratch)
+        for (int i = 0; i < b->n_threads; i++) free(c->qscratch[i]);
+    free(c->qscratch);
     free(c->qx);
     free(c);
     b->ctx = NULL;
@@ -74,9 +77,12 @@ static lv_status cpu_init(be *b, int n_threads, lv_err *err) {
     c->qk = qk_kernels_for(c->k->isa);
     c->scratch = calloc((size_t)n_threads, sizeof *c->scratch);
     if (!c->scratch) goto nomem;
+    c->qscratch = calloc((size_t)n_threads, sizeof *c->qscratch);
+    if (!c->qscratch) goto nomem;
     for (int i = 0; i < n_threads; i++) {
         c->scratch[i] = aligned_alloc(64, CPU_SCRATCH_FLOATS * sizeof(float));
-        if (!c->scratch[i]) goto nomem;
+        c->qscratch[i] = aligned_alloc(64, CPU_QSCRATCH_BYTES);
+        if (!c->scratch[i] || !c->qscratch[i]) goto nomem;
     }
     c->pool = tp_new(n_threads);
     if (!c->pool) {

@@ -27,12 +27,15 @@ enum { MM_TILE_ROWS = 32, MM_TILE_COLS = 1024 };
 
 /* Floats of per-thread scratch: the matmul panel, or attention's accumulators. */
 enum { CPU_SCRATCH_FLOATS = MM_TILE_ROWS * MM_TILE_COLS };
+/* Bytes of the integer path's per-thread scratch (matmul_int.c). */
+enum { CPU_QSCRATCH_BYTES = 256 * 1024 };
 
 typedef struct {
     tp *pool;
     const cpu_kernels *k;
     const qk_kernels *qk; /* the integer kernels of the same instruction set (qdot.h) */
     float **scratch;      /* [n_threads], each CPU_SCRATCH_FLOATS, 64-byte aligned */
+    uint8_t **qscratch;   /* [n_threads], each CPU_QSCRATCH_BYTES: matmul_int.c's */
     uint8_t *qx;          /* quantized activations of the integer path (matmul_int.c) */
     size_t qx_cap;        /* its bytes */
 } cpu_ctx;

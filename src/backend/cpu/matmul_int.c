@@ -26,9 +26,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Values of the columns per slice: 4 tokens' quantized slices (1.25 bytes
- * a value) take 20 KiB of L1. */
-enum { QKM_SLICE = 4096 };
+/* Values of the columns per slice (a tile's unpacked codes: MM_TILE_ROWS ×
+ * QKM_SLICE bytes, 128 KiB, in L2), and tokens whose accumulators a task
+ * keeps across the slices (16 lanes × 32 rows × 64 tokens: 128 KiB). */
+enum { QKM_SLICE = 4096, QKM_TOKENS = 64, QKM_PANEL = MM_TILE_ROWS * QKM_SLICE };
+_Static_assert(QKM_PANEL + QKM_TOKENS * MM_TILE_ROWS * QK_LANES * sizeof(float) <=
+                   CPU_QSCRATCH_BYTES,
+               "a tile's unpacked slice and its accumulators fit the scratch");
 
 typedef struct {
     be *b;
@@ -77,33 +81,46 @@ static void gemv_task(void *arg, int ith, int nth) {
     }
 }
 
-/* Tokens [t0, t1) × rows [r0, r0 + nr) of one task. */
-static void gemm_tile(const qm_job *j, long r0, int nr, long t0, long t1) {
+/* Tokens [t0, t1) × rows [r0, r0 + nr) of one task. Per slice of the
+ * columns, the tile's codes are unpacked once into the thread's scratch
+ * (nr × QKM_SLICE bytes, in L2), then every block of tokens runs every
+ * block of rows over the slice; the lane accumulators of a block of
+ * tokens live across the slices. */
+static void gemm_tile(const qm_job *j, uint8_t *panel, long r0, int nr, long t0, long t1) {
     const qk_kernels *k = cpu_ctx_of(j->b)->qk;
     const qk_weight *w = j->w;
-    enum { RB = MM_TILE_ROWS / QK_MAX_R };
-    int slice = QKM_SLICE / w->group; /* groups per slice */
-    for (long t = t0; t < t1; t += QK_MAX_T) {
-        int nt = t1 - t < QK_MAX_T ? (int)(t1 - t) : QK_MAX_T;
-        const uint8_t *xs[QK_MAX_T];
-        for (int i = 0; i < nt; i++) xs[i] = xrow(j, t + i);
-        float acc[RB][QK_MAX_T][QK_MAX_R][QK_LANES];
-        memset(acc, 0, sizeof acc);
+    enum { RB = MM_TILE_ROWS / QK_MAX_R, TB = QKM_TOKENS / QK_MAX_T };
+    int slice = QKM_SLICE / w->group;               /* groups per slice */
+    for (long tg = t0; tg < t1; tg += QKM_TOKENS) { /* the accumulators of QKM_TOKENS tokens */
+        long tg1 = tg + QKM_TOKENS < t1 ? tg + QKM_TOKENS : t1;
+        float(*acc)[RB][QK_MAX_T][QK_MAX_R][QK_LANES] = (void *)(panel + QKM_PANEL);
+        memset(acc, 0, sizeof(float[TB][RB][QK_MAX_T][QK_MAX_R][QK_LANES]));
         for (int g0 = 0; g0 < w->n_groups; g0 += slice) {
             int g1 = g0 + slice < w->n_groups ? g0 + slice : w->n_groups;
-            for (int rb = 0; rb * QK_MAX_R < nr; rb++) {
-                int rows[QK_MAX_R], n_r = nr - rb * QK_MAX_R;
-                if (n_r > QK_MAX_R) n_r = QK_MAX_R;
-                for (int r = 0; r < n_r; r++) rows[r] = (int)r0 + rb * QK_MAX_R + r;
-                k->dot_block(acc[rb], nt, n_r, xs, w, rows, g0, g1);
+            for (int r = 0; r < nr; r++)
+                k->unpack(w, (int)r0 + r, g0, g1, panel + (size_t)r * QKM_SLICE);
+            for (long t = tg; t < tg1; t += QK_MAX_T) {
+                int nt = tg1 - t < QK_MAX_T ? (int)(tg1 - t) : QK_MAX_T;
+                const uint8_t *xs[QK_MAX_T];
+                for (int i = 0; i < nt; i++) xs[i] = xrow(j, t + i);
+                for (int rb = 0; rb * QK_MAX_R < nr; rb++) {
+                    int rows[QK_MAX_R], n_r = nr - rb * QK_MAX_R;
+                    const uint8_t *codes[QK_MAX_R];
+                    if (n_r > QK_MAX_R) n_r = QK_MAX_R;
+                    for (int r = 0; r < n_r; r++) {
+                        rows[r] = (int)r0 + rb * QK_MAX_R + r;
+                        codes[r] = panel + (size_t)(rb * QK_MAX_R + r) * QKM_SLICE;
+                    }
+                    k->dot_block(acc[(t - tg) / QK_MAX_T][rb], nt, n_r, xs, w, rows, codes, g0, g1);
+                }
             }
         }
-        for (int rb = 0; rb * QK_MAX_R < nr; rb++)
-            for (int i = 0; i < nt; i++)
-                for (int r = 0; r < QK_MAX_R && rb * QK_MAX_R + r < nr; r++) {
-                    long row = r0 + rb * QK_MAX_R + r;
-                    j->y[(size_t)(t + i) * w->rows + row] = finish(j, row, acc[rb][i][r]);
-                }
+        for (long t = tg; t < tg1; t++)
+            for (int r = 0; r < nr; r++) {
+                long tb = (t - tg) / QK_MAX_T;
+                j->y[(size_t)t * w->rows + r0 + r] =
+                    finish(j, r0 + r, acc[tb][r / QK_MAX_R][(t - tg) % QK_MAX_T][r % QK_MAX_R]);
+            }
     }
 }
 
@@ -116,7 +133,7 @@ static void gemm_task(void *arg, int ith, int nth) {
         long r0 = tile * MM_TILE_ROWS, t0 = group * j->group_len;
         int nr = j->w->rows - r0 < MM_TILE_ROWS ? (int)(j->w->rows - r0) : MM_TILE_ROWS;
         long t1 = t0 + j->group_len < j->n ? t0 + j->group_len : j->n;
-        if (t0 < t1) gemm_tile(j, r0, nr, t0, t1);
+        if (t0 < t1) gemm_tile(j, cpu_ctx_of(j->b)->qscratch[ith], r0, nr, t0, t1);
     }
 }
 

@@ -151,11 +151,17 @@ typedef struct {
     const char *isa;
     /* Quantizes one activation row of w->cols floats into xq (qk_xrow_bytes). */
     void (*quantize)(const qk_weight *w, const float *x, uint8_t *xq);
+    /* The codes of groups [g0, g1) of row r as bytes, step by step (64 bytes
+     * a step, lanes in order, 4 codes each: the layout vpdpbusd takes):
+     * w->group bytes per group into dst. */
+    void (*unpack)(const qk_weight *w, int r, int g0, int g1, uint8_t *dst);
     /* acc[t][r][16] += the lane sums of groups [g0, g1) for nt <= QK_MAX_T tokens (xq[t]:
-     * their quantized rows) × nr <= QK_MAX_R rows (rows[r]): the reference's per-lane
+     * their quantized rows) × nr <= QK_MAX_R rows (rows[r]), whose codes come unpacked
+     * in codes[r] (from group g0 on, as unpack writes them): the reference's per-lane
      * arithmetic, continued from acc. */
     void (*dot_block)(float acc[][QK_MAX_R][QK_LANES], int nt, int nr, const uint8_t *const xq[],
-                      const qk_weight *w, const int rows[], int g0, int g1);
+                      const qk_weight *w, const int rows[], const uint8_t *const codes[], int g0,
+                      int g1);
     /* acc[r][16] = the lane sums of all groups for one token × nr <= QK_GEMV_R rows (from 0);
      * pf: the next rows to prefetch as it goes (NULL, or nr row indices). */
     void (*dot_rows)(float acc[][QK_LANES], int nr, const uint8_t *xq, const qk_weight *w,

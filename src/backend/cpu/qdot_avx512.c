@@ -136,47 +136,70 @@ QINL void gemv_fmt(qk_format F, float acc[][QK_LANES], int nr, const uint8_t *xq
     for (int r = 0; r < nr; r++) _mm512_storeu_ps(acc[r], facc[r]);
 }
 
-/* QK_MAX_T tokens × QK_MAX_R rows (repeated to fill), groups [g0, g1). */
+/* QK_MAX_T tokens × QK_MAX_R rows (repeated to fill), groups [g0, g1),
+ * the codes already unpacked (one byte each): per step, 4 code loads and
+ * 16 vpdpbusd with the activations as memory operands; then the T × R
+ * integer sums are folded into acc (in memory: 16 accumulators more would
+ * not fit the registers). */
 QINL void block_fmt(qk_format F, float acc[][QK_MAX_R][QK_LANES], int nt, int nr,
-                    const uint8_t *const xq[], const qk_weight *w, const int rows_in[], int g0,
-                    int g1) {
+                    const uint8_t *const xq[], const qk_weight *w, const int rows_in[],
+                    const uint8_t *const codes[], int g0, int g1) {
     enum { T = QK_MAX_T, R = QK_MAX_R };
-    const int steps = w->lane / 4;
-    const size_t xgb = qk_xgroup_bytes(w);
-    const uint8_t *row[R], *xt[T];
-    for (int r = 0; r < R; r++)
-        row[r] = w->data + (size_t)rows_in[r < nr ? r : nr - 1] * w->row_bytes;
-    for (int t = 0; t < T; t++) xt[t] = xq[t < nt ? t : nt - 1];
+    const int steps = F == QK_Q6_K ? 4 : 8, group = 64 * steps;
+    const size_t xgb = (size_t)group + sizeof(qk_xside);
+    const size_t gb = w->group_bytes;
+    const uint8_t *cr[R], *side[R], *xt[T];
+    for (int r = 0; r < R; r++) {
+        int rr = r < nr ? r : nr - 1;
+        cr[r] = codes[rr];
+        side[r] = w->data + (size_t)rows_in[rr] * w->row_bytes + (size_t)g0 * gb + w->code_bytes;
+    }
+    for (int t = 0; t < T; t++) xt[t] = xq[t < nt ? t : nt - 1] + (size_t)g0 * xgb;
     for (int g = g0; g < g1; g++) {
-        size_t go = (size_t)g * w->group_bytes, xo = (size_t)g * xgb;
         __m512i ia[T][R];
         for (int t = 0; t < T; t++)
             for (int r = 0; r < R; r++) ia[t][r] = _mm512_setzero_si512();
+#pragma GCC unroll 8
         for (int k = 0; k < steps; k++) {
-            __m512i c[R];
-#pragma GCC unroll 4
-            for (int r = 0; r < R; r++) c[r] = step_codes(F, row[r] + go, k);
+            __m512i c0 = _mm512_load_si512(cr[0] + 64 * k), c1 = _mm512_load_si512(cr[1] + 64 * k);
+            __m512i c2 = _mm512_load_si512(cr[2] + 64 * k), c3 = _mm512_load_si512(cr[3] + 64 * k);
 #pragma GCC unroll 4
             for (int t = 0; t < T; t++) {
-                __m512i x = _mm512_load_si512(xt[t] + xo + 64 * k);
-#pragma GCC unroll 4
-                for (int r = 0; r < R; r++) ia[t][r] = _mm512_dpbusd_epi32(ia[t][r], c[r], x);
+                __m512i x = _mm512_load_si512(xt[t] + 64 * k);
+                ia[t][0] = _mm512_dpbusd_epi32(ia[t][0], c0, x);
+                ia[t][1] = _mm512_dpbusd_epi32(ia[t][1], c1, x);
+                ia[t][2] = _mm512_dpbusd_epi32(ia[t][2], c2, x);
+                ia[t][3] = _mm512_dpbusd_epi32(ia[t][3], c3, x);
             }
         }
 #pragma GCC unroll 4
         for (int r = 0; r < R; r++) {
             if (r >= nr) break;
             __m512 ws, wm = _mm512_setzero_ps();
-            lane_scales(F, w, row[r] + go + w->code_bytes, &ws, &wm);
+            lane_scales(F, w, side[r], &ws, &wm);
 #pragma GCC unroll 4
             for (int t = 0; t < T; t++) {
                 if (t >= nt) break;
-                const qk_xside *xs = (const qk_xside *)(const void *)(xt[t] + xo + w->group);
+                const qk_xside *xs = (const qk_xside *)(const void *)(xt[t] + group);
                 __m512 a = _mm512_loadu_ps(acc[t][r]);
                 _mm512_storeu_ps(acc[t][r], fold(F, a, ia[t][r], ws, wm, xs));
             }
         }
+        for (int r = 0; r < R; r++) {
+            cr[r] += group;
+            side[r] += gb;
+        }
+        for (int t = 0; t < T; t++) xt[t] += xgb;
     }
+}
+
+/* Groups [g0, g1) of row r, unpacked to a byte per code (qdot.h `unpack`). */
+QINL void unpack_fmt(qk_format F, const qk_weight *w, int r, int g0, int g1, uint8_t *dst) {
+    const int steps = F == QK_Q6_K ? 4 : 8;
+    const uint8_t *src = w->data + (size_t)r * w->row_bytes + (size_t)g0 * w->group_bytes;
+    for (int g = g0; g < g1; g++, src += w->group_bytes)
+#pragma GCC unroll 8
+        for (int k = 0; k < steps; k++, dst += 64) _mm512_store_si512(dst, step_codes(F, src, k));
 }
 
 /* Quantizes one activation row (qdot.h): per 32-value block d = amax/127,
@@ -243,11 +266,24 @@ QA static void dot_rows_avx512(float acc[][QK_LANES], int nr, const uint8_t *xq,
 
 QA static void dot_block_avx512(float acc[][QK_MAX_R][QK_LANES], int nt, int nr,
                                 const uint8_t *const xq[], const qk_weight *w, const int rows[],
-                                int g0, int g1) {
+                                const uint8_t *const codes[], int g0, int g1) {
     switch (w->fmt) {
 #define CASE(F)                                                                                    \
     case F:                                                                                        \
-        block_fmt(F, acc, nt, nr, xq, w, rows, g0, g1);                                            \
+        block_fmt(F, acc, nt, nr, xq, w, rows, codes, g0, g1);                                     \
+        return;
+        FORMATS(CASE)
+#undef CASE
+        default:
+            return;
+    }
+}
+
+QA static void unpack_avx512(const qk_weight *w, int r, int g0, int g1, uint8_t *dst) {
+    switch (w->fmt) {
+#define CASE(F)                                                                                    \
+    case F:                                                                                        \
+        unpack_fmt(F, w, r, g0, g1, dst);                                                          \
         return;
         FORMATS(CASE)
 #undef CASE
@@ -257,6 +293,7 @@ QA static void dot_block_avx512(float acc[][QK_MAX_R][QK_LANES], int nt, int nr,
 }
 
 static const qk_kernels AVX512 = {
+    .unpack = unpack_avx512,
     .isa = "avx512",
     .quantize = quantize_avx512,
     .dot_block = dot_block_avx512,

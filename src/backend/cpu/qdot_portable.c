@@ -53,28 +53,46 @@ static void quantize_ref(const qk_weight *w, const float *x, uint8_t *xq) {
     }
 }
 
-/* acc[16] += group g of row r against one quantized activation row. */
-static void group_ref(float acc[QK_LANES], const qk_weight *w, int r, int g, const uint8_t *xq) {
-    const uint8_t *codes = w->data + (size_t)r * w->row_bytes + (size_t)g * w->group_bytes;
+/* acc[16] += group g of row r (its codes: codes, unpacked if unpacked)
+ * against one quantized activation row. */
+static void group_ref(float acc[QK_LANES], const qk_weight *w, int r, int g, const uint8_t *codes,
+                      bool unpacked, const uint8_t *xq) {
     const uint8_t *xc = xq + (size_t)g * qk_xgroup_bytes(w);
     const qk_xside *side = (const qk_xside *)(const void *)(xc + w->group);
     float ws[QK_LANES], wm[QK_LANES];
     qk_lane_scales(w, r, g, ws, wm);
     for (int l = 0; l < QK_LANES; l++) {
         int32_t i = 0;
-        for (int j = 0; j < w->lane; j++) i += code_at(w, codes, l, j) * xcode_at(xc, l, j);
+        for (int j = 0; j < w->lane; j++) {
+            int c = unpacked ? codes[(j / 4) * 64 + l * 4 + j % 4] : code_at(w, codes, l, j);
+            i += c * xcode_at(xc, l, j);
+        }
         if (!w->affine) i -= side->corr[l];
         acc[l] = fmaf((float)i, ws[l] * side->dx[l], acc[l]);
         if (w->affine) acc[l] = fmaf(wm[l], side->xs[l], acc[l]);
     }
 }
 
+static const uint8_t *packed_group(const qk_weight *w, int r, int g) {
+    return w->data + (size_t)r * w->row_bytes + (size_t)g * w->group_bytes;
+}
+
+static void unpack_ref(const qk_weight *w, int r, int g0, int g1, uint8_t *dst) {
+    for (int g = g0; g < g1; g++, dst += w->group)
+        for (int l = 0; l < QK_LANES; l++)
+            for (int j = 0; j < w->lane; j++)
+                dst[(j / 4) * 64 + l * 4 + j % 4] =
+                    (uint8_t)code_at(w, packed_group(w, r, g), l, j);
+}
+
 static void dot_block_ref(float acc[][QK_MAX_R][QK_LANES], int nt, int nr,
-                          const uint8_t *const xq[], const qk_weight *w, const int rows[], int g0,
-                          int g1) {
+                          const uint8_t *const xq[], const qk_weight *w, const int rows[],
+                          const uint8_t *const codes[], int g0, int g1) {
     for (int t = 0; t < nt; t++)
         for (int r = 0; r < nr; r++)
-            for (int g = g0; g < g1; g++) group_ref(acc[t][r], w, rows[r], g, xq[t]);
+            for (int g = g0; g < g1; g++)
+                group_ref(acc[t][r], w, rows[r], g, codes[r] + (size_t)(g - g0) * w->group, true,
+                          xq[t]);
 }
 
 static void dot_rows_ref(float acc[][QK_LANES], int nr, const uint8_t *xq, const qk_weight *w,
@@ -82,13 +100,15 @@ static void dot_rows_ref(float acc[][QK_LANES], int nr, const uint8_t *xq, const
     (void)pf;
     for (int r = 0; r < nr; r++) {
         memset(acc[r], 0, sizeof acc[r]);
-        for (int g = 0; g < w->n_groups; g++) group_ref(acc[r], w, rows[r], g, xq);
+        for (int g = 0; g < w->n_groups; g++)
+            group_ref(acc[r], w, rows[r], g, packed_group(w, rows[r], g), false, xq);
     }
 }
 
 static const qk_kernels PORTABLE = {
     .isa = "portable",
     .quantize = quantize_ref,
+    .unpack = unpack_ref,
     .dot_block = dot_block_ref,
     .dot_rows = dot_rows_ref,
 };
