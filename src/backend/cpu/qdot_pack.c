@@ -174,28 +174,32 @@ static void group_side(const be_weight *src, const qk_weight *w, int r, int g, u
     }
 }
 
-/* Row r of src into its packed row. */
+/* Row r of src into its packed row: lane by lane, each lane's codes moved
+ * four at a time to their steps (no per-value branches: a 7B model is 4·10⁹
+ * values, repacked at every load). */
 static void pack_row(const be_weight *src, const qk_weight *w, int r) {
     uint8_t *dst = w->data + (size_t)r * w->row_bytes;
     memset(dst, 0, w->row_bytes);
-    bool four = w->fmt == QK_Q4_0 || w->fmt == QK_Q4_K || w->fmt == QK_MLX4 || w->fmt == QK_Q6_K;
+    bool eight = w->fmt == QK_Q8_0 || w->fmt == QK_MLX8, six = w->fmt == QK_Q6_K;
     for (int g = 0; g < w->n_groups; g++) {
         uint8_t *codes = dst + (size_t)g * w->group_bytes;
         for (int l = 0; l < QK_LANES; l++) {
             int c0 = g * w->group + l * w->lane;
             if (c0 >= w->cols) break;
-            uint8_t code[32];
-            lane_codes(src, w, r, c0, code);
-            for (int j = 0; j < w->lane; j++) {
-                int k = j / 4, e = j % 4;
-                if (four) {
-                    codes[(k / 2) * 64 + l * 4 + e] |= (uint8_t)((code[j] & 0xF) << (4 * (k & 1)));
-                    if (w->fmt == QK_Q6_K)
-                        codes[128 + l * 4 + e] |= (uint8_t)((code[j] >> 4) << (2 * k));
-                } else {
-                    codes[k * 64 + l * 4 + e] = code[j];
-                }
+            uint8_t c[32];
+            lane_codes(src, w, r, c0, c);
+            uint8_t *at = codes + 4 * l;
+            if (eight) {
+                for (int k = 0; k < 8; k++) memcpy(at + 64 * k, c + 4 * k, 4);
+                continue;
             }
+            for (int p = 0; p < w->lane / 8; p++)
+                for (int e = 0; e < 4; e++)
+                    at[64 * p + e] = (uint8_t)((c[8 * p + e] & 0xF) | (c[8 * p + 4 + e] & 0xF) << 4);
+            if (six)
+                for (int e = 0; e < 4; e++)
+                    at[128 + e] = (uint8_t)((c[e] >> 4) | (c[4 + e] >> 4) << 2 |
+                                            (c[8 + e] >> 4) << 4 | (c[12 + e] >> 4) << 6);
         }
         group_side(src, w, r, g, codes + w->code_bytes);
     }
