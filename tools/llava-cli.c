@@ -11,7 +11,7 @@
  *
  *   llava-cli --model PATH [--mmproj FILE] [--image FILE]... --prompt TEXT [--raw-prompt]
  *             [--max-tokens N] [--temperature T] [--top-k K] [--top-p P]
- *             [--min-p P] [--repeat-penalty R] [--seed S] [--threads N]
+ *             [--min-p P] [--repeat-penalty R] [--seed S] [--threads N] [--exact]
  *             [--backend cpu|ref] [--stop TEXT]... [--json]
  *             [--logits-out FILE] [--dump-pixels FILE]
  *   --json prints one object: {"prompt_ids", "n_prompt_tokens", "n_image_tokens",

@@ -5,7 +5,7 @@
  * per answer type, with latency and speed.
  *
  *   llava-eval --model PATH --questions Q.json --annotations A.json --images DIR
- *              [--image-prefix PREFIX] [--limit N] [--threads N] [--max-tokens N]
+ *              [--image-prefix PREFIX] [--limit N] [--threads N] [--exact] [--max-tokens N]
  *              [--prompt-suffix TEXT] [--report OUT.json] [--backend cpu|ref]
  *
  * Input (VQA v2; other keys are ignored):

@@ -4,7 +4,7 @@
  *
  *   llava-server --model PATH|ORG/NAME [--mmproj F] [--config FILE] [--host 127.0.0.1]
  *                [--port 8080] [--parallel N] [--queue-size N] [--ctx-size N]
- *                [--threads N] [--api-key KEY] [--allowed-origins LIST]
+ *                [--threads N] [--exact] [--api-key KEY] [--allowed-origins LIST]
  *                [--allowed-local-media-path DIR] [--timeout S] [--alias NAME]
  *
  * --config reads the seed's JSON file (server/config.h): model_id, model_name
