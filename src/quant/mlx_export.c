@@ -453,8 +453,12 @@ static lv_status write_aux(const qsource *src, const char *dir, lv_err *err) {
         }
         return st;
     }
-    const char *tok = qsource_tokenizer_json(src);
-    if (tok && (st = copy_file(tok, dir, "tokenizer.json", err)) != LV_OK) return st;
+    char *tok;
+    size_t tok_len;
+    if ((st = qsource_tokenizer_read(src, &tok, &tok_len, err)) != LV_OK) return st;
+    if (tok) st = write_file(dir, "tokenizer.json", tok, tok_len, err);
+    free(tok);
+    if (st != LV_OK) return st;
     const char *pp = qsource_preproc_json(src);
     if (pp) st = write_file(dir, "preprocessor_config.json", pp, strlen(pp), err);
     return st;

@@ -75,10 +75,48 @@ static const char V13_PREPROC[] =
     "0.26130258, 0.27577711], \"processor_class\": \"LlavaNextProcessor\", \"resample\": 3, "
     "\"rescale_factor\": 0.00392156862745098, \"size\": {\"shortest_edge\": 336}}";
 
+static const char TINY_CONFIG[] =
+    "{\"architectures\": [\"LlavaNextForConditionalGeneration\"], \"ignore_index\": -100, "
+    "\"image_grid_pinpoints\": [[336, 672], [672, 336], [672, 672], [1008, 336], [336, 1008]], "
+    "\"image_token_index\": 32000, \"model_type\": \"llava_next\", \"projector_hidden_act\": "
+    "\"gelu\", \"text_config\": {\"architectures\": [\"MistralForCausalLM\"], "
+    "\"hidden_size\": 256, \"intermediate_size\": 512, \"max_position_embeddings\": 4096, "
+    "\"model_type\": \"mistral\", \"num_attention_heads\": 4, \"num_hidden_layers\": 8, "
+    "\"num_key_value_heads\": 2, \"rms_norm_eps\": 1e-05, \"rope_theta\": 1000000.0, "
+    "\"sliding_window\": null, \"vocab_size\": 32064}, \"torch_dtype\": \"float16\", "
+    "\"use_image_newline_parameter\": true, \"vision_config\": {\"hidden_size\": 64, "
+    "\"image_size\": 336, \"intermediate_size\": 128, \"model_type\": \"clip_vision_model\", "
+    "\"num_attention_heads\": 4, \"num_hidden_layers\": 2, \"patch_size\": 14, "
+    "\"projection_dim\": 64}, \"vision_feature_layer\": -2, "
+    "\"vision_feature_select_strategy\": \"default\", \"vocab_size\": 32064}";
+
+/* llava-hf/llava-v1.6-mistral-7b-hf chat_template.json (sources: presets.h). */
+static const char M7_TEMPLATE[] =
+    "{% for message in messages %}{% if message['role'] == 'system' %}{{ '<<SYS>>\\n' + "
+    "message['content'][0]['text'] + '\\n<</SYS>>\\n\\n' }}{% elif message['role'] == 'user' "
+    "%}{{ '[INST] ' }}{# Render all images first #}{% for content in message['content'] | "
+    "selectattr('type', 'equalto', 'image') %}{{ '<image>\\n' }}{% endfor %}{# Render all text "
+    "next #}{% for content in message['content'] | selectattr('type', 'equalto', 'text') %}{{ "
+    "content['text'] }}{% endfor %}{{' [/INST]' }}{% elif message['role'] == 'assistant' %}{{ ' ' "
+    "+ message['content'][0]['text'] + '</s> '}}{% else %}{{ raise_exception('Only user and "
+    "assistant roles are supported!') }}{% endif %}{% endfor %}";
+
+/* llava-hf/llava-1.5-7b-hf chat_template.json (sources: presets.h). */
+static const char L15_TEMPLATE[] =
+    "{% for message in messages %}{% if message['role'] != 'system' %}{{ "
+    "message['role'].upper() + ': '}}{% endif %}{# Render all images first #}{% for content in "
+    "message['content'] | selectattr('type', 'equalto', 'image') %}{{ '<image>\\n' }}{% endfor "
+    "%}{# Render all text next #}{% if message['role'] != 'assistant' %}{% for content in "
+    "message['content'] | selectattr('type', 'equalto', 'text') %}{{ content['text'] + ' '}}{% "
+    "endfor %}{% else %}{% for content in message['content'] | selectattr('type', 'equalto', "
+    "'text') %}{% generation %}{{ content['text'] + ' '}}{% endgeneration %}{% endfor %}{% endif "
+    "%}{% endfor %}{% if add_generation_prompt %}{{ 'ASSISTANT:' }}{% endif %}";
+
 static const qs_preset PRESETS[] = {
-    {"llava-v1.6-mistral-7b", M7_CONFIG, M7_PREPROC},
-    {"llava-1.5-7b", L15_CONFIG, L15_PREPROC},
-    {"llava-v1.6-vicuna-13b", V13_CONFIG, V13_PREPROC},
+    {"llava-v1.6-mistral-7b", M7_CONFIG, M7_PREPROC, M7_TEMPLATE},
+    {"llava-1.5-7b", L15_CONFIG, L15_PREPROC, L15_TEMPLATE},
+    {"llava-v1.6-vicuna-13b", V13_CONFIG, V13_PREPROC, NULL},
+    {"tiny-llava-next", TINY_CONFIG, M7_PREPROC, M7_TEMPLATE},
 };
 
 const qs_preset *qs_preset_find(const char *name) {

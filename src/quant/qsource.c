@@ -300,6 +300,9 @@ const char *qsource_preproc_json(const qsource *s) {
 const char *qsource_tokenizer_json(const qsource *s) {
     return s->tokenizer_json;
 }
+const char *qsource_chat_template(const qsource *s) {
+    return s->preset ? s->preset->chat_template : NULL;
+}
 size_t qsource_count(const qsource *s) {
     return s->n;
 }
@@ -310,6 +313,68 @@ long qsource_find(const qsource *s, const char *name) {
     for (size_t i = 0; i < s->n; i++)
         if (strcmp(s->tensors[i].name, name) == 0) return (long)i;
     return -1;
+}
+
+/* ---- the tokenizer ------------------------------------------------------ */
+
+#define TOKENIZER_MAX_BYTES (64u << 20)
+
+/* 1 + the largest id of model.vocab and added_tokens. */
+static json_int_t vocab_end(json_t *root) {
+    json_int_t top = -1;
+    const char *key;
+    json_t *v, *a;
+    size_t i;
+    json_object_foreach(json_object_get(json_object_get(root, "model"), "vocab"), key, v) {
+        if (json_integer_value(v) > top) top = json_integer_value(v);
+    }
+    json_array_foreach(json_object_get(root, "added_tokens"), i, a) {
+        json_int_t id = json_integer_value(json_object_get(a, "id"));
+        if (id > top) top = id;
+    }
+    return top + 1;
+}
+
+/* An added_tokens entry as tokenizers writes a special token. */
+static json_t *added_token(json_int_t id, const char *content) {
+    return json_pack("{s:I, s:s, s:b, s:b, s:b, s:b, s:b}", "id", id, "content", content,
+                     "single_word", 0, "lstrip", 0, "rstrip", 0, "normalized", 0, "special", 1);
+}
+
+lv_status qsource_tokenizer_read(const qsource *s, char **text, size_t *len, lv_err *err) {
+    *text = NULL;
+    *len = 0;
+    if (!s->tokenizer_json) return LV_OK;
+    lv_status st = lv_read_file(s->tokenizer_json, TOKENIZER_MAX_BYTES, text, len, err);
+    if (st != LV_OK || !s->preset) return st;
+    /* A random source: the vocabulary as llava-hf ships it (qsource_open_random). */
+    json_error_t je;
+    json_t *root = json_loadb(*text, *len, 0, &je);
+    if (!root || !json_is_array(json_object_get(root, "added_tokens"))) {
+        json_decref(root);
+        free(*text);
+        *text = NULL;
+        return lv_fail(err, LV_ERR_FORMAT, "%s: not a tokenizer.json (%s)", s->tokenizer_json,
+                       root ? "no added_tokens" : je.text);
+    }
+    json_int_t image = s->config.image_token_id;
+    if (vocab_end(root) == image && image + 1 < s->config.text.vocab_size) {
+        json_t *added = json_object_get(root, "added_tokens");
+        json_array_append_new(added, added_token(image, "<image>"));
+        json_array_append_new(added, added_token(image + 1, "<pad>"));
+        char *patched = json_dumps(root, JSON_COMPACT);
+        if (!patched) {
+            json_decref(root);
+            free(*text);
+            *text = NULL;
+            return lv_fail(err, LV_ERR_NOMEM, "%s: out of memory", s->tokenizer_json);
+        }
+        free(*text);
+        *text = patched;
+        *len = strlen(patched);
+    }
+    json_decref(root);
+    return LV_OK;
 }
 
 /* ---- values ------------------------------------------------------------ */

@@ -41,10 +41,14 @@ typedef struct qsource qsource;
 lv_status qsource_open_dir(const char *model_dir, qsource **out, lv_err *err);
 
 /* Random weights (seeded, deterministic) in the real shapes of a preset:
- * "llava-v1.6-mistral-7b", "llava-1.5-7b", "llava-v1.6-vicuna-13b".
- * tokenizer_json: a tokenizer.json to ship with the model (may be NULL:
- * then the written model has none). LV_ERR_ARG for an unknown preset (the
- * message lists the known ones). */
+ * "llava-v1.6-mistral-7b", "llava-1.5-7b", "llava-v1.6-vicuna-13b" (and
+ * "tiny-llava-next", for tests). tokenizer_json: a tokenizer.json to ship
+ * with the model (may be NULL: then the written model has none); a file
+ * whose vocabulary ends just before the config's image_token_index (the
+ * Mistral/Llama tokenizer.json of 32000 ids) gets the two added tokens
+ * llava-hf's converters add, "<image>" at that id and "<pad>" after it,
+ * both special (qsource_tokenizer_read). LV_ERR_ARG for an unknown preset
+ * (the message lists the known ones), LV_ERR_IO for a missing tokenizer. */
 lv_status qsource_open_random(const char *preset, uint64_t seed, const char *tokenizer_json,
                               qsource **out, lv_err *err);
 
@@ -63,8 +67,19 @@ const char *qsource_config_json(const qsource *s);
  * directory source (its file is copied instead). */
 const char *qsource_preproc_json(const qsource *s);
 
-/* tokenizer.json path to copy (the source's or the one given); may be NULL. */
+/* tokenizer.json path (the source's or the one given); may be NULL. For
+ * messages and for copying a directory source's file as it is. */
 const char *qsource_tokenizer_json(const qsource *s);
+
+/* The tokenizer.json text a writer ships: the file's bytes, or for a random
+ * source the vocabulary with llava-hf's added tokens (qsource_open_random).
+ * *text is NULL (LV_OK) when the source has none; else the caller frees it.
+ * Errors: LV_ERR_IO, LV_ERR_FORMAT naming the file, LV_ERR_NOMEM. */
+lv_status qsource_tokenizer_read(const qsource *s, char **text, size_t *len, lv_err *err);
+
+/* A random source's chat template (its preset's, presets.h); NULL for a
+ * directory source (writers read its files) or a preset without one. */
+const char *qsource_chat_template(const qsource *s);
 
 size_t qsource_count(const qsource *s);
 const qs_tensor *qsource_at(const qsource *s, size_t i);
