@@ -162,9 +162,10 @@ typedef struct {
                      const int rows[], const int *pf);
 } qk_kernels;
 
-const qk_kernels *qk_kernels_portable(void); /* never NULL */
-const qk_kernels *qk_kernels_avx512(void);   /* AVX-512F/BW/VL + VNNI, else NULL */
-const qk_kernels *qk_kernels_avx2(void);     /* AVX2 (+ AVX-VNNI when present), else NULL */
+const qk_kernels *qk_kernels_portable(void);    /* never NULL */
+const qk_kernels *qk_kernels_avx512(void);      /* AVX-512F/BW/VL + VNNI, else NULL */
+const qk_kernels *qk_kernels_avx2(void);        /* AVX2 (+ AVX-VNNI when present), else NULL */
+const qk_kernels *qk_kernels_avx2_novnni(void); /* the same without AVX-VNNI (tests), else NULL */
 /* The integer kernels that go with a float table's isa name ("avx512" ...). */
 const qk_kernels *qk_kernels_for(const char *isa);
 
