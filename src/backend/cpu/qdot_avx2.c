@@ -16,7 +16,7 @@
  *   the 4-bit formats (c ≤ 15, |x| ≤ 127) add a pair into at most 3810, and
  *   the 8 steps of a lane into at most 30480, so the int16 sums of a whole
  *   group stay exact and vpmaddwd with ones widens them once at the end;
- *   Q6_K (c ≤ 63) widens each step's pairs (≤ 16002);
+ *   Q6_K (c ≤ 63) widens the pairs of two steps (≤ 2·16002) at a time;
  *   the 8-bit formats (c up to 255: 2·255·127 would saturate) multiply
  *   q = c − 128 instead, as |q| (u8, ≤ 128) times x with q's sign
  *   (vpsignb), 2·128·127 = 32512 per pair, widened each step. For Q8_0,
@@ -53,30 +53,31 @@ static inline bool is_affine(qk_format F) {
     return F == QK_Q4_K || F == QK_MLX4 || F == QK_MLX8;
 }
 
-/* The u8 codes of step k, half h, of a group's codes g. */
-QINL __m256i step_codes(qk_format F, const uint8_t *g, int k, int h) {
-    if (eight_bit(F)) return _mm256_loadu_si256((const __m256i *)(g + 64 * k + 32 * h));
-    const __m256i m4 = _mm256_set1_epi8(0x0F);
-    __m256i v = _mm256_loadu_si256((const __m256i *)(g + 64 * (k / 2) + 32 * h));
-    __m256i c = k & 1 ? _mm256_and_si256(_mm256_srli_epi16(v, 4), m4) : _mm256_and_si256(v, m4);
-    if (F == QK_Q6_K) { /* bits 4..5: bits 2k..2k+1 of the last vector, moved to 4..5 */
-        __m256i hb = _mm256_loadu_si256((const __m256i *)(g + 128 + 32 * h));
-        hb = k == 3 ? _mm256_srli_epi16(hb, 2) : _mm256_slli_epi16(hb, 4 - 2 * k);
-        c = _mm256_or_si256(c, _mm256_and_si256(hb, _mm256_set1_epi8(0x30)));
+/* The u8 codes of code vector p, half h, of a group's codes g: c[0] and
+ * c[1] those of steps 2p and 2p + 1 (4-bit formats), c[0] that of step p
+ * (8-bit). */
+QINL void vec_codes(qk_format F, const uint8_t *g, int p, int h, __m256i c[2]) {
+    __m256i v = _mm256_loadu_si256((const __m256i *)(g + 64 * p + 32 * h));
+    if (eight_bit(F)) {
+        c[0] = v;
+        return;
     }
-    return c;
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    c[0] = _mm256_and_si256(v, m4);
+    c[1] = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+    if (F == QK_Q6_K) { /* bits 4..5 of step k: bits 2k..2k+1 of the last vector */
+        const __m256i m = _mm256_set1_epi8(0x30);
+        __m256i hb = _mm256_loadu_si256((const __m256i *)(g + 128 + 32 * h));
+        __m256i h0 = p == 0 ? _mm256_slli_epi16(hb, 4) : hb;                       /* step 0 or 2 */
+        __m256i h1 = p == 0 ? _mm256_slli_epi16(hb, 2) : _mm256_srli_epi16(hb, 2); /* 1 or 3 */
+        c[0] = _mm256_or_si256(c[0], _mm256_and_si256(h0, m));
+        c[1] = _mm256_or_si256(c[1], _mm256_and_si256(h1, m));
+    }
 }
 
-/* The 16 int16 pair sums of c·x for the maddubs variant (see the top):
- * for the 8-bit formats c is q = c − 128 and ca its absolute value. */
-QINL __m256i pair_sums(qk_format F, __m256i c, __m256i ca, __m256i x) {
-    if (eight_bit(F)) return _mm256_maddubs_epi16(ca, _mm256_sign_epi8(x, c));
-    return _mm256_maddubs_epi16(c, x);
-}
-
-/* ws (and wm for the affine formats) of half h of a group from its side bytes. */
-QINL void lane_scales(qk_format F, const qk_weight *w, const uint8_t *side, int h, __m256 *ws,
-                      __m256 *wm) {
+/* ws (and wm for the affine formats) of half h of a group from its side
+ * bytes; n: MLX scales per group (group / mlx_group). */
+QINL void lane_scales(qk_format F, int n, const uint8_t *side, int h, __m256 *ws, __m256 *wm) {
     switch (F) {
         case QK_Q4_0:
         case QK_Q8_0:
@@ -103,7 +104,6 @@ QINL void lane_scales(qk_format F, const qk_weight *w, const uint8_t *side, int 
             return;
         }
         default: { /* MLX: n = 512 / group scales s[n] then biases β[n]; lane l takes l·n/16 */
-            int n = w->group / w->mlx_group;
             const float *s = (const float *)(const void *)side;
             if (n == 16) {
                 *ws = _mm256_loadu_ps(s + 8 * h);
@@ -267,11 +267,14 @@ const qk_kernels *qk_kernels_avx2(void) {
 #else /* QK_AVX2_PASS: the loops of one variant (VNNI, QT, KN) */
 
 /* ia[t][r] = the integer lane sums of half h of one group for TT tokens
- * (activation codes xc[t]) × RR rows (codes cg[r]). */
+ * (activation codes xc[t]) × RR rows (codes cg[r]), one code vector at a
+ * time (two steps of the 4-bit formats, one of the 8-bit). */
 QT static inline __attribute__((always_inline)) void
 KN(lane_sums)(qk_format F, int TT, int RR, __m256i ia[][8], const uint8_t *const cg[],
               const uint8_t *const xc[], int steps, int h) {
+    const int spv = eight_bit(F) ? 1 : 2, nvec = steps / spv;
 #if !VNNI
+    const __m256i ones = _mm256_set1_epi16(1);
     __m256i a16[4][8];
 #endif
     for (int t = 0; t < TT; t++)
@@ -281,34 +284,41 @@ KN(lane_sums)(qk_format F, int TT, int RR, __m256i ia[][8], const uint8_t *const
             a16[t][r] = _mm256_setzero_si256();
 #endif
         }
-    for (int k = 0; k < steps; k++) {
-        __m256i c[8], ca[8];
+#pragma GCC unroll 8
+    for (int p = 0; p < nvec; p++) {
 #pragma GCC unroll 8
         for (int r = 0; r < RR; r++) {
-            c[r] = step_codes(F, cg[r], k, h);
+            __m256i c[2], ca = _mm256_setzero_si256();
+            vec_codes(F, cg[r], p, h, c);
 #if !VNNI
             if (eight_bit(F)) {
-                c[r] = _mm256_xor_si256(c[r], _mm256_set1_epi8((char)0x80)); /* q = c − 128 */
-                ca[r] = _mm256_abs_epi8(c[r]);
+                c[0] = _mm256_xor_si256(c[0], _mm256_set1_epi8((char)0x80)); /* q = c − 128 */
+                ca = _mm256_abs_epi8(c[0]);
             }
 #endif
-        }
-        (void)ca;
+            (void)ca;
 #pragma GCC unroll 4
-        for (int t = 0; t < TT; t++) {
-            __m256i x = _mm256_loadu_si256((const __m256i *)(xc[t] + 64 * k + 32 * h));
-#pragma GCC unroll 8
-            for (int r = 0; r < RR; r++) {
+            for (int t = 0; t < TT; t++) {
+                const uint8_t *xp = xc[t] + 64 * spv * p + 32 * h;
+                __m256i x0 = _mm256_loadu_si256((const __m256i *)xp);
 #if VNNI
-                ia[t][r] = _mm256_dpbusd_avx_epi32(ia[t][r], c[r], x);
+                ia[t][r] = _mm256_dpbusd_avx_epi32(ia[t][r], c[0], x0);
+                if (spv == 2)
+                    ia[t][r] = _mm256_dpbusd_avx_epi32(
+                        ia[t][r], c[1], _mm256_loadu_si256((const __m256i *)(xp + 64)));
 #else
-                __m256i p = pair_sums(F, c[r], ca[r], x);
-                if (four_bit(F)) {
-                    a16[t][r] = _mm256_add_epi16(a16[t][r], p);
-                } else {
-                    p = _mm256_madd_epi16(p, _mm256_set1_epi16(1));
-                    ia[t][r] = _mm256_add_epi32(ia[t][r], p);
+                if (eight_bit(F)) {
+                    __m256i s = _mm256_maddubs_epi16(ca, _mm256_sign_epi8(x0, c[0]));
+                    ia[t][r] = _mm256_add_epi32(ia[t][r], _mm256_madd_epi16(s, ones));
+                    continue;
                 }
+                __m256i s = _mm256_add_epi16(
+                    _mm256_maddubs_epi16(c[0], x0),
+                    _mm256_maddubs_epi16(c[1], _mm256_loadu_si256((const __m256i *)(xp + 64))));
+                if (four_bit(F))
+                    a16[t][r] = _mm256_add_epi16(a16[t][r], s);
+                else /* Q6_K: two steps' pairs ≤ 2·16002 */
+                    ia[t][r] = _mm256_add_epi32(ia[t][r], _mm256_madd_epi16(s, ones));
 #endif
             }
         }
@@ -316,8 +326,7 @@ KN(lane_sums)(qk_format F, int TT, int RR, __m256i ia[][8], const uint8_t *const
 #if !VNNI
     if (four_bit(F))
         for (int t = 0; t < TT; t++)
-            for (int r = 0; r < RR; r++)
-                ia[t][r] = _mm256_madd_epi16(a16[t][r], _mm256_set1_epi16(1));
+            for (int r = 0; r < RR; r++) ia[t][r] = _mm256_madd_epi16(a16[t][r], ones);
 #endif
 }
 
@@ -329,6 +338,7 @@ KN(gemv_fmt)(qk_format F, float acc[][QK_LANES], int nr, const uint8_t *xq, cons
     const int steps = F == QK_Q6_K ? 4 : 8; /* lane / 4 */
     const size_t xgb = qk_xgroup_bytes(w);
     const bool corr = !is_affine(F) && (VNNI || F != QK_Q8_0);
+    const int nmlx = w->mlx_group ? w->group / w->mlx_group : 0;
     const uint8_t *row[R], *pfrow[R];
     for (int r = 0; r < R; r++) {
         row[r] = w->data + (size_t)rows_in[r < nr ? r : nr - 1] * w->row_bytes;
@@ -356,7 +366,7 @@ KN(gemv_fmt)(qk_format F, float acc[][QK_LANES], int nr, const uint8_t *xq, cons
 #pragma GCC unroll 8
             for (int r = 0; r < R; r++) {
                 __m256 ws, wm = _mm256_setzero_ps();
-                lane_scales(F, w, cg[r] + w->code_bytes, h, &ws, &wm);
+                lane_scales(F, nmlx, cg[r] + w->code_bytes, h, &ws, &wm);
                 facc[r][h] = fold(F, corr, facc[r][h], ia[0][r], ws, wm, xs, h);
             }
         }
@@ -376,6 +386,7 @@ KN(block_fmt)(qk_format F, float acc[][QK_MAX_R][QK_LANES], int nt, int nr,
     const int steps = F == QK_Q6_K ? 4 : 8; /* lane / 4 */
     const size_t xgb = qk_xgroup_bytes(w);
     const bool corr = !is_affine(F) && (VNNI || F != QK_Q8_0);
+    const int nmlx = w->mlx_group ? w->group / w->mlx_group : 0;
     const uint8_t *row[R], *xt[T];
     for (int r = 0; r < R; r++)
         row[r] = w->data + (size_t)rows_in[r < nr ? r : nr - 1] * w->row_bytes;
@@ -399,7 +410,7 @@ KN(block_fmt)(qk_format F, float acc[][QK_MAX_R][QK_LANES], int nt, int nr,
                 for (int r = 0; r < RR; r++) {
                     if (r0 + r >= nr) break;
                     __m256 ws, wm = _mm256_setzero_ps();
-                    lane_scales(F, w, cg[r] + w->code_bytes, h, &ws, &wm);
+                    lane_scales(F, nmlx, cg[r] + w->code_bytes, h, &ws, &wm);
 #pragma GCC unroll 4
                     for (int t = 0; t < T; t++) {
                         if (t >= nt) break;
