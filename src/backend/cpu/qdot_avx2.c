@@ -124,15 +124,12 @@ QINL void lane_scales(qk_format F, int n, const uint8_t *side, int h, __m256 *ws
     }
 }
 
-/* acc = the reference's fold of half h of one group's integer lane sums ia;
- * corr: subtract the x side's corr (the offset formats, but not Q8_0 in the
- * maddubs variant, whose sums already are Σ q·x). */
-QINL __m256 fold(qk_format F, bool corr, __m256 acc, __m256i ia, __m256 ws, __m256 wm,
-                 const qk_xside *xs, int h) {
-    if (corr) ia = _mm256_sub_epi32(ia, _mm256_loadu_si256((const __m256i *)(xs->corr + 8 * h)));
-    __m256 s = _mm256_mul_ps(ws, _mm256_loadu_ps(xs->dx + 8 * h));
-    acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(ia), s, acc);
-    if (is_affine(F)) acc = _mm256_fmadd_ps(wm, _mm256_loadu_ps(xs->xs + 8 * h), acc);
+/* acc = the reference's fold of half h of one group's integer lane sums ia
+ * (the offset formats' corr already subtracted): dx, xsv the x side's dx
+ * and (affine) xs of half h. */
+QINL __m256 fold(qk_format F, __m256 acc, __m256i ia, __m256 ws, __m256 wm, __m256 dx, __m256 xsv) {
+    acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(ia), _mm256_mul_ps(ws, dx), acc);
+    if (is_affine(F)) acc = _mm256_fmadd_ps(wm, xsv, acc);
     return acc;
 }
 
@@ -266,12 +263,25 @@ const qk_kernels *qk_kernels_avx2(void) {
 
 #else /* QK_AVX2_PASS: the loops of one variant (VNNI, QT, KN) */
 
-/* ia[t][r] = the integer lane sums of half h of one group for TT tokens
+/* Where the integer lane sums of half h of a group against activation codes
+ * xc (x side xs) start: −corr for the offset formats (but Q8_0 in the
+ * maddubs variant, whose sums are Σ q·x), 128·S for MLX8 in the maddubs
+ * variant (whose sums are Σ (c − 128)·x), else 0. */
+QT static inline __attribute__((always_inline)) __m256i
+KN(sums_init)(qk_format F, const uint8_t *xc, const qk_xside *xs, int h) {
+    if (!is_affine(F) && (VNNI || F != QK_Q8_0))
+        return _mm256_sub_epi32(_mm256_setzero_si256(),
+                                _mm256_loadu_si256((const __m256i *)(xs->corr + 8 * h)));
+    if (!VNNI && F == QK_MLX8) return x_sums128(xc, 8, h);
+    return _mm256_setzero_si256();
+}
+
+/* ia[t][r] = init[t] + the integer lane sums of half h of one group for TT tokens
  * (activation codes xc[t]) × RR rows (codes cg[r]), one code vector at a
  * time (two steps of the 4-bit formats, one of the 8-bit). */
 QT static inline __attribute__((always_inline)) void
-KN(lane_sums)(qk_format F, int TT, int RR, __m256i ia[][8], const uint8_t *const cg[],
-              const uint8_t *const xc[], int steps, int h) {
+KN(lane_sums)(qk_format F, int TT, int RR, __m256i ia[][8], const __m256i init[],
+              const uint8_t *const cg[], const uint8_t *const xc[], int steps, int h) {
     const int spv = eight_bit(F) ? 1 : 2, nvec = steps / spv;
 #if !VNNI
     const __m256i ones = _mm256_set1_epi16(1);
@@ -279,7 +289,7 @@ KN(lane_sums)(qk_format F, int TT, int RR, __m256i ia[][8], const uint8_t *const
 #endif
     for (int t = 0; t < TT; t++)
         for (int r = 0; r < RR; r++) {
-            ia[t][r] = _mm256_setzero_si256();
+            ia[t][r] = init[t];
 #if !VNNI
             a16[t][r] = _mm256_setzero_si256();
 #endif
@@ -326,7 +336,8 @@ KN(lane_sums)(qk_format F, int TT, int RR, __m256i ia[][8], const uint8_t *const
 #if !VNNI
     if (four_bit(F))
         for (int t = 0; t < TT; t++)
-            for (int r = 0; r < RR; r++) ia[t][r] = _mm256_madd_epi16(a16[t][r], ones);
+            for (int r = 0; r < RR; r++)
+                ia[t][r] = _mm256_add_epi32(ia[t][r], _mm256_madd_epi16(a16[t][r], ones));
 #endif
 }
 
@@ -337,7 +348,6 @@ KN(gemv_fmt)(qk_format F, float acc[][QK_LANES], int nr, const uint8_t *xq, cons
     enum { R = QK_GEMV_R };
     const int steps = F == QK_Q6_K ? 4 : 8; /* lane / 4 */
     const size_t xgb = qk_xgroup_bytes(w);
-    const bool corr = !is_affine(F) && (VNNI || F != QK_Q8_0);
     const int nmlx = w->mlx_group ? w->group / w->mlx_group : 0;
     const uint8_t *row[R], *pfrow[R];
     for (int r = 0; r < R; r++) {
@@ -355,19 +365,14 @@ KN(gemv_fmt)(qk_format F, float acc[][QK_LANES], int nr, const uint8_t *xq, cons
         const uint8_t *cg[R];
         for (int r = 0; r < R; r++) cg[r] = row[r] + go;
         for (int h = 0; h < 2; h++) {
-            __m256i ia[1][8];
-            KN(lane_sums)(F, 1, R, ia, cg, &xc, steps, h);
-#if !VNNI
-            if (F == QK_MLX8) {
-                __m256i s128 = x_sums128(xc, steps, h);
-                for (int r = 0; r < R; r++) ia[0][r] = _mm256_add_epi32(ia[0][r], s128);
-            }
-#endif
+            __m256i ia[1][8], init = KN(sums_init)(F, xc, xs, h);
+            KN(lane_sums)(F, 1, R, ia, &init, cg, &xc, steps, h);
+            __m256 dx = _mm256_loadu_ps(xs->dx + 8 * h), xsv = _mm256_loadu_ps(xs->xs + 8 * h);
 #pragma GCC unroll 8
             for (int r = 0; r < R; r++) {
                 __m256 ws, wm = _mm256_setzero_ps();
                 lane_scales(F, nmlx, cg[r] + w->code_bytes, h, &ws, &wm);
-                facc[r][h] = fold(F, corr, facc[r][h], ia[0][r], ws, wm, xs, h);
+                facc[r][h] = fold(F, facc[r][h], ia[0][r], ws, wm, dx, xsv);
             }
         }
     }
@@ -385,7 +390,6 @@ KN(block_fmt)(qk_format F, float acc[][QK_MAX_R][QK_LANES], int nt, int nr,
     enum { T = QK_MAX_T, R = QK_MAX_R, RR = 2 };
     const int steps = F == QK_Q6_K ? 4 : 8; /* lane / 4 */
     const size_t xgb = qk_xgroup_bytes(w);
-    const bool corr = !is_affine(F) && (VNNI || F != QK_Q8_0);
     const int nmlx = w->mlx_group ? w->group / w->mlx_group : 0;
     const uint8_t *row[R], *xt[T];
     for (int r = 0; r < R; r++)
@@ -396,31 +400,32 @@ KN(block_fmt)(qk_format F, float acc[][QK_MAX_R][QK_LANES], int nt, int nr,
         const uint8_t *xc[T];
         for (int t = 0; t < T; t++) xc[t] = xt[t] + xo;
         for (int h = 0; h < 2; h++) {
-#if !VNNI
-            __m256i s128[T];
-            if (F == QK_MLX8)
-                for (int t = 0; t < T; t++) s128[t] = x_sums128(xc[t], steps, h);
-#endif
+            __m256i init[T];
+            for (int t = 0; t < T; t++)
+                init[t] =
+                    KN(sums_init)(F, xc[t], (const qk_xside *)(const void *)(xc[t] + w->group), h);
             for (int r0 = 0; r0 < nr; r0 += RR) {
                 const uint8_t *cg[RR];
-                for (int r = 0; r < RR; r++) cg[r] = row[r0 + r] + go;
-                __m256i ia[T][8];
-                KN(lane_sums)(F, T, RR, ia, cg, xc, steps, h);
-#pragma GCC unroll 2
+                __m256 ws[RR], wm[RR];
                 for (int r = 0; r < RR; r++) {
-                    if (r0 + r >= nr) break;
-                    __m256 ws, wm = _mm256_setzero_ps();
-                    lane_scales(F, nmlx, cg[r] + w->code_bytes, h, &ws, &wm);
+                    cg[r] = row[r0 + r] + go;
+                    wm[r] = _mm256_setzero_ps();
+                    lane_scales(F, nmlx, cg[r] + w->code_bytes, h, &ws[r], &wm[r]);
+                }
+                __m256i ia[T][8];
+                KN(lane_sums)(F, T, RR, ia, init, cg, xc, steps, h);
 #pragma GCC unroll 4
-                    for (int t = 0; t < T; t++) {
-                        if (t >= nt) break;
-                        const qk_xside *xs = (const qk_xside *)(const void *)(xc[t] + w->group);
-                        __m256i i = ia[t][r];
-#if !VNNI
-                        if (F == QK_MLX8) i = _mm256_add_epi32(i, s128[t]);
-#endif
+                for (int t = 0; t < T; t++) {
+                    if (t >= nt) break;
+                    const qk_xside *xs = (const qk_xside *)(const void *)(xc[t] + w->group);
+                    __m256 dx = _mm256_loadu_ps(xs->dx + 8 * h),
+                           xsv = _mm256_loadu_ps(xs->xs + 8 * h);
+#pragma GCC unroll 2
+                    for (int r = 0; r < RR; r++) {
+                        if (r0 + r >= nr) break;
                         float *a = acc[t][r0 + r] + 8 * h;
-                        _mm256_storeu_ps(a, fold(F, corr, _mm256_loadu_ps(a), i, ws, wm, xs, h));
+                        _mm256_storeu_ps(
+                            a, fold(F, _mm256_loadu_ps(a), ia[t][r], ws[r], wm[r], dx, xsv));
                     }
                 }
             }
