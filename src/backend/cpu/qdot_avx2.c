@@ -13,9 +13,10 @@
  * - AVX-VNNI: vpdpbusd adds the four products of each int32 lane, exactly
  *   (not the saturating vpdpbusds).
  * - vpmaddubsw adds products in pairs into int16 and saturates, so:
- *   the 4-bit formats (c ≤ 15, |x| ≤ 127) add a pair into at most 3810, and
- *   the 8 steps of a lane into at most 30480, so the int16 sums of a whole
- *   group stay exact and vpmaddwd with ones widens them once at the end;
+ *   the 4-bit formats (c ≤ 15, |x| ≤ 127) add a pair into at most 3810,
+ *   and an int16 lane over the 8 steps of a group (16 products) into at
+ *   most 30480, so their int16 sums stay exact for a whole group and
+ *   vpmaddwd with ones widens them once at the end;
  *   Q6_K (c ≤ 63) widens the pairs of two steps (≤ 2·16002) at a time;
  *   the 8-bit formats (c up to 255: 2·255·127 would saturate) multiply
  *   q = c − 128 instead, as |q| (u8, ≤ 128) times x with q's sign
@@ -24,8 +25,10 @@
  *   and the corr subtraction is skipped; for MLX8 the kernels add 128·S
  *   back, S = Σ x over the lane counted from the activation codes.
  *
- * The kernel loops (gemv and block) exist twice, for the two instruction
- * sets: a function that uses vpdpbusd needs the "avxvnni" target, and the
+ * Tables: "avx2-vnni" (qk_kernels_avx2 where the CPU has AVX-VNNI) and
+ * "avx2" (vpmaddubsw: qk_kernels_avx2 elsewhere, and qk_kernels_avx2_novnni
+ * on any AVX2 CPU, for the tests). The kernel loops (gemv and block) exist
+ * twice: a function that uses vpdpbusd needs the "avxvnni" target, and the
  * maddubs variant must not have it (CPUs without AVX-VNNI). This file
  * includes itself once per variant for them (QK_AVX2_PASS).
  */
@@ -214,14 +217,14 @@ QA static void quantize_avx2(const qk_weight *w, const float *x, uint8_t *xq) {
 #define VNNI   0
 #define QT     QA
 #define KN(nm) nm##_mad
-#include __FILE__
+#include "qdot_avx2.c" /* this file, again */
 #undef VNNI
 #undef QT
 #undef KN
 #define VNNI   1
 #define QT     QV
 #define KN(nm) nm##_vnni
-#include __FILE__
+#include "qdot_avx2.c" /* this file, again */
 #undef VNNI
 #undef QT
 #undef KN
