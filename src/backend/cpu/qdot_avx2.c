@@ -267,9 +267,9 @@ const qk_kernels *qk_kernels_avx2(void) {
 #else /* QK_AVX2_PASS: the loops of one variant (VNNI, QT, KN) */
 
 /* Where the integer lane sums of half h of a group against activation codes
- * xc (x side xs) start: −corr for the offset formats (but Q8_0 in the
- * maddubs variant, whose sums are Σ q·x), 128·S for MLX8 in the maddubs
- * variant (whose sums are Σ (c − 128)·x), else 0. */
+ * xc (x side xs) start: −corr for the offset formats (except Q8_0 in the
+ * maddubs variant, whose sums Σ q·x already are Σ c·x − corr), 128·S for
+ * MLX8 in the maddubs variant (whose sums are Σ (c − 128)·x), else 0. */
 QT static inline __attribute__((always_inline)) __m256i
 KN(sums_init)(qk_format F, const uint8_t *xc, const qk_xside *xs, int h) {
     if (!is_affine(F) && (VNNI || F != QK_Q8_0))
