@@ -82,6 +82,10 @@ static void scale_at(be_dtype dt, void *base, size_t i, float v) {
     }
 }
 
+/* Set: code bytes from {0x00, 0xFF, 0x7F, 0x80} (the largest codes and q: the
+ * integer sums that could overflow int16 steps, or saturate vpmaddubsw). */
+static bool g_extreme;
+
 static void make_weight(const fmt_case *c, int rows, int cols, rnd_weight *out) {
     memset(out, 0, sizeof *out);
     be_quant q = {.bits = c->bits, .group = c->group, .scale_dtype = c->scale_dtype};
@@ -90,7 +94,8 @@ static void make_weight(const fmt_case *c, int rows, int cols, rnd_weight *out) 
     size_t n = rb * (size_t)rows;
     out->data = malloc(n + 1);
     uint8_t *d = out->data + 1; /* unaligned, as mmapped tensors are */
-    for (size_t i = 0; i < n; i++) d[i] = (uint8_t)rnd32();
+    static const uint8_t ext[4] = {0x00, 0xFF, 0x7F, 0x80};
+    for (size_t i = 0; i < n; i++) d[i] = g_extreme ? ext[rnd32() & 3] : (uint8_t)rnd32();
     int bb = be_block_bytes(c->dtype);
     if (c->dtype != BE_MLX) {
         for (size_t b = 0; b < n / (size_t)bb; b++) { /* sane scales: no inf, NaN */
@@ -208,12 +213,15 @@ static void fill_x(float *x, int n, int cols) {
             default:
                 break;
         }
+        if (t % 6 == 5) /* every code ±127 */
+            for (int c = 0; c < cols; c++) r[c] = rnd32() & 1 ? 1.0f : -1.0f;
     }
 }
 
 static const qk_kernels *tables(int i) {
-    const qk_kernels *all[] = {qk_kernels_portable(), qk_kernels_avx2(), qk_kernels_avx512()};
-    return i < 3 ? all[i] : NULL;
+    const qk_kernels *all[] = {qk_kernels_portable(), qk_kernels_avx2(), qk_kernels_avx512(),
+                               qk_kernels_avx2_novnni()};
+    return i < 4 ? all[i] : NULL;
 }
 
 static void kernels_match_reference(void **state) {
@@ -221,10 +229,12 @@ static void kernels_match_reference(void **state) {
     for (size_t ci = 0; ci < LV_ARRAY_LEN(CASES); ci++) {
         int colsv[3];
         cols_for(&CASES[ci], colsv);
-        for (int k = 0; k < 3; k++) {
-            int rows = 11, cols = colsv[k], n = 6;
+        for (int k = 0; k < 4; k++) { /* k = 3: extreme codes */
+            int rows = 11, cols = colsv[k % 3], n = 6;
+            g_extreme = k == 3;
             rnd_weight rw;
             make_weight(&CASES[ci], rows, cols, &rw);
+            g_extreme = false;
             qk_weight pk;
             lv_err err;
             assert_int_equal(qk_pack_alloc(&pk, &rw.w, &err), LV_OK);
@@ -240,7 +250,7 @@ static void kernels_match_reference(void **state) {
             uint8_t *unpacked[QK_MAX_R + 1];
             for (int r = 0; r <= QK_MAX_R; r++)
                 unpacked[r] = aligned_alloc(64, (size_t)pk.n_groups * pk.group);
-            for (int ti = 1; ti < 3; ti++) {
+            for (int ti = 1; ti < 4; ti++) {
                 const qk_kernels *kt = tables(ti);
                 if (!kt) continue;
                 memset(xq, 0xA5, (size_t)n * xrb);
@@ -261,6 +271,10 @@ static void kernels_match_reference(void **state) {
                         const uint8_t *codes[QK_MAX_R];
                         for (int r = 0; r < nr; r++) {
                             ref->unpack(&pk, rws[r], g0, pk.n_groups, unpacked[r]);
+                            if (!kt->unpack) { /* its dot_block reads the packed codes */
+                                codes[r] = unpacked[r];
+                                continue;
+                            }
                             kt->unpack(&pk, rws[r], g0, pk.n_groups, unpacked[QK_MAX_R]);
                             if (memcmp(unpacked[r], unpacked[QK_MAX_R],
                                        (size_t)(pk.n_groups - g0) * pk.group))

@@ -97,7 +97,7 @@ static void gemm_tile(const qm_job *j, uint8_t *panel, long r0, int nr, long t0,
         memset(acc, 0, sizeof(float[TB][RB][QK_MAX_T][QK_MAX_R][QK_LANES]));
         for (int g0 = 0; g0 < w->n_groups; g0 += slice) {
             int g1 = g0 + slice < w->n_groups ? g0 + slice : w->n_groups;
-            for (int r = 0; r < nr; r++)
+            for (int r = 0; r < nr && k->unpack; r++)
                 k->unpack(w, (int)r0 + r, g0, g1, panel + (size_t)r * QKM_SLICE);
             for (long t = tg; t < tg1; t += QK_MAX_T) {
                 int nt = tg1 - t < QK_MAX_T ? (int)(tg1 - t) : QK_MAX_T;
@@ -109,7 +109,8 @@ static void gemm_tile(const qm_job *j, uint8_t *panel, long r0, int nr, long t0,
                     if (n_r > QK_MAX_R) n_r = QK_MAX_R;
                     for (int r = 0; r < n_r; r++) {
                         rows[r] = (int)r0 + rb * QK_MAX_R + r;
-                        codes[r] = panel + (size_t)(rb * QK_MAX_R + r) * QKM_SLICE;
+                        codes[r] =
+                            k->unpack ? panel + (size_t)(rb * QK_MAX_R + r) * QKM_SLICE : NULL;
                     }
                     k->dot_block(acc[(t - tg) / QK_MAX_T][rb], nt, n_r, xs, w, rows, codes, g0, g1);
                 }

@@ -153,7 +153,8 @@ typedef struct {
     void (*quantize)(const qk_weight *w, const float *x, uint8_t *xq);
     /* The codes of groups [g0, g1) of row r as bytes, step by step (64 bytes
      * a step, lanes in order, 4 codes each: the layout vpdpbusd takes):
-     * w->group bytes per group into dst. */
+     * w->group bytes per group into dst. (optional: NULL means dot_block
+     * reads the packed codes itself, and its codes[] are NULL.) */
     void (*unpack)(const qk_weight *w, int r, int g0, int g1, uint8_t *dst);
     /* acc[t][r][16] += the lane sums of groups [g0, g1) for nt <= QK_MAX_T tokens (xq[t]:
      * their quantized rows) × nr <= QK_MAX_R rows (rows[r]), whose codes come unpacked
@@ -168,9 +169,10 @@ typedef struct {
                      const int rows[], const int *pf);
 } qk_kernels;
 
-const qk_kernels *qk_kernels_portable(void); /* never NULL */
-const qk_kernels *qk_kernels_avx512(void);   /* AVX-512F/BW/VL + VNNI, else NULL */
-const qk_kernels *qk_kernels_avx2(void);     /* AVX2 (+ AVX-VNNI when present), else NULL */
+const qk_kernels *qk_kernels_portable(void);    /* never NULL */
+const qk_kernels *qk_kernels_avx512(void);      /* AVX-512F/BW/VL + VNNI, else NULL */
+const qk_kernels *qk_kernels_avx2(void);        /* AVX2 (+ AVX-VNNI when present), else NULL */
+const qk_kernels *qk_kernels_avx2_novnni(void); /* the same without AVX-VNNI (tests), else NULL */
 /* The integer kernels that go with a float table's isa name ("avx512" ...). */
 const qk_kernels *qk_kernels_for(const char *isa);
 
