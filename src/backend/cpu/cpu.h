@@ -28,7 +28,7 @@ enum { MM_TILE_ROWS = 32, MM_TILE_COLS = 1024 };
 /* Floats of per-thread scratch: the matmul panel, or attention's accumulators. */
 enum { CPU_SCRATCH_FLOATS = MM_TILE_ROWS * MM_TILE_COLS };
 /* Bytes of the integer path's per-thread scratch (matmul_int.c). */
-enum { CPU_QSCRATCH_BYTES = 256 * 1024 };
+enum { CPU_QSCRATCH_BYTES = 512 * 1024 };
 
 typedef struct {
     tp *pool;

@@ -29,7 +29,7 @@
 /* Values of the columns per slice (a tile's unpacked codes: MM_TILE_ROWS ×
  * QKM_SLICE bytes, 128 KiB, in L2), and tokens whose accumulators a task
  * keeps across the slices (16 lanes × 32 rows × 64 tokens: 128 KiB). */
-enum { QKM_SLICE = 4096, QKM_TOKENS = 64, QKM_PANEL = MM_TILE_ROWS * QKM_SLICE };
+enum { QKM_SLICE = 4096, QKM_TOKENS = 128, QKM_PANEL = MM_TILE_ROWS * QKM_SLICE };
 _Static_assert(QKM_PANEL + QKM_TOKENS * MM_TILE_ROWS * QK_LANES * sizeof(float) <=
                    CPU_QSCRATCH_BYTES,
                "a tile's unpacked slice and its accumulators fit the scratch");
@@ -58,8 +58,15 @@ static void quantize_task(void *arg, int ith, int nth) {
         k->quantize(j->w, j->x + (size_t)t * j->w->cols, cpu_ctx_of(j->b)->qx + (size_t)t * j->xrb);
 }
 
-static float finish(const qm_job *j, long r, const float acc[QK_LANES]) {
-    return (j->bias ? j->bias[r] : 0.0f) + qk_sum16(acc);
+/* y[i] = bias[r0 + i] + the lane sums of acc[i], for n outputs of rows r0... */
+static void finish(const qm_job *j, float *y, long r0, const float (*acc)[QK_LANES], int n) {
+    const qk_kernels *k = cpu_ctx_of(j->b)->qk;
+    const float *bias = j->bias ? j->bias + r0 : NULL;
+    if (k->finish) {
+        k->finish(y, acc, bias, n);
+        return;
+    }
+    for (int i = 0; i < n; i++) y[i] = (bias ? bias[i] : 0.0f) + qk_sum16(acc[i]);
 }
 
 static void gemv_task(void *arg, int ith, int nth) {
@@ -77,7 +84,7 @@ static void gemv_task(void *arg, int ith, int nth) {
         }
         float acc[QK_GEMV_R][QK_LANES];
         k->dot_rows(acc, nr, xrow(j, 0), w, rows, r0 + QK_GEMV_R < hi ? pf : NULL);
-        for (int r = 0; r < nr; r++) j->y[r0 + r] = finish(j, r0 + r, acc[r]);
+        finish(j, j->y + r0, r0, (const float(*)[QK_LANES])acc, nr);
     }
 }
 
@@ -116,11 +123,13 @@ static void gemm_tile(const qm_job *j, uint8_t *panel, long r0, int nr, long t0,
                 }
             }
         }
-        for (long t = tg; t < tg1; t++)
-            for (int r = 0; r < nr; r++) {
-                long tb = (t - tg) / QK_MAX_T;
-                j->y[(size_t)t * w->rows + r0 + r] =
-                    finish(j, r0 + r, acc[tb][r / QK_MAX_R][(t - tg) % QK_MAX_T][r % QK_MAX_R]);
+        for (long t = tg; t < tg1; t++) /* QK_MAX_R rows' accumulators lie side by side */
+            for (int rb = 0; rb * QK_MAX_R < nr; rb++) {
+                int n_r = nr - rb * QK_MAX_R < QK_MAX_R ? nr - rb * QK_MAX_R : QK_MAX_R;
+                long row = r0 + rb * QK_MAX_R;
+                finish(j, j->y + (size_t)t * w->rows + row, row,
+                       (const float(*)[QK_LANES])acc[(t - tg) / QK_MAX_T][rb][(t - tg) % QK_MAX_T],
+                       n_r);
             }
     }
 }

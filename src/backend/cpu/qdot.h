@@ -167,6 +167,9 @@ typedef struct {
      * pf: the next rows to prefetch as it goes (NULL, or nr row indices). */
     void (*dot_rows)(float acc[][QK_LANES], int nr, const uint8_t *xq, const qk_weight *w,
                      const int rows[], const int *pf);
+    /* y[i] = (bias ? bias[i] : 0) + qk_sum16(acc[i]) for n outputs: the last
+     * step of every output. (optional: NULL means qk_sum16 in C.) */
+    void (*finish)(float *y, const float (*acc)[QK_LANES], const float *bias, int n);
 } qk_kernels;
 
 const qk_kernels *qk_kernels_portable(void);    /* never NULL */

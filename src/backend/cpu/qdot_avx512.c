@@ -292,7 +292,21 @@ QA static void unpack_avx512(const qk_weight *w, int r, int g0, int g1, uint8_t 
     }
 }
 
+/* y[i] = bias + qk_sum16(acc[i]): the halving tree with vector adds. */
+QA static void finish_avx512(float *y, const float (*acc)[QK_LANES], const float *bias, int n) {
+    for (int i = 0; i < n; i++) {
+        __m512 a = _mm512_loadu_ps(acc[i]);
+        __m256 h8 = _mm256_add_ps(_mm512_castps512_ps256(a),
+                                  _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(a), 1)));
+        __m128 h4 = _mm_add_ps(_mm256_castps256_ps128(h8), _mm256_extractf128_ps(h8, 1));
+        __m128 h2 = _mm_add_ps(h4, _mm_movehl_ps(h4, h4));
+        __m128 h1 = _mm_add_ss(h2, _mm_shuffle_ps(h2, h2, 1));
+        y[i] = (bias ? bias[i] : 0.0f) + _mm_cvtss_f32(h1);
+    }
+}
+
 static const qk_kernels AVX512 = {
+    .finish = finish_avx512,
     .unpack = unpack_avx512,
     .isa = "avx512",
     .quantize = quantize_avx512,
