@@ -77,6 +77,11 @@ int llava_max_ctx(const llava *m);             /* the longest sequence the decod
 bool llava_is_loaded(const llava *m);          /* llava_load succeeded */
 int llava_n_threads(const llava *m);           /* the backend's threads (0 before llava_load) */
 size_t llava_kv_bytes_per_pos(const llava *m); /* KV cache bytes per position of one sequence */
+/* The KV cache dtype of the sequences made from now on: f16 (the default)
+ * or, with f16 = false, f32 (exact mode: the float arithmetic the golden
+ * comparisons with transformers hold for). Call after llava_load, before
+ * llava_seq_new; sequences already made keep theirs. */
+void llava_set_kv_f16(llava *m, bool f16);
 
 /* The number of <image> ids (feature rows) an image of image_h x image_w
  * (img_tensor's image_h/image_w) becomes; -1 if the size is invalid.
