@@ -2,13 +2,13 @@
  * attention_avx512.c - the attention kernels with AVX-512F (attention.h
  * defines what they compute; the portable and AVX2 tables' bits exactly).
  *
- * scores: 4 rows × 8 keys in 16 ZMM accumulators, each holding two 8-lane
- * chains (keys 2p and 2p+1 of one row, side by side; a key pair widened
- * from f16 in one conversion for the 4 rows); the 32 chains are then summed
- * in cpu_hsum8's order by three shuffle-and-add steps over the 16
- * registers. exp_sum: 16 keys a register, its two halves added in turn to
- * one 8-lane sum (the 8-lane chains' order). pv: 4 rows × 64 columns, each
- * value row loaded (and widened) once for the 4 rows.
+ * scores: 8 rows × 4 keys (4 × 8 for the last rows, and for decode's 4
+ * heads) in 16 ZMM accumulators, each holding two 8-lane chains (keys 2p
+ * and 2p+1 of one row, side by side; a key pair widened from f16 in one
+ * conversion for all the rows); the 32 chains are then summed in
+ * cpu_hsum8's order by three shuffle-and-add steps over the 16 registers. exp_sum: 16 keys a
+ * register, its two halves added in turn to one 8-lane sum (the 8-lane chains' order). pv: 4 rows ×
+ * 64 columns, each value row loaded (and widened) once for the 4 rows.
  */
 #include "backend/cpu/attention.h"
 #include "backend/cpu/kernels.h"
@@ -64,46 +64,60 @@ AVX512 INLINE void sum8x32(const __m512 a[16], float out[32]) {
     for (int p = 0; p < 2; p++) _mm512_storeu_ps(out + 16 * p, _mm512_permutexvar_ps(idx, w[p]));
 }
 
+/* One tile of TR rows × TK keys (TR·TK = 32): a[(TK/2)·r + p] holds row r's
+ * chains for keys 2p (lanes 0-7) and 2p+1, so out[TK·r + key] is its sum. */
+AVX512 INLINE void score_tile(int TR, int TK, float out[32], const float *const qr[],
+                              const char *const kr[], be_dtype dt, int hd) {
+    enum { NP_MAX = 4 };
+    int np = TK / 2, hd8 = hd / 8 * 8;
+    __m512 a[16];
+    for (int i = 0; i < 16; i++) a[i] = _mm512_setzero_ps();
+    for (int c = 0; c < hd8; c += 8) {
+        __m512 kv[NP_MAX];
+        for (int p = 0; p < np; p++) kv[p] = load_pair(dt, kr[2 * p], kr[2 * p + 1], c);
+        for (int r = 0; r < TR; r++) {
+            __m512 x = _mm512_castpd_ps(
+                _mm512_broadcast_f64x4(_mm256_loadu_pd((const double *)(qr[r] + c))));
+            for (int p = 0; p < np; p++) a[np * r + p] = _mm512_fmadd_ps(x, kv[p], a[np * r + p]);
+        }
+    }
+    if (hd8 < hd) {
+        __m512 kv[NP_MAX];
+        for (int p = 0; p < np; p++)
+            kv[p] = load_pair_tail(dt, kr[2 * p], kr[2 * p + 1], hd8, hd - hd8);
+        for (int r = 0; r < TR; r++) {
+            const char *qc = (const char *)qr[r];
+            __m512 x = load_pair_tail(BE_F32, qc, qc, hd8, hd - hd8);
+            for (int p = 0; p < np; p++) a[np * r + p] = _mm512_fmadd_ps(x, kv[p], a[np * r + p]);
+        }
+    }
+    sum8x32(a, out);
+}
+
+/* Tiles of 8 rows × 4 keys while 8 rows remain (half the key loads per
+ * FMA), else 4 rows × 8 keys (decode: the 4 heads of a GQA group). Ragged
+ * edges repeat the last row or key; only real pairs are stored. */
 AVX512 static void scores_avx512(float *s, size_t lds, const float *const q[], int nr,
                                  const void *k, be_dtype dt, size_t ldk, int nk, int hd) {
     size_t es = dt == BE_F16 ? 2 : 4;
-    int hd8 = hd / 8 * 8;
-    for (int r0 = 0; r0 < nr; r0 += 4) {
-        const float *qr[4];
-        for (int r = 0; r < 4; r++) qr[r] = q[r0 + r < nr ? r0 + r : nr - 1];
-        for (int j0 = 0; j0 < nk; j0 += 8) {
+    for (int r0 = 0; r0 < nr;) {
+        int tr = nr - r0 >= 8 ? 8 : 4, tk = 32 / tr;
+        const float *qr[8];
+        for (int r = 0; r < tr; r++) qr[r] = q[r0 + r < nr ? r0 + r : nr - 1];
+        for (int j0 = 0; j0 < nk; j0 += tk) {
             const char *kr[8];
-            for (int u = 0; u < 8; u++)
+            for (int u = 0; u < tk; u++)
                 kr[u] = (const char *)k + (size_t)(j0 + u < nk ? j0 + u : nk - 1) * ldk * es;
-            __m512 a[16]; /* a[4r + p]: row r, keys 2p (lanes 0-7) and 2p+1 */
-            for (int i = 0; i < 16; i++) a[i] = _mm512_setzero_ps();
-            for (int c = 0; c < hd8; c += 8) {
-                __m512 kv[4];
-                for (int p = 0; p < 4; p++) kv[p] = load_pair(dt, kr[2 * p], kr[2 * p + 1], c);
-                for (int r = 0; r < 4; r++) {
-                    __m512 x = _mm512_castpd_ps(
-                        _mm512_broadcast_f64x4(_mm256_loadu_pd((const double *)(qr[r] + c))));
-                    for (int p = 0; p < 4; p++)
-                        a[4 * r + p] = _mm512_fmadd_ps(x, kv[p], a[4 * r + p]);
-                }
-            }
-            if (hd8 < hd) {
-                __m512 kv[4];
-                for (int p = 0; p < 4; p++)
-                    kv[p] = load_pair_tail(dt, kr[2 * p], kr[2 * p + 1], hd8, hd - hd8);
-                for (int r = 0; r < 4; r++) {
-                    const char *qc = (const char *)qr[r];
-                    __m512 x = load_pair_tail(BE_F32, qc, qc, hd8, hd - hd8);
-                    for (int p = 0; p < 4; p++)
-                        a[4 * r + p] = _mm512_fmadd_ps(x, kv[p], a[4 * r + p]);
-                }
-            }
-            float out[32]; /* out[8r + key] */
-            sum8x32(a, out);
-            for (int r = 0; r < 4 && r0 + r < nr; r++)
-                for (int u = 0; u < 8 && j0 + u < nk; u++)
-                    s[(size_t)(r0 + r) * lds + j0 + u] = out[8 * r + u];
+            float out[32];
+            if (tr == 8)
+                score_tile(8, 4, out, qr, kr, dt, hd);
+            else
+                score_tile(4, 8, out, qr, kr, dt, hd);
+            int vr = nr - r0 < tr ? nr - r0 : tr, vk = nk - j0 < tk ? nk - j0 : tk;
+            for (int r = 0; r < vr; r++)
+                memcpy(s + (size_t)(r0 + r) * lds + j0, out + tk * r, (size_t)vk * sizeof *out);
         }
+        r0 += tr;
     }
 }
 
