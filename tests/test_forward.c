@@ -617,6 +617,7 @@ static void f16_kv_logits(void **state) {
     for (int si = 0; si < 2; si++) {
         const suite *s = suites[si];
         llava *m16 = open_model_kv(s->model, "cpu", true), *m32 = open_model(s->model, "cpu");
+        assert_int_equal(2 * llava_kv_bytes_per_pos(m16), llava_kv_bytes_per_pos(m32));
         for (int i = 0; i < 4 && s->cases[i]; i++) {
             fx_case c;
             load_case(s->model, s->cases[i], &c);
