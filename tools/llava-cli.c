@@ -12,7 +12,7 @@
  *   llava-cli --model PATH [--mmproj FILE] [--image FILE]... --prompt TEXT [--raw-prompt]
  *             [--max-tokens N] [--temperature T] [--top-k K] [--top-p P]
  *             [--min-p P] [--repeat-penalty R] [--seed S] [--threads N]
- *             [--backend cpu|ref] [--stop TEXT]... [--json]
+ *             [--backend cpu|ref] [--kv-cache f16|f32] [--stop TEXT]... [--json]
  *             [--logits-out FILE] [--dump-pixels FILE]
  *   --json prints one object: {"prompt_ids", "n_prompt_tokens", "n_image_tokens",
  *                              "generated_ids", "text", "finish_reason", "timings"}
@@ -60,6 +60,7 @@ typedef struct {
     const char *dump_pixels; /* --dump-pixels output file, or NULL */
     const char *logits_out;  /* --logits-out output file, or NULL */
     const char *backend;     /* "cpu" (default) or "ref" */
+    bool kv_f32;             /* --kv-cache f32: the exact mode's cache */
     int threads;             /* 0 = all cores */
     /* sampling overrides; NaN / -1 = not given */
     double temperature, top_p, min_p, repeat_penalty;
@@ -91,6 +92,8 @@ static void usage(FILE *f) {
             "  --stop TEXT           stop before TEXT (repeatable, up to %d)\n"
             "  --threads N           CPU threads (default: all cores)\n"
             "  --backend NAME        cpu (default) or ref (the scalar reference)\n"
+            "  --kv-cache T          f16 (default) or f32 (exact: what the comparisons\n"
+            "                        with transformers hold for)\n"
             "  --json                print one JSON object with prompt_ids, text, timings...\n"
             "  --logits-out F        write every step's logits as float32 [n, vocab]\n"
             "  --dump-pixels F       write the preprocessed images as float32 [tiles,3,H,W]\n"
@@ -126,6 +129,17 @@ static bool add_image(void *dst, const char *s) {
     return true;
 }
 
+/* --kv-cache: f16 or f32. */
+static bool set_kv_cache(void *dst, const char *s) {
+    cli_args *a = dst;
+    if (strcmp(s, "f16") && strcmp(s, "f32")) {
+        fprintf(stderr, "llava-cli: --kv-cache wants f16 or f32, got '%s'\n", s);
+        return false;
+    }
+    a->kv_f32 = strcmp(s, "f32") == 0;
+    return true;
+}
+
 /* Returns 0 to go on, 1 after --help, 2 on a usage error (message printed). */
 static int parse_args(int argc, char **argv, cli_args *a) {
     *a = (cli_args){.max_tokens = -1,
@@ -154,6 +168,7 @@ static int parse_args(int argc, char **argv, cli_args *a) {
         TOOL_INT("threads", 0, &a->threads, 0, 4096),
         TOOL_STR("logits-out", 0, &a->logits_out),
         TOOL_STR("backend", 0, &a->backend),
+        TOOL_FN("kv-cache", 0, set_kv_cache, a),
         TOOL_FN("stop", 0, add_stop, a),
     };
     static const tool_info tool = {"llava-cli", usage, false};
@@ -325,6 +340,7 @@ static lv_status generate(const cli_args *a, llava *m, const int32_t *ids, size_
     lv_status st = llava_load(m, a->backend, a->threads, err);
     tm->weights_ms = lv_now_ms() - t0;
     if (st) return st;
+    llava_set_kv_f16(m, !a->kv_f32);
     gen_sink sink = {.stream = !a->json};
     if (a->logits_out && (st = out_open(&sink.logits, a->logits_out, err))) return st;
     gen_callbacks cb = {.on_token = on_token, .on_text = on_text, .ud = &sink};
