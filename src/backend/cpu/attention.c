@@ -62,20 +62,6 @@ typedef struct {
     atomic_int next;        /* tasks taken */
 } attn_job;
 
-/* Asks for the next block's keys and values (at +KV_BLOCK rows of ld
- * bytes, row_bytes each, if c_next < n_keys) while this one is computed: a
- * kv head's rows are short runs at a stride, which the hardware prefetchers
- * follow poorly (decode then waits on memory latency, not bandwidth). */
-static void prefetch_block(const char *kb, const char *vb, size_t ld, size_t row_bytes, int c_next,
-                           int n_keys) {
-    int n = n_keys - c_next < KV_BLOCK ? n_keys - c_next : KV_BLOCK;
-    for (int t = 0; t < n; t++)
-        for (size_t at = 0; at < row_bytes; at += 64) {
-            __builtin_prefetch(kb + (KV_BLOCK + t) * ld + at);
-            __builtin_prefetch(vb + (KV_BLOCK + t) * ld + at);
-        }
-}
-
 /* Rows r0 .. r0+nr-1 of kv head g. Scratch: O (ROWS × head_dim), then
  * S/P (ROWS × KV_BLOCK). */
 static void attend_rows(attn_job *j, int g, int r0, int nr, float *scratch) {
@@ -106,7 +92,6 @@ static void attend_rows(attn_job *j, int g, int r0, int nr, float *scratch) {
         int ra = 0;
         while (seen[ra] <= c0) ra++;
         const char *kb = kg + (size_t)c0 * kv_dim * es, *vb = vg + (size_t)c0 * kv_dim * es;
-        prefetch_block(kb, vb, kv_dim * es, hd * es, c0 + KV_BLOCK, n_keys);
         kern->scores(s[ra], KV_BLOCK, q + ra, nr - ra, kb, j->dt, kv_dim, nc, hd);
         for (int r = ra; r < nr; r++) {
             int valid = seen[r] - c0 < nc ? seen[r] - c0 : nc;

@@ -61,6 +61,9 @@ AVX2 static void scores_avx2(float *s, size_t lds, const float *const q[], int n
             const char *kr[2];
             for (int u = 0; u < 2; u++)
                 kr[u] = (const char *)k + (size_t)(j0 + u < nk ? j0 + u : nk - 1) * ldk * es;
+            for (int u = 0; r0 == 0 && u < 2; u++) /* 16 keys on (see attention_avx512.c) */
+                for (size_t at = 0; at < (size_t)hd * es; at += 64)
+                    _mm_prefetch(kr[u] + 16 * ldk * es + at, _MM_HINT_T0);
             __m256 a[8];
             for (int i = 0; i < 8; i++) a[i] = _mm256_setzero_ps();
             for (int c = 0; c < hd8; c += 8) {
@@ -142,12 +145,13 @@ AVX2 static float exp_sum_avx2(float *p, int n, float scale, float *m) {
 
 /* TR rows × 16 columns [d, d+16) of o += P·V over nk keys. */
 AVX2 INLINE void pv_tile(int TR, float *const o[], const float *const p[], const char *v,
-                         be_dtype dt, size_t ldv_bytes, int nk, int d) {
+                         be_dtype dt, size_t ldv_bytes, int nk, int d, bool pf) {
     __m256 a[4][2];
     for (int r = 0; r < TR; r++)
         for (int i = 0; i < 2; i++) a[r][i] = _mm256_loadu_ps(o[r] + d + 8 * i);
     for (int j = 0; j < nk; j++) {
         const char *vj = v + (size_t)j * ldv_bytes;
+        if (pf) _mm_prefetch(vj + 16 * ldv_bytes + (size_t)d * (dt == BE_F16 ? 2 : 4), _MM_HINT_T0);
         __m256 v0 = load8(dt, vj, d), v1 = load8(dt, vj, d + 8);
         for (int r = 0; r < TR; r++) {
             __m256 b = _mm256_broadcast_ss(p[r] + j);
@@ -167,16 +171,16 @@ AVX2 static void pv_avx2(float *const o[], const float *const p[], int nr, const
         int tr = nr - r0 < 4 ? nr - r0 : 4;
         for (int d = 0; d < hd16; d += 16) switch (tr) {
                 case 4:
-                    pv_tile(4, o + r0, p + r0, v, dt, ldb, nk, d);
+                    pv_tile(4, o + r0, p + r0, v, dt, ldb, nk, d, r0 == 0);
                     break;
                 case 3:
-                    pv_tile(3, o + r0, p + r0, v, dt, ldb, nk, d);
+                    pv_tile(3, o + r0, p + r0, v, dt, ldb, nk, d, r0 == 0);
                     break;
                 case 2:
-                    pv_tile(2, o + r0, p + r0, v, dt, ldb, nk, d);
+                    pv_tile(2, o + r0, p + r0, v, dt, ldb, nk, d, r0 == 0);
                     break;
                 default:
-                    pv_tile(1, o + r0, p + r0, v, dt, ldb, nk, d);
+                    pv_tile(1, o + r0, p + r0, v, dt, ldb, nk, d, r0 == 0);
                     break;
             }
     }

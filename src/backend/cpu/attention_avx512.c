@@ -6,7 +6,10 @@
  * heads) in 16 ZMM accumulators, each holding two 8-lane chains (keys 2p
  * and 2p+1 of one row, side by side; a key pair widened from f16 in one
  * conversion for all the rows); the 32 chains are then summed in
- * cpu_hsum8's order by three shuffle-and-add steps over the 16 registers. exp_sum: 16 keys a
+ * cpu_hsum8's order by three shuffle-and-add steps over the 16 registers.
+ * Both kernels prefetch the keys or values 16 rows ahead: a kv head's rows
+ * are short runs at a stride (256 bytes every 2 KiB at 7B in f16), which
+ * the hardware prefetchers follow poorly. exp_sum: 16 keys a
  * register, its two halves added in turn to one 8-lane sum (the 8-lane chains' order). pv: 4 rows ×
  * 64 columns, each value row loaded (and widened) once for the 4 rows.
  */
@@ -108,6 +111,12 @@ AVX512 static void scores_avx512(float *s, size_t lds, const float *const q[], i
             const char *kr[8];
             for (int u = 0; u < tk; u++)
                 kr[u] = (const char *)k + (size_t)(j0 + u < nk ? j0 + u : nk - 1) * ldk * es;
+            /* the rows two tiles on (this block's, then the next block's), once:
+             * the later row tiles find them in the cache */
+            for (int u = 0; r0 == 0 && u < tk; u++)
+                for (size_t at = 0; at < (size_t)hd * es; at += 64)
+                    _mm_prefetch((const char *)k + ((size_t)j0 + 2 * tk + u) * ldk * es + at,
+                                 _MM_HINT_T0);
             float out[32];
             if (tr == 8)
                 score_tile(8, 4, out, qr, kr, dt, hd);
@@ -172,12 +181,15 @@ AVX512 INLINE __m512 load16(be_dtype dt, const char *row, int d) {
 
 /* TR rows × NV·16 columns from d of o += P·V over nk keys. */
 AVX512 INLINE void pv_tile(int TR, int NV, float *const o[], const float *const p[], const char *v,
-                           be_dtype dt, size_t ldv_bytes, int nk, int d) {
+                           be_dtype dt, size_t ldv_bytes, int nk, int d, bool pf) {
     __m512 a[4][4];
+    int es = dt == BE_F16 ? 2 : 4;
     for (int r = 0; r < TR; r++)
         for (int i = 0; i < NV; i++) a[r][i] = _mm512_loadu_ps(o[r] + d + 16 * i);
     for (int j = 0; j < nk; j++) {
         const char *vj = v + (size_t)j * ldv_bytes;
+        for (int at = 0; pf && at < NV * 16 * es; at += 64) /* these columns 16 keys on */
+            _mm_prefetch(vj + 16 * ldv_bytes + (size_t)d * es + at, _MM_HINT_T0);
         __m512 vv[4];
         for (int i = 0; i < NV; i++) vv[i] = load16(dt, vj, d + 16 * i);
         for (int r = 0; r < TR; r++) {
@@ -192,16 +204,16 @@ AVX512 INLINE void pv_tile(int TR, int NV, float *const o[], const float *const 
 #define PV_ROWS(NV)                                                                                \
     switch (tr) {                                                                                  \
         case 4:                                                                                    \
-            pv_tile(4, NV, o + r0, p + r0, v, dt, ldb, nk, d);                                     \
+            pv_tile(4, NV, o + r0, p + r0, v, dt, ldb, nk, d, r0 == 0);                            \
             break;                                                                                 \
         case 3:                                                                                    \
-            pv_tile(3, NV, o + r0, p + r0, v, dt, ldb, nk, d);                                     \
+            pv_tile(3, NV, o + r0, p + r0, v, dt, ldb, nk, d, r0 == 0);                            \
             break;                                                                                 \
         case 2:                                                                                    \
-            pv_tile(2, NV, o + r0, p + r0, v, dt, ldb, nk, d);                                     \
+            pv_tile(2, NV, o + r0, p + r0, v, dt, ldb, nk, d, r0 == 0);                            \
             break;                                                                                 \
         default:                                                                                   \
-            pv_tile(1, NV, o + r0, p + r0, v, dt, ldb, nk, d);                                     \
+            pv_tile(1, NV, o + r0, p + r0, v, dt, ldb, nk, d, r0 == 0);                            \
             break;                                                                                 \
     }
 
