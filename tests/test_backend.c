@@ -13,7 +13,11 @@
  * same comparison over n = 1, 3, 17 and rows of 32 to 4096 columns.
  * matmul_batch_invariant checks that a token's outputs are the same bits
  * alone (n = 1) or in any batch of up to 20, for every weight dtype, with
- * each kernel table (AVX2 with and without AVX-512VL, portable). gelu is
+ * each kernel table (AVX2 with and without AVX-512VL, portable).
+ * Attention runs with f32 and f16 keys and values on every kernel table,
+ * which must give the same bits; attention_batch_invariant checks that a
+ * query's output is the same bits in any cut of the queries into calls;
+ * store_as_f16 checks the cache's f16 rounding against the reference. gelu is
  * also checked on large negative inputs alone, where a naive
  * 0.5·x·(1 + erf(x/√2)) cancels.
  */
