@@ -13,7 +13,11 @@
  * same comparison over n = 1, 3, 17 and rows of 32 to 4096 columns.
  * matmul_batch_invariant checks that a token's outputs are the same bits
  * alone (n = 1) or in any batch of up to 20, for every weight dtype, with
- * each kernel table (AVX2 with and without AVX-512VL, portable). gelu is
+ * each kernel table (AVX2 with and without AVX-512VL, portable).
+ * Attention runs with f32 and f16 keys and values on every kernel table,
+ * which must give the same bits; attention_batch_invariant checks that a
+ * query's output is the same bits in any cut of the queries into calls;
+ * store_as_f16 checks the cache's f16 rounding against the reference. gelu is
  * also checked on large negative inputs alone, where a naive
  * 0.5·x·(1 + erf(x/√2)) cancels.
  */
@@ -809,32 +813,86 @@ static void rope_known_values(void **state) {
 
 /* ---------------------------------------------------------------------------
  * Attention
+ *
+ * Tolerance: the reference computes in double from the same inputs (f16
+ * keys and values are exact in both), so the CPU's error is float32
+ * rounding alone: scores are 8 fma chains of head_dim/8 terms (≤ 16 here)
+ * plus 3 adds, exp is within about 2 ulp, and each output is a sequential
+ * fma sum over up to 600 keys of values ≤ 2 weighted by p/l ≤ 1. Random
+ * rounding errors (u = 6e-8) grow as √n: √600 · u ≈ 1.5e-6 at worst for a
+ * single output, about 5e-7 in the relative L2 norm over all outputs,
+ * below TOL_SUM (1e-6). The CPU tables must also agree with one another
+ * bit for bit (attention.h defines their arithmetic once).
  */
 
-static void check_attention(int n_q, int q_pos0, int n_kv, int n_heads, int n_kv_heads,
-                            int head_dim, bool causal, bool in_place) {
+/* Keys and values of dtype (F32 or F16) from floats; the caller frees. */
+static void *kv_of(const float *x, size_t n, be_dtype dt) {
+    if (dt == BE_F32) return dup_floats(x, n);
+    uint16_t *h = malloc((n ? n : 1) * sizeof *h);
+    assert_non_null(h);
+    for (size_t i = 0; i < n; i++) h[i] = lv_f32_to_f16(x[i]);
+    return h;
+}
+
+/* The kernel tables this machine runs, best first (avx512, avx2, portable);
+ * only the portable one for a setup that runs it (its fmaf is a libm call). */
+static int kernel_tables_for(const cpu_setup *c, const cpu_kernels *ks[3]) {
+    ks[0] = cpu_kernels_portable();
+    if (c && cpu_ctx_of((be *)&c->b)->k == ks[0]) return 1;
+    int n = 0;
+    if (cpu_kernels_avx512()) ks[n++] = cpu_kernels_avx512();
+    if (cpu_kernels_avx2()) ks[n++] = cpu_kernels_avx2();
+    ks[n++] = cpu_kernels_portable();
+    return n;
+}
+
+static void check_attention_dt(int n_q, int q_pos0, int n_kv, int n_heads, int n_kv_heads,
+                               int head_dim, bool causal, bool in_place, be_dtype dt) {
     size_t q_len = (size_t)n_q * n_heads * head_dim, kv_len = (size_t)n_kv * n_kv_heads * head_dim;
     float *q = rnd_floats(q_len, -1.5f, 1.5f);
-    float *k = rnd_floats(kv_len, -1.5f, 1.5f), *v = rnd_floats(kv_len, -2, 2);
-    float *want = poisoned(q_len);
-    g_ref.ops->attention(&g_ref, want, q, k, v, n_q, q_pos0, n_kv, n_heads, n_kv_heads, head_dim,
-                         causal);
-    char what[128];
-    snprintf(what, sizeof what, "attention n_q=%d pos0=%d n_kv=%d heads=%d/%d hd=%d%s%s", n_q,
-             q_pos0, n_kv, n_heads, n_kv_heads, head_dim, causal ? " causal" : "",
-             in_place ? " out=q" : "");
+    float *kf = rnd_floats(kv_len, -1.5f, 1.5f), *vf = rnd_floats(kv_len, -2, 2);
+    void *k = kv_of(kf, kv_len, dt), *v = kv_of(vf, kv_len, dt);
+    float *want = poisoned(q_len), *first = NULL;
+    g_ref.ops->attention(&g_ref, want, q, k, v, dt, n_q, q_pos0, n_kv, n_heads, n_kv_heads,
+                         head_dim, causal);
+    char what[160];
+    snprintf(what, sizeof what, "attention %s n_q=%d pos0=%d n_kv=%d heads=%d/%d hd=%d%s%s",
+             dtype_str(dt), n_q, q_pos0, n_kv, n_heads, n_kv_heads, head_dim,
+             causal ? " causal" : "", in_place ? " out=q" : "");
     for (int i = 0; i < g_n_cpu; i++) {
         be *b = &g_cpu[i].b;
-        float *got = in_place ? dup_floats(q, q_len) : poisoned(q_len);
-        b->ops->attention(b, got, in_place ? got : q, k, v, n_q, q_pos0, n_kv, n_heads, n_kv_heads,
-                          head_dim, causal);
-        check_close(what, &g_cpu[i], got, want, q_len, TOL_SUM);
-        free(got);
+        const cpu_kernels *keep = cpu_ctx_of(b)->k, *ks[3];
+        int n_k = kernel_tables_for(&g_cpu[i], ks);
+        for (int t = 0; t < n_k; t++) {
+            cpu_ctx_of(b)->k = ks[t];
+            float *got = in_place ? dup_floats(q, q_len) : poisoned(q_len);
+            b->ops->attention(b, got, in_place ? got : q, k, v, dt, n_q, q_pos0, n_kv, n_heads,
+                              n_kv_heads, head_dim, causal);
+            check_close(what, &g_cpu[i], got, want, q_len, TOL_SUM);
+            if (!first)
+                first = got;
+            else {
+                if (memcmp(got, first, q_len * sizeof *got) != 0)
+                    fail_msg("%s [%s, %s table]: not the bits of the first run [%s]", what,
+                             g_cpu[i].label, ks[t]->isa, g_cpu[0].label);
+                free(got);
+            }
+        }
+        cpu_ctx_of(b)->k = keep;
     }
+    free(first);
     free(want);
     free(v);
     free(k);
+    free(vf);
+    free(kf);
     free(q);
+}
+
+static void check_attention(int n_q, int q_pos0, int n_kv, int n_heads, int n_kv_heads,
+                            int head_dim, bool causal, bool in_place) {
+    check_attention_dt(n_q, q_pos0, n_kv, n_heads, n_kv_heads, head_dim, causal, in_place, BE_F32);
+    check_attention_dt(n_q, q_pos0, n_kv, n_heads, n_kv_heads, head_dim, causal, in_place, BE_F16);
 }
 
 static void attention(void **state) {
@@ -842,15 +900,112 @@ static void attention(void **state) {
     check_attention(7, 0, 7, 6, 2, 24, true, false);     /* prefill */
     check_attention(7, 5, 12, 4, 4, 64, true, false);    /* chunked prefill after 5 cached */
     check_attention(9, 0, 9, 3, 3, 64, false, false);    /* CLIP: bidirectional */
-    check_attention(3, 600, 603, 2, 1, 24, true, false); /* keys span 3 blocks */
+    check_attention(3, 600, 603, 2, 1, 24, true, false); /* keys span 10 blocks */
     check_attention(1, 40, 41, 32, 8, 128, true, false); /* Mistral's head layout */
     check_attention(577, 0, 577, 2, 2, 64, false, false);
     check_attention(7, 0, 7, 6, 3, 24, true, true);
     check_attention(1, 0, 1, 2, 1, 8, true, true);
-    check_attention(5, 60, 200, 8, 2, 20, true, false); /* 6-row blocks span 2 queries; hd tail */
-    check_attention(13, 0, 13, 3, 1, 40, true, true);   /* GQA 3, hd = 16 + 16 + 8 */
+    check_attention(5, 60, 200, 8, 2, 20, true, false); /* hd tail of 4 */
+    check_attention(13, 0, 13, 3, 1, 40, true, true);   /* GQA 3 */
     check_attention(2, 0, 130, 5, 5, 24, false, false); /* keys: 64 + 64 + 2 */
     check_attention(1, 129, 130, 1, 1, 128, true, false);
+    check_attention(37, 100, 137, 8, 2, 128, true, false); /* GQA 4: 148 rows, 5 tasks */
+    check_attention(70, 0, 70, 4, 1, 64, true, false);     /* GQA 4, blocks cut a query */
+    check_attention(33, 0, 33, 2, 2, 72, false, true);     /* hd 64 + 8 */
+}
+
+/* A query row's output is the same bits however the queries are cut into
+ * calls (decode one at a time, prefill chunks of any size, all at once), on
+ * every thread count and kernel table: causal text over a cache of n_kv,
+ * and bidirectional (CLIP) rows computed in any subset. */
+static void check_invariant(int n_kv, int n_heads, int n_kv_heads, int hd, bool causal,
+                            be_dtype dt) {
+    size_t row = (size_t)n_heads * hd, kv_len = (size_t)n_kv * n_kv_heads * hd;
+    float *q = rnd_floats((size_t)n_kv * row, -3, 3);
+    float *kf = rnd_floats(kv_len, -3, 3), *vf = rnd_floats(kv_len, -2, 2);
+    void *k = kv_of(kf, kv_len, dt), *v = kv_of(vf, kv_len, dt);
+    float *whole = poisoned((size_t)n_kv * row), *part = poisoned((size_t)n_kv * row);
+    const int chunks[] = {1, 3, 7, 64, 100};
+    for (int i = 0; i < g_n_cpu; i++) {
+        be *b = &g_cpu[i].b;
+        const cpu_kernels *keep = cpu_ctx_of(b)->k, *ks[3];
+        int n_k = kernel_tables_for(&g_cpu[i], ks);
+        for (int t = 0; t < n_k; t++) {
+            cpu_ctx_of(b)->k = ks[t];
+            b->ops->attention(b, whole, q, k, v, dt, n_kv, 0, n_kv, n_heads, n_kv_heads, hd,
+                              causal);
+            for (size_t c = 0; c < LV_ARRAY_LEN(chunks); c++) {
+                for (int p0 = 0; p0 < n_kv; p0 += chunks[c]) {
+                    int n = n_kv - p0 < chunks[c] ? n_kv - p0 : chunks[c];
+                    /* causal: the cache holds the positions so far, as in generation */
+                    b->ops->attention(b, part + p0 * row, q + p0 * row, k, v, dt, n, p0,
+                                      causal ? p0 + n : n_kv, n_heads, n_kv_heads, hd, causal);
+                }
+                for (int p = 0; p < n_kv; p++)
+                    if (memcmp(part + p * row, whole + p * row, row * sizeof *part) != 0)
+                        fail_msg("attention %s heads=%d/%d hd=%d%s [%s, %s table]: query %d "
+                                 "in chunks of %d differs from the whole call",
+                                 dtype_str(dt), n_heads, n_kv_heads, hd, causal ? " causal" : "",
+                                 g_cpu[i].label, ks[t]->isa, p, chunks[c]);
+            }
+        }
+        cpu_ctx_of(b)->k = keep;
+    }
+    free(part);
+    free(whole);
+    free(v);
+    free(k);
+    free(vf);
+    free(kf);
+    free(q);
+}
+
+static void attention_batch_invariant(void **state) {
+    check_invariant(150, 8, 2, 128, true, BE_F16); /* GQA 4, Mistral's head_dim */
+    check_invariant(150, 8, 2, 128, true, BE_F32);
+    check_invariant(131, 3, 3, 64, true, BE_F16);  /* no GQA */
+    check_invariant(131, 2, 2, 64, false, BE_F32); /* CLIP */
+    check_invariant(70, 4, 1, 20, true, BE_F16);   /* hd tail */
+}
+
+/* store_as: F32 copies; F16 is lv_f32_to_f16 after saturating at ±65504,
+ * the same bits on the reference and on every table (subnormals, ties,
+ * overflow, NaN, unaligned tails included). */
+static void store_as_f16(void **state) {
+    enum { N = 1000 };
+    float *x = rnd_floats(N, -4, 4);
+    const float special[] = {
+        65504.0f, 65519.0f, 65520.0f, -70000.0f, 1e30f,         -INFINITY,      INFINITY, NAN,
+        5.96e-8f, 2.98e-8f, -1e-7f,   6.1e-5f,   1.0009765625f, 1.00048828125f, 0.0f,     -0.0f};
+    for (size_t i = 0; i < LV_ARRAY_LEN(special); i++) x[i * 37 % N] = special[i];
+    for (int i = 0; i < 64; i++) x[900 + i] = rnd_float(-1, 1) * ldexpf(1, -(int)(rnd() % 30));
+    uint16_t want[N], got[N + 1];
+    g_ref.ops->store_as(&g_ref, want, BE_F16, x, N);
+    for (size_t i = 0; i < LV_ARRAY_LEN(special); i++) {
+        float f = lv_f16_to_f32(want[i * 37 % N]);
+        if (isnan(special[i]))
+            assert_true(isnan(f));
+        else
+            assert_true(isfinite(f) && fabsf(f) <= 65504.0f);
+    }
+    const cpu_kernels *ks[3];
+    int n_k = kernel_tables_for(NULL, ks);
+    be *b = &g_cpu[0].b;
+    const cpu_kernels *keep = cpu_ctx_of(b)->k;
+    for (int t = 0; t < n_k; t++) {
+        cpu_ctx_of(b)->k = ks[t];
+        for (int n = N - 7; n <= N; n += 7) {
+            memset(got, 0xAB, sizeof got);
+            b->ops->store_as(b, got + 1, BE_F16, x, (size_t)n); /* unaligned */
+            if (memcmp(got + 1, want, (size_t)n * 2) != 0 || (n < N && got[n + 1] != 0xABAB))
+                fail_msg("store_as f16 [%s table, n=%d]: not the reference's bits", ks[t]->isa, n);
+        }
+    }
+    cpu_ctx_of(b)->k = keep;
+    float back[N];
+    b->ops->store_as(b, back, BE_F32, x, N);
+    assert_memory_equal(back, x, sizeof back);
+    free(x);
 }
 
 /* ---------------------------------------------------------------------------
@@ -1048,6 +1203,8 @@ int main(void) {
         cmocka_unit_test(rope),
         cmocka_unit_test(rope_known_values),
         cmocka_unit_test(attention),
+        cmocka_unit_test(attention_batch_invariant),
+        cmocka_unit_test(store_as_f16),
         cmocka_unit_test(elementwise),
         cmocka_unit_test(activation_values),
         cmocka_unit_test(embed_rows),

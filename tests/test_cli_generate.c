@@ -77,8 +77,9 @@ static void run_case(const char *model, const char *name) {
     case_args(c, model, tmp, args, sizeof args);
     size_t o = strlen(args);
     snprintf(args + o, sizeof args - o,
-             " --max-tokens 40 --json --logits-out '%s/logits.bin' --dump-pixels '%s/px.bin'", tmp,
-             tmp);
+             " --max-tokens 40 --json --exact --logits-out '%s/logits.bin' --dump-pixels "
+             "'%s/px.bin'",
+             tmp, tmp);
     assert_int_equal(cli(args, &out), 0);
     json_t *r = parse(out);
     free(out);

@@ -161,12 +161,19 @@ static double compare(const float *a, const float *b, size_t n, double abs_tol, 
     return worst;
 }
 
-static llava *open_model(const char *model, const char *backend) {
+/* A model on backend with its KV cache in f32 (exact mode: the golden
+ * comparisons) or f16 (the default). */
+static llava *open_model_kv(const char *model, const char *backend, bool kv_f16) {
     llava *m;
     lv_err err = {{0}};
     if (llava_open(model_dir(model), &m, &err)) fail_msg("%s", err.msg);
+    llava_set_exact(m, !kv_f16); /* f32 weights: exact mode changes only the cache */
     if (llava_load(m, backend, 0, &err)) fail_msg("%s", err.msg);
     return m;
+}
+
+static llava *open_model(const char *model, const char *backend) {
+    return open_model_kv(model, backend, false);
 }
 
 /* Vision features, projected and packed rows of every image, concatenated,
@@ -482,7 +489,7 @@ static void new_tensor_names_load(void **state) {
     rename_in_header(d, "model.safetensors", "language_model.lm_head.", "lm_head.");
     char dir[1024];
     snprintf(dir, sizeof dir, "%s", d);
-    llava *renamed, *orig = open_model("llava-1.5-tiny", "cpu");
+    llava *renamed, *orig = open_model_kv("llava-1.5-tiny", "cpu", true); /* both f16 KV */
     lv_err err = {{0}};
     if (llava_open(dir, &renamed, &err) || llava_load(renamed, "cpu", 0, &err))
         fail_msg("%s", err.msg);
@@ -575,7 +582,9 @@ static void f32_and_bf16_checkpoints(void **state) {
         convert_checkpoint(dir, dtypes[k]);
         llava *m;
         lv_err err = {{0}};
-        if (llava_open(dir, &m, &err) || llava_load(m, "cpu", 0, &err)) fail_msg("%s", err.msg);
+        if (llava_open(dir, &m, &err)) fail_msg("%s", err.msg);
+        llava_set_exact(m, true); /* the f32 KV cache the golden holds for */
+        if (llava_load(m, "cpu", 0, &err)) fail_msg("%s", err.msg);
         if (k == 0) {
             char label[64];
             snprintf(label, sizeof label, "llava-1.5-tiny/one_image as %s", dtypes[k]);
@@ -599,6 +608,47 @@ static void f32_and_bf16_checkpoints(void **state) {
     free_case(&c);
 }
 
+/* The default f16 KV cache against transformers (which ran in f32): how far
+ * the logits move. Reported per case over the steps before the first greedy
+ * id that differs (after it the two runs see different tokens), with the
+ * same run's f32-cache logits as a second yardstick: the difference between
+ * the two is the cache's rounding alone. */
+static void f16_kv_logits(void **state) {
+    const suite *suites[2] = {&next_cpu, &v15_cpu};
+    for (int si = 0; si < 2; si++) {
+        const suite *s = suites[si];
+        llava *m16 = open_model_kv(s->model, "cpu", true), *m32 = open_model(s->model, "cpu");
+        assert_int_equal(2 * llava_kv_bytes_per_pos(m16), llava_kv_bytes_per_pos(m32));
+        for (int i = 0; i < 4 && s->cases[i]; i++) {
+            fx_case c;
+            load_case(s->model, s->cases[i], &c);
+            run_out o16, o32;
+            run_case(m16, &c, &o16, NULL);
+            run_case(m32, &c, &o32, NULL);
+            float *want = read_bin(c.dir, "logits.bin", (size_t)N_STEPS * o16.vocab);
+            int same = 0;
+            while (same < N_STEPS && o16.ids[same] == c.want_ids[same]) same++;
+            double vs_hf = 0, vs_f32 = 0;
+            bool ok;
+            for (int t = 0; t < (same < N_STEPS ? same + 1 : N_STEPS); t++) {
+                size_t at = (size_t)t * o16.vocab;
+                vs_hf = fmax(vs_hf, compare(o16.logits + at, want + at, o16.vocab, 0, 0, &ok));
+                vs_f32 =
+                    fmax(vs_f32, compare(o16.logits + at, o32.logits + at, o16.vocab, 0, 0, &ok));
+            }
+            printf("    %s/%s f16 KV: logits max-abs %.2e vs transformers, %.2e vs the f32 cache "
+                   "(steps 0..%d); %d/40 greedy ids equal\n",
+                   s->model, s->cases[i], vs_hf, vs_f32, same < N_STEPS ? same : N_STEPS - 1, same);
+            free(want);
+            free(o16.logits);
+            free(o32.logits);
+            free_case(&c);
+        }
+        llava_free(m16);
+        llava_free(m32);
+    }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(clip_names_without_vision_model),
@@ -611,6 +661,7 @@ int main(void) {
         cmocka_unit_test(bad_requests),
         cmocka_unit_test(new_tensor_names_load),
         cmocka_unit_test(f32_and_bf16_checkpoints),
+        cmocka_unit_test(f16_kv_logits),
     };
     return cmocka_run_group_tests_name("forward", tests, NULL, NULL);
 }

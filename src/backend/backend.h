@@ -30,9 +30,11 @@
  *
  * Shapes are row-major. A weight is (rows = out features, cols = in
  * features), as torch's nn.Linear stores it: y = x·Wᵀ (+ b).
- * All activations are float32. Weights may also be quantized (MLX affine
- * groups, ggml blocks: be_dtype below); what each layout means is defined
- * once, in backend/quant.c, and matmul / embed_rows accept every layout.
+ * All activations are float32, except KV caches, which may hold f16
+ * (store_as writes them, attention reads them). Weights may also be
+ * quantized (MLX affine groups, ggml blocks: be_dtype below); what each
+ * layout means is defined once, in backend/quant.c, and matmul /
+ * embed_rows accept every layout.
  */
 #ifndef LV_BACKEND_H
 #define LV_BACKEND_H
@@ -125,11 +127,19 @@ struct be_ops {
      * angle = pos[i] * theta^(-2j/head_dim) computed in float32 as HF does. */
     void (*rope)(be *b, float *x, int n, int n_heads, int head_dim, const int *pos, float theta);
     /* out (n_q, n_heads*head_dim) = softmax(q·kᵀ/sqrt(head_dim) [+ causal mask]) · v.
-     * q (n_q, n_heads, head_dim); k, v (n_kv, n_kv_heads, head_dim) (a sequence's cache);
-     * query i sits at position q_pos0 + i and, when causal, sees keys 0..q_pos0+i.
-     * Query head h uses kv head h / (n_heads / n_kv_heads). out may equal q. */
-    void (*attention)(be *b, float *out, const float *q, const float *k, const float *v, int n_q,
-                      int q_pos0, int n_kv, int n_heads, int n_kv_heads, int head_dim, bool causal);
+     * q (n_q, n_heads, head_dim) float32; k, v (n_kv, n_kv_heads, head_dim) of kv_dtype
+     * (BE_F32 or BE_F16: a sequence's cache, as store_as wrote it); query i sits at
+     * position q_pos0 + i and, when causal, sees keys 0..q_pos0+i. Query head h uses kv
+     * head h / (n_heads / n_kv_heads). out may equal q. Batch invariant: a query row's
+     * output depends only on its q, its keys and values, never on the other rows of the
+     * call (a token decoded alone or in a prefill chunk of any size gives the same bits). */
+    void (*attention)(be *b, float *out, const float *q, const void *k, const void *v,
+                      be_dtype kv_dtype, int n_q, int q_pos0, int n_kv, int n_heads,
+                      int n_kv_heads, int head_dim, bool causal);
+    /* dst (n elements of dtype, BE_F32 or BE_F16) = src (n float32): how keys and values
+     * enter a KV cache. F16 rounds to nearest even and saturates at ±65504 (NaN stays
+     * NaN), so a cache holds no infinity that a masked key could turn into 0·inf. */
+    void (*store_as)(be *b, void *dst, be_dtype dtype, const float *src, size_t n);
     /* gate = silu(gate) * up, elementwise over n values. */
     void (*silu_mul)(be *b, float *gate, const float *up, size_t n);
     /* x = 0.5·x·(1 + erf(x/√2)) (exact GELU). */

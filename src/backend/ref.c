@@ -17,6 +17,7 @@
  */
 #include "backend/backend.h"
 #include "backend/quant.h"
+#include "base/half.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -148,10 +149,11 @@ static void ref_rope(be *b, float *x, int n, int n_heads, int head_dim, const in
     }
 }
 
-/* Plain two-pass softmax per (query, head), everything in double. */
-static void ref_attention(be *b, float *out, const float *q, const float *k, const float *v,
-                          int n_q, int q_pos0, int n_kv, int n_heads, int n_kv_heads, int head_dim,
-                          bool causal) {
+/* Plain two-pass softmax per (query, head), everything in double; keys and
+ * values read through be_plain_at (exact for f16). */
+static void ref_attention(be *b, float *out, const float *q, const void *k, const void *v,
+                          be_dtype kv_dtype, int n_q, int q_pos0, int n_kv, int n_heads,
+                          int n_kv_heads, int head_dim, bool causal) {
     int group = n_heads / n_kv_heads;
     size_t kv_dim = (size_t)n_kv_heads * head_dim;
     double scale = 1.0 / sqrt((double)head_dim);
@@ -163,12 +165,12 @@ static void ref_attention(be *b, float *out, const float *q, const float *k, con
         if (n_seen > n_kv) n_seen = n_kv;
         for (int h = 0; h < n_heads; h++) {
             const float *qh = q + ((size_t)i * n_heads + h) * head_dim;
-            int kvh = h / group;
+            size_t kvh = (size_t)(h / group) * head_dim;
             double max = -INFINITY, sum = 0;
             for (int j = 0; j < n_seen; j++) {
-                const float *kj = k + j * kv_dim + (size_t)kvh * head_dim;
                 double dot = 0;
-                for (int d = 0; d < head_dim; d++) dot += (double)qh[d] * kj[d];
+                for (int d = 0; d < head_dim; d++)
+                    dot += (double)qh[d] * be_plain_at(kv_dtype, k, j * kv_dim + kvh + d);
                 p[j] = dot * scale;
                 if (p[j] > max) max = p[j];
             }
@@ -177,10 +179,9 @@ static void ref_attention(be *b, float *out, const float *q, const float *k, con
                 sum += p[j];
             }
             for (int d = 0; d < head_dim; d++) acc[d] = 0;
-            for (int j = 0; j < n_seen; j++) {
-                const float *vj = v + j * kv_dim + (size_t)kvh * head_dim;
-                for (int d = 0; d < head_dim; d++) acc[d] += p[j] / sum * vj[d];
-            }
+            for (int j = 0; j < n_seen; j++)
+                for (int d = 0; d < head_dim; d++)
+                    acc[d] += p[j] / sum * be_plain_at(kv_dtype, v, j * kv_dim + kvh + d);
             /* Written after q is read, so out may equal q. */
             float *oh = out + ((size_t)i * n_heads + h) * head_dim;
             for (int d = 0; d < head_dim; d++) oh[d] = (float)acc[d];
@@ -188,6 +189,21 @@ static void ref_attention(be *b, float *out, const float *q, const float *k, con
     }
     free(p);
     free(acc);
+}
+
+/* F16: clamp to the largest finite half, then lv_f32_to_f16 (nearest even). */
+static void ref_store_as(be *b, void *dst, be_dtype dtype, const float *src, size_t n) {
+    if (dtype == BE_F32) {
+        memcpy(dst, src, n * sizeof *src);
+        return;
+    }
+    uint16_t *h = dst;
+    for (size_t i = 0; i < n; i++) {
+        float f = src[i];
+        if (f > 65504.0f) f = 65504.0f; /* NaN compares false and stays NaN */
+        if (f < -65504.0f) f = -65504.0f;
+        h[i] = lv_f32_to_f16(f);
+    }
 }
 
 static void ref_silu_mul(be *b, float *gate, const float *up, size_t n) {
@@ -241,6 +257,7 @@ const struct be_ops be_ref_ops = {
     .layernorm = ref_layernorm,
     .rope = ref_rope,
     .attention = ref_attention,
+    .store_as = ref_store_as,
     .silu_mul = ref_silu_mul,
     .gelu = ref_gelu,
     .quick_gelu = ref_quick_gelu,

@@ -47,8 +47,9 @@
  * what the job can use (prompt + max_tokens) but at most ctx positions,
  * where ctx is sched_config.ctx_size or, when that is 0, the model's
  * context capped so that parallel sequences of ctx positions fit in
- * KV_BUDGET bytes (8 GiB: 7B Mistral, 256 KiB a position, gets its full
- * 32768 positions at parallel 1 and 2048 at parallel 16). The sequence is
+ * KV_BUDGET bytes (8 GiB: 7B Mistral, 128 KiB a position with the default
+ * f16 cache, 256 KiB with f32, gets its full 32768 positions at parallel 2
+ * (f32: 1) and 4096 (f32: 2048) at parallel 16). The sequence is
  * freed when its job ends, so nothing is held while idle.
  */
 #include "engine/scheduler.h"

@@ -126,7 +126,7 @@ static void attn_out(const clip *c, const clip_layer_weights *l, float *x, clip_
     const struct be_ops *op = b->ops;
     size_t at = (size_t)r0 * c->dim, nd = (size_t)n * c->dim;
     float *xr = x + at, *h = s->h + at, *att = s->att + at;
-    op->attention(b, att, s->q + at, s->k, s->v, n, 0, c->n_pos, c->n_heads, c->n_heads,
+    op->attention(b, att, s->q + at, s->k, s->v, BE_F32, n, 0, c->n_pos, c->n_heads, c->n_heads,
                   c->head_dim, false);
     op->matmul(b, h, att, &l->wo, l->bo, n);
     op->add(b, xr, h, nd);

@@ -140,6 +140,7 @@ lv_status llava_load(llava *m, const char *backend_name, int n_threads, lv_err *
         unload(m);
         return s;
     }
+    m->text.kv_f16 = !m->exact; /* exact: the f32 cache the golden comparisons hold for */
     m->loaded = true;
     return LV_OK;
 }
@@ -194,8 +195,9 @@ int llava_n_threads(const llava *m) {
     return m->loaded ? m->backend.n_threads : 0;
 }
 size_t llava_kv_bytes_per_pos(const llava *m) {
-    const lv_text_config *t = &m->md.config.text;
-    return 2 * (size_t)t->n_layers * (size_t)t->n_kv_heads * t->head_dim * sizeof(float);
+    if (m->loaded) return llm_kv_bytes_per_pos(&m->text); /* in the cache's dtype */
+    const lv_text_config *t = &m->md.config.text;         /* llm_init's default: f16 */
+    return 2 * (size_t)t->n_layers * (size_t)t->n_kv_heads * t->head_dim * 2;
 }
 
 /* ---- image features ------------------------------------------------------ */

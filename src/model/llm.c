@@ -32,7 +32,8 @@ lv_status llm_init(llm *m, be *b, const lv_text_config *c, const llm_weights *w,
                .vocab_size = c->vocab_size,
                .max_ctx = c->max_pos,
                .rms_eps = (float)c->rms_eps,
-               .rope_theta = (float)c->rope_theta};
+               .rope_theta = (float)c->rope_theta,
+               .kv_f16 = true};
     if (c->sliding_window > 0 && c->sliding_window < m->max_ctx) m->max_ctx = c->sliding_window;
     return LV_OK;
 }
@@ -45,9 +46,10 @@ lv_status llm_seq_init(const llm *m, int ctx, llm_seq *s, lv_err *err) {
         return lv_fail(err, LV_ERR_ARG, "a context of %d tokens is out of range (1..%d)", ctx,
                        m->max_ctx);
     be *b = m->b;
-    size_t cache = (size_t)m->n_layers * ctx * m->kv_dim * sizeof(float);
+    size_t cache = llm_kv_bytes_per_pos(m) / 2 * (size_t)ctx;
     s->m = m;
     s->ctx = ctx;
+    s->kv_dtype = m->kv_f16 ? BE_F16 : BE_F32;
     s->k = b->ops->alloc(b, cache);
     s->v = b->ops->alloc(b, cache);
     if (s->k && s->v) return LV_OK;
@@ -66,7 +68,7 @@ void llm_seq_deinit(llm_seq *s) {
 }
 
 size_t llm_kv_bytes_per_pos(const llm *m) {
-    return 2 * (size_t)m->n_layers * (size_t)m->kv_dim * sizeof(float);
+    return 2 * (size_t)m->n_layers * (size_t)m->kv_dim * (m->kv_f16 ? 2 : sizeof(float));
 }
 
 /* ---- the batch --------------------------------------------------------- */
@@ -134,18 +136,19 @@ void llm_batch_embed(const llm *m, llm_batch *bt, int row0, const int32_t *ids, 
  * [r_i, r_i + n_tok[i]) at its positions pos ..; their keys and values are
  * appended to its cache and its pos advances. Every matmul runs once over
  * all rows; RoPE uses each row's own position; attention runs per sequence
- * over its own cache. With one sequence the new keys and values are
- * written straight into its cache; with several they are computed into the
- * batch's k, v and copied into each cache (a buffer-to-buffer copy). On
- * return bt->x holds the last layer's residual rows.
+ * over its own cache. The new keys and values are computed into the
+ * batch's k, v and stored into each cache in its dtype (store_as: f16
+ * rounds, f32 copies); one f32 sequence alone gets them written straight
+ * into its cache instead. On return bt->x holds the last layer's residual
+ * rows.
  */
 static void run_layers(const llm *m, llm_batch *bt, llm_seq *const *seqs, const int *n_tok,
                        int n_seqs, int n) {
     be *b = m->b;
     const struct be_ops *op = b->ops;
     int dim = m->dim, kv_dim = m->kv_dim, q_dim = m->q_dim;
-    size_t f = sizeof(float);
-    bool direct = n_seqs == 1; /* k, v straight into the one cache */
+    /* k, v straight into the one cache */
+    bool direct = n_seqs == 1 && seqs[0]->kv_dtype == BE_F32;
 
     /* position_ids: every token counts, image tokens included */
     for (int i = 0, r = 0; i < n_seqs; i++)
@@ -155,8 +158,8 @@ static void run_layers(const llm *m, llm_batch *bt, llm_seq *const *seqs, const 
     for (int l = 0; l < m->n_layers; l++) {
         const llm_layer_weights *w = &m->w->layers[l];
         size_t layer = (size_t)l * seqs[0]->ctx * kv_dim;
-        float *k_new = direct ? seqs[0]->k + layer + (size_t)seqs[0]->pos * kv_dim : bt->k;
-        float *v_new = direct ? seqs[0]->v + layer + (size_t)seqs[0]->pos * kv_dim : bt->v;
+        float *k_new = direct ? (float *)seqs[0]->k + layer + (size_t)seqs[0]->pos * kv_dim : bt->k;
+        float *v_new = direct ? (float *)seqs[0]->v + layer + (size_t)seqs[0]->pos * kv_dim : bt->v;
         /* h = input_layernorm(x) (RMSNorm); q, k, v; rotate_half RoPE at each row's position */
         op->rmsnorm(b, bt->xb, bt->x, w->attn_norm, n, dim, m->rms_eps);
         op->matmul(b, bt->q, bt->xb, &w->wq, w->bq, n);
@@ -168,16 +171,17 @@ static void run_layers(const llm *m, llm_batch *bt, llm_seq *const *seqs, const 
          * softmax(q·kᵀ/√head_dim + causal mask)·v over its positions, GQA (repeat_kv) */
         for (int i = 0, r = 0; i < n_seqs; r += n_tok[i], i++) {
             llm_seq *s = seqs[i];
-            float *k_layer = s->k + (size_t)l * s->ctx * kv_dim;
-            float *v_layer = s->v + (size_t)l * s->ctx * kv_dim;
+            size_t es = s->kv_dtype == BE_F16 ? 2 : sizeof(float);
+            char *k_layer = (char *)s->k + (size_t)l * s->ctx * kv_dim * es;
+            char *v_layer = (char *)s->v + (size_t)l * s->ctx * kv_dim * es;
             if (!direct) {
-                size_t at = (size_t)s->pos * kv_dim, rows = (size_t)n_tok[i] * kv_dim;
-                op->copy(b, k_layer + at, bt->k + (size_t)r * kv_dim, rows * f);
-                op->copy(b, v_layer + at, bt->v + (size_t)r * kv_dim, rows * f);
+                size_t at = (size_t)s->pos * kv_dim * es, rows = (size_t)n_tok[i] * kv_dim;
+                op->store_as(b, k_layer + at, s->kv_dtype, bt->k + (size_t)r * kv_dim, rows);
+                op->store_as(b, v_layer + at, s->kv_dtype, bt->v + (size_t)r * kv_dim, rows);
             }
             op->attention(b, bt->att + (size_t)r * q_dim, bt->q + (size_t)r * q_dim, k_layer,
-                          v_layer, n_tok[i], s->pos, s->pos + n_tok[i], m->n_heads, m->n_kv_heads,
-                          m->head_dim, true);
+                          v_layer, s->kv_dtype, n_tok[i], s->pos, s->pos + n_tok[i], m->n_heads,
+                          m->n_kv_heads, m->head_dim, true);
         }
         /* x = x + o_proj(att) */
         op->matmul(b, bt->xb, bt->att, &w->wo, w->bo, n);

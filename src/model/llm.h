@@ -45,21 +45,25 @@ typedef struct {
     int max_ctx; /* longest sequence: max_position_embeddings, or the sliding window */
     float rms_eps;
     float rope_theta;
+    bool kv_f16; /* KV caches in f16 (llm_init's default) or f32 (exact mode); set it
+                  * before llm_seq_init: each sequence keeps the dtype it was made with */
 } llm;
 
 /* Sets m up for cfg with loaded weights. LV_ERR_UNSUPPORTED for an MLP
  * activation other than silu. A sliding window caps max_ctx at its size
- * (within it, sliding-window attention is plain causal attention). */
+ * (within it, sliding-window attention is plain causal attention). The KV
+ * cache is f16 (kv_f16 = true); an exact mode sets kv_f16 = false after. */
 lv_status llm_init(llm *m, be *b, const lv_text_config *cfg, const llm_weights *w, lv_err *err);
 
 /* One sequence's state: its KV cache and position, nothing else. All the
  * scratch a forward needs lives in an llm_batch, shared by the sequences it
  * runs. Buffers are the backend's. */
 typedef struct {
-    const llm *m; /* the model this state was made for (borrowed) */
-    int ctx;      /* positions the cache holds */
-    int pos;      /* positions filled: the next token's position */
-    float *k, *v; /* KV cache (n_layers, ctx, kv_dim); keys stored after RoPE */
+    const llm *m;      /* the model this state was made for (borrowed) */
+    int ctx;           /* positions the cache holds */
+    int pos;           /* positions filled: the next token's position */
+    be_dtype kv_dtype; /* BE_F16 or BE_F32: m->kv_f16 when the sequence was made */
+    void *k, *v;       /* KV cache (n_layers, ctx, kv_dim) of kv_dtype; keys stored after RoPE */
 } llm_seq;
 
 /* Allocates a sequence of ctx positions (1..m->max_ctx). LV_ERR_ARG for a
@@ -68,7 +72,8 @@ lv_status llm_seq_init(const llm *m, int ctx, llm_seq *s, lv_err *err);
 /* Releases s; a zeroed s is a no-op. */
 void llm_seq_deinit(llm_seq *s);
 
-/* Bytes of KV cache per position of one sequence (keys and values, all layers). */
+/* Bytes of KV cache per position of one sequence (keys and values, all layers),
+ * in the dtype m->kv_f16 names. */
 size_t llm_kv_bytes_per_pos(const llm *m);
 
 /*

@@ -191,6 +191,7 @@ const struct be_ops be_cpu_ops = {
     .layernorm = cpu_layernorm,
     .rope = cpu_rope,
     .attention = cpu_attention,
+    .store_as = cpu_store_as,
     .silu_mul = cpu_silu_mul,
     .gelu = cpu_gelu,
     .quick_gelu = cpu_quick_gelu,

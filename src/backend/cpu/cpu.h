@@ -58,8 +58,10 @@ void cpu_rmsnorm(be *b, float *y, const float *x, const float *g, int n, int dim
 void cpu_layernorm(be *b, float *y, const float *x, const float *g, const float *beta, int n,
                    int dim, float eps);
 void cpu_rope(be *b, float *x, int n, int n_heads, int head_dim, const int *pos, float theta);
-void cpu_attention(be *b, float *out, const float *q, const float *k, const float *v, int n_q,
-                   int q_pos0, int n_kv, int n_heads, int n_kv_heads, int head_dim, bool causal);
+void cpu_attention(be *b, float *out, const float *q, const void *k, const void *v,
+                   be_dtype kv_dtype, int n_q, int q_pos0, int n_kv, int n_heads, int n_kv_heads,
+                   int head_dim, bool causal);
+void cpu_store_as(be *b, void *dst, be_dtype dtype, const float *src, size_t n);
 void cpu_silu_mul(be *b, float *gate, const float *up, size_t n);
 void cpu_gelu(be *b, float *x, size_t n);
 void cpu_quick_gelu(be *b, float *x, size_t n);
