@@ -1,0 +1,282 @@
+/*
+ * tower_bench.c - `llava-bench tower` (tower_bench.h).
+ *
+ *   llava-bench tower [--layers L] [--threads T] [--dtype f16|bf16|f32] [--repeat N]
+ *
+ * Builds a CLIP ViT-L/14-336 tower (the vision tower of every LLaVA 1.5 /
+ * 1.6 checkpoint) with random weights in memory: L layers (default 24),
+ * dtype D (default f16, the mmproj file's) for the matrices, f32 vectors.
+ * Encodes one random 336² tile N times (default 3) on the cpu backend with
+ * T threads (default all cores) and reports the fastest tile in ms, the
+ * tower's GFLOP (matmuls 2·n·rows·cols, attention 4·n²·dim per layer) and
+ * GFLOP/s, and where that tile's time went, op by op: the backend's op
+ * table is wrapped by one that times each call (the ops are synchronous on
+ * the cpu backend, so a call's wall time is its cost).
+ */
+#include "bench/tower_bench.h"
+
+#include "backend/backend.h"
+#include "base/clock.h"
+#include "base/common.h"
+#include "base/half.h"
+#include "common/tool_args.h"
+#include "model/clip.h"
+#include "model/weights.h"
+
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum { OP_MATMUL, OP_ATTENTION, OP_LAYERNORM, OP_ACT, OP_ADD, OP_OTHER, N_OPS };
+static const char *const OP_NAMES[N_OPS] = {"matmul",   "attention", "layernorm",
+                                            "gelu/act", "add",       "other"};
+
+/* Time (ms) and calls per op kind, and the matmuls' flops by shape. */
+static double g_ms[N_OPS];
+static long g_calls[N_OPS];
+static const struct be_ops *g_inner;
+
+static double tick(void) {
+    return lv_now_ms();
+}
+
+static void t_matmul(be *b, float *y, const float *x, const be_weight *w, const float *bias,
+                     int n) {
+    double t0 = tick();
+    g_inner->matmul(b, y, x, w, bias, n);
+    g_ms[OP_MATMUL] += tick() - t0;
+    g_calls[OP_MATMUL]++;
+}
+
+static void t_attention(be *b, float *out, const float *q, const float *k, const float *v, int n_q,
+                        int q_pos0, int n_kv, int n_heads, int n_kv_heads, int head_dim,
+                        bool causal) {
+    double t0 = tick();
+    g_inner->attention(b, out, q, k, v, n_q, q_pos0, n_kv, n_heads, n_kv_heads, head_dim, causal);
+    g_ms[OP_ATTENTION] += tick() - t0;
+    g_calls[OP_ATTENTION]++;
+}
+
+static void t_layernorm(be *b, float *y, const float *x, const float *g, const float *beta, int n,
+                        int dim, float eps) {
+    double t0 = tick();
+    g_inner->layernorm(b, y, x, g, beta, n, dim, eps);
+    g_ms[OP_LAYERNORM] += tick() - t0;
+    g_calls[OP_LAYERNORM]++;
+}
+
+static void t_quick_gelu(be *b, float *x, size_t n) {
+    double t0 = tick();
+    g_inner->quick_gelu(b, x, n);
+    g_ms[OP_ACT] += tick() - t0;
+    g_calls[OP_ACT]++;
+}
+
+static void t_gelu(be *b, float *x, size_t n) {
+    double t0 = tick();
+    g_inner->gelu(b, x, n);
+    g_ms[OP_ACT] += tick() - t0;
+    g_calls[OP_ACT]++;
+}
+
+static void t_add(be *b, float *y, const float *x, size_t n) {
+    double t0 = tick();
+    g_inner->add(b, y, x, n);
+    g_ms[OP_ADD] += tick() - t0;
+    g_calls[OP_ADD]++;
+}
+
+static uint32_t lcg(uint32_t *seed) {
+    *seed = *seed * 1664525u + 1013904223u;
+    return *seed;
+}
+
+/* Uniform in [-a, a). */
+static float rnd(uint32_t *seed, float a) {
+    return ((float)(lcg(seed) >> 8) / 8388608.0f - 1.0f) * a;
+}
+
+/* A random (rows, cols) matrix of dtype in [-a, a), weight_init'ed on b;
+ * the bytes go into *keep (freed by the caller). */
+static int make_matrix(be *b, be_weight *w, be_dtype dt, int rows, int cols, float a,
+                       uint32_t *seed, void **keep, lv_err *err) {
+    size_t n = (size_t)rows * cols, es = dt == BE_F32 ? 4 : 2;
+    unsigned char *p = malloc(n * es);
+    if (!p) return 1;
+    *keep = p;
+    for (size_t i = 0; i < n; i++) {
+        float f = rnd(seed, a);
+        if (dt == BE_F32) {
+            memcpy(p + 4 * i, &f, 4);
+        } else {
+            uint16_t h = dt == BE_F16 ? lv_f32_to_f16(f) : lv_f32_to_bf16(f);
+            memcpy(p + 2 * i, &h, 2);
+        }
+    }
+    return b->ops->weight_init(b, w, dt, rows, cols, p, NULL, err) != LV_OK;
+}
+
+/* A float vector of n values on b: c + [-a, a). */
+static float *make_vector(be *b, int n, float c, float a, uint32_t *seed) {
+    float *h = malloc((size_t)n * sizeof *h);
+    if (!h) return NULL;
+    for (int i = 0; i < n; i++) h[i] = c + rnd(seed, a);
+    float *v = b->ops->vector_init(b, BE_F32, n, h);
+    free(h);
+    return v;
+}
+
+static void usage_text(FILE *f) {
+    fprintf(f, "usage: llava-bench tower [--layers L] [--threads T] [--dtype f16|bf16|f32] "
+               "[--repeat N]\n");
+}
+
+int tower_bench_main(int argc, char **argv) {
+    int layers = 24, threads = 0, repeat = 3;
+    const char *dname = "f16";
+    const tool_opt opts[] = {
+        TOOL_INT("layers", 0, &layers, 1, 64),
+        TOOL_INT("threads", 0, &threads, 0, 4096),
+        TOOL_INT("repeat", 0, &repeat, 1, INT_MAX),
+        TOOL_STR("dtype", 0, &dname),
+    };
+    static const tool_info tool = {"llava-bench tower", usage_text, false};
+    int parsed = tool_parse(&tool, opts, LV_ARRAY_LEN(opts), argc, argv);
+    if (parsed) return parsed == TOOL_HELP ? 0 : 2;
+    be_dtype dt;
+    if (strcmp(dname, "f16") == 0)
+        dt = BE_F16;
+    else if (strcmp(dname, "bf16") == 0)
+        dt = BE_BF16;
+    else if (strcmp(dname, "f32") == 0)
+        dt = BE_F32;
+    else {
+        usage_text(stderr);
+        return 2;
+    }
+
+    /* ViT-L/14-336 (openai/clip-vit-large-patch14-336) */
+    lv_model_config cfg;
+    memset(&cfg, 0, sizeof cfg);
+    lv_vision_config *vc = &cfg.vision;
+    vc->dim = 1024;
+    vc->hidden_dim = 4096;
+    vc->n_layers = layers;
+    vc->n_heads = 16;
+    vc->head_dim = 64;
+    vc->image_size = 336;
+    vc->patch_size = 14;
+    vc->n_channels = 3;
+    vc->ln_eps = 1e-5;
+    snprintf(vc->hidden_act, sizeof vc->hidden_act, "quick_gelu");
+    int dim = vc->dim, hid = vc->hidden_dim, pcols = 3 * 14 * 14, n_pos = 1 + 24 * 24;
+
+    static struct be_ops timed;
+    g_inner = &be_cpu_ops;
+    timed = be_cpu_ops;
+    timed.matmul = t_matmul;
+    timed.attention = t_attention;
+    timed.layernorm = t_layernorm;
+    timed.quick_gelu = t_quick_gelu;
+    timed.gelu = t_gelu;
+    timed.add = t_add;
+    be b = {.ops = &timed};
+    lv_err err;
+    if (b.ops->init(&b, threads, &err) != LV_OK) {
+        fprintf(stderr, "llava-bench: %s\n", err.msg);
+        return 1;
+    }
+
+    int rc = 1, n_keep = 0;
+    void **keep = calloc((size_t)layers * 6 + 1, sizeof *keep);
+    clip_layer_weights *lw = calloc((size_t)layers, sizeof *lw);
+    clip_weights w = {.n_layers = layers, .layers = lw};
+    float *pixels = malloc((size_t)3 * 336 * 336 * sizeof *pixels);
+    float *out = b.ops->alloc(&b, (size_t)n_pos * dim * sizeof(float));
+    uint32_t seed = 4242;
+    if (!keep || !lw || !pixels || !out) goto nomem;
+    float sd = 0.03f, sh = 0.015f; /* weight ranges: outputs stay O(1) */
+    if (make_matrix(&b, &w.patch, dt, dim, pcols, sd, &seed, &keep[n_keep++], &err)) goto fail;
+    if (!(w.cls_pos = make_vector(&b, n_pos * dim, 0, 0.1f, &seed)) ||
+        !(w.pre_ln_g = make_vector(&b, dim, 1, 0.1f, &seed)) ||
+        !(w.pre_ln_b = make_vector(&b, dim, 0, 0.1f, &seed)))
+        goto nomem;
+    for (int l = 0; l < layers; l++) {
+        clip_layer_weights *L = &lw[l];
+        be_weight *sq[] = {&L->wq, &L->wk, &L->wv, &L->wo};
+        for (int i = 0; i < 4; i++)
+            if (make_matrix(&b, sq[i], dt, dim, dim, sd, &seed, &keep[n_keep++], &err)) goto fail;
+        if (make_matrix(&b, &L->fc1, dt, hid, dim, sd, &seed, &keep[n_keep++], &err) ||
+            make_matrix(&b, &L->fc2, dt, dim, hid, sh, &seed, &keep[n_keep++], &err))
+            goto fail;
+        float **vecs[] = {&L->ln1_g, &L->ln1_b, &L->bq,    &L->bk,   &L->bv,
+                          &L->bo,    &L->ln2_g, &L->ln2_b, &L->fc2_b};
+        for (size_t i = 0; i < LV_ARRAY_LEN(vecs); i++) {
+            bool gain = vecs[i] == &L->ln1_g || vecs[i] == &L->ln2_g;
+            if (!(*vecs[i] = make_vector(&b, dim, gain ? 1.0f : 0.0f, 0.1f, &seed))) goto nomem;
+        }
+        if (!(L->fc1_b = make_vector(&b, hid, 0, 0.1f, &seed))) goto nomem;
+    }
+    for (int i = 0; i < 3 * 336 * 336; i++) pixels[i] = rnd(&seed, 2.0f);
+
+    clip c;
+    if (clip_init(&c, &b, &cfg, &w, &err) != LV_OK) goto fail;
+    double best = 1e30, best_ms[N_OPS] = {0};
+    for (int r = 0; r < repeat; r++) {
+        memset(g_ms, 0, sizeof g_ms);
+        memset(g_calls, 0, sizeof g_calls);
+        double t0 = tick();
+        if (clip_encode(&c, pixels, 1, out, &err) != LV_OK) goto fail;
+        double dt_ms = tick() - t0;
+        if (dt_ms < best) {
+            best = dt_ms;
+            memcpy(best_ms, g_ms, sizeof g_ms);
+        }
+    }
+    double mm_flop =
+        2.0 * n_pos * ((double)dim * pcols + layers * (4.0 * dim * dim + 2.0 * dim * hid));
+    double at_flop = layers * 4.0 * n_pos * (double)n_pos * dim;
+    double sum = 0, fsum = 0;
+    for (int i = 0; i < dim; i++) fsum += out[i]; /* keeps the work observable */
+    printf("tower: CLIP ViT-L/14-336, %d layers, %s weights, 1 tile (%d positions), %d threads\n",
+           layers, dname, n_pos, b.n_threads);
+    printf("  tile: %9.1f ms  %7.1f GFLOP  %7.1f GFLOP/s  (fastest of %d; checksum %.4g)\n", best,
+           (mm_flop + at_flop) / 1e9, (mm_flop + at_flop) / best / 1e6, repeat, fsum);
+    for (int i = 0; i < N_OPS; i++) sum += best_ms[i];
+    best_ms[OP_OTHER] = best - sum;
+    for (int i = 0; i < N_OPS; i++) {
+        printf("  %-10s %9.1f ms  %5.1f%%", OP_NAMES[i], best_ms[i], 100 * best_ms[i] / best);
+        if (i == OP_MATMUL) printf("  %7.1f GFLOP/s", mm_flop / best_ms[i] / 1e6);
+        if (i == OP_ATTENTION) printf("  %7.1f GFLOP/s", at_flop / best_ms[i] / 1e6);
+        printf("\n");
+    }
+    rc = 0;
+    goto done;
+nomem:
+    snprintf(err.msg, sizeof err.msg, "out of memory");
+fail:
+    fprintf(stderr, "llava-bench: %s\n", err.msg);
+done:
+    if (lw)
+        for (int l = 0; l < layers; l++) {
+            clip_layer_weights *L = &lw[l];
+            be_weight *ws[] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->fc1, &L->fc2};
+            for (int i = 0; i < 6; i++)
+                if (ws[i]->data) b.ops->weight_free(&b, ws[i]);
+            float *vs[] = {L->ln1_g, L->ln1_b, L->bq,    L->bk,    L->bv,
+                           L->bo,    L->ln2_g, L->ln2_b, L->fc2_b, L->fc1_b};
+            for (size_t i = 0; i < LV_ARRAY_LEN(vs); i++)
+                if (vs[i]) b.ops->release(&b, vs[i]);
+        }
+    if (w.patch.data) b.ops->weight_free(&b, &w.patch);
+    float *tv[] = {w.cls_pos, w.pre_ln_g, w.pre_ln_b, out};
+    for (size_t i = 0; i < LV_ARRAY_LEN(tv); i++)
+        if (tv[i]) b.ops->release(&b, tv[i]);
+    for (int i = 0; i < n_keep; i++) free(keep[i]);
+    free(keep);
+    free(lw);
+    free(pixels);
+    b.ops->deinit(&b);
+    return rc;
+}
