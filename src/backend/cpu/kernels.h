@@ -25,6 +25,10 @@
  * the one-token kernel (dot_rows) reduces at once. */
 enum { MM_BLOCK_TOKENS = 6, MM_BLOCK_ROWS = 4, MM_GEMV_ROWS = 8 };
 
+/* The packed-panel micro-kernel (dot_panel): MM_BLOCK_TOKENS tokens ×
+ * MM_PANEL_ROWS weight rows, the rows packed by cpu_pack_panel. */
+enum { MM_PANEL_ROWS = 8 };
+
 /* The decode-batch kernel (dot_tokens): at most MM_DEC_TOKENS tokens ×
  * MM_DEC_ROWS weight rows read in their stored dtype; matmul takes it for
  * 2 <= n <= MM_DEC_MAX tokens. */
@@ -50,6 +54,17 @@ typedef struct {
      * and tokens may repeat to fill a ragged edge). */
     void (*dot_block)(float acc[][MM_BLOCK_ROWS], const float *const x[], const float *const w[],
                       int n);
+    /* acc[t][r] += Σ x[t][i]·w_r[i] for MM_BLOCK_TOKENS tokens × MM_PANEL_ROWS
+     * weight rows w_r of n floats, packed at wp as cpu_pack_panel lays them
+     * out (64-byte aligned): the GEMM micro-kernel where the table has it.
+     * Each acc[t][r] gets exactly dot_rows' arithmetic for that pair (on the
+     * x86 tables: one 8-lane FMA chain from zero over the full 8-column
+     * chunks, lane l summing columns 8c + l in order, cpu_hsum8, then
+     * s += x·w, a rounded product then a rounded sum, for each tail column
+     * in order; the portable table: its own lanes, sum_lanes and tail).
+     * Tokens may repeat. (optional: NULL means dot_block on a row-major
+     * panel.) */
+    void (*dot_panel)(float acc[][MM_PANEL_ROWS], const float *const x[], const float *wp, int n);
     /* acc[r] += Σ x[i]·w[r][i] for MM_GEMV_ROWS weight rows of n elements of
      * dtype (F32, F16 or BF16), read straight from the weight: the n == 1
      * matmul. Each acc[r] gets exactly the float arithmetic dot_block gives
@@ -112,6 +127,19 @@ static inline int cpu_pair_rows(int nt) {
  * then token 2p+1's (a copy of token 2p's when nt is odd); a last partial
  * chunk is zero-padded. xp holds ceil(n/8)·16·ceil(nt/2) floats (matmul.c). */
 void cpu_pack_pairs(float *xp, const float *x, size_t ldx, int nt, int c0, int n);
+
+/* Floats cpu_pack_panel writes for n columns of MM_PANEL_ROWS rows. */
+static inline size_t cpu_panel_floats(int n) {
+    return (size_t)(n + 7) / 8 * 8 * MM_PANEL_ROWS;
+}
+
+/* Packs columns [0, n) of MM_PANEL_ROWS weight rows (w[r]: n elements of
+ * dtype F32, F16 or BF16, exactly converted to float; rows may repeat) for
+ * dot_panel: for each chunk of 8 columns in order, 64 floats: for row pair
+ * p = 0..3, row 2p's 8 values then row 2p+1's (so one 16-lane load holds
+ * two rows' chunk). A last partial chunk is zero-padded. wp holds
+ * cpu_panel_floats(n) floats; k converts (matmul.c). */
+void cpu_pack_panel(const cpu_kernels *k, float *wp, be_dtype dtype, const void *const w[], int n);
 
 /* The portable table's `convert` (kernels_portable.c); the vector kernels
  * convert their scalar tails with it too. */

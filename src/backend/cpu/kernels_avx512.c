@@ -81,6 +81,50 @@ AVX512 static void dot_block_avx512(float acc[][MM_BLOCK_ROWS], const float *con
         }
 }
 
+/* dot_panel with AVX-512F: 6 tokens × 8 rows in 24 ZMM accumulators, a[t][p]
+ * holding row 2p's chain in lanes 0-7 and row 2p+1's in lanes 8-15 against
+ * token t's 8 floats in both halves. The panel gives both rows' chunk in
+ * one aligned load (converted once, when packed), so a step is 4 panel
+ * loads and 6 broadcast loads for 24 FMAs: the two FMA pipes, not the
+ * loads, set the pace. Each half then ends as dot_rows_avx2's chain does
+ * (cpu_hsum8, then the scalar tail), so every output has its bits. */
+AVX512 static void dot_panel_avx512(float acc[][MM_PANEL_ROWS], const float *const x[],
+                                    const float *wp, int n) {
+    _Static_assert(MM_BLOCK_TOKENS == 6 && MM_PANEL_ROWS == 8, "dot_panel_avx512 is 6x8");
+    __m512 a[6][4];
+    for (int t = 0; t < 6; t++)
+        for (int p = 0; p < 4; p++) a[t][p] = _mm512_setzero_ps();
+    const float *x0 = x[0], *x1 = x[1], *x2 = x[2], *x3 = x[3], *x4 = x[4], *x5 = x[5];
+    const float *p = wp;
+    int i = 0;
+#define P_FMA(T, XT)                                                                               \
+    {                                                                                              \
+        __m512 u = bcast8(XT + i);                                                                 \
+        __asm__("" : "+v"(u)); /* one load of x, not one per FMA */                                \
+        a[T][0] = _mm512_fmadd_ps(u, v0, a[T][0]);                                                 \
+        a[T][1] = _mm512_fmadd_ps(u, v1, a[T][1]);                                                 \
+        a[T][2] = _mm512_fmadd_ps(u, v2, a[T][2]);                                                 \
+        a[T][3] = _mm512_fmadd_ps(u, v3, a[T][3]);                                                 \
+    }
+    for (; i + 8 <= n; i += 8, p += 64) {
+        __m512 v0 = _mm512_load_ps(p), v1 = _mm512_load_ps(p + 16);
+        __m512 v2 = _mm512_load_ps(p + 32), v3 = _mm512_load_ps(p + 48);
+        P_FMA(0, x0) P_FMA(1, x1) P_FMA(2, x2) P_FMA(3, x3) P_FMA(4, x4) P_FMA(5, x5)
+    }
+#undef P_FMA
+    for (int t = 0; t < 6; t++)
+        for (int q = 0; q < 4; q++) {
+            __m256 half[2] = {
+                _mm512_castps512_ps256(a[t][q]),
+                _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(a[t][q]), 1))};
+            for (int h = 0; h < 2; h++) {
+                float s = cpu_hsum8(half[h]);
+                for (int k = i; k < n; k++) s += x[t][k] * p[16 * q + 8 * h + (k - i)];
+                acc[t][2 * q + h] += s;
+            }
+        }
+}
+
 INL512 void dot_pairs_z(int P, int R, be_dtype DT, float acc[][MM_PAIR_ROWS], int nt,
                         const float *xp, const void *const w[], const void *const pf[], int n) {
     __m512 a[MM_PAIR_TOKENS / 2][MM_PAIR_ROWS];
@@ -159,6 +203,7 @@ static const cpu_kernels AVX512_KERNELS = {
     AVX2_SHARED,
     .isa = "avx512",
     .dot_block = dot_block_avx512,
+    .dot_panel = dot_panel_avx512,
     .dot_rows_q = cpu_dot_rows_q_avx512,
     .dot_pairs = dot_pairs_avx512,
     .dot_tokens_q = cpu_dot_tokens_q_avx512,

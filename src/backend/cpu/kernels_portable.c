@@ -50,6 +50,24 @@ static void dot_block_portable(float acc[][MM_BLOCK_ROWS], const float *const x[
         for (int r = 0; r < MM_BLOCK_ROWS; r++) acc[t][r] += dot_portable(x[t], w[r], n);
 }
 
+/* dot_portable's arithmetic for each (token, row) pair, the row read from
+ * the packed panel (kernels.h): lane j of chunk c is column 8c + j. */
+static void dot_panel_portable(float acc[][MM_PANEL_ROWS], const float *const x[],
+                               const float *wp, int n) {
+    _Static_assert(LANES == 8, "a panel chunk is one step of the lanes");
+    for (int t = 0; t < MM_BLOCK_TOKENS; t++)
+        for (int r = 0; r < MM_PANEL_ROWS; r++) {
+            const float *w = wp + 16 * (r / 2) + 8 * (r % 2);
+            float l[LANES] = {0};
+            int i = 0;
+            for (; i + LANES <= n; i += LANES, w += 64)
+                for (int j = 0; j < LANES; j++) l[j] += x[t][i + j] * w[j];
+            float s = sum_lanes(l);
+            for (; i < n; i++) s += x[t][i] * w[i % LANES];
+            acc[t][r] += s;
+        }
+}
+
 /* dot_portable for each row, w converted chunk by chunk into a stack buffer
  * (exact conversions; memcpy for F32, so w may be unaligned). The chunk is a
  * multiple of LANES, so the lanes, their sum and the tail see the same
@@ -92,6 +110,7 @@ static const cpu_kernels PORTABLE = {
     .dot = dot_portable,
     .convert = cpu_convert_portable,
     .dot_block = dot_block_portable,
+    .dot_panel = dot_panel_portable,
     .dot_rows = dot_rows_portable,
     .madd_block = madd_block_portable,
     .dequant = be_dequant_span,

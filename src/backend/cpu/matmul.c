@@ -78,6 +78,7 @@ typedef struct {
     int n_tiles;   /* ceil(rows / MM_TILE_ROWS) */
     int n_groups;  /* token groups per tile */
     int group_len; /* tokens per group, a multiple of MM_BLOCK_TOKENS */
+    bool packed;   /* plain weight, table with dot_panel: gemm_tile_panel */
 } mm_job;
 
 /* Rows of W a decode-batch thread runs through all column slices before
@@ -86,6 +87,11 @@ enum { MM_DEC_BAND = 32 };
 _Static_assert((int)MM_DEC_BAND % (int)MM_DEC_ROWS == 0, "bands hold whole row groups");
 /* A table with dot_pairs needs no dot_tokens: it takes every plain batch. */
 _Static_assert((int)MM_PAIR_TOKENS >= (int)MM_DEC_MAX, "dot_pairs covers the decode batch");
+/* gemm_tile_panel packs a tile's slice into the scratch. */
+_Static_assert((MM_TILE_ROWS / MM_PANEL_ROWS) * (MM_TILE_COLS / 8) * 8 * MM_PANEL_ROWS <=
+                   CPU_SCRATCH_FLOATS,
+               "a packed tile fits the scratch");
+_Static_assert(MM_TILE_ROWS % MM_PANEL_ROWS == 0 && MM_TILE_COLS % 8 == 0, "whole chunks");
 /* decode_pairs_task packs a slice of x for every token into the scratch. */
 _Static_assert((MM_TILE_COLS / 8) * 16 * (MM_PAIR_TOKENS / 2) <= CPU_SCRATCH_FLOATS,
                "packed x fits the scratch");
@@ -188,6 +194,75 @@ static void gemv_task(void *arg, int ith, int nth) {
             for (int r = 0; r < nr; r++) y[r] += acc[r];
         }
         for (int r = 0; r < nr; r++) j->y[r0 + r] = y[r];
+    }
+}
+
+void cpu_pack_panel(const cpu_kernels *k, float *wp, be_dtype dtype, const void *const w[], int n) {
+    enum { CHUNK = 256 }; /* columns converted at a time, per row */
+    float buf[MM_PANEL_ROWS][CHUNK];
+    for (int c0 = 0; c0 < n; c0 += CHUNK) {
+        int m = n - c0 < CHUNK ? n - c0 : CHUNK;
+        for (int r = 0; r < MM_PANEL_ROWS; r++) {
+            k->convert(buf[r], dtype, (const unsigned char *)w[r] + (size_t)c0 * elem_size(dtype),
+                       (size_t)m);
+            for (int i = m; i < (m + 7) / 8 * 8; i++) buf[r][i] = 0.0f;
+        }
+        float *dst = wp + (size_t)c0 * MM_PANEL_ROWS;
+        for (int c = 0; c < m; c += 8, dst += 8 * MM_PANEL_ROWS)
+            for (int r = 0; r < MM_PANEL_ROWS; r++)
+                for (int l = 0; l < 8; l++) dst[8 * r + l] = buf[r][c + l];
+    }
+}
+
+/* gemm_tile for a plain weight with the table's dot_panel: per slice, the
+ * tile's rows are packed 8 at a time (cpu_pack_panel: converted once, 128
+ * KiB for the tile, resident in L2), then each block of MM_BLOCK_TOKENS
+ * tokens (whose x slices stay in L1) runs against every group of 8 rows.
+ * A ragged last block of more than MM_FEW_TOKENS tokens repeats its last
+ * token; fewer go through dot_rows straight from W, as gemm_tile's do. */
+static void gemm_tile_panel(const mm_job *j, float *panel, long r0, int nr, long t0, long t1) {
+    const cpu_kernels *k = cpu_ctx_of(j->b)->k;
+    const be_weight *w = j->w;
+    int rows = w->rows, cols = w->cols;
+    size_t es = elem_size(w->dtype);
+    bool few = t1 - t0 <= MM_FEW_TOKENS;
+
+    for (long t = t0; t < t1; t++)
+        for (int r = 0; r < nr; r++) j->y[t * rows + r0 + r] = j->bias ? j->bias[r0 + r] : 0.0f;
+    for (int c0 = 0; c0 < cols; c0 += MM_TILE_COLS) {
+        int nc = cols - c0 < MM_TILE_COLS ? cols - c0 : MM_TILE_COLS;
+        size_t gsz = cpu_panel_floats(nc);
+        for (int g = 0; g < nr && !few; g += MM_PANEL_ROWS) {
+            const void *ws[MM_PANEL_ROWS];
+            for (int r = 0; r < MM_PANEL_ROWS; r++)
+                ws[r] = row_ptr(w, r0 + (g + r < nr ? g + r : nr - 1)) + (size_t)c0 * es;
+            cpu_pack_panel(k, panel + (size_t)(g / MM_PANEL_ROWS) * gsz, w->dtype, ws, nc);
+        }
+        long t = t0;
+        for (; t < t1 && (t + MM_BLOCK_TOKENS <= t1 || t1 - t > MM_FEW_TOKENS);
+             t += MM_BLOCK_TOKENS) {
+            const float *xs[MM_BLOCK_TOKENS];
+            for (int i = 0; i < MM_BLOCK_TOKENS; i++)
+                xs[i] = j->x + (t + i < t1 ? t + i : t1 - 1) * cols + c0;
+            for (int g = 0; g < nr; g += MM_PANEL_ROWS) {
+                float acc[MM_BLOCK_TOKENS][MM_PANEL_ROWS] = {{0}};
+                k->dot_panel(acc, xs, panel + (size_t)(g / MM_PANEL_ROWS) * gsz, nc);
+                for (int i = 0; i < MM_BLOCK_TOKENS && t + i < t1; i++)
+                    for (int r = 0; r < MM_PANEL_ROWS && g + r < nr; r++)
+                        j->y[(t + i) * rows + r0 + g + r] += acc[i][r];
+            }
+        }
+        for (int r = 0; r < nr && t < t1; r += MM_GEMV_ROWS) {
+            const void *ws[MM_GEMV_ROWS];
+            for (int jj = 0; jj < MM_GEMV_ROWS; jj++)
+                ws[jj] = row_ptr(w, r0 + (r + jj < nr ? r + jj : nr - 1)) + (size_t)c0 * es;
+            for (long tt = t; tt < t1; tt++) {
+                float acc[MM_GEMV_ROWS] = {0};
+                k->dot_rows(acc, j->x + tt * cols + c0, w->dtype, ws, NULL, nc);
+                for (int jj = 0; jj < MM_GEMV_ROWS && r + jj < nr; jj++)
+                    j->y[tt * rows + r0 + r + jj] += acc[jj];
+            }
+        }
     }
 }
 
@@ -434,7 +509,11 @@ static void gemm_task(void *arg, int ith, int nth) {
         long r0 = tile * MM_TILE_ROWS, t0 = group * j->group_len;
         int nr = j->w->rows - r0 < MM_TILE_ROWS ? (int)(j->w->rows - r0) : MM_TILE_ROWS;
         long t1 = t0 + j->group_len < j->n ? t0 + j->group_len : j->n;
-        if (t0 < t1) gemm_tile(j, panel, r0, nr, t0, t1);
+        if (t0 >= t1) continue;
+        if (j->packed)
+            gemm_tile_panel(j, panel, r0, nr, t0, t1);
+        else
+            gemm_tile(j, panel, r0, nr, t0, t1);
     }
 }
 
@@ -465,5 +544,6 @@ void cpu_matmul(be *b, float *y, const float *x, const be_weight *w, const float
     j.n_groups = j.n_tiles >= nth ? 1 : (nth + j.n_tiles - 1) / j.n_tiles;
     if (j.n_groups > n_blocks) j.n_groups = n_blocks;
     j.group_len = (n_blocks + j.n_groups - 1) / j.n_groups * MM_BLOCK_TOKENS;
+    j.packed = !quant && k->dot_panel;
     tp_run(cpu_ctx_of(b)->pool, gemm_task, &j, nth);
 }
