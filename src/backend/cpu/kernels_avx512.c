@@ -81,6 +81,34 @@ AVX512 static void dot_block_avx512(float acc[][MM_BLOCK_ROWS], const float *con
         }
 }
 
+/* cpu_hsum8 of the 8-lane chain of every row in a[0..4) (row 2p in lanes
+ * 0-7 of a[p], row 2p+1 in lanes 8-15), four rows' chains at a time: the
+ * same additions in the same association (lanes j + j+4, then the pairs
+ * (0,2) and (1,3), then the last two), done side by side with shuffles. */
+INL512 __m512 panel_hsum4(__m512 a0, __m512 a1) {
+    /* quarter k: row k's l[j] + l[j+4], j = 0..3 (row order 0, 1 of a0, 0, 1 of a1) */
+    return _mm512_add_ps(_mm512_shuffle_f32x4(a0, a1, _MM_SHUFFLE(2, 0, 2, 0)),
+                         _mm512_shuffle_f32x4(a0, a1, _MM_SHUFFLE(3, 1, 3, 1)));
+}
+
+/* The 16 sums of two tokens' 8 rows each: lanes 0-7 token t's rows 0-7,
+ * lanes 8-15 token t+1's (at and at1: their a[t][0..4)). */
+INL512 __m512 panel_hsum(const __m512 *at, const __m512 *at1) {
+    __m512 g[2];
+    for (int u = 0; u < 2; u++) {
+        const __m512 *a = u ? at1 : at;
+        __m512 c0 = panel_hsum4(a[0], a[1]), c1 = panel_hsum4(a[2], a[3]);
+        /* quarter k: row k's s[0] + s[2], s[1] + s[3], then row k+4's */
+        g[u] = _mm512_add_ps(_mm512_shuffle_ps(c0, c1, _MM_SHUFFLE(1, 0, 1, 0)),
+                             _mm512_shuffle_ps(c0, c1, _MM_SHUFFLE(3, 2, 3, 2)));
+    }
+    /* quarter k: token t's row k, row k+4, token t+1's row k, row k+4 */
+    __m512 h = _mm512_add_ps(_mm512_shuffle_ps(g[0], g[1], _MM_SHUFFLE(2, 0, 2, 0)),
+                             _mm512_shuffle_ps(g[0], g[1], _MM_SHUFFLE(3, 1, 3, 1)));
+    const __m512i order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+    return _mm512_permutexvar_ps(order, h);
+}
+
 /* dot_panel with AVX-512F: 6 tokens × 8 rows in 24 ZMM accumulators, a[t][p]
  * holding row 2p's chain in lanes 0-7 and row 2p+1's in lanes 8-15 against
  * token t's 8 floats in both halves. The panel gives both rows' chunk in
@@ -112,6 +140,13 @@ AVX512 static void dot_panel_avx512(float acc[][MM_PANEL_ROWS], const float *con
         P_FMA(0, x0) P_FMA(1, x1) P_FMA(2, x2) P_FMA(3, x3) P_FMA(4, x4) P_FMA(5, x5)
     }
 #undef P_FMA
+    if (i == n) { /* no tail: the 48 horizontal sums side by side (panel_hsum) */
+        for (int t = 0; t < 6; t += 2) {
+            __m512 s = panel_hsum(a[t], a[t + 1]);
+            _mm512_storeu_ps(&acc[t][0], _mm512_add_ps(_mm512_loadu_ps(&acc[t][0]), s));
+        }
+        return;
+    }
     for (int t = 0; t < 6; t++)
         for (int q = 0; q < 4; q++) {
             __m256 half[2] = {

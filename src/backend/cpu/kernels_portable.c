@@ -52,8 +52,8 @@ static void dot_block_portable(float acc[][MM_BLOCK_ROWS], const float *const x[
 
 /* dot_portable's arithmetic for each (token, row) pair, the row read from
  * the packed panel (kernels.h): lane j of chunk c is column 8c + j. */
-static void dot_panel_portable(float acc[][MM_PANEL_ROWS], const float *const x[],
-                               const float *wp, int n) {
+static void dot_panel_portable(float acc[][MM_PANEL_ROWS], const float *const x[], const float *wp,
+                               int n) {
     _Static_assert(LANES == 8, "a panel chunk is one step of the lanes");
     for (int t = 0; t < MM_BLOCK_TOKENS; t++)
         for (int r = 0; r < MM_PANEL_ROWS; r++) {
