@@ -54,17 +54,19 @@ typedef struct {
      * and tokens may repeat to fill a ragged edge). */
     void (*dot_block)(float acc[][MM_BLOCK_ROWS], const float *const x[], const float *const w[],
                       int n);
-    /* acc[t][r] += Σ x[t][i]·w_r[i] for MM_BLOCK_TOKENS tokens × MM_PANEL_ROWS
-     * weight rows w_r of n floats, packed at wp as cpu_pack_panel lays them
-     * out (64-byte aligned): the GEMM micro-kernel where the table has it.
-     * Each acc[t][r] gets exactly dot_rows' arithmetic for that pair (on the
-     * x86 tables: one 8-lane FMA chain from zero over the full 8-column
-     * chunks, lane l summing columns 8c + l in order, cpu_hsum8, then
-     * s += x·w, a rounded product then a rounded sum, for each tail column
-     * in order; the portable table: its own lanes, sum_lanes and tail).
+    /* y[t·ldy + r] += 0 + Σ x[t][i]·w_r[i] for MM_BLOCK_TOKENS tokens ×
+     * MM_PANEL_ROWS weight rows w_r of n floats, packed at wp as
+     * cpu_pack_panel lays them out (64-byte aligned): the GEMM micro-kernel
+     * where the table has it. The sum s of each (t, r) pair gets exactly
+     * dot_rows' arithmetic for that pair (on the x86 tables: one 8-lane FMA
+     * chain from zero over the full 8-column chunks, lane l summing columns
+     * 8c + l in order, cpu_hsum8, then s += x·w, a rounded product then a
+     * rounded sum, for each tail column in order; the portable table: its
+     * own lanes, sum_lanes and tail); then y += (0 + s), as the other paths
+     * add a zeroed accumulator's s into y (so even a -0 gives their bits).
      * Tokens may repeat. (optional: NULL means dot_block on a row-major
      * panel.) */
-    void (*dot_panel)(float acc[][MM_PANEL_ROWS], const float *const x[], const float *wp, int n);
+    void (*dot_panel)(float *y, size_t ldy, const float *const x[], const float *wp, int n);
     /* acc[r] += Σ x[i]·w[r][i] for MM_GEMV_ROWS weight rows of n elements of
      * dtype (F32, F16 or BF16), read straight from the weight: the n == 1
      * matmul. Each acc[r] gets exactly the float arithmetic dot_block gives

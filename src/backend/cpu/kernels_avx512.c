@@ -116,8 +116,8 @@ INL512 __m512 panel_hsum(const __m512 *at, const __m512 *at1) {
  * loads and 6 broadcast loads for 24 FMAs: the two FMA pipes, not the
  * loads, set the pace. Each half then ends as dot_rows_avx2's chain does
  * (cpu_hsum8, then the scalar tail), so every output has its bits. */
-AVX512 static void dot_panel_avx512(float acc[][MM_PANEL_ROWS], const float *const x[],
-                                    const float *wp, int n) {
+AVX512 static void dot_panel_avx512(float *y, size_t ldy, const float *const x[], const float *wp,
+                                    int n) {
     _Static_assert(MM_BLOCK_TOKENS == 6 && MM_PANEL_ROWS == 8, "dot_panel_avx512 is 6x8");
     __m512 a[6][4];
     for (int t = 0; t < 6; t++)
@@ -142,8 +142,13 @@ AVX512 static void dot_panel_avx512(float acc[][MM_PANEL_ROWS], const float *con
 #undef P_FMA
     if (i == n) { /* no tail: the 48 horizontal sums side by side (panel_hsum) */
         for (int t = 0; t < 6; t += 2) {
-            __m512 s = panel_hsum(a[t], a[t + 1]);
-            _mm512_storeu_ps(&acc[t][0], _mm512_add_ps(_mm512_loadu_ps(&acc[t][0]), s));
+            __m512 s = _mm512_add_ps(_mm512_setzero_ps(), panel_hsum(a[t], a[t + 1]));
+            float *y0 = y + t * ldy, *y1 = y0 + ldy;
+            _mm256_storeu_ps(y0, _mm256_add_ps(_mm256_loadu_ps(y0), _mm512_castps512_ps256(s)));
+            _mm256_storeu_ps(
+                y1,
+                _mm256_add_ps(_mm256_loadu_ps(y1),
+                              _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(s), 1))));
         }
         return;
     }
@@ -155,7 +160,7 @@ AVX512 static void dot_panel_avx512(float acc[][MM_PANEL_ROWS], const float *con
             for (int h = 0; h < 2; h++) {
                 float s = cpu_hsum8(half[h]);
                 for (int k = i; k < n; k++) s += x[t][k] * p[16 * q + 8 * h + (k - i)];
-                acc[t][2 * q + h] += s;
+                y[t * ldy + 2 * q + h] += 0.0f + s;
             }
         }
 }

@@ -52,7 +52,7 @@ static void dot_block_portable(float acc[][MM_BLOCK_ROWS], const float *const x[
 
 /* dot_portable's arithmetic for each (token, row) pair, the row read from
  * the packed panel (kernels.h): lane j of chunk c is column 8c + j. */
-static void dot_panel_portable(float acc[][MM_PANEL_ROWS], const float *const x[], const float *wp,
+static void dot_panel_portable(float *y, size_t ldy, const float *const x[], const float *wp,
                                int n) {
     _Static_assert(LANES == 8, "a panel chunk is one step of the lanes");
     for (int t = 0; t < MM_BLOCK_TOKENS; t++)
@@ -64,7 +64,7 @@ static void dot_panel_portable(float acc[][MM_PANEL_ROWS], const float *const x[
                 for (int j = 0; j < LANES; j++) l[j] += x[t][i + j] * w[j];
             float s = sum_lanes(l);
             for (; i < n; i++) s += x[t][i] * w[i % LANES];
-            acc[t][r] += s;
+            y[t * ldy + r] += 0.0f + s;
         }
 }
 

@@ -245,11 +245,20 @@ static void gemm_tile_panel(const mm_job *j, float *panel, long r0, int nr, long
             for (int i = 0; i < MM_BLOCK_TOKENS; i++)
                 xs[i] = j->x + (t + i < t1 ? t + i : t1 - 1) * cols + c0;
             for (int g = 0; g < nr; g += MM_PANEL_ROWS) {
-                float acc[MM_BLOCK_TOKENS][MM_PANEL_ROWS] = {{0}};
-                k->dot_panel(acc, xs, panel + (size_t)(g / MM_PANEL_ROWS) * gsz, nc);
+                const float *wp = panel + (size_t)(g / MM_PANEL_ROWS) * gsz;
+                if (t + MM_BLOCK_TOKENS <= t1 && g + MM_PANEL_ROWS <= nr) {
+                    k->dot_panel(j->y + t * rows + r0 + g, (size_t)rows, xs, wp, nc);
+                    continue;
+                }
+                /* a ragged block: into a copy of its y, then the valid part back */
+                float yb[MM_BLOCK_TOKENS][MM_PANEL_ROWS] = {{0}};
                 for (int i = 0; i < MM_BLOCK_TOKENS && t + i < t1; i++)
                     for (int r = 0; r < MM_PANEL_ROWS && g + r < nr; r++)
-                        j->y[(t + i) * rows + r0 + g + r] += acc[i][r];
+                        yb[i][r] = j->y[(t + i) * rows + r0 + g + r];
+                k->dot_panel(&yb[0][0], MM_PANEL_ROWS, xs, wp, nc);
+                for (int i = 0; i < MM_BLOCK_TOKENS && t + i < t1; i++)
+                    for (int r = 0; r < MM_PANEL_ROWS && g + r < nr; r++)
+                        j->y[(t + i) * rows + r0 + g + r] = yb[i][r];
             }
         }
         for (int r = 0; r < nr && t < t1; r += MM_GEMV_ROWS) {
