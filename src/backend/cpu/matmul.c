@@ -75,7 +75,8 @@ typedef struct {
     const be_weight *w;
     const float *bias;
     int n;
-    int n_tiles;   /* ceil(rows / MM_TILE_ROWS) */
+    int tile_rows; /* MM_TILE_ROWS, or MM_PANEL_TILE_ROWS when packed */
+    int n_tiles;   /* ceil(rows / tile_rows) */
     int n_groups;  /* token groups per tile */
     int group_len; /* tokens per group, a multiple of MM_BLOCK_TOKENS */
     bool packed;   /* plain weight, table with dot_panel: gemm_tile_panel */
@@ -88,10 +89,11 @@ _Static_assert((int)MM_DEC_BAND % (int)MM_DEC_ROWS == 0, "bands hold whole row g
 /* A table with dot_pairs needs no dot_tokens: it takes every plain batch. */
 _Static_assert((int)MM_PAIR_TOKENS >= (int)MM_DEC_MAX, "dot_pairs covers the decode batch");
 /* gemm_tile_panel packs a tile's slice into the scratch. */
-_Static_assert((MM_TILE_ROWS / MM_PANEL_ROWS) * (MM_TILE_COLS / 8) * 8 * MM_PANEL_ROWS <=
+_Static_assert((MM_PANEL_TILE_ROWS / MM_PANEL_ROWS) * (MM_TILE_COLS / 8) * 8 * MM_PANEL_ROWS <=
                    CPU_SCRATCH_FLOATS,
                "a packed tile fits the scratch");
-_Static_assert(MM_TILE_ROWS % MM_PANEL_ROWS == 0 && MM_TILE_COLS % 8 == 0, "whole chunks");
+_Static_assert(MM_PANEL_TILE_ROWS % MM_PANEL_ROWS == 0 && MM_TILE_COLS % 8 == 0, "whole chunks");
+_Static_assert(MM_TILE_ROWS *MM_TILE_COLS <= CPU_SCRATCH_FLOATS, "a tile fits the scratch");
 /* decode_pairs_task packs a slice of x for every token into the scratch. */
 _Static_assert((MM_TILE_COLS / 8) * 16 * (MM_PAIR_TOKENS / 2) <= CPU_SCRATCH_FLOATS,
                "packed x fits the scratch");
@@ -515,8 +517,8 @@ static void gemm_task(void *arg, int ith, int nth) {
     tp_split((long)j->n_tiles * j->n_groups, ith, nth, 1, &lo, &hi);
     for (long task = lo; task < hi; task++) {
         long tile = task / j->n_groups, group = task % j->n_groups;
-        long r0 = tile * MM_TILE_ROWS, t0 = group * j->group_len;
-        int nr = j->w->rows - r0 < MM_TILE_ROWS ? (int)(j->w->rows - r0) : MM_TILE_ROWS;
+        long r0 = tile * j->tile_rows, t0 = group * j->group_len;
+        int nr = j->w->rows - r0 < j->tile_rows ? (int)(j->w->rows - r0) : j->tile_rows;
         long t1 = t0 + j->group_len < j->n ? t0 + j->group_len : j->n;
         if (t0 >= t1) continue;
         if (j->packed)
@@ -548,11 +550,12 @@ void cpu_matmul(be *b, float *y, const float *x, const be_weight *w, const float
     }
     /* Enough tasks for every thread: split the tokens too when the tiles are few. */
     int nth = cpu_threads_for(b, (size_t)w->rows * w->cols * n, 1 << 16);
-    j.n_tiles = (w->rows + MM_TILE_ROWS - 1) / MM_TILE_ROWS;
+    j.packed = !quant && k->dot_panel;
+    j.tile_rows = j.packed ? MM_PANEL_TILE_ROWS : MM_TILE_ROWS;
+    j.n_tiles = (w->rows + j.tile_rows - 1) / j.tile_rows;
     int n_blocks = (n + MM_BLOCK_TOKENS - 1) / MM_BLOCK_TOKENS;
     j.n_groups = j.n_tiles >= nth ? 1 : (nth + j.n_tiles - 1) / j.n_tiles;
     if (j.n_groups > n_blocks) j.n_groups = n_blocks;
     j.group_len = (n_blocks + j.n_groups - 1) / j.n_groups * MM_BLOCK_TOKENS;
-    j.packed = !quant && k->dot_panel;
     tp_run(cpu_ctx_of(b)->pool, gemm_task, &j, nth);
 }
