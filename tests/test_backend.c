@@ -908,6 +908,33 @@ static void elementwise(void **state) {
     check_ew(EW_QUICK_GELU, 1001, -7, -2);
 }
 
+/* The tables' quick_gelu (kernels.h: one arithmetic) give the same bits as
+ * cpu_quick_gelu1, on odd lengths (vector tails), far into both tails of
+ * the sigmoid (the clamp of its exp), and on ±0, ±inf and NaN. */
+static void quick_gelu_tables(void **state) {
+    (void)state;
+    enum { N = 4099 };
+    float *x = rnd_floats(N, -120, 120);
+    static const float special[] = {0.0f, -0.0f, INFINITY, -INFINITY, NAN, 1e-30f, -51.5f, 51.5f};
+    memcpy(x, special, sizeof special);
+    const cpu_kernels *ks[] = {cpu_kernels_portable(), cpu_kernels_avx2(), cpu_kernels_avx512()};
+    for (size_t k = 0; k < LV_ARRAY_LEN(ks); k++) {
+        if (!ks[k] || !ks[k]->quick_gelu) continue;
+        for (size_t n = N - 3; n <= N; n++) {
+            float *got = dup_floats(x, n);
+            ks[k]->quick_gelu(got, n);
+            for (size_t i = 0; i < n; i++) {
+                float want = cpu_quick_gelu1(x[i]);
+                if (memcmp(&got[i], &want, 4) != 0 && !(isnan(got[i]) && isnan(want)))
+                    fail_msg("quick_gelu [%s] of %g: %a, cpu_quick_gelu1 %a", ks[k]->isa, x[i],
+                             got[i], want);
+            }
+            free(got);
+        }
+    }
+    free(x);
+}
+
 /* Activations at points where the answer is known. */
 static void activation_values(void **state) {
     for (int i = 0; i < g_n_cpu + 1; i++) {
@@ -1049,6 +1076,7 @@ int main(void) {
         cmocka_unit_test(attention),
         cmocka_unit_test(elementwise),
         cmocka_unit_test(activation_values),
+        cmocka_unit_test(quick_gelu_tables),
         cmocka_unit_test(embed_rows),
         cmocka_unit_test(concurrent_callers),
         /* last: it draws much random data, which would shift every later test's */

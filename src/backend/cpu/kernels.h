@@ -113,6 +113,19 @@ typedef struct {
      * keys j and d < n (attention's P·V for a block of query rows). */
     void (*madd_block)(float *const o[], const float *const p[], const float *v, size_t ldv,
                        int n_keys, int n);
+    /* x[i] = x[i]·σ(1.702·x[i]) for n floats (CLIP's quick_gelu), every
+     * table with exactly this float32 arithmetic (fma: one rounding), so
+     * the tables agree bit for bit:
+     *   z = -(1.702f·v), clamped to [-87, 88] (exp(z) stays a normal float;
+     *       a NaN z becomes -87, as x86's maxps(z, -87) gives; v keeps the NaN)
+     *   n = rint(z·log2e)   (z·1.44269504f rounded, then to nearest, ties even)
+     *   r = fma(n, -0.693145752f, z); r = fma(n, -1.42860677e-6f, r)
+     *   p = 1/5040; p = fma(p, r, c) for c = 1/720, 1/120, 1/24, 1/6, 1/2, 1, 1
+     *   (the constants as float32: the degree-7 Taylor polynomial of e^r)
+     *   e = p·2^n (exact: n added to the exponent);  x[i] = v·(1 / (1 + e))
+     * Relative error about 1e-7 against the exact function. (optional: NULL
+     * means the libm expf formula of ops.c, whose bits differ.) */
+    void (*quick_gelu)(float *x, size_t n);
     /* out[0..n) = values [c0, c0+n) of a quantized weight's row, as
      * be_dequant_span defines them (bit-identical; backend/quant.h). */
     void (*dequant)(const be_weight *w, int row, int c0, int n, float *out);
@@ -142,6 +155,10 @@ static inline size_t cpu_panel_floats(int n) {
  * two rows' chunk). A last partial chunk is zero-padded. wp holds
  * cpu_panel_floats(n) floats; k converts (matmul.c). */
 void cpu_pack_panel(const cpu_kernels *k, float *wp, be_dtype dtype, const void *const w[], int n);
+
+/* The quick_gelu of kernels.h on one float (kernels_portable.c): the
+ * vector tables' tails. */
+float cpu_quick_gelu1(float v);
 
 /* The portable table's `convert` (kernels_portable.c); the vector kernels
  * convert their scalar tails with it too. */

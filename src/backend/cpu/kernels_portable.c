@@ -13,6 +13,7 @@
 #include "backend/quant.h"
 #include "base/half.h"
 
+#include <math.h>
 #include <string.h>
 
 enum { LANES = 8 };
@@ -105,6 +106,27 @@ static void madd_block_portable(float *const o[], const float *const p[], const 
         }
 }
 
+/* The quick_gelu arithmetic of kernels.h, one element; the vector tables
+ * run the same steps lane by lane. */
+float cpu_quick_gelu1(float v) {
+    float z = -(1.702f * v);
+    z = fminf(fmaxf(z, -87.0f), 88.0f); /* a NaN becomes -87, as with maxps */
+    float n = rintf(z * 1.44269504f);
+    float r = fmaf(n, -0.693145752f, z);
+    r = fmaf(n, -1.42860677e-6f, r);
+    static const float c[] = {1.0f / 720, 1.0f / 120, 1.0f / 24, 1.0f / 6, 0.5f, 1.0f, 1.0f};
+    float p = 1.0f / 5040;
+    for (size_t i = 0; i < sizeof c / sizeof c[0]; i++) p = fmaf(p, r, c[i]);
+    uint32_t bits = (uint32_t)((int)n + 127) << 23;
+    float scale;
+    memcpy(&scale, &bits, 4);
+    return v * (1.0f / (1.0f + p * scale));
+}
+
+static void quick_gelu_portable(float *x, size_t n) {
+    for (size_t i = 0; i < n; i++) x[i] = cpu_quick_gelu1(x[i]);
+}
+
 static const cpu_kernels PORTABLE = {
     .isa = "portable",
     .dot = dot_portable,
@@ -113,6 +135,7 @@ static const cpu_kernels PORTABLE = {
     .dot_panel = dot_panel_portable,
     .dot_rows = dot_rows_portable,
     .madd_block = madd_block_portable,
+    .quick_gelu = quick_gelu_portable,
     .dequant = be_dequant_span,
 };
 
