@@ -124,6 +124,35 @@ AVX2 static void dot_block_avx2(float acc[][MM_BLOCK_ROWS], const float *const x
     dot_block_6x2(acc, 2, x, w[2], w[3], n);
 }
 
+/* dot_panel (kernels.h) with AVX2: the 8 rows as 4 passes of 6 tokens × 2
+ * rows (12 accumulators, as dot_block_avx2), the rows' chunks read from
+ * the packed panel (aligned, contiguous) and the tokens' x from L1 on
+ * every pass; each output ends with cpu_hsum8 and the scalar tail. */
+AVX2 static void dot_panel_avx2(float *y, size_t ldy, const float *const x[], const float *wp,
+                                int n) {
+    for (int q = 0; q < 4; q++) {
+        __m256 a[6][2];
+        for (int t = 0; t < 6; t++) a[t][0] = a[t][1] = _mm256_setzero_ps();
+        const float *p = wp + 16 * q;
+        int i = 0;
+        for (; i + 8 <= n; i += 8, p += 64) {
+            __m256 v0 = _mm256_load_ps(p), v1 = _mm256_load_ps(p + 8);
+            for (int t = 0; t < 6; t++) {
+                __m256 u = _mm256_loadu_ps(x[t] + i);
+                __asm__("" : "+x"(u)); /* one load of x, not one per FMA */
+                a[t][0] = _mm256_fmadd_ps(u, v0, a[t][0]);
+                a[t][1] = _mm256_fmadd_ps(u, v1, a[t][1]);
+            }
+        }
+        for (int t = 0; t < 6; t++)
+            for (int h = 0; h < 2; h++) {
+                float s = cpu_hsum8(a[t][h]);
+                for (int k = i; k < n; k++) s += x[t][k] * p[8 * h + (k - i)];
+                y[t * ldy + 2 * q + h] += 0.0f + s;
+            }
+    }
+}
+
 /* 1 token × 8 rows: one accumulator per row as in dot_block_avx2 (8
  * independent FMA chains), each step loading 1 x and 8 w vectors. Weights
  * are converted by load8, which is what cpu_convert_avx2 fills the GEMM panel
@@ -304,6 +333,7 @@ static const cpu_kernels AVX2_KERNELS = {
     AVX2_SHARED,
     .isa = "avx2",
     .dot_block = dot_block_avx2,
+    .dot_panel = dot_panel_avx2,
     .dot_rows_q = cpu_dot_rows_q_avx2,
     .dot_tokens = dot_tokens_avx2,
     .dec_tokens = 6,
