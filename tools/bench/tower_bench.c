@@ -58,9 +58,25 @@ static double clock_ms(clockid_t id) {
         g_calls[K]++;                                                                              \
     } while (0)
 
+/* The matmuls by weight shape: rows × cols, flops, wall and thread CPU ms. */
+enum { MAX_SHAPES = 8 };
+static struct {
+    int rows, cols;
+    double flop, ms, cpu;
+} g_shape[MAX_SHAPES];
+static int g_n_shapes;
+
 static void t_matmul(be *b, float *y, const float *x, const be_weight *w, const float *bias,
                      int n) {
+    double ms = g_ms[OP_MATMUL], cpu = g_cpu[OP_MATMUL];
     TIMED(OP_MATMUL, g_inner->matmul(b, y, x, w, bias, n));
+    int i = 0;
+    while (i < g_n_shapes && (g_shape[i].rows != w->rows || g_shape[i].cols != w->cols)) i++;
+    if (i == MAX_SHAPES) return;
+    if (i == g_n_shapes) g_shape[g_n_shapes++] = (typeof(g_shape[0])){w->rows, w->cols, 0, 0, 0};
+    g_shape[i].flop += 2.0 * n * w->rows * w->cols;
+    g_shape[i].ms += g_ms[OP_MATMUL] - ms;
+    g_shape[i].cpu += g_cpu[OP_MATMUL] - cpu;
 }
 
 static void t_attention(be *b, float *out, const float *q, const float *k, const float *v, int n_q,
@@ -222,17 +238,23 @@ int tower_bench_main(int argc, char **argv) {
 
     clip c;
     if (clip_init(&c, &b, &cfg, &w, &err) != LV_OK) goto fail;
+    typeof(g_shape[0]) best_shape[MAX_SHAPES];
+    int n_best_shapes = 0;
     double best = 1e30, best_ms[N_OPS] = {0}, best_cpu[N_OPS] = {0}, best_proc = 0, min_proc = 1e30;
     for (int r = 0; r < repeat; r++) {
         memset(g_ms, 0, sizeof g_ms);
         memset(g_cpu, 0, sizeof g_cpu);
         memset(g_calls, 0, sizeof g_calls);
+        memset(g_shape, 0, sizeof g_shape);
+        g_n_shapes = 0;
         double t0 = tick(), p0 = clock_ms(CLOCK_PROCESS_CPUTIME_ID);
         if (clip_encode(&c, pixels, 1, out, &err) != LV_OK) goto fail;
         double dt_ms = tick() - t0, proc = clock_ms(CLOCK_PROCESS_CPUTIME_ID) - p0;
         if (proc < min_proc) min_proc = proc;
         if (dt_ms < best) {
             best = dt_ms;
+            memcpy(best_shape, g_shape, sizeof g_shape);
+            n_best_shapes = g_n_shapes;
             best_proc = proc;
             memcpy(best_ms, g_ms, sizeof g_ms);
             memcpy(best_cpu, g_cpu, sizeof g_cpu);
@@ -259,6 +281,13 @@ int tower_bench_main(int argc, char **argv) {
         if (i == OP_ATTENTION) printf("  %7.1f GFLOP/s", at_flop / best_ms[i] / 1e6);
         printf("\n");
     }
+    printf("  matmul by weight shape (rows x cols; GFLOP/s on wall and on the calling thread's "
+           "CPU time x threads):\n");
+    for (int i = 0; i < n_best_shapes; i++)
+        printf("    %5d x %-5d %7.1f GFLOP %9.1f ms  %7.1f GFLOP/s  [%7.1f]\n", best_shape[i].rows,
+               best_shape[i].cols, best_shape[i].flop / 1e9, best_shape[i].ms,
+               best_shape[i].flop / best_shape[i].ms / 1e6,
+               best_shape[i].flop / (best_shape[i].cpu * b.n_threads) / 1e6);
     rc = 0;
     goto done;
 nomem:

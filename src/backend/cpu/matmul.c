@@ -41,6 +41,16 @@
  *   repeat the last row; the extra results are dropped. Aligned f32 weights are used
  *   straight from W, without a panel.
  *
+ *   A plain weight (f32, f16, bf16) on a table with `dot_panel` (the x86
+ *   ones, portable) takes the packed variant of this path instead
+ *   (gemm_tile_panel): tiles of MM_PANEL_TILE_ROWS (64) rows, packed per
+ *   slice by cpu_pack_panel (converted once, rows interleaved in pairs of
+ *   8-column chunks, 256 KiB, in L2), and a micro-kernel of 6 tokens × 8
+ *   rows that adds into y itself: on AVX-512, 24 ZMM accumulators fed by 4
+ *   aligned panel loads and 6 broadcasts per 24 FMAs, about 85% of the FMA
+ *   peak on one Zen 5 core (docs/PERF_NOTES.md). Quantized weights keep
+ *   the row-major panel and dot_block.
+ *
  * Both paths give every output the same float arithmetic: y = bias, then
  * for each MM_TILE_COLS slice in order y += (one 8-lane FMA accumulator
  * over the slice's full 8-column blocks, horizontally summed, plus the
