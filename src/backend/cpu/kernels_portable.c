@@ -5,9 +5,11 @@
  *
  * The kernels keep 8 independent partial sums ("lanes") so that the
  * compiler may vectorise them without reassociating float additions. The
- * table has none of the optional kernels (dot_rows_q, dot_tokens,
- * dot_pairs, dot_tokens_q): matmul takes its GEMM path for every n > 1,
- * and quantized rows are decoded by `dequant`, be_dequant_span itself.
+ * table has two of the optional kernels, dot_panel and quick_gelu (the
+ * reference arithmetic another table's must match: kernels.h), and none
+ * of the decode ones (dot_rows_q, dot_tokens, dot_pairs, dot_tokens_q):
+ * matmul takes its GEMM path for every n > 1, and quantized rows are
+ * decoded by `dequant`, be_dequant_span itself.
  */
 #include "backend/cpu/kernels.h"
 #include "backend/quant.h"
