@@ -227,9 +227,11 @@ void cpu_pack_panel(const cpu_kernels *k, float *wp, be_dtype dtype, const void 
 }
 
 /* gemm_tile for a plain weight with the table's dot_panel: per slice, the
- * tile's rows are packed 8 at a time (cpu_pack_panel: converted once, 128
- * KiB for the tile, resident in L2), then each block of MM_BLOCK_TOKENS
- * tokens (whose x slices stay in L1) runs against every group of 8 rows.
+ * tile's rows (up to MM_PANEL_TILE_ROWS) are packed 8 at a time
+ * (cpu_pack_panel: converted once, 256 KiB for the tile, resident in L2),
+ * then each block of MM_BLOCK_TOKENS tokens (24 KiB of x slices, read from
+ * L2/L3 by its first group and mostly cached for the others) runs against
+ * every group of 8 rows.
  * A ragged last block of more than MM_FEW_TOKENS tokens repeats its last
  * token; fewer go through dot_rows straight from W, as gemm_tile's do. */
 static void gemm_tile_panel(const mm_job *j, float *panel, long r0, int nr, long t0, long t1) {
