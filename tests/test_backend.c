@@ -399,9 +399,9 @@ static void check_matmul(be_dtype dtype, int rows, int cols, int n, bool with_bi
 static void matmul_shapes(void **state) {
     /* rows, cols, n: tiles of 32 rows and 1024 columns, ragged in every direction. */
     static const int shapes[][3] = {
-        {24, 40, 1},  {24, 40, 7},   {37, 53, 7},    {8, 8, 2},    {1, 1, 1},
-        {33, 100, 1}, {70, 24, 9},   {64, 1030, 5},  {5, 2051, 3}, {300, 96, 13},
-        {96, 300, 1}, {257, 517, 1}, {1000, 200, 1},
+        {24, 40, 1},  {24, 40, 7},   {37, 53, 7},    {8, 8, 2},       {1, 1, 1},
+        {33, 100, 1}, {70, 24, 9},   {64, 1030, 5},  {5, 2051, 3},    {300, 96, 13},
+        {96, 300, 1}, {257, 517, 1}, {1000, 200, 1}, {130, 1100, 61}, {72, 1024, 45},
     };
     for (size_t s = 0; s < LV_ARRAY_LEN(shapes); s++)
         for (int d = BE_F32; d <= BE_BF16; d++)
@@ -690,6 +690,66 @@ static void matmul_batch_invariant(void **state) {
         rnd_qweight(&qw, BE_MLX, 29, cols, mlx[m][0], mlx[m][1], m % 2);
         check_batch_invariant_all(BE_MLX, qw.data, &qw.q, 29, cols, "mlx");
         free_qweight(&qw);
+    }
+}
+
+/* The packed-panel GEMM (dot_panel) at prefill sizes: a batch of n tokens
+ * gives each token the bits it gets alone, with 1 and 2 threads, on every
+ * table; tiles of 64 rows, ragged (130 = 64 + 64 + 2), slices with a tail
+ * (1100 = 1024 + 76), blocks of 6 tokens with a padded last one (n = 59)
+ * or a last one through dot_rows (n = 61), a weight of each plain dtype
+ * (f32 at an unaligned offset); the AVX-512 and AVX2 tables agree. */
+static void matmul_panel_invariant(void **state) {
+    (void)state;
+    static const struct {
+        be_dtype dt;
+        int rows, cols;
+        size_t offset;
+    } cases[] = {{BE_F16, 130, 1100, 0}, {BE_BF16, 72, 2051, 0}, {BE_F32, 67, 1032, 1}};
+    static const int ns[] = {59, 61};
+    const cpu_kernels *ks[3] = {cpu_kernels_best(), cpu_kernels_avx2(), cpu_kernels_portable()};
+    for (size_t c = 0; c < LV_ARRAY_LEN(cases); c++) {
+        int rows = cases[c].rows, cols = cases[c].cols, nmax = 61;
+        void *block;
+        const void *host = rnd_weight(cases[c].dt, (size_t)rows * cols, cases[c].offset, &block);
+        float *x = rnd_floats((size_t)nmax * cols, -1, 1), *bias = rnd_floats((size_t)rows, -1, 1);
+        float *alone = poisoned((size_t)nmax * rows), *got = poisoned((size_t)nmax * rows);
+        float *first = poisoned((size_t)nmax * rows);
+        for (int ki = 0; ki < 3; ki++) {
+            if (!ks[ki] || (ki == 1 && ks[1] == ks[0])) continue;
+            for (int t = 1; t <= 2; t++) {
+                be b;
+                be_weight w;
+                lv_err err;
+                open_backend(&b, &be_cpu_ops, t);
+                cpu_ctx_of(&b)->k = ks[ki];
+                assert_int_equal(
+                    b.ops->weight_init(&b, &w, cases[c].dt, rows, cols, host, NULL, &err), LV_OK);
+                for (int i = 0; i < nmax; i++)
+                    b.ops->matmul(&b, alone + (size_t)i * rows, x + (size_t)i * cols, &w, bias, 1);
+                for (size_t k = 0; k < LV_ARRAY_LEN(ns); k++) {
+                    b.ops->matmul(&b, got, x, &w, bias, ns[k]);
+                    for (int i = 0; i < ns[k]; i++)
+                        if (memcmp(got + (size_t)i * rows, alone + (size_t)i * rows,
+                                   (size_t)rows * sizeof *got) != 0)
+                            fail_msg("%s %dx%d [%s, %d threads]: row %d of a batch of %d differs "
+                                     "from the row alone",
+                                     dtype_str(cases[c].dt), rows, cols, ks[ki]->isa, t, i, ns[k]);
+                }
+                if (ki == 0 && t == 1) memcpy(first, alone, (size_t)nmax * rows * sizeof *alone);
+                if (ki == 1 && memcmp(first, alone, (size_t)nmax * rows * sizeof *alone) != 0)
+                    fail_msg("%s %dx%d: the %s and %s tables give different bits",
+                             dtype_str(cases[c].dt), rows, cols, ks[0]->isa, ks[1]->isa);
+                b.ops->weight_free(&b, &w);
+                b.ops->deinit(&b);
+            }
+        }
+        free(first);
+        free(got);
+        free(alone);
+        free(bias);
+        free(x);
+        free(block);
     }
 }
 
@@ -1064,6 +1124,33 @@ static void elementwise(void **state) {
     check_ew(EW_QUICK_GELU, 1001, -7, -2);
 }
 
+/* The tables' quick_gelu (kernels.h: one arithmetic) give the same bits as
+ * cpu_quick_gelu1, on odd lengths (vector tails), far into both tails of
+ * the sigmoid (the clamp of its exp), and on ±0, ±inf and NaN. */
+static void quick_gelu_tables(void **state) {
+    (void)state;
+    enum { N = 4099 };
+    float *x = rnd_floats(N, -120, 120);
+    static const float special[] = {0.0f, -0.0f, INFINITY, -INFINITY, NAN, 1e-30f, -51.5f, 51.5f};
+    memcpy(x, special, sizeof special);
+    const cpu_kernels *ks[] = {cpu_kernels_portable(), cpu_kernels_avx2(), cpu_kernels_avx512()};
+    for (size_t k = 0; k < LV_ARRAY_LEN(ks); k++) {
+        if (!ks[k] || !ks[k]->quick_gelu) continue;
+        for (size_t n = N - 3; n <= N; n++) {
+            float *got = dup_floats(x, n);
+            ks[k]->quick_gelu(got, n);
+            for (size_t i = 0; i < n; i++) {
+                float want = cpu_quick_gelu1(x[i]);
+                if (memcmp(&got[i], &want, 4) != 0 && !(isnan(got[i]) && isnan(want)))
+                    fail_msg("quick_gelu [%s] of %g: %a, cpu_quick_gelu1 %a", ks[k]->isa, x[i],
+                             got[i], want);
+            }
+            free(got);
+        }
+    }
+    free(x);
+}
+
 /* Activations at points where the answer is known. */
 static void activation_values(void **state) {
     for (int i = 0; i < g_n_cpu + 1; i++) {
@@ -1207,10 +1294,12 @@ int main(void) {
         cmocka_unit_test(store_as_f16),
         cmocka_unit_test(elementwise),
         cmocka_unit_test(activation_values),
+        cmocka_unit_test(quick_gelu_tables),
         cmocka_unit_test(embed_rows),
         cmocka_unit_test(concurrent_callers),
         /* last: it draws much random data, which would shift every later test's */
         cmocka_unit_test(matmul_batch_invariant),
+        cmocka_unit_test(matmul_panel_invariant),
         cmocka_unit_test(cpu_isa_env),
     };
     return cmocka_run_group_tests_name("backend", tests, setup, teardown);

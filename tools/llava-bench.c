@@ -32,6 +32,10 @@
  *       A weight smaller than the last-level cache is read from the cache
  *       after the first run: pick R·C above it to measure DRAM bandwidth.
  *
+ *   llava-bench tower [--layers L] [--threads T] [--dtype f16|bf16|f32] [--repeat N]
+ *       The CLIP ViT-L/14-336 vision tower on one tile, random weights:
+ *       ms per tile and where it goes, op by op (tools/bench/tower_bench.c).
+ *
  *   llava-bench serve --model PATH [--streams N] [--tokens T] [--threads K] [--image FILE]
  *       The continuous-batching worker driven in-process by N concurrent
  *       streams, and by one in the same run: aggregate tokens/s and the
@@ -49,6 +53,7 @@
 #include "image/preprocess.h"
 #include "image/resample.h"
 #include "bench/serve_bench.h"
+#include "bench/tower_bench.h"
 #include "text/tokenizer.h"
 #include "common/tool_args.h"
 
@@ -79,6 +84,8 @@ static void print_usage(FILE *f) {
             "usage: llava-bench tokenizer --tokenizer PATH [--text FILE] [--repeat N]\n"
             "       llava-bench serve --model PATH [--streams N] [--tokens T] [--image FILE]\n"
             "       llava-bench image --image FILE [--repeat N] [--processor next|clip|pad]\n"
+            "       llava-bench tower [--layers L] [--threads T] [--dtype f16|bf16|f32] "
+            "[--repeat N]\n"
             "       llava-bench matmul [--rows R] [--cols C] [--n N] [--threads T]\n"
             "                          [--dtype f32|f16|bf16|mlx2..mlx8|q8_0|q4_0|q4_1|q4_k|q5_k|"
             "q6_k] [--group G]\n");
@@ -438,6 +445,7 @@ int main(int argc, char **argv) {
     if (argc >= 2 && strcmp(argv[1], "tokenizer") == 0) return bench_tokenizer(argc - 1, argv + 1);
     if (argc >= 2 && strcmp(argv[1], "image") == 0) return bench_image(argc - 1, argv + 1);
     if (argc >= 2 && strcmp(argv[1], "matmul") == 0) return bench_matmul(argc - 1, argv + 1);
+    if (argc >= 2 && strcmp(argv[1], "tower") == 0) return tower_bench_main(argc - 1, argv + 1);
     if (argc >= 2 && strcmp(argv[1], "serve") == 0) return serve_bench_main(argc - 1, argv + 1);
     return usage();
 }

@@ -24,9 +24,12 @@
  * MM_TILE_COLS columns to float32 (128 KiB, resident in L2) and runs every
  * block of MM_BLOCK_TOKENS tokens against it. */
 enum { MM_TILE_ROWS = 32, MM_TILE_COLS = 1024 };
+/* The tile of the packed-panel path (dot_panel): 64 rows, 256 KiB packed,
+ * still resident in L2, and each x slice is read once per 64 rows. */
+enum { MM_PANEL_TILE_ROWS = 64 };
 
 /* Floats of per-thread scratch: the matmul panel, or attention's accumulators. */
-enum { CPU_SCRATCH_FLOATS = MM_TILE_ROWS * MM_TILE_COLS };
+enum { CPU_SCRATCH_FLOATS = MM_PANEL_TILE_ROWS * MM_TILE_COLS };
 /* Bytes of the integer path's per-thread scratch (matmul_int.c). */
 enum { CPU_QSCRATCH_BYTES = 512 * 1024 };
 

@@ -25,6 +25,10 @@
  * the one-token kernel (dot_rows) reduces at once. */
 enum { MM_BLOCK_TOKENS = 6, MM_BLOCK_ROWS = 4, MM_GEMV_ROWS = 8 };
 
+/* The packed-panel micro-kernel (dot_panel): MM_BLOCK_TOKENS tokens ×
+ * MM_PANEL_ROWS weight rows, the rows packed by cpu_pack_panel. */
+enum { MM_PANEL_ROWS = 8 };
+
 /* The decode-batch kernel (dot_tokens): at most MM_DEC_TOKENS tokens ×
  * MM_DEC_ROWS weight rows read in their stored dtype; matmul takes it for
  * 2 <= n <= MM_DEC_MAX tokens. */
@@ -50,6 +54,19 @@ typedef struct {
      * and tokens may repeat to fill a ragged edge). */
     void (*dot_block)(float acc[][MM_BLOCK_ROWS], const float *const x[], const float *const w[],
                       int n);
+    /* y[t·ldy + r] += 0 + Σ x[t][i]·w_r[i] for MM_BLOCK_TOKENS tokens ×
+     * MM_PANEL_ROWS weight rows w_r of n floats, packed at wp as
+     * cpu_pack_panel lays them out (64-byte aligned): the GEMM micro-kernel
+     * where the table has it. The sum s of each (t, r) pair gets exactly
+     * dot_rows' arithmetic for that pair (on the x86 tables: one 8-lane FMA
+     * chain from zero over the full 8-column chunks, lane l summing columns
+     * 8c + l in order, cpu_hsum8, then s += x·w, a rounded product then a
+     * rounded sum, for each tail column in order; the portable table: its
+     * own lanes, sum_lanes and tail); then y += (0 + s), as the other paths
+     * add a zeroed accumulator's s into y (so even a -0 gives their bits).
+     * Tokens may repeat. (optional: NULL means dot_block on a row-major
+     * panel.) */
+    void (*dot_panel)(float *y, size_t ldy, const float *const x[], const float *wp, int n);
     /* acc[r] += Σ x[i]·w[r][i] for MM_GEMV_ROWS weight rows of n elements of
      * dtype (F32, F16 or BF16), read straight from the weight: the n == 1
      * matmul. Each acc[r] gets exactly the float arithmetic dot_block gives
@@ -96,6 +113,19 @@ typedef struct {
      * keys j and d < n (attention's P·V for a block of query rows). */
     void (*madd_block)(float *const o[], const float *const p[], const float *v, size_t ldv,
                        int n_keys, int n);
+    /* x[i] = x[i]·σ(1.702·x[i]) for n floats (CLIP's quick_gelu), every
+     * table with exactly this float32 arithmetic (fma: one rounding), so
+     * the tables agree bit for bit:
+     *   z = -(1.702f·v), clamped to [-87, 88] (exp(z) stays a normal float;
+     *       a NaN z becomes -87, as x86's maxps(z, -87) gives; v keeps the NaN)
+     *   n = rint(z·log2e)   (z·1.44269504f rounded, then to nearest, ties even)
+     *   r = fma(n, -0.693145752f, z); r = fma(n, -1.42860677e-6f, r)
+     *   p = 1/5040; p = fma(p, r, c) for c = 1/720, 1/120, 1/24, 1/6, 1/2, 1, 1
+     *   (the constants as float32: the degree-7 Taylor polynomial of e^r)
+     *   e = p·2^n (exact: n added to the exponent);  x[i] = v·(1 / (1 + e))
+     * Relative error about 1e-7 against the exact function. (optional: NULL
+     * means the libm expf formula of ops.c, whose bits differ.) */
+    void (*quick_gelu)(float *x, size_t n);
     /* out[0..n) = values [c0, c0+n) of a quantized weight's row, as
      * be_dequant_span defines them (bit-identical; backend/quant.h). */
     void (*dequant)(const be_weight *w, int row, int c0, int n, float *out);
@@ -112,6 +142,23 @@ static inline int cpu_pair_rows(int nt) {
  * then token 2p+1's (a copy of token 2p's when nt is odd); a last partial
  * chunk is zero-padded. xp holds ceil(n/8)·16·ceil(nt/2) floats (matmul.c). */
 void cpu_pack_pairs(float *xp, const float *x, size_t ldx, int nt, int c0, int n);
+
+/* Floats cpu_pack_panel writes for n columns of MM_PANEL_ROWS rows. */
+static inline size_t cpu_panel_floats(int n) {
+    return (size_t)(n + 7) / 8 * 8 * MM_PANEL_ROWS;
+}
+
+/* Packs columns [0, n) of MM_PANEL_ROWS weight rows (w[r]: n elements of
+ * dtype F32, F16 or BF16, exactly converted to float; rows may repeat) for
+ * dot_panel: for each chunk of 8 columns in order, 64 floats: for row pair
+ * p = 0..3, row 2p's 8 values then row 2p+1's (so one 16-lane load holds
+ * two rows' chunk). A last partial chunk is zero-padded. wp holds
+ * cpu_panel_floats(n) floats; k converts (matmul.c). */
+void cpu_pack_panel(const cpu_kernels *k, float *wp, be_dtype dtype, const void *const w[], int n);
+
+/* The quick_gelu of kernels.h on one float (kernels_portable.c): the
+ * vector tables' tails. */
+float cpu_quick_gelu1(float v);
 
 /* The portable table's `convert` (kernels_portable.c); the vector kernels
  * convert their scalar tails with it too. */

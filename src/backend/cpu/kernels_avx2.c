@@ -59,6 +59,35 @@ AVX2 void cpu_convert_avx2(float *dst, be_dtype dtype, const void *src, size_t n
     cpu_convert_portable(dst + i, dtype, (const unsigned char *)src + 2 * i, n - i);
 }
 
+/* quick_gelu (kernels.h) on 8 floats: cpu_quick_gelu1's steps lane by lane. */
+AVX2 static inline __m256 quick_gelu8(__m256 v) {
+    __m256 z = _mm256_mul_ps(_mm256_set1_ps(-1.702f), v); /* -(1.702·v): the same rounding */
+    z = _mm256_min_ps(_mm256_max_ps(z, _mm256_set1_ps(-87.0f)), _mm256_set1_ps(88.0f));
+    __m256 n = _mm256_round_ps(_mm256_mul_ps(z, _mm256_set1_ps(1.44269504f)),
+                               _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fmadd_ps(n, _mm256_set1_ps(-0.693145752f), z);
+    r = _mm256_fmadd_ps(n, _mm256_set1_ps(-1.42860677e-6f), r);
+    __m256 p = _mm256_set1_ps(1.0f / 5040);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 720));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 120));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 24));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 6));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+    __m256i bits =
+        _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    __m256 e = _mm256_mul_ps(p, _mm256_castsi256_ps(bits));
+    __m256 one = _mm256_set1_ps(1.0f);
+    return _mm256_mul_ps(v, _mm256_div_ps(one, _mm256_add_ps(one, e)));
+}
+
+AVX2 void cpu_quick_gelu_avx2(float *x, size_t n) {
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(x + i, quick_gelu8(_mm256_loadu_ps(x + i)));
+    for (; i < n; i++) x[i] = cpu_quick_gelu1(x[i]);
+}
+
 /* 6 tokens × 4 rows, as two passes of 6 × 2: 12 accumulators in registers;
  * each step loads 2 w and 6 x vectors for 12 FMAs, enough independent FMAs
  * to cover their latency. */
@@ -93,6 +122,35 @@ AVX2 static void dot_block_avx2(float acc[][MM_BLOCK_ROWS], const float *const x
                                 const float *const w[], int n) {
     dot_block_6x2(acc, 0, x, w[0], w[1], n);
     dot_block_6x2(acc, 2, x, w[2], w[3], n);
+}
+
+/* dot_panel (kernels.h) with AVX2: the 8 rows as 4 passes of 6 tokens × 2
+ * rows (12 accumulators, as dot_block_avx2), the rows' chunks read from
+ * the packed panel (aligned, contiguous) and the tokens' x from L1 on
+ * every pass; each output ends with cpu_hsum8 and the scalar tail. */
+AVX2 static void dot_panel_avx2(float *y, size_t ldy, const float *const x[], const float *wp,
+                                int n) {
+    for (int q = 0; q < 4; q++) {
+        __m256 a[6][2];
+        for (int t = 0; t < 6; t++) a[t][0] = a[t][1] = _mm256_setzero_ps();
+        const float *p = wp + 16 * q;
+        int i = 0;
+        for (; i + 8 <= n; i += 8, p += 64) {
+            __m256 v0 = _mm256_load_ps(p), v1 = _mm256_load_ps(p + 8);
+            for (int t = 0; t < 6; t++) {
+                __m256 u = _mm256_loadu_ps(x[t] + i);
+                __asm__("" : "+x"(u)); /* one load of x, not one per FMA */
+                a[t][0] = _mm256_fmadd_ps(u, v0, a[t][0]);
+                a[t][1] = _mm256_fmadd_ps(u, v1, a[t][1]);
+            }
+        }
+        for (int t = 0; t < 6; t++)
+            for (int h = 0; h < 2; h++) {
+                float s = cpu_hsum8(a[t][h]);
+                for (int k = i; k < n; k++) s += x[t][k] * p[8 * h + (k - i)];
+                y[t * ldy + 2 * q + h] += 0.0f + s;
+            }
+    }
 }
 
 /* 1 token × 8 rows: one accumulator per row as in dot_block_avx2 (8
@@ -275,6 +333,7 @@ static const cpu_kernels AVX2_KERNELS = {
     AVX2_SHARED,
     .isa = "avx2",
     .dot_block = dot_block_avx2,
+    .dot_panel = dot_panel_avx2,
     .dot_rows_q = cpu_dot_rows_q_avx2,
     .dot_tokens = dot_tokens_avx2,
     .dec_tokens = 6,

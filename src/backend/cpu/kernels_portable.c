@@ -5,14 +5,17 @@
  *
  * The kernels keep 8 independent partial sums ("lanes") so that the
  * compiler may vectorise them without reassociating float additions. The
- * table has none of the optional kernels (dot_rows_q, dot_tokens,
- * dot_pairs, dot_tokens_q): matmul takes its GEMM path for every n > 1,
- * and quantized rows are decoded by `dequant`, be_dequant_span itself.
+ * table has two of the optional kernels, dot_panel and quick_gelu (the
+ * reference arithmetic another table's must match: kernels.h), and none
+ * of the decode ones (dot_rows_q, dot_tokens, dot_pairs, dot_tokens_q):
+ * matmul takes its GEMM path for every n > 1, and quantized rows are
+ * decoded by `dequant`, be_dequant_span itself.
  */
 #include "backend/cpu/kernels.h"
 #include "backend/quant.h"
 #include "base/half.h"
 
+#include <math.h>
 #include <string.h>
 
 enum { LANES = 8 };
@@ -48,6 +51,24 @@ static void dot_block_portable(float acc[][MM_BLOCK_ROWS], const float *const x[
                                const float *const w[], int n) {
     for (int t = 0; t < MM_BLOCK_TOKENS; t++)
         for (int r = 0; r < MM_BLOCK_ROWS; r++) acc[t][r] += dot_portable(x[t], w[r], n);
+}
+
+/* dot_portable's arithmetic for each (token, row) pair, the row read from
+ * the packed panel (kernels.h): lane j of chunk c is column 8c + j. */
+static void dot_panel_portable(float *y, size_t ldy, const float *const x[], const float *wp,
+                               int n) {
+    _Static_assert(LANES == 8, "a panel chunk is one step of the lanes");
+    for (int t = 0; t < MM_BLOCK_TOKENS; t++)
+        for (int r = 0; r < MM_PANEL_ROWS; r++) {
+            const float *w = wp + 16 * (r / 2) + 8 * (r % 2);
+            float l[LANES] = {0};
+            int i = 0;
+            for (; i + LANES <= n; i += LANES, w += 64)
+                for (int j = 0; j < LANES; j++) l[j] += x[t][i + j] * w[j];
+            float s = sum_lanes(l);
+            for (; i < n; i++) s += x[t][i] * w[i % LANES];
+            y[t * ldy + r] += 0.0f + s;
+        }
 }
 
 /* dot_portable for each row, w converted chunk by chunk into a stack buffer
@@ -87,13 +108,36 @@ static void madd_block_portable(float *const o[], const float *const p[], const 
         }
 }
 
+/* The quick_gelu arithmetic of kernels.h, one element; the vector tables
+ * run the same steps lane by lane. */
+float cpu_quick_gelu1(float v) {
+    float z = -(1.702f * v);
+    z = fminf(fmaxf(z, -87.0f), 88.0f); /* a NaN becomes -87, as with maxps */
+    float n = rintf(z * 1.44269504f);
+    float r = fmaf(n, -0.693145752f, z);
+    r = fmaf(n, -1.42860677e-6f, r);
+    static const float c[] = {1.0f / 720, 1.0f / 120, 1.0f / 24, 1.0f / 6, 0.5f, 1.0f, 1.0f};
+    float p = 1.0f / 5040;
+    for (size_t i = 0; i < sizeof c / sizeof c[0]; i++) p = fmaf(p, r, c[i]);
+    uint32_t bits = (uint32_t)((int)n + 127) << 23;
+    float scale;
+    memcpy(&scale, &bits, 4);
+    return v * (1.0f / (1.0f + p * scale));
+}
+
+static void quick_gelu_portable(float *x, size_t n) {
+    for (size_t i = 0; i < n; i++) x[i] = cpu_quick_gelu1(x[i]);
+}
+
 static const cpu_kernels PORTABLE = {
     .isa = "portable",
     .dot = dot_portable,
     .convert = cpu_convert_portable,
     .dot_block = dot_block_portable,
+    .dot_panel = dot_panel_portable,
     .dot_rows = dot_rows_portable,
     .madd_block = madd_block_portable,
+    .quick_gelu = quick_gelu_portable,
     .dequant = be_dequant_span,
 };
 

@@ -41,6 +41,16 @@
  *   repeat the last row; the extra results are dropped. Aligned f32 weights are used
  *   straight from W, without a panel.
  *
+ *   A plain weight (f32, f16, bf16) on a table with `dot_panel` (the x86
+ *   ones, portable) takes the packed variant of this path instead
+ *   (gemm_tile_panel): tiles of MM_PANEL_TILE_ROWS (64) rows, packed per
+ *   slice by cpu_pack_panel (converted once, rows interleaved in pairs of
+ *   8-column chunks, 256 KiB, in L2), and a micro-kernel of 6 tokens × 8
+ *   rows that adds into y itself: on AVX-512, 24 ZMM accumulators fed by 4
+ *   aligned panel loads and 6 broadcasts per 24 FMAs, about 85% of the FMA
+ *   peak on one Zen 5 core (docs/PERF_NOTES.md). Quantized weights keep
+ *   the row-major panel and dot_block.
+ *
  * Both paths give every output the same float arithmetic: y = bias, then
  * for each MM_TILE_COLS slice in order y += (one 8-lane FMA accumulator
  * over the slice's full 8-column blocks, horizontally summed, plus the
@@ -75,9 +85,11 @@ typedef struct {
     const be_weight *w;
     const float *bias;
     int n;
-    int n_tiles;   /* ceil(rows / MM_TILE_ROWS) */
+    int tile_rows; /* MM_TILE_ROWS, or MM_PANEL_TILE_ROWS when packed */
+    int n_tiles;   /* ceil(rows / tile_rows) */
     int n_groups;  /* token groups per tile */
     int group_len; /* tokens per group, a multiple of MM_BLOCK_TOKENS */
+    bool packed;   /* plain weight, table with dot_panel: gemm_tile_panel */
 } mm_job;
 
 /* Rows of W a decode-batch thread runs through all column slices before
@@ -86,6 +98,12 @@ enum { MM_DEC_BAND = 32 };
 _Static_assert((int)MM_DEC_BAND % (int)MM_DEC_ROWS == 0, "bands hold whole row groups");
 /* A table with dot_pairs needs no dot_tokens: it takes every plain batch. */
 _Static_assert((int)MM_PAIR_TOKENS >= (int)MM_DEC_MAX, "dot_pairs covers the decode batch");
+/* gemm_tile_panel packs a tile's slice into the scratch. */
+_Static_assert((MM_PANEL_TILE_ROWS / MM_PANEL_ROWS) * (MM_TILE_COLS / 8) * 8 * MM_PANEL_ROWS <=
+                   CPU_SCRATCH_FLOATS,
+               "a packed tile fits the scratch");
+_Static_assert(MM_PANEL_TILE_ROWS % MM_PANEL_ROWS == 0 && MM_TILE_COLS % 8 == 0, "whole chunks");
+_Static_assert(MM_TILE_ROWS *MM_TILE_COLS <= CPU_SCRATCH_FLOATS, "a tile fits the scratch");
 /* decode_pairs_task packs a slice of x for every token into the scratch. */
 _Static_assert((MM_TILE_COLS / 8) * 16 * (MM_PAIR_TOKENS / 2) <= CPU_SCRATCH_FLOATS,
                "packed x fits the scratch");
@@ -188,6 +206,86 @@ static void gemv_task(void *arg, int ith, int nth) {
             for (int r = 0; r < nr; r++) y[r] += acc[r];
         }
         for (int r = 0; r < nr; r++) j->y[r0 + r] = y[r];
+    }
+}
+
+void cpu_pack_panel(const cpu_kernels *k, float *wp, be_dtype dtype, const void *const w[], int n) {
+    enum { CHUNK = 256 }; /* columns converted at a time, per row */
+    float buf[MM_PANEL_ROWS][CHUNK];
+    for (int c0 = 0; c0 < n; c0 += CHUNK) {
+        int m = n - c0 < CHUNK ? n - c0 : CHUNK;
+        for (int r = 0; r < MM_PANEL_ROWS; r++) {
+            k->convert(buf[r], dtype, (const unsigned char *)w[r] + (size_t)c0 * elem_size(dtype),
+                       (size_t)m);
+            for (int i = m; i < (m + 7) / 8 * 8; i++) buf[r][i] = 0.0f;
+        }
+        float *dst = wp + (size_t)c0 * MM_PANEL_ROWS;
+        for (int c = 0; c < m; c += 8, dst += 8 * MM_PANEL_ROWS)
+            for (int r = 0; r < MM_PANEL_ROWS; r++)
+                for (int l = 0; l < 8; l++) dst[8 * r + l] = buf[r][c + l];
+    }
+}
+
+/* gemm_tile for a plain weight with the table's dot_panel: per slice, the
+ * tile's rows (up to MM_PANEL_TILE_ROWS) are packed 8 at a time
+ * (cpu_pack_panel: converted once, 256 KiB for the tile, resident in L2),
+ * then each block of MM_BLOCK_TOKENS tokens (24 KiB of x slices, read from
+ * L2/L3 by its first group and mostly cached for the others) runs against
+ * every group of 8 rows.
+ * A ragged last block of more than MM_FEW_TOKENS tokens repeats its last
+ * token; fewer go through dot_rows straight from W, as gemm_tile's do. */
+static void gemm_tile_panel(const mm_job *j, float *panel, long r0, int nr, long t0, long t1) {
+    const cpu_kernels *k = cpu_ctx_of(j->b)->k;
+    const be_weight *w = j->w;
+    int rows = w->rows, cols = w->cols;
+    size_t es = elem_size(w->dtype);
+    bool few = t1 - t0 <= MM_FEW_TOKENS;
+
+    for (long t = t0; t < t1; t++)
+        for (int r = 0; r < nr; r++) j->y[t * rows + r0 + r] = j->bias ? j->bias[r0 + r] : 0.0f;
+    for (int c0 = 0; c0 < cols; c0 += MM_TILE_COLS) {
+        int nc = cols - c0 < MM_TILE_COLS ? cols - c0 : MM_TILE_COLS;
+        size_t gsz = cpu_panel_floats(nc);
+        for (int g = 0; g < nr && !few; g += MM_PANEL_ROWS) {
+            const void *ws[MM_PANEL_ROWS];
+            for (int r = 0; r < MM_PANEL_ROWS; r++)
+                ws[r] = row_ptr(w, r0 + (g + r < nr ? g + r : nr - 1)) + (size_t)c0 * es;
+            cpu_pack_panel(k, panel + (size_t)(g / MM_PANEL_ROWS) * gsz, w->dtype, ws, nc);
+        }
+        long t = t0;
+        for (; t < t1 && (t + MM_BLOCK_TOKENS <= t1 || t1 - t > MM_FEW_TOKENS);
+             t += MM_BLOCK_TOKENS) {
+            const float *xs[MM_BLOCK_TOKENS];
+            for (int i = 0; i < MM_BLOCK_TOKENS; i++)
+                xs[i] = j->x + (t + i < t1 ? t + i : t1 - 1) * cols + c0;
+            for (int g = 0; g < nr; g += MM_PANEL_ROWS) {
+                const float *wp = panel + (size_t)(g / MM_PANEL_ROWS) * gsz;
+                if (t + MM_BLOCK_TOKENS <= t1 && g + MM_PANEL_ROWS <= nr) {
+                    k->dot_panel(j->y + t * rows + r0 + g, (size_t)rows, xs, wp, nc);
+                    continue;
+                }
+                /* a ragged block: into a copy of its y, then the valid part back */
+                float yb[MM_BLOCK_TOKENS][MM_PANEL_ROWS] = {{0}};
+                for (int i = 0; i < MM_BLOCK_TOKENS && t + i < t1; i++)
+                    for (int r = 0; r < MM_PANEL_ROWS && g + r < nr; r++)
+                        yb[i][r] = j->y[(t + i) * rows + r0 + g + r];
+                k->dot_panel(&yb[0][0], MM_PANEL_ROWS, xs, wp, nc);
+                for (int i = 0; i < MM_BLOCK_TOKENS && t + i < t1; i++)
+                    for (int r = 0; r < MM_PANEL_ROWS && g + r < nr; r++)
+                        j->y[(t + i) * rows + r0 + g + r] = yb[i][r];
+            }
+        }
+        for (int r = 0; r < nr && t < t1; r += MM_GEMV_ROWS) {
+            const void *ws[MM_GEMV_ROWS];
+            for (int jj = 0; jj < MM_GEMV_ROWS; jj++)
+                ws[jj] = row_ptr(w, r0 + (r + jj < nr ? r + jj : nr - 1)) + (size_t)c0 * es;
+            for (long tt = t; tt < t1; tt++) {
+                float acc[MM_GEMV_ROWS] = {0};
+                k->dot_rows(acc, j->x + tt * cols + c0, w->dtype, ws, NULL, nc);
+                for (int jj = 0; jj < MM_GEMV_ROWS && r + jj < nr; jj++)
+                    j->y[tt * rows + r0 + r + jj] += acc[jj];
+            }
+        }
     }
 }
 
@@ -431,10 +529,14 @@ static void gemm_task(void *arg, int ith, int nth) {
     tp_split((long)j->n_tiles * j->n_groups, ith, nth, 1, &lo, &hi);
     for (long task = lo; task < hi; task++) {
         long tile = task / j->n_groups, group = task % j->n_groups;
-        long r0 = tile * MM_TILE_ROWS, t0 = group * j->group_len;
-        int nr = j->w->rows - r0 < MM_TILE_ROWS ? (int)(j->w->rows - r0) : MM_TILE_ROWS;
+        long r0 = tile * j->tile_rows, t0 = group * j->group_len;
+        int nr = j->w->rows - r0 < j->tile_rows ? (int)(j->w->rows - r0) : j->tile_rows;
         long t1 = t0 + j->group_len < j->n ? t0 + j->group_len : j->n;
-        if (t0 < t1) gemm_tile(j, panel, r0, nr, t0, t1);
+        if (t0 >= t1) continue;
+        if (j->packed)
+            gemm_tile_panel(j, panel, r0, nr, t0, t1);
+        else
+            gemm_tile(j, panel, r0, nr, t0, t1);
     }
 }
 
@@ -461,7 +563,9 @@ void cpu_matmul(be *b, float *y, const float *x, const be_weight *w, const float
     }
     /* Enough tasks for every thread: split the tokens too when the tiles are few. */
     int nth = cpu_threads_for(b, (size_t)w->rows * w->cols * n, 1 << 16);
-    j.n_tiles = (w->rows + MM_TILE_ROWS - 1) / MM_TILE_ROWS;
+    j.packed = !quant && k->dot_panel;
+    j.tile_rows = j.packed ? MM_PANEL_TILE_ROWS : MM_TILE_ROWS;
+    j.n_tiles = (w->rows + j.tile_rows - 1) / j.tile_rows;
     int n_blocks = (n + MM_BLOCK_TOKENS - 1) / MM_BLOCK_TOKENS;
     j.n_groups = j.n_tiles >= nth ? 1 : (nth + j.n_tiles - 1) / j.n_tiles;
     if (j.n_groups > n_blocks) j.n_groups = n_blocks;

@@ -159,10 +159,11 @@ typedef struct {
     float *y;
     const float *x;
     size_t n;
+    const cpu_kernels *k;
 } ew_job;
 
 static void run_elementwise(be *b, tp_fn fn, float *y, const float *x, size_t n) {
-    ew_job j = {.y = y, .x = x, .n = n};
+    ew_job j = {.y = y, .x = x, .n = n, .k = cpu_ctx_of(b)->k};
     tp_run(cpu_ctx_of(b)->pool, fn, &j, cpu_threads_for(b, n, MIN_PER_THREAD));
 }
 
@@ -195,11 +196,17 @@ void cpu_gelu(be *b, float *x, size_t n) {
     run_elementwise(b, gelu_task, x, NULL, n);
 }
 
-/* CLIP's quick_gelu: x · sigmoid(1.702 · x), sigmoid(z) = 1 / (1 + exp(−z)). */
+/* CLIP's quick_gelu: x · sigmoid(1.702 · x), sigmoid(z) = 1 / (1 + exp(−z)):
+ * the kernel table's (its own exp, vectorised: the same bits on every table
+ * that has it, kernels.h), else with libm's expf. */
 static void quick_gelu_task(void *arg, int ith, int nth) {
     const ew_job *j = arg;
     long lo, hi;
     tp_split((long)j->n, ith, nth, 16, &lo, &hi);
+    if (j->k->quick_gelu) {
+        if (lo < hi) j->k->quick_gelu(j->y + lo, (size_t)(hi - lo));
+        return;
+    }
     for (long i = lo; i < hi; i++) {
         float v = j->y[i];
         j->y[i] = v * (1.0f / (1.0f + expf(-(1.702f * v))));
