@@ -12,8 +12,10 @@
 #include "backend/cpu/cpu.h"
 #include "backend/quant.h"
 
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 /* ---------------------------------------------------------------------------
@@ -151,6 +153,16 @@ static lv_status cpu_weight_init(be *b, be_weight *w, be_dtype dtype, int rows, 
         lv_err_prefix(err, "cpu backend");
         return st;
     }
+#ifdef MADV_POPULATE_READ
+    /* The source is usually a file mapping: its page tables in one call,
+     * not a fault per 4 KiB page (harmless elsewhere; may fail on old kernels). */
+    long page = sysconf(_SC_PAGESIZE);
+    if (page > 0) {
+        uintptr_t a = (uintptr_t)w->data & ~((uintptr_t)page - 1);
+        uintptr_t e = (uintptr_t)w->data + (size_t)rows * w->row_bytes;
+        (void)madvise((void *)a, e - a, MADV_POPULATE_READ);
+    }
+#endif
     pack_job j = {.out = pk, .w = w};
     tp_run(cpu_ctx_of(b)->pool, pack_task, &j, cpu_threads_for(b, (size_t)rows, 64));
     w->prep = pk;

@@ -96,7 +96,9 @@ typedef struct {
     int mlx_group;      /* MLX: values per scale (32, 64, 128) */
     size_t group_bytes; /* code_bytes + side_bytes */
     size_t row_bytes;   /* n_groups · group_bytes */
-    uint8_t *data;      /* rows · row_bytes, 64-byte aligned */
+    uint8_t *data;      /* rows · row_bytes, 64-byte aligned (2 MiB for large weights) */
+    void *map;          /* the anonymous mapping data lies in (qk_free), or NULL: malloc'd */
+    size_t map_bytes;
 } qk_weight;
 
 /* The x side of one group of a quantized activation row. */
