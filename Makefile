@@ -9,6 +9,9 @@
 #   make fuzz         build the libFuzzer targets (clang) in build-fuzz/, fuzz the image
 #                     decoders for FUZZ_SECONDS (default 60), then the safetensors reader,
 #                     the tokenizer.json loader and the GGUF reader for a quarter of that each
+#   make test-arm64   cross-build the engine core for ARM64 into build-arm64/ (Debian's
+#                     gcc-aarch64-linux-gnu, LLAVA_BACKEND_ONLY) and run its tests under
+#                     qemu-aarch64: the NEON kernels' correctness (ARM64_TESTS, T= as above)
 #   make clean        remove build trees
 JOBS  ?= $(shell nproc 2>/dev/null || echo 2)
 T     ?=
@@ -16,8 +19,11 @@ MODEL ?= models/demo
 CMAKE_FLAGS ?=
 FUZZ_SECONDS ?= 60
 CTEST_ARGS = --output-on-failure $(if $(T),-R $(T),)
+# The tests test-arm64 builds and runs (each under qemu: these are the ones
+# that exercise the kernels and link without the server's libraries).
+ARM64_TESTS ?= backend;quant
 
-.PHONY: all build setup test test-release test-asan asan run format clean fuzz
+.PHONY: all build setup test test-release test-asan asan run format clean fuzz test-arm64
 
 all: build
 
@@ -59,8 +65,16 @@ fuzz:
 	    tests/fuzz/seeds/$$t tests/fuzz/regressions/$$t > build-fuzz/fuzz_$$t.log 2>&1; rc=$$?; \
 	  tail -n 2 build-fuzz/fuzz_$$t.log; [ $$rc -eq 0 ] || { cat build-fuzz/fuzz_$$t.log; exit 1; }; done
 
+test-arm64:
+	@bash scripts/setup.sh --arm64
+	@cmake -S . -B build-arm64 -DCMAKE_TOOLCHAIN_FILE=cmake/aarch64-linux-gnu.cmake \
+	  -DCMAKE_BUILD_TYPE=Release -DLLAVA_BACKEND_ONLY=ON "-DLLAVA_BACKEND_ONLY_TESTS=$(ARM64_TESTS)" \
+	  $(CMAKE_FLAGS) >/dev/null
+	@cmake --build build-arm64 -j $(JOBS)
+	@cd build-arm64 && ctest $(CTEST_ARGS)
+
 format:
 	@clang-format -i $$(git ls-files '*.c' '*.h')
 
 clean:
-	rm -rf build build-asan build-fuzz
+	rm -rf build build-asan build-fuzz build-arm64

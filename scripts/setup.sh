@@ -12,6 +12,11 @@
 #     server's SDK test (tests/node/sdk_test.mjs), into the same cache
 #     directory. A release without dependencies that runs on Node 18+;
 #     pinned by version and tarball checksum.
+#
+# With --arm64 (make test-arm64) it installs instead what the ARM64 cross
+# build needs, and only that: Debian's cross compiler, qemu-user, and the
+# arm64 builds of the two libraries its tests link (cmocka, jansson), which
+# come through Debian multiarch (dpkg --add-architecture arm64).
 set -euo pipefail
 
 # Libraries are checked with dpkg; tools by command, since a machine may have
@@ -36,6 +41,26 @@ SDK_SHA1="ecd9c1a70d6f44c93d5a8edfb851f3a7f80affcd" # npm's dist.shasum of the t
 SDK_DIR="$CACHE_DIR/npm/node_modules/$SDK_PKG"
 
 say() { echo "setup: $*" >&2; }
+
+if [ "${1:-}" = "--arm64" ]; then
+  ARM64_PACKAGES=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user
+    libcmocka-dev:arm64 libjansson-dev:arm64)
+  missing=()
+  for p in "${ARM64_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  ((${#missing[@]})) || exit 0
+  say "installing Debian packages for the ARM64 cross build: ${missing[*]}"
+  SUDO=""
+  if [ "$(id -u)" -ne 0 ]; then
+    command -v sudo >/dev/null || { say "need root (or sudo) to install: ${missing[*]}"; exit 1; }
+    SUDO="sudo"
+  fi
+  dpkg --print-foreign-architectures | grep -qx arm64 || $SUDO dpkg --add-architecture arm64
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  exit 0
+fi
 
 missing=()
 for p in "${PACKAGES[@]}"; do
