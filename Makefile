@@ -21,7 +21,7 @@ FUZZ_SECONDS ?= 60
 CTEST_ARGS = --output-on-failure $(if $(T),-R $(T),)
 # The tests test-arm64 builds and runs (each under qemu: these are the ones
 # that exercise the kernels and link without the server's libraries).
-ARM64_TESTS ?= backend;quant
+ARM64_TESTS ?= kernels_neon;backend;quant
 
 .PHONY: all build setup test test-release test-asan asan run format clean fuzz test-arm64
 

@@ -37,11 +37,11 @@ static void cpu_deinit(be *b) {
     b->ctx = NULL;
 }
 
-/* Tables are tried best first. An aarch64 build would try a NEON table
- * (cpu_kernels_neon(), kernels_neon.c: not written yet) before portable. */
+/* Tables are tried best first (each getter is NULL off its architecture). */
 const cpu_kernels *cpu_kernels_best(void) {
     const cpu_kernels *k = cpu_kernels_avx512();
     if (!k) k = cpu_kernels_avx2();
+    if (!k) k = cpu_kernels_neon();
     return k ? k : cpu_kernels_portable();
 }
 
@@ -50,6 +50,7 @@ static const cpu_kernels *kernels_named(const char *isa) {
     if (strcmp(isa, "portable") == 0) return cpu_kernels_portable();
     if (strcmp(isa, "avx2") == 0) return cpu_kernels_avx2();
     if (strcmp(isa, "avx512") == 0) return cpu_kernels_avx512();
+    if (strcmp(isa, "neon") == 0) return cpu_kernels_neon();
     return NULL;
 }
 

@@ -44,7 +44,7 @@ enum { MM_DEC_QMAX = 12 };
 
 /* Vector kernels, one table per instruction set. Pointers may be unaligned. */
 typedef struct {
-    const char *isa; /* "avx512", "avx2" or "portable": the name LLAVA_CPU_ISA takes */
+    const char *isa; /* "avx512", "avx2", "neon" or "portable": LLAVA_CPU_ISA's name */
     /* Σ a[i]·b[i] over n floats. */
     float (*dot)(const float *a, const float *b, int n);
     /* dst[i] = float(src[i]) for n elements of dtype. */
@@ -169,6 +169,7 @@ void cpu_convert_portable(float *dst, be_dtype dtype, const void *src, size_t n)
 const cpu_kernels *cpu_kernels_portable(void); /* never NULL */
 const cpu_kernels *cpu_kernels_avx2(void);     /* needs AVX2+FMA+F16C */
 const cpu_kernels *cpu_kernels_avx512(void);   /* needs AVX2+FMA+F16C and AVX-512F */
+const cpu_kernels *cpu_kernels_neon(void);     /* any aarch64 CPU (kernels_neon.c) */
 /* The best table this CPU runs (cpu.c): the one init picks. */
 const cpu_kernels *cpu_kernels_best(void);
 

@@ -1,0 +1,421 @@
+/*
+ * test_kernels_neon.c - the vector kernel tables (NEON on ARM64, AVX2 and
+ * AVX-512 on x86) against one scalar model of their arithmetic, bit for bit.
+ *
+ * The vector tables all compute each matmul output as kernels_avx2.c
+ * describes: one 8-lane FMA chain from zero over the full 8-column blocks,
+ * the horizontal sum ((l0+l4)+(l2+l6)) + ((l1+l5)+(l3+l7)), then an
+ * unfused scalar tail. The model below spells that out with fmaf, one lane
+ * at a time (the build's -ffp-contract=off keeps its plain a·b + c
+ * unfused). On x86 the AVX2/AVX-512 tables are checked against it natively;
+ * on ARM64 (make test-arm64: cross-built, run under qemu-aarch64) the NEON
+ * table is. Equal to the same model, the tables give each other's bits.
+ *
+ * Every kernel entry is checked with memcmp on random data: odd sizes
+ * (n = 1..40, 63, 257, 1000), pointers one float (or one byte) off
+ * alignment, prefetch on and off, every decode shape the table declares,
+ * and for the quantized entries every ggml block type and MLX bits/group
+ * against be_dequant_span (backend/quant.c).
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#include "backend/cpu/kernels.h"
+#include "backend/quant.h"
+#include "base/half.h"
+
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
+
+static uint32_t rnd(void) { /* xorshift64* */
+    rng_state ^= rng_state >> 12;
+    rng_state ^= rng_state << 25;
+    rng_state ^= rng_state >> 27;
+    return (uint32_t)((rng_state * 0x2545f4914f6cdd1dull) >> 32);
+}
+
+static float rndf(void) { /* in [-1, 1), never exactly representable sums */
+    return (float)((int32_t)rnd()) / 2147483648.0f;
+}
+
+static void fill(float *p, size_t n) {
+    for (size_t i = 0; i < n; i++) p[i] = rndf();
+}
+
+static const int SIZES[] = {1, 2, 3, 5, 7, 8, 9, 15, 16, 17, 24, 31, 32, 33, 40, 63, 257, 1000};
+enum { N_SIZES = sizeof SIZES / sizeof SIZES[0], NMAX = 1000 };
+
+/* The vector tables this machine runs (NULL entries skipped). */
+static const cpu_kernels *table(int i) {
+    switch (i) {
+        case 0:
+            return cpu_kernels_neon();
+        case 1:
+            return cpu_kernels_avx2();
+        default:
+            return cpu_kernels_avx512();
+    }
+}
+enum { N_TABLES = 3 };
+
+static void expect_bits(const char *isa, const char *what, int n, const float *got,
+                        const float *want, size_t count) {
+    for (size_t i = 0; i < count; i++)
+        if (memcmp(&got[i], &want[i], sizeof got[i]) != 0)
+            fail_msg("%s %s n=%d: element %zu is %.9g, the model gives %.9g", isa, what, n, i,
+                     got[i], want[i]);
+}
+
+/* ---------------------------------------------------------------------------
+ * The model
+ */
+
+static float hsum8(const float l[8]) {
+    return ((l[0] + l[4]) + (l[2] + l[6])) + ((l[1] + l[5]) + (l[3] + l[7]));
+}
+
+/* One output: 8-lane FMA chain over the full blocks, hsum8, scalar tail. */
+static float chain(const float *x, const float *w, int n) {
+    float l[8] = {0};
+    int i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int j = 0; j < 8; j++) l[j] = fmaf(x[i + j], w[i + j], l[j]);
+    float s = hsum8(l);
+    for (; i < n; i++) s += x[i] * w[i];
+    return s;
+}
+
+/* `dot`: four 8-lane chains over blocks of 32 (the rest of the full blocks
+ * in the first), lane-wise (s0+s1)+(s2+s3), hsum8, tail. */
+static float model_dot(const float *a, const float *b, int n) {
+    float s[4][8] = {{0}};
+    int i = 0;
+    for (; i + 32 <= n; i += 32)
+        for (int c = 0; c < 4; c++)
+            for (int j = 0; j < 8; j++) s[c][j] = fmaf(a[i + 8 * c + j], b[i + 8 * c + j], s[c][j]);
+    for (; i + 8 <= n; i += 8)
+        for (int j = 0; j < 8; j++) s[0][j] = fmaf(a[i + j], b[i + j], s[0][j]);
+    float l[8];
+    for (int j = 0; j < 8; j++) l[j] = (s[0][j] + s[1][j]) + (s[2][j] + s[3][j]);
+    float r = hsum8(l);
+    for (; i < n; i++) r += a[i] * b[i];
+    return r;
+}
+
+/* ---------------------------------------------------------------------------
+ * Float kernels
+ */
+
+static void dot_and_convert(void **state) {
+    float *a = malloc((NMAX + 1) * sizeof *a), *b = malloc((NMAX + 1) * sizeof *b);
+    float *got = malloc(NMAX * sizeof *got), *want = malloc(NMAX * sizeof *want);
+    unsigned char *raw = malloc(2 * NMAX + 1);
+    int tested = 0;
+    for (int ti = 0; ti < N_TABLES; ti++) {
+        const cpu_kernels *k = table(ti);
+        if (!k) continue;
+        tested++;
+        for (int si = 0; si < N_SIZES; si++) {
+            int n = SIZES[si];
+            fill(a, NMAX + 1);
+            fill(b, NMAX + 1);
+            float g = k->dot(a + 1, b, n), w = model_dot(a + 1, b, n); /* a unaligned */
+            expect_bits(k->isa, "dot", n, &g, &w, 1);
+            /* convert: random bit patterns (NaNs and subnormals included), odd address */
+            for (int i = 0; i < 2 * n; i++) raw[1 + i] = (unsigned char)rnd();
+            for (int d = BE_F16; d <= BE_BF16; d++) {
+                k->convert(got, (be_dtype)d, raw + 1, (size_t)n);
+                cpu_convert_portable(want, (be_dtype)d, raw + 1, (size_t)n);
+                expect_bits(k->isa, d == BE_F16 ? "convert f16" : "convert bf16", n, got, want,
+                            (size_t)n);
+            }
+        }
+    }
+    if (!tested) printf("(no vector table on this machine: nothing to check)\n");
+    free(a);
+    free(b);
+    free(got);
+    free(want);
+    free(raw);
+}
+
+static void dot_block_6x4(void **state) {
+    enum { T = MM_BLOCK_TOKENS, R = MM_BLOCK_ROWS };
+    float *xs = malloc((size_t)T * (NMAX + 1) * sizeof *xs);
+    float *ws = malloc((size_t)R * (NMAX + 1) * sizeof *ws);
+    for (int ti = 0; ti < N_TABLES; ti++) {
+        const cpu_kernels *k = table(ti);
+        if (!k) continue;
+        for (int si = 0; si < N_SIZES; si++) {
+            int n = SIZES[si];
+            const float *x[T], *w[R];
+            fill(xs, (size_t)T * (NMAX + 1));
+            fill(ws, (size_t)R * (NMAX + 1));
+            for (int t = 0; t < T; t++) x[t] = xs + (size_t)t * (NMAX + 1) + (t & 1);
+            for (int r = 0; r < R; r++) w[r] = ws + (size_t)r * (NMAX + 1) + (r & 1);
+            w[3] = w[1]; /* rows may repeat */
+            float got[T][R], want[T][R];
+            for (int t = 0; t < T; t++)
+                for (int r = 0; r < R; r++) got[t][r] = want[t][r] = rndf();
+            k->dot_block(got, x, w, n);
+            for (int t = 0; t < T; t++)
+                for (int r = 0; r < R; r++) want[t][r] += chain(x[t], w[r], n);
+            expect_bits(k->isa, "dot_block", n, &got[0][0], &want[0][0], T * R);
+        }
+    }
+    free(xs);
+    free(ws);
+}
+
+/* Weight rows of dtype dt (F32/F16/BF16), random finite values, one byte
+ * off alignment; conv gets them as floats. */
+static void rnd_rows(be_dtype dt, int rows, int n, unsigned char *mem, const void *w[],
+                     float *conv) {
+    size_t es = dt == BE_F32 ? 4 : 2;
+    for (int r = 0; r < rows; r++) {
+        unsigned char *p = mem + 1 + (size_t)r * NMAX * es;
+        for (int i = 0; i < n; i++) {
+            float v = rndf();
+            uint16_t h = dt == BE_F16 ? lv_f32_to_f16(v) : (uint16_t)(rnd() & 0xbfff);
+            if (dt == BE_F32)
+                memcpy(p + 4 * i, &v, 4);
+            else
+                memcpy(p + 2 * i, &h, 2);
+        }
+        cpu_convert_portable(conv + (size_t)r * NMAX, dt, p, (size_t)n);
+        w[r] = p;
+    }
+}
+
+static void dot_rows_and_tokens(void **state) {
+    enum { ROWS = MM_GEMV_ROWS };
+    unsigned char *mem = malloc((size_t)ROWS * NMAX * 4 + 1);
+    float *conv = malloc((size_t)ROWS * NMAX * sizeof *conv);
+    float *xs = malloc((size_t)MM_DEC_TOKENS * (NMAX + 1) * sizeof *xs);
+    for (int ti = 0; ti < N_TABLES; ti++) {
+        const cpu_kernels *k = table(ti);
+        if (!k) continue;
+        for (int dt = BE_F32; dt <= BE_BF16; dt++)
+            for (int si = 0; si < N_SIZES; si++) {
+                int n = SIZES[si];
+                const void *w[ROWS];
+                rnd_rows((be_dtype)dt, ROWS, n, mem, w, conv);
+                fill(xs, (size_t)MM_DEC_TOKENS * (NMAX + 1));
+                const float *x[MM_DEC_TOKENS];
+                for (int t = 0; t < MM_DEC_TOKENS; t++) x[t] = xs + (size_t)t * (NMAX + 1) + 1;
+                for (int p = 0; p < 2; p++) { /* prefetch off, then on (the rows themselves) */
+                    float got[ROWS], want[ROWS];
+                    for (int r = 0; r < ROWS; r++) got[r] = want[r] = rndf();
+                    k->dot_rows(got, x[0], (be_dtype)dt, w, p ? w : NULL, n);
+                    for (int r = 0; r < ROWS; r++)
+                        want[r] += chain(x[0], conv + (size_t)r * NMAX, n);
+                    expect_bits(k->isa, "dot_rows", n, got, want, ROWS);
+                }
+                if (!k->dot_tokens) continue;
+                for (int nr = 2; nr <= 4; nr += 2) {
+                    int maxt = nr == 4 ? k->dec_tokens4 : k->dec_tokens;
+                    for (int nt = 1; nt <= maxt; nt++) {
+                        float got[MM_DEC_TOKENS][MM_DEC_ROWS], want[MM_DEC_TOKENS][MM_DEC_ROWS];
+                        for (int t = 0; t < nt; t++)
+                            for (int r = 0; r < nr; r++) got[t][r] = want[t][r] = rndf();
+                        k->dot_tokens(got, nt, nr, x, (be_dtype)dt, w, nt & 1 ? w + 4 : NULL, n);
+                        for (int t = 0; t < nt; t++)
+                            for (int r = 0; r < nr; r++)
+                                want[t][r] += chain(x[t], conv + (size_t)r * NMAX, n);
+                        for (int t = 0; t < nt; t++)
+                            expect_bits(k->isa, "dot_tokens", n, got[t], want[t], (size_t)nr);
+                    }
+                }
+            }
+    }
+    free(mem);
+    free(conv);
+    free(xs);
+}
+
+/* madd_block: per output column d < n − n % 8 one FMA chain from o over
+ * the keys; the last n % 8 columns unfused. */
+static void madd_block(void **state) {
+    enum { T = MM_BLOCK_TOKENS, KEYS = 13, LDV = 67 };
+    float *v = malloc((size_t)KEYS * LDV * sizeof *v);
+    float p[T][KEYS], got[T][64], want[T][64];
+    for (int ti = 0; ti < N_TABLES; ti++) {
+        const cpu_kernels *k = table(ti);
+        if (!k) continue;
+        static const int NS[] = {1, 7, 8, 9, 16, 24, 31, 40, 64};
+        for (size_t ni = 0; ni < sizeof NS / sizeof NS[0]; ni++) {
+            int n = NS[ni];
+            fill(v, (size_t)KEYS * LDV);
+            fill(&p[0][0], T * KEYS);
+            fill(&got[0][0], T * 64);
+            memcpy(want, got, sizeof got);
+            float *o[T];
+            const float *pp[T];
+            for (int t = 0; t < T; t++) {
+                o[t] = got[t];
+                pp[t] = p[t];
+            }
+            k->madd_block(o, pp, v + 1, LDV, KEYS, n);
+            for (int t = 0; t < T; t++)
+                for (int d = 0; d < n; d++)
+                    for (int j = 0; j < KEYS; j++) {
+                        float vj = v[1 + (size_t)j * LDV + d];
+                        want[t][d] = d < n - n % 8 ? fmaf(p[t][j], vj, want[t][d])
+                                                   : want[t][d] + p[t][j] * vj;
+                    }
+            for (int t = 0; t < T; t++) expect_bits(k->isa, "madd_block", n, got[t], want[t], n);
+        }
+    }
+    free(v);
+}
+
+/* ---------------------------------------------------------------------------
+ * Quantized kernels
+ */
+
+/* A random normal half of magnitude in [2^-9, 2^-4), either sign. */
+static uint16_t rnd_scale_half(void) {
+    return (uint16_t)((rnd() & 1) << 15 | (6 + rnd() % 5) << 10 | (rnd() & 0x3ff));
+}
+
+typedef struct {
+    unsigned char *mem, *side;
+    be_weight w;
+} qw;
+
+/* rows × cols of dt (bits/group for MLX, F16 or BF16 side data), random
+ * codes and sane scales, the codes one byte off alignment. */
+static void rnd_qw(qw *o, be_dtype dt, int rows, int cols, int bits, int group, be_dtype sdt) {
+    be_quant q = {.bits = bits, .group = group, .scale_dtype = sdt};
+    size_t rb = be_row_bytes(dt, cols, &q), n = rb * rows;
+    assert_true(rb > 0);
+    o->mem = malloc(n + 9);
+    unsigned char *p = o->mem + 1;
+    for (size_t i = 0; i < n + 8; i++) p[i] = (unsigned char)rnd();
+    o->side = NULL;
+    if (dt == BE_MLX) {
+        size_t ng = (size_t)rows * (cols / group);
+        o->side = malloc(4 * ng);
+        for (size_t i = 0; i < 2 * ng; i++) {
+            uint16_t h = rnd_scale_half();
+            if (sdt == BE_BF16) h = (uint16_t)(lv_f16_to_f32(h) != 0 ? rnd() & 0xbfff : 0);
+            memcpy(o->side + 2 * i, &h, 2);
+        }
+        q.scales = o->side;
+        q.biases = o->side + 2 * ng;
+    } else {
+        int bb = be_block_bytes(dt);
+        for (size_t b = 0; b < n / bb; b++) {
+            unsigned char *blk = p + b * bb;
+            uint16_t h1 = rnd_scale_half(), h2 = rnd_scale_half();
+            if (dt == BE_Q6_K) {
+                memcpy(blk + 208, &h1, 2);
+            } else {
+                memcpy(blk, &h1, 2);
+                if (dt == BE_Q4_1 || dt == BE_Q4_K || dt == BE_Q5_K) memcpy(blk + 2, &h2, 2);
+            }
+        }
+    }
+    lv_err err = {0};
+    assert_int_equal(be_weight_describe(&o->w, dt, rows, cols, p, &q, &err), LV_OK);
+}
+
+typedef struct {
+    be_dtype dt;
+    int bits, group;
+    be_dtype sdt;
+} qcase;
+
+static const qcase QCASES[] = {
+    {BE_Q8_0, 0, 0, 0},       {BE_Q4_0, 0, 0, 0},       {BE_Q4_1, 0, 0, 0},
+    {BE_Q4_K, 0, 0, 0},       {BE_Q5_K, 0, 0, 0},       {BE_Q6_K, 0, 0, 0},
+    {BE_MLX, 4, 32, BE_F16},  {BE_MLX, 4, 64, BE_BF16}, {BE_MLX, 8, 128, BE_F16},
+    {BE_MLX, 2, 64, BE_F16},  {BE_MLX, 3, 32, BE_F16},  {BE_MLX, 5, 64, BE_BF16},
+    {BE_MLX, 6, 128, BE_F16},
+};
+
+static void quantized(void **state) {
+    enum { ROWS = MM_GEMV_ROWS, COLS = 512 };
+    float *vals = malloc((size_t)ROWS * COLS * sizeof *vals);
+    float *got = malloc(COLS * sizeof *got);
+    float *xs = malloc((size_t)MM_DEC_QMAX * (COLS + 1) * sizeof *xs);
+    for (int ti = 0; ti < N_TABLES; ti++) {
+        const cpu_kernels *k = table(ti);
+        if (!k) continue;
+        for (size_t ci = 0; ci < sizeof QCASES / sizeof QCASES[0]; ci++) {
+            const qcase *c = &QCASES[ci];
+            qw q;
+            rnd_qw(&q, c->dt, ROWS, COLS, c->bits, c->group, c->sdt);
+            const char *name = be_dtype_name(c->dt);
+            for (int r = 0; r < ROWS; r++) be_dequant_row(&q.w, r, vals + (size_t)r * COLS);
+            /* dequant: spans of the row, from c0 */
+            int al = be_span_align(&q.w);
+            for (int c0 = 0; c0 < COLS; c0 += 2 * al) {
+                int n = COLS - c0 < 3 * al ? COLS - c0 : 3 * al;
+                k->dequant(&q.w, 3, c0, n, got);
+                expect_bits(k->isa, name, n, got, vals + 3 * COLS + c0, (size_t)n);
+            }
+            fill(xs, (size_t)MM_DEC_QMAX * (COLS + 1));
+            int rows[ROWS] = {7, 0, 5, 5, 1, 2, 6, 3}; /* rows may repeat */
+            int c0 = 256, n = 256;                     /* a span the dequantiser takes */
+            if (k->dot_rows_q) {
+                float a[ROWS], want[ROWS];
+                for (int r = 0; r < ROWS; r++) a[r] = want[r] = rndf();
+                k->dot_rows_q(a, xs + 1, &q.w, rows, c0, n);
+                for (int r = 0; r < ROWS; r++)
+                    want[r] += chain(xs + 1, vals + (size_t)rows[r] * COLS + c0, n);
+                expect_bits(k->isa, "dot_rows_q", n, a, want, ROWS);
+            }
+            if (k->dot_tokens_q)
+                for (int nt = 2; nt <= k->dec_qtokens; nt++) {
+                    int nr = nt <= k->dec_qtokens4 ? 4 : 2;
+                    size_t ldx = COLS + 1;
+                    float a[MM_DEC_QMAX][MM_DEC_ROWS], want[MM_DEC_QMAX][MM_DEC_ROWS];
+                    for (int t = 0; t < nt; t++)
+                        for (int r = 0; r < nr; r++) a[t][r] = want[t][r] = rndf();
+                    k->dot_tokens_q(a, nt, nr, xs + 1, ldx, &q.w, rows + 1, c0, n);
+                    for (int t = 0; t < nt; t++)
+                        for (int r = 0; r < nr; r++)
+                            want[t][r] +=
+                                chain(xs + 1 + t * ldx, vals + (size_t)rows[1 + r] * COLS + c0, n);
+                    for (int t = 0; t < nt; t++)
+                        expect_bits(k->isa, "dot_tokens_q", n, a[t], want[t], (size_t)nr);
+                }
+            free(q.mem);
+            free(q.side);
+        }
+    }
+    free(vals);
+    free(got);
+    free(xs);
+}
+
+/* On ARM64 the NEON table is the best one and LLAVA_CPU_ISA's "neon". */
+static void neon_is_best_on_arm64(void **state) {
+#if defined(__aarch64__)
+    assert_non_null(cpu_kernels_neon());
+    assert_ptr_equal(cpu_kernels_best(), cpu_kernels_neon());
+    assert_string_equal(cpu_kernels_neon()->isa, "neon");
+#else
+    assert_null(cpu_kernels_neon());
+#endif
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(neon_is_best_on_arm64),
+        cmocka_unit_test(dot_and_convert),
+        cmocka_unit_test(dot_block_6x4),
+        cmocka_unit_test(dot_rows_and_tokens),
+        cmocka_unit_test(madd_block),
+        cmocka_unit_test(quantized),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
