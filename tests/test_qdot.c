@@ -220,8 +220,8 @@ static void fill_x(float *x, int n, int cols) {
 
 static const qk_kernels *tables(int i) {
     const qk_kernels *all[] = {qk_kernels_portable(), qk_kernels_avx2(), qk_kernels_avx512(),
-                               qk_kernels_avx2_novnni()};
-    return i < 4 ? all[i] : NULL;
+                               qk_kernels_avx2_novnni(), qk_kernels_neon()};
+    return i < 5 ? all[i] : NULL;
 }
 
 static void kernels_match_reference(void **state) {
@@ -250,7 +250,7 @@ static void kernels_match_reference(void **state) {
             uint8_t *unpacked[QK_MAX_R + 1];
             for (int r = 0; r <= QK_MAX_R; r++)
                 unpacked[r] = aligned_alloc(64, (size_t)pk.n_groups * pk.group);
-            for (int ti = 1; ti < 4; ti++) {
+            for (int ti = 1; ti < 5; ti++) {
                 const qk_kernels *kt = tables(ti);
                 if (!kt) continue;
                 memset(xq, 0xA5, (size_t)n * xrb);

@@ -178,6 +178,7 @@ const qk_kernels *qk_kernels_portable(void);    /* never NULL */
 const qk_kernels *qk_kernels_avx512(void);      /* AVX-512F/BW/VL + VNNI, else NULL */
 const qk_kernels *qk_kernels_avx2(void);        /* AVX2 (+ AVX-VNNI when present), else NULL */
 const qk_kernels *qk_kernels_avx2_novnni(void); /* the same without AVX-VNNI (tests), else NULL */
+const qk_kernels *qk_kernels_neon(void); /* any aarch64 CPU (sdot where present), else NULL */
 /* The integer kernels that go with a float table's isa name ("avx512" ...). */
 const qk_kernels *qk_kernels_for(const char *isa);
 

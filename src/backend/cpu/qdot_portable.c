@@ -121,5 +121,6 @@ const qk_kernels *qk_kernels_for(const char *isa) {
     const qk_kernels *k = NULL;
     if (strcmp(isa, "avx512") == 0) k = qk_kernels_avx512();
     if (!k && (strcmp(isa, "avx512") == 0 || strcmp(isa, "avx2") == 0)) k = qk_kernels_avx2();
+    if (strcmp(isa, "neon") == 0) k = qk_kernels_neon();
     return k ? k : qk_kernels_portable();
 }

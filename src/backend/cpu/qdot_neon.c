@@ -1,0 +1,127 @@
+/*
+ * qdot_neon.c - the integer kernels of qdot.h for ARM64: sdot (the dotprod
+ * extension, ARMv8.2-A and later: Neoverse, Apple M, Cortex-A55/A76 on) or,
+ * on cores without it (Cortex-A53/A72), vmull_s8 and pairwise adds. The
+ * kernel bodies are qdot_neon_impl.h, compiled once per variant;
+ * qk_kernels_neon() picks by the kernel's HWCAP_ASIMDDP. Both give the
+ * reference's bits (qdot_portable.c): exact integer lane sums, then the
+ * same float operations per lane in the same order (tests/test_qdot.c,
+ * under qemu-aarch64 -cpu max for sdot and -cpu cortex-a53 without).
+ */
+#include "backend/cpu/qdot.h"
+
+#if defined(__aarch64__) && defined(__GNUC__)
+#include <arm_neon.h>
+#include <asm/hwcap.h>
+#include <math.h>
+#include <string.h>
+#include <sys/auxv.h>
+
+/* Quantizes one activation row (qdot.h): per 32-value block d = amax/127,
+ * id = 1/d, codes rint(x·id) clamped to ±127 (vrndnq: to nearest, ties to
+ * even, as rintf in the default mode), stored 4 to a lane per step. amax
+ * uses vmaxnm, which like fmaxf ignores a NaN. */
+static void quantize_neon(const qk_weight *w, const float *x, uint8_t *xq) {
+    const size_t xgb = qk_xgroup_bytes(w);
+    for (int g = 0; g < w->n_groups; g++) {
+        uint8_t *codes = xq + (size_t)g * xgb;
+        qk_xside *side = (qk_xside *)(void *)(codes + w->group);
+        for (int l = 0; l < QK_LANES; l++) {
+            int c0 = g * w->group + l * w->lane;
+            if (c0 >= w->cols) {
+                for (int k = 0; k < w->lane / 4; k++) memset(codes + 64 * k + 4 * l, 0, 4);
+                side->dx[l] = 0.0f;
+                side->corr[l] = 0;
+                continue;
+            }
+            const float *blk = x + c0 / QK_BLOCK * QK_BLOCK;
+            float32x4_t m = vdupq_n_f32(0.0f);
+            for (int j = 0; j < QK_BLOCK; j += 4) m = vmaxnmq_f32(m, vabsq_f32(vld1q_f32(blk + j)));
+            float amax = vmaxnmvq_f32(m);
+            float d = amax / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
+            const float32x4_t vid = vdupq_n_f32(id), lo = vdupq_n_f32(-127.0f),
+                              hi = vdupq_n_f32(127.0f);
+            int32x4_t s = vdupq_n_s32(0);
+            for (int j = 0; j < w->lane; j += 8) { /* 8 values: steps j/4 and j/4 + 1 */
+                int32x4_t q[2];
+                for (int h = 0; h < 2; h++) {
+                    float32x4_t v = vrndnq_f32(vmulq_f32(vld1q_f32(x + c0 + j + 4 * h), vid));
+                    q[h] = vcvtq_s32_f32(vminq_f32(vmaxq_f32(v, lo), hi));
+                    s = vaddq_s32(s, q[h]);
+                }
+                int8x8_t b = vmovn_s16(vcombine_s16(vmovn_s32(q[0]), vmovn_s32(q[1])));
+                uint32x2_t b2 = vreinterpret_u32_s8(b);
+                vst1_lane_u32((uint32_t *)(void *)(codes + 64 * (j / 4) + 4 * l), b2, 0);
+                vst1_lane_u32((uint32_t *)(void *)(codes + 64 * (j / 4 + 1) + 4 * l), b2, 1);
+            }
+            int32_t S = vaddvq_s32(s);
+            side->dx[l] = d;
+            if (w->affine)
+                side->xs[l] = d * (float)S;
+            else
+                side->corr[l] = w->offset * S;
+        }
+    }
+}
+
+/* GCC compiles sdot inside functions that target it; clang's arm_neon.h
+ * (14) declares it only when the whole build does (-march=...+dotprod). */
+#if !defined(__clang__) || defined(__ARM_FEATURE_DOTPROD)
+#define HAVE_SDOT 1
+#define QN(name)  name##_dotprod
+#ifdef __clang__
+#define QN_TARGET
+#else /* the architecture level arm_neon.h compiles its sdot intrinsics for */
+#define QN_TARGET __attribute__((target("arch=armv8.2-a+dotprod")))
+#endif
+#define QN_INL     QN_TARGET static inline __attribute__((always_inline))
+#define QN_DOTPROD 1
+#include "backend/cpu/qdot_neon_impl.h"
+#undef QN
+#undef QN_TARGET
+#undef QN_INL
+#undef QN_DOTPROD
+#endif
+
+#define QN(name) name##_mull
+#define QN_TARGET
+#define QN_INL     static inline __attribute__((always_inline))
+#define QN_DOTPROD 0
+#include "backend/cpu/qdot_neon_impl.h"
+#undef QN
+#undef QN_TARGET
+#undef QN_INL
+#undef QN_DOTPROD
+
+static const qk_kernels NEON_MULL = {
+    .isa = "neon",
+    .quantize = quantize_neon,
+    .unpack = unpack_mull,
+    .dot_block = dot_block_mull,
+    .dot_rows = dot_rows_mull,
+};
+
+#ifdef HAVE_SDOT
+static const qk_kernels NEON_DOTPROD = {
+    .isa = "neon-dotprod",
+    .quantize = quantize_neon,
+    .unpack = unpack_dotprod,
+    .dot_block = dot_block_dotprod,
+    .dot_rows = dot_rows_dotprod,
+};
+#endif
+
+const qk_kernels *qk_kernels_neon(void) {
+#ifdef HAVE_SDOT
+    if (getauxval(AT_HWCAP) & HWCAP_ASIMDDP) return &NEON_DOTPROD;
+#endif
+    return &NEON_MULL;
+}
+
+#else
+
+const qk_kernels *qk_kernels_neon(void) {
+    return NULL;
+}
+
+#endif

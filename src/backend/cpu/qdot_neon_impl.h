@@ -1,0 +1,193 @@
+/*
+ * qdot_neon_impl.h - the body of the NEON integer kernels (qdot_neon.c),
+ * included twice: with QN_DOTPROD 1 (sdot, functions compiled for
+ * armv8.2-a+dotprod) and 0 (vmull + pairwise adds, any ARMv8-A). QN(name)
+ * gives each copy its own names and QN_TARGET its target attribute; every
+ * function of a copy has the same target, so they inline into each other.
+ *
+ * Lane sums. A 64-byte step of a group is 4 registers of 16 bytes, each 4
+ * lanes of 4 bytes: sdot (vdotq_s32) sums exactly one lane's 4 products
+ * into one int32 lane, and vmull_s8 + vpaddlq_s16 + vpaddq_s32 give the same
+ * sums without it. Both multiply signed bytes: the 4- and 6-bit codes (0..63)
+ * are already non-negative int8, the 8-bit ones (0..255) are taken as
+ * c − 128. For Q8_0 (offset 128) that makes the lane sum Σ (c − 128)·q,
+ * which is the reference's Σ c·q − corr exactly; for MLX8 (no offset) the
+ * 128·Σ q it lacks is added back from a dot with ones. The integers are thus
+ * the reference's, and the float fold is its operations in its order.
+ */
+
+QN_INL int32x4_t QN(dot16)(int32x4_t acc, int8x16_t c, int8x16_t x) {
+#if QN_DOTPROD
+    return vdotq_s32(acc, c, x);
+#else
+    int32x4_t lo = vpaddlq_s16(vmull_s8(vget_low_s8(c), vget_low_s8(x)));
+    int32x4_t hi = vpaddlq_s16(vmull_high_s8(c, x));
+    return vaddq_s32(acc, vpaddq_s32(lo, hi));
+#endif
+}
+
+/* The codes of step k of a packed group, 64 bytes as 4 registers: raw
+ * (unpack) or as the signed bytes the dots multiply (8-bit codes − 128). */
+QN_INL void QN(step_codes)(qk_format F, const uint8_t *codes, int k, bool as_signed,
+                           uint8x16_t c[4]) {
+    bool eight = F == QK_Q8_0 || F == QK_MLX8;
+    for (int q = 0; q < 4; q++) {
+        if (eight) {
+            c[q] = vld1q_u8(codes + 64 * k + 16 * q);
+            if (as_signed) c[q] = veorq_u8(c[q], vdupq_n_u8(0x80));
+            continue;
+        }
+        uint8x16_t v = vld1q_u8(codes + 64 * (k / 2) + 16 * q);
+        c[q] = k & 1 ? vshrq_n_u8(v, 4) : vandq_u8(v, vdupq_n_u8(0x0F));
+        if (F == QK_Q6_K) {
+            uint8x16_t h = vld1q_u8(codes + 128 + 16 * q);
+            h = vandq_u8(vshlq_u8(h, vdupq_n_s8((int8_t)(-2 * k))), vdupq_n_u8(3));
+            c[q] = vorrq_u8(c[q], vshlq_n_u8(h, 4));
+        }
+    }
+}
+
+/* acc[16] = the reference's fold of one group's integer lane sums ia[4]
+ * (lanes 4q..4q+3 in ia[q]) with the lane scales of row r, group g; sx:
+ * the lanes' Σ q (MLX8 only). */
+QN_INL void QN(fold)(qk_format F, float acc[QK_LANES], int32x4_t ia[4], const int32x4_t sx[4],
+                     const qk_weight *w, int r, int g, const qk_xside *xs) {
+    float ws[QK_LANES], wm[QK_LANES];
+    qk_lane_scales(w, r, g, ws, wm);
+    bool affine = F == QK_Q4_K || F == QK_MLX4 || F == QK_MLX8;
+    for (int q = 0; q < 4; q++) {
+        int32x4_t i = ia[q];
+        if (F == QK_Q4_0 || F == QK_Q6_K) i = vsubq_s32(i, vld1q_s32(xs->corr + 4 * q));
+        if (F == QK_MLX8) i = vaddq_s32(i, vshlq_n_s32(sx[q], 7));
+        float32x4_t s = vmulq_f32(vld1q_f32(ws + 4 * q), vld1q_f32(xs->dx + 4 * q));
+        float32x4_t a = vfmaq_f32(vld1q_f32(acc + 4 * q), vcvtq_f32_s32(i), s);
+        if (affine) a = vfmaq_f32(a, vld1q_f32(wm + 4 * q), vld1q_f32(xs->xs + 4 * q));
+        vst1q_f32(acc + 4 * q, a);
+    }
+}
+
+/* The x codes of step k of a quantized activation group, and (MLX8) the
+ * running lane sums of those codes. */
+QN_INL void QN(step_x)(qk_format F, const uint8_t *xc, int k, int8x16_t x[4], int32x4_t sx[4]) {
+    for (int q = 0; q < 4; q++) {
+        x[q] = vld1q_s8((const int8_t *)xc + 64 * k + 16 * q);
+        if (F == QK_MLX8) sx[q] = QN(dot16)(sx[q], vdupq_n_s8(1), x[q]);
+    }
+}
+
+/* One token × nr rows, every group, from zero (qdot.h `dot_rows`). */
+QN_INL void QN(gemv_fmt)(qk_format F, float acc[][QK_LANES], int nr, const uint8_t *xq,
+                         const qk_weight *w, const int rows[], const int *pf) {
+    const int steps = w->lane / 4;
+    const size_t xgb = qk_xgroup_bytes(w);
+    for (int r = 0; r < nr; r++) memset(acc[r], 0, sizeof acc[r]);
+    for (int g = 0; g < w->n_groups; g++) {
+        const uint8_t *xc = xq + (size_t)g * xgb;
+        const qk_xside *xs = (const qk_xside *)(const void *)(xc + w->group);
+        size_t go = (size_t)g * w->group_bytes;
+        if (pf)
+            for (int r = 0; r < nr; r++)
+                for (size_t o = 0; o < w->group_bytes; o += 64)
+                    __builtin_prefetch(w->data + (size_t)pf[r] * w->row_bytes + go + o, 0, 3);
+        int8x16_t x[8][4];
+        int32x4_t sx[4] = {vdupq_n_s32(0), vdupq_n_s32(0), vdupq_n_s32(0), vdupq_n_s32(0)};
+        for (int k = 0; k < steps; k++) QN(step_x)(F, xc, k, x[k], sx);
+        for (int r = 0; r < nr; r++) {
+            const uint8_t *codes = w->data + (size_t)rows[r] * w->row_bytes + go;
+            int32x4_t ia[4] = {vdupq_n_s32(0), vdupq_n_s32(0), vdupq_n_s32(0), vdupq_n_s32(0)};
+            for (int k = 0; k < steps; k++) {
+                uint8x16_t c[4];
+                QN(step_codes)(F, codes, k, true, c);
+                for (int q = 0; q < 4; q++)
+                    ia[q] = QN(dot16)(ia[q], vreinterpretq_s8_u8(c[q]), x[k][q]);
+            }
+            QN(fold)(F, acc[r], ia, sx, w, rows[r], g, xs);
+        }
+    }
+}
+
+/* nt tokens × nr rows over groups [g0, g1), codes unpacked (one byte each,
+ * raw), continuing acc (qdot.h `dot_block`). */
+QN_INL void QN(block_fmt)(qk_format F, float acc[][QK_MAX_R][QK_LANES], int nt, int nr,
+                          const uint8_t *const xq[], const qk_weight *w, const int rows[],
+                          const uint8_t *const codes[], int g0, int g1) {
+    const int steps = w->lane / 4;
+    const size_t xgb = qk_xgroup_bytes(w);
+    const bool eight = F == QK_Q8_0 || F == QK_MLX8;
+    for (int g = g0; g < g1; g++)
+        for (int t = 0; t < nt; t++) {
+            const uint8_t *xc = xq[t] + (size_t)g * xgb;
+            const qk_xside *xs = (const qk_xside *)(const void *)(xc + w->group);
+            int8x16_t x[8][4];
+            int32x4_t sx[4] = {vdupq_n_s32(0), vdupq_n_s32(0), vdupq_n_s32(0), vdupq_n_s32(0)};
+            for (int k = 0; k < steps; k++) QN(step_x)(F, xc, k, x[k], sx);
+            for (int r = 0; r < nr; r++) {
+                const uint8_t *cr = codes[r] + (size_t)(g - g0) * w->group;
+                int32x4_t ia[4] = {vdupq_n_s32(0), vdupq_n_s32(0), vdupq_n_s32(0), vdupq_n_s32(0)};
+                for (int k = 0; k < steps; k++)
+                    for (int q = 0; q < 4; q++) {
+                        uint8x16_t c = vld1q_u8(cr + 64 * k + 16 * q);
+                        if (eight) c = veorq_u8(c, vdupq_n_u8(0x80));
+                        ia[q] = QN(dot16)(ia[q], vreinterpretq_s8_u8(c), x[k][q]);
+                    }
+                QN(fold)(F, acc[t][r], ia, sx, w, rows[r], g, xs);
+            }
+        }
+}
+
+QN_INL void QN(unpack_fmt)(qk_format F, const qk_weight *w, int r, int g0, int g1, uint8_t *dst) {
+    const int steps = w->lane / 4;
+    const uint8_t *src = w->data + (size_t)r * w->row_bytes + (size_t)g0 * w->group_bytes;
+    for (int g = g0; g < g1; g++, src += w->group_bytes)
+        for (int k = 0; k < steps; k++, dst += 64) {
+            uint8x16_t c[4];
+            QN(step_codes)(F, src, k, false, c);
+            for (int q = 0; q < 4; q++) vst1q_u8(dst + 16 * q, c[q]);
+        }
+}
+
+#define QN_FORMATS(X) X(QK_Q4_0) X(QK_Q8_0) X(QK_Q4_K) X(QK_Q6_K) X(QK_MLX4) X(QK_MLX8)
+
+QN_TARGET static void QN(dot_rows)(float acc[][QK_LANES], int nr, const uint8_t *xq,
+                                   const qk_weight *w, const int rows[], const int *pf) {
+    switch (w->fmt) {
+#define CASE(F)                                                                                    \
+    case F:                                                                                        \
+        QN(gemv_fmt)(F, acc, nr, xq, w, rows, pf);                                                 \
+        return;
+        QN_FORMATS(CASE)
+#undef CASE
+        default:
+            return;
+    }
+}
+
+QN_TARGET static void QN(dot_block)(float acc[][QK_MAX_R][QK_LANES], int nt, int nr,
+                                    const uint8_t *const xq[], const qk_weight *w, const int rows[],
+                                    const uint8_t *const codes[], int g0, int g1) {
+    switch (w->fmt) {
+#define CASE(F)                                                                                    \
+    case F:                                                                                        \
+        QN(block_fmt)(F, acc, nt, nr, xq, w, rows, codes, g0, g1);                                 \
+        return;
+        QN_FORMATS(CASE)
+#undef CASE
+        default:
+            return;
+    }
+}
+
+QN_TARGET static void QN(unpack)(const qk_weight *w, int r, int g0, int g1, uint8_t *dst) {
+    switch (w->fmt) {
+#define CASE(F)                                                                                    \
+    case F:                                                                                        \
+        QN(unpack_fmt)(F, w, r, g0, g1, dst);                                                      \
+        return;
+        QN_FORMATS(CASE)
+#undef CASE
+        default:
+            return;
+    }
+}
+
+#undef QN_FORMATS
