@@ -8,8 +8,8 @@
  * reuses several AVX2 kernels as they are: AVX2_SHARED in avx2.h). The x86
  * files use target attributes, so the build needs no -march and the binary
  * runs on any x86-64; a getter returns NULL where the running CPU lacks its
- * set. A NEON table (aarch64) would be one more set of files and one more
- * getter, tried in cpu_kernels_best() (cpu.c).
+ * set. On aarch64, kernels_neon.c + dequant_neon.c (NEON, in every ARMv8-A
+ * CPU) give the AVX2 table's bits too; elsewhere their getter returns NULL.
  *
  * Every table gives each output the same arithmetic whatever path matmul
  * takes (see matmul.c); the AVX-512 table gives the AVX2 table's bits.
