@@ -12,6 +12,8 @@
 
 #if defined(__aarch64__) && defined(__GNUC__)
 #include <arm_neon.h>
+#include "base/half.h"
+
 #include <asm/hwcap.h>
 #include <math.h>
 #include <string.h>
@@ -60,6 +62,84 @@ static void quantize_neon(const qk_weight *w, const float *x, uint8_t *xq) {
                 side->xs[l] = d * (float)S;
             else
                 side->corr[l] = w->offset * S;
+        }
+    }
+}
+
+/* 16 bytes as floats, zero- or sign-extended; 4 registers of 4 lanes. */
+static inline __attribute__((always_inline)) void u8x16_f32(uint8x16_t b, float32x4_t f[4]) {
+    uint16x8_t lo = vmovl_u8(vget_low_u8(b)), hi = vmovl_high_u8(b);
+    f[0] = vcvtq_f32_u32(vmovl_u16(vget_low_u16(lo)));
+    f[1] = vcvtq_f32_u32(vmovl_high_u16(lo));
+    f[2] = vcvtq_f32_u32(vmovl_u16(vget_low_u16(hi)));
+    f[3] = vcvtq_f32_u32(vmovl_high_u16(hi));
+}
+
+static inline __attribute__((always_inline)) void s8x16_f32(int8x16_t b, float32x4_t f[4]) {
+    int16x8_t lo = vmovl_s8(vget_low_s8(b)), hi = vmovl_high_s8(b);
+    f[0] = vcvtq_f32_s32(vmovl_s16(vget_low_s16(lo)));
+    f[1] = vcvtq_f32_s32(vmovl_high_s16(lo));
+    f[2] = vcvtq_f32_s32(vmovl_s16(vget_low_s16(hi)));
+    f[3] = vcvtq_f32_s32(vmovl_high_s16(hi));
+}
+
+static inline float f16_at(const uint8_t *p) {
+    return lv_f16_to_f32((uint16_t)(p[0] | p[1] << 8));
+}
+
+/* The lane scales ws and mins wm (lanes 4q..4q+3 in [q]) of one group from
+ * its side bytes: qk_lane_scales' values (the same conversions and
+ * products), for the kernels of both variants. */
+static inline __attribute__((always_inline)) void lane_scales(qk_format F, const qk_weight *w,
+                                                              const uint8_t *side,
+                                                              float32x4_t ws[4],
+                                                              float32x4_t wm[4]) {
+    for (int q = 0; q < 4; q++) wm[q] = vdupq_n_f32(0.0f);
+    switch (F) {
+        case QK_Q4_0:
+        case QK_Q8_0:
+            for (int h = 0; h < 2; h++) {
+                float16x8_t d = vreinterpretq_f16_u8(vld1q_u8(side + 16 * h));
+                ws[2 * h] = vcvt_f32_f16(vget_low_f16(d));
+                ws[2 * h + 1] = vcvt_high_f32_f16(d);
+            }
+            return;
+        case QK_Q4_K: { /* lanes 0..7 take d[0], dmin[0]; 8..15 d[1], dmin[1] */
+            float32x4_t sc[4], m[4];
+            u8x16_f32(vld1q_u8(side + 8), sc);
+            u8x16_f32(vld1q_u8(side + 24), m);
+            for (int q = 0; q < 4; q++) {
+                float32x4_t d = vdupq_n_f32(f16_at(side + 2 * (q / 2)));
+                float32x4_t dmin = vdupq_n_f32(f16_at(side + 4 + 2 * (q / 2)));
+                ws[q] = vmulq_f32(d, sc[q]);
+                wm[q] = vnegq_f32(vmulq_f32(dmin, m[q]));
+            }
+            return;
+        }
+        case QK_Q6_K: {
+            float32x4_t sc[4];
+            s8x16_f32(vld1q_s8((const int8_t *)side), sc);
+            float32x4_t d = vdupq_n_f32(f16_at(side + 16));
+            for (int q = 0; q < 4; q++) ws[q] = vmulq_f32(d, sc[q]);
+            return;
+        }
+        default: { /* MLX: n = 512 / mlx_group scales, then n biases; lane l takes l·32 / group */
+            int n = w->group / w->mlx_group;
+            const float *s = (const float *)(const void *)side, *b = s + n;
+            for (int q = 0; q < 4; q++) {
+                if (n == 16) {
+                    ws[q] = vld1q_f32(s + 4 * q);
+                    wm[q] = vld1q_f32(b + 4 * q);
+                } else if (n == 8) { /* lanes 4q..4q+3: entries 2q, 2q, 2q+1, 2q+1 */
+                    float32x2_t s2 = vld1_f32(s + 2 * q), b2 = vld1_f32(b + 2 * q);
+                    ws[q] = vcombine_f32(vdup_lane_f32(s2, 0), vdup_lane_f32(s2, 1));
+                    wm[q] = vcombine_f32(vdup_lane_f32(b2, 0), vdup_lane_f32(b2, 1));
+                } else { /* n == 4: entry q */
+                    ws[q] = vld1q_dup_f32(s + q);
+                    wm[q] = vld1q_dup_f32(b + q);
+                }
+            }
+            return;
         }
     }
 }

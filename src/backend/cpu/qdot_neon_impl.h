@@ -48,20 +48,18 @@ QN_INL void QN(step_codes)(qk_format F, const uint8_t *codes, int k, bool as_sig
 }
 
 /* acc[16] = the reference's fold of one group's integer lane sums ia[4]
- * (lanes 4q..4q+3 in ia[q]) with the lane scales of row r, group g; sx:
+ * (lanes 4q..4q+3 in ia[q]) with its lane scales ws, wm (lane_scales); sx:
  * the lanes' Σ q (MLX8 only). */
 QN_INL void QN(fold)(qk_format F, float acc[QK_LANES], int32x4_t ia[4], const int32x4_t sx[4],
-                     const qk_weight *w, int r, int g, const qk_xside *xs) {
-    float ws[QK_LANES], wm[QK_LANES];
-    qk_lane_scales(w, r, g, ws, wm);
+                     const float32x4_t ws[4], const float32x4_t wm[4], const qk_xside *xs) {
     bool affine = F == QK_Q4_K || F == QK_MLX4 || F == QK_MLX8;
     for (int q = 0; q < 4; q++) {
         int32x4_t i = ia[q];
         if (F == QK_Q4_0 || F == QK_Q6_K) i = vsubq_s32(i, vld1q_s32(xs->corr + 4 * q));
         if (F == QK_MLX8) i = vaddq_s32(i, vshlq_n_s32(sx[q], 7));
-        float32x4_t s = vmulq_f32(vld1q_f32(ws + 4 * q), vld1q_f32(xs->dx + 4 * q));
+        float32x4_t s = vmulq_f32(ws[q], vld1q_f32(xs->dx + 4 * q));
         float32x4_t a = vfmaq_f32(vld1q_f32(acc + 4 * q), vcvtq_f32_s32(i), s);
-        if (affine) a = vfmaq_f32(a, vld1q_f32(wm + 4 * q), vld1q_f32(xs->xs + 4 * q));
+        if (affine) a = vfmaq_f32(a, wm[q], vld1q_f32(xs->xs + 4 * q));
         vst1q_f32(acc + 4 * q, a);
     }
 }
@@ -101,7 +99,9 @@ QN_INL void QN(gemv_fmt)(qk_format F, float acc[][QK_LANES], int nr, const uint8
                 for (int q = 0; q < 4; q++)
                     ia[q] = QN(dot16)(ia[q], vreinterpretq_s8_u8(c[q]), x[k][q]);
             }
-            QN(fold)(F, acc[r], ia, sx, w, rows[r], g, xs);
+            float32x4_t ws[4], wm[4];
+            lane_scales(F, w, codes + w->code_bytes, ws, wm);
+            QN(fold)(F, acc[r], ia, sx, ws, wm, xs);
         }
     }
 }
@@ -114,7 +114,13 @@ QN_INL void QN(block_fmt)(qk_format F, float acc[][QK_MAX_R][QK_LANES], int nt, 
     const int steps = w->lane / 4;
     const size_t xgb = qk_xgroup_bytes(w);
     const bool eight = F == QK_Q8_0 || F == QK_MLX8;
-    for (int g = g0; g < g1; g++)
+    for (int g = g0; g < g1; g++) {
+        float32x4_t ws[QK_MAX_R][4], wm[QK_MAX_R][4];
+        for (int r = 0; r < nr; r++)
+            lane_scales(F, w,
+                        w->data + (size_t)rows[r] * w->row_bytes + (size_t)g * w->group_bytes +
+                            w->code_bytes,
+                        ws[r], wm[r]);
         for (int t = 0; t < nt; t++) {
             const uint8_t *xc = xq[t] + (size_t)g * xgb;
             const qk_xside *xs = (const qk_xside *)(const void *)(xc + w->group);
@@ -130,9 +136,10 @@ QN_INL void QN(block_fmt)(qk_format F, float acc[][QK_MAX_R][QK_LANES], int nt, 
                         if (eight) c = veorq_u8(c, vdupq_n_u8(0x80));
                         ia[q] = QN(dot16)(ia[q], vreinterpretq_s8_u8(c), x[k][q]);
                     }
-                QN(fold)(F, acc[t][r], ia, sx, w, rows[r], g, xs);
+                QN(fold)(F, acc[t][r], ia, sx, ws[r], wm[r], xs);
             }
         }
+    }
 }
 
 QN_INL void QN(unpack_fmt)(qk_format F, const qk_weight *w, int r, int g0, int g1, uint8_t *dst) {
