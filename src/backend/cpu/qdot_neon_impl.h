@@ -26,54 +26,54 @@ QN_INL int32x4_t QN(dot16)(int32x4_t acc, int8x16_t c, int8x16_t x) {
 #endif
 }
 
-/* The codes of step k of a packed group, 64 bytes as 4 registers: raw
- * (unpack) or as the signed bytes the dots multiply (8-bit codes − 128). */
-QN_INL void QN(step_codes)(qk_format F, const uint8_t *codes, int k, bool as_signed,
-                           uint8x16_t c[4]) {
-    bool eight = F == QK_Q8_0 || F == QK_MLX8;
+/* Quarter q (lanes 4q..4q+3: 16 bytes) of step k of a packed group's
+ * codes: raw (unpack) or as the signed bytes the dots multiply (8-bit codes
+ * − 128). */
+QN_INL uint8x16_t QN(code_q)(qk_format F, const uint8_t *codes, int k, int q, bool as_signed) {
+    if (F == QK_Q8_0 || F == QK_MLX8) {
+        uint8x16_t c = vld1q_u8(codes + 64 * k + 16 * q);
+        return as_signed ? veorq_u8(c, vdupq_n_u8(0x80)) : c;
+    }
+    uint8x16_t v = vld1q_u8(codes + 64 * (k / 2) + 16 * q);
+    uint8x16_t c = k & 1 ? vshrq_n_u8(v, 4) : vandq_u8(v, vdupq_n_u8(0x0F));
+    if (F == QK_Q6_K) {
+        uint8x16_t h = vld1q_u8(codes + 128 + 16 * q);
+        h = vandq_u8(vshlq_u8(h, vdupq_n_s8((int8_t)(-2 * k))), vdupq_n_u8(3));
+        c = vorrq_u8(c, vshlq_n_u8(h, 4));
+    }
+    return c;
+}
+
+/* Quarter q of step k of a quantized activation group's codes. */
+QN_INL int8x16_t QN(x_q)(const uint8_t *xc, int k, int q) {
+    return vld1q_s8((const int8_t *)xc + 64 * k + 16 * q);
+}
+
+/* MLX8: the lanes' Σ q of a token's codes over a group, quarter by quarter. */
+QN_INL void QN(x_sums)(qk_format F, const uint8_t *xc, int steps, int32x4_t sx[4]) {
     for (int q = 0; q < 4; q++) {
-        if (eight) {
-            c[q] = vld1q_u8(codes + 64 * k + 16 * q);
-            if (as_signed) c[q] = veorq_u8(c[q], vdupq_n_u8(0x80));
-            continue;
-        }
-        uint8x16_t v = vld1q_u8(codes + 64 * (k / 2) + 16 * q);
-        c[q] = k & 1 ? vshrq_n_u8(v, 4) : vandq_u8(v, vdupq_n_u8(0x0F));
-        if (F == QK_Q6_K) {
-            uint8x16_t h = vld1q_u8(codes + 128 + 16 * q);
-            h = vandq_u8(vshlq_u8(h, vdupq_n_s8((int8_t)(-2 * k))), vdupq_n_u8(3));
-            c[q] = vorrq_u8(c[q], vshlq_n_u8(h, 4));
-        }
+        sx[q] = vdupq_n_s32(0);
+        if (F == QK_MLX8)
+            for (int k = 0; k < steps; k++)
+                sx[q] = QN(dot16)(sx[q], vdupq_n_s8(1), QN(x_q)(xc, k, q));
     }
 }
 
-/* acc[16] = the reference's fold of one group's integer lane sums ia[4]
- * (lanes 4q..4q+3 in ia[q]) with its lane scales ws, wm (lane_scales); sx:
- * the lanes' Σ q (MLX8 only). */
-QN_INL void QN(fold)(qk_format F, float acc[QK_LANES], int32x4_t ia[4], const int32x4_t sx[4],
-                     const float32x4_t ws[4], const float32x4_t wm[4], const qk_xside *xs) {
-    bool affine = F == QK_Q4_K || F == QK_MLX4 || F == QK_MLX8;
-    for (int q = 0; q < 4; q++) {
-        int32x4_t i = ia[q];
-        if (F == QK_Q4_0 || F == QK_Q6_K) i = vsubq_s32(i, vld1q_s32(xs->corr + 4 * q));
-        if (F == QK_MLX8) i = vaddq_s32(i, vshlq_n_s32(sx[q], 7));
-        float32x4_t s = vmulq_f32(ws[q], vld1q_f32(xs->dx + 4 * q));
-        float32x4_t a = vfmaq_f32(vld1q_f32(acc + 4 * q), vcvtq_f32_s32(i), s);
-        if (affine) a = vfmaq_f32(a, wm[q], vld1q_f32(xs->xs + 4 * q));
-        vst1q_f32(acc + 4 * q, a);
-    }
+/* Quarter q of the reference's fold of one group into a: integer lane
+ * sums i, lane scales ws and mins wm (lane_scales), sx the lanes' Σ q
+ * (MLX8 only). */
+QN_INL float32x4_t QN(fold4)(qk_format F, float32x4_t a, int32x4_t i, int32x4_t sx, float32x4_t ws,
+                             float32x4_t wm, const qk_xside *xs, int q) {
+    if (F == QK_Q4_0 || F == QK_Q6_K) i = vsubq_s32(i, vld1q_s32(xs->corr + 4 * q));
+    if (F == QK_MLX8) i = vaddq_s32(i, vshlq_n_s32(sx, 7));
+    a = vfmaq_f32(a, vcvtq_f32_s32(i), vmulq_f32(ws, vld1q_f32(xs->dx + 4 * q)));
+    if (F == QK_Q4_K || F == QK_MLX4 || F == QK_MLX8)
+        a = vfmaq_f32(a, wm, vld1q_f32(xs->xs + 4 * q));
+    return a;
 }
 
-/* The x codes of step k of a quantized activation group, and (MLX8) the
- * running lane sums of those codes. */
-QN_INL void QN(step_x)(qk_format F, const uint8_t *xc, int k, int8x16_t x[4], int32x4_t sx[4]) {
-    for (int q = 0; q < 4; q++) {
-        x[q] = vld1q_s8((const int8_t *)xc + 64 * k + 16 * q);
-        if (F == QK_MLX8) sx[q] = QN(dot16)(sx[q], vdupq_n_s8(1), x[q]);
-    }
-}
-
-/* One token × nr rows, every group, from zero (qdot.h `dot_rows`). */
+/* One token × nr rows, every group, from zero (qdot.h `dot_rows`): per
+ * row and quarter one chain of dots over the group's steps (x from L1). */
 QN_INL void QN(gemv_fmt)(qk_format F, float acc[][QK_LANES], int nr, const uint8_t *xq,
                          const qk_weight *w, const int rows[], const int *pf) {
     const int steps = w->lane / 4;
@@ -87,57 +87,74 @@ QN_INL void QN(gemv_fmt)(qk_format F, float acc[][QK_LANES], int nr, const uint8
             for (int r = 0; r < nr; r++)
                 for (size_t o = 0; o < w->group_bytes; o += 64)
                     __builtin_prefetch(w->data + (size_t)pf[r] * w->row_bytes + go + o, 0, 3);
-        int8x16_t x[8][4];
-        int32x4_t sx[4] = {vdupq_n_s32(0), vdupq_n_s32(0), vdupq_n_s32(0), vdupq_n_s32(0)};
-        for (int k = 0; k < steps; k++) QN(step_x)(F, xc, k, x[k], sx);
+        int32x4_t sx[4];
+        QN(x_sums)(F, xc, steps, sx);
         for (int r = 0; r < nr; r++) {
             const uint8_t *codes = w->data + (size_t)rows[r] * w->row_bytes + go;
-            int32x4_t ia[4] = {vdupq_n_s32(0), vdupq_n_s32(0), vdupq_n_s32(0), vdupq_n_s32(0)};
-            for (int k = 0; k < steps; k++) {
-                uint8x16_t c[4];
-                QN(step_codes)(F, codes, k, true, c);
-                for (int q = 0; q < 4; q++)
-                    ia[q] = QN(dot16)(ia[q], vreinterpretq_s8_u8(c[q]), x[k][q]);
-            }
             float32x4_t ws[4], wm[4];
             lane_scales(F, w, codes + w->code_bytes, ws, wm);
-            QN(fold)(F, acc[r], ia, sx, ws, wm, xs);
+            for (int q = 0; q < 4; q++) {
+                int32x4_t ia = vdupq_n_s32(0);
+                for (int k = 0; k < steps; k++)
+                    ia = QN(dot16)(ia, vreinterpretq_s8_u8(QN(code_q)(F, codes, k, q, true)),
+                                   QN(x_q)(xc, k, q));
+                float32x4_t a = vld1q_f32(acc[r] + 4 * q);
+                vst1q_f32(acc[r] + 4 * q, QN(fold4)(F, a, ia, sx[q], ws[q], wm[q], xs, q));
+            }
         }
     }
 }
 
-/* nt tokens × nr rows over groups [g0, g1), codes unpacked (one byte each,
- * raw), continuing acc (qdot.h `dot_block`). */
+/* QK_MAX_T tokens × QK_MAX_R rows (the last repeated to fill nt × nr) over
+ * groups [g0, g1), codes unpacked (one byte each, raw), continuing acc
+ * (qdot.h `dot_block`): per quarter, 16 int32 accumulators in registers,
+ * each step 4 code and 4 x loads for 16 dots. */
 QN_INL void QN(block_fmt)(qk_format F, float acc[][QK_MAX_R][QK_LANES], int nt, int nr,
                           const uint8_t *const xq[], const qk_weight *w, const int rows[],
                           const uint8_t *const codes[], int g0, int g1) {
+    enum { T = QK_MAX_T, R = QK_MAX_R };
     const int steps = w->lane / 4;
     const size_t xgb = qk_xgroup_bytes(w);
     const bool eight = F == QK_Q8_0 || F == QK_MLX8;
     for (int g = g0; g < g1; g++) {
-        float32x4_t ws[QK_MAX_R][4], wm[QK_MAX_R][4];
-        for (int r = 0; r < nr; r++)
+        const uint8_t *xc[T], *cr[R];
+        const qk_xside *xs[T];
+        float32x4_t ws[R][4], wm[R][4];
+        int32x4_t sx[T][4];
+        for (int t = 0; t < T; t++) {
+            xc[t] = xq[t < nt ? t : nt - 1] + (size_t)g * xgb;
+            xs[t] = (const qk_xside *)(const void *)(xc[t] + w->group);
+            QN(x_sums)(F, xc[t], steps, sx[t]);
+        }
+        for (int r = 0; r < R; r++) {
+            int rr = r < nr ? r : nr - 1;
+            cr[r] = codes[rr] + (size_t)(g - g0) * w->group;
             lane_scales(F, w,
-                        w->data + (size_t)rows[r] * w->row_bytes + (size_t)g * w->group_bytes +
+                        w->data + (size_t)rows[rr] * w->row_bytes + (size_t)g * w->group_bytes +
                             w->code_bytes,
                         ws[r], wm[r]);
-        for (int t = 0; t < nt; t++) {
-            const uint8_t *xc = xq[t] + (size_t)g * xgb;
-            const qk_xside *xs = (const qk_xside *)(const void *)(xc + w->group);
-            int8x16_t x[8][4];
-            int32x4_t sx[4] = {vdupq_n_s32(0), vdupq_n_s32(0), vdupq_n_s32(0), vdupq_n_s32(0)};
-            for (int k = 0; k < steps; k++) QN(step_x)(F, xc, k, x[k], sx);
-            for (int r = 0; r < nr; r++) {
-                const uint8_t *cr = codes[r] + (size_t)(g - g0) * w->group;
-                int32x4_t ia[4] = {vdupq_n_s32(0), vdupq_n_s32(0), vdupq_n_s32(0), vdupq_n_s32(0)};
-                for (int k = 0; k < steps; k++)
-                    for (int q = 0; q < 4; q++) {
-                        uint8x16_t c = vld1q_u8(cr + 64 * k + 16 * q);
-                        if (eight) c = veorq_u8(c, vdupq_n_u8(0x80));
-                        ia[q] = QN(dot16)(ia[q], vreinterpretq_s8_u8(c), x[k][q]);
-                    }
-                QN(fold)(F, acc[t][r], ia, sx, ws[r], wm[r], xs);
+        }
+        for (int q = 0; q < 4; q++) {
+            int32x4_t ia[T][R];
+            for (int t = 0; t < T; t++)
+                for (int r = 0; r < R; r++) ia[t][r] = vdupq_n_s32(0);
+            for (int k = 0; k < steps; k++) {
+                int8x16_t c[R];
+                for (int r = 0; r < R; r++) {
+                    uint8x16_t v = vld1q_u8(cr[r] + 64 * k + 16 * q);
+                    c[r] = vreinterpretq_s8_u8(eight ? veorq_u8(v, vdupq_n_u8(0x80)) : v);
+                }
+                for (int t = 0; t < T; t++) {
+                    int8x16_t x = QN(x_q)(xc[t], k, q);
+                    for (int r = 0; r < R; r++) ia[t][r] = QN(dot16)(ia[t][r], c[r], x);
+                }
             }
+            for (int t = 0; t < nt; t++)
+                for (int r = 0; r < nr; r++) {
+                    float32x4_t a = vld1q_f32(acc[t][r] + 4 * q);
+                    a = QN(fold4)(F, a, ia[t][r], sx[t][q], ws[r][q], wm[r][q], xs[t], q);
+                    vst1q_f32(acc[t][r] + 4 * q, a);
+                }
         }
     }
 }
@@ -146,11 +163,8 @@ QN_INL void QN(unpack_fmt)(qk_format F, const qk_weight *w, int r, int g0, int g
     const int steps = w->lane / 4;
     const uint8_t *src = w->data + (size_t)r * w->row_bytes + (size_t)g0 * w->group_bytes;
     for (int g = g0; g < g1; g++, src += w->group_bytes)
-        for (int k = 0; k < steps; k++, dst += 64) {
-            uint8x16_t c[4];
-            QN(step_codes)(F, src, k, false, c);
-            for (int q = 0; q < 4; q++) vst1q_u8(dst + 16 * q, c[q]);
-        }
+        for (int k = 0; k < steps; k++, dst += 64)
+            for (int q = 0; q < 4; q++) vst1q_u8(dst + 16 * q, QN(code_q)(F, src, k, q, false));
 }
 
 #define QN_FORMATS(X) X(QK_Q4_0) X(QK_Q8_0) X(QK_Q4_K) X(QK_Q6_K) X(QK_MLX4) X(QK_MLX8)
