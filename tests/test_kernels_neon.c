@@ -22,7 +22,9 @@
 #include <stddef.h>
 #include <cmocka.h>
 
+#include "backend/cpu/cpu.h"
 #include "backend/cpu/kernels.h"
+#include "backend/cpu/qdot.h"
 #include "backend/quant.h"
 #include "base/half.h"
 
@@ -397,14 +399,27 @@ static void quantized(void **state) {
     free(xs);
 }
 
-/* On ARM64 the NEON table is the best one and LLAVA_CPU_ISA's "neon". */
+/* On ARM64 the NEON table is the best one and LLAVA_CPU_ISA's "neon", with
+ * the NEON integer kernels; elsewhere "neon" is refused with a message. */
 static void neon_is_best_on_arm64(void **state) {
+    be b = {.ops = &be_cpu_ops};
+    lv_err err;
+    setenv("LLAVA_CPU_ISA", "neon", 1);
+    lv_status st = b.ops->init(&b, 1, &err);
+    unsetenv("LLAVA_CPU_ISA");
 #if defined(__aarch64__)
     assert_non_null(cpu_kernels_neon());
     assert_ptr_equal(cpu_kernels_best(), cpu_kernels_neon());
     assert_string_equal(cpu_kernels_neon()->isa, "neon");
+    assert_int_equal(st, LV_OK);
+    assert_ptr_equal(cpu_ctx_of(&b)->k, cpu_kernels_neon());
+    assert_ptr_equal(cpu_ctx_of(&b)->qk, qk_kernels_neon());
+    b.ops->deinit(&b);
 #else
     assert_null(cpu_kernels_neon());
+    assert_null(qk_kernels_neon());
+    assert_int_equal(st, LV_ERR_UNSUPPORTED);
+    assert_non_null(strstr(err.msg, "LLAVA_CPU_ISA=neon"));
 #endif
 }
 
