@@ -73,11 +73,15 @@ NEON_INL float neon_hsum8(f32x8 v) {
 
 /* 8 weights of dtype starting at element i, as floats: f16 by the hardware
  * conversion (exact; a NaN keeps its payload with the quiet bit set, as
- * lv_f16_to_f32), bf16 by a 16-bit shift. */
+ * lv_f16_to_f32), bf16 by a 16-bit shift. Weights may sit at any byte
+ * address, so they are loaded as bytes (vld1q_u16 or vld1q_f32 on such a
+ * pointer would be a misaligned access in C's terms, which UBSan reports). */
 NEON_INL f32x8 neon_load8(be_dtype dtype, const void *w, size_t i) {
     const unsigned char *p = w;
-    if (dtype == BE_F32) return f8_load((const float *)(p + 4 * i));
-    uint16x8_t h = vld1q_u16((const uint16_t *)(p + 2 * i));
+    if (dtype == BE_F32)
+        return (f32x8){vreinterpretq_f32_u8(vld1q_u8(p + 4 * i)),
+                       vreinterpretq_f32_u8(vld1q_u8(p + 4 * i + 16))};
+    uint16x8_t h = vreinterpretq_u16_u8(vld1q_u8(p + 2 * i));
     if (dtype == BE_F16) {
         float16x8_t f = vreinterpretq_f16_u16(h);
         return (f32x8){vcvt_f32_f16(vget_low_f16(f)), vcvt_high_f32_f16(f)};
