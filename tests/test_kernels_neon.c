@@ -399,6 +399,26 @@ static void quantized(void **state) {
     free(xs);
 }
 
+/* The integer kernels' optional `finish` (qdot.h): bias + qk_sum16, bit
+ * for bit, with and without a bias, and where the sum is -0 (0 + -0 = +0). */
+static void qdot_finish(void **state) {
+    const qk_kernels *ks[] = {qk_kernels_neon(), qk_kernels_avx512(), qk_kernels_avx2()};
+    enum { N = 37 };
+    float acc[N][QK_LANES], bias[N], got[N], want[N];
+    for (size_t ki = 0; ki < sizeof ks / sizeof ks[0]; ki++) {
+        const qk_kernels *k = ks[ki];
+        if (!k || !k->finish) continue;
+        for (int b = 0; b < 2; b++) {
+            fill(&acc[0][0], N * QK_LANES);
+            fill(bias, N);
+            for (int l = 0; l < QK_LANES; l++) acc[0][l] = -0.0f;
+            k->finish(got, (const float(*)[QK_LANES])acc, b ? bias : NULL, N);
+            for (int i = 0; i < N; i++) want[i] = (b ? bias[i] : 0.0f) + qk_sum16(acc[i]);
+            expect_bits(k->isa, "finish", N, got, want, N);
+        }
+    }
+}
+
 /* On ARM64 the NEON table is the best one and LLAVA_CPU_ISA's "neon", with
  * the NEON integer kernels; elsewhere "neon" is refused with a message. */
 static void neon_is_best_on_arm64(void **state) {
@@ -431,6 +451,7 @@ int main(void) {
         cmocka_unit_test(dot_rows_and_tokens),
         cmocka_unit_test(madd_block),
         cmocka_unit_test(quantized),
+        cmocka_unit_test(qdot_finish),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -173,12 +173,26 @@ static inline __attribute__((always_inline)) void lane_scales(qk_format F, const
 #undef QN_INL
 #undef QN_DOTPROD
 
+/* y[i] = bias + qk_sum16(acc[i]): the halving tree with vector adds
+ * (lanes l + l+8, then + l+4, then + l+2, then the last two). */
+static void finish_neon(float *y, const float (*acc)[QK_LANES], const float *bias, int n) {
+    for (int i = 0; i < n; i++) {
+        const float *a = acc[i];
+        float32x4_t lo = vaddq_f32(vld1q_f32(a), vld1q_f32(a + 8));
+        float32x4_t hi = vaddq_f32(vld1q_f32(a + 4), vld1q_f32(a + 12));
+        float32x4_t h4 = vaddq_f32(lo, hi);
+        float32x2_t h2 = vadd_f32(vget_low_f32(h4), vget_high_f32(h4));
+        y[i] = (bias ? bias[i] : 0.0f) + (vget_lane_f32(h2, 0) + vget_lane_f32(h2, 1));
+    }
+}
+
 static const qk_kernels NEON_MULL = {
     .isa = "neon",
     .quantize = quantize_neon,
     .unpack = unpack_mull,
     .dot_block = dot_block_mull,
     .dot_rows = dot_rows_mull,
+    .finish = finish_neon,
 };
 
 #ifdef HAVE_SDOT
@@ -188,6 +202,7 @@ static const qk_kernels NEON_DOTPROD = {
     .unpack = unpack_dotprod,
     .dot_block = dot_block_dotprod,
     .dot_rows = dot_rows_dotprod,
+    .finish = finish_neon,
 };
 #endif
 
