@@ -11,11 +11,14 @@
  * on ARM64 (make test-arm64: cross-built, run under qemu-aarch64) the NEON
  * table is. Equal to the same model, the tables give each other's bits.
  *
- * Every kernel entry is checked with memcmp on random data: odd sizes
- * (n = 1..40, 63, 257, 1000), pointers one float (or one byte) off
- * alignment, prefetch on and off, every decode shape the table declares,
- * and for the quantized entries every ggml block type and MLX bits/group
- * against be_dequant_span (backend/quant.c).
+ * Every kernel entry is checked with memcmp on random data: sizes from 1
+ * to 1000 with every remainder mod 8 (tails), pointers one float (or one
+ * byte, for weights) off alignment, prefetch on and off, every decode
+ * shape the table declares, and for the quantized entries every ggml block
+ * type and MLX bits/group/scale dtype against be_dequant_span
+ * (backend/quant.c). The integer path's kernels are test_qdot's; here only
+ * their `finish` against qk_sum16, and that LLAVA_CPU_ISA=neon picks both
+ * NEON tables.
  */
 #include <setjmp.h>
 #include <stdarg.h>
