@@ -12,8 +12,9 @@
  * with the 8-lane accumulator as two 4-lane registers (neon.h): one 8-lane
  * FMA chain per output over the full 8-column blocks, neon_hsum8, then the
  * scalar tail over cpu_convert_portable's floats. The outputs are the AVX2
- * table's bits, which is why a token gives the same result on an ARM
- * server as on an x86 one. With 32 vector registers the blockings could be
+ * table's bits: a matmul or attention product is the same on an ARM server
+ * as on an x86 one (ops that call libm may still differ in a last bit
+ * between C libraries). With 32 vector registers the blockings could be
  * larger than AVX2's 16 allow; they are kept the same (there is no ARM
  * machine here to time a change on).
  */
