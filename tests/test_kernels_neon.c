@@ -25,6 +25,7 @@
 #include <stddef.h>
 #include <cmocka.h>
 
+#include "backend/cpu/attention.h"
 #include "backend/cpu/cpu.h"
 #include "backend/cpu/kernels.h"
 #include "backend/cpu/qdot.h"
@@ -422,6 +423,116 @@ static void qdot_finish(void **state) {
     }
 }
 
+/* ---------------------------------------------------------------------------
+ * Attention kernels (attention.h): every vector table against the portable
+ * one, which writes the arithmetic out lane by lane.
+ */
+
+static const attn_kernels *attn_table(int i) {
+    switch (i) {
+        case 0:
+            return attn_kernels_neon();
+        case 1:
+            return attn_kernels_avx2();
+        default:
+            return attn_kernels_avx512();
+    }
+}
+
+static void attention_kernels(void **state) {
+    enum { NR = 6, NK = 21, LD = 136 };
+    const attn_kernels *ref = attn_kernels_portable();
+    static const int HD[] = {1, 7, 8, 13, 24, 64, 80, 128};
+    float *qs = malloc((size_t)NR * LD * sizeof *qs), *kv = malloc((size_t)NK * LD * 4 + 4);
+    float *s1 = malloc((size_t)NR * NK * sizeof *s1), *s2 = malloc((size_t)NR * NK * sizeof *s2);
+    float o1[NR][LD], o2[NR][LD], p[NR][NK];
+    for (int ti = 0; ti < N_TABLES; ti++) {
+        const attn_kernels *k = attn_table(ti);
+        if (!k) continue;
+        for (size_t hi = 0; hi < sizeof HD / sizeof HD[0]; hi++)
+            for (int dt = BE_F32; dt <= BE_F16; dt++) {
+                int hd = HD[hi], nr = 1 + (int)hi % NR, nk = 1 + (int)(hi * 5) % NK;
+                size_t ld = (size_t)hd + 3; /* keys and values at odd strides */
+                fill(qs, (size_t)NR * LD);
+                const float *q[NR];
+                for (int r = 0; r < NR; r++) q[r] = qs + (size_t)r * LD;
+                /* the cache's element alignment, not more: f16 rows 2 bytes in */
+                unsigned char *kb = (unsigned char *)kv + (dt == BE_F16 ? 2 : 0);
+                for (size_t i = 0; i < (size_t)nk * ld; i++) {
+                    float f = 4 * rndf();
+                    if (dt == BE_F16) {
+                        uint16_t h = lv_f32_to_f16(f);
+                        memcpy(kb + 2 * i, &h, 2);
+                    } else {
+                        memcpy(kb + 4 * i, &f, 4);
+                    }
+                }
+                ref->scores(s1, NK, q, nr, kb, (be_dtype)dt, ld, nk, hd);
+                k->scores(s2, NK, q, nr, kb, (be_dtype)dt, ld, nk, hd);
+                for (int r = 0; r < nr; r++)
+                    expect_bits(k->isa, "attention scores", hd, s2 + r * NK, s1 + r * NK,
+                                (size_t)nk);
+                /* exp_sum over each score row, m from below and from above */
+                for (int r = 0; r < nr; r++) {
+                    float m1 = r & 1 ? 1e9f : -1e9f, m2 = m1;
+                    memcpy(s2 + r * NK, s1 + r * NK, (size_t)nk * sizeof *s1);
+                    float a = ref->exp_sum(s1 + r * NK, nk, 0.3f, &m1);
+                    float b = k->exp_sum(s2 + r * NK, nk, 0.3f, &m2);
+                    expect_bits(k->isa, "attention exp_sum", nk, &b, &a, 1);
+                    expect_bits(k->isa, "attention exp_sum m", nk, &m2, &m1, 1);
+                    expect_bits(k->isa, "attention exp_sum p", nk, s2 + r * NK, s1 + r * NK,
+                                (size_t)nk);
+                }
+                fill(&p[0][0], NR * NK);
+                fill(&o1[0][0], NR * LD);
+                memcpy(o2, o1, sizeof o1);
+                float *po1[NR], *po2[NR];
+                const float *pp[NR];
+                for (int r = 0; r < NR; r++) {
+                    po1[r] = o1[r];
+                    po2[r] = o2[r];
+                    pp[r] = p[r];
+                }
+                ref->pv(po1, pp, nr, kb, (be_dtype)dt, ld, nk, hd);
+                k->pv(po2, pp, nr, kb, (be_dtype)dt, ld, nk, hd);
+                for (int r = 0; r < nr; r++)
+                    expect_bits(k->isa, "attention pv", hd, o2[r], o1[r], (size_t)hd);
+            }
+        /* store_f16: random bit patterns (NaNs, infinities, subnormals), large
+         * values (saturated), halves' ties */
+        enum { NS = 4099 };
+        float *src = malloc(NS * sizeof *src);
+        uint16_t *h1 = malloc(NS * sizeof *h1), *h2 = malloc(NS * sizeof *h2);
+        for (int i = 0; i < NS; i++) {
+            uint32_t u = rnd();
+            if (i % 3 == 0)
+                memcpy(&src[i], &u, 4);
+            else if (i % 3 == 1)
+                src[i] = rndf() * 70000.0f;
+            else
+                src[i] = ldexpf((float)(int)(u % 4096) + 0.5f, -(int)(u >> 12) % 30);
+        }
+        for (int pass = 0; pass < 2; pass++) { /* then without NaNs: the vector path throughout */
+            if (pass)
+                for (int i = 0; i < NS; i++)
+                    if (isnan(src[i])) src[i] = 1.0f;
+            ref->store_f16(h1, src, NS);
+            k->store_f16(h2, src, NS);
+            for (int i = 0; i < NS; i++)
+                if (h1[i] != h2[i])
+                    fail_msg("%s attention store_f16 %a: %04x, the reference gives %04x", k->isa,
+                             src[i], h2[i], h1[i]);
+        }
+        free(src);
+        free(h1);
+        free(h2);
+    }
+    free(qs);
+    free(kv);
+    free(s1);
+    free(s2);
+}
+
 /* On ARM64 the NEON table is the best one and LLAVA_CPU_ISA's "neon", with
  * the NEON integer kernels; elsewhere "neon" is refused with a message. */
 static void neon_is_best_on_arm64(void **state) {
@@ -455,6 +566,7 @@ int main(void) {
         cmocka_unit_test(madd_block),
         cmocka_unit_test(quantized),
         cmocka_unit_test(qdot_finish),
+        cmocka_unit_test(attention_kernels),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

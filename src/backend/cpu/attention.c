@@ -45,6 +45,7 @@ static const attn_kernels *kernels_for(be *b) {
     const attn_kernels *t = NULL;
     if (strcmp(isa, "avx512") == 0) t = attn_kernels_avx512();
     if (strcmp(isa, "avx2") == 0) t = attn_kernels_avx2();
+    if (strcmp(isa, "neon") == 0) t = attn_kernels_neon();
     return t ? t : attn_kernels_portable();
 }
 

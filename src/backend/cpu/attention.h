@@ -50,6 +50,7 @@ typedef struct {
 const attn_kernels *attn_kernels_portable(void); /* never NULL */
 const attn_kernels *attn_kernels_avx2(void);     /* NULL without AVX2+FMA+F16C */
 const attn_kernels *attn_kernels_avx512(void);   /* NULL without those and AVX-512F */
+const attn_kernels *attn_kernels_neon(void);     /* NULL off aarch64 (attention_neon.c) */
 
 /* The definition of p = exp(x) the vector kernels reproduce lane for lane:
  * n = round(x·log2 e), r = x − n·ln2 (two fmas, Cody-Waite), e^r by its
