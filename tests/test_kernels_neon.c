@@ -282,6 +282,34 @@ static void madd_block(void **state) {
     free(v);
 }
 
+/* quick_gelu (kernels.h): cpu_quick_gelu1 on every element, bit for bit:
+ * random bit patterns (NaNs, infinities, subnormals) and values across the
+ * clamp, with ragged lengths. */
+static void quick_gelu(void **state) {
+    enum { N = 4003 };
+    float *x = malloc(N * sizeof *x), *want = malloc(N * sizeof *want);
+    for (int ti = 0; ti < N_TABLES; ti++) {
+        const cpu_kernels *k = table(ti);
+        if (!k || !k->quick_gelu) continue;
+        for (int i = 0; i < N; i++) {
+            uint32_t u = rnd();
+            if (i % 2)
+                memcpy(&x[i], &u, 4);
+            else
+                x[i] = rndf() * (i % 4 ? 8.0f : 80.0f);
+        }
+        for (int i = 0; i < N; i++) want[i] = cpu_quick_gelu1(x[i]);
+        k->quick_gelu(x + 1, N - 1); /* off alignment, a ragged end */
+        k->quick_gelu(x, 1);
+        for (int i = 0; i < N; i++)
+            if (memcmp(&x[i], &want[i], 4) != 0 && !(isnan(x[i]) && isnan(want[i])))
+                fail_msg("%s quick_gelu element %d: %a, cpu_quick_gelu1 gives %a", k->isa, i, x[i],
+                         want[i]);
+    }
+    free(x);
+    free(want);
+}
+
 /* ---------------------------------------------------------------------------
  * Quantized kernels
  */
@@ -564,6 +592,7 @@ int main(void) {
         cmocka_unit_test(dot_block_6x4),
         cmocka_unit_test(dot_rows_and_tokens),
         cmocka_unit_test(madd_block),
+        cmocka_unit_test(quick_gelu),
         cmocka_unit_test(quantized),
         cmocka_unit_test(qdot_finish),
         cmocka_unit_test(attention_kernels),

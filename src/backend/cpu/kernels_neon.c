@@ -244,6 +244,28 @@ static void madd_block_neon(float *const o[], const float *const p[], const floa
             for (int j = 0; j < n_keys; j++) o[t][d] += p[t][j] * v[(size_t)j * ldv + d];
 }
 
+/* quick_gelu (kernels.h) on 4 floats: cpu_quick_gelu1's steps lane by lane
+ * (vmaxnm turns a NaN z into -87, as fmaxf does; v keeps the NaN). */
+NEON_INL float32x4_t quick_gelu4(float32x4_t v) {
+    float32x4_t z = vnegq_f32(vmulq_f32(vdupq_n_f32(1.702f), v));
+    z = vminnmq_f32(vmaxnmq_f32(z, vdupq_n_f32(-87.0f)), vdupq_n_f32(88.0f));
+    float32x4_t n = vrndnq_f32(vmulq_f32(z, vdupq_n_f32(1.44269504f)));
+    float32x4_t r = vfmaq_f32(z, n, vdupq_n_f32(-0.693145752f));
+    r = vfmaq_f32(r, n, vdupq_n_f32(-1.42860677e-6f));
+    static const float c[] = {1.0f / 720, 1.0f / 120, 1.0f / 24, 1.0f / 6, 0.5f, 1.0f, 1.0f};
+    float32x4_t p = vdupq_n_f32(1.0f / 5040);
+    for (size_t i = 0; i < sizeof c / sizeof c[0]; i++) p = vfmaq_f32(vdupq_n_f32(c[i]), p, r);
+    int32x4_t e = vshlq_n_s32(vaddq_s32(vcvtq_s32_f32(n), vdupq_n_s32(127)), 23);
+    float32x4_t d = vaddq_f32(vdupq_n_f32(1.0f), vmulq_f32(p, vreinterpretq_f32_s32(e)));
+    return vmulq_f32(v, vdivq_f32(vdupq_n_f32(1.0f), d));
+}
+
+static void quick_gelu_neon(float *x, size_t n) {
+    size_t i = 0;
+    for (; i + 4 <= n; i += 4) vst1q_f32(x + i, quick_gelu4(vld1q_f32(x + i)));
+    for (; i < n; i++) x[i] = cpu_quick_gelu1(x[i]);
+}
+
 static const cpu_kernels NEON_KERNELS = {
     .isa = "neon",
     .dot = dot_neon,
@@ -258,6 +280,7 @@ static const cpu_kernels NEON_KERNELS = {
     .dec_qtokens = 4,
     .dec_qtokens4 = 2,
     .madd_block = madd_block_neon,
+    .quick_gelu = quick_gelu_neon,
     .dequant = cpu_dequant_neon,
 };
 
