@@ -20,7 +20,7 @@ CMAKE_FLAGS ?=
 FUZZ_SECONDS ?= 60
 CTEST_ARGS = --output-on-failure $(if $(T),-R $(T),)
 # The tests test-arm64 builds and runs under qemu: every test that links
-# without the server's libraries and needs no tool binary (about 3 minutes).
+# without the server's libraries and needs no tool binary (a few minutes).
 ARM64_TESTS ?= kernels_neon;backend;qdot;quant;layers;forward;gguf;safetensors;tokenizer;chat_template;hf_config;hf_cache;model_dir;vqa_score;base;base64
 
 .PHONY: all build setup test test-release test-asan asan run format clean fuzz test-arm64
