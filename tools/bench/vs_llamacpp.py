@@ -65,13 +65,24 @@ NPM_PKG = "node-llama-cpp"
 LLAMA_TOOLS = ["llama-bench", "llama-completion", "llama-mtmd-cli"]
 
 
+class Failed(Exception):
+    pass
+
+
 def log(msg):
     print(f"[vs_llamacpp] {msg}", file=sys.stderr, flush=True)
 
 
-def run_checked(cmd, **kw):
-    log("$ " + " ".join(cmd))
-    subprocess.run(cmd, check=True, **kw)
+def run_checked(cmd, logfile=None):
+    """Runs cmd, its output into logfile (or kept); on failure the output's tail
+    goes to stderr and the script stops."""
+    log("$ " + " ".join(cmd) + (f"  > {logfile}" if logfile else ""))
+    with open(logfile or os.devnull, "ab") as lf:
+        p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        lf.write(p.stdout)
+    if p.returncode != 0:
+        sys.stderr.write(p.stdout.decode("utf-8", "replace")[-4000:])
+        raise Failed(f"exit {p.returncode}: {' '.join(cmd)}")
 
 
 # ---- llama.cpp from the npm package --------------------------------------------------------
@@ -84,8 +95,7 @@ def llama_source(cache, version):
     info_path = os.path.join(pkg_dir, "package", "llama", "llama.cpp.info.json")
     if not os.path.exists(info_path):
         os.makedirs(pkg_dir, exist_ok=True)
-        run_checked(["npm", "pack", f"{NPM_PKG}@{version}", "--pack-destination", pkg_dir],
-                    stdout=subprocess.DEVNULL)
+        run_checked(["npm", "pack", f"{NPM_PKG}@{version}", "--pack-destination", pkg_dir])
         tgz = os.path.join(pkg_dir, f"{NPM_PKG}-{version}.tgz")
         with tarfile.open(tgz) as tf:
             members = [m for m in tf.getmembers() if m.name.startswith("package/llama/")
@@ -97,7 +107,7 @@ def llama_source(cache, version):
     if not os.path.exists(os.path.join(src, "CMakeLists.txt")):
         bundle = os.path.join(pkg_dir, "package", "llama", "gitRelease.bundle")
         shutil.rmtree(src, ignore_errors=True)
-        run_checked(["git", "clone", "-q", bundle, src])
+        run_checked(["git", "-c", "advice.detachedHead=false", "clone", "-q", bundle, src])
     return src, tag
 
 
@@ -122,9 +132,10 @@ def build_llama(cache, version, variant, jobs):
            "-DGGML_BACKEND_DL=OFF", "-DGGML_CPU_ALL_VARIANTS=OFF", "-DLLAMA_BUILD_TESTS=OFF",
            "-DLLAMA_BUILD_EXAMPLES=OFF", "-DLLAMA_BUILD_SERVER=OFF", "-DLLAMA_BUILD_APP=OFF",
            "-DLLAMA_OPENSSL=OFF", f"-DCMAKE_RUNTIME_OUTPUT_DIRECTORY={bins}"]
-    run_checked(cfg + cmake_isa_flags(variant), stdout=subprocess.DEVNULL)
-    run_checked(["cmake", "--build", bdir, "-j", str(jobs), "--target"] + LLAMA_TOOLS,
-                stdout=subprocess.DEVNULL)
+    os.makedirs(bdir, exist_ok=True)
+    blog = os.path.join(bdir, "build.log")
+    run_checked(cfg + cmake_isa_flags(variant), blog)
+    run_checked(["cmake", "--build", bdir, "-j", str(jobs), "--target"] + LLAMA_TOOLS, blog)
     return bins, tag, bdir
 
 
@@ -148,7 +159,7 @@ def make_pair(cache, fmt, llava_bin, tokenizer, seed=0):
     if p.returncode == 0:
         return out, None
     log(f"llava-quantize --random without --tokenizer failed: {p.stdout.strip()[-300:]}")
-    run_checked(base + ["--tokenizer", os.path.expanduser(tokenizer)])
+    run_checked(base + ["--tokenizer", os.path.expanduser(tokenizer)], out + ".log")
     return out, f"made with --tokenizer {tokenizer} (llava-quantize --random refused to run without it)"
 
 
@@ -290,10 +301,6 @@ def run_measured(cmd, env=None, timeout=None):
         err.seek(0)
         o, e = out.read().decode("utf-8", "replace"), err.read().decode("utf-8", "replace")
     return p.returncode, o, e, ru.ru_maxrss * 1024, wall, load0, os.getloadavg()[0]
-
-
-class Failed(Exception):
-    pass
 
 
 def check(rc, cmd, out, err):
@@ -467,10 +474,10 @@ def describe(res):
                    f"load {bw['load'][0]:.2f} -> {bw['load'][1]:.2f})")
         for f, d in res["models"].items():
             bound = bw["gb_s"] * 1e9 / d["decode_bytes"]
-            got = [med(res["rows"][k][e], "tps") for k in (f"decode-{f}",) if k in res["rows"]
-                   for e in ("llama.cpp", "llava")]
+            rr = res["rows"].get(f"decode-{f}")
+            got = [med(rr[e], "tps") for e in ("llama.cpp", "llava")] if rr else [None, None]
             s = f"decode bound {f.upper()}: {bound:.2f} t/s"
-            if got:
+            if None not in got:
                 s += (f" (llama.cpp reaches {got[0] / bound:.0%} of it, llava "
                       f"{got[1] / bound:.0%})")
             out.append(s)
@@ -513,7 +520,11 @@ def main():
     ap.add_argument("--chat-template", default="auto", help="llama-mtmd-cli --chat-template when "
                     "text.gguf has no tokenizer.chat_template ('auto': mistral-v1; 'none': never)")
     ap.add_argument("--llava-flag", action="append", default=[], metavar="FLAG",
-                    help="an extra argument for llava-bench model (repeatable, e.g. --exact)")
+                    help="an extra argument for llava-bench model (repeatable; write "
+                    "--llava-flag=--exact for one that starts with --)")
+    ap.add_argument("--pair", action="append", default=[], metavar="NAME=DIR",
+                    help="use the GGUF pair DIR/{text,mmproj}.gguf under NAME instead of the "
+                    "random 7B ones (repeatable; replaces --formats)")
     ap.add_argument("--llava-bin", default=os.path.join(REPO, "build", "bin"))
     ap.add_argument("--cache", default=os.path.expanduser("~/.cache/llava-bench"))
     ap.add_argument("--npm-version", default="3.22.1")
@@ -528,11 +539,17 @@ def main():
     a = ap.parse_args()
     rows = ROWS if a.rows == "all" else ["decode", "prefill"] if a.rows == "quick" \
         else a.rows.split(",")
-    formats = a.formats.split(",")
+    pairs = {}
+    for pr in a.pair:
+        name, _, d = pr.partition("=")
+        if not name or not os.path.exists(os.path.join(d, "text.gguf")):
+            ap.error(f"--pair wants NAME=DIR with DIR/text.gguf and DIR/mmproj.gguf, got '{pr}'")
+        pairs[name] = os.path.abspath(d)
+    formats = list(pairs) if pairs else a.formats.split(",")
     for r in rows:
         if r not in ROWS:
             ap.error(f"--rows: unknown row '{r}' (decode, prefill, image, all, quick)")
-    for f in formats:
+    for f in [] if pairs else formats:
         if f not in ("q4_0", "q4_k", "q8_0", "f16"):
             ap.error(f"--formats: unknown format '{f}'")
     if a.runs < 1 or a.threads < 1:
@@ -547,7 +564,7 @@ def main():
             return
     models = {}
     for f in sorted(set(formats + ([img_fmt] if "image" in rows else []))):
-        d, note = make_pair(a.cache, f, a.llava_bin, a.tokenizer)
+        d, note = (pairs[f], None) if pairs else make_pair(a.cache, f, a.llava_bin, a.tokenizer)
         models[f] = {"dir": d, "note": note,
                      "decode_bytes": decode_bytes_per_token(os.path.join(d, "text.gguf"))}
     if a.models_only:
@@ -621,7 +638,10 @@ def main():
     for k in range(a.runs):
         for key, theirs, ours in jobs:
             order = [("llama.cpp", theirs), ("llava", ours)]
-            if k % 2:
+            # alternate which engine goes first; with a custom image ours starts (the
+            # tiles llama.cpp's encode time is divided by come from its run)
+            ours_first = key.startswith("image") and image_desc != "672×672"
+            if (k % 2 == 1) != ours_first:
                 order.reverse()
             for eng, fn in order:
                 log(f"run {k + 1}/{a.runs} {key} {eng} (load {os.getloadavg()[0]:.2f})")
