@@ -19,27 +19,24 @@ The instrument of issue 13. It
      (bandwidth / bytes of text weights read per token);
   4. writes the table as Markdown and everything measured as JSON.
 
-How each figure is taken:
+How each figure is taken (the same request shape on both sides):
 
   decode tg N, prefill P    llama.cpp: llama-bench -p 0 -n N and -p P -n 0
-                            (its own t/s, one repetition per run);
-                            llava: llava-bench model --tg N --pp P.
-  vision ms per tile        llama.cpp: llama-mtmd-cli's "image slice encoded
-                            in X ms" summed over slices, / tiles (5 for a
-                            672x672 image under llava-1.6 anyres);
-                            llava: llava-bench model --image (the encoder's
-                            time / tiles).
-  image prefill t/s         llama.cpp: mtmd-cli's prompt eval (llama_perf:
-                            every prompt token, image and text) tokens / s;
-                            llava: the same, from llava-bench model --image.
-  TTFT (load excluded)      llama.cpp: encode ms + prompt eval ms (the first
-                            token comes from the last prompt batch);
-                            llava: wall time from the request to the first
-                            token, as llava-bench model measures it.
-  decode after the image    llama.cpp: mtmd-cli's eval time t/s (-n N,
-                            --ignore-eos); llava: llava-bench model.
-  peak RSS                  both: VmHWM of the process (ru_maxrss of the
-                            child, from os.wait4), image run / decode run.
+                            (its own t/s, one repetition per run, its warm-up);
+                            llava: llava-bench model --tg N / --pp P.
+  the image rows            llama.cpp: llama-mtmd-cli -n N --ignore-eos --temp 0
+                            -c 4096, timed from the lines it prints as they
+                            arrive (mtmd_run says how: its perf summary is lost
+                            at exit in this version); llava: llava-bench model
+                            --image (gen_run, greedy, past EOS).
+  vision ms per tile        encode time / tiles (llava-1.6 anyres: 5 for 672x672).
+  image prefill t/s         prompt tokens / their forwards (llama.cpp: the
+                            image's tokens / their decodes).
+  TTFT (load excluded)      image encoding + prefill to the first token;
+                            image decoding and preprocessing excluded.
+  decode after the image    generated tokens / their forwards.
+  peak RSS                  ru_maxrss of the process (os.wait4): the image run,
+                            and the decode-row run.
 
 Usage: tools/bench/vs_llamacpp.py [--threads 2] [--runs 3] [--rows ...]
        [--isa native|avx2] [--formats q4_0,q4_k] [--out DIR] ...
@@ -322,36 +319,77 @@ def llama_bench(bins, model, threads, pp, tg):
     return {"tps": res[0]["avg_ts"], "rss": rss, "wall_s": wall, "load": [l0, l1], "cmd": cmd}
 
 
-MTMD_PATTERNS = {
-    "encode_ms": r"(?:mtmd batch encoding done in|image slice encoded in) (\d+) ms",
-    "image_tokens": r"decoding image batch \d+/\d+, n_tokens_batch = (\d+)",
-    "prompt": r"prompt eval time =\s*([\d.]+) ms /\s*(\d+) tokens",
-    "eval": r"\beval time =\s*([\d.]+) ms /\s*(\d+) runs",
-}
+def run_streamed(cmd):
+    """Runs cmd, reading its stdout and stderr as they come: ([(time, "out"|"err",
+    text)], peak RSS bytes, wall s, exit status, load before, after). Times are
+    time.monotonic() at arrival, from the start."""
+    import selectors
+    load0 = os.getloadavg()[0]
+    t0 = time.monotonic()
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    sel = selectors.DefaultSelector()
+    sel.register(p.stdout, selectors.EVENT_READ, "out")
+    sel.register(p.stderr, selectors.EVENT_READ, "err")
+    events, open_ = [], 2
+    while open_:
+        for key, _ in sel.select():
+            data = os.read(key.fileobj.fileno(), 1 << 16)
+            if not data:
+                sel.unregister(key.fileobj)
+                open_ -= 1
+                continue
+            events.append((time.monotonic() - t0, key.data, data.decode("utf-8", "replace")))
+    _, status, ru = os.wait4(p.pid, 0)
+    p.returncode = os.waitstatus_to_exitcode(status)
+    return events, ru.ru_maxrss * 1024, time.monotonic() - t0, p.returncode, load0, \
+        os.getloadavg()[0]
 
 
-def mtmd_run(bins, text, mmproj, image, threads, prompt, n_gen, ctx, chat_template, tiles):
+def mtmd_run(bins, text, mmproj, image, threads, prompt, n_gen, ctx, chat_template):
+    """One image request through llama-mtmd-cli, timed from what it prints.
+
+    Its llama_perf summary cannot be used: this version's logger is a leaked
+    singleton written by a thread, and the last lines (the summary among them)
+    are lost at exit (common/log.cpp, llama.cpp issue 22142). So, with -lv 4
+    (mtmd-helper's per-batch lines):
+      vision ms per tile   Σ "mtmd batch encoding done in X ms" / Σ n_chunks of
+                           "encoding mtmd batch" (llava-1.6 slices: one chunk a tile)
+      image prefill t/s    Σ n_tokens_batch / Σ "image decoded ... in X ms"
+                           (the image's tokens; the few text tokens around them
+                           are not in it)
+      TTFT                 from the arrival of the first "encoding mtmd batch"
+                           line to the first byte on stdout (eval_message's
+                           newline once the whole prompt is evaluated); the text
+                           tokens before the image, decoded before that line,
+                           and preprocessing are outside it
+      decode t/s           n_gen / (exit - that first byte): n_gen samplings and
+                           decodes, plus the process's teardown (a pessimism of
+                           well under 1% at 7B)."""
     cmd = [os.path.join(bins, "llama-mtmd-cli"), "-m", text, "--mmproj", mmproj, "--image", image,
-           "-p", prompt, "-n", str(n_gen), "--ignore-eos", "--temp", "0", "-t", str(threads)]
+           "-p", prompt, "-n", str(n_gen), "--ignore-eos", "--temp", "0", "-t", str(threads),
+           "-lv", "4"]
     if ctx:
         cmd += ["-c", str(ctx)]
     if chat_template:
         cmd += ["--chat-template", chat_template]
-    rc, out, err, rss, wall, l0, l1 = run_measured(cmd)
+    events, rss, wall, rc, l0, l1 = run_streamed(cmd)
+    err = "".join(x for _, k, x in events if k == "err")
+    out = "".join(x for _, k, x in events if k == "out")
     check(rc, cmd, out, err)
-    text_all = out + err
-    enc = sum(int(x) for x in re.findall(MTMD_PATTERNS["encode_ms"], text_all))
-    img_tok = sum(int(x) for x in re.findall(MTMD_PATTERNS["image_tokens"], text_all))
-    pm = re.findall(MTMD_PATTERNS["prompt"], text_all)
-    em = re.findall(MTMD_PATTERNS["eval"], text_all)
-    if not pm or not em or not enc:
-        raise Failed("llama-mtmd-cli printed no timings I know:\n" + text_all[-3000:])
-    p_ms, p_n = float(pm[-1][0]), int(pm[-1][1])
-    e_ms, e_n = float(em[-1][0]), int(em[-1][1])
-    return {"vision_ms_per_tile": enc / tiles, "encode_ms": enc, "tiles": tiles,
-            "image_tokens": img_tok, "prompt_tokens": p_n, "prefill_tps": p_n / (p_ms / 1e3),
-            "ttft_s": (enc + p_ms) / 1e3, "decode_tps": e_n / (e_ms / 1e3) if e_ms else 0.0,
-            "decode_tokens": e_n, "rss": rss, "wall_s": wall, "load": [l0, l1], "cmd": cmd}
+    enc_ms = sum(int(x) for x in re.findall(r"mtmd batch encoding done in (\d+) ms", err))
+    tiles = sum(int(x) for x in re.findall(r"encoding mtmd batch, n_chunks = (\d+)", err))
+    img_tok = sum(int(x) for x in re.findall(r"decoding image batch \d+/\d+, n_tokens_batch = (\d+)",
+                                             err))
+    dec_ms = sum(int(x) for x in re.findall(r"image decoded \(batch \d+/\d+\) in (\d+) ms", err))
+    t_enc = next((t for t, k, x in events if k == "err" and "encoding mtmd batch" in x), None)
+    t_first = next((t for t, k, x in events if k == "out" and t_enc is not None and t > t_enc),
+                   None)
+    if not (enc_ms and tiles and img_tok and dec_ms and t_enc is not None and t_first):
+        raise Failed("llama-mtmd-cli printed no timings I know:\n" + err[-3000:])
+    return {"vision_ms_per_tile": enc_ms / tiles, "encode_ms": enc_ms, "tiles": tiles,
+            "image_tokens": img_tok, "prefill_tps": img_tok / (dec_ms / 1e3),
+            "ttft_s": t_first - t_enc, "decode_tps": n_gen / (wall - t_first),
+            "decode_tokens": n_gen, "rss": rss, "wall_s": wall, "load": [l0, l1], "cmd": cmd}
 
 
 # llava
@@ -617,31 +655,20 @@ def main():
         if "tokenizer.chat_template" not in kv and a.chat_template != "none":
             tmpl = "mistral-v1" if a.chat_template == "auto" else a.chat_template
             res["args"]["mtmd_chat_template"] = tmpl
-        tiles = {}
-
         def ours_image():
-            r = llava_model(a.llava_bin, d, a.threads, a.llava_flag, env, a.image_tg,
-                            image=image, prompt=a.prompt)
-            tiles["n"] = r["tiles"]
-            return r
+            return llava_model(a.llava_bin, d, a.threads, a.llava_flag, env, a.image_tg,
+                               image=image, prompt=a.prompt)
 
         def theirs_image():
-            # llava-1.6 anyres: the same tiles as ours (5 for 672x672: base + 2x2)
-            n = tiles.get("n") or (5 if image_desc == "672×672" else None)
-            if not n:
-                raise Failed("tiles unknown: run llava first (its image run counts them)")
             return mtmd_run(bins, text, mmproj, image, a.threads, a.prompt, a.image_tg,
-                            a.mtmd_ctx, tmpl, n)
+                            a.mtmd_ctx, tmpl)
 
         jobs.append((f"image-{img_fmt}", theirs_image, ours_image))
 
     for k in range(a.runs):
         for key, theirs, ours in jobs:
             order = [("llama.cpp", theirs), ("llava", ours)]
-            # alternate which engine goes first; with a custom image ours starts (the
-            # tiles llama.cpp's encode time is divided by come from its run)
-            ours_first = key.startswith("image") and image_desc != "672×672"
-            if (k % 2 == 1) != ours_first:
+            if k % 2:  # alternate which engine goes first
                 order.reverse()
             for eng, fn in order:
                 log(f"run {k + 1}/{a.runs} {key} {eng} (load {os.getloadavg()[0]:.2f})")
