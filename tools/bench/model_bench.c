@@ -46,6 +46,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#define MAX_REPEAT 64 /* --repeat at most */
+
 typedef struct {
     llava *m;
     llava_batch *bt;
@@ -129,8 +131,8 @@ static int cmp_double(const void *a, const void *b) {
 
 /* The median of v[0..n) (n >= 1); v is left as it was. */
 static double median(const double *v, int n) {
-    double s[64];
-    if (n > 64) n = 64;
+    double s[MAX_REPEAT];
+    if (n > MAX_REPEAT) n = MAX_REPEAT;
     memcpy(s, v, (size_t)n * sizeof *s);
     qsort(s, (size_t)n, sizeof *s, cmp_double);
     return n % 2 ? s[n / 2] : 0.5 * (s[n / 2 - 1] + s[n / 2]);
@@ -176,42 +178,118 @@ static void usage_text(FILE *f) {
                "[--no-warmup] [--json]\n");
 }
 
-/* The image figures of every run, one series each. */
+/* What one invocation measured, for the printers. */
 typedef struct {
-    double vision[64], prefill[64], ttft[64], decode[64];
-} image_series;
+    const char *model, *image; /* as given */
+    int threads, repeat, tg, pp;
+    double load_s;
+    double tg_tps[MAX_REPEAT], pp_tps[MAX_REPEAT]; /* the text rows, per run */
+    double vision[MAX_REPEAT], prefill[MAX_REPEAT], ttft_s[MAX_REPEAT],
+        decode[MAX_REPEAT]; /* the image rows, per run */
+    image_figs last;        /* the last image run (its counts) */
+    int image_w, image_h, n_image_tokens;
+    double img_decode_ms, img_pre_ms;
+    long long rss; /* peak, bytes; -1 unknown */
+} bench_out;
+
+static void print_json(const bench_out *o) {
+    int r = o->repeat;
+    printf("{\"model\":");
+    print_json_str(o->model);
+    printf(",\"threads\":%d,\"repeat\":%d,\"load_s\":%.3f", o->threads, r, o->load_s);
+    if (!o->image && o->tg > 0) {
+        printf(",\"tg\":{\"n\":%d,\"tps\":%.4f,\"runs\":", o->tg, median(o->tg_tps, r));
+        print_list(o->tg_tps, r, 4);
+        printf("}");
+    }
+    if (!o->image && o->pp > 0) {
+        printf(",\"pp\":{\"n\":%d,\"tps\":%.4f,\"runs\":", o->pp, median(o->pp_tps, r));
+        print_list(o->pp_tps, r, 4);
+        printf("}");
+    }
+    if (o->image) {
+        printf(",\"image\":{\"file\":");
+        print_json_str(o->image);
+        printf(",\"width\":%d,\"height\":%d,\"tiles\":%d,\"image_tokens\":%d,"
+               "\"prompt_tokens\":%d,\"decode_tokens\":%d,\"decode_ms\":%.2f,"
+               "\"preprocess_ms\":%.2f",
+               o->image_w, o->image_h, o->last.n_tiles, o->n_image_tokens, o->last.n_prompt,
+               o->last.n_decode, o->img_decode_ms, o->img_pre_ms);
+        printf(",\"vision_ms_per_tile\":%.3f,\"prefill_tps\":%.4f,\"ttft_s\":%.4f,"
+               "\"decode_tps\":%.4f",
+               median(o->vision, r), median(o->prefill, r), median(o->ttft_s, r),
+               median(o->decode, r));
+        printf(",\"runs\":{\"vision_ms_per_tile\":");
+        print_list(o->vision, r, 3);
+        printf(",\"prefill_tps\":");
+        print_list(o->prefill, r, 4);
+        printf(",\"ttft_s\":");
+        print_list(o->ttft_s, r, 4);
+        printf(",\"decode_tps\":");
+        print_list(o->decode, r, 4);
+        printf("}}");
+    }
+    printf(",\"peak_rss_bytes\":%lld}\n", o->rss);
+}
+
+static void print_text(const bench_out *o) {
+    int r = o->repeat;
+    printf("model %s, %d threads, loaded in %.2f s; median of %d run%s\n", o->model, o->threads,
+           o->load_s, r, r == 1 ? "" : "s");
+    if (!o->image && o->tg > 0) {
+        printf("decode  tg%-5d %9.2f t/s   runs ", o->tg, median(o->tg_tps, r));
+        print_list(o->tg_tps, r, 2);
+        printf("\n");
+    }
+    if (!o->image && o->pp > 0) {
+        printf("prefill pp%-5d %9.2f t/s   runs ", o->pp, median(o->pp_tps, r));
+        print_list(o->pp_tps, r, 2);
+        printf("\n");
+    }
+    if (o->image) {
+        printf("image %s (%dx%d): %d tiles, %d image tokens, prompt %d tokens; decode %.1f ms, "
+               "preprocess %.1f ms\n",
+               o->image, o->image_w, o->image_h, o->last.n_tiles, o->n_image_tokens,
+               o->last.n_prompt, o->img_decode_ms, o->img_pre_ms);
+        printf("  vision   %9.1f ms/tile   prefill %8.2f t/s   TTFT %8.2f s   decode after %7.2f "
+               "t/s (%d tokens)\n",
+               median(o->vision, r), median(o->prefill, r), median(o->ttft_s, r),
+               median(o->decode, r), o->last.n_decode);
+    }
+    printf("peak RSS %.2f GiB\n", o->rss < 0 ? -1.0 : o->rss / 1073741824.0);
+}
 
 int model_bench_main(int argc, char **argv) {
-    const char *model = NULL, *mmproj = NULL, *image = NULL,
-               *prompt = "Describe the image in detail.";
-    int threads = 0, tg = 128, pp = -1, repeat = 1;
+    const char *mmproj = NULL, *prompt = "Describe the image in detail.";
+    bench_out o = {.tg = 128, .pp = -1, .repeat = 1};
+    int threads = 0;
     bool json = false, no_warmup = false;
     const tool_opt opts[] = {
-        TOOL_STR("model", 'm', &model),
+        TOOL_STR("model", 'm', &o.model),
         TOOL_STR("mmproj", 0, &mmproj),
         TOOL_INT("threads", 0, &threads, 0, 4096),
-        TOOL_INT("tg", 0, &tg, 0, 1000000),
-        TOOL_INT("pp", 0, &pp, 0, 1000000),
-        TOOL_STR("image", 0, &image),
+        TOOL_INT("tg", 0, &o.tg, 0, 1000000),
+        TOOL_INT("pp", 0, &o.pp, 0, 1000000),
+        TOOL_STR("image", 0, &o.image),
         TOOL_STR("prompt", 0, &prompt),
-        TOOL_INT("repeat", 0, &repeat, 1, 64),
+        TOOL_INT("repeat", 0, &o.repeat, 1, MAX_REPEAT),
         TOOL_FLAG("no-warmup", 0, &no_warmup),
         TOOL_FLAG("json", 0, &json),
     };
     static const tool_info tool = {"llava-bench model", usage_text, false};
     int rc = tool_parse(&tool, opts, LV_ARRAY_LEN(opts), argc, argv);
     if (rc) return rc == TOOL_HELP ? 0 : 2;
-    if (!model) {
+    if (!o.model) {
         fprintf(stderr, "llava-bench model: --model is required\n");
         usage_text(stderr);
         return 2;
     }
-    if (image && pp > 0) {
+    if (o.image && o.pp > 0) {
         fprintf(stderr, "llava-bench model: --pp is for the text rows; with --image the prompt "
                         "is the image's (run them apart)\n");
         return 2;
     }
-    if (pp < 0) pp = image ? 0 : 512;
+    if (o.pp < 0) o.pp = o.image ? 0 : 512;
     lv_log_set_level(LV_LOG_WARN);
 
     lv_err err;
@@ -220,16 +298,14 @@ int model_bench_main(int argc, char **argv) {
     memset(&px, 0, sizeof px);
     int32_t *ids = NULL;
     size_t n_ids = 0;
-    int n_img_tok = 0;
-    double img_decode_ms = 0, img_pre_ms = 0, tg_tps[64], pp_tps[64], load_s = 0;
-    image_series is;
-    image_figs last = {0};
     rc = 1;
     double t0 = lv_now_ms();
-    if (llava_open2(model, mmproj, &c.m, &err) || llava_load(c.m, "cpu", threads, &err)) goto fail;
-    load_s = (lv_now_ms() - t0) / 1e3;
-    if (pp > llava_max_ctx(c.m) || tg > llava_max_ctx(c.m)) {
-        lv_fail(&err, LV_ERR_ARG, "--pp %d / --tg %d: the model's context is %d", pp, tg,
+    if (llava_open2(o.model, mmproj, &c.m, &err) || llava_load(c.m, "cpu", threads, &err))
+        goto fail;
+    o.load_s = (lv_now_ms() - t0) / 1e3;
+    o.threads = llava_n_threads(c.m);
+    if (o.pp > llava_max_ctx(c.m) || o.tg > llava_max_ctx(c.m)) {
+        lv_fail(&err, LV_ERR_ARG, "--pp %d / --tg %d: the model's context is %d", o.pp, o.tg,
                 llava_max_ctx(c.m));
         goto fail;
     }
@@ -238,88 +314,33 @@ int model_bench_main(int argc, char **argv) {
         lv_fail(&err, LV_ERR_NOMEM, "out of memory");
         goto fail;
     }
-    if (image) {
-        if (request_load_image(c.m, image, &px, &n_img_tok, &img_decode_ms, &img_pre_ms, &err) ||
-            request_prompt_ids(c.m, prompt, false, &n_img_tok, 1, &ids, &n_ids, &err))
+    if (o.image) {
+        if (request_load_image(c.m, o.image, &px, &o.n_image_tokens, &o.img_decode_ms,
+                               &o.img_pre_ms, &err) ||
+            request_prompt_ids(c.m, prompt, false, &o.n_image_tokens, 1, &ids, &n_ids, &err))
             goto fail;
+        o.image_w = px.image_w;
+        o.image_h = px.image_h;
     }
     double warm_tps;
     if (!no_warmup && run_tokens(&c, 1, 1, &warm_tps, &err)) goto fail;
-    for (int k = 0; k < repeat; k++) {
-        if (!image && tg > 0 && run_tokens(&c, tg, 1, &tg_tps[k], &err)) goto fail;
-        if (!image && pp > 0 && run_tokens(&c, pp, LLAVA_BATCH, &pp_tps[k], &err)) goto fail;
-        if (image) {
-            if (run_image(&c, ids, (int)n_ids, &px, tg > 0 ? tg : 1, &last, &err)) goto fail;
-            is.vision[k] = last.vision_ms_per_tile;
-            is.prefill[k] = last.prefill_tps;
-            is.ttft[k] = last.ttft_ms / 1e3;
-            is.decode[k] = last.decode_tps;
+    for (int k = 0; k < o.repeat; k++) {
+        if (!o.image && o.tg > 0 && run_tokens(&c, o.tg, 1, &o.tg_tps[k], &err)) goto fail;
+        if (!o.image && o.pp > 0 && run_tokens(&c, o.pp, LLAVA_BATCH, &o.pp_tps[k], &err))
+            goto fail;
+        if (o.image) {
+            if (run_image(&c, ids, (int)n_ids, &px, o.tg > 0 ? o.tg : 1, &o.last, &err)) goto fail;
+            o.vision[k] = o.last.vision_ms_per_tile;
+            o.prefill[k] = o.last.prefill_tps;
+            o.ttft_s[k] = o.last.ttft_ms / 1e3;
+            o.decode[k] = o.last.decode_tps;
         }
     }
-    long long rss = peak_rss();
-    if (json) {
-        printf("{\"model\":");
-        print_json_str(model);
-        printf(",\"threads\":%d,\"repeat\":%d,\"load_s\":%.3f", llava_n_threads(c.m), repeat,
-               load_s);
-        if (!image && tg > 0) {
-            printf(",\"tg\":{\"n\":%d,\"tps\":%.4f,\"runs\":", tg, median(tg_tps, repeat));
-            print_list(tg_tps, repeat, 4);
-            printf("}");
-        }
-        if (!image && pp > 0) {
-            printf(",\"pp\":{\"n\":%d,\"tps\":%.4f,\"runs\":", pp, median(pp_tps, repeat));
-            print_list(pp_tps, repeat, 4);
-            printf("}");
-        }
-        if (image) {
-            printf(",\"image\":{\"file\":");
-            print_json_str(image);
-            printf(",\"width\":%d,\"height\":%d,\"tiles\":%d,"
-                   "\"image_tokens\":%d,\"prompt_tokens\":%d,\"decode_tokens\":%d,"
-                   "\"decode_ms\":%.2f,\"preprocess_ms\":%.2f",
-                   px.image_w, px.image_h, last.n_tiles, n_img_tok, last.n_prompt, last.n_decode,
-                   img_decode_ms, img_pre_ms);
-            printf(",\"vision_ms_per_tile\":%.3f,\"prefill_tps\":%.4f,\"ttft_s\":%.4f,"
-                   "\"decode_tps\":%.4f",
-                   median(is.vision, repeat), median(is.prefill, repeat), median(is.ttft, repeat),
-                   median(is.decode, repeat));
-            printf(",\"runs\":{\"vision_ms_per_tile\":");
-            print_list(is.vision, repeat, 3);
-            printf(",\"prefill_tps\":");
-            print_list(is.prefill, repeat, 4);
-            printf(",\"ttft_s\":");
-            print_list(is.ttft, repeat, 4);
-            printf(",\"decode_tps\":");
-            print_list(is.decode, repeat, 4);
-            printf("}}");
-        }
-        printf(",\"peak_rss_bytes\":%lld}\n", rss);
-    } else {
-        printf("model %s, %d threads, loaded in %.2f s; median of %d run%s\n", model,
-               llava_n_threads(c.m), load_s, repeat, repeat == 1 ? "" : "s");
-        if (!image && tg > 0) {
-            printf("decode  tg%-5d %9.2f t/s   runs ", tg, median(tg_tps, repeat));
-            print_list(tg_tps, repeat, 2);
-            printf("\n");
-        }
-        if (!image && pp > 0) {
-            printf("prefill pp%-5d %9.2f t/s   runs ", pp, median(pp_tps, repeat));
-            print_list(pp_tps, repeat, 2);
-            printf("\n");
-        }
-        if (image) {
-            printf("image %s (%dx%d): %d tiles, %d image tokens, prompt %d tokens; decode %.1f "
-                   "ms, preprocess %.1f ms\n",
-                   image, px.image_w, px.image_h, last.n_tiles, n_img_tok, last.n_prompt,
-                   img_decode_ms, img_pre_ms);
-            printf("  vision   %9.1f ms/tile   prefill %8.2f t/s   TTFT %8.2f s   decode after "
-                   "%7.2f t/s (%d tokens)\n",
-                   median(is.vision, repeat), median(is.prefill, repeat), median(is.ttft, repeat),
-                   median(is.decode, repeat), last.n_decode);
-        }
-        printf("peak RSS %.2f GiB\n", rss < 0 ? -1.0 : rss / 1073741824.0);
-    }
+    o.rss = peak_rss();
+    if (json)
+        print_json(&o);
+    else
+        print_text(&o);
     rc = 0;
     goto done;
 fail:
