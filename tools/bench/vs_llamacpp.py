@@ -146,8 +146,13 @@ def make_pair(cache, fmt, llava_bin, tokenizer, seed=0):
     llava-quantize --random. Tried without --tokenizer first (the vocabulary setup
     installs); if that is refused, with `tokenizer`. Returns (dir, note)."""
     out = os.path.join(cache, f"llava-v1.6-mistral-7b-random-{fmt}")
+    note_path = out + ".note"  # how it was made, beside it (read back on reuse)
     if all(os.path.exists(os.path.join(out, f)) for f in ("text.gguf", "mmproj.gguf")):
-        return out, None
+        try:
+            with open(note_path) as f:
+                return out, f.read().strip() or None
+        except OSError:
+            return out, None
     base = [os.path.join(llava_bin, "llava-quantize"), "--random", "--preset",
             "llava-v1.6-mistral-7b", "--seed", str(seed), "--format", f"gguf-{fmt}", "--out", out,
             "--force"]
@@ -157,7 +162,11 @@ def make_pair(cache, fmt, llava_bin, tokenizer, seed=0):
         return out, None
     log(f"llava-quantize --random without --tokenizer failed: {p.stdout.strip()[-300:]}")
     run_checked(base + ["--tokenizer", os.path.expanduser(tokenizer)], out + ".log")
-    return out, f"made with --tokenizer {tokenizer} (llava-quantize --random refused to run without it)"
+    note = (f"made with --tokenizer {tokenizer} (llava-quantize --random refused to run "
+            f"without it)")
+    with open(note_path, "w") as f:
+        f.write(note + "\n")
+    return out, note
 
 
 
@@ -489,7 +498,7 @@ def make_table(res):
         ou = f"{fmt(g(img, 'llava'), 2)} / {fmt(g(dec, 'llava'), 2)}"
         qs = [ratio(g(x, "llava"), g(x, "llama.cpp"), True) for x in (img, dec)]
         lines.append(f"| peak RSS, image run / text decode (GiB) | {th} | {ou} | "
-                     f"{qs[0][0]} / {qs[1][0]} | {qs[0][1]} / {qs[1][1]} |")
+                     f"{qs[0][0]} / {qs[1][0]} | {qs[0][1] or '—'} / {qs[1][1] or '—'} |")
     lines.append("")
     lines.append("Ratios are llava / llama.cpp of the figures (for ms, s and GiB lower is better); "
                  "'better' names the better engine and by how much.")
@@ -519,6 +528,12 @@ def describe(res):
                 s += (f" (llama.cpp reaches {got[0] / bound:.0%} of it, llava "
                       f"{got[1] / bound:.0%})")
             out.append(s)
+    peak = max((x for rr in res["rows"].values() for e in rr.values() for r in e
+                for x in r["load"]), default=0)
+    if peak > a["threads"] + 0.5:
+        out.append(f"WARNING: the load average reached {peak:.1f} with {a['threads']} threads per "
+                   f"engine on {c['cores']} cores: other work shared the CPU and these figures are "
+                   f"not the engines' (llama.cpp's spinning threads suffer most)")
     out.append("load average (1 min) before -> after each run:")
     for key, rr in res["rows"].items():
         for eng in ("llama.cpp", "llava"):
