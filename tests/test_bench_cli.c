@@ -1,6 +1,8 @@
-/* test_bench_cli.c - llava-bench serve's command line (tools/bench/serve_bench.c):
- * bad usage is refused with a message naming the option and exit status 2;
- * --help exits 0; a tiny run on the demo model prints its figures. */
+/* test_bench_cli.c - the command lines of llava-bench serve, model and
+ * bandwidth (tools/bench/serve_bench.c, model_bench.c, bandwidth.c): bad
+ * usage is refused with a message naming the option and exit status 2;
+ * --help exits 0; a tiny run on the demo model (or a small buffer) prints
+ * its figures. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -12,19 +14,31 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Runs llava-bench serve with args (stderr merged); its exit status, output in *out. */
-static int serve(const char *args, char **out) {
+/* Runs llava-bench SUB with args (stderr merged); its exit status, output in *out. */
+static int bench(const char *sub, const char *args, char **out) {
     char cmd[4096];
-    snprintf(cmd, sizeof cmd, "'%s/llava-bench' serve %s 2>&1", tu_env("LLAVA_BIN_DIR"), args);
+    snprintf(cmd, sizeof cmd, "'%s/llava-bench' %s %s 2>&1", tu_env("LLAVA_BIN_DIR"), sub, args);
     return tu_run(cmd, out);
 }
 
-static void expect(const char *args, int rc, const char *msg) {
+/* llava-bench SUB args exits with rc and prints msg (and msg2, unless NULL). */
+static void expect_sub(const char *sub, const char *args, int rc, const char *msg,
+                       const char *msg2) {
     char *out = NULL;
-    int got = serve(args, &out);
-    if (got != rc || !strstr(out, msg))
-        fail_msg("llava-bench serve %s: exit %d (want %d), output: %s", args, got, rc, out);
+    int got = bench(sub, args, &out);
+    if (got != rc || !strstr(out, msg) || (msg2 && !strstr(out, msg2)))
+        fail_msg("llava-bench %s %s: exit %d (want %d), output: %s", sub, args, got, rc, out);
     free(out);
+}
+
+static void expect(const char *args, int rc, const char *msg) {
+    expect_sub("serve", args, rc, msg, NULL);
+}
+
+/* The demo model's directory, quoted for the shell, into buf. */
+static const char *demo(char *buf, size_t size) {
+    snprintf(buf, size, "'%s/../../models/demo'", tu_env("LLAVA_TEST_DATA"));
+    return buf;
 }
 
 static void bad_usage(void **state) {
@@ -41,16 +55,72 @@ static void bad_usage(void **state) {
 static void tiny_run(void **state) {
     (void)state;
     char args[2048];
-    snprintf(args, sizeof args,
-             "--model '%s/../../models/demo' --streams 2 --tokens 4 --threads 2",
+    snprintf(args, sizeof args, "--model '%s/../../models/demo' --streams 2 --tokens 4 --threads 2",
              tu_env("LLAVA_TEST_DATA"));
     expect(args, 0, "ratio 2/1 streams");
 }
 
+static void model_bad_usage(void **state) {
+    (void)state;
+    expect_sub("model", "--tg 8", 2, "--model is required", NULL);
+    expect_sub("model", "--model x --tg -1", 2, "--tg wants an integer in [0, 1000000], got '-1'",
+               NULL);
+    expect_sub("model", "--model x --pp lots", 2, "--pp wants an integer", NULL);
+    expect_sub("model", "--model x --repeat 65", 2, "--repeat wants an integer in [1, 64]", NULL);
+    expect_sub("model", "--model x --threads -2", 2, "--threads wants an integer", NULL);
+    expect_sub("model", "--model x --image a.png --pp 16", 2, "--pp is for the text rows", NULL);
+    expect_sub("model", "--model x --frobnicate", 2, "unknown or incomplete option '--frobnicate'",
+               NULL);
+    expect_sub("model", "--help", 0, "usage: llava-bench model --model PATH", NULL);
+    expect_sub("model", "--model /nonexistent/model --tg 2 --pp 0", 1, "/nonexistent/model", NULL);
+}
+
+static void model_tiny_text(void **state) {
+    (void)state;
+    char d[1024], args[2048];
+    snprintf(args, sizeof args, "--model %s --tg 4 --pp 16 --threads 2 --repeat 3",
+             demo(d, sizeof d));
+    expect_sub("model", args, 0, "decode  tg4 ", "prefill pp16 ");
+    snprintf(args, sizeof args, "--model %s --tg 3 --pp 0 --threads 1 --json", demo(d, sizeof d));
+    expect_sub("model", args, 0, "\"tg\":{\"n\":3,\"tps\":", "\"peak_rss_bytes\":");
+    /* a context longer than the model's is refused before anything runs */
+    snprintf(args, sizeof args, "--model %s --tg 0 --pp 999999", demo(d, sizeof d));
+    expect_sub("model", args, 1, "--pp 999999", "the model's context is");
+}
+
+static void model_tiny_image(void **state) {
+    (void)state;
+    char d[1024], args[3072];
+    snprintf(args, sizeof args,
+             "--model %s --image %s/samples/sample_01_320x240.png --tg 3 --threads 2 --json",
+             demo(d, sizeof d), d);
+    expect_sub("model", args, 0, "\"decode_tokens\":2,", "\"vision_ms_per_tile\":");
+    snprintf(args, sizeof args, "--model %s --image %s/samples/sample_01_320x240.png --tg 1",
+             demo(d, sizeof d), d);
+    expect_sub("model", args, 0, "vision ", "TTFT");
+    snprintf(args, sizeof args, "--model %s --image /nonexistent.png", demo(d, sizeof d));
+    expect_sub("model", args, 1, "/nonexistent.png", NULL);
+}
+
+static void bandwidth_cli(void **state) {
+    (void)state;
+    expect_sub("bandwidth", "--isa sse9", 2,
+               "--isa wants auto, avx512, avx2 or portable, got 'sse9'", NULL);
+    expect_sub("bandwidth", "--mb 0", 2, "--mb wants an integer", NULL);
+    expect_sub("bandwidth", "--passes x", 2, "--passes wants an integer", NULL);
+    expect_sub("bandwidth", "--threads 64 --mb 1", 0, "with 64 threads", NULL);
+    expect_sub("bandwidth", "--threads 2 --mb 8 --passes 3", 0, "read 8 MiB with 2 threads",
+               "GB/s");
+    expect_sub("bandwidth", "--threads 1 --mb 4 --passes 2 --isa portable --json", 0,
+               "\"loop\":\"portable\"", "\"gb_s\":");
+    expect_sub("bandwidth", "--help", 0, "usage: llava-bench bandwidth", NULL);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(bad_usage),
-        cmocka_unit_test(tiny_run),
+        cmocka_unit_test(bad_usage),        cmocka_unit_test(tiny_run),
+        cmocka_unit_test(model_bad_usage),  cmocka_unit_test(model_tiny_text),
+        cmocka_unit_test(model_tiny_image), cmocka_unit_test(bandwidth_cli),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

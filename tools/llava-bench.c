@@ -40,6 +40,19 @@
  *       The continuous-batching worker driven in-process by N concurrent
  *       streams, and by one in the same run: aggregate tokens/s and the
  *       ratio (tools/bench/serve_bench.c says how each figure is measured).
+ *
+ *   llava-bench model --model PATH [--mmproj F] [--threads T] [--tg N] [--pp P]
+ *                     [--image FILE] [--prompt TEXT] [--repeat R] [--no-warmup] [--json]
+ *       A whole model's speed, the figures of issue 13's table for llava
+ *       alone: decode tg N and prefill of a P-token prompt (t/s), or for an
+ *       image: vision ms per tile, prefill t/s, time to first token, decode
+ *       t/s after it; peak RSS (tools/bench/model_bench.c says how each is
+ *       measured).
+ *
+ *   llava-bench bandwidth [--threads T] [--mb M] [--passes P] [--isa I] [--json]
+ *       Memory read bandwidth with T threads over M MiB (default 1024),
+ *       AVX-512 / AVX2 / portable loop picked at run time: median GB/s of
+ *       P passes (tools/bench/bandwidth.c).
  */
 #include "base/clock.h"
 #include "base/common.h"
@@ -52,6 +65,8 @@
 #include "image/decode.h"
 #include "image/preprocess.h"
 #include "image/resample.h"
+#include "bench/bandwidth.h"
+#include "bench/model_bench.h"
 #include "bench/serve_bench.h"
 #include "bench/tower_bench.h"
 #include "text/tokenizer.h"
@@ -83,6 +98,10 @@ static void print_usage(FILE *f) {
     fprintf(f,
             "usage: llava-bench tokenizer --tokenizer PATH [--text FILE] [--repeat N]\n"
             "       llava-bench serve --model PATH [--streams N] [--tokens T] [--image FILE]\n"
+            "       llava-bench model --model PATH [--mmproj F] [--threads T] [--tg N] [--pp P]\n"
+            "                         [--image FILE] [--prompt TEXT] [--repeat R] [--json]\n"
+            "       llava-bench bandwidth [--threads T] [--mb M] [--passes P] [--isa I] "
+            "[--json]\n"
             "       llava-bench image --image FILE [--repeat N] [--processor next|clip|pad]\n"
             "       llava-bench tower [--layers L] [--threads T] [--dtype f16|bf16|f32] "
             "[--repeat N]\n"
@@ -447,5 +466,8 @@ int main(int argc, char **argv) {
     if (argc >= 2 && strcmp(argv[1], "matmul") == 0) return bench_matmul(argc - 1, argv + 1);
     if (argc >= 2 && strcmp(argv[1], "tower") == 0) return tower_bench_main(argc - 1, argv + 1);
     if (argc >= 2 && strcmp(argv[1], "serve") == 0) return serve_bench_main(argc - 1, argv + 1);
+    if (argc >= 2 && strcmp(argv[1], "model") == 0) return model_bench_main(argc - 1, argv + 1);
+    if (argc >= 2 && strcmp(argv[1], "bandwidth") == 0)
+        return bandwidth_bench_main(argc - 1, argv + 1);
     return usage();
 }
