@@ -68,6 +68,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 enum { QK_LANES = 16, QK_BLOCK = 32 };
 
@@ -117,6 +118,26 @@ static inline size_t qk_xgroup_bytes(const qk_weight *w) {
 }
 static inline size_t qk_xrow_bytes(const qk_weight *w) {
     return (size_t)w->n_groups * qk_xgroup_bytes(w);
+}
+
+/* The x side of lane l once its codes are stored: dx = d, and corr = offset·S
+ * or xs = d·S (S: the lane's code sum). Every quantize kernel ends a lane so. */
+static inline void qk_xside_set(const qk_weight *w, qk_xside *side, int l, float d, int32_t S) {
+    side->dx[l] = d;
+    if (w->affine)
+        side->xs[l] = d * (float)S;
+    else
+        side->corr[l] = w->offset * S;
+}
+
+/* Lane l of group g past the row's end: zero codes, zero x side. True when
+ * it was (the kernel then skips the lane). */
+static inline bool qk_xlane_pad(const qk_weight *w, uint8_t *codes, qk_xside *side, int g, int l) {
+    if (g * w->group + l * w->lane < w->cols) return false;
+    for (int k = 0; k < w->lane / 4; k++) memset(codes + 64 * k + 4 * l, 0, 4);
+    side->dx[l] = 0.0f;
+    side->corr[l] = 0;
+    return true;
 }
 
 /* The format the integer path takes for a weight of dtype (MLX: of q->bits),

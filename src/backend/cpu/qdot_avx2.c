@@ -163,13 +163,8 @@ QA static void quantize_avx2(const qk_weight *w, const float *x, uint8_t *xq) {
         uint8_t *codes = xq + (size_t)g * xgb;
         qk_xside *side = (qk_xside *)(void *)(codes + w->group);
         for (int l = 0; l < QK_LANES; l++) {
+            if (qk_xlane_pad(w, codes, side, g, l)) continue;
             int c0 = g * w->group + l * w->lane;
-            if (c0 >= w->cols) {
-                for (int k = 0; k < w->lane / 4; k++) memset(codes + 64 * k + 4 * l, 0, 4);
-                side->dx[l] = 0.0f;
-                side->corr[l] = 0;
-                continue;
-            }
             const float *blk = x + c0 / QK_BLOCK * QK_BLOCK;
             __m256 m = _mm256_setzero_ps();
             for (int j = 0; j < QK_BLOCK; j += 8)
@@ -201,11 +196,7 @@ QA static void quantize_avx2(const qk_weight *w, const float *x, uint8_t *xq) {
             uint32_t st[8];
             _mm256_storeu_si256((__m256i *)st, p);
             for (int k = 0; k < w->lane / 4; k++) memcpy(codes + 64 * k + 4 * l, &st[k], 4);
-            side->dx[l] = d;
-            if (w->affine)
-                side->xs[l] = d * (float)S;
-            else
-                side->corr[l] = w->offset * S;
+            qk_xside_set(w, side, l, d, S);
         }
     }
 }

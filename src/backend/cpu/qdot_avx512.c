@@ -211,13 +211,8 @@ QA static void quantize_avx512(const qk_weight *w, const float *x, uint8_t *xq) 
         uint8_t *codes = xq + (size_t)g * xgb;
         qk_xside *side = (qk_xside *)(void *)(codes + w->group);
         for (int l = 0; l < QK_LANES; l++) {
+            if (qk_xlane_pad(w, codes, side, g, l)) continue;
             int c0 = g * w->group + l * w->lane;
-            if (c0 >= w->cols) {
-                for (int k = 0; k < w->lane / 4; k++) memset(codes + 64 * k + 4 * l, 0, 4);
-                side->dx[l] = 0.0f;
-                side->corr[l] = 0;
-                continue;
-            }
             const float *blk = x + c0 / QK_BLOCK * QK_BLOCK;
             __m512 a = _mm512_castsi512_ps(
                 _mm512_and_si512(_mm512_castps_si512(_mm512_loadu_ps(blk)), absmask));
@@ -239,11 +234,7 @@ QA static void quantize_avx512(const qk_weight *w, const float *x, uint8_t *xq) 
                 for (int k = 0; k < 4; k++)
                     memcpy(codes + 64 * ((j + 4 * k) / 4) + 4 * l, tmp + 4 * k, 4);
             }
-            side->dx[l] = d;
-            if (w->affine)
-                side->xs[l] = d * (float)S;
-            else
-                side->corr[l] = w->offset * S;
+            qk_xside_set(w, side, l, d, S);
         }
     }
 }

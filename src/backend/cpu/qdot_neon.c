@@ -29,13 +29,8 @@ static void quantize_neon(const qk_weight *w, const float *x, uint8_t *xq) {
         uint8_t *codes = xq + (size_t)g * xgb;
         qk_xside *side = (qk_xside *)(void *)(codes + w->group);
         for (int l = 0; l < QK_LANES; l++) {
+            if (qk_xlane_pad(w, codes, side, g, l)) continue;
             int c0 = g * w->group + l * w->lane;
-            if (c0 >= w->cols) {
-                for (int k = 0; k < w->lane / 4; k++) memset(codes + 64 * k + 4 * l, 0, 4);
-                side->dx[l] = 0.0f;
-                side->corr[l] = 0;
-                continue;
-            }
             const float *blk = x + c0 / QK_BLOCK * QK_BLOCK;
             float32x4_t m = vdupq_n_f32(0.0f);
             for (int j = 0; j < QK_BLOCK; j += 4) m = vmaxnmq_f32(m, vabsq_f32(vld1q_f32(blk + j)));
@@ -57,11 +52,7 @@ static void quantize_neon(const qk_weight *w, const float *x, uint8_t *xq) {
                 vst1_lane_u32((uint32_t *)(void *)(codes + 64 * (j / 4 + 1) + 4 * l), b2, 1);
             }
             int32_t S = vaddvq_s32(s);
-            side->dx[l] = d;
-            if (w->affine)
-                side->xs[l] = d * (float)S;
-            else
-                side->corr[l] = w->offset * S;
+            qk_xside_set(w, side, l, d, S);
         }
     }
 }

@@ -197,7 +197,8 @@ static void pack_row(const be_weight *src, const qk_weight *w, int r) {
             }
             for (int p = 0; p < w->lane / 8; p++)
                 for (int e = 0; e < 4; e++)
-                    at[64 * p + e] = (uint8_t)((c[8 * p + e] & 0xF) | (c[8 * p + 4 + e] & 0xF) << 4);
+                    at[64 * p + e] =
+                        (uint8_t)((c[8 * p + e] & 0xF) | (c[8 * p + 4 + e] & 0xF) << 4);
             if (six)
                 for (int e = 0; e < 4; e++)
                     at[128 + e] = (uint8_t)((c[e] >> 4) | (c[4 + e] >> 4) << 2 |

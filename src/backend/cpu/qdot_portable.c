@@ -27,12 +27,9 @@ static void quantize_ref(const qk_weight *w, const float *x, uint8_t *xq) {
     for (int g = 0; g < w->n_groups; g++) {
         uint8_t *codes = xq + (size_t)g * xgb;
         qk_xside *side = (qk_xside *)(void *)(codes + w->group);
-        memset(codes, 0, (size_t)w->group);
         for (int l = 0; l < QK_LANES; l++) {
+            if (qk_xlane_pad(w, codes, side, g, l)) continue;
             int c0 = g * w->group + l * w->lane;
-            side->dx[l] = 0.0f;
-            side->corr[l] = 0;
-            if (c0 >= w->cols) continue;
             const float *blk = x + c0 / QK_BLOCK * QK_BLOCK; /* cols are whole blocks */
             float amax = 0.0f;
             for (int j = 0; j < QK_BLOCK; j++) amax = fmaxf(amax, fabsf(blk[j]));
@@ -44,11 +41,7 @@ static void quantize_ref(const qk_weight *w, const float *x, uint8_t *xq) {
                 codes[(j / 4) * 64 + l * 4 + j % 4] = (uint8_t)(int8_t)q;
                 S += q;
             }
-            side->dx[l] = d;
-            if (w->affine)
-                side->xs[l] = d * (float)S;
-            else
-                side->corr[l] = w->offset * S;
+            qk_xside_set(w, side, l, d, S);
         }
     }
 }
