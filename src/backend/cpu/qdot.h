@@ -120,6 +120,21 @@ static inline size_t qk_xrow_bytes(const qk_weight *w) {
     return (size_t)w->n_groups * qk_xgroup_bytes(w);
 }
 
+/* What a format's codes are: a byte each (Q8_0 as q + 128, MLX8), and
+ * whether its lanes carry a min wm (the affine formats). */
+static inline bool qk_fmt_eight_bit(qk_format F) {
+    return F == QK_Q8_0 || F == QK_MLX8;
+}
+static inline bool qk_fmt_affine(qk_format F) {
+    return F == QK_Q4_K || F == QK_MLX4 || F == QK_MLX8;
+}
+
+/* Asks for group g of row r of w ahead of its use (the GEMVs' prefetch). */
+static inline void qk_prefetch_group(const qk_weight *w, int r, int g) {
+    const uint8_t *p = w->data + (size_t)r * w->row_bytes + (size_t)g * w->group_bytes;
+    for (size_t o = 0; o < w->group_bytes; o += 64) __builtin_prefetch(p + o, 0, 3);
+}
+
 /* The x side of lane l once its codes are stored: dx = d, and corr = offset·S
  * or xs = d·S (S: the lane's code sum). Every quantize kernel ends a lane so. */
 static inline void qk_xside_set(const qk_weight *w, qk_xside *side, int l, float d, int32_t S) {

@@ -49,19 +49,13 @@
 static inline bool four_bit(qk_format F) {
     return F == QK_Q4_0 || F == QK_Q4_K || F == QK_MLX4;
 }
-static inline bool eight_bit(qk_format F) {
-    return F == QK_Q8_0 || F == QK_MLX8;
-}
-static inline bool is_affine(qk_format F) {
-    return F == QK_Q4_K || F == QK_MLX4 || F == QK_MLX8;
-}
 
 /* The u8 codes of code vector p, half h, of a group's codes g: c[0] and
  * c[1] those of steps 2p and 2p + 1 (4-bit formats), c[0] that of step p
  * (8-bit). */
 QINL void vec_codes(qk_format F, const uint8_t *g, int p, int h, __m256i c[2]) {
     __m256i v = _mm256_loadu_si256((const __m256i *)(g + 64 * p + 32 * h));
-    if (eight_bit(F)) {
+    if (qk_fmt_eight_bit(F)) {
         c[0] = v;
         return;
     }
@@ -132,7 +126,7 @@ QINL void lane_scales(qk_format F, int n, const uint8_t *side, int h, __m256 *ws
  * and (affine) xs of half h. */
 QINL __m256 fold(qk_format F, __m256 acc, __m256i ia, __m256 ws, __m256 wm, __m256 dx, __m256 xsv) {
     acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(ia), _mm256_mul_ps(ws, dx), acc);
-    if (is_affine(F)) acc = _mm256_fmadd_ps(wm, xsv, acc);
+    if (qk_fmt_affine(F)) acc = _mm256_fmadd_ps(wm, xsv, acc);
     return acc;
 }
 
@@ -146,10 +140,6 @@ QINL __m256i x_sums128(const uint8_t *xc, int steps, int h) {
             s,
             _mm256_maddubs_epi16(one, _mm256_loadu_si256((const __m256i *)(xc + 64 * k + 32 * h))));
     return _mm256_madd_epi16(s, _mm256_set1_epi16(128));
-}
-
-static void prefetch_range(const uint8_t *p, size_t n) {
-    for (size_t o = 0; o < n; o += 64) __builtin_prefetch(p + o, 0, 3);
 }
 
 /* Quantizes one activation row (qdot.h): per 32-value block d = amax/127,
@@ -263,7 +253,7 @@ const qk_kernels *qk_kernels_avx2(void) {
  * MLX8 in the maddubs variant (whose sums are Σ (c − 128)·x), else 0. */
 QT static inline __attribute__((always_inline)) __m256i
 KN(sums_init)(qk_format F, const uint8_t *xc, const qk_xside *xs, int h) {
-    if (!is_affine(F) && (VNNI || F != QK_Q8_0))
+    if (!qk_fmt_affine(F) && (VNNI || F != QK_Q8_0))
         return _mm256_sub_epi32(_mm256_setzero_si256(),
                                 _mm256_loadu_si256((const __m256i *)(xs->corr + 8 * h)));
     if (!VNNI && F == QK_MLX8) return x_sums128(xc, 8, h);
@@ -276,7 +266,7 @@ KN(sums_init)(qk_format F, const uint8_t *xc, const qk_xside *xs, int h) {
 QT static inline __attribute__((always_inline)) void
 KN(lane_sums)(qk_format F, int TT, int RR, __m256i ia[][8], const __m256i init[],
               const uint8_t *const cg[], const uint8_t *const xc[], int steps, int h) {
-    const int spv = eight_bit(F) ? 1 : 2, nvec = steps / spv;
+    const int spv = qk_fmt_eight_bit(F) ? 1 : 2, nvec = steps / spv;
 #if !VNNI
     const __m256i ones = _mm256_set1_epi16(1);
     __m256i a16[4][8];
@@ -295,7 +285,7 @@ KN(lane_sums)(qk_format F, int TT, int RR, __m256i ia[][8], const __m256i init[]
             __m256i c[2], ca = _mm256_setzero_si256();
             vec_codes(F, cg[r], p, h, c);
 #if !VNNI
-            if (eight_bit(F)) {
+            if (qk_fmt_eight_bit(F)) {
                 c[0] = _mm256_xor_si256(c[0], _mm256_set1_epi8((char)0x80)); /* q = c − 128 */
                 ca = _mm256_abs_epi8(c[0]);
             }
@@ -311,7 +301,7 @@ KN(lane_sums)(qk_format F, int TT, int RR, __m256i ia[][8], const __m256i init[]
                     ia[t][r] = _mm256_dpbusd_avx_epi32(
                         ia[t][r], c[1], _mm256_loadu_si256((const __m256i *)(xp + 64)));
 #else
-                if (eight_bit(F)) {
+                if (qk_fmt_eight_bit(F)) {
                     __m256i s = _mm256_maddubs_epi16(ca, _mm256_sign_epi8(x0, c[0]));
                     ia[t][r] = _mm256_add_epi32(ia[t][r], _mm256_madd_epi16(s, ones));
                     continue;
@@ -343,10 +333,9 @@ KN(gemv_fmt)(qk_format F, float acc[][QK_LANES], int nr, const uint8_t *xq, cons
     const int steps = F == QK_Q6_K ? 4 : 8; /* lane / 4 */
     const size_t xgb = qk_xgroup_bytes(w);
     const int nmlx = w->mlx_group ? w->group / w->mlx_group : 0;
-    const uint8_t *row[R], *pfrow[R];
+    const uint8_t *row[R];
     for (int r = 0; r < R; r++) {
         row[r] = w->data + (size_t)rows_in[r < nr ? r : nr - 1] * w->row_bytes;
-        pfrow[r] = pf ? w->data + (size_t)pf[r < nr ? r : nr - 1] * w->row_bytes : NULL;
     }
     __m256 facc[R][2];
     for (int r = 0; r < R; r++) facc[r][0] = facc[r][1] = _mm256_setzero_ps();
@@ -355,7 +344,7 @@ KN(gemv_fmt)(qk_format F, float acc[][QK_LANES], int nr, const uint8_t *xq, cons
         const qk_xside *xs = (const qk_xside *)(const void *)(xc + w->group);
         size_t go = (size_t)g * w->group_bytes;
         if (pf)
-            for (int r = 0; r < nr; r++) prefetch_range(pfrow[r] + go, w->group_bytes);
+            for (int r = 0; r < nr; r++) qk_prefetch_group(w, pf[r], g);
         const uint8_t *cg[R];
         for (int r = 0; r < R; r++) cg[r] = row[r] + go;
         for (int h = 0; h < 2; h++) {

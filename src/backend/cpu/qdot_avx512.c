@@ -20,7 +20,7 @@
 
 /* The codes of step k (0..lane/4) of a group, as 64 unsigned bytes. */
 QINL __m512i step_codes(qk_format F, const uint8_t *codes, int k) {
-    if (F == QK_Q8_0 || F == QK_MLX8) return _mm512_loadu_si512(codes + 64 * k);
+    if (qk_fmt_eight_bit(F)) return _mm512_loadu_si512(codes + 64 * k);
     const __m512i m4 = _mm512_set1_epi8(0x0F);
     __m512i v = _mm512_loadu_si512(codes + 64 * (k / 2));
     __m512i c = k & 1 ? _mm512_and_si512(_mm512_srli_epi16(v, 4), m4) : _mm512_and_si512(v, m4);
@@ -86,16 +86,12 @@ QINL void lane_scales(qk_format F, const qk_weight *w, const uint8_t *side, __m5
 
 /* acc = the reference's fold of one group's integer lane sums ia. */
 QINL __m512 fold(qk_format F, __m512 acc, __m512i ia, __m512 ws, __m512 wm, const qk_xside *xs) {
-    bool affine = F == QK_Q4_K || F == QK_MLX4 || F == QK_MLX8;
+    bool affine = qk_fmt_affine(F);
     if (!affine) ia = _mm512_sub_epi32(ia, _mm512_load_si512(xs->corr));
     __m512 s = _mm512_mul_ps(ws, _mm512_load_ps(xs->dx));
     acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(ia), s, acc);
     if (affine) acc = _mm512_fmadd_ps(wm, _mm512_load_ps(xs->xs), acc);
     return acc;
-}
-
-static void prefetch_range(const uint8_t *p, size_t n) {
-    for (size_t o = 0; o < n; o += 64) __builtin_prefetch(p + o, 0, 3);
 }
 
 /* One token × QK_GEMV_R rows (repeated to fill), every group. */
@@ -105,10 +101,8 @@ QINL void gemv_fmt(qk_format F, float acc[][QK_LANES], int nr, const uint8_t *xq
     const int steps = w->lane / 4;
     const size_t xgb = qk_xgroup_bytes(w);
     const uint8_t *row[R];
-    const uint8_t *pfrow[R];
     for (int r = 0; r < R; r++) {
         row[r] = w->data + (size_t)rows_in[r < nr ? r : nr - 1] * w->row_bytes;
-        pfrow[r] = pf ? w->data + (size_t)pf[r < nr ? r : nr - 1] * w->row_bytes : NULL;
     }
     __m512 facc[R];
     for (int r = 0; r < R; r++) facc[r] = _mm512_setzero_ps();
@@ -117,7 +111,7 @@ QINL void gemv_fmt(qk_format F, float acc[][QK_LANES], int nr, const uint8_t *xq
         const qk_xside *xs = (const qk_xside *)(const void *)(xc + w->group);
         size_t go = (size_t)g * w->group_bytes;
         if (pf)
-            for (int r = 0; r < nr; r++) prefetch_range(pfrow[r] + go, w->group_bytes);
+            for (int r = 0; r < nr; r++) qk_prefetch_group(w, pf[r], g);
         __m512i ia[R];
         for (int r = 0; r < R; r++) ia[r] = _mm512_setzero_si512();
         for (int k = 0; k < steps; k++) {

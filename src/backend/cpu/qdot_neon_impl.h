@@ -30,7 +30,7 @@ QN_INL int32x4_t QN(dot16)(int32x4_t acc, int8x16_t c, int8x16_t x) {
  * codes: raw (unpack) or as the signed bytes the dots multiply (8-bit codes
  * − 128). */
 QN_INL uint8x16_t QN(code_q)(qk_format F, const uint8_t *codes, int k, int q, bool as_signed) {
-    if (F == QK_Q8_0 || F == QK_MLX8) {
+    if (qk_fmt_eight_bit(F)) {
         uint8x16_t c = vld1q_u8(codes + 64 * k + 16 * q);
         return as_signed ? veorq_u8(c, vdupq_n_u8(0x80)) : c;
     }
@@ -67,8 +67,7 @@ QN_INL float32x4_t QN(fold4)(qk_format F, float32x4_t a, int32x4_t i, int32x4_t 
     if (F == QK_Q4_0 || F == QK_Q6_K) i = vsubq_s32(i, vld1q_s32(xs->corr + 4 * q));
     if (F == QK_MLX8) i = vaddq_s32(i, vshlq_n_s32(sx, 7));
     a = vfmaq_f32(a, vcvtq_f32_s32(i), vmulq_f32(ws, vld1q_f32(xs->dx + 4 * q)));
-    if (F == QK_Q4_K || F == QK_MLX4 || F == QK_MLX8)
-        a = vfmaq_f32(a, wm, vld1q_f32(xs->xs + 4 * q));
+    if (qk_fmt_affine(F)) a = vfmaq_f32(a, wm, vld1q_f32(xs->xs + 4 * q));
     return a;
 }
 
@@ -84,9 +83,7 @@ QN_INL void QN(gemv_fmt)(qk_format F, float acc[][QK_LANES], int nr, const uint8
         const qk_xside *xs = (const qk_xside *)(const void *)(xc + w->group);
         size_t go = (size_t)g * w->group_bytes;
         if (pf)
-            for (int r = 0; r < nr; r++)
-                for (size_t o = 0; o < w->group_bytes; o += 64)
-                    __builtin_prefetch(w->data + (size_t)pf[r] * w->row_bytes + go + o, 0, 3);
+            for (int r = 0; r < nr; r++) qk_prefetch_group(w, pf[r], g);
         int32x4_t sx[4];
         QN(x_sums)(F, xc, steps, sx);
         for (int r = 0; r < nr; r++) {
@@ -115,7 +112,7 @@ QN_INL void QN(block_fmt)(qk_format F, float acc[][QK_MAX_R][QK_LANES], int nt, 
     enum { T = QK_MAX_T, R = QK_MAX_R };
     const int steps = w->lane / 4;
     const size_t xgb = qk_xgroup_bytes(w);
-    const bool eight = F == QK_Q8_0 || F == QK_MLX8;
+    const bool eight = qk_fmt_eight_bit(F);
     for (int g = g0; g < g1; g++) {
         const uint8_t *xc[T], *cr[R];
         const qk_xside *xs[T];

@@ -41,8 +41,7 @@ static void describe(qk_weight *w, qk_format fmt, int rows, int cols, int mlx_gr
     w->lane = fmt == QK_Q6_K ? 16 : 32;
     w->group = QK_LANES * w->lane;
     w->n_groups = (cols + w->group - 1) / w->group;
-    bool four = fmt == QK_Q4_0 || fmt == QK_Q4_K || fmt == QK_MLX4;
-    w->code_bytes = fmt == QK_Q6_K ? 192 : four ? w->group / 2 : w->group;
+    w->code_bytes = fmt == QK_Q6_K ? 192 : qk_fmt_eight_bit(fmt) ? w->group : w->group / 2;
     switch (fmt) {
         case QK_Q4_0:
         case QK_Q8_0:
@@ -59,7 +58,7 @@ static void describe(qk_weight *w, qk_format fmt, int rows, int cols, int mlx_gr
             break;
     }
     w->offset = fmt == QK_Q4_0 ? 8 : fmt == QK_Q8_0 ? 128 : fmt == QK_Q6_K ? 32 : 0;
-    w->affine = fmt == QK_Q4_K || fmt == QK_MLX4 || fmt == QK_MLX8;
+    w->affine = qk_fmt_affine(fmt);
     w->group_bytes = (size_t)w->code_bytes + (size_t)w->side_bytes;
     w->row_bytes = (size_t)w->n_groups * w->group_bytes;
 }
@@ -182,7 +181,7 @@ static void pack_row(const be_weight *src, const qk_weight *w, int r) {
     uint8_t *dst = w->data + (size_t)r * w->row_bytes;
     if (w->cols % w->group) /* padded lanes: zero codes (the rest is all written) */
         memset(dst + (size_t)(w->n_groups - 1) * w->group_bytes, 0, w->group_bytes);
-    bool eight = w->fmt == QK_Q8_0 || w->fmt == QK_MLX8, six = w->fmt == QK_Q6_K;
+    bool eight = qk_fmt_eight_bit(w->fmt), six = w->fmt == QK_Q6_K;
     for (int g = 0; g < w->n_groups; g++) {
         uint8_t *codes = dst + (size_t)g * w->group_bytes;
         for (int l = 0; l < QK_LANES; l++) {
@@ -290,7 +289,7 @@ float qk_value(const qk_weight *w, int row, int col) {
     int k = j / 4, e = j % 4;
     const uint8_t *codes = w->data + (size_t)row * w->row_bytes + (size_t)g * w->group_bytes;
     int code;
-    if (w->fmt == QK_Q8_0 || w->fmt == QK_MLX8) {
+    if (qk_fmt_eight_bit(w->fmt)) {
         code = codes[k * 64 + l * 4 + e];
     } else {
         code = (codes[(k / 2) * 64 + l * 4 + e] >> (4 * (k & 1))) & 0xF;

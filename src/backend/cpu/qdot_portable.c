@@ -11,7 +11,7 @@
 /* Code j (0..lane) of lane l in a group's codes. */
 static int code_at(const qk_weight *w, const uint8_t *codes, int l, int j) {
     int k = j / 4, e = j % 4;
-    if (w->fmt == QK_Q8_0 || w->fmt == QK_MLX8) return codes[k * 64 + l * 4 + e];
+    if (qk_fmt_eight_bit(w->fmt)) return codes[k * 64 + l * 4 + e];
     int c = (codes[(k / 2) * 64 + l * 4 + e] >> (4 * (k & 1))) & 0xF;
     if (w->fmt == QK_Q6_K) c |= ((codes[128 + l * 4 + e] >> (2 * k)) & 3) << 4;
     return c;
