@@ -150,6 +150,16 @@ struct be_ops {
     void (*add)(be *b, float *y, const float *x, size_t n);
     /* out (n, dim) = table rows ids[i] of a (vocab, dim) weight (any dtype). */
     void (*embed_rows)(be *b, float *out, const be_weight *table, const int32_t *ids, int n);
+
+    /* --- optional (NULL where a backend has nothing to say) --- */
+    /* The device's memory: bytes in use by every process and the total, for
+     * /health and /metrics. false when unknown. */
+    bool (*memory_info)(be *b, size_t *used, size_t *total);
+    /* The first device fault since init (an asynchronous kernel error, an
+     * out-of-memory inside an op), or LV_OK. Ops cannot return errors; a
+     * backend whose ops may fail asynchronously records the first one here,
+     * and the callers check it after a step. */
+    lv_status (*status)(be *b, lv_err *err);
 };
 
 /* A backend instance: the table and its private state. */
@@ -163,12 +173,23 @@ struct be {
      * quantized activations (CPU: int8, backend/cpu/qdot.h), a bounded
      * error (tests/test_qdot.c); plain f32/f16/bf16 weights stay exact. */
     bool exact;
+    /* Set before init: which device of the backend's kind ("cuda:1" -> 1). */
+    int device;
 };
 
 extern const struct be_ops be_ref_ops; /* scalar reference (backend/ref.c) */
 extern const struct be_ops be_cpu_ops; /* threaded, vectorised CPU (backend/cpu/) */
+#ifdef LLAVA_HAVE_CUDA
+extern const struct be_ops be_cuda_ops; /* NVIDIA GPUs (backend/cuda/), -DLLAVA_CUDA=ON */
+#endif
 
-/* Finds a backend by name ("cpu", "ref"); NULL if unknown. */
+/* Finds a backend by name ("cpu", "ref", "cuda"); NULL if unknown. A device
+ * index may follow a colon ("cuda:1"): *device gets it (0 when absent; device
+ * may be NULL). A name with a malformed index is unknown. */
+const struct be_ops *be_find_device(const char *name, int *device);
+/* be_find_device without an index. */
 const struct be_ops *be_find(const char *name);
+/* The names this build knows, for error messages: "cpu, ref" or "cpu, ref, cuda[:N]". */
+const char *be_names(void);
 
 #endif

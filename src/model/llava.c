@@ -124,12 +124,16 @@ static lv_status load_parts(llava *m, lv_err *err) {
 
 lv_status llava_load(llava *m, const char *backend_name, int n_threads, lv_err *err) {
     if (m->loaded) return LV_OK;
-    const struct be_ops *ops = be_find(backend_name);
-    if (!ops) return lv_fail(err, LV_ERR_ARG, "unknown backend \"%s\" (cpu or ref)", backend_name);
+    int device = 0;
+    const struct be_ops *ops = be_find_device(backend_name, &device);
+    if (!ops)
+        return lv_fail(err, LV_ERR_ARG, "unknown backend \"%s\" (%s)",
+                       backend_name ? backend_name : "(null)", be_names());
     lv_status s = mdir_open_weights(&m->md, &m->md.weights, err);
     if (s) return s;
     m->backend.ops = ops;
     m->backend.exact = m->exact;
+    m->backend.device = device;
     if ((s = ops->init(&m->backend, n_threads, err))) {
         m->backend.ops = NULL;
         unload(m);
