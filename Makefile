@@ -12,6 +12,11 @@
 #   make test-arm64   cross-build the engine core for ARM64 into build-arm64/ (Debian's
 #                     gcc-aarch64-linux-gnu, LLAVA_BACKEND_ONLY) and run its tests under
 #                     qemu-aarch64: the NEON kernels' correctness (ARM64_TESTS, T= as above)
+#   make test-cuda    on a machine with an NVIDIA GPU: build with the CUDA backend into
+#                     build-cuda/ (-DLLAVA_CUDA=ON) and run the GPU suite (ctest -L cuda:
+#                     ops, attention and transformers parity on the device), then the
+#                     same under compute-sanitizer memcheck and racecheck
+#   make build-cuda   only that build (CI compiles it wherever nvcc is installed)
 #   make clean        remove build trees
 JOBS  ?= $(shell nproc 2>/dev/null || echo 2)
 T     ?=
@@ -23,7 +28,8 @@ CTEST_ARGS = --output-on-failure $(if $(T),-R $(T),)
 # without the server's libraries and needs no tool binary (a few minutes).
 ARM64_TESTS ?= kernels_neon;backend;qdot;quant;layers;forward;gguf;safetensors;tokenizer;chat_template;hf_config;hf_cache;model_dir;vqa_score;base;base64
 
-.PHONY: all build setup test test-release test-asan asan run format clean fuzz test-arm64
+.PHONY: all build setup test test-release test-asan asan run format clean fuzz test-arm64 \
+        build-cuda test-cuda
 
 all: build
 
@@ -73,8 +79,26 @@ test-arm64:
 	@cmake --build build-arm64 -j $(JOBS)
 	@cd build-arm64 && ctest $(CTEST_ARGS)
 
+build-cuda:
+	@cmake -S . -B build-cuda -DCMAKE_BUILD_TYPE=Release -DLLAVA_CUDA=ON $(CMAKE_FLAGS) >/dev/null
+	@cmake --build build-cuda -j $(JOBS)
+
+# compute-sanitizer runs the op and attention suites (the model parity suite
+# takes the fixtures' small models through the same kernels).
+SANITIZE_TESTS ?= test_cuda_ops test_cuda_attention
+test-cuda: build-cuda
+	@cd build-cuda && ctest -L cuda $(CTEST_ARGS)
+	@if ! command -v compute-sanitizer >/dev/null; then \
+	  echo "test-cuda: compute-sanitizer not found; sanitizer runs skipped"; exit 0; fi; \
+	for t in $(SANITIZE_TESTS); do for tool in memcheck racecheck; do \
+	  echo "test-cuda: compute-sanitizer --tool $$tool $$t"; \
+	  (cd build-cuda && compute-sanitizer --tool $$tool --error-exitcode 9 \
+	    $$([ $$tool = memcheck ] && echo --leak-check full) \
+	    bin/$$t > sanitizer-$$t-$$tool.log 2>&1) || { tail -40 build-cuda/sanitizer-$$t-$$tool.log; exit 1; }; \
+	  tail -1 build-cuda/sanitizer-$$t-$$tool.log; done; done
+
 format:
 	@clang-format -i $$(git ls-files '*.c' '*.h')
 
 clean:
-	rm -rf build build-asan build-fuzz build-arm64
+	rm -rf build build-asan build-fuzz build-arm64 build-cuda

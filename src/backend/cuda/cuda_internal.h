@@ -67,6 +67,8 @@ typedef enum {
 typedef struct {
     cw_kind kind;
     int rows, cols;
+    int ld;       /* values per stored row: cols rounded up to CU_KPAD (zeros after cols) */
+    int rows_pad; /* rows rounded up to CU_RPAD (zero rows after rows) */
     void *data;   /* device: codes or values (layout in cuda_weights.cuh) */
     __half2 *sm;  /* device: (s, m) per group, CW_Q4/CW_Q8 only */
     size_t bytes; /* device bytes of data + sm */
