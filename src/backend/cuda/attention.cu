@@ -150,9 +150,8 @@ static __device__ __forceinline__ size_t q_row_offset(const attn_args &p, int g,
  * V (SEG × hd), S/P (ROWS × SEG).
  */
 template <int ROWS, typename KV, bool SPLIT>
-__global__ void __launch_bounds__(THREADS)
-    attn_segment_kernel(const attn_args p) {
-    constexpr int SCORE_SLOTS = ROWS * SEG / THREADS; /* (row, key) dots per thread */
+__global__ void __launch_bounds__(THREADS) attn_segment_kernel(const attn_args p) {
+    constexpr int SCORE_SLOTS = ROWS * SEG / THREADS;   /* (row, key) dots per thread */
     constexpr int PV_SLOTS = TILE_FLOATS / 4 / THREADS; /* float4 outputs per thread */
     static_assert(SEG == 64 && THREADS == 128, "the lane mappings below assume these");
 
@@ -263,8 +262,7 @@ __global__ void __launch_bounds__(THREADS)
             Ps[r * SEG + lane + 32] = p1;
             float l = __fadd_rn(p0, p1);
 #pragma unroll
-            for (int o = 16; o > 0; o >>= 1)
-                l = __fadd_rn(l, __shfl_xor_sync(0xffffffffu, l, o));
+            for (int o = 16; o > 0; o >>= 1) l = __fadd_rn(l, __shfl_xor_sync(0xffffffffu, l, o));
             if (lane == 0) {
                 if (SPLIT) {
                     p.part_ml[((size_t)g * p.rows_per_head + r0 + r) * p.n_seg + s] =
@@ -327,8 +325,8 @@ __global__ void __launch_bounds__(THREADS)
         }
     }
 
+    /* Sequential: O / L (row_L was last written before the final P·V's barrier). */
     if (SPLIT) return;
-    /* row_L was last written before the final segment's P·V barrier */
 #pragma unroll
     for (int k = 0; k < PV_SLOTS; k++) {
         int r = pv_row[k];
@@ -357,6 +355,8 @@ __global__ void __launch_bounds__(128) attn_merge_kernel(const attn_args p) {
     for (int c = lane; c < hd4; c += 32) { /* hd4 <= 64: at most two passes */
         float M = ml[0].x, L = ml[0].y;
         float4 O = *((const float4 *)po + c);
+        /* unrolled so that the loads of several segments are in flight at once */
+#pragma unroll 8
         for (int s = 1; s < n_seg_row; s++) {
             float a, b, m = ml[s].x;
             merge_factors(M, m, &M, &a, &b);
@@ -367,15 +367,14 @@ __global__ void __launch_bounds__(128) attn_merge_kernel(const attn_args p) {
             O.z = merge_value(O.z, a, o.z, b);
             O.w = merge_value(O.w, a, o.w, b);
         }
-        *((float4 *)out + c) = make_float4(__fdiv_rn(O.x, L), __fdiv_rn(O.y, L),
-                                           __fdiv_rn(O.z, L), __fdiv_rn(O.w, L));
+        *((float4 *)out + c) =
+            make_float4(__fdiv_rn(O.x, L), __fdiv_rn(O.y, L), __fdiv_rn(O.z, L), __fdiv_rn(O.w, L));
     }
 }
 
 /* ---- launch ------------------------------------------------------------- */
 
-template <int ROWS, typename KV>
-static void launch_segments(cu_ctx *c, attn_args *p) {
+template <int ROWS, typename KV> static void launch_segments(cu_ctx *c, attn_args *p) {
     int hd = p->head_dim, stride = padded(hd);
     size_t smem = (size_t)(ROWS * stride + SEG * stride + SEG * hd + ROWS * SEG) * sizeof(float);
     p->n_tiles = (p->rows_per_head + ROWS - 1) / ROWS;
@@ -391,12 +390,12 @@ static void launch_segments(cu_ctx *c, attn_args *p) {
         p->part_o = (float *)(scratch + n_part * sizeof(float2));
     }
 
-    void (*kernel)(attn_args) = split ? attn_segment_kernel<ROWS, KV, true>
-                                      : attn_segment_kernel<ROWS, KV, false>;
+    void (*kernel)(attn_args) =
+        split ? attn_segment_kernel<ROWS, KV, true> : attn_segment_kernel<ROWS, KV, false>;
     if (smem > 48 * 1024 &&
-        !cu_record(c, cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                           (int)smem),
-                   "attention: shared memory"))
+        !cu_record(
+            c, cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem),
+            "attention: shared memory"))
         return;
     dim3 grid(p->n_tiles, split ? p->n_seg : 1, p->n_kv_heads);
     kernel<<<grid, THREADS, smem, c->stream>>>(*p);
@@ -407,8 +406,7 @@ static void launch_segments(cu_ctx *c, attn_args *p) {
     cu_check(c, "attention merge");
 }
 
-template <typename KV>
-static void launch_for_dtype(cu_ctx *c, attn_args *p) {
+template <typename KV> static void launch_for_dtype(cu_ctx *c, attn_args *p) {
     /* TILE_ROWS · head_dim <= TILE_FLOATS: the per-thread slot counts are fixed */
     if (p->head_dim <= 64)
         launch_segments<TILE_FLOATS / 64, KV>(c, p);
@@ -424,8 +422,7 @@ void cu_attention(cu_ctx *c, float *out, const float *q, const void *k, const vo
     if (c->fault != LV_OK) return;
     if (n_q <= 0 || n_kv <= 0) return;
     if (head_dim < 8 || head_dim > 256 || head_dim % 8 != 0 || n_kv_heads <= 0 ||
-        n_heads % n_kv_heads != 0 || q_pos0 < 0 ||
-        (kv_dtype != BE_F16 && kv_dtype != BE_F32)) {
+        n_heads % n_kv_heads != 0 || q_pos0 < 0 || (kv_dtype != BE_F16 && kv_dtype != BE_F32)) {
         cu_record(c, cudaErrorInvalidValue, "attention: unsupported shape or dtype");
         return;
     }
