@@ -326,11 +326,10 @@ __global__ void __launch_bounds__(THREADS) attn_segment_kernel(const attn_args p
     }
 
     /* Sequential: O / L (row_L was last written before the final P·V's barrier). */
-    if (SPLIT) return;
 #pragma unroll
     for (int k = 0; k < PV_SLOTS; k++) {
         int r = pv_row[k];
-        if (r < 0) continue;
+        if (SPLIT || r < 0) continue;
         float L = row_L[r];
         float4 o = make_float4(__fdiv_rn(O[k].x, L), __fdiv_rn(O[k].y, L), __fdiv_rn(O[k].z, L),
                                __fdiv_rn(O[k].w, L));
