@@ -1,0 +1,448 @@
+/*
+ * attention.cu - softmax(q·kᵀ/√head_dim [+ causal mask])·v over a sequence's
+ * f16 or f32 KV cache, on CUDA cores, batch invariant bit for bit.
+ *
+ * Rows. A row is one (query i, head h). The rows that read kv head g are
+ * numbered query-major, r = i·group + (h − g·group), and cut into tiles of
+ * TILE_ROWS consecutive rows: a decode step's tile holds the GQA group of
+ * one query (the 4 heads of Mistral that read one kv head), so each key and
+ * value is read once for all of them; a prefill tile holds a few queries'
+ * groups (or, without GQA, a few queries of one head: CLIP).
+ *
+ * Segments. A row's keys are cut at fixed absolute positions into segments
+ * of SEG keys: [0, 64), [64, 128), ... A block stages one segment's keys
+ * and values in shared memory (as float32) and computes, for each row of
+ * its tile that sees any of them, the segment's partial softmax:
+ *   m = max of the visible scores, p_j = exp(s_j − m), l = Σ p_j,
+ *   o[d] = Σ p_j·v_j[d] (visible keys only).
+ * Segments are then merged in increasing order, starting from segment 0
+ * (which every row sees): M' = max(M, m), a = exp(M − M'), b = exp(m − M'),
+ * L = L·a + l·b, O = O·a + o·b; the output is O / L.
+ *
+ * Two paths share that arithmetic:
+ *   sequential  one block per tile walks its segments in order and merges
+ *               in registers (prefill, CLIP: there are many tiles);
+ *   split       one block per (tile, segment) writes its partial to a
+ *               scratch buffer, and attn_merge_kernel merges each row's
+ *               partials in order (decode: few tiles, many segments, so
+ *               the work spreads over the whole GPU, flash-decoding).
+ *
+ * Batch invariance. Every number a row produces is defined per row, with
+ * an order fixed by absolute key and dimension positions, never by the
+ * tile, the block or the path:
+ *   score s_j   one fma chain over d = 0, 1, ..., head_dim−1, then ·scale;
+ *   m           a max (exact in any order);
+ *   l           slots j and j+32 of the segment added, then a fixed
+ *               butterfly over the 32 lanes (every lane gets the same bits);
+ *   o[d]        one fma chain over the segment's visible keys in order;
+ *   merge       merge_factors / merge_value below, segment 0 first.
+ * Which keys a row sees depends only on its own position (causal) or on
+ * n_kv (non-causal, where every row of a sequence has the same n_kv).
+ * Masked keys are skipped, not multiplied by zero, and segments a row does
+ * not reach are never merged. Every float operation is an explicit
+ * round-to-nearest intrinsic (__fmaf_rn, __fmul_rn, ...), which the
+ * compiler may not contract or reorder, so the same formula compiled into
+ * the two kernels gives the same bits. Hence a row gives the same output
+ * decoded alone (split), in a prefill chunk of any size (sequential or
+ * split) and whatever other rows share its tile. No tensor cores: q, k and
+ * v stay float32 throughout (f16 caches are widened exactly).
+ *
+ * In place (out == q): each q row is read by the blocks of its own tile
+ * only; the sequential path writes a tile's output rows after its q rows
+ * were staged in shared memory at the start, and the split path writes
+ * output only in the merge kernel, which runs after every segment block.
+ *
+ * Pointers: q, out, k and v must be 16-byte aligned (device allocations
+ * are; head_dim % 8 == 0 keeps every row aligned).
+ */
+#include "backend/cuda/cuda_internal.h"
+
+#include <math.h>
+#include <stdint.h>
+
+enum {
+    SEG = 64,          /* keys per segment: the unit of batch invariance */
+    THREADS = 128,     /* per block of the segment kernel */
+    TILE_FLOATS = 2048 /* TILE_ROWS · HD_MAX: rows per tile shrink as head_dim grows */
+};
+
+/* Shared memory strides in floats: + 4 keeps the float4 reads of 8
+ * different rows in 8 different bank groups ((hd + 4)/4 is odd). */
+static inline __host__ __device__ int padded(int hd) {
+    return hd + 4;
+}
+
+/* ---- the arithmetic every path shares ----------------------------------- */
+
+/* exp(x) for x <= 0, as exp2 of x·log2(e): one rounding plus ex2's. */
+static __device__ __forceinline__ float softmax_exp(float x) {
+    return exp2f(__fmul_rn(x, 1.4426950408889634f));
+}
+
+/* Merging a segment of max m into a running max M: the new max and the two
+ * rescale factors, for the running state (a) and the segment (b). */
+static __device__ __forceinline__ void merge_factors(float M, float m, float *M_new, float *a,
+                                                     float *b) {
+    float mx = fmaxf(M, m);
+    *M_new = mx;
+    *a = softmax_exp(__fsub_rn(M, mx));
+    *b = softmax_exp(__fsub_rn(m, mx));
+}
+
+/* running·a + segment·b, for L and for every O[d]. */
+static __device__ __forceinline__ float merge_value(float running, float a, float seg, float b) {
+    return __fadd_rn(__fmul_rn(running, a), __fmul_rn(seg, b));
+}
+
+/* Keys row r of a tile sees: all n_kv, or up to its own position when causal. */
+static __device__ __forceinline__ int keys_seen(int row, int group, int q_pos0, int n_kv,
+                                                bool causal) {
+    if (!causal) return n_kv;
+    int seen = q_pos0 + row / group + 1;
+    return seen < n_kv ? seen : n_kv;
+}
+
+/* 8 consecutive cache elements widened to float32 (exact for f16). */
+static __device__ __forceinline__ void load8(const float *src, float4 *lo, float4 *hi) {
+    *lo = __ldg((const float4 *)src);
+    *hi = __ldg((const float4 *)src + 1);
+}
+static __device__ __forceinline__ void load8(const __half *src, float4 *lo, float4 *hi) {
+    uint4 raw = __ldg((const uint4 *)src);
+    float2 a = __half22float2(*(const __half2 *)&raw.x);
+    float2 b = __half22float2(*(const __half2 *)&raw.y);
+    float2 c = __half22float2(*(const __half2 *)&raw.z);
+    float2 d = __half22float2(*(const __half2 *)&raw.w);
+    *lo = make_float4(a.x, a.y, b.x, b.y);
+    *hi = make_float4(c.x, c.y, d.x, d.y);
+}
+
+/* ---- the segment kernel ------------------------------------------------- */
+
+typedef struct {
+    float *out;
+    const float *q;
+    const void *k, *v;
+    int n_q, q_pos0, n_kv, n_heads, n_kv_heads, head_dim, group;
+    bool causal;
+    float scale;
+    int rows_per_head; /* n_q · group: the rows that read one kv head */
+    int n_tiles;       /* per kv head */
+    int n_seg;         /* segments of the longest row: ceil(n_kv / SEG) */
+    /* split path: partials of row (g, r), segment s at index (g·rows_per_head + r)·n_seg + s */
+    float2 *part_ml; /* (m, l) */
+    float *part_o;   /* o[head_dim] */
+} attn_args;
+
+/* The q (or out) row of tile row r of kv head g. */
+static __device__ __forceinline__ size_t q_row_offset(const attn_args &p, int g, int r) {
+    int i = r / p.group, h = g * p.group + r % p.group;
+    return ((size_t)i * p.n_heads + h) * p.head_dim;
+}
+
+/*
+ * One tile of rows (blockIdx.x, from the last, the longest causal rows
+ * first) of kv head blockIdx.z. SPLIT: one segment, blockIdx.y, whose
+ * partials go to scratch. Otherwise all the tile's segments in order, merged
+ * here, and the output written.
+ *
+ * Shared memory (floats): Q (ROWS × padded), K (SEG × padded),
+ * V (SEG × hd), S/P (ROWS × SEG).
+ */
+template <int ROWS, typename KV, bool SPLIT>
+__global__ void __launch_bounds__(THREADS) attn_segment_kernel(const attn_args p) {
+    constexpr int SCORE_SLOTS = ROWS * SEG / THREADS;   /* (row, key) dots per thread */
+    constexpr int PV_SLOTS = TILE_FLOATS / 4 / THREADS; /* float4 outputs per thread */
+    static_assert(SEG == 64 && THREADS == 128, "the lane mappings below assume these");
+
+    extern __shared__ float4 smem4[];
+    float *smem = (float *)smem4;
+    const int hd = p.head_dim, hd4 = hd / 4, stride = padded(hd);
+    float *Qs = smem;
+    float *Ks = Qs + ROWS * stride;
+    float *Vs = Ks + SEG * stride;
+    float *Ps = Vs + SEG * hd;
+    __shared__ int row_seen[ROWS];
+    __shared__ float row_M[ROWS], row_L[ROWS], row_a[ROWS], row_b[ROWS];
+
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    const int tile = p.n_tiles - 1 - blockIdx.x, g = blockIdx.z;
+    const int r0 = tile * ROWS;
+    const int n_rows = min(ROWS, p.rows_per_head - r0);
+    /* rows are query-major, so the last row sees the most keys */
+    const int tile_keys = keys_seen(r0 + n_rows - 1, p.group, p.q_pos0, p.n_kv, p.causal);
+    const int seg_first = SPLIT ? blockIdx.y : 0;
+    const int seg_end = SPLIT ? blockIdx.y + 1 : (tile_keys + SEG - 1) / SEG;
+    if (seg_first * SEG >= tile_keys) return; /* split: no row of the tile reaches it */
+
+    for (int r = tid; r < n_rows; r += THREADS)
+        row_seen[r] = keys_seen(r0 + r, p.group, p.q_pos0, p.n_kv, p.causal);
+    for (int e = tid; e < n_rows * hd4; e += THREADS) {
+        int r = e / hd4, c = e % hd4;
+        const float4 *src = (const float4 *)(p.q + q_row_offset(p, g, r0 + r)) + c;
+        *(float4 *)(Qs + r * stride + 4 * c) = *src;
+    }
+
+    /* Each thread's share of the P·V outputs: float4 column c of row r. */
+    int pv_row[PV_SLOTS], pv_col[PV_SLOTS];
+    float4 O[PV_SLOTS];
+#pragma unroll
+    for (int k = 0; k < PV_SLOTS; k++) {
+        int e = tid + k * THREADS;
+        pv_row[k] = e / hd4 < n_rows ? e / hd4 : -1;
+        pv_col[k] = e % hd4;
+        O[k] = make_float4(0.f, 0.f, 0.f, 0.f);
+    }
+
+    const size_t kv_dim = (size_t)p.n_kv_heads * hd;
+    const KV *kg = (const KV *)p.k + (size_t)g * hd;
+    const KV *vg = (const KV *)p.v + (size_t)g * hd;
+    const int hd8 = hd / 8;
+
+    for (int s = seg_first; s < seg_end; s++) {
+        const int key0 = s * SEG, n_keys = min(SEG, tile_keys - key0);
+        __syncthreads(); /* the previous segment's K, V, P are no longer read */
+        for (int e = tid; e < SEG * hd8; e += THREADS) {
+            int j = e / hd8, c = e % hd8;
+            float4 klo = make_float4(0.f, 0.f, 0.f, 0.f), khi = klo, vlo = klo, vhi = klo;
+            if (j < n_keys) {
+                size_t at = (size_t)(key0 + j) * kv_dim + 8 * c;
+                load8(kg + at, &klo, &khi);
+                load8(vg + at, &vlo, &vhi);
+            }
+            *(float4 *)(Ks + j * stride + 8 * c) = klo;
+            *(float4 *)(Ks + j * stride + 8 * c + 4) = khi;
+            *(float4 *)(Vs + j * hd + 8 * c) = vlo;
+            *(float4 *)(Vs + j * hd + 8 * c + 4) = vhi;
+        }
+        __syncthreads();
+
+        /* Scores: thread owns key j and rows warp/2 + 2k (uniform per warp). */
+        {
+            const int j = tid % SEG, rbase = tid / SEG;
+            float dot[SCORE_SLOTS];
+#pragma unroll
+            for (int k = 0; k < SCORE_SLOTS; k++) dot[k] = 0.f;
+            const float *krow = Ks + j * stride;
+            for (int c = 0; c < hd4; c++) {
+                float4 kv = *(const float4 *)(krow + 4 * c);
+#pragma unroll
+                for (int k = 0; k < SCORE_SLOTS; k++) {
+                    int r = rbase + 2 * k;
+                    if (r < n_rows) {
+                        float4 qv = *(const float4 *)(Qs + r * stride + 4 * c);
+                        dot[k] = __fmaf_rn(qv.x, kv.x, dot[k]);
+                        dot[k] = __fmaf_rn(qv.y, kv.y, dot[k]);
+                        dot[k] = __fmaf_rn(qv.z, kv.z, dot[k]);
+                        dot[k] = __fmaf_rn(qv.w, kv.w, dot[k]);
+                    }
+                }
+            }
+#pragma unroll
+            for (int k = 0; k < SCORE_SLOTS; k++) {
+                int r = rbase + 2 * k;
+                if (r < n_rows) Ps[r * SEG + j] = __fmul_rn(dot[k], p.scale);
+            }
+        }
+        __syncthreads();
+
+        /* Softmax of the segment: one warp per row; lane holds keys lane and lane + 32. */
+        for (int r = warp; r < n_rows; r += THREADS / 32) {
+            int visible = row_seen[r] - key0; /* keys of this segment the row sees */
+            if (visible <= 0) continue;       /* uniform per warp */
+            bool see0 = lane < visible, see1 = lane + 32 < visible;
+            float s0 = see0 ? Ps[r * SEG + lane] : -INFINITY;
+            float s1 = see1 ? Ps[r * SEG + lane + 32] : -INFINITY;
+            float m = fmaxf(s0, s1);
+#pragma unroll
+            for (int o = 16; o > 0; o >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
+            float p0 = see0 ? softmax_exp(__fsub_rn(s0, m)) : 0.f;
+            float p1 = see1 ? softmax_exp(__fsub_rn(s1, m)) : 0.f;
+            Ps[r * SEG + lane] = p0;
+            Ps[r * SEG + lane + 32] = p1;
+            float l = __fadd_rn(p0, p1);
+#pragma unroll
+            for (int o = 16; o > 0; o >>= 1) l = __fadd_rn(l, __shfl_xor_sync(0xffffffffu, l, o));
+            if (lane == 0) {
+                if (SPLIT) {
+                    p.part_ml[((size_t)g * p.rows_per_head + r0 + r) * p.n_seg + s] =
+                        make_float2(m, l);
+                } else if (s == 0) {
+                    row_M[r] = m;
+                    row_L[r] = l;
+                } else {
+                    float M, a, b;
+                    merge_factors(row_M[r], m, &M, &a, &b);
+                    row_M[r] = M;
+                    row_L[r] = merge_value(row_L[r], a, l, b);
+                    row_a[r] = a;
+                    row_b[r] = b;
+                }
+            }
+        }
+        __syncthreads();
+
+        /* P·V: each output one fma chain over the row's visible keys, in order. */
+        {
+            int visible[PV_SLOTS], most = 0;
+            float4 acc[PV_SLOTS];
+#pragma unroll
+            for (int k = 0; k < PV_SLOTS; k++) {
+                visible[k] = pv_row[k] >= 0 ? min(SEG, row_seen[pv_row[k]] - key0) : 0;
+                most = max(most, visible[k]);
+                acc[k] = make_float4(0.f, 0.f, 0.f, 0.f);
+            }
+            for (int j = 0; j < most; j++) {
+#pragma unroll
+                for (int k = 0; k < PV_SLOTS; k++) {
+                    if (j < visible[k]) {
+                        float pj = Ps[pv_row[k] * SEG + j];
+                        float4 vv = *(const float4 *)(Vs + j * hd + 4 * pv_col[k]);
+                        acc[k].x = __fmaf_rn(pj, vv.x, acc[k].x);
+                        acc[k].y = __fmaf_rn(pj, vv.y, acc[k].y);
+                        acc[k].z = __fmaf_rn(pj, vv.z, acc[k].z);
+                        acc[k].w = __fmaf_rn(pj, vv.w, acc[k].w);
+                    }
+                }
+            }
+#pragma unroll
+            for (int k = 0; k < PV_SLOTS; k++) {
+                if (visible[k] <= 0) continue; /* no row here, or the row ended before s */
+                int r = pv_row[k];
+                if (SPLIT) {
+                    size_t at = ((size_t)g * p.rows_per_head + r0 + r) * p.n_seg + s;
+                    *(float4 *)(p.part_o + at * hd + 4 * pv_col[k]) = acc[k];
+                } else if (s == 0) {
+                    O[k] = acc[k];
+                } else {
+                    float a = row_a[r], b = row_b[r];
+                    O[k].x = merge_value(O[k].x, a, acc[k].x, b);
+                    O[k].y = merge_value(O[k].y, a, acc[k].y, b);
+                    O[k].z = merge_value(O[k].z, a, acc[k].z, b);
+                    O[k].w = merge_value(O[k].w, a, acc[k].w, b);
+                }
+            }
+        }
+    }
+
+    /* Sequential: O / L (row_L was last written before the final P·V's barrier). */
+#pragma unroll
+    for (int k = 0; k < PV_SLOTS; k++) {
+        int r = pv_row[k];
+        if (SPLIT || r < 0) continue;
+        float L = row_L[r];
+        float4 o = make_float4(__fdiv_rn(O[k].x, L), __fdiv_rn(O[k].y, L), __fdiv_rn(O[k].z, L),
+                               __fdiv_rn(O[k].w, L));
+        *((float4 *)(p.out + q_row_offset(p, g, r0 + r)) + pv_col[k]) = o;
+    }
+}
+
+/* ---- the split path's merge --------------------------------------------- */
+
+/* One warp per row (g, r): its partials in segment order, then O / L. */
+__global__ void __launch_bounds__(128) attn_merge_kernel(const attn_args p) {
+    const int warps = blockDim.x / 32;
+    const int row = blockIdx.x * warps + threadIdx.x / 32, lane = threadIdx.x & 31;
+    if (row >= p.n_kv_heads * p.rows_per_head) return;
+    const int g = row / p.rows_per_head, r = row % p.rows_per_head;
+    const int hd = p.head_dim, hd4 = hd / 4;
+    const int n_seg_row = (keys_seen(r, p.group, p.q_pos0, p.n_kv, p.causal) + SEG - 1) / SEG;
+    const float2 *ml = p.part_ml + (size_t)row * p.n_seg;
+    const float *po = p.part_o + (size_t)row * p.n_seg * hd;
+    float *out = p.out + q_row_offset(p, g, r);
+
+    for (int c = lane; c < hd4; c += 32) { /* hd4 <= 64: at most two passes */
+        float M = ml[0].x, L = ml[0].y;
+        float4 O = *((const float4 *)po + c);
+        /* unrolled so that the loads of several segments are in flight at once */
+#pragma unroll 8
+        for (int s = 1; s < n_seg_row; s++) {
+            float a, b, m = ml[s].x;
+            merge_factors(M, m, &M, &a, &b);
+            L = merge_value(L, a, ml[s].y, b);
+            float4 o = *((const float4 *)(po + (size_t)s * hd) + c);
+            O.x = merge_value(O.x, a, o.x, b);
+            O.y = merge_value(O.y, a, o.y, b);
+            O.z = merge_value(O.z, a, o.z, b);
+            O.w = merge_value(O.w, a, o.w, b);
+        }
+        *((float4 *)out + c) =
+            make_float4(__fdiv_rn(O.x, L), __fdiv_rn(O.y, L), __fdiv_rn(O.z, L), __fdiv_rn(O.w, L));
+    }
+}
+
+/* ---- launch ------------------------------------------------------------- */
+
+template <int ROWS, typename KV> static void launch_segments(cu_ctx *c, attn_args *p) {
+    int hd = p->head_dim, stride = padded(hd);
+    size_t smem = (size_t)(ROWS * stride + SEG * stride + SEG * hd + ROWS * SEG) * sizeof(float);
+    p->n_tiles = (p->rows_per_head + ROWS - 1) / ROWS;
+
+    /* Few tiles (decode): one block per segment as well, if the partials fit. */
+    size_t n_part = (size_t)p->n_kv_heads * p->rows_per_head * p->n_seg;
+    bool split = p->n_seg > 1 && (long)p->n_tiles * p->n_kv_heads < 2L * c->n_sm &&
+                 n_part * (hd + 2) * sizeof(float) <= ((size_t)256 << 20);
+    if (split) {
+        char *scratch = (char *)cu_scratch(c, n_part * (sizeof(float2) + hd * sizeof(float)));
+        if (!scratch) return; /* recorded by cu_scratch */
+        p->part_ml = (float2 *)scratch;
+        p->part_o = (float *)(scratch + n_part * sizeof(float2));
+    }
+
+    void (*kernel)(attn_args) =
+        split ? attn_segment_kernel<ROWS, KV, true> : attn_segment_kernel<ROWS, KV, false>;
+    if (smem > 48 * 1024 &&
+        !cu_record(
+            c, cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem),
+            "attention: shared memory"))
+        return;
+    dim3 grid(p->n_tiles, split ? p->n_seg : 1, p->n_kv_heads);
+    kernel<<<grid, THREADS, smem, c->stream>>>(*p);
+    if (!cu_check(c, "attention segments") || !split) return;
+
+    int rows = p->n_kv_heads * p->rows_per_head;
+    attn_merge_kernel<<<(rows + 3) / 4, 128, 0, c->stream>>>(*p);
+    cu_check(c, "attention merge");
+}
+
+template <typename KV> static void launch_for_dtype(cu_ctx *c, attn_args *p) {
+    /* TILE_ROWS · head_dim <= TILE_FLOATS: the per-thread slot counts are fixed */
+    if (p->head_dim <= 64)
+        launch_segments<TILE_FLOATS / 64, KV>(c, p);
+    else if (p->head_dim <= 128)
+        launch_segments<TILE_FLOATS / 128, KV>(c, p);
+    else
+        launch_segments<TILE_FLOATS / 256, KV>(c, p);
+}
+
+void cu_attention(cu_ctx *c, float *out, const float *q, const void *k, const void *v,
+                  be_dtype kv_dtype, int n_q, int q_pos0, int n_kv, int n_heads, int n_kv_heads,
+                  int head_dim, bool causal) {
+    if (c->fault != LV_OK) return;
+    if (n_q <= 0 || n_kv <= 0) return;
+    if (head_dim < 8 || head_dim > 256 || head_dim % 8 != 0 || n_kv_heads <= 0 ||
+        n_heads % n_kv_heads != 0 || q_pos0 < 0 || (kv_dtype != BE_F16 && kv_dtype != BE_F32)) {
+        cu_record(c, cudaErrorInvalidValue, "attention: unsupported shape or dtype");
+        return;
+    }
+    attn_args p = {};
+    p.out = out;
+    p.q = q;
+    p.k = k;
+    p.v = v;
+    p.n_q = n_q;
+    p.q_pos0 = q_pos0;
+    p.n_kv = n_kv;
+    p.n_heads = n_heads;
+    p.n_kv_heads = n_kv_heads;
+    p.head_dim = head_dim;
+    p.group = n_heads / n_kv_heads;
+    p.causal = causal;
+    p.scale = (float)(1.0 / sqrt((double)head_dim));
+    p.rows_per_head = n_q * p.group;
+    p.n_seg = (n_kv + SEG - 1) / SEG;
+    if (kv_dtype == BE_F16)
+        launch_for_dtype<__half>(c, &p);
+    else
+        launch_for_dtype<float>(c, &p);
+}
