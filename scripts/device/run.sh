@@ -1,0 +1,69 @@
+#!/bin/bash
+# run.sh - on the GPU machine, over what scripts/device/pack.sh put in
+# .device/: the GPU suite and the figures of docs/CUDA_NOTES.md.
+#   bash scripts/device/run.sh [tests|sanitize|bench|model|all]...
+# Logs go to $OUT (the device tool's folder that comes back) when set.
+set -u
+root=$PWD
+D=$root/.device
+export LD_LIBRARY_PATH=$D/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+export LLAVA_TEST_DATA=$root/tests/data LLAVA_TEST_ASSETS=$root/tests/assets
+export LLAVA_BIN_DIR=$D/bin LLAVA_TMP=/tmp/llava-test LLAVA_SRC_DIR=$root/src
+mkdir -p "$LLAVA_TMP"
+out=${OUT:-/tmp/llava-out}
+mkdir -p "$out"
+M7=/tmp/m7b-q4_0
+
+log() { echo "== $*" >&2; }
+
+make_7b() { # the 7B-shaped random Q4_0 GGUF pair (about 3 minutes, one core)
+  [ -f $M7/text.gguf ] && return
+  $D/bin/llava-quantize --random --preset llava-v1.6-mistral-7b --format gguf-q4_0 --out $M7 \
+    > "$out/quantize.log" 2>&1
+}
+
+tests() {
+  local rc=0
+  for t in test_cuda_ops test_cuda_attention; do
+    log "$t"; $D/bin/$t 2>&1 | tee "$out/$t.log" | tail -40; [ ${PIPESTATUS[0]} = 0 ] || rc=1
+  done
+  log "test_forward on cuda"
+  LLAVA_TEST_CUDA=1 $D/bin/test_forward 2>&1 | tee "$out/test_forward_cuda.log" | tail -30
+  [ ${PIPESTATUS[0]} = 0 ] || rc=1
+  return $rc
+}
+
+sanitize() {
+  local rc=0
+  for t in test_cuda_ops test_cuda_attention; do for tool in memcheck racecheck; do
+    log "compute-sanitizer --tool $tool $t"
+    extra=; [ $tool = memcheck ] && extra="--leak-check full"
+    compute-sanitizer --tool $tool --error-exitcode 9 $extra $D/bin/$t > "$out/san-$t-$tool.log" 2>&1 || rc=1
+    tail -2 "$out/san-$t-$tool.log"
+  done; done
+  return $rc
+}
+
+bench() {
+  log "llava-gpu-bench"
+  $D/bin/llava-gpu-bench --device cuda "$@" 2>&1 | tee "$out/gpu-bench.txt"
+}
+
+model() {
+  make_7b || { cat "$out/quantize.log"; return 1; }
+  log "llava-bench model, 7B Q4_0, cuda"
+  $D/bin/llava-bench model --model $M7/text.gguf --mmproj $M7/mmproj.gguf --device cuda \
+    --tg 128 --pp 512 --repeat 3 2>&1 | tee "$out/model-q4_0.txt"
+}
+
+nvidia-smi --query-gpu=name,memory.total,clocks.max.sm,clocks.max.mem,driver_version \
+  --format=csv,noheader >&2
+rc=0
+for step in "${@:-all}"; do
+  case $step in
+    all) tests || rc=1; bench || rc=1; model || rc=1 ;;
+    tests|sanitize|bench|model|make_7b) $step || rc=1 ;;
+    *) echo "run.sh: unknown step $step" >&2; exit 2 ;;
+  esac
+done
+exit $rc
