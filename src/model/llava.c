@@ -152,6 +152,10 @@ lv_status llava_load(llava *m, const char *backend_name, int n_threads, lv_err *
     return LV_OK;
 }
 
+bool llava_backend_known(const char *name) {
+    return be_find_device(name, NULL) != NULL;
+}
+
 void llava_free(llava *m) {
     if (!m) return;
     unload(m);

@@ -61,6 +61,11 @@ lv_status llava_open2(const char *path, const char *mmproj, llava **out, lv_err 
  * m holds no weights and llava_load may be tried again. */
 lv_status llava_load(llava *m, const char *backend_name, int n_threads, lv_err *err);
 
+/* Whether this build has the backend `name` (llava_load's names), for the
+ * layers above the model that pick one (the server's config: "gpu" means
+ * cuda only where it exists). */
+bool llava_backend_known(const char *name);
+
 /* Before llava_load: exact arithmetic (true) or the fast default (false).
  * Exact: float32 on the weights' exact values, as transformers computes on
  * the dequantized weights, and a float32 KV cache. Fast: quantized weights

@@ -8,9 +8,9 @@
 #include "server/config.h"
 #include "io/json_type.h"
 
-#include "backend/backend.h"
 #include "base/file.h"
 #include "base/log.h"
+#include "model/llava.h"
 
 #include <ctype.h>
 #include <jansson.h>
@@ -117,14 +117,14 @@ static lv_status k_device(ctx *x, const char *key, json_t *v) {
         if (st) return st;
         if (!strcasecmp(s, "cpu"))
             pick = "cpu";
-        else if ((!strcasecmp(s, "gpu") || !strcasecmp(s, "auto")) && be_find("cuda"))
+        else if ((!strcasecmp(s, "gpu") || !strcasecmp(s, "auto")) && llava_backend_known("cuda"))
             pick = "cuda";
     }
     if (!pick) {
         not_needed(x, key,
                    "device \"%s\": this build runs on its CPU backend for it (MPS/Metal were "
                    "torch/MLX devices%s)",
-                   s, be_find("cuda") ? "" : "; this build has no CUDA");
+                   s, llava_backend_known("cuda") ? "" : "; this build has no CUDA");
         return LV_OK;
     }
     free(x->c->device);
