@@ -1271,9 +1271,38 @@ static void find_backends(void **state) {
     assert_null(be_find(NULL));
 }
 
+/* "name[:N]": the index goes to *device; only cuda takes one other than 0,
+ * and a malformed index makes the whole name unknown. */
+static void find_device_indices(void **state) {
+    int device = -1;
+    assert_ptr_equal(be_find_device("cpu", &device), &be_cpu_ops);
+    assert_int_equal(device, 0);
+    assert_ptr_equal(be_find_device("cpu:0", &device), &be_cpu_ops);
+    assert_int_equal(device, 0);
+    assert_ptr_equal(be_find_device("ref", NULL), &be_ref_ops);
+    assert_null(be_find_device("cpu:1", &device));
+    assert_null(be_find_device("ref:2", &device));
+    static const char *const malformed[] = {"cuda:",   "cuda:x", "cuda:-1", "cuda:1x", "cuda:256",
+                                            "cuda: 1", ":1",     "cpu:",    "tpu"};
+    for (size_t i = 0; i < LV_ARRAY_LEN(malformed); i++)
+        if (be_find_device(malformed[i], &device)) fail_msg("\"%s\" was found", malformed[i]);
+#ifdef LLAVA_HAVE_CUDA
+    assert_ptr_equal(be_find_device("cuda:1", &device), &be_cuda_ops);
+    assert_int_equal(device, 1);
+    assert_ptr_equal(be_find_device("cuda", &device), &be_cuda_ops);
+    assert_int_equal(device, 0);
+    assert_non_null(strstr(be_names(), "cuda"));
+#else
+    assert_null(be_find_device("cuda", &device));
+    assert_null(be_find_device("cuda:1", &device));
+    assert_non_null(strstr(be_names(), "no CUDA"));
+#endif
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(find_backends),
+        cmocka_unit_test(find_device_indices),
         cmocka_unit_test(f16_exhaustive),
         cmocka_unit_test(bf16_exhaustive),
         cmocka_unit_test(kernel_convert_exhaustive),

@@ -2,12 +2,13 @@
  * bandwidth (tools/bench/serve_bench.c, model_bench.c, bandwidth.c): bad
  * usage is refused with a message naming the option and exit status 2;
  * --help exits 0; a tiny run on the demo model (or a small buffer) prints
- * its figures. */
+ * its figures; --device picks the backend of every subcommand that runs one. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <cmocka.h>
 
+#include "backend/backend.h"
 #include "testutil.h"
 
 #include <stdio.h>
@@ -114,6 +115,32 @@ static void bandwidth_cli(void **state) {
     expect_sub("bandwidth", "--threads 1 --mb 4 --passes 2 --isa portable --json", 0,
                "\"loop\":\"portable\"", "\"gb_s\":");
     expect_sub("bandwidth", "--help", 0, "usage: llava-bench bandwidth", NULL);
+    /* a backend other than cpu: its copy through the ops (ref's is memcpy) */
+    expect_sub("bandwidth", "--device ref --mb 4 --passes 2 --json", 0, "\"device\":\"ref\"",
+               "\"copies_per_pass\":10");
+}
+
+/* Every subcommand that runs on a backend takes --device; a name this build
+ * lacks is llava_load's error and exit 1, before any work. */
+static void device_flag(void **state) {
+    (void)state;
+    char d[1024], args[2048];
+    static const char *const subs[] = {"model", "serve", "tower", "matmul", "bandwidth"};
+    for (size_t i = 0; i < LV_ARRAY_LEN(subs); i++) {
+        bool takes_model = i < 2; /* model and serve; the name is checked first anyway */
+        char want[96];
+        snprintf(args, sizeof args, "%s--device tpu", takes_model ? "--model x " : "");
+        snprintf(want, sizeof want, "llava-bench %s: unknown backend \"tpu\"", subs[i]);
+        expect_sub(subs[i], args, 1, want, NULL);
+        snprintf(args, sizeof args, "%s--device cuda:x", takes_model ? "--model x " : "");
+        expect_sub(subs[i], args, 1, "unknown backend \"cuda:x\"", NULL);
+    }
+    if (!be_find("cuda"))
+        expect_sub("bandwidth", "--device cuda", 1, "this build has no CUDA", NULL);
+    snprintf(args, sizeof args, "--model %s --tg 2 --pp 0 --device cpu --json", demo(d, sizeof d));
+    expect_sub("model", args, 0, "\"device\":\"cpu\"", NULL);
+    expect_sub("tower", "--layers 1 --repeat 1 --threads 2 --device cpu", 0, "1 layers", ", cpu,");
+    expect_sub("matmul", "--rows 64 --cols 64 --device cpu", 0, "cpu / ref speed", NULL);
 }
 
 int main(void) {
@@ -121,6 +148,7 @@ int main(void) {
         cmocka_unit_test(bad_usage),        cmocka_unit_test(tiny_run),
         cmocka_unit_test(model_bad_usage),  cmocka_unit_test(model_tiny_text),
         cmocka_unit_test(model_tiny_image), cmocka_unit_test(bandwidth_cli),
+        cmocka_unit_test(device_flag),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

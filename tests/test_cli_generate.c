@@ -10,6 +10,7 @@
 #include <stddef.h>
 #include <cmocka.h>
 
+#include "backend/backend.h"
 #include "base/file.h"
 #include "testutil.h"
 
@@ -227,6 +228,29 @@ static void errors(void **state) {
     assert_int_equal(one_image(model, "--backend tpu", &out), 1);
     assert_non_null(strstr(out, "unknown backend \"tpu\""));
     free(out);
+    /* --device is --backend's new name: cpu runs and is reported; a bad name
+     * fails before the model is read */
+    assert_int_equal(one_image(model, "--device cpu --max-tokens 2 --json", &out), 0);
+    json_t *o = parse(out);
+    assert_string_equal(
+        json_string_value(json_object_get(json_object_get(o, "timings"), "backend")), "cpu");
+    json_decref(o);
+    free(out);
+    static const char *const bad_devices[] = {"tpu", "cuda:x", "cuda:", "cpu:1"};
+    for (size_t i = 0; i < LV_ARRAY_LEN(bad_devices); i++) {
+        char flag[64], want[64];
+        snprintf(flag, sizeof flag, "--device '%s'", bad_devices[i]);
+        snprintf(want, sizeof want, "llava-cli: unknown backend \"%s\"", bad_devices[i]);
+        assert_int_equal(one_image(model, flag, &out), 1);
+        if (!strstr(out, want)) fail_msg("%s: %s", flag, out);
+        free(out);
+    }
+    if (!be_find("cuda")) { /* a CPU-only build says so */
+        assert_int_equal(one_image(model, "--device cuda", &out), 1);
+        assert_non_null(strstr(out, "unknown backend \"cuda\""));
+        assert_non_null(strstr(out, "this build has no CUDA"));
+        free(out);
+    }
     assert_int_equal(one_image(model, "--top-p 1.5", &out), 2);
     free(out);
     assert_int_equal(one_image(model, "--temperature -1", &out), 2);

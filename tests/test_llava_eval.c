@@ -14,6 +14,7 @@
 #include <stddef.h>
 #include <cmocka.h>
 
+#include "backend/backend.h"
 #include "testutil.h"
 
 #include <jansson.h>
@@ -246,8 +247,8 @@ static void report_matches_llava_cli(void **state) {
     json_decref(r2);
 
     /* --parallel 3: the questions decoded together through the scheduler give
-     * the very same predictions (and so the same table) */
-    snprintf(extra, sizeof extra, "--parallel 3 --report '%s/report3.json'", dir);
+     * the very same predictions (and so the same table); --device cpu names the default */
+    snprintf(extra, sizeof extra, "--parallel 3 --device cpu --report '%s/report3.json'", dir);
     assert_int_equal(eval(dir, extra, false, &out), 0);
     assert_non_null(strstr(out, "| **overall** | 4 | 47.50 |"));
     free(out);
@@ -255,6 +256,8 @@ static void report_matches_llava_cli(void **state) {
     json_t *r3 = json_load_file(cmd, 0, &je);
     assert_non_null(r3);
     assert_int_equal(num(r3, "settings.parallel"), 3);
+    assert_string_equal(
+        json_string_value(json_object_get(json_object_get(r3, "settings"), "backend")), "cpu");
     json_t *qs3 = json_object_get(r3, "questions");
     assert_int_equal(json_array_size(qs3), 4);
     for (int i = 0; i < 4; i++)
@@ -340,6 +343,9 @@ static void bad_input(void **state) {
 
     /* files and folders */
     expect_error(dir, "--backend tpu", 1, "unknown backend");
+    expect_error(dir, "--device tpu", 1, "llava-eval: unknown backend \"tpu\"");
+    expect_error(dir, "--device cuda:x", 1, "llava-eval: unknown backend \"cuda:x\"");
+    if (!be_find("cuda")) expect_error(dir, "--device cuda", 1, "this build has no CUDA");
     snprintf(cmd, sizeof cmd, "--images '%s/nowhere'", dir);
     expect_error(dir, cmd, 1, "cannot open the image folder");
     snprintf(cmd, sizeof cmd, "--questions '%s/missing.json'", dir);

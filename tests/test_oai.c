@@ -653,6 +653,7 @@ static void models_and_health(void **state) {
     json_decref(j);
 
     oai_health h = {.model = "llava",
+                    .device = "cpu",
                     .uptime_s = 12.5,
                     .rss_bytes = 1 << 20,
                     .kv_bytes = 4096,
@@ -676,6 +677,17 @@ static void models_and_health(void **state) {
     assert_int_equal(jint(json_object_get(j, "memory"), "kv_bytes_total"), 8192);
     assert_int_equal(jint(json_object_get(j, "kv_cache"), "used"), 16);
     assert_int_equal(jint(json_object_get(j, "kv_cache"), "capacity"), 1024);
+    assert_string_equal(jstr(j, "device"), "cpu");
+    assert_null(json_object_get(j, "gpu_memory")); /* unknown: left out */
+    json_decref(j);
+    h.device = "cuda:1";
+    h.has_gpu_memory = true;
+    h.gpu_used = 5000000000;
+    h.gpu_total = 80000000000;
+    j = load(oai_health_json(&h));
+    assert_string_equal(jstr(j, "device"), "cuda:1");
+    assert_int_equal(jint(json_object_get(j, "gpu_memory"), "used_bytes"), 5000000000);
+    assert_int_equal(jint(json_object_get(j, "gpu_memory"), "total_bytes"), 80000000000);
     json_decref(j);
 
     oai_error e;

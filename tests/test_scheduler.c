@@ -4,7 +4,8 @@
  * text, logprobs); cancellation and deadlines free the sequence at once;
  * a full queue answers LV_ERR_BUSY; stopping drains or cancels; a job that
  * cannot run (prompt beyond the context, bad ids) fails alone while the
- * others go on. Outputs are compared with each other, never with fixed
+ * others go on; a device fault fails the running jobs and every later one.
+ * Outputs are compared with each other, never with fixed
  * answers, so a retrained demo model does not break the test. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -16,8 +17,10 @@
 #include "engine/request.h"
 #include "engine/run.h"
 #include "engine/scheduler.h"
+#include "model/llava_impl.h"
 #include "testutil.h"
 
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -611,6 +614,47 @@ static void test_image_does_not_stall_streams(void **state) {
     sched_job_release(alone);
 }
 
+/* A device fault: the cpu backend's ops with a status op that reports one
+ * once g_fault is set, as a CUDA backend does after an asynchronous error. */
+static atomic_int g_fault;
+static lv_status faulty_status(be *b, lv_err *err) {
+    (void)b;
+    return atomic_load(&g_fault) ? lv_fail(err, LV_ERR_DEVICE, "injected: an illegal address")
+                                 : LV_OK;
+}
+
+/* After the fault the running job ends with its message (no more tokens are
+ * sampled from garbage), and so does every job submitted later. */
+static void test_device_fault_fails_jobs(void **state) {
+    (void)state;
+    struct be_ops faulty = *g_m->backend.ops;
+    faulty.status = faulty_status;
+    const struct be_ops *cpu = g_m->backend.ops;
+    g_m->backend.ops = &faulty; /* white-box: llava_impl.h */
+    sched *w = start(2, 8, 0);
+    sched_job *j = make_job(0, "Hello, who are you?", 3000);
+    j->params.ignore_eos = true;
+    submit(w, j);
+    wait_tokens(j, 3);
+    atomic_store(&g_fault, 1);
+    sched_job_wait(j);
+    assert_int_equal(j->st, LV_ERR_DEVICE);
+    assert_non_null(strstr(j->err.msg, "injected: an illegal address"));
+    assert_true(j->n_tokens < 3000);
+    sched_job *late = make_job(2, "What is in the image?", MAX_TOKENS);
+    submit(w, late);
+    sched_job_wait(late);
+    assert_int_equal(late->st, LV_ERR_DEVICE);
+    assert_non_null(strstr(late->err.msg, "injected"));
+    assert_int_equal(late->n_tokens, 0);
+    expect_idle(w);
+    sched_free(w);
+    sched_job_release(j);
+    sched_job_release(late);
+    atomic_store(&g_fault, 0);
+    g_m->backend.ops = cpu;
+}
+
 static void test_bad_config(void **state) {
     (void)state;
     sched *w;
@@ -635,6 +679,7 @@ int main(void) {
         cmocka_unit_test(test_stop),
         cmocka_unit_test(test_bad_jobs_fail_alone),
         cmocka_unit_test(test_bad_config),
+        cmocka_unit_test(test_device_fault_fails_jobs),
         cmocka_unit_test(test_image_does_not_stall_streams),
         cmocka_unit_test(test_stop_strings_and_limits),
         cmocka_unit_test(test_batched_equals_gen_run),

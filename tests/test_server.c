@@ -9,6 +9,7 @@
 #include <stddef.h>
 #include <cmocka.h>
 
+#include "backend/backend.h"
 #include "base/base64.h"
 #include "base/buf.h"
 #include "base/file.h"
@@ -125,6 +126,8 @@ static int start_server(void **state) {
                           "60",
                           "--alias",
                           "tiny",
+                          "--device",
+                          "cpu",
                           NULL};
     return srv_start(&S, log, argv, "LLAVA_SERVER_TEST_LOAD_DELAY_MS=700") ? 0 : -1;
 }
@@ -154,6 +157,8 @@ static void test_health_loading_then_ready(void **state) {
     o = json_loads(out, 0, NULL);
     assert_string_equal(json_string_value(json_object_get(o, "status")), "healthy");
     assert_string_equal(json_string_value(json_object_get(o, "model")), "tiny");
+    assert_string_equal(json_string_value(json_object_get(o, "device")), "cpu");
+    assert_null(json_object_get(o, "gpu_memory")); /* the cpu backend cannot tell */
     json_decref(o);
     free(out);
     assert_int_equal(http("GET", "/v1/models", NULL, 0, NULL, 0, &out), 200); /* public */
@@ -362,6 +367,22 @@ static void test_disconnect_mid_stream(void **state) {
     free(b);
 }
 
+/* A device this build lacks: exit 1 at once, before listening, with
+ * llava_load's message (the server under test keeps running). */
+static void test_bad_device_exits_one(void **state) {
+    static const char *const names[] = {"tpu", "cuda:x", "cuda:-1", "cuda"};
+    for (size_t i = 0; i < LV_ARRAY_LEN(names); i++) {
+        if (!strcmp(names[i], "cuda") && be_find("cuda")) continue; /* a CUDA build has it */
+        char cmd[4096], want[64], *out;
+        snprintf(cmd, sizeof cmd, "'%s/llava-server' --model '%s' --port 0 --device '%s' 2>&1",
+                 tu_env("LLAVA_BIN_DIR"), model_dir(), names[i]);
+        snprintf(want, sizeof want, "llava-server: unknown backend \"%s\"", names[i]);
+        assert_int_equal(tu_run(cmd, &out), 1);
+        if (!strstr(out, want) || strstr(out, "listening on")) fail_msg("%s: %s", names[i], out);
+        free(out);
+    }
+}
+
 static void test_sigterm_exits_zero(void **state) {
     wait_healthy();
     int rc = srv_stop(&S); /* SIGTERM, then its exit status */
@@ -403,9 +424,13 @@ static void test_gen_cancel_hook(void **state) {
 int main(void) {
     curl_global_init(CURL_GLOBAL_DEFAULT);
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_gen_cancel_hook),    cmocka_unit_test(test_health_loading_then_ready),
-        cmocka_unit_test(test_chat_matches_cli),   cmocka_unit_test(test_stream),
-        cmocka_unit_test(test_bad_inputs),         cmocka_unit_test(test_disconnect_mid_stream),
+        cmocka_unit_test(test_gen_cancel_hook),
+        cmocka_unit_test(test_health_loading_then_ready),
+        cmocka_unit_test(test_chat_matches_cli),
+        cmocka_unit_test(test_stream),
+        cmocka_unit_test(test_bad_inputs),
+        cmocka_unit_test(test_disconnect_mid_stream),
+        cmocka_unit_test(test_bad_device_exits_one),
         cmocka_unit_test(test_sigterm_exits_zero),
     };
     int rc = cmocka_run_group_tests(tests, start_server, stop_server);

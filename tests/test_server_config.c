@@ -5,6 +5,7 @@
 #include <stddef.h>
 #include <cmocka.h>
 
+#include "backend/backend.h"
 #include "base/log.h"
 #include "server/config.h"
 #include "server/metrics.h"
@@ -55,6 +56,41 @@ static void seed_file_applies(void **state) {
     srv_config_free(&c);
 }
 
+/* cpu and cuda[:N] select the backend; the seed's torch/MLX devices run on
+ * the cpu (a note), gpu and auto take CUDA where this build has it. */
+static void device_selects_the_backend(void **state) {
+    (void)state;
+    static const struct {
+        const char *json, *device; /* NULL: the default (cpu), with a note */
+    } cases[] = {
+        {"{\"device\": \"cpu\"}", "cpu"},       {"{\"device\": \"CUDA\"}", "cuda"},
+        {"{\"device\": \"cuda:1\"}", "cuda:1"}, {"{\"device\": \"mps\"}", NULL},
+        {"{\"device\": \"metal\"}", NULL},
+    };
+    for (size_t i = 0; i < LV_ARRAY_LEN(cases); i++) {
+        srv_config c;
+        lv_err err = {{0}};
+        assert_int_equal(parse(cases[i].json, &c, &err), LV_OK);
+        if (cases[i].device)
+            assert_string_equal(c.device, cases[i].device);
+        else
+            assert_null(c.device);
+        assert_int_equal(c.n_notes, cases[i].device ? 0 : 1);
+        srv_config_free(&c);
+    }
+    static const char *const any_gpu[] = {"{\"device\": \"gpu\"}", "{\"device\": \"auto\"}"};
+    for (size_t i = 0; i < LV_ARRAY_LEN(any_gpu); i++) {
+        srv_config c;
+        lv_err err = {{0}};
+        assert_int_equal(parse(any_gpu[i], &c, &err), LV_OK);
+        if (be_find("cuda"))
+            assert_string_equal(c.device, "cuda");
+        else
+            assert_null(c.device);
+        srv_config_free(&c);
+    }
+}
+
 static void bad_values_name_the_key(void **state) {
     (void)state;
     static const struct {
@@ -66,6 +102,10 @@ static void bad_values_name_the_key(void **state) {
         {"{\"model_name\": \"\"}", "model_name", LV_ERR_ARG},
         {"{\"model_id\": 5}", "model_id", LV_ERR_ARG},
         {"{\"device\": \"tpu\"}", "device", LV_ERR_ARG},
+        {"{\"device\": \"cuda:\"}", "device", LV_ERR_ARG},
+        {"{\"device\": \"cuda:x\"}", "device", LV_ERR_ARG},
+        {"{\"device\": \"cuda:-1\"}", "device", LV_ERR_ARG},
+        {"{\"device\": \"cpu:1\"}", "device", LV_ERR_ARG},
         {"{\"quantization\": 4}", "quantization", LV_ERR_ARG},
         {"{\"image_processing\": 3}", "image_processing", LV_ERR_ARG},
         {"{\"image_processing\": {\"max_size\": 0}}", "image_processing.max_size", LV_ERR_ARG},
@@ -156,6 +196,15 @@ static void metrics_text(void **state) {
                         .uptime_s = 5};
     char *t = metrics_render(m, &g);
     assert_non_null(t);
+    assert_null(strstr(t, "llava_gpu_memory")); /* the cpu cannot tell: no gauge at all */
+    free(t);
+    g.has_gpu_memory = true;
+    g.gpu_used_bytes = 3000000000;
+    g.gpu_total_bytes = 80000000000;
+    t = metrics_render(m, &g);
+    assert_non_null(t);
+    assert_true(value(t, "llava_gpu_memory_used_bytes") == 3e9);
+    assert_true(value(t, "llava_gpu_memory_total_bytes") == 8e10);
     assert_true(
         value(t, "llava_requests_total{endpoint=\"/v1/chat/completions\",status=\"200\"}") == 2);
     assert_true(
@@ -193,6 +242,7 @@ int main(void) {
     lv_log_set_level(LV_LOG_ERROR); /* the config's INFO lines are not the test's output */
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(seed_file_applies),
+        cmocka_unit_test(device_selects_the_backend),
         cmocka_unit_test(bad_values_name_the_key),
         cmocka_unit_test(typed_values),
         cmocka_unit_test(metrics_text),

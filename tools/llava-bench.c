@@ -18,17 +18,21 @@
  *       (grid fit + base squash) inside it.
  *
  *   llava-bench matmul [--rows R] [--cols C] [--n N] [--threads T] [--dtype D] [--group G]
+ *                      [--device cpu|cuda[:N]]
  *       D: f32, f16 (default), bf16; mlx2, mlx3, mlx4, mlx5, mlx6, mlx8 (MLX
  *       affine, group G = 32/64/128, default 64, F16 scales and biases, made
  *       by quant/mlx_affine's quantizer); q8_0, q4_0, q4_1, q4_k, q5_k, q6_k
  *       (ggml blocks, random codes).
- *       One matmul y (N, R) = x (N, C) · Wᵀ on the cpu backend (T threads,
- *       default all cores) and on the scalar reference, random data. Defaults
- *       R = C = 4096, N = 1, f16. Each backend repeats until about a second
- *       has passed (at least 3 runs for cpu, 1 for ref) and reports its
- *       fastest run: ms, GFLOP/s (2·N·R·C) and GB/s of weight traffic
- *       (the weight's bytes, scales included, read once per call), then cpu's speed-up over ref
- *       and the relative difference ‖cpu − ref‖ / ‖ref‖ of the outputs.
+ *       One matmul y (N, R) = x (N, C) · Wᵀ on the --device backend (default
+ *       cpu, T threads, default all cores) and on the scalar reference, random
+ *       data. Defaults R = C = 4096, N = 1, f16. Each backend repeats until
+ *       about a second has passed (at least 3 runs for the device, 1 for ref)
+ *       and reports its fastest run: ms, GFLOP/s (2·N·R·C) and GB/s of weight
+ *       traffic (the weight's bytes, scales included, read once per call),
+ *       then the device's speed-up over ref and the relative difference
+ *       ‖dev − ref‖ / ‖ref‖ of the outputs. x and y live in the backend's
+ *       buffers (upload, download) and each run ends with a synchronize, so
+ *       an asynchronous device is timed to the end of its work.
  *       A weight smaller than the last-level cache is read from the cache
  *       after the first run: pick R·C above it to measure DRAM bandwidth.
  *
@@ -49,10 +53,14 @@
  *       t/s after it; peak RSS (tools/bench/model_bench.c says how each is
  *       measured).
  *
- *   llava-bench bandwidth [--threads T] [--mb M] [--passes P] [--isa I] [--json]
+ *   llava-bench bandwidth [--threads T] [--mb M] [--passes P] [--isa I] [--json] [--device D]
  *       Memory read bandwidth with T threads over M MiB (default 1024),
  *       AVX-512 / AVX2 / portable loop picked at run time: median GB/s of
- *       P passes (tools/bench/bandwidth.c).
+ *       P passes; with --device cuda[:N] the device's copy bandwidth through
+ *       the backend's ops instead (tools/bench/bandwidth.c).
+ *
+ *   tower, serve and model take --device cpu|ref|cuda[:N] too (default cpu).
+ *   A name this build lacks is llava_load's error, exit 1.
  */
 #include "base/clock.h"
 #include "base/common.h"
@@ -98,16 +106,22 @@ static void print_usage(FILE *f) {
     fprintf(f,
             "usage: llava-bench tokenizer --tokenizer PATH [--text FILE] [--repeat N]\n"
             "       llava-bench serve --model PATH [--streams N] [--tokens T] [--image FILE]\n"
+            "                         [--device D]\n"
             "       llava-bench model --model PATH [--mmproj F] [--threads T] [--tg N] [--pp P]\n"
             "                         [--image FILE] [--prompt TEXT] [--repeat R] [--json]\n"
+            "                         [--device D]\n"
             "       llava-bench bandwidth [--threads T] [--mb M] [--passes P] [--isa I] "
             "[--json]\n"
+            "                             [--device D]\n"
             "       llava-bench image --image FILE [--repeat N] [--processor next|clip|pad]\n"
             "       llava-bench tower [--layers L] [--threads T] [--dtype f16|bf16|f32] "
             "[--repeat N]\n"
+            "                         [--device D]\n"
             "       llava-bench matmul [--rows R] [--cols C] [--n N] [--threads T]\n"
             "                          [--dtype f32|f16|bf16|mlx2..mlx8|q8_0|q4_0|q4_1|q4_k|q5_k|"
-            "q6_k] [--group G]\n");
+            "q6_k] [--group G]\n"
+            "                          [--device D]   (compared with ref)\n"
+            "  D: cpu (default), ref, cuda or cuda:N (CUDA builds)\n");
 }
 
 static int usage(void) {
@@ -274,13 +288,14 @@ done:
 }
 
 /* The fastest of repeated matmuls on b: runs until `budget_s` has passed,
- * at least `min_runs` times. Seconds. */
+ * at least `min_runs` times. Seconds, each run waited for to its end. */
 static double time_matmul(be *b, float *y, const float *x, const be_weight *w, int n, int min_runs,
                           double budget_s) {
     double best = 1e30, start = now_s();
     for (int r = 0; r < min_runs || now_s() - start < budget_s; r++) {
         double t0 = now_s();
         b->ops->matmul(b, y, x, w, NULL, n);
+        b->ops->synchronize(b);
         double dt = now_s() - t0;
         if (dt < best) best = dt;
     }
@@ -386,32 +401,45 @@ static int make_weight(be_dtype dtype, int rows, int cols, be_quant *q, unsigned
     return 0;
 }
 
+/* x (n, cols) uploaded into a buffer of b, and room for y (n, rows) there. */
+static bool matmul_buffers(be *b, const float *x_host, int n, int rows, int cols, float **x,
+                           float **y) {
+    *x = b->ops->alloc(b, (size_t)n * cols * sizeof **x);
+    *y = b->ops->alloc(b, (size_t)n * rows * sizeof **y);
+    if (*x) b->ops->upload(b, *x, x_host, (size_t)n * cols * sizeof **x);
+    return *x && *y;
+}
+
 static int bench_matmul(int argc, char **argv) {
-    int rows = 4096, cols = 4096, n = 1, threads = 0, group = 64, di = -1;
-    const char *dname = "f16";
+    int rows = 4096, cols = 4096, n = 1, threads = 0, group = 64, di = -1, index;
+    const char *dname = "f16", *device = "cpu";
     const tool_opt opts[] = {
         TOOL_INT("rows", 0, &rows, 1, INT_MAX),   TOOL_INT("cols", 0, &cols, 1, INT_MAX),
         TOOL_INT("n", 0, &n, 1, INT_MAX),         TOOL_INT("threads", 0, &threads, 0, 4096),
         TOOL_INT("group", 0, &group, 1, 1 << 20), TOOL_STR("dtype", 0, &dname),
+        TOOL_STR("device", 0, &device),
     };
     int parsed = tool_parse(&TOOL, opts, LV_ARRAY_LEN(opts), argc, argv);
     if (parsed) return parsed == TOOL_HELP ? 0 : 2;
     for (size_t k = 0; k < LV_ARRAY_LEN(MATMUL_DTYPES); k++)
         if (strcmp(dname, MATMUL_DTYPES[k].name) == 0) di = (int)k;
     if (di < 0) return usage();
+    if (!tool_device("llava-bench matmul", device)) return 1;
     be_dtype dtype = MATMUL_DTYPES[di].dtype;
     be_quant q = {.bits = MATMUL_DTYPES[di].bits, .group = group};
 
     unsigned char *wdata = NULL, *side = NULL;
     size_t bytes_w = 0, n_w = (size_t)rows * cols;
     float *x = malloc((size_t)n * cols * sizeof *x);
-    float *y_cpu = malloc((size_t)n * rows * sizeof *y_cpu);
+    float *y_dev = malloc((size_t)n * rows * sizeof *y_dev);
     float *y_ref = malloc((size_t)n * rows * sizeof *y_ref);
-    be cpu = {.ops = &be_cpu_ops}, ref = {.ops = &be_ref_ops};
-    be_weight w_cpu = {0}, w_ref = {0};
+    float *dx = NULL, *dy = NULL, *rx = NULL, *ry = NULL; /* the backends' buffers */
+    be dev = {.ops = be_find_device(device, &index), .device = index}, ref = {.ops = &be_ref_ops};
+    be_weight w_dev = {0}, w_ref = {0};
     lv_err err;
     int rc = 1;
-    if (!x || !y_cpu || !y_ref || make_weight(dtype, rows, cols, &q, &wdata, &side, &bytes_w)) {
+    bool dev_up = false; /* dev's init succeeded: deinit it */
+    if (!x || !y_dev || !y_ref || make_weight(dtype, rows, cols, &q, &wdata, &side, &bytes_w)) {
         fprintf(stderr, "llava-bench: cannot make the weight\n");
         goto done;
     }
@@ -419,17 +447,29 @@ static int bench_matmul(int argc, char **argv) {
     for (size_t i = 0; i < (size_t)n * cols; i++)
         x[i] = (float)(lcg(&seed) >> 8) / 8388608.0f - 1.0f;
     const be_quant *qp = dtype == BE_MLX ? &q : NULL;
-    if (cpu.ops->init(&cpu, threads, &err) != LV_OK || ref.ops->init(&ref, 1, &err) != LV_OK ||
-        cpu.ops->weight_init(&cpu, &w_cpu, dtype, rows, cols, wdata, qp, &err) != LV_OK ||
+    if (!(dev_up = dev.ops->init(&dev, threads, &err) == LV_OK) ||
+        ref.ops->init(&ref, 1, &err) != LV_OK ||
+        dev.ops->weight_init(&dev, &w_dev, dtype, rows, cols, wdata, qp, &err) != LV_OK ||
         ref.ops->weight_init(&ref, &w_ref, dtype, rows, cols, wdata, qp, &err) != LV_OK) {
         fprintf(stderr, "llava-bench: %s\n", err.msg);
         goto done;
     }
-    double t_cpu = time_matmul(&cpu, y_cpu, x, &w_cpu, n, 3, 1.0);
-    double t_ref = time_matmul(&ref, y_ref, x, &w_ref, n, 1, 1.0);
+    if (!matmul_buffers(&dev, x, n, rows, cols, &dx, &dy) ||
+        !matmul_buffers(&ref, x, n, rows, cols, &rx, &ry)) {
+        fprintf(stderr, "llava-bench: out of memory for x and y on %s\n", device);
+        goto done;
+    }
+    double t_dev = time_matmul(&dev, dy, dx, &w_dev, n, 3, 1.0);
+    double t_ref = time_matmul(&ref, ry, rx, &w_ref, n, 1, 1.0);
+    dev.ops->download(&dev, y_dev, dy, (size_t)n * rows * sizeof *y_dev);
+    ref.ops->download(&ref, y_ref, ry, (size_t)n * rows * sizeof *y_ref);
+    if (dev.ops->status && dev.ops->status(&dev, &err)) {
+        fprintf(stderr, "llava-bench: %s: %s\n", device, err.msg);
+        goto done;
+    }
     double flop = 2.0 * n * (double)n_w, bytes = (double)bytes_w, num = 0, den = 0;
     for (size_t i = 0; i < (size_t)n * rows; i++) {
-        num += ((double)y_cpu[i] - y_ref[i]) * ((double)y_cpu[i] - y_ref[i]);
+        num += ((double)y_dev[i] - y_ref[i]) * ((double)y_dev[i] - y_ref[i]);
         den += (double)y_ref[i] * y_ref[i];
     }
     char label[32];
@@ -439,20 +479,26 @@ static int bench_matmul(int argc, char **argv) {
         snprintf(label, sizeof label, "%s", MATMUL_DTYPES[di].name);
     printf("matmul: y (%d, %d) = x (%d, %d) . W^T, W %s (%.1f MB, %.3f bytes/weight)\n", n, rows, n,
            cols, label, bytes / 1e6, bytes / (double)n_w);
-    printf("  cpu (%2d threads): %9.3f ms  %8.2f GFLOP/s  %8.2f GB/s\n", cpu.n_threads, t_cpu * 1e3,
-           flop / t_cpu / 1e9, bytes / t_cpu / 1e9);
-    printf("  ref ( 1 thread ): %9.3f ms  %8.2f GFLOP/s  %8.2f GB/s\n", t_ref * 1e3,
+    printf("  %-4s (%2d threads): %9.3f ms  %8.2f GFLOP/s  %8.2f GB/s\n", device, dev.n_threads,
+           t_dev * 1e3, flop / t_dev / 1e9, bytes / t_dev / 1e9);
+    printf("  ref  ( 1 thread ): %9.3f ms  %8.2f GFLOP/s  %8.2f GB/s\n", t_ref * 1e3,
            flop / t_ref / 1e9, bytes / t_ref / 1e9);
-    printf("  cpu / ref speed: %.1fx   relative difference %.2e\n", t_ref / t_cpu,
+    printf("  %s / ref speed: %.1fx   relative difference %.2e\n", device, t_ref / t_dev,
            den > 0 ? sqrt(num / den) : 0.0);
     rc = 0;
 done:
-    if (w_cpu.data) cpu.ops->weight_free(&cpu, &w_cpu);
+    if (w_dev.data) dev.ops->weight_free(&dev, &w_dev);
     if (w_ref.data) ref.ops->weight_free(&ref, &w_ref);
-    if (cpu.ctx) cpu.ops->deinit(&cpu);
+    if (dev_up) {
+        dev.ops->release(&dev, dx);
+        dev.ops->release(&dev, dy);
+        dev.ops->deinit(&dev);
+    }
+    ref.ops->release(&ref, rx);
+    ref.ops->release(&ref, ry);
     ref.ops->deinit(&ref);
     free(y_ref);
-    free(y_cpu);
+    free(y_dev);
     free(x);
     free(wdata);
     free(side);

@@ -12,7 +12,7 @@
  *   llava-cli --model PATH [--mmproj FILE] [--image FILE]... --prompt TEXT [--raw-prompt]
  *             [--max-tokens N] [--temperature T] [--top-k K] [--top-p P]
  *             [--min-p P] [--repeat-penalty R] [--seed S] [--threads N] [--exact]
- *             [--backend cpu|ref] [--stop TEXT]... [--json]
+ *             [--device cpu|ref|cuda[:N]] [--stop TEXT]... [--json]
  *             [--logits-out FILE] [--dump-pixels FILE]
  *   --json prints one object: {"prompt_ids", "n_prompt_tokens", "n_image_tokens",
  *                              "generated_ids", "text", "finish_reason", "timings"}
@@ -22,6 +22,8 @@
  *   little-endian float32 [n_generated, vocab]; --dump-pixels every image's
  *   tensor, in order, as float32 [tiles, 3, H, W]. Both are written to a
  *   temporary file renamed over the target once complete.
+ * --device picks the backend (--backend is the same flag under its older
+ * name); a name this build lacks fails at once, before the model is read.
  * Sampling defaults come from the checkpoint's generation_config.json
  * (greedy unless it sets do_sample); each flag overrides one value.
  *
@@ -59,7 +61,7 @@ typedef struct {
     int n_images;
     const char *dump_pixels; /* --dump-pixels output file, or NULL */
     const char *logits_out;  /* --logits-out output file, or NULL */
-    const char *backend;     /* "cpu" (default) or "ref" */
+    const char *device;      /* --device / --backend: "cpu" (default), "ref", "cuda[:N]" */
     int threads;             /* 0 = all cores */
     bool exact;              /* --exact: llava_set_exact */
     /* sampling overrides; NaN / -1 = not given */
@@ -94,7 +96,8 @@ static void usage(FILE *f) {
             "  --exact               exact arithmetic: float32 on the dequantized weights and a\n"
             "                        float32 KV cache, as transformers computes (default: int8\n"
             "                        activations with quantized weights, f16 KV cache)\n"
-            "  --backend NAME        cpu (default) or ref (the scalar reference)\n"
+            "  --device NAME         cpu (default), ref (the scalar reference), cuda or cuda:N\n"
+            "                        (CUDA builds); --backend NAME is the same\n"
             "  --json                print one JSON object with prompt_ids, text, timings...\n"
             "  --logits-out F        write every step's logits as float32 [n, vocab]\n"
             "  --dump-pixels F       write the preprocessed images as float32 [tiles,3,H,W]\n"
@@ -133,7 +136,7 @@ static bool add_image(void *dst, const char *s) {
 /* Returns 0 to go on, 1 after --help, 2 on a usage error (message printed). */
 static int parse_args(int argc, char **argv, cli_args *a) {
     *a = (cli_args){.max_tokens = -1,
-                    .backend = "cpu",
+                    .device = "cpu",
                     .temperature = NAN,
                     .top_p = NAN,
                     .min_p = NAN,
@@ -158,7 +161,8 @@ static int parse_args(int argc, char **argv, cli_args *a) {
         TOOL_FN("seed", 0, set_seed, a),
         TOOL_INT("threads", 0, &a->threads, 0, 4096),
         TOOL_STR("logits-out", 0, &a->logits_out),
-        TOOL_STR("backend", 0, &a->backend),
+        TOOL_STR("device", 0, &a->device),
+        TOOL_STR("backend", 0, &a->device), /* the older name */
         TOOL_FN("stop", 0, add_stop, a),
     };
     static const tool_info tool = {"llava-cli", usage, false};
@@ -277,8 +281,8 @@ typedef struct {
     double load_ms, decode_ms, preprocess_ms, tokenize_ms, weights_ms;
 } cli_timings;
 
-static void add_timings(json_t *t, const gen_timings *g, const llava *m, const char *backend) {
-    json_object_set_new(t, "backend", json_string(backend));
+static void add_timings(json_t *t, const gen_timings *g, const llava *m) {
+    json_object_set_new(t, "backend", json_string(llava_device(m)));
     json_object_set_new(t, "threads", json_integer(llava_n_threads(m)));
     json_object_set_new(t, "n_tiles", json_integer(g->n_tiles));
     json_object_set_new(t, "vision_ms", json_real(g->vision_ms));
@@ -295,8 +299,7 @@ static void add_timings(json_t *t, const gen_timings *g, const llava *m, const c
 }
 
 static int print_json(const int32_t *ids, size_t n_ids, int n_image_tokens, const gen_result *r,
-                      const cli_timings *tm, const llava *m, const cli_args *a,
-                      const gen_params *p) {
+                      const cli_timings *tm, const llava *m, const gen_params *p) {
     json_t *o = json_object(), *arr = json_array(), *gen = json_array(), *t = json_object();
     for (size_t i = 0; i < n_ids; i++) json_array_append_new(arr, json_integer(ids[i]));
     for (int i = 0; r && i < r->n_ids; i++) json_array_append_new(gen, json_integer(r->ids[i]));
@@ -313,7 +316,7 @@ static int print_json(const int32_t *ids, size_t n_ids, int n_image_tokens, cons
     json_object_set_new(t, "tokenize_ms", json_real(tm->tokenize_ms));
     if (r) {
         json_object_set_new(t, "weights_load_ms", json_real(tm->weights_ms));
-        add_timings(t, &r->timings, m, a->backend);
+        add_timings(t, &r->timings, m);
     }
     json_object_set_new(o, "timings", t);
     int rc = json_dumpf(o, stdout, JSON_COMPACT | JSON_ENSURE_ASCII) == 0 ? 0 : 1;
@@ -328,7 +331,7 @@ static lv_status generate(const cli_args *a, llava *m, const int32_t *ids, size_
                           lv_err *err) {
     double t0 = lv_now_ms();
     llava_set_exact(m, a->exact);
-    lv_status st = llava_load(m, a->backend, a->threads, err);
+    lv_status st = llava_load(m, a->device, a->threads, err);
     tm->weights_ms = lv_now_ms() - t0;
     if (st) return st;
     gen_sink sink = {.stream = !a->json};
@@ -344,6 +347,7 @@ int main(int argc, char **argv) {
     cli_args a;
     int rc = parse_args(argc, argv, &a);
     if (rc) return rc == 1 ? 0 : 2;
+    if (!tool_device("llava-cli", a.device)) return 1; /* as llava_load would, sooner */
 
     lv_err err = {{0}};
     llava *m = NULL;
@@ -374,7 +378,7 @@ int main(int argc, char **argv) {
     }
 
     if (a.json) {
-        rc = print_json(ids, n_ids, n_image_tokens, generated ? &r : NULL, &tm, m, &a, &p);
+        rc = print_json(ids, n_ids, n_image_tokens, generated ? &r : NULL, &tm, m, &p);
     } else if (generated) {
         printf("\n");
         rc = 0;

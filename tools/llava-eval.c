@@ -6,7 +6,10 @@
  *
  *   llava-eval --model PATH --questions Q.json --annotations A.json --images DIR
  *              [--image-prefix PREFIX] [--limit N] [--threads N] [--exact] [--max-tokens N]
- *              [--prompt-suffix TEXT] [--report OUT.json] [--backend cpu|ref]
+ *              [--prompt-suffix TEXT] [--report OUT.json] [--device cpu|ref|cuda[:N]]
+ *
+ * --device picks the backend (--backend is the same flag under its older
+ * name); a name this build lacks is an error before anything is read.
  *
  * Input (VQA v2; other keys are ignored):
  *   Q.json  {"questions": [{"image_id", "question", "question_id"}, ...]}
@@ -86,7 +89,7 @@ typedef struct {
     const char *image_prefix;  /* NULL: detect from DIR */
     const char *prompt_suffix; /* appended to each question */
     const char *report;        /* JSON report path, or NULL */
-    const char *backend;       /* "cpu" or "ref" */
+    const char *device;        /* --device / --backend: "cpu", "ref", "cuda[:N]" */
     const char *log_level;     /* NULL: LOG_LEVEL or info */
     const char *predictions;   /* score this results file instead of running a model */
     long limit;                /* questions to run; -1 = all */
@@ -119,7 +122,8 @@ static void usage(FILE *f) {
             "  --parallel N          questions decoded together through the scheduler, as\n"
             "                        llava-server --parallel (default 1; the answers are the\n"
             "                        same for any N)\n"
-            "  --backend NAME        cpu (default) or ref (the scalar reference)\n"
+            "  --device NAME         cpu (default), ref (the scalar reference), cuda or cuda:N\n"
+            "                        (CUDA builds); --backend NAME is the same\n"
             "  --report FILE         write a JSON report with every number and answer\n"
             "  --predictions FILE    score a VQA results file ([{\"question_id\", \"answer\"}],\n"
             "                        e.g. another engine's answers) instead of running a model;\n"
@@ -131,7 +135,7 @@ static void usage(FILE *f) {
 /* Returns 0 to go on, 1 after --help, 2 on a usage error (message printed). */
 static int parse_args(int argc, char **argv, eval_args *a) {
     *a = (eval_args){
-        .backend = "cpu", .prompt_suffix = "", .limit = -1, .parallel = 1, .max_tokens = 64};
+        .device = "cpu", .prompt_suffix = "", .limit = -1, .parallel = 1, .max_tokens = 64};
     const tool_opt opts[] = {
         TOOL_STR("model", 'm', &a->model),
         TOOL_STR("questions", 0, &a->questions),
@@ -145,7 +149,8 @@ static int parse_args(int argc, char **argv, eval_args *a) {
         TOOL_INT("max-tokens", 0, &a->max_tokens, 1, 1000000),
         TOOL_STR("prompt-suffix", 0, &a->prompt_suffix),
         TOOL_STR("report", 0, &a->report),
-        TOOL_STR("backend", 0, &a->backend),
+        TOOL_STR("device", 0, &a->device),
+        TOOL_STR("backend", 0, &a->device), /* the older name */
         TOOL_STR("log-level", 0, &a->log_level),
         TOOL_STR("predictions", 0, &a->predictions),
     };
@@ -936,8 +941,8 @@ static json_t *report_json(const eval_args *a, const eval_set *s, const img_inde
                                   "annotations", jstr(a->annotations), "images", jstr(a->images),
                                   "image_prefix", jstr(ix->prefix)));
     json_object_set_new(o, "settings",
-                        json_pack("{s:s, s:i, s:i, s:i, s:o, s:f}", "backend", a->backend,
-                                  "threads", s->n_threads, "parallel", a->parallel, "max_tokens",
+                        json_pack("{s:s, s:i, s:i, s:i, s:o, s:f}", "backend", a->device, "threads",
+                                  s->n_threads, "parallel", a->parallel, "max_tokens",
                                   a->max_tokens, "prompt_suffix", jstr(a->prompt_suffix),
                                   "temperature", 0.0));
     json_object_set_new(o, "n_questions", json_integer(s->n_items));
@@ -1090,6 +1095,7 @@ int main(int argc, char **argv) {
     eval_args a;
     int rc = parse_args(argc, argv, &a);
     if (rc) return rc == 1 ? 0 : 2;
+    if (!tool_device("llava-eval", a.device)) return 1; /* as llava_load would, sooner */
 
     lv_err err = {{0}};
     eval_set set = {0};
@@ -1108,7 +1114,7 @@ int main(int argc, char **argv) {
             ix.n_other ? " (other names ignored: give --image-prefix to pick another)" : "");
     if (llava_open(a.model, &m, &err)) goto fail;
     llava_set_exact(m, a.exact);
-    if (llava_load(m, a.backend, a.threads, &err)) goto fail;
+    if (llava_load(m, a.device, a.threads, &err)) goto fail;
     set.n_threads = llava_n_threads(m);
     double t0 = lv_now_ms();
     if (run_all(&a, m, &set, &ix, &err)) goto fail;

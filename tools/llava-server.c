@@ -4,12 +4,17 @@
  *
  *   llava-server --model PATH|ORG/NAME [--mmproj F] [--config FILE] [--host 127.0.0.1]
  *                [--port 8080] [--parallel N] [--queue-size N] [--ctx-size N]
- *                [--threads N] [--exact] [--api-key KEY] [--allowed-origins LIST]
- *                [--allowed-local-media-path DIR] [--timeout S] [--alias NAME]
+ *                [--threads N] [--exact] [--device cpu|ref|cuda[:N]] [--api-key KEY]
+ *                [--allowed-origins LIST] [--allowed-local-media-path DIR] [--timeout S]
+ *                [--alias NAME]
  *
- * --config reads the seed's JSON file (server/config.h): model_id, model_name
- * and max_tokens stand in for --model, --alias and the default max_tokens;
- * flags given on the command line win.
+ * --config reads the seed's JSON file (server/config.h): model_id, model_name,
+ * device and max_tokens stand in for --model, --alias, --device and the
+ * default max_tokens; flags given on the command line win.
+ *
+ * --device picks the backend (default cpu; /health reports it). A name this
+ * build lacks exits 1 at once, before the socket opens, with llava_load's
+ * message.
  *
  * The socket listens at once and /health answers 503 while the model loads
  * on a background thread. The line "llava-server: listening on HOST:PORT"
@@ -37,8 +42,9 @@
 typedef struct {
     const char *model, *mmproj, *alias, *host, *api_key, *origins, *media_dir, *config;
     int port, queue_size, ctx_size, threads, timeout_s, parallel;
-    bool exact; /* --exact: llava_set_exact */
-    srv_config file; /* --config's settings (zero without one) */
+    bool exact;         /* --exact: llava_set_exact */
+    const char *device; /* --device, else the config's device, else "cpu" */
+    srv_config file;    /* --config's settings (zero without one) */
 } srv_args;
 
 static void usage(FILE *f) {
@@ -49,7 +55,7 @@ static void usage(FILE *f) {
         "                                 the local cache (HF_HUB_CACHE, HF_HOME/hub, ~/.cache)\n"
         "  --mmproj FILE                  with --model text.gguf: the llama.cpp GGUF pair's\n"
         "                                 mmproj file\n"
-        "  --config FILE                  the seed's JSON config (model_id, model_name,\n"
+        "  --config FILE                  the seed's JSON config (model_id, model_name, device,\n"
         "                                 max_tokens, image_processing, ...); flags win\n"
         "  --parallel N                   sequences decoded together (default 4)\n"
         "  --host ADDR                    address to bind (default 127.0.0.1)\n"
@@ -57,6 +63,8 @@ static void usage(FILE *f) {
         "  --queue-size N                 requests waiting at most (default 64; 429 above)\n"
         "  --ctx-size N                   context tokens per request (default: the model's)\n"
         "  --threads N                    CPU threads (default: all cores)\n"
+        "  --device NAME                  cpu (default), ref (the scalar reference), cuda or\n"
+        "                                 cuda:N (CUDA builds)\n"
         "  --exact                        exact arithmetic: float32 on the dequantized weights\n"
         "                                 and a float32 KV cache, as transformers computes\n"
         "                                 (default: int8 activations with quantized weights,\n"
@@ -85,6 +93,7 @@ static int parse_args(int argc, char **argv, srv_args *a) {
         TOOL_INT("ctx-size", 0, &a->ctx_size, 0, 1 << 24),
         TOOL_INT("threads", 0, &a->threads, 0, 4096),
         TOOL_FLAG("exact", 0, &a->exact),
+        TOOL_STR("device", 0, &a->device),
         TOOL_STR("api-key", 0, &a->api_key),
         TOOL_STR("allowed-origins", 0, &a->origins),
         TOOL_STR("allowed-local-media-path", 0, &a->media_dir),
@@ -104,7 +113,9 @@ static int parse_args(int argc, char **argv, srv_args *a) {
         }
         if (!a->model) a->model = a->file.model_id;
         if (!a->alias) a->alias = a->file.model_name;
+        if (!a->device) a->device = a->file.device;
     }
+    if (!a->device) a->device = "cpu";
     if (!a->model) {
         fprintf(stderr, "llava-server: --model (or model_id in --config) is required\n");
         usage(stderr);
@@ -147,7 +158,7 @@ static void *load_main(void *arg) {
         goto fail;
     }
     llava_set_exact(m, a->exact);
-    if (llava_load(m, "cpu", a->threads, &err)) goto fail;
+    if (llava_load(m, a->device, a->threads, &err)) goto fail;
     int ctx = a->ctx_size, max_ctx = llava_max_ctx(m);
     if (ctx > max_ctx) {
         LV_WARN("--ctx-size %d is more than the model's context (%d): using %d", ctx, max_ctx,
@@ -158,8 +169,9 @@ static void *load_main(void *arg) {
     if (sched_new(m, &wc, &w, &err) || sched_start(w, &err)) goto fail;
     sched_stats ws;
     sched_get_stats(w, &ws);
-    LV_INFO("model %s loaded from %s in %.0f ms (context %d, %d parallel sequences, queue %d)",
-            a->alias, dir, lv_now_ms() - t0, ws.ctx_size, a->parallel, a->queue_size);
+    LV_INFO("model %s loaded from %s on %s in %.0f ms (context %d, %d parallel sequences, "
+            "queue %d)",
+            a->alias, dir, a->device, lv_now_ms() - t0, ws.ctx_size, a->parallel, a->queue_size);
     free(dir);
     http_set_ready(ld->s, m, w);
     atomic_store(&ld->state, 1);
@@ -178,6 +190,10 @@ int main(int argc, char **argv) {
     if (rc) {
         srv_config_free(&a.file);
         return rc == 1 ? 0 : 2;
+    }
+    if (!tool_device("llava-server", a.device)) { /* what the loader would find, sooner */
+        srv_config_free(&a.file);
+        return 1;
     }
 
     /* Every thread inherits this mask: the signals are taken here with sigtimedwait. */

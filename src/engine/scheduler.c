@@ -51,6 +51,14 @@
  * f16 cache, 256 KiB with f32, gets its full 32768 positions at parallel 2
  * (f32: 1) and 4096 (f32: 2048) at parallel 16). The sequence is
  * freed when its job ends, so nothing is held while idle.
+ *
+ * Device faults. A backend's ops cannot return errors; one whose work may
+ * fail asynchronously (CUDA: a kernel error, out of memory inside an op)
+ * records the first fault, and llava_device_status reports it. It is asked
+ * after every forward, before any job samples: a faulted step's logits are
+ * garbage. From then on every job fails with that message (the running ones
+ * at once, new ones as they are admitted): nothing on the device can be
+ * trusted until the process restarts.
  */
 #include "engine/scheduler.h"
 
@@ -122,8 +130,10 @@ struct sched {
     sched_job **admit; /* (parallel) jobs taken from the queue this turn */
     slot **order;      /* (parallel) slots of one phase, oldest first */
     costs cost;
-    double allow; /* ms of background work a turn may carry while jobs decode (feedback) */
-    long turns;   /* forwards run */
+    double allow;     /* ms of background work a turn may carry while jobs decode (feedback) */
+    long turns;       /* forwards run */
+    lv_status fault;  /* the device's first fault (llava_device_status), or LV_OK */
+    lv_err fault_err; /* and its message */
 
     /* figures, under mu */
     int n_running;
@@ -302,6 +312,23 @@ static void complete_slot(sched *s, slot *sl) {
     end_slot(s, sl, st);
 }
 
+/* Ends the slot's job with the device's fault. */
+static void fail_with_fault(sched *s, slot *sl) {
+    sl->j->err = s->fault_err;
+    end_slot(s, sl, s->fault);
+}
+
+/* After a forward: whether the device faulted (now or before). The first
+ * fault is kept and every active job ends with it. */
+static bool device_faulted(sched *s) {
+    if (s->fault) return true;
+    if (!(s->fault = llava_device_status(s->m, &s->fault_err))) return false;
+    LV_ERROR("device fault: %s; every job fails from now on", s->fault_err.msg);
+    for (int i = 0; i < s->parallel; i++)
+        if (s->slots[i].phase != SL_FREE) fail_with_fault(s, &s->slots[i]);
+    return true;
+}
+
 /* Admits j into the free slot sl: checks what can be checked now. */
 static void start_slot(sched *s, slot *sl, sched_job *j) {
     memset(sl, 0, sizeof *sl);
@@ -309,6 +336,10 @@ static void start_slot(sched *s, slot *sl, sched_job *j) {
     sl->order = s->admitted++;
     sl->phase = SL_ENCODE;
     sl->cb = (gen_callbacks){.on_token = on_token, .on_text = on_text, .ud = j};
+    if (s->fault) { /* the device is gone: nothing it computes can be trusted */
+        fail_with_fault(s, sl);
+        return;
+    }
     lv_status st = LV_OK;
     if (j->n_ids < 1)
         st = lv_fail(&j->err, LV_ERR_ARG, "empty prompt");
@@ -495,6 +526,7 @@ static void run_turn(sched *s) {
     lv_status st = llava_forward(m, s->bt, s->in, n, s->logits, &err);
     double ms = lv_now_ms() - t0;
     s->turns++;
+    if (!st && device_faulted(s)) return; /* its jobs are ended; the logits are garbage */
     LV_DEBUG("turn: %d decoding (quiet step %.2f ms), budget %.2f ms: encoder %.2f ms, "
              "%d prompt rows, forward %.2f ms",
              n_dec, dec_ms, budget + enc_ms, enc_ms, pre_rows, ms);

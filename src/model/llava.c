@@ -21,6 +21,7 @@
 #include "model/pack.h"
 #include "text/tokenizer_gguf.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -89,6 +90,7 @@ static void unload(llava *m) {
         b->ops->deinit(b);
     }
     memset(b, 0, sizeof *b);
+    m->device[0] = '\0';
     m->image_newline = NULL; /* released with the backend's buffers above */
     st_close(m->md.weights);
     m->md.weights = NULL;
@@ -145,8 +147,13 @@ lv_status llava_load(llava *m, const char *backend_name, int n_threads, lv_err *
         return s;
     }
     m->text.kv_f16 = !m->exact; /* exact: the f32 cache the golden comparisons hold for */
+    snprintf(m->device, sizeof m->device, "%s", backend_name);
     m->loaded = true;
     return LV_OK;
+}
+
+bool llava_backend_known(const char *name) {
+    return be_find_device(name, NULL) != NULL;
 }
 
 void llava_free(llava *m) {
@@ -202,6 +209,20 @@ size_t llava_kv_bytes_per_pos(const llava *m) {
     if (m->loaded) return llm_kv_bytes_per_pos(&m->text); /* in the cache's dtype */
     const lv_text_config *t = &m->md.config.text;         /* llm_init's default: f16 */
     return 2 * (size_t)t->n_layers * (size_t)t->n_kv_heads * t->head_dim * 2;
+}
+
+const char *llava_device(const llava *m) {
+    return m->device;
+}
+
+bool llava_memory_info(const llava *m, size_t *used, size_t *total) {
+    be *b = (be *)&m->backend; /* the op reads the device; the model stays as it was */
+    return m->loaded && b->ops->memory_info && b->ops->memory_info(b, used, total);
+}
+
+lv_status llava_device_status(const llava *m, lv_err *err) {
+    be *b = (be *)&m->backend;
+    return m->loaded && b->ops->status ? b->ops->status(b, err) : LV_OK;
 }
 
 /* ---- image features ------------------------------------------------------ */

@@ -55,11 +55,16 @@ lv_status llava_open(const char *path, llava **out, lv_err *err);
 lv_status llava_open2(const char *path, const char *mmproj, llava **out, lv_err *err);
 
 /* Maps the weights and prepares them on backend `backend_name` ("cpu",
- * "ref") with n_threads (<= 0: all cores). Errors: LV_ERR_ARG (unknown
- * backend), LV_ERR_FORMAT / LV_ERR_UNSUPPORTED (missing, mis-shaped or
- * unsupported tensors; features the engine lacks), LV_ERR_NOMEM. On
- * failure m holds no weights and llava_load may be tried again. */
+ * "ref", "cuda", "cuda:N": backend/backend.h be_find_device) with n_threads
+ * (<= 0: all cores). Errors: LV_ERR_ARG (unknown backend), LV_ERR_FORMAT / LV_ERR_UNSUPPORTED
+ * (missing, mis-shaped or unsupported tensors; features the engine lacks), LV_ERR_NOMEM. On failure
+ * m holds no weights and llava_load may be tried again. */
 lv_status llava_load(llava *m, const char *backend_name, int n_threads, lv_err *err);
+
+/* Whether this build has the backend `name` (llava_load's names), for the
+ * layers above the model that pick one (the server's config: "gpu" means
+ * cuda only where it exists). */
+bool llava_backend_known(const char *name);
 
 /* Before llava_load: exact arithmetic (true) or the fast default (false).
  * Exact: float32 on the weights' exact values, as transformers computes on
@@ -86,6 +91,23 @@ int llava_max_ctx(const llava *m);             /* the longest sequence the decod
 bool llava_is_loaded(const llava *m);          /* llava_load succeeded */
 int llava_n_threads(const llava *m);           /* the backend's threads (0 before llava_load) */
 size_t llava_kv_bytes_per_pos(const llava *m); /* KV cache bytes per position of one sequence */
+
+/* The backend name given to llava_load ("cpu", "cuda:0"), for reports; ""
+ * before it. */
+const char *llava_device(const llava *m);
+
+/* The device's memory in bytes (in use by every process, and the total), for
+ * /health and /metrics: false when the backend cannot tell (the cpu and ref
+ * backends) or no weights are loaded. */
+bool llava_memory_info(const llava *m, size_t *used, size_t *total);
+
+/* The first device fault of the backend (backend.h status: an asynchronous
+ * kernel error, an out-of-memory inside an op), its message in err; LV_OK
+ * when there is none, when the backend cannot fail that way (cpu, ref) or
+ * no weights are loaded. The scheduler asks after every forward, since the
+ * ops themselves cannot return errors and a faulted step's logits are
+ * garbage. */
+lv_status llava_device_status(const llava *m, lv_err *err);
 
 /* The number of <image> ids (feature rows) an image of image_h x image_w
  * (img_tensor's image_h/image_w) becomes; -1 if the size is invalid.

@@ -23,6 +23,7 @@ struct llava {
     bool loaded;           /* llava_load succeeded */
     bool exact;            /* llava_set_exact */
     be backend;            /* the backend instance the weights live on */
+    char device[32];       /* the name given to llava_load ("cuda:1"); "" before */
     clip_weights vision_w;
     projector_weights proj_w;
     llm_weights text_w;

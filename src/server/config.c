@@ -10,7 +10,9 @@
 
 #include "base/file.h"
 #include "base/log.h"
+#include "model/llava.h"
 
+#include <ctype.h>
 #include <jansson.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -92,16 +94,43 @@ static lv_status k_model_id(ctx *x, const char *key, json_t *v) {
     return set_str(x, key, v, &x->c->model_id);
 }
 
+/* "cuda" or "cuda:N" (N decimal digits; whether device N exists is the
+ * backend's to say when the server loads). */
+static bool is_cuda_name(const char *s) {
+    if (strncasecmp(s, "cuda", 4)) return false;
+    if (!s[4]) return true;
+    size_t digits = strspn(s + 5, "0123456789");
+    return s[4] == ':' && digits >= 1 && digits <= 3 && !s[5 + digits];
+}
+
+/* cpu and cuda[:N] name a backend of this engine and select it; the seed's
+ * torch/MLX devices run on the cpu, except gpu and auto, which take CUDA
+ * when this build has it. */
 static lv_status k_device(ctx *x, const char *key, json_t *v) {
-    static const char *const ok[] = {"cpu", "mps", "cuda", "auto", "metal", "gpu"};
-    const char *s = json_string_value(v);
-    lv_status st =
-        one_of(x, key, s, ok, LV_ARRAY_LEN(ok), "one of cpu, mps, cuda, metal, gpu, auto");
-    if (st) return st;
-    not_needed(x, key,
-               "device \"%s\": this build runs on its CPU backend whatever the seed's device "
-               "(MPS/CUDA were torch/MLX devices)",
-               s);
+    static const char *const ok[] = {"cpu", "mps", "auto", "metal", "gpu"};
+    const char *s = json_string_value(v), *pick = NULL;
+    if (is_cuda_name(s)) {
+        pick = s;
+    } else {
+        lv_status st = one_of(x, key, s, ok, LV_ARRAY_LEN(ok),
+                              "one of cpu, cuda, cuda:N, mps, metal, gpu, auto");
+        if (st) return st;
+        if (!strcasecmp(s, "cpu"))
+            pick = "cpu";
+        else if ((!strcasecmp(s, "gpu") || !strcasecmp(s, "auto")) && llava_backend_known("cuda"))
+            pick = "cuda";
+    }
+    if (!pick) {
+        not_needed(x, key,
+                   "device \"%s\": this build runs on its CPU backend for it (MPS/Metal were "
+                   "torch/MLX devices%s)",
+                   s, llava_backend_known("cuda") ? "" : "; this build has no CUDA");
+        return LV_OK;
+    }
+    free(x->c->device);
+    if (!(x->c->device = strdup(pick))) return lv_fail(x->err, LV_ERR_NOMEM, "out of memory");
+    for (char *p = x->c->device; *p; p++) *p = (char)tolower((unsigned char)*p);
+    LV_INFO("config %s: applied (the %s backend)", key, x->c->device);
     return LV_OK;
 }
 
@@ -305,5 +334,6 @@ void srv_config_free(srv_config *c) {
     if (!c) return;
     free(c->model_name);
     free(c->model_id);
+    free(c->device);
     memset(c, 0, sizeof *c);
 }

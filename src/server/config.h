@@ -13,9 +13,11 @@
  *                         "model_reloading"},
  *    "mlx_config": {"memory_pool_size", "cache_size", "batch_size"}}
  * Every key either takes effect (model_name → the served name, model_id →
- * the model, max_tokens → the default max_tokens, image_processing's sizes,
- * aspect flag and padding colour → img_options) or is logged, once, as
- * accepted and not needed, with the reason (the device: this build runs on
+ * the model, max_tokens → the default max_tokens, device "cpu", "cuda" or
+ * "cuda:N" → the backend, "gpu" / "auto" → cuda in a CUDA build,
+ * image_processing's sizes, aspect flag and padding colour → img_options)
+ * or is logged, once, as accepted and not needed, with the reason (device
+ * "mps" / "metal", or "gpu" / "auto" without CUDA: this build runs them on
  * its CPU backend; model_reloading: requests never share model state here;
  * ...). A value of the wrong type or out of range is an error naming the
  * key ("image_processing.max_size: expected an integer in [1, 16384], got
@@ -33,6 +35,8 @@
 typedef struct {
     char *model_name;  /* "model_name" (heap), or NULL */
     char *model_id;    /* "model_id": a path or an HF repo id (heap), or NULL */
+    char *device;      /* the backend "device" selects, lower case: "cpu", "cuda", "cuda:N"
+                        * (heap); NULL: the default, cpu (absent, or a torch/MLX device) */
     int max_tokens;    /* "max_tokens" (>= 1), 0 if absent */
     img_options image; /* "image_processing" (all zero if absent) */
     int n_notes;       /* keys accepted and not needed (logged) */

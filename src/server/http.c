@@ -185,6 +185,16 @@ static int64_t rss_bytes(void) {
     return n == 2 ? (int64_t)pages_rss * sysconf(_SC_PAGESIZE) : -1;
 }
 
+/* The device's memory into *used / *total; false when unknown (no model yet,
+ * or a backend that cannot tell). */
+static bool gpu_memory(const http_server *s, bool ready, int64_t *used, int64_t *total) {
+    size_t u = 0, t = 0;
+    bool known = ready && llava_memory_info(s->m, &u, &t);
+    *used = (int64_t)u;
+    *total = (int64_t)t;
+    return known;
+}
+
 static enum MHD_Result route_health(http_server *s, struct MHD_Connection *c, conn *cx) {
     if (atomic_load(&s->state) != ST_READY)
         return fail(s, c, cx, LV_OK, OAI_HINT_LOADING, NULL, "model_loading",
@@ -192,6 +202,7 @@ static enum MHD_Result route_health(http_server *s, struct MHD_Connection *c, co
     sched_stats ws;
     sched_get_stats(s->w, &ws);
     oai_health h = {.model = s->cfg.model_name,
+                    .device = llava_device(s->m),
                     .uptime_s = (lv_now_ms() - s->t0_ms) / 1e3,
                     .rss_bytes = rss_bytes(),
                     .kv_bytes = (int64_t)ws.kv_bytes_used,
@@ -202,6 +213,7 @@ static enum MHD_Result route_health(http_server *s, struct MHD_Connection *c, co
                     .waiting = ws.waiting,
                     .queue_capacity = ws.queue_capacity,
                     .parallel = ws.parallel};
+    h.has_gpu_memory = gpu_memory(s, true, &h.gpu_used, &h.gpu_total);
     return send_json(s, c, cx, 200, oai_health_json(&h));
 }
 
@@ -211,6 +223,7 @@ static enum MHD_Result route_metrics(http_server *s, struct MHD_Connection *c, c
                         .rss_bytes = rss_bytes(),
                         .uptime_s = (lv_now_ms() - s->t0_ms) / 1e3};
     if (g.ready) sched_get_stats(s->w, &g.ws);
+    g.has_gpu_memory = gpu_memory(s, g.ready, &g.gpu_used_bytes, &g.gpu_total_bytes);
     return send_body(s, c, cx, 200, metrics_render(s->metrics, &g),
                      "text/plain; version=0.0.4; charset=utf-8");
 }

@@ -184,6 +184,12 @@ char *metrics_render(metrics *m, const metrics_gauges *g) {
     gauge(&b, "process_resident_memory_bytes", "Resident memory of the server process.",
           g->rss_bytes >= 0 ? (double)g->rss_bytes : 0);
     gauge(&b, "llava_uptime_seconds", "Seconds since the server started.", g->uptime_s);
+    if (g->has_gpu_memory) {
+        gauge(&b, "llava_gpu_memory_used_bytes", "Device memory in use, by every process.",
+              (double)g->gpu_used_bytes);
+        gauge(&b, "llava_gpu_memory_total_bytes", "Device memory in all.",
+              (double)g->gpu_total_bytes);
+    }
     if (lv_buf_append(&b, "", 1)) { /* NUL-terminate */
         lv_buf_free(&b);
         return NULL;

@@ -7,7 +7,8 @@
  * wants them): time to first token, time per output token, end-to-end
  * request latency, each from a finished job's timing fields (engine/scheduler.h:
  * t_submit_ms, t_first_ms, t_done_ms). Gauges are read at scrape time by the
- * caller (sched_get_stats, /proc/self/statm) and passed to metrics_render.
+ * caller (sched_get_stats, /proc/self/statm, llava_memory_info) and passed to
+ * metrics_render; the GPU memory gauges appear only when the device tells.
  *
  * Names follow Prometheus conventions (vLLM's are similar): a "llava_"
  * prefix, _total for counters, _seconds / _bytes units, and the standard
@@ -44,6 +45,10 @@ typedef struct {
     sched_stats ws;    /* scheduler figures */
     int64_t rss_bytes; /* < 0: unknown */
     double uptime_s;
+    bool has_gpu_memory;     /* the device told its memory (llava_memory_info); else
+                                neither GPU gauge is written */
+    int64_t gpu_used_bytes;  /* in use, by every process */
+    int64_t gpu_total_bytes; /* in all */
 } metrics_gauges;
 
 /* The whole exposition text (heap, caller frees), or NULL when out of memory. */

@@ -286,6 +286,7 @@ char *oai_models_json(const char *const *ids, int n, int64_t created, const char
 /* GET /health figures, once the model is ready. */
 typedef struct {
     const char *model;
+    const char *device; /* the backend the model runs on ("cpu", "cuda:0") */
     double uptime_s;
     int64_t rss_bytes;      /* resident memory; < 0 = unknown */
     int64_t kv_bytes;       /* KV cache in use; < 0 = unknown */
@@ -296,11 +297,15 @@ typedef struct {
     int waiting;            /* requests queued */
     int queue_capacity;     /* queue size */
     int parallel;           /* sequences decoded together at most */
+    bool has_gpu_memory;    /* the device told its memory (llava_memory_info) */
+    int64_t gpu_used;       /* device memory in use, by every process */
+    int64_t gpu_total;      /* device memory in all */
 } oai_health;
 
-/* 200 body {"status":"healthy","model","uptime_s","memory":{"rss_bytes",
+/* 200 body {"status":"healthy","model","device","uptime_s","memory":{"rss_bytes",
  * "kv_bytes","kv_bytes_total"},"queue":{"running","waiting","capacity",
- * "parallel"},"kv_cache":{"used","capacity"}}. While loading,
+ * "parallel"},"kv_cache":{"used","capacity"}}, plus "gpu_memory":{"used_bytes",
+ * "total_bytes"} when the device's memory is known. While loading,
  * send oai_error_json of an error filled with OAI_HINT_LOADING instead. */
 char *oai_health_json(const oai_health *h);
 

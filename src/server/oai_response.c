@@ -357,11 +357,17 @@ char *oai_models_json(const char *const *ids, int n, int64_t created, const char
 }
 
 char *oai_health_json(const oai_health *h) {
-    return dump(json_pack(
-        "{s:s, s:s, s:f, s:{s:I, s:I, s:I}, s:{s:i, s:i, s:i, s:i}, s:{s:I, s:I}}", "status",
-        "healthy", "model", h->model ? h->model : "", "uptime_s", h->uptime_s, "memory",
-        "rss_bytes", (json_int_t)h->rss_bytes, "kv_bytes", (json_int_t)h->kv_bytes,
-        "kv_bytes_total", (json_int_t)h->kv_bytes_total, "queue", "running", h->running, "waiting",
-        h->waiting, "capacity", h->queue_capacity, "parallel", h->parallel, "kv_cache", "used",
-        (json_int_t)h->kv_used, "capacity", (json_int_t)h->kv_capacity));
+    json_t *o =
+        json_pack("{s:s, s:s, s:s, s:f, s:{s:I, s:I, s:I}, s:{s:i, s:i, s:i, s:i}, s:{s:I, s:I}}",
+                  "status", "healthy", "model", h->model ? h->model : "", "device",
+                  h->device ? h->device : "", "uptime_s", h->uptime_s, "memory", "rss_bytes",
+                  (json_int_t)h->rss_bytes, "kv_bytes", (json_int_t)h->kv_bytes, "kv_bytes_total",
+                  (json_int_t)h->kv_bytes_total, "queue", "running", h->running, "waiting",
+                  h->waiting, "capacity", h->queue_capacity, "parallel", h->parallel, "kv_cache",
+                  "used", (json_int_t)h->kv_used, "capacity", (json_int_t)h->kv_capacity);
+    if (o && h->has_gpu_memory)
+        json_object_set_new(o, "gpu_memory",
+                            json_pack("{s:I, s:I}", "used_bytes", (json_int_t)h->gpu_used,
+                                      "total_bytes", (json_int_t)h->gpu_total));
+    return dump(o);
 }

@@ -3,6 +3,7 @@
  *
  *   llava-bench bandwidth [--threads T] [--mb M] [--passes P]
  *                         [--isa auto|avx512|avx2|portable] [--json]
+ *                         [--device cpu|ref|cuda[:N]]
  *
  * A buffer of M MiB (default 1024, far above any last-level cache) is
  * written once, then read P times (default 10) by T threads (default all
@@ -20,9 +21,19 @@
  * the same way. The loads feed four running XORs that are returned, so the
  * compiler cannot drop them; an XOR per 64 bytes costs nothing beside a
  * load from DRAM.
+ *
+ * --device other than cpu (the default) measures that backend's memory
+ * through its own ops instead: two buffers of M MiB (alloc), filled once
+ * (upload), then per pass COPIES copies between them (copy, alternating
+ * direction) and a synchronize. A copy reads M MiB and writes M MiB, so a
+ * pass moves 2 · M MiB · COPIES, read and written together, the figure a
+ * GPU's peak bandwidth is quoted in. --threads and --isa are the CPU
+ * loop's and are ignored there. (ref's copy is memcpy: a way to run this
+ * path on any machine.)
  */
 #include "bench/bandwidth.h"
 
+#include "backend/backend.h"
 #include "base/clock.h"
 #include "base/common.h"
 #include "common/tool_args.h"
@@ -130,23 +141,104 @@ static int cmp_double(const void *a, const void *b) {
 
 static void usage_text(FILE *f) {
     fprintf(f, "usage: llava-bench bandwidth [--threads T] [--mb M] [--passes P]\n"
-               "                             [--isa auto|avx512|avx2|portable] [--json]\n");
+               "                             [--isa auto|avx512|avx2|portable] [--json]\n"
+               "                             [--device cpu|ref|cuda[:N]]   (default cpu: the\n"
+               "                             CPU read loop; else the backend's copy)\n");
+}
+
+/* The median, fastest and slowest of n pass times (ms; sorted in place) as
+ * GB/s of `bytes` a pass. */
+static void pass_rates(double *ms, int n, double bytes, double *med, double *best, double *worst) {
+    qsort(ms, (size_t)n, sizeof *ms, cmp_double);
+    double mid = n % 2 ? ms[n / 2] : 0.5 * (ms[n / 2 - 1] + ms[n / 2]);
+    *med = bytes / (mid / 1e3) / 1e9;
+    *best = bytes / (ms[0] / 1e3) / 1e9;
+    *worst = bytes / (ms[n - 1] / 1e3) / 1e9;
+}
+
+enum { COPIES = 10, FILL_CHUNK = 16 << 20 };
+
+/* Fills a backend buffer of `bytes` from a small host pattern, so that
+ * every page exists before it is timed. */
+static bool fill_buffer(be *b, unsigned char *dst, size_t bytes) {
+    size_t chunk = bytes < FILL_CHUNK ? bytes : FILL_CHUNK;
+    unsigned char *host = malloc(chunk);
+    if (!host) return false;
+    for (size_t i = 0; i < chunk; i++) host[i] = (unsigned char)(i * 131u + 7u);
+    for (size_t off = 0; off < bytes; off += chunk)
+        b->ops->upload(b, dst + off, host, bytes - off < chunk ? bytes - off : chunk);
+    free(host);
+    return true;
+}
+
+/* Copy bandwidth of one backend device through its ops (--device). */
+static int device_bandwidth(const char *name, int mb, int passes, bool json) {
+    int index;
+    const struct be_ops *ops = be_find_device(name, &index);
+    be b = {.ops = ops, .device = index};
+    lv_err err = {{0}};
+    if (ops->init(&b, 0, &err)) {
+        fprintf(stderr, "llava-bench bandwidth: %s\n", err.msg);
+        return 1;
+    }
+    size_t bytes = (size_t)mb << 20;
+    unsigned char *x = ops->alloc(&b, bytes), *y = ops->alloc(&b, bytes);
+    double *ms = calloc((size_t)passes, sizeof *ms);
+    int rc = 1;
+    if (!x || !y || !ms || !fill_buffer(&b, x, bytes) || !fill_buffer(&b, y, bytes)) {
+        fprintf(stderr, "llava-bench bandwidth: out of memory for 2 x %d MiB on %s\n", mb, name);
+        goto done;
+    }
+    ops->copy(&b, y, x, bytes); /* warm-up: the first copy may set things up */
+    ops->synchronize(&b);
+    for (int k = 0; k < passes; k++) {
+        double t0 = lv_now_ms();
+        for (int i = 0; i < COPIES; i++) { /* alternating: each reads what the last wrote */
+            if (i % 2)
+                ops->copy(&b, x, y, bytes);
+            else
+                ops->copy(&b, y, x, bytes);
+        }
+        ops->synchronize(&b);
+        ms[k] = lv_now_ms() - t0;
+    }
+    if (ops->status && ops->status(&b, &err)) {
+        fprintf(stderr, "llava-bench bandwidth: %s: %s\n", name, err.msg);
+        goto done;
+    }
+    double moved = 2.0 * (double)bytes * COPIES, gbs, best, worst; /* read + written */
+    pass_rates(ms, passes, moved, &gbs, &best, &worst);
+    if (json)
+        printf("{\"device\":\"%s\",\"bytes\":%zu,\"passes\":%d,\"copies_per_pass\":%d,"
+               "\"gb_s\":%.3f,\"gb_s_best\":%.3f,\"gb_s_worst\":%.3f}\n",
+               name, bytes, passes, COPIES, gbs, best, worst);
+    else
+        printf("bandwidth: %s copy of %.0f MiB, %d copies a pass, %d passes: median %.2f GB/s "
+               "read + written (fastest %.2f, slowest %.2f)\n",
+               name, bytes / 1048576.0, COPIES, passes, gbs, best, worst);
+    rc = 0;
+done:
+    free(ms);
+    ops->release(&b, y);
+    ops->release(&b, x);
+    ops->deinit(&b);
+    return rc;
 }
 
 int bandwidth_bench_main(int argc, char **argv) {
     int threads = 0, mb = 1024, passes = 10;
-    const char *isa = NULL;
+    const char *isa = NULL, *device = "cpu";
     bool json = false;
     const tool_opt opts[] = {
-        TOOL_INT("threads", 0, &threads, 0, 4096),
-        TOOL_INT("mb", 0, &mb, 1, 1 << 20),
-        TOOL_INT("passes", 0, &passes, 1, 100000),
-        TOOL_STR("isa", 0, &isa),
-        TOOL_FLAG("json", 0, &json),
+        TOOL_STR("device", 0, &device),     TOOL_INT("threads", 0, &threads, 0, 4096),
+        TOOL_INT("mb", 0, &mb, 1, 1 << 20), TOOL_INT("passes", 0, &passes, 1, 100000),
+        TOOL_STR("isa", 0, &isa),           TOOL_FLAG("json", 0, &json),
     };
     static const tool_info tool = {"llava-bench bandwidth", usage_text, false};
     int rc = tool_parse(&tool, opts, LV_ARRAY_LEN(opts), argc, argv);
     if (rc) return rc == TOOL_HELP ? 0 : 2;
+    if (!tool_device("llava-bench bandwidth", device)) return 1;
+    if (be_find(device) != &be_cpu_ops) return device_bandwidth(device, mb, passes, json);
     if (!isa) isa = getenv("LLAVA_CPU_ISA");
     if (!isa || !*isa) isa = "auto";
     if (strcmp(isa, "auto") && strcmp(isa, "avx512") && strcmp(isa, "avx2") &&
@@ -214,10 +306,8 @@ int bandwidth_bench_main(int argc, char **argv) {
     }
     pthread_barrier_destroy(&start);
     pthread_barrier_destroy(&end);
-    qsort(ms, (size_t)passes, sizeof *ms, cmp_double);
-    double med = passes % 2 ? ms[passes / 2] : 0.5 * (ms[passes / 2 - 1] + ms[passes / 2]);
-    double gbs = bytes / (med / 1e3) / 1e9, best = bytes / (ms[0] / 1e3) / 1e9,
-           worst = bytes / (ms[passes - 1] / 1e3) / 1e9;
+    double gbs, best, worst;
+    pass_rates(ms, passes, (double)bytes, &gbs, &best, &worst);
     bw_sink = sink; /* the loads' result is used: none of them can be dropped */
     if (json)
         printf("{\"threads\":%d,\"bytes\":%zu,\"passes\":%d,\"loop\":\"%s\",\"gb_s\":%.3f,"

@@ -3,9 +3,11 @@
  *
  *   llava-bench model --model PATH [--mmproj F] [--threads T] [--tg N] [--pp P]
  *                     [--image FILE] [--prompt TEXT] [--repeat R] [--no-warmup] [--json]
+ *                     [--device cpu|ref|cuda[:N]]
  *
  * Loads the model (a directory, or a GGUF pair: --model text.gguf --mmproj
- * mmproj.gguf) on the cpu backend with T threads (default all cores), then
+ * mmproj.gguf) on the --device backend (default cpu) with T threads (default
+ * all cores), then
  * measures, each R times (default 1), reporting the median and every run:
  *
  *   without --image (the text rows; N, P = 0 skips one)
@@ -175,12 +177,14 @@ static void usage_text(FILE *f) {
     fprintf(f, "usage: llava-bench model --model PATH [--mmproj F] [--threads T] [--tg N] "
                "[--pp P]\n"
                "                         [--image FILE] [--prompt TEXT] [--repeat R] "
-               "[--no-warmup] [--json]\n");
+               "[--no-warmup] [--json]\n"
+               "                         [--device cpu|ref|cuda[:N]]   (default cpu)\n");
 }
 
 /* What one invocation measured, for the printers. */
 typedef struct {
     const char *model, *image; /* as given */
+    const char *device;        /* the backend: --device */
     int threads, repeat, tg, pp;
     double load_s;
     double tg_tps[MAX_REPEAT], pp_tps[MAX_REPEAT]; /* the text rows, per run */
@@ -196,6 +200,8 @@ static void print_json(const bench_out *o) {
     int r = o->repeat;
     printf("{\"model\":");
     print_json_str(o->model);
+    printf(",\"device\":");
+    print_json_str(o->device);
     printf(",\"threads\":%d,\"repeat\":%d,\"load_s\":%.3f", o->threads, r, o->load_s);
     if (!o->image && o->tg > 0) {
         printf(",\"tg\":{\"n\":%d,\"tps\":%.4f,\"runs\":", o->tg, median(o->tg_tps, r));
@@ -234,8 +240,8 @@ static void print_json(const bench_out *o) {
 
 static void print_text(const bench_out *o) {
     int r = o->repeat;
-    printf("model %s, %d threads, loaded in %.2f s; median of %d run%s\n", o->model, o->threads,
-           o->load_s, r, r == 1 ? "" : "s");
+    printf("model %s, %s, %d threads, loaded in %.2f s; median of %d run%s\n", o->model, o->device,
+           o->threads, o->load_s, r, r == 1 ? "" : "s");
     if (!o->image && o->tg > 0) {
         printf("decode  tg%-5d %9.2f t/s   runs ", o->tg, median(o->tg_tps, r));
         print_list(o->tg_tps, r, 2);
@@ -261,12 +267,13 @@ static void print_text(const bench_out *o) {
 
 int model_bench_main(int argc, char **argv) {
     const char *mmproj = NULL, *prompt = "Describe the image in detail.";
-    bench_out o = {.tg = 128, .pp = -1, .repeat = 1};
+    bench_out o = {.tg = 128, .pp = -1, .repeat = 1, .device = "cpu"};
     int threads = 0;
     bool json = false, no_warmup = false;
     const tool_opt opts[] = {
         TOOL_STR("model", 'm', &o.model),
         TOOL_STR("mmproj", 0, &mmproj),
+        TOOL_STR("device", 0, &o.device),
         TOOL_INT("threads", 0, &threads, 0, 4096),
         TOOL_INT("tg", 0, &o.tg, 0, 1000000),
         TOOL_INT("pp", 0, &o.pp, 0, 1000000),
@@ -290,6 +297,7 @@ int model_bench_main(int argc, char **argv) {
         return 2;
     }
     if (o.pp < 0) o.pp = o.image ? 0 : 512;
+    if (!tool_device("llava-bench model", o.device)) return 1;
     lv_log_set_level(LV_LOG_WARN);
 
     lv_err err;
@@ -300,7 +308,7 @@ int model_bench_main(int argc, char **argv) {
     size_t n_ids = 0;
     rc = 1;
     double t0 = lv_now_ms();
-    if (llava_open2(o.model, mmproj, &c.m, &err) || llava_load(c.m, "cpu", threads, &err))
+    if (llava_open2(o.model, mmproj, &c.m, &err) || llava_load(c.m, o.device, threads, &err))
         goto fail;
     o.load_s = (lv_now_ms() - t0) / 1e3;
     o.threads = llava_n_threads(c.m);

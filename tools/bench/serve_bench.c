@@ -2,9 +2,9 @@
  * serve_bench.c - `llava-bench serve` (serve_bench.h).
  *
  *   llava-bench serve --model PATH [--streams N] [--tokens T] [--threads K]
- *                     [--image FILE] [--prompt TEXT] [--repeat R]
+ *                     [--image FILE] [--prompt TEXT] [--repeat R] [--device cpu|ref|cuda[:N]]
  *
- * Loads the model on the cpu backend, then runs twice on one scheduler
+ * Loads the model on the --device backend (default cpu), then runs twice on one scheduler
  * configuration each: 1 stream (parallel 1), then N streams submitted at
  * once (parallel N). Every stream is the same greedy request with
  * ignore_eos and max_tokens T, so each generates exactly T tokens; with
@@ -146,14 +146,17 @@ static lv_status run_streams(const bench_req *r, int streams, run_figs *f, lv_er
 
 static void usage_text(FILE *f) {
     fprintf(f, "usage: llava-bench serve --model PATH [--streams N] [--tokens T] "
-               "[--threads K] [--image FILE] [--prompt TEXT] [--repeat R]\n");
+               "[--threads K] [--image FILE] [--prompt TEXT] [--repeat R]\n"
+               "                         [--device cpu|ref|cuda[:N]]   (default cpu)\n");
 }
 
 int serve_bench_main(int argc, char **argv) {
     const char *model = NULL, *image = NULL, *prompt = "Describe the image in detail.";
+    const char *device = "cpu";
     int streams = 8, tokens = 64, threads = 0, repeat = 1;
     const tool_opt opts[] = {
         TOOL_STR("model", 'm', &model),
+        TOOL_STR("device", 0, &device),
         TOOL_INT("streams", 0, &streams, 1, 256),
         TOOL_INT("tokens", 0, &tokens, 2, 1000000),
         TOOL_INT("threads", 0, &threads, 0, 4096),
@@ -169,6 +172,7 @@ int serve_bench_main(int argc, char **argv) {
         usage_text(stderr);
         return 2;
     }
+    if (!tool_device("llava-bench serve", device)) return 1;
     lv_log_set_level(LV_LOG_WARN);
     lv_err err;
     llava *m = NULL;
@@ -178,14 +182,14 @@ int serve_bench_main(int argc, char **argv) {
     int n_img_tok = 0;
     rc = 1;
     size_t n_ids = 0;
-    if (llava_open(model, &m, &err) || llava_load(m, "cpu", threads, &err)) goto fail;
+    if (llava_open(model, &m, &err) || llava_load(m, device, threads, &err)) goto fail;
     if (image && request_load_image(m, image, &px, &n_img_tok, NULL, NULL, &err)) goto fail;
     if (request_prompt_ids(m, prompt, false, &n_img_tok, image ? 1 : 0, &r.ids, &n_ids, &err))
         goto fail;
     r.m = m;
     r.n_ids = (int)n_ids;
     r.px = image ? &px : NULL;
-    printf("model %s, %d threads, prompt %d tokens%s, %d tokens a stream\n", model,
+    printf("model %s, %s, %d threads, prompt %d tokens%s, %d tokens a stream\n", model, device,
            llava_n_threads(m), r.n_ids, image ? " (with the image)" : "", tokens);
     run_figs one = {0}, many = {0}, gen = {0};
     double lo = 0, hi = 0; /* the N/1 aggregate ratio within one round, least and most */

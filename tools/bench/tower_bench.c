@@ -2,16 +2,19 @@
  * tower_bench.c - `llava-bench tower` (tower_bench.h).
  *
  *   llava-bench tower [--layers L] [--threads T] [--dtype f16|bf16|f32] [--repeat N]
+ *                     [--device cpu|ref|cuda[:N]]
  *
  * Builds a CLIP ViT-L/14-336 tower (the vision tower of every LLaVA 1.5 /
  * 1.6 checkpoint) with random weights in memory: L layers (default 24),
  * dtype D (default f16, the mmproj file's) for the matrices, f32 vectors.
- * Encodes one random 336² tile N times (default 3) on the cpu backend with
- * T threads (default all cores) and reports the fastest tile in ms, the
- * tower's GFLOP (matmuls 2·n·rows·cols, attention 4·n²·dim per layer) and
- * GFLOP/s, and where that tile's time went, op by op: the backend's op
- * table is wrapped by one that times each call (the ops are synchronous on
- * the cpu backend, so a call's wall time is its cost).
+ * Encodes one random 336² tile N times (default 3) on the --device backend
+ * (default cpu) with T threads (default all cores) and reports the fastest
+ * tile in ms, the tower's GFLOP (matmuls 2·n·rows·cols, attention 4·n²·dim
+ * per layer) and GFLOP/s, and where that tile's time went, op by op: the
+ * backend's op table is wrapped by one that times each call. The cpu and ref
+ * ops are synchronous, so a call's wall time is its cost; on a device
+ * backend, whose ops return once queued, each timed call is followed by a
+ * synchronize (the tile then costs a little more than it would unbroken).
  */
 #include "bench/tower_bench.h"
 
@@ -37,6 +40,7 @@ static const char *const OP_NAMES[N_OPS] = {"matmul",   "attention", "layernorm"
 static double g_ms[N_OPS], g_cpu[N_OPS];
 static long g_calls[N_OPS];
 static const struct be_ops *g_inner;
+static bool g_async; /* a device backend: wait for each timed op to finish */
 
 static double tick(void) {
     return lv_now_ms();
@@ -53,6 +57,7 @@ static double clock_ms(clockid_t id) {
     do {                                                                                           \
         double t0 = tick(), c0 = clock_ms(CLOCK_THREAD_CPUTIME_ID);                                \
         CALL;                                                                                      \
+        if (g_async) g_inner->synchronize(b);                                                      \
         g_ms[K] += tick() - t0;                                                                    \
         g_cpu[K] += clock_ms(CLOCK_THREAD_CPUTIME_ID) - c0;                                        \
         g_calls[K]++;                                                                              \
@@ -145,13 +150,15 @@ static float *make_vector(be *b, int n, float c, float a, uint32_t *seed) {
 
 static void usage_text(FILE *f) {
     fprintf(f, "usage: llava-bench tower [--layers L] [--threads T] [--dtype f16|bf16|f32] "
-               "[--repeat N]\n");
+               "[--repeat N]\n"
+               "                         [--device cpu|ref|cuda[:N]]   (default cpu)\n");
 }
 
 int tower_bench_main(int argc, char **argv) {
     int layers = 24, threads = 0, repeat = 3;
-    const char *dname = "f16";
+    const char *dname = "f16", *device = "cpu";
     const tool_opt opts[] = {
+        TOOL_STR("device", 0, &device),
         TOOL_INT("layers", 0, &layers, 1, 64),
         TOOL_INT("threads", 0, &threads, 0, 4096),
         TOOL_INT("repeat", 0, &repeat, 1, INT_MAX),
@@ -160,6 +167,9 @@ int tower_bench_main(int argc, char **argv) {
     static const tool_info tool = {"llava-bench tower", usage_text, false};
     int parsed = tool_parse(&tool, opts, LV_ARRAY_LEN(opts), argc, argv);
     if (parsed) return parsed == TOOL_HELP ? 0 : 2;
+    int device_index;
+    const struct be_ops *inner = be_find_device(device, &device_index);
+    if (!tool_device("llava-bench tower", device)) return 1;
     be_dtype dt;
     if (strcmp(dname, "f16") == 0)
         dt = BE_F16;
@@ -189,15 +199,16 @@ int tower_bench_main(int argc, char **argv) {
     int dim = vc->dim, hid = vc->hidden_dim, pcols = 3 * 14 * 14, n_pos = 1 + 24 * 24;
 
     static struct be_ops timed;
-    g_inner = &be_cpu_ops;
-    timed = be_cpu_ops;
+    g_inner = inner;
+    g_async = inner != &be_cpu_ops && inner != &be_ref_ops;
+    timed = *inner;
     timed.matmul = t_matmul;
     timed.attention = t_attention;
     timed.layernorm = t_layernorm;
     timed.quick_gelu = t_quick_gelu;
     timed.gelu = t_gelu;
     timed.add = t_add;
-    be b = {.ops = &timed};
+    be b = {.ops = &timed, .device = device_index};
     lv_err err;
     if (b.ops->init(&b, threads, &err) != LV_OK) {
         fprintf(stderr, "llava-bench: %s\n", err.msg);
@@ -249,6 +260,7 @@ int tower_bench_main(int argc, char **argv) {
         g_n_shapes = 0;
         double t0 = tick(), p0 = clock_ms(CLOCK_PROCESS_CPUTIME_ID);
         if (clip_encode(&c, pixels, 1, out, &err) != LV_OK) goto fail;
+        b.ops->synchronize(&b);
         double dt_ms = tick() - t0, proc = clock_ms(CLOCK_PROCESS_CPUTIME_ID) - p0;
         if (proc < min_proc) min_proc = proc;
         if (dt_ms < best) {
@@ -264,9 +276,12 @@ int tower_bench_main(int argc, char **argv) {
         2.0 * n_pos * ((double)dim * pcols + layers * (4.0 * dim * dim + 2.0 * dim * hid));
     double at_flop = layers * 4.0 * n_pos * (double)n_pos * dim;
     double sum = 0, fsum = 0;
-    for (int i = 0; i < dim; i++) fsum += out[i]; /* keeps the work observable */
-    printf("tower: CLIP ViT-L/14-336, %d layers, %s weights, 1 tile (%d positions), %d threads\n",
-           layers, dname, n_pos, b.n_threads);
+    float first_row[1024]; /* dim: the CLS row, read back through the backend */
+    b.ops->download(&b, first_row, out, sizeof first_row);
+    for (int i = 0; i < dim; i++) fsum += first_row[i]; /* keeps the work observable */
+    printf("tower: CLIP ViT-L/14-336, %d layers, %s weights, 1 tile (%d positions), %s, %d "
+           "threads\n",
+           layers, dname, n_pos, device, b.n_threads);
     printf("  tile: %9.1f ms  %7.1f GFLOP  %7.1f GFLOP/s  (fastest of %d; checksum %.4g)\n", best,
            (mm_flop + at_flop) / 1e9, (mm_flop + at_flop) / best / 1e6, repeat, fsum);
     printf("  process CPU time: %.1f ms in that tile, %.1f ms the least of the %d tiles\n",

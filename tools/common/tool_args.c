@@ -1,6 +1,7 @@
 /* tool_args.c - see tool_args.h. */
 #include "common/tool_args.h"
 
+#include "backend/backend.h"
 #include "base/log.h"
 
 #include <errno.h>
@@ -67,6 +68,12 @@ bool tool_log_level(const char *prog, const char *name) {
     if (bad)
         fprintf(stderr, "%s: unknown log level '%s' (DEBUG, INFO, WARN or ERROR)\n", prog, bad);
     return !bad;
+}
+
+bool tool_device(const char *prog, const char *name) {
+    if (be_find_device(name, NULL)) return true;
+    fprintf(stderr, "%s: unknown backend \"%s\" (%s)\n", prog, name ? name : "(null)", be_names());
+    return false;
 }
 
 /* Applies value to option o; false after printing why not. */

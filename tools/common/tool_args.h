@@ -86,4 +86,10 @@ bool tool_seed(const char *prog, const char *opt, const char *s, unsigned long l
  * false after "<prog>: unknown log level 'x' (DEBUG, INFO, WARN or ERROR)". */
 bool tool_log_level(const char *prog, const char *name);
 
+/* --device NAME (cpu, ref, cuda, cuda:N): true when this build has that
+ * backend. Otherwise false after llava_load's own words, so that a tool
+ * fails before it reads a model:
+ *   "<prog>: unknown backend "tpu" (cpu, ref (this build has no CUDA: ...))". */
+bool tool_device(const char *prog, const char *name);
+
 #endif
