@@ -3,7 +3,9 @@
 # (beyond glibc) into .device/ for a call of the workplace's GPU machine,
 # whose image has the CUDA toolkit but not this project's -dev packages.
 #   scripts/device/pack.sh [BUILD_DIR (build-cuda)] [PROGRAM...]
-# The machine runs them with LD_LIBRARY_PATH=.device/lib (scripts/device/run.sh).
+# They travel as one .device/pack.tar.xz (the call's carry is 64 MiB with
+# the tree); scripts/device/run.sh unpacks it into .device/bin and .device/lib
+# and runs them with LD_LIBRARY_PATH=.device/lib.
 set -euo pipefail
 build=${1:-build-cuda}
 shift || true
@@ -18,8 +20,10 @@ done
 # every library the programs load, except the C library's own and the CUDA driver's
 ldd .device/bin/* | awk '/=> \//{print $3}' | sort -u | while read -r lib; do
   case "$(basename "$lib")" in
-    libc.so*|libm.so*|libpthread.so*|libdl.so*|librt.so*|ld-linux*|libcuda.so*) ;;
+    libc.so*|libm.so*|libpthread.so*|libdl.so*|librt.so*|ld-linux*|libcuda.so*|libstdc++.so*|libgcc_s.so*|libresolv.so*) ;;
     *) cp -L "$lib" .device/lib/ ;;
   esac
 done
-du -sh .device/bin .device/lib
+tar -C .device -cJf .device/pack.tar.xz bin lib
+rm -rf .device/bin .device/lib
+du -sh .device/pack.tar.xz

@@ -10,6 +10,7 @@ export LD_LIBRARY_PATH=$D/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 export LLAVA_TEST_DATA=$root/tests/data LLAVA_TEST_ASSETS=$root/tests/assets
 export LLAVA_BIN_DIR=$D/bin LLAVA_TMP=/tmp/llava-test LLAVA_SRC_DIR=$root/src
 mkdir -p "$LLAVA_TMP"
+[ -d $D/bin ] || tar -C $D -xJf $D/pack.tar.xz || exit 1
 out=${OUT:-/tmp/llava-out}
 mkdir -p "$out"
 M7=/tmp/m7b-q4_0
