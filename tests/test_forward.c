@@ -310,8 +310,9 @@ static const suite v15_ref = {"llava-1.5-tiny", "ref", {"one_image", "text_only"
 /* The same fixtures on the GPU (ctest cuda_forward, LLAVA_TEST_CUDA=1; skipped
  * without a device). Exact mode (float32 weights, f32 KV: the fixtures' own
  * setting) holds the CPU's bars; the fast path (16-bit weights and activations
- * on the tensor cores, f16 KV) holds 2e-2 on logits and 2e-3 + 2e-3·|v| on
- * features, with greedy ids equal wherever transformers' margin is clear. */
+ * on the tensor cores, f16 KV) holds 2e-2 on logits and 1e-2 + 1e-2·|v| on
+ * features (half rounding through the tower's layers), with greedy ids equal
+ * wherever transformers' margin is clear. */
 typedef struct {
     const suite *s;
     bool exact;
@@ -330,8 +331,8 @@ static void forward_matches_cuda(void **state) {
         fail_msg("%s", err.msg);
     }
     g_logit_tol = cs->exact ? LOGIT_TOL : 2e-2;
-    g_feat_abs = cs->exact ? FEAT_ABS : 2e-3;
-    g_feat_rel = cs->exact ? FEAT_REL : 2e-3;
+    g_feat_abs = cs->exact ? FEAT_ABS : 1e-2;
+    g_feat_rel = cs->exact ? FEAT_REL : 1e-2;
     g_margin_ids = !cs->exact;
     for (int i = 0; i < 4 && s->cases[i]; i++) {
         fx_case c;

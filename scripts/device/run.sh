@@ -19,8 +19,8 @@ log() { echo "== $*" >&2; }
 
 make_7b() { # the 7B-shaped random Q4_0 GGUF pair (about 3 minutes, one core)
   [ -f $M7/text.gguf ] && return
-  $D/bin/llava-quantize --random --preset llava-v1.6-mistral-7b --format gguf-q4_0 --out $M7 \
-    > "$out/quantize.log" 2>&1
+  $D/bin/llava-quantize --random --preset llava-v1.6-mistral-7b --format gguf-q4_0 \
+    --tokenizer $D/bin/tokenizer.json --out $M7 > "$out/quantize.log" 2>&1
 }
 
 tests() {
@@ -50,11 +50,39 @@ bench() {
   $D/bin/llava-gpu-bench --device cuda "$@" 2>&1 | tee "$out/gpu-bench.txt"
 }
 
+# Ours and llama.cpp's (its CUDA build in .peer/, see docs/CUDA_NOTES.md) on
+# the same GGUF files, alternating: decode tg128 and prefill pp512, then an
+# image question (the 672x672 image, 5 tiles).
 model() {
   make_7b || { cat "$out/quantize.log"; return 1; }
-  log "llava-bench model, 7B Q4_0, cuda"
-  $D/bin/llava-bench model --model $M7/text.gguf --mmproj $M7/mmproj.gguf --device cuda \
-    --tg 128 --pp 512 --repeat 3 2>&1 | tee "$out/model-q4_0.txt"
+  local P=/tmp/peer img=$root/.peer/a/image-672x672.png
+  # llama.cpp's CUDA build travels in two calls (.peer/a, .peer/b: the carry limit)
+  if [ ! -x $P/bin/llama-bench ] && [ -f $root/.peer/b/llama.tar.xz.part-ac ]; then
+    mkdir -p $P && cat $root/.peer/a/llama.tar.xz.part-* $root/.peer/b/llama.tar.xz.part-* |
+      tar -C $P -xJf - || return 1
+  fi
+  for round in 1 2; do
+    log "round $round: llava-bench model, 7B Q4_0, cuda"
+    $D/bin/llava-bench model --model $M7/text.gguf --mmproj $M7/mmproj.gguf --device cuda \
+      --tg 128 --pp 512 --repeat 3 2>&1 | tee -a "$out/model-q4_0.txt"
+    if [ -x $P/bin/llama-bench ]; then
+      log "round $round: llama-bench, same file, -ngl 99"
+      LD_LIBRARY_PATH=$P/bin:/usr/local/cuda/lib64 $P/bin/llama-bench -m $M7/text.gguf -ngl 99 -p 512 -n 128 -r 3 \
+        2>&1 | tee -a "$out/llama-bench.txt"
+    fi
+  done
+  if [ -f "$img" ]; then
+    log "image question: ours"
+    $D/bin/llava-bench model --model $M7/text.gguf --mmproj $M7/mmproj.gguf --device cuda \
+      --image "$img" --tg 32 --repeat 3 2>&1 | tee "$out/model-image.txt"
+    if [ -x $P/bin/llama-mtmd-cli ]; then
+      log "image question: llama-mtmd-cli"
+      LD_LIBRARY_PATH=$P/bin:/usr/local/cuda/lib64 $P/bin/llama-mtmd-cli -m $M7/text.gguf --mmproj $M7/mmproj.gguf \
+        --image "$img" -p "Describe the image in detail." -n 32 -ngl 99 --temp 0 \
+        > "$out/mtmd.txt" 2>&1
+      grep -E "image|prompt eval|eval time|load time|total" "$out/mtmd.txt" | tail -12
+    fi
+  fi
 }
 
 nvidia-smi --query-gpu=name,memory.total,clocks.max.sm,clocks.max.mem,driver_version \

@@ -10,8 +10,9 @@
  *           byte i, as MLX stores them), ld/2 bytes a row; one (s, m) half2
  *           per 32 values: w = s·q + m.
  *   CW_Q8   codes q in 0..255, one a byte; one (s, m) half2 per 16 values.
- * s·q + m is computed in float32 (one fma) and then, on the tensor-core
- * path, rounded to half: the only rounding of a weight value there.
+ * On the tensor-core path s·q + m is one half fma (matmul.cu dequant2):
+ * the only rounding of a weight value there. cu_weight_value (embed_rows)
+ * computes it in float32, unrounded.
  */
 #ifndef LV_CUDA_WEIGHTS_CUH
 #define LV_CUDA_WEIGHTS_CUH

@@ -5,8 +5,9 @@
  * Tensor cores (mma.sync m16n8k16, half or bfloat16 inputs, float32
  * accumulators) for CW_F16, CW_BF16, CW_Q4 and CW_Q8: x is rounded to the
  * weight's 16-bit type (half saturates at ±65504), a quantized weight is
- * dequantized in registers (one fma and one rounding per value) and never
- * stored wider. CW_F32 (exact mode) is float32 FMA, no tensor cores.
+ * dequantized in registers (codes turned into halves by bit operations, no
+ * conversion instructions, then s·q + m as one half fma) and never stored
+ * wider. CW_F32 (exact mode) is float32 FMA, no tensor cores.
  *
  * Batch invariance. An output y[i][r] must not depend on n or on the other
  * rows of x, so every path computes it with the same arithmetic:
@@ -87,11 +88,11 @@ template <> struct wraw<CW_BF16> {
 };
 template <> struct wraw<CW_Q4> {
     uint4 r[2];
-    float2 sm[2];
+    __half2 sm[2]; /* (s, s) and (m, m) of rows g and g + 8 are made in frag_a */
 };
 template <> struct wraw<CW_Q8> {
     uint4 r[2][2];
-    float2 sm[2][2];
+    __half2 sm[2][2];
 };
 
 template <int KIND>
@@ -109,21 +110,31 @@ static __device__ __forceinline__ void load_w(const cu_weight &w, int row0, int 
         } else if (KIND == CW_Q4) {
             auto &q = (wraw<CW_Q4> &)o;
             q.r[h] = __ldg((const uint4 *)((const unsigned char *)w.data + (row * w.ld + k) / 2));
-            q.sm[h] = __half22float2(w.sm[(row * w.ld + k) / CU_Q4_GROUP]);
+            q.sm[h] = w.sm[(row * w.ld + k) / CU_Q4_GROUP];
         } else {
             auto &q = (wraw<CW_Q8> &)o;
             const uint4 *p = (const uint4 *)((const unsigned char *)w.data + row * w.ld + k);
             q.r[h][0] = __ldg(p);
             q.r[h][1] = __ldg(p + 1);
             size_t gi = (row * w.ld + k) / CU_Q8_GROUP;
-            q.sm[h][0] = __half22float2(w.sm[gi]);
-            q.sm[h][1] = __half22float2(w.sm[gi + 1]);
+            q.sm[h][0] = w.sm[gi];
+            q.sm[h][1] = w.sm[gi + 1];
         }
     }
 }
 
 static __device__ __forceinline__ uint32_t word_of(const uint4 &u, int i) {
     return i == 0 ? u.x : i == 1 ? u.y : i == 2 ? u.z : u.w;
+}
+
+/* Codes q0 (bits 0..) and q1 (bits 16..) of a word whose other bits are
+ * 0x6400: the halves 1024 + q, exactly; minus 1024 gives q, exactly. Then
+ * s·q + m in one half fma (one rounding, as the layout's comment says). */
+static __device__ __forceinline__ uint32_t dequant2(uint32_t biased, __half2 sm) {
+    const __half2 k1024 = __halves2half2(__ushort_as_half(0x6400), __ushort_as_half(0x6400));
+    __half2 q = __hsub2(*(__half2 *)&biased, k1024);
+    __half2 v = __hfma2(q, __half2half2(__low2half(sm)), __half2half2(__high2half(sm)));
+    return *(uint32_t *)&v;
 }
 
 /* a[0..3] for step s (slots: a0 row g, a1 row g+8 at (2t, 2t+1); a2, a3 at (2t+8, 2t+9)). */
@@ -139,18 +150,16 @@ static __device__ __forceinline__ void frag_a(const wraw<KIND> &o, int s, uint32
         } else if (KIND == CW_Q4) {
             const auto &q = (const wraw<CW_Q4> &)o;
             uint32_t bits = word_of(q.r[h], s / 2) >> ((s & 1) * 16); /* codes 4s..4s+3 */
-            float sc = q.sm[h].x, m = q.sm[h].y;
-            lo = pack2<false>(fmaf(sc, (float)(bits & 15), m), fmaf(sc, (float)((bits >> 4) & 15), m));
-            hi = pack2<false>(fmaf(sc, (float)((bits >> 8) & 15), m),
-                              fmaf(sc, (float)((bits >> 12) & 15), m));
+            /* nibbles n0 n1 n2 n3 -> (n0, n1) and (n2, n3) into the low bits of each half */
+            uint32_t p01 = (bits & 0xFu) | (bits & 0xF0u) << 12;
+            uint32_t p23 = (bits >> 8 & 0xFu) | (bits >> 12 & 0xFu) << 16;
+            lo = dequant2(p01 | 0x64006400u, q.sm[h]);
+            hi = dequant2(p23 | 0x64006400u, q.sm[h]);
         } else {
             const auto &q = (const wraw<CW_Q8> &)o;
-            uint32_t bits = word_of(q.r[h][s / 4], s % 4); /* codes 4s..4s+3 */
-            float sc = q.sm[h][s / 4].x, m = q.sm[h][s / 4].y;
-            lo = pack2<false>(fmaf(sc, (float)(bits & 255), m),
-                              fmaf(sc, (float)((bits >> 8) & 255), m));
-            hi = pack2<false>(fmaf(sc, (float)((bits >> 16) & 255), m),
-                              fmaf(sc, (float)(bits >> 24), m));
+            uint32_t bits = word_of(q.r[h][s / 4], s % 4); /* codes 4s..4s+3, a byte each */
+            lo = dequant2(__byte_perm(bits, 0x64646464u, 0x4140), q.sm[h][s / 4]);
+            hi = dequant2(__byte_perm(bits, 0x64646464u, 0x4342), q.sm[h][s / 4]);
         }
         a[h] = lo;     /* a0 / a1 */
         a[2 + h] = hi; /* a2 / a3 */
