@@ -8,17 +8,22 @@
  * few odd ones: 8, 24, 72, 256), n_q 1, 7 and 300, n_kv up to 1100 (many
  * 64-key segments, so both the split (decode) and the sequential (prefill)
  * paths run), causal and not, GQA 4:1 and 1:1, f16 and f32 caches, and out
- * == q. Tolerance: the largest |got − want| at most 2e-3 of the largest
- * |want| (room for an f16 rounding of q; the CUDA-core kernels keep q in
- * float32 and land far below it).
+ * == q.
+ *
+ * Every test runs in both of the backend's modes, each with its own context:
+ *   exact  be.exact: float32 on CUDA cores for every head_dim; the largest
+ *          |got − want| at most 2e-3 of the largest |want| (the kernels
+ *          keep q in float32 and land far below it);
+ *   fast   tensor cores at head_dim 64 and 128 (q, k, v and p rounded to
+ *          f16), the CUDA cores elsewhere; at most 1e-2 of the largest |want|.
  *
  * attention_batch_invariant: a causal prefill of 300 rows at q_pos0 = 700
  * over n_kv = 1000, then a few of those rows alone (n_q = 1, the cache cut
  * at their own position, as a decode step sees it) and in chunks of 5: the
  * bits must match. Likewise bidirectional rows (CLIP) in a whole call of
  * 577 and in a chunk of 7. The shapes are picked so that some whole calls
- * take the kernel's sequential path and the small ones its split path
- * (attention.cu), whose bits must agree.
+ * take the kernels' sequential path and the small ones their split path
+ * (attention.cu), whose bits must agree, in both modes.
  *
  * Without a CUDA device (the backend's init fails) every test is skipped.
  */
@@ -37,10 +42,22 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define TOL_MAX_ABS 2e-3 /* of max |want| */
+/* The two contexts every test runs in: be.exact picks the kernels. */
+typedef struct {
+    const char *name;
+    bool exact;
+    double tol; /* max |got − want| as a fraction of max |want| */
+} mode;
 
-static be g_ref, g_cuda;
+static const mode g_modes[2] = {
+    {"exact", true, 2e-3}, /* float32 on CUDA cores */
+    {"fast", false, 1e-2}, /* tensor cores at head_dim 64 and 128: f16 q, k, v and p */
+};
+
+static be g_ref, g_cuda[2];
 static bool g_have_cuda;
+static be *g_dev;          /* the context of the running test */
+static const mode *g_mode; /* ... and its mode */
 
 static int setup(void **state) {
     (void)state;
@@ -49,12 +66,15 @@ static int setup(void **state) {
     if (g_ref.ops->init(&g_ref, 1, &err) != LV_OK) return -1;
     const struct be_ops *ops = be_find("cuda");
     if (!ops) return 0; /* a build without CUDA: skip */
-    g_cuda.ops = ops;
-    g_cuda.exact = false;
-    g_cuda.device = 0;
-    if (ops->init(&g_cuda, 0, &err) != LV_OK) {
-        fprintf(stderr, "cuda backend unavailable (%s): skipping\n", err.msg);
-        return 0;
+    for (int m = 0; m < 2; m++) {
+        g_cuda[m].ops = ops;
+        g_cuda[m].exact = g_modes[m].exact;
+        g_cuda[m].device = 0;
+        if (ops->init(&g_cuda[m], 0, &err) != LV_OK) {
+            fprintf(stderr, "cuda backend unavailable (%s): skipping\n", err.msg);
+            if (m) ops->deinit(&g_cuda[0]);
+            return 0;
+        }
     }
     g_have_cuda = true;
     return 0;
@@ -62,9 +82,17 @@ static int setup(void **state) {
 
 static int teardown(void **state) {
     (void)state;
-    if (g_have_cuda) g_cuda.ops->deinit(&g_cuda);
+    if (g_have_cuda)
+        for (int m = 0; m < 2; m++) g_cuda[m].ops->deinit(&g_cuda[m]);
     g_ref.ops->deinit(&g_ref);
     return 0;
+}
+
+/* Every test takes its mode as cmocka's initial state (cmocka_unit_test_prestate). */
+static void use_mode(void **state) {
+    if (!g_have_cuda) skip();
+    g_mode = (const mode *)*state;
+    g_dev = &g_cuda[g_mode - g_modes];
 }
 
 /* ---------------------------------------------------------------------------
@@ -124,16 +152,16 @@ static void *kv_of(const float *x, size_t n, be_dtype dt) {
 }
 
 static void *to_device(const void *host, size_t bytes) {
-    void *d = g_cuda.ops->alloc(&g_cuda, bytes ? bytes : 1);
+    void *d = g_dev->ops->alloc(g_dev, bytes ? bytes : 1);
     assert_non_null(d);
-    g_cuda.ops->upload(&g_cuda, d, host, bytes);
+    g_dev->ops->upload(g_dev, d, host, bytes);
     return d;
 }
 
 static void assert_healthy(const char *what) {
-    if (!g_cuda.ops->status) return;
+    if (!g_dev->ops->status) return;
     lv_err err;
-    if (g_cuda.ops->status(&g_cuda, &err) != LV_OK) fail_msg("%s: device fault: %s", what, err.msg);
+    if (g_dev->ops->status(g_dev, &err) != LV_OK) fail_msg("%s: device fault: %s", what, err.msg);
 }
 
 /* One CUDA attention call on host data: out (n_q rows) from q, over device
@@ -149,12 +177,12 @@ static void cuda_attention(float *out, const float *q, const void *dk, const voi
         dout = to_device(poison, q_bytes);
         free(poison);
     }
-    g_cuda.ops->attention(&g_cuda, dout, dq, dk, dv, dt, n_q, q_pos0, n_kv, n_heads, n_kv_heads, hd,
+    g_dev->ops->attention(g_dev, dout, dq, dk, dv, dt, n_q, q_pos0, n_kv, n_heads, n_kv_heads, hd,
                           causal);
-    g_cuda.ops->download(&g_cuda, out, dout, q_bytes);
+    g_dev->ops->download(g_dev, out, dout, q_bytes);
     assert_healthy("attention");
-    if (dout != dq) g_cuda.ops->release(&g_cuda, dout);
-    g_cuda.ops->release(&g_cuda, dq);
+    if (dout != dq) g_dev->ops->release(g_dev, dout);
+    g_dev->ops->release(g_dev, dq);
 }
 
 /* ---------------------------------------------------------------------------
@@ -175,8 +203,8 @@ static void check_attention(int n_q, int q_pos0, int n_kv, int n_heads, int n_kv
                    in_place);
 
     char what[160];
-    snprintf(what, sizeof what, "attention %s n_q=%d pos0=%d n_kv=%d heads=%d/%d hd=%d%s%s",
-             dt == BE_F16 ? "f16" : "f32", n_q, q_pos0, n_kv, n_heads, n_kv_heads, hd,
+    snprintf(what, sizeof what, "attention (%s) %s n_q=%d pos0=%d n_kv=%d heads=%d/%d hd=%d%s%s",
+             g_mode->name, dt == BE_F16 ? "f16" : "f32", n_q, q_pos0, n_kv, n_heads, n_kv_heads, hd,
              causal ? " causal" : "", in_place ? " out=q" : "");
     double max_want = 0, max_err = 0;
     size_t worst = 0;
@@ -191,12 +219,12 @@ static void check_attention(int n_q, int q_pos0, int n_kv, int n_heads, int n_kv
             worst = i;
         }
     }
-    if (!(max_err <= TOL_MAX_ABS * max_want))
+    if (!(max_err <= g_mode->tol * max_want))
         fail_msg("%s: |got - want| = %.3g at element %zu (got %g, want %g), expected <= %.3g", what,
-                 max_err, worst, got[worst], want[worst], TOL_MAX_ABS * max_want);
+                 max_err, worst, got[worst], want[worst], g_mode->tol * max_want);
 
-    g_cuda.ops->release(&g_cuda, dv);
-    g_cuda.ops->release(&g_cuda, dk);
+    g_dev->ops->release(g_dev, dv);
+    g_dev->ops->release(g_dev, dk);
     free(got);
     free(want);
     free(v);
@@ -207,8 +235,7 @@ static void check_attention(int n_q, int q_pos0, int n_kv, int n_heads, int n_kv
 }
 
 static void attention_shapes(void **state) {
-    (void)state;
-    if (!g_have_cuda) skip();
+    use_mode(state);
     const int hds[] = {16, 64, 128};
     const int n_qs[] = {1, 7, 300};
     for (size_t a = 0; a < sizeof hds / sizeof *hds; a++) {
@@ -235,8 +262,7 @@ static void attention_shapes(void **state) {
 /* Odd corners: the smallest and largest head_dim, dims that are not a power
  * of two, a single key, segment edges (64, 65 keys), GQA 3 and 8. */
 static void attention_corners(void **state) {
-    (void)state;
-    if (!g_have_cuda) skip();
+    use_mode(state);
     for (int d = 0; d < 2; d++) {
         be_dtype dt = d ? BE_F16 : BE_F32;
         check_attention(1, 0, 1, 2, 1, 8, true, true, dt);
@@ -279,18 +305,18 @@ static void check_invariant_causal(int n_heads, int n_kv_heads, int hd, be_dtype
         cuda_attention(part, q + i * row, dk, dv, dt, 1, pos0 + i, pos0 + i + 1, n_heads,
                        n_kv_heads, hd, true, false);
         if (memcmp(part, whole + i * row, row * sizeof *part) != 0)
-            fail_msg("attention %s heads=%d/%d hd=%d: row %d alone differs from the prefill",
-                     dt == BE_F16 ? "f16" : "f32", n_heads, n_kv_heads, hd, i);
+            fail_msg("attention (%s) %s heads=%d/%d hd=%d: row %d alone differs from the prefill",
+                     g_mode->name, dt == BE_F16 ? "f16" : "f32", n_heads, n_kv_heads, hd, i);
         /* in a chunk of 5 (in place, for good measure) */
         cuda_attention(part, q + i * row, dk, dv, dt, 5, pos0 + i, pos0 + i + 5, n_heads,
                        n_kv_heads, hd, true, true);
         if (memcmp(part, whole + i * row, 5 * row * sizeof *part) != 0)
-            fail_msg("attention %s heads=%d/%d hd=%d: rows %d..%d in a chunk of 5 differ from "
-                     "the prefill",
-                     dt == BE_F16 ? "f16" : "f32", n_heads, n_kv_heads, hd, i, i + 4);
+            fail_msg("attention (%s) %s heads=%d/%d hd=%d: rows %d..%d in a chunk of 5 differ "
+                     "from the prefill",
+                     g_mode->name, dt == BE_F16 ? "f16" : "f32", n_heads, n_kv_heads, hd, i, i + 4);
     }
-    g_cuda.ops->release(&g_cuda, dv);
-    g_cuda.ops->release(&g_cuda, dk);
+    g_dev->ops->release(g_dev, dv);
+    g_dev->ops->release(g_dev, dk);
     free(part);
     free(whole);
     free(v);
@@ -315,11 +341,12 @@ static void check_invariant_bidirectional(int n_heads, int hd, be_dtype dt) {
         int i = starts[t];
         cuda_attention(part, q + i * row, dk, dv, dt, 7, 0, n, n_heads, n_heads, hd, false, false);
         if (memcmp(part, whole + i * row, 7 * row * sizeof *part) != 0)
-            fail_msg("attention %s heads=%d hd=%d: rows %d..%d alone differ from the whole call",
-                     dt == BE_F16 ? "f16" : "f32", n_heads, hd, i, i + 6);
+            fail_msg("attention (%s) %s heads=%d hd=%d: rows %d..%d alone differ from the whole "
+                     "call",
+                     g_mode->name, dt == BE_F16 ? "f16" : "f32", n_heads, hd, i, i + 6);
     }
-    g_cuda.ops->release(&g_cuda, dv);
-    g_cuda.ops->release(&g_cuda, dk);
+    g_dev->ops->release(g_dev, dv);
+    g_dev->ops->release(g_dev, dk);
     free(part);
     free(whole);
     free(v);
@@ -330,25 +357,37 @@ static void check_invariant_bidirectional(int n_heads, int hd, be_dtype dt) {
 }
 
 static void attention_batch_invariant(void **state) {
-    (void)state;
-    if (!g_have_cuda) skip();
-    /* The prefill of the first three has enough tiles to run its segments in
-     * sequence, the single rows and chunks split them over blocks: the two
-     * paths must agree. The others split both ways. */
+    use_mode(state);
+    /* On a GPU of about 132 multiprocessors (H100, H200) the prefill of the
+     * 32/8-head cases and the whole CLIP calls have enough blocks to run
+     * their segments in sequence, in both modes; the single rows and chunks
+     * split them over blocks and merge them in a second kernel: the two
+     * paths must agree. The others split both ways. In fast mode head_dim
+     * 64 and 128 take the tensor cores, 16 the CUDA cores. */
     check_invariant_causal(32, 8, 128, BE_F16); /* Mistral */
     check_invariant_causal(32, 8, 128, BE_F32);
+    check_invariant_causal(32, 8, 64, BE_F16);
     check_invariant_causal(32, 32, 16, BE_F16);
     check_invariant_causal(8, 2, 128, BE_F16);
     check_invariant_causal(16, 4, 64, BE_F32);
     check_invariant_bidirectional(16, 64, BE_F32); /* CLIP ViT-L/14-336: in sequence vs split */
+    check_invariant_bidirectional(16, 128, BE_F16);
     check_invariant_bidirectional(4, 128, BE_F16);
 }
 
+/* cmocka_unit_test_prestate with the mode in the test's name. */
+#define TEST_IN_MODE(f, m)                                                                         \
+    { #f " (" #m ")", f, NULL, NULL, (void *)&g_modes[MODE_##m] }
+enum { MODE_exact = 0, MODE_fast = 1 };
+
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(attention_shapes),
-        cmocka_unit_test(attention_corners),
-        cmocka_unit_test(attention_batch_invariant),
+        TEST_IN_MODE(attention_shapes, exact),
+        TEST_IN_MODE(attention_corners, exact),
+        TEST_IN_MODE(attention_batch_invariant, exact),
+        TEST_IN_MODE(attention_shapes, fast),
+        TEST_IN_MODE(attention_corners, fast),
+        TEST_IN_MODE(attention_batch_invariant, fast),
     };
     return cmocka_run_group_tests_name("cuda_attention", tests, setup, teardown);
 }

@@ -374,7 +374,7 @@ __global__ void __launch_bounds__(128) attn_merge_kernel(const attn_args p) {
 /* ---- the tensor-core path (fast mode, head_dim 64 and 128) -------------- */
 
 enum {
-    FA_WARPS = 4,            /* per block; each warp owns one 16-row mma tile */
+    FA_WARPS = 4, /* per block; each warp owns one 16-row mma tile */
     FA_THREADS = 32 * FA_WARPS,
     FA_BLOCK_ROWS = 16 * FA_WARPS
 };
@@ -401,8 +401,7 @@ static __device__ __forceinline__ void fa_merge_factors(float M, float m, float 
 
 /* running·a + segment·b, for L and every O[d]: an explicit fma and multiply,
  * which no compiler contracts differently in different kernels. */
-static __device__ __forceinline__ float fa_merge_value(float running, float a, float seg,
-                                                       float b) {
+static __device__ __forceinline__ float fa_merge_value(float running, float a, float seg, float b) {
     return __fmaf_rn(running, a, __fmul_rn(seg, b));
 }
 
@@ -507,10 +506,9 @@ static __device__ __forceinline__ void fa_stage(const fa_args &p, int g, int s, 
  * returned as the A fragments of the P·V mma (keys 16kk..16kk+15).
  */
 template <int HD>
-static __device__ __forceinline__ void fa_softmax(const uint32_t (&qa)[HD / 16][4],
-                                                  const __half *Ks, int lane, const int vis[2],
-                                                  float scale_log2, float m[2], float l[2],
-                                                  uint32_t pa[4][4]) {
+static __device__ __forceinline__ void
+fa_softmax(const uint32_t (&qa)[HD / 16][4], const __half *Ks, int lane, const int vis[2],
+           float scale_log2, float m[2], float l[2], uint32_t pa[4][4]) {
     constexpr int STRIDE = fa_dims<HD>::STRIDE;
     float S[8][4];
 #pragma unroll
@@ -711,8 +709,8 @@ __global__ void __launch_bounds__(FA_THREADS) fa_kernel(const fa_args p) {
 #pragma unroll
                         for (int e = 0; e < 4; e++)
                             if (vis[e >> 1] > 0)
-                                O[2 * np + n][e] = fa_merge_value(O[2 * np + n][e], a[e >> 1],
-                                                                  o[n][e], b[e >> 1]);
+                                O[2 * np + n][e] =
+                                    fa_merge_value(O[2 * np + n][e], a[e >> 1], o[n][e], b[e >> 1]);
                 }
             }
         }
@@ -740,10 +738,10 @@ template <int HD> __global__ void __launch_bounds__(128) fa_merge_kernel(const f
     const int n_seg_row = (keys_seen(r, p.group, p.q_pos0, p.n_kv, p.causal) + SEG - 1) / SEG;
     const float2 *ml = p.part_ml + (size_t)row * p.n_seg;
     const float *po = p.part_o + (size_t)row * p.n_seg * HD + PER * lane;
+    /* unrolled (below) so that the loads of several segments are in flight at once */
     float M = -INFINITY, L = 0.f, O[PER];
 #pragma unroll
     for (int i = 0; i < PER; i++) O[i] = 0.f;
-    /* unrolled so that the loads of several segments are in flight at once */
 #pragma unroll 4
     for (int s = 0; s < n_seg_row; s++) {
         float2 seg = ml[s];
@@ -798,8 +796,8 @@ static void fa_launch(cu_ctx *c, fa_args *p, const void *k, const void *v, be_dt
         p->part_ml = (float2 *)(scratch + o_bytes);
     }
     if (kv_dtype == BE_F32) {
-        __half *kh = (__half *)(scratch + part_bytes), *vh = (__half *)(scratch + part_bytes +
-                                                                        half_bytes);
+        __half *kh = (__half *)(scratch + part_bytes),
+               *vh = (__half *)(scratch + part_bytes + half_bytes);
         size_t n4 = kv_n / 4;
         unsigned grid = (unsigned)((n4 + 255) / 256);
         fa_to_half<<<grid, 256, 0, c->stream>>>((uint2 *)kh, (const float4 *)k, n4);
