@@ -1,56 +1,95 @@
 /*
  * attention.cu - softmax(q·kᵀ/√head_dim [+ causal mask])·v over a sequence's
- * f16 or f32 KV cache, on CUDA cores, batch invariant bit for bit.
+ * f16 or f32 KV cache, batch invariant bit for bit, in two arithmetics:
+ *   CUDA cores    float32 throughout (f16 caches widened exactly): exact mode
+ *                 (be.exact, the model tests against transformers), and
+ *                 every head_dim but 64 and 128;
+ *   tensor cores  fast mode at head_dim 64 and 128: q rounded to f16, K and
+ *                 V read as f16 (an f32 cache, as CLIP gives, is first
+ *                 rounded to a scratch copy, saturating at ±65504), scores
+ *                 and P·V as mma.sync.m16n8k16 f16 × f16 -> f32, softmax
+ *                 statistics in f32, P rounded to f16 for the P·V mma.
+ * Which one runs depends only on (exact, head_dim), never on n_q, so a row
+ * meets the same arithmetic in every call.
  *
  * Rows. A row is one (query i, head h). The rows that read kv head g are
  * numbered query-major, r = i·group + (h − g·group), and cut into tiles of
- * TILE_ROWS consecutive rows: a decode step's tile holds the GQA group of
- * one query (the 4 heads of Mistral that read one kv head), so each key and
- * value is read once for all of them; a prefill tile holds a few queries'
- * groups (or, without GQA, a few queries of one head: CLIP).
+ * consecutive rows: a decode step's tile holds the GQA group of one query
+ * (the 4 heads of Mistral that read one kv head), so each key and value is
+ * read once for all of them; a prefill tile holds a few queries' groups (or,
+ * without GQA, a few queries of one head: CLIP). Tensor cores: a warp owns
+ * 16 rows (one mma tile, padded with zero rows), a block 4 warps.
  *
  * Segments. A row's keys are cut at fixed absolute positions into segments
- * of SEG keys: [0, 64), [64, 128), ... A block stages one segment's keys
- * and values in shared memory (as float32) and computes, for each row of
- * its tile that sees any of them, the segment's partial softmax:
+ * of SEG = 64 keys: [0, 64), [64, 128), ... A block stages one segment's
+ * keys and values in shared memory and computes, for each row of its tile
+ * that sees any of them, the segment's partial softmax:
  *   m = max of the visible scores, p_j = exp(s_j − m), l = Σ p_j,
  *   o[d] = Σ p_j·v_j[d] (visible keys only).
  * Segments are then merged in increasing order, starting from segment 0
  * (which every row sees): M' = max(M, m), a = exp(M − M'), b = exp(m − M'),
  * L = L·a + l·b, O = O·a + o·b; the output is O / L.
  *
- * Two paths share that arithmetic:
+ * Two paths share that arithmetic, in each of the two arithmetics:
  *   sequential  one block per tile walks its segments in order and merges
  *               in registers (prefill, CLIP: there are many tiles);
  *   split       one block per (tile, segment) writes its partial to a
- *               scratch buffer, and attn_merge_kernel merges each row's
+ *               scratch buffer, and a merge kernel merges each row's
  *               partials in order (decode: few tiles, many segments, so
  *               the work spreads over the whole GPU, flash-decoding).
+ * The choice depends on n_q (how many blocks the sequential grid has) and
+ * changes no bit, as follows.
  *
- * Batch invariance. Every number a row produces is defined per row, with
- * an order fixed by absolute key and dimension positions, never by the
- * tile, the block or the path:
+ * Batch invariance, CUDA cores. Every number a row produces is defined per
+ * row, with an order fixed by absolute key and dimension positions, never
+ * by the tile, the block or the path:
  *   score s_j   one fma chain over d = 0, 1, ..., head_dim−1, then ·scale;
  *   m           a max (exact in any order);
  *   l           slots j and j+32 of the segment added, then a fixed
  *               butterfly over the 32 lanes (every lane gets the same bits);
  *   o[d]        one fma chain over the segment's visible keys in order;
  *   merge       merge_factors / merge_value below, segment 0 first.
- * Which keys a row sees depends only on its own position (causal) or on
- * n_kv (non-causal, where every row of a sequence has the same n_kv).
- * Masked keys are skipped, not multiplied by zero, and segments a row does
- * not reach are never merged. Every float operation is an explicit
- * round-to-nearest intrinsic (__fmaf_rn, __fmul_rn, ...), which the
- * compiler may not contract or reorder, so the same formula compiled into
- * the two kernels gives the same bits. Hence a row gives the same output
- * decoded alone (split), in a prefill chunk of any size (sequential or
- * split) and whatever other rows share its tile. No tensor cores: q, k and
- * v stay float32 throughout (f16 caches are widened exactly).
+ * Masked keys are skipped, not multiplied by zero.
+ *
+ * Batch invariance, tensor cores. The same scheme, with the per-segment
+ * work in __device__ functions both kernels call (fa_softmax, fa_pv), the
+ * merge in fa_merge_factors / fa_merge_value, both merges starting from
+ * (M, L, O) = (-inf, 0, 0) and taking segment 0 first:
+ *   score       per 8-key tile one f32 accumulator from 0, the mma of each
+ *               16-dim step in increasing order; an mma output depends only
+ *               on its own q row and key, so the other rows of the tile
+ *               (other queries, other heads, zero padding) change nothing;
+ *               then s = S·(log2(e)/√head_dim): the softmax is in base 2;
+ *   m           the max of the row's visible s; masked keys get s = -inf
+ *               and p = 0 exactly, so the row's max, l and P are the same
+ *               whether a masked key is a real cached key (prefill) or a
+ *               zero-filled slot past n_kv (decode);
+ *   l           each lane adds its 16 values of the row in a fixed order,
+ *               then lanes t^1 and t^2 (every lane of the row gets the same
+ *               bits, whether the row sits at slot g or g + 8 of the tile);
+ *   o[d]        per 8-dim tile one accumulator from 0, the mma of the
+ *               segment's 64 keys in increasing 16-key steps (the f16 P of
+ *               masked keys is 0);
+ *   merge       sequential: in registers after each segment; split: the
+ *               partials (m, l, o) stored as f32 (exactly) and merged by
+ *               fa_merge_kernel with the same functions in the same order.
+ * 2^x is the hardware's ex2.approx, the same instruction in every kernel.
+ *
+ * In both arithmetics, which keys a row sees depends only on its own
+ * position (causal) or on n_kv (non-causal, where every row of a sequence
+ * has the same n_kv), a segment a row does not reach is never merged, and
+ * every float operation outside the mma is an explicit round-to-nearest
+ * intrinsic (__fmaf_rn, __fmul_rn, ...), which the compiler may not
+ * contract or reorder, so the same formula compiled into different kernels
+ * gives the same bits. Hence a row gives the same output decoded alone
+ * (split), in a prefill chunk of any size (sequential or split) and
+ * whatever other rows share its tile.
  *
  * In place (out == q): each q row is read by the blocks of its own tile
- * only; the sequential path writes a tile's output rows after its q rows
- * were staged in shared memory at the start, and the split path writes
- * output only in the merge kernel, which runs after every segment block.
+ * only (tensor cores: by its own warp, into registers, at the start); the
+ * sequential path writes a tile's output rows after its q rows were read,
+ * and the split path writes output only in the merge kernel, which runs
+ * after every segment block.
  *
  * Pointers: q, out, k and v must be 16-byte aligned (device allocations
  * are; head_dim % 8 == 0 keeps every row aligned).
@@ -742,7 +781,7 @@ template <int HD> __global__ void __launch_bounds__(128) fa_merge_kernel(const f
     float M = -INFINITY, L = 0.f, O[PER];
 #pragma unroll
     for (int i = 0; i < PER; i++) O[i] = 0.f;
-#pragma unroll 4
+#pragma unroll 8
     for (int s = 0; s < n_seg_row; s++) {
         float2 seg = ml[s];
         float o[PER];
@@ -762,12 +801,14 @@ template <int HD> __global__ void __launch_bounds__(128) fa_merge_kernel(const f
     for (int i = 0; i < PER; i++) out[i] = __fdiv_rn(O[i], L);
 }
 
-/* An f32 cache (CLIP's K and V) as halves, rounded and saturated as q is. */
-__global__ void fa_to_half(uint2 *dst, const float4 *src, size_t n4) {
+/* An f32 cache (CLIP's K and V: blockIdx.y picks which) as halves, rounded
+ * and saturated as q is, so that both kernels only ever stage halves. */
+__global__ void fa_to_half(uint2 *k_dst, uint2 *v_dst, const float4 *k, const float4 *v,
+                           size_t n4) {
     size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
     if (i >= n4) return;
-    float4 f = src[i];
-    dst[i] = make_uint2(fa_pack(f.x, f.y), fa_pack(f.z, f.w));
+    float4 f = blockIdx.y ? v[i] : k[i];
+    (blockIdx.y ? v_dst : k_dst)[i] = make_uint2(fa_pack(f.x, f.y), fa_pack(f.z, f.w));
 }
 
 static size_t fa_round(size_t bytes) {
@@ -799,9 +840,9 @@ static void fa_launch(cu_ctx *c, fa_args *p, const void *k, const void *v, be_dt
         __half *kh = (__half *)(scratch + part_bytes),
                *vh = (__half *)(scratch + part_bytes + half_bytes);
         size_t n4 = kv_n / 4;
-        unsigned grid = (unsigned)((n4 + 255) / 256);
-        fa_to_half<<<grid, 256, 0, c->stream>>>((uint2 *)kh, (const float4 *)k, n4);
-        fa_to_half<<<grid, 256, 0, c->stream>>>((uint2 *)vh, (const float4 *)v, n4);
+        dim3 grid((unsigned)((n4 + 255) / 256), 2);
+        fa_to_half<<<grid, 256, 0, c->stream>>>((uint2 *)kh, (uint2 *)vh, (const float4 *)k,
+                                                (const float4 *)v, n4);
         if (!cu_check(c, "attention: f16 copy of K/V")) return;
         p->k = kh;
         p->v = vh;
