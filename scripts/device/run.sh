@@ -39,8 +39,9 @@ sanitize() {
   for t in test_cuda_ops test_cuda_attention; do for tool in memcheck racecheck; do
     log "compute-sanitizer --tool $tool $t"
     extra=; [ $tool = memcheck ] && extra="--leak-check full"
-    compute-sanitizer --tool $tool --error-exitcode 9 $extra $D/bin/$t > "$out/san-$t-$tool.log" 2>&1 || rc=1
-    tail -2 "$out/san-$t-$tool.log"
+    timeout ${SANITIZE_SECONDS:-150} compute-sanitizer --tool $tool --error-exitcode 9 $extra \
+      $D/bin/$t > "$out/san-$t-$tool.log" 2>&1 || rc=1
+    grep -E "ERROR SUMMARY|PASSED|FAILED" "$out/san-$t-$tool.log" | tail -3
   done; done
   return $rc
 }
@@ -85,13 +86,47 @@ model() {
   fi
 }
 
+# 32 streams through the server's scheduler (llava-bench serve) on the 7B pair.
+serve() {
+  make_7b || return 1
+  log "llava-bench serve, 32 streams, 7B Q4_0, cuda"
+  $D/bin/llava-bench serve --model $M7 --streams 32 --tokens 128 --device cuda 2>&1 |
+    tee "$out/serve-32.txt"
+}
+
+# The demo model's 600 held-out questions on the GPU; the answers compared with
+# the CPU's exact mode (.peera/eval-cpu-exact.json, made on the dev machine).
+eval_demo() {
+  log "llava-eval demo held-out, cuda"
+  $D/bin/llava-eval --model models/demo --questions models/demo/heldout/questions.json \
+    --annotations models/demo/heldout/annotations.json --images models/demo/heldout/images \
+    --device cuda --parallel 32 --report "$out/eval-cuda.json" > "$out/eval-cuda.log" 2>&1 || return 1
+  tail -3 "$out/eval-cuda.log"
+  [ -f $root/.peera/eval-cpu-exact.json ] &&
+    python3 tools/bench/same_answers.py "$out/eval-cuda.json" $root/.peera/eval-cpu-exact.json
+}
+
+# 1000 image requests through llava-server on the GPU; device memory before and after.
+leak() {
+  log "llava-server, 1000 requests"
+  $D/bin/llava-server --model models/demo --device cuda --port 18080 --parallel 8 \
+    > "$out/server.log" 2>&1 &
+  local pid=$! i
+  for i in $(seq 60); do curl -sf http://127.0.0.1:18080/health >/dev/null && break; sleep 0.5; done
+  python3 tools/bench/leak_check.py http://127.0.0.1:18080 \
+    models/demo/heldout/images/heldout_000000000001.png 1000
+  local rc=$?
+  kill $pid; wait $pid 2>/dev/null
+  return $rc
+}
+
 nvidia-smi --query-gpu=name,memory.total,clocks.max.sm,clocks.max.mem,driver_version \
   --format=csv,noheader >&2
 rc=0
 for step in "${@:-all}"; do
   case $step in
     all) tests || rc=1; bench || rc=1; model || rc=1 ;;
-    tests|sanitize|bench|model|make_7b) $step || rc=1 ;;
+    tests|sanitize|bench|model|make_7b|serve|eval_demo|leak) $step || rc=1 ;;
     *) echo "run.sh: unknown step $step" >&2; exit 2 ;;
   esac
 done

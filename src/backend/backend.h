@@ -152,6 +152,12 @@ struct be_ops {
     void (*embed_rows)(be *b, float *out, const be_weight *table, const int32_t *ids, int n);
 
     /* --- optional (NULL where a backend has nothing to say) --- */
+    /* x += delta, then y = rmsnorm(x)·g per row of dim: add then rmsnorm in one
+     * pass (the residual add of a decoder layer and the next norm), with their
+     * arithmetic exactly (the same bits as the two ops). y may equal delta.
+     * NULL: the model calls add and rmsnorm. */
+    void (*add_rmsnorm)(be *b, float *x, const float *delta, float *y, const float *g, int n,
+                        int dim, float eps);
     /* The device's memory: bytes in use by every process and the total, for
      * /health and /metrics. false when unknown. */
     bool (*memory_info)(be *b, size_t *used, size_t *total);

@@ -142,6 +142,17 @@ void llm_batch_embed(const llm *m, llm_batch *bt, int row0, const int32_t *ids, 
  * into its cache instead. On return bt->x holds the last layer's residual
  * rows.
  */
+/* x += delta; y = rmsnorm(x)·g: the backend's fused op where it has one. */
+static void add_norm(be *b, float *x, const float *delta, float *y, const float *g, int n, int dim,
+                     float eps) {
+    if (b->ops->add_rmsnorm) {
+        b->ops->add_rmsnorm(b, x, delta, y, g, n, dim, eps);
+        return;
+    }
+    b->ops->add(b, x, delta, (size_t)n * dim);
+    b->ops->rmsnorm(b, y, x, g, n, dim, eps);
+}
+
 static void run_layers(const llm *m, llm_batch *bt, llm_seq *const *seqs, const int *n_tok,
                        int n_seqs, int n) {
     be *b = m->b;
@@ -160,8 +171,9 @@ static void run_layers(const llm *m, llm_batch *bt, llm_seq *const *seqs, const 
         size_t layer = (size_t)l * seqs[0]->ctx * kv_dim;
         float *k_new = direct ? (float *)seqs[0]->k + layer + (size_t)seqs[0]->pos * kv_dim : bt->k;
         float *v_new = direct ? (float *)seqs[0]->v + layer + (size_t)seqs[0]->pos * kv_dim : bt->v;
-        /* h = input_layernorm(x) (RMSNorm); q, k, v; rotate_half RoPE at each row's position */
-        op->rmsnorm(b, bt->xb, bt->x, w->attn_norm, n, dim, m->rms_eps);
+        /* h = input_layernorm(x) (RMSNorm; after layer 0, done by the last layer's add_norm);
+         * q, k, v; rotate_half RoPE at each row's position */
+        if (l == 0) op->rmsnorm(b, bt->xb, bt->x, w->attn_norm, n, dim, m->rms_eps);
         op->matmul(b, bt->q, bt->xb, &w->wq, w->bq, n);
         op->matmul(b, k_new, bt->xb, &w->wk, w->bk, n);
         op->matmul(b, v_new, bt->xb, &w->wv, w->bv, n);
@@ -185,14 +197,16 @@ static void run_layers(const llm *m, llm_batch *bt, llm_seq *const *seqs, const 
         }
         /* x = x + o_proj(att) */
         op->matmul(b, bt->xb, bt->att, &w->wo, w->bo, n);
-        op->add(b, bt->x, bt->xb, (size_t)n * dim);
         /* x = x + down_proj(silu(gate_proj(h)) * up_proj(h)), h = post_attention_layernorm(x) */
-        op->rmsnorm(b, bt->xb, bt->x, w->ffn_norm, n, dim, m->rms_eps);
+        add_norm(b, bt->x, bt->xb, bt->xb, w->ffn_norm, n, dim, m->rms_eps);
         op->matmul(b, bt->hb, bt->xb, &w->w_gate, w->b_gate, n);
         op->matmul(b, bt->hb2, bt->xb, &w->w_up, w->b_up, n);
         op->silu_mul(b, bt->hb, bt->hb2, (size_t)n * m->hidden_dim);
         op->matmul(b, bt->xb, bt->hb, &w->w_down, w->b_down, n);
-        op->add(b, bt->x, bt->xb, (size_t)n * dim);
+        if (l + 1 < m->n_layers) /* and the next layer's input_layernorm */
+            add_norm(b, bt->x, bt->xb, bt->xb, m->w->layers[l + 1].attn_norm, n, dim, m->rms_eps);
+        else
+            op->add(b, bt->x, bt->xb, (size_t)n * dim);
     }
     for (int i = 0; i < n_seqs; i++) seqs[i]->pos += n_tok[i];
 }

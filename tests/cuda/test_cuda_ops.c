@@ -309,7 +309,7 @@ static void matmul_batch_invariant_wide(void **state) {
         fail_msg("%s", err.msg);
     float *x = rnd_floats((size_t)n * cols, -3, 3);
     float *all = dev_matmul(&g_fast, &w, x, NULL, n);
-    int sizes[] = {1, 2, 8, 9, 16, 17, 64};
+    int sizes[] = {1, 2, 8, 9, 16, 17, 32, 33, 64};
     for (size_t i = 0; i < sizeof sizes / sizeof *sizes; i++) {
         int m = sizes[i], at = (int)(rnd() % (uint64_t)(n - m));
         float *part = dev_matmul(&g_fast, &w, x + (size_t)at * cols, NULL, m);
@@ -379,6 +379,21 @@ static void small_ops(void **state) {
     assert_memory_equal(hh, wh, nd * 2);
 
     float *u = rnd_floats(nd, -3, 3), *du = up(b, u, nd);
+
+    /* add_rmsnorm: the bits of add then rmsnorm, y written over delta */
+    {
+        float *dx1 = up(b, x, nd), *dx2 = up(b, x, nd), *dd = up(b, u, nd);
+        float *dy1 = poisoned(b, nd);
+        o->add(b, dx1, du, nd);
+        o->rmsnorm(b, dy1, dx1, dg, n, dim, 1e-5f);
+        o->add_rmsnorm(b, dx2, dd, dd, dg, n, dim, 1e-5f);
+        float *x1 = down(b, dx1, nd), *y1 = down(b, dy1, nd), *x2 = down(b, dx2, nd),
+              *y2 = down(b, dd, nd);
+        assert_memory_equal(x1, x2, nd * 4);
+        assert_memory_equal(y1, y2, nd * 4);
+        free(x1), free(y1), free(x2), free(y2);
+        o->release(b, dx1), o->release(b, dx2), o->release(b, dd), o->release(b, dy1);
+    }
     struct {
         const char *name;
         int which;

@@ -244,6 +244,10 @@ static void cuda_rmsnorm(be *b, float *y, const float *x, const float *g, int n,
                          float eps) {
     if (LIVE(b)) cu_rmsnorm(cu_of(b), y, x, g, n, dim, eps);
 }
+static void cuda_add_rmsnorm(be *b, float *x, const float *delta, float *y, const float *g,
+                             int n, int dim, float eps) {
+    if (LIVE(b)) cu_add_rmsnorm(cu_of(b), x, delta, y, g, n, dim, eps);
+}
 static void cuda_layernorm(be *b, float *y, const float *x, const float *g, const float *beta,
                            int n, int dim, float eps) {
     if (LIVE(b)) cu_layernorm(cu_of(b), y, x, g, beta, n, dim, eps);
@@ -305,6 +309,7 @@ static struct be_ops make_ops(void) {
     o.quick_gelu = cuda_quick_gelu;
     o.add = cuda_add;
     o.embed_rows = cuda_embed_rows;
+    o.add_rmsnorm = cuda_add_rmsnorm;
     o.memory_info = cuda_memory_info;
     o.status = cuda_status;
     return o;

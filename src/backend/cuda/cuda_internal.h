@@ -85,6 +85,8 @@ void cu_attention(cu_ctx *c, float *out, const float *q, const void *k, const vo
                   int head_dim, bool causal);
 
 void cu_rmsnorm(cu_ctx *c, float *y, const float *x, const float *g, int n, int dim, float eps);
+void cu_add_rmsnorm(cu_ctx *c, float *x, const float *delta, float *y, const float *g, int n,
+                    int dim, float eps);
 void cu_layernorm(cu_ctx *c, float *y, const float *x, const float *g, const float *beta, int n,
                   int dim, float eps);
 void cu_rope(cu_ctx *c, float *x, int n, int n_heads, int head_dim, const int *pos, float theta);

@@ -41,6 +41,32 @@ void cu_rmsnorm(cu_ctx *c, float *y, const float *x, const float *g, int n, int 
     cu_check(c, "rmsnorm");
 }
 
+/* x += delta, then rmsnorm_rows' arithmetic on the new x (the same bits as
+ * add_k then rmsnorm_rows). delta is read before the barrier, so y may equal it. */
+static __global__ void add_rmsnorm_rows(float *x, const float *delta, float *y, const float *g,
+                                        int dim, float eps) {
+    __shared__ float sh[ROW_THREADS / 32];
+    float *xr = x + (size_t)blockIdx.x * dim;
+    const float *dr = delta + (size_t)blockIdx.x * dim;
+    float *yr = y + (size_t)blockIdx.x * dim;
+    float ss = 0.f;
+    for (int i = threadIdx.x; i < dim; i += ROW_THREADS) {
+        float v = xr[i] + dr[i];
+        xr[i] = v;
+        ss = fmaf(v, v, ss);
+    }
+    ss = block_sum(ss, sh); /* its barriers also order every read of delta before y */
+    float inv = (float)(1.0 / sqrt((double)ss / dim + eps));
+    for (int i = threadIdx.x; i < dim; i += ROW_THREADS) yr[i] = xr[i] * inv * g[i];
+}
+
+void cu_add_rmsnorm(cu_ctx *c, float *x, const float *delta, float *y, const float *g, int n,
+                    int dim, float eps) {
+    if (n <= 0) return;
+    add_rmsnorm_rows<<<n, ROW_THREADS, 0, c->stream>>>(x, delta, y, g, dim, eps);
+    cu_check(c, "add_rmsnorm");
+}
+
 static __global__ void layernorm_rows(float *y, const float *x, const float *g, const float *beta,
                                       int dim, float eps) {
     __shared__ float sh[ROW_THREADS / 32];

@@ -16,7 +16,7 @@
  *   mma of each 16-value step in increasing k; the chunks' sums are added
  *   to 0 in increasing chunk order; then the bias.
  * Inside one mma the hardware's order is fixed and each output sees only
- * its own row and column. The decode kernel (n <= 16) spreads a row tile's
+ * its own row and column. The decode kernel (n <= 32) spreads a row tile's
  * chunks over the warps of a block and adds them in chunk order at the end;
  * the prefill kernel keeps a running sum per warp, chunk by chunk. Both are
  * the same sums in the same order, so a token decoded alone, beside 15
@@ -37,7 +37,7 @@
 #include <stdint.h>
 
 #define CU_KC     512 /* values of k per chunk: a multiple of CU_KPAD */
-#define CU_DEC_WARPS 8   /* warps of a decode block */
+#define CU_DEC_WARPS 16  /* warps of a decode block at most (one per chunk, or fewer) */
 #define CU_PF_MT  2   /* prefill warp tile: 16·MT rows */
 #define CU_PF_NT  4   /* ... by 8·NT tokens */
 
@@ -204,44 +204,67 @@ static __global__ void to_x16(uint32_t *xh, const float *x, int n, int K, int ld
 }
 
 /* ---------------------------------------------------------------------------
- * Decode: n <= 8·NT tokens. Block = one 16-row tile; its warps take the
- * chunks in turn, park each chunk's sums in shared memory, and the block
- * adds them in chunk order.
+ * Decode: n <= 8·NT tokens (NT = 1, 2, 4). Block = one 16-row tile and up to CU_DEC_WARPS
+ * warps that take its chunks in turn (as many warps as chunks when they fit,
+ * so no warp waits on another's second chunk); each chunk's sums are parked
+ * in shared memory and the block adds them in chunk order. A decode is a
+ * stream of the weight: a warp issues the loads of DEC_DEPTH<KIND> pieces of
+ * 128 values before it uses the first, so each SM keeps tens of KB in flight.
  */
+
+template <int KIND> struct dec_depth {
+    static constexpr int v = 4; /* Q4: 40 B a lane a piece */
+};
+template <> struct dec_depth<CW_Q8> {
+    static constexpr int v = 2; /* 80 B */
+};
+template <> struct dec_depth<CW_F16> {
+    static constexpr int v = 2; /* 128 B */
+};
+template <> struct dec_depth<CW_BF16> {
+    static constexpr int v = 2;
+};
 
 template <int KIND, int NT>
 static __global__ void __launch_bounds__(CU_DEC_WARPS * 32)
     mm_decode(cu_weight w, const float *__restrict__ x, const float *__restrict__ bias,
               float *__restrict__ y, int n, int K, int n_chunks, bool vec) {
     constexpr bool BF16 = KIND == CW_BF16;
+    constexpr int DEPTH = dec_depth<KIND>::v;
     extern __shared__ float part[]; /* [n_chunks][NT][32 lanes][4] */
     int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
+    int n_warps = blockDim.x >> 5;
     int row0 = blockIdx.x * 16;
     const float *xr[NT];
 #pragma unroll
     for (int j = 0; j < NT; j++) xr[j] = 8 * j + g < n ? x + (size_t)(8 * j + g) * K : nullptr;
 
-    for (int c = warp; c < n_chunks; c += CU_DEC_WARPS) {
+    for (int c = warp; c < n_chunks; c += n_warps) {
         float acc[NT][4];
 #pragma unroll
         for (int j = 0; j < NT; j++) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.f;
         int k_end = min((c + 1) * CU_KC, w.ld);
-        wraw<KIND> cur, nxt;
-        load_w<KIND>(w, row0 + g, c * CU_KC, t, cur);
-        for (int kk = c * CU_KC; kk < k_end; kk += CU_KPAD) {
-            if (kk + CU_KPAD < k_end) load_w<KIND>(w, row0 + g, kk + CU_KPAD, t, nxt);
+        for (int kk0 = c * CU_KC; kk0 < k_end; kk0 += DEPTH * CU_KPAD) {
+            wraw<KIND> raw[DEPTH];
 #pragma unroll
-            for (int s = 0; s < 8; s++) {
-                uint32_t a[4];
-                frag_a<KIND>(cur, s, a);
+            for (int p = 0; p < DEPTH; p++)
+                if (kk0 + p * CU_KPAD < k_end) load_w<KIND>(w, row0 + g, kk0 + p * CU_KPAD, t, raw[p]);
 #pragma unroll
-                for (int j = 0; j < NT; j++) {
-                    uint32_t b[2];
-                    frag_b_f32<BF16>(xr[j], kk + 32 * t + 4 * s, K, vec, b);
-                    mma16816<BF16>(acc[j], a, b);
+            for (int p = 0; p < DEPTH; p++) {
+                int kk = kk0 + p * CU_KPAD;
+                if (kk >= k_end) break;
+#pragma unroll
+                for (int s = 0; s < 8; s++) {
+                    uint32_t a[4];
+                    frag_a<KIND>(raw[p], s, a);
+#pragma unroll
+                    for (int j = 0; j < NT; j++) {
+                        uint32_t b[2];
+                        frag_b_f32<BF16>(xr[j], kk + 32 * t + 4 * s, K, vec, b);
+                        mma16816<BF16>(acc[j], a, b);
+                    }
                 }
             }
-            cur = nxt;
         }
 #pragma unroll
         for (int j = 0; j < NT; j++)
@@ -372,27 +395,39 @@ static __global__ void mm_exact(const float *__restrict__ w, int ld, int rows,
  * Launchers
  */
 
+template <int KIND, int NT>
+static void launch_decode(cu_ctx *c, dim3 grid, dim3 block, size_t smem, float *y, const float *x,
+                          const cu_weight *w, const float *bias, int n, int n_chunks, bool vec) {
+    if (smem > 48 * 1024 &&
+        !cu_record(c,
+                   cudaFuncSetAttribute(mm_decode<KIND, NT>,
+                                        cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem),
+                   "matmul (decode): shared memory"))
+        return;
+    mm_decode<KIND, NT><<<grid, block, smem, c->stream>>>(*w, x, bias, y, n, w->cols, n_chunks,
+                                                         vec);
+}
+
 template <int KIND>
 static void launch_tc(cu_ctx *c, float *y, const float *x, const cu_weight *w,
                       const float *bias, int n) {
     int n_chunks = (w->ld + CU_KC - 1) / CU_KC;
-    if (n <= 16) {
+    if (n <= 32) { /* decode and decode batches: the weight streamed once */
         bool vec = w->cols % 4 == 0 && ((uintptr_t)x & 15) == 0;
-        int nt = n <= 8 ? 1 : 2;
+        int nt = n <= 8 ? 1 : n <= 16 ? 2 : 4;
         size_t smem = (size_t)n_chunks * nt * 128 * sizeof(float);
-        dim3 grid(w->rows_pad / 16), block(CU_DEC_WARPS * 32);
-        if (nt == 1) {
-            if (smem > 48 * 1024)
-                cudaFuncSetAttribute(mm_decode<KIND, 1>,
-                                     cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
-            mm_decode<KIND, 1><<<grid, block, smem, c->stream>>>(*w, x, bias, y, n, w->cols,
-                                                                 n_chunks, vec);
-        } else {
-            if (smem > 48 * 1024)
-                cudaFuncSetAttribute(mm_decode<KIND, 2>,
-                                     cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
-            mm_decode<KIND, 2><<<grid, block, smem, c->stream>>>(*w, x, bias, y, n, w->cols,
-                                                                 n_chunks, vec);
+        /* one warp per chunk, or each warp the same number of chunks */
+        int per = (n_chunks + CU_DEC_WARPS - 1) / CU_DEC_WARPS;
+        dim3 grid(w->rows_pad / 16), block((n_chunks + per - 1) / per * 32);
+        switch (nt) {
+            case 1:
+                launch_decode<KIND, 1>(c, grid, block, smem, y, x, w, bias, n, n_chunks, vec);
+                break;
+            case 2:
+                launch_decode<KIND, 2>(c, grid, block, smem, y, x, w, bias, n, n_chunks, vec);
+                break;
+            default:
+                launch_decode<KIND, 4>(c, grid, block, smem, y, x, w, bias, n, n_chunks, vec);
         }
         cu_check(c, "matmul (decode)");
         return;
