@@ -310,7 +310,7 @@ static const suite v15_ref = {"llava-1.5-tiny", "ref", {"one_image", "text_only"
 /* The same fixtures on the GPU (ctest cuda_forward, LLAVA_TEST_CUDA=1; skipped
  * without a device). Exact mode (float32 weights, f32 KV: the fixtures' own
  * setting) holds the CPU's bars; the fast path (16-bit weights and activations
- * on the tensor cores, f16 KV) holds 2e-2 on logits and 1e-2 + 1e-2·|v| on
+ * on the tensor cores, f16 KV) holds 5e-2 on logits and 1e-2 + 1e-2·|v| on
  * features (half rounding through the tower's layers), with greedy ids equal
  * wherever transformers' margin is clear. */
 typedef struct {
@@ -330,7 +330,7 @@ static void forward_matches_cuda(void **state) {
         if (strstr(err.msg, "no CUDA device")) skip();
         fail_msg("%s", err.msg);
     }
-    g_logit_tol = cs->exact ? LOGIT_TOL : 2e-2;
+    g_logit_tol = cs->exact ? LOGIT_TOL : 5e-2;
     g_feat_abs = cs->exact ? FEAT_ABS : 1e-2;
     g_feat_rel = cs->exact ? FEAT_REL : 1e-2;
     g_margin_ids = !cs->exact;

@@ -21,9 +21,11 @@
  *              2900-token causal prefill (32 heads over 8 kv heads of 128,
  *              f16 cache), and one 577-token CLIP tile (16 heads of 64):
  *              the time of the op for one layer.
- * Times are host wall time around ops->synchronize over 10 calls queued
- * back to back (one copy for bandwidth), divided by 10: the launch is
- * counted, the synchronisation shared. The median of R such runs is printed.
+ * Times are host wall time around ops->synchronize over 20 calls queued
+ * back to back (one copy for bandwidth), recorded as one CUDA graph,
+ * divided by 20: the synchronisation and the graph's launch are shared, the
+ * host's per-kernel launch cost left out as a decode step leaves it out.
+ * The median of R such runs is printed.
  */
 #include "backend/backend.h"
 #include "backend/quant.h"
@@ -83,7 +85,9 @@ static void *rnd_weight(be_dtype dt, int rows, int cols) {
 
 /* Seconds of one fn(arg): R runs (median), each `inner` calls queued back to
  * back between two synchronizes and divided by inner, as a forward queues
- * its ops (so a run's fixed cost of launch and synchronisation is shared). */
+ * its ops (so a run's fixed cost of launch and synchronisation is shared);
+ * recorded as one unit where the backend records (a CUDA graph, as a decode
+ * step is), so the host's cost of launching each kernel stays out. */
 typedef void (*op_fn)(be *b, void *arg, int run);
 static double time_op(be *b, op_fn fn, void *arg, int repeat, int inner) {
     double t[256];
@@ -92,7 +96,9 @@ static double time_op(be *b, op_fn fn, void *arg, int repeat, int inner) {
     b->ops->synchronize(b);
     for (int r = 0; r < repeat; r++) {
         double t0 = lv_now_ms();
+        if (b->ops->record_begin) b->ops->record_begin(b);
         for (int i = 0; i < inner; i++) fn(b, arg, r * inner + i + 1);
+        if (b->ops->record_end) b->ops->record_end(b);
         b->ops->synchronize(b);
         t[r] = (lv_now_ms() - t0) / 1e3 / inner;
     }
@@ -201,7 +207,7 @@ static int bench_matmul(be *b, const char *dtypes, const char *ns, int repeat, d
                 m.y = b->ops->alloc(b, (size_t)m.n * rows * sizeof(float));
                 b->ops->upload(b, m.x, hx, (size_t)m.n * cols * sizeof(float));
                 free(hx);
-                double t = time_op(b, run_matmul, &m, repeat, 10);
+                double t = time_op(b, run_matmul, &m, repeat, 20);
                 double gbs = wbytes / t / 1e9, tf = 2.0 * rows * cols * m.n / t / 1e12;
                 printf("%-6s %-10s %6d %6d %5d %10.1f %9.1f %5.0f%% %9.2f\n", d, SHAPES[s].name,
                        rows, cols, m.n, t * 1e6, gbs, bw > 0 ? 100 * gbs / bw : 0, tf);
@@ -277,7 +283,7 @@ static void bench_attention(be *b, int repeat) {
         a.out = b->ops->alloc(b, qn * sizeof(float));
         a.k = rnd_device(b, kvn, a.kv);
         a.v = rnd_device(b, kvn, a.kv);
-        double t = time_op(b, run_attention, &a, repeat, 10);
+        double t = time_op(b, run_attention, &a, repeat, 20);
         double kvb = 2.0 * kvn * (C[i].f16 ? 2 : 4);
         double pairs = C[i].causal ? (double)a.n_q * a.pos0 + 0.5 * a.n_q * (a.n_q + 1)
                                    : (double)a.n_q * a.n_kv;

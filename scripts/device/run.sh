@@ -36,19 +36,20 @@ tests() {
 
 sanitize() {
   local rc=0
-  for t in test_cuda_ops test_cuda_attention; do for tool in memcheck racecheck; do
+  for t in ${SANITIZE_TESTS:-test_cuda_ops test_cuda_attention}; do for tool in memcheck racecheck; do
     log "compute-sanitizer --tool $tool $t"
     extra=; [ $tool = memcheck ] && extra="--leak-check full"
-    timeout ${SANITIZE_SECONDS:-150} compute-sanitizer --tool $tool --error-exitcode 9 $extra \
+    timeout ${SANITIZE_SECONDS:-150} compute-sanitizer --tool $tool --error-exitcode 9 \
+      --report-api-errors no $extra \
       $D/bin/$t > "$out/san-$t-$tool.log" 2>&1 || rc=1
     grep -E "ERROR SUMMARY|PASSED|FAILED" "$out/san-$t-$tool.log" | tail -3
   done; done
   return $rc
 }
 
-bench() {
+bench() { # BENCH_ARGS: more llava-gpu-bench options (--only, --dtype, --n, --repeat)
   log "llava-gpu-bench"
-  $D/bin/llava-gpu-bench --device cuda "$@" 2>&1 | tee "$out/gpu-bench.txt"
+  $D/bin/llava-gpu-bench --device cuda ${BENCH_ARGS:-} 2>&1 | tee "$out/gpu-bench.txt"
 }
 
 # Ours and llama.cpp's (its CUDA build in .peer/, see docs/CUDA_NOTES.md) on
@@ -112,7 +113,10 @@ leak() {
   $D/bin/llava-server --model models/demo --device cuda --port 18080 --parallel 8 \
     > "$out/server.log" 2>&1 &
   local pid=$! i
-  for i in $(seq 60); do curl -sf http://127.0.0.1:18080/health >/dev/null && break; sleep 0.5; done
+  # the system's curl, not with the carried libraries
+  for i in $(seq 60); do
+    env -u LD_LIBRARY_PATH curl -sf http://127.0.0.1:18080/health >/dev/null && break; sleep 0.5
+  done
   python3 tools/bench/leak_check.py http://127.0.0.1:18080 \
     models/demo/heldout/images/heldout_000000000001.png 1000
   local rc=$?

@@ -152,6 +152,14 @@ struct be_ops {
     void (*embed_rows)(be *b, float *out, const be_weight *table, const int32_t *ids, int n);
 
     /* --- optional (NULL where a backend has nothing to say) --- */
+    /* A run of ops the backend may record and then submit as one unit (CUDA: a
+     * graph), for a decode step, whose ops are the same every step but for
+     * their scalars. record_begin before the first op, record_end after the
+     * last: the ops between them run by the time record_end returns' work is
+     * done, in order, as if called one by one. Between the two: ops, copy and
+     * store_as only (no upload, download, synchronize, alloc or release). */
+    void (*record_begin)(be *b);
+    void (*record_end)(be *b);
     /* x += delta, then y = rmsnorm(x)·g per row of dim: add then rmsnorm in one
      * pass (the residual add of a decoder layer and the next norm), with their
      * arithmetic exactly (the same bits as the two ops). y may equal delta.

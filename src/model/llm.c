@@ -153,6 +153,13 @@ static void add_norm(be *b, float *x, const float *delta, float *y, const float 
     b->ops->rmsnorm(b, y, x, g, n, dim, eps);
 }
 
+/* A decode step (one row per sequence) is recorded and submitted as one unit
+ * where the backend can (record_begin/end in backend.h: CUDA graphs), from its
+ * first layer to its logits: the same ops every step, launched at once. */
+static bool records(const llm *m, int n_seqs, int n) {
+    return m->b->ops->record_begin && n == n_seqs;
+}
+
 static void run_layers(const llm *m, llm_batch *bt, llm_seq *const *seqs, const int *n_tok,
                        int n_seqs, int n) {
     be *b = m->b;
@@ -165,6 +172,7 @@ static void run_layers(const llm *m, llm_batch *bt, llm_seq *const *seqs, const 
     for (int i = 0, r = 0; i < n_seqs; i++)
         for (int t = 0; t < n_tok[i]; t++, r++) bt->host_pos[r] = seqs[i]->pos + t;
     op->upload(b, bt->posv, bt->host_pos, (size_t)n * sizeof *bt->posv);
+    if (records(m, n_seqs, n)) op->record_begin(b);
 
     for (int l = 0; l < m->n_layers; l++) {
         const llm_layer_weights *w = &m->w->layers[l];
@@ -243,9 +251,12 @@ lv_status llm_forward(const llm *m, llm_batch *bt, llm_seq *const *seqs, const i
     lv_status st = check_batch(m, bt, seqs, n_tok, n_seqs, &n, err);
     if (st) return st;
     run_layers(m, bt, seqs, n_tok, n_seqs, n);
-    if (!logits) return LV_OK;
     be *b = m->b;
     const struct be_ops *op = b->ops;
+    if (!logits) {
+        if (records(m, n_seqs, n)) op->record_end(b);
+        return LV_OK;
+    }
     int dim = m->dim;
     /* final norm of each sequence's last row (gathered into xb), one lm_head over them
      * (logits_to_keep = 1) */
@@ -255,6 +266,7 @@ lv_status llm_forward(const llm *m, llm_batch *bt, llm_seq *const *seqs, const i
                     m->rms_eps);
     }
     op->matmul(b, bt->logits, bt->xb, &m->w->lm_head, NULL, n_seqs);
+    if (records(m, n_seqs, n)) op->record_end(b);
     op->download(b, logits, bt->logits, (size_t)n_seqs * m->vocab_size * sizeof *logits);
     return LV_OK;
 }

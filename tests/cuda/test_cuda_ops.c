@@ -323,6 +323,48 @@ static void matmul_batch_invariant_wide(void **state) {
     free_hweight(&hw);
 }
 
+/* A recorded step (record_begin/end: a CUDA graph) gives the bits of the same
+ * ops called one by one; a second recording with other shapes and pointers
+ * (the graph updated in place, or made anew) too. */
+static void recorded_equals_direct(void **state) {
+    NEED_DEVICE();
+    be *b = &g_fast;
+    const struct be_ops *o = b->ops;
+    const wspec *q40 = &SPECS[3];
+    int rows = 256, cols = 1024;
+    hweight hw;
+    rnd_weight(&hw, q40, rows, cols);
+    be_weight w;
+    lv_err err = {{0}};
+    if (o->weight_init(b, &w, q40->dt, rows, cols, hw.data, NULL, &err)) fail_msg("%s", err.msg);
+    float *g = rnd_floats(rows, 0.5f, 1.5f), *dg = up(b, g, rows);
+    for (int n = 1; n <= 3; n += 2) {
+        float *x = rnd_floats((size_t)n * cols, -2, 2), *r = rnd_floats((size_t)n * rows, -1, 1);
+        float *out[2], *res[2];
+        for (int rec = 0; rec < 2; rec++) {
+            float *dx = up(b, x, (size_t)n * cols), *dr = up(b, r, (size_t)n * rows);
+            float *dy = poisoned(b, (size_t)n * rows), *dz = poisoned(b, (size_t)n * rows);
+            if (rec) o->record_begin(b);
+            o->matmul(b, dy, dx, &w, NULL, n);
+            o->add_rmsnorm(b, dr, dy, dz, dg, n, rows, 1e-5f);
+            o->silu_mul(b, dz, dy, (size_t)n * rows);
+            o->matmul(b, dy, dx, &w, NULL, n); /* the same kernel again: a second node */
+            if (rec) o->record_end(b);
+            out[rec] = down(b, dz, (size_t)n * rows);
+            res[rec] = down(b, dr, (size_t)n * rows);
+            check_status(b);
+            o->release(b, dx), o->release(b, dr), o->release(b, dy), o->release(b, dz);
+        }
+        assert_memory_equal(out[0], out[1], (size_t)n * rows * 4);
+        assert_memory_equal(res[0], res[1], (size_t)n * rows * 4);
+        free(out[0]), free(out[1]), free(res[0]), free(res[1]), free(x), free(r);
+    }
+    o->release(b, dg);
+    o->weight_free(b, &w);
+    free(g);
+    free_hweight(&hw);
+}
+
 /* ---- the small ops ------------------------------------------------------------ */
 
 static void check_close(const char *what, const float *got, const float *want, size_t n,
@@ -501,6 +543,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(matmul_every_layout), cmocka_unit_test(matmul_batch_invariant_wide),
         cmocka_unit_test(small_ops),           cmocka_unit_test(embed_every_layout),
+        cmocka_unit_test(recorded_equals_direct),
         cmocka_unit_test(bad_input),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -41,6 +41,10 @@ bool cu_record(cu_ctx *c, cudaError_t e, const char *what) {
 void *cu_scratch(cu_ctx *c, size_t bytes) {
     if (c->fault) return NULL;
     if (bytes <= c->scratch_bytes) return c->scratch;
+    if (c->capturing) { /* cudaFree cannot run inside a capture: record_begin sized it */
+        cu_record(c, cudaErrorNotPermitted, "scratch buffer too small inside a recorded step");
+        return NULL;
+    }
     /* the old buffer may still be read by queued work: cudaFree waits for it */
     if (c->scratch) cudaFree(c->scratch);
     c->scratch = NULL;
@@ -73,6 +77,7 @@ static void cuda_deinit(be *b) {
     if (!f) return;
     cudaSetDevice(f->c.device);
     if (f->c.stream) cudaStreamSynchronize(f->c.stream);
+    if (f->c.step) cudaGraphExecDestroy(f->c.step);
     if (f->c.scratch) cudaFree(f->c.scratch);
     if (f->h.stage) cudaFreeHost(f->h.stage);
     if (f->h.staged) cudaEventDestroy(f->h.staged);
@@ -208,6 +213,50 @@ static float *cuda_vector_init(be *b, be_dtype dtype, int n, const void *host) {
     return d;
 }
 
+/* ---------------------------------------------------------------------------
+ * Recorded steps. A decode step is hundreds of small kernels; launched one by
+ * one each costs the host several microseconds (about 10 on the GPU machine's
+ * virtual machine), more than most of them run. Captured into a graph and
+ * submitted at once they cost one launch. The step's graph differs from the
+ * last one only in kernel arguments (positions, cache lengths, grid sizes),
+ * so cudaGraphExecUpdate patches the executable graph in place; a step of
+ * another shape (more sequences) instantiates a new one.
+ */
+
+#define RECORD_SCRATCH (64u << 20) /* what a recorded step's ops may ask of cu_scratch */
+
+static void cuda_record_begin(be *b) {
+    cu_ctx *c = cu_of(b);
+    if (c->fault || !cu_scratch(c, RECORD_SCRATCH)) return;
+    if (cu_record(c, cudaStreamBeginCapture(c->stream, cudaStreamCaptureModeThreadLocal),
+                  "record_begin"))
+        c->capturing = true;
+}
+
+static void cuda_record_end(be *b) {
+    cu_ctx *c = cu_of(b);
+    if (!c->capturing) return;
+    c->capturing = false;
+    cudaGraph_t graph = NULL;
+    cudaError_t e = cudaStreamEndCapture(c->stream, &graph);
+    if (!cu_record(c, e, "record_end (a kernel of the step failed to queue)")) {
+        if (graph) cudaGraphDestroy(graph);
+        return;
+    }
+    if (c->step) {
+        cudaGraphExecUpdateResultInfo info;
+        if (cudaGraphExecUpdate(c->step, graph, &info) != cudaSuccess) {
+            cudaGetLastError(); /* another shape of step: instantiate anew */
+            cudaGraphExecDestroy(c->step);
+            c->step = NULL;
+        }
+    }
+    if (!c->step) e = cudaGraphInstantiate(&c->step, graph, 0);
+    cudaGraphDestroy(graph);
+    if (cu_record(c, e, "record_end: instantiate"))
+        cu_record(c, cudaGraphLaunch(c->step, c->stream), "record_end: launch");
+}
+
 static bool cuda_memory_info(be *b, size_t *used, size_t *total) {
     size_t free_b = 0, total_b = 0;
     cudaSetDevice(cu_of(b)->device);
@@ -310,6 +359,8 @@ static struct be_ops make_ops(void) {
     o.add = cuda_add;
     o.embed_rows = cuda_embed_rows;
     o.add_rmsnorm = cuda_add_rmsnorm;
+    o.record_begin = cuda_record_begin;
+    o.record_end = cuda_record_end;
     o.memory_info = cuda_memory_info;
     o.status = cuda_status;
     return o;

@@ -33,6 +33,11 @@ struct cu_ctx {
      * released at deinit); ops run in stream order, so one buffer serves all. */
     void *scratch;
     size_t scratch_bytes;
+    /* record_begin/end (backend_cuda.cu): the stream is being captured into a
+     * graph, and the executable graph of the last recorded step, updated in
+     * place when the next step has the same shape of work. */
+    bool capturing;
+    cudaGraphExec_t step;
 };
 
 static inline cu_ctx *cu_of(be *b) {
