@@ -29,10 +29,7 @@
  * its values 32t + 4s .. 32t + 4s + 3 in the slots (2t, 2t+1, 2t+8, 2t+9).
  * x is read the same way (token g, the same four k), so each k meets its
  * own x; which slot a k takes changes nothing but the order of the
- * hardware's sum, which is the same for every n. CW_Q4 takes another four
- * in step s (see frag_a): with k0 = 32t + 8(s/2) + 2(s&1), the values k0,
- * k0 + 4 in slots (2t, 2t+1) and k0 + 1, k0 + 5 in (2t+8, 2t+9), the order
- * in which a mask and a shift pull nibbles out of a word.
+ * hardware's sum, which is the same for every n.
  */
 #include "backend/cuda/cuda_weights.cuh"
 
@@ -151,13 +148,13 @@ static __device__ __forceinline__ void frag_a(const wraw<KIND> &o, int s, uint32
             lo = (s & 1) ? u.z : u.x;
             hi = (s & 1) ? u.w : u.y;
         } else if (KIND == CW_Q4) {
-            /* word s/2 holds codes c0..c7 (nibble i = code i); one mask and one
-             * shift give two halves' worth: (c0, c4), (c1, c5), (c2, c6), (c3, c7),
-             * so CW_Q4 takes its own slot order (q4_slots below). */
             const auto &q = (const wraw<CW_Q4> &)o;
-            uint32_t w = word_of(q.r[h], s / 2) >> ((s & 1) * 8);
-            lo = dequant2((w & 0x000F000Fu) | 0x64006400u, q.sm[h]);
-            hi = dequant2((w >> 4 & 0x000F000Fu) | 0x64006400u, q.sm[h]);
+            uint32_t bits = word_of(q.r[h], s / 2) >> ((s & 1) * 16); /* codes 4s..4s+3 */
+            /* nibbles n0 n1 n2 n3 -> (n0, n1) and (n2, n3) into the low bits of each half */
+            uint32_t p01 = (bits & 0xFu) | (bits & 0xF0u) << 12;
+            uint32_t p23 = (bits >> 8 & 0xFu) | (bits >> 12 & 0xFu) << 16;
+            lo = dequant2(p01 | 0x64006400u, q.sm[h]);
+            hi = dequant2(p23 | 0x64006400u, q.sm[h]);
         } else {
             const auto &q = (const wraw<CW_Q8> &)o;
             uint32_t bits = word_of(q.r[h][s / 4], s % 4); /* codes 4s..4s+3, a byte each */
@@ -174,35 +171,6 @@ static __device__ __forceinline__ void frag_a(const wraw<KIND> &o, int s, uint32
  * a 16-bit copy made once per call (to_x16), zero past cols. Both round
  * each value the same way (pack2).
  */
-
-/* The B fragment of CW_Q4's step s from the 8 values x[k8 .. k8+7] (k8 =
- * 32t + 8(s/2)): (x[k0], x[k0+4]) and (x[k0+1], x[k0+5]), k0 = k8 + 2(s&1). */
-template <bool BF16>
-static __device__ __forceinline__ void frag_b_q4_f32(const float *xr, int k8, int K, bool vec,
-                                                     int s, uint32_t b[2]) {
-    float v[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
-    if (xr) {
-        if (vec && k8 + 7 < K) {
-            float4 f = __ldg((const float4 *)(xr + k8)), g = __ldg((const float4 *)(xr + k8 + 4));
-            v[0] = f.x, v[1] = f.y, v[2] = f.z, v[3] = f.w, v[4] = g.x, v[5] = g.y, v[6] = g.z,
-            v[7] = g.w;
-        } else {
-#pragma unroll
-            for (int i = 0; i < 8; i++)
-                if (k8 + i < K) v[i] = xr[k8 + i];
-        }
-    }
-    int o = 2 * (s & 1);
-    b[0] = pack2<BF16>(v[o], v[o + 4]);
-    b[1] = pack2<BF16>(v[o + 1], v[o + 5]);
-}
-
-/* The same from the 16-bit copy: u = the halves x[k8 .. k8+7] as four pairs. */
-static __device__ __forceinline__ void frag_b_q4_x16(const uint4 &u, int s, uint32_t b[2]) {
-    uint32_t a = (s & 1) ? u.y : u.x, c = (s & 1) ? u.w : u.z;
-    b[0] = __byte_perm(a, c, 0x5410); /* (x[k0], x[k0+4]) */
-    b[1] = __byte_perm(a, c, 0x7632); /* (x[k0+1], x[k0+5]) */
-}
 
 /* b[0..1] for step s from float32 x: token row xr (NULL past n), values k..k+3. */
 template <bool BF16>
@@ -292,10 +260,7 @@ static __global__ void __launch_bounds__(CU_DEC_WARPS * 32)
 #pragma unroll
                     for (int j = 0; j < NT; j++) {
                         uint32_t b[2];
-                        if (KIND == CW_Q4)
-                            frag_b_q4_f32<BF16>(xr[j], kk + 32 * t + 8 * (s / 2), K, vec, s, b);
-                        else
-                            frag_b_f32<BF16>(xr[j], kk + 32 * t + 4 * s, K, vec, b);
+                        frag_b_f32<BF16>(xr[j], kk + 32 * t + 4 * s, K, vec, b);
                         mma16816<BF16>(acc[j], a, b);
                     }
                 }
@@ -379,7 +344,6 @@ static __global__ void __launch_bounds__(128)
                 for (int j = 0; j < NT; j++) {
                     const uint4 &u = xv[j][s / 2];
                     uint32_t b[2] = {(s & 1) ? u.z : u.x, (s & 1) ? u.w : u.y};
-                    if (KIND == CW_Q4) frag_b_q4_x16(u, s, b);
 #pragma unroll
                     for (int m = 0; m < MT; m++)
                         if (live[m]) mma16816<BF16>(acc[m][j], a[m], b);
