@@ -5,7 +5,7 @@
 #   make run          install deps, build, serve a model with llava-server on
 #                     127.0.0.1:8080 (MODEL=path or ORG/NAME [HOST=… PORT=…]; default models/demo)
 #   make asan         build the ASan+UBSan tree in build-asan/
-#   make format       clang-format every C file in place
+#   make format       clang-format every C and CUDA file in place
 #   make fuzz         build the libFuzzer targets (clang) in build-fuzz/, fuzz the image
 #                     decoders for FUZZ_SECONDS (default 60), then the safetensors reader,
 #                     the tokenizer.json loader and the GGUF reader for a quarter of that each
@@ -98,7 +98,7 @@ test-cuda: build-cuda
 	  tail -1 build-cuda/sanitizer-$$t-$$tool.log; done; done
 
 format:
-	@clang-format -i $$(git ls-files '*.c' '*.h')
+	@clang-format -i $$(git ls-files '*.c' '*.h' '*.cu' '*.cuh')
 
 clean:
 	rm -rf build build-asan build-fuzz build-arm64 build-cuda

@@ -212,7 +212,8 @@ static void check_features(llava *m, const fx_case *c, const char *label) {
         bool ok;
         worst[0] = fmax(worst[0], compare(im.vision, want_v + ov, nv, g_feat_abs, g_feat_rel, &ok));
         all_ok &= ok;
-        worst[1] = fmax(worst[1], compare(im.projected, want_p + op, np, g_feat_abs, g_feat_rel, &ok));
+        worst[1] =
+            fmax(worst[1], compare(im.projected, want_p + op, np, g_feat_abs, g_feat_rel, &ok));
         all_ok &= ok;
         worst[2] = fmax(worst[2], compare(im.rows, want_f + of, nf, g_feat_abs, g_feat_rel, &ok));
         all_ok &= ok;

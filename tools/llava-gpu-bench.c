@@ -138,7 +138,7 @@ static const struct {
     const char *name;
     int rows, cols;
 } SHAPES[] = {
-    {"q_proj", 4096, 4096},   {"k_proj", 1024, 4096}, {"o_proj", 4096, 4096},
+    {"q_proj", 4096, 4096},     {"k_proj", 1024, 4096},     {"o_proj", 4096, 4096},
     {"gate_proj", 14336, 4096}, {"down_proj", 4096, 14336}, {"lm_head", 32000, 4096},
 };
 
@@ -172,8 +172,8 @@ static int bench_matmul(be *b, const char *dtypes, const char *ns, int repeat, d
     printf("\nmatmul: y (n, rows) = x (n, cols) · Wᵀ; median of %d; GB/s = weight bytes / time "
            "(%% of the copy bandwidth)\n",
            repeat);
-    printf("%-6s %-10s %6s %6s %5s %10s %9s %6s %9s\n", "dtype", "shape", "rows", "cols", "n",
-           "us", "GB/s", "%bw", "TFLOP/s");
+    printf("%-6s %-10s %6s %6s %5s %10s %9s %6s %9s\n", "dtype", "shape", "rows", "cols", "n", "us",
+           "GB/s", "%bw", "TFLOP/s");
     char list[256];
     snprintf(list, sizeof list, "%s", dtypes);
     for (char *save = NULL, *d = strtok_r(list, ",", &save); d; d = strtok_r(NULL, ",", &save)) {
@@ -296,7 +296,8 @@ static void bench_attention(be *b, int repeat) {
 }
 
 int main(int argc, char **argv) {
-    const char *device = "cuda", *only = NULL, *dtypes = "q4_0,q4_k,q6_k,q8_0,f16", *ns = "1,16,512";
+    const char *device = "cuda", *only = NULL, *dtypes = "q4_0,q4_k,q6_k,q8_0,f16",
+               *ns = "1,16,512";
     int repeat = 20;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;

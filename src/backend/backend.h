@@ -134,8 +134,8 @@ struct be_ops {
      * output depends only on its q, its keys and values, never on the other rows of the
      * call (a token decoded alone or in a prefill chunk of any size gives the same bits). */
     void (*attention)(be *b, float *out, const float *q, const void *k, const void *v,
-                      be_dtype kv_dtype, int n_q, int q_pos0, int n_kv, int n_heads,
-                      int n_kv_heads, int head_dim, bool causal);
+                      be_dtype kv_dtype, int n_q, int q_pos0, int n_kv, int n_heads, int n_kv_heads,
+                      int head_dim, bool causal);
     /* dst (n elements of dtype, BE_F32 or BE_F16) = src (n float32): how keys and values
      * enter a KV cache. F16 rounds to nearest even and saturates at ±65504 (NaN stays
      * NaN), so a cache holds no infinity that a masked key could turn into 0·inf. */

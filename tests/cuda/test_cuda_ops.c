@@ -171,7 +171,8 @@ static void rnd_weight(hweight *w, const wspec *s, int rows, int cols) {
                 memcpy(blk + 208, &h1, 2);
             } else {
                 memcpy(blk, &h1, 2);
-                if (s->dt == BE_Q4_1 || s->dt == BE_Q4_K || s->dt == BE_Q5_K) memcpy(blk + 2, &h2, 2);
+                if (s->dt == BE_Q4_1 || s->dt == BE_Q4_K || s->dt == BE_Q5_K)
+                    memcpy(blk + 2, &h2, 2);
             }
         }
     }
@@ -382,8 +383,7 @@ static void small_ops(void **state) {
     float *x = rnd_floats(nd, -3, 3), *g = rnd_floats(dim, 0.5f, 1.5f),
           *beta = rnd_floats(dim, -1, 1), *want = malloc(nd * 4);
     assert_non_null(want);
-    float *dx = up(b, x, nd), *dg = up(b, g, dim), *dbeta = up(b, beta, dim),
-          *dy = poisoned(b, nd);
+    float *dx = up(b, x, nd), *dg = up(b, g, dim), *dbeta = up(b, beta, dim), *dy = poisoned(b, nd);
 
     o->rmsnorm(b, dy, dx, dg, n, dim, 1e-5f);
     float *got = down(b, dy, nd);
@@ -501,9 +501,10 @@ static void embed_every_layout(void **state) {
             float *got = down(b, dout, (size_t)n * cols);
             char name[64];
             spec_name(s, name, sizeof name);
-            bool rounded = !e && (s->dt == BE_Q4_K || s->dt == BE_Q5_K || s->dt == BE_Q6_K ||
-                                  s->dt == BE_F32 || (s->dt == BE_MLX && s->bits != 4 && s->bits != 8) ||
-                                  (s->dt == BE_MLX && s->scale_dtype != BE_F16));
+            bool rounded =
+                !e && (s->dt == BE_Q4_K || s->dt == BE_Q5_K || s->dt == BE_Q6_K ||
+                       s->dt == BE_F32 || (s->dt == BE_MLX && s->bits != 4 && s->bits != 8) ||
+                       (s->dt == BE_MLX && s->scale_dtype != BE_F16));
             if (rounded)
                 check_close(name, got, want, (size_t)n * cols, 2e-3);
             else
@@ -541,8 +542,10 @@ static void bad_input(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(matmul_every_layout), cmocka_unit_test(matmul_batch_invariant_wide),
-        cmocka_unit_test(small_ops),           cmocka_unit_test(embed_every_layout),
+        cmocka_unit_test(matmul_every_layout),
+        cmocka_unit_test(matmul_batch_invariant_wide),
+        cmocka_unit_test(small_ops),
+        cmocka_unit_test(embed_every_layout),
         cmocka_unit_test(recorded_equals_direct),
         cmocka_unit_test(bad_input),
     };

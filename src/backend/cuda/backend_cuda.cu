@@ -62,8 +62,8 @@ void *cu_scratch(cu_ctx *c, size_t bytes) {
 #define STAGE_BYTES (4u << 20) /* the pinned upload staging buffer */
 
 struct cu_host {
-    void *stage;         /* pinned, STAGE_BYTES */
-    cudaEvent_t staged;  /* the last copy out of stage */
+    void *stage;        /* pinned, STAGE_BYTES */
+    cudaEvent_t staged; /* the last copy out of stage */
 };
 
 /* The host-side parts live beside the context (one allocation). */
@@ -151,8 +151,7 @@ static void cuda_upload(be *b, void *dst, const void *src, size_t bytes) {
     cu_ctx *c = &f->c;
     if (c->fault || !bytes) return;
     if (bytes > STAGE_BYTES) { /* large: straight from pageable memory (synchronous) */
-        cu_record(c, cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, c->stream),
-                  "upload");
+        cu_record(c, cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, c->stream), "upload");
         cu_record(c, cudaStreamSynchronize(c->stream), "upload");
         return;
     }
@@ -279,8 +278,8 @@ static lv_status cuda_status(be *b, lv_err *err) {
  * Ops: each forwards to its file's launcher unless the context has failed.
  */
 
-lv_status cu_weight_init(be *b, be_weight *w, be_dtype dtype, int rows, int cols,
-                         const void *host, const be_quant *q, lv_err *err);
+lv_status cu_weight_init(be *b, be_weight *w, be_dtype dtype, int rows, int cols, const void *host,
+                         const be_quant *q, lv_err *err);
 void cu_weight_free(be *b, be_weight *w);
 
 #define LIVE(b) (cu_of(b)->fault == LV_OK)
@@ -293,8 +292,8 @@ static void cuda_rmsnorm(be *b, float *y, const float *x, const float *g, int n,
                          float eps) {
     if (LIVE(b)) cu_rmsnorm(cu_of(b), y, x, g, n, dim, eps);
 }
-static void cuda_add_rmsnorm(be *b, float *x, const float *delta, float *y, const float *g,
-                             int n, int dim, float eps) {
+static void cuda_add_rmsnorm(be *b, float *x, const float *delta, float *y, const float *g, int n,
+                             int dim, float eps) {
     if (LIVE(b)) cu_add_rmsnorm(cu_of(b), x, delta, y, g, n, dim, eps);
 }
 static void cuda_layernorm(be *b, float *y, const float *x, const float *g, const float *beta,
@@ -327,8 +326,7 @@ static void cuda_quick_gelu(be *b, float *x, size_t n) {
 static void cuda_add(be *b, float *y, const float *x, size_t n) {
     if (LIVE(b)) cu_add(cu_of(b), y, x, n);
 }
-static void cuda_embed_rows(be *b, float *out, const be_weight *table, const int32_t *ids,
-                            int n) {
+static void cuda_embed_rows(be *b, float *out, const be_weight *table, const int32_t *ids, int n) {
     if (LIVE(b)) cu_embed_rows(cu_of(b), out, (const cu_weight *)table->prep, ids, n);
 }
 

@@ -25,9 +25,9 @@ extern "C" {
 struct cu_ctx {
     int device;
     cudaStream_t stream;
-    int n_sm;         /* multiprocessors */
-    bool exact;       /* be.exact: float32 arithmetic on exact weight values */
-    lv_status fault;  /* first failure, LV_OK while healthy */
+    int n_sm;        /* multiprocessors */
+    bool exact;      /* be.exact: float32 arithmetic on exact weight values */
+    lv_status fault; /* first failure, LV_OK while healthy */
     char fault_msg[LV_ERR_LEN];
     /* A device scratch buffer ops may use within one call (grown on demand,
      * released at deinit); ops run in stream order, so one buffer serves all. */

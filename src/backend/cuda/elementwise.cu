@@ -23,8 +23,7 @@ static __device__ float block_sum(float v, float *shared) {
     return s;
 }
 
-static __global__ void rmsnorm_rows(float *y, const float *x, const float *g, int dim,
-                                    float eps) {
+static __global__ void rmsnorm_rows(float *y, const float *x, const float *g, int dim, float eps) {
     __shared__ float sh[ROW_THREADS / 32];
     const float *xr = x + (size_t)blockIdx.x * dim;
     float *yr = y + (size_t)blockIdx.x * dim;
@@ -116,8 +115,8 @@ static __global__ void rope_pairs(float *x, int n, int n_heads, int head_dim, co
 void cu_rope(cu_ctx *c, float *x, int n, int n_heads, int head_dim, const int *pos, float theta) {
     size_t total = (size_t)n * n_heads * (head_dim / 2);
     if (!total) return;
-    rope_pairs<<<(unsigned)((total + 255) / 256), 256, 0, c->stream>>>(x, n, n_heads, head_dim,
-                                                                        pos, theta);
+    rope_pairs<<<(unsigned)((total + 255) / 256), 256, 0, c->stream>>>(x, n, n_heads, head_dim, pos,
+                                                                       theta);
     cu_check(c, "rope");
 }
 
@@ -132,8 +131,8 @@ static __global__ void to_half_sat(__half *dst, const float *src, size_t n) {
 void cu_store_as(cu_ctx *c, void *dst, be_dtype dtype, const float *src, size_t n) {
     if (!n) return;
     if (dtype == BE_F32) {
-        cu_record(c, cudaMemcpyAsync(dst, src, n * sizeof(float), cudaMemcpyDeviceToDevice,
-                                     c->stream),
+        cu_record(c,
+                  cudaMemcpyAsync(dst, src, n * sizeof(float), cudaMemcpyDeviceToDevice, c->stream),
                   "store_as");
         return;
     }
@@ -155,8 +154,8 @@ ELEMENTWISE(gelu, x[i] = 0.5f * z * erfcf(-z * 0.70710678118654752f))
 ELEMENTWISE(quick_gelu, x[i] = z / (1.0f + expf(-1.702f * z)))
 ELEMENTWISE(add, x[i] = z + o[i])
 
-static void launch(cu_ctx *c, void (*k)(float *, const float *, size_t), float *x,
-                   const float *o, size_t n, const char *what) {
+static void launch(cu_ctx *c, void (*k)(float *, const float *, size_t), float *x, const float *o,
+                   size_t n, const char *what) {
     if (!n) return;
     k<<<(unsigned)((n + 255) / 256), 256, 0, c->stream>>>(x, o, n);
     cu_check(c, what);

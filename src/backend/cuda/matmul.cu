@@ -36,10 +36,10 @@
 #include <cuda_bf16.h>
 #include <stdint.h>
 
-#define CU_KC     512 /* values of k per chunk: a multiple of CU_KPAD */
+#define CU_KC        512 /* values of k per chunk: a multiple of CU_KPAD */
 #define CU_DEC_WARPS 16  /* warps of a decode block at most (one per chunk, or fewer) */
-#define CU_PF_MT  2   /* prefill warp tile: 16·MT rows */
-#define CU_PF_NT  4   /* ... by 8·NT tokens */
+#define CU_PF_MT     2   /* prefill warp tile: 16·MT rows */
+#define CU_PF_NT     4   /* ... by 8·NT tokens */
 
 /* ---------------------------------------------------------------------------
  * mma and conversions
@@ -61,8 +61,7 @@ static __device__ __forceinline__ void mma16816(float c[4], const uint32_t a[4],
 }
 
 /* Two floats as the 16-bit pair an mma register holds (half saturating). */
-template <bool BF16>
-static __device__ __forceinline__ uint32_t pack2(float lo, float hi) {
+template <bool BF16> static __device__ __forceinline__ uint32_t pack2(float lo, float hi) {
     if (BF16) {
         __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
         return *(uint32_t *)&v;
@@ -80,12 +79,8 @@ static __device__ __forceinline__ uint32_t pack2(float lo, float hi) {
 
 template <int KIND> struct wraw;
 
-template <> struct wraw<CW_F16> {
-    uint4 r[2][4];
-};
-template <> struct wraw<CW_BF16> {
-    uint4 r[2][4];
-};
+template <> struct wraw<CW_F16> { uint4 r[2][4]; };
+template <> struct wraw<CW_BF16> { uint4 r[2][4]; };
 template <> struct wraw<CW_Q4> {
     uint4 r[2];
     __half2 sm[2]; /* (s, s) and (m, m) of rows g and g + 8 are made in frag_a */
@@ -212,18 +207,10 @@ static __global__ void to_x16(uint32_t *xh, const float *x, int n, int K, int ld
  * 128 values before it uses the first, so each SM keeps tens of KB in flight.
  */
 
-template <int KIND> struct dec_depth {
-    static constexpr int v = 4; /* Q4: 40 B a lane a piece */
-};
-template <> struct dec_depth<CW_Q8> {
-    static constexpr int v = 2; /* 80 B */
-};
-template <> struct dec_depth<CW_F16> {
-    static constexpr int v = 2; /* 128 B */
-};
-template <> struct dec_depth<CW_BF16> {
-    static constexpr int v = 2;
-};
+template <int KIND> struct dec_depth { static constexpr int v = 4; /* Q4: 40 B a lane a piece */ };
+template <> struct dec_depth<CW_Q8> { static constexpr int v = 2; /* 80 B */ };
+template <> struct dec_depth<CW_F16> { static constexpr int v = 2; /* 128 B */ };
+template <> struct dec_depth<CW_BF16> { static constexpr int v = 2; };
 
 template <int KIND, int NT>
 static __global__ void __launch_bounds__(CU_DEC_WARPS * 32)
@@ -248,7 +235,8 @@ static __global__ void __launch_bounds__(CU_DEC_WARPS * 32)
             wraw<KIND> raw[DEPTH];
 #pragma unroll
             for (int p = 0; p < DEPTH; p++)
-                if (kk0 + p * CU_KPAD < k_end) load_w<KIND>(w, row0 + g, kk0 + p * CU_KPAD, t, raw[p]);
+                if (kk0 + p * CU_KPAD < k_end)
+                    load_w<KIND>(w, row0 + g, kk0 + p * CU_KPAD, t, raw[p]);
 #pragma unroll
             for (int p = 0; p < DEPTH; p++) {
                 int kk = kk0 + p * CU_KPAD;
@@ -269,7 +257,8 @@ static __global__ void __launch_bounds__(CU_DEC_WARPS * 32)
 #pragma unroll
         for (int j = 0; j < NT; j++)
 #pragma unroll
-            for (int e = 0; e < 4; e++) part[(((size_t)c * NT + j) * 32 + lane) * 4 + e] = acc[j][e];
+            for (int e = 0; e < 4; e++)
+                part[(((size_t)c * NT + j) * 32 + lane) * 4 + e] = acc[j][e];
     }
     __syncthreads();
     int rows = w.rows;
@@ -404,13 +393,13 @@ static void launch_decode(cu_ctx *c, dim3 grid, dim3 block, size_t smem, float *
                                         cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem),
                    "matmul (decode): shared memory"))
         return;
-    mm_decode<KIND, NT><<<grid, block, smem, c->stream>>>(*w, x, bias, y, n, w->cols, n_chunks,
-                                                         vec);
+    mm_decode<KIND, NT>
+        <<<grid, block, smem, c->stream>>>(*w, x, bias, y, n, w->cols, n_chunks, vec);
 }
 
 template <int KIND>
-static void launch_tc(cu_ctx *c, float *y, const float *x, const cu_weight *w,
-                      const float *bias, int n) {
+static void launch_tc(cu_ctx *c, float *y, const float *x, const cu_weight *w, const float *bias,
+                      int n) {
     int n_chunks = (w->ld + CU_KC - 1) / CU_KC;
     if (n <= 32) { /* decode and decode batches: the weight streamed once */
         bool vec = w->cols % 4 == 0 && ((uintptr_t)x & 15) == 0;
@@ -435,8 +424,8 @@ static void launch_tc(cu_ctx *c, float *y, const float *x, const cu_weight *w,
     uint32_t *xh = (uint32_t *)cu_scratch(c, (size_t)n * w->ld * 2);
     if (!xh) return;
     size_t pairs = (size_t)n * w->ld / 2;
-    to_x16<KIND == CW_BF16><<<(unsigned)((pairs + 255) / 256), 256, 0, c->stream>>>(
-        xh, x, n, w->cols, w->ld);
+    to_x16<KIND == CW_BF16>
+        <<<(unsigned)((pairs + 255) / 256), 256, 0, c->stream>>>(xh, x, n, w->cols, w->ld);
     dim3 grid((w->rows_pad + 32 * CU_PF_MT - 1) / (32 * CU_PF_MT),
               (n + 16 * CU_PF_NT - 1) / (16 * CU_PF_NT));
     mm_prefill<KIND><<<grid, 128, 0, c->stream>>>(*w, xh, bias, y, n);

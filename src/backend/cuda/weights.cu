@@ -244,8 +244,8 @@ static lv_status build_image(host_image *im, const be_weight *w, bool exact, lv_
         free(im->data);
         free(im->sm);
         free(tmp);
-        return lv_fail(err, LV_ERR_NOMEM, "out of host memory preparing a %d x %d weight",
-                       w->rows, w->cols);
+        return lv_fail(err, LV_ERR_NOMEM, "out of host memory preparing a %d x %d weight", w->rows,
+                       w->cols);
     }
     for (int r = 0; r < w->rows; r++) {
         if (cw->kind == CW_Q4)
@@ -259,8 +259,8 @@ static lv_status build_image(host_image *im, const be_weight *w, bool exact, lv_
     return LV_OK;
 }
 
-lv_status cu_weight_init(be *b, be_weight *w, be_dtype dtype, int rows, int cols,
-                         const void *host, const be_quant *q, lv_err *err) {
+lv_status cu_weight_init(be *b, be_weight *w, be_dtype dtype, int rows, int cols, const void *host,
+                         const be_quant *q, lv_err *err) {
     lv_status st = be_weight_describe(w, dtype, rows, cols, host, q, err);
     if (st) return st;
     cu_ctx *c = cu_of(b);
