@@ -42,6 +42,32 @@ static const char *demo(char *buf, size_t size) {
     return buf;
 }
 
+/* llava-gpu-bench: --help, and bad usage or a device this build lacks refused
+ * with a message and exit status 2 (its figures need a GPU: tests/cuda/). */
+static void gpu_bench_cli(void **state) {
+    struct {
+        const char *args;
+        int rc;
+        const char *msg;
+    } cases[] = {
+        {"--help", 0, "usage: llava-gpu-bench"},
+        {"--only", 2, "--only needs a value"},
+        {"--frobnicate 1", 2, "unknown option --frobnicate"},
+        {"--device tpu", 2, "unknown device \"tpu\""},
+        {"--device cuda:x", 2, "unknown device"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        char cmd[4096], *out = NULL;
+        snprintf(cmd, sizeof cmd, "'%s/llava-gpu-bench' %s 2>&1", tu_env("LLAVA_BIN_DIR"),
+                 cases[i].args);
+        int got = tu_run(cmd, &out);
+        if (got != cases[i].rc || !strstr(out, cases[i].msg))
+            fail_msg("llava-gpu-bench %s: exit %d (want %d), output: %s", cases[i].args, got,
+                     cases[i].rc, out);
+        free(out);
+    }
+}
+
 static void bad_usage(void **state) {
     (void)state;
     expect("--streams 8", 2, "--model is required");
@@ -148,7 +174,7 @@ int main(void) {
         cmocka_unit_test(bad_usage),        cmocka_unit_test(tiny_run),
         cmocka_unit_test(model_bad_usage),  cmocka_unit_test(model_tiny_text),
         cmocka_unit_test(model_tiny_image), cmocka_unit_test(bandwidth_cli),
-        cmocka_unit_test(device_flag),
+        cmocka_unit_test(device_flag),      cmocka_unit_test(gpu_bench_cli),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -299,7 +299,7 @@ int main(int argc, char **argv) {
     const char *device = "cuda", *only = NULL, *dtypes = "q4_0,q4_k,q6_k,q8_0,f16",
                *ns = "1,16,512";
     int repeat = 20;
-    for (int i = 1; i < argc; i++) {
+    for (int i = 1; i < argc; i += 2) { /* --help, or NAME VALUE pairs */
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
             printf("usage: llava-gpu-bench [--device cuda[:N]] [--only bandwidth|matmul|attention] "
@@ -324,7 +324,6 @@ int main(int argc, char **argv) {
             fprintf(stderr, "llava-gpu-bench: unknown option %s (see --help)\n", a);
             return 2;
         }
-        i++;
     }
     int index = 0;
     be b = {.ops = be_find_device(device, &index)};
