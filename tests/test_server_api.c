@@ -821,6 +821,71 @@ static void test_metrics_text(void **state) {
     free(m);
 }
 
+static long cached_of(json_t *o) {
+    json_t *d = json_object_get(json_object_get(o, "usage"), "prompt_tokens_details");
+    return (long)json_integer_value(json_object_get(d, "cached_tokens"));
+}
+
+/* A chat body of the given messages (a JSON array, taken). */
+static char *messages_body(json_t *messages) {
+    json_t *o = json_pack("{s:s,s:i,s:f,s:o}", "model", "demo", "max_tokens", SANITIZED ? 12 : 24,
+                          "temperature", 0.0, "messages", messages);
+    char *s = json_dumps(o, JSON_COMPACT);
+    json_decref(o);
+    return s;
+}
+
+/* The prefix cache as clients see it: a follow-up resending the history
+ * has the first turn's prompt cached (usage.prompt_tokens_details), so does
+ * a second client with the same long system prompt; /metrics counts them. */
+static void test_prefix_cache_usage(void **state) {
+    (void)state;
+    assert_true(srv_wait_healthy(&S, 60));
+    char *uri = data_uri(srv_demo_sample("sample_02_240x320.png"));
+    json_t *image = json_pack("{s:s,s:{s:s,s:s}}", "type", "image_url", "image_url", "url", uri,
+                              "detail", SANITIZED ? "low" : "auto");
+    json_t *turn1 = json_pack("{s:s,s:[O,{s:s,s:s}]}", "role", "user", "content", image, "type",
+                              "text", "text", "Which shapes are there?");
+    char *b1 = messages_body(json_pack("[O]", turn1));
+    json_t *o1 = post_json("/v1/chat/completions", b1, 200);
+    char *b2 = messages_body(json_pack("[O,{s:s,s:s},{s:s,s:s}]", turn1, "role", "assistant",
+                                       "content", choice_text(o1, 0), "role", "user", "content",
+                                       "Which color is the largest one?"));
+    json_t *o2 = post_json("/v1/chat/completions", b2, 200);
+    print_message("turn 2: %ld of %ld prompt tokens cached (turn 1: %ld)\n", cached_of(o2),
+                  usage_of(o2, "prompt_tokens"), usage_of(o1, "prompt_tokens"));
+    assert_true(cached_of(o2) >= usage_of(o1, "prompt_tokens"));
+    assert_true(cached_of(o2) < usage_of(o2, "prompt_tokens"));
+
+    lv_buf sys = {0};
+    for (int i = 0; i < 12; i++) {
+        char rule[96];
+        snprintf(rule, sizeof rule, "Rule %d: answer in few words and name every colour. ", i + 1);
+        assert_int_equal(lv_buf_append(&sys, rule, strlen(rule)), LV_OK);
+    }
+    assert_int_equal(lv_buf_append(&sys, "", 1), LV_OK);
+    char *ba = messages_body(json_pack("[{s:s,s:s},{s:s,s:s}]", "role", "system", "content",
+                                       sys.data, "role", "user", "content", "Hello!"));
+    char *bb = messages_body(json_pack("[{s:s,s:s},{s:s,s:s}]", "role", "system", "content",
+                                       sys.data, "role", "user", "content", "Who are you?"));
+    json_t *oa = post_json("/v1/chat/completions", ba, 200);
+    json_t *ob = post_json("/v1/chat/completions", bb, 200);
+    print_message("second client: %ld of %ld prompt tokens cached\n", cached_of(ob),
+                  usage_of(ob, "prompt_tokens"));
+    assert_int_equal(cached_of(oa), 0);
+    assert_true(cached_of(ob) > 100);
+
+    char *m = get_metrics();
+    assert_true(metric(m, "llava_prefix_cache_hits_total") >= 2);
+    assert_true(metric(m, "llava_prefix_cache_tokens_total") >= cached_of(o2) + cached_of(ob));
+    assert_true(metric(m, "llava_prefix_cache_sequences") >= 1);
+    free(m);
+    json_decref(o1), json_decref(o2), json_decref(oa), json_decref(ob);
+    json_decref(turn1), json_decref(image);
+    free(b1), free(b2), free(ba), free(bb), free(uri);
+    lv_buf_free(&sys);
+}
+
 /* --model text.gguf --mmproj mmproj.gguf: the demo model converted by
  * llava-quantize (gguf-f16: its weights are float16 already) answers as the
  * safetensors directory does. Skipped when llava-quantize is not built. */
@@ -883,6 +948,7 @@ int main(void) {
         cmocka_unit_test(test_bad_inputs),
         cmocka_unit_test(test_disconnect_frees_sequence),
         cmocka_unit_test(test_metrics_text),
+        cmocka_unit_test(test_prefix_cache_usage),
         cmocka_unit_test(test_gguf_pair_same_answers),
         cmocka_unit_test(test_sigterm_exits_zero),
     };

@@ -42,9 +42,10 @@
 typedef struct {
     const char *model, *mmproj, *alias, *host, *api_key, *origins, *media_dir, *config;
     int port, queue_size, ctx_size, threads, timeout_s, parallel;
-    bool exact;         /* --exact: llava_set_exact */
-    const char *device; /* --device, else the config's device, else "cpu" */
-    srv_config file;    /* --config's settings (zero without one) */
+    bool exact;           /* --exact: llava_set_exact */
+    bool no_prefix_cache; /* --no-prefix-cache: sched_config.cache_slots -1 */
+    const char *device;   /* --device, else the config's device, else "cpu" */
+    srv_config file;      /* --config's settings (zero without one) */
 } srv_args;
 
 static void usage(FILE *f) {
@@ -62,6 +63,8 @@ static void usage(FILE *f) {
         "  --port N                       port (default 8080; 0 = any free port)\n"
         "  --queue-size N                 requests waiting at most (default 64; 429 above)\n"
         "  --ctx-size N                   context tokens per request (default: the model's)\n"
+        "  --no-prefix-cache              prefill every prompt whole (default: reuse the KV\n"
+        "                                 of a finished request's prompt prefix)\n"
         "  --threads N                    CPU threads (default: all cores)\n"
         "  --device NAME                  cpu (default), ref (the scalar reference), cuda or\n"
         "                                 cuda:N (CUDA builds)\n"
@@ -93,6 +96,7 @@ static int parse_args(int argc, char **argv, srv_args *a) {
         TOOL_INT("ctx-size", 0, &a->ctx_size, 0, 1 << 24),
         TOOL_INT("threads", 0, &a->threads, 0, 4096),
         TOOL_FLAG("exact", 0, &a->exact),
+        TOOL_FLAG("no-prefix-cache", 0, &a->no_prefix_cache),
         TOOL_STR("device", 0, &a->device),
         TOOL_STR("api-key", 0, &a->api_key),
         TOOL_STR("allowed-origins", 0, &a->origins),
@@ -165,7 +169,10 @@ static void *load_main(void *arg) {
                 max_ctx);
         ctx = max_ctx;
     }
-    sched_config wc = {.queue_size = a->queue_size, .parallel = a->parallel, .ctx_size = ctx};
+    sched_config wc = {.queue_size = a->queue_size,
+                       .parallel = a->parallel,
+                       .ctx_size = ctx,
+                       .cache_slots = a->no_prefix_cache ? -1 : 0};
     if (sched_new(m, &wc, &w, &err) || sched_start(w, &err)) goto fail;
     sched_stats ws;
     sched_get_stats(w, &ws);

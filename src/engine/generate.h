@@ -63,7 +63,8 @@ typedef struct {
 typedef struct {
     int n_images, n_tiles;
     double vision_ms;  /* tower + projector + packing, all images */
-    int n_prefill;     /* prompt tokens */
+    int n_prefill;     /* prompt tokens run through the model (those not cached) */
+    int n_cached;      /* prompt tokens whose KV came from the prefix cache (scheduler.c) */
     double prefill_ms; /* prompt to first logits */
     int n_decode;      /* decode steps (generated tokens after the first) */
     double decode_ms;  /* their forward passes */

@@ -49,8 +49,21 @@
  * context capped so that parallel sequences of ctx positions fit in
  * KV_BUDGET bytes (8 GiB: 7B Mistral, 128 KiB a position with the default
  * f16 cache, 256 KiB with f32, gets its full 32768 positions at parallel 2
- * (f32: 1) and 4096 (f32: 2048) at parallel 16). The sequence is
- * freed when its job ends, so nothing is held while idle.
+ * (f32: 1) and 4096 (f32: 2048) at parallel 16). A cancelled or failed
+ * job's sequence is freed at once.
+ *
+ * The prefix cache (engine/prefix_cache.h). A job that ends well leaves its
+ * sequence in the cache (up to cache_slots of them, least recently used
+ * evicted) with the ids it was fed and its images' keys. A new job takes
+ * the sequence sharing the longest prefix with its prompt (at least
+ * PREFIX_MIN ids, never ending inside an image, at least one prompt id left
+ * to prefill): it continues it where the prefix ends (or gets a copy of the
+ * prefix when the sequence is too short for it or holds more than the
+ * prefix), skips encoding the images inside the prefix and prefills the
+ * rest. The prefill is chunk invariant, so the tokens and logprobs are
+ * those of a cold prefill, bit for bit. Kept sequences count against the
+ * same KV bound as running ones (parallel x ctx positions): they are
+ * evicted before a new sequence would pass it, or fails to allocate.
  *
  * Device faults. A backend's ops cannot return errors; one whose work may
  * fail asynchronously (CUDA: a kernel error, out of memory inside an op)
@@ -63,6 +76,7 @@
 #include "engine/scheduler.h"
 
 #include "base/clock.h"
+#include "engine/prefix_cache.h"
 #include "base/log.h"
 
 #include <stdlib.h>
@@ -77,6 +91,7 @@
 #define EWMA         0.25              /* weight of a new cost sample */
 #define FIRST_ROWS   8                 /* rows of a piece whose cost is not known yet */
 #define QUIET_EVERY  32                /* turns between two measurements of the quiet step */
+#define PREFIX_MIN   16                /* cached positions worth taking over a sequence for */
 
 typedef enum { SL_FREE = 0, SL_ENCODE, SL_PREFILL, SL_DECODE } slot_phase;
 
@@ -90,11 +105,14 @@ typedef struct {
     llava_seq *s;
     llava_features *f; /* the images' feature rows, NULL without images */
     llava_encoder *enc;
-    int next_image;  /* images whose encoder started */
-    int feat_rows;   /* feature rows given to encoders so far */
-    int n_image_ids; /* <image> ids in the prompt */
-    int prefilled;   /* prompt ids prefilled so far */
-    int feat_used;   /* feature rows consumed by the prefill so far */
+    int next_image;       /* images whose encoder started */
+    int feat_rows;        /* feature rows given to encoders so far */
+    int n_image_ids;      /* <image> ids in the prompt */
+    int prefilled;        /* prompt ids prefilled so far (the cached prefix included) */
+    int feat_used;        /* feature rows consumed by the prefill so far */
+    int n_cached;         /* prompt ids whose KV came from the prefix cache */
+    uint64_t *image_keys; /* (n_images) pc_image_key of each image, with the prefix cache */
+    int *image_rows;      /* (n_images) each image's <image> ids */
 } slot;
 
 /* Measured costs (moving averages, ms; 0 = not measured yet). */
@@ -130,16 +148,20 @@ struct sched {
     sched_job **admit; /* (parallel) jobs taken from the queue this turn */
     slot **order;      /* (parallel) slots of one phase, oldest first */
     costs cost;
-    double allow;     /* ms of background work a turn may carry while jobs decode (feedback) */
-    long turns;       /* forwards run */
-    lv_status fault;  /* the device's first fault (llava_device_status), or LV_OK */
-    lv_err fault_err; /* and its message */
+    double allow;       /* ms of background work a turn may carry while jobs decode (feedback) */
+    long turns;         /* forwards run */
+    lv_status fault;    /* the device's first fault (llava_device_status), or LV_OK */
+    lv_err fault_err;   /* and its message */
+    prefix_cache cache; /* sequences kept after their jobs (cap 0: none) */
 
     /* figures, under mu */
     int n_running;
     int64_t kv_used;
     size_t kv_bytes_alloc;
+    size_t kv_bytes_retained;
     size_t kv_per_pos;
+    uint64_t cache_hits, cache_tokens; /* jobs that reused a prefix, and its positions */
+    int n_retained;
 };
 
 static void ewma(double *avg, double sample) {
@@ -274,6 +296,8 @@ static void update_stats_locked(sched *s) {
     s->n_running = running;
     s->kv_used = used;
     s->kv_bytes_alloc = alloc;
+    s->kv_bytes_retained = (size_t)pc_ctx_positions(&s->cache) * s->kv_per_pos;
+    s->n_retained = s->cache.n;
 }
 
 static void update_stats(sched *s) {
@@ -299,16 +323,141 @@ static void end_slot(sched *s, slot *sl, lv_status st) {
     llava_seq_free(sl->s);
     llava_encoder_free(sl->enc);
     llava_features_free(sl->f);
+    free(sl->image_keys);
+    free(sl->image_rows);
     memset(sl, 0, sizeof *sl);
     update_stats(s);
     finish(j, st);
     sched_job_release(j);
 }
 
-/* The job's generation is over: its result, then the end. */
+/* ---- the prefix cache ------------------------------------------------------------------ */
+
+/* What the job's prompt puts in its positions. */
+static pc_content prompt_content(const slot *sl) {
+    const sched_job *j = sl->j;
+    return (pc_content){j->ids, j->n_ids, sl->image_keys, sl->image_rows, j->n_images};
+}
+
+/* KV positions the job can use: prompt + max_tokens, at most ctx. */
+static int job_ctx(const sched *s, const sched_job *j) {
+    long want = (long)j->n_ids + j->params.max_tokens;
+    return want < s->ctx ? (int)want : s->ctx;
+}
+
+/* Evicts kept sequences (never `keep`) until ctx more positions fit in the
+ * KV the scheduler may allocate (parallel x ctx, as without the cache). */
+static void make_room(sched *s, int ctx, const llava_seq *keep) {
+    size_t total = (size_t)s->parallel * s->ctx * s->kv_per_pos;
+    for (;;) {
+        update_stats(s);
+        size_t in_use = s->kv_bytes_alloc + s->kv_bytes_retained;
+        if (in_use + (size_t)ctx * s->kv_per_pos <= total || !pc_evict_lru(&s->cache, keep)) break;
+    }
+}
+
+/* A sequence of ctx positions, empty or holding src's first n_pos; kept
+ * sequences make room for it first, and again while memory runs out. */
+static lv_status new_sequence(sched *s, int ctx, const llava_seq *src, int n_pos, llava_seq **out,
+                              lv_err *err) {
+    make_room(s, ctx, src);
+    for (;;) {
+        lv_status st = src ? llava_seq_copy_prefix(src, n_pos, ctx, out, err)
+                           : llava_seq_new(s->m, ctx, out, err);
+        if (st != LV_ERR_NOMEM || !pc_evict_lru(&s->cache, src)) return st;
+    }
+}
+
+/* The index of the kept entry holding seq, -1 if none. */
+static int entry_of(const prefix_cache *c, const llava_seq *seq) {
+    for (int i = 0; i < c->n; i++)
+        if (c->entries[i].seq == seq) return i;
+    return -1;
+}
+
+/* The kept sequence sharing the longest prefix with the job's prompt (at
+ * least PREFIX_MIN positions, and at least one prompt id left to prefill,
+ * whose logits the job samples from), at the prefix's end: taken over
+ * when the job continues it and its context fits, else its prefix copied
+ * into a sequence of the job's size (an entry the copy covers wholly is
+ * dropped, the new one supersedes it). NULL when none fits. */
+static llava_seq *cached_prefix(sched *s, slot *sl, int *n_prefix) {
+    pc_content q = prompt_content(sl);
+    int i = pc_find(&s->cache, &q, sl->j->n_ids - 1, n_prefix);
+    if (i < 0 || *n_prefix < PREFIX_MIN) return NULL;
+    int ctx = job_ctx(s, sl->j);
+    pc_entry *e = &s->cache.entries[i];
+    bool whole = *n_prefix == e->n;
+    if (whole && llava_seq_ctx(e->seq) >= ctx) return pc_take(&s->cache, i);
+    const llava_seq *src = e->seq;
+    llava_seq *seq;
+    lv_err err;
+    if (new_sequence(s, ctx, src, *n_prefix, &seq, &err)) {
+        LV_DEBUG("[%s] prefix cache: %s", sl->j->rid, err.msg);
+        return NULL;
+    }
+    if (whole && (i = entry_of(&s->cache, src)) >= 0) llava_seq_free(pc_take(&s->cache, i));
+    return seq;
+}
+
+/* Before the job encodes: its images' keys, then the longest cached prefix.
+ * The prefill starts after it, and images wholly inside it are not
+ * encoded (their feature rows would not be read). */
+static lv_status reuse_prefix(sched *s, slot *sl, lv_err *err) {
+    sched_job *j = sl->j;
+    if (s->cache.cap == 0) return LV_OK;
+    int n = j->n_images > 0 ? j->n_images : 1;
+    sl->image_keys = malloc((size_t)n * sizeof *sl->image_keys);
+    sl->image_rows = malloc((size_t)n * sizeof *sl->image_rows);
+    if (!sl->image_keys || !sl->image_rows) return lv_fail(err, LV_ERR_NOMEM, "out of memory");
+    for (int i = 0; i < j->n_images; i++) {
+        sl->image_keys[i] = pc_image_key(&j->images[i]);
+        sl->image_rows[i] = llava_tensor_token_count(s->m, &j->images[i]);
+    }
+    int n_prefix = 0;
+    llava_seq *seq = cached_prefix(s, sl, &n_prefix);
+    if (!seq) return LV_OK;
+    llava_seq_truncate(seq, n_prefix);
+    sl->s = seq;
+    sl->prefilled = sl->n_cached = n_prefix;
+    /* the prefix ends between images: the first ones are wholly inside */
+    int rows = llava_count_image_ids(s->m, j->ids, n_prefix);
+    while (sl->next_image < j->n_images && sl->feat_rows + sl->image_rows[sl->next_image] <= rows)
+        sl->feat_rows += sl->image_rows[sl->next_image++];
+    sl->feat_used = sl->feat_rows;
+    s->cache_hits++;
+    s->cache_tokens += (uint64_t)n_prefix;
+    LV_DEBUG("[%s] prefix cache: %d of %d prompt ids cached, %d of %d images skipped", j->rid,
+             n_prefix, j->n_ids, sl->next_image, j->n_images);
+    update_stats(s);
+    return LV_OK;
+}
+
+/* The job ended well: its sequence is kept with the ids it was fed (the
+ * prompt, then every generated id but the last, which was never run). */
+static void keep_sequence(sched *s, slot *sl) {
+    sched_job *j = sl->j;
+    if (s->cache.cap == 0 || !sl->s || !sl->image_keys) return;
+    int n = llava_seq_pos(sl->s), n_gen = n - j->n_ids;
+    if (n_gen < 0 || n_gen > j->result.n_ids) return;
+    int32_t *fed = malloc((size_t)(n > 0 ? n : 1) * sizeof *fed);
+    if (!fed) return;
+    memcpy(fed, j->ids, (size_t)j->n_ids * sizeof *fed);
+    memcpy(fed + j->n_ids, j->result.ids, (size_t)n_gen * sizeof *fed);
+    pc_content what = prompt_content(sl);
+    what.ids = fed;
+    what.n = n;
+    lv_err err;
+    if (pc_put(&s->cache, sl->s, &what, &err)) LV_DEBUG("[%s] prefix cache: %s", j->rid, err.msg);
+    sl->s = NULL; /* the cache's now, or freed by pc_put */
+    free(fed);
+}
+
+/* The job's generation is over: its result, its sequence kept, then the end. */
 static void complete_slot(sched *s, slot *sl) {
     sched_job *j = sl->j;
     lv_status st = gen_state_finish(&sl->g, &j->result, &j->err);
+    if (!st) keep_sequence(s, sl);
     end_slot(s, sl, st);
 }
 
@@ -324,6 +473,7 @@ static bool device_faulted(sched *s) {
     if (s->fault) return true;
     if (!(s->fault = llava_device_status(s->m, &s->fault_err))) return false;
     LV_ERROR("device fault: %s; every job fails from now on", s->fault_err.msg);
+    pc_clear(&s->cache); /* nothing the device holds can be trusted */
     for (int i = 0; i < s->parallel; i++)
         if (s->slots[i].phase != SL_FREE) fail_with_fault(s, &s->slots[i]);
     return true;
@@ -365,8 +515,11 @@ static void start_slot(sched *s, slot *sl, sched_job *j) {
             st = lv_fail(&j->err, LV_ERR_ARG,
                          "the prompt has %d image tokens but the images give %ld features",
                          sl->n_image_ids, rows);
-        if (!st) st = llava_features_new(s->m, sl->n_image_ids, &sl->f, &j->err);
     }
+    if (!st) st = reuse_prefix(s, sl, &j->err);
+    /* the images the cached prefix does not hold need their feature rows */
+    if (!st && sl->next_image < j->n_images)
+        st = llava_features_new(s->m, sl->n_image_ids, &sl->f, &j->err);
     j->params.logprobs = j->record_tokens;
     if (!st) st = gen_state_init(&sl->g, s->m, j->ids, j->n_ids, &j->params, &sl->cb, &j->err);
     if (st) end_slot(s, sl, st);
@@ -374,10 +527,7 @@ static void start_slot(sched *s, slot *sl, sched_job *j) {
 
 /* After the last image: the slot gets its sequence and waits for prefill. */
 static lv_status start_prefill(sched *s, slot *sl, lv_err *err) {
-    sched_job *j = sl->j;
-    long want = (long)j->n_ids + j->params.max_tokens;
-    int ctx = want < s->ctx ? (int)want : s->ctx;
-    lv_status st = llava_seq_new(s->m, ctx, &sl->s, err);
+    lv_status st = sl->s ? LV_OK : new_sequence(s, job_ctx(s, sl->j), NULL, 0, &sl->s, err);
     if (st) return st;
     sl->phase = SL_PREFILL;
     update_stats(s);
@@ -559,7 +709,8 @@ static void run_turn(sched *s) {
             sl->feat_used += llava_count_image_ids(m, s->in[q].ids, s->in[q].n) * (sl->f != NULL);
             sl->prefilled += s->in[q].n;
             if (sl->prefilled < sl->j->n_ids) continue;
-            sl->g.timings.n_prefill = sl->j->n_ids;
+            sl->g.timings.n_prefill = sl->j->n_ids - sl->n_cached;
+            sl->g.timings.n_cached = sl->n_cached;
             llava_features_free(sl->f); /* consumed */
             sl->f = NULL;
             sl->phase = SL_DECODE;
@@ -689,6 +840,7 @@ static void free_engine(sched *s) {
     free(s->ring);
     free(s->cost.decode);
     free(s->cost.decode_turn);
+    pc_deinit(&s->cache);
 }
 
 lv_status sched_new(llava *m, const sched_config *cfg, sched **out, lv_err *err) {
@@ -728,6 +880,12 @@ lv_status sched_new(llava *m, const sched_config *cfg, sched **out, lv_err *err)
         free_engine(s);
         free(s);
         return lv_fail(err, LV_ERR_NOMEM, "out of memory for %d parallel sequences", np);
+    }
+    int cache_slots = cfg->cache_slots == 0 ? np : cfg->cache_slots;
+    if (cache_slots > 0 && (st = pc_init(&s->cache, cache_slots, llava_image_token_id(m), err))) {
+        free_engine(s);
+        free(s);
+        return st;
     }
     if ((st = llava_batch_new(m, np + PREFILL_ROWS, np, &s->bt, err))) {
         free_engine(s);
@@ -785,7 +943,11 @@ void sched_get_stats(sched *s, sched_stats *out) {
     out->kv_bytes_used = (size_t)s->kv_used * s->kv_per_pos;
     out->kv_bytes_total = (size_t)out->kv_capacity * s->kv_per_pos;
     out->kv_bytes_allocated = s->kv_bytes_alloc;
+    out->kv_bytes_retained = s->kv_bytes_retained;
     out->ctx_size = s->ctx;
+    out->cache_sequences = s->n_retained;
+    out->cache_hits = s->cache_hits;
+    out->cache_tokens = s->cache_tokens;
     pthread_mutex_unlock(&s->mu);
 }
 

@@ -3,8 +3,10 @@
  * feeding an engine that runs up to `parallel` of them at once with
  * continuous batching (scheduler.c). A new job joins the running batch
  * between decode steps; each step is one forward over every running job's
- * next token plus prompt rows of joining jobs; a job that ends (or is
- * cancelled) frees its sequence at once. Image encoding and long prompts
+ * next token plus prompt rows of joining jobs; a cancelled job frees its
+ * sequence at once, one that ends well leaves it to the prefix cache, so
+ * that a later prompt starting the same way (a conversation's history, a
+ * shared system prompt) prefills only the rest. Image encoding and long prompts
  * are cut into pieces run between decode steps, within a time budget that
  * bounds the running streams' inter-token latency (sched_config
  * max_itl_ratio). A job's output does not depend on what runs beside it.
@@ -108,6 +110,9 @@ typedef struct {
      * Background work gets a share of each turn sized from measured costs
      * so that a turn stays under it. */
     double max_itl_ratio;
+    /* Sequences kept after their jobs end, for the prefix cache (0: parallel;
+     * < 0: none, every prompt is prefilled whole). See scheduler.c. */
+    int cache_slots;
 } sched_config;
 
 /* Figures for /health and /metrics. */
@@ -120,9 +125,14 @@ typedef struct {
     int64_t kv_capacity;       /* KV positions that may exist (parallel x ctx) */
     size_t kv_bytes_used;      /* bytes of kv_used */
     size_t kv_bytes_total;     /* bytes of kv_capacity: the most KV cache it allocates */
-    size_t kv_bytes_allocated; /* KV cache allocated now (each running sequence is sized to
-                                  prompt + max_tokens, at most ctx) */
+    size_t kv_bytes_allocated; /* KV cache allocated now for running sequences (each is sized
+                                  to prompt + max_tokens, at most ctx) */
+    size_t kv_bytes_retained;  /* KV cache held by the prefix cache's kept sequences; with
+                                  kv_bytes_allocated at most kv_bytes_total */
     int ctx_size;              /* ctx: positions per sequence at most */
+    int cache_sequences;       /* sequences kept by the prefix cache */
+    uint64_t cache_hits;       /* jobs that took a prefix from the cache, since the start */
+    uint64_t cache_tokens;     /* prompt ids they took from it */
 } sched_stats;
 
 /* A scheduler on m (borrowed; loaded; outlives it), no thread yet. Caller

@@ -559,6 +559,24 @@ int llava_seq_ctx(const llava_seq *s) {
     return s->kv.ctx;
 }
 
+void llava_seq_truncate(llava_seq *s, int pos) {
+    llm_seq_truncate(&s->kv, pos);
+}
+
+lv_status llava_seq_copy_prefix(const llava_seq *src, int n_pos, int ctx, llava_seq **out,
+                                lv_err *err) {
+    *out = NULL;
+    llava_seq *s = calloc(1, sizeof *s);
+    if (!s) return lv_fail(err, LV_ERR_NOMEM, "out of memory");
+    lv_status st = llm_seq_copy_prefix(&src->kv, n_pos, ctx, &s->kv, err);
+    if (st) {
+        free(s);
+        return st;
+    }
+    *out = s;
+    return LV_OK;
+}
+
 lv_status llava_batch_new(llava *m, int max_rows, int max_seqs, llava_batch **out, lv_err *err) {
     *out = NULL;
     if (!m->loaded) return lv_fail(err, LV_ERR_ARG, "the model's weights are not loaded");

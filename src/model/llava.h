@@ -196,6 +196,15 @@ lv_status llava_seq_new(llava *m, int ctx, llava_seq **out, lv_err *err);
 void llava_seq_free(llava_seq *s);     /* NULL: no-op */
 int llava_seq_pos(const llava_seq *s); /* positions filled */
 int llava_seq_ctx(const llava_seq *s); /* positions it holds */
+/* Forgets positions pos.. (0 <= pos <= llava_seq_pos): the prefix stays
+ * valid (a position's cache depends only on the ids before it), the next
+ * forward continues at pos. What the prefix cache reuses. */
+void llava_seq_truncate(llava_seq *s, int pos);
+/* A new sequence of ctx positions holding a copy of src's first n_pos
+ * positions, at position n_pos; src is unchanged. Errors as llava_seq_new;
+ * LV_ERR_ARG for n_pos beyond src or ctx. */
+lv_status llava_seq_copy_prefix(const llava_seq *src, int n_pos, int ctx, llava_seq **out,
+                                lv_err *err);
 
 /* Scratch for forwards of up to max_rows rows from up to max_seqs sequences. */
 typedef struct llava_batch llava_batch;

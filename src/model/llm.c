@@ -67,6 +67,32 @@ void llm_seq_deinit(llm_seq *s) {
     memset(s, 0, sizeof *s);
 }
 
+void llm_seq_truncate(llm_seq *s, int pos) {
+    if (pos >= 0 && pos < s->pos) s->pos = pos;
+}
+
+lv_status llm_seq_copy_prefix(const llm_seq *src, int n_pos, int ctx, llm_seq *dst, lv_err *err) {
+    memset(dst, 0, sizeof *dst);
+    const llm *m = src->m;
+    if (n_pos < 0 || n_pos > src->pos || n_pos > ctx)
+        return lv_fail(err, LV_ERR_ARG, "copying %d of %d positions into a context of %d", n_pos,
+                       src->pos, ctx);
+    if (src->kv_dtype != (m->kv_f16 ? BE_F16 : BE_F32))
+        return lv_fail(err, LV_ERR_ARG, "the sequence's cache dtype is not the model's now");
+    lv_status st = llm_seq_init(m, ctx, dst, err);
+    if (st) return st;
+    /* the cache is (n_layers, ctx, kv_dim): one block of n_pos rows a layer */
+    be *b = m->b;
+    size_t es = src->kv_dtype == BE_F16 ? 2 : sizeof(float), row = (size_t)m->kv_dim * es;
+    for (int l = 0; l < m->n_layers; l++) {
+        size_t from = (size_t)l * src->ctx * row, to = (size_t)l * ctx * row;
+        b->ops->copy(b, (char *)dst->k + to, (const char *)src->k + from, (size_t)n_pos * row);
+        b->ops->copy(b, (char *)dst->v + to, (const char *)src->v + from, (size_t)n_pos * row);
+    }
+    dst->pos = n_pos;
+    return LV_OK;
+}
+
 size_t llm_kv_bytes_per_pos(const llm *m) {
     return 2 * (size_t)m->n_layers * (size_t)m->kv_dim * (m->kv_f16 ? 2 : sizeof(float));
 }

@@ -72,6 +72,17 @@ lv_status llm_seq_init(const llm *m, int ctx, llm_seq *s, lv_err *err);
 /* Releases s; a zeroed s is a no-op. */
 void llm_seq_deinit(llm_seq *s);
 
+/* Forgets the positions from pos on (0 <= pos <= s->pos): the next forward
+ * writes position pos and overwrites what followed. The cache at positions
+ * < pos depends only on the tokens there, so it stays valid. */
+void llm_seq_truncate(llm_seq *s, int pos);
+
+/* A new sequence of ctx positions (n_pos..m->max_ctx) holding a copy of the
+ * first n_pos positions of src (0..src->pos), at position n_pos; src is
+ * unchanged. Errors as llm_seq_init; LV_ERR_ARG when src's cache dtype is
+ * not the model's now. On failure nothing is held. */
+lv_status llm_seq_copy_prefix(const llm_seq *src, int n_pos, int ctx, llm_seq *dst, lv_err *err);
+
 /* Bytes of KV cache per position of one sequence (keys and values, all layers),
  * in the dtype m->kv_f16 names. */
 size_t llm_kv_bytes_per_pos(const llm *m);

@@ -306,7 +306,10 @@ void jobs_usage(const job_group *g, oai_usage *u, oai_timings *t) {
     for (int k = 0; k < g->n_jobs; k++) {
         const sched_job *j = g->jobs[k];
         const gen_timings *gt = &j->result.timings;
-        if (k % g->n == 0) u->prompt_tokens += j->n_ids;
+        if (k % g->n == 0) { /* a prompt's n choices: counted once */
+            u->prompt_tokens += j->n_ids;
+            u->cached_tokens += gt->n_cached;
+        }
         u->completion_tokens += j->result.n_ids;
         t->prompt_n += gt->n_prefill;
         t->prompt_ms += gt->vision_ms + gt->prefill_ms;

@@ -181,6 +181,14 @@ char *metrics_render(metrics *m, const metrics_gauges *g) {
           r ? (double)w->kv_bytes_used : 0);
     gauge(&b, "llava_kv_cache_total_bytes", "Bytes of KV cache allocated.",
           r ? (double)w->kv_bytes_total : 0);
+    counter(&b, "llava_prefix_cache_hits_total",
+            "Jobs whose prompt prefix came from the prefix cache.", r ? w->cache_hits : 0);
+    counter(&b, "llava_prefix_cache_tokens_total",
+            "Prompt tokens taken from the prefix cache (not prefilled).", r ? w->cache_tokens : 0);
+    gauge(&b, "llava_prefix_cache_sequences", "Sequences kept by the prefix cache.",
+          r ? w->cache_sequences : 0);
+    gauge(&b, "llava_prefix_cache_bytes", "Bytes of KV cache held by the kept sequences.",
+          r ? (double)w->kv_bytes_retained : 0);
     gauge(&b, "process_resident_memory_bytes", "Resident memory of the server process.",
           g->rss_bytes >= 0 ? (double)g->rss_bytes : 0);
     gauge(&b, "llava_uptime_seconds", "Seconds since the server started.", g->uptime_s);

@@ -1,0 +1,306 @@
+/* test_prefix_cache.c - the scheduler's prefix cache (engine/prefix_cache.h)
+ * on the bundled demo model (models/demo): a three-turn conversation about
+ * one image, its history resent each turn, reuses the previous turns' KV;
+ * two prompts sharing a long system prompt share its prefill; a kept
+ * sequence evicted (one slot, a small KV budget) is prefilled again. Every
+ * job's ids, text and logprobs equal, bit for bit, those of the same job
+ * on a fresh scheduler without the cache. Also the prefix rule itself on
+ * made-up contents: equal ids, equal image keys, never ending inside an
+ * image. Prints each turn's time to first token with and without the
+ * cache (docs/PERF_NOTES.md). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#include "base/clock.h"
+#include "base/log.h"
+#include "engine/prefix_cache.h"
+#include "engine/request.h"
+#include "engine/scheduler.h"
+#include "testutil.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define MAX_TOKENS 24
+#define TURNS      3
+
+static llava *g_m;
+static img_tensor g_px;
+static int g_px_tokens;
+
+static const char *demo_dir(void) {
+    static char path[1024];
+    snprintf(path, sizeof path, "%s/../../models/demo", tu_env("LLAVA_TEST_DATA"));
+    return path;
+}
+
+static int setup(void **state) {
+    (void)state;
+    lv_log_set_level(LV_LOG_WARN);
+    lv_err err;
+    if (llava_open(demo_dir(), &g_m, &err) || llava_load(g_m, "cpu", 2, &err)) {
+        fprintf(stderr, "cannot load %s: %s\n", demo_dir(), err.msg);
+        return -1;
+    }
+    char path[1200];
+    snprintf(path, sizeof path, "%s/samples/sample_01_320x240.png", demo_dir());
+    if (request_load_image(g_m, path, &g_px, &g_px_tokens, NULL, NULL, &err)) {
+        fprintf(stderr, "%s\n", err.msg);
+        return -1;
+    }
+    return 0;
+}
+
+static int teardown(void **state) {
+    (void)state;
+    img_tensor_free(&g_px);
+    llava_free(g_m);
+    return 0;
+}
+
+/* A greedy job for a raw prompt (chat template already applied); with_image:
+ * its <image> is the sample image. */
+static sched_job *make_job(const char *prompt, bool with_image) {
+    sched_job *j = sched_job_new();
+    assert_non_null(j);
+    if (with_image) {
+        size_t n = (size_t)g_px.n_tiles * 3 * g_px.tile_h * g_px.tile_w * sizeof(float);
+        j->images = calloc(1, sizeof *j->images);
+        assert_non_null(j->images);
+        j->images[0] = g_px;
+        j->images[0].data = malloc(n);
+        assert_non_null(j->images[0].data);
+        memcpy(j->images[0].data, g_px.data, n);
+        j->n_images = 1;
+    }
+    lv_err err;
+    size_t n_ids;
+    if (request_prompt_ids(g_m, prompt, true, &g_px_tokens, j->n_images, &j->ids, &n_ids, &err))
+        fail_msg("%s", err.msg);
+    j->n_ids = (int)n_ids;
+    gen_params_default(&j->params, g_m);
+    sample_params_default(&j->params.sampling);
+    j->params.sampling.n_top_logprobs = 3;
+    j->params.max_tokens = MAX_TOKENS;
+    j->record_tokens = true;
+    return j;
+}
+
+static sched *start(int cache_slots, int ctx_size) {
+    sched *w;
+    lv_err err;
+    sched_config cfg = {
+        .queue_size = 4, .parallel = 1, .ctx_size = ctx_size, .cache_slots = cache_slots};
+    if (sched_new(g_m, &cfg, &w, &err) || sched_start(w, &err)) fail_msg("sched_new: %s", err.msg);
+    return w;
+}
+
+static void run(sched *w, sched_job *j) {
+    lv_err err;
+    if (sched_submit(w, j, &err)) fail_msg("sched_submit: %s", err.msg);
+    sched_job_wait(j);
+    if (j->st) fail_msg("%s: %s", lv_status_str(j->st), j->err.msg);
+}
+
+/* The same prompt on a fresh scheduler without the cache. */
+static sched_job *run_cold(const char *prompt, bool with_image) {
+    sched *w = start(-1, 0);
+    sched_job *j = make_job(prompt, with_image);
+    run(w, j);
+    assert_int_equal(j->result.timings.n_cached, 0);
+    sched_free(w);
+    return j;
+}
+
+/* Bit for bit: ids, text, and every token's logprob and top logprobs. */
+static void expect_same(const sched_job *a, const sched_job *b) {
+    assert_int_equal(a->result.n_ids, b->result.n_ids);
+    assert_memory_equal(a->result.ids, b->result.ids, (size_t)a->result.n_ids * sizeof(int32_t));
+    assert_string_equal(a->result.text, b->result.text);
+    assert_string_equal(a->result.finish_reason, b->result.finish_reason);
+    assert_int_equal(a->n_tokens, b->n_tokens);
+    for (int i = 0; i < a->n_tokens; i++) {
+        const sample_result *x = &a->tokens[i], *y = &b->tokens[i];
+        assert_int_equal(x->id, y->id);
+        assert_memory_equal(&x->logprob, &y->logprob, sizeof x->logprob);
+        assert_int_equal(x->n_top, y->n_top);
+        assert_memory_equal(x->top, y->top, (size_t)x->n_top * sizeof x->top[0]);
+    }
+}
+
+static double ttft_ms(const sched_job *j) {
+    return j->t_first_ms - j->t_submit_ms;
+}
+
+/* Appends printf-style text to buf (cap bytes). */
+static void append(char *buf, size_t cap, const char *fmt, ...) {
+    size_t len = strlen(buf);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf + len, cap - len, fmt, ap);
+    va_end(ap);
+}
+
+/* Three turns about one image, each resending the history the way the
+ * chat template writes it: turns 2 and 3 take at least the previous
+ * prompt from the cache, skip the image, and answer exactly as cold. */
+static void test_conversation(void **state) {
+    (void)state;
+    static const char *questions[TURNS] = {"Describe the image.", "Which color is the cross?",
+                                           "How many shapes are there?"};
+    char prompt[8192] = "";
+    sched *w = start(0, 0);
+    double warm[TURNS], cold[TURNS];
+    int prev_ids = 0;
+    for (int t = 0; t < TURNS; t++) {
+        append(prompt, sizeof prompt, "[INST] %s%s [/INST]", t == 0 ? "<image>\n" : "",
+               questions[t]);
+        sched_job *j = make_job(prompt, true), *ref = run_cold(prompt, true);
+        run(w, j);
+        expect_same(ref, j);
+        const gen_timings *gt = &j->result.timings;
+        print_message("turn %d: %d prompt ids, %d cached, %d images encoded; first token after "
+                      "%.1f ms (cold %.1f ms); vision %.1f prefill %.1f ms, decode %.1f ms/token\n",
+                      t + 1, j->n_ids, gt->n_cached, gt->n_images, ttft_ms(j), ttft_ms(ref),
+                      gt->vision_ms, gt->prefill_ms,
+                      gt->decode_ms / (gt->n_decode ? gt->n_decode : 1));
+        if (t == 0) {
+            assert_int_equal(gt->n_cached, 0);
+            assert_int_equal(gt->n_images, 1);
+        } else {
+            assert_true(gt->n_cached >= prev_ids);
+            assert_true(gt->n_cached < j->n_ids);
+            assert_int_equal(gt->n_images, 0); /* inside the prefix: not encoded */
+        }
+        assert_int_equal(gt->n_prefill + gt->n_cached, j->n_ids);
+        warm[t] = ttft_ms(j);
+        cold[t] = ttft_ms(ref);
+        prev_ids = j->n_ids;
+        append(prompt, sizeof prompt, " %s</s> ", j->result.text);
+        sched_job_release(j);
+        sched_job_release(ref);
+    }
+    sched_stats st;
+    sched_get_stats(w, &st);
+    assert_int_equal(st.cache_hits, TURNS - 1);
+    assert_true(st.cache_tokens > 0);
+    assert_int_equal(st.cache_sequences, 1);
+    assert_true(st.kv_bytes_retained > 0);
+    assert_int_equal(st.kv_bytes_allocated, 0); /* nothing running */
+    print_message("time to first token, ms: cache %.1f %.1f %.1f, cold %.1f %.1f %.1f\n", warm[0],
+                  warm[1], warm[2], cold[0], cold[1], cold[2]);
+    sched_free(w);
+}
+
+/* A long shared system prompt, two different questions: the second job
+ * prefills only what follows the shared part; the first's entry stays (the
+ * second copied its prefix), so asking it again reuses all but one id. */
+static void test_shared_system_prompt(void **state) {
+    (void)state;
+    char system[4096] = "<<SYS>>\n";
+    for (int i = 0; i < 12; i++)
+        append(system, sizeof system, "Rule %d: answer briefly, name colours and shapes. ", i + 1);
+    append(system, sizeof system, "\n<</SYS>>\n\n");
+    char a[8192], b[8192];
+    snprintf(a, sizeof a, "%s[INST] <image>\nDescribe the image. [/INST]", system);
+    snprintf(b, sizeof b, "%s[INST] Hello, who are you? [/INST]", system);
+    sched *w = start(2, 0); /* two kept sequences: the second does not evict the first */
+    sched_job *ja = make_job(a, true), *jb = make_job(b, false), *ja2 = make_job(a, true);
+    run(w, ja);
+    run(w, jb);
+    run(w, ja2);
+    sched_job *ca = run_cold(a, true), *cb = run_cold(b, false);
+    expect_same(ca, ja);
+    expect_same(cb, jb);
+    expect_same(ca, ja2);
+    int shared = 0;
+    while (shared < ja->n_ids && shared < jb->n_ids && ja->ids[shared] == jb->ids[shared]) shared++;
+    print_message("system prompt: %d shared ids; second job cached %d of %d\n", shared,
+                  jb->result.timings.n_cached, jb->n_ids);
+    assert_true(shared > 100);
+    assert_int_equal(ja->result.timings.n_cached, 0);
+    assert_int_equal(jb->result.timings.n_cached, shared);
+    assert_int_equal(ja2->result.timings.n_cached, ja2->n_ids - 1);
+    assert_int_equal(ja2->result.timings.n_images, 0);
+    sched_stats st;
+    sched_get_stats(w, &st);
+    assert_int_equal(st.cache_sequences, 2);
+    sched_free(w);
+    sched_job_release(ja), sched_job_release(jb), sched_job_release(ja2);
+    sched_job_release(ca), sched_job_release(cb);
+}
+
+/* One slot and a KV budget of one sequence: a job with another prompt
+ * evicts the kept one, and the first prompt asked again is prefilled whole
+ * with the same answer. The KV held never exceeds the budget. */
+static void test_eviction(void **state) {
+    (void)state;
+    const char *a = "[INST] <image>\nDescribe the image. [/INST]";
+    const char *b = "[INST] Tell me a story about a blue square and a red cross. [/INST]";
+    sched_job *probe = make_job(a, true);
+    int ctx = probe->n_ids + MAX_TOKENS + 8; /* room for one of them, not two */
+    sched_job_release(probe);
+    sched *w = start(1, ctx);
+    sched_job *ja = make_job(a, true), *jb = make_job(b, false), *ja2 = make_job(a, true);
+    sched_stats st;
+    run(w, ja);
+    sched_get_stats(w, &st);
+    assert_int_equal(st.cache_sequences, 1);
+    run(w, jb);
+    sched_get_stats(w, &st);
+    assert_int_equal(st.cache_sequences, 1);
+    assert_true(st.kv_bytes_retained + st.kv_bytes_allocated <= st.kv_bytes_total);
+    run(w, ja2);
+    sched_job *ca = run_cold(a, true);
+    expect_same(ca, ja);
+    expect_same(ca, ja2);
+    assert_true(ja2->result.timings.n_cached < 16); /* a's entry was evicted */
+    assert_int_equal(ja2->result.timings.n_images, 1);
+    sched_free(w);
+    sched_job_release(ja), sched_job_release(jb), sched_job_release(ja2), sched_job_release(ca);
+}
+
+/* The prefix rule on made-up contents (image id 9, two images of 3 ids). */
+static void test_common_prefix_rule(void **state) {
+    (void)state;
+    enum { IMG = 9 };
+    int32_t x[] = {1, 2, IMG, IMG, IMG, 5, IMG, IMG, IMG, 6, 7};
+    int32_t y[] = {1, 2, IMG, IMG, IMG, 5, IMG, IMG, IMG, 6, 8};
+    uint64_t keys[] = {100, 200}, other[] = {100, 300};
+    int rows[] = {3, 3};
+    pc_content a = {x, 11, keys, rows, 2}, b = {y, 11, keys, rows, 2};
+    assert_int_equal(pc_common_prefix(&a, &b, 100, IMG), 10);
+    assert_int_equal(pc_common_prefix(&a, &b, 4, IMG), 2); /* inside image 1: its start */
+    assert_int_equal(pc_common_prefix(&a, &b, 5, IMG), 5); /* image 1 whole */
+    assert_int_equal(pc_common_prefix(&a, &b, 8, IMG), 6); /* inside image 2 */
+    b.image_keys = other;                                  /* the second image differs */
+    assert_int_equal(pc_common_prefix(&a, &b, 100, IMG), 6);
+    b.image_keys = keys;
+    b.n = 3; /* b ends inside image 1 */
+    assert_int_equal(pc_common_prefix(&a, &b, 100, IMG), 2);
+    /* the key covers pixels and shape */
+    img_tensor p = g_px;
+    uint64_t k0 = pc_image_key(&p);
+    p.image_w++;
+    assert_true(pc_image_key(&p) != k0);
+    p = g_px;
+    float saved = p.data[1000];
+    p.data[1000] += 1.0f;
+    assert_true(pc_image_key(&p) != k0);
+    p.data[1000] = saved;
+    assert_true(pc_image_key(&p) == k0);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_common_prefix_rule),
+        cmocka_unit_test(test_conversation),
+        cmocka_unit_test(test_shared_system_prompt),
+        cmocka_unit_test(test_eviction),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
