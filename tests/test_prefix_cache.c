@@ -93,8 +93,12 @@ static sched_job *make_job(const char *prompt, bool with_image) {
 static sched *start(int cache_slots, int ctx_size) {
     sched *w;
     lv_err err;
-    sched_config cfg = {
-        .queue_size = 4, .parallel = 1, .ctx_size = ctx_size, .cache_slots = cache_slots};
+    /* the image cache off: an image outside the reused prefix is encoded */
+    sched_config cfg = {.queue_size = 4,
+                        .parallel = 1,
+                        .ctx_size = ctx_size,
+                        .cache_slots = cache_slots,
+                        .image_cache_bytes = -1};
     if (sched_new(g_m, &cfg, &w, &err) || sched_start(w, &err)) fail_msg("sched_new: %s", err.msg);
     return w;
 }

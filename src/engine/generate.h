@@ -61,14 +61,15 @@ typedef struct {
 } gen_callbacks;
 
 typedef struct {
-    int n_images, n_tiles;
-    double vision_ms;  /* tower + projector + packing, all images */
-    int n_prefill;     /* prompt tokens run through the model (those not cached) */
-    int n_cached;      /* prompt tokens whose KV came from the prefix cache (scheduler.c) */
-    double prefill_ms; /* prompt to first logits */
-    int n_decode;      /* decode steps (generated tokens after the first) */
-    double decode_ms;  /* their forward passes */
-    double sample_ms;  /* sampling and detokenizing, all steps */
+    int n_images, n_tiles; /* images encoded, and their tiles */
+    int n_images_cached;   /* images whose rows came from the image cache (not encoded) */
+    double vision_ms;      /* tower + projector + packing, all images */
+    int n_prefill;         /* prompt tokens run through the model (those not cached) */
+    int n_cached;          /* prompt tokens whose KV came from the prefix cache (scheduler.c) */
+    double prefill_ms;     /* prompt to first logits */
+    int n_decode;          /* decode steps (generated tokens after the first) */
+    double decode_ms;      /* their forward passes */
+    double sample_ms;      /* sampling and detokenizing, all steps */
 } gen_timings;
 
 typedef struct {

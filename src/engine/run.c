@@ -12,7 +12,7 @@ lv_status gen_run(llava *m, const int32_t *prompt, int n_prompt, const img_tenso
     if (!llava_is_loaded(m)) return lv_fail(err, LV_ERR_ARG, "the model's weights are not loaded");
     sched *s;
     /* one job on a scheduler of its own: nothing to keep for a later one */
-    sched_config cfg = {.queue_size = 1, .parallel = 1, .cache_slots = -1};
+    sched_config cfg = {.queue_size = 1, .parallel = 1, .cache_slots = -1, .image_cache_bytes = -1};
     lv_status st = sched_new(m, &cfg, &s, err);
     if (st) return st;
     sched_job *j = sched_job_new();

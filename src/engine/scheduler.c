@@ -65,6 +65,15 @@
  * same KV bound as running ones (parallel x ctx positions): they are
  * evicted before a new sequence would pass it, or fails to allocate.
  *
+ * The image cache (engine/image_cache.h). When a job's image is about to
+ * be encoded, its key (pc_image_key of the preprocessed tensor) is looked
+ * up: a hit copies the kept rows into the job's features at the image's
+ * row offset and the encoder is skipped; a miss encodes, and the finished
+ * rows are copied into a new entry (least recently used ones evicted to
+ * stay within image_cache_bytes). The encoder's rows depend only on its
+ * input tensor, so a hit gives the bits of a cold encode. Images inside a
+ * reused prefix are not looked up: their rows are never read.
+ *
  * Device faults. A backend's ops cannot return errors; one whose work may
  * fail asynchronously (CUDA: a kernel error, out of memory inside an op)
  * records the first fault, and llava_device_status reports it. It is asked
@@ -76,8 +85,9 @@
 #include "engine/scheduler.h"
 
 #include "base/clock.h"
-#include "engine/prefix_cache.h"
 #include "base/log.h"
+#include "engine/image_cache.h"
+#include "engine/prefix_cache.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -107,11 +117,12 @@ typedef struct {
     llava_encoder *enc;
     int next_image;       /* images whose encoder started */
     int feat_rows;        /* feature rows given to encoders so far */
+    int looked_up;        /* images looked up in the image cache so far (once each) */
     int n_image_ids;      /* <image> ids in the prompt */
     int prefilled;        /* prompt ids prefilled so far (the cached prefix included) */
     int feat_used;        /* feature rows consumed by the prefill so far */
     int n_cached;         /* prompt ids whose KV came from the prefix cache */
-    uint64_t *image_keys; /* (n_images) pc_image_key of each image, with the prefix cache */
+    uint64_t *image_keys; /* (n_images) pc_image_key of each image, with either cache */
     int *image_rows;      /* (n_images) each image's <image> ids */
 } slot;
 
@@ -153,6 +164,7 @@ struct sched {
     lv_status fault;    /* the device's first fault (llava_device_status), or LV_OK */
     lv_err fault_err;   /* and its message */
     prefix_cache cache; /* sequences kept after their jobs (cap 0: none) */
+    image_cache images; /* images' feature rows kept after their encoding (budget 0: none) */
 
     /* figures, under mu */
     int n_running;
@@ -162,6 +174,7 @@ struct sched {
     size_t kv_per_pos;
     uint64_t cache_hits, cache_tokens; /* jobs that reused a prefix, and its positions */
     int n_retained;
+    image_cache image_figures; /* a copy of images' counters and sizes (no entries) */
 };
 
 static void ewma(double *avg, double sample) {
@@ -298,6 +311,8 @@ static void update_stats_locked(sched *s) {
     s->kv_bytes_alloc = alloc;
     s->kv_bytes_retained = (size_t)pc_ctx_positions(&s->cache) * s->kv_per_pos;
     s->n_retained = s->cache.n;
+    s->image_figures = s->images;
+    s->image_figures.entries = NULL; /* the engine's own */
 }
 
 static void update_stats(sched *s) {
@@ -400,12 +415,11 @@ static llava_seq *cached_prefix(sched *s, slot *sl, int *n_prefix) {
     return seq;
 }
 
-/* Before the job encodes: its images' keys, then the longest cached prefix.
- * The prefill starts after it, and images wholly inside it are not
- * encoded (their feature rows would not be read). */
-static lv_status reuse_prefix(sched *s, slot *sl, lv_err *err) {
+/* Each image's key and rows, what both caches match images by (hashing
+ * the pixels costs a pass over them: skipped when both caches are off). */
+static lv_status image_keys(sched *s, slot *sl, lv_err *err) {
     sched_job *j = sl->j;
-    if (s->cache.cap == 0) return LV_OK;
+    if (s->cache.cap == 0 && !ic_enabled(&s->images)) return LV_OK;
     int n = j->n_images > 0 ? j->n_images : 1;
     sl->image_keys = malloc((size_t)n * sizeof *sl->image_keys);
     sl->image_rows = malloc((size_t)n * sizeof *sl->image_rows);
@@ -414,6 +428,15 @@ static lv_status reuse_prefix(sched *s, slot *sl, lv_err *err) {
         sl->image_keys[i] = pc_image_key(&j->images[i]);
         sl->image_rows[i] = llava_tensor_token_count(s->m, &j->images[i]);
     }
+    return LV_OK;
+}
+
+/* Before the job encodes: the longest cached prefix. The prefill starts
+ * after it, and images wholly inside it are not encoded (their feature
+ * rows would not be read). */
+static lv_status reuse_prefix(sched *s, slot *sl) {
+    sched_job *j = sl->j;
+    if (s->cache.cap == 0) return LV_OK;
     int n_prefix = 0;
     llava_seq *seq = cached_prefix(s, sl, &n_prefix);
     if (!seq) return LV_OK;
@@ -437,7 +460,7 @@ static lv_status reuse_prefix(sched *s, slot *sl, lv_err *err) {
  * prompt, then every generated id but the last, which was never run). */
 static void keep_sequence(sched *s, slot *sl) {
     sched_job *j = sl->j;
-    if (s->cache.cap == 0 || !sl->s || !sl->image_keys) return;
+    if (s->cache.cap == 0 || !sl->s || !sl->image_keys) return; /* keys: the image cache's */
     int n = llava_seq_pos(sl->s), n_gen = n - j->n_ids;
     if (n_gen < 0 || n_gen > j->result.n_ids) return;
     int32_t *fed = malloc((size_t)(n > 0 ? n : 1) * sizeof *fed);
@@ -474,6 +497,7 @@ static bool device_faulted(sched *s) {
     if (!(s->fault = llava_device_status(s->m, &s->fault_err))) return false;
     LV_ERROR("device fault: %s; every job fails from now on", s->fault_err.msg);
     pc_clear(&s->cache); /* nothing the device holds can be trusted */
+    ic_clear(&s->images);
     for (int i = 0; i < s->parallel; i++)
         if (s->slots[i].phase != SL_FREE) fail_with_fault(s, &s->slots[i]);
     return true;
@@ -516,7 +540,8 @@ static void start_slot(sched *s, slot *sl, sched_job *j) {
                          "the prompt has %d image tokens but the images give %ld features",
                          sl->n_image_ids, rows);
     }
-    if (!st) st = reuse_prefix(s, sl, &j->err);
+    if (!st) st = image_keys(s, sl, &j->err);
+    if (!st) st = reuse_prefix(s, sl);
     /* the images the cached prefix does not hold need their feature rows */
     if (!st && sl->next_image < j->n_images)
         st = llava_features_new(s->m, sl->n_image_ids, &sl->f, &j->err);
@@ -534,16 +559,62 @@ static lv_status start_prefill(sched *s, slot *sl, lv_err *err) {
     return LV_OK;
 }
 
-/* Starts the encoder of the slot's next image, or its prefill after the last. */
+/* Keeps the rows of image i, just encoded into the slot's features at
+ * row0, in the image cache (a copy: the job's features are consumed by its
+ * prefill). Best effort: without memory the image is simply not kept. */
+static void keep_image_rows(sched *s, slot *sl, int i, int row0) {
+    image_cache *c = &s->images;
+    int n = sl->image_rows[i];
+    size_t bytes = (size_t)n * llava_text_dim(s->m) * sizeof(float);
+    if (!ic_fits(c, bytes)) return;
+    ic_make_room(c, bytes); /* before allocating: the peak stays within the budget */
+    llava_features *rows;
+    lv_err err;
+    lv_status st = llava_features_new(s->m, n, &rows, &err);
+    if (!st) {
+        llava_features_copy_rows(rows, 0, sl->f, row0, n);
+        st = ic_put(c, sl->image_keys[i], n, rows, bytes, &err);
+    }
+    if (st) LV_DEBUG("[%s] image cache: %s", sl->j->rid, err.msg);
+}
+
+/* The slot's next images whose rows the image cache holds: copied into
+ * the job's features, not encoded. Stops at the first miss (an image is
+ * looked up once: the hit and miss counts are per image). */
+static void take_cached_images(sched *s, slot *sl) {
+    sched_job *j = sl->j;
+    while (ic_enabled(&s->images) && sl->next_image < j->n_images) {
+        int i = sl->next_image, n = sl->image_rows[i];
+        if (i < sl->looked_up) return; /* missed already: being encoded */
+        sl->looked_up = i + 1;
+        int e = ic_find(&s->images, sl->image_keys[i], n);
+        if (e < 0) return;
+        llava_features_copy_rows(sl->f, sl->feat_rows, s->images.entries[e].rows, 0, n);
+        sl->next_image++;
+        sl->feat_rows += n;
+        sl->g.timings.n_images_cached++;
+        LV_DEBUG("[%s] image cache: image %d of %d not encoded", j->rid, i + 1, j->n_images);
+    }
+}
+
+/* The slot's encoder is done: its timings, its rows kept, then freed. */
+static void finish_encoder(sched *s, slot *sl) {
+    int i = sl->next_image - 1,
+        row0 = sl->feat_rows - llava_tensor_token_count(s->m, &sl->j->images[i]);
+    sl->g.timings.vision_ms += llava_encoder_ms(sl->enc);
+    sl->g.timings.n_tiles += llava_encoder_tiles(sl->enc);
+    sl->g.timings.n_images++;
+    if (ic_enabled(&s->images)) keep_image_rows(s, sl, i, row0);
+    llava_encoder_free(sl->enc);
+    sl->enc = NULL;
+}
+
+/* Starts the encoder of the slot's next image not in the image cache, or
+ * its prefill after the last. */
 static lv_status next_image(sched *s, slot *sl, lv_err *err) {
     sched_job *j = sl->j;
-    if (sl->enc) {
-        sl->g.timings.vision_ms += llava_encoder_ms(sl->enc);
-        sl->g.timings.n_tiles += llava_encoder_tiles(sl->enc);
-        sl->g.timings.n_images++;
-        llava_encoder_free(sl->enc);
-        sl->enc = NULL;
-    }
+    if (sl->enc) finish_encoder(s, sl);
+    take_cached_images(s, sl);
     if (sl->next_image == j->n_images) return start_prefill(s, sl, err);
     const img_tensor *px = &j->images[sl->next_image];
     int n_tok = llava_tensor_token_count(s->m, px);
@@ -637,11 +708,13 @@ static void run_turn(sched *s) {
     double budget = !bounded ? -1 : dec_ms > 0 && !stale ? s->allow : 0, enc_ms = 0;
     bool encoded = false;
     int n_enc = oldest_first(s, SL_ENCODE, order);
-    for (int k = 0; k < n_enc; k++) /* no images (left): the sequence at once */
+    for (int k = 0; k < n_enc; k++) { /* no images (left), or all cached: the sequence at once */
+        if (!order[k]->enc) take_cached_images(s, order[k]);
         if (!order[k]->enc && order[k]->next_image == order[k]->j->n_images) {
             lv_status st = next_image(s, order[k], &order[k]->j->err);
             if (st) end_slot(s, order[k], st);
         }
+    }
     n_enc = oldest_first(s, SL_ENCODE, order);
     for (int k = 0; k < n_enc; k++) {
         if (bounded && budget <= 0) break;
@@ -841,6 +914,7 @@ static void free_engine(sched *s) {
     free(s->cost.decode);
     free(s->cost.decode_turn);
     pc_deinit(&s->cache);
+    ic_deinit(&s->images);
 }
 
 lv_status sched_new(llava *m, const sched_config *cfg, sched **out, lv_err *err) {
@@ -887,6 +961,9 @@ lv_status sched_new(llava *m, const sched_config *cfg, sched **out, lv_err *err)
         free(s);
         return st;
     }
+    int64_t image_bytes =
+        cfg->image_cache_bytes == 0 ? SCHED_IMAGE_CACHE_DEFAULT : cfg->image_cache_bytes;
+    ic_init(&s->images, image_bytes > 0 ? (size_t)image_bytes : 0);
     if ((st = llava_batch_new(m, np + PREFILL_ROWS, np, &s->bt, err))) {
         free_engine(s);
         free(s);
@@ -948,6 +1025,12 @@ void sched_get_stats(sched *s, sched_stats *out) {
     out->cache_sequences = s->n_retained;
     out->cache_hits = s->cache_hits;
     out->cache_tokens = s->cache_tokens;
+    out->image_cache_hits = s->image_figures.hits;
+    out->image_cache_misses = s->image_figures.misses;
+    out->image_cache_evictions = s->image_figures.evictions;
+    out->image_cache_images = s->image_figures.n;
+    out->image_cache_bytes = s->image_figures.bytes;
+    out->image_cache_budget = s->image_figures.budget;
     pthread_mutex_unlock(&s->mu);
 }
 

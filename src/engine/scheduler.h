@@ -6,8 +6,10 @@
  * next token plus prompt rows of joining jobs; a cancelled job frees its
  * sequence at once, one that ends well leaves it to the prefix cache, so
  * that a later prompt starting the same way (a conversation's history, a
- * shared system prompt) prefills only the rest. Image encoding and long prompts
- * are cut into pieces run between decode steps, within a time budget that
+ * shared system prompt) prefills only the rest; an image's feature rows are
+ * kept too, so the same picture in another prompt skips the vision tower.
+ * Image encoding and long prompts are cut into pieces run between decode
+ * steps, within a time budget that
  * bounds the running streams' inter-token latency (sched_config
  * max_itl_ratio). A job's output does not depend on what runs beside it.
  *
@@ -113,26 +115,38 @@ typedef struct {
     /* Sequences kept after their jobs end, for the prefix cache (0: parallel;
      * < 0: none, every prompt is prefilled whole). See scheduler.c. */
     int cache_slots;
+    /* Bytes of image feature rows kept for images sent again (engine/image_cache.h;
+     * 0: SCHED_IMAGE_CACHE_DEFAULT; < 0: none, every image is encoded). Device
+     * memory on a GPU, besides the KV cache. */
+    int64_t image_cache_bytes;
 } sched_config;
+
+#define SCHED_IMAGE_CACHE_DEFAULT ((int64_t)256 << 20) /* 256 MiB: five 7B LLaVA-NeXT images */
 
 /* Figures for /health and /metrics. */
 typedef struct {
-    int running;               /* jobs holding a slot */
-    int waiting;               /* jobs queued */
-    int queue_capacity;        /* queue_size */
-    int parallel;              /* sequences at most */
-    int64_t kv_used;           /* KV positions filled, all running sequences */
-    int64_t kv_capacity;       /* KV positions that may exist (parallel x ctx) */
-    size_t kv_bytes_used;      /* bytes of kv_used */
-    size_t kv_bytes_total;     /* bytes of kv_capacity: the most KV cache it allocates */
-    size_t kv_bytes_allocated; /* KV cache allocated now for running sequences (each is sized
-                                  to prompt + max_tokens, at most ctx) */
-    size_t kv_bytes_retained;  /* KV cache held by the prefix cache's kept sequences; with
-                                  kv_bytes_allocated at most kv_bytes_total */
-    int ctx_size;              /* ctx: positions per sequence at most */
-    int cache_sequences;       /* sequences kept by the prefix cache */
-    uint64_t cache_hits;       /* jobs that took a prefix from the cache, since the start */
-    uint64_t cache_tokens;     /* prompt ids they took from it */
+    int running;                    /* jobs holding a slot */
+    int waiting;                    /* jobs queued */
+    int queue_capacity;             /* queue_size */
+    int parallel;                   /* sequences at most */
+    int64_t kv_used;                /* KV positions filled, all running sequences */
+    int64_t kv_capacity;            /* KV positions that may exist (parallel x ctx) */
+    size_t kv_bytes_used;           /* bytes of kv_used */
+    size_t kv_bytes_total;          /* bytes of kv_capacity: the most KV cache it allocates */
+    size_t kv_bytes_allocated;      /* KV cache allocated now for running sequences (each is sized
+                                       to prompt + max_tokens, at most ctx) */
+    size_t kv_bytes_retained;       /* KV cache held by the prefix cache's kept sequences; with
+                                       kv_bytes_allocated at most kv_bytes_total */
+    int ctx_size;                   /* ctx: positions per sequence at most */
+    int cache_sequences;            /* sequences kept by the prefix cache */
+    uint64_t cache_hits;            /* jobs that took a prefix from the cache, since the start */
+    uint64_t cache_tokens;          /* prompt ids they took from it */
+    uint64_t image_cache_hits;      /* images whose rows came from the image cache */
+    uint64_t image_cache_misses;    /* images looked up and encoded */
+    uint64_t image_cache_evictions; /* entries evicted to make room */
+    int image_cache_images;         /* entries kept now */
+    size_t image_cache_bytes;       /* their bytes */
+    size_t image_cache_budget;      /* bytes at most (0: off) */
 } sched_stats;
 
 /* A scheduler on m (borrowed; loaded; outlives it), no thread yet. Caller

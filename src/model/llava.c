@@ -293,6 +293,14 @@ void llava_features_read(const llava_features *f, int row0, int n, float *host) 
     b->ops->download(b, host, f->rows + (size_t)row0 * dim, (size_t)n * dim * sizeof *host);
 }
 
+void llava_features_copy_rows(llava_features *dst, int dst_row, const llava_features *src,
+                              int src_row, int n) {
+    be *b = &dst->m->backend;
+    size_t dim = (size_t)dst->m->md.config.text.dim;
+    b->ops->copy(b, dst->rows + (size_t)dst_row * dim, src->rows + (size_t)src_row * dim,
+                 (size_t)n * dim * sizeof *dst->rows);
+}
+
 /* An image in pieces: tile after tile, stage after stage (clip.h), each a
  * range of rows, then the projector over the tile's rows, then the packing. */
 enum { ST_EMBED, ST_IN, ST_OUT, ST_PROJ }; /* piece kinds (llava_encoder_next) */

@@ -133,6 +133,13 @@ void llava_features_free(llava_features *f); /* NULL: no-op */
 int llava_features_rows(const llava_features *f);
 /* Copies rows [row0, row0 + n) to host memory (n · text dim floats). */
 void llava_features_read(const llava_features *f, int row0, int n, float *host);
+/* Copies src's rows [src_row, src_row + n) over dst's rows [dst_row,
+ * dst_row + n), on the backend (no trip through the host: on a GPU both
+ * stay in device memory). Both belong to one model; the ranges must fit.
+ * What the scheduler's image cache (engine/image_cache.h) keeps and gives
+ * back an image's rows with. */
+void llava_features_copy_rows(llava_features *dst, int dst_row, const llava_features *src,
+                              int src_row, int n);
 
 /*
  * One image being encoded, in pieces: a tile at a time, each stage of the

@@ -1,0 +1,283 @@
+/* test_image_cache.c - the scheduler's image cache (engine/image_cache.h)
+ * on the bundled demo model (models/demo): the same image asked about
+ * with another prompt (so the prefix cache cannot skip it) takes its rows
+ * from the cache and is not encoded; a budget of one image evicts the
+ * first when a second comes; a budget below zero keeps nothing. Every
+ * job's ids, text and logprobs equal, bit for bit, those of the same job
+ * on a fresh scheduler with both caches off. Also the LRU and budget rules
+ * alone on made-up entries. Prints the second question's time to first
+ * token with and without the cache (docs/PERF_NOTES.md). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#include "base/log.h"
+#include "engine/image_cache.h"
+#include "engine/request.h"
+#include "engine/scheduler.h"
+#include "testutil.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MAX_TOKENS 16
+#define OFF        (-1) /* sched_config: no cache */
+
+static llava *g_m;
+static img_tensor g_px[2]; /* two sample images */
+static int g_tokens[2];
+
+static const char *demo_dir(void) {
+    static char path[1024];
+    snprintf(path, sizeof path, "%s/../../models/demo", tu_env("LLAVA_TEST_DATA"));
+    return path;
+}
+
+static int setup(void **state) {
+    (void)state;
+    lv_log_set_level(LV_LOG_WARN);
+    lv_err err;
+    if (llava_open(demo_dir(), &g_m, &err) || llava_load(g_m, "cpu", 2, &err)) {
+        fprintf(stderr, "cannot load %s: %s\n", demo_dir(), err.msg);
+        return -1;
+    }
+    static const char *names[2] = {"sample_01_320x240.png", "sample_03_400x400.png"};
+    for (int i = 0; i < 2; i++) {
+        char path[1200];
+        snprintf(path, sizeof path, "%s/samples/%s", demo_dir(), names[i]);
+        if (request_load_image(g_m, path, &g_px[i], &g_tokens[i], NULL, NULL, &err)) {
+            fprintf(stderr, "%s\n", err.msg);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static int teardown(void **state) {
+    (void)state;
+    for (int i = 0; i < 2; i++) img_tensor_free(&g_px[i]);
+    llava_free(g_m);
+    return 0;
+}
+
+/* Bytes the cache counts for image i's rows. */
+static size_t image_bytes(int i) {
+    return (size_t)g_tokens[i] * llava_text_dim(g_m) * sizeof(float);
+}
+
+/* A greedy job for a raw prompt (chat template applied) whose <image> is
+ * sample image `image`. */
+static sched_job *make_job(const char *prompt, int image) {
+    sched_job *j = sched_job_new();
+    assert_non_null(j);
+    const img_tensor *px = &g_px[image];
+    size_t n = (size_t)px->n_tiles * 3 * px->tile_h * px->tile_w * sizeof(float);
+    j->images = calloc(1, sizeof *j->images);
+    assert_non_null(j->images);
+    j->images[0] = *px;
+    j->images[0].data = malloc(n);
+    assert_non_null(j->images[0].data);
+    memcpy(j->images[0].data, px->data, n);
+    j->n_images = 1;
+    lv_err err;
+    size_t n_ids;
+    if (request_prompt_ids(g_m, prompt, true, &g_tokens[image], 1, &j->ids, &n_ids, &err))
+        fail_msg("%s", err.msg);
+    j->n_ids = (int)n_ids;
+    gen_params_default(&j->params, g_m);
+    sample_params_default(&j->params.sampling);
+    j->params.sampling.n_top_logprobs = 3;
+    j->params.max_tokens = MAX_TOKENS;
+    j->record_tokens = true;
+    return j;
+}
+
+static sched *start(int cache_slots, int64_t image_cache_bytes) {
+    sched *w;
+    lv_err err;
+    sched_config cfg = {.queue_size = 4,
+                        .parallel = 1,
+                        .cache_slots = cache_slots,
+                        .image_cache_bytes = image_cache_bytes};
+    if (sched_new(g_m, &cfg, &w, &err) || sched_start(w, &err)) fail_msg("sched_new: %s", err.msg);
+    return w;
+}
+
+static void run(sched *w, sched_job *j) {
+    lv_err err;
+    if (sched_submit(w, j, &err)) fail_msg("sched_submit: %s", err.msg);
+    sched_job_wait(j);
+    if (j->st) fail_msg("%s: %s", lv_status_str(j->st), j->err.msg);
+}
+
+/* The same job on a fresh scheduler with both caches off. */
+static sched_job *run_cold(const char *prompt, int image) {
+    sched *w = start(OFF, OFF);
+    sched_job *j = make_job(prompt, image);
+    run(w, j);
+    assert_int_equal(j->result.timings.n_images, 1);
+    assert_int_equal(j->result.timings.n_images_cached, 0);
+    sched_free(w);
+    return j;
+}
+
+/* Bit for bit: ids, text, and every token's logprob and top logprobs. */
+static void expect_same(const sched_job *a, const sched_job *b) {
+    assert_int_equal(a->result.n_ids, b->result.n_ids);
+    assert_memory_equal(a->result.ids, b->result.ids, (size_t)a->result.n_ids * sizeof(int32_t));
+    assert_string_equal(a->result.text, b->result.text);
+    assert_string_equal(a->result.finish_reason, b->result.finish_reason);
+    assert_int_equal(a->n_tokens, b->n_tokens);
+    for (int i = 0; i < a->n_tokens; i++) {
+        const sample_result *x = &a->tokens[i], *y = &b->tokens[i];
+        assert_int_equal(x->id, y->id);
+        assert_memory_equal(&x->logprob, &y->logprob, sizeof x->logprob);
+        assert_int_equal(x->n_top, y->n_top);
+        assert_memory_equal(x->top, y->top, (size_t)x->n_top * sizeof x->top[0]);
+    }
+}
+
+static double ttft_ms(const sched_job *j) {
+    return j->t_first_ms - j->t_submit_ms;
+}
+
+static const char *ASK_A = "[INST] <image>\nDescribe the image. [/INST]";
+/* text before the image: no prefix shared with ASK_A worth the prefix cache */
+static const char *ASK_B = "[INST] Here is a picture I took yesterday while walking "
+                           "home: <image>\nHow many shapes are there? [/INST]";
+
+/* The same image, a new question in a new conversation: the second job's
+ * image comes from the cache (the prefix cache on, as the server runs,
+ * cannot skip it), and it answers exactly as cold. */
+static void test_same_image_new_prompt(void **state) {
+    (void)state;
+    sched *w = start(0, 0); /* both caches at their defaults */
+    sched_job *ja = make_job(ASK_A, 0), *jb = make_job(ASK_B, 0);
+    run(w, ja);
+    run(w, jb);
+    sched_job *ca = run_cold(ASK_A, 0), *cb = run_cold(ASK_B, 0);
+    expect_same(ca, ja);
+    expect_same(cb, jb);
+    assert_int_equal(ja->result.timings.n_images, 1);
+    assert_int_equal(ja->result.timings.n_images_cached, 0);
+    assert_int_equal(jb->result.timings.n_images, 0); /* not encoded */
+    assert_int_equal(jb->result.timings.n_images_cached, 1);
+    assert_true(jb->result.timings.n_cached < 16); /* not the prefix cache's doing */
+    sched_stats st;
+    sched_get_stats(w, &st);
+    assert_int_equal(st.image_cache_hits, 1);
+    assert_int_equal(st.image_cache_misses, 1);
+    assert_int_equal(st.image_cache_evictions, 0);
+    assert_int_equal(st.image_cache_images, 1);
+    assert_int_equal(st.image_cache_bytes, image_bytes(0));
+    assert_int_equal(st.image_cache_budget, SCHED_IMAGE_CACHE_DEFAULT);
+    print_message("second question about a seen image: first token after %.1f ms (cold %.1f "
+                  "ms), vision %.1f ms (cold %.1f ms)\n",
+                  ttft_ms(jb), ttft_ms(cb), jb->result.timings.vision_ms,
+                  cb->result.timings.vision_ms);
+    sched_free(w);
+    sched_job_release(ja), sched_job_release(jb), sched_job_release(ca), sched_job_release(cb);
+}
+
+/* A budget of one image: the second image evicts the first, which is then
+ * encoded again; every answer is the cold one. */
+static void test_eviction(void **state) {
+    (void)state;
+    size_t one = image_bytes(0) > image_bytes(1) ? image_bytes(0) : image_bytes(1);
+    assert_true(one < image_bytes(0) + image_bytes(1));
+    sched *w = start(OFF, (int64_t)one);
+    sched_job *ja = make_job(ASK_A, 0), *jb = make_job(ASK_A, 1), *ja2 = make_job(ASK_B, 0);
+    sched_stats st;
+    run(w, ja);
+    run(w, jb);
+    sched_get_stats(w, &st);
+    assert_int_equal(st.image_cache_evictions, 1);
+    assert_int_equal(st.image_cache_images, 1);
+    assert_int_equal(st.image_cache_bytes, image_bytes(1));
+    run(w, ja2);
+    sched_get_stats(w, &st);
+    assert_int_equal(st.image_cache_hits, 0);
+    assert_int_equal(st.image_cache_misses, 3);
+    assert_int_equal(st.image_cache_evictions, 2);
+    assert_true(st.image_cache_bytes <= one);
+    assert_int_equal(ja2->result.timings.n_images, 1); /* evicted: encoded again */
+    sched_job *ca = run_cold(ASK_A, 0), *cb = run_cold(ASK_A, 1), *ca2 = run_cold(ASK_B, 0);
+    expect_same(ca, ja);
+    expect_same(cb, jb);
+    expect_same(ca2, ja2);
+    sched_free(w);
+    sched_job_release(ja), sched_job_release(jb), sched_job_release(ja2);
+    sched_job_release(ca), sched_job_release(cb), sched_job_release(ca2);
+}
+
+/* No budget: nothing is kept or looked up. */
+static void test_off(void **state) {
+    (void)state;
+    sched *w = start(OFF, OFF);
+    sched_job *ja = make_job(ASK_A, 0), *jb = make_job(ASK_B, 0);
+    run(w, ja);
+    run(w, jb);
+    assert_int_equal(jb->result.timings.n_images, 1);
+    assert_int_equal(jb->result.timings.n_images_cached, 0);
+    sched_stats st;
+    sched_get_stats(w, &st);
+    assert_int_equal(st.image_cache_hits + st.image_cache_misses, 0);
+    assert_int_equal(st.image_cache_images, 0);
+    assert_int_equal(st.image_cache_bytes, 0);
+    assert_int_equal(st.image_cache_budget, 0);
+    sched_free(w);
+    sched_job_release(ja), sched_job_release(jb);
+}
+
+/* The LRU and budget rules on made-up entries (no rows). */
+static void test_lru_budget(void **state) {
+    (void)state;
+    image_cache c;
+    lv_err err;
+    ic_init(&c, 100);
+    assert_true(ic_enabled(&c));
+    assert_int_equal(ic_find(&c, 1, 10), -1);
+    assert_int_equal(ic_put(&c, 1, 10, NULL, 40, &err), LV_OK);
+    assert_int_equal(ic_put(&c, 2, 10, NULL, 40, &err), LV_OK);
+    assert_int_equal(c.bytes, 80);
+    assert_true(ic_find(&c, 1, 10) >= 0);     /* 1 is now more recent than 2 */
+    assert_int_equal(ic_find(&c, 1, 11), -1); /* same key, other size: not the same image */
+    assert_int_equal(ic_put(&c, 3, 10, NULL, 40, &err), LV_OK); /* evicts 2 */
+    assert_int_equal(c.evictions, 1);
+    assert_true(ic_find(&c, 1, 10) >= 0);
+    assert_true(ic_find(&c, 3, 10) >= 0);
+    assert_int_equal(ic_find(&c, 2, 10), -1);
+    assert_int_equal(ic_put(&c, 3, 10, NULL, 40, &err), LV_OK); /* there already */
+    assert_int_equal(c.n, 2);
+    assert_int_equal(c.bytes, 80);
+    assert_false(ic_fits(&c, 101));
+    assert_int_equal(ic_put(&c, 4, 10, NULL, 101, &err), LV_OK); /* larger than the budget */
+    assert_int_equal(c.n, 2);
+    assert_int_equal(c.evictions, 1);
+    assert_int_equal(ic_put(&c, 5, 10, NULL, 100, &err), LV_OK); /* the whole budget */
+    assert_int_equal(c.n, 1);
+    assert_int_equal(c.evictions, 3);
+    assert_int_equal(c.hits, 3);
+    assert_int_equal(c.misses, 3);
+    ic_clear(&c);
+    assert_int_equal(c.n, 0);
+    assert_int_equal(c.bytes, 0);
+    ic_deinit(&c);
+    ic_init(&c, 0); /* off */
+    assert_false(ic_enabled(&c));
+    assert_int_equal(ic_put(&c, 1, 10, NULL, 1, &err), LV_OK);
+    assert_int_equal(c.n, 0);
+    ic_deinit(&c);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_lru_budget),
+        cmocka_unit_test(test_same_image_new_prompt),
+        cmocka_unit_test(test_eviction),
+        cmocka_unit_test(test_off),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
