@@ -879,7 +879,29 @@ static void test_prefix_cache_usage(void **state) {
     assert_true(metric(m, "llava_prefix_cache_hits_total") >= 2);
     assert_true(metric(m, "llava_prefix_cache_tokens_total") >= cached_of(o2) + cached_of(ob));
     assert_true(metric(m, "llava_prefix_cache_sequences") >= 1);
+    double hits = metric(m, "llava_image_cache_hits_total");
+    assert_true(hits >= 0);
+    assert_true(metric(m, "llava_image_cache_misses_total") >= 1); /* turn 1's image */
+    assert_true(metric(m, "llava_image_cache_evictions_total") >= 0);
+    assert_true(metric(m, "llava_image_cache_bytes") > 0);
+    assert_true(metric(m, "llava_image_cache_budget_bytes") > 0);
     free(m);
+
+    /* a new conversation about turn 1's image after a system prompt (the
+     * template puts a turn's images first: the system text keeps the
+     * prefix cache from reaching the image): its rows come from the image
+     * cache */
+    json_t *turn3 = json_pack("{s:s,s:[O,{s:s,s:s}]}", "role", "user", "content", image, "type",
+                              "text", "text", "How many shapes does it show?");
+    char *b3 = messages_body(
+        json_pack("[{s:s,s:s},O]", "role", "system", "content", "Answer briefly.", turn3));
+    json_t *o3 = post_json("/v1/chat/completions", b3, 200);
+    print_message("new conversation about the same image: %ld of %ld prompt tokens cached\n",
+                  cached_of(o3), usage_of(o3, "prompt_tokens"));
+    m = get_metrics();
+    assert_true(metric(m, "llava_image_cache_hits_total") >= hits + 1);
+    free(m);
+    json_decref(o3), json_decref(turn3), free(b3);
     json_decref(o1), json_decref(o2), json_decref(oa), json_decref(ob);
     json_decref(turn1), json_decref(image);
     free(b1), free(b2), free(ba), free(bb), free(uri);

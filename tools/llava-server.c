@@ -44,6 +44,8 @@ typedef struct {
     int port, queue_size, ctx_size, threads, timeout_s, parallel;
     bool exact;           /* --exact: llava_set_exact */
     bool no_prefix_cache; /* --no-prefix-cache: sched_config.cache_slots -1 */
+    int image_cache_mb;   /* --image-cache-mb: sched_config.image_cache_bytes (0: off; -1: the
+                             scheduler's default) */
     const char *device;   /* --device, else the config's device, else "cpu" */
     srv_config file;      /* --config's settings (zero without one) */
 } srv_args;
@@ -65,6 +67,8 @@ static void usage(FILE *f) {
         "  --ctx-size N                   context tokens per request (default: the model's)\n"
         "  --no-prefix-cache              prefill every prompt whole (default: reuse the KV\n"
         "                                 of a finished request's prompt prefix)\n"
+        "  --image-cache-mb N             MiB of image features kept for images sent again\n"
+        "                                 (default 256; 0 = off: every image is encoded)\n"
         "  --threads N                    CPU threads (default: all cores)\n"
         "  --device NAME                  cpu (default), ref (the scalar reference), cuda or\n"
         "                                 cuda:N (CUDA builds)\n"
@@ -80,10 +84,19 @@ static void usage(FILE *f) {
         "  --log-level L                  error|warn|info|debug (default $LOG_LEVEL or info)\n");
 }
 
+/* sched_config.image_cache_bytes for --image-cache-mb (-1: not given). */
+static int64_t image_cache_bytes(int mb) {
+    return mb < 0 ? 0 : mb == 0 ? -1 : (int64_t)mb << 20;
+}
+
 /* 0 to go on, 1 after --help, 2 on a usage error. */
 static int parse_args(int argc, char **argv, srv_args *a) {
-    *a = (srv_args){
-        .host = "127.0.0.1", .port = 8080, .queue_size = 64, .timeout_s = 600, .parallel = 4};
+    *a = (srv_args){.host = "127.0.0.1",
+                    .port = 8080,
+                    .queue_size = 64,
+                    .timeout_s = 600,
+                    .parallel = 4,
+                    .image_cache_mb = -1};
     const char *level = NULL; /* --log-level; NULL: $LOG_LEVEL */
     const tool_opt opts[] = {
         TOOL_STR("model", 'm', &a->model),
@@ -97,6 +110,7 @@ static int parse_args(int argc, char **argv, srv_args *a) {
         TOOL_INT("threads", 0, &a->threads, 0, 4096),
         TOOL_FLAG("exact", 0, &a->exact),
         TOOL_FLAG("no-prefix-cache", 0, &a->no_prefix_cache),
+        TOOL_INT("image-cache-mb", 0, &a->image_cache_mb, 0, 1 << 20),
         TOOL_STR("device", 0, &a->device),
         TOOL_STR("api-key", 0, &a->api_key),
         TOOL_STR("allowed-origins", 0, &a->origins),
@@ -172,7 +186,8 @@ static void *load_main(void *arg) {
     sched_config wc = {.queue_size = a->queue_size,
                        .parallel = a->parallel,
                        .ctx_size = ctx,
-                       .cache_slots = a->no_prefix_cache ? -1 : 0};
+                       .cache_slots = a->no_prefix_cache ? -1 : 0,
+                       .image_cache_bytes = image_cache_bytes(a->image_cache_mb)};
     if (sched_new(m, &wc, &w, &err) || sched_start(w, &err)) goto fail;
     sched_stats ws;
     sched_get_stats(w, &ws);

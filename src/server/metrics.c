@@ -189,6 +189,20 @@ char *metrics_render(metrics *m, const metrics_gauges *g) {
           r ? w->cache_sequences : 0);
     gauge(&b, "llava_prefix_cache_bytes", "Bytes of KV cache held by the kept sequences.",
           r ? (double)w->kv_bytes_retained : 0);
+    counter(&b, "llava_image_cache_hits_total",
+            "Images whose feature rows came from the image cache (not encoded).",
+            r ? w->image_cache_hits : 0);
+    counter(&b, "llava_image_cache_misses_total",
+            "Images looked up in the image cache and encoded.", r ? w->image_cache_misses : 0);
+    counter(&b, "llava_image_cache_evictions_total",
+            "Images evicted from the image cache to stay within its budget.",
+            r ? w->image_cache_evictions : 0);
+    gauge(&b, "llava_image_cache_images", "Images kept by the image cache.",
+          r ? w->image_cache_images : 0);
+    gauge(&b, "llava_image_cache_bytes", "Bytes of feature rows held by the image cache.",
+          r ? (double)w->image_cache_bytes : 0);
+    gauge(&b, "llava_image_cache_budget_bytes", "Bytes the image cache may hold (0: off).",
+          r ? (double)w->image_cache_budget : 0);
     gauge(&b, "process_resident_memory_bytes", "Resident memory of the server process.",
           g->rss_bytes >= 0 ? (double)g->rss_bytes : 0);
     gauge(&b, "llava_uptime_seconds", "Seconds since the server started.", g->uptime_s);
