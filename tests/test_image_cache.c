@@ -16,6 +16,7 @@
 #include "engine/image_cache.h"
 #include "engine/request.h"
 #include "engine/scheduler.h"
+#include "sched_harness.h"
 #include "testutil.h"
 
 #include <stdio.h>
@@ -29,24 +30,18 @@ static llava *g_m;
 static img_tensor g_px[2]; /* two sample images */
 static int g_tokens[2];
 
-static const char *demo_dir(void) {
-    static char path[1024];
-    snprintf(path, sizeof path, "%s/../../models/demo", tu_env("LLAVA_TEST_DATA"));
-    return path;
-}
-
 static int setup(void **state) {
     (void)state;
     lv_log_set_level(LV_LOG_WARN);
     lv_err err;
-    if (llava_open(demo_dir(), &g_m, &err) || llava_load(g_m, "cpu", 2, &err)) {
-        fprintf(stderr, "cannot load %s: %s\n", demo_dir(), err.msg);
+    if (llava_open(sh_demo_dir(), &g_m, &err) || llava_load(g_m, "cpu", 2, &err)) {
+        fprintf(stderr, "cannot load %s: %s\n", sh_demo_dir(), err.msg);
         return -1;
     }
     static const char *names[2] = {"sample_01_320x240.png", "sample_03_400x400.png"};
     for (int i = 0; i < 2; i++) {
         char path[1200];
-        snprintf(path, sizeof path, "%s/samples/%s", demo_dir(), names[i]);
+        snprintf(path, sizeof path, "%s/samples/%s", sh_demo_dir(), names[i]);
         if (request_load_image(g_m, path, &g_px[i], &g_tokens[i], NULL, NULL, &err)) {
             fprintf(stderr, "%s\n", err.msg);
             return -1;
@@ -105,42 +100,15 @@ static sched *start(int cache_slots, int64_t image_cache_bytes) {
     return w;
 }
 
-static void run(sched *w, sched_job *j) {
-    lv_err err;
-    if (sched_submit(w, j, &err)) fail_msg("sched_submit: %s", err.msg);
-    sched_job_wait(j);
-    if (j->st) fail_msg("%s: %s", lv_status_str(j->st), j->err.msg);
-}
-
 /* The same job on a fresh scheduler with both caches off. */
 static sched_job *run_cold(const char *prompt, int image) {
     sched *w = start(OFF, OFF);
     sched_job *j = make_job(prompt, image);
-    run(w, j);
+    sh_run(w, j);
     assert_int_equal(j->result.timings.n_images, 1);
     assert_int_equal(j->result.timings.n_images_cached, 0);
     sched_free(w);
     return j;
-}
-
-/* Bit for bit: ids, text, and every token's logprob and top logprobs. */
-static void expect_same(const sched_job *a, const sched_job *b) {
-    assert_int_equal(a->result.n_ids, b->result.n_ids);
-    assert_memory_equal(a->result.ids, b->result.ids, (size_t)a->result.n_ids * sizeof(int32_t));
-    assert_string_equal(a->result.text, b->result.text);
-    assert_string_equal(a->result.finish_reason, b->result.finish_reason);
-    assert_int_equal(a->n_tokens, b->n_tokens);
-    for (int i = 0; i < a->n_tokens; i++) {
-        const sample_result *x = &a->tokens[i], *y = &b->tokens[i];
-        assert_int_equal(x->id, y->id);
-        assert_memory_equal(&x->logprob, &y->logprob, sizeof x->logprob);
-        assert_int_equal(x->n_top, y->n_top);
-        assert_memory_equal(x->top, y->top, (size_t)x->n_top * sizeof x->top[0]);
-    }
-}
-
-static double ttft_ms(const sched_job *j) {
-    return j->t_first_ms - j->t_submit_ms;
 }
 
 static const char *ASK_A = "[INST] <image>\nDescribe the image. [/INST]";
@@ -155,11 +123,11 @@ static void test_same_image_new_prompt(void **state) {
     (void)state;
     sched *w = start(0, 0); /* both caches at their defaults */
     sched_job *ja = make_job(ASK_A, 0), *jb = make_job(ASK_B, 0);
-    run(w, ja);
-    run(w, jb);
+    sh_run(w, ja);
+    sh_run(w, jb);
     sched_job *ca = run_cold(ASK_A, 0), *cb = run_cold(ASK_B, 0);
-    expect_same(ca, ja);
-    expect_same(cb, jb);
+    sh_expect_same(ca, ja);
+    sh_expect_same(cb, jb);
     assert_int_equal(ja->result.timings.n_images, 1);
     assert_int_equal(ja->result.timings.n_images_cached, 0);
     assert_int_equal(jb->result.timings.n_images, 0); /* not encoded */
@@ -175,7 +143,7 @@ static void test_same_image_new_prompt(void **state) {
     assert_int_equal(st.image_cache_budget, SCHED_IMAGE_CACHE_DEFAULT);
     print_message("second question about a seen image: first token after %.1f ms (cold %.1f "
                   "ms), vision %.1f ms (cold %.1f ms)\n",
-                  ttft_ms(jb), ttft_ms(cb), jb->result.timings.vision_ms,
+                  sh_ttft_ms(jb), sh_ttft_ms(cb), jb->result.timings.vision_ms,
                   cb->result.timings.vision_ms);
     sched_free(w);
     sched_job_release(ja), sched_job_release(jb), sched_job_release(ca), sched_job_release(cb);
@@ -190,13 +158,13 @@ static void test_eviction(void **state) {
     sched *w = start(OFF, (int64_t)one);
     sched_job *ja = make_job(ASK_A, 0), *jb = make_job(ASK_A, 1), *ja2 = make_job(ASK_B, 0);
     sched_stats st;
-    run(w, ja);
-    run(w, jb);
+    sh_run(w, ja);
+    sh_run(w, jb);
     sched_get_stats(w, &st);
     assert_int_equal(st.image_cache_evictions, 1);
     assert_int_equal(st.image_cache_images, 1);
     assert_int_equal(st.image_cache_bytes, image_bytes(1));
-    run(w, ja2);
+    sh_run(w, ja2);
     sched_get_stats(w, &st);
     assert_int_equal(st.image_cache_hits, 0);
     assert_int_equal(st.image_cache_misses, 3);
@@ -204,9 +172,9 @@ static void test_eviction(void **state) {
     assert_true(st.image_cache_bytes <= one);
     assert_int_equal(ja2->result.timings.n_images, 1); /* evicted: encoded again */
     sched_job *ca = run_cold(ASK_A, 0), *cb = run_cold(ASK_A, 1), *ca2 = run_cold(ASK_B, 0);
-    expect_same(ca, ja);
-    expect_same(cb, jb);
-    expect_same(ca2, ja2);
+    sh_expect_same(ca, ja);
+    sh_expect_same(cb, jb);
+    sh_expect_same(ca2, ja2);
     sched_free(w);
     sched_job_release(ja), sched_job_release(jb), sched_job_release(ja2);
     sched_job_release(ca), sched_job_release(cb), sched_job_release(ca2);
@@ -217,8 +185,8 @@ static void test_off(void **state) {
     (void)state;
     sched *w = start(OFF, OFF);
     sched_job *ja = make_job(ASK_A, 0), *jb = make_job(ASK_B, 0);
-    run(w, ja);
-    run(w, jb);
+    sh_run(w, ja);
+    sh_run(w, jb);
     assert_int_equal(jb->result.timings.n_images, 1);
     assert_int_equal(jb->result.timings.n_images_cached, 0);
     sched_stats st;

@@ -18,6 +18,7 @@
 #include "engine/prefix_cache.h"
 #include "engine/request.h"
 #include "engine/scheduler.h"
+#include "sched_harness.h"
 #include "testutil.h"
 
 #include <stdio.h>
@@ -32,22 +33,16 @@ static llava *g_m;
 static img_tensor g_px;
 static int g_px_tokens;
 
-static const char *demo_dir(void) {
-    static char path[1024];
-    snprintf(path, sizeof path, "%s/../../models/demo", tu_env("LLAVA_TEST_DATA"));
-    return path;
-}
-
 static int setup(void **state) {
     (void)state;
     lv_log_set_level(LV_LOG_WARN);
     lv_err err;
-    if (llava_open(demo_dir(), &g_m, &err) || llava_load(g_m, "cpu", 2, &err)) {
-        fprintf(stderr, "cannot load %s: %s\n", demo_dir(), err.msg);
+    if (llava_open(sh_demo_dir(), &g_m, &err) || llava_load(g_m, "cpu", 2, &err)) {
+        fprintf(stderr, "cannot load %s: %s\n", sh_demo_dir(), err.msg);
         return -1;
     }
     char path[1200];
-    snprintf(path, sizeof path, "%s/samples/sample_01_320x240.png", demo_dir());
+    snprintf(path, sizeof path, "%s/samples/sample_01_320x240.png", sh_demo_dir());
     if (request_load_image(g_m, path, &g_px, &g_px_tokens, NULL, NULL, &err)) {
         fprintf(stderr, "%s\n", err.msg);
         return -1;
@@ -103,41 +98,14 @@ static sched *start(int cache_slots, int ctx_size) {
     return w;
 }
 
-static void run(sched *w, sched_job *j) {
-    lv_err err;
-    if (sched_submit(w, j, &err)) fail_msg("sched_submit: %s", err.msg);
-    sched_job_wait(j);
-    if (j->st) fail_msg("%s: %s", lv_status_str(j->st), j->err.msg);
-}
-
 /* The same prompt on a fresh scheduler without the cache. */
 static sched_job *run_cold(const char *prompt, bool with_image) {
     sched *w = start(-1, 0);
     sched_job *j = make_job(prompt, with_image);
-    run(w, j);
+    sh_run(w, j);
     assert_int_equal(j->result.timings.n_cached, 0);
     sched_free(w);
     return j;
-}
-
-/* Bit for bit: ids, text, and every token's logprob and top logprobs. */
-static void expect_same(const sched_job *a, const sched_job *b) {
-    assert_int_equal(a->result.n_ids, b->result.n_ids);
-    assert_memory_equal(a->result.ids, b->result.ids, (size_t)a->result.n_ids * sizeof(int32_t));
-    assert_string_equal(a->result.text, b->result.text);
-    assert_string_equal(a->result.finish_reason, b->result.finish_reason);
-    assert_int_equal(a->n_tokens, b->n_tokens);
-    for (int i = 0; i < a->n_tokens; i++) {
-        const sample_result *x = &a->tokens[i], *y = &b->tokens[i];
-        assert_int_equal(x->id, y->id);
-        assert_memory_equal(&x->logprob, &y->logprob, sizeof x->logprob);
-        assert_int_equal(x->n_top, y->n_top);
-        assert_memory_equal(x->top, y->top, (size_t)x->n_top * sizeof x->top[0]);
-    }
-}
-
-static double ttft_ms(const sched_job *j) {
-    return j->t_first_ms - j->t_submit_ms;
 }
 
 /* Appends printf-style text to buf (cap bytes). */
@@ -164,12 +132,12 @@ static void test_conversation(void **state) {
         append(prompt, sizeof prompt, "[INST] %s%s [/INST]", t == 0 ? "<image>\n" : "",
                questions[t]);
         sched_job *j = make_job(prompt, true), *ref = run_cold(prompt, true);
-        run(w, j);
-        expect_same(ref, j);
+        sh_run(w, j);
+        sh_expect_same(ref, j);
         const gen_timings *gt = &j->result.timings;
         print_message("turn %d: %d prompt ids, %d cached, %d images encoded; first token after "
                       "%.1f ms (cold %.1f ms); vision %.1f prefill %.1f ms, decode %.1f ms/token\n",
-                      t + 1, j->n_ids, gt->n_cached, gt->n_images, ttft_ms(j), ttft_ms(ref),
+                      t + 1, j->n_ids, gt->n_cached, gt->n_images, sh_ttft_ms(j), sh_ttft_ms(ref),
                       gt->vision_ms, gt->prefill_ms,
                       gt->decode_ms / (gt->n_decode ? gt->n_decode : 1));
         if (t == 0) {
@@ -181,8 +149,8 @@ static void test_conversation(void **state) {
             assert_int_equal(gt->n_images, 0); /* inside the prefix: not encoded */
         }
         assert_int_equal(gt->n_prefill + gt->n_cached, j->n_ids);
-        warm[t] = ttft_ms(j);
-        cold[t] = ttft_ms(ref);
+        warm[t] = sh_ttft_ms(j);
+        cold[t] = sh_ttft_ms(ref);
         prev_ids = j->n_ids;
         append(prompt, sizeof prompt, " %s</s> ", j->result.text);
         sched_job_release(j);
@@ -214,13 +182,13 @@ static void test_shared_system_prompt(void **state) {
     snprintf(b, sizeof b, "%s[INST] Hello, who are you? [/INST]", system);
     sched *w = start(2, 0); /* two kept sequences: the second does not evict the first */
     sched_job *ja = make_job(a, true), *jb = make_job(b, false), *ja2 = make_job(a, true);
-    run(w, ja);
-    run(w, jb);
-    run(w, ja2);
+    sh_run(w, ja);
+    sh_run(w, jb);
+    sh_run(w, ja2);
     sched_job *ca = run_cold(a, true), *cb = run_cold(b, false);
-    expect_same(ca, ja);
-    expect_same(cb, jb);
-    expect_same(ca, ja2);
+    sh_expect_same(ca, ja);
+    sh_expect_same(cb, jb);
+    sh_expect_same(ca, ja2);
     int shared = 0;
     while (shared < ja->n_ids && shared < jb->n_ids && ja->ids[shared] == jb->ids[shared]) shared++;
     print_message("system prompt: %d shared ids; second job cached %d of %d\n", shared,
@@ -251,17 +219,17 @@ static void test_eviction(void **state) {
     sched *w = start(1, ctx);
     sched_job *ja = make_job(a, true), *jb = make_job(b, false), *ja2 = make_job(a, true);
     sched_stats st;
-    run(w, ja);
+    sh_run(w, ja);
     sched_get_stats(w, &st);
     assert_int_equal(st.cache_sequences, 1);
-    run(w, jb);
+    sh_run(w, jb);
     sched_get_stats(w, &st);
     assert_int_equal(st.cache_sequences, 1);
     assert_true(st.kv_bytes_retained + st.kv_bytes_allocated <= st.kv_bytes_total);
-    run(w, ja2);
+    sh_run(w, ja2);
     sched_job *ca = run_cold(a, true);
-    expect_same(ca, ja);
-    expect_same(ca, ja2);
+    sh_expect_same(ca, ja);
+    sh_expect_same(ca, ja2);
     assert_true(ja2->result.timings.n_cached < 16); /* a's entry was evicted */
     assert_int_equal(ja2->result.timings.n_images, 1);
     sched_free(w);

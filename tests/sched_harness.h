@@ -1,0 +1,50 @@
+/* sched_harness.h - what the scheduler-level cache tests share
+ * (test_prefix_cache.c, test_image_cache.c): the demo model's folder, a job
+ * run to the end, the bit-for-bit comparison of two jobs' results and a
+ * job's time to first token. Header-only (static inline), as server_harness.h,
+ * so each test program stays one file; include it after cmocka.h. */
+#ifndef LV_TEST_SCHED_HARNESS_H
+#define LV_TEST_SCHED_HARNESS_H
+
+#include "engine/scheduler.h"
+#include "testutil.h"
+
+#include <stdio.h>
+
+/* models/demo, from the tests' data folder. */
+static inline const char *sh_demo_dir(void) {
+    static char path[1024];
+    snprintf(path, sizeof path, "%s/../../models/demo", tu_env("LLAVA_TEST_DATA"));
+    return path;
+}
+
+/* Submits j to w and waits for it; a failed job fails the test. */
+static inline void sh_run(sched *w, sched_job *j) {
+    lv_err err;
+    if (sched_submit(w, j, &err)) fail_msg("sched_submit: %s", err.msg);
+    sched_job_wait(j);
+    if (j->st) fail_msg("%s: %s", lv_status_str(j->st), j->err.msg);
+}
+
+/* Bit for bit: ids, text, finish reason, and every token's logprob and top logprobs. */
+static inline void sh_expect_same(const sched_job *a, const sched_job *b) {
+    assert_int_equal(a->result.n_ids, b->result.n_ids);
+    assert_memory_equal(a->result.ids, b->result.ids, (size_t)a->result.n_ids * sizeof(int32_t));
+    assert_string_equal(a->result.text, b->result.text);
+    assert_string_equal(a->result.finish_reason, b->result.finish_reason);
+    assert_int_equal(a->n_tokens, b->n_tokens);
+    for (int i = 0; i < a->n_tokens; i++) {
+        const sample_result *x = &a->tokens[i], *y = &b->tokens[i];
+        assert_int_equal(x->id, y->id);
+        assert_memory_equal(&x->logprob, &y->logprob, sizeof x->logprob);
+        assert_int_equal(x->n_top, y->n_top);
+        assert_memory_equal(x->top, y->top, (size_t)x->n_top * sizeof x->top[0]);
+    }
+}
+
+/* Submit to first token, ms. */
+static inline double sh_ttft_ms(const sched_job *j) {
+    return j->t_first_ms - j->t_submit_ms;
+}
+
+#endif
