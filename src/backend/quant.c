@@ -188,7 +188,7 @@ static void block_q4_1(const unsigned char *b, float *y) {
  * Q4_K/Q5_K block (ggml get_scale_min_k4): s < 4 in the low 6 bits of S[s] and
  * S[s+4]; s >= 4 low 4 bits in S[s+4]'s nibbles, high 2 bits in the top bits
  * of S[s-4] (scale) and S[s] (min). */
-static void scale_min_k4(int s, const unsigned char *S, int *sc, int *m) {
+void be_k4_scale_min(int s, const unsigned char *S, int *sc, int *m) {
     if (s < 4) {
         *sc = S[s] & 63;
         *m = S[s + 4] & 63;
@@ -206,8 +206,8 @@ static void block_q4_k(const unsigned char *b, float *y) {
     const unsigned char *S = b + 4, *qs = b + 16;
     for (int c = 0; c < 4; c++) {
         int sc0, m0, sc1, m1;
-        scale_min_k4(2 * c, S, &sc0, &m0);
-        scale_min_k4(2 * c + 1, S, &sc1, &m1);
+        be_k4_scale_min(2 * c, S, &sc0, &m0);
+        be_k4_scale_min(2 * c + 1, S, &sc1, &m1);
         float d0 = d * (float)sc0, dm0 = dmin * (float)m0;
         float d1 = d * (float)sc1, dm1 = dmin * (float)m1;
         for (int l = 0; l < 32; l++) {
@@ -225,8 +225,8 @@ static void block_q5_k(const unsigned char *b, float *y) {
     const unsigned char *S = b + 4, *qh = b + 16, *qs = b + 48;
     for (int c = 0; c < 4; c++) {
         int sc0, m0, sc1, m1;
-        scale_min_k4(2 * c, S, &sc0, &m0);
-        scale_min_k4(2 * c + 1, S, &sc1, &m1);
+        be_k4_scale_min(2 * c, S, &sc0, &m0);
+        be_k4_scale_min(2 * c + 1, S, &sc1, &m1);
         float d0 = d * (float)sc0, dm0 = dmin * (float)m0;
         float d1 = d * (float)sc1, dm1 = dmin * (float)m1;
         for (int l = 0; l < 32; l++) {

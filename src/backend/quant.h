@@ -43,6 +43,11 @@ size_t be_row_bytes(be_dtype dt, int cols, const be_quant *q);
 lv_status be_weight_describe(be_weight *w, be_dtype dtype, int rows, int cols, const void *host,
                              const be_quant *q, lv_err *err);
 
+/* The 6-bit scale and min of sub-block s (0..7) of a Q4_K/Q5_K block from its
+ * 12 packed scale bytes (ggml's get_scale_min_k4). Shared by every backend's
+ * repacking of Q4_K. */
+void be_k4_scale_min(int s, const unsigned char *scales, int *sc, int *m);
+
 /* Row `row` of w as float32 into out (w->cols floats). Any dtype. */
 void be_dequant_row(const be_weight *w, int row, float *out);
 

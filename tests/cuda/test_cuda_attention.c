@@ -34,6 +34,7 @@
 
 #include "backend/backend.h"
 #include "base/half.h"
+#include "testutil.h"
 
 #include <math.h>
 #include <stdbool.h>
@@ -101,11 +102,8 @@ static void use_mode(void **state) {
 
 static uint64_t g_rng = 0x9e3779b97f4a7c15u;
 
-static uint64_t rnd(void) { /* splitmix64 */
-    uint64_t z = (g_rng += 0x9e3779b97f4a7c15u);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9u;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebu;
-    return z ^ (z >> 31);
+static uint64_t rnd(void) {
+    return tu_splitmix64(&g_rng);
 }
 
 /* Uniform in [lo, hi), never exactly 0. */

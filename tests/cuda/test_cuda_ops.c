@@ -11,6 +11,7 @@
 #include "backend/backend.h"
 #include "backend/quant.h"
 #include "base/half.h"
+#include "testutil.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -21,11 +22,8 @@ static be g_fast, g_exact, g_ref;
 static bool g_have;
 
 static uint64_t g_rng = 0x243f6a8885a308d3u;
-static uint64_t rnd(void) { /* splitmix64 */
-    uint64_t z = (g_rng += 0x9e3779b97f4a7c15u);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9u;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebu;
-    return z ^ (z >> 31);
+static uint64_t rnd(void) {
+    return tu_splitmix64(&g_rng);
 }
 static float rnd_float(float lo, float hi) {
     return lo + (hi - lo) * (float)((rnd() >> 40) * (1.0 / 16777216.0));

@@ -63,18 +63,6 @@ static void describe(qk_weight *w, qk_format fmt, int rows, int cols, int mlx_gr
     w->row_bytes = (size_t)w->n_groups * w->group_bytes;
 }
 
-/* The 6-bit scale and min of sub-block s of a Q4_K block's 12 scale bytes
- * (as backend/quant.c: ggml's get_scale_min_k4). */
-static void scale_min_k4(int s, const uint8_t *S, int *sc, int *m) {
-    if (s < 4) {
-        *sc = S[s] & 63;
-        *m = S[s + 4] & 63;
-    } else {
-        *sc = (S[s + 4] & 0xF) | ((S[s - 4] >> 6) << 4);
-        *m = (S[s + 4] >> 4) | ((S[s] >> 6) << 4);
-    }
-}
-
 /* The codes (unsigned, offset included) of the `lane` values starting at
  * column c0 of row r of the original weight; c0 < cols, whole lanes. */
 static void lane_codes(const be_weight *src, const qk_weight *w, int r, int c0, uint8_t *code) {
@@ -146,7 +134,7 @@ static void group_side(const be_weight *src, const qk_weight *w, int r, int g, u
                 memcpy(side + 4 + 2 * h, b + 2, 2); /* dmin */
                 for (int s = 0; s < 8; s++) {
                     int sc, m;
-                    scale_min_k4(s, b + 4, &sc, &m);
+                    be_k4_scale_min(s, b + 4, &sc, &m);
                     side[8 + 8 * h + s] = (uint8_t)sc;
                     side[8 + 16 + 8 * h + s] = (uint8_t)m;
                 }

@@ -20,7 +20,7 @@
 #include <string.h>
 
 extern "C" {
-#include "base/half.h"
+#include "backend/quant.h"
 }
 
 /* ---------------------------------------------------------------------------
@@ -187,26 +187,14 @@ static void cuda_synchronize(be *b) {
 
 static float *cuda_vector_init(be *b, be_dtype dtype, int n, const void *host) {
     if (dtype != BE_F32 && dtype != BE_F16 && dtype != BE_BF16) return NULL;
-    float *tmp = (float *)malloc((size_t)n * sizeof *tmp);
+    float *tmp = (float *)malloc((size_t)(n > 0 ? n : 1) * sizeof *tmp);
     if (!tmp) return NULL;
-    for (int i = 0; i < n; i++) {
-        if (dtype == BE_F32)
-            memcpy(&tmp[i], (const char *)host + 4 * (size_t)i, 4);
-        else {
-            uint16_t h;
-            memcpy(&h, (const char *)host + 2 * (size_t)i, 2);
-            tmp[i] = dtype == BE_F16 ? lv_f16_to_f32(h) : lv_bf16_to_f32(h);
-        }
-    }
+    for (int i = 0; i < n; i++) tmp[i] = be_plain_at(dtype, host, (size_t)i);
     float *d = (float *)cuda_alloc(b, (size_t)n * sizeof *d);
-    if (d) {
-        cu_ctx *c = cu_of(b);
-        if (cudaMemcpy(d, tmp, (size_t)n * sizeof *d, cudaMemcpyHostToDevice) != cudaSuccess) {
-            cudaGetLastError();
-            cudaFree(d);
-            d = NULL;
-        }
-        (void)c;
+    if (d && cudaMemcpy(d, tmp, (size_t)n * sizeof *d, cudaMemcpyHostToDevice) != cudaSuccess) {
+        cudaGetLastError();
+        cudaFree(d);
+        d = NULL;
     }
     free(tmp);
     return d;

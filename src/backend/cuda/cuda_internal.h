@@ -44,8 +44,8 @@ static inline cu_ctx *cu_of(be *b) {
     return (cu_ctx *)b->ctx;
 }
 
-/* Records the first failure (a CUDA error code, or a message with code
- * cudaSuccess) into c->fault; returns true when c is healthy afterwards. */
+/* Records the first failure (a CUDA error code other than cudaSuccess) into
+ * c->fault; returns true when c is healthy afterwards. */
 bool cu_record(cu_ctx *c, cudaError_t e, const char *what);
 /* After a launch: records cudaGetLastError. */
 static inline bool cu_check(cu_ctx *c, const char *what) {

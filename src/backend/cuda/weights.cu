@@ -33,12 +33,6 @@ static inline uint16_t half_bits_sat(float f) {
     return lv_f32_to_f16(f); /* NaN stays NaN */
 }
 
-static inline float f16_at(const unsigned char *p) {
-    uint16_t h;
-    memcpy(&h, p, 2);
-    return lv_f16_to_f32(h);
-}
-
 /* The host image of a weight in its device layout. */
 typedef struct {
     cu_weight cw;
@@ -91,14 +85,15 @@ static inline void put_sm(uint16_t *sm, float s, float m) {
     sm[1] = half_bits_sat(m);
 }
 
-/* The 6-bit scale and min of sub-block s of a Q4_K block (as backend/quant.c). */
-static void scale_min_k4(int s, const unsigned char *S, int *sc, int *m) {
-    if (s < 4) {
-        *sc = S[s] & 63;
-        *m = S[s + 4] & 63;
-    } else {
-        *sc = (S[s + 4] & 0xF) | ((S[s - 4] >> 6) << 4);
-        *m = (S[s + 4] >> 4) | ((S[s] >> 6) << 4);
+/* Row r's (s, m) of an MLX weight, one pair per `group` values of the device
+ * layout (a divisor of the MLX group: its pair repeated). */
+static void put_mlx_groups(uint16_t *sm, const be_weight *w, int r, int group) {
+    int G = w->q.group;
+    size_t ng = (size_t)w->cols / G;
+    for (int g = 0; g < w->cols / group; g++) {
+        size_t gi = (size_t)r * ng + (size_t)(g * group / G);
+        put_sm(sm + 2 * g, be_plain_at(w->q.scale_dtype, w->q.scales, gi),
+               be_plain_at(w->q.scale_dtype, w->q.biases, gi));
     }
 }
 
@@ -113,7 +108,7 @@ static void fill_q4_row(host_image *im, const be_weight *w, int r) {
         case BE_Q4_1:
             for (int b = 0; b < nb; b++) {
                 const unsigned char *blk = src + (size_t)b * (w->dtype == BE_Q4_0 ? 18 : 20);
-                float d = f16_at(blk);
+                float d = be_plain_at(BE_F16, blk, 0);
                 const unsigned char *qs = blk + (w->dtype == BE_Q4_0 ? 2 : 4);
                 /* block element j is qs[j] low (j < 16) or qs[j-16] high */
                 for (int i = 0; i < 16; i++) {
@@ -125,17 +120,17 @@ static void fill_q4_row(host_image *im, const be_weight *w, int r) {
                 if (w->dtype == BE_Q4_0)
                     put_sm(sm + 2 * b, d, -8.0f * d);
                 else
-                    put_sm(sm + 2 * b, d, f16_at(blk + 2));
+                    put_sm(sm + 2 * b, d, be_plain_at(BE_F16, blk + 2, 0));
             }
             return;
         case BE_Q4_K:
             for (int sb = 0; sb < w->cols / 256; sb++) {
                 const unsigned char *blk = src + (size_t)sb * 144;
-                float d = f16_at(blk), dmin = f16_at(blk + 2);
+                float d = be_plain_at(BE_F16, blk, 0), dmin = be_plain_at(BE_F16, blk + 2, 0);
                 const unsigned char *S = blk + 4, *qs = blk + 16;
                 for (int s = 0; s < 8; s++) {
                     int sc, mn;
-                    scale_min_k4(s, S, &sc, &mn);
+                    be_k4_scale_min(s, S, &sc, &mn);
                     /* sub-block s: nibble (s & 1) of qs[32(s/2) + l] */
                     const unsigned char *q = qs + 32 * (s / 2);
                     unsigned char *o = codes + 128 * sb + 16 * s;
@@ -150,13 +145,7 @@ static void fill_q4_row(host_image *im, const be_weight *w, int r) {
             return;
         default: { /* BE_MLX, 4 bits: the codes are already in our order */
             memcpy(codes, src, (size_t)w->cols / 2);
-            int G = w->q.group;
-            size_t ng = (size_t)w->cols / G;
-            for (int g = 0; g < w->cols / CU_Q4_GROUP; g++) {
-                size_t gi = (size_t)r * ng + (size_t)(g * CU_Q4_GROUP / G);
-                put_sm(sm + 2 * g, be_plain_at(w->q.scale_dtype, w->q.scales, gi),
-                       be_plain_at(w->q.scale_dtype, w->q.biases, gi));
-            }
+            put_mlx_groups(sm, w, r, CU_Q4_GROUP);
         }
     }
 }
@@ -170,7 +159,7 @@ static void fill_q8_row(host_image *im, const be_weight *w, int r) {
         case BE_Q8_0:
             for (int b = 0; b < w->cols / 32; b++) {
                 const unsigned char *blk = src + (size_t)b * 34;
-                float d = f16_at(blk);
+                float d = be_plain_at(BE_F16, blk, 0);
                 for (int j = 0; j < 32; j++) codes[32 * b + j] = (unsigned char)(blk[2 + j] ^ 0x80);
                 put_sm(sm + 4 * b, d, -128.0f * d);
                 put_sm(sm + 4 * b + 2, d, -128.0f * d);
@@ -180,7 +169,7 @@ static void fill_q8_row(host_image *im, const be_weight *w, int r) {
             for (int sb = 0; sb < w->cols / 256; sb++) {
                 const unsigned char *ql = src + (size_t)sb * 210, *qh = ql + 128;
                 const signed char *sc = (const signed char *)(ql + 192);
-                float d = f16_at(ql + 208);
+                float d = be_plain_at(BE_F16, ql + 208, 0);
                 unsigned char *o = codes + 256 * sb;
                 for (int n = 0; n < 2; n++) {
                     for (int l = 0; l < 32; l++) {
@@ -205,13 +194,7 @@ static void fill_q8_row(host_image *im, const be_weight *w, int r) {
             return;
         default: { /* BE_MLX, 8 bits */
             memcpy(codes, src, (size_t)w->cols);
-            int G = w->q.group;
-            size_t ng = (size_t)w->cols / G;
-            for (int g = 0; g < w->cols / CU_Q8_GROUP; g++) {
-                size_t gi = (size_t)r * ng + (size_t)(g * CU_Q8_GROUP / G);
-                put_sm(sm + 2 * g, be_plain_at(w->q.scale_dtype, w->q.scales, gi),
-                       be_plain_at(w->q.scale_dtype, w->q.biases, gi));
-            }
+            put_mlx_groups(sm, w, r, CU_Q8_GROUP);
         }
     }
 }
