@@ -8,6 +8,7 @@
 #include "base/file.h"
 #include "base/half.h"
 #include "base/log.h"
+#include "base/sysmem.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -88,6 +89,41 @@ static void half_edges(void **state) {
             assert_int_equal(lv_f32_to_bf16(lv_bf16_to_f32((uint16_t)h)), h);
 }
 
+/* Sizes as people write them; anything else names the text. */
+static void parse_sizes(void **state) {
+    (void)state;
+    static const struct {
+        const char *text;
+        int64_t bytes;
+    } ok[] = {{"0", 0},
+              {"1073741824", 1073741824},
+              {"64k", 64 << 10},
+              {"512M", 512 << 20},
+              {"512MiB", 512 << 20},
+              {"512mb", 512 << 20},
+              {"1.5G", (int64_t)3 << 29},
+              {"2GB", (int64_t)2 << 30},
+              {"1T", (int64_t)1 << 40}};
+    for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) {
+        int64_t v = -1;
+        lv_err err = {{0}};
+        assert_int_equal(lv_parse_bytes(ok[i].text, &v, &err), LV_OK);
+        assert_int_equal(v, ok[i].bytes);
+    }
+    static const char *const bad[] = {"", "-1", "12Q", "G", "1e400", " 5", "5 M", "nan", "9e30"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        int64_t v = 7;
+        lv_err err = {{0}};
+        assert_int_equal(lv_parse_bytes(bad[i], &v, &err), LV_ERR_ARG);
+        assert_int_equal(v, 7);
+        assert_non_null(strstr(err.msg, "is not a size"));
+    }
+    /* this process's figures read on Linux */
+    assert_true(lv_rss_bytes() > 0);
+    assert_true(lv_mem_available_bytes() > 0);
+    lv_allocator_trim();
+}
+
 static void log_configure(void **state) {
     assert_null(lv_log_configure("debug"));
     assert_string_equal(lv_log_configure("loud"), "loud"); /* unknown: named back */
@@ -105,6 +141,7 @@ int main(void) {
         cmocka_unit_test(status_strings),   cmocka_unit_test(fail_formats_and_prefixes),
         cmocka_unit_test(read_file_limits), cmocka_unit_test(path_join),
         cmocka_unit_test(half_edges),       cmocka_unit_test(log_configure),
+        cmocka_unit_test(parse_sizes),
     };
     return cmocka_run_group_tests_name("base", tests, NULL, NULL);
 }
