@@ -59,6 +59,13 @@ static int least_recently_used(const image_cache *c) {
     return lru;
 }
 
+bool ic_evict_lru(image_cache *c) {
+    if (c->n == 0) return false;
+    remove_entry(c, least_recently_used(c));
+    c->evictions++;
+    return true;
+}
+
 void ic_make_room(image_cache *c, size_t bytes) {
     while (c->n > 0 && c->bytes + bytes > c->budget) {
         remove_entry(c, least_recently_used(c));

@@ -65,6 +65,9 @@ bool ic_fits(const image_cache *c, size_t bytes);
  * it). */
 void ic_make_room(image_cache *c, size_t bytes);
 
+/* Frees the least recently used entry (memory pressure); false when empty. */
+bool ic_evict_lru(image_cache *c);
+
 /* Keeps rows (taken: freed when not kept) as the image's entry, evicting
  * as ic_make_room does. Not kept when it cannot fit, or the key is there
  * already (another job encoded the same image meanwhile: that entry is

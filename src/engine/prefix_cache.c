@@ -121,6 +121,7 @@ bool pc_evict_lru(prefix_cache *c, const llava_seq *keep) {
             (lru < 0 || c->entries[i].last_used < c->entries[lru].last_used))
             lru = i;
     if (lru < 0) return false;
+    c->evictions++;
     free_entry(&c->entries[lru]);
     drop(c, lru);
     return true;

@@ -52,6 +52,7 @@ typedef struct {
     int cap, n;
     int image_id; /* the model's <image> id */
     long clock;
+    uint64_t evictions; /* entries evicted (pc_evict_lru, pc_put when full) */
 } prefix_cache;
 
 /* A cache of up to cap (>= 1) sequences for a model whose <image> id is

@@ -86,6 +86,7 @@
 
 #include "base/clock.h"
 #include "base/log.h"
+#include "base/sysmem.h"
 #include "engine/image_cache.h"
 #include "engine/prefix_cache.h"
 
@@ -102,6 +103,7 @@
 #define FIRST_ROWS   8                 /* rows of a piece whose cost is not known yet */
 #define QUIET_EVERY  32                /* turns between two measurements of the quiet step */
 #define PREFIX_MIN   16                /* cached positions worth taking over a sequence for */
+#define TRIM_EVERY_S 30.0              /* freed heap handed back while busy, seconds between */
 
 typedef enum { SL_FREE = 0, SL_ENCODE, SL_PREFILL, SL_DECODE } slot_phase;
 
@@ -159,12 +161,18 @@ struct sched {
     sched_job **admit; /* (parallel) jobs taken from the queue this turn */
     slot **order;      /* (parallel) slots of one phase, oldest first */
     costs cost;
-    double allow;       /* ms of background work a turn may carry while jobs decode (feedback) */
-    long turns;         /* forwards run */
-    lv_status fault;    /* the device's first fault (llava_device_status), or LV_OK */
-    lv_err fault_err;   /* and its message */
-    prefix_cache cache; /* sequences kept after their jobs (cap 0: none) */
-    image_cache images; /* images' feature rows kept after their encoding (budget 0: none) */
+    double allow;         /* ms of background work a turn may carry while jobs decode (feedback) */
+    long turns;           /* forwards run */
+    lv_status fault;      /* the device's first fault (llava_device_status), or LV_OK */
+    lv_err fault_err;     /* and its message */
+    prefix_cache cache;   /* sequences kept after their jobs (cap 0: none) */
+    image_cache images;   /* images' feature rows kept after their encoding (budget 0: none) */
+    size_t prefix_budget; /* bytes of KV the kept sequences hold at most (0: no own bound) */
+    mg_governor *gov;     /* borrowed; NULL: none */
+    double trim_every_ms; /* freed heap handed back this often while busy (0: never) */
+    double t_trim;        /* when it was last */
+    bool busy_since_trim; /* work ran since (handed back once more on going idle) */
+    bool wake;            /* under mu: the governor asks for room (sched_wake) */
 
     /* figures, under mu */
     int n_running;
@@ -173,6 +181,7 @@ struct sched {
     size_t kv_bytes_retained;
     size_t kv_per_pos;
     uint64_t cache_hits, cache_tokens; /* jobs that reused a prefix, and its positions */
+    uint64_t cache_evictions;
     int n_retained;
     image_cache image_figures; /* a copy of images' counters and sizes (no entries) */
 };
@@ -311,8 +320,11 @@ static void update_stats_locked(sched *s) {
     s->kv_bytes_alloc = alloc;
     s->kv_bytes_retained = (size_t)pc_ctx_positions(&s->cache) * s->kv_per_pos;
     s->n_retained = s->cache.n;
+    s->cache_evictions = s->cache.evictions;
     s->image_figures = s->images;
     s->image_figures.entries = NULL; /* the engine's own */
+    mg_set(s->gov, MG_KV_CACHED, (int64_t)s->kv_bytes_retained);
+    mg_set(s->gov, MG_IMAGE_CACHE, (int64_t)s->images.bytes);
 }
 
 static void update_stats(sched *s) {
@@ -474,6 +486,10 @@ static void keep_sequence(sched *s, slot *sl) {
     if (pc_put(&s->cache, sl->s, &what, &err)) LV_DEBUG("[%s] prefix cache: %s", j->rid, err.msg);
     sl->s = NULL; /* the cache's now, or freed by pc_put */
     free(fed);
+    while (s->prefix_budget &&
+           (size_t)pc_ctx_positions(&s->cache) * s->kv_per_pos > s->prefix_budget &&
+           pc_evict_lru(&s->cache, NULL)) {
+    }
 }
 
 /* The job's generation is over: its result, its sequence kept, then the end. */
@@ -839,8 +855,57 @@ static int take_queued_locked(sched *s, int active) {
     return n_admit;
 }
 
+/* ---- memory ------------------------------------------------------------------------------ */
+
+/* Called by the governor (any thread) when a reservation waits for room. */
+static void sched_wake(void *ud) {
+    sched *s = ud;
+    pthread_mutex_lock(&s->mu);
+    s->wake = true;
+    pthread_cond_signal(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+}
+
+/* One cache entry less: a kept sequence first (the larger: a whole
+ * conversation's KV), then an image's rows (the dearer to recompute). */
+static bool evict_one(sched *s) {
+    return pc_evict_lru(&s->cache, NULL) || ic_evict_lru(&s->images);
+}
+
+/* While the governor is above its evict line (or a reservation waits for
+ * room), the caches give up entries, least recently used first, and the
+ * freed heap goes back to the system; then whoever waits is told. */
+static void relieve_pressure(sched *s) {
+    if (!s->gov) return;
+    int n = 0;
+    while (mg_excess(s->gov) > 0 && evict_one(s)) {
+        n++;
+        update_stats(s);
+        mg_level_now(s->gov, true); /* what the eviction freed, sampled again */
+    }
+    if (n) {
+        lv_allocator_trim();
+        mg_level_now(s->gov, true);
+        LV_INFO("memory pressure: %d cache entries evicted (%d sequences and %d images kept)", n,
+                s->cache.n, s->images.n);
+    }
+    mg_evicted(s->gov, n);
+}
+
+/* Freed heap back to the system every trim_every_ms while busy. */
+static void trim_if_due(sched *s) {
+    if (s->trim_every_ms <= 0) return;
+    double now = lv_now_ms();
+    if (now - s->t_trim < s->trim_every_ms) return;
+    lv_allocator_trim();
+    s->t_trim = now;
+}
+
 /* Everything after taking the queue: admission, cancellation, the work. */
 static void turn(sched *s, int n_admit) {
+    relieve_pressure(s);
+    trim_if_due(s);
+    s->busy_since_trim = true;
     for (int k = 0, i = 0; k < n_admit; k++) {
         while (s->slots[i].phase != SL_FREE) i++;
         start_slot(s, &s->slots[i], s->admit[k]);
@@ -860,7 +925,17 @@ static void *engine_main(void *arg) {
     for (;;) {
         int active = n_active(s);
         pthread_mutex_lock(&s->mu);
-        while (!s->stopping && s->n == 0 && active == 0) pthread_cond_wait(&s->cv, &s->mu);
+        if (!s->stopping && s->n == 0 && active == 0 && !s->wake && s->busy_since_trim &&
+            s->trim_every_ms > 0) { /* going idle: the freed heap goes back once */
+            pthread_mutex_unlock(&s->mu);
+            lv_allocator_trim();
+            s->t_trim = lv_now_ms();
+            s->busy_since_trim = false;
+            pthread_mutex_lock(&s->mu);
+        }
+        while (!s->stopping && s->n == 0 && active == 0 && !s->wake)
+            pthread_cond_wait(&s->cv, &s->mu);
+        s->wake = false;
         int n_admit = take_queued_locked(s, active);
         bool quit = s->stopping && active == 0;
         pthread_mutex_unlock(&s->mu);
@@ -915,6 +990,8 @@ static void free_engine(sched *s) {
     free(s->cost.decode_turn);
     pc_deinit(&s->cache);
     ic_deinit(&s->images);
+    mg_set(s->gov, MG_KV_CACHED, 0);
+    mg_set(s->gov, MG_IMAGE_CACHE, 0);
 }
 
 lv_status sched_new(llava *m, const sched_config *cfg, sched **out, lv_err *err) {
@@ -969,8 +1046,16 @@ lv_status sched_new(llava *m, const sched_config *cfg, sched **out, lv_err *err)
         free(s);
         return st;
     }
+    s->prefix_budget = cfg->prefix_cache_bytes > 0 ? (size_t)cfg->prefix_cache_bytes : 0;
+    s->trim_every_ms = cfg->trim_interval_s < 0    ? 0
+                       : cfg->trim_interval_s == 0 ? TRIM_EVERY_S * 1e3
+                                                   : cfg->trim_interval_s * 1e3;
+    s->t_trim = lv_now_ms();
     pthread_mutex_init(&s->mu, NULL);
     pthread_cond_init(&s->cv, NULL);
+    s->gov = cfg->governor;
+    mg_set_waker(s->gov, sched_wake, s);
+    update_stats(s); /* the figures of the empty caches (their budgets) */
     LV_DEBUG("scheduler: %d parallel sequences of up to %d positions (KV %.1f MB each at most), "
              "queue %d",
              np, s->ctx, (double)s->ctx * s->kv_per_pos / 1e6, s->cap);
@@ -1008,6 +1093,20 @@ lv_status sched_submit(sched *s, sched_job *j, lv_err *err) {
     return st;
 }
 
+int64_t sched_job_bytes(const sched *s, const sched_job *j) {
+    int64_t bytes = (int64_t)j->n_ids * (int64_t)sizeof *j->ids, encoder = 0, rows = 0;
+    for (int i = 0; i < j->n_images && j->images; i++) {
+        const img_tensor *t = &j->images[i];
+        bytes += (int64_t)t->n_tiles * 3 * t->tile_h * t->tile_w * (int64_t)sizeof(float);
+        int64_t e = (int64_t)llava_encoder_bytes(s->m, t);
+        if (e > encoder) encoder = e;
+        int n = llava_tensor_token_count(s->m, t);
+        if (n > 0) rows += n;
+    }
+    return bytes + encoder + rows * llava_text_dim(s->m) * (int64_t)sizeof(float) +
+           (int64_t)job_ctx(s, j) * (int64_t)s->kv_per_pos;
+}
+
 void sched_get_stats(sched *s, sched_stats *out) {
     memset(out, 0, sizeof *out);
     pthread_mutex_lock(&s->mu);
@@ -1031,6 +1130,7 @@ void sched_get_stats(sched *s, sched_stats *out) {
     out->image_cache_images = s->image_figures.n;
     out->image_cache_bytes = s->image_figures.bytes;
     out->image_cache_budget = s->image_figures.budget;
+    out->cache_evictions = s->cache_evictions;
     pthread_mutex_unlock(&s->mu);
 }
 
@@ -1052,6 +1152,7 @@ void sched_stop(sched *s, bool cancel_running) {
 void sched_free(sched *s) {
     if (!s) return;
     sched_stop(s, true);
+    mg_set_waker(s->gov, NULL, NULL);
     pthread_cond_destroy(&s->cv);
     pthread_mutex_destroy(&s->mu);
     free_engine(s);

@@ -35,6 +35,7 @@
 #include "base/buf.h"
 #include "base/common.h"
 #include "engine/generate.h"
+#include "engine/governor.h"
 #include "image/image.h"
 #include "model/llava.h"
 
@@ -119,6 +120,17 @@ typedef struct {
      * 0: SCHED_IMAGE_CACHE_DEFAULT; < 0: none, every image is encoded). Device
      * memory on a GPU, besides the KV cache. */
     int64_t image_cache_bytes;
+    /* Bytes of KV cache the prefix cache's kept sequences hold at most
+     * (0: no bound of its own, only the KV bound below; < 0 is cache_slots < 0). */
+    int64_t prefix_cache_bytes;
+    /* The memory governor (borrowed, outlives the scheduler; NULL: none):
+     * the caches are reported to it and evicted, least recently used first,
+     * while it is above its evict line (engine/governor.h). */
+    mg_governor *governor;
+    /* Seconds between two hand-backs of freed heap to the system while
+     * busy (lv_allocator_trim; also once each time the engine goes idle);
+     * 0: 30; < 0: never (the seed config's periodic_cleanup false). */
+    double trim_interval_s;
 } sched_config;
 
 #define SCHED_IMAGE_CACHE_DEFAULT ((int64_t)256 << 20) /* 256 MiB: five 7B LLaVA-NeXT images */
@@ -147,6 +159,7 @@ typedef struct {
     int image_cache_images;         /* entries kept now */
     size_t image_cache_bytes;       /* their bytes */
     size_t image_cache_budget;      /* bytes at most (0: off) */
+    uint64_t cache_evictions;       /* kept sequences evicted (room, budget or pressure) */
 } sched_stats;
 
 /* A scheduler on m (borrowed; loaded; outlives it), no thread yet. Caller
@@ -168,6 +181,15 @@ bool sched_step(sched *s);
  * scheduler is shutting down (the message says which); j is untouched then.
  */
 lv_status sched_submit(sched *s, sched_job *j, lv_err *err);
+
+/*
+ * The memory a job will hold from its submission to its end, for the
+ * memory governor: its prompt ids and image tensors, its KV sequence
+ * (prompt + max_tokens, at most ctx positions), its images' feature rows
+ * and the largest image's encoder scratch. An upper bound: a prefix or
+ * image cache hit holds less.
+ */
+int64_t sched_job_bytes(const sched *s, const sched_job *j);
 
 /* Figures now (a consistent snapshot). */
 void sched_get_stats(sched *s, sched_stats *out);

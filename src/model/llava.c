@@ -355,6 +355,19 @@ void llava_encoder_free(llava_encoder *e) {
     free(e);
 }
 
+size_t llava_encoder_bytes(const llava *m, const img_tensor *px) {
+    const clip *c = &m->vision;
+    size_t f4 = sizeof(float), n_pos = (size_t)c->n_pos,
+           cols = 3 * (size_t)c->patch_size * c->patch_size;
+    size_t ff = (size_t)c->hidden_dim > cols ? (size_t)c->hidden_dim : cols;
+    size_t tiles = px->n_tiles > 0 ? (size_t)px->n_tiles : 1;
+    return f4 * (n_pos * c->dim                    /* vis */
+                 + tiles * n_pos * m->proj.out_dim /* proj */
+                 + n_pos * m->proj.out_dim         /* tmp */
+                 + 5 * n_pos * c->dim + n_pos * ff /* the tile scratch */
+                 + n_pos * cols);                  /* patches */
+}
+
 lv_status llava_encoder_new(llava *m, const img_tensor *px, llava_features *f, int row0, bool keep,
                             llava_encoder **out, lv_err *err) {
     *out = NULL;

@@ -150,6 +150,10 @@ void llava_features_copy_rows(llava_features *dst, int dst_row, const llava_feat
  */
 typedef struct llava_encoder llava_encoder;
 
+/* Bytes of scratch an encoder of px holds while it runs (its tile's
+ * activations, the projected rows of every tile), for memory accounting. */
+size_t llava_encoder_bytes(const llava *m, const img_tensor *px);
+
 /* Checks px against the model (tile size, grid) and that f has room; keeps
  * a borrowed pointer to px and f (both outlive the encoder). keep: also
  * keep the tower and projector outputs (llava_encode_image's keep).
