@@ -818,6 +818,11 @@ static void test_metrics_text(void **state) {
         metric(m, "llava_requests_total{endpoint=\"/v1/chat/completions\",status=\"200\"}") > 0);
     assert_true(metric(m, "process_resident_memory_bytes") > 0);
     assert_true(metric(m, "llava_kv_cache_total_bytes") > 0);
+    /* the memory governor: a budget by default (the cgroup's or what is available) */
+    assert_true(metric(m, "llava_memory_budget_bytes") > 0);
+    assert_true(metric(m, "llava_memory_used_bytes") > 0);
+    assert_true(metric(m, "llava_memory_pressure") == 0);
+    assert_true(metric(m, "llava_memory_refused_total") == 0);
     free(m);
 }
 

@@ -43,9 +43,16 @@ static void seed_file_applies(void **state) {
     assert_true(c.image.keep_aspect);
     assert_true(c.image.has_padding_color);
     assert_int_equal(c.image.padding_color[0], 255);
-    /* device, quantization, format, quality, preprocessing_quality, 5 memory keys, 3 mlx keys */
-    assert_int_equal(c.n_notes, 13);
+    /* Not needed: device, quantization, format, quality, preprocessing_quality,
+     * mlx_memory_clearing, model_reloading, batch_size. The memory keys map
+     * onto the governor and the caches. */
+    assert_int_equal(c.n_notes, 8);
     assert_int_equal(c.n_unknown, 1);
+    assert_int_equal(c.periodic_cleanup, 1);
+    assert_true(c.cleanup_interval_s == 1.0);
+    assert_int_equal(c.pressure_detection, 1);
+    assert_int_equal(c.prefix_cache_bytes, (int64_t)8 << 30);  /* "8GB" */
+    assert_int_equal(c.image_cache_bytes, (int64_t)512 << 20); /* 512: MiB */
     srv_config_free(&c);
 
     /* Without image_processing the pipeline stays the exact reference. */
@@ -53,6 +60,24 @@ static void seed_file_applies(void **state) {
     assert_int_equal(c.image.max_size, 0);
     assert_false(c.image.keep_aspect);
     assert_false(c.image.has_padding_color);
+    /* absent memory keys: the defaults */
+    assert_int_equal(c.periodic_cleanup, -1);
+    assert_int_equal(c.pressure_detection, -1);
+    assert_int_equal(c.prefix_cache_bytes, -1);
+    assert_int_equal(c.image_cache_bytes, -1);
+    srv_config_free(&c);
+
+    /* false turns them off; sizes take units */
+    assert_int_equal(
+        parse("{\"enhanced_memory_management\": {\"periodic_cleanup\": false,"
+              " \"adaptive_pressure_detection\": false},"
+              " \"mlx_config\": {\"memory_pool_size\": null, \"cache_size\": \"64MiB\"}}",
+              &c, &err),
+        LV_OK);
+    assert_int_equal(c.periodic_cleanup, 0);
+    assert_int_equal(c.pressure_detection, 0);
+    assert_int_equal(c.prefix_cache_bytes, -1);
+    assert_int_equal(c.image_cache_bytes, (int64_t)64 << 20);
     srv_config_free(&c);
 }
 
@@ -117,6 +142,10 @@ static void bad_values_name_the_key(void **state) {
         {"{\"enhanced_memory_management\": {\"cleanup_interval\": \"often\"}}",
          "enhanced_memory_management.cleanup_interval", LV_ERR_ARG},
         {"{\"mlx_config\": {\"batch_size\": \"one\"}}", "mlx_config.batch_size", LV_ERR_ARG},
+        {"{\"mlx_config\": {\"cache_size\": \"lots\"}}", "mlx_config.cache_size", LV_ERR_ARG},
+        {"{\"mlx_config\": {\"memory_pool_size\": -1}}", "mlx_config.memory_pool_size", LV_ERR_ARG},
+        {"{\"enhanced_memory_management\": {\"cleanup_interval\": 0}}",
+         "enhanced_memory_management.cleanup_interval", LV_ERR_ARG},
         {"{\"a\": 1, \"a\": 2}", "test.json", LV_ERR_FORMAT},
         {"", "test.json", LV_ERR_FORMAT},
     };

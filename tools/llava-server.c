@@ -6,7 +6,14 @@
  *                [--port 8080] [--parallel N] [--queue-size N] [--ctx-size N]
  *                [--threads N] [--exact] [--device cpu|ref|cuda[:N]] [--api-key KEY]
  *                [--allowed-origins LIST] [--allowed-local-media-path DIR] [--timeout S]
- *                [--alias NAME]
+ *                [--alias NAME] [--memory-limit SIZE] [--prefix-cache-mb N]
+ *                [--image-cache-mb N] [--no-prefix-cache]
+ *
+ * --memory-limit is the memory governor's budget (engine/governor.h): the
+ * resident set on a CPU, the device's memory with --device cuda. Default:
+ * the cgroup's limit, else what is available at start plus what the server
+ * holds; on a GPU its memory. 0: no limit (accounting only). Above 80% the
+ * caches are evicted, above 95% new requests get 503 with Retry-After.
  *
  * --config reads the seed's JSON file (server/config.h): model_id, model_name,
  * device and max_tokens stand in for --model, --alias, --device and the
@@ -24,6 +31,8 @@
  */
 #include "base/clock.h"
 #include "base/log.h"
+#include "base/sysmem.h"
+#include "engine/governor.h"
 #include "io/hf_cache.h"
 #include "model/llava.h"
 #include "server/config.h"
@@ -46,8 +55,11 @@ typedef struct {
     bool no_prefix_cache; /* --no-prefix-cache: sched_config.cache_slots -1 */
     int image_cache_mb;   /* --image-cache-mb: sched_config.image_cache_bytes (0: off; -1: the
                              scheduler's default) */
-    const char *device;   /* --device, else the config's device, else "cpu" */
-    srv_config file;      /* --config's settings (zero without one) */
+    int prefix_cache_mb;  /* --prefix-cache-mb: sched_config.prefix_cache_bytes (-1: not given) */
+    const char *memory_limit;   /* --memory-limit SIZE (NULL: the default) */
+    int64_t memory_limit_bytes; /* parsed; -1: the default */
+    const char *device;         /* --device, else the config's device, else "cpu" */
+    srv_config file;            /* --config's settings (zero without one) */
 } srv_args;
 
 static void usage(FILE *f) {
@@ -69,6 +81,12 @@ static void usage(FILE *f) {
         "                                 of a finished request's prompt prefix)\n"
         "  --image-cache-mb N             MiB of image features kept for images sent again\n"
         "                                 (default 256; 0 = off: every image is encoded)\n"
+        "  --prefix-cache-mb N            MiB of KV the prefix cache keeps at most (default:\n"
+        "                                 whatever the KV bound leaves; 0 = off)\n"
+        "  --memory-limit SIZE            memory budget: 8G, 512M, bytes; 0 = none (default:\n"
+        "                                 the cgroup's limit, else the available memory; on a\n"
+        "                                 GPU its memory). Caches are evicted above 80%%, new\n"
+        "                                 requests refused (503) above 95%%\n"
         "  --threads N                    CPU threads (default: all cores)\n"
         "  --device NAME                  cpu (default), ref (the scalar reference), cuda or\n"
         "                                 cuda:N (CUDA builds)\n"
@@ -96,7 +114,13 @@ static int parse_args(int argc, char **argv, srv_args *a) {
                     .queue_size = 64,
                     .timeout_s = 600,
                     .parallel = 4,
-                    .image_cache_mb = -1};
+                    .image_cache_mb = -1,
+                    .prefix_cache_mb = -1,
+                    .memory_limit_bytes = -1,
+                    .file = {.periodic_cleanup = -1,
+                             .pressure_detection = -1,
+                             .prefix_cache_bytes = -1,
+                             .image_cache_bytes = -1}};
     const char *level = NULL; /* --log-level; NULL: $LOG_LEVEL */
     const tool_opt opts[] = {
         TOOL_STR("model", 'm', &a->model),
@@ -111,6 +135,8 @@ static int parse_args(int argc, char **argv, srv_args *a) {
         TOOL_FLAG("exact", 0, &a->exact),
         TOOL_FLAG("no-prefix-cache", 0, &a->no_prefix_cache),
         TOOL_INT("image-cache-mb", 0, &a->image_cache_mb, 0, 1 << 20),
+        TOOL_INT("prefix-cache-mb", 0, &a->prefix_cache_mb, 0, 1 << 24),
+        TOOL_STR("memory-limit", 0, &a->memory_limit),
         TOOL_STR("device", 0, &a->device),
         TOOL_STR("api-key", 0, &a->api_key),
         TOOL_STR("allowed-origins", 0, &a->origins),
@@ -123,6 +149,13 @@ static int parse_args(int argc, char **argv, srv_args *a) {
     int rc = tool_parse(&tool, opts, LV_ARRAY_LEN(opts), argc, argv);
     if (rc) return rc;
     if (!tool_log_level("llava-server", level)) return 2;
+    if (a->memory_limit) {
+        lv_err err = {{0}};
+        if (lv_parse_bytes(a->memory_limit, &a->memory_limit_bytes, &err)) {
+            fprintf(stderr, "llava-server: --memory-limit: %s\n", err.msg);
+            return 2;
+        }
+    }
     if (a->config) { /* the file fills what the command line left unset */
         lv_err err = {{0}};
         if (srv_config_load(a->config, &a->file, &err)) {
@@ -132,6 +165,10 @@ static int parse_args(int argc, char **argv, srv_args *a) {
         if (!a->model) a->model = a->file.model_id;
         if (!a->alias) a->alias = a->file.model_name;
         if (!a->device) a->device = a->file.device;
+        if (a->image_cache_mb < 0 && a->file.image_cache_bytes >= 0)
+            a->image_cache_mb = (int)((a->file.image_cache_bytes + (1 << 20) - 1) >> 20);
+        if (a->prefix_cache_mb < 0 && a->file.prefix_cache_bytes >= 0)
+            a->prefix_cache_mb = (int)((a->file.prefix_cache_bytes + (1 << 20) - 1) >> 20);
     }
     if (!a->device) a->device = "cpu";
     if (!a->model) {
@@ -141,6 +178,56 @@ static int parse_args(int argc, char **argv, srv_args *a) {
     }
     if (!a->alias) a->alias = a->model;
     return 0;
+}
+
+/* ---- memory ------------------------------------------------------------------------------ */
+
+/* The memory really in use: the device's on a GPU, else the resident set. */
+static int64_t measure_memory(void *ud) {
+    const llava *m = ud;
+    size_t used, total;
+    if (llava_memory_info(m, &used, &total)) return (int64_t)used;
+    return lv_rss_bytes();
+}
+
+/* The default budget: the device's memory on a GPU; else the cgroup's
+ * limit; else what is available now plus what the server holds already. */
+static int64_t default_limit(const llava *m, const char **from) {
+    size_t used, total;
+    if (llava_memory_info(m, &used, &total)) {
+        *from = "the GPU's memory";
+        return (int64_t)total;
+    }
+    int64_t cg = lv_cgroup_limit_bytes(), avail = lv_mem_available_bytes(), rss = lv_rss_bytes();
+    if (cg > 0) {
+        *from = "the cgroup's limit";
+        return cg;
+    }
+    *from = "the available memory";
+    return avail > 0 && rss > 0 ? avail + rss : 0;
+}
+
+/* The governor, its fixed part what is held now (weights, scratch). */
+static lv_status new_governor(const srv_args *a, llava *m, mg_governor **out, lv_err *err) {
+    const char *from = "--memory-limit";
+    int64_t limit = a->memory_limit_bytes >= 0 ? a->memory_limit_bytes : default_limit(m, &from);
+    mg_config gc = {.limit = limit};
+    if (a->file.pressure_detection != 0) { /* absent or true: measured beside the accounting */
+        gc.measure = measure_memory;
+        gc.measure_ud = m;
+    }
+    lv_status st = mg_new(&gc, out, err);
+    if (st) return st;
+    int64_t now = measure_memory(m);
+    mg_set_fixed(*out, now > 0 ? now : 0);
+    if (limit > 0 && now > limit * 0.80)
+        LV_WARN("memory: %.0f MiB are held before any request, above 80%% of the %.0f MiB budget "
+                "(%s): caches will be evicted at once",
+                now / 1048576.0, limit / 1048576.0, from);
+    LV_INFO("memory: budget %.0f MiB (%s), %.0f MiB held once loaded; caches evicted above 80%%, "
+            "requests refused above 95%%",
+            limit / 1048576.0, limit ? from : "none: accounting only", now / 1048576.0);
+    return LV_OK;
 }
 
 /* ---- background load ------------------------------------------------------------------- */
@@ -158,6 +245,7 @@ static void *load_main(void *arg) {
     char *dir = NULL;
     llava *m = NULL;
     sched *w = NULL;
+    mg_governor *gov = NULL;
     double t0 = lv_now_ms();
     /* Test hook: hold the load back so /health can be seen answering 503. */
     const char *delay = getenv("LLAVA_SERVER_TEST_LOAD_DELAY_MS");
@@ -183,24 +271,36 @@ static void *load_main(void *arg) {
                 max_ctx);
         ctx = max_ctx;
     }
-    sched_config wc = {.queue_size = a->queue_size,
-                       .parallel = a->parallel,
-                       .ctx_size = ctx,
-                       .cache_slots = a->no_prefix_cache ? -1 : 0,
-                       .image_cache_bytes = image_cache_bytes(a->image_cache_mb)};
+    sched_config wc = {
+        .queue_size = a->queue_size,
+        .parallel = a->parallel,
+        .ctx_size = ctx,
+        .cache_slots = a->no_prefix_cache ? -1 : 0,
+        .image_cache_bytes = image_cache_bytes(a->image_cache_mb),
+        .prefix_cache_bytes = a->prefix_cache_mb < 0    ? 0
+                              : a->prefix_cache_mb == 0 ? -1
+                                                        : (int64_t)a->prefix_cache_mb << 20,
+        .trim_interval_s = a->file.periodic_cleanup == 0 ? -1 : a->file.cleanup_interval_s};
+    if (wc.prefix_cache_bytes < 0) wc.cache_slots = -1;
+    if (new_governor(a, m, &gov, &err)) goto fail;
+    wc.governor = gov;
     if (sched_new(m, &wc, &w, &err) || sched_start(w, &err)) goto fail;
+    mg_set_fixed(gov,
+                 measure_memory(m) > 0 ? measure_memory(m) : 0); /* the scheduler's scratch too */
     sched_stats ws;
     sched_get_stats(w, &ws);
     LV_INFO("model %s loaded from %s on %s in %.0f ms (context %d, %d parallel sequences, "
             "queue %d)",
             a->alias, dir, a->device, lv_now_ms() - t0, ws.ctx_size, a->parallel, a->queue_size);
     free(dir);
-    http_set_ready(ld->s, m, w);
+    http_set_ready(ld->s, m, w, gov);
     atomic_store(&ld->state, 1);
     return NULL;
 fail:
     LV_ERROR("cannot load the model '%s': %s", a->model, err.msg);
     free(dir);
+    sched_free(w);
+    mg_free(gov);
     llava_free(m);
     atomic_store(&ld->state, -1);
     return NULL;
@@ -225,6 +325,7 @@ int main(int argc, char **argv) {
     sigaddset(&set, SIGTERM);
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     signal(SIGPIPE, SIG_IGN);
+    lv_allocator_tune(); /* freed KV and tensors leave the resident set */
 
     http_config cfg = {.host = a.host,
                        .port = a.port,

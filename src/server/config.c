@@ -10,6 +10,7 @@
 
 #include "base/file.h"
 #include "base/log.h"
+#include "base/sysmem.h"
 #include "model/llava.h"
 
 #include <ctype.h>
@@ -225,12 +226,59 @@ static const key_rule image_keys[] = {
     {"preprocessing_quality", k_prep_quality, NULL, JSON_STRING},
 };
 
+/* enhanced_memory_management and mlx_config: onto the memory governor and the caches. */
+
+static lv_status k_periodic_cleanup(ctx *x, const char *key, json_t *v) {
+    (void)key;
+    x->c->periodic_cleanup = json_is_true(v) ? 1 : 0;
+    return LV_OK;
+}
+
+static lv_status k_cleanup_interval(ctx *x, const char *key, json_t *v) {
+    double s = json_number_value(v);
+    if (!(s > 0 && s <= 86400))
+        return lv_fail(x->err, LV_ERR_ARG, "%s: %s: expected seconds in (0, 86400], got %g",
+                       x->where, key, s);
+    x->c->cleanup_interval_s = s;
+    return LV_OK;
+}
+
+static lv_status k_pressure(ctx *x, const char *key, json_t *v) {
+    (void)key;
+    x->c->pressure_detection = json_is_true(v) ? 1 : 0;
+    return LV_OK;
+}
+
+/* A size: an integer of MiB, or a string with its unit ("8GB", "512MiB"). */
+static lv_status size_of(ctx *x, const char *key, json_t *v, int64_t *out) {
+    if (json_is_string(v)) {
+        lv_status st = lv_parse_bytes(json_string_value(v), out, x->err);
+        if (st) lv_err_prefix(x->err, "%s: %s", x->where, key);
+        return st;
+    }
+    int64_t mib;
+    lv_status st = at(x, key, json_get_int(v, 0, (int64_t)1 << 30, &mib, x->err));
+    if (!st) *out = mib << 20;
+    return st;
+}
+
+static lv_status k_pool_size(ctx *x, const char *key, json_t *v) {
+    if (json_is_null(v)) return LV_OK; /* the seed's "no pool": the default */
+    return size_of(x, key, v, &x->c->prefix_cache_bytes);
+}
+
+static lv_status k_cache_size(ctx *x, const char *key, json_t *v) {
+    return size_of(x, key, v, &x->c->image_cache_bytes);
+}
+
 static const key_rule memory_keys[] = {
-    {"periodic_cleanup", NULL,
-     "every request's memory (KV sequence, image features) is freed when it ends", JSON_TRUE},
-    {"cleanup_interval", NULL, "there is nothing to clean up periodically", JSON_REAL},
-    {"adaptive_pressure_detection", NULL,
-     "memory is bounded up front (--parallel x --ctx-size KV, bounded queue); /metrics shows it",
+    {"periodic_cleanup", k_periodic_cleanup,
+     "freed memory is handed back to the system when idle and every cleanup_interval seconds",
+     JSON_TRUE},
+    {"cleanup_interval", k_cleanup_interval,
+     "seconds between two hand-backs of freed memory while busy", JSON_REAL},
+    {"adaptive_pressure_detection", k_pressure,
+     "the memory governor samples the real use (resident set, GPU memory) beside its accounting",
      JSON_TRUE},
     {"mlx_memory_clearing", NULL, "there is no MLX/Metal cache in this engine", JSON_TRUE},
     {"model_reloading", NULL,
@@ -238,8 +286,11 @@ static const key_rule memory_keys[] = {
 };
 
 static const key_rule mlx_keys[] = {
-    {"memory_pool_size", NULL, "KV memory is sized by --parallel and --ctx-size", JSON_NULL},
-    {"cache_size", NULL, "KV memory is sized by --parallel and --ctx-size", JSON_INTEGER},
+    {"memory_pool_size", k_pool_size,
+     "the prefix cache's budget: KV of earlier conversations kept (integer MiB or \"8GB\")",
+     JSON_NULL},
+    {"cache_size", k_cache_size,
+     "the image cache's budget: feature rows of images seen (integer MiB or \"512MB\")", JSON_NULL},
     {"batch_size", NULL,
      "continuous batching decodes up to --parallel sequences together (default 4)", JSON_INTEGER},
 };
@@ -305,6 +356,8 @@ static lv_status k_section(ctx *x, const char *key, json_t *v) {
 lv_status srv_config_parse(const char *text, size_t len, const char *where, srv_config *out,
                            lv_err *err) {
     memset(out, 0, sizeof *out);
+    out->periodic_cleanup = out->pressure_detection = -1;
+    out->prefix_cache_bytes = out->image_cache_bytes = -1;
     json_error_t je;
     json_t *root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &je);
     if (!root)
@@ -322,6 +375,8 @@ lv_status srv_config_parse(const char *text, size_t len, const char *where, srv_
 
 lv_status srv_config_load(const char *path, srv_config *out, lv_err *err) {
     memset(out, 0, sizeof *out);
+    out->periodic_cleanup = out->pressure_detection = -1;
+    out->prefix_cache_bytes = out->image_cache_bytes = -1;
     char *text = NULL;
     size_t len = 0;
     lv_status st = lv_read_file(path, CONFIG_MAX_BYTES, &text, &len, err);

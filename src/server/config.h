@@ -15,7 +15,12 @@
  * Every key either takes effect (model_name → the served name, model_id →
  * the model, max_tokens → the default max_tokens, device "cpu", "cuda" or
  * "cuda:N" → the backend, "gpu" / "auto" → cuda in a CUDA build,
- * image_processing's sizes, aspect flag and padding colour → img_options)
+ * image_processing's sizes, aspect flag and padding colour → img_options,
+ * enhanced_memory_management's periodic_cleanup / cleanup_interval → the
+ * scheduler's hand-back of freed heap, adaptive_pressure_detection → the
+ * memory governor measuring the real use, mlx_config's memory_pool_size →
+ * the prefix cache's budget and cache_size → the image cache's: sizes are
+ * integer MiB or strings with a unit)
  * or is logged, once, as accepted and not needed, with the reason (device
  * "mps" / "metal", or "gpu" / "auto" without CUDA: this build runs them on
  * its CPU backend; model_reloading: requests never share model state here;
@@ -39,8 +44,16 @@ typedef struct {
                         * (heap); NULL: the default, cpu (absent, or a torch/MLX device) */
     int max_tokens;    /* "max_tokens" (>= 1), 0 if absent */
     img_options image; /* "image_processing" (all zero if absent) */
-    int n_notes;       /* keys accepted and not needed (logged) */
-    int n_unknown;     /* unknown keys (warned) */
+    /* enhanced_memory_management / mlx_config, onto the memory governor and
+     * the caches; -1 (0 for the interval) when absent: */
+    int periodic_cleanup;       /* periodic_cleanup: hand freed memory back (1) or never (0) */
+    double cleanup_interval_s;  /* cleanup_interval: seconds between two hand-backs */
+    int pressure_detection;     /* adaptive_pressure_detection: measure the real use (1) or
+                                   only account (0) */
+    int64_t prefix_cache_bytes; /* mlx_config.memory_pool_size: the prefix cache's budget */
+    int64_t image_cache_bytes;  /* mlx_config.cache_size: the image cache's budget */
+    int n_notes;                /* keys accepted and not needed (logged) */
+    int n_unknown;              /* unknown keys (warned) */
 } srv_config;
 
 /*

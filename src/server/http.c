@@ -27,6 +27,7 @@
 
 #include "base/clock.h"
 #include "base/log.h"
+#include "base/sysmem.h"
 #include "server/jobs.h"
 #include "server/media.h"
 #include "server/metrics.h"
@@ -56,6 +57,7 @@ struct http_server {
     atomic_int state;   /* ST_LOADING until http_set_ready */
     llava *m;           /* owned once ready */
     sched *w;           /* owned once ready */
+    mg_governor *gov;   /* owned once ready; NULL: none */
     double t0_ms;       /* start, for uptime */
     int64_t created;    /* unix seconds, for /v1/models */
     atomic_ullong next; /* request counter */
@@ -68,10 +70,11 @@ struct http_server {
 /* One HTTP request on a connection. */
 typedef struct {
     const struct route *route;
-    int early;    /* status decided from the headers (401, 404, 405), 0 = none */
-    lv_buf body;  /* collected body, up to max_body */
-    bool too_big; /* the body went over max_body */
-    char rid[32]; /* "req-N" */
+    int early;        /* status decided from the headers (401, 404, 405), 0 = none */
+    lv_buf body;      /* collected body, up to max_body */
+    bool too_big;     /* the body went over max_body */
+    int64_t body_mem; /* bytes reserved for the body with the governor (given back at the end) */
+    char rid[32];     /* "req-N" */
     double t0_ms;
     const char *method, *url; /* borrowed from MHD for the request's life */
 } conn;
@@ -138,7 +141,8 @@ static enum MHD_Result send_body(http_server *s, struct MHD_Connection *c, conn 
         return MHD_NO;
     }
     MHD_add_response_header(r, "Content-Type", type);
-    if (status == 429) MHD_add_response_header(r, "Retry-After", "1");
+    /* 429 (queue full) and 503 (loading, memory) pass: say when to come back */
+    if (status == 429 || status == 503) MHD_add_response_header(r, "Retry-After", "1");
     add_common_headers(s, c, cx, r);
     enum MHD_Result ret = MHD_queue_response(c, (unsigned)status, r);
     MHD_destroy_response(r);
@@ -176,15 +180,6 @@ static char *dump(json_t *o) {
 
 /* ---- public routes --------------------------------------------------------------------- */
 
-static int64_t rss_bytes(void) {
-    long pages_total, pages_rss;
-    FILE *f = fopen("/proc/self/statm", "r");
-    if (!f) return -1;
-    int n = fscanf(f, "%ld %ld", &pages_total, &pages_rss);
-    fclose(f);
-    return n == 2 ? (int64_t)pages_rss * sysconf(_SC_PAGESIZE) : -1;
-}
-
 /* The device's memory into *used / *total; false when unknown (no model yet,
  * or a backend that cannot tell). */
 static bool gpu_memory(const http_server *s, bool ready, int64_t *used, int64_t *total) {
@@ -204,7 +199,7 @@ static enum MHD_Result route_health(http_server *s, struct MHD_Connection *c, co
     oai_health h = {.model = s->cfg.model_name,
                     .device = llava_device(s->m),
                     .uptime_s = (lv_now_ms() - s->t0_ms) / 1e3,
-                    .rss_bytes = rss_bytes(),
+                    .rss_bytes = lv_rss_bytes(),
                     .kv_bytes = (int64_t)ws.kv_bytes_used,
                     .kv_bytes_total = (int64_t)ws.kv_bytes_total,
                     .kv_used = ws.kv_used,
@@ -212,7 +207,9 @@ static enum MHD_Result route_health(http_server *s, struct MHD_Connection *c, co
                     .running = ws.running,
                     .waiting = ws.waiting,
                     .queue_capacity = ws.queue_capacity,
-                    .parallel = ws.parallel};
+                    .parallel = ws.parallel,
+                    .caches = ws};
+    mg_get_stats(s->gov, &h.mem);
     h.has_gpu_memory = gpu_memory(s, true, &h.gpu_used, &h.gpu_total);
     return send_json(s, c, cx, 200, oai_health_json(&h));
 }
@@ -220,9 +217,12 @@ static enum MHD_Result route_health(http_server *s, struct MHD_Connection *c, co
 /* Prometheus text; public like /health (scrapers rarely carry keys). */
 static enum MHD_Result route_metrics(http_server *s, struct MHD_Connection *c, conn *cx) {
     metrics_gauges g = {.ready = atomic_load(&s->state) == ST_READY,
-                        .rss_bytes = rss_bytes(),
+                        .rss_bytes = lv_rss_bytes(),
                         .uptime_s = (lv_now_ms() - s->t0_ms) / 1e3};
-    if (g.ready) sched_get_stats(s->w, &g.ws);
+    if (g.ready) {
+        sched_get_stats(s->w, &g.ws);
+        mg_get_stats(s->gov, &g.mem);
+    }
     g.has_gpu_memory = gpu_memory(s, g.ready, &g.gpu_used_bytes, &g.gpu_total_bytes);
     return send_body(s, c, cx, 200, metrics_render(s->metrics, &g),
                      "text/plain; version=0.0.4; charset=utf-8");
@@ -435,6 +435,22 @@ static enum MHD_Result preflight(http_server *s, struct MHD_Connection *c, conn 
 }
 
 /* The request's headers are in: make its conn and decide what we can now. */
+#define BODY_ROOM_WAIT_MS 2000 /* how long a body waits for the caches to make room */
+
+/* A generation request's body is reserved with the memory governor before
+ * it is read (its Content-Length): over the refuse line the request is
+ * answered 503 at once and its body never buffered. */
+static bool reserve_body(http_server *s, struct MHD_Connection *c, conn *cx) {
+    bool generation = cx->route->fn == route_chat || cx->route->fn == route_completion;
+    if (!generation || atomic_load(&s->state) != ST_READY || !s->gov) return true;
+    const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Length");
+    long long len = cl ? atoll(cl) : 0;
+    if (len < 0 || (size_t)len > s->cfg.max_body) return true; /* answered 413 later */
+    if (!mg_reserve_wait(s->gov, MG_REQUESTS, len, BODY_ROOM_WAIT_MS)) return false;
+    cx->body_mem = len;
+    return true;
+}
+
 static conn *begin(http_server *s, struct MHD_Connection *c, const char *url, const char *method) {
     conn *cx = calloc(1, sizeof *cx);
     if (!cx) return NULL;
@@ -453,6 +469,8 @@ static conn *begin(http_server *s, struct MHD_Connection *c, const char *url, co
         cx->early = 405;
     else if (cx->route->auth && !key_ok(s, c))
         cx->early = 401;
+    else if (!reserve_body(s, c, cx))
+        cx->early = 503;
     return cx;
 }
 
@@ -462,6 +480,15 @@ static enum MHD_Result answer_early(http_server *s, struct MHD_Connection *c, co
     switch (cx->early) {
         case 204:
             return preflight(s, c, cx);
+        case 503: {
+            mg_stats ms;
+            mg_get_stats(s->gov, &ms);
+            snprintf(msg, sizeof msg,
+                     "the server is at its memory limit (%.0f of %.0f MiB in use); retry later",
+                     ms.use / 1048576.0, ms.limit / 1048576.0);
+            oai_fail(&e, LV_ERR_NOMEM, 0, NULL, "memory_pressure", "%s", msg);
+            return send_error(s, c, cx, &e);
+        }
         case 404:
             snprintf(msg, sizeof msg, "no route for %.200s", cx->url);
             oai_fail(&e, LV_ERR_ARG, 0, NULL, "not_found", "%s", msg);
@@ -496,6 +523,26 @@ static enum MHD_Result answer_early(http_server *s, struct MHD_Connection *c, co
             e.status = 401;
             snprintf(e.type, sizeof e.type, "%s", oai_error_type(401));
             return send_error(s, c, cx, &e);
+    }
+}
+
+/* What an open connection holds: MHD's memory pool (headers, the read
+ * buffer: CONN_POOL, touched as it fills) and the stack its thread touches.
+ * Counted with the governor while the connection is open, keep-alive idle
+ * included: it is memory whether or not a request runs. */
+#define CONN_POOL  ((size_t)64 * 1024)
+#define CONN_BYTES ((int64_t)CONN_POOL + 64 * 1024)
+
+static void on_connection(void *cls, struct MHD_Connection *c, void **socket_context,
+                          enum MHD_ConnectionNotificationCode code) {
+    (void)c;
+    http_server *s = cls;
+    if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+        if (atomic_load(&s->state) != ST_READY) return; /* no governor yet: not counted */
+        mg_add(s->gov, MG_CONNECTIONS, CONN_BYTES);
+        *socket_context = s; /* counted: given back when it closes */
+    } else if (*socket_context) {
+        mg_add(s->gov, MG_CONNECTIONS, -CONN_BYTES);
     }
 }
 
@@ -537,8 +584,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 
 static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
                          enum MHD_RequestTerminationCode toe) {
+    http_server *s = cls;
     conn *cx = *con_cls;
     if (!cx) return;
+    mg_add(s->gov, MG_REQUESTS, -cx->body_mem);
     lv_buf_free(&cx->body);
     free(cx);
     *con_cls = NULL;
@@ -589,11 +638,11 @@ lv_status http_start(const http_config *cfg, http_server **out, lv_err *err) {
                          .timeout_s = s->cfg.timeout_s,
                          .model_name = s->cfg.model_name,
                          .metrics = s->metrics};
-    s->d = MHD_start_daemon(flags, (uint16_t)cfg->port, NULL, NULL, on_request, s,
-                            MHD_OPTION_SOCK_ADDR, addr, MHD_OPTION_NOTIFY_COMPLETED, on_completed,
-                            s, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(256 * 1024),
-                            MHD_OPTION_CONNECTION_TIMEOUT, 120u, MHD_OPTION_CONNECTION_LIMIT, 512u,
-                            MHD_OPTION_END);
+    s->d = MHD_start_daemon(
+        flags, (uint16_t)cfg->port, NULL, NULL, on_request, s, MHD_OPTION_SOCK_ADDR, addr,
+        MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_NOTIFY_CONNECTION, on_connection,
+        s, MHD_OPTION_CONNECTION_MEMORY_LIMIT, CONN_POOL, MHD_OPTION_CONNECTION_TIMEOUT, 120u,
+        MHD_OPTION_CONNECTION_LIMIT, 512u, MHD_OPTION_END);
     if (!s->d) {
         metrics_free(s->metrics);
         free(s);
@@ -610,11 +659,13 @@ int http_port(const http_server *s) {
     return s->port;
 }
 
-void http_set_ready(http_server *s, llava *m, sched *w) {
+void http_set_ready(http_server *s, llava *m, sched *w, mg_governor *gov) {
     s->m = m;
     s->w = w;
+    s->gov = gov;
     s->jobs.m = m;
     s->jobs.w = w;
+    s->jobs.gov = gov;
     atomic_store(&s->state, ST_READY);
 }
 
@@ -625,6 +676,7 @@ void http_stop(http_server *s) {
     if (s->w) sched_stop(s->w, false); /* running sequences finish; queued ones cancel */
     MHD_stop_daemon(s->d);             /* streams end once their jobs are done */
     sched_free(s->w);
+    mg_free(s->gov);
     llava_free(s->m);
     metrics_free(s->metrics);
     free(s);

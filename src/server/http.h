@@ -29,6 +29,7 @@
 #include "base/common.h"
 #include "image/image.h"
 #include "model/llava.h"
+#include "engine/governor.h"
 #include "engine/scheduler.h"
 
 #include <stddef.h>
@@ -55,9 +56,10 @@ lv_status http_start(const http_config *cfg, http_server **out, lv_err *err);
 /* The port actually bound. */
 int http_port(const http_server *s);
 
-/* Hands over the loaded model and its scheduler (both owned by the server from
- * now on); requests are served from here on. */
-void http_set_ready(http_server *s, llava *m, sched *w);
+/* Hands over the loaded model, its scheduler and the memory governor the
+ * scheduler reports to (NULL: none; all owned by the server from now on);
+ * requests are served from here on, each reserving its memory with gov. */
+void http_set_ready(http_server *s, llava *m, sched *w, mg_governor *gov);
 
 /* Stops accepting, finishes the running requests, cancels queued ones,
  * closes every connection and frees the server, the model and the scheduler.

@@ -40,6 +40,7 @@ static void request_release(void *p) {
 }
 
 void jobs_release(job_group *g) {
+    mg_add(g->gov, MG_REQUESTS, -g->mem);
     for (int k = 0; k < g->n_jobs; k++) {
         if (!g->jobs[k]) continue;
         sched_job_cancel(g->jobs[k]);
@@ -258,6 +259,80 @@ static lv_status make_jobs(const jobs_ctx *ctx, const char *rid, job_group *g, o
     return st;
 }
 
+/* ---- memory ---------------------------------------------------------------------------------
+ * A request's memory is reserved with the governor before its images are
+ * decoded (the body and, per image and choice, the largest tensor the
+ * processor can make), then set to what its jobs will hold
+ * (sched_job_bytes); it is given back by jobs_release, once the answer is
+ * out. A reservation that does not fit, even after the caches made room, is
+ * the 503 (with Retry-After) that says so. */
+
+#define ROOM_WAIT_MS 2000 /* how long a request waits for the caches to make room */
+/* What a request holds beyond sched_job_bytes' sum: the allocator's rounding
+ * and the small things (the parsed body, the sampler, the stream buffers),
+ * measured at ~15% on the demo model; a quarter is kept. */
+#define REQUEST_SLACK 1.25
+
+/* The largest image tensor the model's processor makes (anyres's most
+ * tiles) into *t (no data), and the most <image> ids an image becomes. */
+static void largest_image(const llava *m, img_tensor *t, int *rows) {
+    const img_proc_params *p = llava_image_params(m);
+    int side_h = p->crop_height > 0 ? p->crop_height : 336,
+        side_w = p->crop_width > 0 ? p->crop_width : 336;
+    *t = (img_tensor){.n_tiles = 1, .tile_h = side_h, .tile_w = side_w};
+    *rows = llava_image_token_count(m, side_h, side_w);
+    if (p->kind != IMG_PROC_LLAVA_NEXT) return;
+    for (int i = 0; i < p->n_pinpoints; i++) {
+        int h = p->pinpoints[i][0], w = p->pinpoints[i][1];
+        int tiles = 1 + (h / side_h) * (w / side_w), n = llava_image_token_count(m, h, w);
+        if (tiles > t->n_tiles) t->n_tiles = tiles;
+        if (n > *rows) *rows = n;
+    }
+}
+
+/* The most a request can hold before its images are decoded, per choice:
+ * each image's largest tensor twice (the decoder's and resizer's buffers
+ * beside it), feature rows and encoder scratch, and KV for every position
+ * it could fill (the images' rows, a token per byte of text, the template,
+ * max_tokens; at most the context). */
+static int64_t request_bytes_max(const jobs_ctx *ctx, const oai_request *r, size_t len) {
+    img_tensor t;
+    int rows;
+    largest_image(ctx->m, &t, &rows);
+    int64_t tensor = (int64_t)t.n_tiles * 3 * t.tile_h * t.tile_w * (int64_t)sizeof(float);
+    int64_t text = (int64_t)len;
+    for (size_t i = 0; i < r->n_images; i++) text -= (int64_t)strlen(r->images[i].url);
+    sched_stats ws;
+    sched_get_stats(ctx->w, &ws);
+    int64_t positions = (int64_t)r->n_images * rows + (text > 0 ? text : 0) + 256 + r->max_tokens;
+    if (positions > ws.ctx_size) positions = ws.ctx_size;
+    int64_t kv_per_pos = ws.kv_capacity ? (int64_t)(ws.kv_bytes_total / (size_t)ws.kv_capacity) : 0;
+    int64_t per_image =
+        2 * tensor + (int64_t)rows * llava_text_dim(ctx->m) * (int64_t)sizeof(float);
+    int64_t encoder = r->n_images ? (int64_t)llava_encoder_bytes(ctx->m, &t) : 0;
+    return (int64_t)r->n_images * per_image + encoder + positions * kv_per_pos;
+}
+
+static lv_status no_room(const jobs_ctx *ctx, int64_t bytes, oai_error *e) {
+    mg_stats ms;
+    mg_get_stats(ctx->gov, &ms);
+    return oai_fail(e, LV_ERR_NOMEM, 0, NULL, "memory_pressure",
+                    "the server is at its memory limit (%.0f of %.0f MiB in use; this request "
+                    "needs %.1f MiB); retry later",
+                    ms.use / 1048576.0, ms.limit / 1048576.0, bytes / 1048576.0);
+}
+
+/* Changes g's reservation to bytes (waiting for room when it grows). */
+static lv_status reserve(const jobs_ctx *ctx, job_group *g, int64_t bytes, oai_error *e) {
+    int64_t more = bytes - g->mem;
+    if (more > 0 && !mg_reserve_wait(ctx->gov, MG_REQUESTS, more, ROOM_WAIT_MS))
+        return no_room(ctx, bytes, e);
+    if (more < 0) mg_add(ctx->gov, MG_REQUESTS, more);
+    g->gov = ctx->gov;
+    g->mem = bytes;
+    return LV_OK;
+}
+
 lv_status jobs_make(const jobs_ctx *ctx, oai_kind kind, const char *body, size_t len,
                     const char *rid, job_group *g, oai_error *e) {
     memset(g, 0, sizeof *g);
@@ -272,7 +347,16 @@ lv_status jobs_make(const jobs_ctx *ctx, oai_kind kind, const char *body, size_t
     }
     g->q = q;
     g->r = &q->r;
-    if ((st = make_jobs(ctx, rid, g, e))) jobs_release(g);
+    int64_t choices = (int64_t)q->r.n * (kind == OAI_CHAT ? 1 : (int64_t)q->r.n_prompts);
+    /* before decoding, the most it can hold; then what its jobs will hold */
+    st = reserve(ctx, g, (int64_t)len + choices * request_bytes_max(ctx, &q->r, len), e);
+    if (!st) st = make_jobs(ctx, rid, g, e);
+    if (!st) { /* what the jobs will hold */
+        int64_t bytes = 0;
+        for (int k = 0; k < g->n_jobs; k++) bytes += sched_job_bytes(ctx->w, g->jobs[k]);
+        st = reserve(ctx, g, (int64_t)len + (int64_t)(REQUEST_SLACK * (double)bytes), e);
+    }
+    if (st) jobs_release(g);
     return st;
 }
 

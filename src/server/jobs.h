@@ -40,6 +40,7 @@ typedef struct {
     int timeout_s;             /* per request, queue wait included; 0 = none */
     const char *model_name;    /* the name responses show */
     metrics *metrics;          /* generation counts and latencies */
+    mg_governor *gov;          /* the memory budget requests reserve from; NULL: none */
 } jobs_ctx;
 
 /* The parsed request and its reference count (jobs.c). */
@@ -51,7 +52,9 @@ typedef struct {
     const oai_request *r; /* q's parsed request */
     sched_job **jobs;     /* (n_jobs) one reference each */
     int n_jobs;
-    int n; /* choices per prompt */
+    int n;            /* choices per prompt */
+    mg_governor *gov; /* where mem is reserved */
+    int64_t mem;      /* bytes reserved for the request (MG_REQUESTS), given back by jobs_release */
 } job_group;
 
 /*
@@ -60,6 +63,8 @@ typedef struct {
  * images loaded, prompts tokenized, parameters set. rid names the request
  * in log lines (choice k of several is "rid.k"). On failure *e is the
  * client's error and nothing is held; on success free g with jobs_release.
+ * The request's memory is reserved with ctx->gov first (503 when it does
+ * not fit: code "memory_pressure").
  */
 lv_status jobs_make(const jobs_ctx *ctx, oai_kind kind, const char *body, size_t len,
                     const char *rid, job_group *g, oai_error *e);

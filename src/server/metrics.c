@@ -203,6 +203,27 @@ char *metrics_render(metrics *m, const metrics_gauges *g) {
           r ? (double)w->image_cache_bytes : 0);
     gauge(&b, "llava_image_cache_budget_bytes", "Bytes the image cache may hold (0: off).",
           r ? (double)w->image_cache_budget : 0);
+    counter(&b, "llava_prefix_cache_evictions_total",
+            "Kept sequences evicted (room, budget or memory pressure).",
+            r ? w->cache_evictions : 0);
+    const mg_stats *mg = &g->mem;
+    gauge(&b, "llava_memory_budget_bytes", "The memory governor's limit (0: none).",
+          (double)mg->limit);
+    gauge(&b, "llava_memory_used_bytes",
+          "Memory in use as the governor counts it: the larger of accounted and measured.",
+          (double)mg->use);
+    gauge(&b, "llava_memory_accounted_bytes",
+          "Fixed (weights, scratch) + requests + caches, as reserved.", (double)mg->accounted);
+    gauge(&b, "llava_memory_requests_bytes", "Reserved by requests from arrival to answer.",
+          (double)mg->pools[MG_REQUESTS]);
+    gauge(&b, "llava_memory_pressure",
+          "0 normal, 1 caches evicted (>= 80% of the budget), 2 new requests refused (>= 95%).",
+          (double)mg->level);
+    counter(&b, "llava_memory_refused_total", "Reservations refused for lack of memory (503).",
+            mg->refused);
+    counter(&b, "llava_memory_pressure_evictions_total",
+            "Cache entries evicted because memory was above the evict line.",
+            mg->pressure_evictions);
     gauge(&b, "process_resident_memory_bytes", "Resident memory of the server process.",
           g->rss_bytes >= 0 ? (double)g->rss_bytes : 0);
     gauge(&b, "llava_uptime_seconds", "Seconds since the server started.", g->uptime_s);

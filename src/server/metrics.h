@@ -19,6 +19,7 @@
 #ifndef LV_SERVER_METRICS_H
 #define LV_SERVER_METRICS_H
 
+#include "engine/governor.h"
 #include "engine/scheduler.h"
 
 #include <stdint.h>
@@ -49,6 +50,7 @@ typedef struct {
                                 neither GPU gauge is written */
     int64_t gpu_used_bytes;  /* in use, by every process */
     int64_t gpu_total_bytes; /* in all */
+    mg_stats mem;            /* the memory governor (zero: none) */
 } metrics_gauges;
 
 /* The whole exposition text (heap, caller frees), or NULL when out of memory. */

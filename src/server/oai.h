@@ -24,6 +24,8 @@
 
 #include "base/common.h"
 #include "engine/generate.h"
+#include "engine/governor.h"
+#include "engine/scheduler.h"
 #include "engine/sample.h"
 #include "text/chat_template.h"
 
@@ -300,12 +302,21 @@ typedef struct {
     bool has_gpu_memory;    /* the device told its memory (llava_memory_info) */
     int64_t gpu_used;       /* device memory in use, by every process */
     int64_t gpu_total;      /* device memory in all */
+    mg_stats mem;           /* the memory governor's budget, use and level */
+    sched_stats caches;     /* the prefix and image caches' figures */
 } oai_health;
 
 /* 200 body {"status":"healthy","model","device","uptime_s","memory":{"rss_bytes",
  * "kv_bytes","kv_bytes_total"},"queue":{"running","waiting","capacity",
  * "parallel"},"kv_cache":{"used","capacity"}}, plus "gpu_memory":{"used_bytes",
- * "total_bytes"} when the device's memory is known. While loading,
+ * "total_bytes"} when the device's memory is known. "memory" also holds the
+ * governor's "budget_bytes" (0: none), "used_bytes" (what the level is taken
+ * from), "accounted_bytes", "measured_bytes", "fixed_bytes", "requests_bytes",
+ * "connections_bytes", "kv_cached_bytes", "image_cache_bytes", "pressure" ("normal", "evict",
+ * "refuse"), "refused_total", "pressure_evictions_total", "peak_used_bytes",
+ * "peak_requests_bytes" (high-water marks); "caches" holds
+ * "prefix":{"sequences","bytes","hits","tokens","evictions"} and
+ * "images":{"images","bytes","budget_bytes","hits","misses","evictions"}. While loading,
  * send oai_error_json of an error filled with OAI_HINT_LOADING instead. */
 char *oai_health_json(const oai_health *h);
 

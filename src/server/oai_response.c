@@ -365,6 +365,35 @@ char *oai_health_json(const oai_health *h) {
                   (json_int_t)h->kv_bytes_total, "queue", "running", h->running, "waiting",
                   h->waiting, "capacity", h->queue_capacity, "parallel", h->parallel, "kv_cache",
                   "used", (json_int_t)h->kv_used, "capacity", (json_int_t)h->kv_capacity);
+    json_t *mem = o ? json_object_get(o, "memory") : NULL;
+    if (mem) {
+        const mg_stats *g = &h->mem;
+        json_t *more =
+            json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:s, s:I, s:I, s:I, s:I}",
+                      "budget_bytes", (json_int_t)g->limit, "used_bytes", (json_int_t)g->use,
+                      "accounted_bytes", (json_int_t)g->accounted, "measured_bytes",
+                      (json_int_t)g->measured, "fixed_bytes", (json_int_t)g->fixed,
+                      "requests_bytes", (json_int_t)g->pools[MG_REQUESTS], "connections_bytes",
+                      (json_int_t)g->pools[MG_CONNECTIONS], "kv_cached_bytes",
+                      (json_int_t)g->pools[MG_KV_CACHED], "image_cache_bytes",
+                      (json_int_t)g->pools[MG_IMAGE_CACHE], "pressure", mg_level_name(g->level),
+                      "refused_total", (json_int_t)g->refused, "pressure_evictions_total",
+                      (json_int_t)g->pressure_evictions, "peak_used_bytes", (json_int_t)g->peak_use,
+                      "peak_requests_bytes", (json_int_t)g->peak_requests);
+        json_object_update(mem, more);
+        json_decref(more);
+        const sched_stats *c = &h->caches;
+        json_object_set_new(
+            o, "caches",
+            json_pack("{s:{s:i, s:I, s:I, s:I, s:I}, s:{s:i, s:I, s:I, s:I, s:I, s:I}}", "prefix",
+                      "sequences", c->cache_sequences, "bytes", (json_int_t)c->kv_bytes_retained,
+                      "hits", (json_int_t)c->cache_hits, "tokens", (json_int_t)c->cache_tokens,
+                      "evictions", (json_int_t)c->cache_evictions, "images", "images",
+                      c->image_cache_images, "bytes", (json_int_t)c->image_cache_bytes,
+                      "budget_bytes", (json_int_t)c->image_cache_budget, "hits",
+                      (json_int_t)c->image_cache_hits, "misses", (json_int_t)c->image_cache_misses,
+                      "evictions", (json_int_t)c->image_cache_evictions));
+    }
     if (o && h->has_gpu_memory)
         json_object_set_new(o, "gpu_memory",
                             json_pack("{s:I, s:I}", "used_bytes", (json_int_t)h->gpu_used,
