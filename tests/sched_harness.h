@@ -10,12 +10,20 @@
 #include "testutil.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 
 /* models/demo, from the tests' data folder. */
 static inline const char *sh_demo_dir(void) {
     static char path[1024];
     snprintf(path, sizeof path, "%s/../../models/demo", tu_env("LLAVA_TEST_DATA"));
     return path;
+}
+
+/* The device the cache tests load the model on: $LLAVA_TEST_DEVICE ("cuda"
+ * on the GPU machine: scripts/device/run.sh caches), else the cpu. */
+static inline const char *sh_device(void) {
+    const char *d = getenv("LLAVA_TEST_DEVICE");
+    return d && *d ? d : "cpu";
 }
 
 /* Submits j to w and waits for it; a failed job fails the test. */

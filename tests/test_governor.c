@@ -52,8 +52,8 @@ static void test_levels(void **state) {
     mg_set(g, MG_KV_CACHED, 150); /* 850: above 80% */
     assert_int_equal(mg_level_now(g, false), MG_EVICT);
     assert_int_equal(mg_excess(g), 50);
-    assert_true(mg_reserve(g, MG_REQUESTS, 100));  /* 950: at the line, still in */
-    assert_false(mg_reserve(g, MG_REQUESTS, 1));   /* past 95% */
+    assert_true(mg_reserve(g, MG_REQUESTS, 100)); /* 950: at the line, still in */
+    assert_false(mg_reserve(g, MG_REQUESTS, 1));  /* past 95% */
     assert_int_equal(mg_level_now(g, false), MG_REFUSE);
     mg_add(g, MG_REQUESTS, -700); /* the requests answered */
     assert_int_equal(mg_level_now(g, false), MG_NORMAL);
@@ -144,7 +144,7 @@ static int setup(void **state) {
     lv_err err;
     char path[1200];
     snprintf(path, sizeof path, "%s/samples/sample_01_320x240.png", sh_demo_dir());
-    if (llava_open(sh_demo_dir(), &g_m, &err) || llava_load(g_m, "cpu", 2, &err) ||
+    if (llava_open(sh_demo_dir(), &g_m, &err) || llava_load(g_m, sh_device(), 2, &err) ||
         request_load_image(g_m, path, &g_px, &g_tokens, NULL, NULL, &err)) {
         fprintf(stderr, "%s\n", err.msg);
         return -1;
@@ -187,10 +187,8 @@ static sched_job *make_job(const char *prompt) {
 static sched *start(mg_governor *gov, int64_t prefix_cache_bytes) {
     sched *w;
     lv_err err;
-    sched_config cfg = {.queue_size = 4,
-                        .parallel = 2,
-                        .governor = gov,
-                        .prefix_cache_bytes = prefix_cache_bytes};
+    sched_config cfg = {
+        .queue_size = 4, .parallel = 2, .governor = gov, .prefix_cache_bytes = prefix_cache_bytes};
     if (sched_new(g_m, &cfg, &w, &err) || sched_start(w, &err)) fail_msg("sched_new: %s", err.msg);
     return w;
 }
@@ -227,8 +225,8 @@ static void test_pressure_evicts_caches(void **state) {
     g_measured = limit * 85 / 100;
     sched_job *cold = make_job(TURN2);
     sh_run(w, cold);
-    assert_int_equal(cold->result.timings.n_cached, 0);        /* the prefix was evicted */
-    assert_int_equal(cold->result.timings.n_images, 1);        /* the image encoded again */
+    assert_int_equal(cold->result.timings.n_cached, 0); /* the prefix was evicted */
+    assert_int_equal(cold->result.timings.n_images, 1); /* the image encoded again */
     assert_int_equal(cold->result.timings.n_images_cached, 0);
     sh_expect_same(warm, cold);
     sched_get_stats(w, &st);

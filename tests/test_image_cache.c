@@ -34,7 +34,7 @@ static int setup(void **state) {
     (void)state;
     lv_log_set_level(LV_LOG_WARN);
     lv_err err;
-    if (llava_open(sh_demo_dir(), &g_m, &err) || llava_load(g_m, "cpu", 2, &err)) {
+    if (llava_open(sh_demo_dir(), &g_m, &err) || llava_load(g_m, sh_device(), 2, &err)) {
         fprintf(stderr, "cannot load %s: %s\n", sh_demo_dir(), err.msg);
         return -1;
     }

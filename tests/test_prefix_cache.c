@@ -37,7 +37,7 @@ static int setup(void **state) {
     (void)state;
     lv_log_set_level(LV_LOG_WARN);
     lv_err err;
-    if (llava_open(sh_demo_dir(), &g_m, &err) || llava_load(g_m, "cpu", 2, &err)) {
+    if (llava_open(sh_demo_dir(), &g_m, &err) || llava_load(g_m, sh_device(), 2, &err)) {
         fprintf(stderr, "cannot load %s: %s\n", sh_demo_dir(), err.msg);
         return -1;
     }
@@ -267,10 +267,57 @@ static void test_common_prefix_rule(void **state) {
     assert_true(pc_image_key(&p) == k0);
 }
 
+/* n choices of one prompt: the later ones wait for the first to prefill it
+ * and copy its KV (the image not encoded again, one prompt id prefilled),
+ * and each answers, bit for bit, as it does alone on a cold scheduler. */
+static void test_choices_share_prompt(void **state) {
+    (void)state;
+    enum { N = 3 };
+    const char *prompt = "[INST] <image>\nDescribe the image. [/INST]";
+    sched *w;
+    lv_err err;
+    sched_config cfg = {.queue_size = 8, .parallel = N, .cache_slots = -1, .image_cache_bytes = -1};
+    if (sched_new(g_m, &cfg, &w, &err) || sched_start(w, &err)) fail_msg("%s", err.msg);
+    sched_job *j[N], *alone[N];
+    for (int k = 0; k < N; k++) {
+        j[k] = make_job(prompt, true);
+        j[k]->params.sampling.temperature = 0.8f;
+        j[k]->params.sampling.seed = 7 + (uint64_t)k;
+        if (k) sched_job_share_prompt(j[k], j[0]);
+        if (sched_submit(w, j[k], &err)) fail_msg("%s", err.msg);
+    }
+    for (int k = 0; k < N; k++) {
+        sched_job_wait(j[k]);
+        if (j[k]->st) fail_msg("%s", j[k]->err.msg);
+        alone[k] = make_job(prompt, true);
+        alone[k]->params.sampling.temperature = 0.8f;
+        alone[k]->params.sampling.seed = 7 + (uint64_t)k;
+        sched *cold = start(-1, 0);
+        sh_run(cold, alone[k]);
+        sched_free(cold);
+        sh_expect_same(alone[k], j[k]);
+        const gen_timings *gt = &j[k]->result.timings;
+        if (k == 0) {
+            assert_int_equal(gt->n_images, 1);
+            assert_int_equal(gt->n_cached, 0);
+        } else {
+            assert_int_equal(gt->n_images, 0); /* not encoded */
+            assert_int_equal(gt->n_cached, j[k]->n_ids - 1);
+            assert_int_equal(gt->n_prefill, 1);
+        }
+    }
+    sched_stats st;
+    sched_get_stats(w, &st);
+    assert_int_equal(st.prompt_shares, N - 1);
+    sched_free(w);
+    for (int k = 0; k < N; k++) sched_job_release(j[k]), sched_job_release(alone[k]);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_common_prefix_rule),
         cmocka_unit_test(test_conversation),
+        cmocka_unit_test(test_choices_share_prompt),
         cmocka_unit_test(test_shared_system_prompt),
         cmocka_unit_test(test_eviction),
     };

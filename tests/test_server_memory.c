@@ -77,24 +77,25 @@ static void *sample_main(void *arg) {
     return NULL;
 }
 
-/* ---- helpers ---------------------------------------------------------------------------------- */
+/* ---- helpers ----------------------------------------------------------------------------------
+ */
 
 static char *image_body(void) {
     size_t len;
     char *bytes, *b64;
-    assert_int_equal(lv_read_file(srv_demo_sample("sample_01_320x240.png"), 1u << 24, &bytes, &len,
-                                  NULL),
-                     LV_OK);
+    assert_int_equal(
+        lv_read_file(srv_demo_sample("sample_01_320x240.png"), 1u << 24, &bytes, &len, NULL),
+        LV_OK);
     assert_int_equal(lv_base64_encode((const uint8_t *)bytes, len, &b64, NULL), LV_OK);
     free(bytes);
     char *uri = malloc(strlen(b64) + 64);
     sprintf(uri, "data:image/png;base64,%s", b64);
     free(b64);
-    json_t *o = json_pack(
-        "{s:s, s:i, s:f, s:[{s:s, s:[{s:s, s:{s:s, s:s}}, {s:s, s:s}]}]}", "model", "demo",
-        "max_tokens", SANITIZED ? 8 : 16, "temperature", 0.0, "messages", "role", "user", "content",
-        "type", "image_url", "image_url", "url", uri, "detail", SANITIZED ? "low" : "auto", "type",
-        "text", "text", "Describe the image.");
+    json_t *o =
+        json_pack("{s:s, s:i, s:f, s:[{s:s, s:[{s:s, s:{s:s, s:s}}, {s:s, s:s}]}]}", "model",
+                  "demo", "max_tokens", SANITIZED ? 8 : 16, "temperature", 0.0, "messages", "role",
+                  "user", "content", "type", "image_url", "image_url", "url", uri, "detail",
+                  SANITIZED ? "low" : "auto", "type", "text", "text", "Describe the image.");
     free(uri);
     char *body = json_dumps(o, JSON_COMPACT);
     json_decref(o);
@@ -131,9 +132,21 @@ static void start(srv *s, const char *limit, const char *log_name) {
     snprintf(cfg_path, sizeof cfg_path, "%s/memory.json", tmp_dir);
     snprintf(log, sizeof log, "%s/%s", tmp_dir, log_name);
     snprintf(par, sizeof par, "%d", FIT);
-    const char *argv[] = {"--model",    srv_demo_model(), "--config", cfg_path, "--port",
-                          "0",          "--parallel",     par,        "--threads", "2",
-                          "--memory-limit", limit,        "--queue-size", "256", NULL};
+    const char *argv[] = {"--model",
+                          srv_demo_model(),
+                          "--config",
+                          cfg_path,
+                          "--port",
+                          "0",
+                          "--parallel",
+                          par,
+                          "--threads",
+                          "2",
+                          "--memory-limit",
+                          limit,
+                          "--queue-size",
+                          "256",
+                          NULL};
     assert_true(srv_start(s, log, argv, NULL));
     g_live = s->pid;
     assert_true(srv_wait_healthy(s, 60));
@@ -195,7 +208,8 @@ static const char *text_of(const char *body) {
     return text;
 }
 
-/* ---- the test ---------------------------------------------------------------------------------- */
+/* ---- the test ----------------------------------------------------------------------------------
+ */
 
 static void test_many_under_a_budget_for_few(void **state) {
     (void)state;
@@ -248,8 +262,7 @@ static void test_many_under_a_budget_for_few(void **state) {
         if (a[i].status == 200) {
             ok++;
             if (strcmp(text_of(a[i].body), expect))
-                fail_msg("request %d answered \"%s\", alone \"%s\"", i, text_of(a[i].body),
-                         expect);
+                fail_msg("request %d answered \"%s\", alone \"%s\"", i, text_of(a[i].body), expect);
         } else if (a[i].status == 503 || a[i].status == 429) {
             refused++;
             assert_true(a[i].retry_after);

@@ -11,7 +11,8 @@ build=${1:-build-cuda}
 shift || true
 progs=("$@")
 [ ${#progs[@]} -gt 0 ] || progs=(test_cuda_ops test_cuda_attention test_forward llava-gpu-bench
-                                 llava-bench llava-quantize llava-cli llava-eval llava-server)
+                                 llava-bench llava-quantize llava-cli llava-eval llava-server
+                                 test_prefix_cache test_image_cache test_governor)
 rm -rf .device && mkdir -p .device/bin .device/lib
 grep -qx '/.device/' .git/info/exclude 2>/dev/null || echo '/.device/' >> .git/info/exclude
 for p in "${progs[@]}"; do

@@ -1,7 +1,7 @@
 #!/bin/bash
 # run.sh - on the GPU machine, over what scripts/device/pack.sh put in
 # .device/: the GPU suite and the figures of docs/CUDA_NOTES.md.
-#   bash scripts/device/run.sh [tests|sanitize|bench|model|all]...
+#   bash scripts/device/run.sh [tests|caches|conversation|sanitize|bench|model|all]...
 # Logs go to $OUT (the device tool's folder that comes back) when set.
 set -u
 root=$PWD
@@ -32,6 +32,42 @@ tests() {
   LLAVA_TEST_CUDA=1 $D/bin/test_forward 2>&1 | tee "$out/test_forward_cuda.log" | tail -30
   [ ${PIPESTATUS[0]} = 0 ] || rc=1
   return $rc
+}
+
+# The scheduler's caches and the memory governor on the GPU: every cached
+# answer bit for bit the cold one, on the device.
+caches() {
+  local rc=0
+  for t in test_prefix_cache test_image_cache test_governor; do
+    log "$t on cuda"; LLAVA_TEST_DEVICE=cuda $D/bin/$t 2>&1 | tee "$out/$t-cuda.log" | tail -12
+    [ ${PIPESTATUS[0]} = 0 ] || rc=1
+  done
+  return $rc
+}
+
+# A three-turn conversation about one image on the 7B pair, history resent:
+# time to first token of each turn with the caches, then the same
+# conversations on a server with both caches off (the answers must match).
+conversation() {
+  make_7b || return 1
+  local img=$root/models/demo/samples/sample_03_400x400.png port=18090 mode
+  for mode in cached cold; do
+    local flags=; [ $mode = cold ] && flags="--no-prefix-cache --image-cache-mb 0"
+    $D/bin/llava-server --model $M7/text.gguf --mmproj $M7/mmproj.gguf --device cuda --port $port \
+      --parallel 4 $flags > "$out/server-7b-$mode.log" 2>&1 &
+    local pid=$! i
+    for i in $(seq 240); do
+      env -u LD_LIBRARY_PATH curl -sf http://127.0.0.1:$port/health >/dev/null && break; sleep 0.5
+    done
+    log "conversation, 7B Q4_0, cuda, caches $mode"
+    env -u LD_LIBRARY_PATH python3 tools/bench/conversation_ttft.py --port $port --image "$img" \
+      --runs 3 --conv-base 1000 --json "$out/conversation-7b-$mode.json" 2>&1 |
+      tee "$out/conversation-7b-$mode.txt"
+    kill $pid; wait $pid 2>/dev/null
+    port=$((port + 1))
+  done
+  python3 tools/bench/conversation_ttft.py --compare "$out/conversation-7b-cached.json" \
+    "$out/conversation-7b-cold.json"
 }
 
 sanitize() {
@@ -130,7 +166,7 @@ rc=0
 for step in "${@:-all}"; do
   case $step in
     all) tests || rc=1; bench || rc=1; model || rc=1 ;;
-    tests|sanitize|bench|model|make_7b|serve|eval_demo|leak) $step || rc=1 ;;
+    tests|caches|conversation|sanitize|bench|model|make_7b|serve|eval_demo|leak) $step || rc=1 ;;
     *) echo "run.sh: unknown step $step" >&2; exit 2 ;;
   esac
 done

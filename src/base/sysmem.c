@@ -42,7 +42,7 @@ static int64_t read_number(const char *path) {
 }
 
 int64_t lv_cgroup_limit_bytes(void) {
-    int64_t v = read_number("/sys/fs/cgroup/memory.max"); /* v2 */
+    int64_t v = read_number("/sys/fs/cgroup/memory.max");                      /* v2 */
     if (v < 0) v = read_number("/sys/fs/cgroup/memory/memory.limit_in_bytes"); /* v1 */
     /* v1 says "no limit" with a huge number (PAGE_COUNTER_MAX pages) */
     return v > 0 && v < ((int64_t)1 << 60) ? v : -1;
@@ -86,11 +86,24 @@ lv_status lv_parse_bytes(const char *text, int64_t *out, lv_err *err) {
     double unit = 1;
     const char *u = end;
     switch (toupper((unsigned char)*u)) {
-        case 'K': unit = 1024.0; u++; break;
-        case 'M': unit = 1024.0 * 1024; u++; break;
-        case 'G': unit = 1024.0 * 1024 * 1024; u++; break;
-        case 'T': unit = 1024.0 * 1024 * 1024 * 1024; u++; break;
-        default: break;
+        case 'K':
+            unit = 1024.0;
+            u++;
+            break;
+        case 'M':
+            unit = 1024.0 * 1024;
+            u++;
+            break;
+        case 'G':
+            unit = 1024.0 * 1024 * 1024;
+            u++;
+            break;
+        case 'T':
+            unit = 1024.0 * 1024 * 1024 * 1024;
+            u++;
+            break;
+        default:
+            break;
     }
     if (unit > 1 && (*u == 'i' || *u == 'I')) u++;
     if (*u == 'b' || *u == 'B') u++;

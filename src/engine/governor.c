@@ -19,8 +19,8 @@ struct mg_governor {
     int64_t pools[MG_N_POOLS];
     int64_t measured; /* -1: none yet */
     double t_measured;
-    int64_t want; /* bytes that waiting reservations ask the caches for */
-    long passes;  /* eviction passes so far */
+    int64_t want;  /* bytes that waiting reservations ask the caches for */
+    long passes;   /* eviction passes so far */
     int last_pass; /* entries the last pass evicted */
     uint64_t refused, pressure_evictions;
     int64_t peak_use, peak_requests; /* high-water marks */

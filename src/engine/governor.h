@@ -49,9 +49,9 @@ typedef enum {
 } mg_pool;
 
 typedef struct {
-    int64_t limit;     /* bytes at most; 0: no limit (accounting only) */
-    double evict_at;   /* share of the limit from which caches are evicted (0: 0.80) */
-    double refuse_at;  /* share from which new requests are refused (0: 0.95) */
+    int64_t limit;    /* bytes at most; 0: no limit (accounting only) */
+    double evict_at;  /* share of the limit from which caches are evicted (0: 0.80) */
+    double refuse_at; /* share from which new requests are refused (0: 0.95) */
     /* The memory really in use, in bytes (< 0: unknown this time); NULL:
      * accounting only (the seed config's adaptive_pressure_detection false). */
     int64_t (*measure)(void *ud);
@@ -66,7 +66,7 @@ typedef struct {
     int64_t measured;  /* the last sample, -1 when none */
     int64_t use;       /* the larger of the two: what the level is taken from */
     mg_level level;
-    uint64_t refused;  /* reservations refused since the start */
+    uint64_t refused;            /* reservations refused since the start */
     uint64_t pressure_evictions; /* cache entries evicted because of pressure */
     int64_t peak_use;            /* the highest use seen (at a change or a sample) */
     int64_t peak_requests;       /* the highest MG_REQUESTS seen */

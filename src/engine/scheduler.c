@@ -105,7 +105,7 @@
 #define PREFIX_MIN   16                /* cached positions worth taking over a sequence for */
 #define TRIM_EVERY_S 30.0              /* freed heap handed back while busy, seconds between */
 
-typedef enum { SL_FREE = 0, SL_ENCODE, SL_PREFILL, SL_DECODE } slot_phase;
+typedef enum { SL_FREE = 0, SL_WAIT, SL_ENCODE, SL_PREFILL, SL_DECODE } slot_phase;
 
 /* One admitted job and its engine state. */
 typedef struct {
@@ -182,6 +182,7 @@ struct sched {
     size_t kv_per_pos;
     uint64_t cache_hits, cache_tokens; /* jobs that reused a prefix, and its positions */
     uint64_t cache_evictions;
+    uint64_t prompt_shares; /* jobs that copied their prompt's KV from another choice */
     int n_retained;
     image_cache image_figures; /* a copy of images' counters and sizes (no entries) */
 };
@@ -211,12 +212,18 @@ void sched_job_release(sched_job *j) {
         free(j->images);
     }
     if (j->keep_free) j->keep_free(j->keep);
+    sched_job_release(j->prompt_of);
     lv_buf_free(&j->pending);
     free(j->tokens);
     gen_result_free(&j->result);
     pthread_cond_destroy(&j->cv);
     pthread_mutex_destroy(&j->mu);
     free(j);
+}
+
+void sched_job_share_prompt(sched_job *j, sched_job *first) {
+    atomic_fetch_add(&first->refs, 1);
+    j->prompt_of = first;
 }
 
 void sched_job_cancel(sched_job *j) {
@@ -427,15 +434,19 @@ static llava_seq *cached_prefix(sched *s, slot *sl, int *n_prefix) {
     return seq;
 }
 
-/* Each image's key and rows, what both caches match images by (hashing
- * the pixels costs a pass over them: skipped when both caches are off). */
-static lv_status image_keys(sched *s, slot *sl, lv_err *err) {
+/* Each image's key and rows, what both caches and choices sharing a prompt
+ * match images by (once per slot). */
+static lv_status compute_image_keys(sched *s, slot *sl, lv_err *err) {
     sched_job *j = sl->j;
-    if (s->cache.cap == 0 && !ic_enabled(&s->images)) return LV_OK;
+    if (sl->image_keys) return LV_OK;
     int n = j->n_images > 0 ? j->n_images : 1;
     sl->image_keys = malloc((size_t)n * sizeof *sl->image_keys);
     sl->image_rows = malloc((size_t)n * sizeof *sl->image_rows);
-    if (!sl->image_keys || !sl->image_rows) return lv_fail(err, LV_ERR_NOMEM, "out of memory");
+    if (!sl->image_keys || !sl->image_rows) {
+        free(sl->image_keys), free(sl->image_rows);
+        sl->image_keys = NULL, sl->image_rows = NULL;
+        return lv_fail(err, LV_ERR_NOMEM, "out of memory");
+    }
     for (int i = 0; i < j->n_images; i++) {
         sl->image_keys[i] = pc_image_key(&j->images[i]);
         sl->image_rows[i] = llava_tensor_token_count(s->m, &j->images[i]);
@@ -443,14 +454,48 @@ static lv_status image_keys(sched *s, slot *sl, lv_err *err) {
     return LV_OK;
 }
 
-/* Before the job encodes: the longest cached prefix. The prefill starts
- * after it, and images wholly inside it are not encoded (their feature
- * rows would not be read). */
+/* The slot running the job's first choice (prompt_of), NULL when none does. */
+static slot *sibling_of(sched *s, const slot *sl) {
+    if (!sl->j->prompt_of) return NULL;
+    for (int i = 0; i < s->parallel; i++)
+        if (s->slots[i].phase != SL_FREE && s->slots[i].j == sl->j->prompt_of) return &s->slots[i];
+    return NULL;
+}
+
+/* Another choice of the same prompt, decoding: a copy of the prompt's KV
+ * (all but its last id, whose logits the job samples from). NULL if none. */
+static llava_seq *sibling_prefix(sched *s, slot *sl, int *n_prefix) {
+    slot *sib = sibling_of(s, sl);
+    lv_err err;
+    if (!sib || sib->phase != SL_DECODE || !sib->s || compute_image_keys(s, sib, &err)) return NULL;
+    pc_content q = prompt_content(sl), have = prompt_content(sib);
+    int limit = sl->j->n_ids - 1, fed = llava_seq_pos(sib->s);
+    *n_prefix = pc_common_prefix(&q, &have, limit < fed ? limit : fed, llava_image_token_id(s->m));
+    llava_seq *seq;
+    if (*n_prefix < 1 || new_sequence(s, job_ctx(s, sl->j), sib->s, *n_prefix, &seq, &err))
+        return NULL;
+    LV_DEBUG("[%s] prompt shared with %s: %d of %d ids", sl->j->rid, sib->j->rid, *n_prefix,
+             sl->j->n_ids);
+    return seq;
+}
+
+/* The keys, when something will match by them (hashing the pixels costs a
+ * pass over them: skipped when both caches are off and no choice shares). */
+static lv_status image_keys(sched *s, slot *sl, lv_err *err) {
+    if (s->cache.cap == 0 && !ic_enabled(&s->images) && !sl->j->prompt_of) return LV_OK;
+    return compute_image_keys(s, sl, err);
+}
+
+/* Before the job encodes: its prompt from another choice of it, else the
+ * longest cached prefix. The prefill starts after it, and images wholly
+ * inside it are not encoded (their feature rows would not be read). */
 static lv_status reuse_prefix(sched *s, slot *sl) {
     sched_job *j = sl->j;
-    if (s->cache.cap == 0) return LV_OK;
     int n_prefix = 0;
-    llava_seq *seq = cached_prefix(s, sl, &n_prefix);
+    llava_seq *seq = sibling_prefix(s, sl, &n_prefix);
+    bool shared = seq != NULL;
+    if (!seq && s->cache.cap == 0) return LV_OK;
+    if (!seq) seq = cached_prefix(s, sl, &n_prefix);
     if (!seq) return LV_OK;
     llava_seq_truncate(seq, n_prefix);
     sl->s = seq;
@@ -460,6 +505,11 @@ static lv_status reuse_prefix(sched *s, slot *sl) {
     while (sl->next_image < j->n_images && sl->feat_rows + sl->image_rows[sl->next_image] <= rows)
         sl->feat_rows += sl->image_rows[sl->next_image++];
     sl->feat_used = sl->feat_rows;
+    if (shared) {
+        s->prompt_shares++;
+        update_stats(s);
+        return LV_OK;
+    }
     s->cache_hits++;
     s->cache_tokens += (uint64_t)n_prefix;
     LV_DEBUG("[%s] prefix cache: %d of %d prompt ids cached, %d of %d images skipped", j->rid,
@@ -519,6 +569,20 @@ static bool device_faulted(sched *s) {
     return true;
 }
 
+/* The admitted job's work begins: its prompt's prefix from another choice
+ * or the cache, room for the rows of the images it must encode, its
+ * generation state. */
+static void begin_job(sched *s, slot *sl) {
+    sched_job *j = sl->j;
+    lv_status st = reuse_prefix(s, sl);
+    /* the images the cached prefix does not hold need their feature rows */
+    if (!st && sl->next_image < j->n_images)
+        st = llava_features_new(s->m, sl->n_image_ids, &sl->f, &j->err);
+    j->params.logprobs = j->record_tokens;
+    if (!st) st = gen_state_init(&sl->g, s->m, j->ids, j->n_ids, &j->params, &sl->cb, &j->err);
+    if (st) end_slot(s, sl, st);
+}
+
 /* Admits j into the free slot sl: checks what can be checked now. */
 static void start_slot(sched *s, slot *sl, sched_job *j) {
     memset(sl, 0, sizeof *sl);
@@ -557,13 +621,30 @@ static void start_slot(sched *s, slot *sl, sched_job *j) {
                          sl->n_image_ids, rows);
     }
     if (!st) st = image_keys(s, sl, &j->err);
-    if (!st) st = reuse_prefix(s, sl);
-    /* the images the cached prefix does not hold need their feature rows */
-    if (!st && sl->next_image < j->n_images)
-        st = llava_features_new(s->m, sl->n_image_ids, &sl->f, &j->err);
-    j->params.logprobs = j->record_tokens;
-    if (!st) st = gen_state_init(&sl->g, s->m, j->ids, j->n_ids, &j->params, &sl->cb, &j->err);
-    if (st) end_slot(s, sl, st);
+    if (st) {
+        end_slot(s, sl, st);
+        return;
+    }
+    /* another choice of this prompt still prefilling: wait for it, then copy */
+    slot *sib = sibling_of(s, sl);
+    if (sib && sib->phase != SL_DECODE) {
+        sl->phase = SL_WAIT;
+        return;
+    }
+    begin_job(s, sl);
+}
+
+/* The slots waiting for another choice of their prompt whose prompt is now
+ * in (or which ended): they begin. */
+static void release_waiting(sched *s) {
+    for (int i = 0; i < s->parallel; i++) {
+        slot *sl = &s->slots[i];
+        if (sl->phase != SL_WAIT) continue;
+        slot *sib = sibling_of(s, sl);
+        if (sib && sib->phase != SL_DECODE) continue;
+        sl->phase = SL_ENCODE;
+        begin_job(s, sl);
+    }
 }
 
 /* After the last image: the slot gets its sequence and waits for prefill. */
@@ -910,6 +991,7 @@ static void turn(sched *s, int n_admit) {
         while (s->slots[i].phase != SL_FREE) i++;
         start_slot(s, &s->slots[i], s->admit[k]);
     }
+    release_waiting(s); /* choices whose prompt another has prefilled */
     /* cancelled jobs leave at once */
     for (int i = 0; i < s->parallel; i++) {
         slot *sl = &s->slots[i];
@@ -1131,6 +1213,7 @@ void sched_get_stats(sched *s, sched_stats *out) {
     out->image_cache_bytes = s->image_figures.bytes;
     out->image_cache_budget = s->image_figures.budget;
     out->cache_evictions = s->cache_evictions;
+    out->prompt_shares = s->prompt_shares;
     pthread_mutex_unlock(&s->mu);
 }
 

@@ -55,7 +55,12 @@ typedef struct sched_job {
     double deadline_ms; /* lv_now_ms() after which it is cancelled; 0 = none */
     void *keep;         /* what params borrows from; freed with keep_free when the job goes */
     void (*keep_free)(void *keep);
-    char rid[32];       /* request id for log lines */
+    char rid[32]; /* request id for log lines */
+    /* Another choice of the same prompt (same ids, same images), submitted
+     * before this one, or NULL: this job waits for it to prefill the prompt
+     * and copies its KV instead of encoding and prefilling again (n > 1
+     * choices prefill once). Set with sched_job_share_prompt. */
+    struct sched_job *prompt_of;
     bool record_tokens; /* fill tokens[] below (logprobs); sets params.logprobs */
     /* Optional: called on the engine's thread as the job advances (gen_run's
      * callers: llava-cli streams its text through on_text); cancelled is
@@ -89,6 +94,10 @@ sched_job *sched_job_new(void);
 /* Drops a reference; the last one frees the inputs (unless borrowed), outputs and keep.
  * NULL: no-op. */
 void sched_job_release(sched_job *j);
+/* j shares first's prompt (its ids and images are copies of first's): takes
+ * a reference to first, dropped with j. */
+void sched_job_share_prompt(sched_job *j, sched_job *first);
+
 /* Asks the engine to stop the job at its next turn (or not start it). */
 void sched_job_cancel(sched_job *j);
 /* Blocks until j->done. */
@@ -160,6 +169,7 @@ typedef struct {
     size_t image_cache_bytes;       /* their bytes */
     size_t image_cache_budget;      /* bytes at most (0: off) */
     uint64_t cache_evictions;       /* kept sequences evicted (room, budget or pressure) */
+    uint64_t prompt_shares;         /* jobs that copied their prompt from another choice (n > 1) */
 } sched_stats;
 
 /* A scheduler on m (borrowed; loaded; outlives it), no thread yet. Caller

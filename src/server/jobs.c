@@ -252,8 +252,10 @@ static lv_status make_jobs(const jobs_ctx *ctx, const char *rid, job_group *g, o
             sched_job *c = g->jobs[k0 + i] = clone_job(j, q, rid, k0 + i, g->n_jobs);
             if (!c)
                 st = oai_fail(e, LV_ERR_NOMEM, 0, NULL, NULL, "out of memory");
-            else
+            else {
                 c->params.sampling.seed = j->params.sampling.seed + (uint64_t)i;
+                sched_job_share_prompt(c, j); /* the prompt is prefilled once for all n */
+            }
         }
     }
     return st;

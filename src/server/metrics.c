@@ -203,6 +203,9 @@ char *metrics_render(metrics *m, const metrics_gauges *g) {
           r ? (double)w->image_cache_bytes : 0);
     gauge(&b, "llava_image_cache_budget_bytes", "Bytes the image cache may hold (0: off).",
           r ? (double)w->image_cache_budget : 0);
+    counter(&b, "llava_prompt_shares_total",
+            "Choices (n > 1) that copied their prompt's KV from the first instead of prefilling.",
+            r ? w->prompt_shares : 0);
     counter(&b, "llava_prefix_cache_evictions_total",
             "Kept sequences evicted (room, budget or memory pressure).",
             r ? w->cache_evictions : 0);

@@ -6,6 +6,13 @@ is a new conversation (its own system prompt), so the runs after the first
 ask about an image the server has seen: what the image cache saves.
 
     python3 tools/bench/conversation_ttft.py --port 8080 --image IMG [--runs 3]
+        [--conv-base N] [--json FILE]
+    python3 tools/bench/conversation_ttft.py --compare A.json B.json
+
+--conv-base fixes the conversations' numbers (default: the clock), so that
+two servers (caches on, caches off) are asked the same conversations;
+--json writes every turn's answer, time and usage; --compare says whether
+two such files hold the same answers, turn by turn (exit 1 if not).
 
 Prints, per turn, the client's time to the first streamed token (median of
 --runs conversations), the answers and usage.prompt_tokens_details.cached_tokens.
@@ -52,22 +59,56 @@ def conversation(port, uri, max_tokens, run):
     return out
 
 
+def compare(a_path, b_path):
+    with open(a_path) as f:
+        a = json.load(f)
+    with open(b_path) as f:
+        b = json.load(f)
+    same = True
+    for r, (ra, rb) in enumerate(zip(a["runs"], b["runs"])):
+        for k, (ta, tb) in enumerate(zip(ra, rb)):
+            if ta["text"] != tb["text"]:
+                same = False
+                print(f"run {r + 1} turn {k + 1}: {ta['text']!r} != {tb['text']!r}")
+    n = sum(len(r) for r in a["runs"])
+    print(f"{n} answers: {'identical' if same and len(a['runs']) == len(b['runs']) else 'DIFFERENT'}"
+          f" ({a_path} vs {b_path})")
+    return 0 if same else 1
+
+
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--port", type=int, required=True)
-    ap.add_argument("--image", required=True)
+    ap.add_argument("--port", type=int)
+    ap.add_argument("--image")
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--max-tokens", type=int, default=24)
+    ap.add_argument("--conv-base", type=int, default=None)
+    ap.add_argument("--json")
+    ap.add_argument("--compare", nargs=2, metavar=("A", "B"))
     a = ap.parse_args()
+    if a.compare:
+        raise SystemExit(compare(*a.compare))
+    if a.port is None or a.image is None:
+        ap.error("--port and --image are required")
     with open(a.image, "rb") as f:
         uri = "data:image/png;base64," + base64.b64encode(f.read()).decode()
-    runs = [conversation(a.port, uri, a.max_tokens, int(time.time()) + i) for i in range(a.runs)]
+    base = a.conv_base if a.conv_base is not None else int(time.time())
+    runs = [conversation(a.port, uri, a.max_tokens, base + i) for i in range(a.runs)]
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump({"runs": [[{"ttft_ms": t * 1e3, "text": x, "usage": u} for t, x, u in r]
+                                for r in runs]}, f, indent=1)
     for k in range(len(QUESTIONS)):
         ms = statistics.median(r[k][0] * 1e3 for r in runs)
         u = runs[-1][k][2] or {}
         cached = (u.get("prompt_tokens_details") or {}).get("cached_tokens")
         print(f"turn {k + 1}: ttft {ms:.1f} ms (median of {a.runs}), prompt {u.get('prompt_tokens')}"
               f" cached {cached}: {runs[-1][k][1]!r}")
+    first = runs[0][0][0]
+    for k in range(1, len(QUESTIONS)):
+        ms = statistics.median(r[k][0] for r in runs)
+        print(f"turn {k + 1} / turn 1 of the first run (cold): {ms * 1e3:.1f} / {first * 1e3:.1f} ms"
+              f" = {100 * ms / first:.1f}%")
     if a.runs > 1:  # every run is a new conversation: only the first encodes the image
         later = statistics.median(r[0][0] * 1e3 for r in runs[1:])
         print(f"turn 1: ttft {runs[0][0][0] * 1e3:.1f} ms the first run (image new), {later:.1f} ms"
