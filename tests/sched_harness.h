@@ -6,11 +6,13 @@
 #ifndef LV_TEST_SCHED_HARNESS_H
 #define LV_TEST_SCHED_HARNESS_H
 
+#include "engine/request.h"
 #include "engine/scheduler.h"
 #include "testutil.h"
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 /* models/demo, from the tests' data folder. */
 static inline const char *sh_demo_dir(void) {
@@ -24,6 +26,36 @@ static inline const char *sh_demo_dir(void) {
 static inline const char *sh_device(void) {
     const char *d = getenv("LLAVA_TEST_DEVICE");
     return d && *d ? d : "cpu";
+}
+
+/* A greedy job for a raw prompt (chat template already applied) whose one
+ * <image>, when px is given, is a copy of px (px_tokens feature rows); each
+ * token's logprob and 3 alternatives recorded. */
+static inline sched_job *sh_job(llava *m, const char *prompt, const img_tensor *px, int px_tokens,
+                                int max_tokens) {
+    sched_job *j = sched_job_new();
+    assert_non_null(j);
+    if (px) {
+        size_t n = (size_t)px->n_tiles * 3 * px->tile_h * px->tile_w * sizeof(float);
+        j->images = calloc(1, sizeof *j->images);
+        assert_non_null(j->images);
+        j->images[0] = *px;
+        j->images[0].data = malloc(n);
+        assert_non_null(j->images[0].data);
+        memcpy(j->images[0].data, px->data, n);
+        j->n_images = 1;
+    }
+    lv_err err;
+    size_t n_ids;
+    if (request_prompt_ids(m, prompt, true, &px_tokens, j->n_images, &j->ids, &n_ids, &err))
+        fail_msg("%s", err.msg);
+    j->n_ids = (int)n_ids;
+    gen_params_default(&j->params, m);
+    sample_params_default(&j->params.sampling);
+    j->params.sampling.n_top_logprobs = 3;
+    j->params.max_tokens = max_tokens;
+    j->record_tokens = true;
+    return j;
 }
 
 /* Submits j to w and waits for it; a failed job fails the test. */

@@ -161,27 +161,7 @@ static int teardown(void **state) {
 
 /* A greedy job for a raw prompt whose one <image> is the sample. */
 static sched_job *make_job(const char *prompt) {
-    sched_job *j = sched_job_new();
-    assert_non_null(j);
-    size_t n = (size_t)g_px.n_tiles * 3 * g_px.tile_h * g_px.tile_w * sizeof(float);
-    j->images = calloc(1, sizeof *j->images);
-    assert_non_null(j->images);
-    j->images[0] = g_px;
-    j->images[0].data = malloc(n);
-    assert_non_null(j->images[0].data);
-    memcpy(j->images[0].data, g_px.data, n);
-    j->n_images = 1;
-    lv_err err;
-    size_t n_ids;
-    if (request_prompt_ids(g_m, prompt, true, &g_tokens, 1, &j->ids, &n_ids, &err))
-        fail_msg("%s", err.msg);
-    j->n_ids = (int)n_ids;
-    gen_params_default(&j->params, g_m);
-    sample_params_default(&j->params.sampling);
-    j->params.sampling.n_top_logprobs = 3;
-    j->params.max_tokens = MAX_TOKENS;
-    j->record_tokens = true;
-    return j;
+    return sh_job(g_m, prompt, &g_px, g_tokens, MAX_TOKENS);
 }
 
 static sched *start(mg_governor *gov, int64_t prefix_cache_bytes) {

@@ -65,28 +65,7 @@ static size_t image_bytes(int i) {
 /* A greedy job for a raw prompt (chat template applied) whose <image> is
  * sample image `image`. */
 static sched_job *make_job(const char *prompt, int image) {
-    sched_job *j = sched_job_new();
-    assert_non_null(j);
-    const img_tensor *px = &g_px[image];
-    size_t n = (size_t)px->n_tiles * 3 * px->tile_h * px->tile_w * sizeof(float);
-    j->images = calloc(1, sizeof *j->images);
-    assert_non_null(j->images);
-    j->images[0] = *px;
-    j->images[0].data = malloc(n);
-    assert_non_null(j->images[0].data);
-    memcpy(j->images[0].data, px->data, n);
-    j->n_images = 1;
-    lv_err err;
-    size_t n_ids;
-    if (request_prompt_ids(g_m, prompt, true, &g_tokens[image], 1, &j->ids, &n_ids, &err))
-        fail_msg("%s", err.msg);
-    j->n_ids = (int)n_ids;
-    gen_params_default(&j->params, g_m);
-    sample_params_default(&j->params.sampling);
-    j->params.sampling.n_top_logprobs = 3;
-    j->params.max_tokens = MAX_TOKENS;
-    j->record_tokens = true;
-    return j;
+    return sh_job(g_m, prompt, &g_px[image], g_tokens[image], MAX_TOKENS);
 }
 
 static sched *start(int cache_slots, int64_t image_cache_bytes) {

@@ -60,29 +60,7 @@ static int teardown(void **state) {
 /* A greedy job for a raw prompt (chat template already applied); with_image:
  * its <image> is the sample image. */
 static sched_job *make_job(const char *prompt, bool with_image) {
-    sched_job *j = sched_job_new();
-    assert_non_null(j);
-    if (with_image) {
-        size_t n = (size_t)g_px.n_tiles * 3 * g_px.tile_h * g_px.tile_w * sizeof(float);
-        j->images = calloc(1, sizeof *j->images);
-        assert_non_null(j->images);
-        j->images[0] = g_px;
-        j->images[0].data = malloc(n);
-        assert_non_null(j->images[0].data);
-        memcpy(j->images[0].data, g_px.data, n);
-        j->n_images = 1;
-    }
-    lv_err err;
-    size_t n_ids;
-    if (request_prompt_ids(g_m, prompt, true, &g_px_tokens, j->n_images, &j->ids, &n_ids, &err))
-        fail_msg("%s", err.msg);
-    j->n_ids = (int)n_ids;
-    gen_params_default(&j->params, g_m);
-    sample_params_default(&j->params.sampling);
-    j->params.sampling.n_top_logprobs = 3;
-    j->params.max_tokens = MAX_TOKENS;
-    j->record_tokens = true;
-    return j;
+    return sh_job(g_m, prompt, with_image ? &g_px : NULL, g_px_tokens, MAX_TOKENS);
 }
 
 static sched *start(int cache_slots, int ctx_size) {

@@ -28,20 +28,9 @@
 #include <sys/stat.h>
 #include <zlib.h>
 
-/* Under ASan (-O0, 2 shared cores) the vision tower is ~30x slower: image
- * requests there use the base view only (detail "low") and fewer tokens, so
- * the program stays well under two minutes; the release tree runs them in
- * full. */
-#if defined(__SANITIZE_ADDRESS__)
-#define SANITIZED 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define SANITIZED 1
-#endif
-#endif
-#ifndef SANITIZED
-#define SANITIZED 0
-#endif
+/* Under ASan (SANITIZED, server_harness.h) image requests use the base
+ * view only (detail "low") and fewer tokens, so the program stays well
+ * under two minutes; the release tree runs them in full. */
 
 #define KEY  "sekret"
 #define AUTH "Authorization: Bearer " KEY

@@ -26,17 +26,6 @@
 #include <stdatomic.h>
 #include <strings.h>
 
-#if defined(__SANITIZE_ADDRESS__)
-#define SANITIZED 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define SANITIZED 1
-#endif
-#endif
-#ifndef SANITIZED
-#define SANITIZED 0
-#endif
-
 #define N   (SANITIZED ? 16 : 64) /* requests at once */
 #define FIT (SANITIZED ? 2 : 8)   /* what the budget is made to fit */
 

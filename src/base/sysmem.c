@@ -64,7 +64,7 @@ int64_t lv_mem_available_bytes(void) {
 
 void lv_allocator_tune(void) {
 #ifdef __GLIBC__
-    mallopt(M_MMAP_THRESHOLD, 64 * 1024); /* fixed: glibc's sliding threshold otherwise grows */
+    mallopt(M_MMAP_THRESHOLD, 1024 * 1024); /* fixed: glibc's sliding threshold otherwise grows */
     mallopt(M_TRIM_THRESHOLD, 1 << 20);
     mallopt(M_ARENA_MAX, 2);
 #endif

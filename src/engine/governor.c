@@ -115,19 +115,6 @@ void mg_set_fixed(mg_governor *g, int64_t bytes) {
     pthread_mutex_unlock(&g->mu);
 }
 
-bool mg_reserve(mg_governor *g, mg_pool pool, int64_t bytes) {
-    if (!g) return true;
-    pthread_mutex_lock(&g->mu);
-    bool ok = fits_locked(g, bytes);
-    if (ok)
-        g->pools[pool] += bytes;
-    else
-        g->refused++;
-    note_peaks_locked(g);
-    pthread_mutex_unlock(&g->mu);
-    return ok;
-}
-
 bool mg_reserve_wait(mg_governor *g, mg_pool pool, int64_t bytes, int wait_ms) {
     if (!g) return true;
     double deadline = lv_now_ms() + wait_ms;
@@ -164,6 +151,10 @@ bool mg_reserve_wait(mg_governor *g, mg_pool pool, int64_t bytes, int wait_ms) {
     note_peaks_locked(g);
     pthread_mutex_unlock(&g->mu);
     return ok;
+}
+
+bool mg_reserve(mg_governor *g, mg_pool pool, int64_t bytes) {
+    return mg_reserve_wait(g, pool, bytes, 0);
 }
 
 void mg_add(mg_governor *g, mg_pool pool, int64_t bytes) {

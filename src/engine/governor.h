@@ -45,6 +45,7 @@ typedef enum {
     MG_KV_CACHED,   /* sequences the prefix cache keeps */
     MG_IMAGE_CACHE, /* feature rows the image cache keeps */
     MG_CONNECTIONS, /* open HTTP connections (buffers, their threads' stacks) */
+    MG_DECODED,     /* images' tensors the server keeps for resent images (image_memo) */
     MG_N_POOLS
 } mg_pool;
 

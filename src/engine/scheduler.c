@@ -74,6 +74,23 @@
  * input tensor, so a hit gives the bits of a cold encode. Images inside a
  * reused prefix are not looked up: their rows are never read.
  *
+ * Choices sharing a prompt (sched_job.prompt_of: the server's n > 1). A
+ * later choice admitted while the first is still encoding or prefilling
+ * waits in its slot (SL_WAIT, no memory held but its inputs); once the
+ * first decodes, it copies the first's prompt KV but the last id (a
+ * copy: both go on from there) and prefills that one id. If the first has
+ * ended, its sequence is in the prefix cache or gone, and the choice
+ * begins as any job does.
+ *
+ * Memory (sched_config.governor, engine/governor.h). The scheduler tells
+ * the governor what its caches hold after every change; at the start of
+ * every turn, and when a reservation waits for room (the governor wakes
+ * the engine), it evicts cache entries while the governor is above its
+ * evict line, then hands the freed heap back (lv_allocator_trim), as it
+ * does when it goes idle and every trim interval while busy. Admission
+ * does not check memory: the server reserved each request's before
+ * submitting it.
+ *
  * Device faults. A backend's ops cannot return errors; one whose work may
  * fail asynchronously (CUDA: a kernel error, out of memory inside an op)
  * records the first fault, and llava_device_status reports it. It is asked
@@ -210,6 +227,7 @@ void sched_job_release(sched_job *j) {
         free(j->ids);
         for (int i = 0; i < j->n_images; i++) img_tensor_free(&j->images[i]);
         free(j->images);
+        free(j->image_keys);
     }
     if (j->keep_free) j->keep_free(j->keep);
     sched_job_release(j->prompt_of);
@@ -448,7 +466,7 @@ static lv_status compute_image_keys(sched *s, slot *sl, lv_err *err) {
         return lv_fail(err, LV_ERR_NOMEM, "out of memory");
     }
     for (int i = 0; i < j->n_images; i++) {
-        sl->image_keys[i] = pc_image_key(&j->images[i]);
+        sl->image_keys[i] = j->image_keys ? j->image_keys[i] : pc_image_key(&j->images[i]);
         sl->image_rows[i] = llava_tensor_token_count(s->m, &j->images[i]);
     }
     return LV_OK;

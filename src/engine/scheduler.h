@@ -49,11 +49,13 @@ typedef struct sched_job {
     int n_ids;
     img_tensor *images; /* (n_images) in prompt order */
     int n_images;
-    bool borrowed;      /* ids and images belong to the caller (outlive the job); else the job
-                           frees them (free, img_tensor_free) */
-    gen_params params;  /* may borrow from keep */
-    double deadline_ms; /* lv_now_ms() after which it is cancelled; 0 = none */
-    void *keep;         /* what params borrows from; freed with keep_free when the job goes */
+    uint64_t *image_keys; /* (n_images) pc_image_key of each image when the caller knows it
+                             (freed with the job unless borrowed), or NULL: computed */
+    bool borrowed;        /* ids and images belong to the caller (outlive the job); else the job
+                             frees them (free, img_tensor_free) */
+    gen_params params;    /* may borrow from keep */
+    double deadline_ms;   /* lv_now_ms() after which it is cancelled; 0 = none */
+    void *keep;           /* what params borrows from; freed with keep_free when the job goes */
     void (*keep_free)(void *keep);
     char rid[32]; /* request id for log lines */
     /* Another choice of the same prompt (same ids, same images), submitted

@@ -58,6 +58,7 @@ struct http_server {
     llava *m;           /* owned once ready */
     sched *w;           /* owned once ready */
     mg_governor *gov;   /* owned once ready; NULL: none */
+    image_memo *memo;   /* tensors of recently sent images (jobs.c) */
     double t0_ms;       /* start, for uptime */
     int64_t created;    /* unix seconds, for /v1/models */
     atomic_ullong next; /* request counter */
@@ -435,7 +436,8 @@ static enum MHD_Result preflight(http_server *s, struct MHD_Connection *c, conn 
 }
 
 /* The request's headers are in: make its conn and decide what we can now. */
-#define BODY_ROOM_WAIT_MS 2000 /* how long a body waits for the caches to make room */
+#define IMAGE_MEMO_BYTES  ((size_t)64 << 20) /* resent images' tensors kept (jobs.c) */
+#define BODY_ROOM_WAIT_MS 2000               /* how long a body waits for the caches to make room */
 
 /* A generation request's body is reserved with the memory governor before
  * it is read (its Content-Length): over the refuse line the request is
@@ -628,7 +630,8 @@ lv_status http_start(const http_config *cfg, http_server **out, lv_err *err) {
     if (cfg->default_max_tokens > 0) s->lim.default_max_tokens = cfg->default_max_tokens;
     if (s->lim.max_tokens > 0 && s->lim.default_max_tokens > s->lim.max_tokens)
         s->lim.max_tokens = s->lim.default_max_tokens;
-    if (!(s->metrics = metrics_new())) {
+    if (!(s->metrics = metrics_new()) || !(s->memo = image_memo_new(IMAGE_MEMO_BYTES))) {
+        metrics_free(s->metrics);
         free(s);
         return lv_fail(err, LV_ERR_NOMEM, "out of memory");
     }
@@ -637,7 +640,8 @@ lv_status http_start(const http_config *cfg, http_server **out, lv_err *err) {
                          .image = s->cfg.image,
                          .timeout_s = s->cfg.timeout_s,
                          .model_name = s->cfg.model_name,
-                         .metrics = s->metrics};
+                         .metrics = s->metrics,
+                         .memo = s->memo};
     s->d = MHD_start_daemon(
         flags, (uint16_t)cfg->port, NULL, NULL, on_request, s, MHD_OPTION_SOCK_ADDR, addr,
         MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_NOTIFY_CONNECTION, on_connection,
@@ -645,6 +649,7 @@ lv_status http_start(const http_config *cfg, http_server **out, lv_err *err) {
         MHD_OPTION_CONNECTION_LIMIT, 512u, MHD_OPTION_END);
     if (!s->d) {
         metrics_free(s->metrics);
+        image_memo_free(s->memo);
         free(s);
         return lv_fail(err, LV_ERR_IO, "cannot listen on %s:%d (in use, or not an address here)",
                        cfg->host, cfg->port);
@@ -677,6 +682,7 @@ void http_stop(http_server *s) {
     MHD_stop_daemon(s->d);             /* streams end once their jobs are done */
     sched_free(s->w);
     mg_free(s->gov);
+    image_memo_free(s->memo);
     llava_free(s->m);
     metrics_free(s->metrics);
     free(s);

@@ -12,6 +12,7 @@
 
 #include "base/buf.h"
 #include "base/clock.h"
+#include "engine/prefix_cache.h"
 #include "engine/request.h"
 #include "text/chat_template.h"
 #include "text/tokenizer.h"
@@ -71,9 +72,18 @@ static lv_status load_image(const jobs_ctx *ctx, const oai_request *r, size_t k,
     img_options opt = {0};
     if (ctx->image) opt = *ctx->image;
     opt.base_only = r->images[k].detail == OAI_DETAIL_LOW;
-    if (!st)
+    /* a resent history's image: the tensor made last time */
+    /* its key hashed here, off the engine's thread, once per image made */
+    if (!st &&
+        !image_memo_get(ctx->memo, bytes, len, &opt, &j->images[k], n_tokens, &j->image_keys[k])) {
         st = request_image_from_bytes(ctx->m, bytes, len, &opt, &j->images[k], n_tokens, NULL, NULL,
                                       &err);
+        if (!st) {
+            j->image_keys[k] = pc_image_key(&j->images[k]);
+            image_memo_put(ctx->memo, bytes, len, &opt, &j->images[k], *n_tokens, j->image_keys[k]);
+            mg_set(ctx->gov, MG_DECODED, (int64_t)image_memo_bytes(ctx->memo));
+        }
+    }
     free(bytes);
     if (st)
         return oai_fail(e, st, 0, param,
@@ -88,10 +98,13 @@ static lv_status prepare_chat(const jobs_ctx *ctx, const oai_request *r, sched_j
                               oai_error *e) {
     int *n_tokens = calloc(r->n_images + 1, sizeof *n_tokens);
     j->images = calloc(r->n_images + 1, sizeof *j->images);
+    j->image_keys = calloc(r->n_images + 1, sizeof *j->image_keys);
     lv_buf text = {0};
     lv_err err = {{0}};
     size_t n_placeholders = 0, n_ids = 0;
-    lv_status st = n_tokens && j->images ? LV_OK : oai_fail(e, LV_ERR_NOMEM, 0, NULL, NULL, "oom");
+    lv_status st = n_tokens && j->images && j->image_keys
+                       ? LV_OK
+                       : oai_fail(e, LV_ERR_NOMEM, 0, NULL, NULL, "oom");
     for (size_t k = 0; !st && k < r->n_images; k++) st = load_image(ctx, r, k, j, &n_tokens[k], e);
     if (st) goto done;
     st = chat_render(CHAT_TEMPLATE_LLAVA_MISTRAL, r->messages, r->n_messages, &text,
@@ -169,7 +182,10 @@ static sched_job *clone_job(const sched_job *src, jobs_request *q, const char *r
     j->record_tokens = src->record_tokens;
     j->ids = malloc((size_t)(src->n_ids ? src->n_ids : 1) * sizeof *j->ids);
     j->images = calloc((size_t)src->n_images + 1, sizeof *j->images);
-    bool ok = j->ids && j->images;
+    if (src->image_keys &&
+        (j->image_keys = calloc((size_t)src->n_images + 1, sizeof *j->image_keys)))
+        memcpy(j->image_keys, src->image_keys, (size_t)src->n_images * sizeof *j->image_keys);
+    bool ok = j->ids && j->images && (!src->image_keys || j->image_keys);
     if (ok) memcpy(j->ids, src->ids, (size_t)src->n_ids * sizeof *j->ids);
     j->n_ids = src->n_ids;
     for (int i = 0; ok && i < src->n_images; i++) {
@@ -327,8 +343,12 @@ static lv_status no_room(const jobs_ctx *ctx, int64_t bytes, oai_error *e) {
 /* Changes g's reservation to bytes (waiting for room when it grows). */
 static lv_status reserve(const jobs_ctx *ctx, job_group *g, int64_t bytes, oai_error *e) {
     int64_t more = bytes - g->mem;
-    if (more > 0 && !mg_reserve_wait(ctx->gov, MG_REQUESTS, more, ROOM_WAIT_MS))
-        return no_room(ctx, bytes, e);
+    if (more > 0 && !mg_reserve_wait(ctx->gov, MG_REQUESTS, more, ROOM_WAIT_MS)) {
+        if (!image_memo_count(ctx->memo)) return no_room(ctx, bytes, e);
+        image_memo_clear(ctx->memo); /* the kept tensors give way, then once more */
+        mg_set(ctx->gov, MG_DECODED, 0);
+        if (!mg_reserve(ctx->gov, MG_REQUESTS, more)) return no_room(ctx, bytes, e);
+    }
     if (more < 0) mg_add(ctx->gov, MG_REQUESTS, more);
     g->gov = ctx->gov;
     g->mem = bytes;

@@ -22,6 +22,7 @@
 #include "engine/sample.h"
 #include "image/image.h"
 #include "model/llava.h"
+#include "server/image_memo.h"
 #include "server/media.h"
 #include "server/metrics.h"
 #include "server/oai.h"
@@ -41,6 +42,7 @@ typedef struct {
     const char *model_name;    /* the name responses show */
     metrics *metrics;          /* generation counts and latencies */
     mg_governor *gov;          /* the memory budget requests reserve from; NULL: none */
+    image_memo *memo;          /* tensors of images sent recently (resent histories); NULL: none */
 } jobs_ctx;
 
 /* The parsed request and its reference count (jobs.c). */

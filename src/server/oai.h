@@ -312,8 +312,8 @@ typedef struct {
  * "total_bytes"} when the device's memory is known. "memory" also holds the
  * governor's "budget_bytes" (0: none), "used_bytes" (what the level is taken
  * from), "accounted_bytes", "measured_bytes", "fixed_bytes", "requests_bytes",
- * "connections_bytes", "kv_cached_bytes", "image_cache_bytes", "pressure" ("normal", "evict",
- * "refuse"), "refused_total", "pressure_evictions_total", "peak_used_bytes",
+ * "connections_bytes", "decoded_images_bytes", "kv_cached_bytes", "image_cache_bytes", "pressure"
+ * ("normal", "evict", "refuse"), "refused_total", "pressure_evictions_total", "peak_used_bytes",
  * "peak_requests_bytes" (high-water marks); "caches" holds
  * "prefix":{"sequences","bytes","hits","tokens","evictions"} and
  * "images":{"images","bytes","budget_bytes","hits","misses","evictions"}. While loading,
