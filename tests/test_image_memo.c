@@ -47,8 +47,8 @@ static void test_hit_miss_and_budget(void **state) {
     assert_ptr_not_equal(got.data, ta.data); /* a copy */
     assert_memory_equal(got.data, ta.data, tbytes(&ta));
     img_tensor_free(&got);
-    assert_false(image_memo_get(m, b, sizeof b, &opt, &got, &n, &key));  /* other bytes */
-    assert_false(image_memo_get(m, a, sizeof a, &low, &got, &n, &key));  /* other options */
+    assert_false(image_memo_get(m, b, sizeof b, &opt, &got, &n, &key));     /* other bytes */
+    assert_false(image_memo_get(m, a, sizeof a, &low, &got, &n, &key));     /* other options */
     assert_false(image_memo_get(m, a, sizeof a - 1, &opt, &got, &n, &key)); /* a prefix */
     image_memo_put(m, b, sizeof b, &opt, &tb, 18, 0xB);
     assert_int_equal(image_memo_count(m), 2);

@@ -15,7 +15,7 @@ typedef struct {
     img_tensor t;
     int n_tokens;
     uint64_t key; /* pc_image_key(&t) */
-    size_t cost; /* bytes counted against the budget */
+    size_t cost;  /* bytes counted against the budget */
     long last_used;
 } entry;
 
