@@ -31,8 +31,9 @@
  *   minLength, maxLength (code points, counting an escape as one)
  *   format             date, time, date-time, uuid, email, ipv4: regular
  *                      approximations (month 01-12 and day 01-31 in any
- *                      combination; time with seconds, optional fraction and
- *                      a Z or +hh:mm offset as RFC 3339 requires; email is
+ *                      combination; time with seconds, an optional fraction
+ *                      of up to 9 digits and a Z or +hh:mm offset as RFC
+ *                      3339 requires; email is
  *                      [A-Za-z0-9._%+-]{1,64} "@" labels of [A-Za-z0-9-]
  *                      with a dot between, two to nine of them)
  *   enum, const        of strings, numbers, booleans and null, produced as
