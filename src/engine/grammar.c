@@ -943,7 +943,8 @@ static void emit(gctx *c, gstate *s, const uint32_t *f, uint32_t n, uint32_t par
     uint32_t h = stack_hash(f, n, partial);
     for (int i = 0; i < s->n; i++) {
         const uint32_t *o = s->w + s->off[i];
-        if (s->hash[i] == h && o[0] == n && o[1] == partial && memcmp(o + 2, f, n * sizeof *f) == 0)
+        if (s->hash[i] == h && o[0] == n && o[1] == partial &&
+            (n == 0 || memcmp(o + 2, f, n * sizeof *f) == 0))
             return;
     }
     if (s->n >= GRAMMAR_MAX_STACKS) {
