@@ -147,6 +147,13 @@ static void compile_errors(void **state) {
     deep[9 + 1] = ' '; /* one less: 64 deep is fine */
     deep[strlen(deep) - 1] = ' ';
     grammar_free(compile_ok(deep));
+    char *huge = malloc(GRAMMAR_MAX_TEXT + 1);
+    memset(huge, ' ', GRAMMAR_MAX_TEXT + 1);
+    grammar *g = NULL;
+    lv_err err;
+    assert_int_equal(grammar_compile(huge, GRAMMAR_MAX_TEXT + 1, &g, &err), LV_ERR_ARG);
+    assert_non_null(strstr(err.msg, "at most 4194304"));
+    free(huge);
     grammar_free(compile_ok("root ::= (\"ab\"{1000}){1000}")); /* the group is one rule */
     char *big = malloc(1100 * 10 + 16);
     strcpy(big, "root ::=");

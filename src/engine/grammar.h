@@ -9,7 +9,7 @@
  *   grammar     ::= rule+
  *   rule        ::= name "::=" alternatives
  *   alternatives::= sequence ( "|" sequence )*
- *   sequence    ::= element*                       (empty: matches nothing, ε)
+ *   sequence    ::= element*                  (may be empty: matches the empty string)
  *   element     ::= atom postfix?
  *   atom        ::= "literal" | [class] | [^class] | . | name | "(" alternatives ")"
  *   postfix     ::= "*" | "+" | "?" | "{" m "}" | "{" m ",}" | "{" m "," n "}"
