@@ -952,6 +952,62 @@ static void test_sigterm_exits_zero(void **state) {
     assert_int_equal(srv_stop(&S), 0);
 }
 
+/* response_format json_schema: the answer is JSON valid for the schema (n
+ * choices each); json_object gives an object; a keyword the server cannot
+ * enforce, a bad grammar and tools are 400s naming the field. */
+static void test_structured_outputs(void **state) {
+    (void)state;
+    assert_true(srv_wait_healthy(&S, 60));
+    char *uri = data_uri(srv_demo_sample("sample_01_320x240.png"));
+    const char *schema =
+        "{\"type\":\"json_schema\",\"json_schema\":{\"name\":\"shapes\",\"strict\":true,"
+        "\"schema\":{\"type\":\"object\",\"properties\":{\"shape\":{\"enum\":[\"circle\","
+        "\"square\",\"cross\"]},\"count\":{\"type\":\"integer\"}},\"required\":[\"shape\","
+        "\"count\"],\"additionalProperties\":false}}}";
+    char extra[1024];
+    snprintf(extra, sizeof extra,
+             "{\"response_format\":%s,\"n\":3,\"temperature\":1.0,\"seed\":5,\"max_tokens\":60}",
+             schema);
+    char *body = chat_body(uri, "Describe the image.", extra);
+    json_t *o = post_json("/v1/chat/completions", body, 200);
+    for (size_t k = 0; k < 3; k++) {
+        json_t *v = json_loads(choice_text(o, k), 0, NULL);
+        if (!v) fail_msg("choice %zu is not JSON: %s", k, choice_text(o, k));
+        const char *shape = json_string_value(json_object_get(v, "shape"));
+        assert_non_null(shape);
+        assert_true(!strcmp(shape, "circle") || !strcmp(shape, "square") ||
+                    !strcmp(shape, "cross"));
+        assert_true(json_is_integer(json_object_get(v, "count")));
+        assert_int_equal(json_object_size(v), 2);
+        json_decref(v);
+    }
+    json_decref(o);
+    free(body);
+    /* refusals */
+    static const struct {
+        const char *extra, *param;
+    } bad[] = {
+        {"{\"response_format\":{\"type\":\"json_schema\",\"json_schema\":{\"name\":\"x\","
+         "\"schema\":{\"type\":\"integer\",\"minimum\":3}}}}",
+         "response_format.json_schema.schema"},
+        {"{\"response_format\":{\"type\":\"yaml\"}}", "response_format.type"},
+        {"{\"grammar\":\"root ::= undefined-rule\"}", "grammar"},
+        {"{\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\"}}]}", "tools"},
+        {"{\"tool_choice\":\"required\"}", "tool_choice"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        body = chat_body(NULL, "hi", bad[i].extra);
+        o = post_json("/v1/chat/completions", body, 400);
+        const char *param =
+            json_string_value(json_object_get(json_object_get(o, "error"), "param"));
+        if (!param || strcmp(param, bad[i].param))
+            fail_msg("case %zu: param %s, want %s", i, param ? param : "(null)", bad[i].param);
+        json_decref(o);
+        free(body);
+    }
+    free(uri);
+}
+
 int main(void) {
     curl_global_init(CURL_GLOBAL_DEFAULT);
     const struct CMUnitTest tests[] = {
@@ -965,6 +1021,7 @@ int main(void) {
         cmocka_unit_test(test_disconnect_frees_sequence),
         cmocka_unit_test(test_metrics_text),
         cmocka_unit_test(test_prefix_cache_usage),
+        cmocka_unit_test(test_structured_outputs),
         cmocka_unit_test(test_gguf_pair_same_answers),
         cmocka_unit_test(test_sigterm_exits_zero),
     };

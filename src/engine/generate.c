@@ -11,6 +11,7 @@
 #include "base/buf.h"
 #include "base/clock.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -28,6 +29,8 @@ static lv_status check_params(const gen_params *p, lv_err *err) {
     for (int i = 0; i < p->n_stop; i++)
         if (!p->stop[i] || !p->stop[i][0])
             return lv_fail(err, LV_ERR_ARG, "stop string %d is empty", i);
+    if (!p->grammar != !p->vocab)
+        return lv_fail(err, LV_ERR_ARG, "a grammar needs the vocabulary's tries, and only then");
     return sample_params_check(&p->sampling, err);
 }
 
@@ -124,6 +127,40 @@ lv_status gen_state_init(gen_state *g, llava *m, const int32_t *prompt, int n_pr
     g->finish_reason = "length";
     g->next = -1;
     tok_stream_init(&g->stream, llava_tokenizer(m), true);
+    if (p->grammar) {
+        int vocab = llava_vocab_size(m);
+        g->allowed = malloc(((size_t)vocab + 31) / 32 * sizeof *g->allowed);
+        g->masked = malloc((size_t)vocab * sizeof *g->masked);
+        st = g->allowed && g->masked ? grammar_matcher_new(p->grammar, &g->gm, err)
+                                     : lv_fail(err, LV_ERR_NOMEM, "out of memory");
+        if (st) {
+            gen_state_deinit(g);
+            return st;
+        }
+    }
+    return LV_OK;
+}
+
+/* The logits with the grammar's mask: only tokens it can take keep theirs,
+ * EOS once it is complete. LV_ERR_ARG when nothing may follow (a grammar
+ * that cannot go on and is not complete: the vocabulary lacks what it needs). */
+static lv_status mask_logits(gen_state *g, const float *logits, lv_err *err) {
+    const grammar_vocab *v = structured_vocab_at(g->p->vocab, g->n_ids == 0);
+    lv_status st = grammar_matcher_mask(g->gm, v, g->allowed, err);
+    if (st) return st;
+    bool complete = grammar_matcher_is_complete(g->gm), any = false;
+    int n = llava_vocab_size(g->m), nv = grammar_vocab_size(v);
+    for (int i = 0; i < n; i++) {
+        bool ok =
+            (i < nv && (g->allowed[i >> 5] >> (i & 31)) & 1) || (complete && gen_is_eos(g->m, i));
+        g->masked[i] = ok ? logits[i] : -INFINITY;
+        any |= ok;
+    }
+    if (!any)
+        return lv_fail(err, LV_ERR_ARG,
+                       "the grammar allows no token after %d generated (the vocabulary cannot "
+                       "spell what it needs next)",
+                       g->n_ids);
     return LV_OK;
 }
 
@@ -137,8 +174,15 @@ lv_status gen_state_step(gen_state *g, const float *logits, bool ctx_full, lv_er
         g->cap_ids = cap;
     }
     double t0 = lv_now_ms();
+    if (g->gm) {
+        lv_status sm = mask_logits(g, logits, err);
+        if (sm) return sm;
+        logits = g->masked;
+    }
     sample_result r;
     int32_t id = sampler_sample(&g->sm, logits, p->logprobs ? &r : NULL);
+    if (g->gm && !gen_is_eos(g->m, id))
+        grammar_matcher_accept_token(g->gm, structured_vocab_at(p->vocab, g->n_ids == 0), id);
     sampler_accept(&g->sm, id);
     int index = g->n_ids;
     g->ids[g->n_ids++] = id;
@@ -185,6 +229,9 @@ lv_status gen_state_finish(gen_state *g, gen_result *out, lv_err *err) {
 }
 
 void gen_state_deinit(gen_state *g) {
+    grammar_matcher_free(g->gm);
+    free(g->allowed);
+    free(g->masked);
     sampler_deinit(&g->sm);
     lv_buf_free(&g->text);
     free(g->ids);

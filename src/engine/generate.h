@@ -19,6 +19,7 @@
 #include "image/image.h"
 #include "base/buf.h"
 #include "model/llava.h"
+#include "engine/structured.h"
 #include "text/tokenizer.h"
 
 #include <stdbool.h>
@@ -33,6 +34,13 @@ typedef struct {
     bool ignore_eos; /* keep going past EOS (benchmarks) */
     bool logprobs;   /* compute each token's logprob and top_logprobs (gen_token.sample;
                         NULL when false): a softmax over the vocabulary per token */
+    /* Constrained decoding (borrowed, both or neither): every step only the
+     * tokens the grammar can take from the text so far keep their logits
+     * (the others are -inf before the sampler, logprobs included), and EOS
+     * only once the grammar is complete (then alone when it can take no
+     * more). */
+    const grammar *grammar;
+    const structured_vocab *vocab;
 } gen_params;
 
 /* max_tokens 256, the checkpoint's sampling defaults, no stop strings. */
@@ -120,6 +128,9 @@ typedef struct {
     bool done;                 /* no more tokens: finish_reason says why */
     const char *finish_reason; /* "stop" or "length" once done */
     int32_t next;              /* when !done: the token to run through the model next */
+    grammar_matcher *gm;       /* the grammar's state (p->grammar), else NULL */
+    uint32_t *allowed;         /* (vocab bits) the mask of this step */
+    float *masked;             /* (vocab) the logits with the mask applied */
     gen_timings timings;       /* sample_ms here; the driver adds the rest */
 } gen_state;
 

@@ -66,7 +66,7 @@ static const struct {
     const char *body;
     unsigned uses; /* BIT()s of the fixed rules the body names */
 } fixed[B_COUNT] = {
-    [B_WS] = {"ws", "[ \\t\\n]{0,16}", 0},
+    [B_WS] = {"ws", "\" \"?", 0},
     [B_STRING] = {"string", "\"\\\"\" char* \"\\\"\"", BIT(B_CHAR)},
     /* any code point but " \ and controls, or an escape */
     [B_CHAR] = {"char", "[^\"\\\\\\x00-\\x1f] | \"\\\\\" ([\"\\\\/bfnrt] | \"u\" [0-9a-fA-F]{4})",

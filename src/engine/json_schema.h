@@ -16,7 +16,8 @@
  * grammar_check.py --check proves both for a grammar; the tests run it).
  *
  * The JSON it describes is compact, with optional whitespace between tokens
- * (ws: at most 16 of space, tab, newline, so a model cannot loop on it), and
+ * (ws: at most one space, so a model can neither loop on it nor spend its
+ * tokens there: compact JSON, as OpenAI writes it), and
  * object members in the schema's declared order.
  *
  * Supported: the subset OpenAI's structured outputs accept, and a little more.

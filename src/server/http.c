@@ -54,14 +54,15 @@ struct http_server {
     http_config cfg;
     struct MHD_Daemon *d;
     int port;
-    atomic_int state;   /* ST_LOADING until http_set_ready */
-    llava *m;           /* owned once ready */
-    sched *w;           /* owned once ready */
-    mg_governor *gov;   /* owned once ready; NULL: none */
-    image_memo *memo;   /* tensors of recently sent images (jobs.c) */
-    double t0_ms;       /* start, for uptime */
-    int64_t created;    /* unix seconds, for /v1/models */
-    atomic_ullong next; /* request counter */
+    atomic_int state;        /* ST_LOADING until http_set_ready */
+    llava *m;                /* owned once ready */
+    sched *w;                /* owned once ready */
+    mg_governor *gov;        /* owned once ready; NULL: none */
+    image_memo *memo;        /* tensors of recently sent images (jobs.c) */
+    structured_vocab *vocab; /* the model's tokens as grammar tries (response_format) */
+    double t0_ms;            /* start, for uptime */
+    int64_t created;         /* unix seconds, for /v1/models */
+    atomic_ullong next;      /* request counter */
     media_policy media;
     oai_limits lim;
     metrics *metrics;
@@ -671,6 +672,10 @@ void http_set_ready(http_server *s, llava *m, sched *w, mg_governor *gov) {
     s->jobs.m = m;
     s->jobs.w = w;
     s->jobs.gov = gov;
+    lv_err err = {{0}};
+    if (structured_vocab_new(llava_tokenizer(m), &s->vocab, &err))
+        LV_WARN("structured outputs unavailable: %s", err.msg);
+    s->jobs.vocab = s->vocab;
     atomic_store(&s->state, ST_READY);
 }
 
@@ -683,6 +688,7 @@ void http_stop(http_server *s) {
     sched_free(s->w);
     mg_free(s->gov);
     image_memo_free(s->memo);
+    structured_vocab_free(s->vocab);
     llava_free(s->m);
     metrics_free(s->metrics);
     free(s);

@@ -28,6 +28,7 @@
 /* The parsed request, shared by the group and the jobs made from it. */
 struct jobs_request {
     oai_request r;
+    grammar *grammar; /* r.grammar_text compiled, shared by the choices; NULL: free text */
     atomic_int refs;
 };
 
@@ -36,6 +37,7 @@ static void request_release(void *p) {
     jobs_request *q = p;
     if (q && atomic_fetch_sub(&q->refs, 1) == 1) {
         oai_request_free(&q->r);
+        grammar_free(q->grammar);
         free(q);
     }
 }
@@ -206,9 +208,19 @@ static sched_job *clone_job(const sched_job *src, jobs_request *q, const char *r
 
 /* Generation parameters of the first job of a prompt: the checkpoint's
  * defaults, what the client set, logit_bias, the seed. */
-static lv_status set_params(const jobs_ctx *ctx, const oai_request *r, sched_job *j, oai_error *e) {
+static lv_status set_params(const jobs_ctx *ctx, const jobs_request *q, sched_job *j,
+                            oai_error *e) {
+    const oai_request *r = &q->r;
     gen_params_default(&j->params, ctx->m);
     oai_request_apply(r, &j->params);
+    if (q->grammar) {
+        if (!ctx->vocab)
+            return oai_fail(e, LV_ERR_DEVICE, 0, r->grammar_param, NULL,
+                            "structured outputs are unavailable: the vocabulary's tries could not "
+                            "be built");
+        j->params.grammar = q->grammar;
+        j->params.vocab = ctx->vocab;
+    }
     int32_t vocab = tok_vocab_size(llava_tokenizer(ctx->m));
     for (int i = 0; i < r->n_logit_bias; i++)
         if (r->logit_bias[i].id >= vocab)
@@ -251,6 +263,12 @@ static lv_status make_jobs(const jobs_ctx *ctx, const char *rid, job_group *g, o
         return oai_fail(e, LV_ERR_ARG, 0, "n", "invalid_value",
                         "%d prompts x n = %d asks for %d choices; at most %d per request",
                         n_prompts, r->n, n_prompts * r->n, MAX_JOBS);
+    if (r->grammar_text) { /* once for every choice */
+        lv_err err = {{0}};
+        if (grammar_compile(r->grammar_text, r->grammar_len, &q->grammar, &err))
+            return oai_fail(e, LV_ERR_ARG, 0, r->grammar_param, "invalid_grammar", "Invalid %s: %s",
+                            r->grammar_param, err.msg);
+    }
     g->n = r->n;
     g->n_jobs = n_prompts * r->n;
     if (!(g->jobs = calloc((size_t)g->n_jobs, sizeof *g->jobs)))
@@ -263,7 +281,7 @@ static lv_status make_jobs(const jobs_ctx *ctx, const char *rid, job_group *g, o
         if (!st)
             st = r->kind == OAI_CHAT ? prepare_chat(ctx, r, j, e)
                                      : prepare_completion(ctx, r, (size_t)p, j, e);
-        if (!st) st = set_params(ctx, r, j, e);
+        if (!st) st = set_params(ctx, q, j, e);
         for (int i = 1; !st && i < r->n; i++) {
             sched_job *c = g->jobs[k0 + i] = clone_job(j, q, rid, k0 + i, g->n_jobs);
             if (!c)

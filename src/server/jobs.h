@@ -22,6 +22,7 @@
 #include "engine/sample.h"
 #include "image/image.h"
 #include "model/llava.h"
+#include "engine/structured.h"
 #include "server/image_memo.h"
 #include "server/media.h"
 #include "server/metrics.h"
@@ -43,6 +44,8 @@ typedef struct {
     metrics *metrics;          /* generation counts and latencies */
     mg_governor *gov;          /* the memory budget requests reserve from; NULL: none */
     image_memo *memo;          /* tensors of images sent recently (resent histories); NULL: none */
+    const structured_vocab *vocab; /* the model's tokens as grammar tries (response_format);
+                                      NULL: structured outputs unavailable */
 } jobs_ctx;
 
 /* The parsed request and its reference count (jobs.c). */

@@ -161,6 +161,12 @@ typedef struct {
     int n_logit_bias;
     bool stream;
     bool include_usage; /* stream_options.include_usage */
+    /* Constrained decoding: the grammar text (engine/grammar.h syntax; heap)
+     * of response_format json_object / json_schema (engine/json_schema.h) or
+     * of llama.cpp's `grammar` field; NULL: free text. */
+    char *grammar_text;
+    size_t grammar_len;
+    const char *grammar_param; /* where it came from, for errors ("response_format", "grammar") */
 
     void *json_;       /* the parsed body (json_t *); private */
     chat_part *parts_; /* storage behind messages[].parts; private */

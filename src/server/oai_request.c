@@ -17,6 +17,8 @@
  * into it, so one json_decref in oai_request_free releases everything.
  */
 #include "server/oai.h"
+#include "base/buf.h"
+#include "engine/json_schema.h"
 #include "io/json_type.h"
 
 #include <errno.h>
@@ -223,6 +225,91 @@ static lv_status parse_logprobs(const json_t *root, oai_request *r, oai_error *e
 }
 
 /* Everything but messages / prompt. */
+/* ---- structured outputs ---------------------------------------------------
+ * response_format {"type": "text" | "json_object" | "json_schema",
+ * "json_schema": {"name", "schema", "strict", "description"}} or llama.cpp's
+ * `grammar` (engine/grammar.h syntax) become the grammar text the request
+ * decodes under; a schema keyword it cannot enforce is a 400 naming it. */
+
+static lv_status take_grammar(oai_request *r, lv_buf *b, const char *param) {
+    r->grammar_text = b->data;
+    r->grammar_len = b->len;
+    r->grammar_param = param;
+    b->data = NULL;
+    return LV_OK;
+}
+
+static lv_status parse_format(const json_t *root, oai_request *r, oai_error *e) {
+    json_t *f = json_member(root, "response_format"), *g = json_member(root, "grammar");
+    if (f && g)
+        return BAD(e, "grammar", "invalid_value", "Give 'response_format' or 'grammar', not both.");
+    lv_buf b = {0};
+    lv_err err = {{0}};
+    if (g) {
+        if (!json_is_string(g) || !json_string_length(g))
+            return bad_type(e, "grammar", "a non-empty string", g);
+        if (lv_buf_append(&b, json_string_value(g), json_string_length(g)))
+            return oai_fail(e, LV_ERR_NOMEM, 0, NULL, NULL, "out of memory");
+        return take_grammar(r, &b, "grammar");
+    }
+    if (!f) return LV_OK;
+    if (!json_is_object(f)) return bad_type(e, "response_format", "an object", f);
+    json_t *type = json_object_get(f, "type");
+    const char *t = json_string_value(type);
+    if (!t)
+        return BAD(e, "response_format.type", "invalid_value",
+                   "'response_format.type' must be \"text\", \"json_object\" or \"json_schema\".");
+    if (!strcmp(t, "text")) return LV_OK;
+    lv_status st;
+    if (!strcmp(t, "json_object")) {
+        if ((st = json_object_grammar(&b, &err))) {
+            lv_buf_free(&b);
+            return oai_fail(e, st, 0, NULL, NULL, "%s", err.msg);
+        }
+        return take_grammar(r, &b, "response_format");
+    }
+    if (strcmp(t, "json_schema"))
+        return BAD(e, "response_format.type", "invalid_value",
+                   "'response_format.type' must be \"text\", \"json_object\" or \"json_schema\", "
+                   "got \"%.40s\".",
+                   t);
+    json_t *js = json_object_get(f, "json_schema");
+    if (!json_is_object(js))
+        return BAD(e, "response_format.json_schema", "invalid_value",
+                   "'response_format.json_schema' must be an object with 'name' and 'schema'.");
+    json_t *schema = json_object_get(js, "schema");
+    if (!json_is_object(schema))
+        return BAD(e, "response_format.json_schema.schema", "invalid_value",
+                   "'response_format.json_schema.schema' must be a JSON Schema object.");
+    char *text = json_dumps(schema, JSON_COMPACT);
+    if (!text) return oai_fail(e, LV_ERR_NOMEM, 0, NULL, NULL, "out of memory");
+    st = json_schema_to_grammar(text, strlen(text), &b, &err);
+    free(text);
+    if (st) {
+        lv_buf_free(&b);
+        return oai_fail(e, st, 0, "response_format.json_schema.schema", "invalid_schema",
+                        "Invalid schema for response_format: %s", err.msg);
+    }
+    return take_grammar(r, &b, "response_format");
+}
+
+/* Fields this server does not implement are refused, never ignored. */
+static lv_status refuse_unsupported(const json_t *root, oai_error *e) {
+    static const char *const fields[] = {"tools", "functions",  "function_call",
+                                         "audio", "prediction", "modalities"};
+    for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++) {
+        json_t *v = json_member(root, fields[i]);
+        if (!v || (json_is_array(v) && json_array_size(v) == 0)) continue;
+        return BAD(e, fields[i], "unsupported_parameter",
+                   "'%s' is not supported by this server yet.", fields[i]);
+    }
+    json_t *tc = json_member(root, "tool_choice");
+    if (tc && !(json_is_string(tc) && !strcmp(json_string_value(tc), "none")))
+        return BAD(e, "tool_choice", "unsupported_parameter",
+                   "'tool_choice' is not supported by this server yet (only \"none\").");
+    return LV_OK;
+}
+
 static lv_status parse_common(const json_t *root, const oai_limits *lim, oai_request *r,
                               oai_error *e) {
     lv_status st;
@@ -265,7 +352,8 @@ static lv_status parse_common(const json_t *root, const oai_limits *lim, oai_req
         r->n = (int)n;
     }
     if ((st = parse_stop(root, r, e)) || (st = parse_logprobs(root, r, e)) ||
-        (st = parse_logit_bias(root, lim, r, e)) || (st = parse_stream(root, r, e)))
+        (st = parse_logit_bias(root, lim, r, e)) || (st = parse_stream(root, r, e)) ||
+        (st = parse_format(root, r, e)) || (st = refuse_unsupported(root, e)))
         return st;
     sp->n_top_logprobs = r->top_logprobs;
     return LV_OK;
@@ -578,6 +666,7 @@ void oai_request_free(oai_request *r) {
     free(r->parts_);
     free(r->images);
     free(r->logit_bias);
+    free(r->grammar_text);
     json_decref(r->json_);
     memset(r, 0, sizeof *r);
 }
