@@ -23,6 +23,7 @@
 #include "server_harness.h"
 
 #include <jansson.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -101,8 +102,10 @@ static bool valid(const json_t *v, const json_t *s, const json_t *root) {
     }
     if (json_is_string(v)) {
         size_t n = utf8_len(json_string_value(v));
-        if ((x = json_object_get(s, "maxLength")) && n > (size_t)json_integer_value(x)) return false;
-        if ((x = json_object_get(s, "minLength")) && n < (size_t)json_integer_value(x)) return false;
+        if ((x = json_object_get(s, "maxLength")) && n > (size_t)json_integer_value(x))
+            return false;
+        if ((x = json_object_get(s, "minLength")) && n < (size_t)json_integer_value(x))
+            return false;
     }
     if (json_is_array(v)) {
         size_t n = json_array_size(v), i;
@@ -120,13 +123,14 @@ static bool valid(const json_t *v, const json_t *s, const json_t *root) {
         }
         size_t i;
         const json_t *req;
-        json_array_foreach(json_object_get(s, "required"), i, req) if (
-            !json_object_get(v, json_string_value(req))) return false;
+        json_array_foreach(json_object_get(s, "required"), i,
+                           req) if (!json_object_get(v, json_string_value(req))) return false;
     }
     return true;
 }
 
-/* ---- schemas (' for ") ------------------------------------------------------------------------- */
+/* ---- schemas (' for ") -------------------------------------------------------------------------
+ */
 
 static const char *const schemas[] = {
     "{'type':'object','properties':{'shape':{'enum':['circle','square','cross']}},"
@@ -263,9 +267,39 @@ static void test_tries_first_and_after(void **state) {
     grammar_free(g);
 }
 
+/* Logprobs under a grammar: only possible tokens are alternatives, every
+ * logprob finite, and the text is the grammar's. */
+static void test_logprobs_under_grammar(void **state) {
+    (void)state;
+    grammar *g;
+    lv_err err;
+    const char *text = "root ::= \"yes\" | \"no\"";
+    if (grammar_compile(text, strlen(text), &g, &err)) fail_msg("%s", err.msg);
+    sched *w;
+    sched_config cfg = {.queue_size = 4, .parallel = 1};
+    if (sched_new(g_m, &cfg, &w, &err) || sched_start(w, &err)) fail_msg("%s", err.msg);
+    sched_job *j = sh_job(g_m, "[INST] Is it red? [/INST]", NULL, 0, 16);
+    j->params.sampling.n_top_logprobs = 20;
+    j->params.grammar = g;
+    j->params.vocab = g_v;
+    sh_run(w, j);
+    assert_true(!strcmp(j->result.text, "yes") || !strcmp(j->result.text, "no"));
+    assert_string_equal(j->result.finish_reason, "stop");
+    for (int i = 0; i < j->n_tokens; i++) {
+        const sample_result *r = &j->tokens[i];
+        assert_true(isfinite(r->logprob));
+        assert_true(r->n_top >= 1 && r->n_top <= 20);
+        for (int k = 0; k < r->n_top; k++) assert_true(isfinite(r->top[k].logprob));
+    }
+    sched_free(w);
+    sched_job_release(j);
+    grammar_free(g);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_tries_first_and_after),
+        cmocka_unit_test(test_logprobs_under_grammar),
         cmocka_unit_test(test_outputs_follow_their_schemas),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

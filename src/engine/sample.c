@@ -214,12 +214,14 @@ static int32_t argmax(const float *w, int n) {
 }
 
 /* The n_top most likely ids by s->work into res->top: one pass, insertion
- * into the short sorted list (ties keep the lower id first). */
+ * into the short sorted list (ties keep the lower id first); fewer when
+ * fewer tokens are possible at all. */
 static void top_entries(const sampler *s, double lse, sample_result *res) {
     int n = s->p.n_top_logprobs < s->vocab ? s->p.n_top_logprobs : s->vocab;
     res->n_top = 0;
     for (int i = 0; i < s->vocab && n > 0; i++) {
         float v = s->work[i];
+        if (v == -INFINITY) continue; /* a token ruled out (a grammar's mask) is no alternative */
         if (res->n_top == n && !(v > res->top[n - 1].logprob)) continue;
         int j = res->n_top < n ? res->n_top++ : n - 1;
         while (j > 0 && v > res->top[j - 1].logprob) {
