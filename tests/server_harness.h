@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -70,7 +71,10 @@ static inline bool srv_start(srv *s, const char *log, const char *const *argv, c
     args[n] = NULL;
     s->pid = fork();
     if (s->pid == 0) {
-        if (!freopen(log, "w", stderr)) _exit(126);
+        /* a test that fails midway must not leave its server behind, holding
+         * ctest's output pipe open */
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (!freopen(log, "w", stderr) || !freopen("/dev/null", "w", stdout)) _exit(126);
         if (env_kv) putenv((char *)env_kv);
         execv(bin, (char *const *)args);
         _exit(127);
