@@ -1,5 +1,6 @@
-/* test_bench_cli.c - the command lines of llava-bench serve, model and
- * bandwidth (tools/bench/serve_bench.c, model_bench.c, bandwidth.c): bad
+/* test_bench_cli.c - the command lines of llava-bench serve, model,
+ * bandwidth and grammar (tools/bench/serve_bench.c, model_bench.c,
+ * bandwidth.c, grammar_bench.c): bad
  * usage is refused with a message naming the option and exit status 2;
  * --help exits 0; a tiny run on the demo model (or a small buffer) prints
  * its figures; --device picks the backend of every subcommand that runs one. */
@@ -169,12 +170,65 @@ static void device_flag(void **state) {
     expect_sub("matmul", "--rows 64 --cols 64 --device cpu", 0, "cpu / ref speed", NULL);
 }
 
+/* llava-bench grammar: bad usage refused; a tiny run on the demo model's
+ * tokenizer, its model and the Mistral tokenizer prints its figures; an
+ * instance the schema does not accept is an error naming the token. */
+static void grammar_cli(void **state) {
+    (void)state;
+    char d[1024], args[3072];
+    expect_sub("grammar", "--steps 10", 2, "one of --tokenizer and --model is required", NULL);
+    expect_sub("grammar", "--tokenizer a --model b", 2, "one of --tokenizer and --model", NULL);
+    expect_sub("grammar", "--tokenizer a --json-schema s.json", 2,
+               "--json-schema and --instance go together", NULL);
+    expect_sub("grammar", "--tokenizer a --steps 0", 2, "--steps wants an integer", NULL);
+    expect_sub("grammar", "--tokenizer a --decode-ms 0", 2, "--decode-ms wants a positive", NULL);
+    expect_sub("grammar", "--tokenizer a --mmproj b", 2, "--mmproj goes with --model", NULL);
+    expect_sub("grammar", "--help", 0, "usage: llava-bench grammar", NULL);
+    expect_sub("grammar", "--tokenizer /nonexistent/tokenizer.json", 1,
+               "/nonexistent/tokenizer.json", NULL);
+    snprintf(args, sizeof args, "--tokenizer %s/tokenizer.json --steps 50 --decode-ms 10",
+             demo(d, sizeof d));
+    expect_sub("grammar", args, 0, "50 steps: ", "ms of a 10.0 ms decode step: ");
+    snprintf(args, sizeof args, "--model %s --steps 20 --json", demo(d, sizeof d));
+    expect_sub("grammar", args, 0, "\"steps\":20,", "\"cache_hit_pct\":");
+    snprintf(args, sizeof args, "--tokenizer %s/tokenizer.json --vocab 10", demo(d, sizeof d));
+    expect_sub("grammar", args, 1, "--vocab 10 is below the tokenizer's", NULL);
+    snprintf(args, sizeof args, "--tokenizer '%s' --vocab 32064 --steps 30",
+             tu_env("LLAVA_MISTRAL_TOKENIZER"));
+    expect_sub("grammar", args, 0, "vocabulary 32000 tokens, logits 32064", "hit rate");
+
+    /* a schema of its own and an instance: one it accepts, one it does not */
+    const char *dir = tu_tmpdir("bench_grammar");
+    const char *schema = "{\"type\": \"object\", \"properties\": {\"n\": {\"type\": "
+                         "\"integer\"}}, \"required\": [\"n\"]}";
+    tu_write_file(dir, "s.json", schema, strlen(schema));
+    tu_write_file(dir, "good.json", "{\"n\": 12}", 9);
+    tu_write_file(dir, "bad.json", "{\"m\": 12}", 9);
+    const char *refused = "{\"type\": \"string\", \"pattern\": \"a\"}";
+    tu_write_file(dir, "refused.json", refused, strlen(refused));
+    snprintf(args, sizeof args,
+             "--tokenizer %s/tokenizer.json --json-schema '%s/s.json' --instance '%s/good.json' "
+             "--steps 40",
+             demo(d, sizeof d), dir, dir);
+    expect_sub("grammar", args, 0, "40 steps: ", "cached: hit rate");
+    snprintf(args, sizeof args,
+             "--tokenizer %s/tokenizer.json --json-schema '%s/s.json' --instance '%s/bad.json'",
+             demo(d, sizeof d), dir, dir);
+    expect_sub("grammar", args, 1, "is not allowed by the schema's grammar", NULL);
+    snprintf(args, sizeof args,
+             "--tokenizer %s/tokenizer.json --json-schema '%s/refused.json' --instance "
+             "'%s/good.json'",
+             demo(d, sizeof d), dir, dir);
+    expect_sub("grammar", args, 1, "refused.json: ", "\"pattern\" is not supported");
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(bad_usage),        cmocka_unit_test(tiny_run),
         cmocka_unit_test(model_bad_usage),  cmocka_unit_test(model_tiny_text),
         cmocka_unit_test(model_tiny_image), cmocka_unit_test(bandwidth_cli),
         cmocka_unit_test(device_flag),      cmocka_unit_test(gpu_bench_cli),
+        cmocka_unit_test(grammar_cli),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -4,7 +4,8 @@
  *             --max-tokens 40 --json --logits-out L --dump-pixels X
  * must print the case's prompt ids and greedy ids, and write its pixels
  * (bit for bit) and logits (within 1e-3 at every step). Then streaming,
- * stop strings, EOS and errors. */
+ * stop strings, EOS and errors; constrained output (--json-schema,
+ * --grammar, --json-object) on the demo model. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -303,6 +304,157 @@ static void errors(void **state) {
     free(out);
 }
 
+/* The demo model's directory (models/demo). */
+static const char *demo_model(void) {
+    static char path[1024];
+    snprintf(path, sizeof path, "%s/../../models/demo", tu_env("LLAVA_TEST_DATA"));
+    return path;
+}
+
+/* llava-cli on the demo model with a text prompt and extra flags: its exit
+ * status, stdout in *out and stderr in *err_out (both heap). */
+static int demo_cli(const char *extra, char **out, char **err_out) {
+    const char *tmp = tu_tmpdir("cli_structured_run");
+    char args[4096], path[2048];
+    snprintf(path, sizeof path, "%s/stderr.txt", tmp);
+    snprintf(args, sizeof args, "--model '%s' --prompt 'What shapes are there?' %s 2>'%s'",
+             demo_model(), extra, path);
+    int rc = cli(args, out);
+    size_t len;
+    *err_out = read_all(path, &len);
+    return rc;
+}
+
+static const char *SHAPE_SCHEMA =
+    "{\"type\": \"object\", \"properties\": {"
+    "\"shape\": {\"type\": \"string\", \"enum\": [\"circle\", \"square\", \"star\"]},"
+    "\"count\": {\"type\": \"integer\"},"
+    "\"note\": {\"type\": \"string\", \"maxLength\": 12},"
+    "\"colors\": {\"type\": \"array\", \"items\": {\"type\": \"string\", \"maxLength\": 8},"
+    " \"maxItems\": 3}},"
+    " \"required\": [\"shape\", \"count\", \"note\", \"colors\"], \"additionalProperties\": false}";
+
+/* o is an object of SHAPE_SCHEMA: exactly its keys, the enum, the bounds. */
+static void check_shape_object(json_t *o) {
+    assert_true(json_is_object(o));
+    assert_int_equal(json_object_size(o), 4);
+    const char *shape = json_string_value(json_object_get(o, "shape"));
+    assert_non_null(shape);
+    assert_true(!strcmp(shape, "circle") || !strcmp(shape, "square") || !strcmp(shape, "star"));
+    assert_true(json_is_integer(json_object_get(o, "count")));
+    json_t *note = json_object_get(o, "note"), *colors = json_object_get(o, "colors"), *c;
+    assert_true(json_is_string(note));
+    assert_true(json_string_length(note) <= 12); /* ASCII here: bytes are characters */
+    assert_true(json_is_array(colors) && json_array_size(colors) <= 3);
+    size_t i;
+    json_array_foreach(colors, i, c) assert_true(json_is_string(c) && json_string_length(c) <= 8);
+}
+
+/* --json-schema FILE: the text on stdout is JSON the schema accepts, with
+ * and without --json, greedy and sampled; --json-object and --grammar too. */
+static void structured_output(void **state) {
+    char dir[1024]; /* tu_tmpdir's buffer is reused by demo_cli */
+    snprintf(dir, sizeof dir, "%s", tu_tmpdir("cli_structured"));
+    tu_write_file(dir, "shape.json", SHAPE_SCHEMA, strlen(SHAPE_SCHEMA));
+    const char *gbnf = "root ::= \"yes\" | \"no\" | \"maybe\"\n";
+    tu_write_file(dir, "yn.gbnf", gbnf, strlen(gbnf));
+    char extra[4096], *out, *err;
+
+    snprintf(extra, sizeof extra, "--json-schema '%s/shape.json' --max-tokens 300", dir);
+    assert_int_equal(demo_cli(extra, &out, &err), 0);
+    json_error_t je;
+    json_t *o = json_loads(out, 0, &je); /* the streamed text and its "\n" */
+    if (!o) fail_msg("not JSON (%s): %s", je.text, out);
+    check_shape_object(o);
+    json_decref(o);
+    free(out);
+    free(err);
+
+    for (int seed = 1; seed <= 3; seed++) {
+        snprintf(extra, sizeof extra,
+                 "--json-schema '%s/shape.json' --max-tokens 300 --json --temperature 1.2 "
+                 "--seed %d",
+                 dir, seed);
+        assert_int_equal(demo_cli(extra, &out, &err), 0);
+        json_t *r = parse(out);
+        assert_string_equal(json_string_value(json_object_get(r, "finish_reason")), "stop");
+        o = json_loads(json_string_value(json_object_get(r, "text")), 0, &je);
+        if (!o) fail_msg("seed %d: not JSON (%s): %s", seed, je.text, out);
+        check_shape_object(o);
+        json_decref(o);
+        json_decref(r);
+        free(out);
+        free(err);
+    }
+
+    snprintf(extra, sizeof extra, "--json-object --max-tokens 400 --json");
+    assert_int_equal(demo_cli(extra, &out, &err), 0);
+    json_t *r = parse(out);
+    const char *text = json_string_value(json_object_get(r, "text"));
+    assert_true(text[0] == '{'); /* complete or cut by --max-tokens: an object's start */
+    if (!strcmp(json_string_value(json_object_get(r, "finish_reason")), "stop")) {
+        o = json_loads(text, 0, &je);
+        if (!o) fail_msg("--json-object: not JSON (%s): %s", je.text, text);
+        assert_true(json_is_object(o));
+        json_decref(o);
+    }
+    json_decref(r);
+    free(out);
+    free(err);
+
+    snprintf(extra, sizeof extra, "--grammar '%s/yn.gbnf' --max-tokens 20", dir);
+    assert_int_equal(demo_cli(extra, &out, &err), 0);
+    assert_true(!strcmp(out, "yes\n") || !strcmp(out, "no\n") || !strcmp(out, "maybe\n"));
+    free(out);
+    free(err);
+}
+
+/* A schema or grammar that does not compile: exit 2, the message on stderr
+ * naming the keyword or the line and column, nothing on stdout. Two of the
+ * flags together, or a file over 1 MiB: a usage error too. */
+static void structured_errors(void **state) {
+    char dir[1024]; /* tu_tmpdir's buffer is reused by demo_cli */
+    snprintf(dir, sizeof dir, "%s", tu_tmpdir("cli_structured_bad"));
+    const char *bad_schema = "{\"type\": \"object\", \"properties\": {\"age\": "
+                             "{\"type\": \"integer\", \"minimum\": 0}}}";
+    tu_write_file(dir, "bad.json", bad_schema, strlen(bad_schema));
+    tu_write_file(dir, "notjson.json", "{\"type\": ", 10);
+    const char *bad_grammar = "root ::= item+\nitem ::= \"a\" [b-\n";
+    tu_write_file(dir, "bad.gbnf", bad_grammar, strlen(bad_grammar));
+    const char *undefined = "root ::= item\n";
+    tu_write_file(dir, "undef.gbnf", undefined, strlen(undefined));
+    const char *good = "{\"type\": \"string\"}";
+    tu_write_file(dir, "good.json", good, strlen(good));
+    char *big = malloc((1u << 20) + 2);
+    memset(big, ' ', (1u << 20) + 2);
+    tu_write_file(dir, "big.json", big, (1u << 20) + 2);
+    free(big);
+    struct {
+        const char *flags; /* %s: dir */
+        int rc;
+        const char *msg;
+    } cases[] = {
+        {"--json-schema '%s/bad.json'", 2, "schema.properties.age: \"minimum\" is not supported"},
+        {"--json-schema '%s/notjson.json'", 2, "notjson.json: "},
+        {"--grammar '%s/bad.gbnf'", 2, "bad.gbnf: grammar line 2, column"},
+        {"--grammar '%s/undef.gbnf'", 2, "'item'"},
+        {"--json-schema '%s/good.json' --grammar '%s/bad.gbnf'", 2, "exclude each other"},
+        {"--json-object --json-schema '%s/good.json'", 2, "exclude each other"},
+        {"--json-schema '%s/big.json'", 2, "the limit for this file is 1048576"},
+        {"--json-schema '%s/missing.json'", 1, "missing.json: cannot open"},
+    };
+    for (size_t i = 0; i < LV_ARRAY_LEN(cases); i++) {
+        char flags[2048], *out, *err;
+        snprintf(flags, sizeof flags, cases[i].flags, dir, dir);
+        int rc = demo_cli(flags, &out, &err);
+        if (rc != cases[i].rc || !strstr(err, cases[i].msg) || !strstr(err, "llava-cli: ") || *out)
+            fail_msg("%s: exit %d (want %d), stdout '%s', stderr: %s", flags, rc, cases[i].rc, out,
+                     err);
+        free(out);
+        free(err);
+    }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(every_case_matches),
@@ -310,6 +462,8 @@ int main(void) {
         cmocka_unit_test(stops_at_eos),
         cmocka_unit_test(seeded_sampling_reproduces),
         cmocka_unit_test(errors),
+        cmocka_unit_test(structured_output),
+        cmocka_unit_test(structured_errors),
     };
     return cmocka_run_group_tests_name("cli_generate", tests, NULL, NULL);
 }

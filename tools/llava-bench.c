@@ -59,6 +59,15 @@
  *       P passes; with --device cuda[:N] the device's copy bandwidth through
  *       the backend's ops instead (tools/bench/bandwidth.c).
  *
+ *   llava-bench grammar (--tokenizer PATH | --model PATH [--mmproj F])
+ *                       [--json-schema FILE --instance FILE] [--steps N] [--vocab V]
+ *                       [--decode-ms X] [--json]
+ *       Constrained decoding's cost per decode step: a generation of a JSON
+ *       Schema's instance played token by token, each step's mask, logits
+ *       masking and accept timed as gen_state does them (mean, median, p99
+ *       µs; the mask cache's hit rate; with --decode-ms the overhead in %)
+ *       (tools/bench/grammar_bench.c).
+ *
  *   tower, serve and model take --device cpu|ref|cuda[:N] too (default cpu).
  *   A name this build lacks is llava_load's error, exit 1.
  */
@@ -74,6 +83,7 @@
 #include "image/preprocess.h"
 #include "image/resample.h"
 #include "bench/bandwidth.h"
+#include "bench/grammar_bench.h"
 #include "bench/model_bench.h"
 #include "bench/serve_bench.h"
 #include "bench/tower_bench.h"
@@ -113,6 +123,9 @@ static void print_usage(FILE *f) {
             "       llava-bench bandwidth [--threads T] [--mb M] [--passes P] [--isa I] "
             "[--json]\n"
             "                             [--device D]\n"
+            "       llava-bench grammar (--tokenizer PATH | --model PATH [--mmproj F])\n"
+            "                           [--json-schema FILE --instance FILE] [--steps N]\n"
+            "                           [--vocab V] [--decode-ms X] [--json]\n"
             "       llava-bench image --image FILE [--repeat N] [--processor next|clip|pad]\n"
             "       llava-bench tower [--layers L] [--threads T] [--dtype f16|bf16|f32] "
             "[--repeat N]\n"
@@ -513,6 +526,7 @@ int main(int argc, char **argv) {
     if (argc >= 2 && strcmp(argv[1], "tower") == 0) return tower_bench_main(argc - 1, argv + 1);
     if (argc >= 2 && strcmp(argv[1], "serve") == 0) return serve_bench_main(argc - 1, argv + 1);
     if (argc >= 2 && strcmp(argv[1], "model") == 0) return model_bench_main(argc - 1, argv + 1);
+    if (argc >= 2 && strcmp(argv[1], "grammar") == 0) return grammar_bench_main(argc - 1, argv + 1);
     if (argc >= 2 && strcmp(argv[1], "bandwidth") == 0)
         return bandwidth_bench_main(argc - 1, argv + 1);
     return usage();

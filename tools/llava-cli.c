@@ -13,6 +13,7 @@
  *             [--max-tokens N] [--temperature T] [--top-k K] [--top-p P]
  *             [--min-p P] [--repeat-penalty R] [--seed S] [--threads N] [--exact]
  *             [--device cpu|ref|cuda[:N]] [--stop TEXT]... [--json]
+ *             [--json-schema FILE | --grammar FILE | --json-object]
  *             [--logits-out FILE] [--dump-pixels FILE]
  *   --json prints one object: {"prompt_ids", "n_prompt_tokens", "n_image_tokens",
  *                              "generated_ids", "text", "finish_reason", "timings"}
@@ -26,15 +27,27 @@
  * name); a name this build lacks fails at once, before the model is read.
  * Sampling defaults come from the checkpoint's generation_config.json
  * (greedy unless it sets do_sample); each flag overrides one value.
+ * --json-schema, --grammar and --json-object constrain the output (one of
+ * them at most): the text can only be JSON the schema accepts (the server's
+ * response_format json_schema), a sentence of the grammar (engine/grammar.h's
+ * syntax, the server's `grammar`) or any JSON object; EOS comes once it is
+ * complete. The file (at most 1 MiB) is compiled before the model is read.
  *
- * Exit status: 0 success, 1 the model or input could not be used, 2 bad usage.
+ * Exit status: 0 success, 1 the model or input could not be used, 2 bad usage
+ * (a schema or grammar that does not compile included: the message names the
+ * keyword and its place, or the grammar's line and column).
  */
 #include "base/clock.h"
 #include "base/common.h"
 #include "base/log.h"
+#include "base/buf.h"
+#include "base/file.h"
 #include "engine/generate.h"
+#include "engine/grammar.h"
+#include "engine/json_schema.h"
 #include "engine/run.h"
 #include "engine/request.h"
+#include "engine/structured.h"
 #include "model/llava.h"
 #include "common/tool_args.h"
 
@@ -47,7 +60,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#define MAX_IMAGES 16
+#define MAX_IMAGES       16
+#define MAX_GRAMMAR_FILE (1u << 20) /* --json-schema and --grammar files, bytes */
 
 typedef struct {
     const char *model;              /* model directory, or a GGUF text model with --mmproj */
@@ -71,6 +85,9 @@ typedef struct {
     unsigned long long seed;
     const char *stop[GEN_MAX_STOP];
     int n_stop;
+    const char *json_schema; /* --json-schema FILE, or NULL */
+    const char *grammar;     /* --grammar FILE, or NULL */
+    bool json_object;        /* --json-object */
 } cli_args;
 
 static void usage(FILE *f) {
@@ -99,6 +116,12 @@ static void usage(FILE *f) {
             "  --device NAME         cpu (default), ref (the scalar reference), cuda or cuda:N\n"
             "                        (CUDA builds); --backend NAME is the same\n"
             "  --json                print one JSON object with prompt_ids, text, timings...\n"
+            "  --json-schema FILE    constrain the output to JSON that the JSON Schema in FILE\n"
+            "                        accepts (as response_format json_schema; at most 1 MiB)\n"
+            "  --grammar FILE        constrain the output to the grammar in FILE (GBNF-like,\n"
+            "                        root ::= ...; at most 1 MiB)\n"
+            "  --json-object         constrain the output to any JSON object\n"
+            "                        (the three are exclusive)\n"
             "  --logits-out F        write every step's logits as float32 [n, vocab]\n"
             "  --dump-pixels F       write the preprocessed images as float32 [tiles,3,H,W]\n"
             "  --log-level L         error|warn|info|debug (default: $LOG_LEVEL or info)\n"
@@ -164,6 +187,9 @@ static int parse_args(int argc, char **argv, cli_args *a) {
         TOOL_STR("device", 0, &a->device),
         TOOL_STR("backend", 0, &a->device), /* the older name */
         TOOL_FN("stop", 0, add_stop, a),
+        TOOL_STR("json-schema", 0, &a->json_schema),
+        TOOL_STR("grammar", 0, &a->grammar),
+        TOOL_FLAG("json-object", 0, &a->json_object),
     };
     static const tool_info tool = {"llava-cli", usage, false};
     int rc = tool_parse(&tool, opts, LV_ARRAY_LEN(opts), argc, argv);
@@ -174,7 +200,41 @@ static int parse_args(int argc, char **argv, cli_args *a) {
         usage(stderr);
         return 2;
     }
+    if ((a->json_schema != NULL) + (a->grammar != NULL) + a->json_object > 1) {
+        fprintf(stderr, "llava-cli: --json-schema, --grammar and --json-object exclude each "
+                        "other\n");
+        return 2;
+    }
     return 0;
+}
+
+/* ---- constrained output ------------------------------------------------------------ */
+
+/* The grammar of --json-schema, --grammar or --json-object (*out NULL when
+ * none was given). Returns 0; 1 when the file cannot be read; 2 when it is
+ * over MAX_GRAMMAR_FILE or does not compile (err says why, naming the file). */
+static int load_grammar(const cli_args *a, grammar **out, lv_err *err) {
+    *out = NULL;
+    const char *path = a->json_schema ? a->json_schema : a->grammar;
+    if (!path && !a->json_object) return 0;
+    char *text = NULL;
+    size_t len = 0;
+    lv_buf g = {0};
+    lv_status st = LV_OK;
+    if (path && (st = lv_read_file(path, MAX_GRAMMAR_FILE, &text, &len, err)))
+        return st == LV_ERR_FORMAT ? 2 : 1; /* FORMAT: over the limit */
+    if (a->json_object)
+        st = json_object_grammar(&g, err);
+    else if (a->json_schema)
+        st = json_schema_to_grammar(text, len, &g, err);
+    if (!st)
+        st = a->grammar ? grammar_compile(text, len, out, err)
+                        : grammar_compile(g.data, g.len, out, err);
+    lv_buf_free(&g);
+    free(text);
+    if (!st) return 0;
+    if (st != LV_ERR_NOMEM) lv_err_prefix(err, "%s", a->json_object ? "--json-object" : path);
+    return st == LV_ERR_NOMEM ? 1 : 2;
 }
 
 /* ---- images ------------------------------------------------------------------------ */
@@ -358,7 +418,11 @@ int main(int argc, char **argv) {
     cli_timings tm = {0};
     gen_params p;
     gen_result r = {0};
+    grammar *gr = NULL;
+    structured_vocab *sv = NULL;
     bool generated = false;
+    rc = load_grammar(&a, &gr, &err); /* before the model: a bad schema fails at once */
+    if (rc) goto fail;
     rc = 1;
 
     double t0 = lv_now_ms();
@@ -372,6 +436,11 @@ int main(int argc, char **argv) {
     tm.tokenize_ms = lv_now_ms() - t1;
     if (a.dump_pixels && dump_pixels(a.dump_pixels, tensors, a.n_images, &err)) goto fail;
     make_params(&a, m, &p);
+    if (gr) { /* the tokens as grammar tries: what each adds to the text */
+        if (structured_vocab_new(llava_tokenizer(m), &sv, &err)) goto fail;
+        p.grammar = gr;
+        p.vocab = sv;
+    }
     if (p.max_tokens > 0) {
         if (generate(&a, m, ids, n_ids, tensors, &p, &r, &tm, &err)) goto fail;
         generated = true;
@@ -396,5 +465,7 @@ done:
     gen_result_free(&r);
     free(ids);
     llava_free(m);
+    structured_vocab_free(sv);
+    grammar_free(gr);
     return rc;
 }
