@@ -12,6 +12,10 @@
 #     server's SDK test (tests/node/sdk_test.mjs), into the same cache
 #     directory. A release without dependencies that runs on Node 18+;
 #     pinned by version and tarball checksum.
+#  4. The structured-output SDK test's packages (tests/node/structured_test.mjs),
+#     the same way: `zod` for the SDK's zodResponseFormat helper (a peer
+#     dependency of `openai`), and `ajv`, an independent JSON Schema validator,
+#     with its four dependencies (node_modules is flat, so they resolve).
 #
 # With --arm64 (make test-arm64) it installs instead what the ARM64 cross
 # build needs, and only that: Debian's cross compiler, qemu-user, and the
@@ -39,6 +43,15 @@ SDK_PKG="openai"
 SDK_VERSION="6.30.1"
 SDK_SHA1="ecd9c1a70d6f44c93d5a8edfb851f3a7f80affcd" # npm's dist.shasum of the tarball
 SDK_DIR="$CACHE_DIR/npm/node_modules/$SDK_PKG"
+# The structured-output test's packages: "name version sha1" (npm's dist.shasum).
+NODE_PKGS=(
+  "zod 4.3.6 89c56e0aa7d2b05107d894412227087885ab112a"
+  "ajv 8.17.1 37d9a5c776af6bc92d7f4f9510eba4c0a60d11a6"
+  "fast-deep-equal 3.1.3 3a7d56b559d6cbc3eb512325244e619a65c6c525" # ajv's dependencies
+  "fast-uri 3.1.0 66eecff6c764c0df9b762e62ca7edcfb53b4edfa"
+  "json-schema-traverse 1.0.0 ae7bcb3656ab77a73ba5c49bf654f38e6b6860e2"
+  "require-from-string 2.0.2 89a7fdd938261267318eafe14f9c32e598c36909"
+)
 
 say() { echo "setup: $*" >&2; }
 
@@ -95,19 +108,28 @@ if ! tok_ok; then
   tok_ok || { say "checksum mismatch for $TOK_DIR/models/tokenizer.json"; exit 1; }
 fi
 
-sdk_ok() {
-  [ -f "$SDK_DIR/package.json" ] &&
-    grep -q "\"version\": \"$SDK_VERSION\"" "$SDK_DIR/package.json"
+# npm_ok DIR VERSION: DIR holds the package at VERSION.
+npm_ok() {
+  [ -f "$1/package.json" ] && grep -q "\"version\": \"$2\"" "$1/package.json"
 }
-if ! sdk_ok; then
-  say "installing $SDK_PKG@$SDK_VERSION (OpenAI Node SDK, for the server tests) into $CACHE_DIR"
-  sdk_tmp=$(mktemp -d)
-  (cd "$sdk_tmp" && npm pack --silent "$SDK_PKG@$SDK_VERSION" >/dev/null)
-  echo "$SDK_SHA1  $(ls "$sdk_tmp"/*.tgz)" | sha1sum -c --status - ||
-    { say "checksum mismatch for $SDK_PKG@$SDK_VERSION"; rm -rf "$sdk_tmp"; exit 1; }
-  rm -rf "$SDK_DIR"
-  mkdir -p "$SDK_DIR"
-  tar -xzf "$sdk_tmp"/*.tgz -C "$SDK_DIR" --strip-components=1
-  rm -rf "$sdk_tmp"
-  sdk_ok || { say "$SDK_DIR does not hold $SDK_PKG $SDK_VERSION"; exit 1; }
-fi
+# npm_install NAME VERSION SHA1 WHAT: the tarball from the registry, checked
+# against SHA1, unpacked into the cache's node_modules (no install scripts run).
+npm_install() {
+  local name=$1 version=$2 sha1=$3 what=$4 dir="$CACHE_DIR/npm/node_modules/$1" tmp
+  npm_ok "$dir" "$version" && return 0
+  say "installing $name@$version ($what) into $CACHE_DIR"
+  tmp=$(mktemp -d)
+  (cd "$tmp" && npm pack --silent "$name@$version" >/dev/null)
+  echo "$sha1  $(ls "$tmp"/*.tgz)" | sha1sum -c --status - ||
+    { say "checksum mismatch for $name@$version"; rm -rf "$tmp"; exit 1; }
+  rm -rf "$dir"
+  mkdir -p "$dir"
+  tar -xzf "$tmp"/*.tgz -C "$dir" --strip-components=1
+  rm -rf "$tmp"
+  npm_ok "$dir" "$version" || { say "$dir does not hold $name $version"; exit 1; }
+}
+npm_install "$SDK_PKG" "$SDK_VERSION" "$SDK_SHA1" "OpenAI Node SDK, for the server tests"
+for p in "${NODE_PKGS[@]}"; do
+  read -r name version sha1 <<<"$p"
+  npm_install "$name" "$version" "$sha1" "for the structured-output SDK test"
+done

@@ -1,9 +1,12 @@
 /* test_server_sdk.c - llava-server with the official OpenAI Node SDK as the
  * client: starts two servers on the demo model (one with --api-key, one
  * with --parallel 1 --queue-size 1 for the 429) and runs
- * tests/node/sdk_test.mjs with node. Skipped, saying why, when node or the
- * npm package `openai` (scripts/setup.sh installs it into the cache
- * directory, next to the tokenizer package) is missing. */
+ * tests/node/sdk_test.mjs with node; then, on a third server (--parallel 4),
+ * tests/node/structured_test.mjs: structured outputs through the SDK's
+ * zodResponseFormat + parse helpers, every answer validated by ajv. Each is
+ * skipped, saying why, when node or its npm packages (`openai`; `zod` and
+ * `ajv` for the second; scripts/setup.sh installs them into the cache
+ * directory, next to the tokenizer package) are missing. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -15,17 +18,43 @@
 
 #define KEY "sdk-key"
 
-/* The installed SDK: <cache>/npm/node_modules/openai, the cache found from
- * the tokenizer package's path that ctest passes. */
-static bool sdk_dir(char *out, size_t n) {
+/* The cache's node_modules, found from the tokenizer package's path that
+ * ctest passes, if it holds the packages `names` (NULL-terminated). */
+static bool node_modules(char *out, size_t n, const char *const *names) {
     const char *tokp = getenv("LLAVA_MISTRAL_TOKENIZER");
     const char *nm = tokp ? strstr(tokp, "/node_modules/") : NULL;
     if (!nm) return false;
-    snprintf(out, n, "%.*s/node_modules/openai", (int)(nm - tokp), tokp);
-    char pkg[1200];
-    snprintf(pkg, sizeof pkg, "%.1100s/index.mjs", out);
-    struct stat st;
-    return stat(pkg, &st) == 0;
+    snprintf(out, n, "%.*s/node_modules", (int)(nm - tokp), tokp);
+    for (; *names; names++) {
+        char pkg[1200];
+        snprintf(pkg, sizeof pkg, "%.1000s/%s/package.json", out, *names);
+        struct stat st;
+        if (stat(pkg, &st) != 0) return false;
+    }
+    return true;
+}
+
+/* The installed SDK: <cache>/npm/node_modules/openai. */
+static bool sdk_dir(char *out, size_t n) {
+    static const char *const names[] = {"openai", NULL};
+    if (!node_modules(out, n, names)) return false;
+    size_t len = strlen(out);
+    snprintf(out + len, n - len, "/openai");
+    return true;
+}
+
+/* Runs cmd, printing its output line by line (cmocka's print_message has a
+ * small buffer); its exit status. */
+static int run_node(const char *cmd) {
+    char *out = NULL;
+    int rc = tu_run(cmd, &out);
+    for (char *line = out, *nl; line && *line; line = nl ? nl + 1 : NULL) {
+        nl = strchr(line, '\n');
+        if (nl) *nl = '\0';
+        print_message("%s\n", line);
+    }
+    free(out);
+    return rc;
 }
 
 static void test_openai_node_sdk(void **state) {
@@ -57,30 +86,64 @@ static void test_openai_node_sdk(void **state) {
         fail_msg("the second server did not start");
     }
     assert_true(srv_wait_healthy(&main_srv, 60) && srv_wait_healthy(&small, 60));
-    char cmd[8192], *out = NULL;
+    char cmd[8192];
     snprintf(cmd, sizeof cmd,
              "OPENAI_SDK_DIR='%s' LLAVA_BASE_URL='http://127.0.0.1:%d' "
              "LLAVA_SMALL_URL='http://127.0.0.1:%d' LLAVA_API_KEY='%s' LLAVA_IMAGE='%s' "
              "node '%s/../node/sdk_test.mjs' 2>&1",
              sdk, main_srv.port, small.port, KEY, srv_demo_sample("sample_01_320x240.png"),
              tu_env("LLAVA_TEST_DATA"));
-    int rc = tu_run(cmd, &out);
-    /* line by line: cmocka's print_message has a small buffer */
-    for (char *line = out, *nl; line && *line; line = nl ? nl + 1 : NULL) {
-        nl = strchr(line, '\n');
-        if (nl) *nl = '\0';
-        print_message("%s\n", line);
-    }
-    free(out);
+    int rc = run_node(cmd);
     int rc1 = srv_stop(&main_srv), rc2 = srv_stop(&small);
     assert_int_equal(rc, 0);
     assert_int_equal(rc1, 0);
     assert_int_equal(rc2, 0);
 }
 
+static void test_structured_outputs_node_sdk(void **state) {
+    (void)state;
+    static const char *const names[] = {"openai",
+                                        "zod",
+                                        "ajv",
+                                        "fast-deep-equal",
+                                        "fast-uri",
+                                        "json-schema-traverse",
+                                        "require-from-string",
+                                        NULL};
+    char nm[1100];
+    if (system("node --version > /dev/null 2>&1") != 0) {
+        print_message("SKIP: node is not installed\n");
+        skip();
+    }
+    if (!node_modules(nm, sizeof nm, names)) {
+        print_message("SKIP: the npm packages openai, zod and ajv (with its dependencies) are "
+                      "not all installed in the cache directory (run scripts/setup.sh)\n");
+        skip();
+    }
+    const char *tmp = tu_tmpdir("server_sdk_structured");
+    char log[1200];
+    snprintf(log, sizeof log, "%.1100s/server.log", tmp);
+    srv s;
+    const char *argv[] = {"--model", srv_demo_model(), "--port", "0",       "--parallel",
+                          "4",       "--api-key",      KEY,      "--alias", "demo",
+                          NULL};
+    assert_true(srv_start(&s, log, argv, NULL));
+    assert_true(srv_wait_healthy(&s, 60));
+    char cmd[8192];
+    snprintf(cmd, sizeof cmd,
+             "NODE_PACKAGES='%s' LLAVA_BASE_URL='http://127.0.0.1:%d' LLAVA_API_KEY='%s' "
+             "LLAVA_IMAGE='%s' node '%s/../node/structured_test.mjs' 2>&1",
+             nm, s.port, KEY, srv_demo_sample("sample_01_320x240.png"), tu_env("LLAVA_TEST_DATA"));
+    int rc = run_node(cmd);
+    int rc1 = srv_stop(&s);
+    assert_int_equal(rc, 0);
+    assert_int_equal(rc1, 0);
+}
+
 int main(void) {
     curl_global_init(CURL_GLOBAL_DEFAULT);
-    const struct CMUnitTest tests[] = {cmocka_unit_test(test_openai_node_sdk)};
+    const struct CMUnitTest tests[] = {cmocka_unit_test(test_openai_node_sdk),
+                                       cmocka_unit_test(test_structured_outputs_node_sdk)};
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     curl_global_cleanup();
     return rc;

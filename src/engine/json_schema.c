@@ -72,7 +72,9 @@ static const struct {
     [B_CHAR] = {"char", "[^\"\\\\\\x00-\\x1f] | \"\\\\\" ([\"\\\\/bfnrt] | \"u\" [0-9a-fA-F]{4})",
                 0},
     [B_INTEGER] = {"integer", "\"-\"? (\"0\" | [1-9] [0-9]{0,18})", 0},
-    [B_NUMBER] = {"number", "integer (\".\" [0-9]{1,16})? ([eE] [+\\-]? [0-9]{1,3})?",
+    /* at most 19 integer digits and a 2-digit exponent: below 1e119, a finite
+     * double in every client (1e334 would be JSON.parse's Infinity) */
+    [B_NUMBER] = {"number", "integer (\".\" [0-9]{1,16})? ([eE] [+\\-]? [0-9]{1,2})?",
                   BIT(B_INTEGER)},
     [B_BOOLEAN] = {"boolean", "\"true\" | \"false\"", 0},
     [B_NULL] = {"null", "\"null\"", 0},
