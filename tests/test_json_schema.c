@@ -426,8 +426,44 @@ static void limits(void **state) {
     free(s);
 }
 
+/* Two schemas in one grammar (tool calling): each one's rules prefixed, the
+ * fixed rules written once; refs inside a schema keep to its own rules. */
+static void prefixed_rules(void **state) {
+    (void)state;
+    char *a = q("{'type':'object','properties':{'n':{'type':'integer'},'tag':{'enum':['x','y']}},"
+                "'required':['n']}");
+    char *b =
+        q("{'$defs':{'leaf':{'type':'object','properties':{'v':{'type':'string',"
+          "'maxLength':3}},'required':['v']}},'type':'array','items':{'$ref':'#/$defs/leaf'}}");
+    lv_buf g = {0}, rules = {0};
+    lv_err err = {{0}};
+    unsigned used = 0;
+    assert_int_equal(lv_buf_puts(&g, "root ::= \"A\" f0-root | \"B\" f1-root\n"), LV_OK);
+    assert_int_equal(json_schema_to_rules(a, strlen(a), "f0-", &rules, &used, &err), LV_OK);
+    assert_int_equal(json_schema_to_rules(b, strlen(b), "f1-", &rules, &used, &err), LV_OK);
+    assert_non_null(strstr(rules.data, "f0-root ::= "));
+    assert_non_null(strstr(rules.data, "f1-root ::= "));
+    for (const char *line = rules.data; line && *line; line = strchr(line, '\n'), line += !!line)
+        if (*line) assert_true(!strncmp(line, "f0-", 3) || !strncmp(line, "f1-", 3));
+    assert_int_equal(lv_buf_append(&g, rules.data, rules.len), LV_OK);
+    assert_int_equal(json_schema_fixed_rules(used, &g, &err), LV_OK);
+    static const char *const match[] = {"A{'n':1}", "A{'n':-2,'tag':'y'}", "B[]",
+                                        "B[{'v':'abc'},{'v':''}]", NULL};
+    static const char *const reject[] = {"A{'tag':'x'}", "B[{'v':'abcd'}]", "A[]", "B{'n':1}",
+                                         NULL};
+    check_grammar("prefixed rules", g.data, match, reject);
+    /* a prefix outside [A-Za-z0-9_-]{1,31} */
+    assert_int_equal(json_schema_to_rules(a, strlen(a), "f 0", &rules, &used, &err), LV_ERR_ARG);
+    assert_int_equal(json_schema_to_rules(a, strlen(a), "", &rules, &used, &err), LV_ERR_ARG);
+    free(a);
+    free(b);
+    lv_buf_free(&g);
+    lv_buf_free(&rules);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(prefixed_rules),
         cmocka_unit_test(schemas_compile_and_match),
         cmocka_unit_test(json_object_mode),
         cmocka_unit_test(grammar_shape),

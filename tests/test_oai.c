@@ -55,8 +55,8 @@ static const bad_case bad_cases[] = {
      "expected a string"},
     {0, "{\"messages\":[{\"role\":\"robot\",\"content\":\"x\"}]}", 400, "messages[0].role",
      "Invalid value: 'robot'"},
-    {0, "{\"messages\":[{\"role\":\"tool\",\"content\":\"x\"}]}", 400, "messages[0].role",
-     "Supported values are"},
+    {0, "{\"messages\":[{\"role\":\"tool\",\"content\":\"x\"}]}", 400, "messages[0].tool_call_id",
+     "Missing required parameter"},
     {0, "{\"messages\":[{\"role\":\"user\"}]}", 400, "messages[0].content",
      "Missing required parameter: 'messages[0].content'"},
     {0, "{\"messages\":[{\"role\":\"user\",\"content\":42}]}", 400, "messages[0].content",
@@ -479,7 +479,8 @@ static void chat_response_shape(void **state) {
         {{"Hi", 2, -0.25f}, 2, {{"Hi", 2, -0.25f}, {"Hey", 3, -1.5f}}},
         {{"\xe2\x80", 2, -INFINITY}, 0, {{0}}}, /* partial UTF-8, masked */
     };
-    oai_choice c[2] = {{"Hi there", 8, "stop", lp, 2}, {"Hello", 5, "length", NULL, 0}};
+    oai_choice c[2] = {{"Hi there", 8, "stop", lp, 2, NULL, 0},
+                       {"Hello", 5, "length", NULL, 0, NULL, 0}};
     oai_usage u = {100, 7, 64};
     oai_timings t = {100, 50.0, 6, 30.0};
     json_t *j = load(oai_chat_response(&m, c, 2, &u, &t));
@@ -527,7 +528,7 @@ static void chat_response_shape(void **state) {
     json_decref(j);
 
     /* no timings; text cut inside a character gets U+FFFD */
-    oai_choice cut = {"ok\xe2\x80", 4, "length", NULL, 0};
+    oai_choice cut = {"ok\xe2\x80", 4, "length", NULL, 0, NULL, 0};
     j = load(oai_chat_response(&m, &cut, 1, &u, NULL));
     assert_null(json_object_get(j, "timings"));
     msg = json_object_get(json_array_get(json_object_get(j, "choices"), 0), "message");
@@ -539,7 +540,7 @@ static void completion_response_shape(void **state) {
     oai_meta m = {"cmpl-1", 5, "m", false};
     oai_token_logprob lp[2] = {{{"Hel", 3, -0.5f}, 1, {{"Hel", 3, -0.5f}}},
                                {{"lo", 2, -0.1f}, 1, {{"lo", 2, -0.1f}}}};
-    oai_choice c = {"Hello", 5, "length", lp, 2};
+    oai_choice c = {"Hello", 5, "length", lp, 2, NULL, 0};
     oai_usage u = {3, 2, 0};
     json_t *j = load(oai_completion_response(&m, &c, 1, &u, NULL));
     assert_string_equal(jstr(j, "object"), "text_completion");

@@ -954,7 +954,7 @@ static void test_sigterm_exits_zero(void **state) {
 
 /* response_format json_schema: the answer is JSON valid for the schema (n
  * choices each); json_object gives an object; a keyword the server cannot
- * enforce, a bad grammar and tools are 400s naming the field. */
+ * enforce, a bad grammar and bad tools are 400s naming the field. */
 static void test_structured_outputs(void **state) {
     (void)state;
     assert_true(srv_wait_healthy(&S, 60));
@@ -992,7 +992,8 @@ static void test_structured_outputs(void **state) {
          "response_format.json_schema.schema"},
         {"{\"response_format\":{\"type\":\"yaml\"}}", "response_format.type"},
         {"{\"grammar\":\"root ::= undefined-rule\"}", "grammar"},
-        {"{\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\"}}]}", "tools"},
+        {"{\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f g\"}}]}",
+         "tools[0].function.name"},
         {"{\"tool_choice\":\"required\"}", "tool_choice"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {

@@ -176,10 +176,11 @@ typedef struct {
     size_t n_rules, cap_rules;
     def *defs;
     size_t n_defs;
-    unsigned used;   /* BIT()s of the fixed rules named so far */
-    unsigned serial; /* the "-<number>" of the next generated name */
-    bool nomem;      /* an append failed: the text is incomplete */
-    char path[512];  /* where the walk is: "schema.properties.age" */
+    unsigned used;      /* BIT()s of the fixed rules named so far */
+    unsigned serial;    /* the "-<number>" of the next generated name */
+    const char *prefix; /* put before every generated name, root's too ("" by default) */
+    bool nomem;         /* an append failed: the text is incomplete */
+    char path[512];     /* where the walk is: "schema.properties.age" */
     size_t path_len;
     lv_err *err;
 } gen;
@@ -298,19 +299,21 @@ static lv_status new_rule(gen *g, const char *hint, size_t *idx) {
         g->rules = r;
         g->cap_rules = cap;
     }
-    char name[48];
-    size_t n = 0;
-    for (const char *s = hint; *s && n < 24; s++) {
+    char name[80];
+    size_t n = (size_t)snprintf(name, 32, "%s", g->prefix ? g->prefix : "");
+    size_t start = n;
+    if (n > 31) n = start = 31;
+    for (const char *s = hint; *s && n < start + 24; s++) {
         char c = *s;
         if (c >= 'A' && c <= 'Z') c = (char)(c - 'A' + 'a');
         bool ok = (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9');
         if (ok)
             name[n++] = c;
-        else if (n && name[n - 1] != '-')
+        else if (n > start && name[n - 1] != '-')
             name[n++] = '-';
     }
-    while (n && name[n - 1] == '-') n--;
-    if (!n) name[n++] = 'x';
+    while (n > start && name[n - 1] == '-') n--;
+    if (n == start) name[n++] = 'x';
     snprintf(name + n, sizeof name - n, "-%u", ++g->serial);
     rule *r = &g->rules[g->n_rules];
     *r = (rule){.name = strdup(name)};
@@ -1044,7 +1047,9 @@ static lv_status compile(gen *g, json_t *root) {
     lv_status st = new_rule(g, "root", &(size_t){0});
     if (st) return st;
     free(g->rules[0].name);
-    if (!(g->rules[0].name = strdup("root"))) return lv_fail(g->err, LV_ERR_NOMEM, "out of memory");
+    char name[48];
+    snprintf(name, sizeof name, "%.31sroot", g->prefix ? g->prefix : "");
+    if (!(g->rules[0].name = strdup(name))) return lv_fail(g->err, LV_ERR_NOMEM, "out of memory");
     if (json_is_object(root) && (st = collect_defs(g, root))) return st;
     lv_buf expr = {0};
     size_t into = 0;
@@ -1062,14 +1067,8 @@ static lv_status compile(gen *g, json_t *root) {
     return st;
 }
 
-/* The rules, then the fixed rules they use (and those use), one a line. */
-static void write_grammar(gen *g, lv_buf *out) {
-    put(g, out, "# JSON Schema -> grammar (engine/json_schema.c)\n");
-    for (size_t i = 0; i < g->n_rules; i++) {
-        putf(g, out, "%s ::= ", g->rules[i].name);
-        put_buf(g, out, &g->rules[i].body);
-        put(g, out, "\n");
-    }
+/* The fixed rules in used (and those they use), one a line. */
+static void write_fixed(gen *g, lv_buf *out) {
     for (unsigned before = 0; before != g->used;) {
         before = g->used;
         for (int b = 0; b < B_COUNT; b++)
@@ -1081,6 +1080,22 @@ static void write_grammar(gen *g, lv_buf *out) {
             put(g, out, fixed[b].body);
             put(g, out, "\n");
         }
+}
+
+/* The generated rules, one a line. */
+static void write_rules(gen *g, lv_buf *out) {
+    for (size_t i = 0; i < g->n_rules; i++) {
+        putf(g, out, "%s ::= ", g->rules[i].name);
+        put_buf(g, out, &g->rules[i].body);
+        put(g, out, "\n");
+    }
+}
+
+/* The rules, then the fixed rules they use (and those use), one a line. */
+static void write_grammar(gen *g, lv_buf *out) {
+    put(g, out, "# JSON Schema -> grammar (engine/json_schema.c)\n");
+    write_rules(g, out);
+    write_fixed(g, out);
 }
 
 static void gen_free(gen *g) {
@@ -1102,8 +1117,8 @@ static lv_status finish(gen *g, lv_status st, lv_buf *text, lv_buf *out) {
     return st;
 }
 
-lv_status json_schema_to_grammar(const char *schema_json, size_t len, lv_buf *out_grammar,
-                                 lv_err *err) {
+/* Parses schema_json and compiles it into g's rules. */
+static lv_status compile_text(gen *g, const char *schema_json, size_t len, lv_err *err) {
     if (len > JSON_SCHEMA_MAX_BYTES)
         return lv_fail(err, LV_ERR_ARG, "schema: %zu bytes is over the limit of %u (1 MiB)", len,
                        JSON_SCHEMA_MAX_BYTES);
@@ -1112,11 +1127,49 @@ lv_status json_schema_to_grammar(const char *schema_json, size_t len, lv_buf *ou
     if (!root)
         return lv_fail(err, LV_ERR_ARG, "schema: not valid JSON: %s (line %d, column %d)",
                        jerr.text, jerr.line, jerr.column);
+    lv_status st = compile(g, root);
+    json_decref(root);
+    return st;
+}
+
+static bool prefix_ok(const char *p) {
+    size_t n = strlen(p);
+    if (!n || n > 31) return false;
+    for (; *p; p++)
+        if (!((*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') ||
+              *p == '_' || *p == '-'))
+            return false;
+    return true;
+}
+
+lv_status json_schema_to_rules(const char *schema_json, size_t len, const char *prefix,
+                               lv_buf *out_rules, unsigned *fixed_used, lv_err *err) {
+    if (!prefix_ok(prefix))
+        return lv_fail(err, LV_ERR_ARG, "rule prefix '%.40s': expected 1 to 31 of [A-Za-z0-9_-]",
+                       prefix);
+    gen g = {.err = err, .prefix = prefix};
+    lv_buf text = {0};
+    lv_status st = compile_text(&g, schema_json, len, err);
+    if (!st) {
+        write_rules(&g, &text);
+        *fixed_used |= g.used;
+    }
+    return finish(&g, st, &text, out_rules);
+}
+
+lv_status json_schema_fixed_rules(unsigned fixed_used, lv_buf *out, lv_err *err) {
+    gen g = {.err = err, .used = fixed_used & (BIT(B_COUNT) - 1)};
+    lv_buf text = {0};
+    write_fixed(&g, &text);
+    return finish(&g, LV_OK, &text, out);
+}
+
+lv_status json_schema_to_grammar(const char *schema_json, size_t len, lv_buf *out_grammar,
+                                 lv_err *err) {
     gen g = {.err = err};
     lv_buf text = {0};
-    lv_status st = compile(&g, root);
+    lv_status st = compile_text(&g, schema_json, len, err);
     if (!st) write_grammar(&g, &text);
-    json_decref(root);
     return finish(&g, st, &text, out_grammar);
 }
 

@@ -78,6 +78,22 @@
 lv_status json_schema_to_grammar(const char *schema_json, size_t len, lv_buf *out_grammar,
                                  lv_err *err);
 
+/*
+ * Several schemas in one grammar (tool calling: a function's parameters
+ * each). json_schema_to_rules compiles one schema like json_schema_to_grammar
+ * but appends only its generated rules, every name prefixed with prefix (1 to
+ * 31 of [A-Za-z0-9_-]; its start rule is then `<prefix>root`), and ORs the
+ * fixed rules it names (ws, string, integer, ...: the same text for every
+ * schema) into *fixed_used. json_schema_fixed_rules then appends those fixed
+ * rules once. The caller writes `root` and makes sure its own rule names
+ * differ from the fixed ones and from its prefixes' (a fixed name never
+ * contains a digit after '-', a prefixed one starts with the prefix).
+ * Errors as json_schema_to_grammar's (LV_ERR_ARG for a bad prefix too).
+ */
+lv_status json_schema_to_rules(const char *schema_json, size_t len, const char *prefix,
+                               lv_buf *out_rules, unsigned *fixed_used, lv_err *err);
+lv_status json_schema_fixed_rules(unsigned fixed_used, lv_buf *out, lv_err *err);
+
 /* Appends the grammar of any JSON object (response_format json_object) to
  * *out. LV_ERR_NOMEM only, with *out unchanged. */
 lv_status json_object_grammar(lv_buf *out, lv_err *err);

@@ -14,6 +14,7 @@
 #include "base/clock.h"
 #include "engine/prefix_cache.h"
 #include "engine/request.h"
+#include "server/tools.h"
 #include "text/chat_template.h"
 #include "text/tokenizer.h"
 
@@ -538,7 +539,16 @@ char *jobs_answer(const jobs_ctx *ctx, const job_group *g, oai_error *e) {
     bool ok = ch && texts;
     for (int k = 0; ok && k < g->n_jobs; k++) {
         sched_job *j = g->jobs[k];
-        ch[k] = (oai_choice){j->result.text, j->result.text_len, j->result.finish_reason, NULL, 0};
+        ch[k] = (oai_choice){.text = j->result.text,
+                             .len = j->result.text_len,
+                             .finish_reason = j->result.finish_reason};
+        oai_tool_call *calls = NULL;
+        int n_calls = 0;
+        if (tools_parse_output(r, j->result.text, j->result.text_len, &calls, &n_calls)) {
+            ch[k].tool_calls = calls;
+            ch[k].n_tool_calls = n_calls;
+            ch[k].finish_reason = "tool_calls";
+        }
         if (!r->logprobs) continue;
         /* Tokens that start within the final text (a stop string cut the rest);
          * the first piece's leading space is the one the decoder strips. */
@@ -557,7 +567,10 @@ char *jobs_answer(const jobs_ctx *ctx, const job_group *g, oai_error *e) {
         body = r->kind == OAI_CHAT ? oai_chat_response(&m, ch, g->n_jobs, &u, &t)
                                    : oai_completion_response(&m, ch, g->n_jobs, &u, &t);
     if (!body) oai_fail(e, LV_ERR_NOMEM, 0, NULL, NULL, "out of memory");
-    for (int k = 0; ch && k < g->n_jobs; k++) free((void *)ch[k].logprobs);
+    for (int k = 0; ch && k < g->n_jobs; k++) {
+        free((void *)ch[k].logprobs);
+        tools_free_calls((oai_tool_call *)ch[k].tool_calls, ch[k].n_tool_calls);
+    }
     for (int k = 0; texts && k < g->n_jobs; k++) free(texts[k]);
     free(ch);
     free(texts);

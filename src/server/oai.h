@@ -131,6 +131,18 @@ enum {
     OAI_SET_MAX_TOKENS = 1u << 8,
 };
 
+/* tool_choice: "none" (the default without tools; tools are not shown to
+ * the model), "auto" (the default with tools), "required", or one named
+ * function (server/tools.h says how each is prompted and decoded). */
+typedef enum { OAI_TOOLS_NONE, OAI_TOOLS_AUTO, OAI_TOOLS_REQUIRED, OAI_TOOLS_NAMED } oai_tool_mode;
+
+/* A function of "tools" (validated; its parameters compiled once, to check
+ * them and, when the output is constrained, to decode under). */
+typedef struct {
+    const char *name; /* [A-Za-z0-9_-]{1,64}, unique (borrowed) */
+    const char *spec; /* {"name", "description", "parameters"} as shown to the model (borrowed) */
+} oai_tool;
+
 /*
  * A validated request. Every string is borrowed from the parsed JSON that
  * the request holds, so it lives until oai_request_free.
@@ -166,10 +178,19 @@ typedef struct {
      * of llama.cpp's `grammar` field; NULL: free text. */
     char *grammar_text;
     size_t grammar_len;
-    const char *grammar_param; /* where it came from, for errors ("response_format", "grammar") */
+    const char *grammar_param; /* where it came from, for errors ("response_format", "grammar",
+                                  "tools") */
+    /* Tool calling (server/tools.h). */
+    oai_tool *tools; /* (n_tools) */
+    size_t n_tools;
+    oai_tool_mode tool_mode;
+    int tool_named;           /* OAI_TOOLS_NAMED: the index in tools */
+    bool parallel_tool_calls; /* more than one call per answer (default true) */
 
-    void *json_;       /* the parsed body (json_t *); private */
-    chat_part *parts_; /* storage behind messages[].parts; private */
+    void *json_;            /* the parsed body (json_t *); private */
+    chat_part *parts_;      /* storage behind messages[].parts; private */
+    chat_part *tool_parts_; /* the last user turn's parts with the tools text first; private */
+    void *texts_;           /* rendered texts messages point into (json_t array); private */
 } oai_request;
 
 /*
@@ -229,12 +250,21 @@ typedef struct {
     oai_tok top[SAMPLE_MAX_TOP]; /* most likely first */
 } oai_token_logprob;
 
+/* A function call the model made (server/tools.h parses them out of the text). */
+typedef struct {
+    char id[40];     /* "call_" + 24 alphanumerics */
+    char *name;      /* heap */
+    char *arguments; /* JSON text (heap) */
+} oai_tool_call;
+
 typedef struct {
     const char *text; /* the choice's final text, len bytes (UTF-8) */
     size_t len;
-    const char *finish_reason;         /* "stop" or "length" */
+    const char *finish_reason;         /* "stop", "length" or "tool_calls" */
     const oai_token_logprob *logprobs; /* (n_logprobs), or NULL for "logprobs": null */
     int n_logprobs;
+    const oai_tool_call *tool_calls; /* (n_tool_calls): "content": null, "tool_calls": [...] */
+    int n_tool_calls;
 } oai_choice;
 
 typedef struct {
@@ -274,6 +304,9 @@ char *oai_chat_chunk_role(const oai_meta *m, int index);
 char *oai_chat_chunk_delta(const oai_meta *m, int index, const char *text, size_t len,
                            const oai_token_logprob *lp, int n_lp);
 char *oai_chat_chunk_finish(const oai_meta *m, int index, const char *finish_reason);
+/* A delta {"tool_calls":[{"index","id","type":"function","function":{"name",
+ * "arguments"}}]} with every call of choice index (sent once its text is done). */
+char *oai_chat_chunk_tool_calls(const oai_meta *m, int index, const oai_tool_call *calls, int n);
 char *oai_chat_chunk_usage(const oai_meta *m, const oai_usage *u, const oai_timings *t);
 /* text_completion stream events: finish_reason NULL for a content event. */
 char *oai_completion_chunk(const oai_meta *m, int index, const char *text, size_t len,

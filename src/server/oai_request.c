@@ -20,6 +20,7 @@
 #include "base/buf.h"
 #include "engine/json_schema.h"
 #include "io/json_type.h"
+#include "server/tools.h"
 
 #include <errno.h>
 #include <float.h>
@@ -293,20 +294,22 @@ static lv_status parse_format(const json_t *root, oai_request *r, oai_error *e) 
     return take_grammar(r, &b, "response_format");
 }
 
-/* Fields this server does not implement are refused, never ignored. */
-static lv_status refuse_unsupported(const json_t *root, oai_error *e) {
-    static const char *const fields[] = {"tools", "functions",  "function_call",
-                                         "audio", "prediction", "modalities"};
-    for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++) {
+/* Fields this server does not implement are refused, never ignored; tools
+ * only on /v1/chat/completions (server/tools.h). */
+static lv_status refuse_unsupported(const json_t *root, oai_kind kind, oai_error *e) {
+    static const char *const fields[] = {"functions",  "function_call", "audio",
+                                         "prediction", "modalities",    "tools"};
+    size_t n = sizeof fields / sizeof fields[0] - (kind == OAI_CHAT);
+    for (size_t i = 0; i < n; i++) {
         json_t *v = json_member(root, fields[i]);
         if (!v || (json_is_array(v) && json_array_size(v) == 0)) continue;
-        return BAD(e, fields[i], "unsupported_parameter",
-                   "'%s' is not supported by this server yet.", fields[i]);
+        return BAD(e, fields[i], "unsupported_parameter", "'%s' is not supported by this server.",
+                   fields[i]);
     }
     json_t *tc = json_member(root, "tool_choice");
-    if (tc && !(json_is_string(tc) && !strcmp(json_string_value(tc), "none")))
+    if (kind != OAI_CHAT && tc && !(json_is_string(tc) && !strcmp(json_string_value(tc), "none")))
         return BAD(e, "tool_choice", "unsupported_parameter",
-                   "'tool_choice' is not supported by this server yet (only \"none\").");
+                   "'tool_choice' is only supported on /v1/chat/completions.");
     return LV_OK;
 }
 
@@ -353,7 +356,8 @@ static lv_status parse_common(const json_t *root, const oai_limits *lim, oai_req
     }
     if ((st = parse_stop(root, r, e)) || (st = parse_logprobs(root, r, e)) ||
         (st = parse_logit_bias(root, lim, r, e)) || (st = parse_stream(root, r, e)) ||
-        (st = parse_format(root, r, e)) || (st = refuse_unsupported(root, e)))
+        (st = parse_format(root, r, e)) || (st = refuse_unsupported(root, r->kind, e)) ||
+        (r->kind == OAI_CHAT && (st = tools_parse(root, r->texts_, r, e))))
         return st;
     sp->n_top_logprobs = r->top_logprobs;
     return LV_OK;
@@ -366,7 +370,8 @@ static lv_status parse_common(const json_t *root, const oai_limits *lim, oai_req
  * assistant content is text in OpenAI's schema, and the template has no
  * place for them. */
 
-static lv_status parse_role(const json_t *m, const char *param, chat_role *role, oai_error *e) {
+static lv_status parse_role(const json_t *m, const char *param, chat_role *role, bool *tool,
+                            oai_error *e) {
     char p[64];
     snprintf(p, sizeof p, "%s.role", param);
     json_t *v = json_member(m, "role");
@@ -379,10 +384,12 @@ static lv_status parse_role(const json_t *m, const char *param, chat_role *role,
         *role = CHAT_USER;
     else if (!strcmp(s, "assistant"))
         *role = CHAT_ASSISTANT;
+    else if (!strcmp(s, "tool"))
+        *role = CHAT_USER, *tool = true; /* a result: text in a user turn (server/tools.h) */
     else
         return BAD(e, p, "invalid_value",
-                   "Invalid value: '%.40s'. Supported values are: 'system', 'user', 'assistant' "
-                   "and 'developer'.",
+                   "Invalid value: '%.40s'. Supported values are: 'system', 'user', 'assistant', "
+                   "'tool' and 'developer'.",
                    s);
     return LV_OK;
 }
@@ -460,15 +467,113 @@ static lv_status parse_part(const json_t *part, const char *param, chat_part *cp
     return LV_OK;
 }
 
-/* Parts of message i into r->parts_ + *n_parts, images into r->images. */
+/* Keeps text (taken) with the request; a part of it at *cp. */
+static lv_status keep_part(oai_request *r, lv_buf *text, chat_part *cp, oai_error *e) {
+    json_t *j = json_stringn(text->data ? text->data : "", text->len);
+    lv_buf_free(text);
+    if (!j || json_array_append_new(r->texts_, j))
+        return oai_fail(e, LV_ERR_NOMEM, 0, NULL, NULL, "Out of memory.");
+    *cp = (chat_part){CHAT_PART_TEXT, json_string_value(j), json_string_length(j)};
+    return LV_OK;
+}
+
+/* The text of a tool or assistant message's content (a string or text parts) into out. */
+static lv_status content_text(const json_t *c, const char *p, lv_buf *out, oai_error *e) {
+    if (json_is_string(c))
+        return lv_buf_append(out, json_string_value(c), json_string_length(c))
+                   ? oai_fail(e, LV_ERR_NOMEM, 0, NULL, NULL, "Out of memory.")
+                   : LV_OK;
+    if (!json_is_array(c)) return bad_type(e, p, "a string or an array of text parts", c);
+    for (size_t j = 0; j < json_array_size(c); j++) {
+        char pp[128];
+        snprintf(pp, sizeof pp, "%s[%zu]", p, j);
+        chat_part cp = {0};
+        oai_image img = {0};
+        bool is_image = false;
+        lv_status st = parse_part(json_array_get(c, j), pp, &cp, &img, &is_image, e);
+        if (st) return st;
+        if (is_image)
+            return BAD(e, pp, "invalid_value",
+                       "Invalid '%s': images are only supported in 'user' messages.", pp);
+        if (lv_buf_append(out, cp.text, cp.len))
+            return oai_fail(e, LV_ERR_NOMEM, 0, NULL, NULL, "Out of memory.");
+    }
+    return LV_OK;
+}
+
+/* A tool message (index i): its result line, a part of the user turn *msg
+ * (merged with the tool messages just before it). */
+static lv_status parse_tool_message(const json_t *m, size_t i, oai_request *r, chat_message *msg,
+                                    size_t *n_parts, oai_error *e) {
+    char p[96];
+    snprintf(p, sizeof p, "messages[%zu].tool_call_id", i);
+    json_t *id = json_member(m, "tool_call_id");
+    if (!id) return BAD(e, p, "missing_required_parameter", "Missing required parameter: '%s'.", p);
+    if (!json_is_string(id)) return bad_type(e, p, "a string", id);
+    snprintf(p, sizeof p, "messages[%zu].content", i);
+    json_t *c = json_member(m, "content");
+    if (!c) return BAD(e, p, "missing_required_parameter", "Missing required parameter: '%s'.", p);
+    lv_buf content = {0}, line = {0};
+    lv_status st = content_text(c, p, &content, e);
+    if (!st && msg->n_parts && lv_buf_puts(&line, "\n"))
+        st = oai_fail(e, LV_ERR_NOMEM, 0, NULL, NULL, "Out of memory.");
+    if (!st && tools_render_result(json_string_value(id), content.data ? content.data : "",
+                                   content.len, &line))
+        st = oai_fail(e, LV_ERR_NOMEM, 0, NULL, NULL, "Out of memory.");
+    lv_buf_free(&content);
+    if (!st) st = keep_part(r, &line, &r->parts_[(*n_parts)++], e);
+    lv_buf_free(&line);
+    if (!st) msg->n_parts++;
+    return st;
+}
+
+/* An assistant message with tool_calls: its content (may be null), a space,
+ * and the calls as "[TOOL_CALLS] [...]", one text part. */
+static lv_status parse_call_message(const json_t *m, const json_t *calls, const char *param,
+                                    oai_request *r, chat_message *msg, size_t *n_parts,
+                                    oai_error *e) {
+    char p[96];
+    snprintf(p, sizeof p, "%s.content", param);
+    json_t *c = json_member(m, "content");
+    lv_buf text = {0};
+    lv_status st = c ? content_text(c, p, &text, e) : LV_OK;
+    if (!st && text.len && lv_buf_puts(&text, " "))
+        st = oai_fail(e, LV_ERR_NOMEM, 0, NULL, NULL, "Out of memory.");
+    snprintf(p, sizeof p, "%s.tool_calls", param);
+    if (!st) st = tools_render_calls(calls, p, &text, e);
+    msg->parts = r->parts_ + *n_parts;
+    if (!st) st = keep_part(r, &text, &r->parts_[(*n_parts)++], e);
+    lv_buf_free(&text);
+    if (!st) msg->n_parts = 1;
+    return st;
+}
+
+/* Parts of message i into r->parts_ + *n_parts, images into r->images; the
+ * message is r->messages[*n_msgs] (a tool message may join the one before). */
 static lv_status parse_message(const json_t *m, size_t i, const oai_limits *lim, oai_request *r,
-                               size_t *n_parts, oai_error *e) {
+                               size_t *n_parts, size_t *n_msgs, bool *in_tools, oai_error *e) {
     char param[48], p[96];
     snprintf(param, sizeof param, "messages[%zu]", i);
     if (!json_is_object(m)) return bad_type(e, param, "an object", m);
-    chat_message *msg = &r->messages[i];
-    lv_status st = parse_role(m, param, &msg->role, e);
+    chat_message *msg = &r->messages[*n_msgs];
+    bool tool = false;
+    lv_status st = parse_role(m, param, &msg->role, &tool, e);
     if (st) return st;
+    if (tool) {
+        if (*in_tools) msg = &r->messages[*n_msgs - 1]; /* results in a row: one turn */
+        if (!*in_tools) {
+            msg->parts = r->parts_ + *n_parts;
+            msg->n_parts = 0;
+            (*n_msgs)++;
+        }
+        *in_tools = true;
+        return parse_tool_message(m, i, r, msg, n_parts, e);
+    }
+    *in_tools = false;
+    (*n_msgs)++;
+    json_t *calls = json_member(m, "tool_calls");
+    if (calls && msg->role == CHAT_ASSISTANT)
+        return parse_call_message(m, calls, param, r, msg, n_parts, e);
     msg->parts = r->parts_ + *n_parts;
     snprintf(p, sizeof p, "%s.content", param);
     json_t *c = json_member(m, "content");
@@ -505,6 +610,27 @@ static lv_status parse_message(const json_t *m, size_t i, const oai_limits *lim,
     return LV_OK;
 }
 
+/* The tools' text first in the last user turn (server/tools.h says why). */
+static lv_status put_tools_text(oai_request *r, oai_error *e) {
+    chat_message *last = NULL;
+    for (size_t i = 0; i < r->n_messages; i++)
+        if (r->messages[i].role == CHAT_USER) last = &r->messages[i];
+    if (!last) return LV_OK; /* no user turn: nowhere to put them */
+    if (!(r->tool_parts_ = calloc(last->n_parts + 1, sizeof *r->tool_parts_)))
+        return oai_fail(e, LV_ERR_NOMEM, 0, NULL, NULL, "Out of memory.");
+    lv_buf text = {0};
+    if (tools_render_prompt(r, &text)) {
+        lv_buf_free(&text);
+        return oai_fail(e, LV_ERR_NOMEM, 0, NULL, NULL, "Out of memory.");
+    }
+    lv_status st = keep_part(r, &text, &r->tool_parts_[0], e);
+    if (st) return st;
+    memcpy(r->tool_parts_ + 1, last->parts, last->n_parts * sizeof *last->parts);
+    last->parts = r->tool_parts_;
+    last->n_parts++;
+    return LV_OK;
+}
+
 static lv_status parse_messages(const json_t *root, const oai_limits *lim, oai_request *r,
                                 oai_error *e) {
     json_t *ms = json_member(root, "messages");
@@ -525,20 +651,22 @@ static lv_status parse_messages(const json_t *root, const oai_limits *lim, oai_r
     size_t total = 0; /* parts, an upper bound on images too */
     for (size_t i = 0; i < n; i++) {
         json_t *c = json_object_get(json_array_get(ms, i), "content");
-        total += json_is_array(c) ? json_array_size(c) : 1;
+        total += (json_is_array(c) ? json_array_size(c) : 0) + 1; /* + 1: a string, tool calls */
     }
     r->messages = calloc(n, sizeof *r->messages);
     r->parts_ = calloc(total, sizeof *r->parts_);
     r->images = calloc(total, sizeof *r->images);
     if (!r->messages || !r->parts_ || !r->images)
         return oai_fail(e, LV_ERR_NOMEM, 0, NULL, NULL, "Out of memory.");
-    r->n_messages = n;
-    size_t n_parts = 0;
+    size_t n_parts = 0, n_msgs = 0;
+    bool in_tools = false;
     for (size_t i = 0; i < n; i++) {
-        lv_status st = parse_message(json_array_get(ms, i), i, lim, r, &n_parts, e);
+        lv_status st =
+            parse_message(json_array_get(ms, i), i, lim, r, &n_parts, &n_msgs, &in_tools, e);
+        r->n_messages = n_msgs;
         if (st) return st;
     }
-    return LV_OK;
+    return tools_active(r) ? put_tools_text(r, e) : LV_OK;
 }
 
 /* ---- completion prompts ------------------------------------------------- */
@@ -634,6 +762,10 @@ static lv_status parse(oai_kind kind, const char *body, size_t len, const oai_li
                         "%d).",
                         je.text, je.line, je.column);
     out->json_ = root;
+    if (!(out->texts_ = json_array())) {
+        st = oai_fail(e, LV_ERR_NOMEM, 0, NULL, NULL, "Out of memory.");
+        goto fail;
+    }
     if (!json_is_object(root)) {
         st = oai_fail(e, LV_ERR_ARG, 0, NULL, "invalid_json",
                       "The request body must be a JSON object, but got %s.", json_type_name(root));
@@ -667,6 +799,9 @@ void oai_request_free(oai_request *r) {
     free(r->images);
     free(r->logit_bias);
     free(r->grammar_text);
+    free(r->tools);
+    free(r->tool_parts_);
+    json_decref(r->texts_);
     json_decref(r->json_);
     memset(r, 0, sizeof *r);
 }

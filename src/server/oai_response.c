@@ -246,13 +246,32 @@ static json_t *with(json_t *o, const char *key, json_t *val) {
     return o;
 }
 
+/* [{"id","type":"function","function":{"name","arguments"}}], with "index" first in a
+ * stream's delta. */
+static json_t *tool_calls_json(const oai_tool_call *c, int n, bool indexed) {
+    json_t *a = json_array();
+    for (int i = 0; a && i < n; i++) {
+        json_t *o = json_pack("{s:s, s:s, s:{s:s, s:s}}", "id", c[i].id, "type", "function",
+                              "function", "name", c[i].name, "arguments", c[i].arguments);
+        json_t *call = o;
+        if (indexed) { /* index first, as OpenAI orders a delta's call */
+            call = json_pack("{s:i}", "index", i);
+            if (call && o) json_object_update(call, o);
+            json_decref(o);
+            if (!o) json_decref(call), call = NULL;
+        }
+        if (json_array_append_new(a, call)) json_decref(a), a = NULL;
+    }
+    return a;
+}
+
 /* ---- complete responses ------------------------------------------------ */
 
 static char *response(const oai_meta *m, const oai_choice *c, int n, const oai_usage *u,
                       const oai_timings *t, bool chat) {
     json_t *choices = json_array();
     for (int i = 0; choices && i < n; i++) {
-        json_t *text = content_json(c[i].text, c[i].len);
+        json_t *text = chat && c[i].n_tool_calls ? json_null() : content_json(c[i].text, c[i].len);
         json_t *lp = chat ? chat_logprobs_json(c[i].logprobs, c[i].n_logprobs)
                           : completion_logprobs_json(c[i].logprobs, c[i].n_logprobs);
         json_t *ch = chat ? json_pack("{s:i, s:{s:s, s:o}, s:o, s:s}", "index", i, "message",
@@ -260,6 +279,13 @@ static char *response(const oai_meta *m, const oai_choice *c, int n, const oai_u
                                       "finish_reason", c[i].finish_reason)
                           : json_pack("{s:i, s:o, s:o, s:s}", "index", i, "text", text, "logprobs",
                                       lp, "finish_reason", c[i].finish_reason);
+        if (chat && c[i].n_tool_calls) {
+            json_t *msg = json_object_get(ch, "message");
+            if (!msg ||
+                json_object_set_new(msg, "tool_calls",
+                                    tool_calls_json(c[i].tool_calls, c[i].n_tool_calls, false)))
+                json_decref(ch), ch = NULL;
+        }
         if (json_array_append_new(choices, ch)) json_decref(choices), choices = NULL;
     }
     json_t *root = with(head(m, chat ? "chat.completion" : "text_completion"), "choices", choices);
@@ -299,6 +325,11 @@ char *oai_chat_chunk_delta(const oai_meta *m, int index, const char *text, size_
                            const oai_token_logprob *lp, int n_lp) {
     return chat_chunk(m, index, json_pack("{s:o}", "content", content_json(text, len)),
                       chat_logprobs_json(lp, n_lp), NULL);
+}
+
+char *oai_chat_chunk_tool_calls(const oai_meta *m, int index, const oai_tool_call *calls, int n) {
+    return chat_chunk(m, index, json_pack("{s:o}", "tool_calls", tool_calls_json(calls, n, true)),
+                      json_null(), NULL);
 }
 
 char *oai_chat_chunk_finish(const oai_meta *m, int index, const char *finish_reason) {

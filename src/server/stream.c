@@ -9,11 +9,19 @@
  * Events come in the order the OpenAI API sends them: the chat role chunk
  * per choice, content deltas, one finish chunk per choice, the usage
  * chunk, [DONE].
+ *
+ * Tool calls (server/tools.h): while a choice's text could still be one
+ * (it is, after whitespace, a prefix of "[TOOL_CALLS]" or starts with it),
+ * it is held back; once it cannot, it flows as content. A choice held to
+ * its end that parses as calls sends them in one tool_calls delta (every
+ * call whole: no argument fragments) and finishes with "tool_calls"; held
+ * text that does not parse is sent as content then.
  */
 #include "server/stream.h"
 
 #include "base/buf.h"
 #include "base/log.h"
+#include "server/tools.h"
 
 #include <microhttpd.h>
 #include <stdint.h>
@@ -34,9 +42,13 @@ struct stream {
     int *cursor;    /* (n_jobs) tokens already sent with logprobs */
     bool *finished; /* (n_jobs) finish event sent */
     int n_finished;
-    int next;    /* round-robin position */
-    bool failed; /* an error event was sent */
-    bool ended;  /* [DONE] is in out */
+    int next;     /* round-robin position */
+    bool tools;   /* answers are read for tool calls */
+    int n_jobs;   /* of held and open (g is zeroed when jobs_release runs) */
+    lv_buf *held; /* (n_jobs) text held back: it may be a tool call */
+    bool *open;   /* (n_jobs) the text is content: it flows */
+    bool failed;  /* an error event was sent */
+    bool ended;   /* [DONE] is in out */
 };
 
 static void put_event(stream *st, char *ev) {
@@ -64,6 +76,20 @@ static void put_delta(stream *st, int k, const char *text, size_t len) {
     free(texts);
 }
 
+/* New text of job k: a content event, unless it may be a tool call (held). */
+static void put_text(stream *st, int k, const char *text, size_t len) {
+    if (!len) return;
+    if (!st->tools || st->open[k]) {
+        put_delta(st, k, text, len);
+        return;
+    }
+    lv_buf *h = &st->held[k];
+    if (lv_buf_append(h, text, len) == LV_OK && tools_may_be_call(h->data, h->len)) return;
+    st->open[k] = true;
+    if (h->len) put_delta(st, k, h->data, h->len);
+    lv_buf_free(h);
+}
+
 /* Job k is done: its finish event, or an error event that ends the stream. */
 static void put_finish(stream *st, int k) {
     sched_job *j = st->g.jobs[k];
@@ -76,6 +102,20 @@ static void put_finish(stream *st, int k) {
         put_event(st, oai_sse_error(&e));
         st->failed = true;
         return;
+    }
+    if (st->tools && !st->open[k]) { /* held to the end: calls, or content after all */
+        oai_tool_call *calls = NULL;
+        int n = 0;
+        bool is_call = tools_parse_output(st->g.r, j->result.text, j->result.text_len, &calls, &n);
+        if (is_call) {
+            put_event(st, oai_chat_chunk_tool_calls(&st->meta, k, calls, n));
+            tools_free_calls(calls, n);
+            lv_buf_free(&st->held[k]);
+            put_event(st, oai_chat_chunk_finish(&st->meta, k, "tool_calls"));
+            return;
+        }
+        if (st->held[k].len) put_delta(st, k, st->held[k].data, st->held[k].len);
+        lv_buf_free(&st->held[k]);
     }
     put_event(st, st->chat ? oai_chat_chunk_finish(&st->meta, k, j->result.finish_reason)
                            : oai_completion_chunk(&st->meta, k, "", 0, j->result.finish_reason));
@@ -105,7 +145,7 @@ static void stream_pass(stream *st) {
         if (st->finished[k]) continue;
         lv_buf text = {0};
         bool done = sched_job_take(st->g.jobs[k], &text, n == 1 ? 500 : 0);
-        if (text.len) put_delta(st, k, text.data, text.len);
+        put_text(st, k, text.data, text.len);
         any |= text.len > 0 || done;
         lv_buf_free(&text);
         if (done) put_finish(st, k);
@@ -116,7 +156,7 @@ static void stream_pass(stream *st) {
             if (!st->finished[k]) {
                 lv_buf text = {0};
                 bool done = sched_job_take(st->g.jobs[k], &text, 50);
-                if (text.len) put_delta(st, k, text.data, text.len);
+                put_text(st, k, text.data, text.len);
                 lv_buf_free(&text);
                 if (done) put_finish(st, k);
                 break;
@@ -145,6 +185,9 @@ static void stream_free(void *cls) {
     if (!st->ended && st->g.n_jobs)
         LV_INFO("[%s] client disconnected; cancelling", st->g.jobs[0]->rid);
     jobs_release(&st->g); /* cancels: the scheduler frees the sequences at its next step */
+    for (int k = 0; st->held && k < st->n_jobs; k++) lv_buf_free(&st->held[k]);
+    free(st->held);
+    free(st->open);
     free(st->cursor);
     free(st->finished);
     lv_buf_free(&st->out);
@@ -156,9 +199,12 @@ stream *stream_new(const jobs_ctx *ctx, job_group *g) {
     if (st) {
         st->cursor = calloc((size_t)g->n_jobs, sizeof *st->cursor);
         st->finished = calloc((size_t)g->n_jobs, sizeof *st->finished);
+        st->held = calloc((size_t)g->n_jobs, sizeof *st->held);
+        st->open = calloc((size_t)g->n_jobs, sizeof *st->open);
+        st->n_jobs = g->n_jobs;
     }
-    if (!st || !st->cursor || !st->finished) {
-        if (st) free(st->cursor), free(st->finished);
+    if (!st || !st->cursor || !st->finished || !st->held || !st->open) {
+        if (st) free(st->cursor), free(st->finished), free(st->held), free(st->open);
         free(st);
         jobs_release(g);
         return NULL;
@@ -167,6 +213,7 @@ stream *stream_new(const jobs_ctx *ctx, job_group *g) {
     st->g = *g;
     memset(g, 0, sizeof *g);
     st->chat = st->g.r->kind == OAI_CHAT;
+    st->tools = st->chat && tools_active(st->g.r);
     oai_make_id(st->id, sizeof st->id, st->chat ? "chatcmpl-" : "cmpl-");
     st->meta = (oai_meta){st->id, (int64_t)time(NULL), ctx->model_name, st->g.r->include_usage};
     if (st->chat)
