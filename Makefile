@@ -65,7 +65,7 @@ fuzz:
 	  -DLLAVA_FUZZ=ON -DLLAVA_TESTS=OFF $(CMAKE_FLAGS) >/dev/null
 	@cmake --build build-fuzz -j $(JOBS)
 	@bash tests/fuzz/run.sh build-fuzz $(FUZZ_SECONDS)
-	@for t in safetensors tokenizer gguf json_schema; do mkdir -p build-fuzz/corpus/$$t build-fuzz/crashes; \
+	@for t in safetensors tokenizer gguf json_schema grammar; do mkdir -p build-fuzz/corpus/$$t build-fuzz/crashes; \
 	  echo "fuzz: fuzz_$$t for $$(( $(FUZZ_SECONDS) / 4 ))s" >&2; \
 	  build-fuzz/bin/fuzz_$$t -max_total_time=$$(( $(FUZZ_SECONDS) / 4 )) -max_len=32768 -timeout=10 \
 	    -artifact_prefix=build-fuzz/crashes/ -print_final_stats=0 build-fuzz/corpus/$$t \
