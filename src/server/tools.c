@@ -43,6 +43,16 @@ static bool name_ok(const char *s, size_t n) {
 }
 
 /* tools[i] into r->tools[i]; its parameters compiled (rules prefixed "f<i>-") into rules. */
+/* An optional member of tools[i].function: absent, or of the type (is_type). */
+static lv_status optional_of(const json_t *v, bool is_type, size_t i, const char *member,
+                             const char *want, oai_error *e) {
+    if (!v || is_type) return LV_OK;
+    char p[96];
+    snprintf(p, sizeof p, "tools[%zu].function.%s", i, member);
+    return BAD(e, p, "invalid_type", "Invalid type for '%s': expected %s, but got %s instead.", p,
+               want, json_type_name(v));
+}
+
 static lv_status parse_tool(const json_t *t, size_t i, json_t *texts, oai_request *r, lv_buf *rules,
                             unsigned *fixed, oai_error *e) {
     char p[96];
@@ -76,24 +86,12 @@ static lv_status parse_tool(const json_t *t, size_t i, json_t *texts, oai_reques
         if (!strcmp(r->tools[k].name, fname))
             return BAD(e, p, "invalid_value", "Invalid '%s': duplicate function name '%s'.", p,
                        fname);
-    snprintf(p, sizeof p, "tools[%zu].function.description", i);
-    if (desc && !json_is_string(desc))
-        return BAD(e, p, "invalid_type",
-                   "Invalid type for '%s': expected a string, but got %s "
-                   "instead.",
-                   p, json_type_name(desc));
-    snprintf(p, sizeof p, "tools[%zu].function.strict", i);
-    if (strict && !json_is_boolean(strict))
-        return BAD(e, p, "invalid_type",
-                   "Invalid type for '%s': expected a boolean, but got %s "
-                   "instead.",
-                   p, json_type_name(strict));
+    lv_status st;
+    if ((st = optional_of(desc, json_is_string(desc), i, "description", "a string", e)) ||
+        (st = optional_of(strict, json_is_boolean(strict), i, "strict", "a boolean", e)) ||
+        (st = optional_of(params, json_is_object(params), i, "parameters", "an object", e)))
+        return st;
     snprintf(p, sizeof p, "tools[%zu].function.parameters", i);
-    if (params && !json_is_object(params))
-        return BAD(e, p, "invalid_type",
-                   "Invalid type for '%s': expected an object, but got %s "
-                   "instead.",
-                   p, json_type_name(params));
     /* No parameters: a function of no arguments, {}. */
     json_t *schema =
         params ? json_incref(params) : json_pack("{s:s, s:{}}", "type", "object", "properties");
@@ -113,8 +111,7 @@ static lv_status parse_tool(const json_t *t, size_t i, json_t *texts, oai_reques
     char prefix[16];
     snprintf(prefix, sizeof prefix, "f%zu-", i);
     lv_err err = {{0}};
-    lv_status st =
-        json_schema_to_rules(schema_text, strlen(schema_text), prefix, rules, fixed, &err);
+    st = json_schema_to_rules(schema_text, strlen(schema_text), prefix, rules, fixed, &err);
     free(schema_text);
     if (st == LV_ERR_NOMEM) return nomem(e);
     if (st)
