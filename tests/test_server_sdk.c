@@ -3,10 +3,14 @@
  * with --parallel 1 --queue-size 1 for the 429) and runs
  * tests/node/sdk_test.mjs with node; then, on a third server (--parallel 4),
  * tests/node/structured_test.mjs: structured outputs through the SDK's
- * zodResponseFormat + parse helpers, every answer validated by ajv. Each is
- * skipped, saying why, when node or its npm packages (`openai`; `zod` and
- * `ajv` for the second; scripts/setup.sh installs them into the cache
- * directory, next to the tokenizer package) are missing. */
+ * zodResponseFormat + parse helpers, every answer validated by ajv; on a
+ * fourth (--parallel 4), tests/node/tools_test.mjs: tool calling through the
+ * SDK (tool_choice required / named / parallel_tool_calls false, the round
+ * trip with tool results, runTools, the stream helper), every call's
+ * arguments validated by ajv. Each is skipped, saying why, when node or its
+ * npm packages (`openai`; `zod` and `ajv` for the second, `ajv` for the
+ * third; scripts/setup.sh installs them into the cache directory, next to
+ * the tokenizer package) are missing. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -140,10 +144,50 @@ static void test_structured_outputs_node_sdk(void **state) {
     assert_int_equal(rc1, 0);
 }
 
+static void test_tool_calling_node_sdk(void **state) {
+    (void)state;
+    static const char *const names[] = {"openai",
+                                        "ajv",
+                                        "fast-deep-equal",
+                                        "fast-uri",
+                                        "json-schema-traverse",
+                                        "require-from-string",
+                                        NULL};
+    char nm[1100];
+    if (system("node --version > /dev/null 2>&1") != 0) {
+        print_message("SKIP: node is not installed\n");
+        skip();
+    }
+    if (!node_modules(nm, sizeof nm, names)) {
+        print_message("SKIP: the npm packages openai and ajv (with its dependencies) are not all "
+                      "installed in the cache directory (run scripts/setup.sh)\n");
+        skip();
+    }
+    const char *tmp = tu_tmpdir("server_sdk_tools");
+    char log[1200];
+    snprintf(log, sizeof log, "%.1100s/server.log", tmp);
+    srv s;
+    const char *argv[] = {"--model", srv_demo_model(), "--port", "0",         "--parallel",
+                          "4",       "--ctx-size",     "2048",   "--api-key", KEY,
+                          "--alias", "demo",           NULL};
+    assert_true(srv_start(&s, log, argv, NULL));
+    assert_true(srv_wait_healthy(&s, 60));
+    char cmd[8192];
+    snprintf(cmd, sizeof cmd,
+             "NODE_PACKAGES='%s' LLAVA_BASE_URL='http://127.0.0.1:%d' LLAVA_API_KEY='%s' "
+             "node '%s/../node/tools_test.mjs' 2>&1",
+             nm, s.port, KEY, tu_env("LLAVA_TEST_DATA"));
+    int rc = run_node(cmd);
+    int rc1 = srv_stop(&s);
+    assert_int_equal(rc, 0);
+    assert_int_equal(rc1, 0);
+}
+
 int main(void) {
     curl_global_init(CURL_GLOBAL_DEFAULT);
     const struct CMUnitTest tests[] = {cmocka_unit_test(test_openai_node_sdk),
-                                       cmocka_unit_test(test_structured_outputs_node_sdk)};
+                                       cmocka_unit_test(test_structured_outputs_node_sdk),
+                                       cmocka_unit_test(test_tool_calling_node_sdk)};
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     curl_global_cleanup();
     return rc;
