@@ -6,6 +6,7 @@
 #ifndef LV_TEST_SCHED_HARNESS_H
 #define LV_TEST_SCHED_HARNESS_H
 
+#include "base/log.h"
 #include "engine/request.h"
 #include "engine/scheduler.h"
 #include "testutil.h"
@@ -26,6 +27,28 @@ static inline const char *sh_demo_dir(void) {
 static inline const char *sh_device(void) {
     const char *d = getenv("LLAVA_TEST_DEVICE");
     return d && *d ? d : "cpu";
+}
+
+/* A cmocka group setup's work: the demo model loaded on sh_device() with
+ * warnings only, and each of the n samples (models/demo/samples/NAME) made
+ * into px[i] with its <image> count tokens[i]. -1 after printing why. */
+static inline int sh_setup_demo(llava **m, const char *const *samples, img_tensor *px, int *tokens,
+                                int n) {
+    lv_log_set_level(LV_LOG_WARN);
+    lv_err err;
+    if (llava_open(sh_demo_dir(), m, &err) || llava_load(*m, sh_device(), 2, &err)) {
+        fprintf(stderr, "cannot load %s: %s\n", sh_demo_dir(), err.msg);
+        return -1;
+    }
+    for (int i = 0; i < n; i++) {
+        char path[1200];
+        snprintf(path, sizeof path, "%s/samples/%s", sh_demo_dir(), samples[i]);
+        if (request_load_image(*m, path, &px[i], &tokens[i], NULL, NULL, &err)) {
+            fprintf(stderr, "%s\n", err.msg);
+            return -1;
+        }
+    }
+    return 0;
 }
 
 /* A greedy job for a raw prompt (chat template already applied) whose one

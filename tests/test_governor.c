@@ -140,16 +140,8 @@ static int g_tokens;
 
 static int setup(void **state) {
     (void)state;
-    lv_log_set_level(LV_LOG_WARN);
-    lv_err err;
-    char path[1200];
-    snprintf(path, sizeof path, "%s/samples/sample_01_320x240.png", sh_demo_dir());
-    if (llava_open(sh_demo_dir(), &g_m, &err) || llava_load(g_m, sh_device(), 2, &err) ||
-        request_load_image(g_m, path, &g_px, &g_tokens, NULL, NULL, &err)) {
-        fprintf(stderr, "%s\n", err.msg);
-        return -1;
-    }
-    return 0;
+    static const char *const names[1] = {"sample_01_320x240.png"};
+    return sh_setup_demo(&g_m, names, &g_px, &g_tokens, 1);
 }
 
 static int teardown(void **state) {

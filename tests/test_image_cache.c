@@ -32,22 +32,8 @@ static int g_tokens[2];
 
 static int setup(void **state) {
     (void)state;
-    lv_log_set_level(LV_LOG_WARN);
-    lv_err err;
-    if (llava_open(sh_demo_dir(), &g_m, &err) || llava_load(g_m, sh_device(), 2, &err)) {
-        fprintf(stderr, "cannot load %s: %s\n", sh_demo_dir(), err.msg);
-        return -1;
-    }
-    static const char *names[2] = {"sample_01_320x240.png", "sample_03_400x400.png"};
-    for (int i = 0; i < 2; i++) {
-        char path[1200];
-        snprintf(path, sizeof path, "%s/samples/%s", sh_demo_dir(), names[i]);
-        if (request_load_image(g_m, path, &g_px[i], &g_tokens[i], NULL, NULL, &err)) {
-            fprintf(stderr, "%s\n", err.msg);
-            return -1;
-        }
-    }
-    return 0;
+    static const char *const names[2] = {"sample_01_320x240.png", "sample_03_400x400.png"};
+    return sh_setup_demo(&g_m, names, g_px, g_tokens, 2);
 }
 
 static int teardown(void **state) {

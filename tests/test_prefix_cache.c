@@ -35,19 +35,8 @@ static int g_px_tokens;
 
 static int setup(void **state) {
     (void)state;
-    lv_log_set_level(LV_LOG_WARN);
-    lv_err err;
-    if (llava_open(sh_demo_dir(), &g_m, &err) || llava_load(g_m, sh_device(), 2, &err)) {
-        fprintf(stderr, "cannot load %s: %s\n", sh_demo_dir(), err.msg);
-        return -1;
-    }
-    char path[1200];
-    snprintf(path, sizeof path, "%s/samples/sample_01_320x240.png", sh_demo_dir());
-    if (request_load_image(g_m, path, &g_px, &g_px_tokens, NULL, NULL, &err)) {
-        fprintf(stderr, "%s\n", err.msg);
-        return -1;
-    }
-    return 0;
+    static const char *const names[1] = {"sample_01_320x240.png"};
+    return sh_setup_demo(&g_m, names, &g_px, &g_px_tokens, 1);
 }
 
 static int teardown(void **state) {

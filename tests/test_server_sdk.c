@@ -104,6 +104,45 @@ static void test_openai_node_sdk(void **state) {
     assert_int_equal(rc2, 0);
 }
 
+/* Runs tests/node/<script> against a server of its own (--parallel 4, plus
+ * --ctx-size ctx when given) with the npm packages it needs (packages,
+ * described as `what` in the skip message) found in the cache. */
+static void run_node_script(const char *script, const char *const *packages, const char *what,
+                            const char *ctx) {
+    char nm[1100];
+    if (system("node --version > /dev/null 2>&1") != 0) {
+        print_message("SKIP: node is not installed\n");
+        skip();
+    }
+    if (!node_modules(nm, sizeof nm, packages)) {
+        print_message("SKIP: the npm packages %s are not all installed in the cache directory "
+                      "(run scripts/setup.sh)\n",
+                      what);
+        skip();
+    }
+    const char *tmp = tu_tmpdir(script);
+    char log[1200];
+    snprintf(log, sizeof log, "%.1100s/server.log", tmp);
+    srv s;
+    const char *argv[16] = {"--model", srv_demo_model(), "--port", "0",       "--parallel",
+                            "4",       "--api-key",      KEY,      "--alias", "demo"};
+    int n = 10;
+    if (ctx) argv[n++] = "--ctx-size", argv[n++] = ctx;
+    argv[n] = NULL;
+    assert_true(srv_start(&s, log, argv, NULL));
+    assert_true(srv_wait_healthy(&s, 60));
+    char cmd[8192];
+    snprintf(cmd, sizeof cmd,
+             "NODE_PACKAGES='%s' LLAVA_BASE_URL='http://127.0.0.1:%d' LLAVA_API_KEY='%s' "
+             "LLAVA_IMAGE='%s' node '%s/../node/%s' 2>&1",
+             nm, s.port, KEY, srv_demo_sample("sample_01_320x240.png"), tu_env("LLAVA_TEST_DATA"),
+             script);
+    int rc = run_node(cmd);
+    int rc1 = srv_stop(&s);
+    assert_int_equal(rc, 0);
+    assert_int_equal(rc1, 0);
+}
+
 static void test_structured_outputs_node_sdk(void **state) {
     (void)state;
     static const char *const names[] = {"openai",
@@ -114,34 +153,8 @@ static void test_structured_outputs_node_sdk(void **state) {
                                         "json-schema-traverse",
                                         "require-from-string",
                                         NULL};
-    char nm[1100];
-    if (system("node --version > /dev/null 2>&1") != 0) {
-        print_message("SKIP: node is not installed\n");
-        skip();
-    }
-    if (!node_modules(nm, sizeof nm, names)) {
-        print_message("SKIP: the npm packages openai, zod and ajv (with its dependencies) are "
-                      "not all installed in the cache directory (run scripts/setup.sh)\n");
-        skip();
-    }
-    const char *tmp = tu_tmpdir("server_sdk_structured");
-    char log[1200];
-    snprintf(log, sizeof log, "%.1100s/server.log", tmp);
-    srv s;
-    const char *argv[] = {"--model", srv_demo_model(), "--port", "0",       "--parallel",
-                          "4",       "--api-key",      KEY,      "--alias", "demo",
-                          NULL};
-    assert_true(srv_start(&s, log, argv, NULL));
-    assert_true(srv_wait_healthy(&s, 60));
-    char cmd[8192];
-    snprintf(cmd, sizeof cmd,
-             "NODE_PACKAGES='%s' LLAVA_BASE_URL='http://127.0.0.1:%d' LLAVA_API_KEY='%s' "
-             "LLAVA_IMAGE='%s' node '%s/../node/structured_test.mjs' 2>&1",
-             nm, s.port, KEY, srv_demo_sample("sample_01_320x240.png"), tu_env("LLAVA_TEST_DATA"));
-    int rc = run_node(cmd);
-    int rc1 = srv_stop(&s);
-    assert_int_equal(rc, 0);
-    assert_int_equal(rc1, 0);
+    run_node_script("structured_test.mjs", names, "openai, zod and ajv (with its dependencies)",
+                    NULL);
 }
 
 static void test_tool_calling_node_sdk(void **state) {
@@ -153,34 +166,7 @@ static void test_tool_calling_node_sdk(void **state) {
                                         "json-schema-traverse",
                                         "require-from-string",
                                         NULL};
-    char nm[1100];
-    if (system("node --version > /dev/null 2>&1") != 0) {
-        print_message("SKIP: node is not installed\n");
-        skip();
-    }
-    if (!node_modules(nm, sizeof nm, names)) {
-        print_message("SKIP: the npm packages openai and ajv (with its dependencies) are not all "
-                      "installed in the cache directory (run scripts/setup.sh)\n");
-        skip();
-    }
-    const char *tmp = tu_tmpdir("server_sdk_tools");
-    char log[1200];
-    snprintf(log, sizeof log, "%.1100s/server.log", tmp);
-    srv s;
-    const char *argv[] = {"--model", srv_demo_model(), "--port", "0",         "--parallel",
-                          "4",       "--ctx-size",     "2048",   "--api-key", KEY,
-                          "--alias", "demo",           NULL};
-    assert_true(srv_start(&s, log, argv, NULL));
-    assert_true(srv_wait_healthy(&s, 60));
-    char cmd[8192];
-    snprintf(cmd, sizeof cmd,
-             "NODE_PACKAGES='%s' LLAVA_BASE_URL='http://127.0.0.1:%d' LLAVA_API_KEY='%s' "
-             "node '%s/../node/tools_test.mjs' 2>&1",
-             nm, s.port, KEY, tu_env("LLAVA_TEST_DATA"));
-    int rc = run_node(cmd);
-    int rc1 = srv_stop(&s);
-    assert_int_equal(rc, 0);
-    assert_int_equal(rc1, 0);
+    run_node_script("tools_test.mjs", names, "openai and ajv (with its dependencies)", "2048");
 }
 
 int main(void) {

@@ -18,17 +18,8 @@
 
 static srv S;
 
-#define WEATHER                                                                                    \
-    "{\"type\":\"function\",\"function\":{\"name\":\"get_weather\",\"description\":\"Weather of "  \
-    "a "                                                                                           \
-    "city\",\"parameters\":{\"type\":\"object\",\"properties\":{\"city\":{\"type\":\"string\","    \
-    "\"maxLength\":8},\"unit\":{\"enum\":[\"c\",\"f\"]}},\"required\":[\"city\",\"unit\"]}}}"
-#define COUNT                                                                                      \
-    "{\"type\":\"function\",\"function\":{\"name\":\"count\",\"parameters\":{\"type\":\"object\"," \
-    "\"properties\":{\"n\":{\"type\":\"integer\"},\"ok\":{\"type\":\"boolean\"}},\"required\":["   \
-    "\"n\",\"ok\"]}}}"
-#define TOOLS "\"tools\":[" WEATHER "," COUNT "]"
-#define ASK   "\"messages\":[{\"role\":\"user\",\"content\":\"What is the weather in Paris?\"}]"
+#include "tools_fixtures.h"
+#define ASK "\"messages\":[{\"role\":\"user\",\"content\":\"What is the weather in Paris?\"}]"
 
 static json_t *post_json(const char *body, long want) {
     char *out = NULL;

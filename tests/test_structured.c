@@ -34,10 +34,9 @@ static structured_vocab *g_v;
 
 static int setup(void **state) {
     (void)state;
-    lv_log_set_level(LV_LOG_WARN);
     lv_err err;
-    if (llava_open(sh_demo_dir(), &g_m, &err) || llava_load(g_m, sh_device(), 2, &err) ||
-        structured_vocab_new(llava_tokenizer(g_m), &g_v, &err)) {
+    if (sh_setup_demo(&g_m, NULL, NULL, NULL, 0)) return -1;
+    if (structured_vocab_new(llava_tokenizer(g_m), &g_v, &err)) {
         fprintf(stderr, "%s\n", err.msg);
         return -1;
     }

@@ -17,16 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define WEATHER                                                                                    \
-    "{\"type\":\"function\",\"function\":{\"name\":\"get_weather\",\"description\":\"Weather of "  \
-    "a "                                                                                           \
-    "city\",\"parameters\":{\"type\":\"object\",\"properties\":{\"city\":{\"type\":\"string\","    \
-    "\"maxLength\":8},\"unit\":{\"enum\":[\"c\",\"f\"]}},\"required\":[\"city\",\"unit\"]}}}"
-#define COUNT                                                                                      \
-    "{\"type\":\"function\",\"function\":{\"name\":\"count\",\"parameters\":{\"type\":\"object\"," \
-    "\"properties\":{\"n\":{\"type\":\"integer\"},\"ok\":{\"type\":\"boolean\"}},\"required\":["   \
-    "\"n\",\"ok\"]}}}"
-#define TOOLS "\"tools\":[" WEATHER "," COUNT "]"
+#include "tools_fixtures.h"
 
 static oai_request parse_ok(const char *body) {
     oai_limits lim;
