@@ -3,6 +3,8 @@
  */
 #include "engine/structured.h"
 
+#include "base/buf.h"
+
 #include <stdlib.h>
 #include <string.h>
 
@@ -46,28 +48,38 @@ static int token_text(const tok *t, int32_t before, int32_t id, char *out, size_
     return m < 0 ? -1 : n + m;
 }
 
+/* The trie of every token's text after `before` (-1: as the first token).
+ * The texts are packed in one buffer (a token's is at most 512 bytes; a
+ * longer one, which cannot be streamed, is never allowed: length 0). */
+static lv_status build_trie(const tok *t, int32_t before, grammar_vocab **out, lv_err *err) {
+    int n = tok_vocab_size(t);
+    lv_buf text = {0};
+    size_t *off = malloc((size_t)n * sizeof *off), *len = malloc((size_t)n * sizeof *len);
+    const char **ptr = malloc((size_t)n * sizeof *ptr);
+    lv_status st = off && len && ptr ? LV_OK : LV_ERR_NOMEM;
+    for (int i = 0; !st && i < n; i++) {
+        char piece[512];
+        int k = token_text(t, before, i, piece, sizeof piece);
+        off[i] = text.len;
+        len[i] = k > 0 ? (size_t)k : 0;
+        if (len[i]) st = lv_buf_append(&text, piece, len[i]);
+    }
+    for (int i = 0; !st && i < n; i++) ptr[i] = text.data ? text.data + off[i] : "";
+    if (st)
+        st = lv_fail(err, LV_ERR_NOMEM, "out of memory for the vocabulary's tries");
+    else
+        st = grammar_vocab_new(ptr, len, n, out, err);
+    lv_buf_free(&text);
+    free(off), free(len), free(ptr);
+    return st;
+}
+
 lv_status structured_vocab_new(const tok *t, structured_vocab **out, lv_err *err) {
     *out = NULL;
-    int n = tok_vocab_size(t);
-    int32_t plain = plain_token(t);
-    char *buf = malloc((size_t)n * 2 * 512);
-    const char **mid = calloc((size_t)n, sizeof *mid), **first = calloc((size_t)n, sizeof *first);
-    size_t *mid_len = calloc((size_t)n, sizeof *mid_len),
-           *first_len = calloc((size_t)n, sizeof *first_len);
     structured_vocab *v = calloc(1, sizeof *v);
-    lv_status st = buf && mid && first && mid_len && first_len && v
-                       ? LV_OK
-                       : lv_fail(err, LV_ERR_NOMEM, "out of memory for the vocabulary's tries");
-    for (int i = 0; !st && i < n; i++) {
-        char *a = buf + (size_t)i * 1024, *b = a + 512;
-        int la = token_text(t, plain, i, a, 512), lb = token_text(t, -1, i, b, 512);
-        mid[i] = a, first[i] = b;
-        mid_len[i] = la > 0 ? (size_t)la : 0; /* too long to stream: never allowed */
-        first_len[i] = lb > 0 ? (size_t)lb : 0;
-    }
-    if (!st) st = grammar_vocab_new(mid, mid_len, n, &v->mid, err);
-    if (!st) st = grammar_vocab_new(first, first_len, n, &v->first, err);
-    free(buf), free(mid), free(first), free(mid_len), free(first_len);
+    if (!v) return lv_fail(err, LV_ERR_NOMEM, "out of memory");
+    lv_status st = build_trie(t, plain_token(t), &v->mid, err);
+    if (!st) st = build_trie(t, -1, &v->first, err);
     if (st) {
         structured_vocab_free(v);
         return st;
