@@ -207,27 +207,35 @@ static int64_t default_limit(const llava *m, const char **from) {
     return avail > 0 && rss > 0 ? avail + rss : 0;
 }
 
-/* The governor, its fixed part what is held now (weights, scratch). */
-static lv_status new_governor(const srv_args *a, llava *m, mg_governor **out, lv_err *err) {
-    const char *from = "--memory-limit";
-    int64_t limit = a->memory_limit_bytes >= 0 ? a->memory_limit_bytes : default_limit(m, &from);
+/* The governor (its budget from --memory-limit or default_limit; *from says
+ * which), measuring the real use unless the seed config said not to. */
+static lv_status new_governor(const srv_args *a, llava *m, mg_governor **out, const char **from,
+                              lv_err *err) {
+    *from = "--memory-limit";
+    int64_t limit = a->memory_limit_bytes >= 0 ? a->memory_limit_bytes : default_limit(m, from);
     mg_config gc = {.limit = limit};
     if (a->file.pressure_detection != 0) { /* absent or true: measured beside the accounting */
         gc.measure = measure_memory;
         gc.measure_ud = m;
     }
-    lv_status st = mg_new(&gc, out, err);
-    if (st) return st;
+    if (!limit) *from = "none: accounting only";
+    return mg_new(&gc, out, err);
+}
+
+/* Once the model and the scheduler hold their memory: that is the fixed part. */
+static void hold_fixed(mg_governor *gov, llava *m, const char *from) {
     int64_t now = measure_memory(m);
-    mg_set_fixed(*out, now > 0 ? now : 0);
-    if (limit > 0 && now > limit * 0.80)
+    if (now < 0) now = 0;
+    mg_set_fixed(gov, now);
+    mg_stats ms;
+    mg_get_stats(gov, &ms);
+    if (ms.limit > 0 && now > ms.limit * 0.80)
         LV_WARN("memory: %.0f MiB are held before any request, above 80%% of the %.0f MiB budget "
                 "(%s): caches will be evicted at once",
-                now / 1048576.0, limit / 1048576.0, from);
+                now / 1048576.0, ms.limit / 1048576.0, from);
     LV_INFO("memory: budget %.0f MiB (%s), %.0f MiB held once loaded; caches evicted above 80%%, "
             "requests refused above 95%%",
-            limit / 1048576.0, limit ? from : "none: accounting only", now / 1048576.0);
-    return LV_OK;
+            ms.limit / 1048576.0, from, now / 1048576.0);
 }
 
 /* ---- background load ------------------------------------------------------------------- */
@@ -282,11 +290,11 @@ static void *load_main(void *arg) {
                                                         : (int64_t)a->prefix_cache_mb << 20,
         .trim_interval_s = a->file.periodic_cleanup == 0 ? -1 : a->file.cleanup_interval_s};
     if (wc.prefix_cache_bytes < 0) wc.cache_slots = -1;
-    if (new_governor(a, m, &gov, &err)) goto fail;
+    const char *from;
+    if (new_governor(a, m, &gov, &from, &err)) goto fail;
     wc.governor = gov;
     if (sched_new(m, &wc, &w, &err) || sched_start(w, &err)) goto fail;
-    mg_set_fixed(gov,
-                 measure_memory(m) > 0 ? measure_memory(m) : 0); /* the scheduler's scratch too */
+    hold_fixed(gov, m, from); /* weights and the scheduler's scratch */
     sched_stats ws;
     sched_get_stats(w, &ws);
     LV_INFO("model %s loaded from %s on %s in %.0f ms (context %d, %d parallel sequences, "
