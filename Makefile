@@ -18,19 +18,24 @@
 #                     ops, attention and transformers parity on the device), then the
 #                     same under compute-sanitizer memcheck and racecheck
 #   make build-cuda   only that build (CI compiles it wherever nvcc is installed)
+#   make install      build, then install the tools, the demo model, the docs and a
+#                     systemd unit under PREFIX (default /usr/local), staged below
+#                     DESTDIR if given (packagers: make install PREFIX=/usr DESTDIR=pkg)
 #   make clean        remove build trees
 JOBS  ?= $(shell nproc 2>/dev/null || echo 2)
 T     ?=
 MODEL ?= models/demo
 CMAKE_FLAGS ?=
 FUZZ_SECONDS ?= 60
+PREFIX ?= /usr/local
+DESTDIR ?=
 CTEST_ARGS = --output-on-failure $(if $(T),-R $(T),)
 # The tests test-arm64 builds and runs under qemu: every test that links
 # without the server's libraries and needs no tool binary (a few minutes).
 ARM64_TESTS ?= kernels_neon;backend;qdot;quant;layers;forward;gguf;safetensors;tokenizer;chat_template;hf_config;hf_cache;model_dir;vqa_score;base;base64
 
 .PHONY: all build setup test test-release test-asan asan run format clean fuzz test-arm64 \
-        build-cuda test-cuda
+        build-cuda test-cuda install
 
 all: build
 
@@ -59,6 +64,9 @@ run: setup build
 	  echo "make run: no model at '$(MODEL)'. Give one: make run MODEL=path/to/llava-v1.6-mistral-7b-hf"; \
 	  echo "(or a Hugging Face repo id in the local cache)"; exit 1; fi
 	build/bin/llava-server --model "$(MODEL)" --host "$${HOST:-127.0.0.1}" --port "$${PORT:-8080}"
+
+install: build
+	@DESTDIR="$(DESTDIR)" cmake --install build --prefix "$(PREFIX)"
 
 fuzz:
 	@cmake -S . -B build-fuzz -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=RelWithDebInfo \
