@@ -6,6 +6,7 @@
  *                [--port 8080] [--parallel N] [--queue-size N] [--ctx-size N]
  *                [--threads N] [--exact] [--device cpu|ref|cuda[:N]] [--api-key KEY]
  *                [--allowed-origins LIST] [--allowed-local-media-path DIR] [--timeout S]
+ *                [--drain-grace S] [--drain-timeout S]
  *                [--alias NAME] [--memory-limit SIZE] [--prefix-cache-mb N]
  *                [--image-cache-mb N] [--no-prefix-cache]
  *
@@ -26,8 +27,11 @@
  * The socket listens at once and /health answers 503 while the model loads
  * on a background thread. The line "llava-server: listening on HOST:PORT"
  * goes to stderr once bound (port 0 picks a free port; tests read it).
- * SIGINT / SIGTERM: stop accepting, finish the running requests, cancel the
- * queued ones, exit 0. A model that fails to load exits 1.
+ * SIGINT / SIGTERM: the drain (http_stop): /health answers 503 (for
+ * --drain-grace seconds with the listener still open), then stop accepting,
+ * finish the running requests, cancel the queued ones, let the answers out
+ * (up to --drain-timeout seconds for a slow reader), exit 0. A model that
+ * fails to load exits 1.
  */
 #include "base/clock.h"
 #include "base/log.h"
@@ -51,11 +55,12 @@
 typedef struct {
     const char *model, *mmproj, *alias, *host, *api_key, *origins, *media_dir, *config;
     int port, queue_size, ctx_size, threads, timeout_s, parallel;
-    bool exact;           /* --exact: llava_set_exact */
-    bool no_prefix_cache; /* --no-prefix-cache: sched_config.cache_slots -1 */
-    int image_cache_mb;   /* --image-cache-mb: sched_config.image_cache_bytes (0: off; -1: the
-                             scheduler's default) */
-    int prefix_cache_mb;  /* --prefix-cache-mb: sched_config.prefix_cache_bytes (-1: not given) */
+    int drain_grace_s, drain_timeout_s; /* --drain-grace, --drain-timeout (http_stop) */
+    bool exact;                         /* --exact: llava_set_exact */
+    bool no_prefix_cache;               /* --no-prefix-cache: sched_config.cache_slots -1 */
+    int image_cache_mb;  /* --image-cache-mb: sched_config.image_cache_bytes (0: off; -1: the
+                            scheduler's default) */
+    int prefix_cache_mb; /* --prefix-cache-mb: sched_config.prefix_cache_bytes (-1: not given) */
     const char *memory_limit;   /* --memory-limit SIZE (NULL: the default) */
     int64_t memory_limit_bytes; /* parsed; -1: the default */
     const char *device;         /* --device, else the config's device, else "cpu" */
@@ -98,6 +103,10 @@ static void usage(FILE *f) {
         "  --allowed-origins LIST         CORS origins, comma-separated, or *\n"
         "  --allowed-local-media-path DIR allow file:// image URLs below DIR\n"
         "  --timeout S                    per-request limit in seconds (default 600; 0 = none)\n"
+        "  --drain-grace S                on SIGTERM/SIGINT, /health answers 503 for S seconds\n"
+        "                                 before the listener closes (default 0)\n"
+        "  --drain-timeout S              then answers still being sent get S seconds more\n"
+        "                                 (default 30)\n"
         "  --alias NAME                   model name shown to clients (default: --model)\n"
         "  --log-level L                  error|warn|info|debug (default $LOG_LEVEL or info)\n");
 }
@@ -113,6 +122,7 @@ static int parse_args(int argc, char **argv, srv_args *a) {
                     .port = 8080,
                     .queue_size = 64,
                     .timeout_s = 600,
+                    .drain_timeout_s = 30,
                     .parallel = 4,
                     .image_cache_mb = -1,
                     .prefix_cache_mb = -1,
@@ -142,6 +152,8 @@ static int parse_args(int argc, char **argv, srv_args *a) {
         TOOL_STR("allowed-origins", 0, &a->origins),
         TOOL_STR("allowed-local-media-path", 0, &a->media_dir),
         TOOL_INT("timeout", 0, &a->timeout_s, 0, 86400 * 7),
+        TOOL_INT("drain-grace", 0, &a->drain_grace_s, 0, 3600),
+        TOOL_INT("drain-timeout", 0, &a->drain_timeout_s, 0, 86400),
         TOOL_STR("alias", 0, &a->alias),
         TOOL_STR("log-level", 0, &level),
     };
@@ -341,6 +353,8 @@ int main(int argc, char **argv) {
                        .allowed_origins = a.origins,
                        .allowed_local_media_path = a.media_dir,
                        .timeout_s = a.timeout_s,
+                       .drain_grace_ms = a.drain_grace_s * 1000,
+                       .drain_timeout_s = a.drain_timeout_s,
                        .model_name = a.alias,
                        .max_body = 32u << 20,
                        .default_max_tokens = a.file.max_tokens,

@@ -46,6 +46,7 @@
 #include <strings.h>
 #include <sys/socket.h>
 #include <time.h>
+#include <time.h>
 #include <unistd.h>
 
 enum { ST_LOADING, ST_READY };
@@ -55,6 +56,8 @@ struct http_server {
     struct MHD_Daemon *d;
     int port;
     atomic_int state;        /* ST_LOADING until http_set_ready */
+    atomic_bool draining;    /* http_stop began: /health and model routes answer 503 */
+    atomic_int active;       /* requests begun and not yet completed (answer fully sent) */
     llava *m;                /* owned once ready */
     sched *w;                /* owned once ready */
     mg_governor *gov;        /* owned once ready; NULL: none */
@@ -193,6 +196,9 @@ static bool gpu_memory(const http_server *s, bool ready, int64_t *used, int64_t 
 }
 
 static enum MHD_Result route_health(http_server *s, struct MHD_Connection *c, conn *cx) {
+    if (atomic_load(&s->draining))
+        return fail(s, c, cx, LV_OK, OAI_HINT_LOADING, NULL, "shutting_down",
+                    "the server is shutting down");
     if (atomic_load(&s->state) != ST_READY)
         return fail(s, c, cx, LV_OK, OAI_HINT_LOADING, NULL, "model_loading",
                     "the model is loading; retry shortly");
@@ -457,6 +463,7 @@ static bool reserve_body(http_server *s, struct MHD_Connection *c, conn *cx) {
 static conn *begin(http_server *s, struct MHD_Connection *c, const char *url, const char *method) {
     conn *cx = calloc(1, sizeof *cx);
     if (!cx) return NULL;
+    atomic_fetch_add(&s->active, 1); /* until on_completed: http_stop waits for it */
     snprintf(cx->rid, sizeof cx->rid, "req-%llu",
              (unsigned long long)atomic_fetch_add(&s->next, 1) + 1);
     cx->t0_ms = lv_now_ms();
@@ -579,6 +586,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     }
     bool public_route = cx->route->fn == route_health || cx->route->fn == route_models ||
                         cx->route->fn == route_metrics;
+    if (!public_route && atomic_load(&s->draining))
+        return fail(s, c, cx, LV_OK, OAI_HINT_LOADING, NULL, "shutting_down",
+                    "the server is shutting down");
     if (!public_route && atomic_load(&s->state) != ST_READY)
         return fail(s, c, cx, LV_OK, OAI_HINT_LOADING, NULL, "model_loading",
                     "the model is loading; retry shortly");
@@ -594,6 +604,7 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
     lv_buf_free(&cx->body);
     free(cx);
     *con_cls = NULL;
+    atomic_fetch_sub(&s->active, 1);
 }
 
 /* ---- lifecycle --------------------------------------------------------------------------- */
@@ -623,6 +634,8 @@ lv_status http_start(const http_config *cfg, http_server **out, lv_err *err) {
     s->t0_ms = lv_now_ms();
     s->created = (int64_t)time(NULL);
     atomic_init(&s->state, ST_LOADING);
+    atomic_init(&s->draining, false);
+    atomic_init(&s->active, 0);
     atomic_init(&s->next, 0);
     media_policy_default(&s->media);
     s->media.allowed_local_dir = cfg->allowed_local_media_path;
@@ -679,12 +692,40 @@ void http_set_ready(http_server *s, llava *m, sched *w, mg_governor *gov) {
     atomic_store(&s->state, ST_READY);
 }
 
+/* Sleeps until no request is in flight or deadline_ms (lv_now_ms) passes;
+ * true if none is. */
+static bool wait_idle(http_server *s, double deadline_ms) {
+    while (atomic_load(&s->active) > 0) {
+        if (lv_now_ms() >= deadline_ms) return false;
+        struct timespec ts = {0, 10 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    return true;
+}
+
 void http_stop(http_server *s) {
     if (!s) return;
+    /* The drain, in order: /health says 503 while the listener stays open for
+     * the grace period (a load balancer sees it and sends no more); then no
+     * new connections; running sequences finish and queued ones cancel; then
+     * the answers still being written are let out before the connections go,
+     * since MHD_stop_daemon shuts every socket down, cutting a stream's tail
+     * or an answer a slow reader had not taken yet. */
+    atomic_store(&s->draining, true);
+    if (s->cfg.drain_grace_ms > 0) {
+        LV_INFO("draining: /health answers 503 for %d ms before the listener closes",
+                s->cfg.drain_grace_ms);
+        struct timespec ts = {s->cfg.drain_grace_ms / 1000,
+                              (long)(s->cfg.drain_grace_ms % 1000) * 1000000L};
+        nanosleep(&ts, NULL);
+    }
     MHD_socket fd = MHD_quiesce_daemon(s->d); /* no new connections */
     if (fd != MHD_INVALID_SOCKET) close(fd);
     if (s->w) sched_stop(s->w, false); /* running sequences finish; queued ones cancel */
-    MHD_stop_daemon(s->d);             /* streams end once their jobs are done */
+    if (!wait_idle(s, lv_now_ms() + 1e3 * s->cfg.drain_timeout_s))
+        LV_WARN("draining: %d answer(s) not fully sent after %d s; closing their connections",
+                atomic_load(&s->active), s->cfg.drain_timeout_s);
+    MHD_stop_daemon(s->d);
     sched_free(s->w);
     mg_free(s->gov);
     image_memo_free(s->memo);

@@ -45,6 +45,8 @@ typedef struct {
     size_t max_body;                      /* request body cap in bytes (413 above) */
     int default_max_tokens;               /* when a request gives none; 0 = oai_limits' 150 */
     const img_options *image;             /* the config's image_processing; NULL = reference */
+    int drain_grace_ms;  /* http_stop: /health answers 503 this long before the listener closes */
+    int drain_timeout_s; /* http_stop: how long answers still being sent may take; 0 = none */
 } http_config;
 
 typedef struct http_server http_server;
@@ -61,9 +63,12 @@ int http_port(const http_server *s);
  * requests are served from here on, each reserving its memory with gov. */
 void http_set_ready(http_server *s, llava *m, sched *w, mg_governor *gov);
 
-/* Stops accepting, finishes the running requests, cancels queued ones,
- * closes every connection and frees the server, the model and the scheduler.
- * NULL: no-op. */
+/* The drain: /health and the model routes answer 503 "shutting_down" from
+ * now on (for cfg.drain_grace_ms with the listener still open), then stops
+ * accepting, finishes the running requests, cancels queued ones, waits up to
+ * cfg.drain_timeout_s for answers still being sent (a stream's tail, a slow
+ * reader), closes every connection and frees the server, the model and the
+ * scheduler. NULL: no-op. */
 void http_stop(http_server *s);
 
 #endif

@@ -1,0 +1,145 @@
+/* test_server_drain.c - llava-server's drain on SIGTERM (server/http.h
+ * http_stop), against the real binary on the demo model:
+ *   - a stream whose reader is slow when SIGTERM comes still gets every
+ *     chunk, the usage chunk and [DONE] (MHD_stop_daemon shuts sockets down:
+ *     before the drain waited for answers to be sent, a stream's tail could
+ *     be cut), and the server exits 0;
+ *   - with --drain-grace, /health answers 503 "shutting_down" while the
+ *     listener is still open, and so do the model routes. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#include "server_harness.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+static srv S;
+
+/* A connected socket to the server whose receive buffer is small, so the
+ * server's writes block as soon as this side stops reading. */
+static int slow_socket(int port) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(fd >= 0);
+    int small = 4096;
+    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+    assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
+    return fd;
+}
+
+static void send_all(int fd, const char *p, size_t n) {
+    while (n) {
+        ssize_t k = send(fd, p, n, MSG_NOSIGNAL);
+        assert_true(k > 0);
+        p += k;
+        n -= (size_t)k;
+    }
+}
+
+/* Appends what fd delivers to *buf (heap) until EOF or until it holds
+ * need (NULL: until EOF). */
+static void recv_until(int fd, char **buf, size_t *len, const char *need) {
+    char chunk[65536];
+    while (!need || !*buf || !strstr(*buf, need)) {
+        ssize_t k = recv(fd, chunk, sizeof chunk, 0);
+        if (k <= 0) return;
+        char *d = realloc(*buf, *len + (size_t)k + 1);
+        assert_non_null(d);
+        memcpy(d + *len, chunk, (size_t)k);
+        *len += (size_t)k;
+        d[*len] = '\0';
+        *buf = d;
+    }
+}
+
+static void test_sigterm_keeps_a_slow_streams_tail(void **state) {
+    const char *argv[] = {"--model", srv_demo_model(), "--port", "0", "--parallel", "8", NULL};
+    char log[1024];
+    snprintf(log, sizeof log, "%s/drain_tail.log", tu_tmpdir("server_drain"));
+    assert_true(srv_start(&S, log, argv, NULL));
+    assert_true(srv_wait_healthy(&S, 60));
+
+    /* 8 choices with 20 top_logprobs: ~1.8 KB a token, MBs in all, more than
+     * the socket buffers hold (tcp_wmem's 4 MiB), so the server's writes
+     * block while this side does not read. */
+    const int n_tokens = 2000;
+    char body[512], req[1024];
+    snprintf(body, sizeof body,
+             "{\"messages\":[{\"role\":\"user\",\"content\":\"Tell a long story.\"}],"
+             "\"stream\":true,\"max_tokens\":%d,\"stop\":[\"@@@@never\"],\"logprobs\":true,\"top_logprobs\":20,\"n\":8,"
+             "\"stream_options\":{\"include_usage\":true}}",
+             n_tokens);
+    snprintf(req, sizeof req,
+             "POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+             "Content-Type: application/json\r\nContent-Length: %zu\r\n\r\n%s",
+             strlen(body), body);
+    int fd = slow_socket(S.port);
+    send_all(fd, req, strlen(req));
+    char *got = NULL;
+    size_t len = 0;
+    /* Every choice has begun: all eight run (none is queued, to be cancelled). */
+    recv_until(fd, &got, &len, "\"index\":7,\"delta\":{\"content\"");
+    assert_non_null(got);
+
+    /* Stop reading; SIGTERM while the server's writes are blocked on us. */
+    kill(S.pid, SIGTERM);
+    srv_sleep_ms(500);
+    recv_until(fd, &got, &len, NULL); /* everything, to the end */
+    close(fd);
+
+    /* The demo model may end its story before n_tokens: whatever it said,
+     * the finish_reason, the usage chunk and [DONE] must all be there. */
+    int finished = 0;
+    for (const char *p = got; (p = strstr(p, "\"finish_reason\":\"")); p++) finished++;
+    if (finished != 8 || !strstr(got, "\"completion_tokens\":") || strstr(got, "\"error\"") ||
+        !strstr(got, "data: [DONE]"))
+        fail_msg("the stream's tail is missing (%zu bytes, %d finish chunks; ends '%s')", len,
+                 finished,
+                 len > 300 ? got + len - 300 : got);
+    free(got);
+    assert_int_equal(srv_stop(&S), 0); /* it was exiting already: its status */
+}
+
+static void test_drain_grace_health_503(void **state) {
+    const char *argv[] = {"--model", srv_demo_model(), "--port", "0", "--drain-grace", "5", NULL};
+    char log[1024];
+    snprintf(log, sizeof log, "%s/drain_grace.log", tu_tmpdir("server_drain_grace"));
+    assert_true(srv_start(&S, log, argv, NULL));
+    assert_true(srv_wait_healthy(&S, 60));
+    kill(S.pid, SIGTERM);
+    /* /health turns 503 once the drain begins; the listener is open meanwhile. */
+    long status = 200;
+    char *out = NULL;
+    for (int i = 0; i < 200 && status == 200; i++) {
+        free(out);
+        out = NULL;
+        status = srv_http(&S, "GET", "/health", NULL, 0, NULL, NULL, &out);
+        if (status == 200) srv_sleep_ms(10);
+    }
+    assert_int_equal(status, 503);
+    assert_non_null(strstr(out, "shutting_down"));
+    free(out);
+    const char *chat = "{\"messages\":[{\"role\":\"user\",\"content\":\"Hi\"}],\"max_tokens\":2}";
+    assert_int_equal(srv_http(&S, "POST", "/v1/chat/completions", chat, strlen(chat), NULL, NULL,
+                              NULL),
+                     503);
+    assert_int_equal(srv_stop(&S), 0);
+    assert_true(srv_log_has(&S, "draining: /health answers 503"));
+}
+
+int main(void) {
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_sigterm_keeps_a_slow_streams_tail),
+        cmocka_unit_test(test_drain_grace_health_503),
+    };
+    int rc = cmocka_run_group_tests(tests, NULL, NULL);
+    if (S.pid > 0) srv_stop(&S);
+    curl_global_cleanup();
+    return rc;
+}
