@@ -385,6 +385,29 @@ static void test_stop(void **state) {
     assert_int_equal(d1->st, LV_OK);
     assert_int_equal(d2->st, LV_OK);
     sched_free(w);
+
+    /* drain with a request of three choices on two slots: its queued third
+     * choice runs and finishes with the others (the request has begun); a
+     * queued request of its own is refused */
+    w = start(2, 4, 0);
+    sched_job *c[3], *other = make_job(0, "Hi", 4);
+    for (int k = 0; k < 3; k++) {
+        c[k] = make_job(0, "Hello", 200); /* long enough that nothing ends before the stop */
+        c[k]->params.ignore_eos = true;
+        if (k) sched_job_share_prompt(c[k], c[0]);
+        submit(w, c[k]);
+    }
+    submit(w, other);
+    wait_tokens(c[0], 1);
+    sched_stop(w, false);
+    for (int k = 0; k < 3; k++) {
+        assert_true(c[k]->done);
+        if (c[k]->st) fail_msg("choice %d: %s", k, c[k]->err.msg);
+    }
+    assert_int_equal(other->st, LV_ERR_CANCELLED);
+    sched_free(w);
+    for (int k = 0; k < 3; k++) sched_job_release(c[k]);
+    sched_job_release(other);
     sched_job *all[] = {r1, r2, q, late, d1, d2};
     for (size_t i = 0; i < LV_ARRAY_LEN(all); i++) sched_job_release(all[i]);
 }

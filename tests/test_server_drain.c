@@ -71,7 +71,8 @@ static void test_sigterm_keeps_a_slow_streams_tail(void **state) {
     char body[512], req[1024];
     snprintf(body, sizeof body,
              "{\"messages\":[{\"role\":\"user\",\"content\":\"Tell a long story.\"}],"
-             "\"stream\":true,\"max_tokens\":%d,\"stop\":[\"@@@@never\"],\"logprobs\":true,\"top_logprobs\":20,\"n\":8,"
+             "\"stream\":true,\"max_tokens\":%d,\"stop\":[\"@@@@never\"],"
+             "\"logprobs\":true,\"top_logprobs\":20,\"n\":8,"
              "\"stream_options\":{\"include_usage\":true}}",
              n_tokens);
     snprintf(req, sizeof req,
@@ -99,8 +100,7 @@ static void test_sigterm_keeps_a_slow_streams_tail(void **state) {
     if (finished != 8 || !strstr(got, "\"completion_tokens\":") || strstr(got, "\"error\"") ||
         !strstr(got, "data: [DONE]"))
         fail_msg("the stream's tail is missing (%zu bytes, %d finish chunks; ends '%s')", len,
-                 finished,
-                 len > 300 ? got + len - 300 : got);
+                 finished, len > 300 ? got + len - 300 : got);
     free(got);
     assert_int_equal(srv_stop(&S), 0); /* it was exiting already: its status */
 }
@@ -125,9 +125,8 @@ static void test_drain_grace_health_503(void **state) {
     assert_non_null(strstr(out, "shutting_down"));
     free(out);
     const char *chat = "{\"messages\":[{\"role\":\"user\",\"content\":\"Hi\"}],\"max_tokens\":2}";
-    assert_int_equal(srv_http(&S, "POST", "/v1/chat/completions", chat, strlen(chat), NULL, NULL,
-                              NULL),
-                     503);
+    assert_int_equal(
+        srv_http(&S, "POST", "/v1/chat/completions", chat, strlen(chat), NULL, NULL, NULL), 503);
     assert_int_equal(srv_stop(&S), 0);
     assert_true(srv_log_has(&S, "draining: /health answers 503"));
 }

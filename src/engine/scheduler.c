@@ -605,6 +605,7 @@ static void begin_job(sched *s, slot *sl) {
 static void start_slot(sched *s, slot *sl, sched_job *j) {
     memset(sl, 0, sizeof *sl);
     sl->j = j;
+    j->started = true;
     sl->order = s->admitted++;
     sl->phase = SL_ENCODE;
     sl->cb = (gen_callbacks){.on_token = on_token, .on_text = on_text, .ud = j};
@@ -929,11 +930,18 @@ static int n_active(const sched *s) {
 static int take_queued_locked(sched *s, int active) {
     int n_admit = 0;
     if (s->stopping) {
-        /* queued jobs are refused; running ones finish unless cancel_running */
-        while (s->n > 0) {
+        /* queued jobs are refused; running ones finish unless cancel_running,
+         * and so do the queued choices of a request that has begun (they go
+         * back to the queue's end, in order) */
+        for (int k = 0, n = s->n; k < n; k++) {
             sched_job *j = s->ring[s->head];
             s->head = (s->head + 1) % s->cap;
             s->n--;
+            if (!s->cancel_running && j->prompt_of && j->prompt_of->started) {
+                s->ring[(s->head + s->n) % s->cap] = j;
+                s->n++;
+                continue;
+            }
             pthread_mutex_unlock(&s->mu);
             lv_fail(&j->err, LV_ERR_CANCELLED, "cancelled: the server is shutting down");
             LV_INFO("[%s] %s", j->rid, j->err.msg);
@@ -941,10 +949,11 @@ static int take_queued_locked(sched *s, int active) {
             sched_job_release(j);
             pthread_mutex_lock(&s->mu);
         }
-        if (s->cancel_running)
+        if (s->cancel_running) {
             for (int i = 0; i < s->parallel; i++)
                 if (s->slots[i].phase != SL_FREE) sched_job_cancel(s->slots[i].j);
-        return 0;
+            return 0;
+        }
     }
     while (active + n_admit < s->parallel && s->n > 0) {
         s->admit[n_admit++] = s->ring[s->head];
@@ -1037,7 +1046,7 @@ static void *engine_main(void *arg) {
             pthread_cond_wait(&s->cv, &s->mu);
         s->wake = false;
         int n_admit = take_queued_locked(s, active);
-        bool quit = s->stopping && active == 0;
+        bool quit = s->stopping && active == 0 && n_admit == 0 && s->n == 0;
         pthread_mutex_unlock(&s->mu);
         if (quit) break;
         turn(s, n_admit);

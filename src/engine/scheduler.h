@@ -87,6 +87,7 @@ typedef struct sched_job {
     /* Timing (lv_now_ms): submitted, first token chosen, done; 0 = not yet. */
     double t_submit_ms, t_first_ms, t_done_ms;
 
+    bool started;       /* taken into a slot (engine thread only) */
     atomic_bool cancel; /* set by sched_job_cancel; polled by the engine */
     atomic_int refs;
 } sched_job;
@@ -208,7 +209,10 @@ void sched_get_stats(sched *s, sched_stats *out);
 
 /* Stops taking jobs (sched_submit answers LV_ERR_BUSY from now on),
  * cancels the queued ones, lets the running ones finish (or cancels them if
- * cancel_running), and joins the engine thread. Every job submitted is done
+ * cancel_running), and joins the engine thread. A queued choice of a request
+ * that has begun (prompt_of started: n > 1 with more choices than free
+ * slots) is not refused: it runs and finishes with its siblings, unless
+ * cancel_running. Every job submitted is done
  * when it returns. Idempotent. */
 void sched_stop(sched *s, bool cancel_running);
 
