@@ -1,0 +1,85 @@
+/* fuzz_tok_text.c - libFuzzer target: the tokenizer on arbitrary text and
+ * arbitrary ids, with the demo model's tokenizer.json (the Mistral pipeline
+ * with a small vocabulary). The first byte picks the mode:
+ *   even: the rest is text: encode (with or without BOS/EOS, bit 1); valid
+ *         UTF-8 must encode (invalid is a clear refusal), and its ids decode;
+ *   odd:  the rest is little-endian int32 ids (taken modulo the vocabulary
+ *         plus 8, so a few are out of range): tok_decode succeeds exactly
+ *         when every id is in range, and the streaming decoder, fed the same
+ *         ids one at a time, writes exactly what tok_decode returns. */
+#include "text/tokenizer.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#ifndef LLAVA_SOURCE_DIR
+#error "LLAVA_SOURCE_DIR: the repository root, for models/demo/tokenizer.json"
+#endif
+
+static const tok *demo_tokenizer(void) {
+    static tok *t;
+    if (!t && tok_load(LLAVA_SOURCE_DIR "/models/demo/tokenizer.json", &t, NULL)) abort();
+    return t;
+}
+
+static void fuzz_text(const tok *t, const char *text, size_t len, bool special) {
+    int32_t *ids = NULL;
+    size_t n = 0;
+    lv_err err = {{0}};
+    if (tok_encode(t, text, len, special, &ids, &n, &err)) {
+        if (!err.msg[0]) abort();
+        return;
+    }
+    char *out = NULL;
+    if (tok_decode(t, ids, n, false, &out, NULL, &err)) abort(); /* its own ids always decode */
+    free(out);
+    free(ids);
+}
+
+static void fuzz_ids(const tok *t, const uint8_t *data, size_t size, bool skip_special) {
+    size_t n = size / 4;
+    int32_t *ids = malloc((n ? n : 1) * sizeof *ids);
+    if (!ids) return;
+    int32_t vocab = tok_vocab_size(t);
+    bool in_range = true;
+    for (size_t i = 0; i < n; i++) {
+        uint32_t v;
+        memcpy(&v, data + 4 * i, 4);
+        ids[i] = (int32_t)(v % (uint32_t)(vocab + 8));
+        in_range &= ids[i] < vocab;
+    }
+    char *whole = NULL;
+    size_t whole_len = 0;
+    lv_status st = tok_decode(t, ids, n, skip_special, &whole, &whole_len, NULL);
+    if ((st == LV_OK) != in_range) abort();
+    if (st == LV_OK) {
+        tok_stream s;
+        tok_stream_init(&s, t, skip_special);
+        char *streamed = malloc(n * 1024 + 1024), piece[1024];
+        size_t at = 0;
+        for (size_t i = 0; i < n; i++) {
+            int k = tok_stream_push(&s, ids[i], piece, sizeof piece);
+            if (k < 0) abort();
+            memcpy(streamed + at, piece, (size_t)k);
+            at += (size_t)k;
+        }
+        int k = tok_stream_flush(&s, piece, sizeof piece);
+        if (k < 0) abort();
+        memcpy(streamed + at, piece, (size_t)k);
+        at += (size_t)k;
+        if (at != whole_len || memcmp(streamed, whole, at)) abort();
+        free(streamed);
+        free(whole);
+    }
+    free(ids);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+    if (size < 1) return 0;
+    const tok *t = demo_tokenizer();
+    if (data[0] & 1)
+        fuzz_ids(t, data + 1, size - 1, data[0] & 2);
+    else
+        fuzz_text(t, (const char *)data + 1, size - 1, data[0] & 2);
+    return 0;
+}
