@@ -597,6 +597,7 @@ async function streamReply(conv, msg) {
       if (ev.timings) timings = ev.timings;
     });
   } catch (e) {
+    controller.abort(); // an error event or a broken stream: let the connection go
     if (e.name === 'AbortError') {
       msg.stats.stopped = true;
     } else if (msg.text) { // the partial answer stays; the error follows it
