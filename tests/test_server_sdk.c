@@ -16,27 +16,10 @@
 #include <stddef.h>
 #include <cmocka.h>
 
+#include "node_harness.h"
 #include "server_harness.h"
 
-#include <sys/stat.h>
-
 #define KEY "sdk-key"
-
-/* The cache's node_modules, found from the tokenizer package's path that
- * ctest passes, if it holds the packages `names` (NULL-terminated). */
-static bool node_modules(char *out, size_t n, const char *const *names) {
-    const char *tokp = getenv("LLAVA_MISTRAL_TOKENIZER");
-    const char *nm = tokp ? strstr(tokp, "/node_modules/") : NULL;
-    if (!nm) return false;
-    snprintf(out, n, "%.*s/node_modules", (int)(nm - tokp), tokp);
-    for (; *names; names++) {
-        char pkg[1200];
-        snprintf(pkg, sizeof pkg, "%.1000s/%s/package.json", out, *names);
-        struct stat st;
-        if (stat(pkg, &st) != 0) return false;
-    }
-    return true;
-}
 
 /* The installed SDK: <cache>/npm/node_modules/openai. */
 static bool sdk_dir(char *out, size_t n) {
@@ -45,20 +28,6 @@ static bool sdk_dir(char *out, size_t n) {
     size_t len = strlen(out);
     snprintf(out + len, n - len, "/openai");
     return true;
-}
-
-/* Runs cmd, printing its output line by line (cmocka's print_message has a
- * small buffer); its exit status. */
-static int run_node(const char *cmd) {
-    char *out = NULL;
-    int rc = tu_run(cmd, &out);
-    for (char *line = out, *nl; line && *line; line = nl ? nl + 1 : NULL) {
-        nl = strchr(line, '\n');
-        if (nl) *nl = '\0';
-        print_message("%s\n", line);
-    }
-    free(out);
-    return rc;
 }
 
 static void test_openai_node_sdk(void **state) {

@@ -2,9 +2,10 @@
  * http.c - the transport of llava-server (http.h): the libmicrohttpd
  * daemon, the routing table, bodies under a size cap, the API key, CORS,
  * request ids and log lines, and the small routes (/health, /metrics,
- * /v1/models, /tokenize, /detokenize). The generation routes hand the body
- * to jobs.h (request → the scheduler's jobs, and the plain answer) and
- * stream.h (the SSE answer); neither knows about connections.
+ * /v1/models, /tokenize, /detokenize; the web page from webui.h). The
+ * generation routes hand the body to jobs.h (request → the scheduler's
+ * jobs, and the plain answer) and stream.h (the SSE answer); neither knows
+ * about connections.
  *
  * Threads: MHD runs one thread per connection (MHD_USE_THREAD_PER_CONNECTION),
  * so a handler may block: a plain completion waits for its jobs, and a
@@ -33,6 +34,7 @@
 #include "server/metrics.h"
 #include "server/oai.h"
 #include "server/stream.h"
+#include "server/webui.h"
 
 #include <arpa/inet.h>
 #include <jansson.h>
@@ -241,6 +243,28 @@ static enum MHD_Result route_models(http_server *s, struct MHD_Connection *c, co
     return send_json(s, c, cx, 200, oai_models_json(ids, 1, s->created, "llava"));
 }
 
+/* The web page's files (server/webui.h), public so a browser can load the
+ * page; the page sends the API key itself. Revalidated by ETag (304). */
+static enum MHD_Result route_webui(http_server *s, struct MHD_Connection *c, conn *cx) {
+    webui_asset a;
+    if (!webui_find(cx->url, &a)) /* a route whose file left web/ */
+        return fail(s, c, cx, LV_ERR_IO, 0, NULL, NULL, "this build has no such page file");
+    const char *inm = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "If-None-Match");
+    int status = inm && strstr(inm, a.etag) ? 304 : 200;
+    struct MHD_Response *r = MHD_create_response_from_buffer(
+        status == 200 ? a.len : 0, (void *)a.data, MHD_RESPMEM_PERSISTENT);
+    if (!r) return MHD_NO;
+    for (size_t i = 0; webui_headers[i][0]; i++)
+        MHD_add_response_header(r, webui_headers[i][0], webui_headers[i][1]);
+    MHD_add_response_header(r, "Content-Type", a.type);
+    MHD_add_response_header(r, "ETag", a.etag);
+    add_common_headers(s, c, cx, r);
+    enum MHD_Result ret = MHD_queue_response(c, (unsigned)status, r);
+    MHD_destroy_response(r);
+    log_request(s, cx, status);
+    return ret;
+}
+
 /* ---- tokenize / detokenize (llama.cpp bodies) ------------------------------------------ */
 
 static json_t *parse_object(conn *cx, oai_error *e) {
@@ -397,6 +421,9 @@ static const route routes[] = {
     {"GET", "/health", route_health, false},
     {"GET", "/v1/models", route_models, false},
     {"GET", "/metrics", route_metrics, false},
+    {"GET", "/", route_webui, false},
+    {"GET", "/webui/app.js", route_webui, false},
+    {"GET", "/webui/style.css", route_webui, false},
     {"POST", "/v1/chat/completions", route_chat, true},
     {"POST", "/v1/completions", route_completion, true},
     {"POST", "/tokenize", route_tokenize, true},
@@ -404,9 +431,11 @@ static const route routes[] = {
 };
 #define N_ROUTES (sizeof routes / sizeof routes[0])
 
-/* The route for method and url; *path_known says whether any method has it. */
+/* The route for method and url; *path_known says whether any method has it.
+ * HEAD is answered wherever GET is (MHD sends the headers only). */
 static const route *find_route(const char *method, const char *url, bool *path_known) {
     *path_known = false;
+    if (!strcmp(method, "HEAD")) method = "GET";
     for (size_t i = 0; i < N_ROUTES; i++) {
         if (strcmp(routes[i].path, url)) continue;
         *path_known = true;
@@ -585,7 +614,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         return send_error(s, c, cx, &e);
     }
     bool public_route = cx->route->fn == route_health || cx->route->fn == route_models ||
-                        cx->route->fn == route_metrics;
+                        cx->route->fn == route_metrics || cx->route->fn == route_webui;
     if (!public_route && atomic_load(&s->draining))
         return fail(s, c, cx, LV_OK, OAI_HINT_LOADING, NULL, "shutting_down",
                     "the server is shutting down");

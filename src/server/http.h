@@ -11,12 +11,15 @@
  *   GET  /health               503 while loading, then 200 with figures (public)
  *   GET  /v1/models            the served model (public)
  *   GET  /metrics              Prometheus text (server/metrics.h) (public)
+ *   GET  /                     the web chat page, with /webui/app.js and /webui/style.css
+ *                              (server/webui.h: embedded in the binary; CSP, ETag) (public)
  *   POST /v1/chat/completions  plain JSON or an SSE stream
  *   POST /v1/completions       plain JSON or an SSE stream
  *   POST /tokenize             {"content","add_special"} → {"tokens"}  (llama.cpp)
  *   POST /detokenize           {"tokens"} → {"content"}               (llama.cpp)
- * Anything else is 404; a known path with another method 405; OPTIONS on a
- * known path is the CORS preflight (204).
+ * Anything else is 404; a known path with another method 405; HEAD is
+ * answered wherever GET is; OPTIONS on a known path is the CORS preflight
+ * (204).
  *
  * Lifecycle: http_start listens at once (port 0 = any free port); the model
  * is handed over with http_set_ready once loaded, so /health can say
