@@ -13,6 +13,7 @@
 #include "fake_hub.h"
 #include "io/hf_cache.h"
 #include "io/hf_download.h"
+#include "io/hf_files.h"
 #include "testutil.h"
 
 #include <limits.h>
@@ -22,11 +23,13 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define DEMO        "demo-org/llava-demo"
-#define DEMO_COMMIT "0123456789abcdef0123456789abcdef01234567"
-#define GGUF        "gguf-org/llava-gguf"
-#define GGUF_COMMIT "fedcba9876543210fedcba9876543210fedcba98"
-#define CUT_AT      (5u << 20)
+#define DEMO           "demo-org/llava-demo"
+#define DEMO_COMMIT    "0123456789abcdef0123456789abcdef01234567"
+#define GGUF           "gguf-org/llava-gguf"
+#define GGUF_COMMIT    "fedcba9876543210fedcba9876543210fedcba98"
+#define SHARDED        "shard-org/llava-sharded"
+#define SHARDED_COMMIT "5555555555555555555555555555555555555555"
+#define CUT_AT         (5u << 20)
 
 static fake_hub *H;
 static char g_root[1024]; /* $LLAVA_TMP/hf_download */
@@ -60,6 +63,19 @@ static int group_setup(void **state) {
     for (size_t i = 0; i < LV_ARRAY_LEN(gguf_files); i++)
         fh_add_file(H, GGUF, gguf_files[i], gguf_files[i], strlen(gguf_files[i]), true);
     fh_add_file(H, GGUF, "README.md", "# gguf", 6, false);
+    /* Shards named by an index, beside weights the index does not name. */
+    fh_add_repo(H, SHARDED, SHARDED_COMMIT);
+    static const char index[] =
+        "{\"metadata\": {}, \"weight_map\": {\"a\": \"model-00001-of-00002.safetensors\", "
+        "\"b\": \"model-00002-of-00002.safetensors\", \"c\": "
+        "\"model-00001-of-00002.safetensors\"}}";
+    fh_add_file(H, SHARDED, "model.safetensors.index.json", index, strlen(index), false);
+    fh_add_file(H, SHARDED, "config.json", "{}", 2, false);
+    fh_add_file(H, SHARDED, "model-00001-of-00002.safetensors", "one", 3, true);
+    fh_add_file(H, SHARDED, "model-00002-of-00002.safetensors", "two", 3, true);
+    fh_add_file(H, SHARDED, "consolidated.safetensors", "all", 3, true);
+    fh_add_file(H, SHARDED, "pytorch_model.bin", "pt", 2, true);
+    fh_add_file(H, SHARDED, "onnx/model.safetensors", "onnx", 4, true);
     setenv("HF_ENDPOINT", fh_endpoint(H), 1);
     unsetenv("HF_HUB_CACHE");
     unsetenv("HF_TOKEN");
@@ -370,6 +386,49 @@ static void test_gguf_quant(void **state) {
     assert_non_null(strstr(err.msg, "model-Q4_K_M.gguf"));
 }
 
+/* A sharded repo: the index, then exactly the shards it names. */
+static void test_sharded_index(void **state) {
+    hf_model m;
+    lv_err err = {{0}};
+    assert_int_equal(hf_download(SHARDED, &FAST, &m, &err), LV_OK);
+    assert_int_equal(m.n_fetched, 4);
+    char cmd[2200], *out = NULL;
+    snprintf(cmd, sizeof cmd, "ls '%s'", m.dir);
+    assert_int_equal(tu_run(cmd, &out), 0);
+    assert_string_equal(out, "config.json\nmodel-00001-of-00002.safetensors\n"
+                             "model-00002-of-00002.safetensors\nmodel.safetensors.index.json\n");
+    free(out);
+    hf_model_free(&m);
+}
+
+/* The GGUF pick on file lists alone: tags as words, the defaults. */
+static void test_pick_gguf(void **state) {
+    static const char *const files[] = {"llava-v1.6-mistral-7b.Q4_K.gguf",
+                                        "llava-v1.6-mistral-7b.Q4_K_M.gguf",
+                                        "llava-v1.6-mistral-7b.Q8_0.gguf",
+                                        "mmproj-model-Q8_0.gguf",
+                                        "mmproj-model-f16.gguf",
+                                        "big/model-Q6_K-00001-of-00002.gguf",
+                                        "big/model-Q6_K-00002-of-00002.gguf",
+                                        "README.md"};
+    size_t n = LV_ARRAY_LEN(files);
+    int text, mm;
+    hf_pick_gguf(files, n, "Q4_K", &text, &mm);
+    assert_int_equal(text, 0); /* not Q4_K_M */
+    assert_int_equal(mm, 4);   /* f16 */
+    hf_pick_gguf(files, n, "q4_k_m", &text, &mm);
+    assert_int_equal(text, 1);
+    hf_pick_gguf(files, n, NULL, &text, &mm);
+    assert_int_equal(text, 1); /* Q4_K_M by default */
+    hf_pick_gguf(files, n, "Q6_K", &text, &mm);
+    assert_int_equal(text, -1); /* split files are never picked */
+    hf_pick_gguf(files, 3, NULL, &text, &mm);
+    assert_int_equal(mm, -1);
+    hf_pick_gguf(files + 2, 2, NULL, &text, &mm); /* the Q8_0 text model, a Q8_0 mmproj */
+    assert_int_equal(text, 0);                    /* no Q4_K_M: the first */
+    assert_int_equal(mm, 1);                      /* no f16: the first */
+}
+
 static void test_not_found(void **state) {
     hf_model m;
     lv_err err = {{0}};
@@ -438,6 +497,8 @@ int main(void) {
         cmocka_unit_test_setup(test_sha256_mismatch, setup),
         cmocka_unit_test_setup(test_token, setup),
         cmocka_unit_test_setup(test_gguf_quant, setup),
+        cmocka_unit_test_setup(test_sharded_index, setup),
+        cmocka_unit_test(test_pick_gguf),
         cmocka_unit_test_setup(test_not_found, setup),
         cmocka_unit_test_setup(test_revision_commit, setup),
         cmocka_unit_test_setup(test_offline, setup),
