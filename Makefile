@@ -64,7 +64,7 @@ test-asan: asan
 run: setup build
 	@if [ ! -d "$(MODEL)" ] && ! echo "$(MODEL)" | grep -q '^[^/]*/[^/]*$$'; then \
 	  echo "make run: no model at '$(MODEL)'. Give one: make run MODEL=path/to/llava-v1.6-mistral-7b-hf"; \
-	  echo "(or a Hugging Face repo id in the local cache)"; exit 1; fi
+	  echo "(or a Hugging Face repo id ORG/NAME: taken from the local cache, else downloaded)"; exit 1; fi
 	build/bin/llava-server --model "$(MODEL)" --host "$${HOST:-127.0.0.1}" --port "$${PORT:-8080}"
 
 install: build

@@ -33,6 +33,7 @@ PACKAGES=(libjansson-dev libcmocka-dev
   libjpeg62-turbo-dev libpng-dev libwebp-dev libgif-dev zlib1g-dev # image decoders
   libcurl4-openssl-dev # image_url fetching over http(s)
   libmicrohttpd-dev # llava-server's HTTP layer
+  libssl-dev # libcrypto: sha256 of downloaded model files
   libclang-rt-14-dev) # libFuzzer + sanitizer runtimes for clang
 TOOLS=(cc:build-essential make:build-essential cmake:cmake pkg-config:pkg-config npm:npm
   clang:clang # clang: libFuzzer targets (make fuzz)

@@ -9,7 +9,8 @@
  * does, then (with --max-tokens > 0) loads the weights and generates. The
  * flags and the JSON shape below are the contract later checks rely on:
  *
- *   llava-cli --model PATH [--mmproj FILE] [--image FILE]... --prompt TEXT [--raw-prompt]
+ *   llava-cli --model PATH|ORG/NAME[:QUANT] [--mmproj FILE] [--offline] [--image FILE]...
+ *             --prompt TEXT [--raw-prompt]
  *             [--max-tokens N] [--temperature T] [--top-k K] [--top-p P]
  *             [--min-p P] [--repeat-penalty R] [--seed S] [--threads N] [--exact]
  *             [--device cpu|ref|cuda[:N]] [--stop TEXT]... [--json]
@@ -23,6 +24,9 @@
  *   little-endian float32 [n_generated, vocab]; --dump-pixels every image's
  *   tensor, in order, as float32 [tiles, 3, H, W]. Both are written to a
  *   temporary file renamed over the target once complete.
+ * --model ORG/NAME not in the local Hugging Face cache is downloaded into it
+ * first, with a progress bar on stderr (tools/common/tool_model.h; not with
+ * --offline or HF_HUB_OFFLINE=1).
  * --device picks the backend (--backend is the same flag under its older
  * name); a name this build lacks fails at once, before the model is read.
  * Sampling defaults come from the checkpoint's generation_config.json
@@ -50,6 +54,7 @@
 #include "engine/structured.h"
 #include "model/llava.h"
 #include "common/tool_args.h"
+#include "common/tool_model.h"
 
 #include <jansson.h>
 #include <math.h>
@@ -66,6 +71,7 @@
 typedef struct {
     const char *model;              /* model directory, or a GGUF text model with --mmproj */
     const char *mmproj;             /* --mmproj: the GGUF pair's mmproj file, or NULL */
+    bool offline;                   /* --offline: never download the model */
     const char *prompt;             /* user text (UTF-8) */
     bool raw_prompt;                /* tokenize prompt as given, no chat template */
     bool json;                      /* one JSON object on stdout */
@@ -94,7 +100,10 @@ static void usage(FILE *f) {
     fprintf(f,
             "usage: llava-cli --model PATH [--image FILE]... --prompt TEXT [options]\n"
             "  --model PATH          model directory (config.json, tokenizer.json, weights;\n"
-            "                        or a llama.cpp GGUF pair: text .gguf + mmproj*.gguf)\n"
+            "                        or a llama.cpp GGUF pair: text .gguf + mmproj*.gguf), or\n"
+            "                        a Hugging Face repo id ORG/NAME[:QUANT]: from the local\n"
+            "                        cache, else downloaded into it from HF_ENDPOINT\n"
+            "  --offline             never download (also HF_HUB_OFFLINE=1)\n"
             "  --mmproj FILE         with --model text.gguf: the GGUF pair's mmproj file\n"
             "  --image FILE          an image (JPEG, PNG, WebP, GIF, BMP); repeat for several\n"
             "  --prompt TEXT         the user's message (goes through the chat template)\n"
@@ -168,6 +177,7 @@ static int parse_args(int argc, char **argv, cli_args *a) {
     const tool_opt opts[] = {
         TOOL_STR("model", 'm', &a->model),
         TOOL_STR("mmproj", 0, &a->mmproj),
+        TOOL_FLAG("offline", 0, &a->offline),
         TOOL_STR("prompt", 'p', &a->prompt),
         TOOL_FLAG("raw-prompt", 0, &a->raw_prompt),
         TOOL_LONG("max-tokens", 0, &a->max_tokens, 0, 1e9),
@@ -426,7 +436,7 @@ int main(int argc, char **argv) {
     rc = 1;
 
     double t0 = lv_now_ms();
-    if (llava_open2(a.model, a.mmproj, &m, &err)) goto fail;
+    if (tool_open_model(a.model, a.mmproj, a.offline, &m, NULL, &err)) goto fail;
     tm.load_ms = lv_now_ms() - t0;
     if (load_images(&a, m, tensors, n_tokens, &tm.decode_ms, &tm.preprocess_ms, &err)) goto fail;
     for (int i = 0; i < a.n_images; i++) n_image_tokens += n_tokens[i];

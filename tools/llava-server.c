@@ -2,7 +2,8 @@
  * llava-server - the OpenAI-compatible HTTP server (server/http.h) over the
  * engine's scheduler (engine/scheduler.h).
  *
- *   llava-server --model PATH|ORG/NAME [--mmproj F] [--config FILE] [--host 127.0.0.1]
+ *   llava-server --model PATH|ORG/NAME[:QUANT] [--mmproj F] [--config FILE] [--offline]
+ *                [--host 127.0.0.1]
  *                [--port 8080] [--parallel N] [--queue-size N] [--ctx-size N]
  *                [--threads N] [--exact] [--device cpu|ref|cuda[:N]] [--api-key KEY]
  *                [--allowed-origins LIST] [--allowed-local-media-path DIR] [--timeout S]
@@ -19,6 +20,11 @@
  * --config reads the seed's JSON file (server/config.h): model_id, model_name,
  * device and max_tokens stand in for --model, --alias, --device and the
  * default max_tokens; flags given on the command line win.
+ *
+ * --model ORG/NAME (or the config's model_id) not in the local Hugging Face
+ * cache is downloaded into it first (tools/common/tool_model.h), with a
+ * progress bar on stderr, while /health answers 503; --offline or
+ * HF_HUB_OFFLINE=1 turns that off.
  *
  * --device picks the backend (default cpu; /health reports it). A name this
  * build lacks exits 1 at once, before the socket opens, with llava_load's
@@ -37,11 +43,11 @@
 #include "base/log.h"
 #include "base/sysmem.h"
 #include "engine/governor.h"
-#include "io/hf_cache.h"
 #include "model/llava.h"
 #include "server/config.h"
 #include "server/http.h"
 #include "common/tool_args.h"
+#include "common/tool_model.h"
 #include "engine/scheduler.h"
 
 #include <pthread.h>
@@ -57,6 +63,7 @@ typedef struct {
     int port, queue_size, ctx_size, threads, timeout_s, parallel;
     int drain_grace_s, drain_timeout_s; /* --drain-grace, --drain-timeout (http_stop) */
     bool exact;                         /* --exact: llava_set_exact */
+    bool offline;                       /* --offline: never download the model */
     bool no_prefix_cache;               /* --no-prefix-cache: sched_config.cache_slots -1 */
     int image_cache_mb;  /* --image-cache-mb: sched_config.image_cache_bytes (0: off; -1: the
                             scheduler's default) */
@@ -70,9 +77,12 @@ typedef struct {
 static void usage(FILE *f) {
     fprintf(
         f,
-        "usage: llava-server --model PATH|ORG/NAME [options]\n"
-        "  --model PATH|ORG/NAME          model directory, or a Hugging Face repo id in\n"
-        "                                 the local cache (HF_HUB_CACHE, HF_HOME/hub, ~/.cache)\n"
+        "usage: llava-server --model PATH|ORG/NAME[:QUANT] [options]\n"
+        "  --model PATH|ORG/NAME[:QUANT]  model directory, or a Hugging Face repo id: from the\n"
+        "                                 local cache (HF_HUB_CACHE, HF_HOME/hub, ~/.cache),\n"
+        "                                 else downloaded into it from HF_ENDPOINT (HF_TOKEN\n"
+        "                                 for gated repos; :QUANT picks a GGUF quantization)\n"
+        "  --offline                      never download (also HF_HUB_OFFLINE=1)\n"
         "  --mmproj FILE                  with --model text.gguf: the llama.cpp GGUF pair's\n"
         "                                 mmproj file\n"
         "  --config FILE                  the seed's JSON config (model_id, model_name, device,\n"
@@ -136,6 +146,7 @@ static int parse_args(int argc, char **argv, srv_args *a) {
         TOOL_STR("model", 'm', &a->model),
         TOOL_STR("config", 0, &a->config),
         TOOL_STR("mmproj", 0, &a->mmproj),
+        TOOL_FLAG("offline", 0, &a->offline),
         TOOL_INT("parallel", 0, &a->parallel, 1, 256),
         TOOL_STR("host", 0, &a->host),
         TOOL_INT("port", 0, &a->port, 0, 65535),
@@ -273,16 +284,7 @@ static void *load_main(void *arg) {
         long ms = atol(delay);
         nanosleep(&(struct timespec){ms / 1000, (ms % 1000) * 1000000L}, NULL);
     }
-    /* A GGUF pair is two files named as given; anything else may be an HF repo id. */
-    if (a->mmproj) {
-        if (!(dir = strdup(a->model))) {
-            lv_fail(&err, LV_ERR_NOMEM, "out of memory");
-            goto fail;
-        }
-        if (llava_open2(a->model, a->mmproj, &m, &err)) goto fail;
-    } else if (hf_resolve_model(a->model, &dir, &err) || llava_open(dir, &m, &err)) {
-        goto fail;
-    }
+    if (tool_open_model(a->model, a->mmproj, a->offline, &m, &dir, &err)) goto fail;
     llava_set_exact(m, a->exact);
     if (llava_load(m, a->device, a->threads, &err)) goto fail;
     int ctx = a->ctx_size, max_ctx = llava_max_ctx(m);

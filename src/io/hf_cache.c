@@ -58,8 +58,7 @@ static lv_status dup_realpath(const char *path, char **out, lv_err *err) {
     return LV_OK;
 }
 
-/* The cache roots in search order, into bufs; returns how many. */
-static int cache_roots(char bufs[4][PATH_MAX]) {
+int hf_cache_roots(char bufs[HF_MAX_ROOTS][PATH_MAX]) {
     int n = 0;
     const char *v;
     if ((v = getenv("HF_HUB_CACHE")) && *v) snprintf(bufs[n++], PATH_MAX, "%s", v);
@@ -162,8 +161,8 @@ lv_status hf_resolve_model(const char *ref, char **dir_out, lv_err *err) {
     char folder[2 * HF_MAX_PART + 16];
     snprintf(folder, sizeof folder, "models--%.*s--%s", (int)(slash - ref), ref, slash + 1);
 
-    char roots[4][PATH_MAX];
-    int nroots = cache_roots(roots);
+    char roots[HF_MAX_ROOTS][PATH_MAX];
+    int nroots = hf_cache_roots(roots);
     lv_buf looked = {0};
     lv_status st = LV_OK, broken_st = LV_OK;
     lv_err broken;

@@ -16,14 +16,19 @@
  *   $HOME/.cache/huggingface/hub
  *
  * Side effects: none beyond reading the environment and the file system.
- * Nothing is downloaded.
+ * Nothing is downloaded here: io/hf_download.h fetches a repo from the hub
+ * into the first of these caches, in this same layout, and then resolves
+ * it through hf_resolve_model.
  */
 #ifndef LV_HF_CACHE_H
 #define LV_HF_CACHE_H
 
 #include "base/common.h"
 
+#include <limits.h>
 #include <stdbool.h>
+
+#define HF_MAX_ROOTS 4 /* the number of cache roots below */
 
 /* Resolves ref to a directory (or file) path, heap-allocated into *dir_out
  * (caller frees; NULL on failure):
@@ -45,5 +50,10 @@ lv_status hf_resolve_model(const char *ref, char **dir_out, lv_err *err);
  * '/', each part 1..96 characters of [A-Za-z0-9._-], not starting or ending
  * with '.' or '-', and no "..". */
 bool hf_is_repo_id(const char *id);
+
+/* The cache roots in search order (the list above, those whose variable is
+ * set), into bufs; returns how many (0 when none is set). A download goes
+ * into bufs[0], so that hf_resolve_model finds it first. */
+int hf_cache_roots(char bufs[HF_MAX_ROOTS][PATH_MAX]);
 
 #endif

@@ -22,8 +22,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         uint8_t head = (uint8_t)*p;
         int n_img = (head >> 2) & 7, k = 0;
         for (; k < n_img; k++) parts[n][k] = (chat_part){.type = CHAT_PART_IMAGE};
-        parts[n][k++] = (chat_part){.type = CHAT_PART_TEXT, .text = p + 1,
-                                    .len = stop > p ? (size_t)(stop - p - 1) : 0};
+        parts[n][k++] = (chat_part){
+            .type = CHAT_PART_TEXT, .text = p + 1, .len = stop > p ? (size_t)(stop - p - 1) : 0};
         chat_role roles[4] = {CHAT_SYSTEM, CHAT_USER, CHAT_ASSISTANT, CHAT_USER};
         msgs[n] = (chat_message){.role = roles[head & 3], .parts = parts[n], .n_parts = (size_t)k};
         images += (size_t)n_img;

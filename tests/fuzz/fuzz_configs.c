@@ -17,34 +17,34 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     lv_err err = {{0}};
     lv_status st;
     switch (data[0] % 5) {
-    case 0: {
-        lv_model_config cfg;
-        st = hf_config_parse(text, len, "config.json", &cfg, &err);
-        break;
-    }
-    case 1: {
-        lv_preproc_config pp;
-        st = hf_preproc_parse(text, len, "preprocessor_config.json", LV_IMGPROC_LLAVA_NEXT, &pp,
-                              &err);
-        break;
-    }
-    case 2: {
-        lv_tokenizer_config tc;
-        st = hf_tokcfg_parse(text, len, "tokenizer_config.json", &tc, &err);
-        if (st == LV_OK) hf_tokcfg_deinit(&tc);
-        break;
-    }
-    case 3: {
-        lv_generation_config gc;
-        st = hf_gencfg_parse(text, len, "generation_config.json", &gc, &err);
-        break;
-    }
-    default: {
-        srv_config c;
-        st = srv_config_parse(text, len, "config", &c, &err);
-        srv_config_free(&c);
-        break;
-    }
+        case 0: {
+            lv_model_config cfg;
+            st = hf_config_parse(text, len, "config.json", &cfg, &err);
+            break;
+        }
+        case 1: {
+            lv_preproc_config pp;
+            st = hf_preproc_parse(text, len, "preprocessor_config.json", LV_IMGPROC_LLAVA_NEXT, &pp,
+                                  &err);
+            break;
+        }
+        case 2: {
+            lv_tokenizer_config tc;
+            st = hf_tokcfg_parse(text, len, "tokenizer_config.json", &tc, &err);
+            if (st == LV_OK) hf_tokcfg_deinit(&tc);
+            break;
+        }
+        case 3: {
+            lv_generation_config gc;
+            st = hf_gencfg_parse(text, len, "generation_config.json", &gc, &err);
+            break;
+        }
+        default: {
+            srv_config c;
+            st = srv_config_parse(text, len, "config", &c, &err);
+            srv_config_free(&c);
+            break;
+        }
     }
     if (st != LV_OK && !err.msg[0]) abort();
     return 0;
