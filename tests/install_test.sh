@@ -16,7 +16,7 @@ DESTDIR="$stage" cmake --install "$build" --prefix "$prefix" >"$stage.log" 2>&1 
 rm -f "$stage.log"
 root="$stage$prefix"
 
-for t in llava-server llava-cli llava-eval llava-quantize llava-bench; do
+for t in llava-server llava-cli llava-eval llava-quantize llava-bench llava-pull; do
   [ -x "$root/bin/$t" ] || fail "bin/$t missing or not executable"
 done
 demo="$root/share/llava/models/demo"
