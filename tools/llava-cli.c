@@ -125,7 +125,8 @@ static void usage(FILE *f) {
             "  --logits-out F        write every step's logits as float32 [n, vocab]\n"
             "  --dump-pixels F       write the preprocessed images as float32 [tiles,3,H,W]\n"
             "  --log-level L         error|warn|info|debug (default: $LOG_LEVEL or info)\n"
-            "  -h, --help            this text\n",
+            "  -h, --help            this text\n"
+            "  --version             the version, commit and CPU kernels\n",
             GEN_MAX_STOP);
 }
 

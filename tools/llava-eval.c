@@ -129,7 +129,8 @@ static void usage(FILE *f) {
             "                        e.g. another engine's answers) instead of running a model;\n"
             "                        --model and --images are then not needed\n"
             "  --log-level L         error|warn|info|debug (default: $LOG_LEVEL or info)\n"
-            "  -h, --help            this text\n");
+            "  -h, --help            this text\n"
+            "  --version             the version, commit and CPU kernels\n");
 }
 
 /* Returns 0 to go on, 1 after --help, 2 on a usage error (message printed). */

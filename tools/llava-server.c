@@ -99,7 +99,9 @@ static void usage(FILE *f) {
         "  --allowed-local-media-path DIR allow file:// image URLs below DIR\n"
         "  --timeout S                    per-request limit in seconds (default 600; 0 = none)\n"
         "  --alias NAME                   model name shown to clients (default: --model)\n"
-        "  --log-level L                  error|warn|info|debug (default $LOG_LEVEL or info)\n");
+        "  --log-level L                  error|warn|info|debug (default $LOG_LEVEL or info)\n"
+        "  -h, --help                     this text\n"
+        "  --version                      the version, commit and CPU kernels\n");
 }
 
 /* sched_config.image_cache_bytes for --image-cache-mb (-1: not given). */

@@ -1,0 +1,1 @@
+#define LLAVA_VERSION "0.17.0"
