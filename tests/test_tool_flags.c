@@ -18,8 +18,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const char *const TOOLS[] = {"llava-cli",   "llava-server",     "llava-eval",
-                                    "llava-quantize", "llava-bench", "llava-attn-bench",
+static const char *const TOOLS[] = {"llava-cli",      "llava-server", "llava-eval",
+                                    "llava-quantize", "llava-bench",  "llava-attn-bench",
                                     "llava-gpu-bench"};
 
 /* Runs tool with args: its exit status, stdout in *out and stderr in *err (heap). */
