@@ -16,8 +16,13 @@
  * caches are evicted, above 95% new requests get 503 with Retry-After.
  *
  * --config reads the seed's JSON file (server/config.h): model_id, model_name,
- * device and max_tokens stand in for --model, --alias, --device and the
- * default max_tokens; flags given on the command line win.
+ * device and max_tokens stand in for --model, --alias, --device and
+ * --max-tokens; flags given on the command line win.
+ *
+ * --max-tokens N (-n, llama-server's --n-predict): the max_tokens of a
+ * request that gives none. Without it (or the config's max_tokens) such a
+ * request may generate until its context is full: context length - prompt
+ * tokens, as vLLM does, so answers are never cut at an arbitrary count.
  *
  * --device picks the backend (default cpu; /health reports it). A name this
  * build lacks exits 1 at once, before the socket opens, with llava_load's
@@ -51,6 +56,8 @@
 typedef struct {
     const char *model, *mmproj, *alias, *host, *api_key, *origins, *media_dir, *config;
     int port, queue_size, ctx_size, threads, timeout_s, parallel;
+    int max_tokens;       /* --max-tokens: a request's default max_tokens (0: the config's,
+                             else the rest of the context) */
     bool exact;           /* --exact: llava_set_exact */
     bool no_prefix_cache; /* --no-prefix-cache: sched_config.cache_slots -1 */
     int image_cache_mb;   /* --image-cache-mb: sched_config.image_cache_bytes (0: off; -1: the
@@ -77,6 +84,9 @@ static void usage(FILE *f) {
         "  --port N                       port (default 8080; 0 = any free port)\n"
         "  --queue-size N                 requests waiting at most (default 64; 429 above)\n"
         "  --ctx-size N                   context tokens per request (default: the model's)\n"
+        "  -n, --max-tokens N             max_tokens of a request that gives none (default:\n"
+        "                                 the config's max_tokens, else the rest of the\n"
+        "                                 context: context length - prompt tokens)\n"
         "  --no-prefix-cache              prefill every prompt whole (default: reuse the KV\n"
         "                                 of a finished request's prompt prefix)\n"
         "  --image-cache-mb N             MiB of image features kept for images sent again\n"
@@ -133,6 +143,7 @@ static int parse_args(int argc, char **argv, srv_args *a) {
         TOOL_INT("port", 0, &a->port, 0, 65535),
         TOOL_INT("queue-size", 0, &a->queue_size, 1, 1 << 20),
         TOOL_INT("ctx-size", 0, &a->ctx_size, 0, 1 << 24),
+        TOOL_INT("max-tokens", 'n', &a->max_tokens, 1, 1 << 24),
         TOOL_INT("threads", 0, &a->threads, 0, 4096),
         TOOL_FLAG("exact", 0, &a->exact),
         TOOL_FLAG("no-prefix-cache", 0, &a->no_prefix_cache),
@@ -345,7 +356,7 @@ int main(int argc, char **argv) {
                        .timeout_s = a.timeout_s,
                        .model_name = a.alias,
                        .max_body = 32u << 20,
-                       .default_max_tokens = a.file.max_tokens,
+                       .default_max_tokens = a.max_tokens ? a.max_tokens : a.file.max_tokens,
                        .image = a.config ? &a.file.image : NULL};
     lv_err err = {{0}};
     http_server *s;
