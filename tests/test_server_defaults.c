@@ -25,9 +25,9 @@ static srv S;
 static char *chat_body(const char *question, const char *extra) {
     char *bytes, *b64;
     size_t len;
-    assert_int_equal(lv_read_file(srv_demo_sample("sample_01_320x240.png"), 1u << 24, &bytes, &len,
-                                  NULL),
-                     LV_OK);
+    assert_int_equal(
+        lv_read_file(srv_demo_sample("sample_01_320x240.png"), 1u << 24, &bytes, &len, NULL),
+        LV_OK);
     assert_int_equal(lv_base64_encode((const uint8_t *)bytes, len, &b64, NULL), LV_OK);
     free(bytes);
     size_t cap = strlen(b64) + strlen(question) + strlen(extra) + 512;
@@ -67,8 +67,8 @@ static answer ask(const srv *s, const char *question, const char *extra) {
 static bool start(srv *s, const char *name, const char *n_flag) {
     char log[1200];
     snprintf(log, sizeof log, "%.1100s/%s.log", tu_tmpdir(name), name);
-    const char *argv[12] = {"--model",    srv_demo_model(), "--port",  "0",
-                            "--ctx-size", CTX,              "--alias", "demo"};
+    const char *argv[12] = {"--model", srv_demo_model(), "--port", "0", "--ctx-size",
+                            CTX,       "--alias",        "demo"};
     int n = 8;
     if (n_flag) argv[n++] = "-n", argv[n++] = n_flag;
     argv[n] = NULL;

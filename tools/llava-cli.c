@@ -49,6 +49,7 @@
 #include "engine/request.h"
 #include "engine/structured.h"
 #include "model/llava.h"
+#include "common/model_report.h"
 #include "common/tool_args.h"
 
 #include <jansson.h>
@@ -398,9 +399,11 @@ static lv_status generate(const cli_args *a, llava *m, const int32_t *ids, size_
                           lv_err *err) {
     double t0 = lv_now_ms();
     llava_set_exact(m, a->exact);
+    tool_report_load(m);
     lv_status st = llava_load(m, a->device, a->threads, err);
     tm->weights_ms = lv_now_ms() - t0;
     if (st) return st;
+    tool_report_model(m, 0, NULL);
     gen_sink sink = {.stream = !a->json};
     if (a->logits_out && (st = out_open(&sink.logits, a->logits_out, err))) return st;
     gen_callbacks cb = {.on_token = on_token, .on_text = on_text, .ud = &sink};

@@ -71,6 +71,7 @@
 #include "engine/request.h"
 #include "model/llava.h"
 #include "text/vqa_score.h"
+#include "common/model_report.h"
 #include "common/tool_args.h"
 
 #include <ctype.h>
@@ -1115,7 +1116,9 @@ int main(int argc, char **argv) {
             ix.n_other ? " (other names ignored: give --image-prefix to pick another)" : "");
     if (llava_open(a.model, &m, &err)) goto fail;
     llava_set_exact(m, a.exact);
+    tool_report_load(m);
     if (llava_load(m, a.device, a.threads, &err)) goto fail;
+    tool_report_model(m, 0, NULL);
     set.n_threads = llava_n_threads(m);
     double t0 = lv_now_ms();
     if (run_all(&a, m, &set, &ix, &err)) goto fail;

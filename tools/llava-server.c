@@ -42,6 +42,7 @@
 #include "model/llava.h"
 #include "server/config.h"
 #include "server/http.h"
+#include "common/model_report.h"
 #include "common/tool_args.h"
 #include "engine/scheduler.h"
 
@@ -285,6 +286,7 @@ static void *load_main(void *arg) {
         goto fail;
     }
     llava_set_exact(m, a->exact);
+    tool_report_load(m);
     if (llava_load(m, a->device, a->threads, &err)) goto fail;
     int ctx = a->ctx_size, max_ctx = llava_max_ctx(m);
     if (ctx > max_ctx) {
@@ -310,6 +312,10 @@ static void *load_main(void *arg) {
     hold_fixed(gov, m, from); /* weights and the scheduler's scratch */
     sched_stats ws;
     sched_get_stats(w, &ws);
+    char kv_what[64];
+    snprintf(kv_what, sizeof kv_what, "%d sequence%s of %d", ws.parallel,
+             ws.parallel == 1 ? "" : "s", ws.ctx_size);
+    tool_report_model(m, (int64_t)ws.kv_bytes_total, kv_what);
     LV_INFO("model %s loaded from %s on %s in %.0f ms (context %d, %d parallel sequences, "
             "queue %d)",
             a->alias, dir, a->device, lv_now_ms() - t0, ws.ctx_size, a->parallel, a->queue_size);
