@@ -1,9 +1,12 @@
 # llava - top-level driver for CMake. Targets:
-#   make              build everything (Release) into build/bin/
+#   make              build everything (Release) into build/bin/, quietly: CMake's
+#                     and the compiler's output go to build/build.log, shown only
+#                     when the build fails
 #   make test         install deps, build, run every test; then again under ASan+UBSan
 #   make test T=tok   only the tests whose name matches "tok"
-#   make run          install deps, build, serve a model with llava-server on
-#                     127.0.0.1:8080 (MODEL=path or ORG/NAME [HOST=… PORT=…]; default models/demo)
+#   make run          install deps, build (quietly, as make), serve a model with
+#                     llava-server on 127.0.0.1:8080 (MODEL=path or ORG/NAME
+#                     [HOST=… PORT=…]; default models/demo): its own lines show
 #   make asan         build the ASan+UBSan tree in build-asan/
 #   make format       clang-format every C and CUDA file in place
 #   make fuzz         build the libFuzzer targets (clang) in build-fuzz/, fuzz the image
@@ -36,14 +39,22 @@ CTEST_ARGS = --output-on-failure $(if $(T),-R $(T),)
 # without the server's libraries and needs no tool binary (a few minutes).
 ARM64_TESTS ?= kernels_neon;backend;qdot;quant;layers;forward;gguf;safetensors;tokenizer;chat_template;hf_config;hf_cache;model_dir;vqa_score;base;base64
 
-.PHONY: all build setup test test-release test-asan asan run format clean fuzz test-arm64 \
-        build-cuda test-cuda install
+.PHONY: all build build-quiet setup test test-release test-asan asan run format clean fuzz \
+        test-arm64 build-cuda test-cuda install
 
-all: build
+all: build-quiet
 
 build:
 	@cmake -S . -B build -DCMAKE_BUILD_TYPE=Release $(CMAKE_FLAGS) >/dev/null
 	@cmake --build build -j $(JOBS)
+
+# The same build with its output in build/build.log: printed, with where it
+# is, only when the build fails.
+build-quiet:
+	@mkdir -p build
+	@if ! { cmake -S . -B build -DCMAKE_BUILD_TYPE=Release $(CMAKE_FLAGS) && \
+	        cmake --build build -j $(JOBS); } > build/build.log 2>&1; then \
+	  cat build/build.log; echo "make: the build failed (its output: build/build.log)" >&2; exit 1; fi
 
 asan:
 	@cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DLLAVA_SANITIZE=ON $(CMAKE_FLAGS) >/dev/null
@@ -61,11 +72,11 @@ test-asan: asan
 	@cd build-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
 	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 ctest $(CTEST_ARGS)
 
-run: setup build
+run: setup build-quiet
 	@if [ ! -d "$(MODEL)" ] && ! echo "$(MODEL)" | grep -q '^[^/]*/[^/]*$$'; then \
 	  echo "make run: no model at '$(MODEL)'. Give one: make run MODEL=path/to/llava-v1.6-mistral-7b-hf"; \
 	  echo "(or a Hugging Face repo id ORG/NAME: taken from the local cache, else downloaded)"; exit 1; fi
-	build/bin/llava-server --model "$(MODEL)" --host "$${HOST:-127.0.0.1}" --port "$${PORT:-8080}"
+	@build/bin/llava-server --model "$(MODEL)" --host "$${HOST:-127.0.0.1}" --port "$${PORT:-8080}"
 
 install: build
 	@DESTDIR="$(DESTDIR)" cmake --install build --prefix "$(PREFIX)"

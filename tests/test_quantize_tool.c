@@ -875,30 +875,33 @@ static void test_refusals_and_usage(void **state) {
     assert_int_equal(quantize_tool(args, &out), 1);
     assert_non_null(strstr(out, "already quantized"));
     free(out);
+    /* Bad usage exits 2 (as every tool does), a source it cannot use 1. */
     static const struct {
         const char *args, *msg;
+        int rc;
     } bad[] = {
-        {"", "are required"},
-        {"--out X --format mlx-int4", "are required"},
-        {"--model M --out X --format int4", "unknown --format 'int4'"},
+        {"", "are required", 2},
+        {"--out X --format mlx-int4", "are required", 2},
+        {"--model M --out X --format int4", "unknown --format 'int4'", 2},
         {"--model M --out X --format mlx-int4 --group-size 48",
-         "--group-size must be 32, 64 or 128"},
-        {"--model M --out X --format mlx-int4 --group-size abc", "--group-size wants an integer"},
-        {"--random --out X --format mlx-int4", "--random needs --preset"},
-        {"--random --preset llava-9b --out X --format mlx-int4", "unknown preset 'llava-9b'"},
-        {"--model M --random --preset llava-1.5-7b --out X --format mlx-int4", "not both"},
-        {"--model /nonexistent --out X --format mlx-int4", "/nonexistent"},
-        {"--model M --out X --format mlx-int4 --bogus", "unknown or incomplete option"},
-        {"--model M --out X --format mlx-int4 extra", "unexpected argument 'extra'"},
+         "--group-size must be 32, 64 or 128", 2},
+        {"--model M --out X --format mlx-int4 --group-size abc", "--group-size wants an integer",
+         2},
+        {"--random --out X --format mlx-int4", "--random needs --preset", 2},
+        {"--random --preset llava-9b --out X --format mlx-int4", "unknown preset 'llava-9b'", 1},
+        {"--model M --random --preset llava-1.5-7b --out X --format mlx-int4", "not both", 2},
+        {"--model /nonexistent --out X --format mlx-int4", "/nonexistent", 1},
+        {"--model M --out X --format mlx-int4 --bogus", "unknown or incomplete option", 2},
+        {"--model M --out X --format mlx-int4 extra", "unexpected argument 'extra'", 2},
         {"--random --preset llava-1.5-7b --tokenizer /nonexistent.json --out X --format mlx-int4",
-         "/nonexistent.json"},
+         "/nonexistent.json", 1},
     };
     for (size_t k = 0; k < sizeof bad / sizeof *bad; k++) {
         snprintf(args, sizeof args, "%s", bad[k].args);
         int rc = quantize_tool(args, &out);
-        if (rc != 1 || !strstr(out, bad[k].msg))
-            fail_msg("llava-quantize %s: exit %d, output '%s'; expected exit 1 with '%s'",
-                     bad[k].args, rc, out, bad[k].msg);
+        if (rc != bad[k].rc || !strstr(out, bad[k].msg))
+            fail_msg("llava-quantize %s: exit %d, output '%s'; expected exit %d with '%s'",
+                     bad[k].args, rc, out, bad[k].rc, bad[k].msg);
         free(out);
     }
     assert_false(exists("X"));

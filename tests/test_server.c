@@ -161,6 +161,9 @@ static void test_health_loading_then_ready(void **state) {
     assert_null(json_object_get(o, "gpu_memory")); /* the cpu backend cannot tell */
     json_decref(o);
     free(out);
+    assert_int_equal(http("GET", "/v1/health", NULL, 0, NULL, 0, &out), 200); /* the alias */
+    assert_non_null(strstr(out, "\"status\":\"healthy\""));
+    free(out);
     assert_int_equal(http("GET", "/v1/models", NULL, 0, NULL, 0, &out), 200); /* public */
     assert_non_null(strstr(out, "\"tiny\""));
     free(out);

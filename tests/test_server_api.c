@@ -115,10 +115,24 @@ static long usage_of(json_t *o, const char *key) {
 }
 
 /* A value of one metric line (name with labels exactly as printed), -1 if absent. */
+/* The label /metrics puts first on every llava_* sample: the served name
+ * (the seed config's model_name). */
+#define MODEL_LABEL "model_name=\"LLaVA-Demo\""
+
+/* The value of name (which may hold labels after the model's: "x{le=\"1\"}"). */
 static double metric(const char *text, const char *name) {
-    size_t n = strlen(name);
+    char series[512];
+    const char *brace = strchr(name, '{');
+    if (strncmp(name, "llava_", 6))
+        snprintf(series, sizeof series, "%s", name);
+    else if (brace)
+        snprintf(series, sizeof series, "%.*s{" MODEL_LABEL ",%s", (int)(brace - name), name,
+                 brace + 1);
+    else
+        snprintf(series, sizeof series, "%s{" MODEL_LABEL "}", name);
+    size_t n = strlen(series);
     for (const char *p = text; p && *p; p = strchr(p, '\n'), p = p ? p + 1 : NULL)
-        if (!strncmp(p, name, n) && p[n] == ' ') return atof(p + n + 1);
+        if (!strncmp(p, series, n) && p[n] == ' ') return atof(p + n + 1);
     return -1;
 }
 
@@ -792,7 +806,7 @@ static void test_metrics_text(void **state) {
         "# TYPE llava_time_to_first_token_seconds histogram",
         "# TYPE llava_time_per_output_token_seconds histogram",
         "# TYPE llava_e2e_request_latency_seconds histogram",
-        "llava_time_to_first_token_seconds_bucket{le=\"+Inf\"}",
+        "llava_time_to_first_token_seconds_bucket{" MODEL_LABEL ",le=\"+Inf\"}",
         "# TYPE llava_requests_running gauge",
         "# TYPE llava_requests_waiting gauge",
         "# TYPE llava_kv_cache_used_bytes gauge",

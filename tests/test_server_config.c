@@ -10,6 +10,7 @@
 #include "server/config.h"
 #include "server/metrics.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -195,16 +196,35 @@ static void typed_values(void **state) {
     srv_config_free(&c);
 }
 
-static double value(const char *text, const char *name) {
-    const char *p = strstr(text, name);
-    size_t n = strlen(name);
-    while (p && (p[n] != ' ' || (p != text && p[-1] != '\n'))) p = strstr(p + 1, name);
+/* The label every llava_* sample of metrics_text carries first: the model
+ * name 'demo "v1"\' escaped as the exposition format wants. */
+#define MODEL_LABEL "model_name=\"demo \\\"v1\\\"\\\\\""
+
+static double sample(const char *text, const char *series) {
+    const char *p = strstr(text, series);
+    size_t n = strlen(series);
+    while (p && (p[n] != ' ' || (p != text && p[-1] != '\n'))) p = strstr(p + 1, series);
     return p ? atof(p + n + 1) : -1;
+}
+
+/* The value of name (which may hold labels: "x{le=\"1\"}") with the model's
+ * label put first, as metrics_render writes every llava_* sample. */
+static double value(const char *text, const char *name) {
+    char series[512];
+    const char *brace = strchr(name, '{');
+    if (strncmp(name, "llava_", 6))
+        snprintf(series, sizeof series, "%s", name);
+    else if (brace)
+        snprintf(series, sizeof series, "%.*s{" MODEL_LABEL ",%s", (int)(brace - name), name,
+                 brace + 1);
+    else
+        snprintf(series, sizeof series, "%s{" MODEL_LABEL "}", name);
+    return sample(text, series);
 }
 
 static void metrics_text(void **state) {
     (void)state;
-    metrics *m = metrics_new();
+    metrics *m = metrics_new("demo \"v1\"\\");
     assert_non_null(m);
     metrics_request(m, "/v1/chat/completions", 200);
     metrics_request(m, "/v1/chat/completions", 200);
@@ -257,11 +277,18 @@ static void metrics_text(void **state) {
     assert_true(value(t, "llava_kv_cache_usage_ratio") == 0.25);
     assert_true(value(t, "process_resident_memory_bytes") == 123456);
     assert_non_null(strstr(t, "# TYPE llava_e2e_request_latency_seconds histogram\n"));
-    /* every line is a comment or "name[{labels}] value" */
+    /* tokens per request: 100 and 50 prompt tokens, 11 and 1 generated */
+    assert_true(value(t, "llava_request_prompt_tokens_bucket{le=\"50\"}") == 1);
+    assert_true(value(t, "llava_request_prompt_tokens_bucket{le=\"100\"}") == 2);
+    assert_true(value(t, "llava_request_generation_tokens_sum") == 12);
+    /* every line is a comment or "name[{labels}] value", and every llava_*
+     * sample is the served model's */
     for (const char *p = t; *p; p = strchr(p, '\n') + 1) {
         const char *e = strchr(p, '\n');
         assert_non_null(e);
         if (*p != '#') assert_non_null(memchr(p, ' ', (size_t)(e - p)));
+        if (!strncmp(p, "llava_", 6) && !strstr(p, "{" MODEL_LABEL))
+            fail_msg("a sample without the model's label: %.*s", (int)(e - p), p);
     }
     free(t);
     metrics_free(m);

@@ -26,6 +26,7 @@
 #include "backend/cpu/cpu.h"
 #include "base/clock.h"
 #include "base/half.h"
+#include "common/tool_version.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -129,6 +130,11 @@ static void run_case(be *b, const attn_case *c, be_dtype dt, int repeat) {
     b->ops->release(b, out);
 }
 
+static void usage(FILE *f) {
+    fprintf(f, "usage: llava-attn-bench [--threads T] [--repeat N] [--kv f16|f32] "
+               "[--only clip|prefill512|decode512|decode2900]\n");
+}
+
 int main(int argc, char **argv) {
     int threads = 0, repeat = 7;
     const char *only = NULL;
@@ -147,9 +153,14 @@ int main(int argc, char **argv) {
                 return 2;
             }
             dt = d[1] == '1' ? BE_F16 : BE_F32;
+        } else if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            usage(stdout);
+            return 0;
+        } else if (!strcmp(argv[i], "--version")) {
+            tool_print_version(stdout, "llava-attn-bench");
+            return 0;
         } else {
-            fprintf(stderr, "usage: llava-attn-bench [--threads T] [--repeat N] [--kv f16|f32] "
-                            "[--only clip|prefill512|decode512|decode2900]\n");
+            usage(stderr);
             return 2;
         }
     }

@@ -89,6 +89,7 @@
 #include "bench/tower_bench.h"
 #include "text/tokenizer.h"
 #include "common/tool_args.h"
+#include "common/tool_version.h"
 
 #include <limits.h>
 #include <math.h>
@@ -529,5 +530,13 @@ int main(int argc, char **argv) {
     if (argc >= 2 && strcmp(argv[1], "grammar") == 0) return grammar_bench_main(argc - 1, argv + 1);
     if (argc >= 2 && strcmp(argv[1], "bandwidth") == 0)
         return bandwidth_bench_main(argc - 1, argv + 1);
+    if (argc == 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
+        print_usage(stdout);
+        return 0;
+    }
+    if (argc == 2 && !strcmp(argv[1], "--version")) {
+        tool_print_version(stdout, "llava-bench");
+        return 0;
+    }
     return usage();
 }

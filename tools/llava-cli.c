@@ -53,6 +53,7 @@
 #include "engine/request.h"
 #include "engine/structured.h"
 #include "model/llava.h"
+#include "common/model_report.h"
 #include "common/tool_args.h"
 #include "common/tool_model.h"
 
@@ -110,7 +111,8 @@ static void usage(FILE *f) {
             "  --raw-prompt          tokenize TEXT as given; each <image> takes the next image\n"
             "                        (with no --image, <image> stays one ordinary token)\n"
             "  --max-tokens N        tokens to generate (default: generation_config's\n"
-            "                        max_new_tokens, else 256); 0 = only tokenize\n"
+            "                        max_new_tokens, else the rest of the context);\n"
+            "                        0 = only tokenize\n"
             "  --temperature T       0 = greedy; default from generation_config.json\n"
             "  --top-k K             keep the K most likely tokens (0 = off)\n"
             "  --top-p P             nucleus sampling mass (1 = off)\n"
@@ -134,7 +136,8 @@ static void usage(FILE *f) {
             "  --logits-out F        write every step's logits as float32 [n, vocab]\n"
             "  --dump-pixels F       write the preprocessed images as float32 [tiles,3,H,W]\n"
             "  --log-level L         error|warn|info|debug (default: $LOG_LEVEL or info)\n"
-            "  -h, --help            this text\n",
+            "  -h, --help            this text\n"
+            "  --version             the version, commit and CPU kernels\n",
             GEN_MAX_STOP);
 }
 
@@ -328,13 +331,18 @@ static void on_token(void *ud, const gen_token *t) {
     out_write(&s->logits, t->logits, (size_t)t->vocab * sizeof *t->logits);
 }
 
-/* The request's parameters: the checkpoint's defaults, then the flags. */
-static void make_params(const cli_args *a, const llava *m, gen_params *p) {
+/* The request's parameters: the checkpoint's defaults, then the flags.
+ * max_tokens: --max-tokens, else generation_config.json's max_new_tokens,
+ * else the rest of the context (context length - the n_ids prompt ids), so
+ * an answer ends at EOS rather than at an arbitrary count. */
+static void make_params(const cli_args *a, const llava *m, size_t n_ids, gen_params *p) {
     gen_params_default(p, m);
     const lv_generation_config *gc = llava_generation_config(m);
+    long rest = (long)llava_max_ctx(m) - (long)n_ids;
     p->max_tokens = a->max_tokens >= 0       ? (int)a->max_tokens
                     : gc->has_max_new_tokens ? gc->max_new_tokens
-                                             : 256;
+                    : rest > 0               ? (int)rest
+                                             : 1; /* gen_run then says the prompt is too long */
     sample_params *s = &p->sampling;
     if (!isnan(a->temperature)) s->temperature = (float)a->temperature;
     if (a->top_k >= 0) s->top_k = (int)a->top_k;
@@ -401,9 +409,11 @@ static lv_status generate(const cli_args *a, llava *m, const int32_t *ids, size_
                           lv_err *err) {
     double t0 = lv_now_ms();
     llava_set_exact(m, a->exact);
+    tool_report_load(m);
     lv_status st = llava_load(m, a->device, a->threads, err);
     tm->weights_ms = lv_now_ms() - t0;
     if (st) return st;
+    tool_report_model(m, 0, NULL);
     gen_sink sink = {.stream = !a->json};
     if (a->logits_out && (st = out_open(&sink.logits, a->logits_out, err))) return st;
     gen_callbacks cb = {.on_token = on_token, .on_text = on_text, .ud = &sink};
@@ -445,7 +455,7 @@ int main(int argc, char **argv) {
         goto fail;
     tm.tokenize_ms = lv_now_ms() - t1;
     if (a.dump_pixels && dump_pixels(a.dump_pixels, tensors, a.n_images, &err)) goto fail;
-    make_params(&a, m, &p);
+    make_params(&a, m, n_ids, &p);
     if (gr) { /* the tokens as grammar tries: what each adds to the text */
         if (structured_vocab_new(llava_tokenizer(m), &sv, &err)) goto fail;
         p.grammar = gr;

@@ -71,6 +71,7 @@
 #include "engine/request.h"
 #include "model/llava.h"
 #include "text/vqa_score.h"
+#include "common/model_report.h"
 #include "common/tool_args.h"
 
 #include <ctype.h>
@@ -129,7 +130,8 @@ static void usage(FILE *f) {
             "                        e.g. another engine's answers) instead of running a model;\n"
             "                        --model and --images are then not needed\n"
             "  --log-level L         error|warn|info|debug (default: $LOG_LEVEL or info)\n"
-            "  -h, --help            this text\n");
+            "  -h, --help            this text\n"
+            "  --version             the version, commit and CPU kernels\n");
 }
 
 /* Returns 0 to go on, 1 after --help, 2 on a usage error (message printed). */
@@ -1114,7 +1116,9 @@ int main(int argc, char **argv) {
             ix.n_other ? " (other names ignored: give --image-prefix to pick another)" : "");
     if (llava_open(a.model, &m, &err)) goto fail;
     llava_set_exact(m, a.exact);
+    tool_report_load(m);
     if (llava_load(m, a.device, a.threads, &err)) goto fail;
+    tool_report_model(m, 0, NULL);
     set.n_threads = llava_n_threads(m);
     double t0 = lv_now_ms();
     if (run_all(&a, m, &set, &ix, &err)) goto fail;

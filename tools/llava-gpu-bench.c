@@ -31,6 +31,7 @@
 #include "backend/quant.h"
 #include "base/clock.h"
 #include "base/half.h"
+#include "common/tool_version.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -304,6 +305,10 @@ int main(int argc, char **argv) {
         if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
             printf("usage: llava-gpu-bench [--device cuda[:N]] [--only bandwidth|matmul|attention] "
                    "[--dtype LIST] [--n LIST] [--repeat R]\n");
+            return 0;
+        }
+        if (strcmp(a, "--version") == 0) {
+            tool_print_version(stdout, "llava-gpu-bench");
             return 0;
         }
         if (!v) {

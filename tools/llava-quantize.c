@@ -33,8 +33,8 @@
  * Test hook: LLAVA_QUANTIZE_FAIL_AFTER=N makes the MLX writer fail after N
  * tensors (to check that nothing half-written is left behind).
  *
- * Exit status: 0 success, 1 bad usage or a failed conversion (the message
- * says which).
+ * Exit status: 0 success (and after --help, --version), 1 a failed
+ * conversion, 2 bad usage (the message says which).
  */
 #include "base/clock.h"
 #include "base/common.h"
@@ -90,7 +90,8 @@ static void usage(FILE *f) {
            "  --shard-gb X         MLX: safetensors shard size in GB (default 5)\n"
            "  --threads N          quantizer threads (default: all cores, at most 8)\n"
            "  --force              replace an existing DST\n"
-           "  -h, --help           this text\n");
+           "  -h, --help           this text\n"
+           "  --version            the version, commit and CPU kernels\n");
 }
 
 static bool set_seed(void *dst, const char *s) {
@@ -116,7 +117,7 @@ static bool parse_args(int argc, char **argv, args *a) {
     };
     static const tool_info tool = {"llava-quantize", usage, true};
     int rc = tool_parse(&tool, opts, LV_ARRAY_LEN(opts), argc, argv);
-    if (rc == TOOL_HELP) exit(0);
+    if (rc == TOOL_HELP) exit(0); /* --help, --version */
     if (rc) return false;
     if (!a->out || !a->format || (!a->model && !a->random)) {
         fprintf(stderr, "llava-quantize: --out, --format and one of --model or --random are "
@@ -261,7 +262,7 @@ static int run_gguf(const qsource *src, const args *a, const char *fmt, progress
 
 int main(int argc, char **argv) {
     args a;
-    if (!parse_args(argc, argv, &a)) return 1;
+    if (!parse_args(argc, argv, &a)) return 2;
     bool is_mlx = strcmp(a.format, "mlx-int4") == 0 || strcmp(a.format, "mlx-int8") == 0;
     bool is_gguf = strcmp(a.format, "gguf-f16") == 0 || strcmp(a.format, "gguf-q8_0") == 0 ||
                    strcmp(a.format, "gguf-q4_0") == 0 || strcmp(a.format, "gguf-q4_k") == 0 ||
@@ -271,7 +272,7 @@ int main(int argc, char **argv) {
                 "llava-quantize: unknown --format '%s'; one of mlx-int4, mlx-int8, gguf-f16, "
                 "gguf-q8_0, gguf-q4_0, gguf-q4_k, gguf-q4_k_m\n",
                 a.format);
-        return 1;
+        return 2;
     }
     struct stat sb;
     if (!a.force && lstat(a.out, &sb) == 0) {

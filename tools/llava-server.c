@@ -18,8 +18,13 @@
  * caches are evicted, above 95% new requests get 503 with Retry-After.
  *
  * --config reads the seed's JSON file (server/config.h): model_id, model_name,
- * device and max_tokens stand in for --model, --alias, --device and the
- * default max_tokens; flags given on the command line win.
+ * device and max_tokens stand in for --model, --alias, --device and
+ * --max-tokens; flags given on the command line win.
+ *
+ * --max-tokens N (-n, llama-server's --n-predict): the max_tokens of a
+ * request that gives none. Without it (or the config's max_tokens) such a
+ * request may generate until its context is full: context length - prompt
+ * tokens, as vLLM does, so answers are never cut at an arbitrary count.
  *
  * --model ORG/NAME (or the config's model_id) not in the local Hugging Face
  * cache is downloaded into it first (tools/common/tool_model.h), with a
@@ -46,6 +51,7 @@
 #include "model/llava.h"
 #include "server/config.h"
 #include "server/http.h"
+#include "common/model_report.h"
 #include "common/tool_args.h"
 #include "common/tool_model.h"
 #include "engine/scheduler.h"
@@ -62,12 +68,14 @@ typedef struct {
     const char *model, *mmproj, *alias, *host, *api_key, *origins, *media_dir, *config;
     int port, queue_size, ctx_size, threads, timeout_s, parallel;
     int drain_grace_s, drain_timeout_s; /* --drain-grace, --drain-timeout (http_stop) */
-    bool exact;                         /* --exact: llava_set_exact */
-    bool offline;                       /* --offline: never download the model */
-    bool no_prefix_cache;               /* --no-prefix-cache: sched_config.cache_slots -1 */
-    int image_cache_mb;  /* --image-cache-mb: sched_config.image_cache_bytes (0: off; -1: the
-                            scheduler's default) */
-    int prefix_cache_mb; /* --prefix-cache-mb: sched_config.prefix_cache_bytes (-1: not given) */
+    int max_tokens;       /* --max-tokens: a request's default max_tokens (0: the config's, else the
+                             rest of the context) */
+    bool exact;           /* --exact: llava_set_exact */
+    bool offline;         /* --offline: never download the model */
+    bool no_prefix_cache; /* --no-prefix-cache: sched_config.cache_slots -1 */
+    int image_cache_mb;   /* --image-cache-mb: sched_config.image_cache_bytes (0: off; -1: the
+                             scheduler's default) */
+    int prefix_cache_mb;  /* --prefix-cache-mb: sched_config.prefix_cache_bytes (-1: not given) */
     const char *memory_limit;   /* --memory-limit SIZE (NULL: the default) */
     int64_t memory_limit_bytes; /* parsed; -1: the default */
     const char *device;         /* --device, else the config's device, else "cpu" */
@@ -92,6 +100,9 @@ static void usage(FILE *f) {
         "  --port N                       port (default 8080; 0 = any free port)\n"
         "  --queue-size N                 requests waiting at most (default 64; 429 above)\n"
         "  --ctx-size N                   context tokens per request (default: the model's)\n"
+        "  -n, --max-tokens N             max_tokens of a request that gives none (default:\n"
+        "                                 the config's max_tokens, else the rest of the\n"
+        "                                 context: context length - prompt tokens)\n"
         "  --no-prefix-cache              prefill every prompt whole (default: reuse the KV\n"
         "                                 of a finished request's prompt prefix)\n"
         "  --image-cache-mb N             MiB of image features kept for images sent again\n"
@@ -118,7 +129,9 @@ static void usage(FILE *f) {
         "  --drain-timeout S              then answers still being sent get S seconds more\n"
         "                                 (default 30)\n"
         "  --alias NAME                   model name shown to clients (default: --model)\n"
-        "  --log-level L                  error|warn|info|debug (default $LOG_LEVEL or info)\n");
+        "  --log-level L                  error|warn|info|debug (default $LOG_LEVEL or info)\n"
+        "  -h, --help                     this text\n"
+        "  --version                      the version, commit and CPU kernels\n");
 }
 
 /* sched_config.image_cache_bytes for --image-cache-mb (-1: not given). */
@@ -152,6 +165,7 @@ static int parse_args(int argc, char **argv, srv_args *a) {
         TOOL_INT("port", 0, &a->port, 0, 65535),
         TOOL_INT("queue-size", 0, &a->queue_size, 1, 1 << 20),
         TOOL_INT("ctx-size", 0, &a->ctx_size, 0, 1 << 24),
+        TOOL_INT("max-tokens", 'n', &a->max_tokens, 1, 1 << 24),
         TOOL_INT("threads", 0, &a->threads, 0, 4096),
         TOOL_FLAG("exact", 0, &a->exact),
         TOOL_FLAG("no-prefix-cache", 0, &a->no_prefix_cache),
@@ -286,6 +300,7 @@ static void *load_main(void *arg) {
     }
     if (tool_open_model(a->model, a->mmproj, a->offline, &m, &dir, &err)) goto fail;
     llava_set_exact(m, a->exact);
+    tool_report_load(m);
     if (llava_load(m, a->device, a->threads, &err)) goto fail;
     int ctx = a->ctx_size, max_ctx = llava_max_ctx(m);
     if (ctx > max_ctx) {
@@ -311,6 +326,10 @@ static void *load_main(void *arg) {
     hold_fixed(gov, m, from); /* weights and the scheduler's scratch */
     sched_stats ws;
     sched_get_stats(w, &ws);
+    char kv_what[64];
+    snprintf(kv_what, sizeof kv_what, "%d sequence%s of %d", ws.parallel,
+             ws.parallel == 1 ? "" : "s", ws.ctx_size);
+    tool_report_model(m, (int64_t)ws.kv_bytes_total, kv_what);
     LV_INFO("model %s loaded from %s on %s in %.0f ms (context %d, %d parallel sequences, "
             "queue %d)",
             a->alias, dir, a->device, lv_now_ms() - t0, ws.ctx_size, a->parallel, a->queue_size);
@@ -359,7 +378,7 @@ int main(int argc, char **argv) {
                        .drain_timeout_s = a.drain_timeout_s,
                        .model_name = a.alias,
                        .max_body = 32u << 20,
-                       .default_max_tokens = a.file.max_tokens,
+                       .default_max_tokens = a.max_tokens ? a.max_tokens : a.file.max_tokens,
                        .image = a.config ? &a.file.image : NULL};
     lv_err err = {{0}};
     http_server *s;

@@ -32,6 +32,10 @@ const char *lv_log_configure(const char *name) {
     return NULL;
 }
 
+bool lv_log_enabled(lv_log_level level) {
+    return (int)level <= atomic_load(&g_level);
+}
+
 void lv_log(lv_log_level level, const char *fmt, ...) {
     if ((int)level > atomic_load(&g_level)) return;
     static const char tag[] = "EWID";

@@ -7,6 +7,8 @@
 #ifndef LV_LOG_H
 #define LV_LOG_H
 
+#include <stdbool.h>
+
 typedef enum { LV_LOG_ERROR = 0, LV_LOG_WARN, LV_LOG_INFO, LV_LOG_DEBUG } lv_log_level;
 
 void lv_log_set_level(lv_log_level level);
@@ -18,6 +20,9 @@ int lv_log_parse_level(const char *s);
  * NULL on success. */
 const char *lv_log_configure(const char *name);
 void lv_log(lv_log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Whether lines of this level are written (for output that does not go
+ * through lv_log, such as a progress line redrawn in place). */
+bool lv_log_enabled(lv_log_level level);
 
 #define LV_ERROR(...) lv_log(LV_LOG_ERROR, __VA_ARGS__)
 #define LV_WARN(...)  lv_log(LV_LOG_WARN, __VA_ARGS__)

@@ -97,15 +97,17 @@ static void unload(llava *m) {
     m->loaded = false;
 }
 
-/* The weights of each part, then the parts set up over them. */
+/* The weights of each part (each tensor counted for the progress and the
+ * summary, llava_info.c), then the parts set up over them. */
 static lv_status load_parts(llava *m, lv_err *err) {
     be *b = &m->backend;
     const lv_model_config *c = &m->md.config;
     const st_set *st = m->md.weights;
+    weights_progress hook = llava_load_hook(m);
     lv_status s;
-    if ((s = clip_weights_load(b, st, c, &m->vision_w, err)) ||
-        (s = projector_weights_load(b, st, c, &m->proj_w, err)) ||
-        (s = llm_weights_load(b, st, c, &m->text_w, err)) ||
+    if ((llava_load_part(m, 0), s = clip_weights_load(b, st, c, &hook, &m->vision_w, err)) ||
+        (llava_load_part(m, 1), s = projector_weights_load(b, st, c, &hook, &m->proj_w, err)) ||
+        (llava_load_part(m, 2), s = llm_weights_load(b, st, c, &hook, &m->text_w, err)) ||
         (s = clip_init(&m->vision, b, c, &m->vision_w, err)) ||
         (s = projector_init(&m->proj, b, c, &m->proj_w, err)) ||
         (s = llm_init(&m->text, b, &c->text, &m->text_w, err)))
@@ -120,6 +122,9 @@ static lv_status load_parts(llava *m, lv_err *err) {
         m->image_newline = b->ops->vector_init(b, BE_F32, c->text.dim, host);
         free(host);
         if (!m->image_newline) return lv_fail(err, LV_ERR_NOMEM, "out of memory");
+        const st_tensor *t = st_find(st, "image_newline");
+        llava_load_part(m, 1); /* the projector's side of the packing */
+        hook.on_tensor(hook.ud, NULL, t ? t->nbytes : 0, c->text.dim);
     }
     return LV_OK;
 }
@@ -131,8 +136,10 @@ lv_status llava_load(llava *m, const char *backend_name, int n_threads, lv_err *
     if (!ops)
         return lv_fail(err, LV_ERR_ARG, "unknown backend \"%s\" (%s)",
                        backend_name ? backend_name : "(null)", be_names());
+    llava_load_begin(m);
     lv_status s = mdir_open_weights(&m->md, &m->md.weights, err);
     if (s) return s;
+    llava_load_mapped(m, m->md.weights);
     m->backend.ops = ops;
     m->backend.exact = m->exact;
     m->backend.device = device;
@@ -149,6 +156,7 @@ lv_status llava_load(llava *m, const char *backend_name, int n_threads, lv_err *
     m->text.kv_f16 = !m->exact; /* exact: the f32 cache the golden comparisons hold for */
     snprintf(m->device, sizeof m->device, "%s", backend_name);
     m->loaded = true;
+    llava_load_end(m);
     return LV_OK;
 }
 

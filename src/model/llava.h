@@ -78,6 +78,50 @@ bool llava_exact(const llava *m);
 /* Releases everything. NULL is a no-op. */
 void llava_free(llava *m);
 
+/* ---- loading: progress and what was loaded ------------------------------------------------ */
+
+/* How far llava_load has come (a 7B checkpoint takes seconds to tens of
+ * seconds: its pages are read and quantized weights repacked). */
+typedef struct {
+    int n_files;         /* weight files mapped (a GGUF pair: 2) */
+    size_t bytes_mapped; /* bytes of every tensor in them */
+    int n_tensors;       /* tensors in them (the model may use fewer) */
+    int tensors_loaded;  /* tensors taken onto the backend so far */
+    size_t bytes_loaded; /* their bytes in the files */
+    double seconds;      /* since llava_load began */
+    bool done;           /* the last call: every part is ready */
+} llava_load_progress;
+
+typedef void (*llava_progress_fn)(void *ud, const llava_load_progress *p);
+
+/* Before llava_load: fn(ud, p) is called once the weight files are mapped,
+ * after every tensor taken, and once done (p borrowed for the call; on
+ * the loading thread). NULL fn: none (the default). */
+void llava_set_progress(llava *m, llava_progress_fn fn, void *ud);
+
+/* What a loaded model is, for a summary at start-up. */
+typedef struct {
+    const char *arch;      /* config.json model_type: "llava_next" or "llava" */
+    const char *text_arch; /* the decoder's: "mistral" or "llama" */
+    int64_t params_vision; /* values loaded: the tower's layers the feature layer needs */
+    int64_t params_projector;
+    int64_t params_text;
+    char weights[96];         /* the decoder's matrix types by share, and the container:
+                                 "Q4_0 + Q6_K (gguf)", "mlx-int4 g64", "F16 (safetensors)" */
+    char vision_weights[32];  /* the tower's and projector's main matrix type: "F16" */
+    int ctx;                  /* llava_max_ctx */
+    int image_tokens_base;    /* one image's rows at their fewest: the base view (LLaVA-NeXT,
+                                 image_url detail "low") or the one fixed count (LLaVA-1.5) */
+    int image_tokens_max;     /* at their most: anyres at the pinpoint that gives most */
+    int max_h, max_w;         /* that pinpoint (0 for LLaVA-1.5) */
+    size_t kv_bytes_per_pos;  /* llava_kv_bytes_per_pos */
+    llava_load_progress load; /* files, tensors, bytes and seconds of the load */
+} llava_info;
+
+/* Fills *out; the parameter counts, types and load figures are those of
+ * the last llava_load (zero before). */
+void llava_get_info(const llava *m, llava_info *out);
+
 /* ---- what callers may read ------------------------------------------------------------ */
 
 const lv_model_config *llava_config(const llava *m);                 /* config.json, filled */

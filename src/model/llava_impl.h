@@ -14,6 +14,25 @@
 #include "model/projector.h"
 #include "model/weights.h"
 
+/* One matrix type's share of a part's parameters (llava_info.weights). */
+typedef struct {
+    int dtype, bits, group; /* be_dtype; MLX bits and group (0 otherwise) */
+    int64_t params;
+} llava_type_share;
+
+#define LLAVA_TYPES 8 /* distinct matrix types counted per part */
+
+/* What llava_load counts for llava_set_progress and llava_get_info. */
+typedef struct {
+    llava_progress_fn fn;
+    void *ud;
+    double t0_ms;                           /* when llava_load began */
+    llava_load_progress p;                  /* the figures reported */
+    int part;                               /* the part loading: 0 vision, 1 projector, 2 text */
+    int64_t params[3];                      /* values per part */
+    llava_type_share types[3][LLAVA_TYPES]; /* matrix types per part */
+} llava_load_stats;
+
 struct llava {
     lv_model_dir md;       /* configs; md.weights once loaded */
     tok *tok;              /* tokenizer, BOS/EOS as tokenizer_config.json says */
@@ -31,7 +50,17 @@ struct llava {
     projector proj;
     llm text;
     float *image_newline; /* backend vector (text dim); llava_next only */
+    llava_load_stats ls;  /* progress and the summary's counts (llava_info.c) */
 };
+
+/* llava_info.c, for llava_load: a load begins (counts reset), its files are
+ * mapped, a part begins (0 vision, 1 projector, 2 text), it ends. The
+ * weights_progress llava_load hands the part loaders (ud: the model). */
+void llava_load_begin(llava *m);
+void llava_load_mapped(llava *m, const st_set *st);
+void llava_load_part(llava *m, int part);
+void llava_load_end(llava *m);
+weights_progress llava_load_hook(llava *m);
 
 struct llava_seq {
     llm_seq kv;

@@ -24,8 +24,15 @@ typedef struct {
     be *b;
     const st_set *st;
     const lv_quant_config *qc; /* config.json's quantization block (.present false if none) */
+    const weights_progress *progress; /* told of every tensor taken; may be NULL */
     lv_err *err;
 } loader;
+
+/* A tensor taken: the progress hook hears of it. */
+static void taken(loader *L, const be_weight *w, size_t bytes, int64_t params) {
+    if (L->progress && L->progress->on_tensor)
+        L->progress->on_tensor(L->progress->ud, w, bytes, params);
+}
 
 /* ---- shape checks ---------------------------------------------------- */
 
@@ -251,6 +258,7 @@ static lv_status init_matrix(loader *L, be_weight *w, const be_weight *d, const 
     /* The backend keeps its own copy: the file's pages leave the resident
      * set (embed_rows reads a few back), so memory holds the weights once. */
     if (w->prep) lv_map_release_pages(d->data, (size_t)d->rows * d->row_bytes);
+    taken(L, d, (size_t)d->rows * d->row_bytes, (int64_t)d->rows * d->cols);
     return LV_OK;
 }
 
@@ -267,6 +275,7 @@ static lv_status read_matrix(loader *L, const char *name, int rows, int cols, fl
     lv_status st = describe_matrix(L, name, rows, cols, &d);
     if (st) return st;
     for (int r = 0; r < rows; r++) be_dequant_row(&d, r, out + (size_t)r * cols);
+    taken(L, &d, (size_t)d.rows * d.row_bytes, (int64_t)rows * cols);
     return LV_OK;
 }
 
@@ -327,6 +336,7 @@ static lv_status load_vector(loader *L, float **v, const char *name, int n) {
     if (st) return st;
     *v = L->b->ops->vector_init(L->b, dt, n, t->data);
     if (!*v) return lv_fail(L->err, LV_ERR_NOMEM, "out of memory loading tensor '%s'", name);
+    taken(L, NULL, t->nbytes, n);
     return LV_OK;
 }
 
@@ -355,7 +365,7 @@ static void read_floats(const st_tensor *t, float *out, int64_t n) {
 }
 
 lv_status weights_read_vector(const st_set *st, const char *name, int n, float *out, lv_err *err) {
-    loader L = {NULL, st, NULL, err};
+    loader L = {NULL, st, NULL, NULL, err};
     const st_tensor *t;
     int64_t shape[1] = {n};
     be_dtype dt;
@@ -390,6 +400,7 @@ static lv_status load_cls_pos(loader *L, clip_weights *w, int n_pos, int dim) {
     if ((st = read_matrix(L, VT "embeddings.position_embedding.weight", n_pos, dim, host)))
         goto done;
     read_floats(cls, c, dim);
+    taken(L, NULL, cls->nbytes, dim);
     /* CLIPVisionEmbeddings: cat(class_embeds, patch_embeds) + position_embedding */
     for (int i = 0; i < dim; i++) host[i] += c[i];
     w->cls_pos = L->b->ops->vector_init(L->b, BE_F32, n_pos * dim, host);
@@ -426,10 +437,10 @@ static lv_status load_clip_layer(loader *L, clip_layer_weights *l, int i, int di
     return LV_OK;
 }
 
-lv_status clip_weights_load(be *b, const st_set *st, const lv_model_config *cfg, clip_weights *w,
-                            lv_err *err) {
+lv_status clip_weights_load(be *b, const st_set *st, const lv_model_config *cfg,
+                            const weights_progress *progress, clip_weights *w, lv_err *err) {
     memset(w, 0, sizeof *w);
-    loader L = {b, st, &cfg->quant, err};
+    loader L = {b, st, &cfg->quant, progress, err};
     const lv_vision_config *v = &cfg->vision;
     if (cfg->n_feature_layers != 1)
         return lv_fail(err, LV_ERR_UNSUPPORTED,
@@ -479,9 +490,10 @@ void clip_weights_free(be *b, clip_weights *w) {
 /* ---- projector --------------------------------------------------------- */
 
 lv_status projector_weights_load(be *b, const st_set *st, const lv_model_config *cfg,
-                                 projector_weights *w, lv_err *err) {
+                                 const weights_progress *progress, projector_weights *w,
+                                 lv_err *err) {
     memset(w, 0, sizeof *w);
-    loader L = {b, st, &cfg->quant, err};
+    loader L = {b, st, &cfg->quant, progress, err};
     int vd = cfg->vision.dim, td = cfg->text.dim;
     lv_status s;
     if ((s = load_matrix(&L, &w->w1, "multi_modal_projector.linear_1.weight", td, vd)) ||
@@ -539,11 +551,11 @@ static lv_status load_llm_layer(loader *L, llm_layer_weights *l, int i, const lv
     return LV_OK;
 }
 
-lv_status llm_weights_load(be *b, const st_set *st, const lv_model_config *cfg, llm_weights *w,
-                           lv_err *err) {
+lv_status llm_weights_load(be *b, const st_set *st, const lv_model_config *cfg,
+                           const weights_progress *progress, llm_weights *w, lv_err *err) {
     memset(w, 0, sizeof *w);
     const lv_text_config *c = &cfg->text;
-    loader L = {b, st, &cfg->quant, err};
+    loader L = {b, st, &cfg->quant, progress, err};
     lv_status s;
     if ((s = load_matrix(&L, &w->embed, LM "embed_tokens.weight", c->vocab_size, c->dim)) ||
         (s = load_vector(&L, &w->norm, LM "norm.weight", c->dim)))

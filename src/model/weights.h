@@ -94,6 +94,15 @@ typedef struct {
     bool tied;         /* lm_head is embed (tie_word_embeddings): freed once */
 } llm_weights;
 
+/* Told of every tensor a loader has taken (for llava_load's progress and
+ * its summary of parameters and types): w is the matrix as the checkpoint
+ * stores it (dtype, shape, MLX bits and group), NULL for a vector; bytes
+ * what the file holds of it, params its values. */
+typedef struct {
+    void (*on_tensor)(void *ud, const be_weight *w, size_t bytes, int64_t params);
+    void *ud;
+} weights_progress;
+
 /* How many CLIP layers must run for the config's feature layer:
  * hidden_states[k] is the output of k layers (k = 0: pre_layrnorm's output),
  * and a negative index counts from the end (-1 = all layers). */
@@ -107,18 +116,20 @@ int clip_layers_needed(const lv_model_config *cfg);
  * tensors), LV_ERR_UNSUPPORTED (an unknown dtype, a quantization mode other
  * than affine, several feature layers), LV_ERR_NOMEM.
  * On failure nothing is held (*w is zeroed). Release with the _free
- * function (a zeroed struct is a no-op).
+ * function (a zeroed struct is a no-op). progress (may be NULL) is told of
+ * each tensor as it is taken.
  */
-lv_status clip_weights_load(be *b, const st_set *st, const lv_model_config *cfg, clip_weights *w,
-                            lv_err *err);
+lv_status clip_weights_load(be *b, const st_set *st, const lv_model_config *cfg,
+                            const weights_progress *progress, clip_weights *w, lv_err *err);
 void clip_weights_free(be *b, clip_weights *w);
 
 lv_status projector_weights_load(be *b, const st_set *st, const lv_model_config *cfg,
-                                 projector_weights *w, lv_err *err);
+                                 const weights_progress *progress, projector_weights *w,
+                                 lv_err *err);
 void projector_weights_free(be *b, projector_weights *w);
 
-lv_status llm_weights_load(be *b, const st_set *st, const lv_model_config *cfg, llm_weights *w,
-                           lv_err *err);
+lv_status llm_weights_load(be *b, const st_set *st, const lv_model_config *cfg,
+                           const weights_progress *progress, llm_weights *w, lv_err *err);
 void llm_weights_free(be *b, llm_weights *w);
 
 /* A 1-D float vector of n values from the tensor `name` (any accepted dtype),

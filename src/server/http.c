@@ -419,6 +419,7 @@ static enum MHD_Result route_completion(http_server *s, struct MHD_Connection *c
 
 static const route routes[] = {
     {"GET", "/health", route_health, false},
+    {"GET", "/v1/health", route_health, false},
     {"GET", "/v1/models", route_models, false},
     {"GET", "/metrics", route_metrics, false},
     {"GET", "/", route_webui, false},
@@ -673,7 +674,8 @@ lv_status http_start(const http_config *cfg, http_server **out, lv_err *err) {
     if (cfg->default_max_tokens > 0) s->lim.default_max_tokens = cfg->default_max_tokens;
     if (s->lim.max_tokens > 0 && s->lim.default_max_tokens > s->lim.max_tokens)
         s->lim.max_tokens = s->lim.default_max_tokens;
-    if (!(s->metrics = metrics_new()) || !(s->memo = image_memo_new(IMAGE_MEMO_BYTES))) {
+    if (!(s->metrics = metrics_new(cfg->model_name)) ||
+        !(s->memo = image_memo_new(IMAGE_MEMO_BYTES))) {
         metrics_free(s->metrics);
         free(s);
         return lv_fail(err, LV_ERR_NOMEM, "out of memory");

@@ -46,7 +46,8 @@ typedef struct {
     int timeout_s;                        /* per request, queue wait included; 0 = none */
     const char *model_name;               /* the name /v1/models and responses show */
     size_t max_body;                      /* request body cap in bytes (413 above) */
-    int default_max_tokens;               /* when a request gives none; 0 = oai_limits' 150 */
+    int default_max_tokens;               /* when a request gives none; 0 = the rest of the
+                                             context (oai_limits_default) */
     const img_options *image;             /* the config's image_processing; NULL = reference */
     int drain_grace_ms;  /* http_stop: /health answers 503 this long before the listener closes */
     int drain_timeout_s; /* http_stop: how long answers still being sent may take; 0 = none */

@@ -208,7 +208,10 @@ static sched_job *clone_job(const sched_job *src, jobs_request *q, const char *r
 }
 
 /* Generation parameters of the first job of a prompt: the checkpoint's
- * defaults, what the client set, logit_bias, the seed. */
+ * defaults, what the client set, logit_bias, the seed; without a
+ * max_tokens from the client, the config or --max-tokens, the rest of the
+ * context (as vLLM and llama-server's n_predict -1 do), so a long answer
+ * ends at EOS rather than at an arbitrary count. */
 static lv_status set_params(const jobs_ctx *ctx, const jobs_request *q, sched_job *j,
                             oai_error *e) {
     const oai_request *r = &q->r;
@@ -247,6 +250,7 @@ static lv_status set_params(const jobs_ctx *ctx, const jobs_request *q, sched_jo
                         "This model's maximum context length is %d tokens, but the prompt is %d "
                         "tokens (images included); shorten it.",
                         max_ctx, j->n_ids);
+    if (r->max_tokens <= 0) j->params.max_tokens = max_ctx - j->n_ids;
     return LV_OK;
 }
 
@@ -341,7 +345,8 @@ static int64_t request_bytes_max(const jobs_ctx *ctx, const oai_request *r, size
     for (size_t i = 0; i < r->n_images; i++) text -= (int64_t)strlen(r->images[i].url);
     sched_stats ws;
     sched_get_stats(ctx->w, &ws);
-    int64_t positions = (int64_t)r->n_images * rows + (text > 0 ? text : 0) + 256 + r->max_tokens;
+    int64_t gen = r->max_tokens > 0 ? r->max_tokens : ws.ctx_size; /* 0: the rest of it */
+    int64_t positions = (int64_t)r->n_images * rows + (text > 0 ? text : 0) + 256 + gen;
     if (positions > ws.ctx_size) positions = ws.ctx_size;
     int64_t kv_per_pos = ws.kv_capacity ? (int64_t)(ws.kv_bytes_total / (size_t)ws.kv_capacity) : 0;
     int64_t per_image =

@@ -2,7 +2,9 @@
  * metrics.c - counters, histograms and their Prometheus text (metrics.h).
  *
  * One mutex guards everything: updates are a handful of additions per
- * request, far below the cost of the request itself.
+ * request, far below the cost of the request itself. Every llava_* sample
+ * carries the label model_name="<served name>" first (as vLLM's carry
+ * model_name), so one dashboard can tell several servers' models apart.
  */
 #include "server/metrics.h"
 
@@ -16,11 +18,12 @@
 
 #define MAX_SERIES  128 /* (endpoint, status) pairs kept; more share one "other" row */
 #define MAX_BUCKETS 16
+#define LABEL_MAX   256 /* the model_name label, escaped; a longer name is cut */
 
 typedef struct {
     const char *name, *help;
     int n;                       /* finite buckets */
-    double le[MAX_BUCKETS];      /* upper bounds, seconds, increasing */
+    double le[MAX_BUCKETS];      /* upper bounds (seconds, or tokens), increasing */
     uint64_t count[MAX_BUCKETS]; /* observations <= le[i] (not cumulative; summed on render) */
     uint64_t total;              /* all observations (the +Inf bucket) */
     double sum;
@@ -34,11 +37,30 @@ typedef struct {
 
 struct metrics {
     pthread_mutex_t mu;
+    char label[LABEL_MAX]; /* model_name="..." (escaped), written before every other label */
     series req[MAX_SERIES];
     int n_req;
     uint64_t prompt_tokens, generated_tokens, generations;
     histogram ttft, tpot, e2e;
+    histogram prompt_len, gen_len; /* tokens per finished generation */
 };
+
+/* model_name="name" into out, escaped as the exposition format wants label
+ * values (backslash, double quote, newline); cut short rather than overflow. */
+static void set_label(char *out, const char *name) {
+    size_t n = (size_t)snprintf(out, LABEL_MAX, "model_name=\"");
+    for (const char *p = name ? name : ""; *p && n + 4 < LABEL_MAX; p++) {
+        if (*p == '\\' || *p == '"') out[n++] = '\\';
+        if (*p == '\n') {
+            out[n++] = '\\';
+            out[n++] = 'n';
+        } else {
+            out[n++] = *p;
+        }
+    }
+    out[n++] = '"';
+    out[n] = '\0';
+}
 
 static void hist_init(histogram *h, const char *name, const char *help, const double *le, int n) {
     h->name = name;
@@ -57,10 +79,11 @@ static void hist_observe(histogram *h, double v) {
     h->sum += v;
 }
 
-metrics *metrics_new(void) {
+metrics *metrics_new(const char *model_name) {
     metrics *m = calloc(1, sizeof *m);
     if (!m) return NULL;
     pthread_mutex_init(&m->mu, NULL);
+    set_label(m->label, model_name);
     static const double ttft[] = {0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60};
     static const double tpot[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5};
     static const double e2e[] = {0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300};
@@ -71,6 +94,13 @@ metrics *metrics_new(void) {
               (int)LV_ARRAY_LEN(tpot));
     hist_init(&m->e2e, "llava_e2e_request_latency_seconds",
               "Time from submission to the end of generation.", e2e, (int)LV_ARRAY_LEN(e2e));
+    static const double len[] = {1,   2,    5,    10,   20,    50,    100,   200,
+                                 500, 1000, 2000, 5000, 10000, 20000, 50000, 100000};
+    hist_init(&m->prompt_len, "llava_request_prompt_tokens",
+              "Prompt tokens (images included) per finished generation.", len,
+              (int)LV_ARRAY_LEN(len));
+    hist_init(&m->gen_len, "llava_request_generation_tokens",
+              "Tokens generated per finished generation.", len, (int)LV_ARRAY_LEN(len));
     return m;
 }
 
@@ -98,6 +128,8 @@ void metrics_generation(metrics *m, int prompt_tokens, int generated_tokens, dou
     m->generations++;
     m->prompt_tokens += prompt_tokens > 0 ? (uint64_t)prompt_tokens : 0;
     m->generated_tokens += generated_tokens > 0 ? (uint64_t)generated_tokens : 0;
+    hist_observe(&m->prompt_len, prompt_tokens > 0 ? prompt_tokens : 0);
+    hist_observe(&m->gen_len, generated_tokens > 0 ? generated_tokens : 0);
     if (t_submit_ms > 0 && t_first_ms >= t_submit_ms)
         hist_observe(&m->ttft, (t_first_ms - t_submit_ms) / 1e3);
     if (t_first_ms > 0 && t_done_ms >= t_first_ms && generated_tokens > 1)
@@ -111,7 +143,7 @@ void metrics_generation(metrics *m, int prompt_tokens, int generated_tokens, dou
 
 static void put(lv_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void put(lv_buf *b, const char *fmt, ...) {
-    char line[512];
+    char line[1024]; /* the longest: requests_total's labels, LABEL_MAX of them the name */
     va_list ap;
     va_start(ap, fmt);
     int n = vsnprintf(line, sizeof line, fmt, ap);
@@ -123,26 +155,28 @@ static void head(lv_buf *b, const char *name, const char *type, const char *help
     put(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
-static void gauge(lv_buf *b, const char *name, const char *help, double v) {
+/* A gauge or counter of the served model: name{model_name="..."} v. */
+static void gauge(lv_buf *b, const metrics *m, const char *name, const char *help, double v) {
     head(b, name, "gauge", help);
-    put(b, "%s %.17g\n", name, v);
+    put(b, "%s{%s} %.17g\n", name, m->label, v);
 }
 
-static void counter(lv_buf *b, const char *name, const char *help, uint64_t v) {
+static void counter(lv_buf *b, const metrics *m, const char *name, const char *help, uint64_t v) {
     head(b, name, "counter", help);
-    put(b, "%s %llu\n", name, (unsigned long long)v);
+    put(b, "%s{%s} %llu\n", name, m->label, (unsigned long long)v);
 }
 
-static void hist_render(lv_buf *b, const histogram *h) {
+static void hist_render(lv_buf *b, const metrics *m, const histogram *h) {
     head(b, h->name, "histogram", h->help);
     uint64_t cum = 0;
     for (int i = 0; i < h->n; i++) {
         cum += h->count[i];
-        put(b, "%s_bucket{le=\"%g\"} %llu\n", h->name, h->le[i], (unsigned long long)cum);
+        put(b, "%s_bucket{%s,le=\"%g\"} %llu\n", h->name, m->label, h->le[i],
+            (unsigned long long)cum);
     }
-    put(b, "%s_bucket{le=\"+Inf\"} %llu\n", h->name, (unsigned long long)h->total);
-    put(b, "%s_sum %.17g\n", h->name, h->sum);
-    put(b, "%s_count %llu\n", h->name, (unsigned long long)h->total);
+    put(b, "%s_bucket{%s,le=\"+Inf\"} %llu\n", h->name, m->label, (unsigned long long)h->total);
+    put(b, "%s_sum{%s} %.17g\n", h->name, m->label, h->sum);
+    put(b, "%s_count{%s} %llu\n", h->name, m->label, (unsigned long long)h->total);
 }
 
 char *metrics_render(metrics *m, const metrics_gauges *g) {
@@ -150,90 +184,93 @@ char *metrics_render(metrics *m, const metrics_gauges *g) {
     pthread_mutex_lock(&m->mu);
     head(&b, "llava_requests_total", "counter", "HTTP requests answered, by endpoint and status.");
     for (int i = 0; i < m->n_req; i++)
-        put(&b, "llava_requests_total{endpoint=\"%s\",status=\"%d\"} %llu\n", m->req[i].endpoint,
-            m->req[i].status, (unsigned long long)m->req[i].n);
-    counter(&b, "llava_prompt_tokens_total", "Prompt tokens of finished generations.",
+        put(&b, "llava_requests_total{%s,endpoint=\"%s\",status=\"%d\"} %llu\n", m->label,
+            m->req[i].endpoint, m->req[i].status, (unsigned long long)m->req[i].n);
+    counter(&b, m, "llava_prompt_tokens_total", "Prompt tokens of finished generations.",
             m->prompt_tokens);
-    counter(&b, "llava_generation_tokens_total", "Tokens generated by finished generations.",
+    counter(&b, m, "llava_generation_tokens_total", "Tokens generated by finished generations.",
             m->generated_tokens);
-    counter(&b, "llava_generations_total", "Generations (choices) finished.", m->generations);
-    hist_render(&b, &m->ttft);
-    hist_render(&b, &m->tpot);
-    hist_render(&b, &m->e2e);
+    counter(&b, m, "llava_generations_total", "Generations (choices) finished.", m->generations);
+    hist_render(&b, m, &m->ttft);
+    hist_render(&b, m, &m->tpot);
+    hist_render(&b, m, &m->e2e);
+    hist_render(&b, m, &m->prompt_len);
+    hist_render(&b, m, &m->gen_len);
     pthread_mutex_unlock(&m->mu);
 
     const sched_stats *w = &g->ws;
     bool r = g->ready;
-    gauge(&b, "llava_model_ready", "1 once the model is loaded, 0 while loading.", r);
-    gauge(&b, "llava_requests_running", "Sequences being decoded.", r ? w->running : 0);
-    gauge(&b, "llava_requests_waiting", "Jobs queued, not started.", r ? w->waiting : 0);
-    gauge(&b, "llava_queue_capacity", "Jobs the queue holds at most (429 above).",
+    gauge(&b, m, "llava_model_ready", "1 once the model is loaded, 0 while loading.", r);
+    gauge(&b, m, "llava_requests_running", "Sequences being decoded.", r ? w->running : 0);
+    gauge(&b, m, "llava_requests_waiting", "Jobs queued, not started.", r ? w->waiting : 0);
+    gauge(&b, m, "llava_queue_capacity", "Jobs the queue holds at most (429 above).",
           r ? w->queue_capacity : 0);
-    gauge(&b, "llava_parallel_sequences", "Sequences decoded together at most.",
+    gauge(&b, m, "llava_parallel_sequences", "Sequences decoded together at most.",
           r ? w->parallel : 0);
-    gauge(&b, "llava_kv_cache_used_positions", "KV positions filled, all running sequences.",
+    gauge(&b, m, "llava_kv_cache_used_positions", "KV positions filled, all running sequences.",
           r ? (double)w->kv_used : 0);
-    gauge(&b, "llava_kv_cache_capacity_positions", "KV positions that exist.",
+    gauge(&b, m, "llava_kv_cache_capacity_positions", "KV positions that exist.",
           r ? (double)w->kv_capacity : 0);
-    gauge(&b, "llava_kv_cache_usage_ratio", "kv_cache_used_positions / capacity (0..1).",
+    gauge(&b, m, "llava_kv_cache_usage_ratio", "kv_cache_used_positions / capacity (0..1).",
           r && w->kv_capacity > 0 ? (double)w->kv_used / (double)w->kv_capacity : 0);
-    gauge(&b, "llava_kv_cache_used_bytes", "Bytes of the filled KV positions.",
+    gauge(&b, m, "llava_kv_cache_used_bytes", "Bytes of the filled KV positions.",
           r ? (double)w->kv_bytes_used : 0);
-    gauge(&b, "llava_kv_cache_total_bytes", "Bytes of KV cache allocated.",
+    gauge(&b, m, "llava_kv_cache_total_bytes", "Bytes of KV cache allocated.",
           r ? (double)w->kv_bytes_total : 0);
-    counter(&b, "llava_prefix_cache_hits_total",
+    counter(&b, m, "llava_prefix_cache_hits_total",
             "Jobs whose prompt prefix came from the prefix cache.", r ? w->cache_hits : 0);
-    counter(&b, "llava_prefix_cache_tokens_total",
+    counter(&b, m, "llava_prefix_cache_tokens_total",
             "Prompt tokens taken from the prefix cache (not prefilled).", r ? w->cache_tokens : 0);
-    gauge(&b, "llava_prefix_cache_sequences", "Sequences kept by the prefix cache.",
+    gauge(&b, m, "llava_prefix_cache_sequences", "Sequences kept by the prefix cache.",
           r ? w->cache_sequences : 0);
-    gauge(&b, "llava_prefix_cache_bytes", "Bytes of KV cache held by the kept sequences.",
+    gauge(&b, m, "llava_prefix_cache_bytes", "Bytes of KV cache held by the kept sequences.",
           r ? (double)w->kv_bytes_retained : 0);
-    counter(&b, "llava_image_cache_hits_total",
+    counter(&b, m, "llava_image_cache_hits_total",
             "Images whose feature rows came from the image cache (not encoded).",
             r ? w->image_cache_hits : 0);
-    counter(&b, "llava_image_cache_misses_total",
+    counter(&b, m, "llava_image_cache_misses_total",
             "Images looked up in the image cache and encoded.", r ? w->image_cache_misses : 0);
-    counter(&b, "llava_image_cache_evictions_total",
+    counter(&b, m, "llava_image_cache_evictions_total",
             "Images evicted from the image cache to stay within its budget.",
             r ? w->image_cache_evictions : 0);
-    gauge(&b, "llava_image_cache_images", "Images kept by the image cache.",
+    gauge(&b, m, "llava_image_cache_images", "Images kept by the image cache.",
           r ? w->image_cache_images : 0);
-    gauge(&b, "llava_image_cache_bytes", "Bytes of feature rows held by the image cache.",
+    gauge(&b, m, "llava_image_cache_bytes", "Bytes of feature rows held by the image cache.",
           r ? (double)w->image_cache_bytes : 0);
-    gauge(&b, "llava_image_cache_budget_bytes", "Bytes the image cache may hold (0: off).",
+    gauge(&b, m, "llava_image_cache_budget_bytes", "Bytes the image cache may hold (0: off).",
           r ? (double)w->image_cache_budget : 0);
-    counter(&b, "llava_prompt_shares_total",
+    counter(&b, m, "llava_prompt_shares_total",
             "Choices (n > 1) that copied their prompt's KV from the first instead of prefilling.",
             r ? w->prompt_shares : 0);
-    counter(&b, "llava_prefix_cache_evictions_total",
+    counter(&b, m, "llava_prefix_cache_evictions_total",
             "Kept sequences evicted (room, budget or memory pressure).",
             r ? w->cache_evictions : 0);
     const mg_stats *mg = &g->mem;
-    gauge(&b, "llava_memory_budget_bytes", "The memory governor's limit (0: none).",
+    gauge(&b, m, "llava_memory_budget_bytes", "The memory governor's limit (0: none).",
           (double)mg->limit);
-    gauge(&b, "llava_memory_used_bytes",
+    gauge(&b, m, "llava_memory_used_bytes",
           "Memory in use as the governor counts it: the larger of accounted and measured.",
           (double)mg->use);
-    gauge(&b, "llava_memory_accounted_bytes",
+    gauge(&b, m, "llava_memory_accounted_bytes",
           "Fixed (weights, scratch) + requests + caches, as reserved.", (double)mg->accounted);
-    gauge(&b, "llava_memory_requests_bytes", "Reserved by requests from arrival to answer.",
+    gauge(&b, m, "llava_memory_requests_bytes", "Reserved by requests from arrival to answer.",
           (double)mg->pools[MG_REQUESTS]);
-    gauge(&b, "llava_memory_pressure",
+    gauge(&b, m, "llava_memory_pressure",
           "0 normal, 1 caches evicted (>= 80% of the budget), 2 new requests refused (>= 95%).",
           (double)mg->level);
-    counter(&b, "llava_memory_refused_total", "Reservations refused for lack of memory (503).",
+    counter(&b, m, "llava_memory_refused_total", "Reservations refused for lack of memory (503).",
             mg->refused);
-    counter(&b, "llava_memory_pressure_evictions_total",
+    counter(&b, m, "llava_memory_pressure_evictions_total",
             "Cache entries evicted because memory was above the evict line.",
             mg->pressure_evictions);
-    gauge(&b, "process_resident_memory_bytes", "Resident memory of the server process.",
-          g->rss_bytes >= 0 ? (double)g->rss_bytes : 0);
-    gauge(&b, "llava_uptime_seconds", "Seconds since the server started.", g->uptime_s);
+    /* the standard process metric, as every exporter writes it: no label */
+    head(&b, "process_resident_memory_bytes", "gauge", "Resident memory of the server process.");
+    put(&b, "process_resident_memory_bytes %.17g\n", g->rss_bytes >= 0 ? (double)g->rss_bytes : 0);
+    gauge(&b, m, "llava_uptime_seconds", "Seconds since the server started.", g->uptime_s);
     if (g->has_gpu_memory) {
-        gauge(&b, "llava_gpu_memory_used_bytes", "Device memory in use, by every process.",
+        gauge(&b, m, "llava_gpu_memory_used_bytes", "Device memory in use, by every process.",
               (double)g->gpu_used_bytes);
-        gauge(&b, "llava_gpu_memory_total_bytes", "Device memory in all.",
+        gauge(&b, m, "llava_gpu_memory_total_bytes", "Device memory in all.",
               (double)g->gpu_total_bytes);
     }
     if (lv_buf_append(&b, "", 1)) { /* NUL-terminate */

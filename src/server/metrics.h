@@ -3,16 +3,19 @@
  * Prometheus text exposition format 0.0.4.
  *
  * Counters (since start): requests by endpoint and status, prompt and
- * generated tokens. Histograms (seconds, cumulative buckets as Prometheus
- * wants them): time to first token, time per output token, end-to-end
- * request latency, each from a finished job's timing fields (engine/scheduler.h:
+ * generated tokens. Histograms (cumulative buckets as Prometheus wants
+ * them): time to first token, time per output token, end-to-end request
+ * latency (seconds), prompt and generated tokens per request, each from a
+ * finished job (its counts and timing fields, engine/scheduler.h:
  * t_submit_ms, t_first_ms, t_done_ms). Gauges are read at scrape time by the
  * caller (sched_get_stats, /proc/self/statm, llava_memory_info) and passed to
  * metrics_render; the GPU memory gauges appear only when the device tells.
  *
  * Names follow Prometheus conventions (vLLM's are similar): a "llava_"
- * prefix, _total for counters, _seconds / _bytes units, and the standard
- * process_resident_memory_bytes.
+ * prefix, _total for counters, _seconds / _bytes units, a model_name label
+ * on every llava_* sample, and the standard process_resident_memory_bytes
+ * (unlabelled). docs/METRICS.md lists each beside vLLM's and llama.cpp's
+ * equivalent.
  *
  * Thread-safe: every call may come from any connection thread.
  */
@@ -26,8 +29,9 @@
 
 typedef struct metrics metrics;
 
-/* NULL when out of memory. */
-metrics *metrics_new(void);
+/* Metrics of the model served as model_name (the name clients see: every
+ * llava_* sample is labelled model_name="..."). NULL when out of memory. */
+metrics *metrics_new(const char *model_name);
 void metrics_free(metrics *m); /* NULL: no-op */
 
 /* One answered request. endpoint must be a string that lives as long as m

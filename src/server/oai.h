@@ -81,7 +81,8 @@ char *oai_error_json(const oai_error *e);
 /* Server-side limits, from the config and command line. */
 typedef struct {
     size_t max_body;        /* bytes of request body (413 above) */
-    int default_max_tokens; /* when the request gives none (the seed: 150) */
+    int default_max_tokens; /* when the request gives none; 0: the rest of the context
+                               (context length - prompt tokens, set by jobs.c) */
     int max_tokens;         /* largest max_tokens accepted (0 = no limit here) */
     int max_n;              /* largest n */
     int max_images;         /* images per request, all messages together */
@@ -89,7 +90,8 @@ typedef struct {
     int max_logit_bias;     /* entries of logit_bias */
 } oai_limits;
 
-/* 32 MiB body, 150 tokens by default, 4096 at most, n <= 8, 16 images,
+/* 32 MiB body, max_tokens the rest of the context by default and 4096 at
+ * most when given, n <= 8, 16 images,
  * 1024 messages, 300 logit_bias entries (OpenAI's and the sampler's limit). */
 void oai_limits_default(oai_limits *lim);
 
@@ -161,7 +163,8 @@ typedef struct {
     oai_prompt *prompts; /* (n_prompts) */
     size_t n_prompts;
 
-    int max_tokens;         /* >= 1; lim->default_max_tokens unless set */
+    int max_tokens;         /* >= 1; lim->default_max_tokens unless set (0 there: the rest
+                               of the context, decided once the prompt is tokenized) */
     sample_params sampling; /* fields the client set (see set); the rest default */
     unsigned set;           /* OAI_SET_* bits */
     const char *stop[4];    /* stop strings, non-empty (borrowed) */

@@ -31,7 +31,7 @@
 
 void oai_limits_default(oai_limits *lim) {
     lim->max_body = 32u << 20;
-    lim->default_max_tokens = 150;
+    lim->default_max_tokens = 0; /* the rest of the context (jobs.c, once the prompt is known) */
     lim->max_tokens = 4096;
     lim->max_n = 8;
     lim->max_images = 16;

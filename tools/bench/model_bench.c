@@ -40,6 +40,7 @@
 
 #include "base/clock.h"
 #include "base/log.h"
+#include "common/model_report.h"
 #include "common/tool_args.h"
 #include "engine/request.h"
 #include "engine/run.h"
@@ -298,7 +299,6 @@ int model_bench_main(int argc, char **argv) {
     }
     if (o.pp < 0) o.pp = o.image ? 0 : 512;
     if (!tool_device("llava-bench model", o.device)) return 1;
-    lv_log_set_level(LV_LOG_WARN);
 
     lv_err err;
     bench_ctx c = {.seed = 12345};
@@ -308,9 +308,12 @@ int model_bench_main(int argc, char **argv) {
     size_t n_ids = 0;
     rc = 1;
     double t0 = lv_now_ms();
-    if (llava_open2(o.model, mmproj, &c.m, &err) || llava_load(c.m, o.device, threads, &err))
-        goto fail;
+    if (llava_open2(o.model, mmproj, &c.m, &err)) goto fail;
+    tool_report_load(c.m);
+    if (llava_load(c.m, o.device, threads, &err)) goto fail;
     o.load_s = (lv_now_ms() - t0) / 1e3;
+    tool_report_model(c.m, 0, NULL);
+    lv_log_set_level(LV_LOG_WARN); /* the load said what it is; the timed runs stay quiet */
     o.threads = llava_n_threads(c.m);
     if (o.pp > llava_max_ctx(c.m) || o.tg > llava_max_ctx(c.m)) {
         lv_fail(&err, LV_ERR_ARG, "--pp %d / --tg %d: the model's context is %d", o.pp, o.tg,

@@ -25,6 +25,7 @@
 #include "bench/serve_bench.h"
 
 #include "base/log.h"
+#include "common/model_report.h"
 #include "common/tool_args.h"
 #include "engine/request.h"
 #include "base/clock.h"
@@ -182,7 +183,10 @@ int serve_bench_main(int argc, char **argv) {
     int n_img_tok = 0;
     rc = 1;
     size_t n_ids = 0;
-    if (llava_open(model, &m, &err) || llava_load(m, device, threads, &err)) goto fail;
+    if (llava_open(model, &m, &err)) goto fail;
+    tool_report_load(m);
+    if (llava_load(m, device, threads, &err)) goto fail;
+    tool_report_model(m, 0, NULL);
     if (image && request_load_image(m, image, &px, &n_img_tok, NULL, NULL, &err)) goto fail;
     if (request_prompt_ids(m, prompt, false, &n_img_tok, image ? 1 : 0, &r.ids, &n_ids, &err))
         goto fail;

@@ -3,6 +3,7 @@
 
 #include "backend/backend.h"
 #include "base/log.h"
+#include "common/tool_version.h"
 
 #include <errno.h>
 #include <getopt.h>
@@ -103,8 +104,9 @@ static bool apply(const tool_info *t, const tool_opt *o, const char *value) {
 }
 
 int tool_parse(const tool_info *t, const tool_opt *opts, size_t n, int argc, char **argv) {
-    /* getopt_long's tables: long option i returns 256 + i, a letter itself. */
-    struct option *lo = calloc(n + 2, sizeof *lo);
+    /* getopt_long's tables: long option i returns 256 + i (--version 256 + n), a
+     * letter itself. */
+    struct option *lo = calloc(n + 3, sizeof *lo);
     char *letters = calloc(3 * n + 3, 1);
     if (!lo || !letters) {
         free(lo);
@@ -123,6 +125,7 @@ int tool_parse(const tool_info *t, const tool_opt *opts, size_t n, int argc, cha
         }
     }
     lo[n] = (struct option){"help", no_argument, NULL, 'h'};
+    lo[n + 1] = (struct option){"version", no_argument, NULL, 256 + (int)n}; /* no letter */
     *l = 'h';
     opterr = 0;
     int c, rc = TOOL_RUN;
@@ -134,6 +137,9 @@ int tool_parse(const tool_info *t, const tool_opt *opts, size_t n, int argc, cha
             rc = apply(t, o, optarg) ? TOOL_RUN : TOOL_USAGE;
         } else if (c == 'h') {
             t->usage(stdout);
+            rc = TOOL_HELP;
+        } else if (c == 256 + (int)n) {
+            tool_print_version(stdout, t->name);
             rc = TOOL_HELP;
         } else {
             fprintf(stderr, "%s: unknown or incomplete option '%s'%s\n", t->name, argv[optind - 1],

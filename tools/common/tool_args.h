@@ -5,14 +5,11 @@
  * A tool lists its options in a table, each with where its value goes and
  * what it must be; tool_parse runs getopt_long over them (so --opt=value,
  * unambiguous abbreviations and the short letters behave as in any GNU
- * tool), adds -h/--help, and answers every mistake with one sentence on
- * stderr that starts with the tool's name:
- *   llava-cli: --threads wants an integer in [0, 4096], got 'x'
- *   llava-cli: --top-p wants a number in [1e-09, 1], got '2'
- *   llava-quantize: --shard-gb wants a positive number, got '0'
- *   llava-cli: unknown or incomplete option '--bogus'
- *   llava-cli: unexpected argument 'extra'
- * The tool then exits with its usage status (2, or 1 for llava-quantize).
+ * tool), adds -h/--help and --version (tool_version.h), and answers every mistake with one sentence
+ * on stderr that starts with the tool's name: llava-cli: --threads wants an integer in [0, 4096],
+ * got 'x' llava-cli: --top-p wants a number in [1e-09, 1], got '2' llava-quantize: --shard-gb wants
+ * a positive number, got '0' llava-cli: unknown or incomplete option '--bogus' llava-cli:
+ * unexpected argument 'extra' The tool then exits with its usage status, 2.
  */
 #ifndef LV_TOOL_ARGS_H
 #define LV_TOOL_ARGS_H
@@ -67,8 +64,9 @@ typedef struct {
 enum { TOOL_RUN = 0, TOOL_HELP = 1, TOOL_USAGE = 2 };
 
 /* Parses argv[1..] against opts[n]: TOOL_RUN when every option was applied
- * and nothing else is left; TOOL_HELP after printing the help text to
- * stdout (-h, --help); TOOL_USAGE after printing what was wrong (and, for
+ * and nothing else is left; TOOL_HELP after printing the help text (-h,
+ * --help) or the version line (--version) to stdout: the tool exits 0;
+ * TOOL_USAGE after printing what was wrong (and, for
  * an unknown option, the help text to stderr unless t->hint). Options
  * before the mistake are applied. Uses getopt_long's globals. */
 int tool_parse(const tool_info *t, const tool_opt *opts, size_t n, int argc, char **argv);
