@@ -24,7 +24,9 @@
  *                ...) is ignored, as Ollama ignores names it does not know:
  *                the server's command line sets those
  *   tools        as OpenAI's (same shape); answers carry message.tool_calls
- *                [{id, function: {index, name, arguments: {object}}}]
+ *                [{id, function: {index, name, arguments: {object}}}]. Ollama
+ *                has no tool_choice (always "auto"); OpenAI's tool_choice and
+ *                parallel_tool_calls are passed through as an extension
  *   keep_alive   accepted and ignored (one model, always loaded); 0 with the
  *                load request answers done_reason "unload", and it stays loaded
  *   think        false accepted; true or a level is 400 "does not support
@@ -74,8 +76,8 @@ static bool put(json_t *o, const char *key, json_t *val) {
 static const char *image_type(const char *b64) {
     static const struct {
         const char *prefix, *type;
-    } kinds[] = {{"iVBOR", "png"}, {"/9j/", "jpeg"}, {"R0lGOD", "gif"},
-                 {"UklGR", "webp"}, {"Qk", "bmp"}};
+    } kinds[] = {
+        {"iVBOR", "png"}, {"/9j/", "jpeg"}, {"R0lGOD", "gif"}, {"UklGR", "webp"}, {"Qk", "bmp"}};
     for (size_t i = 0; i < LV_ARRAY_LEN(kinds); i++)
         if (!strncmp(b64, kinds[i].prefix, strlen(kinds[i].prefix))) return kinds[i].type;
     return "unknown";
@@ -98,8 +100,8 @@ static lv_status image_part(const json_t *img, const char *field, json_t *parts,
         url = json_string(uri);
         free(uri);
     }
-    json_t *part = url ? json_pack("{s:s, s:{s:o}}", "type", "image_url", "image_url", "url", url)
-                       : NULL;
+    json_t *part =
+        url ? json_pack("{s:s, s:{s:o}}", "type", "image_url", "image_url", "url", url) : NULL;
     if (!part || json_array_append_new(parts, part)) return NOMEM(e);
     return LV_OK;
 }
@@ -128,10 +130,10 @@ static lv_status content_of(const json_t *text, const json_t *images, const char
         snprintf(field, sizeof field, "%s.images[%zu]", param, i);
         st = image_part(json_array_get(images, i), field, parts, e);
     }
-    json_t *tp = st ? NULL
-                    : json_pack("{s:s, s:s%}", "type", "text", "text",
-                                text ? json_string_value(text) : "",
-                                text ? json_string_length(text) : (size_t)0);
+    json_t *tp =
+        st ? NULL
+           : json_pack("{s:s, s:s%}", "type", "text", "text", text ? json_string_value(text) : "",
+                       text ? json_string_length(text) : (size_t)0);
     if (!st && (!tp || json_array_append_new(parts, tp))) st = NOMEM(e);
     if (st) {
         json_decref(parts);
@@ -148,17 +150,17 @@ static json_t *tool_call(const json_t *c, size_t k) {
     const json_t *f = json_object_get(c, "function");
     if (!json_is_object(f)) return json_incref((json_t *)c);
     const json_t *args = json_object_get(f, "arguments"), *id = json_object_get(c, "id");
-    char *text = json_is_string(args) ? strdup(json_string_value(args))
+    char *text = json_is_string(args)          ? strdup(json_string_value(args))
                  : args && !json_is_null(args) ? json_dumps(args, JSON_COMPACT)
                                                : strdup("{}");
     char idbuf[32];
     snprintf(idbuf, sizeof idbuf, "call_%zu", k);
     json_t *name = json_object_get(f, "name");
-    json_t *o = text ? json_pack("{s:s, s:s, s:{s:O, s:s}}", "id",
-                                 json_is_string(id) ? json_string_value(id) : idbuf, "type",
-                                 "function", "function", "name", name ? name : json_null(),
-                                 "arguments", text)
-                     : NULL;
+    json_t *o =
+        text ? json_pack("{s:s, s:s, s:{s:O, s:s}}", "id",
+                         json_is_string(id) ? json_string_value(id) : idbuf, "type", "function",
+                         "function", "name", name ? name : json_null(), "arguments", text)
+             : NULL;
     free(text);
     return o;
 }
@@ -180,8 +182,8 @@ static lv_status put_message(const json_t *m, size_t i, json_t *msgs, oai_error 
         return NOMEM(e);
     }
     json_t *content = NULL;
-    lv_status st = content_of(json_object_get(m, "content"), json_object_get(m, "images"), param,
-                              &content, e);
+    lv_status st =
+        content_of(json_object_get(m, "content"), json_object_get(m, "images"), param, &content, e);
     if (st) return st;
     if (!put(o, "content", content)) return NOMEM(e);
     json_t *calls = json_object_get(m, "tool_calls");
@@ -197,7 +199,8 @@ static lv_status put_message(const json_t *m, size_t i, json_t *msgs, oai_error 
         if (!json_is_string(id)) id = json_object_get(m, "tool_name");
         char idbuf[32];
         snprintf(idbuf, sizeof idbuf, "call_%zu", i);
-        if (!put(o, "tool_call_id", json_string(json_is_string(id) ? json_string_value(id) : idbuf)))
+        if (!put(o, "tool_call_id",
+                 json_string(json_is_string(id) ? json_string_value(id) : idbuf)))
             return NOMEM(e);
     }
     return LV_OK;
@@ -223,8 +226,7 @@ static lv_status put_options(const json_t *opts, const oai_limits *lim, json_t *
     if (!json_is_object(opts)) return bad_type(e, "options", "an object", opts);
     for (size_t i = 0; i < LV_ARRAY_LEN(option_map); i++) {
         json_t *v = json_object_get(opts, option_map[i].ollama);
-        if (v && !json_is_null(v) && !put(o, option_map[i].openai, json_incref(v)))
-            return NOMEM(e);
+        if (v && !json_is_null(v) && !put(o, option_map[i].openai, json_incref(v))) return NOMEM(e);
     }
     json_t *np = json_object_get(opts, "num_predict");
     if (!np || json_is_null(np)) return LV_OK;
@@ -258,8 +260,9 @@ static bool keep_alive_zero(const json_t *v) {
     const char *s = json_string_value(v);
     char *end;
     double d = strtod(s, &end);
-    return end != s && d == 0 && (!*end || !strcmp(end, "s") || !strcmp(end, "m") ||
-                                  !strcmp(end, "h") || !strcmp(end, "ms"));
+    return end != s && d == 0 &&
+           (!*end || !strcmp(end, "s") || !strcmp(end, "m") || !strcmp(end, "h") ||
+            !strcmp(end, "ms"));
 }
 
 /* A field that must be absent, null, false or empty. */
@@ -270,13 +273,13 @@ static bool empty(const json_t *v) {
 }
 
 /* The fields both routes share: model, stream, think, logprobs, format, options. */
-static lv_status put_common(const json_t *root, const oai_limits *lim, ollama_request *r,
-                            json_t *o, bool *stream, oai_error *e) {
+static lv_status put_common(const json_t *root, const oai_limits *lim, ollama_request *r, json_t *o,
+                            bool *stream, oai_error *e) {
     json_t *model = json_object_get(root, "model");
     if (!json_is_string(model) || !json_string_length(model)) return BAD(e, "model is required");
     if (json_string_length(model) >= OLLAMA_NAME_MAX)
-        return BAD(e, "model name is %zu bytes; at most %d are accepted",
-                   json_string_length(model), OLLAMA_NAME_MAX - 1);
+        return BAD(e, "model name is %zu bytes; at most %d are accepted", json_string_length(model),
+                   OLLAMA_NAME_MAX - 1);
     snprintf(r->meta.model, sizeof r->meta.model, "%s", json_string_value(model));
     json_t *s = json_object_get(root, "stream");
     if (s && !json_is_null(s) && !json_is_boolean(s)) return bad_type(e, "stream", "a boolean", s);
@@ -304,6 +307,13 @@ static lv_status translate_chat(const json_t *root, ollama_request *r, json_t *o
     }
     json_t *tools = json_object_get(root, "tools");
     if (!empty(tools) && !put(o, "tools", json_incref(tools))) return NOMEM(e);
+    /* this server's extension: OpenAI's tool_choice and parallel_tool_calls (Ollama has
+     * neither: its tools are always "auto") */
+    static const char *const ext[] = {"tool_choice", "parallel_tool_calls"};
+    for (size_t i = 0; i < LV_ARRAY_LEN(ext); i++) {
+        json_t *v = json_object_get(root, ext[i]);
+        if (v && !json_is_null(v) && !put(o, ext[i], json_incref(v))) return NOMEM(e);
+    }
     r->kind = OAI_CHAT;
     return LV_OK;
 }
@@ -335,8 +345,8 @@ static lv_status translate_generate(const json_t *root, ollama_request *r, json_
     }
     json_t *msgs = json_array(), *content = NULL;
     if (!put(o, "messages", msgs)) return NOMEM(e);
-    if (!empty(system) && json_array_append_new(msgs, json_pack("{s:s, s:O}", "role", "system",
-                                                                "content", system)))
+    if (!empty(system) &&
+        json_array_append_new(msgs, json_pack("{s:s, s:O}", "role", "system", "content", system)))
         return NOMEM(e);
     lv_status st = content_of(prompt, images, "request", &content, e);
     if (st) return st;
@@ -432,8 +442,8 @@ static json_t *calls_json(const oai_tool_call *c, int n) {
     for (int i = 0; a && i < n; i++) {
         json_t *args = json_loads(c[i].arguments, 0, NULL);
         if (!args) args = json_string(c[i].arguments);
-        json_t *call = json_pack("{s:s, s:{s:i, s:s, s:o}}", "id", c[i].id, "function", "index",
-                                 i, "name", c[i].name, "arguments", args);
+        json_t *call = json_pack("{s:s, s:{s:i, s:s, s:o}}", "id", c[i].id, "function", "index", i,
+                                 "name", c[i].name, "arguments", args);
         if (json_array_append_new(a, call)) json_decref(a), a = NULL;
     }
     return a;
@@ -536,8 +546,8 @@ static int64_t parameter_count(const lv_model_config *c) {
     int64_t text = (int64_t)t->vocab_size * t->dim * (t->tie_word_embeddings ? 1 : 2) +
                    t->n_layers * layer + t->dim;
     int64_t side = v->patch_size ? v->image_size / v->patch_size : 0;
-    int64_t vlayer = 4 * ((int64_t)v->dim * v->dim + v->dim) +
-                     2 * (int64_t)v->dim * v->hidden_dim + v->hidden_dim + v->dim + 4 * v->dim;
+    int64_t vlayer = 4 * ((int64_t)v->dim * v->dim + v->dim) + 2 * (int64_t)v->dim * v->hidden_dim +
+                     v->hidden_dim + v->dim + 4 * v->dim;
     int64_t vision = (int64_t)v->n_channels * v->patch_size * v->patch_size * v->dim +
                      (side * side + 2) * v->dim + 4 * v->dim + v->n_layers * vlayer;
     int64_t in = (int64_t)v->dim * (c->n_feature_layers > 0 ? c->n_feature_layers : 1);
@@ -567,7 +577,7 @@ static void full_name(const char *name, char *out, size_t size) {
  * for it. FNV-1a over the name and the config's sizes, four ways. */
 static void digest(const ollama_model *om, char out[65]) {
     const lv_model_config *c = llava_config(om->m);
-    int64_t shape[] = {c->text.vocab_size, c->text.dim,   c->text.n_layers, c->text.hidden_dim,
+    int64_t shape[] = {c->text.vocab_size, c->text.dim,        c->text.n_layers, c->text.hidden_dim,
                        c->vision.dim,      c->vision.n_layers, om->size};
     for (int k = 0; k < 4; k++) {
         uint64_t h = 0xcbf29ce484222325ull ^ (uint64_t)k;
@@ -607,9 +617,9 @@ static json_t *details_json(const ollama_model *om) {
                                            : "unknown");
     bool safetensors = c->quant.present || dt[0];
     return json_pack("{s:s, s:s, s:s, s:[s, s], s:s, s:s}", "parent_model", "", "format",
-                     safetensors ? "safetensors" : "gguf", "family", c->text.model_type,
-                     "families", c->text.model_type, "clip", "parameter_size", size,
-                     "quantization_level", quant);
+                     safetensors ? "safetensors" : "gguf", "family", c->text.model_type, "families",
+                     c->text.model_type, "clip", "parameter_size", size, "quantization_level",
+                     quant);
 }
 
 /* {name, model, size, digest, details}: what /api/tags and /api/ps share. */
@@ -650,8 +660,7 @@ static json_t *model_info_json(const ollama_model *om) {
     json_t *o = json_pack("{s:s, s:I}", "general.architecture", a, "general.parameter_count",
                           (json_int_t)parameter_count(c));
     char key[96];
-#define KEY(suffix, val)                                                                           \
-    (snprintf(key, sizeof key, "%s.%s", a, suffix), o = with(o, key, val))
+#define KEY(suffix, val) (snprintf(key, sizeof key, "%s.%s", a, suffix), o = with(o, key, val))
     KEY("context_length", json_integer(t->max_pos));
     KEY("embedding_length", json_integer(t->dim));
     KEY("block_count", json_integer(t->n_layers));
@@ -682,8 +691,10 @@ static json_t *projector_info_json(const ollama_model *om) {
 char *ollama_show_json(const ollama_model *om) {
     char name[OLLAMA_NAME_MAX + 8], params[128];
     full_name(om->name, name, sizeof name);
-    snprintf(params, sizeof params, "num_ctx                        %d\nstop                    "
-             "       \"</s>\"", om->ctx_size);
+    snprintf(params, sizeof params,
+             "num_ctx                        %d\nstop                    "
+             "       \"</s>\"",
+             om->ctx_size);
     size_t n = sizeof template_text + sizeof name + 256;
     char *mf = malloc(n);
     if (mf)
@@ -692,8 +703,8 @@ char *ollama_show_json(const ollama_model *om) {
                  "FROM %s\nTEMPLATE \"\"\"%s\"\"\"\nPARAMETER num_ctx %d\n"
                  "PARAMETER stop \"</s>\"\n",
                  name, template_text, om->ctx_size);
-    json_t *o = mf ? json_pack("{s:s, s:s, s:s}", "modelfile", mf, "parameters", params,
-                               "template", template_text)
+    json_t *o = mf ? json_pack("{s:s, s:s, s:s}", "modelfile", mf, "parameters", params, "template",
+                               template_text)
                    : NULL;
     free(mf);
     o = with(o, "details", details_json(om));
