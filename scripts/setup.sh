@@ -16,6 +16,9 @@
 #     the same way: `zod` for the SDK's zodResponseFormat helper (a peer
 #     dependency of `openai`), and `ajv`, an independent JSON Schema validator,
 #     with its four dependencies (node_modules is flat, so they resolve).
+#  5. The Ollama JavaScript library (npm `ollama`, with its one dependency
+#     `whatwg-fetch`), the client of tests/node/ollama_test.mjs (Ollama's API
+#     on the server), the same way.
 #
 # With --arm64 (make test-arm64) it installs instead what the ARM64 cross
 # build needs, and only that: Debian's cross compiler, qemu-user, and the
@@ -51,6 +54,11 @@ NODE_PKGS=(
   "fast-uri 3.1.0 66eecff6c764c0df9b762e62ca7edcfb53b4edfa"
   "json-schema-traverse 1.0.0 ae7bcb3656ab77a73ba5c49bf654f38e6b6860e2"
   "require-from-string 2.0.2 89a7fdd938261267318eafe14f9c32e598c36909"
+)
+# The Ollama client test's packages, the same way.
+OLLAMA_PKGS=(
+  "ollama 0.6.4 1f0886402dba4f7fee1bc479529d9499f26eddfc"
+  "whatwg-fetch 3.6.20 580ce6d791facec91d37c72890995a0b48d31c70" # ollama's dependency
 )
 
 say() { echo "setup: $*" >&2; }
@@ -132,4 +140,8 @@ npm_install "$SDK_PKG" "$SDK_VERSION" "$SDK_SHA1" "OpenAI Node SDK, for the serv
 for p in "${NODE_PKGS[@]}"; do
   read -r name version sha1 <<<"$p"
   npm_install "$name" "$version" "$sha1" "for the structured-output SDK test"
+done
+for p in "${OLLAMA_PKGS[@]}"; do
+  read -r name version sha1 <<<"$p"
+  npm_install "$name" "$version" "$sha1" "for the Ollama client test"
 done
