@@ -98,12 +98,12 @@ char *ollama_load_json(const ollama_request *r);
  * model from what http.c knows of it. */
 
 typedef struct {
-    const char *name;         /* the served name; ":latest" is added when it has no tag */
-    const llava *m;           /* the loaded model */
-    int64_t created;          /* unix seconds the server started: "modified_at" */
-    int64_t size;             /* bytes the model holds once loaded (the governor's fixed part) */
-    int ctx_size;             /* the context a request gets (the scheduler's) */
-    bool on_gpu;              /* its weights are in device memory ("size_vram") */
+    const char *name; /* the served name; ":latest" is added when it has no tag */
+    const llava *m;   /* the loaded model */
+    int64_t created;  /* unix seconds the server started: "modified_at" */
+    int64_t size;     /* bytes the model holds once loaded (the governor's fixed part) */
+    int ctx_size;     /* the context a request gets (the scheduler's) */
+    bool on_gpu;      /* its weights are in device memory ("size_vram") */
 } ollama_model;
 
 /* GET /api/tags: {"models":[{name, model, modified_at, size, digest, details}]}. */
