@@ -19,6 +19,9 @@
 #  5. The web page's browser test (tests/node/webui_test.mjs): `playwright-core`
 #     (no dependencies, no bundled browser: it drives Debian's `chromium`,
 #     installed with the tools above), the same way.
+#  6. The Ollama JavaScript library (npm `ollama`, with its one dependency
+#     `whatwg-fetch`), the client of tests/node/ollama_test.mjs (Ollama's API
+#     on the server), the same way.
 #
 # With --arm64 (make test-arm64) it installs instead what the ARM64 cross
 # build needs, and only that: Debian's cross compiler, qemu-user, and the
@@ -59,6 +62,11 @@ NODE_PKGS=(
   "json-schema-traverse 1.0.0 ae7bcb3656ab77a73ba5c49bf654f38e6b6860e2"
   "require-from-string 2.0.2 89a7fdd938261267318eafe14f9c32e598c36909"
   "playwright-core 1.64.1 ca9ec82d7da6ced1b2326ec59ef097aaa9a29f94" # the web page's browser test
+)
+# The Ollama client test's packages, the same way.
+OLLAMA_PKGS=(
+  "ollama 0.6.4 1f0886402dba4f7fee1bc479529d9499f26eddfc"
+  "whatwg-fetch 3.6.20 580ce6d791facec91d37c72890995a0b48d31c70" # ollama's dependency
 )
 
 say() { echo "setup: $*" >&2; }
@@ -140,4 +148,8 @@ npm_install "$SDK_PKG" "$SDK_VERSION" "$SDK_SHA1" "OpenAI Node SDK, for the serv
 for p in "${NODE_PKGS[@]}"; do
   read -r name version sha1 <<<"$p"
   npm_install "$name" "$version" "$sha1" "for the Node tests"
+done
+for p in "${OLLAMA_PKGS[@]}"; do
+  read -r name version sha1 <<<"$p"
+  npm_install "$name" "$version" "$sha1" "for the Ollama client test"
 done

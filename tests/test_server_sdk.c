@@ -7,10 +7,12 @@
  * fourth (--parallel 4), tests/node/tools_test.mjs: tool calling through the
  * SDK (tool_choice required / named / parallel_tool_calls false, the round
  * trip with tool results, runTools, the stream helper), every call's
- * arguments validated by ajv. Each is skipped, saying why, when node or its
- * npm packages (`openai`; `zod` and `ajv` for the second, `ajv` for the
- * third; scripts/setup.sh installs them into the cache directory, next to
- * the tokenizer package) are missing. */
+ * arguments validated by ajv; on a fifth (--parallel 4), tests/node/ollama_test.mjs:
+ * Ollama's API through the official Ollama JavaScript library. Each is
+ * skipped, saying why, when node or its npm packages (`openai`; `zod` and
+ * `ajv` for the second, `ajv` for the third, `ollama` and `whatwg-fetch` for
+ * the fifth; scripts/setup.sh installs them into the cache directory, next
+ * to the tokenizer package) are missing. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -138,11 +140,17 @@ static void test_tool_calling_node_sdk(void **state) {
     run_node_script("tools_test.mjs", names, "openai and ajv (with its dependencies)", "2048");
 }
 
+static void test_ollama_js_library(void **state) {
+    (void)state;
+    static const char *const names[] = {"ollama", "whatwg-fetch", NULL};
+    run_node_script("ollama_test.mjs", names, "ollama and whatwg-fetch", NULL);
+}
+
 int main(void) {
     curl_global_init(CURL_GLOBAL_DEFAULT);
-    const struct CMUnitTest tests[] = {cmocka_unit_test(test_openai_node_sdk),
-                                       cmocka_unit_test(test_structured_outputs_node_sdk),
-                                       cmocka_unit_test(test_tool_calling_node_sdk)};
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_openai_node_sdk), cmocka_unit_test(test_structured_outputs_node_sdk),
+        cmocka_unit_test(test_tool_calling_node_sdk), cmocka_unit_test(test_ollama_js_library)};
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     curl_global_cleanup();
     return rc;

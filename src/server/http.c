@@ -33,6 +33,7 @@
 #include "server/media.h"
 #include "server/metrics.h"
 #include "server/oai.h"
+#include "server/ollama.h"
 #include "server/stream.h"
 #include "server/webui.h"
 
@@ -162,13 +163,18 @@ static enum MHD_Result send_json(http_server *s, struct MHD_Connection *c, conn 
     return send_body(s, c, cx, status, body, "application/json");
 }
 
+/* An error's body: Ollama's {"error":"..."} under /api/, OpenAI's elsewhere. */
+static char *error_body(const conn *cx, const oai_error *e) {
+    return strncmp(cx->url, "/api/", 5) ? oai_error_json(e) : ollama_error_json(e);
+}
+
 static enum MHD_Result send_error(http_server *s, struct MHD_Connection *c, conn *cx,
                                   const oai_error *e) {
     if (e->status == 499) { /* the client is gone: nothing to send */
         log_request(s, cx, 499);
         return MHD_NO;
     }
-    return send_json(s, c, cx, e->status, oai_error_json(e));
+    return send_json(s, c, cx, e->status, error_body(cx, e));
 }
 
 /* An error from a status and a message (lv_err text or a literal). */
@@ -377,10 +383,10 @@ static void wait_jobs(struct MHD_Connection *c, const conn *cx, job_group *g) {
     }
 }
 
-/* Answers with the stream of g's jobs (g taken). */
-static enum MHD_Result send_stream(http_server *s, struct MHD_Connection *c, conn *cx,
-                                   job_group *g) {
-    stream *st = stream_new(&s->jobs, g);
+/* Answers with the stream of g's jobs (g taken); om: in Ollama's framing. */
+static enum MHD_Result send_stream(http_server *s, struct MHD_Connection *c, conn *cx, job_group *g,
+                                   const ollama_meta *om) {
+    stream *st = stream_new(&s->jobs, g, om);
     if (!st) return send_json(s, c, cx, 503, NULL);
     struct MHD_Response *r = stream_response(st);
     if (!r) return MHD_NO;
@@ -391,27 +397,90 @@ static enum MHD_Result send_stream(http_server *s, struct MHD_Connection *c, con
     return ret;
 }
 
-static enum MHD_Result generate(http_server *s, struct MHD_Connection *c, conn *cx, oai_kind kind) {
+/* An OpenAI body (len bytes) through the jobs, answered plain or streamed;
+ * om: in Ollama's shapes (its requests arrive translated, ollama.h). */
+static enum MHD_Result generate(http_server *s, struct MHD_Connection *c, conn *cx, oai_kind kind,
+                                const char *body, size_t len, const ollama_meta *om) {
     oai_error e;
     job_group g;
-    const char *body = cx->body.data ? cx->body.data : "";
-    if (jobs_make(&s->jobs, kind, body, cx->body.len, cx->rid, &g, &e) ||
-        jobs_submit(&s->jobs, &g, &e))
+    if (jobs_make(&s->jobs, kind, body, len, cx->rid, &g, &e) || jobs_submit(&s->jobs, &g, &e))
         return send_error(s, c, cx, &e);
     LV_DEBUG("[%s] %d job(s) queued", cx->rid, g.n_jobs);
-    if (g.r->stream) return send_stream(s, c, cx, &g);
+    if (g.r->stream) return send_stream(s, c, cx, &g, om);
     wait_jobs(c, cx, &g);
-    char *answer = jobs_answer(&s->jobs, &g, &e);
+    char *answer = om ? ollama_answer(&s->jobs, &g, om, &e) : jobs_answer(&s->jobs, &g, &e);
     jobs_release(&g);
     return answer ? send_json(s, c, cx, 200, answer) : send_error(s, c, cx, &e);
 }
 
 static enum MHD_Result route_chat(http_server *s, struct MHD_Connection *c, conn *cx) {
-    return generate(s, c, cx, OAI_CHAT);
+    return generate(s, c, cx, OAI_CHAT, cx->body.data ? cx->body.data : "", cx->body.len, NULL);
 }
 
 static enum MHD_Result route_completion(http_server *s, struct MHD_Connection *c, conn *cx) {
-    return generate(s, c, cx, OAI_COMPLETION);
+    return generate(s, c, cx, OAI_COMPLETION, cx->body.data ? cx->body.data : "", cx->body.len,
+                    NULL);
+}
+
+/* ---- Ollama's API (server/ollama.h) -------------------------------------------------------
+ * /api/chat and /api/generate are translated into OpenAI bodies and served
+ * by generate() above; the rest describe the served model. */
+
+static enum MHD_Result ollama_generate(http_server *s, struct MHD_Connection *c, conn *cx,
+                                       ollama_route which) {
+    ollama_request q;
+    oai_error e;
+    if (ollama_translate(which, cx->body.data ? cx->body.data : "", cx->body.len, &s->lim,
+                         cx->t0_ms, &q, &e))
+        return send_error(s, c, cx, &e);
+    enum MHD_Result ret = q.body ? generate(s, c, cx, q.kind, q.body, q.len, &q.meta)
+                                 : send_json(s, c, cx, 200, ollama_load_json(&q));
+    ollama_request_free(&q);
+    return ret;
+}
+
+static enum MHD_Result route_ollama_chat(http_server *s, struct MHD_Connection *c, conn *cx) {
+    return ollama_generate(s, c, cx, OLLAMA_CHAT);
+}
+
+static enum MHD_Result route_ollama_generate(http_server *s, struct MHD_Connection *c, conn *cx) {
+    return ollama_generate(s, c, cx, OLLAMA_GENERATE);
+}
+
+static ollama_model ollama_model_of(const http_server *s) {
+    sched_stats ws;
+    mg_stats ms;
+    sched_get_stats(s->w, &ws);
+    mg_get_stats(s->gov, &ms);
+    size_t used, total;
+    return (ollama_model){.name = s->cfg.model_name,
+                          .m = s->m,
+                          .created = s->created,
+                          .size = ms.fixed,
+                          .ctx_size = ws.ctx_size,
+                          .on_gpu = llava_memory_info(s->m, &used, &total)};
+}
+
+static enum MHD_Result route_ollama_tags(http_server *s, struct MHD_Connection *c, conn *cx) {
+    ollama_model om = ollama_model_of(s);
+    return send_json(s, c, cx, 200, ollama_tags_json(&om));
+}
+
+static enum MHD_Result route_ollama_ps(http_server *s, struct MHD_Connection *c, conn *cx) {
+    ollama_model om = ollama_model_of(s);
+    return send_json(s, c, cx, 200, ollama_ps_json(&om));
+}
+
+static enum MHD_Result route_ollama_show(http_server *s, struct MHD_Connection *c, conn *cx) {
+    oai_error e;
+    if (ollama_parse_show(cx->body.data ? cx->body.data : "", cx->body.len, &e))
+        return send_error(s, c, cx, &e);
+    ollama_model om = ollama_model_of(s);
+    return send_json(s, c, cx, 200, ollama_show_json(&om));
+}
+
+static enum MHD_Result route_ollama_version(http_server *s, struct MHD_Connection *c, conn *cx) {
+    return send_json(s, c, cx, 200, ollama_version_json());
 }
 
 /* ---- routing -----------------------------------------------------------------------------
@@ -429,6 +498,12 @@ static const route routes[] = {
     {"POST", "/v1/completions", route_completion, true},
     {"POST", "/tokenize", route_tokenize, true},
     {"POST", "/detokenize", route_detokenize, true},
+    {"POST", "/api/chat", route_ollama_chat, true},
+    {"POST", "/api/generate", route_ollama_generate, true},
+    {"GET", "/api/tags", route_ollama_tags, false},
+    {"POST", "/api/show", route_ollama_show, false},
+    {"GET", "/api/ps", route_ollama_ps, false},
+    {"GET", "/api/version", route_ollama_version, false},
 };
 #define N_ROUTES (sizeof routes / sizeof routes[0])
 
@@ -480,7 +555,8 @@ static enum MHD_Result preflight(http_server *s, struct MHD_Connection *c, conn 
  * it is read (its Content-Length): over the refuse line the request is
  * answered 503 at once and its body never buffered. */
 static bool reserve_body(http_server *s, struct MHD_Connection *c, conn *cx) {
-    bool generation = cx->route->fn == route_chat || cx->route->fn == route_completion;
+    bool generation = cx->route->fn == route_chat || cx->route->fn == route_completion ||
+                      cx->route->fn == route_ollama_chat || cx->route->fn == route_ollama_generate;
     if (!generation || atomic_load(&s->state) != ST_READY || !s->gov) return true;
     const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Length");
     long long len = cl ? atoll(cl) : 0;
@@ -540,7 +616,7 @@ static enum MHD_Result answer_early(http_server *s, struct MHD_Connection *c, co
             oai_fail(&e, LV_ERR_ARG, 0, NULL, "method_not_allowed", "%s", msg);
             e.status = 405;
             struct MHD_Response *r;
-            char *body = oai_error_json(&e);
+            char *body = error_body(cx, &e);
             if (!body ||
                 !(r = MHD_create_response_from_buffer(strlen(body), body, MHD_RESPMEM_MUST_FREE))) {
                 free(body);
@@ -615,7 +691,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         return send_error(s, c, cx, &e);
     }
     bool public_route = cx->route->fn == route_health || cx->route->fn == route_models ||
-                        cx->route->fn == route_metrics || cx->route->fn == route_webui;
+                        cx->route->fn == route_metrics || cx->route->fn == route_webui ||
+                        cx->route->fn == route_ollama_version;
     if (!public_route && atomic_load(&s->draining))
         return fail(s, c, cx, LV_OK, OAI_HINT_LOADING, NULL, "shutting_down",
                     "the server is shutting down");

@@ -17,9 +17,16 @@
  *   POST /v1/completions       plain JSON or an SSE stream
  *   POST /tokenize             {"content","add_special"} → {"tokens"}  (llama.cpp)
  *   POST /detokenize           {"tokens"} → {"content"}               (llama.cpp)
+ *   POST /api/chat             Ollama's chat: NDJSON stream or one object (server/ollama.h)
+ *   POST /api/generate         Ollama's completion (a prompt, or raw text)
+ *   GET  /api/tags             Ollama's model list: the served model (public)
+ *   POST /api/show             Ollama's model details (public)
+ *   GET  /api/ps               Ollama's running models: the served model (public)
+ *   GET  /api/version          {"version"} (public)
  * Anything else is 404; a known path with another method 405; HEAD is
  * answered wherever GET is; OPTIONS on a known path is the CORS preflight
- * (204).
+ * (204). Errors under /api/ are Ollama's {"error":"message"}, elsewhere
+ * OpenAI's.
  *
  * Lifecycle: http_start listens at once (port 0 = any free port); the model
  * is handed over with http_set_ready once loaded, so /health can say

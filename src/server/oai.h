@@ -324,6 +324,12 @@ const char *oai_sse_done(void);
 /* "data: {error json}\n\n" for a failure after the stream started. */
 char *oai_sse_error(const oai_error *e);
 
+/* A JSON string (jansson's json_t) of generated text (len bytes), each
+ * invalid UTF-8 byte as U+FFFD, as the bodies above write it; NULL when out
+ * of memory. For server/ollama.c, which answers the same text in Ollama's
+ * shape. */
+struct json_t *oai_content_json(const char *s, size_t len);
+
 /* GET /v1/models: {"object":"list","data":[{"id","object":"model","created","owned_by"}]}. */
 char *oai_models_json(const char *const *ids, int n, int64_t created, const char *owned_by);
 

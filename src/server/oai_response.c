@@ -121,6 +121,10 @@ static json_t *content_json(const char *s, size_t len) {
     return utf8_json(s, len, false);
 }
 
+json_t *oai_content_json(const char *s, size_t len) {
+    return content_json(s, len);
+}
+
 /* Log-probabilities are finite in JSON: -inf (a masked token) → -9999. */
 static json_t *lp_json(float lp) {
     return json_real(isfinite(lp) ? lp : -9999.0);

@@ -16,11 +16,18 @@
  * its end that parses as calls sends them in one tool_calls delta (every
  * call whole: no argument fragments) and finishes with "tool_calls"; held
  * text that does not parse is sent as content then.
+ *
+ * Ollama's framing (server/ollama.h): the same passes write NDJSON lines
+ * instead of events: no role chunk, a line per piece of text, the tool
+ * calls in one line, and a last line with done, done_reason and the counts
+ * (no [DONE]); an error is a last {"error"} line. Ollama requests have one
+ * choice.
  */
 #include "server/stream.h"
 
 #include "base/buf.h"
 #include "base/log.h"
+#include "server/ollama.h"
 #include "server/tools.h"
 
 #include <microhttpd.h>
@@ -49,6 +56,8 @@ struct stream {
     bool *open;   /* (n_jobs) the text is content: it flows */
     bool failed;  /* an error event was sent */
     bool ended;   /* [DONE] is in out */
+    bool ollama;  /* NDJSON lines in Ollama's shapes (om) instead of SSE events */
+    ollama_meta om;
 };
 
 static void put_event(stream *st, char *ev) {
@@ -68,7 +77,9 @@ static void put_delta(stream *st, int k, const char *text, size_t len) {
         lp = jobs_logprobs(st->ctx, toks, 0, n, SIZE_MAX, &texts, &n_lp);
         free(toks);
     }
-    if (st->chat)
+    if (st->ollama)
+        put_event(st, ollama_chunk(&st->om, text, len));
+    else if (st->chat)
         put_event(st, oai_chat_chunk_delta(&st->meta, k, text, len, lp, lp ? n_lp : 0));
     else
         put_event(st, oai_completion_chunk_lp(&st->meta, k, text, len, lp, lp ? n_lp : 0, NULL));
@@ -99,7 +110,7 @@ static void put_finish(stream *st, int k) {
     if (j->st) {
         oai_error e;
         jobs_error(st->ctx, j, &e);
-        put_event(st, oai_sse_error(&e));
+        put_event(st, st->ollama ? ollama_error_line(&e) : oai_sse_error(&e));
         st->failed = true;
         return;
     }
@@ -108,21 +119,28 @@ static void put_finish(stream *st, int k) {
         int n = 0;
         bool is_call = tools_parse_output(st->g.r, j->result.text, j->result.text_len, &calls, &n);
         if (is_call) {
-            put_event(st, oai_chat_chunk_tool_calls(&st->meta, k, calls, n));
+            put_event(st, st->ollama ? ollama_tool_calls_line(&st->om, calls, n)
+                                     : oai_chat_chunk_tool_calls(&st->meta, k, calls, n));
             tools_free_calls(calls, n);
             lv_buf_free(&st->held[k]);
-            put_event(st, oai_chat_chunk_finish(&st->meta, k, "tool_calls"));
+            if (!st->ollama) put_event(st, oai_chat_chunk_finish(&st->meta, k, "tool_calls"));
             return;
         }
         if (st->held[k].len) put_delta(st, k, st->held[k].data, st->held[k].len);
         lv_buf_free(&st->held[k]);
     }
+    if (st->ollama) return; /* its last line says why it finished (put_end) */
     put_event(st, st->chat ? oai_chat_chunk_finish(&st->meta, k, j->result.finish_reason)
                            : oai_completion_chunk(&st->meta, k, "", 0, j->result.finish_reason));
 }
 
-/* The events that close the stream: usage, [DONE]. */
+/* The events that close the stream: usage, [DONE]; Ollama's last line. */
 static void put_end(stream *st) {
+    st->ended = true;
+    if (st->ollama) {
+        if (!st->failed) put_event(st, ollama_done_line(&st->om, &st->g));
+        return;
+    }
     if (!st->failed && st->meta.include_usage) {
         oai_usage u;
         oai_timings t;
@@ -131,7 +149,6 @@ static void put_end(stream *st) {
                                : oai_completion_chunk_usage(&st->meta, &u, &t));
     }
     lv_buf_puts(&st->out, oai_sse_done());
-    st->ended = true;
 }
 
 /* One pass over the jobs: text taken, finished ones closed. With one job it
@@ -194,7 +211,7 @@ static void stream_free(void *cls) {
     free(st);
 }
 
-stream *stream_new(const jobs_ctx *ctx, job_group *g) {
+stream *stream_new(const jobs_ctx *ctx, job_group *g, const ollama_meta *om) {
     stream *st = calloc(1, sizeof *st);
     if (st) {
         st->cursor = calloc((size_t)g->n_jobs, sizeof *st->cursor);
@@ -216,6 +233,11 @@ stream *stream_new(const jobs_ctx *ctx, job_group *g) {
     st->tools = st->chat && tools_active(st->g.r);
     oai_make_id(st->id, sizeof st->id, st->chat ? "chatcmpl-" : "cmpl-");
     st->meta = (oai_meta){st->id, (int64_t)time(NULL), ctx->model_name, st->g.r->include_usage};
+    if (om) {
+        st->ollama = true;
+        st->om = *om;
+        return st;
+    }
     if (st->chat)
         for (int k = 0; k < st->g.n_jobs; k++) put_event(st, oai_chat_chunk_role(&st->meta, k));
     return st;
@@ -228,7 +250,8 @@ struct MHD_Response *stream_response(stream *st) {
         stream_free(st);
         return NULL;
     }
-    MHD_add_response_header(resp, "Content-Type", "text/event-stream");
+    MHD_add_response_header(resp, "Content-Type",
+                            st->ollama ? "application/x-ndjson" : "text/event-stream");
     MHD_add_response_header(resp, "Cache-Control", "no-cache");
     return resp;
 }
