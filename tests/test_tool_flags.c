@@ -18,9 +18,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const char *const TOOLS[] = {"llava-cli",      "llava-server", "llava-eval",
-                                    "llava-quantize", "llava-bench",  "llava-attn-bench",
-                                    "llava-gpu-bench"};
+static const char *const TOOLS[] = {"llava-cli",       "llava-server", "llava-eval",
+                                    "llava-quantize",  "llava-bench",  "llava-attn-bench",
+                                    "llava-gpu-bench", "llava-pull"};
 
 /* Runs tool with args: its exit status, stdout in *out and stderr in *err (heap). */
 static int run_tool(const char *tool, const char *args, char **out, char **err) {

@@ -14,7 +14,6 @@
  * such repo, HF_TOKEN needed, network, disk), 2 bad usage.
  */
 #include "base/log.h"
-#include "base/version.h"
 #include "io/hf_download.h"
 #include "common/tool_args.h"
 
@@ -64,19 +63,13 @@ static const char *take_repo(int *argc, char **argv) {
 int main(int argc, char **argv) {
     const char *repo = take_repo(&argc, argv);
     const char *revision = NULL, *level = NULL;
-    bool version = false;
     const tool_opt opts[] = {
         TOOL_STR("revision", 'r', &revision),
         TOOL_STR("log-level", 0, &level),
-        TOOL_FLAG("version", 0, &version),
     };
     static const tool_info tool = {"llava-pull", usage, true};
     int rc = tool_parse(&tool, opts, LV_ARRAY_LEN(opts), argc, argv);
     if (rc) return rc == TOOL_HELP ? 0 : 2;
-    if (version) {
-        printf("llava-pull %s\n", LLAVA_VERSION);
-        return 0;
-    }
     if (!tool_log_level("llava-pull", level)) return 2;
     if (!repo || !*repo) {
         fprintf(stderr, "llava-pull: %s (see --help)\n",
