@@ -13,8 +13,8 @@
 #                     decoders for FUZZ_SECONDS (default 60), then the safetensors reader,
 #                     the tokenizer.json loader, the GGUF reader, the JSON Schema and grammar
 #                     compilers, the OpenAI request parser, media URLs, the chat template,
-#                     the config readers and the tokenizer on arbitrary text/ids for a
-#                     quarter of that each
+#                     the config readers, the tokenizer on arbitrary text/ids, the SSE
+#                     writer and the HTTP layer for a quarter of that each
 #   make test-arm64   cross-build the engine core for ARM64 into build-arm64/ (Debian's
 #                     gcc-aarch64-linux-gnu, LLAVA_BACKEND_ONLY) and run its tests under
 #                     qemu-aarch64: the NEON kernels' correctness (ARM64_TESTS, T= as above)
@@ -86,7 +86,7 @@ fuzz:
 	  -DLLAVA_FUZZ=ON -DLLAVA_TESTS=OFF $(CMAKE_FLAGS) >/dev/null
 	@cmake --build build-fuzz -j $(JOBS)
 	@bash tests/fuzz/run.sh build-fuzz $(FUZZ_SECONDS)
-	@for t in safetensors tokenizer gguf json_schema grammar oai_request media chat_template configs tok_text; do mkdir -p build-fuzz/corpus/$$t build-fuzz/crashes; \
+	@for t in safetensors tokenizer gguf json_schema grammar oai_request media chat_template configs tok_text sse http; do mkdir -p build-fuzz/corpus/$$t build-fuzz/crashes; \
 	  echo "fuzz: fuzz_$$t for $$(( $(FUZZ_SECONDS) / 4 ))s" >&2; \
 	  build-fuzz/bin/fuzz_$$t -max_total_time=$$(( $(FUZZ_SECONDS) / 4 )) -max_len=32768 -timeout=10 \
 	    -artifact_prefix=build-fuzz/crashes/ -print_final_stats=0 build-fuzz/corpus/$$t \

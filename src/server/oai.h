@@ -327,7 +327,7 @@ char *oai_sse_error(const oai_error *e);
 /* A JSON string (jansson's json_t) of generated text (len bytes), each
  * invalid UTF-8 byte as U+FFFD, as the bodies above write it; NULL when out
  * of memory. For server/ollama.c, which answers the same text in Ollama's
- * shape. */
+ * shape, and for error messages, which may quote a client's bytes. */
 struct json_t *oai_content_json(const char *s, size_t len);
 
 /* GET /v1/models: {"object":"list","data":[{"id","object":"model","created","owned_by"}]}. */

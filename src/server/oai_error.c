@@ -73,12 +73,11 @@ lv_status oai_fail(oai_error *e, lv_status st, unsigned hints, const char *param
     return st;
 }
 
-/* A JSON string, or null for "". Invalid UTF-8 (a message quoting client
- * bytes) becomes a plain placeholder rather than a failure. */
+/* A JSON string, or null for "". A message quoting client bytes (a path,
+ * a header) may not be valid UTF-8: each bad byte becomes U+FFFD, as in
+ * generated text, so the rest of the message still says what was wrong. */
 static json_t *str_or_null(const char *s) {
-    if (!s[0]) return json_null();
-    json_t *j = json_string(s);
-    return j ? j : json_string("(message not valid UTF-8)");
+    return s[0] ? oai_content_json(s, strlen(s)) : json_null();
 }
 
 char *oai_error_json(const oai_error *e) {

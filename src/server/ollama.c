@@ -484,12 +484,19 @@ static json_t *with_done(json_t *o, const ollama_meta *m, const job_group *g) {
     return with(o, "eval_duration", json_integer((json_int_t)(t.predicted_ms * 1e6)));
 }
 
+/* {"error": message}; a message quoting client bytes that are not UTF-8
+ * gets U+FFFD for them (json_pack would fail, and the error turn into a
+ * 503 "out of memory"). */
+static json_t *error_object(const oai_error *e) {
+    return json_pack("{s:o}", "error", oai_content_json(e->message, strlen(e->message)));
+}
+
 char *ollama_error_json(const oai_error *e) {
-    return dump(json_pack("{s:s}", "error", e->message), false);
+    return dump(error_object(e), false);
 }
 
 char *ollama_error_line(const oai_error *e) {
-    return dump(json_pack("{s:s}", "error", e->message), true);
+    return dump(error_object(e), true);
 }
 
 char *ollama_chunk(const ollama_meta *m, const char *text, size_t len) {
