@@ -39,8 +39,10 @@
  * are read every second. PID is --pid, else the process that holds the
  * listening socket of --url's port (/proc/net/tcp{,6}, then each readable
  * /proc/N/fd): the server must run as this user. The report gives first,
- * last, max and the least-squares slope over the second half of the samples
- * (after warm-up), in MiB/min and fds/min.
+ * last (taken once the clients have closed their connections), max, and the
+ * least-squares slope over the second half of the samples taken while
+ * requests were still being sent (after warm-up, before the drain, whose
+ * closing connections would read as a fall), in MiB/min and fds/min.
  *
  * Report: requests/s and generated tokens/s (usage.completion_tokens of the
  * good answers) over the wall time from the first request to the last answer;
@@ -247,6 +249,7 @@ typedef struct {
     /* the server's process */
     long pid;
     series s_t, s_rss, s_fds; /* seconds since start, MiB, descriptors */
+    size_t n_loaded;          /* the first samples, taken while requests were still sent */
     bool health_ok;
 } load_run;
 
@@ -328,10 +331,10 @@ static bool sample_process(long pid, double *rss_mib, double *n_fds) {
     return true;
 }
 
-/* Least-squares slope of y over x (units of y per unit of x) for samples [from, n). */
-static double slope(const series *x, const series *y, size_t from) {
+/* Least-squares slope of y over x (units of y per unit of x) for samples [from, to). */
+static double slope(const series *x, const series *y, size_t from, size_t to) {
     double n = 0, sx = 0, sy = 0, sxx = 0, sxy = 0;
-    for (size_t i = from; i < x->n && i < y->n; i++, n++) {
+    for (size_t i = from; i < to && i < x->n && i < y->n; i++, n++) {
         sx += x->v[i];
         sy += y->v[i];
         sxx += x->v[i] * x->v[i];
@@ -683,7 +686,7 @@ static void slot_finish(load_run *r, slot *sl, CURLcode cc) {
     if (o >= O_F_STATUS) {
         r->failed_by_kind[sl->kind]++;
         if (!r->first_failure[0])
-            snprintf(r->first_failure, sizeof r->first_failure, "%s request: %s",
+            snprintf(r->first_failure, sizeof r->first_failure, "%s request: %.400s",
                      KIND_NAMES[sl->kind], why);
     }
     if (o == O_OK) {
@@ -814,6 +817,7 @@ static bool drive(load_run *r) {
         }
         if (now >= next_sample) {
             sample_server(r);
+            if (more) r->n_loaded = r->s_rss.n;
             next_sample += 1000;
         }
         curl_multi_poll(m, NULL, 0, 20, NULL);
@@ -823,7 +827,6 @@ static bool drive(load_run *r) {
             curl_multi_remove_handle(m, slots[i].h);
             slot_clear(&slots[i]);
         }
-    sample_server(r);
     free(slots);
     curl_multi_cleanup(m);
     return ok;
@@ -861,13 +864,13 @@ static json_t *pct_json(series *s) {
     return o;
 }
 
-/* first, last, max and the slope per minute over the second half of the samples */
+/* first, last, max and the slope per minute over the second half of the loaded samples */
 static json_t *trend_json(const load_run *r, const series *y) {
     if (!y->n) return json_null();
     double max = y->v[0];
     for (size_t i = 1; i < y->n; i++) max = y->v[i] > max ? y->v[i] : max;
     return json_pack("{s:f,s:f,s:f,s:f}", "first", y->v[0], "last", y->v[y->n - 1], "max", max,
-                     "slope_per_min", slope(&r->s_t, y, y->n / 2) * 60);
+                     "slope_per_min", slope(&r->s_t, y, r->n_loaded / 2, r->n_loaded) * 60);
 }
 
 static json_t *report_json(load_run *r, double wall_s) {
@@ -917,8 +920,8 @@ static void print_pct(const char *what, series *s) {
 
 static void print_trend(const char *what, const char *unit, json_t *t) {
     if (!json_is_object(t)) return;
-    printf("  %-4s first %.1f  last %.1f  max %.1f  slope %+.3f %s/min (second half)\n", what,
-           json_real_value(json_object_get(t, "first")),
+    printf("  %-4s first %.1f  last %.1f  max %.1f  slope %+.3f %s/min (second half of the load)\n",
+           what, json_real_value(json_object_get(t, "first")),
            json_real_value(json_object_get(t, "last")), json_real_value(json_object_get(t, "max")),
            json_real_value(json_object_get(t, "slope_per_min")), unit);
 }
@@ -1047,6 +1050,7 @@ int load_bench_main(int argc, char **argv) {
     r->pid = o->pid ? o->pid : find_server(o->url);
     if (drive(r)) {
         r->health_ok = health_ok(o->url, o->timeout_s);
+        sample_server(r); /* the clients gone: their connections should be too */
         double wall_s = r->t_last > r->t_start ? (r->t_last - r->t_start) / 1e3 : 0;
         if (o->json) {
             json_t *j = report_json(r, wall_s);
