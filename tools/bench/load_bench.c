@@ -39,7 +39,7 @@
  * are read every second. PID is --pid, else the process that holds the
  * listening socket of --url's port (/proc/net/tcp{,6}, then each readable
  * /proc/N/fd): the server must run as this user. The report gives first,
- * last (taken once the clients have closed their connections), max, and the
+ * last (taken a second after the clients closed their connections), max, and the
  * least-squares slope over the second half of the samples taken while
  * requests were still being sent (after warm-up, before the drain, whose
  * closing connections would read as a fall), in MiB/min and fds/min.
@@ -143,12 +143,13 @@ static const char *const TEXT_QUESTIONS[] = {
 /* ---- options -------------------------------------------------------------------------------- */
 
 typedef struct {
-    const char *url;   /* the server's base URL, without a trailing slash */
-    int clients;       /* requests in flight at once */
-    long requests;     /* stop sending after this many (0: no bound) */
-    double duration_s; /* stop sending after this long (0: no bound) */
-    int mix[K_COUNT];  /* weight of each kind */
-    bool mix_given;    /* --mix replaced the default */
+    const char *url_arg; /* --url as given */
+    char url[900];       /* the same without a trailing slash */
+    int clients;         /* requests in flight at once */
+    long requests;       /* stop sending after this many (0: no bound) */
+    double duration_s;   /* stop sending after this long (0: no bound) */
+    int mix[K_COUNT];    /* weight of each kind */
+    bool mix_given;      /* --mix replaced the default */
     const char *images[MAX_IMAGES];
     int n_images;
     int max_tokens;
@@ -979,7 +980,7 @@ static void usage_text(FILE *f) {
 
 /* Defaults filled in after parsing; false after saying what is wrong. */
 static bool finish_opts(load_opts *o, glob_t *g) {
-    if (!o->url) {
+    if (!o->url_arg) {
         fprintf(stderr, "llava-bench load: --url is required\n");
         return false;
     }
@@ -1000,9 +1001,14 @@ static bool finish_opts(load_opts *o, glob_t *g) {
                         "models/demo/samples/*.png here)\n");
         return false;
     }
-    size_t len = strlen(o->url);
-    while (len && o->url[len - 1] == '/') len--;
-    ((char *)o->url)[len] = '\0'; /* argv's string: ours to trim */
+    size_t len = strlen(o->url_arg);
+    while (len && o->url_arg[len - 1] == '/') len--;
+    if (len >= sizeof o->url) {
+        fprintf(stderr, "llava-bench load: --url is longer than %zu bytes\n", sizeof o->url - 1);
+        return false;
+    }
+    memcpy(o->url, o->url_arg, len);
+    o->url[len] = '\0';
     return true;
 }
 
@@ -1017,7 +1023,7 @@ int load_bench_main(int argc, char **argv) {
     o->seed = 1;
     const char *seed = NULL;
     const tool_opt opts[] = {
-        TOOL_STR("url", 0, &o->url),
+        TOOL_STR("url", 0, &o->url_arg),
         TOOL_INT("clients", 'c', &o->clients, 1, 1024),
         TOOL_LONG("requests", 'n', &o->requests, 0, 1000000000000L),
         TOOL_NUM("duration", 'd', &o->duration_s, 0, 1e7),
@@ -1050,7 +1056,10 @@ int load_bench_main(int argc, char **argv) {
     r->pid = o->pid ? o->pid : find_server(o->url);
     if (drive(r)) {
         r->health_ok = health_ok(o->url, o->timeout_s);
-        sample_server(r); /* the clients gone: their connections should be too */
+        /* the clients gone, their connections should be too: a second later,
+         * as the server notices a closed socket at its next poll */
+        if (r->pid > 0) sleep(1);
+        sample_server(r);
         double wall_s = r->t_last > r->t_start ? (r->t_last - r->t_start) / 1e3 : 0;
         if (o->json) {
             json_t *j = report_json(r, wall_s);
