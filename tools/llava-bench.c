@@ -68,6 +68,14 @@
  *       µs; the mask cache's hit rate; with --decode-ms the overhead in %)
  *       (tools/bench/grammar_bench.c).
  *
+ *   llava-bench load --url http://127.0.0.1:PORT [--clients N] [--requests N] [--duration S]
+ *                    [--mix KIND=W,...] [--image FILE]... [--check-answers] [--json] ...
+ *       N concurrent HTTP clients against a running llava-server: a weighted
+ *       mix of plain, streamed, image, n > 1, cancelled and bad requests,
+ *       every answer checked; throughput, latency percentiles, errors and
+ *       the server's RSS and descriptors over time; exit 1 when any request
+ *       failed (tools/bench/load_bench.c).
+ *
  *   tower, serve and model take --device cpu|ref|cuda[:N] too (default cpu).
  *   A name this build lacks is llava_load's error, exit 1.
  */
@@ -84,6 +92,7 @@
 #include "image/resample.h"
 #include "bench/bandwidth.h"
 #include "bench/grammar_bench.h"
+#include "bench/load_bench.h"
 #include "bench/model_bench.h"
 #include "bench/serve_bench.h"
 #include "bench/tower_bench.h"
@@ -127,6 +136,9 @@ static void print_usage(FILE *f) {
             "       llava-bench grammar (--tokenizer PATH | --model PATH [--mmproj F])\n"
             "                           [--json-schema FILE --instance FILE] [--steps N]\n"
             "                           [--vocab V] [--decode-ms X] [--json]\n"
+            "       llava-bench load --url http://127.0.0.1:PORT [--clients N] [--requests N]\n"
+            "                        [--duration S] [--mix KIND=W,...] [--image FILE]...\n"
+            "                        [--check-answers] [--json]   (load --help: all options)\n"
             "       llava-bench image --image FILE [--repeat N] [--processor next|clip|pad]\n"
             "       llava-bench tower [--layers L] [--threads T] [--dtype f16|bf16|f32] "
             "[--repeat N]\n"
@@ -527,6 +539,7 @@ int main(int argc, char **argv) {
     if (argc >= 2 && strcmp(argv[1], "tower") == 0) return tower_bench_main(argc - 1, argv + 1);
     if (argc >= 2 && strcmp(argv[1], "serve") == 0) return serve_bench_main(argc - 1, argv + 1);
     if (argc >= 2 && strcmp(argv[1], "model") == 0) return model_bench_main(argc - 1, argv + 1);
+    if (argc >= 2 && strcmp(argv[1], "load") == 0) return load_bench_main(argc - 1, argv + 1);
     if (argc >= 2 && strcmp(argv[1], "grammar") == 0) return grammar_bench_main(argc - 1, argv + 1);
     if (argc >= 2 && strcmp(argv[1], "bandwidth") == 0)
         return bandwidth_bench_main(argc - 1, argv + 1);
