@@ -42,7 +42,10 @@
  * --drain-grace seconds with the listener still open), then stop accepting,
  * finish the running requests, cancel the queued ones, let the answers out
  * (up to --drain-timeout seconds for a slow reader), exit 0. A model that
- * fails to load exits 1.
+ * fails to load exits 1. SIGHUP: there is nothing to reload (no config is
+ * re-read, the log is stderr, which the supervisor owns), so it logs
+ * "SIGHUP: nothing to reload" and serves on; before, its default action
+ * killed the server, as a terminal closing or `systemctl reload` would.
  *
  * --idle-timeout S (default 120; 0 = none): a connection that sends or takes
  * nothing for S seconds is closed (a stalled upload, a keep-alive left open,
@@ -382,6 +385,7 @@ int main(int argc, char **argv) {
     sigemptyset(&set);
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGHUP); /* taken and logged below: its default action would kill us */
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     signal(SIGPIPE, SIG_IGN); /* a client gone, or stderr a closed pipe: an error, not death */
     lv_allocator_tune();      /* freed KV and tensors leave the resident set */
@@ -420,7 +424,13 @@ int main(int argc, char **argv) {
     }
     const struct timespec tick = {0, 200 * 1000 * 1000};
     int sig = -1;
-    while (sig < 0 && atomic_load(&ld.state) >= 0) sig = sigtimedwait(&set, NULL, &tick);
+    while (sig < 0 && atomic_load(&ld.state) >= 0) {
+        sig = sigtimedwait(&set, NULL, &tick);
+        if (sig == SIGHUP) {
+            LV_INFO("SIGHUP: nothing to reload; serving on");
+            sig = -1;
+        }
+    }
     if (sig >= 0) LV_INFO("signal %d: draining and exiting", sig);
     pthread_join(th, NULL); /* a load in progress completes before the model can be freed */
     rc = atomic_load(&ld.state) < 0 ? 1 : 0;
