@@ -8,13 +8,16 @@
 
 #include "testutil.h"
 
+#include <arpa/inet.h>
 #include <curl/curl.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -123,6 +126,53 @@ static inline bool srv_log_has(const srv *s, const char *needle) {
     while (f && !found && fgets(line, sizeof line, f)) found = strstr(line, needle) != NULL;
     if (f) fclose(f);
     return found;
+}
+
+/* ---- raw sockets ---------------------------------------------------------------------------
+ * For clients libcurl will not play: one that stops reading, stalls its
+ * upload or trickles it. */
+
+/* A socket connected to the server (-1 on failure); rcvbuf > 0 makes its
+ * receive buffer that small, so the server's writes block as soon as this
+ * side stops reading. */
+static inline int srv_connect(const srv *s, int rcvbuf) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (fd < 0) return -1;
+    if (rcvbuf > 0) setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)s->port)};
+    inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+    if (connect(fd, (struct sockaddr *)&a, sizeof a)) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+/* Sends all n bytes; false if the peer is gone (no SIGPIPE). */
+static inline bool srv_send_all(int fd, const char *p, size_t n) {
+    while (n) {
+        ssize_t k = send(fd, p, n, MSG_NOSIGNAL);
+        if (k <= 0) return false;
+        p += k;
+        n -= (size_t)k;
+    }
+    return true;
+}
+
+/* Appends what fd delivers to *buf (heap, NUL-terminated) until EOF or an
+ * error, or until it holds need (NULL: until EOF). */
+static inline void srv_recv_until(int fd, char **buf, size_t *len, const char *need) {
+    char chunk[65536];
+    while (!need || !*buf || !strstr(*buf, need)) {
+        ssize_t k = recv(fd, chunk, sizeof chunk, 0);
+        if (k <= 0) return;
+        char *d = realloc(*buf, *len + (size_t)k + 1);
+        if (!d) return;
+        memcpy(d + *len, chunk, (size_t)k);
+        *len += (size_t)k;
+        d[*len] = '\0';
+        *buf = d;
+    }
 }
 
 /* ---- client ------------------------------------------------------------------------------ */

@@ -13,49 +13,7 @@
 
 #include "server_harness.h"
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
-
 static srv S;
-
-/* A connected socket to the server whose receive buffer is small, so the
- * server's writes block as soon as this side stops reading. */
-static int slow_socket(int port) {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    assert_true(fd >= 0);
-    int small = 4096;
-    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-    inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
-    assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
-    return fd;
-}
-
-static void send_all(int fd, const char *p, size_t n) {
-    while (n) {
-        ssize_t k = send(fd, p, n, MSG_NOSIGNAL);
-        assert_true(k > 0);
-        p += k;
-        n -= (size_t)k;
-    }
-}
-
-/* Appends what fd delivers to *buf (heap) until EOF or until it holds
- * need (NULL: until EOF). */
-static void recv_until(int fd, char **buf, size_t *len, const char *need) {
-    char chunk[65536];
-    while (!need || !*buf || !strstr(*buf, need)) {
-        ssize_t k = recv(fd, chunk, sizeof chunk, 0);
-        if (k <= 0) return;
-        char *d = realloc(*buf, *len + (size_t)k + 1);
-        assert_non_null(d);
-        memcpy(d + *len, chunk, (size_t)k);
-        *len += (size_t)k;
-        d[*len] = '\0';
-        *buf = d;
-    }
-}
 
 static void test_sigterm_keeps_a_slow_streams_tail(void **state) {
     const char *argv[] = {"--model", srv_demo_model(), "--port", "0", "--parallel", "8", NULL};
@@ -79,18 +37,19 @@ static void test_sigterm_keeps_a_slow_streams_tail(void **state) {
              "POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
              "Content-Type: application/json\r\nContent-Length: %zu\r\n\r\n%s",
              strlen(body), body);
-    int fd = slow_socket(S.port);
-    send_all(fd, req, strlen(req));
+    int fd = srv_connect(&S, 4096);
+    assert_true(fd >= 0);
+    assert_true(srv_send_all(fd, req, strlen(req)));
     char *got = NULL;
     size_t len = 0;
     /* Every choice has begun: all eight run (none is queued, to be cancelled). */
-    recv_until(fd, &got, &len, "\"index\":7,\"delta\":{\"content\"");
+    srv_recv_until(fd, &got, &len, "\"index\":7,\"delta\":{\"content\"");
     assert_non_null(got);
 
     /* Stop reading; SIGTERM while the server's writes are blocked on us. */
     kill(S.pid, SIGTERM);
     srv_sleep_ms(500);
-    recv_until(fd, &got, &len, NULL); /* everything, to the end */
+    srv_recv_until(fd, &got, &len, NULL); /* everything, to the end */
     close(fd);
 
     /* The demo model may end its story before n_tokens: whatever it said,

@@ -7,7 +7,7 @@
  *                [--port 8080] [--parallel N] [--queue-size N] [--ctx-size N]
  *                [--threads N] [--exact] [--device cpu|ref|cuda[:N]] [--api-key KEY]
  *                [--allowed-origins LIST] [--allowed-local-media-path DIR] [--timeout S]
- *                [--drain-grace S] [--drain-timeout S]
+ *                [--idle-timeout S] [--drain-grace S] [--drain-timeout S]
  *                [--alias NAME] [--memory-limit SIZE] [--prefix-cache-mb N]
  *                [--image-cache-mb N] [--no-prefix-cache]
  *
@@ -42,7 +42,21 @@
  * --drain-grace seconds with the listener still open), then stop accepting,
  * finish the running requests, cancel the queued ones, let the answers out
  * (up to --drain-timeout seconds for a slow reader), exit 0. A model that
- * fails to load exits 1.
+ * fails to load exits 1. SIGHUP: there is nothing to reload (no config is
+ * re-read, the log is stderr, which the supervisor owns), so it logs
+ * "SIGHUP: nothing to reload" and serves on; before, its default action
+ * killed the server, as a terminal closing or `systemctl reload` would.
+ *
+ * --idle-timeout S (default 120; 0 = none): a connection that sends or takes
+ * nothing for S seconds is closed (a stalled upload, a keep-alive left open,
+ * a stream whose reader stopped reading: its sequences are cancelled and
+ * freed), and a request body still arriving S seconds after its headers is
+ * cut off (a client trickling bytes is never idle). --timeout is the other
+ * bound: the whole request, queue wait included, however busy the client.
+ *
+ * The log is stderr; a log that cannot be written (a closed pipe, a full
+ * disk) loses its lines and nothing else: SIGPIPE is ignored, and every
+ * line is written once, never retried.
  */
 #include "base/clock.h"
 #include "base/log.h"
@@ -67,6 +81,7 @@
 typedef struct {
     const char *model, *mmproj, *alias, *host, *api_key, *origins, *media_dir, *config;
     int port, queue_size, ctx_size, threads, timeout_s, parallel;
+    int idle_timeout_s;                 /* --idle-timeout: http_config.idle_timeout_s */
     int drain_grace_s, drain_timeout_s; /* --drain-grace, --drain-timeout (http_stop) */
     int max_tokens;       /* --max-tokens: a request's default max_tokens (0: the config's, else the
                              rest of the context) */
@@ -124,6 +139,10 @@ static void usage(FILE *f) {
         "  --allowed-origins LIST         CORS origins, comma-separated, or *\n"
         "  --allowed-local-media-path DIR allow file:// image URLs below DIR\n"
         "  --timeout S                    per-request limit in seconds (default 600; 0 = none)\n"
+        "  --idle-timeout S               close a connection idle S seconds (a stalled upload,\n"
+        "                                 a reader that stopped reading; its request cancelled)\n"
+        "                                 and a body not in S seconds after its headers\n"
+        "                                 (default 120; 0 = none)\n"
         "  --drain-grace S                on SIGTERM/SIGINT, /health answers 503 for S seconds\n"
         "                                 before the listener closes (default 0)\n"
         "  --drain-timeout S              then answers still being sent get S seconds more\n"
@@ -145,6 +164,7 @@ static int parse_args(int argc, char **argv, srv_args *a) {
                     .port = 8080,
                     .queue_size = 64,
                     .timeout_s = 600,
+                    .idle_timeout_s = 120,
                     .drain_timeout_s = 30,
                     .parallel = 4,
                     .image_cache_mb = -1,
@@ -177,6 +197,7 @@ static int parse_args(int argc, char **argv, srv_args *a) {
         TOOL_STR("allowed-origins", 0, &a->origins),
         TOOL_STR("allowed-local-media-path", 0, &a->media_dir),
         TOOL_INT("timeout", 0, &a->timeout_s, 0, 86400 * 7),
+        TOOL_INT("idle-timeout", 0, &a->idle_timeout_s, 0, 86400),
         TOOL_INT("drain-grace", 0, &a->drain_grace_s, 0, 3600),
         TOOL_INT("drain-timeout", 0, &a->drain_timeout_s, 0, 86400),
         TOOL_STR("alias", 0, &a->alias),
@@ -364,9 +385,10 @@ int main(int argc, char **argv) {
     sigemptyset(&set);
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGHUP); /* taken and logged below: its default action would kill us */
     pthread_sigmask(SIG_BLOCK, &set, NULL);
-    signal(SIGPIPE, SIG_IGN);
-    lv_allocator_tune(); /* freed KV and tensors leave the resident set */
+    signal(SIGPIPE, SIG_IGN); /* a client gone, or stderr a closed pipe: an error, not death */
+    lv_allocator_tune();      /* freed KV and tensors leave the resident set */
 
     http_config cfg = {.host = a.host,
                        .port = a.port,
@@ -374,6 +396,7 @@ int main(int argc, char **argv) {
                        .allowed_origins = a.origins,
                        .allowed_local_media_path = a.media_dir,
                        .timeout_s = a.timeout_s,
+                       .idle_timeout_s = a.idle_timeout_s,
                        .drain_grace_ms = a.drain_grace_s * 1000,
                        .drain_timeout_s = a.drain_timeout_s,
                        .model_name = a.alias,
@@ -401,7 +424,13 @@ int main(int argc, char **argv) {
     }
     const struct timespec tick = {0, 200 * 1000 * 1000};
     int sig = -1;
-    while (sig < 0 && atomic_load(&ld.state) >= 0) sig = sigtimedwait(&set, NULL, &tick);
+    while (sig < 0 && atomic_load(&ld.state) >= 0) {
+        sig = sigtimedwait(&set, NULL, &tick);
+        if (sig == SIGHUP) {
+            LV_INFO("SIGHUP: nothing to reload; serving on");
+            sig = -1;
+        }
+    }
     if (sig >= 0) LV_INFO("signal %d: draining and exiting", sig);
     pthread_join(th, NULL); /* a load in progress completes before the model can be freed */
     rc = atomic_load(&ld.state) < 0 ? 1 : 0;

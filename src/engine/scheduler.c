@@ -944,6 +944,7 @@ static int take_queued_locked(sched *s, int active) {
             }
             pthread_mutex_unlock(&s->mu);
             lv_fail(&j->err, LV_ERR_CANCELLED, "cancelled: the server is shutting down");
+            j->shut_down = true; /* not the client's doing: it is still there to be told */
             LV_INFO("[%s] %s", j->rid, j->err.msg);
             finish(j, LV_ERR_CANCELLED);
             sched_job_release(j);

@@ -75,6 +75,7 @@ typedef struct sched_job {
     lv_buf pending;    /* text generated and not yet taken (streaming) */
     bool done;         /* finished: st, err, result are final */
     bool timed_out;    /* cancelled because deadline_ms passed */
+    bool shut_down;    /* cancelled while queued because the scheduler stopped (sched_stop) */
     lv_status st;      /* LV_OK, or why it failed (LV_ERR_CANCELLED when cancelled) */
     lv_err err;        /* message when st != LV_OK */
     gen_result result; /* on LV_OK: ids, full text, finish_reason, timings */

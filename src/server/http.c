@@ -662,6 +662,20 @@ static void on_connection(void *cls, struct MHD_Connection *c, void **socket_con
     }
 }
 
+/* Whether the body is still arriving idle_timeout_s after the headers came.
+ * MHD's connection timeout closes a client that stalls, but one trickling a
+ * byte a second is never idle and would hold its thread (and memory) for as
+ * long as it likes; past the bound its connection is closed with no answer
+ * (MHD cannot answer before the body is in). Side effect: the log line. */
+static bool body_too_slow(http_server *s, const conn *cx) {
+    int limit = s->cfg.idle_timeout_s;
+    if (limit <= 0 || lv_now_ms() - cx->t0_ms <= 1e3 * limit) return false;
+    LV_WARN("[%s] %s %s: the body is still arriving after %d s; closing the connection", cx->rid,
+            cx->method, cx->url, limit);
+    metrics_request(s->metrics, cx->route ? cx->route->path : "other", 408);
+    return true;
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,
                                   const char *method, const char *version, const char *data,
                                   size_t *data_size, void **con_cls) {
@@ -671,7 +685,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         *con_cls = cx = begin(s, c, url, method);
         return cx ? MHD_YES : MHD_NO;
     }
-    if (*data_size) { /* a body chunk */
+    if (*data_size) {                            /* a body chunk */
+        if (body_too_slow(s, cx)) return MHD_NO; /* closes the connection */
         if (!cx->early && !cx->too_big) {
             if (cx->body.len + *data_size > s->cfg.max_body) {
                 cx->too_big = true;
@@ -767,8 +782,8 @@ lv_status http_start(const http_config *cfg, http_server **out, lv_err *err) {
     s->d = MHD_start_daemon(
         flags, (uint16_t)cfg->port, NULL, NULL, on_request, s, MHD_OPTION_SOCK_ADDR, addr,
         MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_NOTIFY_CONNECTION, on_connection,
-        s, MHD_OPTION_CONNECTION_MEMORY_LIMIT, CONN_POOL, MHD_OPTION_CONNECTION_TIMEOUT, 120u,
-        MHD_OPTION_CONNECTION_LIMIT, 512u, MHD_OPTION_END);
+        s, MHD_OPTION_CONNECTION_MEMORY_LIMIT, CONN_POOL, MHD_OPTION_CONNECTION_TIMEOUT,
+        (unsigned)cfg->idle_timeout_s, MHD_OPTION_CONNECTION_LIMIT, 512u, MHD_OPTION_END);
     if (!s->d) {
         metrics_free(s->metrics);
         image_memo_free(s->memo);

@@ -51,6 +51,9 @@ typedef struct {
     const char *allowed_origins;          /* comma-separated origins, "*" = any, NULL = no CORS */
     const char *allowed_local_media_path; /* file:// image_url below here; NULL = refused */
     int timeout_s;                        /* per request, queue wait included; 0 = none */
+    int idle_timeout_s;                   /* a connection that sends or takes nothing this long
+                                             is closed (MHD's connection timeout), and a body
+                                             must arrive whole within it; 0 = none */
     const char *model_name;               /* the name /v1/models and responses show */
     size_t max_body;                      /* request body cap in bytes (413 above) */
     int default_max_tokens;               /* when a request gives none; 0 = the rest of the

@@ -426,6 +426,9 @@ void jobs_error(const jobs_ctx *ctx, const sched_job *j, oai_error *e) {
     if (j->st == LV_ERR_CANCELLED && j->timed_out)
         oai_fail(e, LV_ERR_DEVICE, 0, NULL, "timeout",
                  "the request did not finish within the server's timeout (%d s)", ctx->timeout_s);
+    else if (j->st == LV_ERR_CANCELLED && j->shut_down) /* 503 with Retry-After, not 499 */
+        oai_fail(e, LV_OK, OAI_HINT_LOADING, NULL, "shutting_down",
+                 "the server is shutting down; this request was still queued");
     else
         oai_fail(e, j->st, 0, NULL, NULL, "%s", j->err.msg);
 }
