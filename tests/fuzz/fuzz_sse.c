@@ -15,9 +15,11 @@
 static bool plain_utf8(const uint8_t *s, size_t n) {
     for (size_t i = 0; i < n;) {
         uint8_t c = s[i];
-        size_t k = c < 0x80 ? 1 : (c & 0xE0) == 0xC0 ? 2 : (c & 0xF0) == 0xE0 ? 3
-                            : (c & 0xF8) == 0xF0     ? 4
-                                                     : 0;
+        size_t k = c < 0x80             ? 1
+                   : (c & 0xE0) == 0xC0 ? 2
+                   : (c & 0xF0) == 0xE0 ? 3
+                   : (c & 0xF8) == 0xF0 ? 4
+                                        : 0;
         if (!c || !k || i + k > n) return false;
         uint32_t cp = k == 1 ? c : c & (0x7F >> k);
         for (size_t j = 1; j < k; j++) {
@@ -46,12 +48,10 @@ static json_t *event_json(char *ev) {
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     oai_meta m = {.id = "chatcmpl-fuzz", .created = 1, .model = "fuzz", .include_usage = true};
     json_t *o = event_json(oai_chat_chunk_delta(&m, 0, (const char *)data, size, NULL, 0));
-    const char *content = json_string_value(
-        json_object_get(json_object_get(json_array_get(json_object_get(o, "choices"), 0), "delta"),
-                        "content"));
+    const char *content = json_string_value(json_object_get(
+        json_object_get(json_array_get(json_object_get(o, "choices"), 0), "delta"), "content"));
     if (!content) abort();
-    if (plain_utf8(data, size) && (strlen(content) != size || memcmp(content, data, size)))
-        abort();
+    if (plain_utf8(data, size) && (strlen(content) != size || memcmp(content, data, size))) abort();
     json_decref(o);
 
     oai_error e;
