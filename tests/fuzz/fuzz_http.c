@@ -98,6 +98,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     close(fd);
     first[kept] = '\0';
     if (got && (got < 9 || memcmp(first, "HTTP/1.", 7))) abort();
-    check_first_answer(first, kept, memmem(data, size, "out of memory", 13) != NULL);
+    if (!(size >= 5 && !memcmp(data, "HEAD ", 5))) /* HEAD: headers without their body */
+        check_first_answer(first, kept, memmem(data, size, "out of memory", 13) != NULL);
     return 0;
 }
