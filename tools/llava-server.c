@@ -45,6 +45,7 @@
  * fails to load exits 1.
  */
 #include "base/clock.h"
+#include "base/file.h"
 #include "base/log.h"
 #include "base/sysmem.h"
 #include "engine/governor.h"
@@ -366,7 +367,8 @@ int main(int argc, char **argv) {
     sigaddset(&set, SIGTERM);
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     signal(SIGPIPE, SIG_IGN);
-    lv_allocator_tune(); /* freed KV and tensors leave the resident set */
+    lv_map_guard_install("llava-server"); /* a model file cut short under us: named, exit 3 */
+    lv_allocator_tune();                  /* freed KV and tensors leave the resident set */
 
     http_config cfg = {.host = a.host,
                        .port = a.port,
