@@ -10,6 +10,8 @@
  */
 #include "safetensors_write.h"
 
+#include "json_type.h"
+
 #include <errno.h>
 #include <jansson.h>
 #include <stdbool.h>
@@ -88,7 +90,7 @@ static lv_status build_header(const char *path, const stw_entry *e, size_t n, co
         }
         off += sizes[i];
     }
-    *out = json_dumps(root, JSON_COMPACT);
+    *out = json_dumps_whole(root, JSON_COMPACT);
     if (!*out) st = lv_fail(err, LV_ERR_NOMEM, "%s: out of memory building the header", path);
 done:
     json_decref(root);

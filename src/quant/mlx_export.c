@@ -19,6 +19,7 @@
 #include "mlx_export.h"
 
 #include "base/file.h"
+#include "io/json_type.h"
 #include "base/half.h"
 #include "io/safetensors_write.h"
 #include "quant/mlx_affine.h"
@@ -314,7 +315,7 @@ static lv_status copy_file(const char *from, const char *dir, const char *name, 
 }
 
 static lv_status write_json(const char *dir, const char *name, json_t *root, lv_err *err) {
-    char *text = json_dumps(root, JSON_INDENT(2));
+    char *text = json_dumps_whole(root, JSON_INDENT(2));
     if (!text) return lv_fail(err, LV_ERR_NOMEM, "%s/%s: out of memory", dir, name);
     size_t len = strlen(text);
     lv_status st = write_file(dir, name, text, len, err);
