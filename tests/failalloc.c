@@ -28,9 +28,9 @@ extern void *__libc_calloc(size_t n, size_t size);
 extern void *__libc_realloc(void *p, size_t n);
 extern void *__libc_memalign(size_t align, size_t n);
 
-static _Atomic uint64_t calls;   /* allocations seen */
-static _Atomic int enabled;      /* the flag file existed at the last look */
-static _Atomic uint64_t failed;  /* allocations failed so far */
+static _Atomic uint64_t calls;  /* allocations seen */
+static _Atomic int enabled;     /* the flag file existed at the last look */
+static _Atomic uint64_t failed; /* allocations failed so far */
 
 static uint64_t mix(uint64_t z) {
     z += 0x9e3779b97f4a7c15u;

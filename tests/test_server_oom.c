@@ -97,7 +97,8 @@ static char *answer_of(int kind, const char *resp) {
                 goto bad;
             }
             json_t *c = json_array_get(json_object_get(o, "choices"), 0);
-            const char *t = json_string_value(json_object_get(json_object_get(c, "delta"), "content"));
+            const char *t =
+                json_string_value(json_object_get(json_object_get(c, "delta"), "content"));
             if (t) len += (size_t)snprintf(out + len, cap - len, "%s", t);
             json_decref(o);
         }
@@ -176,18 +177,22 @@ static void test_requests_while_allocations_fail(void **state) {
     for (int r = 0; r < ROUNDS; r++)
         for (int k = 0; k < KINDS; k++) {
             char *resp = NULL;
-            long code = srv_http(&S, "POST", "/v1/chat/completions", body[k], strlen(body[k]),
-                                 NULL, NULL, &resp);
+            long code = srv_http(&S, "POST", "/v1/chat/completions", body[k], strlen(body[k]), NULL,
+                                 NULL, &resp);
             if (!server_alive()) fail_msg("after a %s request (round %d)", KIND_NAME[k], r);
             if (code == 200) {
                 char *a = answer_of(k, resp);
-                if (a && strcmp(a, expected[k]) != 0) tu_write_file(tmp, "wrong.txt", resp, strlen(resp));
+                if (a && strcmp(a, expected[k]) != 0)
+                    tu_write_file(tmp, "wrong.txt", resp, strlen(resp));
                 if (a && strcmp(a, expected[k]) != 0)
                     fail_msg("%s: answered '%s', expected '%s' (round %d): %.3000s", KIND_NAME[k],
                              a, expected[k], r, resp);
-                if (a) ok++;
-                else if (k == STREAM) err5++; /* an error event after the 200 headers */
-                else fail_msg("%s: a 200 without an answer: %s", KIND_NAME[k], resp);
+                if (a)
+                    ok++;
+                else if (k == STREAM)
+                    err5++; /* an error event after the 200 headers */
+                else
+                    fail_msg("%s: a 200 without an answer: %s", KIND_NAME[k], resp);
                 free(a);
             } else if (code >= 400 && code < 500) {
                 if (err4++ < 5) print_message("%s: %ld %s\n", KIND_NAME[k], code, resp ? resp : "");
@@ -200,8 +205,8 @@ static void test_requests_while_allocations_fail(void **state) {
             }
             free(resp);
         }
-    print_message("under failures: %d answered right, %d 4xx, %d 5xx, %d dropped\n", ok, err4,
-                  err5, dropped);
+    print_message("under failures: %d answered right, %d 4xx, %d 5xx, %d dropped\n", ok, err4, err5,
+                  dropped);
     assert_true(err4 + err5 + dropped > 0); /* failures did happen */
 
     /* Failures off (the hook looks every 4096 allocations: a few requests). */
@@ -210,8 +215,8 @@ static void test_requests_while_allocations_fail(void **state) {
         bool right = false;
         for (int i = 0; i < 40 && !right; i++) {
             char *resp = NULL;
-            long code = srv_http(&S, "POST", "/v1/chat/completions", body[k], strlen(body[k]),
-                                 NULL, NULL, &resp);
+            long code = srv_http(&S, "POST", "/v1/chat/completions", body[k], strlen(body[k]), NULL,
+                                 NULL, &resp);
             assert_true(server_alive());
             char *a = code == 200 ? answer_of(k, resp) : NULL;
             right = a && strcmp(a, expected[k]) == 0;

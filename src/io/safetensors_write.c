@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/types.h>
+#include <unistd.h>
 
 struct stw {
     FILE *f;
@@ -182,10 +183,15 @@ lv_status stw_finish(stw *w, lv_err *err) {
             goto fail;
         }
     }
-    int rc = fclose(w->f);
+    /* Buffered bytes reach the file only now: a full disk (ENOSPC) or a
+     * file size limit (EFBIG) often shows here first. fsync, as the GGUF
+     * writer does, so the rename never publishes a file still in flight. */
+    int e = 0;
+    if (fflush(w->f) != 0 || fsync(fileno(w->f)) != 0) e = errno;
+    if (fclose(w->f) != 0 && !e) e = errno;
     w->f = NULL;
-    if (rc != 0) {
-        st = lv_fail(err, LV_ERR_IO, "%s: write failed: %s", w->tmp_path, strerror(errno));
+    if (e) {
+        st = lv_fail(err, LV_ERR_IO, "%s: write failed: %s", w->tmp_path, strerror(e));
         goto fail;
     }
     if (rename(w->tmp_path, w->path) != 0) {

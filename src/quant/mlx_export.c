@@ -296,11 +296,13 @@ static lv_status write_file(const char *dir, const char *name, const char *data,
     snprintf(tmp, sizeof(tmp), "%s.tmp", path);
     FILE *f = fopen(tmp, "wb");
     if (!f) return lv_fail(err, LV_ERR_IO, "%s: cannot create: %s", tmp, strerror(errno));
-    bool ok = fwrite(data, 1, len, f) == len;
-    ok = (fclose(f) == 0) && ok;
-    if (!ok || rename(tmp, path) != 0) {
+    int e = 0; /* the first failure's errno: what is reported (EFBIG, ENOSPC) */
+    if (fwrite(data, 1, len, f) != len) e = errno;
+    if (fclose(f) != 0 && !e) e = errno;
+    if (!e && rename(tmp, path) != 0) e = errno;
+    if (e) {
         remove(tmp);
-        return lv_fail(err, LV_ERR_IO, "%s: write failed: %s", path, strerror(errno));
+        return lv_fail(err, LV_ERR_IO, "%s: write failed: %s", path, strerror(e));
     }
     return LV_OK;
 }
