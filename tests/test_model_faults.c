@@ -160,8 +160,8 @@ static void test_replaced_while_serving(void **state) {
     char *before[2] = {ask(&s, PROMPTS[0]), ask(&s, PROMPTS[1])};
     /* A different file renamed over the path: here a garbage one, so any
      * read through the path (rather than the mapping) would show. */
-    snprintf(cmd, sizeof cmd,
-             "head -c 4096 /dev/urandom > '%s.new' && mv '%s.new' '%s'", path, path, path);
+    snprintf(cmd, sizeof cmd, "head -c 4096 /dev/urandom > '%s.new' && mv '%s.new' '%s'", path,
+             path, path);
     sh(cmd);
     for (int round = 0; round < 2; round++)
         for (int k = 0; k < 2; k++) {
@@ -186,8 +186,8 @@ static void test_truncated_while_serving(void **state) {
     truncate_to(path, 4096); /* in place: the mapping's pages past 4096 are gone */
     /* The next request reads embedding rows from the mapping: SIGBUS. */
     char *resp = NULL;
-    long code = srv_http(&s, "POST", "/v1/chat/completions", PROMPTS[1], strlen(PROMPTS[1]),
-                         NULL, NULL, &resp);
+    long code = srv_http(&s, "POST", "/v1/chat/completions", PROMPTS[1], strlen(PROMPTS[1]), NULL,
+                         NULL, &resp);
     free(resp);
     int status = -1;
     for (int i = 0; i < 600 && waitpid(s.pid, &status, WNOHANG) != s.pid; i++) srv_sleep_ms(50);
@@ -247,7 +247,8 @@ static void test_disk_full_while_quantizing(void **state) {
         assert_true(lstat(dst, &sb) != 0);
         char prefix[64];
         snprintf(prefix, sizeof prefix, "out-%s.", fmts[k]); /* out-X.tmp-XXXXXX */
-        if (count_prefixed(tmp, prefix) != 0) fail_msg("%s: a temporary directory was left", fmts[k]);
+        if (count_prefixed(tmp, prefix) != 0)
+            fail_msg("%s: a temporary directory was left", fmts[k]);
     }
 }
 
