@@ -182,11 +182,11 @@ static void test_requests_while_allocations_fail(void **state) {
             if (!server_alive()) fail_msg("after a %s request (round %d)", KIND_NAME[k], r);
             if (code == 200) {
                 char *a = answer_of(k, resp);
-                if (a && strcmp(a, expected[k]) != 0)
+                if (a && strcmp(a, expected[k]) != 0) { /* the whole body, for a post-mortem */
                     tu_write_file(tmp, "wrong.txt", resp, strlen(resp));
-                if (a && strcmp(a, expected[k]) != 0)
-                    fail_msg("%s: answered '%s', expected '%s' (round %d): %.3000s", KIND_NAME[k],
-                             a, expected[k], r, resp);
+                    fail_msg("%s: answered '%s', expected '%s' (round %d; body in %s/wrong.txt)",
+                             KIND_NAME[k], a, expected[k], r, tmp);
+                }
                 if (a)
                     ok++;
                 else if (k == STREAM)
@@ -195,6 +195,7 @@ static void test_requests_while_allocations_fail(void **state) {
                     fail_msg("%s: a 200 without an answer: %s", KIND_NAME[k], resp);
                 free(a);
             } else if (code >= 400 && code < 500) {
+                /* a few shown: jansson reports some failures as syntax errors */
                 if (err4++ < 5) print_message("%s: %ld %s\n", KIND_NAME[k], code, resp ? resp : "");
             } else if (code >= 500 && code < 600) {
                 err5++;
