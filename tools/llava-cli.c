@@ -428,6 +428,7 @@ int main(int argc, char **argv) {
     int rc = parse_args(argc, argv, &a);
     if (rc) return rc == 1 ? 0 : 2;
     if (!tool_device("llava-cli", a.device)) return 1; /* as llava_load would, sooner */
+    lv_map_guard_install("llava-cli"); /* a model file cut short under us: named, exit 3 */
 
     lv_err err = {{0}};
     llava *m = NULL;

@@ -59,6 +59,7 @@
  * line is written once, never retried.
  */
 #include "base/clock.h"
+#include "base/file.h"
 #include "base/log.h"
 #include "base/sysmem.h"
 #include "engine/governor.h"
@@ -388,7 +389,8 @@ int main(int argc, char **argv) {
     sigaddset(&set, SIGHUP); /* taken and logged below: its default action would kill us */
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     signal(SIGPIPE, SIG_IGN); /* a client gone, or stderr a closed pipe: an error, not death */
-    lv_allocator_tune();      /* freed KV and tensors leave the resident set */
+    lv_map_guard_install("llava-server"); /* a model file cut short under us: named, exit 3 */
+    lv_allocator_tune();                  /* freed KV and tensors leave the resident set */
 
     http_config cfg = {.host = a.host,
                        .port = a.port,

@@ -4,6 +4,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,65 +14,114 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-/* The live mappings of lv_map_file, so that lv_map_release_pages can tell a
- * file mapping (safe to drop: re-read on touch) from heap memory (which
- * MADV_DONTNEED would zero). Few entries: one per mapped file. */
-static struct {
-    pthread_mutex_t lock;
-    struct {
-        const uint8_t *p;
-        size_t n;
-    } * at;
-    size_t len, cap;
-} maps = {.lock = PTHREAD_MUTEX_INITIALIZER};
+/*
+ * The live mappings of lv_map_file, in a fixed table: lv_map_release_pages
+ * tells a file mapping (safe to drop: re-read on touch) from heap memory
+ * (which MADV_DONTNEED would zero), and the SIGBUS handler of
+ * lv_map_guard_install names the file a faulting address belongs to. A
+ * signal handler can take no lock and must not read an array that realloc
+ * may move, hence a static table whose entries are published by an atomic
+ * store of their start address (0: free slot). One entry per mapped file;
+ * a mapping beyond the table is still made, only unnamed on SIGBUS and
+ * never released early.
+ */
+#define MAP_SLOTS 256
+#define MAP_PATH  512
 
-static void registry_add(const uint8_t *p, size_t n) {
-    pthread_mutex_lock(&maps.lock);
-    if (maps.len == maps.cap) {
-        size_t cap = maps.cap ? 2 * maps.cap : 16;
-        void *at = realloc(maps.at, cap * sizeof *maps.at);
-        if (!at) { /* unregistered: its pages are simply never released early */
-            pthread_mutex_unlock(&maps.lock);
-            return;
+static struct {
+    _Atomic uintptr_t p; /* start of the mapping; 0 when the slot is free */
+    size_t n;            /* bytes */
+    char path[MAP_PATH]; /* as given to lv_map_file (truncated to fit) */
+} slots[MAP_SLOTS];
+static pthread_mutex_t slots_lock = PTHREAD_MUTEX_INITIALIZER; /* writers only */
+
+static void registry_add(const uint8_t *p, size_t n, const char *path) {
+    pthread_mutex_lock(&slots_lock);
+    for (size_t i = 0; i < MAP_SLOTS; i++)
+        if (atomic_load(&slots[i].p) == 0) {
+            slots[i].n = n;
+            snprintf(slots[i].path, sizeof slots[i].path, "%s", path);
+            atomic_store(&slots[i].p, (uintptr_t)p); /* published: n and path are set */
+            break;
         }
-        maps.at = at;
-        maps.cap = cap;
-    }
-    maps.at[maps.len].p = p;
-    maps.at[maps.len].n = n;
-    maps.len++;
-    pthread_mutex_unlock(&maps.lock);
+    pthread_mutex_unlock(&slots_lock);
 }
 
 static void registry_remove(const uint8_t *p) {
-    pthread_mutex_lock(&maps.lock);
-    for (size_t i = 0; i < maps.len; i++)
-        if (maps.at[i].p == p) {
-            maps.at[i] = maps.at[--maps.len];
+    pthread_mutex_lock(&slots_lock);
+    for (size_t i = 0; i < MAP_SLOTS; i++)
+        if (atomic_load(&slots[i].p) == (uintptr_t)p) {
+            atomic_store(&slots[i].p, 0);
             break;
         }
-    if (maps.len == 0) {
-        free(maps.at);
-        maps.at = NULL;
-        maps.cap = 0;
-    }
-    pthread_mutex_unlock(&maps.lock);
+    pthread_mutex_unlock(&slots_lock);
 }
 
 void lv_map_release_pages(const void *p, size_t n) {
     long page = sysconf(_SC_PAGESIZE);
     if (!p || n == 0 || page <= 0) return;
     uintptr_t a = (uintptr_t)p, e = a + n;
-    pthread_mutex_lock(&maps.lock);
+    pthread_mutex_lock(&slots_lock); /* the mapping stays while its pages are dropped */
     bool inside = false;
-    for (size_t i = 0; i < maps.len && !inside; i++)
-        inside = a >= (uintptr_t)maps.at[i].p && e <= (uintptr_t)maps.at[i].p + maps.at[i].n;
+    for (size_t i = 0; i < MAP_SLOTS && !inside; i++) {
+        uintptr_t s = atomic_load(&slots[i].p);
+        inside = s && a >= s && e <= s + slots[i].n;
+    }
     if (inside) {
         uintptr_t a0 = (a + (uintptr_t)page - 1) & ~((uintptr_t)page - 1);
         uintptr_t e0 = e & ~((uintptr_t)page - 1);
         if (e0 > a0) (void)madvise((void *)a0, e0 - a0, MADV_DONTNEED);
     }
-    pthread_mutex_unlock(&maps.lock);
+    pthread_mutex_unlock(&slots_lock);
+}
+
+/* ---- SIGBUS on a model mapping ------------------------------------------
+ *
+ * A file truncated (or rewritten shorter) in place while mapped turns every
+ * later read of a page past its new end into SIGBUS. Without a handler that
+ * is an unexplained "Bus error" core dump in the middle of a request. The
+ * handler below names the file and exits with LV_EXIT_MODEL_CHANGED; only
+ * write(2), strlen-free copies and _exit are used (async-signal-safe). A
+ * fault anywhere else is handed to the handler that was there before (the
+ * default: a core dump; under ASan: its report), by restoring it and
+ * returning, so the faulting instruction runs again under it. */
+
+static struct sigaction guard_prev;
+static char guard_prog[64];
+
+static size_t cat(char *out, size_t at, size_t cap, const char *s) {
+    while (*s && at + 1 < cap) out[at++] = *s++;
+    return at;
+}
+
+static void on_sigbus(int sig, siginfo_t *si, void *uctx) {
+    (void)uctx;
+    uintptr_t a = (uintptr_t)si->si_addr;
+    for (size_t i = 0; i < MAP_SLOTS; i++) {
+        uintptr_t s = atomic_load(&slots[i].p);
+        if (!s || a < s || a >= s + slots[i].n) continue;
+        char msg[MAP_PATH + 256];
+        size_t k = cat(msg, 0, sizeof msg, guard_prog);
+        k = cat(msg, k, sizeof msg, ": fatal: the model file ");
+        k = cat(msg, k, sizeof msg, slots[i].path);
+        k = cat(msg, k, sizeof msg,
+                " was truncated or changed on disk while in use (reading its mapping raised "
+                "SIGBUS); replace model files by renaming a new file over the old name, never by "
+                "rewriting them in place; restart the process\n");
+        (void)!write(STDERR_FILENO, msg, k);
+        _exit(LV_EXIT_MODEL_CHANGED);
+    }
+    sigaction(sig, &guard_prev, NULL);
+}
+
+void lv_map_guard_install(const char *prog) {
+    snprintf(guard_prog, sizeof guard_prog, "%s", prog);
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_sigaction = on_sigbus;
+    sa.sa_flags = SA_SIGINFO;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGBUS, &sa, &guard_prev);
 }
 
 lv_status lv_map_file(const char *path, lv_map *map, lv_err *err) {
@@ -97,7 +148,7 @@ lv_status lv_map_file(const char *path, lv_map *map, lv_err *err) {
         }
         map->data = p;
         map->size = (size_t)st.st_size;
-        registry_add(map->data, map->size);
+        registry_add(map->data, map->size, path);
     }
     close(fd); /* the mapping keeps the file alive */
     return LV_OK;

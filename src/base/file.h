@@ -32,6 +32,20 @@ void lv_unmap(lv_map *map);
  * it does nothing. */
 void lv_map_release_pages(const void *p, size_t n);
 
+/* The exit status of a process whose model file was truncated or changed
+ * in place while mapped (see lv_map_guard_install). */
+#define LV_EXIT_MODEL_CHANGED 3
+
+/* Installs a SIGBUS handler for the process: a fault on an address inside a
+ * live lv_map_file mapping (the file was truncated or rewritten in place
+ * while in use) prints "<prog>: fatal: the model file PATH was truncated or
+ * changed on disk while in use ..." on stderr and exits with
+ * LV_EXIT_MODEL_CHANGED at once, without cleanup (other threads may hold
+ * locks). Any other SIGBUS goes to the handler that was installed before.
+ * A file replaced by rename keeps its old inode mapped and never faults.
+ * For the tools (llava-server, llava-cli), called once in main. */
+void lv_map_guard_install(const char *prog);
+
 /* Reads a whole file into a NUL-terminated heap buffer (caller frees).
  * Files over max_bytes are refused with LV_ERR_FORMAT before reading. */
 lv_status lv_read_file(const char *path, size_t max_bytes, char **out, size_t *len, lv_err *err);

@@ -181,8 +181,13 @@ lv_status gen_state_step(gen_state *g, const float *logits, bool ctx_full, lv_er
     }
     sample_result r;
     int32_t id = sampler_sample(&g->sm, logits, p->logprobs ? &r : NULL);
-    if (g->gm && !gen_is_eos(g->m, id))
-        grammar_matcher_accept_token(g->gm, structured_vocab_at(p->vocab, g->n_ids == 0), id);
+    /* The mask allowed id, so only a limit or out of memory can refuse it;
+     * going on would sample against a state that did not advance. */
+    if (g->gm && !gen_is_eos(g->m, id) &&
+        !grammar_matcher_accept_token(g->gm, structured_vocab_at(p->vocab, g->n_ids == 0), id)) {
+        lv_status ge = grammar_matcher_error(g->gm, err);
+        return ge ? ge : lv_fail(err, LV_ERR_NOMEM, "the grammar could not take token %d", id);
+    }
     sampler_accept(&g->sm, id);
     int index = g->n_ids;
     g->ids[g->n_ids++] = id;

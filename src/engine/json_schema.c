@@ -493,7 +493,7 @@ static bool value_is(const json_t *v, int k) {
 static void put_value(gen *g, lv_buf *b, const json_t *v) {
     char text[64];
     if (json_is_string(v)) {
-        char *s = json_dumps(v, JSON_ENCODE_ANY | JSON_COMPACT);
+        char *s = json_dumps_whole(v, JSON_ENCODE_ANY | JSON_COMPACT);
         if (!s) {
             g->nomem = true;
             return;
@@ -654,7 +654,7 @@ static lv_status gen_array(gen *g, json_t *s, const char *hint, int depth, size_
 /* kv-i: "\"name\"" ws ":" ws value */
 static void put_member(gen *g, lv_buf *b, const char *name, const lv_buf *value) {
     json_t *k = json_string(name);
-    char *s = k ? json_dumps(k, JSON_ENCODE_ANY | JSON_COMPACT) : NULL;
+    char *s = k ? json_dumps_whole(k, JSON_ENCODE_ANY | JSON_COMPACT) : NULL;
     json_decref(k);
     if (!s) {
         g->nomem = true;
@@ -1124,6 +1124,8 @@ static lv_status compile_text(gen *g, const char *schema_json, size_t len, lv_er
                        JSON_SCHEMA_MAX_BYTES);
     json_error_t jerr;
     json_t *root = json_loadb(schema_json, len, JSON_DECODE_ANY | JSON_REJECT_DUPLICATES, &jerr);
+    if (!root && json_load_nomem(&jerr))
+        return lv_fail(err, LV_ERR_NOMEM, "schema: out of memory reading it");
     if (!root)
         return lv_fail(err, LV_ERR_ARG, "schema: not valid JSON: %s (line %d, column %d)",
                        jerr.text, jerr.line, jerr.column);

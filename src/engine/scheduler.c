@@ -272,6 +272,13 @@ bool sched_job_take(sched_job *j, lv_buf *out, int wait_ms) {
     return done;
 }
 
+bool sched_job_text_lost(sched_job *j) {
+    pthread_mutex_lock(&j->mu);
+    bool lost = j->text_lost;
+    pthread_mutex_unlock(&j->mu);
+    return lost;
+}
+
 static void finish(sched_job *j, lv_status st) {
     pthread_mutex_lock(&j->mu);
     j->t_done_ms = lv_now_ms();
@@ -288,7 +295,8 @@ static void on_text(void *ud, const char *text, size_t len) {
     const gen_callbacks *u = j->callbacks;
     if (u && u->on_text) u->on_text(u->ud, text, len);
     pthread_mutex_lock(&j->mu);
-    lv_buf_append(&j->pending, text, len); /* out of memory: the delta is lost, not the job */
+    /* out of memory: the delta is lost, not the job; a stream sees text_lost */
+    if (lv_buf_append(&j->pending, text, len) != LV_OK) j->text_lost = true;
     pthread_cond_broadcast(&j->cv);
     pthread_mutex_unlock(&j->mu);
 }

@@ -73,6 +73,7 @@ typedef struct sched_job {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     lv_buf pending;    /* text generated and not yet taken (streaming) */
+    bool text_lost;    /* a piece of text could not join pending (out of memory) */
     bool done;         /* finished: st, err, result are final */
     bool timed_out;    /* cancelled because deadline_ms passed */
     bool shut_down;    /* cancelled while queued because the scheduler stopped (sched_stop) */
@@ -112,6 +113,10 @@ void sched_job_wait(sched_job *j);
  * Once it returns true with nothing appended, the stream is over.
  */
 bool sched_job_take(sched_job *j, lv_buf *out, int wait_ms);
+/* Whether a piece of j's streamed text was lost (no memory to keep it):
+ * what sched_job_take gives then has a gap, and a stream must not be sent
+ * as if whole. The final result.text is unaffected. */
+bool sched_job_text_lost(sched_job *j);
 
 typedef struct sched sched;
 

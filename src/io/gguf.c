@@ -907,12 +907,11 @@ lv_status gguf_w_finish(gguf_writer *w, lv_err *err) {
     if (!w->f) return lv_fail(err, LV_ERR_ARG, "gguf writer: finish before begin");
     if (w->next != w->n_t)
         return lv_fail(err, LV_ERR_ARG, "%s: %zu of %zu tensors written", w->path, w->next, w->n_t);
-    int rc = fflush(w->f);
-    if (rc == 0) rc = fsync(fileno(w->f));
-    rc |= fclose(w->f);
+    int e = 0; /* the first failure's errno (fclose after a failed flush may change it) */
+    if (fflush(w->f) != 0 || fsync(fileno(w->f)) != 0) e = errno;
+    if (fclose(w->f) != 0 && !e) e = errno;
     w->f = NULL;
-    if (rc != 0)
-        return lv_fail(err, LV_ERR_IO, "%s: write failed: %s", w->tmp_path, strerror(errno));
+    if (e) return lv_fail(err, LV_ERR_IO, "%s: write failed: %s", w->tmp_path, strerror(e));
     if (rename(w->tmp_path, w->path) != 0)
         return lv_fail(err, LV_ERR_IO, "%s: cannot rename to %s: %s", w->tmp_path, w->path,
                        strerror(errno));

@@ -1,6 +1,8 @@
 /* json_type.c - see json_type.h. */
 #include "io/json_type.h"
 
+#include "base/buf.h"
+
 #include <math.h>
 #include <stdio.h>
 
@@ -112,4 +114,30 @@ lv_status json_get_string(const json_t *v, const char **out, lv_err *err) {
     if (!json_is_string(v)) return json_expected(err, want_name(JSON_STRING), v);
     *out = json_string_value(v);
     return LV_OK;
+}
+
+/* json_dump_callback's sink: appends, remembering a failure jansson may drop. */
+typedef struct {
+    lv_buf b;
+    bool failed;
+} dump_sink;
+
+static int dump_piece(const char *p, size_t n, void *ud) {
+    dump_sink *d = ud;
+    if (!d->failed && lv_buf_append(&d->b, p, n) != LV_OK) d->failed = true;
+    return d->failed ? -1 : 0;
+}
+
+char *json_dumps_whole(const json_t *j, size_t flags) {
+    dump_sink d = {.failed = false};
+    if (!j || json_dump_callback(j, dump_piece, &d, flags) != 0 || d.failed) {
+        lv_buf_free(&d.b);
+        return NULL;
+    }
+    if (!d.b.data && lv_buf_append(&d.b, "", 0) != LV_OK) return NULL; /* "" for an empty dump */
+    return d.b.data;
+}
+
+bool json_load_nomem(const json_error_t *je) {
+    return json_error_code(je) == json_error_out_of_memory || (je->line == -1 && !je->text[0]);
 }

@@ -63,4 +63,19 @@ lv_status json_get_bool(const json_t *v, bool *out, lv_err *err);
 /* The string, borrowed from v. */
 lv_status json_get_string(const json_t *v, const char **out, lv_err *err);
 
+/* json_dumps(j, flags) that never returns damaged text. jansson 2.14's
+ * dumper ignores a failed write of an object key (its buffer could not
+ * grow: out of memory) and returns the text without it, e.g. {":0}; this
+ * serialises through a callback into a buffer of ours and returns NULL on
+ * any failure. Caller frees. Every JSON text this program writes goes
+ * through it. */
+char *json_dumps_whole(const json_t *j, size_t flags);
+
+/* Whether json_loadb failed for want of memory rather than bad text:
+ * jansson says so with json_error_out_of_memory, or fails before reading
+ * anything (its lexer's buffer) and leaves the error at line -1 with no
+ * text. Out of memory inside a token can still read as a syntax error: a
+ * jansson limitation, not caught here. */
+bool json_load_nomem(const json_error_t *je);
+
 #endif

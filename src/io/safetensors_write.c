@@ -10,6 +10,8 @@
  */
 #include "safetensors_write.h"
 
+#include "json_type.h"
+
 #include <errno.h>
 #include <jansson.h>
 #include <stdbool.h>
@@ -17,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/types.h>
+#include <unistd.h>
 
 struct stw {
     FILE *f;
@@ -88,7 +91,7 @@ static lv_status build_header(const char *path, const stw_entry *e, size_t n, co
         }
         off += sizes[i];
     }
-    *out = json_dumps(root, JSON_COMPACT);
+    *out = json_dumps_whole(root, JSON_COMPACT);
     if (!*out) st = lv_fail(err, LV_ERR_NOMEM, "%s: out of memory building the header", path);
 done:
     json_decref(root);
@@ -180,10 +183,15 @@ lv_status stw_finish(stw *w, lv_err *err) {
             goto fail;
         }
     }
-    int rc = fclose(w->f);
+    /* Buffered bytes reach the file only now: a full disk (ENOSPC) or a
+     * file size limit (EFBIG) often shows here first. fsync, as the GGUF
+     * writer does, so the rename never publishes a file still in flight. */
+    int e = 0;
+    if (fflush(w->f) != 0 || fsync(fileno(w->f)) != 0) e = errno;
+    if (fclose(w->f) != 0 && !e) e = errno;
     w->f = NULL;
-    if (rc != 0) {
-        st = lv_fail(err, LV_ERR_IO, "%s: write failed: %s", w->tmp_path, strerror(errno));
+    if (e) {
+        st = lv_fail(err, LV_ERR_IO, "%s: write failed: %s", w->tmp_path, strerror(e));
         goto fail;
     }
     if (rename(w->tmp_path, w->path) != 0) {

@@ -19,6 +19,7 @@
 #include "mlx_export.h"
 
 #include "base/file.h"
+#include "io/json_type.h"
 #include "base/half.h"
 #include "io/safetensors_write.h"
 #include "quant/mlx_affine.h"
@@ -295,11 +296,13 @@ static lv_status write_file(const char *dir, const char *name, const char *data,
     snprintf(tmp, sizeof(tmp), "%s.tmp", path);
     FILE *f = fopen(tmp, "wb");
     if (!f) return lv_fail(err, LV_ERR_IO, "%s: cannot create: %s", tmp, strerror(errno));
-    bool ok = fwrite(data, 1, len, f) == len;
-    ok = (fclose(f) == 0) && ok;
-    if (!ok || rename(tmp, path) != 0) {
+    int e = 0; /* the first failure's errno: what is reported (EFBIG, ENOSPC) */
+    if (fwrite(data, 1, len, f) != len) e = errno;
+    if (fclose(f) != 0 && !e) e = errno;
+    if (!e && rename(tmp, path) != 0) e = errno;
+    if (e) {
         remove(tmp);
-        return lv_fail(err, LV_ERR_IO, "%s: write failed: %s", path, strerror(errno));
+        return lv_fail(err, LV_ERR_IO, "%s: write failed: %s", path, strerror(e));
     }
     return LV_OK;
 }
@@ -314,7 +317,7 @@ static lv_status copy_file(const char *from, const char *dir, const char *name, 
 }
 
 static lv_status write_json(const char *dir, const char *name, json_t *root, lv_err *err) {
-    char *text = json_dumps(root, JSON_INDENT(2));
+    char *text = json_dumps_whole(root, JSON_INDENT(2));
     if (!text) return lv_fail(err, LV_ERR_NOMEM, "%s/%s: out of memory", dir, name);
     size_t len = strlen(text);
     lv_status st = write_file(dir, name, text, len, err);

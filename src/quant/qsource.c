@@ -25,6 +25,7 @@
 #include "qsource.h"
 
 #include "backend/backend.h"
+#include "io/json_type.h"
 #include "base/file.h"
 #include "base/half.h"
 #include "io/model_dir.h"
@@ -362,7 +363,7 @@ lv_status qsource_tokenizer_read(const qsource *s, char **text, size_t *len, lv_
         json_t *added = json_object_get(root, "added_tokens");
         json_array_append_new(added, added_token(image, "<image>"));
         json_array_append_new(added, added_token(image + 1, "<pad>"));
-        char *patched = json_dumps(root, JSON_COMPACT);
+        char *patched = json_dumps_whole(root, JSON_COMPACT);
         if (!patched) {
             json_decref(root);
             free(*text);

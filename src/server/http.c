@@ -27,6 +27,7 @@
 #include "server/http.h"
 
 #include "base/clock.h"
+#include "io/json_type.h"
 #include "base/log.h"
 #include "base/sysmem.h"
 #include "server/jobs.h"
@@ -186,7 +187,7 @@ static enum MHD_Result fail(http_server *s, struct MHD_Connection *c, conn *cx, 
 }
 
 static char *dump(json_t *o) {
-    char *text = o ? json_dumps(o, JSON_COMPACT) : NULL;
+    char *text = o ? json_dumps_whole(o, JSON_COMPACT) : NULL;
     json_decref(o);
     return text;
 }
@@ -276,7 +277,9 @@ static enum MHD_Result route_webui(http_server *s, struct MHD_Connection *c, con
 static json_t *parse_object(conn *cx, oai_error *e) {
     json_error_t je;
     json_t *o = json_loadb(cx->body.data ? cx->body.data : "", cx->body.len, 0, &je);
-    if (!o) {
+    if (!o && json_load_nomem(&je)) {
+        oai_fail(e, LV_ERR_NOMEM, 0, NULL, NULL, "out of memory reading the body");
+    } else if (!o) {
         oai_fail(e, LV_ERR_ARG, 0, NULL, "invalid_json", "the body is not valid JSON: %s (at %d)",
                  je.text, je.position);
     } else if (!json_is_object(o)) {

@@ -270,14 +270,18 @@ static lv_status make_jobs(const jobs_ctx *ctx, const char *rid, job_group *g, o
                         n_prompts, r->n, n_prompts * r->n, MAX_JOBS);
     if (r->grammar_text) { /* once for every choice */
         lv_err err = {{0}};
-        if (grammar_compile(r->grammar_text, r->grammar_len, &q->grammar, &err))
+        lv_status gs = grammar_compile(r->grammar_text, r->grammar_len, &q->grammar, &err);
+        if (gs == LV_ERR_NOMEM) /* the server's trouble, not the grammar's: 503 */
+            return oai_fail(e, gs, 0, NULL, NULL, "out of memory compiling the grammar");
+        if (gs)
             return oai_fail(e, LV_ERR_ARG, 0, r->grammar_param, "invalid_grammar", "Invalid %s: %s",
                             r->grammar_param, err.msg);
     }
     g->n = r->n;
-    g->n_jobs = n_prompts * r->n;
-    if (!(g->jobs = calloc((size_t)g->n_jobs, sizeof *g->jobs)))
+    /* n_jobs only once the array exists: jobs_release walks it */
+    if (!(g->jobs = calloc((size_t)(n_prompts * r->n), sizeof *g->jobs)))
         return oai_fail(e, LV_ERR_NOMEM, 0, NULL, NULL, "out of memory");
+    g->n_jobs = n_prompts * r->n;
     lv_status st = LV_OK;
     for (int p = 0; !st && p < n_prompts; p++) {
         int k0 = p * r->n;

@@ -9,6 +9,7 @@
  * InternalServerError >= 500), and show the message.
  */
 #include "server/oai.h"
+#include "io/json_type.h"
 
 #include <jansson.h>
 #include <stdarg.h>
@@ -91,7 +92,7 @@ char *oai_error_json(const oai_error *e) {
         json_object_set_new(err, "code", str_or_null(e->code)))
         goto fail;
     if (json_object_set(root, "error", err)) goto fail;
-    out = json_dumps(root, JSON_COMPACT);
+    out = json_dumps_whole(root, JSON_COMPACT);
 fail:
     json_decref(err);
     json_decref(root);

@@ -282,7 +282,7 @@ static lv_status parse_format(const json_t *root, oai_request *r, oai_error *e) 
     if (!json_is_object(schema))
         return BAD(e, "response_format.json_schema.schema", "invalid_value",
                    "'response_format.json_schema.schema' must be a JSON Schema object.");
-    char *text = json_dumps(schema, JSON_COMPACT);
+    char *text = json_dumps_whole(schema, JSON_COMPACT);
     if (!text) return oai_fail(e, LV_ERR_NOMEM, 0, NULL, NULL, "out of memory");
     st = json_schema_to_grammar(text, strlen(text), &b, &err);
     free(text);
@@ -756,6 +756,8 @@ static lv_status parse(oai_kind kind, const char *body, size_t len, const oai_li
                         "Request body is %zu bytes; the limit is %zu bytes.", len, lim->max_body);
     json_error_t je;
     json_t *root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &je);
+    if (!root && json_load_nomem(&je))
+        return oai_fail(e, LV_ERR_NOMEM, 0, NULL, NULL, "Out of memory reading the request body.");
     if (!root)
         return oai_fail(e, LV_ERR_ARG, 0, NULL, "invalid_json",
                         "We could not parse the JSON body of your request: %s (line %d, column "

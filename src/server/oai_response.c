@@ -22,6 +22,7 @@
  * OpenAI does) and "bytes" carries the raw values.
  */
 #include "server/oai.h"
+#include "io/json_type.h"
 
 #include <jansson.h>
 #include <math.h>
@@ -220,7 +221,7 @@ static json_t *head(const oai_meta *m, const char *object) {
 /* Serialises and releases root (NULL in → NULL out). */
 static char *dump(json_t *root) {
     if (!root) return NULL;
-    char *s = json_dumps(root, JSON_COMPACT);
+    char *s = json_dumps_whole(root, JSON_COMPACT);
     json_decref(root);
     return s;
 }

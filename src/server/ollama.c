@@ -151,7 +151,7 @@ static json_t *tool_call(const json_t *c, size_t k) {
     if (!json_is_object(f)) return json_incref((json_t *)c);
     const json_t *args = json_object_get(f, "arguments"), *id = json_object_get(c, "id");
     char *text = json_is_string(args)          ? strdup(json_string_value(args))
-                 : args && !json_is_null(args) ? json_dumps(args, JSON_COMPACT)
+                 : args && !json_is_null(args) ? json_dumps_whole(args, JSON_COMPACT)
                                                : strdup("{}");
     char idbuf[32];
     snprintf(idbuf, sizeof idbuf, "call_%zu", k);
@@ -367,6 +367,8 @@ lv_status ollama_translate(ollama_route route, const char *body, size_t len, con
     if (!len) return BAD(e, "missing request body");
     json_error_t je;
     json_t *root = json_loadb(body, len, 0, &je);
+    if (!root && json_load_nomem(&je))
+        return oai_fail(e, LV_ERR_NOMEM, 0, NULL, NULL, "out of memory reading the body");
     if (!root)
         return BAD(e, "invalid JSON body: %s (line %d, column %d)", je.text, je.line, je.column);
     json_t *o = json_object();
@@ -380,7 +382,7 @@ lv_status ollama_translate(ollama_route route, const char *body, size_t len, con
     bool load = !st && !json_object_get(o, "messages") && !json_object_get(o, "prompt");
     if (load)
         out->load_reason = keep_alive_zero(json_object_get(root, "keep_alive")) ? "unload" : "load";
-    else if (!st && !(out->body = json_dumps(o, JSON_COMPACT)))
+    else if (!st && !(out->body = json_dumps_whole(o, JSON_COMPACT)))
         st = NOMEM(e);
     if (out->body) out->len = strlen(out->body);
     json_decref(o);
@@ -412,7 +414,7 @@ static json_t *head(const ollama_meta *m) {
 
 /* Serialises and releases o, with a '\n' when line (NULL in → NULL out). */
 static char *dump(json_t *o, bool line) {
-    char *s = o ? json_dumps(o, JSON_COMPACT) : NULL;
+    char *s = o ? json_dumps_whole(o, JSON_COMPACT) : NULL;
     json_decref(o);
     if (!s || !line) return s;
     size_t n = strlen(s);

@@ -56,12 +56,16 @@ struct stream {
     bool *open;   /* (n_jobs) the text is content: it flows */
     bool failed;  /* an error event was sent */
     bool ended;   /* [DONE] is in out */
-    bool ollama;  /* NDJSON lines in Ollama's shapes (om) instead of SSE events */
+    /* An event could not be built or kept (out of memory), or the job's
+     * text lost a piece: the stream is cut (MHD ends the connection with an
+     * error, the chunked body unterminated), never sent with a gap. */
+    bool broken;
+    bool ollama; /* NDJSON lines in Ollama's shapes (om) instead of SSE events */
     ollama_meta om;
 };
 
 static void put_event(stream *st, char *ev) {
-    if (ev) lv_buf_puts(&st->out, ev);
+    if (!ev || lv_buf_puts(&st->out, ev) != LV_OK) st->broken = true;
     free(ev);
 }
 
@@ -95,7 +99,11 @@ static void put_text(stream *st, int k, const char *text, size_t len) {
         return;
     }
     lv_buf *h = &st->held[k];
-    if (lv_buf_append(h, text, len) == LV_OK && tools_may_be_call(h->data, h->len)) return;
+    if (lv_buf_append(h, text, len) != LV_OK) {
+        st->broken = true;
+        return;
+    }
+    if (tools_may_be_call(h->data, h->len)) return;
     st->open[k] = true;
     if (h->len) put_delta(st, k, h->data, h->len);
     lv_buf_free(h);
@@ -148,7 +156,7 @@ static void put_end(stream *st) {
         put_event(st, st->chat ? oai_chat_chunk_usage(&st->meta, &u, &t)
                                : oai_completion_chunk_usage(&st->meta, &u, &t));
     }
-    lv_buf_puts(&st->out, oai_sse_done());
+    if (lv_buf_puts(&st->out, oai_sse_done()) != LV_OK) st->broken = true;
 }
 
 /* One pass over the jobs: text taken, finished ones closed. With one job it
@@ -162,6 +170,7 @@ static void stream_pass(stream *st) {
         if (st->finished[k]) continue;
         lv_buf text = {0};
         bool done = sched_job_take(st->g.jobs[k], &text, n == 1 ? 500 : 0);
+        if (sched_job_text_lost(st->g.jobs[k])) st->broken = true;
         put_text(st, k, text.data, text.len);
         any |= text.len > 0 || done;
         lv_buf_free(&text);
@@ -173,6 +182,7 @@ static void stream_pass(stream *st) {
             if (!st->finished[k]) {
                 lv_buf text = {0};
                 bool done = sched_job_take(st->g.jobs[k], &text, 50);
+                if (sched_job_text_lost(st->g.jobs[k])) st->broken = true;
                 put_text(st, k, text.data, text.len);
                 lv_buf_free(&text);
                 if (done) put_finish(st, k);
@@ -186,10 +196,16 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max) {
     stream *st = cls;
     (void)pos;
     while (st->off == st->out.len) {
+        if (st->broken) {
+            LV_WARN("[%s] out of memory while streaming: connection cut",
+                    st->g.n_jobs ? st->g.jobs[0]->rid : st->id);
+            return MHD_CONTENT_READER_END_WITH_ERROR;
+        }
         if (st->ended) return MHD_CONTENT_READER_END_OF_STREAM;
         st->out.len = st->off = 0;
         stream_pass(st);
     }
+    if (st->broken) return MHD_CONTENT_READER_END_WITH_ERROR;
     size_t n = st->out.len - st->off < max ? st->out.len - st->off : max;
     memcpy(buf, st->out.data + st->off, n);
     st->off += n;

@@ -98,8 +98,8 @@ static lv_status parse_tool(const json_t *t, size_t i, json_t *texts, oai_reques
     json_t *spec = json_pack("{s:O}", "name", name);
     if (desc) json_object_set(spec, "description", desc);
     json_object_set(spec, "parameters", schema);
-    char *schema_text = json_dumps(schema, JSON_COMPACT);
-    char *spec_text = spec ? json_dumps(spec, 0) : NULL;
+    char *schema_text = json_dumps_whole(schema, JSON_COMPACT);
+    char *spec_text = spec ? json_dumps_whole(spec, 0) : NULL;
     json_decref(schema);
     json_decref(spec);
     r->tools[i].name = fname;
@@ -310,7 +310,7 @@ lv_status tools_render_calls(const json_t *calls, const char *param, lv_buf *out
         if (json_array_append_new(list, json_pack("{s:s, s:o}", "name", name, "arguments", a)))
             st = nomem(e);
     }
-    char *text = st ? NULL : json_dumps(list, 0);
+    char *text = st ? NULL : json_dumps_whole(list, 0);
     json_decref(list);
     if (st) return st;
     if (!text || lv_buf_puts(out, TOOLS_CALL_TAG " ") || lv_buf_puts(out, text)) st = nomem(e);
@@ -320,7 +320,7 @@ lv_status tools_render_calls(const json_t *calls, const char *param, lv_buf *out
 
 lv_status tools_render_result(const char *call_id, const char *content, size_t len, lv_buf *out) {
     json_t *o = json_pack("{s:s, s:s%}", "call_id", call_id, "content", content, len);
-    char *text = o ? json_dumps(o, 0) : NULL;
+    char *text = o ? json_dumps_whole(o, 0) : NULL;
     json_decref(o);
     lv_status st = text ? LV_OK : LV_ERR_NOMEM;
     if (!st) st = lv_buf_puts(out, "[TOOL_RESULTS] ");
@@ -373,8 +373,8 @@ bool tools_parse_output(const oai_request *r, const char *text, size_t len, oai_
         ok = known && args;
         if (!ok) break;
         c[k].name = strdup(name);
-        c[k].arguments =
-            json_is_string(args) ? strdup(json_string_value(args)) : json_dumps(args, JSON_COMPACT);
+        c[k].arguments = json_is_string(args) ? strdup(json_string_value(args))
+                                              : json_dumps_whole(args, JSON_COMPACT);
         ok = c[k].name && c[k].arguments;
         oai_make_id(c[k].id, sizeof c[k].id, "call_");
         *n = (int)k + 1;

@@ -24,6 +24,7 @@
 #include "text/tokenizer_gguf.h"
 
 #include "io/gguf_model.h"
+#include "io/json_type.h"
 #include "text/tokenizer_internal.h"
 
 #include <jansson.h>
@@ -240,7 +241,7 @@ static lv_status load(const gguf *g, bool image_token, tok **out, lv_err *err) {
     json_t *root = NULL;
     lv_status st = build_json(g, image_token, &root, err);
     if (st) return st;
-    char *text = json_dumps(root, JSON_COMPACT);
+    char *text = json_dumps_whole(root, JSON_COMPACT);
     json_decref(root);
     if (!text) return lv_fail(err, LV_ERR_NOMEM, "out of memory");
     tok *t = NULL;
