@@ -121,8 +121,11 @@ static const struct {
      "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"temperature\":\"hot\"}", 400},
     {"n_too_large", CHAT_PATH, "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"n\":100}",
      400},
+    /* a non-empty list: an empty one asks for nothing, and is accepted */
     {"unsupported_field", CHAT_PATH,
-     "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"functions\":[]}", 400},
+     "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],"
+     "\"functions\":[{\"name\":\"f\"}]}",
+     400},
     {"unknown_route", "/v1/nowhere", "{}", 404},
 };
 
