@@ -6,7 +6,9 @@
  *   odd:  the rest is little-endian int32 ids (taken modulo the vocabulary
  *         plus 8, so a few are out of range): tok_decode succeeds exactly
  *         when every id is in range, and the streaming decoder, fed the same
- *         ids one at a time, writes exactly what tok_decode returns. */
+ *         ids one at a time, writes exactly what tok_decode returns (unless
+ *         a run of <0xNN> byte tokens is longer than the stream holds back:
+ *         the divergence text/tokenizer.h documents). */
 #include "text/tokenizer.h"
 
 #include <stdlib.h>
@@ -34,6 +36,18 @@ static void fuzz_text(const tok *t, const char *text, size_t len, bool special) 
     if (tok_decode(t, ids, n, false, &out, NULL, &err)) abort(); /* its own ids always decode */
     free(out);
     free(ids);
+}
+
+/* The longest run of consecutive <0xNN> byte tokens in ids. */
+static size_t longest_byte_run(const tok *t, const int32_t *ids, size_t n) {
+    size_t run = 0, best = 0;
+    for (size_t i = 0; i < n; i++) {
+        const char *p = tok_id_to_token(t, ids[i]);
+        bool byte = p && strlen(p) == 6 && !strncmp(p, "<0x", 3) && p[5] == '>';
+        run = byte ? run + 1 : 0;
+        if (run > best) best = run;
+    }
+    return best;
 }
 
 static void fuzz_ids(const tok *t, const uint8_t *data, size_t size, bool skip_special) {
@@ -67,7 +81,8 @@ static void fuzz_ids(const tok *t, const uint8_t *data, size_t size, bool skip_s
         if (k < 0) abort();
         memcpy(streamed + at, piece, (size_t)k);
         at += (size_t)k;
-        if (at != whole_len || memcmp(streamed, whole, at)) abort();
+        bool held_whole = longest_byte_run(t, ids, n) <= sizeof s.pending;
+        if (held_whole && (at != whole_len || memcmp(streamed, whole, at))) abort();
         free(streamed);
         free(whole);
     }
