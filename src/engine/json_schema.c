@@ -1109,7 +1109,8 @@ static void gen_free(gen *g) {
 
 /* Appends text to out, or leaves out as it was. */
 static lv_status finish(gen *g, lv_status st, lv_buf *text, lv_buf *out) {
-    if (!st && g->nomem) st = lv_fail(g->err, LV_ERR_NOMEM, "out of memory");
+    if (!st && (g->nomem || !text->data)) /* no text: an append that failed unseen */
+        st = lv_fail(g->err, LV_ERR_NOMEM, "out of memory");
     if (!st && text->data && lv_buf_append(out, text->data, text->len))
         st = lv_fail(g->err, LV_ERR_NOMEM, "out of memory");
     lv_buf_free(text);
@@ -1123,7 +1124,8 @@ static lv_status compile_text(gen *g, const char *schema_json, size_t len, lv_er
         return lv_fail(err, LV_ERR_ARG, "schema: %zu bytes is over the limit of %u (1 MiB)", len,
                        JSON_SCHEMA_MAX_BYTES);
     json_error_t jerr;
-    json_t *root = json_loadb(schema_json, len, JSON_DECODE_ANY | JSON_REJECT_DUPLICATES, &jerr);
+    json_t *root =
+        json_loadb_whole(schema_json, len, JSON_DECODE_ANY | JSON_REJECT_DUPLICATES, &jerr);
     if (!root && json_load_nomem(&jerr))
         return lv_fail(err, LV_ERR_NOMEM, "schema: out of memory reading it");
     if (!root)

@@ -213,7 +213,7 @@ static lv_status jpinpoints(jctx *c, const json_t *obj, const char *key, int *n,
 static lv_status load_json(const char *text, size_t len, const char *name, size_t flags,
                            json_t **root, lv_err *err) {
     json_error_t jerr;
-    *root = json_loadb(text, len, flags | JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
+    *root = json_loadb_whole(text, len, flags | JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
     if (!*root)
         return lv_fail(err, LV_ERR_FORMAT, "%s: invalid JSON: %s (line %d, column %d)", name,
                        jerr.text, jerr.line, jerr.column);

@@ -7,6 +7,7 @@
 #include "base/progress.h"
 #include "base/version.h"
 #include "io/hf_cache.h"
+#include "io/json_type.h"
 #include "io/hf_files.h"
 
 #include <curl/curl.h>
@@ -424,7 +425,7 @@ static lv_status get_revision(dl *d, lv_err *err) {
         return st;
     }
     json_error_t je;
-    json_t *root = json_loadb(body.mem.data ? body.mem.data : "", body.mem.len, 0, &je);
+    json_t *root = json_loadb_whole(body.mem.data ? body.mem.data : "", body.mem.len, 0, &je);
     lv_buf_free(&body.mem);
     const char *sha = json_string_value(json_object_get(root, "sha"));
     json_t *sib = json_object_get(root, "siblings");

@@ -5,6 +5,8 @@
 
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
 /* What a value of each type is called, and what a reader that wants the type
  * asks for (a number where any number will do, either boolean). */
@@ -140,4 +142,36 @@ char *json_dumps_whole(const json_t *j, size_t flags) {
 
 bool json_load_nomem(const json_error_t *je) {
     return json_error_code(je) == json_error_out_of_memory || (je->line == -1 && !je->text[0]);
+}
+
+/* Whether an allocation jansson asked for failed on this thread since the
+ * last reset: jansson 2.14's lexer ignores a failed append to its token
+ * buffer and reads on, so a string or key comes out cut short ("response_forma")
+ * in a document that otherwise parses. Every allocation of jansson's goes
+ * through counted_malloc (installed before main), so a load can tell. */
+static _Thread_local bool jansson_alloc_failed;
+
+static void *counted_malloc(size_t n) {
+    void *p = malloc(n);
+    if (!p) jansson_alloc_failed = true;
+    return p;
+}
+
+__attribute__((constructor)) static void count_jansson_allocations(void) {
+    json_set_alloc_funcs(counted_malloc, free);
+}
+
+json_t *json_loadb_whole(const char *buf, size_t len, size_t flags, json_error_t *je) {
+    jansson_alloc_failed = false;
+    json_t *root = json_loadb(buf, len, flags, je);
+    if (!jansson_alloc_failed) return root;
+    json_decref(root);
+    if (je) {
+        memset(je, 0, sizeof *je);
+        je->line = je->column = -1;
+        je->position = -1;
+        snprintf(je->text, sizeof je->text, "out of memory");
+        je->text[JSON_ERROR_TEXT_LENGTH - 1] = (char)json_error_out_of_memory;
+    }
+    return NULL;
 }

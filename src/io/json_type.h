@@ -78,4 +78,11 @@ char *json_dumps_whole(const json_t *j, size_t flags);
  * jansson limitation, not caught here. */
 bool json_load_nomem(const json_error_t *je);
 
+/* json_loadb that never returns a damaged document: when any allocation of
+ * jansson's failed during the load (its lexer then cuts a string or key
+ * short and parses on), the result is dropped and NULL returned with je
+ * saying out of memory (json_load_nomem true). Every document read from a
+ * client or a file goes through it. */
+json_t *json_loadb_whole(const char *buf, size_t len, size_t flags, json_error_t *je);
+
 #endif

@@ -428,8 +428,8 @@ static lv_status parse_file(st_set *s, size_t fi, lv_err *err) {
     lv_status st = LV_OK;
     span *spans = NULL;
     json_error_t jerr;
-    json_t *root = json_loadb((const char *)data + 8, (size_t)hlen,
-                              JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
+    json_t *root = json_loadb_whole((const char *)data + 8, (size_t)hlen,
+                                    JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
     if (!root)
         return lv_fail(err, LV_ERR_FORMAT, "%s: header is not valid JSON: %s (header byte %d)",
                        file, jerr.text, jerr.position);
@@ -528,7 +528,7 @@ static lv_status open_index(st_set *s, const char *index_path, lv_err *err) {
     lv_status st = lv_read_file(index_path, INDEX_MAX_BYTES, &text, &len, err);
     if (st != LV_OK) return st;
     json_error_t jerr;
-    root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
+    root = json_loadb_whole(text, len, JSON_REJECT_DUPLICATES, &jerr);
     if (!root) {
         st = lv_fail(err, LV_ERR_FORMAT, "%s: not valid JSON: %s (line %d)", index_path, jerr.text,
                      jerr.line);

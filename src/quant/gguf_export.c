@@ -39,6 +39,7 @@
 #include "base/file.h"
 #include "io/gguf.h"
 #include "io/gguf_names.h"
+#include "io/json_type.h"
 #include "quant/ggml_quantize.h"
 
 #include <errno.h>
@@ -227,7 +228,7 @@ static lv_status load_vocab(const char *path, const char *text, size_t len, int 
                             vocab *v, lv_err *err) {
     memset(v, 0, sizeof *v);
     json_error_t je;
-    json_t *root = json_loadb(text, len, 0, &je);
+    json_t *root = json_loadb_whole(text, len, 0, &je);
     if (!root) return lv_fail(err, LV_ERR_FORMAT, "%s: %s (line %d)", path, je.text, je.line);
     lv_status st = LV_OK;
     json_t *model = json_object_get(root, "model"), *jv = json_object_get(model, "vocab"),

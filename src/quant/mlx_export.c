@@ -405,7 +405,7 @@ static lv_status write_config(const qsource *src, const mlx_export_opts *o, cons
                               lv_err *err) {
     json_error_t je;
     const char *text = qsource_config_json(src);
-    json_t *root = json_loads(text ? text : "", 0, &je);
+    json_t *root = json_loadb_whole(text ? text : "", text ? strlen(text) : 0, 0, &je);
     if (!root || !json_is_object(root)) {
         json_decref(root);
         return lv_fail(err, LV_ERR_FORMAT, "config.json: not a JSON object (%s)", je.text);

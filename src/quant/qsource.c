@@ -200,7 +200,7 @@ lv_status qsource_open_dir(const char *model_dir, qsource **out, lv_err *err) {
         (st = lv_read_file(path, CONFIG_MAX_BYTES, &s->config_json, &len, err)) != LV_OK)
         goto fail;
     s->config_text = s->config_json;
-    json_t *root = json_loads(s->config_json, 0, NULL);
+    json_t *root = json_loadb_whole(s->config_json, strlen(s->config_json), 0, NULL);
     bool quantized = root && (json_object_get(root, "quantization") ||
                               json_object_get(root, "quantization_config"));
     json_decref(root);
@@ -350,7 +350,7 @@ lv_status qsource_tokenizer_read(const qsource *s, char **text, size_t *len, lv_
     if (st != LV_OK || !s->preset) return st;
     /* A random source: the vocabulary as llava-hf ships it (qsource_open_random). */
     json_error_t je;
-    json_t *root = json_loadb(*text, *len, 0, &je);
+    json_t *root = json_loadb_whole(*text, *len, 0, &je);
     if (!root || !json_is_array(json_object_get(root, "added_tokens"))) {
         json_decref(root);
         free(*text);

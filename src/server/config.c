@@ -359,7 +359,7 @@ lv_status srv_config_parse(const char *text, size_t len, const char *where, srv_
     out->periodic_cleanup = out->pressure_detection = -1;
     out->prefix_cache_bytes = out->image_cache_bytes = -1;
     json_error_t je;
-    json_t *root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &je);
+    json_t *root = json_loadb_whole(text, len, JSON_REJECT_DUPLICATES, &je);
     if (!root)
         return lv_fail(err, LV_ERR_FORMAT, "%s: not valid JSON at line %d, column %d: %s", where,
                        je.line, je.column, je.text);

@@ -276,7 +276,7 @@ static enum MHD_Result route_webui(http_server *s, struct MHD_Connection *c, con
 
 static json_t *parse_object(conn *cx, oai_error *e) {
     json_error_t je;
-    json_t *o = json_loadb(cx->body.data ? cx->body.data : "", cx->body.len, 0, &je);
+    json_t *o = json_loadb_whole(cx->body.data ? cx->body.data : "", cx->body.len, 0, &je);
     if (!o && json_load_nomem(&je)) {
         oai_fail(e, LV_ERR_NOMEM, 0, NULL, NULL, "out of memory reading the body");
     } else if (!o) {

@@ -232,7 +232,11 @@ static lv_status parse_logprobs(const json_t *root, oai_request *r, oai_error *e
  * `grammar` (engine/grammar.h syntax) become the grammar text the request
  * decodes under; a schema keyword it cannot enforce is a 400 naming it. */
 
-static lv_status take_grammar(oai_request *r, lv_buf *b, const char *param) {
+static lv_status take_grammar(oai_request *r, lv_buf *b, const char *param, oai_error *e) {
+    /* No text means a builder lost it to a failed allocation: decoding
+     * without the grammar would answer free text with a 200. */
+    if (!b->data || !b->len)
+        return oai_fail(e, LV_ERR_NOMEM, 0, NULL, NULL, "out of memory building the grammar");
     r->grammar_text = b->data;
     r->grammar_len = b->len;
     r->grammar_param = param;
@@ -251,7 +255,7 @@ static lv_status parse_format(const json_t *root, oai_request *r, oai_error *e) 
             return bad_type(e, "grammar", "a non-empty string", g);
         if (lv_buf_append(&b, json_string_value(g), json_string_length(g)))
             return oai_fail(e, LV_ERR_NOMEM, 0, NULL, NULL, "out of memory");
-        return take_grammar(r, &b, "grammar");
+        return take_grammar(r, &b, "grammar", e);
     }
     if (!f) return LV_OK;
     if (!json_is_object(f)) return bad_type(e, "response_format", "an object", f);
@@ -267,7 +271,7 @@ static lv_status parse_format(const json_t *root, oai_request *r, oai_error *e) 
             lv_buf_free(&b);
             return oai_fail(e, st, 0, NULL, NULL, "%s", err.msg);
         }
-        return take_grammar(r, &b, "response_format");
+        return take_grammar(r, &b, "response_format", e);
     }
     if (strcmp(t, "json_schema"))
         return BAD(e, "response_format.type", "invalid_value",
@@ -291,7 +295,7 @@ static lv_status parse_format(const json_t *root, oai_request *r, oai_error *e) 
         return oai_fail(e, st, 0, "response_format.json_schema.schema", "invalid_schema",
                         "Invalid schema for response_format: %s", err.msg);
     }
-    return take_grammar(r, &b, "response_format");
+    return take_grammar(r, &b, "response_format", e);
 }
 
 /* Fields this server does not implement are refused, never ignored; tools
@@ -755,7 +759,7 @@ static lv_status parse(oai_kind kind, const char *body, size_t len, const oai_li
         return oai_fail(e, LV_ERR_TOO_LARGE, 0, NULL, "request_too_large",
                         "Request body is %zu bytes; the limit is %zu bytes.", len, lim->max_body);
     json_error_t je;
-    json_t *root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &je);
+    json_t *root = json_loadb_whole(body, len, JSON_REJECT_DUPLICATES, &je);
     if (!root && json_load_nomem(&je))
         return oai_fail(e, LV_ERR_NOMEM, 0, NULL, NULL, "Out of memory reading the request body.");
     if (!root)

@@ -366,7 +366,7 @@ lv_status ollama_translate(ollama_route route, const char *body, size_t len, con
                         "request body is %zu bytes; the limit is %zu bytes", len, lim->max_body);
     if (!len) return BAD(e, "missing request body");
     json_error_t je;
-    json_t *root = json_loadb(body, len, 0, &je);
+    json_t *root = json_loadb_whole(body, len, 0, &je);
     if (!root && json_load_nomem(&je))
         return oai_fail(e, LV_ERR_NOMEM, 0, NULL, NULL, "out of memory reading the body");
     if (!root)
@@ -442,7 +442,7 @@ static json_t *with(json_t *o, const char *key, json_t *val) {
 static json_t *calls_json(const oai_tool_call *c, int n) {
     json_t *a = json_array();
     for (int i = 0; a && i < n; i++) {
-        json_t *args = json_loads(c[i].arguments, 0, NULL);
+        json_t *args = json_loadb_whole(c[i].arguments, strlen(c[i].arguments), 0, NULL);
         if (!args) args = json_string(c[i].arguments);
         json_t *call = json_pack("{s:s, s:{s:i, s:s, s:o}}", "id", c[i].id, "function", "index", i,
                                  "name", c[i].name, "arguments", args);
@@ -729,7 +729,7 @@ char *ollama_version_json(void) {
 
 lv_status ollama_parse_show(const char *body, size_t len, oai_error *e) {
     json_error_t je;
-    json_t *root = len ? json_loadb(body, len, 0, &je) : NULL;
+    json_t *root = len ? json_loadb_whole(body, len, 0, &je) : NULL;
     if (!len) return BAD(e, "missing request body");
     if (!root) return BAD(e, "invalid JSON body: %s", je.text);
     json_t *m = json_object_get(root, "model");

@@ -304,8 +304,9 @@ lv_status tools_render_calls(const json_t *calls, const char *param, lv_buf *out
         if (!st && args && !json_is_string(args)) st = bad_call(e, param, j, ".function.arguments");
         if (st) break;
         /* arguments is JSON text: shown as the JSON it holds (as a string if it is not JSON) */
-        json_t *a =
-            args ? json_loads(json_string_value(args), JSON_DECODE_ANY, NULL) : json_object();
+        json_t *a = args ? json_loadb_whole(json_string_value(args), json_string_length(args),
+                                            JSON_DECODE_ANY, NULL)
+                         : json_object();
         if (!a) a = json_incref(args);
         if (json_array_append_new(list, json_pack("{s:s, s:o}", "name", name, "arguments", a)))
             st = nomem(e);
@@ -358,7 +359,7 @@ bool tools_parse_output(const oai_request *r, const char *text, size_t len, oai_
     *n = 0;
     size_t i = skip_space(text, len), tag = strlen(TOOLS_CALL_TAG);
     if (!tools_active(r) || len - i < tag || memcmp(text + i, TOOLS_CALL_TAG, tag)) return false;
-    json_t *list = json_loadb(text + i + tag, len - i - tag, 0, NULL);
+    json_t *list = json_loadb_whole(text + i + tag, len - i - tag, 0, NULL);
     size_t m = json_is_array(list) ? json_array_size(list) : 0;
     if (m > 1 && !r->parallel_tool_calls) m = 1;
     oai_tool_call *c = m ? calloc(m, sizeof *c) : NULL;

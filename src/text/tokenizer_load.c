@@ -46,6 +46,7 @@
  */
 #include "base/file.h"
 #include "base/log.h"
+#include "io/json_type.h"
 #include "text/tokenizer_internal.h"
 
 #include <jansson.h>
@@ -726,7 +727,7 @@ static lv_status load_root(tok *t, json_t *root, lv_err *err) {
 lv_status tok_load_mem(const char *json, size_t len, tok **out, lv_err *err) {
     *out = NULL;
     json_error_t je;
-    json_t *root = json_loadb(json, len, JSON_REJECT_DUPLICATES, &je);
+    json_t *root = json_loadb_whole(json, len, JSON_REJECT_DUPLICATES, &je);
     if (!root)
         return lv_fail(err, LV_ERR_FORMAT, "invalid JSON at line %d, column %d: %s", je.line,
                        je.column, je.text);
