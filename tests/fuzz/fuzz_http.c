@@ -76,6 +76,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     struct linger no_wait = {1, 0};
     setsockopt(fd, SOL_SOCKET, SO_LINGER, &no_wait, sizeof no_wait);
     for (int tries = 0; connect(fd, (struct sockaddr *)&a, sizeof a); tries++) {
+        if (errno == EINTR || errno == EISCONN) break; /* the connect goes on (or went) */
         if (errno != EADDRNOTAVAIL || tries == 100) abort();
         usleep(10000);
     }
@@ -84,6 +85,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
     for (size_t off = 0; off < size;) { /* the server may answer and close early */
         ssize_t k = send(fd, data + off, size - off, MSG_NOSIGNAL);
+        if (k < 0 && errno == EINTR) continue;
         if (k <= 0) break;
         off += (size_t)k;
     }
@@ -95,6 +97,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         ssize_t k = recv(fd, sink, sizeof sink, 0);
         if (k == 0) break;
         if (k < 0) {
+            if (errno == EINTR) continue;   /* libFuzzer's timer signal */
             if (errno == ECONNRESET) break; /* closed with our bytes unread: an answer or not */
             abort();                        /* no answer and no close within the timeout */
         }
