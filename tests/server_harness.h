@@ -175,6 +175,33 @@ static inline void srv_recv_until(int fd, char **buf, size_t *len, const char *n
     }
 }
 
+/* A streamed request too big for the socket buffers: 8 choices of up to
+ * 2000 tokens with 20 top_logprobs each (~1.8 KB a token, MBs in all, more
+ * than tcp_wmem's 4 MiB), on a connection with a small receive buffer, read
+ * until every choice has begun (with --parallel 8 none is queued). The
+ * caller then stops reading, so the server's writes block. Returns the
+ * socket (-1 on failure); what came so far is in *got (heap) / *len. */
+static inline int srv_open_blocking_stream(const srv *s, char **got, size_t *len) {
+    char body[512], req[1024];
+    snprintf(body, sizeof body,
+             "{\"messages\":[{\"role\":\"user\",\"content\":\"Tell a long story.\"}],"
+             "\"stream\":true,\"max_tokens\":2000,\"stop\":[\"@@@@never\"],"
+             "\"logprobs\":true,\"top_logprobs\":20,\"n\":8,"
+             "\"stream_options\":{\"include_usage\":true}}");
+    snprintf(req, sizeof req,
+             "POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+             "Content-Type: application/json\r\nContent-Length: %zu\r\n\r\n%s",
+             strlen(body), body);
+    int fd = srv_connect(s, 4096);
+    if (fd < 0) return -1;
+    if (!srv_send_all(fd, req, strlen(req))) {
+        close(fd);
+        return -1;
+    }
+    srv_recv_until(fd, got, len, "\"index\":7,\"delta\":{\"content\"");
+    return fd;
+}
+
 /* ---- client ------------------------------------------------------------------------------ */
 
 typedef struct {

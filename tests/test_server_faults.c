@@ -194,21 +194,10 @@ static int half_request(void) {
 /* A stream of 8 long choices with top_logprobs (MBs, more than the socket
  * buffers hold) whose reader stops once every choice has begun. */
 static int stalled_reader(void) {
-    char body[512], req[1024];
-    snprintf(body, sizeof body,
-             "{\"messages\":[{\"role\":\"user\",\"content\":\"Tell a long story.\"}],"
-             "\"stream\":true,\"max_tokens\":2000,\"stop\":[\"@@@@never\"],"
-             "\"logprobs\":true,\"top_logprobs\":20,\"n\":8}");
-    snprintf(req, sizeof req,
-             "POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-             "Content-Type: application/json\r\nContent-Length: %zu\r\n\r\n%s",
-             strlen(body), body);
-    int fd = srv_connect(&S, 4096);
-    assert_true(fd >= 0);
-    assert_true(srv_send_all(fd, req, strlen(req)));
     char *got = NULL;
     size_t len = 0;
-    srv_recv_until(fd, &got, &len, "\"index\":7,\"delta\":{\"content\"");
+    int fd = srv_open_blocking_stream(&S, &got, &len);
+    assert_true(fd >= 0);
     assert_non_null(got);
     free(got);
     return fd;
