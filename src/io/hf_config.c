@@ -277,7 +277,8 @@ static lv_status parse_rope(jctx *c, const json_t *tc, lv_text_config *t) {
     return jpos(&sub, params, "rope_theta", &t->rope_theta);
 }
 
-static lv_status parse_text(const char *file, const json_t *tc, lv_text_config *t, lv_err *err) {
+static lv_status parse_text(const char *file, const json_t *tc, bool idefics3, lv_text_config *t,
+                            lv_err *err) {
     jctx c = {file, "text_config.", err};
     char type[HF_NAME_LEN] = "llama";
     lv_status st;
@@ -291,6 +292,9 @@ static lv_status parse_text(const char *file, const json_t *tc, lv_text_config *
                        "or \"llama\")",
                        file, type);
     text_defaults(t, mistral);
+    /* Idefics3Config / SmolVLMConfig: no text_config is LlamaConfig(rms_norm_eps
+     * 1e-5, pad_token_id = the top level's, untied); the pad id is set by the caller. */
+    if (idefics3 && !tc) t->rms_eps = 1e-5;
     if ((st = jint(&c, tc, "vocab_size", 1, 1 << 24, &t->vocab_size)) ||
         (st = jint(&c, tc, "hidden_size", 1, 1 << 16, &t->dim)) ||
         (st = jint(&c, tc, "intermediate_size", 1, 1 << 18, &t->hidden_dim)) ||
@@ -342,20 +346,45 @@ static lv_status parse_text(const char *file, const json_t *tc, lv_text_config *
 
 /* ---- vision_config ---------------------------------------------------- */
 
-static lv_status parse_vision(const char *file, const json_t *vc, lv_vision_config *v,
-                              lv_err *err) {
+/* The SigLIP tower's class defaults (Idefics3VisionConfig and
+ * SmolVLMVisionConfig agree: models/idefics3/configuration_idefics3.py,
+ * models/smolvlm/configuration_smolvlm.py): hidden 1152, intermediate 3072,
+ * 12 layers, 16 heads, image 224, patch 32, gelu_pytorch_tanh, eps 1e-6. */
+static void siglip_defaults(lv_vision_config *v, const char *model_type) {
+    snprintf(v->model_type, sizeof v->model_type, "%s", model_type);
+    v->dim = 1152;
+    v->hidden_dim = 3072;
+    v->n_layers = 12;
+    v->n_heads = 16;
+    v->image_size = 224;
+    v->patch_size = 32;
+    v->projection_dim = 0;
+    v->n_channels = 3;
+    v->ln_eps = 1e-6;
+    snprintf(v->hidden_act, sizeof v->hidden_act, "gelu_pytorch_tanh");
+}
+
+/* family: the top-level model_type, which decides the class a vision_config
+ * dict (or its absence) becomes: CLIPVisionConfig for the LLaVA classes,
+ * the family's SigLIP config for idefics3 / smolvlm. */
+static lv_status parse_vision(const char *file, const json_t *vc, const char *family,
+                              lv_vision_config *v, lv_err *err) {
     jctx c = {file, "vision_config.", err};
     lv_status st;
     jctx top = {file, "", err};
     if (vc && !json_is_object(vc)) return bad(&top, "vision_config", "an object", vc);
     memset(v, 0, sizeof *v);
-    snprintf(v->model_type, sizeof v->model_type, "clip_vision_model");
+    bool siglip = strcmp(family, "idefics3") == 0 || strcmp(family, "smolvlm") == 0;
+    const char *want = !siglip                           ? "clip_vision_model"
+                       : strcmp(family, "idefics3") == 0 ? "idefics3_vision"
+                                                         : "smolvlm_vision";
+    snprintf(v->model_type, sizeof v->model_type, "%s", want);
     if ((st = jstr(&c, vc, "model_type", v->model_type, sizeof v->model_type))) return st;
-    if (strcmp(v->model_type, "clip_vision_model") != 0)
+    if (strcmp(v->model_type, want) != 0)
         return lv_fail(err, LV_ERR_UNSUPPORTED,
-                       "%s: vision_config.model_type \"%s\" is not supported (expected "
-                       "\"clip_vision_model\")",
-                       file, v->model_type);
+                       "%s: vision_config.model_type \"%s\" is not supported for a %s model "
+                       "(expected \"%s\")",
+                       file, v->model_type, family, want);
     /* CLIPVisionConfig defaults, or the CLIP-L/336 values the LLaVA classes
      * pass when vision_config is absent. */
     bool clip_l = vc == NULL;
@@ -369,6 +398,7 @@ static lv_status parse_vision(const char *file, const json_t *vc, lv_vision_conf
     v->n_channels = 3;
     v->ln_eps = 1e-5;
     snprintf(v->hidden_act, sizeof v->hidden_act, "quick_gelu");
+    if (siglip) siglip_defaults(v, want);
     if ((st = jint(&c, vc, "hidden_size", 1, 1 << 16, &v->dim)) ||
         (st = jint(&c, vc, "intermediate_size", 1, 1 << 18, &v->hidden_dim)) ||
         (st = jint(&c, vc, "num_hidden_layers", 1, 1024, &v->n_layers)) ||
@@ -386,7 +416,11 @@ static lv_status parse_vision(const char *file, const json_t *vc, lv_vision_conf
                        "num_attention_heads %d",
                        file, v->dim, v->n_heads);
     v->head_dim = v->dim / v->n_heads;
-    if (v->image_size % v->patch_size != 0)
+    if (siglip && v->image_size < v->patch_size)
+        return lv_fail(err, LV_ERR_FORMAT,
+                       "%s: vision_config: image_size %d is smaller than patch_size %d", file,
+                       v->image_size, v->patch_size);
+    if (!siglip && v->image_size % v->patch_size != 0)
         return lv_fail(err, LV_ERR_FORMAT,
                        "%s: vision_config: image_size %d is not a multiple of patch_size %d", file,
                        v->image_size, v->patch_size);
@@ -513,6 +547,60 @@ const lv_quant_override *hf_quant_override(const lv_quant_config *q, const char 
 
 /* ---- config.json ------------------------------------------------------ */
 
+bool hf_is_idefics3(const lv_model_config *cfg) {
+    return strcmp(cfg->model_type, "idefics3") == 0 || strcmp(cfg->model_type, "smolvlm") == 0;
+}
+
+/*
+ * Idefics3Config ("idefics3", SmolVLM v1) and SmolVLMConfig ("smolvlm",
+ * SmolVLM2): models/idefics3/configuration_idefics3.py,
+ * models/smolvlm/configuration_smolvlm.py. Top-level defaults:
+ * image_token_id 128257, scale_factor 2, pad_token_id 128002,
+ * tie_word_embeddings false; a text_config dict without model_type is
+ * "llama". The connector is a pixel shuffle by scale_factor and one linear
+ * without bias (no activation, no projector keys); every frame gives
+ * (image_size / patch)² / scale² rows. Keys such as "perceiver_config" or
+ * "use_resampler" in text_config are ignored by LlamaConfig, and so here.
+ */
+static lv_status parse_idefics3(const char *file, const json_t *root, lv_model_config *m,
+                                lv_err *err) {
+    jctx c = {file, "", err};
+    lv_status st;
+    const json_t *tc = json_member(root, "text_config");
+    if ((st = parse_text(file, tc, true, &m->text, err)) ||
+        (st = parse_vision(file, json_member(root, "vision_config"), m->model_type, &m->vision,
+                           err)))
+        return st;
+    m->image_token_id = 128257;
+    m->pad_token_id = 128002;
+    m->scale_factor = 2;
+    snprintf(m->projector_hidden_act, sizeof m->projector_hidden_act, "none");
+    m->projector_bias = false;
+    m->n_feature_layers = 1;
+    m->feature_layers[0] = -1; /* the last layer, after post_layernorm */
+    snprintf(m->feature_select_strategy, sizeof m->feature_select_strategy, "full");
+    bool tie = false;
+    if ((st = jint(&c, root, "image_token_id", 0, INT32_MAX, &m->image_token_id)) ||
+        (st = jint(&c, root, "pad_token_id", 0, INT32_MAX, &m->pad_token_id)) ||
+        (st = jint(&c, root, "scale_factor", 1, 64, &m->scale_factor)) ||
+        (st = jbool(&c, root, "tie_word_embeddings", &tie)) ||
+        (st = jstr(&c, root, "dtype", m->torch_dtype, sizeof m->torch_dtype)) ||
+        (st = jstr(&c, root, "torch_dtype", m->torch_dtype, sizeof m->torch_dtype)) ||
+        (st = parse_quant(file, root, &m->quant, err)))
+        return st;
+    if (!tc) m->text.pad_id = m->pad_token_id;
+    if (json_is_null(json_object_get(root, "pad_token_id"))) m->pad_token_id = -1;
+    int side = m->vision.image_size / m->vision.patch_size;
+    if (side % m->scale_factor != 0)
+        return lv_fail(err, LV_ERR_FORMAT,
+                       "%s: scale_factor %d does not divide the %d patches per side "
+                       "(vision image_size %d / patch_size %d)",
+                       file, m->scale_factor, side, m->vision.image_size, m->vision.patch_size);
+    m->image_seq_length = side * side / (m->scale_factor * m->scale_factor);
+    m->text.tie_word_embeddings = m->text.tie_word_embeddings || tie;
+    return LV_OK;
+}
+
 static lv_status parse_top(const char *file, const json_t *root, lv_model_config *m, lv_err *err) {
     jctx c = {file, "", err};
     lv_status st;
@@ -521,13 +609,15 @@ static lv_status parse_top(const char *file, const json_t *root, lv_model_config
         return lv_fail(err, LV_ERR_FORMAT, "%s: no \"model_type\" string at the top level", file);
     if ((st = jstr(&c, root, "model_type", m->model_type, sizeof m->model_type))) return st;
     bool next = strcmp(m->model_type, "llava_next") == 0;
+    if (hf_is_idefics3(m)) return parse_idefics3(file, root, m, err);
     if (!next && strcmp(m->model_type, "llava") != 0)
         return lv_fail(err, LV_ERR_UNSUPPORTED,
-                       "%s: model_type \"%s\" is not supported (expected \"llava_next\" or "
-                       "\"llava\")",
+                       "%s: model_type \"%s\" is not supported (expected \"llava_next\", "
+                       "\"llava\", \"idefics3\" or \"smolvlm\")",
                        file, m->model_type);
-    if ((st = parse_text(file, json_member(root, "text_config"), &m->text, err)) ||
-        (st = parse_vision(file, json_member(root, "vision_config"), &m->vision, err)))
+    if ((st = parse_text(file, json_member(root, "text_config"), false, &m->text, err)) ||
+        (st = parse_vision(file, json_member(root, "vision_config"), m->model_type, &m->vision,
+                           err)))
         return st;
 
     m->image_token_id = 32000;

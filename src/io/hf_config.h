@@ -54,16 +54,18 @@ typedef struct {
     int eos_ids[HF_MAX_EOS];
 } lv_text_config;
 
-/* The vision tower (vision_config): CLIPVisionConfig. */
+/* The vision tower (vision_config): CLIPVisionConfig, or the SigLIP tower of
+ * Idefics3 / SmolVLM (Idefics3VisionConfig, SmolVLMVisionConfig). */
 typedef struct {
-    char model_type[HF_NAME_LEN]; /* "clip_vision_model" */
+    char model_type[HF_NAME_LEN]; /* "clip_vision_model" | "idefics3_vision" | "smolvlm_vision" */
     int dim;                      /* hidden_size */
     int hidden_dim;               /* intermediate_size */
     int n_layers;                 /* num_hidden_layers */
     int n_heads;                  /* num_attention_heads; divides dim */
     int head_dim;                 /* dim / n_heads */
     int image_size;               /* input side in pixels (square) */
-    int patch_size;               /* conv stride and kernel; divides image_size */
+    int patch_size;               /* conv stride and kernel; divides image_size (CLIP; SigLIP's
+                                     "valid" conv leaves the remainder unread: 384 / 14) */
     int n_channels;               /* num_channels, 3 */
     int projection_dim;           /* unused by LLaVA (no visual projection) */
     double ln_eps;                /* layer_norm_eps */
@@ -99,7 +101,7 @@ typedef struct {
 const lv_quant_override *hf_quant_override(const lv_quant_config *q, const char *path);
 
 typedef struct {
-    char model_type[HF_NAME_LEN]; /* "llava_next" | "llava" */
+    char model_type[HF_NAME_LEN]; /* "llava_next" | "llava" | "idefics3" | "smolvlm" */
     lv_text_config text;
     lv_vision_config vision;
     int image_token_id;                        /* image_token_index (4.x) or image_token_id (5.x) */
@@ -112,10 +114,16 @@ typedef struct {
     int n_pinpoints;                           /* 0 for llava (no anyres) */
     int pinpoints[HF_MAX_PINPOINTS][2];        /* image_grid_pinpoints, each (height, width) */
     bool use_image_newline; /* use_image_newline_parameter (llava_next: image_newline exists) */
-    int image_seq_length;   /* image_seq_length, tokens per base image (576) */
+    int image_seq_length;   /* image_seq_length, tokens per base image (576); Idefics3 /
+                               SmolVLM: tokens per frame, (image_size/patch)² / scale² */
+    int scale_factor;       /* Idefics3 / SmolVLM pixel shuffle factor (2 by default); 0 else */
     char torch_dtype[HF_NAME_LEN]; /* "float16", ... ("dtype" in 5.x); "" if absent */
     lv_quant_config quant;         /* MLX "quantization" block; .present false if none */
 } lv_model_config;
+
+/* Whether cfg is an Idefics3-family model (model_type "idefics3": SmolVLM v1;
+ * "smolvlm": SmolVLM2): SigLIP tower, pixel-shuffle connector, Llama text. */
+bool hf_is_idefics3(const lv_model_config *cfg);
 
 /* Parses config.json text (len bytes; need not be NUL-terminated). name is
  * used in messages (the path). Fills every field, applying the transformers

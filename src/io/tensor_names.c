@@ -15,6 +15,16 @@ static const struct {
     {"model.vision_tower.", "vision_tower."},
     {"model.multi_modal_projector.", "multi_modal_projector."},
     {"model.image_newline", "image_newline"},
+    /* Idefics3 / SmolVLM (transformers): model.{vision_model,connector,text_model} */
+    {"model.vision_model.", "vision_tower.vision_model."},
+    {"model.connector.", "connector."},
+    {"model.text_model.", "language_model.model."},
+    /* ... and as mlx-vlm's idefics3 sanitize() writes them (vision_model.*,
+     * connector.*, language_model.{embed_tokens,layers,norm,lm_head}.*) */
+    {"vision_model.", "vision_tower.vision_model."},
+    {"language_model.embed_tokens.", "language_model.model.embed_tokens."},
+    {"language_model.layers.", "language_model.model.layers."},
+    {"language_model.norm.", "language_model.model.norm."},
 };
 
 #define VT    "vision_tower."

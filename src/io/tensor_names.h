@@ -15,6 +15,11 @@
  * level in memory, so a file may say vision_tower.embeddings... (or
  * model.vision_tower.encoder...); such names get the level back
  * (vision_tower.vision_model.embeddings...).
+ * Idefics3 / SmolVLM checkpoints map onto the same spelling:
+ * model.vision_model. -> vision_tower.vision_model. (the SigLIP tower has
+ * CLIP's layer names), model.text_model. -> language_model.model., lm_head.
+ * as above, model.connector. -> connector.; mlx-vlm's sanitized names
+ * (vision_model., language_model.layers. / embed_tokens. / norm.) too.
  * Reference: transformers models/llava_next/modeling_llava_next.py
  * (`_checkpoint_conversion_mapping`, which maps the other way on load).
  */
