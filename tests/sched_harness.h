@@ -70,8 +70,9 @@ static inline sched_job *sh_job(llava *m, const char *prompt, const img_tensor *
     }
     lv_err err;
     size_t n_ids;
-    if (request_prompt_ids(m, prompt, true, &px_tokens, j->n_images, &j->ids, &n_ids, &err))
+    if (request_prompt_ids(m, prompt, true, j->images, j->n_images, &j->ids, &n_ids, &err))
         fail_msg("%s", err.msg);
+    if (px) assert_int_equal(llava_count_image_ids(m, j->ids, (int)n_ids), px_tokens);
     j->n_ids = (int)n_ids;
     gen_params_default(&j->params, m);
     sample_params_default(&j->params.sampling);

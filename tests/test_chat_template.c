@@ -108,6 +108,49 @@ static void bad_conversations(void **state) {
     lv_buf_free(&out);
 }
 
+/* ---- SmolVLM (spec smolvlm.md §4.1; the examples there, and
+ * transformers' rendering of the hub template in tests/data/smolvlm) ---- */
+
+static void expect_smol(const chat_message *msgs, size_t n, const char *want, size_t want_images) {
+    lv_buf out = {0};
+    size_t n_images = 99;
+    lv_err err = {{0}};
+    assert_int_equal(chat_render(CHAT_TEMPLATE_SMOLVLM, msgs, n, &out, &n_images, &err), LV_OK);
+    assert_string_equal(out.data, want);
+    assert_int_equal(n_images, want_images);
+    lv_buf_free(&out);
+}
+
+static void smolvlm_image_first(void **state) {
+    chat_part parts[] = {IMAGE, TEXT("Can you describe this image?")};
+    chat_message m[] = {{CHAT_USER, parts, 2}};
+    expect_smol(
+        m, 1,
+        "<|im_start|>User:<image>Can you describe this image?<end_of_utterance>\nAssistant:", 1);
+}
+
+static void smolvlm_text_first_images_in_place(void **state) {
+    chat_part parts[] = {TEXT("What is in"), IMAGE, TEXT(" this image?")};
+    chat_message m[] = {{CHAT_USER, parts, 3}};
+    expect_smol(m, 1,
+                "<|im_start|>User: What is in<image> this image?<end_of_utterance>\nAssistant:", 1);
+}
+
+static void smolvlm_multi_turn_and_system(void **state) {
+    chat_part s0[] = {TEXT("Be brief.")};
+    chat_part u1[] = {IMAGE, TEXT("What is in this picture?")};
+    chat_part a1[] = {TEXT("A red circle on a green field.")};
+    chat_part u2[] = {IMAGE, TEXT("And in this one?")};
+    chat_message m[] = {
+        {CHAT_SYSTEM, s0, 1}, {CHAT_USER, u1, 2}, {CHAT_ASSISTANT, a1, 1}, {CHAT_USER, u2, 2}};
+    expect_smol(m, 4,
+                "<|im_start|>System: Be brief.<end_of_utterance>\n"
+                "User:<image>What is in this picture?<end_of_utterance>\n"
+                "Assistant: A red circle on a green field.<end_of_utterance>\n"
+                "User:<image>And in this one?<end_of_utterance>\nAssistant:",
+                2);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(one_image_one_question),
@@ -118,6 +161,9 @@ int main(void) {
         cmocka_unit_test(assistant_uses_first_text_part),
         cmocka_unit_test(text_with_embedded_nul_and_utf8),
         cmocka_unit_test(bad_conversations),
+        cmocka_unit_test(smolvlm_image_first),
+        cmocka_unit_test(smolvlm_text_first_images_in_place),
+        cmocka_unit_test(smolvlm_multi_turn_and_system),
     };
     return cmocka_run_group_tests_name("chat_template", tests, NULL, NULL);
 }

@@ -115,7 +115,7 @@ static void run_prompt(llava *m, const char *image, const char *prompt, run_out 
         fail_msg("%s", err.msg);
     int32_t *ids;
     size_t n_ids;
-    if (request_prompt_ids(m, prompt, true, &n_tok, n_img, &ids, &n_ids, &err))
+    if (request_prompt_ids(m, prompt, true, &px, n_img, &ids, &n_ids, &err))
         fail_msg("%s", err.msg);
     gen_params p;
     gen_params_default(&p, m);
@@ -504,7 +504,7 @@ static sched_job *worker_job(llava *m, const char *image, const char *prompt) {
         j->n_images = 1;
     }
     size_t n_ids;
-    if (request_prompt_ids(m, prompt, true, &n_tok, j->n_images, &j->ids, &n_ids, &err))
+    if (request_prompt_ids(m, prompt, true, j->images, j->n_images, &j->ids, &n_ids, &err))
         fail_msg("%s", err.msg);
     j->n_ids = (int)n_ids;
     gen_params_default(&j->params, m);
@@ -625,10 +625,10 @@ static void demo_base_vocab(void **state) {
 
     /* more "<image>" than images, or image ids without features, fail cleanly */
     const char *two = "[INST] <image><image>\nWhat color is the star? [/INST]";
-    int n_tok = 5;
     int32_t *ids;
     size_t n_ids;
-    assert_int_equal(request_prompt_ids(g, two, true, &n_tok, 1, &ids, &n_ids, &err), LV_ERR_ARG);
+    img_tensor none = {0};
+    assert_int_equal(request_prompt_ids(g, two, true, &none, 1, &ids, &n_ids, &err), LV_ERR_ARG);
     assert_non_null(strstr(err.msg, "2 <image> tokens but 1 image"));
     llava_seq *sq;
     llava_batch *bt;

@@ -125,7 +125,7 @@ static sched_job *make_job(int image, const char *question, int max_tokens) {
         j->n_images = 1;
     }
     size_t n_ids;
-    if (request_prompt_ids(g_m, question, false, &n_tok, j->n_images, &j->ids, &n_ids, &err))
+    if (request_prompt_ids(g_m, question, false, j->images, j->n_images, &j->ids, &n_ids, &err))
         fail_msg("%s", err.msg);
     j->n_ids = (int)n_ids;
     gen_params_default(&j->params, g_m);

@@ -452,7 +452,7 @@ int main(int argc, char **argv) {
     if (load_images(&a, m, tensors, n_tokens, &tm.decode_ms, &tm.preprocess_ms, &err)) goto fail;
     for (int i = 0; i < a.n_images; i++) n_image_tokens += n_tokens[i];
     double t1 = lv_now_ms();
-    if (request_prompt_ids(m, a.prompt, a.raw_prompt, n_tokens, a.n_images, &ids, &n_ids, &err))
+    if (request_prompt_ids(m, a.prompt, a.raw_prompt, tensors, a.n_images, &ids, &n_ids, &err))
         goto fail;
     tm.tokenize_ms = lv_now_ms() - t1;
     if (a.dump_pixels && dump_pixels(a.dump_pixels, tensors, a.n_images, &err)) goto fail;

@@ -642,7 +642,7 @@ static lv_status make_job(const eval_args *a, llava *m, const gen_params *p, sha
         lv_buf_free(&text);
         return lv_fail(err, LV_ERR_NOMEM, "out of memory");
     }
-    lv_status st = request_prompt_ids(m, text.data, false, &im->n_tok, 1, &ids, &n_ids, err);
+    lv_status st = request_prompt_ids(m, text.data, false, &im->px, 1, &ids, &n_ids, err);
     lv_buf_free(&text);
     if (st == LV_ERR_ARG) return (*why = strdup(err->msg)) ? LV_OK : LV_ERR_NOMEM;
     if (st) return st;

@@ -16,7 +16,7 @@
  *     img_tensor px; int n_tok;
  *     request_load_image(m, "cat.jpg", &px, &n_tok, NULL, NULL, &err);
  *     int32_t *ids; size_t n_ids;
- *     request_prompt_ids(m, "What is this?", false, &n_tok, 1, &ids, &n_ids, &err);
+ *     request_prompt_ids(m, "What is this?", false, &px, 1, &ids, &n_ids, &err);
  *     gen_run(m, ids, (int)n_ids, &px, 1, &params, NULL, &result, &err);
  *     free(ids); img_tensor_free(&px);
  */
@@ -62,15 +62,17 @@ lv_status request_load_image(const llava *m, const char *path, img_tensor *out, 
 
 /*
  * The prompt ids of one request: prompt (UTF-8) rendered as one user turn
- * of the chat template with n_images images (raw: tokenized as given), BOS
- * added as the tokenizer says, then the k-th <image> id expanded to
- * n_tokens[k] copies. With n_images 0 nothing is expanded (an <image> in
- * the text stays one ordinary id). Errors: LV_ERR_ARG (invalid UTF-8; the
- * number of <image> ids differs from n_images: the message gives both),
- * LV_ERR_NOMEM. On success *ids is a heap array the caller frees (free());
- * on failure it is NULL.
+ * of the model's chat template (llava_chat_template) with n_images images
+ * (raw: tokenized as given), BOS added as the tokenizer says, then the k-th
+ * <image> id replaced by what images[k] stands for (llava_image_prompt_ids:
+ * for LLaVA, one <image> id per feature row; for SmolVLM, its tile markers
+ * and image ids). With n_images 0 nothing is expanded (an <image> in the
+ * text stays one ordinary id). Errors: LV_ERR_ARG (invalid UTF-8; the
+ * number of <image> ids differs from n_images: the message gives both; an
+ * image that does not fit the model), LV_ERR_NOMEM. On success *ids is a
+ * heap array the caller frees (free()); on failure it is NULL.
  */
-lv_status request_prompt_ids(const llava *m, const char *prompt, bool raw, const int *n_tokens,
+lv_status request_prompt_ids(const llava *m, const char *prompt, bool raw, const img_tensor *images,
                              int n_images, int32_t **ids, size_t *n_ids, lv_err *err);
 
 #endif

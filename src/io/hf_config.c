@@ -380,7 +380,9 @@ static lv_status parse_vision(const char *file, const json_t *vc, const char *fa
                                                          : "smolvlm_vision";
     snprintf(v->model_type, sizeof v->model_type, "%s", want);
     if ((st = jstr(&c, vc, "model_type", v->model_type, sizeof v->model_type))) return st;
-    if (strcmp(v->model_type, want) != 0)
+    /* Idefics3Config / SmolVLMConfig build their vision config from the dict
+     * whatever its model_type says (SmolVLMVisionConfig(**vision_config)). */
+    if (!siglip && strcmp(v->model_type, want) != 0)
         return lv_fail(err, LV_ERR_UNSUPPORTED,
                        "%s: vision_config.model_type \"%s\" is not supported for a %s model "
                        "(expected \"%s\")",

@@ -35,6 +35,7 @@
 #include "base/common.h"
 #include "image/image.h"
 #include "io/hf_config.h"
+#include "text/chat_template.h"
 #include "text/tokenizer.h"
 
 #include <stdbool.h>
@@ -164,6 +165,23 @@ int llava_image_token_count(const llava *m, int image_h, int image_w);
  * features and one image_newline, as pack_image_features does for a single
  * tile). -1 if inconsistent. Needs no weights. */
 int llava_tensor_token_count(const llava *m, const img_tensor *px);
+
+/* ---- prompts (model/image_prompt.c) ------------------------------------------------- */
+
+/* The chat template the checkpoint was trained with: LLaVA's [INST] one, or
+ * SmolVLM's (Idefics3 / SmolVLM models). */
+chat_template_kind llava_chat_template(const llava *m);
+
+/* The ids that stand for image px in a prompt, in place of the one <image>
+ * id of the rendered template, as the checkpoint's processor expands it:
+ * LLaVA, llava_tensor_token_count(px) <image> ids; Idefics3 / SmolVLM, each
+ * tile's <fake_token_around_image><row_r_col_c> and image_seq_len <image>
+ * ids, then the global image's, tokenized (the image ids among them are
+ * the feature rows, frame by frame, in llava_encoder's order). *ids is a
+ * heap array the caller frees. Errors: LV_ERR_ARG (px does not fit the
+ * model), LV_ERR_FORMAT (the vocabulary lacks the image tokens), LV_ERR_NOMEM. */
+lv_status llava_image_prompt_ids(const llava *m, const img_tensor *px, int32_t **ids, int *n,
+                                 lv_err *err);
 
 /* ---- image features ---------------------------------------------------------------- */
 

@@ -110,10 +110,10 @@ static lv_status prepare_chat(const jobs_ctx *ctx, const oai_request *r, sched_j
                        : oai_fail(e, LV_ERR_NOMEM, 0, NULL, NULL, "oom");
     for (size_t k = 0; !st && k < r->n_images; k++) st = load_image(ctx, r, k, j, &n_tokens[k], e);
     if (st) goto done;
-    st = chat_render(CHAT_TEMPLATE_LLAVA_MISTRAL, r->messages, r->n_messages, &text,
+    st = chat_render(llava_chat_template(ctx->m), r->messages, r->n_messages, &text,
                      &n_placeholders, &err);
     if (!st)
-        st = request_prompt_ids(ctx->m, text.data ? text.data : "", true, n_tokens, j->n_images,
+        st = request_prompt_ids(ctx->m, text.data ? text.data : "", true, j->images, j->n_images,
                                 &j->ids, &n_ids, &err);
     if (st) oai_fail(e, st, 0, "messages", NULL, "%s", err.msg);
     j->n_ids = (int)n_ids;

@@ -1,5 +1,6 @@
 /*
- * chat_template.c - the llava-v1.6-mistral chat template, in C.
+ * chat_template.c - the chat templates of the supported checkpoints, in C:
+ * llava-v1.6-mistral's and SmolVLM's (render_smolvlm below).
  *
  * Behaviour of llava-hf/llava-v1.6-mistral-7b-hf's template, per message:
  *   system:    "<<SYS>>\n" + first text part + "\n<</SYS>>\n\n"
@@ -11,6 +12,8 @@
  * right after " [/INST]". Source: ../shared/spec/llava-next.md §7.
  */
 #include "chat_template.h"
+
+#include <stdbool.h>
 
 static const chat_part *first_text(const chat_message *m) {
     for (size_t i = 0; i < m->n_parts; i++)
@@ -70,6 +73,41 @@ static lv_status render_mistral(const chat_message *msgs, size_t n_msgs, lv_buf 
     return LV_OK;
 }
 
+/*
+ * HuggingFaceTB/SmolVLM-*-Instruct and SmolVLM2-* chat_template.json (the
+ * same text for all; spec smolvlm.md §4.1): "<|im_start|>", then per
+ * message the role capitalised ("User", "Assistant", "System") + ":" when
+ * the message's first part is an image, else ": ", every part in content
+ * order with no separator (text verbatim, an image as "<image>"), then
+ * "<end_of_utterance>\n"; the generation prompt "Assistant:" last. Images
+ * are allowed in any role, as the template does not look at the role.
+ */
+static lv_status render_smolvlm(const chat_message *msgs, size_t n_msgs, lv_buf *out,
+                                size_t *n_images, lv_err *err) {
+    static const char *roles[] = {"System", "User", "Assistant"};
+    lv_status st = lv_buf_puts(out, "<|im_start|>");
+    for (size_t i = 0; i < n_msgs && !st; i++) {
+        const chat_message *m = &msgs[i];
+        if ((unsigned)m->role > CHAT_ASSISTANT)
+            return lv_fail(err, LV_ERR_ARG, "message %zu: unknown role %d", i, (int)m->role);
+        bool image_first = m->n_parts > 0 && m->parts[0].type == CHAT_PART_IMAGE;
+        st = lv_buf_puts(out, roles[m->role]);
+        if (!st) st = lv_buf_puts(out, image_first ? ":" : ": ");
+        for (size_t k = 0; k < m->n_parts && !st; k++) {
+            if (m->parts[k].type == CHAT_PART_IMAGE) {
+                st = lv_buf_puts(out, "<image>");
+                (*n_images)++;
+            } else {
+                st = lv_buf_append(out, m->parts[k].text, m->parts[k].len);
+            }
+        }
+        if (!st) st = lv_buf_puts(out, "<end_of_utterance>\n");
+    }
+    if (!st) st = lv_buf_puts(out, "Assistant:");
+    if (st) return lv_fail(err, st, "out of memory while rendering the prompt");
+    return LV_OK;
+}
+
 lv_status chat_render(chat_template_kind kind, const chat_message *msgs, size_t n_msgs, lv_buf *out,
                       size_t *n_images, lv_err *err) {
     *n_images = 0;
@@ -77,6 +115,8 @@ lv_status chat_render(chat_template_kind kind, const chat_message *msgs, size_t 
     switch (kind) {
         case CHAT_TEMPLATE_LLAVA_MISTRAL:
             return render_mistral(msgs, n_msgs, out, n_images, err);
+        case CHAT_TEMPLATE_SMOLVLM:
+            return render_smolvlm(msgs, n_msgs, out, n_images, err);
     }
     return lv_fail(err, LV_ERR_UNSUPPORTED, "unknown chat template %d", (int)kind);
 }

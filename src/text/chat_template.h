@@ -31,6 +31,8 @@ typedef struct {
 
 typedef enum {
     CHAT_TEMPLATE_LLAVA_MISTRAL, /* llava-hf/llava-v1.6-mistral-7b-hf: [INST] ... [/INST] */
+    CHAT_TEMPLATE_SMOLVLM,       /* HuggingFaceTB/SmolVLM*: <|im_start|>User: ...<end_of_utterance>
+                                    \nAssistant: (images in place, in content order) */
 } chat_template_kind;
 
 /*

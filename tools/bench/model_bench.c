@@ -328,7 +328,7 @@ int model_bench_main(int argc, char **argv) {
     if (o.image) {
         if (request_load_image(c.m, o.image, &px, &o.n_image_tokens, &o.img_decode_ms,
                                &o.img_pre_ms, &err) ||
-            request_prompt_ids(c.m, prompt, false, &o.n_image_tokens, 1, &ids, &n_ids, &err))
+            request_prompt_ids(c.m, prompt, false, &px, 1, &ids, &n_ids, &err))
             goto fail;
         o.image_w = px.image_w;
         o.image_h = px.image_h;

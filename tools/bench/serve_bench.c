@@ -188,8 +188,7 @@ int serve_bench_main(int argc, char **argv) {
     if (llava_load(m, device, threads, &err)) goto fail;
     tool_report_model(m, 0, NULL);
     if (image && request_load_image(m, image, &px, &n_img_tok, NULL, NULL, &err)) goto fail;
-    if (request_prompt_ids(m, prompt, false, &n_img_tok, image ? 1 : 0, &r.ids, &n_ids, &err))
-        goto fail;
+    if (request_prompt_ids(m, prompt, false, &px, image ? 1 : 0, &r.ids, &n_ids, &err)) goto fail;
     r.m = m;
     r.n_ids = (int)n_ids;
     r.px = image ? &px : NULL;
