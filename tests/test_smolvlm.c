@@ -282,10 +282,37 @@ static const char CONFIG[] =
     "   \"layer_norm_eps\": 1e-06},"
     " \"vocab_size\": 512}";
 
+#define CONN "model.connector.modality_projection.proj"
+
+/* The connector as an MLX affine 8-bit, group-32 module (formats.md §3):
+ * codes packed LSB-first into U32 (TD, VD·s²·8/32), F32 scales and biases
+ * (TD, VD·s²/32); *deq gets w = scale·q + bias (TD, VD·s²). */
+enum { CIN = VD * SCALE * SCALE, CGROUPS = CIN / 32 };
+static uint32_t g_codes[TD * CIN / 4];
+static float g_scales[TD * CGROUPS], g_biases[TD * CGROUPS];
+
+static void mlx_connector(float *deq) {
+    uint64_t seed = 4242;
+    memset(g_codes, 0, sizeof g_codes);
+    for (int r = 0; r < TD; r++) {
+        for (int g = 0; g < CGROUPS; g++) {
+            g_scales[r * CGROUPS + g] = 0.0008f + 0.0001f * (float)(g % 3);
+            g_biases[r * CGROUPS + g] = -0.1f + 0.01f * (float)(r % 5);
+        }
+        for (int c = 0; c < CIN; c++) {
+            uint32_t q = (uint32_t)(tu_splitmix64(&seed) >> 56);
+            g_codes[(r * CIN + c) / 4] |= q << (8 * (c % 4));
+            int g = c / 32;
+            deq[r * CIN + c] = g_scales[r * CGROUPS + g] * (float)q + g_biases[r * CGROUPS + g];
+        }
+    }
+}
+
 /* Writes the model directory: config.json, the tokenizer of the tiny LLaVA
- * fixtures (512 ids), model.safetensors (F32) without tensor `skip` and
- * with tensor `bad` one row short (NULL: none). */
-static const char *write_model(const char *tag, const char *skip, const char *bad) {
+ * fixtures (512 ids), model.safetensors (F32; the connector MLX-quantized
+ * with mlx, see mlx_connector) without tensor `skip` and with tensor `bad`
+ * one row short (NULL: none). */
+static const char *write_model_as(const char *tag, const char *skip, const char *bad, bool mlx) {
     const char *dir = tu_tmpdir(tag);
     tu_write_file(dir, "config.json", CONFIG, strlen(CONFIG));
     char cmd[4096];
@@ -293,14 +320,24 @@ static const char *write_model(const char *tag, const char *skip, const char *ba
              "cd '%s/forward/llava-1.5-tiny' && cp tokenizer.json tokenizer_config.json '%s/'",
              tu_env("LLAVA_TEST_DATA"), dir);
     assert_int_equal(system(cmd), 0);
-    stw_entry e[128];
-    int idx[128], n = 0;
+    stw_entry e[130];
+    const void *data[130];
+    int n = 0;
     for (int i = 0; i < g_nt; i++) {
         if (skip && strcmp(g_t[i].name, skip) == 0) continue;
+        if (mlx && strcmp(g_t[i].name, CONN ".weight") == 0) {
+            e[n] = (stw_entry){CONN ".weight", LV_DTYPE_U32, 2, {TD, CIN / 4}};
+            data[n++] = g_codes;
+            e[n] = (stw_entry){CONN ".scales", LV_DTYPE_F32, 2, {TD, CGROUPS}};
+            data[n++] = g_scales;
+            e[n] = (stw_entry){CONN ".biases", LV_DTYPE_F32, 2, {TD, CGROUPS}};
+            data[n++] = g_biases;
+            continue;
+        }
         e[n] = (stw_entry){.name = g_t[i].name, .dtype = LV_DTYPE_F32, .n_dims = g_t[i].nd};
         for (int d = 0; d < g_t[i].nd; d++) e[n].shape[d] = g_t[i].shape[d];
         if (bad && strcmp(g_t[i].name, bad) == 0) e[n].shape[0] -= 1;
-        idx[n++] = i;
+        data[n++] = g_t[i].v;
     }
     char path[2048];
     snprintf(path, sizeof path, "%s/model.safetensors", dir);
@@ -308,16 +345,25 @@ static const char *write_model(const char *tag, const char *skip, const char *ba
     lv_err err = {{0}};
     if (stw_begin(path, e, (size_t)n, "pt", &w, &err)) fail_msg("%s", err.msg);
     for (int k = 0; k < n; k++)
-        if (stw_write_tensor(w, (size_t)k, g_t[idx[k]].v, &err)) fail_msg("%s", err.msg);
+        if (stw_write_tensor(w, (size_t)k, data[k], &err)) fail_msg("%s", err.msg);
     if (stw_finish(w, &err)) fail_msg("%s", err.msg);
     return dir;
+}
+
+static const char *write_model(const char *tag, const char *skip, const char *bad) {
+    return write_model_as(tag, skip, bad, false);
 }
 
 static llava *open_model(const char *dir, const char *backend) {
     llava *m;
     lv_err err = {{0}};
     if (llava_open(dir, &m, &err)) fail_msg("%s: %s", dir, err.msg);
-    if (llava_load(m, backend, 2, &err)) fail_msg("%s: %s", dir, err.msg);
+    llava_set_exact(m, true); /* f32 throughout, on every backend */
+    if (llava_load(m, backend, 2, &err)) {
+        llava_free(m);
+        if (strstr(err.msg, "no CUDA device")) return NULL; /* a CUDA build without a GPU */
+        fail_msg("%s: %s", dir, err.msg);
+    }
     return m;
 }
 
@@ -515,9 +561,14 @@ static void encode_matches_reference(void **state) {
     static double vis[2][NPOS * VD], rows[2][SEQ * TD];
     for (int f = 0; f < 2; f++)
         reference_frame(px.data + (size_t)f * 3 * IMG * IMG, vis[f], rows[f]);
-    static const char *backends[] = {"ref", "cpu"};
+    static const char *backends[] = {"ref", "cpu",
+#ifdef LLAVA_HAVE_CUDA
+                                     "cuda"
+#endif
+    };
     for (size_t k = 0; k < LV_ARRAY_LEN(backends); k++) {
         llava *m = open_model(g_dir, backends[k]);
+        if (!m) continue;
         llava_image im;
         lv_err err = {{0}};
         if (llava_encode_image(m, &px, true, &im, &err)) fail_msg("%s", err.msg);
@@ -655,6 +706,45 @@ static void forward_batch_invariant(void **state) {
     llava_free(m);
 }
 
+/* The connector matrix MLX-quantized, as mlx-community checkpoints may
+ * store it: loaded as BE_MLX, and in exact mode the rows are the double
+ * reference's over the dequantized weights. */
+static void mlx_quantized_connector(void **state) {
+    (void)state;
+    float *conn = (float *)T(CONN ".weight");
+    float *keep = malloc(sizeof(float) * TD * CIN);
+    assert_non_null(keep);
+    memcpy(keep, conn, sizeof(float) * TD * CIN);
+    mlx_connector(conn); /* the reference reads the dequantized values */
+    const char *dir = write_model_as("smolvlm_mlx", NULL, NULL, true);
+    img_tensor px = two_frames();
+    static double vis[2][NPOS * VD], rows[2][SEQ * TD];
+    for (int f = 0; f < 2; f++)
+        reference_frame(px.data + (size_t)f * 3 * IMG * IMG, vis[f], rows[f]);
+    static const char *backends[] = {"ref", "cpu"};
+    for (size_t k = 0; k < LV_ARRAY_LEN(backends); k++) {
+        llava *m;
+        lv_err err = {{0}};
+        if (llava_open(dir, &m, &err)) fail_msg("%s", err.msg);
+        llava_set_exact(m, true);
+        if (llava_load(m, backends[k], 2, &err)) fail_msg("%s", err.msg);
+        assert_int_equal(m->conn_w.proj.dtype, BE_MLX);
+        assert_int_equal(m->conn_w.proj.q.bits, 8);
+        assert_int_equal(m->conn_w.proj.q.group, 32);
+        llava_image im;
+        if (llava_encode_image(m, &px, false, &im, &err)) fail_msg("%s", err.msg);
+        char what[64];
+        snprintf(what, sizeof what, "%s: mlx connector rows", backends[k]);
+        for (int f = 0; f < 2; f++)
+            expect_close(what, im.rows + (size_t)f * SEQ * TD, rows[f], SEQ * TD, 1e-4);
+        llava_image_free(&im);
+        llava_free(m);
+    }
+    memcpy(conn, keep, sizeof(float) * TD * CIN);
+    free(keep);
+    img_tensor_free(&px);
+}
+
 static void expect_load_error(const char *dir, const char *needle) {
     llava *m;
     lv_err err = {{0}};
@@ -706,7 +796,7 @@ int main(void) {
         cmocka_unit_test(pixel_shuffle_matches_hf), cmocka_unit_test(idefics3_grid_examples),
         cmocka_unit_test(loads_and_counts),         cmocka_unit_test(encode_matches_reference),
         cmocka_unit_test(stages_any_cut),           cmocka_unit_test(forward_batch_invariant),
-        cmocka_unit_test(bad_checkpoints),
+        cmocka_unit_test(mlx_quantized_connector),  cmocka_unit_test(bad_checkpoints),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
