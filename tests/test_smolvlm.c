@@ -21,6 +21,7 @@
 #include <stddef.h>
 #include <cmocka.h>
 
+#include "base/half.h"
 #include "image/idefics3_size.h"
 #include "io/safetensors_write.h"
 #include "model/connector.h"
@@ -312,7 +313,8 @@ static void mlx_connector(float *deq) {
  * fixtures (512 ids), model.safetensors (F32; the connector MLX-quantized
  * with mlx, see mlx_connector) without tensor `skip` and with tensor `bad`
  * one row short (NULL: none). */
-static const char *write_model_as(const char *tag, const char *skip, const char *bad, bool mlx) {
+static const char *write_model_as(const char *tag, const char *skip, const char *bad, bool mlx,
+                                  bool bf16) {
     const char *dir = tu_tmpdir(tag);
     tu_write_file(dir, "config.json", CONFIG, strlen(CONFIG));
     char cmd[4096];
@@ -334,10 +336,19 @@ static const char *write_model_as(const char *tag, const char *skip, const char 
             data[n++] = g_biases;
             continue;
         }
-        e[n] = (stw_entry){.name = g_t[i].name, .dtype = LV_DTYPE_F32, .n_dims = g_t[i].nd};
-        for (int d = 0; d < g_t[i].nd; d++) e[n].shape[d] = g_t[i].shape[d];
+        e[n] = (stw_entry){
+            .name = g_t[i].name, .dtype = bf16 ? LV_DTYPE_BF16 : LV_DTYPE_F32, .n_dims = g_t[i].nd};
+        size_t count = 1;
+        for (int d = 0; d < g_t[i].nd; d++) count *= (size_t)(e[n].shape[d] = g_t[i].shape[d]);
         if (bad && strcmp(g_t[i].name, bad) == 0) e[n].shape[0] -= 1;
-        data[n++] = g_t[i].v;
+        data[n] = g_t[i].v;
+        if (bf16) { /* freed below; the values are already bf16's (bf16_checkpoint) */
+            uint16_t *h = malloc(count * sizeof *h);
+            assert_non_null(h);
+            for (size_t k = 0; k < count; k++) h[k] = lv_f32_to_bf16(g_t[i].v[k]);
+            data[n] = h;
+        }
+        n++;
     }
     char path[2048];
     snprintf(path, sizeof path, "%s/model.safetensors", dir);
@@ -347,11 +358,12 @@ static const char *write_model_as(const char *tag, const char *skip, const char 
     for (int k = 0; k < n; k++)
         if (stw_write_tensor(w, (size_t)k, data[k], &err)) fail_msg("%s", err.msg);
     if (stw_finish(w, &err)) fail_msg("%s", err.msg);
+    for (int k = 0; bf16 && k < n; k++) free((void *)data[k]);
     return dir;
 }
 
 static const char *write_model(const char *tag, const char *skip, const char *bad) {
-    return write_model_as(tag, skip, bad, false);
+    return write_model_as(tag, skip, bad, false, false);
 }
 
 static llava *open_model(const char *dir, const char *backend) {
@@ -716,7 +728,7 @@ static void mlx_quantized_connector(void **state) {
     assert_non_null(keep);
     memcpy(keep, conn, sizeof(float) * TD * CIN);
     mlx_connector(conn); /* the reference reads the dequantized values */
-    const char *dir = write_model_as("smolvlm_mlx", NULL, NULL, true);
+    const char *dir = write_model_as("smolvlm_mlx", NULL, NULL, true, false);
     img_tensor px = two_frames();
     static double vis[2][NPOS * VD], rows[2][SEQ * TD];
     for (int f = 0; f < 2; f++)
@@ -742,6 +754,47 @@ static void mlx_quantized_connector(void **state) {
     }
     memcpy(conn, keep, sizeof(float) * TD * CIN);
     free(keep);
+    img_tensor_free(&px);
+}
+
+/* A bf16 checkpoint (SmolVLM-256M's storage type) computes in float32 on
+ * the exact bf16 values: the reference over the same values, within 1e-4. */
+static void bf16_checkpoint(void **state) {
+    (void)state;
+    float *keep[128];
+    for (int i = 0; i < g_nt; i++) {
+        size_t count = (size_t)g_t[i].shape[0] * (g_t[i].nd > 1 ? (size_t)g_t[i].shape[1] : 1) *
+                       (g_t[i].nd > 2 ? (size_t)g_t[i].shape[2] * g_t[i].shape[3] : 1);
+        keep[i] = malloc(count * sizeof(float));
+        assert_non_null(keep[i]);
+        memcpy(keep[i], g_t[i].v, count * sizeof(float));
+        for (size_t k = 0; k < count; k++)
+            g_t[i].v[k] = lv_bf16_to_f32(lv_f32_to_bf16(g_t[i].v[k]));
+    }
+    const char *dir = write_model_as("smolvlm_bf16", NULL, NULL, false, true);
+    img_tensor px = two_frames();
+    static double vis[2][NPOS * VD], rows[2][SEQ * TD];
+    for (int f = 0; f < 2; f++)
+        reference_frame(px.data + (size_t)f * 3 * IMG * IMG, vis[f], rows[f]);
+    llava *m = open_model(dir, "cpu");
+    assert_int_equal(m->conn_w.proj.dtype, BE_BF16);
+    assert_int_equal(m->vision_w.patch.dtype, BE_BF16);
+    llava_image im;
+    lv_err err = {{0}};
+    if (llava_encode_image(m, &px, true, &im, &err)) fail_msg("%s", err.msg);
+    for (int f = 0; f < 2; f++) {
+        expect_close("bf16: tower output", im.vision + (size_t)f * NPOS * VD, vis[f], NPOS * VD,
+                     1e-4);
+        expect_close("bf16: rows", im.rows + (size_t)f * SEQ * TD, rows[f], SEQ * TD, 1e-4);
+    }
+    llava_image_free(&im);
+    llava_free(m);
+    for (int i = 0; i < g_nt; i++) {
+        size_t count = (size_t)g_t[i].shape[0] * (g_t[i].nd > 1 ? (size_t)g_t[i].shape[1] : 1) *
+                       (g_t[i].nd > 2 ? (size_t)g_t[i].shape[2] * g_t[i].shape[3] : 1);
+        memcpy(g_t[i].v, keep[i], count * sizeof(float));
+        free(keep[i]);
+    }
     img_tensor_free(&px);
 }
 
@@ -796,7 +849,8 @@ int main(void) {
         cmocka_unit_test(pixel_shuffle_matches_hf), cmocka_unit_test(idefics3_grid_examples),
         cmocka_unit_test(loads_and_counts),         cmocka_unit_test(encode_matches_reference),
         cmocka_unit_test(stages_any_cut),           cmocka_unit_test(forward_batch_invariant),
-        cmocka_unit_test(mlx_quantized_connector),  cmocka_unit_test(bad_checkpoints),
+        cmocka_unit_test(mlx_quantized_connector),  cmocka_unit_test(bf16_checkpoint),
+        cmocka_unit_test(bad_checkpoints),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
