@@ -642,6 +642,17 @@ static void stages_any_cut(void **state) {
     assert_int_equal(im.n_tokens, SEQ);
     assert_memory_equal(im.rows, whole.rows + SEQ * TD, sizeof(float) * SEQ * TD);
     llava_image_free(&im);
+    /* the "valid" conv never reads past SIDE·PATCH = 28: rows and columns
+     * 28, 29 of every frame may hold anything */
+    for (int f = 0; f < 2; f++)
+        for (int ch = 0; ch < 3; ch++)
+            for (int y = 0; y < IMG; y++)
+                for (int x = 0; x < IMG; x++)
+                    if (y >= SIDE * PATCH || x >= SIDE * PATCH)
+                        px.data[(((size_t)f * 3 + ch) * IMG + y) * IMG + x] = 1e6f;
+    if (llava_encode_image(m, &px, false, &im, &err)) fail_msg("%s", err.msg);
+    assert_memory_equal(im.rows, whole.rows, sizeof(float) * 2 * SEQ * TD);
+    llava_image_free(&im);
     /* a tensor whose frames do not fit its grid is refused */
     px.n_tiles = 1;
     llava_image bad;
