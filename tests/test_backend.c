@@ -1072,7 +1072,7 @@ static void store_as_f16(void **state) {
  * Elementwise and gather
  */
 
-typedef enum { EW_SILU_MUL, EW_GELU, EW_QUICK_GELU, EW_ADD } ew_op;
+typedef enum { EW_SILU_MUL, EW_GELU, EW_QUICK_GELU, EW_GELU_TANH, EW_ADD } ew_op;
 
 static void run_ew(be *b, ew_op op, float *y, const float *x, size_t n) {
     switch (op) {
@@ -1085,6 +1085,9 @@ static void run_ew(be *b, ew_op op, float *y, const float *x, size_t n) {
         case EW_QUICK_GELU:
             b->ops->quick_gelu(b, y, n);
             break;
+        case EW_GELU_TANH:
+            b->ops->gelu_tanh(b, y, n);
+            break;
         case EW_ADD:
             b->ops->add(b, y, x, n);
             break;
@@ -1093,7 +1096,7 @@ static void run_ew(be *b, ew_op op, float *y, const float *x, size_t n) {
 
 /* One elementwise op on n values of y drawn from [lo, hi) (x from [-3, 3)). */
 static void check_ew(ew_op op, size_t n, float lo, float hi) {
-    static const char *names[] = {"silu_mul", "gelu", "quick_gelu", "add"};
+    static const char *names[] = {"silu_mul", "gelu", "quick_gelu", "gelu_tanh", "add"};
     float *y = rnd_floats(n, lo, hi), *x = rnd_floats(n, -3, 3);
     float *want = dup_floats(y, n);
     run_ew(&g_ref, op, want, x, n);
@@ -1102,7 +1105,16 @@ static void check_ew(ew_op op, size_t n, float lo, float hi) {
     for (int i = 0; i < g_n_cpu; i++) {
         float *got = dup_floats(y, n);
         run_ew(&g_cpu[i].b, op, got, x, n);
-        check_close(what, &g_cpu[i], got, want, n, TOL_ELEM);
+        if (op == EW_GELU_TANH) {
+            /* float32 as torch computes it: 1 + tanh(·) cancels for x << 0, so
+             * the error is absolute, a few float32 ulps of 0.5·|x| */
+            for (size_t k = 0; k < n; k++)
+                if (!(fabsf(got[k] - want[k]) <= 3e-7f * (1 + fabsf(y[k]))))
+                    fail_msg("%s [%s]: element %zu (x = %g): %.9g, reference %.9g", what,
+                             g_cpu[i].label, k, y[k], got[k], want[k]);
+        } else {
+            check_close(what, &g_cpu[i], got, want, n, TOL_ELEM);
+        }
         free(got);
     }
     free(want);
@@ -1122,6 +1134,7 @@ static void elementwise(void **state) {
     check_ew(EW_GELU, 100003, -7, -3);
     check_ew(EW_SILU_MUL, 1001, -7, -2);
     check_ew(EW_QUICK_GELU, 1001, -7, -2);
+    check_ew(EW_GELU_TANH, 1001, -7, -2);
 }
 
 /* The tables' quick_gelu (kernels.h: one arithmetic) give the same bits as
@@ -1167,6 +1180,17 @@ static void activation_values(void **state) {
         float q[1] = {1};
         b->ops->quick_gelu(b, q, 1);
         assert_float_equal(q[0], 1 / (1 + exp(-1.702)), 1e-7);
+        /* gelu_tanh against its formula in double, 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))) */
+        float t[7] = {0, 1, -1, 0.5f, -2.75f, 3.5f, 10};
+        float t0[7];
+        memcpy(t0, t, sizeof t);
+        b->ops->gelu_tanh(b, t, 7);
+        for (int k = 0; k < 7; k++) {
+            double z = t0[k], s = sqrt(2 / M_PI);
+            double want = 0.5 * z * (1 + tanh(s * (z + 0.044715 * z * z * z)));
+            assert_float_equal(t[k], want, 1e-6 * (fabs(want) > 1 ? fabs(want) : 1));
+        }
+        assert_float_equal(t[1], 0.8411919906082768, 1e-7); /* torch: gelu(1, approximate="tanh") */
     }
 }
 

@@ -146,6 +146,9 @@ struct be_ops {
     void (*gelu)(be *b, float *x, size_t n);
     /* x = x·sigmoid(1.702·x) (CLIP's quick_gelu). */
     void (*quick_gelu)(be *b, float *x, size_t n);
+    /* x = 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))): torch's GELU with
+     * approximate="tanh", transformers' "gelu_pytorch_tanh" (SigLIP). */
+    void (*gelu_tanh)(be *b, float *x, size_t n);
     /* y += x, elementwise. */
     void (*add)(be *b, float *y, const float *x, size_t n);
     /* out (n, dim) = table rows ids[i] of a (vocab, dim) weight (any dtype). */

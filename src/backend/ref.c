@@ -231,6 +231,16 @@ static void ref_quick_gelu(be *b, float *x, size_t n) {
     }
 }
 
+/* torch gelu(approximate="tanh") (aten/src/ATen/native/cpu/Activation.cpp:
+ * kBeta = √2·(2/√π)·½ = √(2/π), kKappa = 0.044715), in double. */
+static void ref_gelu_tanh(be *b, float *x, size_t n) {
+    const double beta = M_SQRT2 * M_2_SQRTPI * 0.5, kappa = 0.044715;
+    for (size_t i = 0; i < n; i++) {
+        double z = x[i];
+        x[i] = (float)(0.5 * z * (1.0 + tanh(beta * (z + kappa * z * z * z))));
+    }
+}
+
 static void ref_add(be *b, float *y, const float *x, size_t n) {
     for (size_t i = 0; i < n; i++) y[i] += x[i];
 }
@@ -261,6 +271,7 @@ const struct be_ops be_ref_ops = {
     .silu_mul = ref_silu_mul,
     .gelu = ref_gelu,
     .quick_gelu = ref_quick_gelu,
+    .gelu_tanh = ref_gelu_tanh,
     .add = ref_add,
     .embed_rows = ref_embed_rows,
 };

@@ -17,11 +17,21 @@ lv_status clip_init(clip *c, be *b, const lv_model_config *cfg, const clip_weigh
     if (v->n_channels != 3)
         return lv_fail(err, LV_ERR_UNSUPPORTED, "vision_config.num_channels %d: only 3 (RGB)",
                        v->n_channels);
-    bool quick = strcmp(v->hidden_act, "quick_gelu") == 0;
-    if (!quick && strcmp(v->hidden_act, "gelu") != 0)
+    clip_act act;
+    if (strcmp(v->hidden_act, "quick_gelu") == 0)
+        act = CLIP_ACT_QUICK_GELU;
+    else if (strcmp(v->hidden_act, "gelu") == 0)
+        act = CLIP_ACT_GELU;
+    else if (strcmp(v->hidden_act, "gelu_pytorch_tanh") == 0)
+        act = CLIP_ACT_GELU_TANH;
+    else
         return lv_fail(err, LV_ERR_UNSUPPORTED,
-                       "vision_config.hidden_act \"%s\" is not supported (quick_gelu or gelu)",
+                       "vision_config.hidden_act \"%s\" is not supported (quick_gelu, gelu or "
+                       "gelu_pytorch_tanh)",
                        v->hidden_act);
+    if (v->patch_size < 1 || v->image_size < v->patch_size)
+        return lv_fail(err, LV_ERR_FORMAT, "vision_config: image_size %d, patch_size %d",
+                       v->image_size, v->patch_size);
     *c = (clip){.b = b,
                 .w = w,
                 .dim = v->dim,
@@ -33,27 +43,31 @@ lv_status clip_init(clip *c, be *b, const lv_model_config *cfg, const clip_weigh
                 .side = v->image_size / v->patch_size,
                 .n_layers = w->n_layers,
                 .eps = (float)v->ln_eps,
-                .quick_gelu = quick};
-    c->n_pos = 1 + c->side * c->side;
+                .has_cls = w->has_cls,
+                .pre_ln = w->pre_ln_g != NULL,
+                .post_ln = w->post_ln_g != NULL,
+                .act = act};
+    c->n_pos = (c->has_cls ? 1 : 0) + c->side * c->side;
     return LV_OK;
 }
 
 /*
- * im2col for the patch conv (Conv2d(3, dim, kernel p, stride p, bias=False)):
- * rows [r0, r0 + n) of one tile, row 1 + (py·side + px) holding patch
- * (py, px) flattened in (c, ky, kx) order, the conv weight's layout. Row 0
- * (the CLS slot) is zero, so the matmul leaves it 0 and adding cls_pos puts
- * class_embedding + pos[0] there.
+ * im2col for the patch conv (Conv2d(3, dim, kernel p, stride p), bias=False
+ * for CLIP, True for SigLIP; padding "valid": pixels past side·p are never
+ * read): rows [r0, r0 + n) of one tile, row first + (py·side + px) holding
+ * patch (py, px) flattened in (c, ky, kx) order, the conv weight's layout.
+ * With a CLS row (first = 1) row 0 is zero, so the matmul leaves it 0 and
+ * adding cls_pos puts class_embedding + pos[0] there.
  */
 static void im2col(const clip *c, const float *px, int r0, int n, float *out) {
-    int p = c->patch_size, S = c->image_size, cols = 3 * p * p;
+    int p = c->patch_size, S = c->image_size, cols = 3 * p * p, first = c->has_cls ? 1 : 0;
     for (int r = r0; r < r0 + n; r++) {
         float *row = out + (size_t)(r - r0) * cols;
-        if (r == 0) {
+        if (r < first) {
             memset(row, 0, (size_t)cols * sizeof *out);
             continue;
         }
-        int py = (r - 1) / c->side, pxi = (r - 1) % c->side;
+        int py = (r - first) / c->side, pxi = (r - first) % c->side;
         for (int ch = 0; ch < 3; ch++)
             for (int ky = 0; ky < p; ky++) {
                 const float *src = px + ((size_t)ch * S + (size_t)py * p + ky) * S + pxi * p;
@@ -89,19 +103,22 @@ lv_status clip_tile_scratch_init(const clip *c, clip_tile_scratch *s, lv_err *er
 }
 
 /* embeddings = cat(class_embedding, patch_embedding(pixels)) + position_embedding,
- * then pre_layrnorm (hidden_states[0]), for rows [r0, r0 + n). */
+ * then pre_layrnorm (hidden_states[0]), for rows [r0, r0 + n). SigLIP:
+ * patch_embedding(pixels) (with its bias) + position_embedding, position
+ * ids the identity for a full frame (smolvlm.md §5.2). The CLS row's bias
+ * is never added: a CLIP conv has none. */
 static void embed_rows(const clip *c, const float *pixels, float *x, clip_tile_scratch *s, int r0,
                        int n) {
     be *b = c->b;
     const struct be_ops *op = b->ops;
     int cols = 3 * c->patch_size * c->patch_size;
     float *xr = x + (size_t)r0 * c->dim;
-    /* patch_embedding: the stride-p conv as im2col + matmul (no bias) */
+    /* patch_embedding: the stride-p conv as im2col + matmul (+ bias) */
     im2col(c, pixels, r0, n, s->patches);
     op->upload(b, s->ff, s->patches, (size_t)n * cols * sizeof *s->patches);
-    op->matmul(b, xr, s->ff, &c->w->patch, NULL, n);
+    op->matmul(b, xr, s->ff, &c->w->patch, c->w->patch_b, n);
     op->add(b, xr, c->w->cls_pos + (size_t)r0 * c->dim, (size_t)n * c->dim);
-    op->layernorm(b, xr, xr, c->w->pre_ln_g, c->w->pre_ln_b, n, c->dim, c->eps);
+    if (c->pre_ln) op->layernorm(b, xr, xr, c->w->pre_ln_g, c->w->pre_ln_b, n, c->dim, c->eps);
 }
 
 /* CLIPEncoderLayer (pre-norm), first half for rows [r0, r0 + n):
@@ -132,10 +149,13 @@ static void attn_out(const clip *c, const clip_layer_weights *l, float *x, clip_
     op->add(b, xr, h, nd);
     op->layernorm(b, h, xr, l->ln2_g, l->ln2_b, n, c->dim, c->eps);
     op->matmul(b, s->ff, h, &l->fc1, l->fc1_b, n);
-    if (c->quick_gelu)
-        op->quick_gelu(b, s->ff, (size_t)n * c->hidden_dim);
+    size_t nh = (size_t)n * c->hidden_dim;
+    if (c->act == CLIP_ACT_QUICK_GELU)
+        op->quick_gelu(b, s->ff, nh);
+    else if (c->act == CLIP_ACT_GELU)
+        op->gelu(b, s->ff, nh);
     else
-        op->gelu(b, s->ff, (size_t)n * c->hidden_dim);
+        op->gelu_tanh(b, s->ff, nh);
     op->matmul(b, h, s->ff, &l->fc2, l->fc2_b, n);
     op->add(b, xr, h, nd);
 }
@@ -148,6 +168,12 @@ void clip_tile_stage(const clip *c, clip_stage st, int l, const float *pixels, f
         attn_in(c, &c->w->layers[l], x, s, r0, n);
     else
         attn_out(c, &c->w->layers[l], x, s, r0, n);
+}
+
+void clip_post_ln(const clip *c, float *x, int r0, int n) {
+    if (!c->post_ln) return;
+    float *xr = x + (size_t)r0 * c->dim;
+    c->b->ops->layernorm(c->b, xr, xr, c->w->post_ln_g, c->w->post_ln_b, n, c->dim, c->eps);
 }
 
 lv_status clip_encode(const clip *c, const float *pixels, int n_tiles, float *out, lv_err *err) {

@@ -1,11 +1,20 @@
 /*
- * clip.h - the CLIP ViT vision tower of LLaVA, run over image tiles.
+ * clip.h - the ViT vision tower, run over image tiles: LLaVA's CLIP, and the
+ * SigLIP tower of Idefics3 / SmolVLM, which differ only in a few flags.
  *
- * transformers models/clip/modeling_clip.py (CLIPVisionEmbeddings,
+ * CLIP: transformers models/clip/modeling_clip.py (CLIPVisionEmbeddings,
  * CLIPEncoderLayer, CLIPVisionTransformer) with LLaVA's use of it
  * (models/llava_next/modeling_llava_next.py get_image_features): the output
  * is hidden_states[vision_feature_layer], so only the layers up to it run and
  * post_layernorm never does (spec llava-next.md §4).
+ *
+ * SigLIP: models/idefics3/modeling_idefics3.py (Idefics3VisionEmbeddings,
+ * Idefics3EncoderLayer, Idefics3VisionTransformer; models/smolvlm/
+ * modeling_smolvlm.py is the same): no CLS row, no pre-LayerNorm, the patch
+ * conv has a bias and is "valid" (only the top-left side·patch pixels of a
+ * tile are read: 384 / 14 → 27 patches), MLP activation gelu_pytorch_tanh,
+ * every layer runs and post_layernorm follows (clip_post_ln; spec
+ * smolvlm.md §5). Every frame is full, so position ids are the identity.
  *
  * Usage:
  *     clip c;
@@ -23,6 +32,13 @@
 
 #include <stdbool.h>
 
+/* The MLP activation (vision_config.hidden_act). */
+typedef enum {
+    CLIP_ACT_QUICK_GELU, /* "quick_gelu": x·σ(1.702·x) (CLIP) */
+    CLIP_ACT_GELU,       /* "gelu": exact erf GELU */
+    CLIP_ACT_GELU_TANH,  /* "gelu_pytorch_tanh": the tanh approximation (SigLIP) */
+} clip_act;
+
 typedef struct {
     be *b;                 /* backend (borrowed) */
     const clip_weights *w; /* borrowed */
@@ -31,15 +47,20 @@ typedef struct {
     int n_heads, head_dim; /* attention heads, dim / n_heads */
     int image_size;        /* tile side in pixels */
     int patch_size;        /* conv kernel and stride */
-    int side;              /* patches per tile side: image_size / patch_size */
-    int n_pos;             /* positions per tile: 1 (CLS) + side² */
+    int side;              /* patches per tile side: image_size / patch_size (rounded down) */
+    int n_pos;             /* positions per tile: side², + 1 with a CLS row */
     int n_layers;          /* encoder layers run (w->n_layers) */
     float eps;             /* layer_norm_eps */
-    bool quick_gelu;       /* MLP activation: quick_gelu (CLIP) or exact gelu */
+    bool has_cls;          /* CLIP: row 0 is the class embedding */
+    bool pre_ln;           /* CLIP: pre_layrnorm after the embeddings */
+    bool post_ln;          /* SigLIP: post_layernorm on the output (clip_post_ln) */
+    clip_act act;          /* MLP activation */
 } clip;
 
-/* Sets c up for cfg's vision tower with loaded weights. LV_ERR_UNSUPPORTED
- * for an MLP activation other than quick_gelu / gelu or channels != 3. */
+/* Sets c up for cfg's vision tower with loaded weights (the flags follow
+ * the weights: a class embedding, pre/post norms). LV_ERR_UNSUPPORTED for an
+ * MLP activation other than quick_gelu / gelu / gelu_pytorch_tanh or
+ * channels != 3. */
 lv_status clip_init(clip *c, be *b, const lv_model_config *cfg, const clip_weights *w, lv_err *err);
 
 /* Rows clip_encode writes for n_tiles tiles: n_tiles · n_pos. */
@@ -50,8 +71,9 @@ static inline int clip_out_rows(const clip *c, int n_tiles) {
 /*
  * Encodes n_tiles tiles of host pixels (n_tiles, 3, image_size, image_size)
  * float32 into out, a backend buffer of (n_tiles · n_pos, dim): for each
- * tile its n_pos hidden states after c->n_layers layers, CLS first, then the
- * patches in raster order. Scratch is allocated per call and released
+ * tile its n_pos hidden states after c->n_layers layers, CLS first (if any),
+ * then the patches in raster order; post_layernorm is NOT applied here
+ * (clip_post_ln). Scratch is allocated per call and released
  * before returning. Errors: LV_ERR_NOMEM. The same as running the stages
  * below over every tile with all rows at once.
  */
@@ -62,8 +84,8 @@ lv_status clip_encode(const clip *c, const float *pixels, int n_tiles, float *ou
  * A tile's encode is a sequence of stages, each a row-wise pass over the
  * tile's n_pos rows that may be cut into row ranges run at different times
  * (the scheduler interleaves them with decode steps):
- *   CLIP_EMBED          patch conv (im2col rows + matmul), + class/position
- *                       embedding, pre_layrnorm
+ *   CLIP_EMBED          patch conv (im2col rows + matmul, + bias for SigLIP),
+ *                       + class/position embedding, pre_layrnorm (CLIP)
  *   CLIP_ATTN_IN  (l)   layer l: layer_norm1, q, k, v of the rows
  *   CLIP_ATTN_OUT (l)   layer l: attention of the rows' queries over all the
  *                       tile's keys, out_proj + residual, layer_norm2, MLP +
@@ -89,5 +111,9 @@ void clip_tile_scratch_free(const clip *c, clip_tile_scratch *s); /* zeroed: no-
  * (n_pos, dim) hidden states (a backend buffer; written by CLIP_EMBED). */
 void clip_tile_stage(const clip *c, clip_stage st, int l, const float *pixels, float *x,
                      clip_tile_scratch *s, int r0, int n);
+
+/* post_layernorm in place on rows [r0, r0 + n) of a tile's x (SigLIP's
+ * last_hidden_state); a no-op without one (c->post_ln false). */
+void clip_post_ln(const clip *c, float *x, int r0, int n);
 
 #endif

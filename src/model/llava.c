@@ -4,7 +4,10 @@
  *   llava_open          config.json, tokenizer, preprocessor → image parameters
  *   llava_load          weights → backend (clip, projector, llm)
  *   llava_encoder_*     pixels → CLIP (a tile, a stage, a few rows at a time)
- *                       → projector → rows packed into the request's features
+ *                       → projector → rows packed into the request's features;
+ *                       Idefics3 / SmolVLM: each frame → SigLIP → post_layernorm
+ *                       → connector (pixel shuffle + linear), written straight into
+ *                       the features in frame order (tiles row-major, global last)
  *   llava_forward       each sequence's ids → embed_tokens, feature rows over
  *                       the <image> ids (transformers: inputs_embeds.masked_scatter)
  *                       → the decoder over every row at once
@@ -16,6 +19,7 @@
 
 #include "base/clock.h"
 #include "image/anyres.h"
+#include "image/idefics3_size.h"
 #include "model/image_params.h"
 #include "model/llava_impl.h"
 #include "model/pack.h"
@@ -58,8 +62,21 @@ lv_status llava_open2(const char *path, const char *mmproj, llava **out, lv_err 
         goto fail;
     const lv_model_config *c = &m->md.config;
     m->next = strcmp(c->model_type, "llava_next") == 0;
+    m->idefics3 = hf_is_idefics3(c);
+    if (m->idefics3) {
+        /* INTERIM, until img_proc_params carries the Idefics3 processor's
+         * values (preprocessor_config.json size.longest_edge,
+         * max_image_size.longest_edge, do_image_splitting; the image helper
+         * adds them): every released checkpoint has max_image_size = the
+         * tower's image_size and longest_edge = 4 of it (smolvlm.md §1.1),
+         * and splits. */
+        m->i3_max_image_size = c->vision.image_size;
+        m->i3_longest_edge = 4 * c->vision.image_size;
+        m->i3_split = true;
+        m->full_features = true; /* no CLS to drop: every tower row is a feature */
+    }
     m->full_features = strcmp(c->feature_select_strategy, "full") == 0;
-    if (m->next && m->full_features) {
+    if (m->next && m->full_features && !m->idefics3) {
         st = lv_fail(err, LV_ERR_UNSUPPORTED,
                      "%s: vision_feature_select_strategy \"full\" with llava_next packing "
                      "(transformers refuses it too)",
@@ -86,6 +103,7 @@ static void unload(llava *m) {
         b->ops->release(b, m->image_newline);
         clip_weights_free(b, &m->vision_w);
         projector_weights_free(b, &m->proj_w);
+        connector_weights_free(b, &m->conn_w);
         llm_weights_free(b, &m->text_w);
         b->ops->deinit(b);
     }
@@ -105,6 +123,16 @@ static lv_status load_parts(llava *m, lv_err *err) {
     const st_set *st = m->md.weights;
     weights_progress hook = llava_load_hook(m);
     lv_status s;
+    if (m->idefics3) {
+        if ((llava_load_part(m, 0), s = clip_weights_load(b, st, c, &hook, &m->vision_w, err)) ||
+            (llava_load_part(m, 1), s = connector_weights_load(b, st, c, &hook, &m->conn_w, err)) ||
+            (llava_load_part(m, 2), s = llm_weights_load(b, st, c, &hook, &m->text_w, err)) ||
+            (s = clip_init(&m->vision, b, c, &m->vision_w, err)) ||
+            (s = connector_init(&m->conn, b, c, &m->conn_w, err)) ||
+            (s = llm_init(&m->text, b, &c->text, &m->text_w, err)))
+            return s;
+        return LV_OK;
+    }
     if ((llava_load_part(m, 0), s = clip_weights_load(b, st, c, &hook, &m->vision_w, err)) ||
         (llava_load_part(m, 1), s = projector_weights_load(b, st, c, &hook, &m->proj_w, err)) ||
         (llava_load_part(m, 2), s = llm_weights_load(b, st, c, &hook, &m->text_w, err)) ||
@@ -255,7 +283,21 @@ static pack_geom geom_of(const llava *m, const img_tensor *px) {
                        .grid_w = px->grid_w};
 }
 
+/* Idefics3 / SmolVLM: the frames an image becomes, rows·cols tiles + the
+ * global image when split, else 1 (smolvlm.md §3.4); -1 for a bad size. */
+static int idefics3_frames(const llava *m, int image_h, int image_w) {
+    if (image_h < 1 || image_w < 1) return -1;
+    int rows, cols;
+    img_idefics3_grid(image_h, image_w, m->i3_longest_edge, m->i3_max_image_size, m->i3_split,
+                      &rows, &cols);
+    return rows * cols > 0 ? rows * cols + 1 : 1;
+}
+
 int llava_image_token_count(const llava *m, int image_h, int image_w) {
+    if (m->idefics3) {
+        int frames = idefics3_frames(m, image_h, image_w);
+        return frames < 0 ? -1 : frames * m->md.config.image_seq_length;
+    }
     int n = img_num_image_tokens(image_h, image_w, &m->image);
     /* LlavaProcessor: (size/patch)² + 1, minus 1 for "default" */
     return n >= 0 && m->full_features ? n + 1 : n;
@@ -264,6 +306,11 @@ int llava_image_token_count(const llava *m, int image_h, int image_w) {
 int llava_tensor_token_count(const llava *m, const img_tensor *px) {
     pack_geom g = geom_of(m, px);
     if (px->n_tiles < 1) return -1;
+    if (m->idefics3) { /* grid_h·grid_w tiles + the global image, or one frame (grid 0x0) */
+        if (px->grid_h < 0 || px->grid_w < 0) return -1;
+        int want = px->grid_h * px->grid_w > 0 ? px->grid_h * px->grid_w + 1 : 1;
+        return px->n_tiles == want ? px->n_tiles * m->md.config.image_seq_length : -1;
+    }
     return m->next ? pack_next_count(&g) : pack_flat_count(&g);
 }
 
@@ -310,7 +357,10 @@ void llava_features_copy_rows(llava_features *dst, int dst_row, const llava_feat
 }
 
 /* An image in pieces: tile after tile, stage after stage (clip.h), each a
- * range of rows, then the projector over the tile's rows, then the packing. */
+ * range of rows, then the projector over the tile's rows, then the packing.
+ * Idefics3 / SmolVLM: the last stage of a frame is post_layernorm of its
+ * rows and the connector of every band they complete (connector.h),
+ * written into the frame's rows of the features: no packing. */
 enum { ST_EMBED, ST_IN, ST_OUT, ST_PROJ }; /* piece kinds (llava_encoder_next) */
 
 struct llava_encoder {
@@ -327,7 +377,8 @@ struct llava_encoder {
     bool done;
     float *vis;  /* backend: the tower's hidden states, (n_pos, vision dim) per tile kept */
     float *proj; /* backend (n_tiles · n_pos, text dim): projector output */
-    float *tmp;  /* backend (n_pos, text dim): projector hidden */
+    float *tmp;  /* backend (n_pos, text dim): projector hidden; Idefics3: (n_pos, vision
+                    dim), the pixel shuffle's rows */
     clip_tile_scratch s;
     double ms;
 };
@@ -344,7 +395,9 @@ static lv_status check_pixels(const llava *m, const img_tensor *px, const pack_g
                        "image tensor of %d tiles of %dx%d; the vision tower "
                        "takes tiles of %dx%d",
                        px->n_tiles, px->tile_h, px->tile_w, s, s);
-    *n_tokens = m->next ? pack_next_count(g) : pack_flat_count(g);
+    *n_tokens = m->idefics3 ? llava_tensor_token_count(m, px)
+                : m->next   ? pack_next_count(g)
+                            : pack_flat_count(g);
     if (*n_tokens < 1)
         return lv_fail(err, LV_ERR_ARG,
                        "image tensor of %d tiles does not fit its %dx%d grid "
@@ -369,11 +422,16 @@ size_t llava_encoder_bytes(const llava *m, const img_tensor *px) {
            cols = 3 * (size_t)c->patch_size * c->patch_size;
     size_t ff = (size_t)c->hidden_dim > cols ? (size_t)c->hidden_dim : cols;
     size_t tiles = px->n_tiles > 0 ? (size_t)px->n_tiles : 1;
-    return f4 * (n_pos * c->dim                    /* vis */
-                 + tiles * n_pos * m->proj.out_dim /* proj */
-                 + n_pos * m->proj.out_dim         /* tmp */
-                 + 5 * n_pos * c->dim + n_pos * ff /* the tile scratch */
-                 + n_pos * cols);                  /* patches */
+    if (m->idefics3)
+        return f4 * (n_pos * c->dim                    /* vis */
+                     + n_pos * c->dim                  /* tmp: the shuffled rows */
+                     + 5 * n_pos * c->dim + n_pos * ff /* the tile scratch */
+                     + n_pos * cols);                  /* patches */
+    return f4 * (n_pos * c->dim                        /* vis */
+                 + tiles * n_pos * m->proj.out_dim     /* proj */
+                 + n_pos * m->proj.out_dim             /* tmp */
+                 + 5 * n_pos * c->dim + n_pos * ff     /* the tile scratch */
+                 + n_pos * cols);                      /* patches */
 }
 
 lv_status llava_encoder_new(llava *m, const img_tensor *px, llava_features *f, int row0, bool keep,
@@ -381,7 +439,7 @@ lv_status llava_encoder_new(llava *m, const img_tensor *px, llava_features *f, i
     *out = NULL;
     if (!m->loaded) return lv_fail(err, LV_ERR_ARG, "the model's weights are not loaded");
     pack_geom g = geom_of(m, px);
-    int n_tokens;
+    int n_tokens = 0;
     lv_status st = check_pixels(m, px, &g, &n_tokens, err);
     if (st) return st;
     if (row0 < 0 || row0 > f->n_rows - n_tokens)
@@ -396,9 +454,13 @@ lv_status llava_encoder_new(llava *m, const img_tensor *px, llava_features *f, i
     size_t f4 = sizeof(float), n_pos = (size_t)m->vision.n_pos;
     size_t vis_rows = keep ? (size_t)px->n_tiles * n_pos : n_pos;
     e->vis = b->ops->alloc(b, vis_rows * m->vision.dim * f4);
-    e->proj = b->ops->alloc(b, (size_t)px->n_tiles * n_pos * m->proj.out_dim * f4);
-    e->tmp = b->ops->alloc(b, n_pos * m->proj.out_dim * f4);
-    if (!e->vis || !e->proj || !e->tmp) {
+    if (m->idefics3) {
+        e->tmp = b->ops->alloc(b, n_pos * m->vision.dim * f4);
+    } else {
+        e->proj = b->ops->alloc(b, (size_t)px->n_tiles * n_pos * m->proj.out_dim * f4);
+        e->tmp = b->ops->alloc(b, n_pos * m->proj.out_dim * f4);
+    }
+    if (!e->vis || (!m->idefics3 && !e->proj) || !e->tmp) {
         llava_encoder_free(e);
         return lv_fail(err, LV_ERR_NOMEM, "out of memory encoding %d tiles", px->n_tiles);
     }
@@ -472,7 +534,17 @@ lv_status llava_encoder_run(llava_encoder *e, int max_rows, lv_err *err) {
     size_t tile_px = (size_t)3 * c->image_size * c->image_size;
     const float *px = e->px->data + (size_t)e->tile * tile_px;
     float *vis = e->vis + (e->keep ? (size_t)e->tile * n_pos * c->dim : 0);
-    if (e->stage == n_stages(e) - 1) {
+    if (e->stage == n_stages(e) - 1 && m->idefics3) {
+        /* last_hidden_state = post_layernorm(encoder output) for the rows, then
+         * connector(last_hidden_state) for the bands they complete, into the
+         * frame's rows of the features */
+        const connector *cn = &m->conn;
+        clip_post_ln(c, vis, e->row, n);
+        int band = cn->scale * cn->side, b0 = e->row / band, b1 = (e->row + n) / band;
+        size_t td = (size_t)cn->out_dim;
+        size_t out = (size_t)e->row0 + (size_t)e->tile * connector_rows(cn) + (size_t)b0 * cn->grid;
+        connector_bands(cn, e->f->rows + out * td, vis, e->tmp, b0, b1 - b0);
+    } else if (e->stage == n_stages(e) - 1) {
         /* image_features = multi_modal_projector(hidden_states[layer]) for the rows */
         size_t r = (size_t)e->tile * n_pos + e->row, td = m->proj.out_dim;
         projector_forward(&m->proj, e->proj + r * td, vis + (size_t)e->row * c->dim,
@@ -488,7 +560,7 @@ lv_status llava_encoder_run(llava_encoder *e, int max_rows, lv_err *err) {
         if (++e->stage == n_stages(e)) {
             e->stage = 0;
             if (++e->tile == e->px->n_tiles) {
-                st = pack_rows(e, err);
+                st = m->idefics3 ? LV_OK : pack_rows(e, err);
                 e->done = st == LV_OK;
                 clip_tile_scratch_free(c, &e->s);
             }
@@ -498,11 +570,13 @@ lv_status llava_encoder_run(llava_encoder *e, int max_rows, lv_err *err) {
     return st;
 }
 
-/* Copies the feature rows of every tile (CLS dropped unless full) from the
- * backend buffer src (n_tiles · n_pos, dim) into host dst (n_tiles · n_feat, dim). */
+/* Copies the feature rows of every tile (CLS dropped unless full; SigLIP has
+ * none) from the backend buffer src (n_tiles · n_pos, dim) into host dst
+ * (n_tiles · n_feat, dim). */
 static void select_features(const llava *m, int n_tiles, int dim, const float *src, float *dst) {
     const be *b = &m->backend;
-    int first = m->full_features ? 0 : 1, n_pos = m->vision.n_pos, n_feat = n_pos - first;
+    int first = m->full_features || !m->vision.has_cls ? 0 : 1, n_pos = m->vision.n_pos,
+        n_feat = n_pos - first;
     for (int t = 0; t < n_tiles; t++)
         b->ops->download((be *)b, dst + (size_t)t * n_feat * dim,
                          src + ((size_t)t * n_pos + first) * dim,
@@ -514,7 +588,7 @@ lv_status llava_encode_image(llava *m, const img_tensor *px, bool keep, llava_im
     memset(out, 0, sizeof *out);
     if (!m->loaded) return lv_fail(err, LV_ERR_ARG, "the model's weights are not loaded");
     pack_geom g = geom_of(m, px);
-    int n_tokens;
+    int n_tokens = 0;
     lv_status st = check_pixels(m, px, &g, &n_tokens, err);
     if (st) return st;
     llava_features *f = NULL;
@@ -524,16 +598,17 @@ lv_status llava_encode_image(llava *m, const img_tensor *px, bool keep, llava_im
         goto done;
     while (!st && !e->done) st = llava_encoder_run(e, 0, err);
     if (st) goto done;
-    int td = m->proj.out_dim, vd = m->vision.dim;
+    int td = m->md.config.text.dim, vd = m->vision.dim;
     out->n_tokens = n_tokens;
     out->n_tiles = px->n_tiles;
-    out->n_feat = m->vision.n_pos - (m->full_features ? 0 : 1);
+    out->n_feat = m->vision.n_pos - (m->full_features || !m->vision.has_cls ? 0 : 1);
+    out->n_proj = m->idefics3 ? connector_rows(&m->conn) : out->n_feat;
     out->ms = e->ms;
     out->rows = malloc((size_t)n_tokens * td * sizeof *out->rows);
     if (keep) {
-        size_t nf = (size_t)px->n_tiles * out->n_feat;
+        size_t nf = (size_t)px->n_tiles * out->n_feat, np = (size_t)px->n_tiles * out->n_proj;
         out->vision = malloc(nf * vd * sizeof *out->vision);
-        out->projected = malloc(nf * td * sizeof *out->projected);
+        out->projected = malloc(np * td * sizeof *out->projected);
     }
     if (!out->rows || (keep && (!out->vision || !out->projected))) {
         st = lv_fail(err, LV_ERR_NOMEM, "out of memory for image features");
@@ -542,7 +617,10 @@ lv_status llava_encode_image(llava *m, const img_tensor *px, bool keep, llava_im
     llava_features_read(f, 0, n_tokens, out->rows);
     if (keep) {
         select_features(m, px->n_tiles, vd, e->vis, out->vision);
-        select_features(m, px->n_tiles, td, e->proj, out->projected);
+        if (m->idefics3) /* the connector's rows are the features, frame after frame */
+            memcpy(out->projected, out->rows, (size_t)n_tokens * td * sizeof *out->rows);
+        else
+            select_features(m, px->n_tiles, td, e->proj, out->projected);
     }
 done:
     llava_encoder_free(e);

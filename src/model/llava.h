@@ -7,6 +7,11 @@
  * and LlavaForConditionalGeneration ("llava"): images become rows of
  * features (CLIP → projector → packing) that replace the <image> ids of the
  * prompt in the embedded input of the decoder (spec llava-next.md §4-§6).
+ * Idefics3ForConditionalGeneration ("idefics3", SmolVLM) and
+ * SmolVLMForConditionalGeneration ("smolvlm", SmolVLM2): each frame of an
+ * image (tiles row-major, then the global image) → SigLIP → post_layernorm
+ * → connector (pixel shuffle + linear): image_seq_length rows per frame, in
+ * frame order, no packing (spec smolvlm.md §5-§8); the decoder is Llama.
  *
  * The handle is opaque: callers read what they need through the accessors
  * below; the parts (model/clip, projector, pack, llm, weights) are model/'s
@@ -102,7 +107,8 @@ void llava_set_progress(llava *m, llava_progress_fn fn, void *ud);
 
 /* What a loaded model is, for a summary at start-up. */
 typedef struct {
-    const char *arch;      /* config.json model_type: "llava_next" or "llava" */
+    const char *arch;      /* config.json model_type: "llava_next", "llava", "idefics3" or
+                              "smolvlm" */
     const char *text_arch; /* the decoder's: "mistral" or "llama" */
     int64_t params_vision; /* values loaded: the tower's layers the feature layer needs */
     int64_t params_projector;
@@ -113,8 +119,9 @@ typedef struct {
     int ctx;                  /* llava_max_ctx */
     int image_tokens_base;    /* one image's rows at their fewest: the base view (LLaVA-NeXT,
                                  image_url detail "low") or the one fixed count (LLaVA-1.5) */
-    int image_tokens_max;     /* at their most: anyres at the pinpoint that gives most */
-    int max_h, max_w;         /* that pinpoint (0 for LLaVA-1.5) */
+    int image_tokens_max;     /* at their most: anyres at the pinpoint that gives most;
+                                 Idefics3: the most frames (4x4 tiles + global = 17) */
+    int max_h, max_w;         /* that pinpoint (0 for LLaVA-1.5); Idefics3: longest_edge */
     size_t kv_bytes_per_pos;  /* llava_kv_bytes_per_pos */
     llava_load_progress load; /* files, tensors, bytes and seconds of the load */
 } llava_info;
@@ -156,14 +163,16 @@ lv_status llava_device_status(const llava *m, lv_err *err);
 
 /* The number of <image> ids (feature rows) an image of image_h x image_w
  * (img_tensor's image_h/image_w) becomes; -1 if the size is invalid.
- * Needs no weights. */
+ * Idefics3: frames · image_seq_length, frames = rows·cols + 1 when split
+ * (image/idefics3_size.h), else 1. Needs no weights. */
 int llava_image_token_count(const llava *m, int image_h, int image_w);
 
 /* The same for a tensor as it will be encoded: equal to the above for
  * img_preprocess output; for a base-only tensor (n_tiles 1, grid 0: the
  * image_url detail "low" view) LLaVA-NeXT gives side² + 1 (the base tile's
  * features and one image_newline, as pack_image_features does for a single
- * tile). -1 if inconsistent. Needs no weights. */
+ * tile). Idefics3: n_tiles · image_seq_length, with n_tiles = grid_h·grid_w
+ * + 1 (grid 0x0: 1). -1 if inconsistent. Needs no weights. */
 int llava_tensor_token_count(const llava *m, const img_tensor *px);
 
 /* ---- prompts (model/image_prompt.c) ------------------------------------------------- */
@@ -241,9 +250,12 @@ typedef struct {
     int n_tokens;     /* rows of `rows` */
     float *rows;      /* (n_tokens, text dim): what replaces the image's <image> ids */
     int n_tiles;      /* tiles encoded */
-    int n_feat;       /* features per tile: side² (CLS dropped) or n_pos ("full") */
-    float *vision;    /* with keep: (n_tiles, n_feat, vision dim) tower output; else NULL */
-    float *projected; /* with keep: (n_tiles, n_feat, text dim) projector output; else NULL */
+    int n_feat;       /* features per tile: side² (CLS dropped) or n_pos ("full"; SigLIP) */
+    int n_proj;       /* projected rows per tile: n_feat, or Idefics3's image_seq_length */
+    float *vision;    /* with keep: (n_tiles, n_feat, vision dim) tower output (SigLIP:
+                         after post_layernorm); else NULL */
+    float *projected; /* with keep: (n_tiles, n_proj, text dim) projector / connector
+                         output; else NULL */
     double ms;        /* wall time of tower + projector + packing */
 } llava_image;
 

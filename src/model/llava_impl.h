@@ -9,6 +9,7 @@
 #include "backend/backend.h"
 #include "io/model_dir.h"
 #include "model/clip.h"
+#include "model/connector.h"
 #include "model/llava.h"
 #include "model/llm.h"
 #include "model/projector.h"
@@ -39,15 +40,21 @@ struct llava {
     img_proc_params image; /* the image processor's parameters (preprocessor_config) */
     bool next;             /* llava_next packing (anyres + image_newline); else llava-1.5 */
     bool full_features;    /* vision_feature_select_strategy "full": CLS kept */
+    bool idefics3;         /* Idefics3 / SmolVLM: SigLIP frames → connector, no packing */
+    int i3_longest_edge;   /* Idefics3 processor: size.longest_edge (L) */
+    int i3_max_image_size; /* max_image_size.longest_edge (T, the frame side) */
+    bool i3_split;         /* do_image_splitting */
     bool loaded;           /* llava_load succeeded */
     bool exact;            /* llava_set_exact */
     be backend;            /* the backend instance the weights live on */
     char device[32];       /* the name given to llava_load ("cuda:1"); "" before */
     clip_weights vision_w;
-    projector_weights proj_w;
+    projector_weights proj_w; /* LLaVA */
+    connector_weights conn_w; /* Idefics3 / SmolVLM */
     llm_weights text_w;
     clip vision;
     projector proj;
+    connector conn;
     llm text;
     float *image_newline; /* backend vector (text dim); llava_next only */
     llava_load_stats ls;  /* progress and the summary's counts (llava_info.c) */

@@ -137,6 +137,18 @@ void llava_get_info(const llava *m, llava_info *out) {
     types_text(out->vision_weights, sizeof out->vision_weights, vision);
     out->ctx = llava_max_ctx(m);
     out->kv_bytes_per_pos = llava_kv_bytes_per_pos(m);
+    if (m->idefics3) {
+        /* one frame at the fewest; the most: the largest grid a longest_edge
+         * image splits into (ceil(L/T)² tiles + the global image: 17 frames
+         * for the released sizes, L = 4·T) */
+        int seq = c->image_seq_length, T = m->i3_max_image_size, L = m->i3_longest_edge;
+        int side = T > 0 ? (L + T - 1) / T : 0;
+        out->image_tokens_base = seq;
+        out->image_tokens_max = m->i3_split && side > 1 ? (side * side + 1) * seq : seq;
+        out->max_h = out->max_w = m->i3_split && side > 1 ? L : 0;
+        out->load = ls->p;
+        return;
+    }
     /* the fewest rows: the base view alone; the most: anyres at each pinpoint */
     int size = c->vision.image_size;
     img_tensor base = {.n_tiles = 1, .image_h = size, .image_w = size};

@@ -380,6 +380,7 @@ lv_status weights_read_vector(const st_set *st, const char *name, int n, float *
 #define VT "vision_tower.vision_model."
 
 int clip_layers_needed(const lv_model_config *cfg) {
+    if (hf_is_idefics3(cfg)) return cfg->vision.n_layers;
     int k = cfg->feature_layers[0];
     return k < 0 ? cfg->vision.n_layers + 1 + k : k;
 }
@@ -437,6 +438,47 @@ static lv_status load_clip_layer(loader *L, clip_layer_weights *l, int i, int di
     return LV_OK;
 }
 
+/* SigLIP (Idefics3VisionEmbeddings / SmolVLMVisionEmbeddings, transformers
+ * models/idefics3/modeling_idefics3.py): position_embedding (side², dim),
+ * an nn.Embedding (dequantised here if an MLX checkpoint quantized it). */
+static lv_status load_pos(loader *L, clip_weights *w, int n_pos, int dim) {
+    float *host = malloc((size_t)n_pos * dim * sizeof *host);
+    if (!host) return lv_fail(L->err, LV_ERR_NOMEM, "out of memory loading the vision embeddings");
+    lv_status st = read_matrix(L, VT "embeddings.position_embedding.weight", n_pos, dim, host);
+    if (!st) {
+        w->cls_pos = L->b->ops->vector_init(L->b, BE_F32, n_pos * dim, host);
+        if (!w->cls_pos)
+            st = lv_fail(L->err, LV_ERR_NOMEM, "out of memory loading the vision embeddings");
+    }
+    free(host);
+    return st;
+}
+
+/* The tower's embeddings and norms: CLIP's (class_embedding, pre_layrnorm)
+ * or SigLIP's (conv bias, post_layernorm). */
+static lv_status load_embeddings(loader *L, const lv_model_config *cfg, clip_weights *w) {
+    const lv_vision_config *v = &cfg->vision;
+    int side = v->image_size / v->patch_size, dim = v->dim;
+    lv_status s;
+    if ((s = load_patch(L, &w->patch, VT "embeddings.patch_embedding.weight", dim, v->n_channels,
+                        v->patch_size)))
+        return s;
+    if (!hf_is_idefics3(cfg)) {
+        w->has_cls = true;
+        if ((s = load_cls_pos(L, w, 1 + side * side, dim)) ||
+            (s = load_vector(L, &w->pre_ln_g, VT "pre_layrnorm.weight", dim)) ||
+            (s = load_vector(L, &w->pre_ln_b, VT "pre_layrnorm.bias", dim)))
+            return s;
+        return LV_OK;
+    }
+    if ((s = load_vector(L, &w->patch_b, VT "embeddings.patch_embedding.bias", dim)) ||
+        (s = load_pos(L, w, side * side, dim)) ||
+        (s = load_vector(L, &w->post_ln_g, VT "post_layernorm.weight", dim)) ||
+        (s = load_vector(L, &w->post_ln_b, VT "post_layernorm.bias", dim)))
+        return s;
+    return LV_OK;
+}
+
 lv_status clip_weights_load(be *b, const st_set *st, const lv_model_config *cfg,
                             const weights_progress *progress, clip_weights *w, lv_err *err) {
     memset(w, 0, sizeof *w);
@@ -446,14 +488,8 @@ lv_status clip_weights_load(be *b, const st_set *st, const lv_model_config *cfg,
         return lv_fail(err, LV_ERR_UNSUPPORTED,
                        "vision_feature_layer lists %d layers; only a single layer is supported",
                        cfg->n_feature_layers);
-    int side = v->image_size / v->patch_size, n_pos = 1 + side * side;
     lv_status s;
-    if ((s = load_patch(&L, &w->patch, VT "embeddings.patch_embedding.weight", v->dim,
-                        v->n_channels, v->patch_size)) ||
-        (s = load_cls_pos(&L, w, n_pos, v->dim)) ||
-        (s = load_vector(&L, &w->pre_ln_g, VT "pre_layrnorm.weight", v->dim)) ||
-        (s = load_vector(&L, &w->pre_ln_b, VT "pre_layrnorm.bias", v->dim)))
-        goto fail;
+    if ((s = load_embeddings(&L, cfg, w))) goto fail;
     int n = clip_layers_needed(cfg);
     w->layers = calloc(n > 0 ? (size_t)n : 1, sizeof *w->layers);
     if (!w->layers) {
@@ -481,9 +517,12 @@ void clip_weights_free(be *b, clip_weights *w) {
     }
     free(w->layers);
     free_matrix(b, &w->patch);
+    free_vector(b, &w->patch_b);
     free_vector(b, &w->cls_pos);
     free_vector(b, &w->pre_ln_g);
     free_vector(b, &w->pre_ln_b);
+    free_vector(b, &w->post_ln_g);
+    free_vector(b, &w->post_ln_b);
     memset(w, 0, sizeof *w);
 }
 
@@ -515,6 +554,29 @@ void projector_weights_free(be *b, projector_weights *w) {
     free_matrix(b, &w->w2);
     free_vector(b, &w->b1);
     free_vector(b, &w->b2);
+}
+
+/* ---- connector (Idefics3 / SmolVLM) ------------------------------------- */
+
+/* Idefics3SimpleMLP / SmolVLMSimpleMLP: nn.Linear(vision dim·scale², text
+ * dim, bias=False) (transformers models/idefics3/modeling_idefics3.py). */
+lv_status connector_weights_load(be *b, const st_set *st, const lv_model_config *cfg,
+                                 const weights_progress *progress, connector_weights *w,
+                                 lv_err *err) {
+    memset(w, 0, sizeof *w);
+    loader L = {b, st, &cfg->quant, progress, err};
+    int s = cfg->scale_factor;
+    if (s < 1)
+        return lv_fail(err, LV_ERR_FORMAT, "config.json: scale_factor %d for the connector", s);
+    lv_status r = load_matrix(&L, &w->proj, "connector.modality_projection.proj.weight",
+                              cfg->text.dim, cfg->vision.dim * s * s);
+    if (r) connector_weights_free(b, w);
+    return r;
+}
+
+void connector_weights_free(be *b, connector_weights *w) {
+    if (!b) return;
+    free_matrix(b, &w->proj);
 }
 
 /* ---- language model ---------------------------------------------------- */

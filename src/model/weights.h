@@ -15,6 +15,15 @@
  *     encoder.layers.N.mlp.fc2.{weight,bias}         (dim, hidden), (dim)
  *     post_layernorm.*                               never used (spec llava-next.md §4.3)
  *   multi_modal_projector.linear_{1,2}.{weight,bias} (text dim, vision dim), (text dim, text dim)
+ *
+ * Idefics3 / SmolVLM (hf_is_idefics3; shared/spec/smolvlm.md §1.3, names
+ * mapped by io/tensor_names.c) have a SigLIP tower under the same prefix:
+ * the patch conv has a bias (embeddings.patch_embedding.bias (dim)), there
+ * is no class_embedding and no pre_layrnorm, position_embedding has side²
+ * rows (side = image_size / patch, rounded down: the conv is "valid"),
+ * post_layernorm.{weight,bias} is applied and every layer runs; and a
+ * connector instead of the projector:
+ *   connector.modality_projection.proj.weight      (text dim, vision dim·scale_factor²), no bias
  *   image_newline                                    (text dim)      llava_next only
  *   language_model.                                  Mistral / Llama (llm_weights)
  *     model.embed_tokens.weight                      (vocab, dim)
@@ -64,9 +73,13 @@ typedef struct {
 
 typedef struct {
     be_weight patch;            /* patch_embedding as a matrix (dim, 3·p·p), (c, ky, kx) order */
-    float *cls_pos;             /* (n_pos, dim): row 0 = class_embedding + pos[0], row i = pos[i] */
-    float *pre_ln_g, *pre_ln_b; /* pre_layrnorm (dim) */
-    int n_layers;               /* layers loaded (= run): those the feature layer needs */
+    float *patch_b;             /* its bias (dim): SigLIP only, else NULL */
+    float *cls_pos;             /* (n_pos, dim): CLIP: row 0 = class_embedding + pos[0], row i =
+                                   pos[i]; SigLIP (no CLS): row i = pos[i], side² rows */
+    float *pre_ln_g, *pre_ln_b; /* pre_layrnorm (dim); NULL for SigLIP */
+    float *post_ln_g, *post_ln_b; /* post_layernorm (dim): SigLIP only, else NULL */
+    bool has_cls;                 /* CLIP: a class_embedding row first */
+    int n_layers;                 /* layers loaded (= run): those the feature layer needs */
     clip_layer_weights *layers;
 } clip_weights;
 
@@ -74,6 +87,11 @@ typedef struct {
     be_weight w1, w2; /* linear_1 (text dim, vision dim), linear_2 (text dim, text dim) */
     float *b1, *b2;   /* (text dim); NULL without multimodal_projector_bias */
 } projector_weights;
+
+/* The Idefics3 / SmolVLM connector's linear (after the pixel shuffle). */
+typedef struct {
+    be_weight proj; /* modality_projection.proj (text dim, vision dim·scale²), no bias */
+} connector_weights;
 
 /* One decoder layer. Biases exist only for Llama configs that ask for them. */
 typedef struct {
@@ -105,7 +123,8 @@ typedef struct {
 
 /* How many CLIP layers must run for the config's feature layer:
  * hidden_states[k] is the output of k layers (k = 0: pre_layrnorm's output),
- * and a negative index counts from the end (-1 = all layers). */
+ * and a negative index counts from the end (-1 = all layers). Idefics3 /
+ * SmolVLM: all layers (last_hidden_state, then post_layernorm). */
 int clip_layers_needed(const lv_model_config *cfg);
 
 /*
@@ -127,6 +146,12 @@ lv_status projector_weights_load(be *b, const st_set *st, const lv_model_config 
                                  const weights_progress *progress, projector_weights *w,
                                  lv_err *err);
 void projector_weights_free(be *b, projector_weights *w);
+
+/* The connector of an Idefics3 / SmolVLM checkpoint (hf_is_idefics3). */
+lv_status connector_weights_load(be *b, const st_set *st, const lv_model_config *cfg,
+                                 const weights_progress *progress, connector_weights *w,
+                                 lv_err *err);
+void connector_weights_free(be *b, connector_weights *w);
 
 lv_status llm_weights_load(be *b, const st_set *st, const lv_model_config *cfg,
                            const weights_progress *progress, llm_weights *w, lv_err *err);

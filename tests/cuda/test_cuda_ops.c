@@ -437,8 +437,8 @@ static void small_ops(void **state) {
     struct {
         const char *name;
         int which;
-    } acts[] = {{"silu_mul", 0}, {"gelu", 1}, {"quick_gelu", 2}, {"add", 3}};
-    for (int a = 0; a < 4; a++) {
+    } acts[] = {{"silu_mul", 0}, {"gelu", 1}, {"quick_gelu", 2}, {"add", 3}, {"gelu_tanh", 4}};
+    for (int a = 0; a < 5; a++) {
         memcpy(want, x, nd * 4);
         o->upload(b, dy, x, nd * 4);
         switch (acts[a].which) {
@@ -453,6 +453,10 @@ static void small_ops(void **state) {
             case 2:
                 o->quick_gelu(b, dy, nd);
                 g_ref.ops->quick_gelu(&g_ref, want, nd);
+                break;
+            case 4:
+                o->gelu_tanh(b, dy, nd);
+                g_ref.ops->gelu_tanh(&g_ref, want, nd);
                 break;
             default:
                 o->add(b, dy, du, nd);

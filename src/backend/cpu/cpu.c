@@ -208,6 +208,7 @@ const struct be_ops be_cpu_ops = {
     .silu_mul = cpu_silu_mul,
     .gelu = cpu_gelu,
     .quick_gelu = cpu_quick_gelu,
+    .gelu_tanh = cpu_gelu_tanh,
     .add = cpu_add,
     .embed_rows = cpu_embed_rows,
 };

@@ -68,6 +68,7 @@ void cpu_store_as(be *b, void *dst, be_dtype dtype, const float *src, size_t n);
 void cpu_silu_mul(be *b, float *gate, const float *up, size_t n);
 void cpu_gelu(be *b, float *x, size_t n);
 void cpu_quick_gelu(be *b, float *x, size_t n);
+void cpu_gelu_tanh(be *b, float *x, size_t n);
 void cpu_add(be *b, float *y, const float *x, size_t n);
 void cpu_embed_rows(be *b, float *out, const be_weight *table, const int32_t *ids, int n);
 

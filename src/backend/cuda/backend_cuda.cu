@@ -311,6 +311,9 @@ static void cuda_gelu(be *b, float *x, size_t n) {
 static void cuda_quick_gelu(be *b, float *x, size_t n) {
     if (LIVE(b)) cu_quick_gelu(cu_of(b), x, n);
 }
+static void cuda_gelu_tanh(be *b, float *x, size_t n) {
+    if (LIVE(b)) cu_gelu_tanh(cu_of(b), x, n);
+}
 static void cuda_add(be *b, float *y, const float *x, size_t n) {
     if (LIVE(b)) cu_add(cu_of(b), y, x, n);
 }
@@ -342,6 +345,7 @@ static struct be_ops make_ops(void) {
     o.silu_mul = cuda_silu_mul;
     o.gelu = cuda_gelu;
     o.quick_gelu = cuda_quick_gelu;
+    o.gelu_tanh = cuda_gelu_tanh;
     o.add = cuda_add;
     o.embed_rows = cuda_embed_rows;
     o.add_rmsnorm = cuda_add_rmsnorm;

@@ -99,6 +99,7 @@ void cu_store_as(cu_ctx *c, void *dst, be_dtype dtype, const float *src, size_t 
 void cu_silu_mul(cu_ctx *c, float *gate, const float *up, size_t n);
 void cu_gelu(cu_ctx *c, float *x, size_t n);
 void cu_quick_gelu(cu_ctx *c, float *x, size_t n);
+void cu_gelu_tanh(cu_ctx *c, float *x, size_t n);
 void cu_add(cu_ctx *c, float *y, const float *x, size_t n);
 
 #endif

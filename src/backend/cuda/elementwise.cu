@@ -152,6 +152,8 @@ void cu_store_as(cu_ctx *c, void *dst, be_dtype dtype, const float *src, size_t 
 ELEMENTWISE(silu_mul, x[i] = z / (1.0f + expf(-z)) * o[i])
 ELEMENTWISE(gelu, x[i] = 0.5f * z * erfcf(-z * 0.70710678118654752f))
 ELEMENTWISE(quick_gelu, x[i] = z / (1.0f + expf(-1.702f * z)))
+ELEMENTWISE(gelu_tanh,
+            x[i] = 0.5f * z * (1.0f + tanhf(0.7978845608028654f * (z + 0.044715f * (z * z * z)))))
 ELEMENTWISE(add, x[i] = z + o[i])
 
 static void launch(cu_ctx *c, void (*k)(float *, const float *, size_t), float *x, const float *o,
@@ -169,6 +171,9 @@ void cu_gelu(cu_ctx *c, float *x, size_t n) {
 }
 void cu_quick_gelu(cu_ctx *c, float *x, size_t n) {
     launch(c, quick_gelu_k, x, NULL, n, "quick_gelu");
+}
+void cu_gelu_tanh(cu_ctx *c, float *x, size_t n) {
+    launch(c, gelu_tanh_k, x, NULL, n, "gelu_tanh");
 }
 void cu_add(cu_ctx *c, float *y, const float *x, size_t n) {
     launch(c, add_k, y, x, n, "add");
