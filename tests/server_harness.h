@@ -45,18 +45,26 @@ static inline void srv_sleep_ms(long ms) {
     nanosleep(&(struct timespec){ms / 1000, (ms % 1000) * 1000000L}, NULL);
 }
 
-/* The demo model bundled with the repository (models/demo). */
+/* The model the server tests serve: the demo model bundled with the
+ * repository (models/demo), or LLAVA_TEST_MODEL when set (tests/CMakeLists.txt
+ * runs the same programs again on a SmolVLM model that way). */
 static inline const char *srv_demo_model(void) {
     static char path[1024];
-    snprintf(path, sizeof path, "%.900s/../../models/demo", tu_env("LLAVA_TEST_DATA"));
+    const char *other = getenv("LLAVA_TEST_MODEL");
+    if (other && *other)
+        snprintf(path, sizeof path, "%.1000s", other);
+    else
+        snprintf(path, sizeof path, "%.900s/../../models/demo", tu_env("LLAVA_TEST_DATA"));
     return path;
 }
 
+/* The demo model's sample images (whatever model is served). */
 static inline const char *srv_demo_sample(const char *name) {
     static char path[4][1024];
     static int k;
     k = (k + 1) % 4;
-    snprintf(path[k], sizeof path[k], "%.900s/samples/%.100s", srv_demo_model(), name);
+    snprintf(path[k], sizeof path[k], "%.900s/../../models/demo/samples/%.100s",
+             tu_env("LLAVA_TEST_DATA"), name);
     return path[k];
 }
 

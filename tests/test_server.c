@@ -35,9 +35,15 @@
 static srv S;
 static char media_dir[1024];
 
+/* The tiny llava-next fixture, or LLAVA_TEST_MODEL when set (the same
+ * program runs again on a SmolVLM fixture: ctest server_smolvlm). */
 static const char *model_dir(void) {
     static char path[1024];
-    snprintf(path, sizeof path, "%s/forward/llava-next-tiny", tu_env("LLAVA_TEST_DATA"));
+    const char *other = getenv("LLAVA_TEST_MODEL");
+    if (other && *other)
+        snprintf(path, sizeof path, "%.1000s", other);
+    else
+        snprintf(path, sizeof path, "%s/forward/llava-next-tiny", tu_env("LLAVA_TEST_DATA"));
     return path;
 }
 

@@ -131,7 +131,8 @@ static void load_case(const llava *m, const char *case_json, sm_case *c, const c
     json_t *ids = json_object_get(c->j, "input_ids"), *gen = json_object_get(c->j, "generated_ids");
     c->n_ids = (int)json_array_size(ids);
     c->ids = malloc(c->n_ids * sizeof *c->ids);
-    for (int i = 0; i < c->n_ids; i++) c->ids[i] = (int32_t)json_integer_value(json_array_get(ids, i));
+    for (int i = 0; i < c->n_ids; i++)
+        c->ids[i] = (int32_t)json_integer_value(json_array_get(ids, i));
     c->n_steps = (int)json_array_size(gen);
     assert_true(c->n_steps > 0 && c->n_steps <= MAX_STEPS);
     for (int i = 0; i < c->n_steps; i++)
