@@ -60,7 +60,7 @@ static inline const char *srv_demo_model(void) {
 
 /* The demo model's sample images (whatever model is served). */
 static inline const char *srv_demo_sample(const char *name) {
-    static char path[4][1024];
+    static char path[4][1200];
     static int k;
     k = (k + 1) % 4;
     snprintf(path[k], sizeof path[k], "%.900s/../../models/demo/samples/%.100s",
