@@ -1,16 +1,22 @@
 /*
- * resample.c - Pillow's bicubic resize, reproduced bit for bit.
+ * resample.c - Pillow's bicubic and LANCZOS resizes, reproduced bit for bit.
  *
  * Facts, read from Pillow src/libImaging/Resample.c (@01f132f; the 8-bit
  * path has been unchanged for years and Debian's Pillow 9.4 gives the same
  * bytes) and PIL/Image.py Image.resize:
  *
- *   Filter      Keys cubic, a = -0.5, support 2:
+ *   Filters     BICUBIC: Keys cubic, a = -0.5, support 2:
  *                 |x| < 1: ((a + 2)|x| - (a + 3))|x|^2 + 1
  *                 |x| < 2: (((|x| - 5)|x| + 8)|x| - 4) a,   else 0.
+ *               LANCZOS: support 3, sinc(x) sinc(x / 3) for -3 <= x < 3,
+ *                 else 0, with sinc(0) = 1 and sinc(x) = sin(t) / t where
+ *                 t = x * pi (the product first, as Pillow computes it).
+ *               Everything below is shared: only the filter function and
+ *               its support differ (Pillow's `struct filter`).
  *   Coefficients per axis (precompute_coeffs), all in double:
  *                 scale = in / out; filterscale = max(scale, 1);
- *                 support = 2 * filterscale; ksize = 2 ceil(support) + 1;
+ *                 support = filter support * filterscale;
+ *                 ksize = 2 ceil(support) + 1;
  *                 for output i: center = (i + 0.5) scale;
  *                 xmin = (int)(center - support + 0.5) clamped >= 0,
  *                 xmax = (int)(center + support + 0.5) clamped <= in;
@@ -73,6 +79,35 @@ static double bicubic_filter(double x) {
     return 0.0;
 }
 
+/* Pillow's sinc_filter / lanczos_filter, in the same operation order. */
+static double sinc(double x) {
+    const double pi = 3.14159265358979323846; /* M_PI, not in strict C11 */
+    if (x == 0.0) return 1.0;
+    x = x * pi;
+    return sin(x) / x;
+}
+
+static double lanczos_filter(double x) {
+    if (-3.0 <= x && x < 3.0) return sinc(x) * sinc(x / 3);
+    return 0.0;
+}
+
+typedef struct {
+    double (*fn)(double);
+    double support;
+} filter_def;
+
+static const filter_def *filter_of(img_filter f) {
+    static const filter_def bicubic = {bicubic_filter, 2.0}, lanczos = {lanczos_filter, 3.0};
+    switch (f) {
+        case IMG_FILTER_BICUBIC:
+            return &bicubic;
+        case IMG_FILTER_LANCZOS:
+            return &lanczos;
+    }
+    return NULL;
+}
+
 static void axis_coeffs_free(axis_coeffs *c) {
     free(c->xmin);
     free(c->n);
@@ -82,14 +117,14 @@ static void axis_coeffs_free(axis_coeffs *c) {
 
 /* Builds the table of outputs [first, first + count) for resampling in_size
  * samples to out_size. Errors: LV_ERR_NOMEM. */
-static lv_status axis_coeffs_init(axis_coeffs *c, int in_size, int out_size, int first, int count,
-                                  lv_err *err) {
+static lv_status axis_coeffs_init(axis_coeffs *c, const filter_def *f, int in_size, int out_size,
+                                  int first, int count, lv_err *err) {
     memset(c, 0, sizeof *c);
     /* Pillow: scale = (double)(in1 - in0) / outSize with float in0 = 0,
      * in1 = in_size: exact for sizes below 2^24. */
     double scale = (double)in_size / out_size;
     double filterscale = scale < 1.0 ? 1.0 : scale;
-    double support = 2.0 * filterscale;
+    double support = f->support * filterscale;
     int ksize = (int)ceil(support) * 2 + 1;
     double *w = malloc((size_t)ksize * sizeof *w);
     c->count = count;
@@ -115,7 +150,7 @@ static lv_status axis_coeffs_init(axis_coeffs *c, int in_size, int out_size, int
         double ww = 0.0;
         for (int t = 0; t < n; t++) {
             /* Same operation order as Pillow: (int)(t + xmin) - center + 0.5. */
-            w[t] = bicubic_filter((t + xmin - center + 0.5) * ss);
+            w[t] = f->fn((t + xmin - center + 0.5) * ss);
             ww += w[t];
         }
         int32_t *k = c->k + (size_t)i * (size_t)ksize;
@@ -269,8 +304,10 @@ static void gather_rows(const img_canvas *cv, int r0, int r1, int x0, size_t out
     }
 }
 
-lv_status img_resize_bicubic_window(const img_canvas *cv, int dw, int dh, int x0, int y0, int ww,
-                                    int wh, uint8_t *dst, lv_err *err) {
+lv_status img_resize_window(const img_canvas *cv, img_filter filter, int dw, int dh, int x0, int y0,
+                            int ww, int wh, uint8_t *dst, lv_err *err) {
+    const filter_def *f = filter_of(filter);
+    if (!f) return lv_fail(err, LV_ERR_ARG, "resize: unknown filter %d", (int)filter);
     if (!canvas_valid(cv))
         return lv_fail(err, LV_ERR_ARG, "resize: invalid source (image %dx%d at (%d,%d) on %dx%d)",
                        cv ? cv->w : 0, cv ? cv->h : 0, cv ? cv->off_x : 0, cv ? cv->off_y : 0,
@@ -293,11 +330,11 @@ lv_status img_resize_bicubic_window(const img_canvas *cv, int dw, int dh, int x0
     /* Source rows the output window needs: [r0, r1). */
     int r0 = y0, r1 = y0 + wh;
     if (need_v) {
-        if ((st = axis_coeffs_init(&vc, sh, dh, y0, wh, err)) != LV_OK) goto fail;
+        if ((st = axis_coeffs_init(&vc, f, sh, dh, y0, wh, err)) != LV_OK) goto fail;
         r0 = vc.xmin[0];
         r1 = vc.xmin[wh - 1] + vc.n[wh - 1];
     }
-    if (need_h && (st = axis_coeffs_init(&hc, sw, dw, x0, ww, err)) != LV_OK) goto fail;
+    if (need_h && (st = axis_coeffs_init(&hc, f, sw, dw, x0, ww, err)) != LV_OK) goto fail;
 
     /* A canvas larger than its image needs a fill row and a row to assemble
      * padded image rows in. Rows are stored when the horizontal pass makes
@@ -339,13 +376,23 @@ fail:
     return st;
 }
 
-lv_status img_resize_bicubic(const uint8_t *src, int sw, int sh, int channels, uint8_t *dst, int dw,
-                             int dh, lv_err *err) {
+lv_status img_resize_bicubic_window(const img_canvas *cv, int dw, int dh, int x0, int y0, int ww,
+                                    int wh, uint8_t *dst, lv_err *err) {
+    return img_resize_window(cv, IMG_FILTER_BICUBIC, dw, dh, x0, y0, ww, wh, dst, err);
+}
+
+lv_status img_resize(const uint8_t *src, int sw, int sh, int channels, img_filter filter,
+                     uint8_t *dst, int dw, int dh, lv_err *err) {
     if (!src || sw < 1 || sh < 1 || sw > IMG_RESAMPLE_MAX_SIDE || sh > IMG_RESAMPLE_MAX_SIDE ||
         channels < 1 || channels > 4)
         return lv_fail(err, LV_ERR_ARG, "resize: invalid source %dx%d with %d channels", sw, sh,
                        channels);
     img_canvas cv;
     img_canvas_plain(&cv, src, sw, sh, channels);
-    return img_resize_bicubic_window(&cv, dw, dh, 0, 0, dw, dh, dst, err);
+    return img_resize_window(&cv, filter, dw, dh, 0, 0, dw, dh, dst, err);
+}
+
+lv_status img_resize_bicubic(const uint8_t *src, int sw, int sh, int channels, uint8_t *dst, int dw,
+                             int dh, lv_err *err) {
+    return img_resize(src, sw, sh, channels, IMG_FILTER_BICUBIC, dst, dw, dh, err);
 }
