@@ -206,21 +206,55 @@ static void hpass_row_any(const uint8_t *src, uint8_t *dst, const axis_coeffs *c
     }
 }
 
+/* Vertical pass, one output row: d = clip8(sum_t rows[xmin - row0 + t] k_t)
+ * over row_len bytes, accumulated in acc (row_len int32s). Inlined into
+ * each variant below, so the compiler vectorises it for that target. */
+static inline __attribute__((always_inline)) void vpass_row(const uint8_t *const *rows, int row0,
+                                                            int xmin, int n, const int32_t *k,
+                                                            size_t row_len, int32_t *acc,
+                                                            uint8_t *d) {
+    for (size_t x = 0; x < row_len; x++) acc[x] = ACC_INIT;
+    for (int t = 0; t < n; t++) {
+        const uint8_t *r = rows[xmin - row0 + t];
+        int32_t kt = k[t];
+        for (size_t x = 0; x < row_len; x++) acc[x] += r[x] * kt;
+    }
+    for (size_t x = 0; x < row_len; x++) d[x] = clip8(acc[x]);
+}
+
+#define VPASS_BODY                                                                                 \
+    for (int i = 0; i < c->count; i++)                                                             \
+        vpass_row(rows, row0, c->xmin[i], c->n[i], c->k + (size_t)i * (size_t)c->ksize, row_len,   \
+                  acc, dst + (size_t)i * row_len);
+
+static void vpass_generic(const uint8_t *const *rows, int row0, const axis_coeffs *c,
+                          size_t row_len, int32_t *acc, uint8_t *dst) {
+    VPASS_BODY
+}
+
+/* The same integer arithmetic with AVX2's 8-lane 32-bit multiplies (the
+ * baseline x86-64 target has no 32-bit vector multiply): identical bytes,
+ * about twice as fast. Chosen at run time. */
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define VPASS_AVX2 1
+__attribute__((target("avx2"))) static void vpass_avx2(const uint8_t *const *rows, int row0,
+                                                       const axis_coeffs *c, size_t row_len,
+                                                       int32_t *acc, uint8_t *dst) {
+    VPASS_BODY
+}
+#endif
+
 /* Vertical pass: output row i of dst (row_len bytes each) from
  * rows[xmin_i - row0 + t]. acc is a scratch row of row_len int32s. */
 static void vpass(const uint8_t *const *rows, int row0, const axis_coeffs *c, size_t row_len,
                   int32_t *acc, uint8_t *dst) {
-    for (int i = 0; i < c->count; i++) {
-        const int32_t *k = c->k + (size_t)i * (size_t)c->ksize;
-        for (size_t x = 0; x < row_len; x++) acc[x] = ACC_INIT;
-        for (int t = 0, n = c->n[i]; t < n; t++) {
-            const uint8_t *r = rows[c->xmin[i] - row0 + t];
-            int32_t kt = k[t];
-            for (size_t x = 0; x < row_len; x++) acc[x] += r[x] * kt;
-        }
-        uint8_t *d = dst + (size_t)i * row_len;
-        for (size_t x = 0; x < row_len; x++) d[x] = clip8(acc[x]);
+#ifdef VPASS_AVX2
+    if (__builtin_cpu_supports("avx2")) {
+        vpass_avx2(rows, row0, c, row_len, acc, dst);
+        return;
     }
+#endif
+    vpass_generic(rows, row0, c, row_len, acc, dst);
 }
 
 /* ---- canvas rows ----------------------------------------------------------
