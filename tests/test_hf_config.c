@@ -21,7 +21,9 @@
 #include <stddef.h>
 #include <cmocka.h>
 
+#include "image/idefics3.h"
 #include "io/hf_config.h"
+#include "model/image_params.h"
 
 #include <jansson.h>
 #include <math.h>
@@ -649,6 +651,46 @@ static void preprocessor_idefics3(void **state) {
     }
 }
 
+/* model_image_params: a SmolVLM preprocessor_config.json into the image
+ * pipeline's parameters (LANCZOS allowed for this kind only). */
+static void image_params_idefics3(void **state) {
+    static const char json[] =
+        "{\"image_processor_type\": \"SmolVLMImageProcessor\", \"resample\": 1,"
+        " \"size\": {\"longest_edge\": 2048}, \"max_image_size\": {\"longest_edge\": 512}}";
+    lv_preproc_config pp;
+    lv_model_config mc;
+    img_proc_params p;
+    lv_err err;
+    memset(&mc, 0, sizeof mc);
+    mc.vision.patch_size = 16;
+    assert_int_equal(hf_preproc_parse(json, strlen(json), "p.json", LV_IMGPROC_CLIP, &pp, &err),
+                     LV_OK);
+    assert_int_equal(model_image_params(&mc, &pp, &p, &err), LV_OK);
+    assert_int_equal(p.kind, IMG_PROC_IDEFICS3);
+    assert_int_equal(p.longest_edge, 2048);
+    assert_int_equal(p.max_image_size, 512);
+    assert_int_equal(p.crop_height, 512); /* the frame size, for generic callers */
+    assert_int_equal(p.resample, 1);
+    assert_true(p.do_image_splitting && !p.do_center_crop);
+    int rows, cols;
+    assert_int_equal(img_idefics3_grid(600, 800, &p, false, &rows, &cols), 13);
+    assert_int_equal(rows * 10 + cols, 34);
+    assert_int_equal(img_idefics3_num_image_tokens(600, 800, &p, false, 64), 832);
+
+    pp.resample = 2; /* bilinear */
+    assert_int_equal(model_image_params(&mc, &pp, &p, &err), LV_ERR_UNSUPPORTED);
+    assert_non_null(strstr(err.msg, "resample 2"));
+    pp.resample = 1;
+    mc.vision.patch_size = 0;
+    assert_int_equal(model_image_params(&mc, &pp, &p, &err), LV_ERR_ARG);
+    assert_non_null(strstr(err.msg, "patch_size"));
+    /* LANCZOS stays refused for the LLaVA processors. */
+    mc.vision.patch_size = 14;
+    hf_preproc_defaults(LV_IMGPROC_CLIP, &pp);
+    pp.resample = 1;
+    assert_int_equal(model_image_params(&mc, &pp, &p, &err), LV_ERR_UNSUPPORTED);
+}
+
 /* ---- tokenizer_config.json -------------------------------------------- */
 
 static void tokenizer_config(void **state) {
@@ -920,8 +962,9 @@ int main(void) {
         cmocka_unit_test(llava_v16_mistral),     cmocka_unit_test(llava_15_llama),
         cmocka_unit_test(golden_defaults),       cmocka_unit_test(transformers5_names),
         cmocka_unit_test(config_errors),         cmocka_unit_test(preprocessor),
-        cmocka_unit_test(preprocessor_idefics3), cmocka_unit_test(tokenizer_config),
-        cmocka_unit_test(generation_config),     cmocka_unit_test(config_quant_block),
+        cmocka_unit_test(preprocessor_idefics3), cmocka_unit_test(image_params_idefics3),
+        cmocka_unit_test(tokenizer_config),      cmocka_unit_test(generation_config),
+        cmocka_unit_test(config_quant_block),
     };
     int rc = cmocka_run_group_tests_name("hf_config", tests, NULL, NULL);
     json_decref(root);
