@@ -338,6 +338,84 @@ static void gather_rows(const img_canvas *cv, int r0, int r1, int x0, size_t out
     }
 }
 
+/* ---- the horizontal pass by strips of transposed rows ------------------
+ *
+ * The horizontal pass as written above is a short dot product per output
+ * sample, with the channels interleaved: the compiler cannot vectorise it.
+ * For a plain (unpadded) source of enough rows it is done instead on strips
+ * of STRIP rows turned on their side: each source column of the strip
+ * becomes one contiguous "row" of STRIP * channels bytes, the vertical pass
+ * (vectorised) resamples those, and the result is turned back. Every output
+ * sample is the same integer sum over the same samples and weights, so the
+ * bytes are identical; memory is two strips, not a copy of the image. */
+
+#define STRIP          64    /* source rows per strip */
+#define STRIP_MIN_ROWS 16    /* fewer rows: the plain pass */
+#define STRIP_MAX_COLS 16384 /* wider sources: the plain pass (strip memory) */
+
+/* Measured (x86-64, AVX2): the strips win when shrinking the width (the
+ * kernel spans more taps, the turned-back output is smaller: 2048 -> 512
+ * LANCZOS 13 -> 7 ms, 800 -> 672 bicubic 3.3 -> 1.8 ms) and lose when
+ * enlarging it (800 -> 2048: 7.8 -> 10.6 ms), so only the former use them. */
+static bool hpass_strips_usable(const img_canvas *cv, int dw, const axis_coeffs *hc, int n_rows) {
+    int c0 = hc->xmin[0], c1 = hc->xmin[hc->count - 1] + hc->n[hc->count - 1];
+    return dw < cv->canvas_w && cv->canvas_w == cv->w && cv->canvas_h == cv->h && cv->off_x == 0 &&
+           cv->off_y == 0 && n_rows >= STRIP_MIN_ROWS && c1 - c0 <= STRIP_MAX_COLS;
+}
+
+/* Source rows [r0, r1) of the plain image cv through hc into out (rows of
+ * hc->count * channels bytes). Errors: LV_ERR_NOMEM. */
+static lv_status hpass_strips(const img_canvas *cv, int r0, int r1, const axis_coeffs *hc,
+                              uint8_t *out, lv_err *err) {
+    const size_t C = (size_t)cv->channels, W = (size_t)cv->w, out_row = (size_t)hc->count * C;
+    const int c0 = hc->xmin[0], c1 = hc->xmin[hc->count - 1] + hc->n[hc->count - 1];
+    const size_t ncols = (size_t)(c1 - c0), col_len = (size_t)STRIP * C;
+    uint8_t *tsrc = malloc(ncols * col_len), *tout = malloc((size_t)hc->count * col_len);
+    const uint8_t **cols = malloc(ncols * sizeof *cols);
+    int32_t *acc = malloc(col_len * sizeof *acc);
+    lv_status st = LV_OK;
+    if (!tsrc || !tout || !cols || !acc) {
+        st = lv_fail(err, LV_ERR_NOMEM, "resize: no memory for a %zu x %d strip", ncols, STRIP);
+        goto done;
+    }
+    for (size_t x = 0; x < ncols; x++) cols[x] = tsrc + x * col_len;
+    for (int y0 = r0; y0 < r1; y0 += STRIP) {
+        const int h = r1 - y0 < STRIP ? r1 - y0 : STRIP;
+        const size_t len = (size_t)h * C; /* bytes of each turned row used */
+        for (int y = 0; y < h; y++) {     /* turn: column x of row y -> cols[x][y] */
+            const uint8_t *s = cv->px + ((size_t)(y0 + y) * W + (size_t)c0) * C;
+            uint8_t *d = tsrc + (size_t)y * C;
+            if (C == 3)
+                for (size_t x = 0; x < ncols; x++, s += 3, d += col_len) {
+                    d[0] = s[0];
+                    d[1] = s[1];
+                    d[2] = s[2];
+                }
+            else
+                for (size_t x = 0; x < ncols; x++, s += C, d += col_len) memcpy(d, s, C);
+        }
+        vpass(cols, c0, hc, len, acc, tout);  /* output column i -> tout + i * len */
+        for (int i = 0; i < hc->count; i++) { /* turn back */
+            const uint8_t *s = tout + (size_t)i * len;
+            uint8_t *d = out + (size_t)(y0 - r0) * out_row + (size_t)i * C;
+            if (C == 3)
+                for (int y = 0; y < h; y++, s += 3, d += out_row) {
+                    d[0] = s[0];
+                    d[1] = s[1];
+                    d[2] = s[2];
+                }
+            else
+                for (int y = 0; y < h; y++, s += C, d += out_row) memcpy(d, s, C);
+        }
+    }
+done:
+    free(tsrc);
+    free(tout);
+    free(cols);
+    free(acc);
+    return st;
+}
+
 lv_status img_resize_window(const img_canvas *cv, img_filter filter, int dw, int dh, int x0, int y0,
                             int ww, int wh, uint8_t *dst, lv_err *err) {
     const filter_def *f = filter_of(filter);
@@ -392,7 +470,12 @@ lv_status img_resize_window(const img_canvas *cv, img_filter filter, int dw, int
     }
     for (size_t x = 0; padded && x < (size_t)sw * C; x++) rs.fill_row[x] = cv->fill[x % C];
 
-    gather_rows(cv, r0, r1, x0, out_row, need_h ? &hc : NULL, &rs);
+    if (need_h && hpass_strips_usable(cv, dw, &hc, n_rows)) {
+        if ((st = hpass_strips(cv, r0, r1, &hc, rs.tmp, err)) != LV_OK) goto fail;
+        for (int y = 0; y < n_rows; y++) rs.rows[y] = rs.tmp + (size_t)y * out_row;
+    } else {
+        gather_rows(cv, r0, r1, x0, out_row, need_h ? &hc : NULL, &rs);
+    }
     if (need_v)
         vpass(rs.rows, r0, &vc, out_row, acc, dst);
     else
