@@ -211,6 +211,9 @@ static void filters_and_errors(void **state) {
     p.do_resize = false;
     img_rgb wide = {.w = 1 << 20, .h = 1, .rgb = im.rgb}; /* never read */
     assert_int_equal(img_preprocess(&wide, &p, NULL, &t, &err), LV_ERR_TOO_LARGE);
+    p.max_image_size = p.patch_size = 1; /* 2^48 frames: no int overflow, just -1 */
+    assert_int_equal(img_idefics3_grid(1 << 24, 1 << 24, &p, false, NULL, NULL), -1);
+    assert_int_equal(img_idefics3_grid(3, 2, &p, false, NULL, NULL), 7);
     /* IDEFICS3 counts need image_seq_len: the generic count says so. */
     p = smol_params(2048, 512);
     assert_int_equal(img_num_image_tokens(600, 800, &p), -1);

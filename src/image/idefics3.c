@@ -121,7 +121,8 @@ void img_idefics3_encoder_size(int h1, int w1, int tile, int *h2, int *w2) {
 /* Every size of the pipeline for an h x w input: step 1 (h1, w1), the image
  * that is cut (h2, w2; T x T without splitting), rows, cols. */
 typedef struct {
-    int h1, w1, h2, w2, rows, cols, frames;
+    int h1, w1, h2, w2, rows, cols;
+    int64_t frames; /* rows * cols + 1: beyond int only without do_resize and a tiny T */
 } geometry;
 
 static void geometry_of(int h, int w, const img_proc_params *p, bool base_only, geometry *g) {
@@ -138,7 +139,7 @@ static void geometry_of(int h, int w, const img_proc_params *p, bool base_only, 
             g->cols = (g->w2 - T) / T + 1;
         }
     }
-    g->frames = g->rows * g->cols + 1;
+    g->frames = (int64_t)g->rows * g->cols + 1;
 }
 
 int img_idefics3_grid(int h, int w, const img_proc_params *p, bool base_only, int *rows,
@@ -148,9 +149,10 @@ int img_idefics3_grid(int h, int w, const img_proc_params *p, bool base_only, in
         return -1;
     geometry g;
     geometry_of(h, w, p, base_only, &g);
+    if (g.frames > INT32_MAX) return -1;
     if (rows) *rows = g.rows;
     if (cols) *cols = g.cols;
-    return g.frames;
+    return (int)g.frames;
 }
 
 int img_idefics3_num_image_tokens(int h, int w, const img_proc_params *p, bool base_only,
@@ -211,19 +213,19 @@ lv_status img_idefics3_preprocess(const img_rgb *im, const img_proc_params *p,
      * follows the input, so sizes are checked before anything is made. */
     if ((uint64_t)g.h1 * (uint64_t)g.w1 > MAX_PIXELS ||
         (uint64_t)g.h2 * (uint64_t)g.w2 > MAX_PIXELS ||
-        (uint64_t)g.frames * (uint64_t)T * (uint64_t)T > MAX_PIXELS)
+        g.frames > (int64_t)(MAX_PIXELS / ((uint64_t)T * (uint64_t)T)))
         return lv_fail(err, LV_ERR_TOO_LARGE,
-                       "idefics3: %dx%d -> %dx%d -> %dx%d in %d frames of %dx%d is over the %llu "
-                       "pixel limit",
-                       im->w, im->h, g.w1, g.h1, g.w2, g.h2, g.frames, T, T,
+                       "idefics3: %dx%d -> %dx%d -> %dx%d in %lld frames of %dx%d is over the "
+                       "%llu pixel limit",
+                       im->w, im->h, g.w1, g.h1, g.w2, g.h2, (long long)g.frames, T, T,
                        (unsigned long long)MAX_PIXELS);
 
     const size_t frame = (size_t)3 * (size_t)T * (size_t)T;
     uint8_t *own1 = NULL, *own2 = NULL, *global = NULL;
     const uint8_t *s1, *s2;
     if (!(out->data = malloc((size_t)g.frames * frame * sizeof *out->data))) {
-        st = lv_fail(err, LV_ERR_NOMEM, "idefics3: no memory for %d frames of %dx%d", g.frames, T,
-                     T);
+        st = lv_fail(err, LV_ERR_NOMEM, "idefics3: no memory for %lld frames of %dx%d",
+                     (long long)g.frames, T, T);
         goto done;
     }
     /* Step 1: longest edge L (do_resize). */
@@ -250,7 +252,7 @@ lv_status img_idefics3_preprocess(const img_rgb *im, const img_proc_params *p,
         if ((st = img_resize(s2, g.w2, g.h2, 3, f, global, T, T, err)) != LV_OK) goto done;
         square_to_tensor(global, T, 0, 0, T, tab, out->data + (size_t)(g.frames - 1) * frame);
     }
-    out->n_tiles = g.frames;
+    out->n_tiles = (int)g.frames;
     out->tile_h = out->tile_w = T;
     out->grid_h = g.rows;
     out->grid_w = g.cols;
