@@ -21,7 +21,9 @@
 #include <stddef.h>
 #include <cmocka.h>
 
+#include "image/idefics3.h"
 #include "io/hf_config.h"
+#include "model/image_params.h"
 
 #include <jansson.h>
 #include <math.h>
@@ -558,6 +560,137 @@ static void preprocessor(void **state) {
     }
 }
 
+/* SmolVLM / SmolVLM2: Idefics3ImageProcessor, SmolVLMImageProcessor (and
+ * their Fast / Pil variants); size and max_image_size are {"longest_edge"}. */
+static void preprocessor_idefics3(void **state) {
+    /* HuggingFaceTB/SmolVLM-256M-Instruct's preprocessor_config.json (the
+     * keys of ../shared/spec/smolvlm.md §1.1 and §3). */
+    static const char smol256[] =
+        "{\"do_convert_rgb\": true, \"do_image_splitting\": true, \"do_normalize\": true,"
+        " \"do_pad\": true, \"do_rescale\": true, \"do_resize\": true,"
+        " \"image_mean\": [0.5, 0.5, 0.5], \"image_processor_type\": \"Idefics3ImageProcessor\","
+        " \"image_std\": [0.5, 0.5, 0.5], \"max_image_size\": {\"longest_edge\": 512},"
+        " \"processor_class\": \"Idefics3Processor\", \"resample\": 1,"
+        " \"rescale_factor\": 0.00392156862745098, \"size\": {\"longest_edge\": 2048}}";
+    lv_preproc_config pp;
+    lv_err err;
+    assert_int_equal(
+        hf_preproc_parse(smol256, strlen(smol256), "p.json", LV_IMGPROC_CLIP, &pp, &err), LV_OK);
+    assert_int_equal(pp.kind, LV_IMGPROC_IDEFICS3);
+    assert_int_equal(pp.longest_edge, 2048);
+    assert_int_equal(pp.max_image_size, 512);
+    assert_true(pp.do_image_splitting && pp.do_pad && pp.do_resize && !pp.do_center_crop);
+    assert_int_equal(pp.resample, 1);
+    assert_int_equal(pp.shortest_edge, 0);
+    assert_int_equal(pp.crop_height, 0);
+    assert_int_equal(pp.n_pinpoints, 0);
+    assert_true(pp.image_mean[0] == 0.5 && pp.image_std[2] == 0.5);
+
+    /* The class defaults (SmolVLMImageProcessorPil's attributes), every
+     * spelling of the class. */
+    static const char *const names[] = {"Idefics3ImageProcessor",    "Idefics3ImageProcessorFast",
+                                        "Idefics3ImageProcessorPil", "SmolVLMImageProcessor",
+                                        "SmolVLMImageProcessorFast", "SmolVLMImageProcessorPil"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        char json[128];
+        snprintf(json, sizeof json, "{\"image_processor_type\": \"%s\"}", names[i]);
+        assert_int_equal(
+            hf_preproc_parse(json, strlen(json), "p.json", LV_IMGPROC_LLAVA_NEXT, &pp, &err),
+            LV_OK);
+        assert_int_equal(pp.kind, LV_IMGPROC_IDEFICS3);
+        assert_string_equal(pp.image_processor_type, names[i]);
+        assert_int_equal(pp.longest_edge, 4 * 364);
+        assert_int_equal(pp.max_image_size, 364);
+        assert_int_equal(pp.resample, 1);
+        assert_true(pp.do_image_splitting && pp.do_pad && pp.do_rescale && pp.do_normalize);
+        assert_false(pp.do_center_crop);
+        assert_true(pp.image_mean[1] == 0.5 && pp.image_std[0] == 0.5);
+        assert_true(pp.rescale_factor == 1.0 / 255.0);
+    }
+    /* SmolVLM2-2.2B's sizes; splitting off. */
+    static const char smol2[] =
+        "{\"image_processor_type\": \"SmolVLMImageProcessor\", \"size\": {\"longest_edge\": 1536},"
+        " \"max_image_size\": {\"longest_edge\": 384}, \"do_image_splitting\": false}";
+    assert_int_equal(hf_preproc_parse(smol2, strlen(smol2), "p.json", LV_IMGPROC_CLIP, &pp, &err),
+                     LV_OK);
+    assert_int_equal(pp.longest_edge, 1536);
+    assert_int_equal(pp.max_image_size, 384);
+    assert_false(pp.do_image_splitting);
+    /* Other kinds do not get the Idefics3 fields. */
+    assert_int_equal(hf_preproc_parse("{}", 2, "p.json", LV_IMGPROC_LLAVA_NEXT, &pp, &err), LV_OK);
+    assert_int_equal(pp.longest_edge, 0);
+    assert_false(pp.do_image_splitting);
+
+    static const struct {
+        const char *json;
+        lv_status st;
+        const char *needle;
+    } bad[] = {
+        {"{\"image_processor_type\": \"SmolVLMImageProcessor\", \"size\": {\"shortest_edge\": 3}}",
+         LV_ERR_FORMAT, "size must be {\"longest_edge\": n}"},
+        {"{\"image_processor_type\": \"SmolVLMImageProcessor\", \"size\": 2048}", LV_ERR_FORMAT,
+         "size must be"},
+        {"{\"image_processor_type\": \"SmolVLMImageProcessor\","
+         " \"size\": {\"height\": 2, \"width\": 2}}",
+         LV_ERR_UNSUPPORTED, "not supported"},
+        {"{\"image_processor_type\": \"Idefics3ImageProcessor\","
+         " \"max_image_size\": {\"longest_edge\": 0}}",
+         LV_ERR_FORMAT, "max_image_size.longest_edge"},
+        {"{\"image_processor_type\": \"Idefics3ImageProcessor\", \"do_image_splitting\": 1}",
+         LV_ERR_FORMAT, "do_image_splitting"},
+        {"{\"image_processor_type\": \"Idefics3ImageProcessorSlow\"}", LV_ERR_UNSUPPORTED,
+         "Idefics3ImageProcessorSlow"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        err.msg[0] = '\0';
+        lv_status st = hf_preproc_parse(bad[i].json, strlen(bad[i].json),
+                                        "preprocessor_config.json", LV_IMGPROC_CLIP, &pp, &err);
+        if (st != bad[i].st || !strstr(err.msg, bad[i].needle) ||
+            !strstr(err.msg, "preprocessor_config.json"))
+            fail_msg("%s: got %s \"%s\"", bad[i].json, lv_status_str(st), err.msg);
+    }
+}
+
+/* model_image_params: a SmolVLM preprocessor_config.json into the image
+ * pipeline's parameters (LANCZOS allowed for this kind only). */
+static void image_params_idefics3(void **state) {
+    static const char json[] =
+        "{\"image_processor_type\": \"SmolVLMImageProcessor\", \"resample\": 1,"
+        " \"size\": {\"longest_edge\": 2048}, \"max_image_size\": {\"longest_edge\": 512}}";
+    lv_preproc_config pp;
+    lv_model_config mc;
+    img_proc_params p;
+    lv_err err;
+    memset(&mc, 0, sizeof mc);
+    mc.vision.patch_size = 16;
+    assert_int_equal(hf_preproc_parse(json, strlen(json), "p.json", LV_IMGPROC_CLIP, &pp, &err),
+                     LV_OK);
+    assert_int_equal(model_image_params(&mc, &pp, &p, &err), LV_OK);
+    assert_int_equal(p.kind, IMG_PROC_IDEFICS3);
+    assert_int_equal(p.longest_edge, 2048);
+    assert_int_equal(p.max_image_size, 512);
+    assert_int_equal(p.crop_height, 512); /* the frame size, for generic callers */
+    assert_int_equal(p.resample, 1);
+    assert_true(p.do_image_splitting && !p.do_center_crop);
+    int rows, cols;
+    assert_int_equal(img_idefics3_grid(600, 800, &p, false, &rows, &cols), 13);
+    assert_int_equal(rows * 10 + cols, 34);
+    assert_int_equal(img_idefics3_num_image_tokens(600, 800, &p, false, 64), 832);
+
+    pp.resample = 2; /* bilinear */
+    assert_int_equal(model_image_params(&mc, &pp, &p, &err), LV_ERR_UNSUPPORTED);
+    assert_non_null(strstr(err.msg, "resample 2"));
+    pp.resample = 1;
+    mc.vision.patch_size = 0;
+    assert_int_equal(model_image_params(&mc, &pp, &p, &err), LV_ERR_ARG);
+    assert_non_null(strstr(err.msg, "patch_size"));
+    /* LANCZOS stays refused for the LLaVA processors. */
+    mc.vision.patch_size = 14;
+    hf_preproc_defaults(LV_IMGPROC_CLIP, &pp);
+    pp.resample = 1;
+    assert_int_equal(model_image_params(&mc, &pp, &p, &err), LV_ERR_UNSUPPORTED);
+}
+
 /* ---- tokenizer_config.json -------------------------------------------- */
 
 static void tokenizer_config(void **state) {
@@ -826,10 +959,11 @@ int main(void) {
     g_golden = json_object_get(root, "cases");
 
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(llava_v16_mistral),  cmocka_unit_test(llava_15_llama),
-        cmocka_unit_test(golden_defaults),    cmocka_unit_test(transformers5_names),
-        cmocka_unit_test(config_errors),      cmocka_unit_test(preprocessor),
-        cmocka_unit_test(tokenizer_config),   cmocka_unit_test(generation_config),
+        cmocka_unit_test(llava_v16_mistral),     cmocka_unit_test(llava_15_llama),
+        cmocka_unit_test(golden_defaults),       cmocka_unit_test(transformers5_names),
+        cmocka_unit_test(config_errors),         cmocka_unit_test(preprocessor),
+        cmocka_unit_test(preprocessor_idefics3), cmocka_unit_test(image_params_idefics3),
+        cmocka_unit_test(tokenizer_config),      cmocka_unit_test(generation_config),
         cmocka_unit_test(config_quant_block),
     };
     int rc = cmocka_run_group_tests_name("hf_config", tests, NULL, NULL);

@@ -10,9 +10,11 @@
  *       (MB = 10^6 bytes, as tools/reference/tokenizer_golden.py reports
  *       Hugging Face tokenizers' speed).
  *
- *   llava-bench image --image FILE [--repeat N] [--processor next|clip|pad]
+ *   llava-bench image --image FILE [--repeat N] [--processor next|clip|pad|smolvlm|smolvlm-384]
  *       Single-threaded image pipeline: img_decode_file, then img_preprocess
- *       with the llava-v1.6 (next, default), llava-1.5 CLIP or pad settings.
+ *       with the llava-v1.6 (next, default), llava-1.5 CLIP or pad settings,
+ *       or SmolVLM's (smolvlm: longest edge 2048, 512 tiles; smolvlm-384:
+ *       1536 / 384), LANCZOS.
  *       Runs each N times (default 10) and reports the fastest: decode ms,
  *       preprocess ms, and for next the two Pillow bicubic resizes alone
  *       (grid fit + base squash) inside it.
@@ -88,6 +90,7 @@
 #include "base/half.h"
 #include "image/anyres.h"
 #include "image/decode.h"
+#include "image/idefics3.h"
 #include "image/preprocess.h"
 #include "image/resample.h"
 #include "bench/bandwidth.h"
@@ -139,7 +142,8 @@ static void print_usage(FILE *f) {
             "       llava-bench load --url http://127.0.0.1:PORT [--clients N] [--requests N]\n"
             "                        [--duration S] [--mix KIND=W,...] [--image FILE]...\n"
             "                        [--check-answers] [--json]   (load --help: all options)\n"
-            "       llava-bench image --image FILE [--repeat N] [--processor next|clip|pad]\n"
+            "       llava-bench image --image FILE [--repeat N]\n"
+            "                         [--processor next|clip|pad|smolvlm|smolvlm-384]\n"
             "       llava-bench tower [--layers L] [--threads T] [--dtype f16|bf16|f32] "
             "[--repeat N]\n"
             "                         [--device D]\n"
@@ -266,6 +270,10 @@ static int bench_image(int argc, char **argv) {
             p.kind = IMG_PROC_LLAVA_PAD;
             p.do_pad = true;
         }
+    } else if (strcmp(proc, "smolvlm") == 0) { /* SmolVLM(2)-256M/500M: 2048 / 512 */
+        img_proc_params_idefics3_default(&p, 2048, 512, 16);
+    } else if (strcmp(proc, "smolvlm-384") == 0) { /* SmolVLM-Instruct, SmolVLM2-2.2B */
+        img_proc_params_idefics3_default(&p, 1536, 384, 14);
     } else {
         return usage();
     }
@@ -300,8 +308,12 @@ static int bench_image(int argc, char **argv) {
             if (rs >= 0 && rs < best_rs) best_rs = rs;
         }
     }
+    int tokens = p.kind == IMG_PROC_IDEFICS3 /* image_seq_len 64 at T = 512, 81 at 384 */
+                     ? img_idefics3_num_image_tokens(im.h, im.w, &p, false,
+                                                     p.max_image_size == 512 ? 64 : 81)
+                     : img_num_image_tokens(im.h, im.w, &p);
     printf("image: %s  %dx%d  processor %s  patches %d  tokens %d\n", path, im.w, im.h, proc,
-           t.n_tiles, img_num_image_tokens(im.h, im.w, &p));
+           t.n_tiles, tokens);
     printf("image (1 thread, best of %d): decode %.2f ms  preprocess %.2f ms", repeat,
            best_dec * 1e3, best_pre * 1e3);
     if (p.kind == IMG_PROC_LLAVA_NEXT) printf(" (of which bicubic resizes %.2f ms)", best_rs * 1e3);

@@ -15,6 +15,8 @@
  */
 #include "image/anyres.h"
 
+#include "image/idefics3.h"
+
 #include <math.h>
 
 /* Python's a // b for b > 0. */
@@ -70,9 +72,25 @@ void img_center_pad(int new_h, int new_w, int target_h, int target_w, int *top, 
     *right = dx / 2 + dx % 2;
 }
 
+static lv_status check_rescale_normalize(const img_proc_params *p, lv_err *err) {
+    if (p->do_rescale && !(isfinite(p->rescale_factor)))
+        return lv_fail(err, LV_ERR_ARG, "image processor: rescale_factor is not finite");
+    for (int c = 0; p->do_normalize && c < 3; c++)
+        if (!isfinite(p->mean[c]) || !isfinite(p->std[c]) || p->std[c] == 0.0)
+            return lv_fail(err, LV_ERR_ARG,
+                           "image processor: image_mean/std[%d] = %g/%g (std must be finite, "
+                           "non-zero)",
+                           c, p->mean[c], p->std[c]);
+    return LV_OK;
+}
+
 lv_status img_proc_params_check(const img_proc_params *p, lv_err *err) {
     const int max_side = 1 << 14;
     if (!p) return lv_fail(err, LV_ERR_ARG, "image processor: no parameters");
+    if (p->kind == IMG_PROC_IDEFICS3) {
+        lv_status st = img_idefics3_check(p, err);
+        return st != LV_OK ? st : check_rescale_normalize(p, err);
+    }
     if (p->kind != IMG_PROC_LLAVA_NEXT && p->kind != IMG_PROC_CLIP && p->kind != IMG_PROC_LLAVA_PAD)
         return lv_fail(err, LV_ERR_ARG, "image processor: unknown kind %d", (int)p->kind);
     if (p->crop_height < 1 || p->crop_width < 1 || p->crop_height > max_side ||
@@ -98,14 +116,8 @@ lv_status img_proc_params_check(const img_proc_params *p, lv_err *err) {
         return lv_fail(err, LV_ERR_UNSUPPORTED,
                        "image processor: resample %d is not supported (only 3, bicubic)",
                        p->resample);
-    if (p->do_rescale && !(isfinite(p->rescale_factor)))
-        return lv_fail(err, LV_ERR_ARG, "image processor: rescale_factor is not finite");
-    for (int c = 0; p->do_normalize && c < 3; c++)
-        if (!isfinite(p->mean[c]) || !isfinite(p->std[c]) || p->std[c] == 0.0)
-            return lv_fail(err, LV_ERR_ARG,
-                           "image processor: image_mean/std[%d] = %g/%g (std must be finite, "
-                           "non-zero)",
-                           c, p->mean[c], p->std[c]);
+    lv_status st = check_rescale_normalize(p, err);
+    if (st != LV_OK) return st;
     if (p->kind != IMG_PROC_LLAVA_NEXT) return LV_OK;
 
     int tile = p->crop_height;
@@ -163,6 +175,7 @@ void img_anyres_unpad(int h, int w, int cur_h, int cur_w, int *rows, int *cols) 
 
 int img_num_image_tokens(int h, int w, const img_proc_params *p) {
     if (h < 1 || w < 1 || img_proc_params_check(p, NULL) != LV_OK) return -1;
+    if (p->kind == IMG_PROC_IDEFICS3) return -1; /* needs image_seq_len: idefics3.h */
     int ph = p->crop_height / p->patch_size, pw = p->crop_width / p->patch_size;
     if (p->kind != IMG_PROC_LLAVA_NEXT) return ph * pw;
     int grid_h, grid_w, rows, cols;

@@ -41,7 +41,8 @@ void img_center_pad(int new_h, int new_w, int target_h, int target_w, int *top, 
 /*
  * Checks that p is usable by img_preprocess and the functions below:
  * positive crop and patch sizes, a resize size, pinpoints for anyres (1 to
- * IMG_MAX_PINPOINTS, positive, multiples of the tile side crop_height).
+ * IMG_MAX_PINPOINTS, positive, multiples of the tile side crop_height);
+ * for IMG_PROC_IDEFICS3 img_idefics3_check's fields instead of crop/size.
  * Errors: LV_ERR_ARG naming the bad field.
  */
 lv_status img_proc_params_check(const img_proc_params *p, lv_err *err);
@@ -69,7 +70,9 @@ void img_anyres_unpad(int h, int w, int cur_h, int cur_w, int *rows, int *cols);
  *   IMG_PROC_LLAVA_NEXT: rows * cols + rows + (tile / patch)^2
  *                        (unpadded grid, one newline per row, base image);
  *   CLIP / LLAVA_PAD:    (crop_h / patch) * (crop_w / patch).
- * Returns -1 if h or w < 1 or p fails img_proc_params_check.
+ * Returns -1 if h or w < 1 or p fails img_proc_params_check, and for
+ * IMG_PROC_IDEFICS3, whose count needs processor_config.json's
+ * image_seq_len (img_idefics3_num_image_tokens, idefics3.h).
  */
 int img_num_image_tokens(int h, int w, const img_proc_params *p);
 

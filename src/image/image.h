@@ -38,6 +38,8 @@ typedef enum {
     IMG_PROC_LLAVA_NEXT, /* LlavaNextImageProcessor (PIL backend): anyres tiles + base */
     IMG_PROC_CLIP,       /* CLIPImageProcessor: shortest-edge resize + centre crop */
     IMG_PROC_LLAVA_PAD,  /* LlavaImageProcessor with do_pad: pad to square with the mean colour */
+    IMG_PROC_IDEFICS3,   /* Idefics3ImageProcessor / SmolVLMImageProcessor (PIL backend):
+                            longest edge L, T x T tiles + global image (idefics3.h) */
 } img_proc_kind;
 
 #define IMG_MAX_PINPOINTS 64
@@ -49,12 +51,16 @@ typedef struct {
     int shortest_edge;           /* size {"shortest_edge"}; 0 if height/width are given */
     int size_height, size_width; /* size {"height","width"}; 0 if shortest_edge is given */
     int crop_height, crop_width; /* crop_size (also the tile size for anyres) */
-    int resample;                /* PIL filter id; 3 (bicubic) is the one supported */
+    int resample;                /* PIL filter id: 3 (bicubic); 1 (LANCZOS) for IDEFICS3 too */
     double rescale_factor;       /* 1/255 */
     double mean[3], std[3];      /* per RGB channel */
     int n_pinpoints;
     int pinpoints[IMG_MAX_PINPOINTS][2]; /* (height, width) candidates for anyres */
     int patch_size;                      /* vision patch size (14), for token counts */
+    /* IMG_PROC_IDEFICS3 only: */
+    int longest_edge;        /* size {"longest_edge"}: L, 2048 or 1536 */
+    int max_image_size;      /* max_image_size {"longest_edge"}: the tile side T, 512 or 384 */
+    bool do_image_splitting; /* false: one T x T frame, rows = cols = 0 */
 } img_proc_params;
 
 /*
@@ -67,17 +73,20 @@ typedef struct {
     bool keep_aspect;       /* with max/min_size: keep the aspect ratio (else squash) */
     bool has_padding_color; /* pad with padding_color instead of the reference's colour */
     uint8_t padding_color[3];
-    bool base_only; /* anyres: the base view alone (one tile, grid 0x0), no grid tiles:
+    bool base_only; /* anyres: the base view alone (one tile, grid 0x0), no grid tiles;
+                       IDEFICS3: the single T x T frame (as do_image_splitting false):
                        OpenAI's image_url detail "low" */
 } img_options;
 
 /* The model's input for one image. */
 typedef struct {
-    int n_tiles;          /* patches: base first, then the grid row-major (anyres) */
-    int tile_h, tile_w;   /* 336 x 336 */
+    int n_tiles;          /* patches: base first, then the grid row-major (anyres);
+                             IDEFICS3: the grid row-major, then the global image */
+    int tile_h, tile_w;   /* 336 x 336 (IDEFICS3: T x T) */
     float *data;          /* (n_tiles, 3, tile_h, tile_w) float32, heap; img_tensor_free */
     int image_h, image_w; /* the size of the RGB image the processor saw (image_sizes) */
-    int grid_h, grid_w;   /* anyres grid in tiles (best pinpoint / tile size); 0 for CLIP */
+    int grid_h, grid_w;   /* anyres grid in tiles (best pinpoint / tile size); 0 for CLIP;
+                             IDEFICS3: rows, cols (0, 0 for a single frame) */
 } img_tensor;
 
 void img_tensor_free(img_tensor *t);

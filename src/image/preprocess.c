@@ -38,6 +38,7 @@
 #include "image/preprocess.h"
 
 #include "image/anyres.h"
+#include "image/idefics3.h"
 #include "image/resample.h"
 
 #include <math.h>
@@ -420,6 +421,13 @@ lv_status img_preprocess(const img_rgb *im, const img_proc_params *p, const img_
             break;
         case IMG_PROC_CLIP:
             st = preprocess_single(&cv, p, fill, tab, out, err);
+            break;
+        case IMG_PROC_IDEFICS3: /* never pads: padding_color has nothing to colour */
+            st = img_idefics3_preprocess(&work, p, tab, opt->base_only, out, err);
+            if (st == LV_OK) {
+                out->image_h = work.h;
+                out->image_w = work.w;
+            }
             break;
     }
 

@@ -10,6 +10,11 @@
  *                        crop (llava-hf/llava-1.5-*-hf).
  *   IMG_PROC_LLAVA_PAD   LlavaImageProcessor: with do_pad, pad to a square of
  *                        the mean colour first; then as CLIP.
+ *   IMG_PROC_IDEFICS3    Idefics3 / SmolVLMImageProcessor: LANCZOS to the
+ *                        longest edge, T x T tiles row-major, the global
+ *                        image last (idefics3.h). max/min_size apply first
+ *                        as for the others; padding_color has no effect (no
+ *                        padding); base_only gives the single T x T frame.
  *
  * Every patch then goes through the processor's per-image steps: resize
  * (size), centre crop (crop_size), rescale (float32 of u8 * rescale_factor
@@ -39,8 +44,9 @@
  * (img_num_image_tokens, anyres.h).
  * Errors: LV_ERR_ARG (empty image, parameters failing img_proc_params_check,
  * inconsistent options, a resize that would exceed IMG_RESAMPLE_MAX_SIDE or
- * 50 MP), LV_ERR_UNSUPPORTED (a resample filter other than bicubic, anyres
- * patches of different sizes), LV_ERR_NOMEM.
+ * 50 MP), LV_ERR_UNSUPPORTED (a resample filter other than bicubic, or
+ * LANCZOS for IDEFICS3; anyres patches of different sizes), LV_ERR_TOO_LARGE,
+ * LV_ERR_NOMEM.
  */
 lv_status img_preprocess(const img_rgb *im, const img_proc_params *p, const img_options *opt,
                          img_tensor *out, lv_err *err);

@@ -1,7 +1,8 @@
 /*
- * resample.h - Pillow-exact bicubic resize of 8-bit images.
+ * resample.h - Pillow-exact bicubic and LANCZOS resizes of 8-bit images.
  *
- * Reproduces `PIL.Image.resize(size, Image.BICUBIC)` (reducing_gap=None, the
+ * Reproduces `PIL.Image.resize(size, Image.BICUBIC)` and `Image.LANCZOS`
+ * (the same machinery, only the filter differs) (reducing_gap=None, the
  * whole image as the box) bit for bit on 8-bit images with 1 to 4 interleaved
  * channels: the same double-precision coefficients, the same 22-bit fixed
  * point weights, horizontal pass first into an 8-bit intermediate, then the
@@ -28,6 +29,12 @@
  * for size * channels and coefficient-table arithmetic in int). */
 #define IMG_RESAMPLE_MAX_SIDE (1 << 24)
 
+/* Pillow's filters that are reproduced (PIL filter ids: LANCZOS 1, BICUBIC 3). */
+typedef enum {
+    IMG_FILTER_BICUBIC, /* Keys cubic a = -0.5, support 2 */
+    IMG_FILTER_LANCZOS, /* sinc(x) sinc(x / 3), support 3 */
+} img_filter;
+
 /* A resampler input: an image placed on a canvas of one colour. With
  * canvas_w = w, canvas_h = h and off_x = off_y = 0 it is just the image. */
 typedef struct {
@@ -53,6 +60,11 @@ void img_canvas_plain(img_canvas *c, const uint8_t *px, int w, int h, int channe
 lv_status img_resize_bicubic(const uint8_t *src, int sw, int sh, int channels, uint8_t *dst, int dw,
                              int dh, lv_err *err);
 
+/* As img_resize_bicubic, with the filter as a parameter (LV_ERR_ARG for an
+ * unknown one): Image.resize((dw, dh), BICUBIC or LANCZOS). */
+lv_status img_resize(const uint8_t *src, int sw, int sh, int channels, img_filter filter,
+                     uint8_t *dst, int dw, int dh, lv_err *err);
+
 /*
  * Writes the rectangle [x0, x0 + ww) x [y0, y0 + wh) of the Pillow bicubic
  * resize of src's canvas (canvas_w x canvas_h) to dw x dh into dst
@@ -64,5 +76,9 @@ lv_status img_resize_bicubic(const uint8_t *src, int sw, int sh, int channels, u
  */
 lv_status img_resize_bicubic_window(const img_canvas *src, int dw, int dh, int x0, int y0, int ww,
                                     int wh, uint8_t *dst, lv_err *err);
+
+/* img_resize_bicubic_window with the filter as a parameter. */
+lv_status img_resize_window(const img_canvas *src, img_filter filter, int dw, int dh, int x0,
+                            int y0, int ww, int wh, uint8_t *dst, lv_err *err);
 
 #endif

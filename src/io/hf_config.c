@@ -55,6 +55,14 @@
  * (models/llava/image_processing_llava.py): size {shortest_edge: 224},
  * crop_size 224x224, resample bicubic (3), rescale 1/255, OpenAI CLIP
  * mean/std, every do_* true except do_pad (true only for LlavaNext).
+ * Idefics3ImageProcessor / SmolVLMImageProcessor (huggingface/transformers
+ * src/transformers/models/smolvlm/image_processing_pil_smolvlm.py and
+ * models/idefics3/image_processing_pil_idefics3.py, class attributes; the v4
+ * slow image_processing_idefics3.py / image_processing_smolvlm.py __init__
+ * has the same): resample LANCZOS (1), IMAGENET_STANDARD mean/std 0.5, size
+ * {longest_edge: 4 * 364}, max_image_size {longest_edge: 364}, do_resize,
+ * do_rescale (1/255), do_normalize, do_convert_rgb, do_image_splitting and
+ * do_pad true; no centre crop.
  * generation_config.json defaults: transformers
  * generation/configuration_utils.py GenerationConfig. tokenizer_config.json
  * defaults: models/llama/tokenization_llama.py (add_bos_token true,
@@ -715,6 +723,15 @@ void hf_preproc_defaults(lv_imgproc_kind kind, lv_preproc_config *pp) {
         pp->n_pinpoints = 5;
         memcpy(pp->pinpoints, llava_next_pinpoints, sizeof llava_next_pinpoints);
     }
+    if (kind == LV_IMGPROC_IDEFICS3) {
+        pp->do_center_crop = false;
+        pp->do_pad = pp->do_image_splitting = true;
+        pp->shortest_edge = pp->crop_height = pp->crop_width = 0;
+        pp->longest_edge = 4 * 364;
+        pp->max_image_size = 364;
+        pp->resample = 1; /* PILImageResampling.LANCZOS */
+        for (int c = 0; c < 3; c++) pp->image_mean[c] = pp->image_std[c] = 0.5;
+    }
 }
 
 /* The class from its name; the Fast/Pil backends share the defaults. */
@@ -727,6 +744,8 @@ static bool imgproc_kind(const char *type, lv_imgproc_kind *kind) {
         {"CLIPImageProcessor", LV_IMGPROC_CLIP},
         {"CLIPFeatureExtractor", LV_IMGPROC_CLIP},
         {"LlavaImageProcessor", LV_IMGPROC_LLAVA},
+        {"Idefics3ImageProcessor", LV_IMGPROC_IDEFICS3},
+        {"SmolVLMImageProcessor", LV_IMGPROC_IDEFICS3},
     };
     for (size_t i = 0; i < LV_ARRAY_LEN(classes); i++) {
         size_t n = strlen(classes[i].prefix);
@@ -776,6 +795,27 @@ static lv_status parse_size(jctx *c, const json_t *root, const char *key, bool s
                    key, edge ? "\"shortest_edge\" or " : "");
 }
 
+/* Idefics3's size / max_image_size: {"longest_edge": n}. HF also takes
+ * {"height", "width"} for size (a plain resize), which the engine's
+ * processor does not reproduce: LV_ERR_UNSUPPORTED. */
+static lv_status parse_longest_edge(jctx *c, const json_t *root, const char *key, int *edge) {
+    const json_t *v = json_member(root, key);
+    if (!v) return LV_OK;
+    if (!json_is_object(v) || !json_member(v, "longest_edge")) {
+        if (json_is_object(v) && json_member(v, "height") && json_member(v, "width"))
+            return lv_fail(c->err, LV_ERR_UNSUPPORTED,
+                           "%s: %s {\"height\", \"width\"} is not supported for %s (only "
+                           "{\"longest_edge\": n})",
+                           c->file, key, "Idefics3/SmolVLM image processors");
+        return lv_fail(c->err, LV_ERR_FORMAT, "%s: %s must be {\"longest_edge\": n}", c->file, key);
+    }
+    jctx sub = *c;
+    char section[64];
+    snprintf(section, sizeof section, "%s.", key);
+    sub.section = section;
+    return jint(&sub, v, "longest_edge", 1, 1 << 14, edge);
+}
+
 /* image_mean / image_std: one number or three. */
 static lv_status parse_triple(jctx *c, const json_t *root, const char *key, bool positive,
                               double out[3]) {
@@ -811,7 +851,8 @@ static lv_status parse_preproc(const char *file, const json_t *root, lv_imgproc_
     if (*type && !imgproc_kind(type, &kind))
         return lv_fail(err, LV_ERR_UNSUPPORTED,
                        "%s: image processor \"%s\" is not supported (expected "
-                       "LlavaNextImageProcessor, CLIPImageProcessor or LlavaImageProcessor)",
+                       "LlavaNextImageProcessor, CLIPImageProcessor, LlavaImageProcessor, "
+                       "Idefics3ImageProcessor or SmolVLMImageProcessor)",
                        file, type);
     hf_preproc_defaults(kind, pp);
     memcpy(pp->image_processor_type, type, sizeof type);
@@ -820,10 +861,18 @@ static lv_status parse_preproc(const char *file, const json_t *root, lv_imgproc_
         (st = jbool(&c, root, "do_rescale", &pp->do_rescale)) ||
         (st = jbool(&c, root, "do_normalize", &pp->do_normalize)) ||
         (st = jbool(&c, root, "do_convert_rgb", &pp->do_convert_rgb)) ||
-        (st = jbool(&c, root, "do_pad", &pp->do_pad)) ||
-        (st = parse_size(&c, root, "size", false, &pp->shortest_edge, &pp->size_height,
-                         &pp->size_width)) ||
-        (st = parse_size(&c, root, "crop_size", true, NULL, &pp->crop_height, &pp->crop_width)) ||
+        (st = jbool(&c, root, "do_pad", &pp->do_pad)))
+        return st;
+    if (kind == LV_IMGPROC_IDEFICS3) {
+        if ((st = parse_longest_edge(&c, root, "size", &pp->longest_edge)) ||
+            (st = parse_longest_edge(&c, root, "max_image_size", &pp->max_image_size)) ||
+            (st = jbool(&c, root, "do_image_splitting", &pp->do_image_splitting)))
+            return st;
+    } else if ((st = parse_size(&c, root, "size", false, &pp->shortest_edge, &pp->size_height,
+                                &pp->size_width))) {
+        return st;
+    }
+    if ((st = parse_size(&c, root, "crop_size", true, NULL, &pp->crop_height, &pp->crop_width)) ||
         (st = jint(&c, root, "resample", 0, 5, &pp->resample)) ||
         (st = jpos(&c, root, "rescale_factor", &pp->rescale_factor)) ||
         (st = parse_triple(&c, root, "image_mean", false, pp->image_mean)) ||

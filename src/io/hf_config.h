@@ -144,6 +144,8 @@ typedef enum {
     LV_IMGPROC_LLAVA_NEXT, /* LlavaNextImageProcessor: anyres, do_pad */
     LV_IMGPROC_CLIP,       /* CLIPImageProcessor (llava-1.5 checkpoints) */
     LV_IMGPROC_LLAVA,      /* LlavaImageProcessor (newer llava-1.5 uploads) */
+    LV_IMGPROC_IDEFICS3,   /* Idefics3ImageProcessor / SmolVLMImageProcessor (SmolVLM,
+                              SmolVLM2): longest edge, T x T tiles + global image */
 } lv_imgproc_kind;
 
 typedef struct {
@@ -159,6 +161,10 @@ typedef struct {
     int n_pinpoints;                        /* 0 for CLIP/Llava processors */
     int pinpoints[HF_MAX_PINPOINTS][2];     /* (height, width) */
     char aspect_ratio_setting[HF_NAME_LEN]; /* "anyres" or ""; informational */
+    /* LV_IMGPROC_IDEFICS3 only (0 / false for the other kinds): */
+    int longest_edge;        /* size {"longest_edge": n}: resize target L */
+    int max_image_size;      /* max_image_size {"longest_edge": n}: tile side T */
+    bool do_image_splitting; /* tiles + global image; false: one T x T frame */
 } lv_preproc_config;
 
 /* Fills pp with the defaults of the processor class kind (what transformers

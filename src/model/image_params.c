@@ -1,6 +1,8 @@
 /* image_params.c - see image_params.h. */
 #include "image_params.h"
 
+#include "image/anyres.h"
+
 #include <string.h>
 
 static img_proc_kind kind_of(lv_imgproc_kind k) {
@@ -9,6 +11,8 @@ static img_proc_kind kind_of(lv_imgproc_kind k) {
             return IMG_PROC_CLIP;
         case LV_IMGPROC_LLAVA:
             return IMG_PROC_LLAVA_PAD;
+        case LV_IMGPROC_IDEFICS3:
+            return IMG_PROC_IDEFICS3;
         case LV_IMGPROC_LLAVA_NEXT:
         default:
             return IMG_PROC_LLAVA_NEXT;
@@ -39,6 +43,27 @@ lv_status model_image_params(const lv_model_config *mc, const lv_preproc_config 
     }
     p->patch_size = mc->vision.patch_size;
 
+    if (p->kind == IMG_PROC_IDEFICS3) {
+        /* SmolVLM / Idefics3: LANCZOS (1) is the class's filter; bicubic
+         * (3) works too. The frames are T x T: crop_size carries T for
+         * callers that size things generically. */
+        p->longest_edge = pp->longest_edge;
+        p->max_image_size = pp->max_image_size;
+        p->do_image_splitting = pp->do_image_splitting;
+        p->crop_height = p->crop_width = pp->max_image_size;
+        p->do_center_crop = false;
+        if (p->resample != 1 && p->resample != 3)
+            return lv_fail(err, LV_ERR_UNSUPPORTED,
+                           "preprocessor_config.json: resample %d is not supported (1 LANCZOS or "
+                           "3 bicubic)",
+                           p->resample);
+        if (pp->longest_edge <= 0 || pp->max_image_size <= 0)
+            return lv_fail(err, LV_ERR_FORMAT,
+                           "preprocessor_config.json: size.longest_edge %d / "
+                           "max_image_size.longest_edge %d",
+                           pp->longest_edge, pp->max_image_size);
+        return img_proc_params_check(p, err);
+    }
     if (p->resample != 3)
         return lv_fail(err, LV_ERR_UNSUPPORTED,
                        "preprocessor_config.json: resample %d is not supported (only 3, bicubic)",

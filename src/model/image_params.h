@@ -14,9 +14,11 @@
 #include "image/image.h"
 #include "io/hf_config.h"
 
-/* Fills p. LV_ERR_UNSUPPORTED for a resample filter other than bicubic or a
- * pinpoint list longer than IMG_MAX_PINPOINTS; LV_ERR_FORMAT for sizes that
- * make no sense (crop 0, pinpoints not multiples of the crop size). */
+/* Fills p. LV_ERR_UNSUPPORTED for a resample filter other than bicubic
+ * (or, for Idefics3/SmolVLM, LANCZOS) or a pinpoint list longer than
+ * IMG_MAX_PINPOINTS; LV_ERR_FORMAT for sizes that make no sense (crop 0,
+ * pinpoints not multiples of the crop size); Idefics3/SmolVLM parameters
+ * are also put through img_proc_params_check (LV_ERR_ARG: out of range). */
 lv_status model_image_params(const lv_model_config *mc, const lv_preproc_config *pp,
                              img_proc_params *p, lv_err *err);
 
