@@ -113,8 +113,10 @@ lv_status mdir_open(const char *path, unsigned flags, lv_model_dir *md, lv_err *
     }
     if ((st = hf_config_load(p, &md->config, err))) goto fail;
 
-    lv_imgproc_kind kind =
-        strcmp(md->config.model_type, "llava_next") == 0 ? LV_IMGPROC_LLAVA_NEXT : LV_IMGPROC_CLIP;
+    lv_imgproc_kind kind = hf_is_idefics3(&md->config) ? LV_IMGPROC_IDEFICS3
+                           : strcmp(md->config.model_type, "llava_next") == 0
+                               ? LV_IMGPROC_LLAVA_NEXT
+                               : LV_IMGPROC_CLIP;
     hf_preproc_defaults(kind, &md->preproc);
     if ((st = lv_path_join(p, sizeof p, path, "preprocessor_config.json", err))) goto fail;
     if (lv_is_file(p)) {

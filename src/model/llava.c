@@ -19,7 +19,7 @@
 
 #include "base/clock.h"
 #include "image/anyres.h"
-#include "image/idefics3_size.h"
+#include "image/idefics3.h"
 #include "model/image_params.h"
 #include "model/llava_impl.h"
 #include "model/pack.h"
@@ -64,15 +64,25 @@ lv_status llava_open2(const char *path, const char *mmproj, llava **out, lv_err 
     m->next = strcmp(c->model_type, "llava_next") == 0;
     m->idefics3 = hf_is_idefics3(c);
     if (m->idefics3) {
-        /* INTERIM, until img_proc_params carries the Idefics3 processor's
-         * values (preprocessor_config.json size.longest_edge,
-         * max_image_size.longest_edge, do_image_splitting; the image helper
-         * adds them): every released checkpoint has max_image_size = the
-         * tower's image_size and longest_edge = 4 of it (smolvlm.md §1.1),
-         * and splits. */
-        m->i3_max_image_size = c->vision.image_size;
-        m->i3_longest_edge = 4 * c->vision.image_size;
-        m->i3_split = true;
+        /* The frames are the tower's input: max_image_size must be its
+         * image_size (every released checkpoint). A directory without
+         * preprocessor_config.json gets the class defaults (364), which fit
+         * no released tower: there the frame is the tower's image_size and
+         * the longest edge 4 frames, as in every released config. */
+        if (!m->md.has_preproc) {
+            m->image.max_image_size = m->image.crop_height = m->image.crop_width =
+                c->vision.image_size;
+            m->image.longest_edge = 4 * c->vision.image_size;
+        }
+        if (m->image.kind != IMG_PROC_IDEFICS3 || m->image.max_image_size != c->vision.image_size) {
+            st = lv_fail(err, LV_ERR_FORMAT,
+                         "%s: the image processor (%s, frames of %d) does not fit the vision "
+                         "tower's image_size %d",
+                         path,
+                         m->image.kind == IMG_PROC_IDEFICS3 ? "Idefics3/SmolVLM" : "not Idefics3",
+                         m->image.max_image_size, c->vision.image_size);
+            goto fail;
+        }
         m->full_features = true; /* no CLS to drop: every tower row is a feature */
     }
     m->full_features = strcmp(c->feature_select_strategy, "full") == 0;
@@ -288,8 +298,7 @@ static pack_geom geom_of(const llava *m, const img_tensor *px) {
 static int idefics3_frames(const llava *m, int image_h, int image_w) {
     if (image_h < 1 || image_w < 1) return -1;
     int rows, cols;
-    img_idefics3_grid(image_h, image_w, m->i3_longest_edge, m->i3_max_image_size, m->i3_split,
-                      &rows, &cols);
+    img_idefics3_grid(image_h, image_w, &m->image, false, &rows, &cols);
     return rows * cols > 0 ? rows * cols + 1 : 1;
 }
 

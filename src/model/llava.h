@@ -164,7 +164,7 @@ lv_status llava_device_status(const llava *m, lv_err *err);
 /* The number of <image> ids (feature rows) an image of image_h x image_w
  * (img_tensor's image_h/image_w) becomes; -1 if the size is invalid.
  * Idefics3: frames · image_seq_length, frames = rows·cols + 1 when split
- * (image/idefics3_size.h), else 1. Needs no weights. */
+ * (image/idefics3.h), else 1. Needs no weights. */
 int llava_image_token_count(const llava *m, int image_h, int image_w);
 
 /* The same for a tensor as it will be encoded: equal to the above for

@@ -41,9 +41,6 @@ struct llava {
     bool next;             /* llava_next packing (anyres + image_newline); else llava-1.5 */
     bool full_features;    /* vision_feature_select_strategy "full": CLS kept */
     bool idefics3;         /* Idefics3 / SmolVLM: SigLIP frames → connector, no packing */
-    int i3_longest_edge;   /* Idefics3 processor: size.longest_edge (L) */
-    int i3_max_image_size; /* max_image_size.longest_edge (T, the frame side) */
-    bool i3_split;         /* do_image_splitting */
     bool loaded;           /* llava_load succeeded */
     bool exact;            /* llava_set_exact */
     be backend;            /* the backend instance the weights live on */

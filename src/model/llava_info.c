@@ -141,11 +141,13 @@ void llava_get_info(const llava *m, llava_info *out) {
         /* one frame at the fewest; the most: the largest grid a longest_edge
          * image splits into (ceil(L/T)² tiles + the global image: 17 frames
          * for the released sizes, L = 4·T) */
-        int seq = c->image_seq_length, T = m->i3_max_image_size, L = m->i3_longest_edge;
+        const img_proc_params *ip = &m->image;
+        int seq = c->image_seq_length, T = ip->max_image_size, L = ip->longest_edge;
         int side = T > 0 ? (L + T - 1) / T : 0;
+        bool split = ip->do_image_splitting && side > 1;
         out->image_tokens_base = seq;
-        out->image_tokens_max = m->i3_split && side > 1 ? (side * side + 1) * seq : seq;
-        out->max_h = out->max_w = m->i3_split && side > 1 ? L : 0;
+        out->image_tokens_max = split ? (side * side + 1) * seq : seq;
+        out->max_h = out->max_w = split ? L : 0;
         out->load = ls->p;
         return;
     }

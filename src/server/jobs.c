@@ -326,6 +326,15 @@ static void largest_image(const llava *m, img_tensor *t, int *rows) {
         side_w = p->crop_width > 0 ? p->crop_width : 336;
     *t = (img_tensor){.n_tiles = 1, .tile_h = side_h, .tile_w = side_w};
     *rows = llava_image_token_count(m, side_h, side_w);
+    if (p->kind == IMG_PROC_IDEFICS3 && *rows > 0) {
+        /* SmolVLM: a square image of the longest edge has the most frames */
+        int most = llava_image_token_count(m, p->longest_edge, p->longest_edge);
+        if (most > *rows) {
+            t->n_tiles = most / *rows;
+            *rows = most;
+        }
+        return;
+    }
     if (p->kind != IMG_PROC_LLAVA_NEXT) return;
     for (int i = 0; i < p->n_pinpoints; i++) {
         int h = p->pinpoints[i][0], w = p->pinpoints[i][1];
