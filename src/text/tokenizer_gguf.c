@@ -20,8 +20,8 @@
  * for the added tokens convert_hf_to_gguf.py turned into them
  * (ggml-org/llama.cpp conversion/base.py get_vocab_base: special ->
  * CONTROL, else USER_DEFINED). llama.cpp itself matches CONTROL tokens only
- * with parse_special (src/llama-vocab.cpp tokenizer_st_partition); the chat
- * template path wants them matched, as here.
+ * with parse_special (src/llama-vocab.cpp tokenizer_st_partition);
+ * tok_encode has no such switch and always matches them, as tokenizers does.
  *
  * For a LLaVA model (tok_load_gguf_llava_file), a vocabulary without
  * "<image>" (GGUFs converted from the original liuhaotian checkpoints: 32000
