@@ -757,6 +757,15 @@ static void encode_is_fast(void **state) {
                   (double)n / 1e6 / s, n_ids);
     assert_true(s < 5.0);
     free(ids);
+    /* one 1 MB piece (letters only, no space): BPE must stay O(n log n) */
+    for (size_t i = 0; i < n; i++) text[i] = "thein"[i % 5];
+    clock_gettime(CLOCK_MONOTONIC, &a);
+    assert_int_equal(tok_encode(t, text, n, false, &ids, &n_ids, &err), LV_OK);
+    clock_gettime(CLOCK_MONOTONIC, &b);
+    s = (double)(b.tv_sec - a.tv_sec) + (double)(b.tv_nsec - a.tv_nsec) * 1e-9;
+    print_message("byte-level encode, one 1 MB word: %.3f s, %zu ids\n", s, n_ids);
+    assert_true(s < 5.0);
+    free(ids);
     free(text);
     tok_free(t);
 }
