@@ -14,6 +14,10 @@
  *   - decoding and streaming of characters split over byte tokens,
  *     ill-formed bytes as String::from_utf8_lossy replaces them;
  *   - the GGUF "gpt2"/"smollm" vocabulary giving the tokenizer.json's ids.
+ * A real vocabulary: Llama-3's 128k byte-level one ($LLAVA_LLAMA3_TOKENIZER,
+ * from scripts/setup.sh) given SmolLM2's pipeline in memory, against the
+ * ids of HF tokenizers 0.22.2 in tests/data/tokenizer/bytelevel_golden.json
+ * (tools/reference/bytelevel_golden.mjs), and as a GGUF "gpt2" vocabulary.
  * The golden corpus ($LLAVA_TEST_DATA/smolvlm/tokenizer_golden.json, written
  * by tools/reference/smolvlm_tokenizer_golden.py with HF tokenizers for
  * $LLAVA_TEST_DATA/smolvlm/smolvlm-tiny/tokenizer.json) is checked when
@@ -852,6 +856,78 @@ static void llama3_vocab_golden(void **state) {
     assert_int_equal(bad, 0);
 }
 
+/* The same vocabulary as a GGUF "gpt2"/"smollm" vocabulary (written as
+ * convert_hf_to_gguf.py would: tokens by id, CONTROL for special added
+ * tokens, USER_DEFINED for the others, the merges): the "smol" ids. */
+static void llama3_vocab_gguf(void **state) {
+    const char *path = getenv("LLAVA_LLAMA3_TOKENIZER");
+    if (!path || access(path, R_OK) != 0) {
+        print_message("skipped: $LLAVA_LLAMA3_TOKENIZER (%s) is missing: run scripts/setup.sh\n",
+                      path ? path : "unset");
+        skip();
+    }
+    json_error_t je;
+    json_t *src = json_load_file(path, 0, &je);
+    if (!src) fail_msg("%s: %s", path, je.text);
+    tok *ref = llama3_variant(src, "smol");
+    int32_t n = tok_vocab_size(ref);
+    const char **toks = calloc((size_t)n, sizeof *toks);
+    int32_t *types = calloc((size_t)n, sizeof *types);
+    for (int32_t id = 0; id < n; id++) {
+        toks[id] = tok_id_to_token(ref, id);
+        types[id] = tok_is_special(ref, id) ? 3 : 1;
+        assert_non_null(toks[id]);
+    }
+    types[tok_token_to_id(ref, "hi there")] = 4;
+    json_t *mj = json_object_get(json_object_get(src, "model"), "merges");
+    size_t n_merges = json_array_size(mj);
+    const char **ms = calloc(n_merges, sizeof *ms);
+    for (size_t i = 0; i < n_merges; i++) ms[i] = json_string_value(json_array_get(mj, i));
+    assert_non_null(ms[0]); /* "a b" strings in this file */
+    char gg[1024];
+    snprintf(gg, sizeof gg, "%s/llama3_smollm.gguf", tu_tmpdir("tok_bytelevel_llama3"));
+    gguf_writer *w = gguf_writer_new();
+    gguf_w_str(w, "tokenizer.ggml.model", "gpt2");
+    gguf_w_str(w, "tokenizer.ggml.pre", "smollm");
+    gguf_w_arr_str(w, "tokenizer.ggml.tokens", toks, (size_t)n);
+    gguf_w_arr_i32(w, "tokenizer.ggml.token_type", types, (size_t)n);
+    gguf_w_arr_str(w, "tokenizer.ggml.merges", ms, n_merges);
+    lv_err err;
+    assert_int_equal(gguf_w_begin(w, gg, &err), LV_OK);
+    assert_int_equal(gguf_w_finish(w, &err), LV_OK);
+    gguf_writer_free(w);
+    free(toks), free(types), free(ms);
+    json_decref(src);
+    tok_free(ref);
+    tok *t = NULL;
+    if (tok_load_gguf_file(gg, &t, &err) != LV_OK) fail_msg("%s", err.msg);
+    char gpath[4096];
+    snprintf(gpath, sizeof gpath, "%s/tokenizer/bytelevel_golden.json", tu_env("LLAVA_TEST_DATA"));
+    json_t *root = json_load_file(gpath, JSON_ALLOW_NUL, &je);
+    if (!root) fail_msg("%s: %s", gpath, je.text);
+    int bad = 0;
+    size_t i;
+    json_t *cs;
+    json_array_foreach(json_object_get(root, "cases"), i, cs) {
+        json_t *tj = json_object_get(cs, "text");
+        int32_t *want, *got = NULL;
+        size_t n_want = ids_of(json_object_get(json_object_get(cs, "ids"), "smol"), &want), n_got;
+        if (tok_encode(t, json_string_value(tj), json_string_length(tj), true, &got, &n_got,
+                       &err) != LV_OK ||
+            n_got != n_want || memcmp(got, want, n_got * sizeof *got) != 0) {
+            if (bad < 10) print_message("case %zu: the GGUF vocabulary differs\n", i);
+            bad++;
+        }
+        free(want);
+        free(got);
+    }
+    print_message("llama3 vocabulary as GGUF gpt2/smollm: %zu cases, %d mismatches\n",
+                  json_array_size(json_object_get(root, "cases")), bad);
+    json_decref(root);
+    tok_free(t);
+    assert_int_equal(bad, 0);
+}
+
 /* ===== Speed ===== */
 
 /* Encoding English text with the hand tokenizer: a loose bound that only a
@@ -903,6 +979,7 @@ int main(void) {
         cmocka_unit_test(gguf_gpt2_vocab),
         cmocka_unit_test(golden_corpus),
         cmocka_unit_test(llama3_vocab_golden),
+        cmocka_unit_test(llama3_vocab_gguf),
         cmocka_unit_test(encode_is_fast),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
