@@ -94,7 +94,7 @@ def decode_cases(tok, n_vocab):
         cases.append([byte_id[b] for b in t.encode("utf-8") if b in byte_id])
     high = [b for b in range(0x80, 0x100) if b in byte_id]
     for _ in range(200):
-        ids = []
+        ids = []  # may stay empty: decode([]) is ""
         for _ in range(rnd.randint(1, 12)):
             r = rnd.random()
             if r < 0.6 and high:
@@ -102,7 +102,9 @@ def decode_cases(tok, n_vocab):
             elif r < 0.75 and specials:
                 ids.append(rnd.choice(specials))
             else:
-                ids.append(rnd.randrange(n_vocab))
+                i = rnd.randrange(n_vocab)
+                if tok.id_to_token(i) is not None:  # ids in use only
+                    ids.append(i)
         cases.append(ids)
     out = []
     for ids in cases:
