@@ -640,6 +640,23 @@ static void gguf_gpt2_vocab(void **state) {
         assert_non_null(strstr(e.msg, refused[i] ? refused[i] : "(missing)"));
         assert_null(g);
     }
+    /* no merges, or a merge naming an unknown token: clear format errors */
+    const char *toks[3] = {"a", "b", "ab"}, *bad_merge[1] = {"a c"};
+    for (int k = 0; k < 2; k++) {
+        snprintf(path, sizeof path, "%s/bad%d.gguf", dir, k);
+        gguf_writer *w = gguf_writer_new();
+        gguf_w_str(w, "tokenizer.ggml.model", "gpt2");
+        gguf_w_str(w, "tokenizer.ggml.pre", "smollm");
+        gguf_w_arr_str(w, "tokenizer.ggml.tokens", toks, 3);
+        if (k == 1) gguf_w_arr_str(w, "tokenizer.ggml.merges", bad_merge, 1);
+        assert_int_equal(gguf_w_begin(w, path, &err), LV_OK);
+        assert_int_equal(gguf_w_finish(w, &err), LV_OK);
+        gguf_writer_free(w);
+        lv_err e = {{0}};
+        assert_int_equal(tok_load_gguf_file(path, &g, &e), LV_ERR_FORMAT);
+        assert_non_null(strstr(e.msg, k == 0 ? "needs tokenizer.ggml.merges" : "'c' is not in"));
+        assert_null(g);
+    }
     tok_free(j);
 }
 
