@@ -8,9 +8,13 @@ general categories the byte-level pre-tokenizer needs.
 Run from the repository root (plain Python 3, its own unicodedata):
     python3 tools/gen_unicode_tables.py > src/text/unicode_tables.c
 The Unicode version of the tables is that of the Python that ran it; it is
-written into the file. Hugging Face tokenizers matches with Oniguruma and
-Rust's char tables, whose Unicode version may be newer: characters assigned
-after ours differ (they are all "other" here).
+written into the file. Use the newest Python at hand: the committed file
+came from Python 3.13 (Unicode 15.1). Hugging Face tokenizers 0.22.2 matches
+\\p{L} / \\p{N} with its bundled Oniguruma (Unicode 16.0, as probing it
+shows: Tulu-Tigalari letters, new in 16.0, are letters; Sidetic, new in
+17.0, are not) and Digits with Rust's char::is_numeric (Unicode 17.0 in its
+build). Characters assigned after our version are "other" here, so text in
+the scripts added by Unicode 16.0 and 17.0 may split differently.
 """
 import sys
 import unicodedata

@@ -17,7 +17,7 @@ extern const uint32_t uni_letter_ranges[][2]; /* L: Lu Ll Lt Lm Lo */
 extern const size_t uni_letter_n_ranges;
 extern const uint32_t uni_number_ranges[][2]; /* N: Nd Nl No */
 extern const size_t uni_number_n_ranges;
-extern const char uni_tables_version[]; /* "14.0.0" */
+extern const char uni_tables_version[]; /* "15.1.0" */
 
 /* True when cp lies in one of the n sorted inclusive ranges r. */
 static inline bool uni_in_ranges(const uint32_t (*r)[2], size_t n, uint32_t cp) {
