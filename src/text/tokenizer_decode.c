@@ -18,7 +18,15 @@
  *   Strip         before Fuse: per token; after Fuse: on the whole text,
  *                 i.e. the first `start` and last `stop` characters (trailing
  *                 ones are held until something else follows them);
- *   Fuse          concatenation, which is what the output is anyway.
+ *   Fuse          concatenation, which is what the output is anyway;
+ *   ByteLevel     every character of a token back to its byte (a token with
+ *                 any character outside the table gives its own UTF-8
+ *                 bytes), all bytes joined and read as UTF-8 lossily, each
+ *                 maximal ill-formed subpart one U+FFFD (String::
+ *                 from_utf8_lossy; decoders in huggingface/tokenizers
+ *                 tokenizers/src/pre_tokenizers/byte_level.rs). It fuses;
+ *                 the bytes of an incomplete character wait in the run
+ *                 buffer (at most 3) until it completes or turns invalid.
  * With no decoder at all HF joins the tokens with " ".
  *
  * tok_decode feeds the engine growable buffers; tok_stream feeds it fixed
@@ -188,6 +196,66 @@ static void run_add(dec_ctx *c, size_t k, uint8_t byte) {
     for (size_t i = 0; i < n; i++) feed(c, k + 1, FFFD, 3);
 }
 
+/* ByteLevel at step k over u[0..len) (the held bytes, then the token's):
+ * every complete character passed on, each ill-formed subpart as one
+ * U+FFFD, an incomplete tail held in the run buffer (or, when final, one
+ * U+FFFD). */
+static void bl_bytes(dec_ctx *c, size_t k, const uint8_t *u, size_t len, bool final) {
+    size_t i = 0;
+    while (i < len && !c->failed) {
+        bool trunc;
+        size_t ok = utf8_check(u + i, len - i, &trunc);
+        if (ok) feed(c, k + 1, (const char *)u + i, ok);
+        i += ok;
+        if (i == len) break;
+        if (trunc && !final) { /* at most 3 bytes: they always fit */
+            sb_put(&c->run, u + i, len - i);
+            break;
+        }
+        feed(c, k + 1, FFFD, 3);
+        i += trunc ? len - i : utf8_bad_len(u + i, len - i);
+    }
+}
+
+/* Appends to dst the bytes token s[0..n) stands for: each character's byte,
+ * or, when some character has none, the token's own UTF-8 (decode_chain's
+ * unwrap_or_else). Returns the bytes written (at most n). */
+static size_t bl_token_bytes(const char *s, size_t n, uint8_t *dst) {
+    const uint8_t *u = (const uint8_t *)s;
+    size_t m = 0;
+    for (size_t i = 0; i < n;) {
+        size_t cl = utf8_len(u[i]);
+        int b = bl_cp_to_byte(utf8_decode(u + i, cl));
+        if (b < 0) {
+            memcpy(dst, s, n);
+            return n;
+        }
+        dst[m++] = (uint8_t)b;
+        i += cl;
+    }
+    return m;
+}
+
+static void byte_level(dec_ctx *c, size_t k, const char *s, size_t n) {
+    uint8_t stack[STREAM_STEP_BYTES + 4], *buf = stack;
+    if (n > STREAM_STEP_BYTES) {
+        if (c->run.fixed) { /* tok_stream: tokens over 512 bytes are not streamed */
+            c->failed = true;
+            return;
+        }
+        if (!(buf = malloc(n + 4))) {
+            c->failed = true;
+            return;
+        }
+    }
+    size_t held = c->run.len; /* at most 3 */
+    if (held) memcpy(buf, c->run.p, held);
+    c->run.len = 0;
+    size_t m = bl_token_bytes(s, n, buf + held);
+    bl_bytes(c, k, buf, held + m, false);
+    if (buf != stack) free(buf);
+}
+
 /* Metaspace decoder on one token at step k; first: the first token to
  * reach this step (HF's i == 0). */
 static void metaspace(dec_ctx *c, size_t k, const char *s, size_t n, bool first) {
@@ -253,6 +321,9 @@ static void feed(dec_ctx *c, size_t k, const char *s, size_t n) {
             feed(c, k + 1, s + a, e - a);
             return;
         }
+        case DEC_BYTE_LEVEL:
+            byte_level(c, k, s, n);
+            return;
         case DEC_BYTE_FALLBACK: {
             int byte = byte_token(s, n);
             if (byte >= 0) {
@@ -269,8 +340,16 @@ static void feed(dec_ctx *c, size_t k, const char *s, size_t n) {
 /* End of the ids: close the byte run, let out trailing Strip characters
  * beyond the ones the Strip removes. */
 static void finish(dec_ctx *c) {
-    for (size_t k = 0; k < c->t->n_dec; k++)
+    for (size_t k = 0; k < c->t->n_dec; k++) {
         if (c->t->dec[k].kind == DEC_BYTE_FALLBACK) run_close(c, k);
+        if (c->t->dec[k].kind == DEC_BYTE_LEVEL && c->run.len) {
+            uint8_t held[4];
+            size_t n = c->run.len;
+            memcpy(held, c->run.p, n);
+            c->run.len = 0;
+            bl_bytes(c, k, held, n, true);
+        }
+    }
     uint32_t stop = c->t->strip_stop;
     if (c->n_held > stop) release_held(c, c->n_held - stop);
     c->n_held = 0;

@@ -13,6 +13,16 @@
  *   tokenizer.ggml.token_type  ARRAY INT32    2 unk, 3 control, 4 user-defined → added_tokens
  *   tokenizer.ggml.merges      ARRAY STRING   "left right"          → model.merges
  *
+ * A "gpt2" vocabulary is rewritten as the byte-level tokenizer.json of the
+ * Hugging Face checkpoint it came from (gpt2_pipeline): tokens of type 3
+ * (CONTROL) become special added tokens and type 4 (USER_DEFINED) plain
+ * added tokens, both matched before pre-tokenization, as tokenizers does
+ * for the added tokens convert_hf_to_gguf.py turned into them
+ * (ggml-org/llama.cpp conversion/base.py get_vocab_base: special ->
+ * CONTROL, else USER_DEFINED). llama.cpp itself matches CONTROL tokens only
+ * with parse_special (src/llama-vocab.cpp tokenizer_st_partition);
+ * tok_encode has no such switch and always matches them, as tokenizers does.
+ *
  * For a LLaVA model (tok_load_gguf_llava_file), a vocabulary without
  * "<image>" (GGUFs converted from the original liuhaotian checkpoints: 32000
  * SentencePiece pieces, llama.cpp splices the image in by position) gets it
@@ -143,15 +153,58 @@ static json_t *pipeline_json(bool prefix, json_t **decoder) {
     return json_pack("{s:s,s:o}", "type", "Sequence", "normalizers", norms);
 }
 
-static lv_status build_json(const gguf *g, bool image_token, json_t **out, lv_err *err) {
+/* The byte-level pipeline of a "gpt2" vocabulary, by tokenizer.ggml.pre:
+ * pre_tokenizer and decoder as the Hugging Face tokenizer.json of the
+ * checkpoints llama.cpp gives that name. llama.cpp's regexes for them
+ * (ggml-org/llama.cpp src/llama-vocab.cpp, LLAMA_VOCAB_PRE_TYPE_SMOLLM and
+ * _GPT2): "smollm" isolates every \p{N} character and then applies the
+ * GPT-2 regex, which is HF's Digits(individual_digits) + ByteLevel of
+ * SmolLM2; "gpt-2" (or "gpt2") is the GPT-2 regex alone. llama.cpp's
+ * "default" (also used when the key is missing) is a different chain
+ * (punctuation runs, \p{N}+, 3-digit groups) and is refused, like every
+ * other name. */
+static lv_status gpt2_pipeline(const gguf *g, json_t **pre, json_t **dec, lv_err *err) {
+    const char *name = NULL;
+    size_t n = 0;
+    bool found = false;
+    lv_status st = gguf_get_str(g, "tokenizer.ggml.pre", &name, &n, &found, err);
+    if (st) return st;
+    bool smollm = found && n == 6 && memcmp(name, "smollm", 6) == 0;
+    bool gpt2 = found && ((n == 5 && memcmp(name, "gpt-2", 5) == 0) ||
+                          (n == 4 && memcmp(name, "gpt2", 4) == 0));
+    if (!smollm && !gpt2)
+        return lv_fail(err, LV_ERR_UNSUPPORTED,
+                       "%s: tokenizer.ggml.pre \"%.*s\" is not supported for a \"gpt2\" "
+                       "vocabulary (supported: \"smollm\", \"gpt-2\")",
+                       gguf_path(g), found ? (int)(n > 40 ? 40 : n) : 9,
+                       found ? name : "(missing)");
+    json_t *bl = json_pack("{s:s,s:b,s:b,s:b}", "type", "ByteLevel", "add_prefix_space", 0,
+                           "trim_offsets", 1, "use_regex", 1);
+    *dec = json_pack("{s:s,s:b,s:b,s:b}", "type", "ByteLevel", "add_prefix_space", 1,
+                     "trim_offsets", 1, "use_regex", 1);
+    if (smollm && bl)
+        bl = json_pack("{s:s,s:[{s:s,s:b},o]}", "type", "Sequence", "pretokenizers", "type",
+                       "Digits", "individual_digits", 1, bl);
+    *pre = bl;
+    if (!*pre || !*dec) {
+        json_decref(*pre), json_decref(*dec);
+        return lv_fail(err, LV_ERR_NOMEM, "out of memory");
+    }
+    return LV_OK;
+}
+
+static lv_status build_json(const gguf *g, bool image_token, bool *byte_level, json_t **out,
+                            lv_err *err) {
     const char *path = gguf_path(g), *model;
     size_t model_n;
     lv_status st;
     if ((st = gguf_get_str(g, "tokenizer.ggml.model", &model, &model_n, NULL, err))) return st;
-    if (model_n != 5 || memcmp(model, "llama", 5) != 0)
+    bool gpt2 = model_n == 4 && memcmp(model, "gpt2", 4) == 0;
+    *byte_level = gpt2;
+    if (!gpt2 && (model_n != 5 || memcmp(model, "llama", 5) != 0))
         return lv_fail(err, LV_ERR_UNSUPPORTED,
-                       "%s: tokenizer.ggml.model \"%.*s\" (only \"llama\", SentencePiece, is "
-                       "supported)",
+                       "%s: tokenizer.ggml.model \"%.*s\" (only \"llama\", SentencePiece, and "
+                       "\"gpt2\", byte-level BPE, are supported)",
                        path, (int)(model_n > 40 ? 40 : model_n), model);
     const gguf_kv *tokens, *types, *mkv;
     bool found;
@@ -172,12 +225,18 @@ static lv_status build_json(const gguf *g, bool image_token, json_t **out, lv_er
         (st = gguf_get_bool(g, "tokenizer.ggml.add_space_prefix", &prefix, &found, err)))
         return st;
     if (!found) prefix = true;
-    if (unk >= (int64_t)tokens->n) unk = -1;
+    if (unk >= (int64_t)tokens->n || gpt2) unk = -1; /* HF byte-level files have no unk_token */
+    if (gpt2 && !mkv)
+        return lv_fail(err, LV_ERR_FORMAT, "%s: a \"gpt2\" vocabulary needs tokenizer.ggml.merges",
+                       path);
+    json_t *pre = json_null(), *dec = NULL, *norm = NULL;
+    if (gpt2 && (st = gpt2_pipeline(g, &pre, &dec, err))) return st;
 
     json_t *root = json_object(), *vocab = json_object(), *added = json_array(),
            *merges = json_array();
     if (!root || !vocab || !added || !merges) {
         json_decref(root), json_decref(vocab), json_decref(added), json_decref(merges);
+        json_decref(pre), json_decref(dec);
         return lv_fail(err, LV_ERR_NOMEM, "out of memory");
     }
     st = LV_OK;
@@ -209,6 +268,7 @@ static lv_status build_json(const gguf *g, bool image_token, json_t **out, lv_er
         st = lv_fail(err, LV_ERR_NOMEM, "out of memory");
     if (st) {
         json_decref(root), json_decref(vocab), json_decref(added), json_decref(merges);
+        json_decref(pre), json_decref(dec);
         return st;
     }
     json_t *unk_tok = json_null();
@@ -219,13 +279,16 @@ static lv_status build_json(const gguf *g, bool image_token, json_t **out, lv_er
     }
     json_t *m = json_pack("{s:s,s:n,s:o,s:n,s:n,s:b,s:b,s:b,s:o,s:o}", "type", "BPE", "dropout",
                           "unk_token", unk_tok, "continuing_subword_prefix", "end_of_word_suffix",
-                          "fuse_unk", 1, "byte_fallback", 1, "ignore_merges", 0, "vocab", vocab,
-                          "merges", merges);
-    json_t *dec = NULL, *norm = pipeline_json(prefix, &dec);
+                          "fuse_unk", !gpt2, "byte_fallback", !gpt2, "ignore_merges", 0, "vocab",
+                          vocab, "merges", merges);
+    if (!gpt2)
+        norm = pipeline_json(prefix, &dec);
+    else
+        norm = json_null();
     json_object_set_new(root, "version", json_string("1.0"));
     json_object_set_new(root, "added_tokens", added);
     json_object_set_new(root, "normalizer", norm ? norm : json_null());
-    json_object_set_new(root, "pre_tokenizer", json_null());
+    json_object_set_new(root, "pre_tokenizer", pre);
     json_object_set_new(root, "post_processor", json_null());
     json_object_set_new(root, "decoder", dec ? dec : json_null());
     if (!m || !norm || !dec || json_object_set_new(root, "model", m)) {
@@ -239,7 +302,8 @@ static lv_status build_json(const gguf *g, bool image_token, json_t **out, lv_er
 static lv_status load(const gguf *g, bool image_token, tok **out, lv_err *err) {
     *out = NULL;
     json_t *root = NULL;
-    lv_status st = build_json(g, image_token, &root, err);
+    bool byte_level = false;
+    lv_status st = build_json(g, image_token, &byte_level, &root, err);
     if (st) return st;
     char *text = json_dumps_whole(root, JSON_COMPACT);
     json_decref(root);
@@ -261,6 +325,14 @@ static lv_status load(const gguf *g, bool image_token, tok **out, lv_err *err) {
         return st;
     }
     if (!found) add_eos = false;
+    if (byte_level) { /* llama.cpp's defaults for a BPE vocabulary: no BOS unless asked */
+        bool f = false;
+        if ((st = gguf_get_bool(g, "tokenizer.ggml.add_bos_token", &add_bos, &f, err))) {
+            tok_free(t);
+            return st;
+        }
+        if (!f) add_bos = false;
+    }
     t->bos_id = bos >= 0 && bos < t->n_ids ? (int32_t)bos : -1;
     t->eos_id = eos >= 0 && eos < t->n_ids ? (int32_t)eos : -1;
     tok_set_add_special(t, add_bos, add_eos);

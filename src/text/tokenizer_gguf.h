@@ -2,7 +2,19 @@
  * tokenizer_gguf.h - the tokenizer of a GGUF text model, from its
  * tokenizer.ggml.* vocabulary (shared/spec/formats.md §4.6).
  *
- * "llama" (SentencePiece) vocabularies only: llama.cpp runs them with
+ * Two vocabulary kinds (tokenizer.ggml.model):
+ *
+ * "gpt2" (byte-level BPE, what llama.cpp's convert_hf_to_gguf.py
+ * _set_vocab_gpt2 writes for SmolLM2 / SmolVLM / GPT-2): becomes the
+ * byte-level tokenizer of a Hugging Face tokenizer.json (BPE without
+ * byte_fallback or unk, decoder ByteLevel, no BOS unless
+ * tokenizer.ggml.add_bos_token says so, llama.cpp's default for BPE).
+ * tokenizer.ggml.pre picks the pre-tokenizer: "smollm" = Digits
+ * (individual) + ByteLevel, "gpt-2"/"gpt2" = ByteLevel alone; any other
+ * name (llama.cpp's "default" too, or none) is LV_ERR_UNSUPPORTED naming it.
+ * tokenizer.ggml.merges is required.
+ *
+ * "llama" (SentencePiece) vocabularies: llama.cpp runs them with
  * score-driven merges and byte fallback, which is what our BPE with
  * byte_fallback does once the merges are known. They are taken from
  * tokenizer.ggml.merges when the file has them (llava-quantize writes them,
@@ -23,8 +35,9 @@
  * (USER_DEFINED) become added tokens (special unless USER_DEFINED), split
  * out of the text before BPE; add_space_prefix (default true) prepends "▁";
  * BOS/EOS follow tokenizer.ggml.add_bos_token / add_eos_token (defaults true
- * / false). Errors: LV_ERR_UNSUPPORTED for a
- * tokenizer.ggml.model other than "llama", LV_ERR_FORMAT for inconsistent arrays (naming the key).
+ * / false; "gpt2": false / false). Errors: LV_ERR_UNSUPPORTED for a
+ * tokenizer.ggml.model other than "llama" or "gpt2" (or a "gpt2" pre-tokenizer
+ * other than those above), LV_ERR_FORMAT for inconsistent arrays (naming the key).
  * The caller frees *out with tok_free. */
 lv_status tok_load_gguf(const gguf *g, tok **out, lv_err *err);
 

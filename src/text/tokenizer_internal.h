@@ -6,8 +6,10 @@
  * include it. The split by file follows the pipeline of tokenizer.h:
  *   tokenizer_load.c    tokenizer.json -> struct tok (the format essay)
  *   added_vocab.c       step 1, splitting text on added tokens
- *   tokenizer.c         steps 2 and 4 (normalizers, Metaspace, template) and
- *                       the public accessors
+ *   tokenizer.c         steps 2 and 4 (normalizers, pre-tokenizers, template)
+ *                       and the public accessors
+ *   bytelevel.c         the byte-level (GPT-2) pre-tokenizer pieces: the
+ *                       bytes-to-unicode table, the GPT-2 regex, Digits
  *   bpe.c               step 3, vocabulary/merge hash maps and the merge loop
  *   tokenizer_decode.c  the decoder chain, tok_decode and tok_stream
  */
@@ -90,8 +92,20 @@ typedef struct {
     bool split;            /* split into words before each replacement */
 } metaspace_cfg;
 
-/* A decoder step applied token by token (everything before a Fuse). */
-typedef enum { DEC_REPLACE, DEC_BYTE_FALLBACK, DEC_METASPACE, DEC_STRIP } dec_kind;
+/* The byte-level family (GPT-2, SmolLM2): an optional Digits split, then
+ * ByteLevel (GPT-2 regex split, every byte mapped to a printable character).
+ * Never combined with Metaspace. */
+typedef struct {
+    bool digits;            /* a Digits pre-tokenizer runs first */
+    bool individual_digits; /* Digits: each number character alone (else runs of them) */
+    bool on;                /* a ByteLevel pre-tokenizer (always the last step) */
+    bool add_prefix_space;  /* ByteLevel: " " before every piece not starting with one */
+    bool use_regex;         /* ByteLevel: split with the GPT-2 regex */
+} bytelevel_cfg;
+
+/* A decoder step applied token by token (everything before a Fuse).
+ * DEC_BYTE_LEVEL fuses: only a Strip may follow it. */
+typedef enum { DEC_REPLACE, DEC_BYTE_FALLBACK, DEC_METASPACE, DEC_STRIP, DEC_BYTE_LEVEL } dec_kind;
 
 typedef struct {
     dec_kind kind;
@@ -143,6 +157,7 @@ struct tok {
     norm_step *norm; /* (n_norm) applied in order to each piece */
     size_t n_norm;
     metaspace_cfg meta;
+    bytelevel_cfg bl;
 
     /* Post-processor (step 4): ids around the sequence. */
     int32_t tpl_pre[8]; /* ids before $A */
@@ -212,6 +227,28 @@ size_t utf8_check(const uint8_t *s, size_t n, bool *truncated);
 bool uni_is_space(uint32_t cp);
 /* Regex \w (word character), exact for ASCII, approximate beyond it. */
 bool uni_is_word(uint32_t cp);
+
+/* ---- bytelevel.c ---- */
+
+/* GPT-2's bytes_to_unicode: the printable character that stands for byte b
+ * (b itself for '!'..'~', U+00A1..U+00AC, U+00AE..U+00FF; the other 68
+ * bytes, in order, become U+0100..U+0143). */
+uint32_t bl_byte_to_cp(uint8_t b);
+/* The inverse: the byte of code point cp, or -1 when cp stands for none. */
+int bl_cp_to_byte(uint32_t cp);
+/* Appends the byte-level form of s[0..n) (each byte as its character). */
+lv_status bl_map(lv_buf *dst, const char *s, size_t n);
+/* End of the GPT-2 regex match that starts at s[i] (i < n; valid UTF-8):
+ *   's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+
+ * Every position starts a match, so successive matches cover the text. */
+size_t bl_regex_next(const uint8_t *s, size_t n, size_t i);
+/* End of the next Digits piece starting at s[i] (i < n). individual: each
+ * number character is a piece of its own; else a run of them is. */
+size_t bl_digits_next(const uint8_t *s, size_t n, size_t i, bool individual);
+/* Length of the maximal subpart of an ill-formed UTF-8 sequence at s[0..n)
+ * (n > 0, s[0] starts no valid complete character): what Rust's
+ * String::from_utf8_lossy replaces by one U+FFFD. */
+size_t utf8_bad_len(const uint8_t *s, size_t n);
 
 /* ---- tokenizer.c ---- */
 

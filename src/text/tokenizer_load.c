@@ -14,14 +14,19 @@
  *     "pre_tokenizer": null | Sequence{"pretokenizers": [...]}
  *                    | Metaspace{"replacement": "▁", "prepend_scheme":
  *                      "always"|"first"|"never", "split": true}
- *                      (older files: "add_prefix_space": bool),
- *     "post_processor": null | TemplateProcessing{
+ *                      (older files: "add_prefix_space": bool)
+ *                    | Digits{"individual_digits": bool}
+ *                    | ByteLevel{"add_prefix_space": bool, "trim_offsets": bool,
+ *                      "use_regex": bool}   (byte-level family, GPT-2 / SmolLM2:
+ *                      Digits then ByteLevel, ByteLevel last, no Metaspace),
+ *     "post_processor": null | ByteLevel{...} (adds nothing) | Sequence{"processors"}
+ *                    | TemplateProcessing{
  *                      "single": [{"SpecialToken": {"id": "<s>", "type_id": 0}},
  *                                 {"Sequence": {"id": "A", "type_id": 0}}],
  *                      "special_tokens": {"<s>": {"id": "<s>", "ids": [1], ...}}},
  *     "decoder":     null | Sequence{"decoders": [...]} | Replace | ByteFallback
  *                    | Fuse | Strip{"content": " ", "start": 1, "stop": 0}
- *                    | Metaspace{...},
+ *                    | Metaspace{...} | ByteLevel{...} (fuses, like Fuse),
  *     "model": {"type": "BPE", "dropout": null, "unk_token": "<unk>",
  *               "continuing_subword_prefix": null, "end_of_word_suffix": null,
  *               "fuse_unk": true, "byte_fallback": true, "ignore_merges": false,
@@ -496,12 +501,38 @@ static lv_status load_pretok(tok *t, json_t *j, int depth, lv_err *err) {
             if ((st = load_pretok(t, json_array_get(list, i), depth + 1, err))) return st;
         return LV_OK;
     }
+    if (t->bl.on)
+        return lv_fail(err, LV_ERR_UNSUPPORTED,
+                       "pre_tokenizer %s after ByteLevel is not supported (ByteLevel must be last)",
+                       type);
+    if (strcmp(type, "Digits") == 0) {
+        if (t->meta.on || t->bl.digits)
+            return lv_fail(err, LV_ERR_UNSUPPORTED,
+                           "pre_tokenizer Digits with Metaspace, or twice, is not supported");
+        t->bl.digits = true;
+        return get_bool(j, "individual_digits", false, &t->bl.individual_digits,
+                        "pre_tokenizer Digits", err);
+    }
+    if (strcmp(type, "ByteLevel") == 0) {
+        if (t->meta.on)
+            return lv_fail(err, LV_ERR_UNSUPPORTED,
+                           "pre_tokenizer ByteLevel with Metaspace is not supported");
+        t->bl.on = true;
+        if ((st = get_bool(j, "add_prefix_space", true, &t->bl.add_prefix_space,
+                           "pre_tokenizer ByteLevel", err)))
+            return st;
+        return get_bool(j, "use_regex", true, &t->bl.use_regex, "pre_tokenizer ByteLevel", err);
+    }
     if (strcmp(type, "Metaspace") != 0)
         return lv_fail(err, LV_ERR_UNSUPPORTED,
-                       "pre_tokenizer type '%s' is not supported (supported: Metaspace, Sequence)",
+                       "pre_tokenizer type '%s' is not supported (supported: Metaspace, ByteLevel, "
+                       "Digits, Sequence)",
                        type);
     if (t->meta.on)
         return lv_fail(err, LV_ERR_UNSUPPORTED, "more than one Metaspace pre-tokenizer");
+    if (t->bl.digits)
+        return lv_fail(err, LV_ERR_UNSUPPORTED,
+                       "pre_tokenizer Metaspace with Digits is not supported");
     metaspace_cfg *m = &t->meta;
     m->on = true;
     if ((st = get_char(j, "replacement", m->repl, &m->repl_len, "pre_tokenizer Metaspace", err)))
@@ -532,14 +563,31 @@ static lv_status template_ids(tok *t, json_t *specials, const char *name, bool a
     return LV_OK;
 }
 
-static lv_status load_template(tok *t, json_t *j, lv_err *err) {
+/* TemplateProcessing; ByteLevel (offsets only: adds no ids); or a Sequence
+ * of those (post_processors, as Llama-3 files have), one template at most. */
+static lv_status load_template(tok *t, json_t *j, int depth, bool *have_tpl, lv_err *err) {
     if (!j || json_is_null(j)) return LV_OK;
     const char *type, *id;
     lv_status st = get_type(j, &type, "post_processor", err);
     if (st != LV_OK) return st;
+    if (strcmp(type, "ByteLevel") == 0) return LV_OK;
+    if (strcmp(type, "Sequence") == 0) {
+        json_t *list = json_object_get(j, "processors");
+        if (!json_is_array(list) || depth >= TOK_JSON_DEPTH)
+            return lv_fail(err, LV_ERR_FORMAT, "post_processor Sequence: bad \"processors\"");
+        for (size_t i = 0; i < json_array_size(list); i++)
+            if ((st = load_template(t, json_array_get(list, i), depth + 1, have_tpl, err)))
+                return st;
+        return LV_OK;
+    }
     if (strcmp(type, "TemplateProcessing") != 0)
         return lv_fail(err, LV_ERR_UNSUPPORTED,
-                       "post_processor type '%s' is not supported (only TemplateProcessing)", type);
+                       "post_processor type '%s' is not supported (supported: TemplateProcessing, "
+                       "ByteLevel, Sequence)",
+                       type);
+    if (*have_tpl)
+        return lv_fail(err, LV_ERR_UNSUPPORTED, "post_processor: two TemplateProcessing");
+    *have_tpl = true;
     json_t *single = json_object_get(j, "single"), *specials = json_object_get(j, "special_tokens");
     if (!json_is_array(single))
         return lv_fail(err, LV_ERR_FORMAT, "post_processor.single: expected an array");
@@ -616,6 +664,13 @@ static lv_status dec_step_of(tok *t, json_t *j, const char *type, bool fused, lv
                 return lv_fail(err, LV_ERR_UNSUPPORTED, "decoder: two ByteFallback steps");
         return add_dec(t, (dec_step){.kind = DEC_BYTE_FALLBACK}, err);
     }
+    if (strcmp(type, "ByteLevel") == 0) { /* it fuses: load_decoder notes it */
+        for (size_t i = 0; i < t->n_dec; i++)
+            if (t->dec[i].kind == DEC_BYTE_FALLBACK)
+                return lv_fail(err, LV_ERR_UNSUPPORTED,
+                               "decoder: ByteLevel after ByteFallback is not supported");
+        return add_dec(t, (dec_step){.kind = DEC_BYTE_LEVEL}, err);
+    }
     if (strcmp(type, "Replace") == 0) {
         const char *a, *b;
         size_t la, lb;
@@ -655,16 +710,18 @@ static lv_status load_decoder(tok *t, json_t *j, bool *fused, int depth, lv_err 
             if ((st = load_decoder(t, json_array_get(list, i), fused, depth + 1, err))) return st;
         return LV_OK;
     }
-    static const char *known[] = {"Replace", "ByteFallback", "Fuse", "Strip", "Metaspace"};
+    static const char *known[] = {"Replace", "ByteFallback", "Fuse",
+                                  "Strip",   "Metaspace",    "ByteLevel"};
     bool ok = false;
     for (size_t i = 0; i < LV_ARRAY_LEN(known); i++) ok |= strcmp(type, known[i]) == 0;
     if (!ok)
         return lv_fail(err, LV_ERR_UNSUPPORTED,
                        "decoder type '%s' is not supported (supported: Sequence, Replace, "
-                       "ByteFallback, Fuse, Strip, Metaspace)",
+                       "ByteFallback, Fuse, Strip, Metaspace, ByteLevel)",
                        type);
     if ((st = dec_step_of(t, j, type, *fused, err))) return st;
-    if (strcmp(type, "Fuse") == 0) *fused = true;
+    /* ByteLevel's decode_chain returns one string: it fuses, as Fuse does */
+    if (strcmp(type, "Fuse") == 0 || strcmp(type, "ByteLevel") == 0) *fused = true;
     return LV_OK;
 }
 
@@ -716,7 +773,9 @@ static lv_status load_root(tok *t, json_t *root, lv_err *err) {
     if ((st = build_char_tables(t, err))) return st;
     if ((st = load_normalizer(t, json_object_get(root, "normalizer"), 0, err))) return st;
     if ((st = load_pretok(t, json_object_get(root, "pre_tokenizer"), 0, err))) return st;
-    if ((st = load_template(t, json_object_get(root, "post_processor"), err))) return st;
+    bool have_tpl = false;
+    if ((st = load_template(t, json_object_get(root, "post_processor"), 0, &have_tpl, err)))
+        return st;
     json_t *dec = json_object_get(root, "decoder");
     bool fused = false;
     t->dec_join_space = !dec || json_is_null(dec);

@@ -1,6 +1,8 @@
 /* fuzz_tok_text.c - libFuzzer target: the tokenizer on arbitrary text and
  * arbitrary ids, with the demo model's tokenizer.json (the Mistral pipeline
- * with a small vocabulary). The first byte picks the mode:
+ * with a small vocabulary) or, when bit 2 of the first byte is set, a small
+ * byte-level one (SmolLM2's pipeline: Digits + ByteLevel, the 256 byte
+ * characters, a few merges, added tokens). The first byte picks the mode:
  *   even: the rest is text: encode (with or without BOS/EOS, bit 1); valid
  *         UTF-8 must encode (invalid is a clear refusal), and its ids decode;
  *   odd:  the rest is little-endian int32 ids (taken modulo the vocabulary
@@ -11,6 +13,8 @@
  *         the divergence text/tokenizer.h documents). */
 #include "text/tokenizer.h"
 
+#include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -21,6 +25,43 @@
 static const tok *demo_tokenizer(void) {
     static tok *t;
     if (!t && tok_load(LLAVA_SOURCE_DIR "/models/demo/tokenizer.json", &t, NULL)) abort();
+    return t;
+}
+
+/* The byte-level tokenizer: ids 0..2 special added tokens, 3 + b the
+ * character GPT-2's bytes_to_unicode gives byte b, then a few merges, then
+ * <image> (special) and "hi there" (not special). */
+static const tok *bytelevel_tokenizer(void) {
+    static tok *t;
+    if (t) return t;
+    static char json[16384];
+    size_t n = 0;
+#define PUT(...) (n += (size_t)snprintf(json + n, sizeof json - n, __VA_ARGS__))
+    PUT("{\"added_tokens\":[");
+    const char *added[] = {"<|endoftext|>", "<|im_start|>", "<|im_end|>", "<image>", "hi there"};
+    for (int i = 0; i < 5; i++)
+        PUT("%s{\"id\":%d,\"content\":\"%s\",\"normalized\":false,\"special\":%s}", i ? "," : "",
+            i < 3 ? i : 264 + i - 3, added[i], i < 4 ? "true" : "false");
+    PUT("],\"pre_tokenizer\":{\"type\":\"Sequence\",\"pretokenizers\":[{\"type\":\"Digits\","
+        "\"individual_digits\":true},{\"type\":\"ByteLevel\",\"add_prefix_space\":false}]},"
+        "\"post_processor\":{\"type\":\"ByteLevel\"},\"decoder\":{\"type\":\"ByteLevel\"},"
+        "\"model\":{\"type\":\"BPE\",\"vocab\":{\"<|endoftext|>\":0,\"<|im_start|>\":1,"
+        "\"<|im_end|>\":2");
+    for (int b = 0, next = 0x100; b < 256; b++) {
+        bool printable = (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || b >= 0xAE;
+        unsigned cp = printable ? (unsigned)b : (unsigned)next++;
+        if (cp == '"' || cp == '\\')
+            PUT(",\"\\%c\":%d", (char)cp, 3 + b);
+        else if (cp < 0x80)
+            PUT(",\"%c\":%d", (char)cp, 3 + b);
+        else
+            PUT(",\"%c%c\":%d", (char)(0xC0 | cp >> 6), (char)(0x80 | (cp & 0x3F)), 3 + b);
+    }
+    PUT(",\"he\":259,\"\xC4\xA0t\":260,\"\xC4\xA0the\":261,\"\xC4\x8A\xC4\x8A\":262,"
+        "\"\xC3\x83\xC2\xA9\":263},\"merges\":[\"h e\",\"\xC4\xA0 t\",[\"\xC4\xA0t\",\"he\"],"
+        "\"\xC4\x8A \xC4\x8A\",\"\xC3\x83 \xC2\xA9\"]}}");
+#undef PUT
+    if (n >= sizeof json || tok_load_mem(json, n, &t, NULL)) abort();
     return t;
 }
 
@@ -93,7 +134,7 @@ static void fuzz_ids(const tok *t, const uint8_t *data, size_t size, bool skip_s
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (size < 1) return 0;
-    const tok *t = demo_tokenizer();
+    const tok *t = data[0] & 4 ? bytelevel_tokenizer() : demo_tokenizer();
     if (data[0] & 1)
         fuzz_ids(t, data + 1, size - 1, data[0] & 2);
     else
