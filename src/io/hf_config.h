@@ -144,6 +144,8 @@ typedef enum {
     LV_IMGPROC_LLAVA_NEXT, /* LlavaNextImageProcessor: anyres, do_pad */
     LV_IMGPROC_CLIP,       /* CLIPImageProcessor (llava-1.5 checkpoints) */
     LV_IMGPROC_LLAVA,      /* LlavaImageProcessor (newer llava-1.5 uploads) */
+    LV_IMGPROC_IDEFICS3,   /* Idefics3ImageProcessor / SmolVLMImageProcessor: longest edge,
+                              tiles of max_image_size, LANCZOS */
 } lv_imgproc_kind;
 
 typedef struct {
@@ -159,6 +161,9 @@ typedef struct {
     int n_pinpoints;                        /* 0 for CLIP/Llava processors */
     int pinpoints[HF_MAX_PINPOINTS][2];     /* (height, width) */
     char aspect_ratio_setting[HF_NAME_LEN]; /* "anyres" or ""; informational */
+    int longest_edge;        /* Idefics3: size {"longest_edge": n} (step-1 resize); 0 else */
+    int max_image_size;      /* Idefics3: max_image_size {"longest_edge": n} (tile side); 0 else */
+    bool do_image_splitting; /* Idefics3: split into tiles + a global image */
 } lv_preproc_config;
 
 /* Fills pp with the defaults of the processor class kind (what transformers
