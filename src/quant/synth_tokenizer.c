@@ -20,14 +20,14 @@
 #define HASH_BITS 17
 
 static const char *const SPECIALS[17] = {
-    "<|endoftext|>",   "<|im_start|>",  "<|im_end|>",     "<repo_name>",     "<reponame>",
-    "<file_sep>",      "<filename>",    "<gh_stars>",     "<issue_start>",   "<issue_comment>",
-    "<issue_closed>",  "<jupyter_start>", "<jupyter_text>", "<jupyter_code>", "<jupyter_output>",
+    "<|endoftext|>",    "<|im_start|>",    "<|im_end|>",     "<repo_name>",    "<reponame>",
+    "<file_sep>",       "<filename>",      "<gh_stars>",     "<issue_start>",  "<issue_comment>",
+    "<issue_closed>",   "<jupyter_start>", "<jupyter_text>", "<jupyter_code>", "<jupyter_output>",
     "<jupyter_script>", "<empty_output>"};
 
 typedef struct {
-    char *s;  /* UTF-8 of the byte-level symbols */
-    int len;  /* bytes of text it stands for */
+    char *s; /* UTF-8 of the byte-level symbols */
+    int len; /* bytes of text it stands for */
 } piece;
 
 /* Open-addressing set of piece strings -> index. */
@@ -95,8 +95,7 @@ lv_status synth_tokenizer_json(int n_added, char **text, size_t *len, lv_err *er
     *text = NULL;
     *len = 0;
     if (n_added != 128 && n_added != 3)
-        return lv_fail(err, LV_ERR_ARG, "synthetic tokenizer: %d added tokens (128 or 3)",
-                       n_added);
+        return lv_fail(err, LV_ERR_ARG, "synthetic tokenizer: %d added tokens (128 or 3)", n_added);
     piece *p = calloc(SYNTH_BASE_VOCAB, sizeof *p);
     strset *set = malloc(sizeof *set);
     json_t *vocab = json_object(), *merges = json_array(), *add = json_array();
@@ -163,13 +162,13 @@ lv_status synth_tokenizer_json(int n_added, char **text, size_t *len, lv_err *er
         "s:{s:s, s:b, s:b, s:b}, s:{s:s, s:b, s:b, s:b}, "
         "s:{s:s, s:n, s:n, s:n, s:n, s:b, s:b, s:b, s:O, s:O}}",
         "version", "1.0", "truncation", "padding", "added_tokens", add, "normalizer",
-        "pre_tokenizer", "type", "Sequence", "pretokenizers", "type", "Digits",
-        "individual_digits", 1, "type", "ByteLevel", "add_prefix_space", 0, "trim_offsets", 1,
-        "use_regex", 1, "post_processor", "type", "ByteLevel", "add_prefix_space", 1,
-        "trim_offsets", 0, "use_regex", 1, "decoder", "type", "ByteLevel", "add_prefix_space", 1,
-        "trim_offsets", 1, "use_regex", 1, "model", "type", "BPE", "dropout", "unk_token",
-        "continuing_subword_prefix", "end_of_word_suffix", "fuse_unk", 0, "byte_fallback", 0,
-        "ignore_merges", 0, "vocab", vocab, "merges", merges);
+        "pre_tokenizer", "type", "Sequence", "pretokenizers", "type", "Digits", "individual_digits",
+        1, "type", "ByteLevel", "add_prefix_space", 0, "trim_offsets", 1, "use_regex", 1,
+        "post_processor", "type", "ByteLevel", "add_prefix_space", 1, "trim_offsets", 0,
+        "use_regex", 1, "decoder", "type", "ByteLevel", "add_prefix_space", 1, "trim_offsets", 1,
+        "use_regex", 1, "model", "type", "BPE", "dropout", "unk_token", "continuing_subword_prefix",
+        "end_of_word_suffix", "fuse_unk", 0, "byte_fallback", 0, "ignore_merges", 0, "vocab", vocab,
+        "merges", merges);
     if (!root) goto nomem;
     *text = json_dumps_whole(root, JSON_COMPACT);
     json_decref(root);
