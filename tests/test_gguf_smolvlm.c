@@ -62,8 +62,9 @@
  * scale 2 (4 rows per tile), connector [8, 32]. */
 enum { TD = 8, TF = 16, TV = 8, VD = 8, VF = 16, VL = 2, IMG = 32, PATCH = 8, SCALE = 2 };
 
-static const char *const TOKENS[TV] = {"<|endoftext|>", "<|im_start|>", "<|im_end|>", "a",
-                                       "b",             "\xc4\xa0",     "<image>",    "<end_of_utterance>"};
+static const char *const TOKENS[TV] = {
+    "<|endoftext|>", "<|im_start|>", "<|im_end|>",        "a", "b",
+    "\xc4\xa0",      "<image>",      "<end_of_utterance>"};
 
 typedef struct {
     const char *gguf, *canon;
@@ -206,7 +207,8 @@ static void write_tensors(gguf_writer *w, const char *path, const spec *s, size_
                           const char *skip) {
     lv_err err;
     for (size_t i = 0; i < n; i++)
-        if (!skip || strcmp(s[i].gguf, skip) != 0) gguf_w_tensor(w, s[i].gguf, s[i].n_dims, s[i].ne, s[i].type);
+        if (!skip || strcmp(s[i].gguf, skip) != 0)
+            gguf_w_tensor(w, s[i].gguf, s[i].n_dims, s[i].ne, s[i].type);
     if (gguf_w_begin(w, path, &err)) fail_msg("%s", err.msg);
     for (size_t i = 0; i < n; i++) {
         if (skip && strcmp(s[i].gguf, skip) == 0) continue;
@@ -509,11 +511,9 @@ static void synth_vocab(void **state) {
     assert_int_equal(vocab_id(root, "<image>"), 49190);
     assert_int_equal(vocab_id(root, "<|reserved_special_token_87|>"), 49278);
     assert_int_equal(vocab_id(root, "<end_of_utterance>"), 49279);
-    const char *pre = json_string_value(
-        json_object_get(json_array_get(json_object_get(json_object_get(root, "pre_tokenizer"),
-                                                       "pretokenizers"),
-                                       0),
-                        "type"));
+    const char *pre = json_string_value(json_object_get(
+        json_array_get(json_object_get(json_object_get(root, "pre_tokenizer"), "pretokenizers"), 0),
+        "type"));
     assert_string_equal(pre, "Digits");
     json_decref(root);
     free(a);
@@ -617,13 +617,14 @@ static void export_gguf(void **state) {
     static const struct {
         const char *name;
         uint32_t type;
-    } types[] = {{"v.patch_embd.weight", GGML_F32},    {"v.position_embd.weight", GGML_F32},
-                 {"v.patch_embd.bias", GGML_F32},      {"v.blk.1.attn_q.weight", GGML_F16},
-                 {"v.blk.1.ffn_up.weight", GGML_F16},  {"v.post_ln.weight", GGML_F32},
+    } types[] = {{"v.patch_embd.weight", GGML_F32},   {"v.position_embd.weight", GGML_F32},
+                 {"v.patch_embd.bias", GGML_F32},     {"v.blk.1.attn_q.weight", GGML_F16},
+                 {"v.blk.1.ffn_up.weight", GGML_F16}, {"v.post_ln.weight", GGML_F32},
                  {"mm.model.fc.weight", GGML_F16}};
     for (size_t i = 0; i < LV_ARRAY_LEN(types); i++) {
         const gguf_tensor *t = gguf_find_tensor(g, types[i].name);
-        if (!t || t->type != types[i].type) fail_msg("%s: missing or of type %u", types[i].name, t ? t->type : 0);
+        if (!t || t->type != types[i].type)
+            fail_msg("%s: missing or of type %u", types[i].name, t ? t->type : 0);
     }
     const gguf_tensor *up = gguf_find_tensor(g, "v.blk.0.ffn_up.weight");
     assert_int_equal(up->ne[0], 64); /* fc1: [128, 64] in PyTorch order */
@@ -673,7 +674,8 @@ static void export_gguf(void **state) {
     snprintf(b, sizeof b, "%s/mmproj.gguf", dq);
     if (mdir_open_gguf(a, b, MDIR_WEIGHTS, &md, &err)) fail_msg("%s", err.msg);
     check_tiny_config(&md.config, want);
-    const st_tensor *q = st_find(md.weights, "language_model.model.layers.0.self_attn.q_proj.weight");
+    const st_tensor *q =
+        st_find(md.weights, "language_model.model.layers.0.self_attn.q_proj.weight");
     assert_non_null(q);
     assert_int_equal(q->dtype, LV_DTYPE_Q4_K);
     assert_int_equal(st_count(md.weights), qsource_count(src));
@@ -759,8 +761,10 @@ static void export_mlx(void **state) {
     float *ref = malloc((size_t)qt->n_elems * sizeof *ref), row[256], scales[4], biases[4];
     if (qsource_read(src, (size_t)si, ref, &err)) fail_msg("%s", err.msg);
     for (int r = 0; r < 256; r++) {
-        const uint16_t *s16 = (const uint16_t *)sc->data + r * 4, *b16 = (const uint16_t *)bi->data + r * 4;
-        for (int g = 0; g < 4; g++) scales[g] = lv_f16_to_f32(s16[g]), biases[g] = lv_f16_to_f32(b16[g]);
+        const uint16_t *s16 = (const uint16_t *)sc->data + r * 4,
+                       *b16 = (const uint16_t *)bi->data + r * 4;
+        for (int g = 0; g < 4; g++)
+            scales[g] = lv_f16_to_f32(s16[g]), biases[g] = lv_f16_to_f32(b16[g]);
         mlx_affine_dequantize_row((const uint32_t *)fc->data + r * 32, scales, biases, 256, 4, 64,
                                   row);
         for (int j = 0; j < 256; j++)
@@ -867,8 +871,8 @@ static void real_pair(void **state) {
         int64_t cols = t->shape[t->n_dims - 1];
         for (int64_t j = 0; j < t->n_elems; j++) {
             /* F32 exact, F16 rounding, block types: a step of the row's largest value */
-            double tol = t->dtype == LV_DTYPE_F32   ? 1e-7
-                         : t->dtype == LV_DTYPE_F16 ? fabs(y[j]) / 1024.0 + 1e-7
+            double tol = t->dtype == LV_DTYPE_F32    ? 1e-7
+                         : t->dtype == LV_DTYPE_F16  ? fabs(y[j]) / 1024.0 + 1e-7
                          : t->dtype == LV_DTYPE_BF16 ? fabs(y[j]) / 128.0 + 1e-7
                                                      : 0.0;
             if (tol == 0.0) {
@@ -898,9 +902,8 @@ static void real_pair(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(hand_pair),   cmocka_unit_test(old_upload),
-        cmocka_unit_test(pair_errors), cmocka_unit_test(synth_vocab),
-        cmocka_unit_test(export_gguf), cmocka_unit_test(export_mlx),
+        cmocka_unit_test(hand_pair),   cmocka_unit_test(old_upload),  cmocka_unit_test(pair_errors),
+        cmocka_unit_test(synth_vocab), cmocka_unit_test(export_gguf), cmocka_unit_test(export_mlx),
         cmocka_unit_test(real_pair),   cmocka_unit_test(engine_load),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
