@@ -21,6 +21,9 @@
  *   export_mlx      the same preset written by mlx_export: mlx-vlm's names,
  *                   what is quantized, the values back within the 4-bit
  *                   error, config.json;
+ *   hf_dir_source   the preset written as a Hugging Face SmolVLM2 directory
+ *                   (F32, transformers' names, the hub's JSON files) and
+ *                   converted from there (qsource_open_dir) to GGUF and MLX;
  *   real_pair       a real llama.cpp-converted pair of a tiny SmolVLM
  *                   (tests/data/smolvlm/smolvlm-tiny-gguf/, skipped while
  *                   absent) against its Hugging Face twin
@@ -39,6 +42,7 @@
 #include "io/gguf_model.h"
 #include "io/model_dir.h"
 #include "io/safetensors.h"
+#include "io/safetensors_write.h"
 #include "model/llava.h"
 #include "quant/ggml_quantize.h"
 #include "quant/gguf_export.h"
@@ -792,6 +796,138 @@ static void export_mlx(void **state) {
     qsource_close(src);
 }
 
+/* ---- a Hugging Face SmolVLM directory as the source ------------------------------- */
+
+/* The transformers name of a canonical one (spec smolvlm.md §1.3). */
+static void hf_name(const char *canon, char *out, size_t cap) {
+    static const struct {
+        const char *from, *to;
+    } rules[] = {{"vision_tower.vision_model.", "model.vision_model."},
+                 {"language_model.model.", "model.text_model."},
+                 {"language_model.lm_head.", "lm_head."},
+                 {"connector.", "model.connector."}};
+    for (size_t i = 0; i < LV_ARRAY_LEN(rules); i++) {
+        size_t n = strlen(rules[i].from);
+        if (strncmp(canon, rules[i].from, n) == 0) {
+            snprintf(out, cap, "%s%s", rules[i].to, canon + n);
+            return;
+        }
+    }
+    snprintf(out, cap, "%s", canon);
+}
+
+/* Writes the tiny preset as SmolVLM2 stores it on the hub (F32 safetensors under
+ * transformers' names, the JSON files) into dir. */
+static void write_hf_dir(const qsource *src, const char *dir) {
+    size_t n = qsource_count(src);
+    stw_entry *e = calloc(n, sizeof *e);
+    char(*names)[160] = calloc(n, sizeof *names);
+    for (size_t i = 0; i < n; i++) {
+        const qs_tensor *t = qsource_at(src, i);
+        hf_name(t->name, names[i], sizeof names[i]);
+        e[i].name = names[i];
+        e[i].dtype = LV_DTYPE_F32;
+        e[i].n_dims = t->n_dims;
+        for (int d = 0; d < t->n_dims; d++) e[i].shape[d] = t->shape[d];
+    }
+    char p[1200];
+    snprintf(p, sizeof p, "%s/model.safetensors", dir);
+    stw *w;
+    lv_err err;
+    if (stw_begin(p, e, n, "pt", &w, &err)) fail_msg("%s", err.msg);
+    for (size_t i = 0; i < n; i++) {
+        float *v = malloc((size_t)qsource_at(src, i)->n_elems * sizeof *v + 4);
+        if (qsource_read(src, i, v, &err) || stw_write_tensor(w, i, v, &err))
+            fail_msg("%s", err.msg);
+        free(v);
+    }
+    if (stw_finish(w, &err)) fail_msg("%s", err.msg);
+    free(e);
+    free(names);
+    const qs_preset *ps = qsource_preset(src);
+    tu_write_file(dir, "config.json", ps->config_json, strlen(ps->config_json));
+    tu_write_file(dir, "preprocessor_config.json", ps->preproc_json, strlen(ps->preproc_json));
+    tu_write_file(dir, "processor_config.json", ps->processor_json, strlen(ps->processor_json));
+    tu_write_file(dir, "generation_config.json", ps->generation_json, strlen(ps->generation_json));
+    tu_write_file(dir, "tokenizer_config.json", ps->tokenizer_config_json,
+                  strlen(ps->tokenizer_config_json));
+    json_t *ct = json_pack("{s:s}", "chat_template", ps->chat_template);
+    char *ctt = json_dumps(ct, 0);
+    tu_write_file(dir, "chat_template.json", ctt, strlen(ctt));
+    free(ctt);
+    json_decref(ct);
+    char *tj;
+    size_t len;
+    if (qsource_tokenizer_read(src, &tj, &len, &err)) fail_msg("%s", err.msg);
+    tu_write_file(dir, "tokenizer.json", tj, len);
+    free(tj);
+}
+
+static void hf_dir_source(void **state) {
+    (void)state;
+    qsource *rnd = tiny_source();
+    char hf[1100], out[1100], mlx[1100], a[1200], b[1200];
+    snprintf(hf, sizeof hf, "%s", tu_tmpdir("smol_hf"));
+    snprintf(out, sizeof out, "%s", tu_tmpdir("smol_hf_gguf"));
+    snprintf(mlx, sizeof mlx, "%s/out", tu_tmpdir("smol_hf_mlx"));
+    write_hf_dir(rnd, hf);
+    qsource *src;
+    lv_err err;
+    if (qsource_open_dir(hf, &src, &err)) fail_msg("%s", err.msg);
+    check_tiny_config(qsource_config(src), qsource_config(rnd));
+    assert_int_equal(qsource_count(src), qsource_count(rnd));
+    if (gguf_export(src, out, LV_DTYPE_F16, NULL, NULL, &err)) fail_msg("%s", err.msg);
+    snprintf(a, sizeof a, "%s/text.gguf", out);
+    snprintf(b, sizeof b, "%s/mmproj.gguf", out);
+    lv_model_dir md;
+    if (mdir_open_gguf(a, b, MDIR_WEIGHTS, &md, &err)) fail_msg("%s", err.msg);
+    check_tiny_config(&md.config, qsource_config(rnd));
+    assert_int_equal(md.config.text.eos_ids[0],
+                     49279); /* tokenizer_config's, not text_config's 2 */
+    assert_int_equal(md.config.text.bos_id, 1);
+    assert_int_equal(md.config.pad_token_id, 2);
+    assert_int_equal(md.preproc.longest_edge, 256);
+    assert_non_null(md.tokenizer_config.chat_template);
+    assert_non_null(strstr(md.tokenizer_config.chat_template, "<end_of_utterance>"));
+    assert_int_equal(st_count(md.weights), qsource_count(rnd));
+    for (size_t i = 0; i < qsource_count(rnd); i++) {
+        const qs_tensor *q = qsource_at(rnd, i);
+        const st_tensor *t = st_find(md.weights, q->name);
+        if (!t) fail_msg("%s is missing", q->name);
+        float *want = malloc((size_t)q->n_elems * sizeof *want), *y = to_f32(t);
+        if (qsource_read(rnd, i, want, &err)) fail_msg("%s", err.msg);
+        for (int64_t j = 0; j < q->n_elems; j++)
+            if (fabsf(y[j] - want[j]) >
+                (t->dtype == LV_DTYPE_F32 ? 0.0f : fabsf(want[j]) / 1024.0f + 1e-7f))
+                fail_msg("%s[%lld] = %g, expected %g", q->name, (long long)j, y[j], want[j]);
+        free(want);
+        free(y);
+    }
+    mdir_close(&md);
+    mlx_export_opts o = {.bits = 8, .group = 64};
+    if (mlx_export(src, mlx, &o, NULL, NULL, &err)) fail_msg("%s", err.msg);
+    st_set *w;
+    if (st_open(mlx, &w, &err)) fail_msg("%s", err.msg);
+    const st_tensor *t = st_find(w, "language_model.model.layers.1.mlp.up_proj.weight");
+    assert_non_null(t);
+    assert_string_equal(t->orig_name, "language_model.layers.1.mlp.up_proj.weight");
+    assert_int_equal(t->dtype, LV_DTYPE_U32);
+    t = st_find(w, "vision_tower.vision_model.embeddings.position_embedding.weight");
+    assert_non_null(t);
+    assert_int_equal(t->dtype, LV_DTYPE_F32); /* float, in the source's dtype */
+    st_close(w);
+    /* the source's files come along */
+    static const char *const files[] = {"processor_config.json", "generation_config.json",
+                                        "chat_template.json", "tokenizer_config.json"};
+    for (size_t i = 0; i < LV_ARRAY_LEN(files); i++) {
+        char p[1200];
+        snprintf(p, sizeof p, "%s/%s", mlx, files[i]);
+        if (!lv_is_file(p)) fail_msg("%s is missing", p);
+    }
+    qsource_close(src);
+    qsource_close(rnd);
+}
+
 /* ---- the engine on an exported pair -------------------------------------------- */
 
 static void engine_load(void **state) {
@@ -902,9 +1038,11 @@ static void real_pair(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(hand_pair),   cmocka_unit_test(old_upload),  cmocka_unit_test(pair_errors),
-        cmocka_unit_test(synth_vocab), cmocka_unit_test(export_gguf), cmocka_unit_test(export_mlx),
-        cmocka_unit_test(real_pair),   cmocka_unit_test(engine_load),
+        cmocka_unit_test(hand_pair),     cmocka_unit_test(old_upload),
+        cmocka_unit_test(pair_errors),   cmocka_unit_test(synth_vocab),
+        cmocka_unit_test(export_gguf),   cmocka_unit_test(export_mlx),
+        cmocka_unit_test(hf_dir_source), cmocka_unit_test(real_pair),
+        cmocka_unit_test(engine_load),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

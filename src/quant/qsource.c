@@ -229,7 +229,11 @@ lv_status qsource_open_dir(const char *model_dir, qsource **out, lv_err *err) {
     *out = NULL;
     qsource *s = calloc(1, sizeof(*s));
     if (!s) return lv_fail(err, LV_ERR_NOMEM, "%s: out of memory", model_dir);
-    lv_status st = mdir_open(model_dir, MDIR_WEIGHTS | MDIR_NO_TOKENIZER, &s->md, err);
+    /* the writers read preprocessor_config.json themselves (gguf_export) or copy it
+     * (mlx_export), so a processor class io/hf_config does not know (SmolVLM's, on
+     * branches without it) does not stop a conversion */
+    lv_status st =
+        mdir_open(model_dir, MDIR_WEIGHTS | MDIR_NO_TOKENIZER | MDIR_NO_PREPROC, &s->md, err);
     if (st != LV_OK) goto fail;
     s->has_md = true;
     s->config = s->md.config;
