@@ -48,7 +48,8 @@
  *   clip.vision.attention.layer_norm_epsilon         the file's value (the
  *       converter writes 1e-5 when config.json lacks layer_norm_eps, where
  *       transformers' SigLIP default is 1e-6; we keep what the file says)
- *   clip.vision.projector.scale_factor               pixel shuffle (default 2)
+ *   clip.vision.projector.scale_factor               pixel shuffle (absent: 2, the
+ *       converter's and transformers' default; clip-model.h's n_merge is 1)
  *   clip.vision.preproc_image_size                   size.longest_edge (absent
  *       in uploads before llama.cpp PR #16206: 4 x image_size, what every
  *       released preprocessor_config.json has)
@@ -316,8 +317,9 @@ static lv_status vision_config_idefics3(const gguf *g, lv_model_config *cfg, lv_
                        path, cfg->scale_factor, side);
     v->head_dim = v->dim / v->n_heads;
     v->n_channels = 3;
-    /* SigLIP's own default (HF 1e-6) when the key is absent; convert_hf_to_gguf.py
-     * always writes it, as 1e-5 when config.json has no layer_norm_eps (smolvlm.md §11.1) */
+    /* SigLIP's own default (HF 1e-6; clip-model.h's too) when the key is absent;
+     * convert_hf_to_gguf.py always writes it, as 1e-5 when config.json has no
+     * layer_norm_eps (smolvlm.md §11.1) */
     v->ln_eps = 1e-6;
     if ((st = gguf_get_float(g, "clip.vision.attention.layer_norm_epsilon", &v->ln_eps, &found,
                              err)))
