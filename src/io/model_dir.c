@@ -119,7 +119,7 @@ lv_status mdir_open(const char *path, unsigned flags, lv_model_dir *md, lv_err *
                                : LV_IMGPROC_CLIP;
     hf_preproc_defaults(kind, &md->preproc);
     if ((st = lv_path_join(p, sizeof p, path, "preprocessor_config.json", err))) goto fail;
-    if (lv_is_file(p)) {
+    if (lv_is_file(p) && !(flags & MDIR_NO_PREPROC)) {
         if ((st = hf_preproc_load(p, kind, &md->preproc, err))) goto fail;
         md->has_preproc = true;
     }

@@ -29,6 +29,9 @@
 enum {
     MDIR_WEIGHTS = 1u << 0,      /* also open the weights (st_open on the directory) */
     MDIR_NO_TOKENIZER = 1u << 1, /* tokenizer.json may be missing (e.g. a GGUF vocab is used) */
+    MDIR_NO_PREPROC = 1u << 2,   /* preprocessor_config.json is not parsed (has_preproc stays
+                                    false, preproc the class defaults): a converter that copies
+                                    or reads the file itself */
 };
 
 typedef struct {

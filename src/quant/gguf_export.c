@@ -113,8 +113,9 @@ typedef struct {
     gguf_mix mix;         /* GGUF_MIX_Q4_K_M: llama.cpp's Q4_K_M choices */
     int n_layers;         /* text blocks (use_more_bits's n) */
     int n_heads, n_kv_heads;
-    bool tied;   /* embeddings tied: no output.weight */
-    int n_vocab; /* rows kept of one-row-per-token tensors */
+    bool tied;     /* embeddings tied: no output.weight */
+    int n_vocab;   /* rows kept of one-row-per-token tensors */
+    bool embd_f32; /* tensors of ".embeddings." stay F32 (SmolVLM's mmproj) */
 } plan_ctx;
 
 static bool is_quantized(uint32_t t) {
@@ -157,6 +158,7 @@ static lv_status plan_name(void *ud, const gguf_name *e, const char *g, const ch
     item *it = &x->p->v[x->p->n - 1];
     if (!bias && (e->flags & GN_VOCAB)) it->ne[1] = x->n_vocab;
     if (it->n_dims >= 2) it->type = fit_type(recipe_type(x, e, g, it->ne[0]), it->ne[0]);
+    if (x->embd_f32 && strstr(hf, ".embeddings.")) it->type = GGML_F32;
     return LV_OK;
 }
 
@@ -170,6 +172,7 @@ typedef struct {
     char **merges;  /* "left right" */
     size_t n_merges;
     bool base; /* base vocabulary: written without merges (scores only) */
+    bool gpt2; /* byte-level BPE (SmolLM2): tokenizer.ggml.model "gpt2", no scores */
 } vocab;
 
 static void vocab_free(vocab *v) {
@@ -210,6 +213,20 @@ static char *merge_text(json_t *m, const char **a, size_t *la, const char **b, s
     return t;
 }
 
+/* Whether the tokenizer's pre_tokenizer is (or has, in a Sequence) ByteLevel. */
+static bool has_byte_level(json_t *root) {
+    json_t *pt = json_object_get(root, "pre_tokenizer");
+    const char *t = json_string_value(json_object_get(pt, "type"));
+    if (t && strcmp(t, "ByteLevel") == 0) return true;
+    json_t *seq = json_object_get(pt, "pretokenizers"), *e;
+    size_t i;
+    json_array_foreach(seq, i, e) {
+        t = json_string_value(json_object_get(e, "type"));
+        if (t && strcmp(t, "ByteLevel") == 0) return true;
+    }
+    return false;
+}
+
 /* 1 + the largest id of model.vocab: the base (SentencePiece) vocabulary. */
 static int base_size(json_t *jv) {
     const char *key;
@@ -225,7 +242,7 @@ static int base_size(json_t *jv) {
  * messages); base: only model.vocab's ids (at most n_vocab), the added
  * tokens past them dropped. */
 static lv_status load_vocab(const char *path, const char *text, size_t len, int n_vocab, bool base,
-                            vocab *v, lv_err *err) {
+                            bool gpt2, vocab *v, lv_err *err) {
     memset(v, 0, sizeof *v);
     json_error_t je;
     json_t *root = json_loadb_whole(text, len, 0, &je);
@@ -234,8 +251,19 @@ static lv_status load_vocab(const char *path, const char *text, size_t len, int 
     json_t *model = json_object_get(root, "model"), *jv = json_object_get(model, "vocab"),
            *jm = json_object_get(model, "merges"), *added = json_object_get(root, "added_tokens");
     const char *type = json_string_value(json_object_get(model, "type"));
-    if (!type || strcmp(type, "BPE") != 0 || !json_is_object(jv) ||
-        !json_is_true(json_object_get(model, "byte_fallback"))) {
+    if (gpt2) {
+        /* SmolLM2's: byte-level BPE, no byte fallback (the "gpt2" GGUF vocabulary) */
+        if (!type || strcmp(type, "BPE") != 0 || !json_is_object(jv) ||
+            json_is_true(json_object_get(model, "byte_fallback")) || !has_byte_level(root)) {
+            st = lv_fail(err, LV_ERR_UNSUPPORTED,
+                         "%s: a SmolVLM text model needs a byte-level BPE tokenizer (a ByteLevel "
+                         "pre-tokenizer, no byte_fallback) for its \"gpt2\" GGUF vocabulary",
+                         path);
+            goto done;
+        }
+        v->gpt2 = true;
+    } else if (!type || strcmp(type, "BPE") != 0 || !json_is_object(jv) ||
+               !json_is_true(json_object_get(model, "byte_fallback"))) {
         st = lv_fail(err, LV_ERR_UNSUPPORTED,
                      "%s: only a SentencePiece-style BPE tokenizer (byte_fallback) can be written "
                      "as a llama GGUF vocabulary",
@@ -275,7 +303,7 @@ static lv_status load_vocab(const char *path, const char *text, size_t len, int 
         }
         free(v->tokens[id]);
         v->tokens[id] = strdup(key);
-        v->types[id] = is_byte_piece(key) ? TT_BYTE : TT_NORMAL;
+        v->types[id] = !gpt2 && is_byte_piece(key) ? TT_BYTE : TT_NORMAL;
     }
     for (size_t i = 0; !st && i < json_array_size(added); i++) {
         json_t *a = json_array_get(added, i);
@@ -349,10 +377,12 @@ static int vocab_find(const vocab *v, const char *s) {
 /* The tokenizer.ggml.* keys (and the chat templates of tc). */
 static void put_vocab(gguf_writer *w, const vocab *voc, const lv_tokenizer_config *tc, int bos,
                       int eos, int pad) {
-    gguf_w_str(w, "tokenizer.ggml.model", "llama");
-    gguf_w_str(w, "tokenizer.ggml.pre", "default");
+    /* byte-level: convert_hf_to_gguf.py's _set_vocab_gpt2 (tokens, token types,
+     * merges; pre "smollm" is what get_vocab_base_pre names SmolLM2's) */
+    gguf_w_str(w, "tokenizer.ggml.model", voc->gpt2 ? "gpt2" : "llama");
+    gguf_w_str(w, "tokenizer.ggml.pre", voc->gpt2 ? "smollm" : "default");
     gguf_w_arr_str(w, "tokenizer.ggml.tokens", (const char *const *)voc->tokens, (size_t)voc->n);
-    gguf_w_arr_f32(w, "tokenizer.ggml.scores", voc->scores, (size_t)voc->n);
+    if (!voc->gpt2) gguf_w_arr_f32(w, "tokenizer.ggml.scores", voc->scores, (size_t)voc->n);
     gguf_w_arr_i32(w, "tokenizer.ggml.token_type", voc->types, (size_t)voc->n);
     if (!voc->base)
         gguf_w_arr_str(w, "tokenizer.ggml.merges", (const char *const *)voc->merges, voc->n_merges);
@@ -381,7 +411,7 @@ lv_status gguf_export_vocab(gguf_writer *w, const char *tokenizer_json, int n_vo
     lv_status st = lv_read_file(tokenizer_json, 64u << 20, &text, &len, err);
     if (st) return st;
     vocab voc;
-    st = load_vocab(tokenizer_json, text, len, n_vocab, false, &voc, err);
+    st = load_vocab(tokenizer_json, text, len, n_vocab, false, false, &voc, err);
     free(text);
     if (st) return st;
     int bos = vocab_find(&voc, tc->bos_token ? tc->bos_token : "<s>");
@@ -411,19 +441,101 @@ static uint32_t file_type_of(lv_dtype t, gguf_mix mix) {
 typedef struct {
     lv_tokenizer_config tc;
     lv_preproc_config pp;
+    lv_generation_config gc;
+    bool has_gc; /* generation_config.json (SmolVLM: its eos) */
 } aux_cfg;
+
+/* What a SmolVLM mmproj needs of preprocessor_config.json, read here since
+ * the LLaVA processor parser does not take Idefics3ImageProcessor: image_mean,
+ * image_std (a number or 3; default 0.5, IMAGENET_STANDARD_*) and
+ * size.longest_edge (default image_size, as convert_hf_to_gguf.py's
+ * SmolVLMModel falls back). */
+static lv_status idefics3_preproc(const char *json, size_t len, const char *name, int image_size,
+                                  lv_preproc_config *pp, lv_err *err) {
+    for (int i = 0; i < 3; i++) pp->image_mean[i] = pp->image_std[i] = 0.5;
+    pp->kind = LV_IMGPROC_IDEFICS3;
+    pp->longest_edge = pp->max_image_size = image_size;
+    if (!json) return LV_OK;
+    json_error_t je;
+    json_t *root = json_loadb_whole(json, len, 0, &je);
+    if (!root || !json_is_object(root)) {
+        json_decref(root);
+        return lv_fail(err, LV_ERR_FORMAT, "%s: not a JSON object (%s)", name, je.text);
+    }
+    lv_status st = LV_OK;
+    const char *keys[2] = {"image_mean", "image_std"};
+    double *dst[2] = {pp->image_mean, pp->image_std};
+    for (int k = 0; k < 2 && !st; k++) {
+        json_t *v = json_object_get(root, keys[k]);
+        if (!v) continue;
+        if (json_is_number(v)) {
+            for (int i = 0; i < 3; i++) dst[k][i] = json_number_value(v);
+        } else if (json_is_array(v) && json_array_size(v) == 3) {
+            for (int i = 0; i < 3 && !st; i++) {
+                json_t *x = json_array_get(v, (size_t)i);
+                if (!json_is_number(x))
+                    st =
+                        lv_fail(err, LV_ERR_FORMAT, "%s: %s[%d] is not a number", name, keys[k], i);
+                else
+                    dst[k][i] = json_number_value(x);
+            }
+        } else {
+            st = lv_fail(err, LV_ERR_FORMAT, "%s: %s must be a number or a list of 3", name,
+                         keys[k]);
+        }
+    }
+    for (int i = 0; i < 3 && !st; i++)
+        if (!(pp->image_std[i] > 0))
+            st = lv_fail(err, LV_ERR_FORMAT, "%s: image_std[%d] must be > 0", name, i);
+    json_t *le = json_object_get(json_object_get(root, "size"), "longest_edge");
+    if (!st && le) {
+        if (!json_is_integer(le) || json_integer_value(le) < 1 ||
+            json_integer_value(le) > (1 << 14))
+            st = lv_fail(err, LV_ERR_FORMAT, "%s: size.longest_edge must be an integer 1..%d", name,
+                         1 << 14);
+        else
+            pp->longest_edge = (int)json_integer_value(le);
+    }
+    json_decref(root);
+    return st;
+}
 
 static lv_status load_aux(const qsource *src, aux_cfg *a, lv_err *err) {
     hf_tokcfg_defaults(&a->tc);
+    hf_gencfg_defaults(&a->gc);
     hf_preproc_defaults(LV_IMGPROC_LLAVA_NEXT, &a->pp);
+    const lv_model_config *c = qsource_config(src);
+    bool smol = hf_is_idefics3(c);
     const char *dir = qsource_dir(src);
     lv_status st;
     char p[4096];
     if (!dir) {
+        const qs_preset *ps = qsource_preset(src);
         const char *tpl = qsource_chat_template(src);
         if (tpl && !(a->tc.processor_chat_template = strdup(tpl)))
             return lv_fail(err, LV_ERR_NOMEM, "out of memory");
         const char *pj = qsource_preproc_json(src);
+        if (smol) {
+            const char *tj = ps ? ps->tokenizer_config_json : NULL;
+            const char *gj = ps ? ps->generation_json : NULL;
+            if (tj) {
+                char *keep = a->tc.processor_chat_template;
+                a->tc.processor_chat_template = NULL;
+                hf_tokcfg_deinit(&a->tc);
+                st = hf_tokcfg_parse(tj, strlen(tj), "preset tokenizer_config.json", &a->tc, err);
+                if (st) {
+                    free(keep);
+                    return st;
+                }
+                a->tc.processor_chat_template = keep;
+            }
+            if (gj && (st = hf_gencfg_parse(gj, strlen(gj), "preset generation_config.json", &a->gc,
+                                            err)))
+                return st;
+            a->has_gc = gj != NULL;
+            return idefics3_preproc(pj, pj ? strlen(pj) : 0, "preset preprocessor_config.json",
+                                    c->vision.image_size, &a->pp, err);
+        }
         return pj ? hf_preproc_parse(pj, strlen(pj), "preset preprocessor_config.json",
                                      LV_IMGPROC_LLAVA_NEXT, &a->pp, err)
                   : LV_OK;
@@ -435,7 +547,20 @@ static lv_status load_aux(const qsource *src, aux_cfg *a, lv_err *err) {
         if ((st = lv_path_join(p, sizeof p, dir, tpl[i], err))) return st;
         if (lv_is_file(p) && (st = hf_chat_template_load(p, &a->tc, err))) return st;
     }
+    if ((st = lv_path_join(p, sizeof p, dir, "generation_config.json", err))) return st;
+    if (lv_is_file(p)) {
+        if ((st = hf_gencfg_load(p, &a->gc, err))) return st;
+        a->has_gc = true;
+    }
     if ((st = lv_path_join(p, sizeof p, dir, "preprocessor_config.json", err))) return st;
+    if (smol) {
+        char *text = NULL;
+        size_t len = 0;
+        if (lv_is_file(p) && (st = lv_read_file(p, 1u << 20, &text, &len, err))) return st;
+        st = idefics3_preproc(text, len, p, c->vision.image_size, &a->pp, err);
+        free(text);
+        return st;
+    }
     if (lv_is_file(p) && (st = hf_preproc_load(p, LV_IMGPROC_LLAVA_NEXT, &a->pp, err))) return st;
     return LV_OK;
 }
@@ -446,7 +571,7 @@ static lv_status text_plan(const qsource *src, const vocab *voc, const aux_cfg *
     const lv_text_config *t = &c->text;
     uint32_t mt = (uint32_t)(type == LV_DTYPE_F16 ? GGML_F16 : dtype_ggml_id(type));
     gguf_w_str(w, "general.architecture", "llama");
-    gguf_w_str(w, "general.name", "llava text model");
+    gguf_w_str(w, "general.name", hf_is_idefics3(c) ? "SmolVLM text model" : "llava text model");
     gguf_w_u32(w, "general.file_type", file_type_of(type, mix));
     if (type != LV_DTYPE_F16) gguf_w_u32(w, "general.quantization_version", 2);
     gguf_w_u32(w, "llama.context_length", (uint32_t)t->max_pos);
@@ -465,7 +590,22 @@ static lv_status text_plan(const qsource *src, const vocab *voc, const aux_cfg *
     gguf_w_u32(w, "llama.vocab_size", (uint32_t)voc->n);
     int bos = t->bos_id >= 0 ? t->bos_id : vocab_find(voc, aux->tc.bos_token);
     int eos = t->n_eos ? t->eos_ids[0] : vocab_find(voc, aux->tc.eos_token);
-    put_vocab(w, voc, &aux->tc, bos, eos, c->pad_token_id >= 0 ? c->pad_token_id : t->pad_id);
+    int pad = c->pad_token_id >= 0 ? c->pad_token_id : t->pad_id;
+    if (hf_is_idefics3(c)) {
+        /* as convert_hf_to_gguf.py's SpecialVocab: tokenizer_config.json's token
+         * strings first (SmolVLM: <|im_start|>, <end_of_utterance>), then the
+         * ids of the configs; text_config's eos (2) is not the turn end, so
+         * generation_config.json's comes before it */
+        int tb = vocab_find(voc, aux->tc.bos_token), te = vocab_find(voc, aux->tc.eos_token);
+        bos = tb >= 0 ? tb : aux->gc.has_bos_token_id ? aux->gc.bos_token_id : t->bos_id;
+        eos = te >= 0                                   ? te
+              : aux->has_gc && aux->gc.has_eos_token_id ? aux->gc.eos_token_ids[0]
+              : t->n_eos                                ? t->eos_ids[0]
+                                                        : -1;
+        int tp = vocab_find(voc, aux->tc.pad_token);
+        pad = tp >= 0 ? tp : aux->gc.has_pad_token_id ? aux->gc.pad_token_id : t->pad_id;
+    }
+    put_vocab(w, voc, &aux->tc, bos, eos, pad);
 
     /* tensors, in convert_hf_to_gguf.py's order (io/gguf_names.c) */
     plan_ctx x = {.p = p,
@@ -480,9 +620,45 @@ static lv_status text_plan(const qsource *src, const vocab *voc, const aux_cfg *
     return gguf_names_each(GN_TEXT, t->n_layers, plan_name, &x, err);
 }
 
+/* The mmproj of a SmolVLM model as convert_hf_to_gguf.py's SmolVLMModel
+ * writes it (ggml-org/llama.cpp conversion/smolvlm.py and MmprojModel in
+ * conversion/base.py; spec smolvlm.md §11.1): projector "idefics3", every
+ * block, v.post_ln, mm.model.fc; tensors of the embeddings (patch conv and
+ * position table) forced to F32, other matrices F16, vectors F32. */
+static lv_status mmproj_plan_idefics3(const qsource *src, const aux_cfg *aux, gguf_writer *w,
+                                      plan *p, lv_err *err) {
+    const lv_model_config *c = qsource_config(src);
+    const lv_vision_config *v = &c->vision;
+    gguf_w_str(w, "general.architecture", "clip");
+    gguf_w_str(w, "general.type", "mmproj");
+    gguf_w_str(w, "general.name", "SmolVLM mmproj");
+    gguf_w_u32(w, "general.file_type", 1);
+    gguf_w_bool(w, "clip.has_vision_encoder", true);
+    gguf_w_u32(w, "clip.vision.projection_dim", (uint32_t)c->text.dim);
+    gguf_w_u32(w, "clip.vision.image_size", (uint32_t)v->image_size);
+    gguf_w_u32(w, "clip.vision.patch_size", (uint32_t)v->patch_size);
+    gguf_w_u32(w, "clip.vision.embedding_length", (uint32_t)v->dim);
+    gguf_w_u32(w, "clip.vision.feed_forward_length", (uint32_t)v->hidden_dim);
+    gguf_w_u32(w, "clip.vision.block_count", (uint32_t)v->n_layers);
+    gguf_w_u32(w, "clip.vision.attention.head_count", (uint32_t)v->n_heads);
+    float mean[3], std[3];
+    for (int i = 0; i < 3; i++)
+        mean[i] = (float)aux->pp.image_mean[i], std[i] = (float)aux->pp.image_std[i];
+    gguf_w_arr_f32(w, "clip.vision.image_mean", mean, 3);
+    gguf_w_arr_f32(w, "clip.vision.image_std", std, 3);
+    gguf_w_str(w, "clip.projector_type", "idefics3");
+    gguf_w_f32(w, "clip.vision.attention.layer_norm_epsilon", (float)v->ln_eps);
+    gguf_w_u32(w, "clip.vision.projector.scale_factor", (uint32_t)c->scale_factor);
+    gguf_w_bool(w, "clip.use_gelu", true);
+    gguf_w_u32(w, "clip.vision.preproc_image_size", (uint32_t)aux->pp.longest_edge);
+    plan_ctx x = {.p = p, .src = src, .matrix_type = GGML_F16, .embd_f32 = true};
+    return gguf_names_each_conv(GN_MMPROJ, GN_CONV_IDEFICS3, v->n_layers, plan_name, &x, err);
+}
+
 static lv_status mmproj_plan(const qsource *src, const aux_cfg *aux, bool legacy, gguf_writer *w,
                              plan *p, lv_err *err) {
     const lv_model_config *c = qsource_config(src);
+    if (hf_is_idefics3(c)) return mmproj_plan_idefics3(src, aux, w, p, err);
     const lv_vision_config *v = &c->vision;
     if (c->n_feature_layers != 1)
         return lv_fail(err, LV_ERR_UNSUPPORTED,
@@ -631,6 +807,9 @@ lv_status gguf_export_ex(const qsource *src, const char *out_dir, lv_dtype type,
         return lv_fail(err, LV_ERR_ARG,
                        "the source has no tokenizer.json: a GGUF text model needs its vocabulary");
     const lv_model_config *c = qsource_config(src);
+    if (base && hf_is_idefics3(c))
+        return lv_fail(err, LV_ERR_ARG,
+                       "a base vocabulary (liuhaotian-style LLaVA GGUF) does not go with SmolVLM");
     if (mkdir(out_dir, 0777) != 0 && errno != EEXIST)
         return lv_fail(err, LV_ERR_IO, "%s: cannot create: %s", out_dir, strerror(errno));
     char text_path[4096], mm_path[4096];
@@ -652,7 +831,8 @@ lv_status gguf_export_ex(const qsource *src, const char *out_dir, lv_dtype type,
     }
     if ((st = load_aux(src, &aux, err)) ||
         (st = qsource_tokenizer_read(src, &tok_text, &tok_len, err)) ||
-        (st = load_vocab(tj, tok_text, tok_len, c->text.vocab_size, base, &voc, err)) ||
+        (st = load_vocab(tj, tok_text, tok_len, c->text.vocab_size, base, hf_is_idefics3(c), &voc,
+                         err)) ||
         (st = text_plan(src, &voc, &aux, type, mix, wt, &pt, err)) ||
         (st = mmproj_plan(src, &aux, base, wm, &pm, err)))
         goto done;

@@ -9,7 +9,13 @@
  * preset's) and out_dir/mmproj.gguf
  * (general.architecture "clip", as the llava legacy converter writes it:
  * clip.* keys, mm.0/mm.2 projector, the vision blocks up to the feature
- * layer, model.image_newline).
+ * layer, model.image_newline). A SmolVLM / SmolVLM2 source (model_type
+ * "idefics3" / "smolvlm") is written as convert_hf_to_gguf.py writes it
+ * (ggml-org/llama.cpp conversion/smolvlm.py, conversion/llama.py): a "gpt2"
+ * vocabulary (tokenizer.ggml.pre "smollm", merges, no scores; bos/eos/pad
+ * from tokenizer_config.json's strings, then generation_config.json's ids),
+ * and an mmproj with clip.projector_type "idefics3", every SigLIP block,
+ * v.post_ln and mm.model.fc, the embeddings' tensors in F32.
  *
  * Tensor types, as llama-quantize chooses them (the rules and their source:
  * the top of gguf_export.c):

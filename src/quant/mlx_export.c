@@ -82,7 +82,7 @@ static bool ends_with(const char *s, const char *suffix) {
 
 /* Is this the weight of a module mlx-vlm quantizes (nn.Linear or
  * nn.Embedding) under the chosen layout? */
-static bool quantizable(const qs_tensor *t, bool quantize_vision) {
+static bool quantizable(const qs_tensor *t, bool quantize_vision, bool smol) {
     static const char *const leaves[] = {".q_proj.weight",
                                          ".k_proj.weight",
                                          ".v_proj.weight",
@@ -97,12 +97,39 @@ static bool quantizable(const qs_tensor *t, bool quantize_vision) {
                                          ".fc2.weight",
                                          ".position_embedding.weight",
                                          ".linear_1.weight",
-                                         ".linear_2.weight"};
+                                         ".linear_2.weight",
+                                         ".modality_projection.proj.weight"};
     if (t->n_dims != 2) return false;
     bool leaf = false;
     for (size_t i = 0; i < LV_ARRAY_LEN(leaves); i++) leaf = leaf || ends_with(t->name, leaves[i]);
     if (!leaf) return false;
-    return quantize_vision || strncmp(t->name, "language_model.", 15) == 0;
+    /* mlx-vlm quantizes SmolVLM's connector: base_quant_predicate skips only
+     * vision_model / vision_tower / multi_modal_projector paths (spec smolvlm.md §12) */
+    return quantize_vision || strncmp(t->name, "language_model.", 15) == 0 ||
+           (smol && strncmp(t->name, "connector.", 10) == 0);
+}
+
+/* The name a tensor is written under: the canonical one, except for SmolVLM,
+ * which mlx-vlm's idefics3 sanitize() names vision_model.*, connector.*,
+ * language_model.{embed_tokens,layers,norm,lm_head}.* (Blaizzy/mlx-vlm
+ * mlx_vlm/models/idefics3/idefics3.py; io/tensor_names.c maps them back). */
+static char *out_name(const char *canon, bool smol) {
+    static const struct {
+        const char *from, *to;
+    } rules[] = {{"vision_tower.vision_model.", "vision_model."},
+                 {"language_model.model.", "language_model."}};
+    for (size_t i = 0; smol && i < LV_ARRAY_LEN(rules); i++) {
+        size_t n = strlen(rules[i].from);
+        if (strncmp(canon, rules[i].from, n) != 0) continue;
+        size_t m = strlen(rules[i].to), rest = strlen(canon + n);
+        char *o = malloc(m + rest + 1);
+        if (o) {
+            memcpy(o, rules[i].to, m);
+            memcpy(o + m, canon + n, rest + 1);
+        }
+        return o;
+    }
+    return strdup(canon);
 }
 
 static void plan_free(plan *p) {
@@ -163,6 +190,7 @@ static lv_status make_plan(const qsource *src, const mlx_export_opts *o, plan *p
     if (!p->items) return lv_fail(err, LV_ERR_NOMEM, "out of memory planning the export");
     p->n_items = n;
     uint64_t shard_max = o->shard_bytes ? o->shard_bytes : DEFAULT_SHARD_BYTES, in_shard = 0;
+    bool smol = hf_is_idefics3(qsource_config(src));
     for (size_t i = 0; i < n; i++) {
         const qs_tensor *t = qsource_at(src, i);
         plan_item *it = &p->items[i];
@@ -170,12 +198,12 @@ static lv_status make_plan(const qsource *src, const mlx_export_opts *o, plan *p
         it->dt = t->dtype;
         if (it->dt != LV_DTYPE_F16 && it->dt != LV_DTYPE_BF16 && it->dt != LV_DTYPE_F32)
             it->dt = LV_DTYPE_F16;
-        bool q = quantizable(t, o->quantize_vision) && t->shape[1] % o->group == 0;
+        bool q = quantizable(t, o->quantize_vision, smol) && t->shape[1] % o->group == 0;
         it->kind = q                                                                  ? K_QUANT
                    : (t->n_dims == 4 && ends_with(t->name, "patch_embedding.weight")) ? K_CONV
                                                                                       : K_FLOAT;
         it->n_parts = q ? 3 : 1;
-        it->names[0] = strdup(t->name);
+        it->names[0] = out_name(t->name, smol);
         if (!it->names[0]) goto nomem;
         stw_entry *e = it->part;
         e[0].dtype = it->dt;
@@ -187,11 +215,11 @@ static lv_status make_plan(const qsource *src, const mlx_export_opts *o, plan *p
             e[0].shape[3] = t->shape[1];
         }
         if (q) {
-            size_t base = strlen(t->name) - strlen(".weight");
+            size_t base = strlen(it->names[0]) - strlen(".weight");
             for (int k = 1; k < 3; k++) {
                 it->names[k] = malloc(base + 8);
                 if (!it->names[k]) goto nomem;
-                memcpy(it->names[k], t->name, base);
+                memcpy(it->names[k], it->names[0], base);
                 strcpy(it->names[k] + base, k == 1 ? ".scales" : ".biases");
                 e[k].dtype = it->dt;
                 e[k].n_dims = 2;
@@ -464,6 +492,20 @@ static lv_status write_aux(const qsource *src, const char *dir, lv_err *err) {
     if (st != LV_OK) return st;
     const char *pp = qsource_preproc_json(src);
     if (pp) st = write_file(dir, "preprocessor_config.json", pp, strlen(pp), err);
+    /* a SmolVLM preset's other files, as its hub repository has them */
+    const qs_preset *ps = qsource_preset(src);
+    if (st != LV_OK || !ps || !ps->processor_json) return st;
+    const char *names[3] = {"processor_config.json", "generation_config.json",
+                            "tokenizer_config.json"};
+    const char *texts[3] = {ps->processor_json, ps->generation_json, ps->tokenizer_config_json};
+    for (int i = 0; i < 3 && st == LV_OK; i++)
+        if (texts[i]) st = write_file(dir, names[i], texts[i], strlen(texts[i]), err);
+    if (st == LV_OK && ps->chat_template) {
+        json_t *ct = json_pack("{s:s}", "chat_template", ps->chat_template);
+        st = ct ? write_json(dir, "chat_template.json", ct, err)
+                : lv_fail(err, LV_ERR_NOMEM, "chat_template.json: out of memory");
+        json_decref(ct);
+    }
     return st;
 }
 

@@ -24,6 +24,10 @@
  *     position_embedding and both projector linears. Either way a module
  *     whose in-dim is not a multiple of the group stays float, as
  *     mlx-vlm's quantize_model skips it;
+ *   - SmolVLM (model_type "idefics3" / "smolvlm"): mlx-vlm's idefics3 names
+ *     (vision_model.*, connector.*, language_model.{embed_tokens,layers,
+ *     norm,lm_head}.*); the connector is quantized with the language model
+ *     (mlx-vlm's predicate skips only vision paths; spec smolvlm.md §12);
  *   - the conv patch_embedding is transposed to OHWI [out, kh, kw, in];
  *   - every other tensor is copied in its source float dtype.
  *

@@ -112,11 +112,198 @@ static const char L15_TEMPLATE[] =
     "'text') %}{% generation %}{{ content['text'] + ' '}}{% endgeneration %}{% endfor %}{% endif "
     "%}{% endfor %}{% if add_generation_prompt %}{{ 'ASSISTANT:' }}{% endif %}";
 
+/* ---- SmolVLM (sources: presets.h) ---- */
+
+static const char SMOL_SV1_256[] =
+    "{\"architectures\": [\"Idefics3ForConditionalGeneration\"], \"image_token_id\": "
+    "49190, \"model_type\": \"idefics3\", \"scale_factor\": 4, \"text_config\": "
+    "{\"_name_or_path\": \"HuggingFaceTB/SmolLM2-135M-Instruct\", \"architectures\": "
+    "[\"VLlama3ForCausalLM\"], \"bos_token_id\": 1, \"eos_token_id\": 2, \"head_dim\": "
+    "64, \"hidden_size\": 576, \"intermediate_size\": 1536, \"max_position_embeddings\": "
+    "8192, \"model_type\": \"llama\", \"num_attention_heads\": 9, \"num_hidden_layers\": "
+    "30, \"num_key_value_heads\": 3, \"pad_token_id\": 2, \"rms_norm_eps\": "
+    "1e-05, \"rope_theta\": 100000, \"tie_word_embeddings\": false, \"torch_dtype\": "
+    "\"bfloat16\", \"use_cache\": true, \"vocab_size\": 49280}, \"tie_word_embeddings\": "
+    "false, \"torch_dtype\": \"bfloat16\", \"transformers_version\": \"4.46.0\", "
+    "\"use_cache\": true, \"vision_config\": {\"hidden_size\": 768, \"image_size\": "
+    "512, \"intermediate_size\": 3072, \"model_type\": \"idefics3_vision\", "
+    "\"num_attention_heads\": 12, \"num_hidden_layers\": 12, \"patch_size\": "
+    "16}, \"vocab_size\": 49280}";
+static const char SMOL_SV1_500[] =
+    "{\"architectures\": [\"Idefics3ForConditionalGeneration\"], \"image_token_id\": "
+    "49190, \"model_type\": \"idefics3\", \"scale_factor\": 4, \"text_config\": "
+    "{\"_name_or_path\": \"HuggingFaceTB/SmolLM2-360M-Instruct\", \"architectures\": "
+    "[\"VLlama3ForCausalLM\"], \"bos_token_id\": 1, \"eos_token_id\": 2, \"head_dim\": "
+    "64, \"hidden_size\": 960, \"intermediate_size\": 2560, \"max_position_embeddings\": "
+    "8192, \"model_type\": \"llama\", \"num_attention_heads\": 15, \"num_hidden_layers\": "
+    "32, \"num_key_value_heads\": 5, \"pad_token_id\": 2, \"rms_norm_eps\": "
+    "1e-05, \"rope_theta\": 100000, \"tie_word_embeddings\": false, \"torch_dtype\": "
+    "\"bfloat16\", \"use_cache\": true, \"vocab_size\": 49280}, \"tie_word_embeddings\": "
+    "false, \"torch_dtype\": \"bfloat16\", \"transformers_version\": \"4.46.0\", "
+    "\"use_cache\": true, \"vision_config\": {\"hidden_size\": 768, \"image_size\": "
+    "512, \"intermediate_size\": 3072, \"model_type\": \"idefics3_vision\", "
+    "\"num_attention_heads\": 12, \"num_hidden_layers\": 12, \"patch_size\": "
+    "16}, \"vocab_size\": 49280}";
+static const char SMOL_SV1_2B[] =
+    "{\"architectures\": [\"Idefics3ForConditionalGeneration\"], \"image_token_id\": "
+    "49153, \"model_type\": \"idefics3\", \"scale_factor\": 3, \"text_config\": "
+    "{\"_name_or_path\": \"HuggingFaceTB/SmolLM2-1.7B-Instruct\", \"architectures\": "
+    "[\"VLlama3ForCausalLM\"], \"bos_token_id\": 1, \"eos_token_id\": 2, \"head_dim\": "
+    "64, \"hidden_size\": 2048, \"intermediate_size\": 8192, \"max_position_embeddings\": "
+    "16384, \"model_type\": \"llama\", \"num_attention_heads\": 32, \"num_hidden_layers\": "
+    "24, \"num_key_value_heads\": 32, \"pad_token_id\": 2, \"rms_norm_eps\": "
+    "1e-05, \"rope_theta\": 273768.0, \"tie_word_embeddings\": false, \"torch_dtype\": "
+    "\"bfloat16\", \"use_cache\": true, \"vocab_size\": 49155}, \"tie_word_embeddings\": "
+    "false, \"torch_dtype\": \"bfloat16\", \"transformers_version\": \"4.46.0\", "
+    "\"use_cache\": true, \"vision_config\": {\"hidden_size\": 1152, \"image_size\": "
+    "384, \"intermediate_size\": 4304, \"max_image_size\": {\"longest_edge\": "
+    "384}, \"model_type\": \"idefics3_vision\", \"num_attention_heads\": 16, "
+    "\"num_hidden_layers\": 27, \"patch_size\": 14, \"size\": {\"longest_edge\": "
+    "1920}}, \"vocab_size\": 49155}";
+static const char SMOL_SV2_256[] =
+    "{\"architectures\": [\"SmolVLMForConditionalGeneration\"], \"image_token_id\": "
+    "49190, \"model_type\": \"smolvlm\", \"scale_factor\": 4, \"text_config\": "
+    "{\"_name_or_path\": \"HuggingFaceTB/SmolLM2-135M-Instruct\", \"architectures\": "
+    "[\"VLlama3ForCausalLM\"], \"bos_token_id\": 1, \"eos_token_id\": 2, \"head_dim\": "
+    "64, \"hidden_size\": 576, \"intermediate_size\": 1536, \"max_position_embeddings\": "
+    "8192, \"model_type\": \"llama\", \"num_attention_heads\": 9, \"num_hidden_layers\": "
+    "30, \"num_key_value_heads\": 3, \"pad_token_id\": 2, \"rms_norm_eps\": "
+    "1e-05, \"rope_theta\": 100000, \"tie_word_embeddings\": false, \"torch_dtype\": "
+    "\"bfloat16\", \"use_cache\": true, \"vocab_size\": 49280}, \"tie_word_embeddings\": "
+    "false, \"torch_dtype\": \"float32\", \"transformers_version\": \"4.50.0.dev0\", "
+    "\"use_cache\": true, \"vision_config\": {\"hidden_size\": 768, \"image_size\": "
+    "512, \"intermediate_size\": 3072, \"model_type\": \"smolvlm_vision\", \"num_attention_hea"
+    "ds\": 12, \"num_hidden_layers\": 12, \"patch_size\": 16}, \"vocab_size\": "
+    "49280}";
+static const char SMOL_SV2_500[] =
+    "{\"architectures\": [\"SmolVLMForConditionalGeneration\"], \"image_token_id\": "
+    "49190, \"model_type\": \"smolvlm\", \"scale_factor\": 4, \"text_config\": "
+    "{\"_name_or_path\": \"HuggingFaceTB/SmolLM2-360M-Instruct\", \"architectures\": "
+    "[\"VLlama3ForCausalLM\"], \"bos_token_id\": 1, \"eos_token_id\": 2, \"head_dim\": "
+    "64, \"hidden_size\": 960, \"intermediate_size\": 2560, \"max_position_embeddings\": "
+    "8192, \"model_type\": \"llama\", \"num_attention_heads\": 15, \"num_hidden_layers\": "
+    "32, \"num_key_value_heads\": 5, \"pad_token_id\": 2, \"rms_norm_eps\": "
+    "1e-05, \"rope_theta\": 100000, \"tie_word_embeddings\": false, \"torch_dtype\": "
+    "\"bfloat16\", \"use_cache\": true, \"vocab_size\": 49280}, \"tie_word_embeddings\": "
+    "false, \"torch_dtype\": \"float32\", \"transformers_version\": \"4.50.0.dev0\", "
+    "\"use_cache\": true, \"vision_config\": {\"hidden_size\": 768, \"image_size\": "
+    "512, \"model_type\": \"smolvlm_vision\", \"num_attention_heads\": 12, \"patch_size\": "
+    "16}, \"vocab_size\": 49280}";
+static const char SMOL_SV2_2B[] =
+    "{\"architectures\": [\"SmolVLMForConditionalGeneration\"], \"image_token_id\": "
+    "49190, \"model_type\": \"smolvlm\", \"scale_factor\": 3, \"text_config\": "
+    "{\"_name_or_path\": \"HuggingFaceTB/SmolLM2-1.7B-Instruct\", \"architectures\": "
+    "[\"VLlama3ForCausalLM\"], \"bos_token_id\": 1, \"eos_token_id\": 2, \"head_dim\": "
+    "64, \"hidden_size\": 2048, \"intermediate_size\": 8192, \"max_position_embeddings\": "
+    "16384, \"model_type\": \"llama\", \"num_hidden_layers\": 24, \"num_key_value_heads\": "
+    "32, \"pad_token_id\": 2, \"rms_norm_eps\": 1e-05, \"rope_theta\": 273768.0, "
+    "\"tie_word_embeddings\": false, \"torch_dtype\": \"bfloat16\", \"use_cache\": "
+    "true, \"vocab_size\": 49280}, \"tie_word_embeddings\": false, \"torch_dtype\": "
+    "\"float32\", \"transformers_version\": \"4.50.0.dev0\", \"use_cache\": "
+    "true, \"vision_config\": {\"image_size\": 384, \"intermediate_size\": 4304, "
+    "\"model_type\": \"smolvlm_vision\", \"num_hidden_layers\": 27, \"patch_size\": "
+    "14}, \"vocab_size\": 49280}";
+static const char SMOL_TINY[] =
+    "{\"architectures\": [\"SmolVLMForConditionalGeneration\"], \"image_token_id\": "
+    "49190, \"model_type\": \"smolvlm\", \"scale_factor\": 2, \"text_config\": "
+    "{\"architectures\": [\"VLlama3ForCausalLM\"], \"bos_token_id\": 1, \"eos_token_id\": "
+    "2, \"head_dim\": 64, \"hidden_size\": 256, \"intermediate_size\": 512, "
+    "\"max_position_embeddings\": 8192, \"model_type\": \"llama\", \"num_attention_heads\": "
+    "4, \"num_hidden_layers\": 2, \"num_key_value_heads\": 2, \"pad_token_id\": "
+    "2, \"rms_norm_eps\": 1e-05, \"rope_theta\": 100000, \"tie_word_embeddings\": "
+    "false, \"vocab_size\": 49280}, \"tie_word_embeddings\": false, \"torch_dtype\": "
+    "\"float32\", \"transformers_version\": \"4.50.0.dev0\", \"use_cache\": "
+    "true, \"vision_config\": {\"hidden_size\": 64, \"image_size\": 64, \"intermediate_size\":"
+    " 128, \"layer_norm_eps\": 1e-06, \"model_type\": \"smolvlm_vision\", \"num_attention_head"
+    "s\": 4, \"num_hidden_layers\": 2, \"patch_size\": 16}, \"vocab_size\": "
+    "49280}";
+static const char SMOL_PRE_V1[] =
+    "{\"do_convert_rgb\": true, \"do_image_splitting\": true, \"do_normalize\": "
+    "true, \"do_pad\": true, \"do_rescale\": true, \"do_resize\": true, \"image_mean\": "
+    "[0.5, 0.5, 0.5], \"image_processor_type\": \"Idefics3ImageProcessor\", "
+    "\"image_std\": [0.5, 0.5, 0.5], \"max_image_size\": {\"longest_edge\": "
+    "512}, \"processor_class\": \"Idefics3Processor\", \"resample\": 1, \"rescale_factor\": "
+    "0.00392156862745098, \"size\": {\"longest_edge\": 2048}}";
+static const char SMOL_PRE_V1_2B[] =
+    "{\"do_convert_rgb\": true, \"do_image_splitting\": true, \"do_normalize\": "
+    "true, \"do_pad\": true, \"do_rescale\": true, \"do_resize\": true, \"image_mean\": "
+    "[0.5, 0.5, 0.5], \"image_processor_type\": \"Idefics3ImageProcessor\", "
+    "\"image_std\": [0.5, 0.5, 0.5], \"max_image_size\": {\"longest_edge\": "
+    "384}, \"processor_class\": \"Idefics3Processor\", \"resample\": 1, \"rescale_factor\": "
+    "0.00392156862745098, \"size\": {\"longest_edge\": 1536}}";
+static const char SMOL_PRE_V2[] =
+    "{\"do_convert_rgb\": true, \"do_image_splitting\": true, \"do_normalize\": "
+    "true, \"do_pad\": true, \"do_rescale\": true, \"do_resize\": true, \"image_mean\": "
+    "[0.5, 0.5, 0.5], \"image_processor_type\": \"SmolVLMImageProcessor\", \"image_std\": "
+    "[0.5, 0.5, 0.5], \"max_image_size\": {\"longest_edge\": 512}, \"processor_class\": "
+    "\"SmolVLMProcessor\", \"resample\": 1, \"rescale_factor\": 0.00392156862745098, "
+    "\"size\": {\"longest_edge\": 2048}, \"video_sampling\": {\"fps\": 1, \"max_frames\": "
+    "64, \"video_size\": {\"longest_edge\": 512}}}";
+static const char SMOL_PRE_V2_2B[] =
+    "{\"do_convert_rgb\": true, \"do_image_splitting\": true, \"do_normalize\": "
+    "true, \"do_pad\": true, \"do_rescale\": true, \"do_resize\": true, \"image_mean\": "
+    "[0.5, 0.5, 0.5], \"image_processor_type\": \"SmolVLMImageProcessor\", \"image_std\": "
+    "[0.5, 0.5, 0.5], \"max_image_size\": {\"longest_edge\": 384}, \"processor_class\": "
+    "\"SmolVLMProcessor\", \"resample\": 1, \"rescale_factor\": 0.00392156862745098, "
+    "\"size\": {\"longest_edge\": 1536}, \"video_sampling\": {\"fps\": 1, \"max_frames\": "
+    "64, \"video_size\": {\"longest_edge\": 384}}}";
+static const char SMOL_PRE_TINY[] =
+    "{\"do_convert_rgb\": true, \"do_image_splitting\": true, \"do_normalize\": "
+    "true, \"do_pad\": true, \"do_rescale\": true, \"do_resize\": true, \"image_mean\": "
+    "[0.5, 0.5, 0.5], \"image_processor_type\": \"SmolVLMImageProcessor\", \"image_std\": "
+    "[0.5, 0.5, 0.5], \"max_image_size\": {\"longest_edge\": 64}, \"processor_class\": "
+    "\"SmolVLMProcessor\", \"resample\": 1, \"rescale_factor\": 0.00392156862745098, "
+    "\"size\": {\"longest_edge\": 256}, \"video_sampling\": {\"fps\": 1, \"max_frames\": "
+    "64, \"video_size\": {\"longest_edge\": 64}}}";
+static const char SMOL_PROC_64[] = "{\"image_seq_len\": 64}";
+static const char SMOL_PROC_81[] = "{\"image_seq_len\": 81}";
+static const char SMOL_PROC_TINY[] = "{\"image_seq_len\": 4}";
+static const char SMOL_GEN[] =
+    "{\"_from_model_config\": true, \"bos_token_id\": 0, \"eos_token_id\": 49279, "
+    "\"pad_token_id\": 2, \"transformers_version\": \"4.50.0.dev0\"}";
+static const char SMOL_GEN_2B[] =
+    "{\"_from_model_config\": true, \"bos_token_id\": 0, \"eos_token_id\": 49154, "
+    "\"pad_token_id\": 2, \"transformers_version\": \"4.50.0.dev0\"}";
+
+/* The chat template of every SmolVLM / SmolVLM2 Instruct checkpoint
+ * (chat_template.json; shared/spec/smolvlm.md §4.1), the Jinja text byte for
+ * byte: the "\n" after <end_of_utterance> is a real newline of the template. */
+static const char SMOL_TEMPLATE[] =
+    "<|im_start|>{% for message in messages %}{{message['role'] | capitalize}}{% if "
+    "message['content'][0]['type'] == 'image' %}{{':'}}{% else %}{{': '}}{% endif %}{% for line "
+    "in message['content'] %}{% if line['type'] == 'text' %}{{line['text']}}{% elif line['type'] "
+    "== 'image' %}{{ '<image>' }}{% endif %}{% endfor %}<end_of_utterance>\n{% endfor %}{% if "
+    "add_generation_prompt %}{{ 'Assistant:' }}{% endif %}";
+
+/* tokenizer_config.json of the random SmolVLM models (special tokens of
+ * spec §1.2; add_bos_token false is GPT2TokenizerFast's default written out,
+ * since the engine's default for a file without the key is LlamaTokenizer's). */
+static const char SMOL_TOKCFG[] =
+    "{\"add_bos_token\": false, \"add_eos_token\": false, \"add_prefix_space\": false, "
+    "\"bos_token\": \"<|im_start|>\", \"clean_up_tokenization_spaces\": false, "
+    "\"eos_token\": \"<end_of_utterance>\", \"model_max_length\": 8192, \"pad_token\": "
+    "\"<|im_end|>\", \"tokenizer_class\": \"GPT2Tokenizer\", \"unk_token\": "
+    "\"<|endoftext|>\", \"vocab_size\": 49152}";
+
 static const qs_preset PRESETS[] = {
-    {"llava-v1.6-mistral-7b", M7_CONFIG, M7_PREPROC, M7_TEMPLATE},
-    {"llava-1.5-7b", L15_CONFIG, L15_PREPROC, L15_TEMPLATE},
-    {"llava-v1.6-vicuna-13b", V13_CONFIG, V13_PREPROC, NULL},
-    {"tiny-llava-next", TINY_CONFIG, M7_PREPROC, M7_TEMPLATE},
+    {"llava-v1.6-mistral-7b", M7_CONFIG, M7_PREPROC, M7_TEMPLATE, NULL, NULL, NULL, 0},
+    {"llava-1.5-7b", L15_CONFIG, L15_PREPROC, L15_TEMPLATE, NULL, NULL, NULL, 0},
+    {"llava-v1.6-vicuna-13b", V13_CONFIG, V13_PREPROC, NULL, NULL, NULL, NULL, 0},
+    {"tiny-llava-next", TINY_CONFIG, M7_PREPROC, M7_TEMPLATE, NULL, NULL, NULL, 0},
+    {"smolvlm-256m", SMOL_SV1_256, SMOL_PRE_V1, SMOL_TEMPLATE, SMOL_PROC_64, SMOL_GEN, SMOL_TOKCFG,
+     128},
+    {"smolvlm-500m", SMOL_SV1_500, SMOL_PRE_V1, SMOL_TEMPLATE, SMOL_PROC_64, SMOL_GEN, SMOL_TOKCFG,
+     128},
+    {"smolvlm-2.2b", SMOL_SV1_2B, SMOL_PRE_V1_2B, SMOL_TEMPLATE, SMOL_PROC_81, SMOL_GEN_2B,
+     SMOL_TOKCFG, 3},
+    {"smolvlm2-256m", SMOL_SV2_256, SMOL_PRE_V2, SMOL_TEMPLATE, SMOL_PROC_64, SMOL_GEN, SMOL_TOKCFG,
+     128},
+    {"smolvlm2-500m", SMOL_SV2_500, SMOL_PRE_V2, SMOL_TEMPLATE, SMOL_PROC_64, SMOL_GEN, SMOL_TOKCFG,
+     128},
+    {"smolvlm2-2.2b", SMOL_SV2_2B, SMOL_PRE_V2_2B, SMOL_TEMPLATE, SMOL_PROC_81, SMOL_GEN,
+     SMOL_TOKCFG, 128},
+    {"tiny-smolvlm", SMOL_TINY, SMOL_PRE_TINY, SMOL_TEMPLATE, SMOL_PROC_TINY, SMOL_GEN, SMOL_TOKCFG,
+     128},
 };
 
 const qs_preset *qs_preset_find(const char *name) {

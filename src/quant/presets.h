@@ -22,6 +22,31 @@
  *                          2-layer CLIP tower at 336/14, for tests of the
  *                          writers and the engine on their output.
  *
+ *   smolvlm-256m, smolvlm-500m, smolvlm-2.2b
+ *                          HuggingFaceTB/SmolVLM-{256M,500M}-Instruct and
+ *                          SmolVLM-Instruct (v1, model_type "idefics3");
+ *   smolvlm2-256m, smolvlm2-500m, smolvlm2-2.2b
+ *                          HuggingFaceTB/SmolVLM2-{256M,500M}-Video-Instruct
+ *                          and SmolVLM2-2.2B-Instruct ("smolvlm"). config.json,
+ *                          preprocessor_config.json, processor_config.json
+ *                          and generation_config.json written from the facts
+ *                          of shared/spec/smolvlm.md §1.1 (dims, ids, the keys
+ *                          the hub files omit, e.g. SmolVLM2-500M's vision
+ *                          intermediate_size / num_hidden_layers and
+ *                          SmolVLM2-2.2B's text num_attention_heads, vision
+ *                          hidden_size / num_attention_heads), §1.2, §9, with
+ *                          the hub files' key layout (text_config
+ *                          architectures ["VLlama3ForCausalLM"], which
+ *                          llama.cpp's converter keys on); not copies of the
+ *                          files. Their vocabulary is synthetic
+ *                          (qsource.h): 49152 byte-level BPE ids + the 128
+ *                          added tokens of §1.2 (3 for smolvlm-2.2b).
+ *   tiny-smolvlm           not a published model: SmolVLM2's top level with a
+ *                          2-layer SigLIP (hidden 64, 4 heads, FFN 128) at
+ *                          image 64 / patch 16, scale_factor 2 (4 rows per
+ *                          tile), and tiny-llava-next's small text sizes as a
+ *                          2-layer Llama over the 49280-id vocabulary.
+ *
  * Chat templates (the processor's chat_template.json of the llava-hf repo,
  * the Jinja text byte for byte, "\n" being Jinja's escape inside a string):
  *   llava-v1.6-mistral-7b, tiny-llava-next: llava-hf/llava-v1.6-mistral-7b-hf
@@ -42,6 +67,12 @@ typedef struct {
     const char *config_json;   /* config.json text */
     const char *preproc_json;  /* preprocessor_config.json text */
     const char *chat_template; /* the processor's Jinja chat template, or NULL */
+    /* SmolVLM presets only (NULL / 0 for the LLaVA ones): */
+    const char *processor_json;        /* processor_config.json text */
+    const char *generation_json;       /* generation_config.json text */
+    const char *tokenizer_config_json; /* tokenizer_config.json text */
+    int synth_added;                   /* > 0: the synthetic byte-level vocabulary (qsource.h)
+                                          with this many added tokens (128, or 3) */
 } qs_preset;
 
 /* The preset with this name, or NULL. */

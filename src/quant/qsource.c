@@ -31,6 +31,7 @@
 #include "io/model_dir.h"
 #include "io/safetensors.h"
 #include "quant/presets.h"
+#include "quant/synth_tokenizer.h"
 
 #include <jansson.h>
 #include <math.h>
@@ -57,6 +58,7 @@ struct qsource {
     const qs_preset *preset;
     uint64_t seed;
     char *tokenizer_json; /* path (heap) or NULL */
+    bool synthetic;       /* the tokenizer is quant/synth_tokenizer.h's */
 };
 
 /* ---- tensor list ------------------------------------------------------- */
@@ -109,6 +111,42 @@ static lv_status addf(qsource *s, lv_err *err, int n_dims, int64_t d0, int64_t d
         if ((st = addf(s, err, 2, d0, d1, 0, 0, __VA_ARGS__)) != LV_OK) return st;                 \
     } while (0)
 
+/* The SigLIP tower and connector of Idefics3 / SmolVLM (shared/spec/smolvlm.md
+ * §1.3, canonical names): a patch conv with bias, one position row per patch
+ * (no class embedding, no pre-norm), post_layernorm, and the connector's one
+ * matrix [text dim, vision dim · scale²] without bias. */
+static lv_status list_idefics3_vision(qsource *s, const lv_model_config *c, lv_err *err) {
+    lv_status st;
+    const lv_vision_config *v = &c->vision;
+    const int64_t VD = v->dim, VF = v->hidden_dim, side = v->image_size / v->patch_size;
+    const char *vp = "vision_tower.vision_model";
+    if ((st = addf(s, err, 4, VD, v->n_channels, v->patch_size, v->patch_size,
+                   "%s.embeddings.patch_embedding.weight", vp)) != LV_OK)
+        return st;
+    ADD1(VD, "%s.embeddings.patch_embedding.bias", vp);
+    ADD2(side * side, VD, "%s.embeddings.position_embedding.weight", vp);
+    static const char *const attn[] = {"k_proj", "v_proj", "q_proj", "out_proj"};
+    for (int l = 0; l < v->n_layers; l++) {
+        for (int k = 0; k < 4; k++) {
+            ADD2(VD, VD, "%s.encoder.layers.%d.self_attn.%s.weight", vp, l, attn[k]);
+            ADD1(VD, "%s.encoder.layers.%d.self_attn.%s.bias", vp, l, attn[k]);
+        }
+        ADD1(VD, "%s.encoder.layers.%d.layer_norm1.weight", vp, l);
+        ADD1(VD, "%s.encoder.layers.%d.layer_norm1.bias", vp, l);
+        ADD2(VF, VD, "%s.encoder.layers.%d.mlp.fc1.weight", vp, l);
+        ADD1(VF, "%s.encoder.layers.%d.mlp.fc1.bias", vp, l);
+        ADD2(VD, VF, "%s.encoder.layers.%d.mlp.fc2.weight", vp, l);
+        ADD1(VD, "%s.encoder.layers.%d.mlp.fc2.bias", vp, l);
+        ADD1(VD, "%s.encoder.layers.%d.layer_norm2.weight", vp, l);
+        ADD1(VD, "%s.encoder.layers.%d.layer_norm2.bias", vp, l);
+    }
+    ADD1(VD, "%s.post_layernorm.weight", vp);
+    ADD1(VD, "%s.post_layernorm.bias", vp);
+    int64_t sf = c->scale_factor;
+    ADD2(c->text.dim, VD * sf * sf, "connector.modality_projection.proj.weight");
+    return LV_OK;
+}
+
 /* The llava-hf (transformers 4.4x) tensors of the model cfg describes:
  * formats.md §2.1-2.3, generalised over the config's dims. */
 static lv_status list_from_config(qsource *s, const lv_model_config *c, lv_err *err) {
@@ -143,6 +181,7 @@ static lv_status list_from_config(qsource *s, const lv_model_config *c, lv_err *
     ADD1(D, "language_model.model.norm.weight");
     if (!t->tie_word_embeddings) ADD2(V, D, "language_model.lm_head.weight");
 
+    if (hf_is_idefics3(c)) return list_idefics3_vision(s, c, err);
     const lv_vision_config *v = &c->vision;
     const int64_t VD = v->dim, VF = v->hidden_dim, side = v->image_size / v->patch_size;
     const char *vp = "vision_tower.vision_model";
@@ -190,7 +229,11 @@ lv_status qsource_open_dir(const char *model_dir, qsource **out, lv_err *err) {
     *out = NULL;
     qsource *s = calloc(1, sizeof(*s));
     if (!s) return lv_fail(err, LV_ERR_NOMEM, "%s: out of memory", model_dir);
-    lv_status st = mdir_open(model_dir, MDIR_WEIGHTS | MDIR_NO_TOKENIZER, &s->md, err);
+    /* the writers read preprocessor_config.json themselves (gguf_export) or copy it
+     * (mlx_export), so a processor class io/hf_config does not know (SmolVLM's, on
+     * branches without it) does not stop a conversion */
+    lv_status st =
+        mdir_open(model_dir, MDIR_WEIGHTS | MDIR_NO_TOKENIZER | MDIR_NO_PREPROC, &s->md, err);
     if (st != LV_OK) goto fail;
     s->has_md = true;
     s->config = s->md.config;
@@ -276,6 +319,14 @@ lv_status qsource_open_random(const char *preset, uint64_t seed, const char *tok
         st = lv_fail(err, LV_ERR_NOMEM, "out of memory");
         goto fail;
     }
+    /* SmolVLM presets without --tokenizer: the synthetic vocabulary */
+    if (!tokenizer_json && p->synth_added > 0) {
+        s->synthetic = true;
+        if (!(s->tokenizer_json = strdup(QS_SYNTHETIC_TOKENIZER))) {
+            st = lv_fail(err, LV_ERR_NOMEM, "out of memory");
+            goto fail;
+        }
+    }
     if ((st = list_from_config(s, &s->config, err)) != LV_OK) goto fail;
     *out = s;
     return LV_OK;
@@ -300,6 +351,9 @@ const char *qsource_preproc_json(const qsource *s) {
 }
 const char *qsource_tokenizer_json(const qsource *s) {
     return s->tokenizer_json;
+}
+const qs_preset *qsource_preset(const qsource *s) {
+    return s->preset;
 }
 const char *qsource_chat_template(const qsource *s) {
     return s->preset ? s->preset->chat_template : NULL;
@@ -346,6 +400,7 @@ lv_status qsource_tokenizer_read(const qsource *s, char **text, size_t *len, lv_
     *text = NULL;
     *len = 0;
     if (!s->tokenizer_json) return LV_OK;
+    if (s->synthetic) return synth_tokenizer_json(s->preset->synth_added, text, len, err);
     lv_status st = lv_read_file(s->tokenizer_json, TOKENIZER_MAX_BYTES, text, len, err);
     if (st != LV_OK || !s->preset) return st;
     /* A random source: the vocabulary as llava-hf ships it (qsource_open_random). */

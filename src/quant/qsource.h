@@ -16,6 +16,7 @@
 #include "base/common.h"
 #include "io/dtype.h"
 #include "io/hf_config.h"
+#include "quant/presets.h"
 
 #include <stdbool.h>
 
@@ -51,6 +52,17 @@ lv_status qsource_open_dir(const char *model_dir, qsource **out, lv_err *err);
  * (the message lists the known ones), LV_ERR_IO for a missing tokenizer. */
 lv_status qsource_open_random(const char *preset, uint64_t seed, const char *tokenizer_json,
                               qsource **out, lv_err *err);
+/* SmolVLM presets (smolvlm-*, smolvlm2-*, tiny-smolvlm): the tensors of
+ * transformers' Idefics3 / SmolVLM checkpoints under the canonical names
+ * (SigLIP tower with patch bias and post_layernorm, connector.modality_
+ * projection.proj, a Llama text model). Without tokenizer_json their
+ * vocabulary is the synthetic byte-level one of quant/synth_tokenizer.h
+ * (qsource_tokenizer_json then returns QS_SYNTHETIC_TOKENIZER, a label, not
+ * a path; qsource_tokenizer_read gives its text). */
+#define QS_SYNTHETIC_TOKENIZER "(synthetic SmolLM2-style tokenizer)"
+
+/* The preset of a random source; NULL for a directory source. */
+const qs_preset *qsource_preset(const qsource *s);
 
 /* The resolved config (every key filled as io/hf_config does). */
 const lv_model_config *qsource_config(const qsource *s);
