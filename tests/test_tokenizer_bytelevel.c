@@ -433,6 +433,23 @@ static void decode_bytelevel(void **state) {
     tok_free(t);
 }
 
+/* tok_token_bytes: a token's raw bytes, even part of a character (what
+ * constrained decoding matches); 0 for special tokens; -1 off the vocabulary. */
+static void token_bytes(void **state) {
+    tok *t = load_bl(PRE_SMOLLM);
+    char b[16];
+    assert_int_equal(tok_token_bytes(t, B(0xE6), b, sizeof b), 1);
+    assert_int_equal((uint8_t)b[0], 0xE6);
+    assert_int_equal(tok_token_bytes(t, T_EACUTE, b, sizeof b), 2);
+    assert_memory_equal(b, "\xC3\xA9", 2);
+    assert_int_equal(tok_token_bytes(t, T_HE, b, sizeof b), 2);
+    assert_memory_equal(b, "he", 2);
+    assert_int_equal(tok_token_bytes(t, 1, b, sizeof b), 0); /* <|im_start|>: special */
+    assert_int_equal(tok_token_bytes(t, tok_vocab_size(t), b, sizeof b), -1);
+    assert_int_equal(tok_token_bytes(t, T_EACUTE, b, 1), -1); /* no room */
+    tok_free(t);
+}
+
 /* tok_stream equals tok_decode on random ids, and never emits part of a
  * character. */
 static void stream_matches_decode_random(void **state) {
@@ -991,6 +1008,7 @@ int main(void) {
         cmocka_unit_test(encode_smollm),
         cmocka_unit_test(encode_prefix_space),
         cmocka_unit_test(decode_bytelevel),
+        cmocka_unit_test(token_bytes),
         cmocka_unit_test(stream_matches_decode_random),
         cmocka_unit_test(round_trip),
         cmocka_unit_test(bad_files),

@@ -38,6 +38,10 @@ static int token_text(const tok *t, int32_t before, int32_t id, char *out, size_
         return 1;
     }
     if (tok_is_special(t, id)) return 0;
+    /* byte-level vocabularies: a token's bytes, whatever came before, even
+     * when they end inside a character (the stream would hold them back) */
+    int nb = tok_token_bytes(t, id, out, cap);
+    if (nb >= 0) return nb;
     tok_stream s;
     tok_stream_init(&s, t, true);
     char skip[256];

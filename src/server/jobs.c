@@ -509,12 +509,11 @@ oai_token_logprob *jobs_logprobs(const jobs_ctx *ctx, const sample_result *toks,
         return NULL;
     }
     const tok *t = llava_tokenizer(ctx->m);
-    int32_t eos = tok_eos_id(t);
     size_t used = 0;
     char *p = store;
     for (int i = from; i < to; i++) {
         const sample_result *r = &toks[i];
-        if (r->id == eos) continue;
+        if (gen_is_eos(ctx->m, r->id)) continue;
         if (used >= limit_bytes) break; /* past the text: a stop string cut it there */
         oai_token_logprob *o = &lp[(*n_out)++];
         token_text(t, r->id, p, &o->tok.len);

@@ -71,6 +71,12 @@ int32_t tok_token_to_id(const tok *t, const char *piece);
 const char *tok_id_to_token(const tok *t, int32_t id);
 /* True for an added token marked special. */
 bool tok_is_special(const tok *t, int32_t id);
+/* The raw bytes token id stands for in a byte-level vocabulary (GPT-2,
+ * SmolLM2: each character of the token its byte, as the ByteLevel decoder
+ * maps it), which may end inside a UTF-8 character; 0 bytes for a special
+ * token. -1 when the vocabulary is not byte-level, id is unknown or the
+ * bytes exceed cap. What constrained decoding matches grammars against. */
+int tok_token_bytes(const tok *t, int32_t id, char *out, size_t cap);
 
 /*
  * Streaming decoder: feed generated ids one at a time, get the UTF-8 text

@@ -447,3 +447,13 @@ int tok_stream_push(tok_stream *s, int32_t id, char *out, size_t cap) {
 int tok_stream_flush(tok_stream *s, char *out, size_t cap) {
     return stream_step(s, -1, out, cap);
 }
+
+int tok_token_bytes(const tok *t, int32_t id, char *out, size_t cap) {
+    bool byte_level = false;
+    for (size_t k = 0; k < t->n_dec; k++) byte_level |= t->dec[k].kind == DEC_BYTE_LEVEL;
+    if (!byte_level || id < 0 || id >= t->n_ids || t->str_off[id] == UINT32_MAX) return -1;
+    if (t->flags[id] & TOKF_SPECIAL) return 0;
+    size_t n = t->str_len[id];
+    if (n > cap) return -1;
+    return (int)bl_token_bytes(t->pool + t->str_off[id], n, (uint8_t *)out);
+}
