@@ -1164,6 +1164,44 @@ static void quick_gelu_tables(void **state) {
     free(x);
 }
 
+/* The same for gelu_tanh (kernels.h) against cpu_gelu_tanh1, and
+ * cpu_gelu_tanh1 against the formula in double within 2e-6 relative (plus
+ * a floor near zero). */
+static void gelu_tanh_tables(void **state) {
+    (void)state;
+    enum { N = 4099 };
+    float *x = rnd_floats(N, -60, 60);
+    static const float special[] = {0.0f, -0.0f, INFINITY, -INFINITY, NAN, 1e-30f, -9.5f, 9.5f};
+    memcpy(x, special, sizeof special);
+    for (size_t i = sizeof special / sizeof special[0]; i < N; i += 2) x[i] /= 10; /* near 0 */
+    for (size_t i = 0; i < N; i++) {
+        if (!isfinite(x[i])) continue;
+        double z = x[i], s = sqrt(2 / M_PI);
+        double want = 0.5 * z * (1 + tanh(s * (z + 0.044715 * z * z * z)));
+        double got = cpu_gelu_tanh1(x[i]);
+        /* u in float32: its rounding, times z; below 1e-9 torch's own float32
+         * formula (1 + tanh(u) with tanh(u) = -1) is no better */
+        if (fabs(got - want) > 2e-6 * fabs(want) + 1e-9)
+            fail_msg("cpu_gelu_tanh1(%g) = %.9g, formula %.9g", x[i], got, want);
+    }
+    const cpu_kernels *ks[] = {cpu_kernels_portable(), cpu_kernels_avx2(), cpu_kernels_avx512()};
+    for (size_t k = 0; k < LV_ARRAY_LEN(ks); k++) {
+        if (!ks[k] || !ks[k]->gelu_tanh) continue;
+        for (size_t n = N - 3; n <= N; n++) {
+            float *got = dup_floats(x, n);
+            ks[k]->gelu_tanh(got, n);
+            for (size_t i = 0; i < n; i++) {
+                float want = cpu_gelu_tanh1(x[i]);
+                if (memcmp(&got[i], &want, 4) != 0 && !(isnan(got[i]) && isnan(want)))
+                    fail_msg("gelu_tanh [%s] of %g: %a, cpu_gelu_tanh1 %a", ks[k]->isa, x[i],
+                             got[i], want);
+            }
+            free(got);
+        }
+    }
+    free(x);
+}
+
 /* Activations at points where the answer is known. */
 static void activation_values(void **state) {
     for (int i = 0; i < g_n_cpu + 1; i++) {
@@ -1348,6 +1386,7 @@ int main(void) {
         cmocka_unit_test(elementwise),
         cmocka_unit_test(activation_values),
         cmocka_unit_test(quick_gelu_tables),
+        cmocka_unit_test(gelu_tanh_tables),
         cmocka_unit_test(embed_rows),
         cmocka_unit_test(concurrent_callers),
         /* last: it draws much random data, which would shift every later test's */

@@ -115,14 +115,21 @@ lv_status synth_tokenizer_json(int n_added, char **text, size_t *len, lv_err *er
         p[n].len = 1;
         set_add(set, p, n);
     }
-    /* merges: pairs of earlier pieces, weighted towards low ids (r² skew) */
+    /* merges: "\n\n" first (SmolLM2 has it as one token, and llama.cpp's
+     * SmolVLM prompt looks it up as one: mtmd's image slices), then pairs of
+     * earlier pieces, weighted towards low ids (r² skew) */
     uint64_t rng = 0x536d6f6c4c4d32ull; /* fixed: the same vocabulary every time */
     char buf[2 * MAX_PIECE * 2 + 1];
+    bool first = true;
     while (n < SYNTH_BASE_VOCAB) {
         double ra = (double)(next_u64(&rng) >> 11) / 9007199254740992.0;
         double rb = (double)(next_u64(&rng) >> 11) / 9007199254740992.0;
         int span = n - 17;
         int a = 17 + (int)(ra * ra * span), b = 17 + (int)(rb * rb * span);
+        if (first) /* "Ċ", the symbol of byte 0x0A */
+            for (int k = 17; k < 17 + 256; k++)
+                if (strcmp(p[k].s, "\xC4\x8A") == 0) a = b = k;
+        first = false;
         if (p[a].len + p[b].len > MAX_PIECE) continue;
         snprintf(buf, sizeof buf, "%s%s", p[a].s, p[b].s);
         if (set_has(set, p, buf)) continue;

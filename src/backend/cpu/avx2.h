@@ -47,6 +47,7 @@ void cpu_dot_rows_avx2(float acc[], const float *x, be_dtype dtype, const void *
 void cpu_madd_block_avx2(float *const o[], const float *const p[], const float *v, size_t ldv,
                          int n_keys, int n);
 void cpu_quick_gelu_avx2(float *x, size_t n);
+void cpu_gelu_tanh_avx2(float *x, size_t n);
 
 /* dequant_avx2.c: the quantized kernels of the AVX2 table (dequant is
  * also the AVX-512 table's). */
@@ -62,6 +63,6 @@ void cpu_dot_tokens_q_avx2(float acc[][MM_DEC_ROWS], int nt, int nr, const float
 #define AVX2_SHARED                                                                                \
     .dot = cpu_dot_avx2, .convert = cpu_convert_avx2, .dot_rows = cpu_dot_rows_avx2,               \
     .madd_block = cpu_madd_block_avx2, .dequant = cpu_dequant_avx2,                                \
-    .quick_gelu = cpu_quick_gelu_avx2
+    .quick_gelu = cpu_quick_gelu_avx2, .gelu_tanh = cpu_gelu_tanh_avx2
 
 #endif

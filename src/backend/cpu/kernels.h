@@ -126,6 +126,14 @@ typedef struct {
      * Relative error about 1e-7 against the exact function. (optional: NULL
      * means the libm expf formula of ops.c, whose bits differ.) */
     void (*quick_gelu)(float *x, size_t n);
+    /* x[i] = gelu_pytorch_tanh(x[i]) = 0.5·v·(1 + tanh(u)) = v·σ(2u),
+     * u = √(2/π)·(v + 0.044715·v³) (SigLIP's activation), every table with
+     * exactly this float32 arithmetic: t = (v·v)·v; u = fma(0.044715f, t, v);
+     * z = -(1.59576912f·u) (2√(2/π)); then quick_gelu's steps from the clamp
+     * on. Relative error about 1e-7 against the exact function (torch's own
+     * vectorised CPU kernel differs from its scalar one by as much).
+     * (optional: NULL means the libm tanhf formula of ops.c.) */
+    void (*gelu_tanh)(float *x, size_t n);
     /* out[0..n) = values [c0, c0+n) of a quantized weight's row, as
      * be_dequant_span defines them (bit-identical; backend/quant.h). */
     void (*dequant)(const be_weight *w, int row, int c0, int n, float *out);
@@ -159,6 +167,8 @@ void cpu_pack_panel(const cpu_kernels *k, float *wp, be_dtype dtype, const void 
 /* The quick_gelu of kernels.h on one float (kernels_portable.c): the
  * vector tables' tails. */
 float cpu_quick_gelu1(float v);
+/* The gelu_tanh of kernels.h on one float (kernels_portable.c). */
+float cpu_gelu_tanh1(float v);
 
 /* The portable table's `convert` (kernels_portable.c); the vector kernels
  * convert their scalar tails with it too. */

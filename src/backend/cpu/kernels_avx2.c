@@ -59,9 +59,8 @@ AVX2 void cpu_convert_avx2(float *dst, be_dtype dtype, const void *src, size_t n
     cpu_convert_portable(dst + i, dtype, (const unsigned char *)src + 2 * i, n - i);
 }
 
-/* quick_gelu (kernels.h) on 8 floats: cpu_quick_gelu1's steps lane by lane. */
-AVX2 static inline __m256 quick_gelu8(__m256 v) {
-    __m256 z = _mm256_mul_ps(_mm256_set1_ps(-1.702f), v); /* -(1.702·v): the same rounding */
+/* v·σ(-z) (kernels.h) on 8 floats: the portable steps lane by lane. */
+AVX2 static inline __m256 sigmoid_gate8(__m256 v, __m256 z) {
     z = _mm256_min_ps(_mm256_max_ps(z, _mm256_set1_ps(-87.0f)), _mm256_set1_ps(88.0f));
     __m256 n = _mm256_round_ps(_mm256_mul_ps(z, _mm256_set1_ps(1.44269504f)),
                                _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
@@ -80,6 +79,25 @@ AVX2 static inline __m256 quick_gelu8(__m256 v) {
     __m256 e = _mm256_mul_ps(p, _mm256_castsi256_ps(bits));
     __m256 one = _mm256_set1_ps(1.0f);
     return _mm256_mul_ps(v, _mm256_div_ps(one, _mm256_add_ps(one, e)));
+}
+
+/* quick_gelu (kernels.h) on 8 floats: cpu_quick_gelu1's steps lane by lane. */
+AVX2 static inline __m256 quick_gelu8(__m256 v) {
+    /* -(1.702·v): the same rounding */
+    return sigmoid_gate8(v, _mm256_mul_ps(_mm256_set1_ps(-1.702f), v));
+}
+
+/* gelu_tanh (kernels.h) on 8 floats: cpu_gelu_tanh1's steps lane by lane. */
+AVX2 static inline __m256 gelu_tanh8(__m256 v) {
+    __m256 t = _mm256_mul_ps(_mm256_mul_ps(v, v), v);
+    __m256 u = _mm256_fmadd_ps(_mm256_set1_ps(0.044715f), t, v);
+    return sigmoid_gate8(v, _mm256_mul_ps(_mm256_set1_ps(-1.59576912f), u));
+}
+
+AVX2 void cpu_gelu_tanh_avx2(float *x, size_t n) {
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(x + i, gelu_tanh8(_mm256_loadu_ps(x + i)));
+    for (; i < n; i++) x[i] = cpu_gelu_tanh1(x[i]);
 }
 
 AVX2 void cpu_quick_gelu_avx2(float *x, size_t n) {

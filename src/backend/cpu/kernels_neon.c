@@ -246,8 +246,7 @@ static void madd_block_neon(float *const o[], const float *const p[], const floa
 
 /* quick_gelu (kernels.h) on 4 floats: cpu_quick_gelu1's steps lane by lane
  * (vmaxnm turns a NaN z into -87, as fmaxf does; v keeps the NaN). */
-NEON_INL float32x4_t quick_gelu4(float32x4_t v) {
-    float32x4_t z = vnegq_f32(vmulq_f32(vdupq_n_f32(1.702f), v));
+NEON_INL float32x4_t sigmoid_gate4(float32x4_t v, float32x4_t z) {
     z = vminnmq_f32(vmaxnmq_f32(z, vdupq_n_f32(-87.0f)), vdupq_n_f32(88.0f));
     float32x4_t n = vrndnq_f32(vmulq_f32(z, vdupq_n_f32(1.44269504f)));
     float32x4_t r = vfmaq_f32(z, n, vdupq_n_f32(-0.693145752f));
@@ -258,6 +257,23 @@ NEON_INL float32x4_t quick_gelu4(float32x4_t v) {
     int32x4_t e = vshlq_n_s32(vaddq_s32(vcvtq_s32_f32(n), vdupq_n_s32(127)), 23);
     float32x4_t d = vaddq_f32(vdupq_n_f32(1.0f), vmulq_f32(p, vreinterpretq_f32_s32(e)));
     return vmulq_f32(v, vdivq_f32(vdupq_n_f32(1.0f), d));
+}
+
+NEON_INL float32x4_t quick_gelu4(float32x4_t v) {
+    return sigmoid_gate4(v, vnegq_f32(vmulq_f32(vdupq_n_f32(1.702f), v)));
+}
+
+/* gelu_tanh (kernels.h) on 4 floats: cpu_gelu_tanh1's steps lane by lane. */
+NEON_INL float32x4_t gelu_tanh4(float32x4_t v) {
+    float32x4_t t = vmulq_f32(vmulq_f32(v, v), v);
+    float32x4_t u = vfmaq_f32(v, vdupq_n_f32(0.044715f), t);
+    return sigmoid_gate4(v, vnegq_f32(vmulq_f32(vdupq_n_f32(1.59576912f), u)));
+}
+
+static void gelu_tanh_neon(float *x, size_t n) {
+    size_t i = 0;
+    for (; i + 4 <= n; i += 4) vst1q_f32(x + i, gelu_tanh4(vld1q_f32(x + i)));
+    for (; i < n; i++) x[i] = cpu_gelu_tanh1(x[i]);
 }
 
 static void quick_gelu_neon(float *x, size_t n) {
@@ -281,6 +297,7 @@ static const cpu_kernels NEON_KERNELS = {
     .dec_qtokens4 = 2,
     .madd_block = madd_block_neon,
     .quick_gelu = quick_gelu_neon,
+    .gelu_tanh = gelu_tanh_neon,
     .dequant = cpu_dequant_neon,
 };
 

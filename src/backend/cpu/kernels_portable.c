@@ -110,8 +110,7 @@ static void madd_block_portable(float *const o[], const float *const p[], const 
 
 /* The quick_gelu arithmetic of kernels.h, one element; the vector tables
  * run the same steps lane by lane. */
-float cpu_quick_gelu1(float v) {
-    float z = -(1.702f * v);
+static float sigmoid_gate1(float v, float z) {
     z = fminf(fmaxf(z, -87.0f), 88.0f); /* a NaN becomes -87, as with maxps */
     float n = rintf(z * 1.44269504f);
     float r = fmaf(n, -0.693145752f, z);
@@ -125,8 +124,23 @@ float cpu_quick_gelu1(float v) {
     return v * (1.0f / (1.0f + p * scale));
 }
 
+float cpu_quick_gelu1(float v) {
+    return sigmoid_gate1(v, -(1.702f * v));
+}
+
+float cpu_gelu_tanh1(float v) {
+    float t = v * v;
+    t = t * v;
+    float u = fmaf(0.044715f, t, v);
+    return sigmoid_gate1(v, -(1.59576912f * u));
+}
+
 static void quick_gelu_portable(float *x, size_t n) {
     for (size_t i = 0; i < n; i++) x[i] = cpu_quick_gelu1(x[i]);
+}
+
+static void gelu_tanh_portable(float *x, size_t n) {
+    for (size_t i = 0; i < n; i++) x[i] = cpu_gelu_tanh1(x[i]);
 }
 
 static const cpu_kernels PORTABLE = {
@@ -138,6 +152,7 @@ static const cpu_kernels PORTABLE = {
     .dot_rows = dot_rows_portable,
     .madd_block = madd_block_portable,
     .quick_gelu = quick_gelu_portable,
+    .gelu_tanh = gelu_tanh_portable,
     .dequant = be_dequant_span,
 };
 

@@ -217,14 +217,19 @@ void cpu_quick_gelu(be *b, float *x, size_t n) {
     run_elementwise(b, quick_gelu_task, x, NULL, n);
 }
 
-/* torch's gelu(approximate="tanh") on float32, as its scalar CPU kernel
- * writes it: inner = kBeta·(x + kKappa·x³), 0.5·x·(1 + tanh(inner)) with
- * kBeta = √(2/π) and kKappa = 0.044715 as float32 constants. */
+/* gelu(approximate="tanh"): the kernel table's (v·σ(2u) with its own
+ * vectorised exp, the same bits on every table, kernels.h), else torch's
+ * scalar CPU formula: inner = kBeta·(x + kKappa·x³), 0.5·x·(1 + tanh(inner))
+ * with kBeta = √(2/π) and kKappa = 0.044715 as float32 constants. */
 static void gelu_tanh_task(void *arg, int ith, int nth) {
     const ew_job *j = arg;
     long lo, hi;
     const float beta = (float)(M_SQRT2 * M_2_SQRTPI * 0.5), kappa = 0.044715f;
     tp_split((long)j->n, ith, nth, 16, &lo, &hi);
+    if (j->k->gelu_tanh) {
+        if (lo < hi) j->k->gelu_tanh(j->y + lo, (size_t)(hi - lo));
+        return;
+    }
     for (long i = lo; i < hi; i++) {
         float v = j->y[i];
         float inner = beta * (v + kappa * (v * v * v));
