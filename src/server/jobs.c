@@ -476,6 +476,11 @@ void jobs_note(const jobs_ctx *ctx, const sched_job *j) {
  * it: "▁" → " ", "<0xNN>" → the byte NN (so "bytes" gives the UTF-8 bytes
  * even for pieces of a character). */
 static void token_text(const tok *t, int32_t id, char *out, size_t *len) {
+    int nb = tok_token_bytes(t, id, out, TOK_TEXT - 4); /* byte-level vocabularies */
+    if (nb >= 0) {
+        *len = (size_t)nb;
+        return;
+    }
     const char *p = tok_id_to_token(t, id);
     size_t n = 0;
     unsigned byte;
