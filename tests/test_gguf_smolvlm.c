@@ -38,6 +38,9 @@
 
 #include "base/file.h"
 #include "base/half.h"
+#include "engine/generate.h"
+#include "engine/request.h"
+#include "engine/run.h"
 #include "io/gguf.h"
 #include "io/gguf_model.h"
 #include "io/model_dir.h"
@@ -779,20 +782,13 @@ static void export_mlx(void **state) {
     free(ref);
     st_close(w);
 
-    /* the whole directory: needs the Idefics3 image processor config parser
-     * (the image helper's branch) */
+    /* the whole directory opens as a model directory */
     lv_model_dir md;
-    lv_status st = mdir_open(dir, MDIR_WEIGHTS, &md, &err);
-    if (st == LV_ERR_UNSUPPORTED && strstr(err.msg, "preprocessor_config.json")) {
-        print_message("note: mdir_open of the MLX directory: %s (until the image processor "
-                      "parser takes Idefics3ImageProcessor)\n",
-                      err.msg);
-    } else {
-        if (st) fail_msg("%s", err.msg);
-        check_tiny_config(&md.config, qsource_config(src));
-        assert_non_null(md.tokenizer_path);
-        mdir_close(&md);
-    }
+    if (mdir_open(dir, MDIR_WEIGHTS, &md, &err)) fail_msg("%s", err.msg);
+    check_tiny_config(&md.config, qsource_config(src));
+    assert_int_equal(md.preproc.kind, LV_IMGPROC_IDEFICS3);
+    assert_non_null(md.tokenizer_path);
+    mdir_close(&md);
     qsource_close(src);
 }
 
@@ -930,28 +926,55 @@ static void hf_dir_source(void **state) {
 
 /* ---- the engine on an exported pair -------------------------------------------- */
 
+/* An image question through the engine (request → gen_run): the model
+ * opens, loads, encodes and answers 4 greedy tokens. */
+static void ask(const char *path, const char *mmproj) {
+    llava *m = NULL;
+    lv_err err;
+    if (llava_open2(path, mmproj, &m, &err) || llava_load(m, "cpu", 2, &err))
+        fail_msg("%s: %s", path, err.msg);
+    char img[1100];
+    snprintf(img, sizeof img, "%s/images/exif_orient_1.jpg", tu_env("LLAVA_TEST_ASSETS"));
+    img_tensor px;
+    int n_tok;
+    int32_t *ids;
+    size_t n_ids;
+    if (request_load_image(m, img, &px, &n_tok, NULL, NULL, &err) ||
+        request_prompt_ids(m, "What is in the image?", false, &px, 1, &ids, &n_ids, &err))
+        fail_msg("%s: %s", path, err.msg);
+    assert_int_equal(llava_count_image_ids(m, ids, (int)n_ids), n_tok);
+    gen_params p;
+    gen_params_default(&p, m);
+    p.max_tokens = 4;
+    p.ignore_eos = true;
+    gen_result r;
+    if (gen_run(m, ids, (int)n_ids, &px, 1, &p, NULL, &r, &err)) fail_msg("%s: %s", path, err.msg);
+    assert_int_equal(r.n_ids, 4);
+    gen_result_free(&r);
+    free(ids);
+    img_tensor_free(&px);
+    llava_free(m);
+}
+
+/* tiny-smolvlm written as a Q8_0 GGUF pair and as an MLX int4 directory:
+ * both answer an image question. */
 static void engine_load(void **state) {
     (void)state;
     qsource *src = tiny_source();
-    const char *dir = tu_tmpdir("smol_engine");
+    char dir[1100], mlx[1100];
+    snprintf(dir, sizeof dir, "%s", tu_tmpdir("smol_engine"));
+    snprintf(mlx, sizeof mlx, "%s/mlx", tu_tmpdir("smol_engine_mlx"));
     lv_err err;
-    if (gguf_export(src, dir, LV_DTYPE_Q8_0, NULL, NULL, &err)) fail_msg("%s", err.msg);
+    mlx_export_opts o = {.bits = 4, .group = 64};
+    if (gguf_export(src, dir, LV_DTYPE_Q8_0, NULL, NULL, &err) ||
+        mlx_export(src, mlx, &o, NULL, NULL, &err))
+        fail_msg("%s", err.msg);
     qsource_close(src);
     char a[1200], b[1200];
     snprintf(a, sizeof a, "%s/text.gguf", dir);
     snprintf(b, sizeof b, "%s/mmproj.gguf", dir);
-    llava *m = NULL;
-    lv_status st = llava_open2(a, b, &m, &err);
-    if (st == LV_OK) st = llava_load(m, "cpu", 2, &err);
-    if (st == LV_ERR_UNSUPPORTED || st == LV_ERR_FORMAT) {
-        print_message("skipped: the engine does not load SmolVLM yet (%s: %s); re-enable with "
-                      "the model branch\n",
-                      lv_status_str(st), err.msg);
-        llava_free(m);
-        skip();
-    }
-    if (st) fail_msg("%s", err.msg);
-    llava_free(m);
+    ask(a, b);
+    ask(mlx, NULL);
 }
 
 /* ---- a real llama.cpp-converted pair ------------------------------------------- */
