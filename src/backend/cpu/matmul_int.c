@@ -17,12 +17,20 @@
  *   slices stay in L1 and the tile's weights in L2. The 16 lane
  *   accumulators of each (token, row) are carried across the slices.
  *
+ * A weight with a tail (qk_prep in qdot.h: the ragged last lanes of every
+ * row, packed P rows to a tail row) runs main's groups as above; before
+ * finishing a row, the integer sums of its tail lanes come from dot_rows on
+ * the tail rows that hold them (a GEMV band's at once, QK_TAIL_BAND rows)
+ * and are folded into its lane accumulators as the reference folds a last
+ * group.
+ *
  * Either way each output gets the reference's arithmetic (the lane sums
  * over the groups in order, then qk_sum16, then + bias), so a token's
  * outputs are the same bits alone or in any batch.
  */
 #include "backend/cpu/cpu.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -38,15 +46,38 @@ typedef struct {
     be *b;
     float *y;
     const float *x;
-    const qk_weight *w;
+    const qk_prep *p;
+    const qk_weight *w; /* &p->main */
     const float *bias;
-    int n;
-    size_t xrb; /* bytes of one quantized row */
+    int n, x_cols;
+    size_t xrb;     /* bytes of one quantized row of main */
+    size_t txrb;    /* of its tail (0: none) */
+    size_t xstride; /* a token's: main, tail, then the tail's T real dx (64 bytes) */
     int n_tiles, n_groups, group_len;
 } qm_job;
 
+/* Rows of a GEMV band: their tail sums are computed first, into the scratch. */
+enum { QK_TAIL_BAND = 256 };
+
 static const uint8_t *xrow(const qm_job *j, long t) {
-    return cpu_ctx_of(j->b)->qx + (size_t)t * j->xrb;
+    return cpu_ctx_of(j->b)->qx + (size_t)t * j->xstride;
+}
+
+/* Token t's tail (qk_prep in qdot.h): the T lanes after main's groups,
+ * repeated P times, quantized as the tail's row; then the real dx kept
+ * after it and every dx set to 1, so the tail's lane sums are its integers. */
+static void quantize_tail(const qm_job *j, const float *x, uint8_t *xq) {
+    const qk_kernels *k = cpu_ctx_of(j->b)->qk;
+    const qk_prep *p = j->p;
+    int T = p->tail_lanes, P = p->tail_per, c_tail = p->main.n_groups * p->main.group;
+    float buf[QK_LANES * QK_BLOCK] = {0}; /* P·T blocks used */
+    for (int i = 0; i < P * T; i++)
+        memcpy(buf + QK_BLOCK * i, x + c_tail + QK_BLOCK * (i % T), QK_BLOCK * sizeof(float));
+    k->quantize(&p->tail, buf, xq);
+    qk_xside *side = (qk_xside *)(void *)(xq + p->tail.group);
+    float *dx = (float *)(void *)(xq + j->txrb);
+    for (int l = 0; l < T; l++) dx[l] = side->dx[l];
+    for (int i = 0; i < P * T; i++) side->dx[i] = 1.0f;
 }
 
 static void quantize_task(void *arg, int ith, int nth) {
@@ -54,8 +85,52 @@ static void quantize_task(void *arg, int ith, int nth) {
     const qk_kernels *k = cpu_ctx_of(j->b)->qk;
     long lo, hi;
     tp_split(j->n, ith, nth, 1, &lo, &hi);
-    for (long t = lo; t < hi; t++)
-        k->quantize(j->w, j->x + (size_t)t * j->w->cols, cpu_ctx_of(j->b)->qx + (size_t)t * j->xrb);
+    for (long t = lo; t < hi; t++) {
+        const float *x = j->x + (size_t)t * j->x_cols;
+        k->quantize(j->w, x, cpu_ctx_of(j->b)->qx + (size_t)t * j->xstride);
+        if (j->txrb) quantize_tail(j, x, cpu_ctx_of(j->b)->qx + (size_t)t * j->xstride + j->xrb);
+    }
+}
+
+/* out[(r − ra)·T + l] = the integer sum of lane l of row r's tail, token t,
+ * for rows [ra, rb). */
+static void tail_ints(const qm_job *j, long t, long ra, long rb, float *out) {
+    const qk_kernels *k = cpu_ctx_of(j->b)->qk;
+    const qk_prep *p = j->p;
+    int T = p->tail_lanes, P = p->tail_per;
+    const uint8_t *xt = xrow(j, t) + j->xrb;
+    long v1 = (rb - 1) / P;
+    for (long v = ra / P; v <= v1; v += QK_GEMV_R) {
+        int nv = v1 - v + 1 < QK_GEMV_R ? (int)(v1 - v + 1) : QK_GEMV_R, rows[QK_GEMV_R];
+        for (int i = 0; i < nv; i++) rows[i] = (int)(v + i);
+        float acc[QK_GEMV_R][QK_LANES];
+        k->dot_rows(acc, nv, xt, &p->tail, rows, NULL);
+        for (int i = 0; i < nv; i++)
+            for (int jj = 0; jj < P * T; jj++) {
+                long r = (v + i) * P + jj / T;
+                if (r >= ra && r < rb) out[(r - ra) * T + jj % T] = acc[i][jj];
+            }
+    }
+}
+
+/* The reference's fold of a last group's T lanes into acc (qdot.h): ints
+ * the lanes' integer sums, ws their scales, dx the token's. */
+#if defined(__x86_64__) && defined(__GNUC__)
+__attribute__((target("fma"))) static void fold_fma(float *acc, const float *ints, const float *ws,
+                                                    const float *dx, int T) {
+    for (int l = 0; l < T; l++) acc[l] = __builtin_fmaf(ints[l], ws[l] * dx[l], acc[l]);
+}
+#endif
+static void fold_libm(float *acc, const float *ints, const float *ws, const float *dx, int T) {
+    for (int l = 0; l < T; l++) acc[l] = fmaf(ints[l], ws[l] * dx[l], acc[l]);
+}
+typedef void (*fold_fn)(float *, const float *, const float *, const float *, int);
+static fold_fn fold_for(void) {
+#if defined(__x86_64__) && defined(__GNUC__)
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("fma")) return fold_fma;
+#endif
+    return fold_libm;
 }
 
 /* y[i] = bias[r0 + i] + the lane sums of acc[i], for n outputs of rows r0... */
@@ -73,18 +148,30 @@ static void gemv_task(void *arg, int ith, int nth) {
     const qm_job *j = arg;
     const qk_kernels *k = cpu_ctx_of(j->b)->qk;
     const qk_weight *w = j->w;
+    const qk_prep *p = j->p;
+    int T = p->tail_lanes;
+    float *ints = (float *)(void *)cpu_ctx_of(j->b)->qscratch[ith];
+    const float *dx = (const float *)(const void *)(xrow(j, 0) + j->xrb + j->txrb);
+    fold_fn fold = fold_for();
     long lo, hi;
     tp_split(w->rows, ith, nth, QK_GEMV_R, &lo, &hi);
-    for (long r0 = lo; r0 < hi; r0 += QK_GEMV_R) {
-        int nr = hi - r0 < QK_GEMV_R ? (int)(hi - r0) : QK_GEMV_R;
-        int rows[QK_GEMV_R], pf[QK_GEMV_R];
-        for (int r = 0; r < nr; r++) {
-            rows[r] = (int)(r0 + r);
-            pf[r] = (int)(r0 + QK_GEMV_R + r < hi ? r0 + QK_GEMV_R + r : hi - 1);
+    for (long b0 = lo; b0 < hi; b0 += QK_TAIL_BAND) {
+        long b1 = b0 + QK_TAIL_BAND < hi ? b0 + QK_TAIL_BAND : hi;
+        if (j->txrb) tail_ints(j, 0, b0, b1, ints);
+        for (long r0 = b0; r0 < b1; r0 += QK_GEMV_R) {
+            int nr = b1 - r0 < QK_GEMV_R ? (int)(b1 - r0) : QK_GEMV_R;
+            int rows[QK_GEMV_R], pf[QK_GEMV_R];
+            for (int r = 0; r < QK_GEMV_R; r++) {
+                rows[r] = (int)(r0 + r);
+                pf[r] = (int)(r0 + QK_GEMV_R + r < hi ? r0 + QK_GEMV_R + r : hi - 1);
+            }
+            float acc[QK_GEMV_R][QK_LANES];
+            k->dot_rows(acc, nr, xrow(j, 0), w, rows, r0 + QK_GEMV_R < hi ? pf : NULL);
+            if (j->txrb)
+                for (int r = 0; r < nr; r++)
+                    fold(acc[r], ints + (r0 - b0 + r) * T, p->tail_ws + (r0 + r) * T, dx, T);
+            finish(j, j->y + r0, r0, (const float(*)[QK_LANES])acc, nr);
         }
-        float acc[QK_GEMV_R][QK_LANES];
-        k->dot_rows(acc, nr, xrow(j, 0), w, rows, r0 + QK_GEMV_R < hi ? pf : NULL);
-        finish(j, j->y + r0, r0, (const float(*)[QK_LANES])acc, nr);
     }
 }
 
@@ -97,6 +184,7 @@ static void gemm_tile(const qm_job *j, uint8_t *panel, long r0, int nr, long t0,
     const qk_kernels *k = cpu_ctx_of(j->b)->qk;
     const qk_weight *w = j->w;
     enum { RB = MM_TILE_ROWS / QK_MAX_R, TB = QKM_TOKENS / QK_MAX_T };
+    fold_fn fold = fold_for();
     int slice = QKM_SLICE / w->group;               /* groups per slice */
     for (long tg = t0; tg < t1; tg += QKM_TOKENS) { /* the accumulators of QKM_TOKENS tokens */
         long tg1 = tg + QKM_TOKENS < t1 ? tg + QKM_TOKENS : t1;
@@ -122,6 +210,16 @@ static void gemm_tile(const qm_job *j, uint8_t *panel, long r0, int nr, long t0,
                     k->dot_block(acc[(t - tg) / QK_MAX_T][rb], nt, n_r, xs, w, rows, codes, g0, g1);
                 }
             }
+        }
+        for (long t = tg; t < tg1 && j->txrb; t++) { /* the tails' lanes (qk_prep) */
+            const qk_prep *p = j->p;
+            int T = p->tail_lanes;
+            float ints[MM_TILE_ROWS * QK_LANES];
+            const float *dx = (const float *)(const void *)(xrow(j, t) + j->xrb + j->txrb);
+            tail_ints(j, t, r0, r0 + nr, ints);
+            for (int r = 0; r < nr; r++)
+                fold(acc[(t - tg) / QK_MAX_T][r / QK_MAX_R][(t - tg) % QK_MAX_T][r % QK_MAX_R],
+                     ints + r * T, p->tail_ws + (r0 + r) * T, dx, T);
         }
         for (long t = tg; t < tg1; t++) /* QK_MAX_R rows' accumulators lie side by side */
             for (int rb = 0; rb * QK_MAX_R < nr; rb++) {
@@ -149,14 +247,25 @@ static void gemm_task(void *arg, int ith, int nth) {
 
 bool cpu_matmul_int(be *b, float *y, const float *x, const be_weight *w, const float *bias, int n) {
     cpu_ctx *c = cpu_ctx_of(b);
-    const qk_weight *q = w->prep;
-    qm_job j = {.b = b, .y = y, .x = x, .w = q, .bias = bias, .n = n, .xrb = qk_xrow_bytes(q)};
-    size_t need = (size_t)n * j.xrb;
+    const qk_prep *p = w->prep;
+    const qk_weight *q = &p->main;
+    qm_job j = {.b = b,
+                .y = y,
+                .x = x,
+                .p = p,
+                .w = q,
+                .bias = bias,
+                .n = n,
+                .x_cols = w->cols,
+                .xrb = qk_xrow_bytes(q),
+                .txrb = p->tail.data ? qk_xrow_bytes(&p->tail) : 0};
+    j.xstride = j.xrb + (j.txrb ? j.txrb + 64 : 0);
+    size_t need = (size_t)n * j.xstride;
     if (need > c->qx_cap) {
-        uint8_t *p = aligned_alloc(64, (need + 63) / 64 * 64);
-        if (!p) return false;
+        uint8_t *a = aligned_alloc(64, (need + 63) / 64 * 64);
+        if (!a) return false;
         free(c->qx);
-        c->qx = p;
+        c->qx = a;
         c->qx_cap = need;
     }
     if (n == 1)
