@@ -29,6 +29,7 @@
  * outputs are the same bits alone or in any batch.
  */
 #include "backend/cpu/cpu.h"
+#include "base/half.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -37,7 +38,16 @@
 /* Values of the columns per slice (a tile's unpacked codes: MM_TILE_ROWS ×
  * QKM_SLICE bytes, 128 KiB, in L2), and tokens whose accumulators a task
  * keeps across the slices (16 lanes × 32 rows × 64 tokens: 128 KiB). */
-enum { QKM_SLICE = 4096, QKM_TOKENS = 128, QKM_PANEL = MM_TILE_ROWS * QKM_SLICE };
+enum {
+    QKM_SLICE = 4096,
+    QKM_TOKENS = 128,
+    QKM_PANEL = MM_TILE_ROWS * QKM_SLICE,
+    QKM_ACC = QKM_TOKENS * MM_TILE_ROWS * QK_LANES * 4,
+    QKM_TILE_COPY = CPU_QSCRATCH_BYTES - QKM_PANEL - QKM_ACC /* gemm_tile's padded tile */
+};
+/* gemm_tail rebuilds a tile's last groups, packed and unpacked, in the panel. */
+_Static_assert(MM_TILE_ROWS *(2 * QK_LANES * QK_BLOCK + 2 * QK_LANES) <= QKM_PANEL,
+               "a tile's padded last groups fit the panel");
 _Static_assert(QKM_PANEL + QKM_TOKENS * MM_TILE_ROWS * QK_LANES * sizeof(float) <=
                    CPU_QSCRATCH_BYTES,
                "a tile's unpacked slice and its accumulators fit the scratch");
@@ -50,9 +60,9 @@ typedef struct {
     const qk_weight *w; /* &p->main */
     const float *bias;
     int n, x_cols;
-    size_t xrb;     /* bytes of one quantized row of main */
+    size_t xrb;     /* bytes of one quantized row (the full layout: main's groups, then the last) */
     size_t txrb;    /* of its tail (0: none) */
-    size_t xstride; /* a token's: main, tail, then the tail's T real dx (64 bytes) */
+    size_t xstride; /* a token's: main, tail, then the tail's 16 real dx (64 bytes) */
     int n_tiles, n_groups, group_len;
 } qm_job;
 
@@ -76,7 +86,7 @@ static void quantize_tail(const qm_job *j, const float *x, uint8_t *xq) {
     k->quantize(&p->tail, buf, xq);
     qk_xside *side = (qk_xside *)(void *)(xq + p->tail.group);
     float *dx = (float *)(void *)(xq + j->txrb);
-    for (int l = 0; l < T; l++) dx[l] = side->dx[l];
+    for (int i = 0; i < QK_LANES; i++) dx[i] = i < P * T ? side->dx[i] : 0.0f;
     for (int i = 0; i < P * T; i++) side->dx[i] = 1.0f;
 }
 
@@ -87,8 +97,9 @@ static void quantize_task(void *arg, int ith, int nth) {
     tp_split(j->n, ith, nth, 1, &lo, &hi);
     for (long t = lo; t < hi; t++) {
         const float *x = j->x + (size_t)t * j->x_cols;
-        k->quantize(j->w, x, cpu_ctx_of(j->b)->qx + (size_t)t * j->xstride);
-        if (j->txrb) quantize_tail(j, x, cpu_ctx_of(j->b)->qx + (size_t)t * j->xstride + j->xrb);
+        k->quantize(&j->p->full, x, cpu_ctx_of(j->b)->qx + (size_t)t * j->xstride);
+        if (j->txrb && j->n == 1) /* only the GEMV reads the tail rows */
+            quantize_tail(j, x, cpu_ctx_of(j->b)->qx + (size_t)t * j->xstride + j->xrb);
     }
 }
 
@@ -114,24 +125,17 @@ static void tail_ints(const qm_job *j, long t, long ra, long rb, float *out) {
 }
 
 /* The reference's fold of a last group's T lanes into acc (qdot.h): ints
- * the lanes' integer sums, ws their scales, dx the token's. */
-#if defined(__x86_64__) && defined(__GNUC__)
-__attribute__((target("fma"))) static void fold_fma(float *acc, const float *ints, const float *ws,
-                                                    const float *dx, int T) {
-    for (int l = 0; l < T; l++) acc[l] = __builtin_fmaf(ints[l], ws[l] * dx[l], acc[l]);
-}
-#endif
-static void fold_libm(float *acc, const float *ints, const float *ws, const float *dx, int T) {
+ * the lanes' integer sums, ws their scales, dx the token's. Inlined into
+ * functions cloned for FMA (x86: fmaf is then one instruction, as
+ * -fno-math-errno lets it be; elsewhere a call) */
+static inline void fold(float *acc, const float *ints, const float *ws, const float *dx, int T) {
     for (int l = 0; l < T; l++) acc[l] = fmaf(ints[l], ws[l] * dx[l], acc[l]);
 }
-typedef void (*fold_fn)(float *, const float *, const float *, const float *, int);
-static fold_fn fold_for(void) {
 #if defined(__x86_64__) && defined(__GNUC__)
-    __builtin_cpu_init();
-    if (__builtin_cpu_supports("fma")) return fold_fma;
+#define FMA_CLONES __attribute__((target_clones("fma", "default")))
+#else
+#define FMA_CLONES
 #endif
-    return fold_libm;
-}
 
 /* y[i] = bias[r0 + i] + the lane sums of acc[i], for n outputs of rows r0... */
 static void finish(const qm_job *j, float *y, long r0, const float (*acc)[QK_LANES], int n) {
@@ -144,15 +148,14 @@ static void finish(const qm_job *j, float *y, long r0, const float (*acc)[QK_LAN
     for (int i = 0; i < n; i++) y[i] = (bias ? bias[i] : 0.0f) + qk_sum16(acc[i]);
 }
 
-static void gemv_task(void *arg, int ith, int nth) {
+FMA_CLONES static void gemv_task(void *arg, int ith, int nth) {
     const qm_job *j = arg;
     const qk_kernels *k = cpu_ctx_of(j->b)->qk;
     const qk_weight *w = j->w;
     const qk_prep *p = j->p;
-    int T = p->tail_lanes;
+    int T = p->tail_lanes, P = p->tail_per;
     float *ints = (float *)(void *)cpu_ctx_of(j->b)->qscratch[ith];
     const float *dx = (const float *)(const void *)(xrow(j, 0) + j->xrb + j->txrb);
-    fold_fn fold = fold_for();
     long lo, hi;
     tp_split(w->rows, ith, nth, QK_GEMV_R, &lo, &hi);
     for (long b0 = lo; b0 < hi; b0 += QK_TAIL_BAND) {
@@ -169,8 +172,81 @@ static void gemv_task(void *arg, int ith, int nth) {
             k->dot_rows(acc, nr, xrow(j, 0), w, rows, r0 + QK_GEMV_R < hi ? pf : NULL);
             if (j->txrb)
                 for (int r = 0; r < nr; r++)
-                    fold(acc[r], ints + (r0 - b0 + r) * T, p->tail_ws + (r0 + r) * T, dx, T);
+                    fold(acc[r], ints + (r0 - b0 + r) * T,
+                         p->tail_ws + (r0 + r) / P * QK_LANES + (r0 + r) % P * T, dx, T);
             finish(j, j->y + r0, r0, (const float(*)[QK_LANES])acc, nr);
+        }
+    }
+}
+
+/* The last group of `row` in the full (padded) layout, into dst
+ * (full.group_bytes): its lanes moved back from its tail row, its scales. */
+static void padded_last(const qk_prep *p, uint8_t *dst, long row) {
+    const qk_weight *tw = &p->tail;
+    int T = p->tail_lanes, P = p->tail_per, q = (int)(row % P), code_bytes = p->full.code_bytes;
+    long v = row / P;
+    const uint8_t *src = tw->data + (size_t)v * tw->row_bytes;
+    memset(dst, 0, p->full.group_bytes);
+    for (int l = 0; l < T; l++) {
+        for (int c = 0; c < code_bytes; c += 64)
+            memcpy(dst + c + 4 * l, src + c + 4 * (q * T + l), 4);
+        uint16_t h = lv_f32_to_f16(p->tail_ws[v * QK_LANES + q * T + l]);
+        memcpy(dst + code_bytes + 2 * l, &h, 2);
+    }
+}
+
+/* Rows [r0, r0 + nr) of a weight with a tail in the full layout, into dst
+ * (the rows' main groups copied, their last groups rebuilt): *pw describes
+ * them as a weight of nr rows. */
+static void padded_tile(const qk_prep *p, qk_weight *pw, uint8_t *dst, long r0, int nr) {
+    const qk_weight *m = &p->main;
+    *pw = p->full;
+    pw->rows = nr;
+    pw->data = dst;
+    size_t main_bytes = (size_t)m->n_groups * m->group_bytes;
+    for (int r = 0; r < nr; r++) {
+        uint8_t *row = dst + (size_t)r * pw->row_bytes;
+        memcpy(row, m->data + (size_t)(r0 + r) * m->row_bytes, main_bytes);
+        padded_last(p, row + main_bytes, r0 + r);
+    }
+}
+
+/* The tails of rows [r0, r0 + nr) (qk_prep) folded into the accumulators
+ * of tokens [tg, tg1) (gemm_tile's, from token tg) as the padded layout
+ * did: the rows' last groups are rebuilt padded (the full layout, one group
+ * a row, their lanes moved back from the tail rows, the real scales) in
+ * the scratch's panel, which the slices no longer use, and every block of
+ * tokens × block of rows runs them through dot_block after main's groups,
+ * against the activations' own last group (quantized in the full layout). */
+static void gemm_tail(const qm_job *j, uint8_t *scratch,
+                      float (*acc)[MM_TILE_ROWS / QK_MAX_R][QK_MAX_T][QK_MAX_R][QK_LANES], long r0,
+                      int nr, long tg, long tg1) {
+    const qk_kernels *k = cpu_ctx_of(j->b)->qk;
+    const qk_prep *p = j->p;
+    int G = p->main.n_groups;
+    qk_weight pw = p->full; /* rows [r0, r0 + nr), their last group only */
+    pw.rows = nr;
+    pw.n_groups = 1;
+    pw.row_bytes = pw.group_bytes;
+    pw.data = scratch;
+    uint8_t *unpacked = scratch + (size_t)MM_TILE_ROWS * pw.group_bytes;
+    for (int r = 0; r < nr; r++) {
+        padded_last(p, pw.data + (size_t)r * pw.row_bytes, r0 + r);
+        if (k->unpack) k->unpack(&pw, r, 0, 1, unpacked + (size_t)r * pw.group);
+    }
+    for (long t = tg; t < tg1; t += QK_MAX_T) {
+        int nt = tg1 - t < QK_MAX_T ? (int)(tg1 - t) : QK_MAX_T;
+        const uint8_t *xs[QK_MAX_T];
+        for (int i = 0; i < nt; i++) xs[i] = xrow(j, t + i) + (size_t)G * qk_xgroup_bytes(&pw);
+        for (int rb = 0; rb * QK_MAX_R < nr; rb++) {
+            int n_r = nr - rb * QK_MAX_R < QK_MAX_R ? nr - rb * QK_MAX_R : QK_MAX_R;
+            int rows[QK_MAX_R];
+            const uint8_t *codes[QK_MAX_R];
+            for (int r = 0; r < n_r; r++) {
+                rows[r] = rb * QK_MAX_R + r;
+                codes[r] = k->unpack ? unpacked + (size_t)rows[r] * pw.group : NULL;
+            }
+            k->dot_block(acc[(t - tg) / QK_MAX_T][rb], nt, n_r, xs, &pw, rows, codes, 0, 1);
         }
     }
 }
@@ -184,7 +260,20 @@ static void gemm_tile(const qm_job *j, uint8_t *panel, long r0, int nr, long t0,
     const qk_kernels *k = cpu_ctx_of(j->b)->qk;
     const qk_weight *w = j->w;
     enum { RB = MM_TILE_ROWS / QK_MAX_R, TB = QKM_TOKENS / QK_MAX_T };
-    fold_fn fold = fold_for();
+    /* With a tail, the tile in the full layout where it fits the scratch
+     * (main's groups and the last in one pass), else gemm_tail after main's. */
+    qk_weight pw;
+    long wr0 = r0; /* the tile's first row in w */
+    bool tail_after = false;
+    if (j->txrb) {
+        if ((size_t)MM_TILE_ROWS * j->p->full.row_bytes <= QKM_TILE_COPY) {
+            padded_tile(j->p, &pw, panel + QKM_PANEL + QKM_ACC, r0, nr);
+            w = &pw;
+            wr0 = 0;
+        } else {
+            tail_after = true;
+        }
+    }
     int slice = QKM_SLICE / w->group;               /* groups per slice */
     for (long tg = t0; tg < t1; tg += QKM_TOKENS) { /* the accumulators of QKM_TOKENS tokens */
         long tg1 = tg + QKM_TOKENS < t1 ? tg + QKM_TOKENS : t1;
@@ -193,7 +282,7 @@ static void gemm_tile(const qm_job *j, uint8_t *panel, long r0, int nr, long t0,
         for (int g0 = 0; g0 < w->n_groups; g0 += slice) {
             int g1 = g0 + slice < w->n_groups ? g0 + slice : w->n_groups;
             for (int r = 0; r < nr && k->unpack; r++)
-                k->unpack(w, (int)r0 + r, g0, g1, panel + (size_t)r * QKM_SLICE);
+                k->unpack(w, (int)wr0 + r, g0, g1, panel + (size_t)r * QKM_SLICE);
             for (long t = tg; t < tg1; t += QK_MAX_T) {
                 int nt = tg1 - t < QK_MAX_T ? (int)(tg1 - t) : QK_MAX_T;
                 const uint8_t *xs[QK_MAX_T];
@@ -203,7 +292,7 @@ static void gemm_tile(const qm_job *j, uint8_t *panel, long r0, int nr, long t0,
                     const uint8_t *codes[QK_MAX_R];
                     if (n_r > QK_MAX_R) n_r = QK_MAX_R;
                     for (int r = 0; r < n_r; r++) {
-                        rows[r] = (int)r0 + rb * QK_MAX_R + r;
+                        rows[r] = (int)wr0 + rb * QK_MAX_R + r;
                         codes[r] =
                             k->unpack ? panel + (size_t)(rb * QK_MAX_R + r) * QKM_SLICE : NULL;
                     }
@@ -211,21 +300,12 @@ static void gemm_tile(const qm_job *j, uint8_t *panel, long r0, int nr, long t0,
                 }
             }
         }
-        for (long t = tg; t < tg1 && j->txrb; t++) { /* the tails' lanes (qk_prep) */
-            const qk_prep *p = j->p;
-            int T = p->tail_lanes;
-            float ints[MM_TILE_ROWS * QK_LANES];
-            const float *dx = (const float *)(const void *)(xrow(j, t) + j->xrb + j->txrb);
-            tail_ints(j, t, r0, r0 + nr, ints);
-            for (int r = 0; r < nr; r++)
-                fold(acc[(t - tg) / QK_MAX_T][r / QK_MAX_R][(t - tg) % QK_MAX_T][r % QK_MAX_R],
-                     ints + r * T, p->tail_ws + (r0 + r) * T, dx, T);
-        }
+        if (tail_after) gemm_tail(j, panel, acc, r0, nr, tg, tg1);
         for (long t = tg; t < tg1; t++) /* QK_MAX_R rows' accumulators lie side by side */
             for (int rb = 0; rb * QK_MAX_R < nr; rb++) {
                 int n_r = nr - rb * QK_MAX_R < QK_MAX_R ? nr - rb * QK_MAX_R : QK_MAX_R;
                 long row = r0 + rb * QK_MAX_R;
-                finish(j, j->y + (size_t)t * w->rows + row, row,
+                finish(j, j->y + (size_t)t * j->w->rows + row, row,
                        (const float(*)[QK_LANES])acc[(t - tg) / QK_MAX_T][rb][(t - tg) % QK_MAX_T],
                        n_r);
             }
@@ -257,7 +337,7 @@ bool cpu_matmul_int(be *b, float *y, const float *x, const be_weight *w, const f
                 .bias = bias,
                 .n = n,
                 .x_cols = w->cols,
-                .xrb = qk_xrow_bytes(q),
+                .xrb = qk_xrow_bytes(&p->full),
                 .txrb = p->tail.data ? qk_xrow_bytes(&p->tail) : 0};
     j.xstride = j.xrb + (j.txrb ? j.txrb + 64 : 0);
     size_t need = (size_t)n * j.xstride;

@@ -177,21 +177,23 @@ void qk_free(qk_weight *w);
  * the first G = cols / 512 whole groups, and `tail`, the T = (cols − 512G)
  * / 32 last lanes of every row, P = 16 / T rows packed side by side into
  * one 16-lane row of tail (virtual row v, lane j: row vP + j / T, lane
- * j % T), with every lane scale set to 1. The activations' tail is
- * quantized as the same T blocks repeated P times with every dx set to 1,
- * so a tail lane's accumulator is (float) of its exact integer sum i
- * (corr included), and the caller folds it in as the reference folds a last
- * group: acc[l] = fma(i, ws·dx, acc[l]) with the lane's own scales (ws in
- * tail_ws, dx kept beside the quantized row). The padding lanes the
- * reference folds are +0 · 0 and change nothing, so every output keeps the
- * bits of the padded layout.
+ * j % T), with every lane scale set to 1 (the real ones in tail_ws). The
+ * activations' tail is quantized as the same T blocks repeated P times
+ * with every dx set to 1, so a tail lane's accumulator is (float) of its
+ * exact integer sum i (corr included), and the caller folds it in as the
+ * reference folds a last group: acc[l] = fma(i, ws·dx, acc[l]) with the
+ * lane's own scales (ws from tail_ws; dx kept beside the quantized row,
+ * repeated as the lanes are). The padding lanes the reference folds are
+ * +0 · 0 and change nothing, so every output keeps the bits of the padded
+ * layout.
  */
 typedef struct {
     qk_weight main; /* every weight; without a tail, the whole of it */
     qk_weight tail; /* data NULL: no tail */
+    qk_weight full; /* the whole weight's layout (no data): its activations' */
     int tail_lanes; /* T, lanes per row in tail */
     int tail_per;   /* P, rows per tail row */
-    float *tail_ws; /* rows × T lane scales */
+    float *tail_ws; /* lane scales as the tail rows hold their lanes: 16 a tail row */
 } qk_prep;
 
 /* The prepared form of w (cpu backend): qk_prep_alloc sizes and allocates

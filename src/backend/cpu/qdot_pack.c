@@ -216,7 +216,7 @@ static void pack_tail_row(const be_weight *src, qk_prep *p, int v) {
         put_lane(w, codes + 4 * j, c, qk_fmt_eight_bit(w->fmt), false);
         const uint8_t *blk = (const uint8_t *)src->data + (size_t)r * src->row_bytes +
                              (size_t)(c0 / 32) * (size_t)bb;
-        p->tail_ws[(size_t)r * T + l] = lv_f16_to_f32(u16_at(blk));
+        p->tail_ws[(size_t)v * QK_LANES + j] = lv_f16_to_f32(u16_at(blk));
         uint16_t one = 0x3C00; /* f16 1.0 */
         memcpy(codes + w->code_bytes + 2 * j, &one, 2);
     }
@@ -227,6 +227,7 @@ lv_status qk_prep_alloc(qk_prep *out, const be_weight *w, lv_err *err) {
     lv_status st = qk_pack_alloc(&out->main, w, err);
     if (st) return st;
     qk_weight *m = &out->main;
+    describe(&out->full, m->fmt, w->rows, w->cols, m->mlx_group);
     int G = w->cols / m->group, T = (w->cols - G * m->group) / 32;
     if ((m->fmt != QK_Q4_0 && m->fmt != QK_Q8_0) || G < 1 || T < 1 || w->cols % 32) return LV_OK;
     /* split: main keeps the G whole groups, tail the T lanes of each row */
@@ -239,7 +240,7 @@ lv_status qk_prep_alloc(qk_prep *out, const be_weight *w, lv_err *err) {
     if ((st = qk_pack_alloc(&out->main, &mw, err))) return st;
     out->tail_lanes = T;
     out->tail_per = P;
-    out->tail_ws = malloc(sizeof(float) * (size_t)w->rows * (size_t)T);
+    out->tail_ws = calloc((size_t)vrows * QK_LANES, sizeof(float));
     if (!out->tail_ws || (st = qk_pack_alloc(&out->tail, &tw, err))) {
         qk_prep_free(out);
         return st ? st : lv_fail(err, LV_ERR_NOMEM, "out of memory repacking a weight");
