@@ -68,6 +68,8 @@ typedef struct {
 
 /* Rows of a GEMV band: their tail sums are computed first, into the scratch. */
 enum { QK_TAIL_BAND = 256 };
+_Static_assert((QK_TAIL_BAND + 2) * QK_LANES * sizeof(float) <= CPU_QSCRATCH_BYTES,
+               "a band's tail sums fit the scratch");
 
 static const uint8_t *xrow(const qm_job *j, long t) {
     return cpu_ctx_of(j->b)->qx + (size_t)t * j->xstride;
@@ -103,24 +105,15 @@ static void quantize_task(void *arg, int ith, int nth) {
     }
 }
 
-/* out[(r − ra)·T + l] = the integer sum of lane l of row r's tail, token t,
- * for rows [ra, rb). */
-static void tail_ints(const qm_job *j, long t, long ra, long rb, float *out) {
+/* acc[v − v0] = the integer sums of tail rows [v0, v1] (16 lanes each:
+ * rows vP.. side by side, T lanes each), token 0. */
+static void tail_sums(const qm_job *j, long v0, long v1, float (*acc)[QK_LANES]) {
     const qk_kernels *k = cpu_ctx_of(j->b)->qk;
-    const qk_prep *p = j->p;
-    int T = p->tail_lanes, P = p->tail_per;
-    const uint8_t *xt = xrow(j, t) + j->xrb;
-    long v1 = (rb - 1) / P;
-    for (long v = ra / P; v <= v1; v += QK_GEMV_R) {
+    const uint8_t *xt = xrow(j, 0) + j->xrb;
+    for (long v = v0; v <= v1; v += QK_GEMV_R) {
         int nv = v1 - v + 1 < QK_GEMV_R ? (int)(v1 - v + 1) : QK_GEMV_R, rows[QK_GEMV_R];
         for (int i = 0; i < nv; i++) rows[i] = (int)(v + i);
-        float acc[QK_GEMV_R][QK_LANES];
-        k->dot_rows(acc, nv, xt, &p->tail, rows, NULL);
-        for (int i = 0; i < nv; i++)
-            for (int jj = 0; jj < P * T; jj++) {
-                long r = (v + i) * P + jj / T;
-                if (r >= ra && r < rb) out[(r - ra) * T + jj % T] = acc[i][jj];
-            }
+        k->dot_rows(acc + (v - v0), nv, xt, &j->p->tail, rows, NULL);
     }
 }
 
@@ -154,13 +147,18 @@ FMA_CLONES static void gemv_task(void *arg, int ith, int nth) {
     const qk_weight *w = j->w;
     const qk_prep *p = j->p;
     int T = p->tail_lanes, P = p->tail_per;
-    float *ints = (float *)(void *)cpu_ctx_of(j->b)->qscratch[ith];
+    float(*tacc)[QK_LANES] = (void *)cpu_ctx_of(j->b)->qscratch[ith]; /* a band's tail sums */
     const float *dx = (const float *)(const void *)(xrow(j, 0) + j->xrb + j->txrb);
     long lo, hi;
     tp_split(w->rows, ith, nth, QK_GEMV_R, &lo, &hi);
     for (long b0 = lo; b0 < hi; b0 += QK_TAIL_BAND) {
-        long b1 = b0 + QK_TAIL_BAND < hi ? b0 + QK_TAIL_BAND : hi;
-        if (j->txrb) tail_ints(j, 0, b0, b1, ints);
+        long b1 = b0 + QK_TAIL_BAND < hi ? b0 + QK_TAIL_BAND : hi, v0 = 0;
+        int v = 0, q = 0; /* the next row's tail row (from v0) and place in it */
+        if (j->txrb) {
+            v0 = b0 / P;
+            q = (int)(b0 % P);
+            tail_sums(j, v0, (b1 - 1) / P, tacc);
+        }
         for (long r0 = b0; r0 < b1; r0 += QK_GEMV_R) {
             int nr = b1 - r0 < QK_GEMV_R ? (int)(b1 - r0) : QK_GEMV_R;
             int rows[QK_GEMV_R], pf[QK_GEMV_R];
@@ -170,10 +168,14 @@ FMA_CLONES static void gemv_task(void *arg, int ith, int nth) {
             }
             float acc[QK_GEMV_R][QK_LANES];
             k->dot_rows(acc, nr, xrow(j, 0), w, rows, r0 + QK_GEMV_R < hi ? pf : NULL);
-            if (j->txrb)
-                for (int r = 0; r < nr; r++)
-                    fold(acc[r], ints + (r0 - b0 + r) * T,
-                         p->tail_ws + (r0 + r) / P * QK_LANES + (r0 + r) % P * T, dx, T);
+            for (int r = 0; r < nr && j->txrb; r++) {
+                fold(acc[r], tacc[v] + q * T, p->tail_ws + (v0 + v) * QK_LANES + q * T, dx + q * T,
+                     T);
+                if (++q == P) {
+                    q = 0;
+                    v++;
+                }
+            }
             finish(j, j->y + r0, r0, (const float(*)[QK_LANES])acc, nr);
         }
     }
