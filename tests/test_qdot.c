@@ -407,6 +407,14 @@ static void matmul_batch_invariant_and_bounded(void **state) {
                 }
                 free(xq);
                 qk_free(&whole);
+                /* matmul_multi: the same bits as its matmuls (here one weight twice) */
+                b.ops->matmul_multi(&b, (float *const[]){y, y + rows}, x,
+                                    (const be_weight *const[]){&w, &w},
+                                    (const float *const[]){bias, NULL}, 2, 1);
+                b.ops->matmul(&b, yx, x, &w, NULL, 1);
+                if (memcmp(y, alone, sizeof(float) * rows) ||
+                    memcmp(y + rows, yx, sizeof(float) * rows))
+                    fail_msg("%s cols %d: matmul_multi differs from matmul", nm, cols);
                 for (size_t k = 0; k < LV_ARRAY_LEN(ns); k++) {
                     int n = ns[k];
                     b.ops->matmul(&b, y, x, &w, bias, n);

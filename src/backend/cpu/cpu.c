@@ -200,6 +200,7 @@ const struct be_ops be_cpu_ops = {
     .weight_free = cpu_weight_free,
     .vector_init = cpu_vector_init,
     .matmul = cpu_matmul,
+    .matmul_multi = cpu_matmul_multi,
     .rmsnorm = cpu_rmsnorm,
     .layernorm = cpu_layernorm,
     .rope = cpu_rope,

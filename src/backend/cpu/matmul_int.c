@@ -141,16 +141,14 @@ static void finish(const qm_job *j, float *y, long r0, const float (*acc)[QK_LAN
     for (int i = 0; i < n; i++) y[i] = (bias ? bias[i] : 0.0f) + qk_sum16(acc[i]);
 }
 
-FMA_CLONES static void gemv_task(void *arg, int ith, int nth) {
-    const qm_job *j = arg;
+/* Rows [lo, hi) of the GEMV (thread ith's scratch). */
+FMA_CLONES static void gemv_rows(const qm_job *j, long lo, long hi, int ith) {
     const qk_kernels *k = cpu_ctx_of(j->b)->qk;
     const qk_weight *w = j->w;
     const qk_prep *p = j->p;
     int T = p->tail_lanes, P = p->tail_per;
     float(*tacc)[QK_LANES] = (void *)cpu_ctx_of(j->b)->qscratch[ith]; /* a band's tail sums */
     const float *dx = (const float *)(const void *)(xrow(j, 0) + j->xrb + j->txrb);
-    long lo, hi;
-    tp_split(w->rows, ith, nth, QK_GEMV_R, &lo, &hi);
     for (long b0 = lo; b0 < hi; b0 += QK_TAIL_BAND) {
         long b1 = b0 + QK_TAIL_BAND < hi ? b0 + QK_TAIL_BAND : hi, v0 = 0;
         int v = 0, q = 0; /* the next row's tail row (from v0) and place in it */
@@ -178,6 +176,32 @@ FMA_CLONES static void gemv_task(void *arg, int ith, int nth) {
             }
             finish(j, j->y + r0, r0, (const float(*)[QK_LANES])acc, nr);
         }
+    }
+}
+
+static void gemv_task(void *arg, int ith, int nth) {
+    const qm_job *j = arg;
+    long lo, hi;
+    tp_split(j->w->rows, ith, nth, QK_GEMV_R, &lo, &hi);
+    gemv_rows(j, lo, hi, ith);
+}
+
+/* Several GEMVs of one x (cpu_matmul_multi_int): the threads split their
+ * rows end to end. */
+typedef struct {
+    const qm_job *jobs;
+    int count;
+    long rows; /* of them all */
+} qm_multi;
+
+static void gemv_multi_task(void *arg, int ith, int nth) {
+    const qm_multi *m = arg;
+    long lo, hi, off = 0;
+    tp_split(m->rows, ith, nth, QK_GEMV_R, &lo, &hi);
+    for (int i = 0; i < m->count; off += m->jobs[i].w->rows, i++) {
+        long a = lo > off ? lo - off : 0,
+             b = hi - off < m->jobs[i].w->rows ? hi - off : m->jobs[i].w->rows;
+        if (a < b) gemv_rows(&m->jobs[i], a, b, ith);
     }
 }
 
@@ -327,22 +351,23 @@ static void gemm_task(void *arg, int ith, int nth) {
     }
 }
 
-bool cpu_matmul_int(be *b, float *y, const float *x, const be_weight *w, const float *bias, int n) {
+/* The job of y = x·wᵀ + bias, its quantized x sized (false: out of memory). */
+static bool job_for(be *b, qm_job *j, float *y, const float *x, const be_weight *w,
+                    const float *bias, int n) {
     cpu_ctx *c = cpu_ctx_of(b);
     const qk_prep *p = w->prep;
-    const qk_weight *q = &p->main;
-    qm_job j = {.b = b,
-                .y = y,
-                .x = x,
-                .p = p,
-                .w = q,
-                .bias = bias,
-                .n = n,
-                .x_cols = w->cols,
-                .xrb = qk_xrow_bytes(&p->full),
-                .txrb = p->tail.data ? qk_xrow_bytes(&p->tail) : 0};
-    j.xstride = j.xrb + (j.txrb ? j.txrb + 64 : 0);
-    size_t need = (size_t)n * j.xstride;
+    *j = (qm_job){.b = b,
+                  .y = y,
+                  .x = x,
+                  .p = p,
+                  .w = &p->main,
+                  .bias = bias,
+                  .n = n,
+                  .x_cols = w->cols,
+                  .xrb = qk_xrow_bytes(&p->full),
+                  .txrb = p->tail.data ? qk_xrow_bytes(&p->tail) : 0};
+    j->xstride = j->xrb + (j->txrb ? j->txrb + 64 : 0);
+    size_t need = (size_t)n * j->xstride;
     if (need > c->qx_cap) {
         uint8_t *a = aligned_alloc(64, (need + 63) / 64 * 64);
         if (!a) return false;
@@ -350,6 +375,14 @@ bool cpu_matmul_int(be *b, float *y, const float *x, const be_weight *w, const f
         c->qx = a;
         c->qx_cap = need;
     }
+    return true;
+}
+
+bool cpu_matmul_int(be *b, float *y, const float *x, const be_weight *w, const float *bias, int n) {
+    cpu_ctx *c = cpu_ctx_of(b);
+    qm_job j;
+    if (!job_for(b, &j, y, x, w, bias, n)) return false;
+    const qk_weight *q = j.w;
     if (n == 1)
         quantize_task(&j, 0, 1);
     else
@@ -365,5 +398,30 @@ bool cpu_matmul_int(be *b, float *y, const float *x, const be_weight *w, const f
     if (j.n_groups > n_blocks) j.n_groups = n_blocks;
     j.group_len = (n_blocks + j.n_groups - 1) / j.n_groups * QK_MAX_T;
     tp_run(c->pool, gemm_task, &j, nth);
+    return true;
+}
+
+/* Whether a and b quantize x alike: the same format, columns and tail. */
+static bool same_x(const qk_prep *a, const qk_prep *b) {
+    return a->full.fmt == b->full.fmt && a->full.cols == b->full.cols &&
+           a->full.mlx_group == b->full.mlx_group && !a->tail.data == !b->tail.data &&
+           a->tail_lanes == b->tail_lanes;
+}
+
+bool cpu_matmul_multi_int(be *b, float *const y[], const float *x, const be_weight *const w[],
+                          const float *const bias[], int count, int n) {
+    enum { MAX = 4 };
+    if (n != 1 || count < 1 || count > MAX) return false;
+    for (int i = 0; i < count; i++)
+        if (!w[i]->prep || !same_x(w[0]->prep, w[i]->prep)) return false;
+    qm_job jobs[MAX];
+    qm_multi m = {.jobs = jobs, .count = count};
+    for (int i = 0; i < count; i++) {
+        if (!job_for(b, &jobs[i], y[i], x, w[i], bias[i], n)) return false;
+        m.rows += jobs[i].w->rows;
+    }
+    quantize_task(&jobs[0], 0, 1); /* one x for them all */
+    tp_run(cpu_ctx_of(b)->pool, gemv_multi_task, &m,
+           cpu_threads_for(b, (size_t)m.rows * jobs[0].w->cols, 1 << 15));
     return true;
 }
