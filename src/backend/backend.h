@@ -118,6 +118,12 @@ struct be_ops {
     /* --- ops (all on backend buffers; n = number of rows/tokens) --- */
     /* y (n, w.rows) = x (n, w.cols) · wᵀ + bias (bias may be NULL). y != x. */
     void (*matmul)(be *b, float *y, const float *x, const be_weight *w, const float *bias, int n);
+    /* y[i] = x · w[i]ᵀ + bias[i] for i < count (<= 4), the same bits as count
+     * matmul calls (which it may make), for weights that share x: a
+     * backend may quantize x once and run them in one dispatch. (optional:
+     * NULL means matmul each.) */
+    void (*matmul_multi)(be *b, float *const y[], const float *x, const be_weight *const w[],
+                         const float *const bias[], int count, int n);
     /* y = x / sqrt(mean(x²) + eps) * g, per row of dim. y may equal x. */
     void (*rmsnorm)(be *b, float *y, const float *x, const float *g, int n, int dim, float eps);
     /* y = (x - mean) / sqrt(var + eps) * g + beta, per row of dim. y may equal x. */

@@ -179,6 +179,17 @@ static void add_norm(be *b, float *x, const float *delta, float *y, const float 
     b->ops->rmsnorm(b, y, x, g, n, dim, eps);
 }
 
+/* y[i] = x · w[i]ᵀ + bias[i]: the backend's matmul_multi where it has one
+ * (q/k/v and gate/up read the same x). */
+static void matmuls(be *b, float *const y[], const float *x, const be_weight *const w[],
+                    const float *const bias[], int count, int n) {
+    if (b->ops->matmul_multi) {
+        b->ops->matmul_multi(b, y, x, w, bias, count, n);
+        return;
+    }
+    for (int i = 0; i < count; i++) b->ops->matmul(b, y[i], x, w[i], bias[i], n);
+}
+
 /* A decode step (one row per sequence) is recorded and submitted as one unit
  * where the backend can (record_begin/end in backend.h: CUDA graphs), from its
  * first layer to its logits: the same ops every step, launched at once. */
@@ -208,9 +219,9 @@ static void run_layers(const llm *m, llm_batch *bt, llm_seq *const *seqs, const 
         /* h = input_layernorm(x) (RMSNorm; after layer 0, done by the last layer's add_norm);
          * q, k, v; rotate_half RoPE at each row's position */
         if (l == 0) op->rmsnorm(b, bt->xb, bt->x, w->attn_norm, n, dim, m->rms_eps);
-        op->matmul(b, bt->q, bt->xb, &w->wq, w->bq, n);
-        op->matmul(b, k_new, bt->xb, &w->wk, w->bk, n);
-        op->matmul(b, v_new, bt->xb, &w->wv, w->bv, n);
+        matmuls(b, (float *const[]){bt->q, k_new, v_new}, bt->xb,
+                (const be_weight *const[]){&w->wq, &w->wk, &w->wv},
+                (const float *const[]){w->bq, w->bk, w->bv}, 3, n);
         op->rope(b, bt->q, n, m->n_heads, m->head_dim, bt->posv, m->rope_theta);
         op->rope(b, k_new, n, m->n_kv_heads, m->head_dim, bt->posv, m->rope_theta);
         /* each sequence: its new keys and values into its cache, then
@@ -233,8 +244,9 @@ static void run_layers(const llm *m, llm_batch *bt, llm_seq *const *seqs, const 
         op->matmul(b, bt->xb, bt->att, &w->wo, w->bo, n);
         /* x = x + down_proj(silu(gate_proj(h)) * up_proj(h)), h = post_attention_layernorm(x) */
         add_norm(b, bt->x, bt->xb, bt->xb, w->ffn_norm, n, dim, m->rms_eps);
-        op->matmul(b, bt->hb, bt->xb, &w->w_gate, w->b_gate, n);
-        op->matmul(b, bt->hb2, bt->xb, &w->w_up, w->b_up, n);
+        matmuls(b, (float *const[]){bt->hb, bt->hb2}, bt->xb,
+                (const be_weight *const[]){&w->w_gate, &w->w_up},
+                (const float *const[]){w->b_gate, w->b_up}, 2, n);
         op->silu_mul(b, bt->hb, bt->hb2, (size_t)n * m->hidden_dim);
         op->matmul(b, bt->xb, bt->hb, &w->w_down, w->b_down, n);
         if (l + 1 < m->n_layers) /* and the next layer's input_layernorm */

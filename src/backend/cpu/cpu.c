@@ -126,7 +126,7 @@ static void cpu_synchronize(be *b) { /* every op has finished when it returns */
 }
 
 typedef struct {
-    qk_weight *out;
+    qk_prep *out;
     const be_weight *w;
 } pack_job;
 
@@ -134,7 +134,7 @@ static void pack_task(void *arg, int ith, int nth) {
     const pack_job *j = arg;
     long lo, hi;
     tp_split(j->w->rows, ith, nth, 1, &lo, &hi);
-    qk_pack_rows(j->out, j->w, (int)lo, (int)hi);
+    qk_prep_rows(j->out, j->w, (int)lo, (int)hi);
 }
 
 /* Quantized weights the integer path takes are repacked into its lanes
@@ -147,9 +147,9 @@ static lv_status cpu_weight_init(be *b, be_weight *w, be_dtype dtype, int rows, 
         return st;
     }
     if (b->exact || qk_format_for(dtype, &w->q) == QK_NONE) return LV_OK;
-    qk_weight *pk = calloc(1, sizeof *pk);
+    qk_prep *pk = calloc(1, sizeof *pk);
     if (!pk) return lv_fail(err, LV_ERR_NOMEM, "cpu backend: out of memory");
-    if ((st = qk_pack_alloc(pk, w, err))) {
+    if ((st = qk_prep_alloc(pk, w, err))) {
         free(pk);
         lv_err_prefix(err, "cpu backend");
         return st;
@@ -172,7 +172,7 @@ static lv_status cpu_weight_init(be *b, be_weight *w, be_dtype dtype, int rows, 
 
 static void cpu_weight_free(be *b, be_weight *w) {
     if (w->prep) {
-        qk_free(w->prep);
+        qk_prep_free(w->prep);
         free(w->prep);
     }
     free(w->owned);
@@ -200,6 +200,7 @@ const struct be_ops be_cpu_ops = {
     .weight_free = cpu_weight_free,
     .vector_init = cpu_vector_init,
     .matmul = cpu_matmul,
+    .matmul_multi = cpu_matmul_multi,
     .rmsnorm = cpu_rmsnorm,
     .layernorm = cpu_layernorm,
     .rope = cpu_rope,

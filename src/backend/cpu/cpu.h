@@ -57,6 +57,13 @@ void cpu_matmul(be *b, float *y, const float *x, const be_weight *w, const float
  * false when it cannot run (out of memory for the quantized x), and then
  * the float path runs instead. */
 bool cpu_matmul_int(be *b, float *y, const float *x, const be_weight *w, const float *bias, int n);
+/* Several integer GEMVs of one x (matmul_multi, n == 1, weights with preps
+ * that quantize x alike): x quantized once, one dispatch; false when it
+ * does not apply (nothing done). */
+bool cpu_matmul_multi_int(be *b, float *const y[], const float *x, const be_weight *const w[],
+                          const float *const bias[], int count, int n);
+void cpu_matmul_multi(be *b, float *const y[], const float *x, const be_weight *const w[],
+                      const float *const bias[], int count, int n);
 void cpu_rmsnorm(be *b, float *y, const float *x, const float *g, int n, int dim, float eps);
 void cpu_layernorm(be *b, float *y, const float *x, const float *g, const float *beta, int n,
                    int dim, float eps);

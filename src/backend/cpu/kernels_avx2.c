@@ -363,9 +363,18 @@ static const cpu_kernels AVX2_KERNELS = {
 
 /* F16C is CPUID leaf 1, ECX bit 29 (clang's __builtin_cpu_supports does not
  * know "f16c"; the AVX2 check below already covers OS support for YMM state). */
+/* CPUID once: the table getters run per op (attention.c picks its table
+ * from the backend's at every call), and under a hypervisor each CPUID is a
+ * VM exit of microseconds: 8% of a SmolVLM-256M decode step before this. */
 static bool cpu_has_f16c(void) {
-    unsigned eax, ebx, ecx, edx;
-    return __get_cpuid(1, &eax, &ebx, &ecx, &edx) && (ecx >> 29 & 1);
+    static _Atomic int known; /* 0: not asked yet, 1: no, 2: yes */
+    int k = known;
+    if (!k) {
+        unsigned eax, ebx, ecx, edx;
+        k = __get_cpuid(1, &eax, &ebx, &ecx, &edx) && (ecx >> 29 & 1) ? 2 : 1;
+        known = k;
+    }
+    return k == 2;
 }
 
 const cpu_kernels *cpu_kernels_avx2(void) {

@@ -572,3 +572,9 @@ void cpu_matmul(be *b, float *y, const float *x, const be_weight *w, const float
     j.group_len = (n_blocks + j.n_groups - 1) / j.n_groups * MM_BLOCK_TOKENS;
     tp_run(cpu_ctx_of(b)->pool, gemm_task, &j, nth);
 }
+
+void cpu_matmul_multi(be *b, float *const y[], const float *x, const be_weight *const w[],
+                      const float *const bias[], int count, int n) {
+    if (cpu_matmul_multi_int(b, y, x, w, bias, count, n)) return;
+    for (int i = 0; i < count; i++) cpu_matmul(b, y[i], x, w[i], bias[i], n);
+}

@@ -167,6 +167,42 @@ lv_status qk_pack_alloc(qk_weight *out, const be_weight *w, lv_err *err);
 void qk_pack_rows(qk_weight *out, const be_weight *w, int r0, int r1);
 void qk_free(qk_weight *w);
 
+/*
+ * The CPU backend's prepared weight (be_weight.prep): the lanes above, with
+ * a row's ragged last group moved out when that saves memory traffic.
+ *
+ * A Q4_0 / Q8_0 weight whose cols is not a multiple of the group (512) pads
+ * its last group to 16 lanes: at 576 columns (SmolVLM-256M) every row would
+ * read and multiply 1024 values for 576. Such a weight is kept as `main`,
+ * the first G = cols / 512 whole groups, and `tail`, the T = (cols − 512G)
+ * / 32 last lanes of every row, P = 16 / T rows packed side by side into
+ * one 16-lane row of tail (virtual row v, lane j: row vP + j / T, lane
+ * j % T), with every lane scale set to 1 (the real ones in tail_ws). The
+ * activations' tail is quantized as the same T blocks repeated P times
+ * with every dx set to 1, so a tail lane's accumulator is (float) of its
+ * exact integer sum i (corr included), and the caller folds it in as the
+ * reference folds a last group: acc[l] = fma(i, ws·dx, acc[l]) with the
+ * lane's own scales (ws from tail_ws; dx kept beside the quantized row,
+ * repeated as the lanes are). The padding lanes the reference folds are
+ * +0 · 0 and change nothing, so every output keeps the bits of the padded
+ * layout.
+ */
+typedef struct {
+    qk_weight main; /* every weight; without a tail, the whole of it */
+    qk_weight tail; /* data NULL: no tail */
+    qk_weight full; /* the whole weight's layout (no data): its activations' */
+    int tail_lanes; /* T, lanes per row in tail */
+    int tail_per;   /* P, rows per tail row */
+    float *tail_ws; /* lane scales as the tail rows hold their lanes: 16 a tail row */
+} qk_prep;
+
+/* The prepared form of w (cpu backend): qk_prep_alloc sizes and allocates
+ * it, qk_prep_rows fills rows [r0, r1) and the tail rows that start there
+ * (threads may fill disjoint ranges at once), qk_prep_free frees it. */
+lv_status qk_prep_alloc(qk_prep *out, const be_weight *w, lv_err *err);
+void qk_prep_rows(qk_prep *out, const be_weight *w, int r0, int r1);
+void qk_prep_free(qk_prep *p);
+
 /* Value (row, col) of a packed weight as ws·(code − offset) + wm: equal to
  * be_dequant_row's value (tests). */
 float qk_value(const qk_weight *w, int row, int col);

@@ -162,6 +162,21 @@ static void group_side(const be_weight *src, const qk_weight *w, int r, int g, u
     }
 }
 
+/* Lane codes c (lane values) to their steps at `at` (a group's codes + 4·lane). */
+static void put_lane(const qk_weight *w, uint8_t *at, const uint8_t *c, bool eight, bool six) {
+    if (eight) {
+        for (int k = 0; k < 8; k++) memcpy(at + 64 * k, c + 4 * k, 4);
+        return;
+    }
+    for (int p = 0; p < w->lane / 8; p++)
+        for (int e = 0; e < 4; e++)
+            at[64 * p + e] = (uint8_t)((c[8 * p + e] & 0xF) | (c[8 * p + 4 + e] & 0xF) << 4);
+    if (six)
+        for (int e = 0; e < 4; e++)
+            at[128 + e] = (uint8_t)((c[e] >> 4) | (c[4 + e] >> 4) << 2 | (c[8 + e] >> 4) << 4 |
+                                    (c[12 + e] >> 4) << 6);
+}
+
 /* Row r of src into its packed row: lane by lane, each lane's codes moved
  * four at a time to their steps (no per-value branches: a 7B model is 4·10⁹
  * values, repacked at every load). */
@@ -177,22 +192,74 @@ static void pack_row(const be_weight *src, const qk_weight *w, int r) {
             if (c0 >= w->cols) break;
             uint8_t c[32];
             lane_codes(src, w, r, c0, c);
-            uint8_t *at = codes + 4 * l;
-            if (eight) {
-                for (int k = 0; k < 8; k++) memcpy(at + 64 * k, c + 4 * k, 4);
-                continue;
-            }
-            for (int p = 0; p < w->lane / 8; p++)
-                for (int e = 0; e < 4; e++)
-                    at[64 * p + e] =
-                        (uint8_t)((c[8 * p + e] & 0xF) | (c[8 * p + 4 + e] & 0xF) << 4);
-            if (six)
-                for (int e = 0; e < 4; e++)
-                    at[128 + e] = (uint8_t)((c[e] >> 4) | (c[4 + e] >> 4) << 2 |
-                                            (c[8 + e] >> 4) << 4 | (c[12 + e] >> 4) << 6);
+            put_lane(w, codes + 4 * l, c, eight, six);
         }
         group_side(src, w, r, g, codes + w->code_bytes);
     }
+}
+
+/* Tail row v of p (qk_prep in qdot.h): lane j holds lane j % T of the
+ * ragged last group of row vP + j / T, its scale 1; the real scales go to
+ * tail_ws. Q4_0 / Q8_0 only. */
+static void pack_tail_row(const be_weight *src, qk_prep *p, int v) {
+    const qk_weight *w = &p->tail;
+    int T = p->tail_lanes, P = p->tail_per, bb = w->fmt == QK_Q4_0 ? 18 : 34;
+    int c_tail = p->main.n_groups * p->main.group;
+    uint8_t *codes = w->data + (size_t)v * w->row_bytes;
+    memset(codes, 0, w->row_bytes);
+    for (int j = 0; j < P * T; j++) {
+        int r = v * P + j / T, l = j % T;
+        if (r >= src->rows) break;
+        int c0 = c_tail + 32 * l;
+        uint8_t c[32];
+        lane_codes(src, w, r, c0, c);
+        put_lane(w, codes + 4 * j, c, qk_fmt_eight_bit(w->fmt), false);
+        const uint8_t *blk = (const uint8_t *)src->data + (size_t)r * src->row_bytes +
+                             (size_t)(c0 / 32) * (size_t)bb;
+        p->tail_ws[(size_t)v * QK_LANES + j] = lv_f16_to_f32(u16_at(blk));
+        uint16_t one = 0x3C00; /* f16 1.0 */
+        memcpy(codes + w->code_bytes + 2 * j, &one, 2);
+    }
+}
+
+lv_status qk_prep_alloc(qk_prep *out, const be_weight *w, lv_err *err) {
+    *out = (qk_prep){0};
+    lv_status st = qk_pack_alloc(&out->main, w, err);
+    if (st) return st;
+    qk_weight *m = &out->main;
+    describe(&out->full, m->fmt, w->rows, w->cols, m->mlx_group);
+    int G = w->cols / m->group, T = (w->cols - G * m->group) / 32;
+    if ((m->fmt != QK_Q4_0 && m->fmt != QK_Q8_0) || G < 1 || T < 1 || w->cols % 32) return LV_OK;
+    /* split: main keeps the G whole groups, tail the T lanes of each row */
+    qk_free(m);
+    int P = QK_LANES / T, vrows = (w->rows + P - 1) / P;
+    be_weight mw = *w, tw = *w;
+    mw.cols = G * 512;
+    tw.rows = vrows;
+    tw.cols = P * T * 32;
+    if ((st = qk_pack_alloc(&out->main, &mw, err))) return st;
+    out->tail_lanes = T;
+    out->tail_per = P;
+    out->tail_ws = calloc((size_t)vrows * QK_LANES, sizeof(float));
+    if (!out->tail_ws || (st = qk_pack_alloc(&out->tail, &tw, err))) {
+        qk_prep_free(out);
+        return st ? st : lv_fail(err, LV_ERR_NOMEM, "out of memory repacking a weight");
+    }
+    return LV_OK;
+}
+
+void qk_prep_rows(qk_prep *out, const be_weight *w, int r0, int r1) {
+    qk_pack_rows(&out->main, w, r0, r1);
+    if (!out->tail.data) return;
+    int P = out->tail_per;
+    for (int v = (r0 + P - 1) / P; v * P < r1; v++) pack_tail_row(w, out, v);
+}
+
+void qk_prep_free(qk_prep *p) {
+    if (p->main.data) qk_free(&p->main);
+    if (p->tail.data) qk_free(&p->tail);
+    free(p->tail_ws);
+    *p = (qk_prep){0};
 }
 
 /* Large weights get their own mapping, 2 MiB aligned and marked for huge
