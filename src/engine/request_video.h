@@ -1,0 +1,130 @@
+/*
+ * request_video.h - SmolVLM2's video input: what a video becomes in the
+ * prompt, which frames are kept, and each frame's pixels.
+ *
+ * Read from huggingface/transformers (cited lines are quoted in
+ * request_video.c): src/transformers/models/smolvlm/processing_smolvlm.py
+ * (DEFAULT_CHAT_TEMPLATE's video branch, process_video /
+ * expand_text_with_video_tokens), .../video_processing_smolvlm.py
+ * (DEFAULT_VIDEO_INTRO, FRAME_TIMESTAMP_MESSAGE, DEFAULT_MEDIA_OUTTRO,
+ * get_resize_output_image_size, resize, sample_frames); spec smolvlm.md §10.
+ *
+ * A video is a list of frames (images) with a time for each. In the chat
+ * template it is the text "<video>"; request_expand_videos replaces the
+ * k-th "<video>" by
+ *     "You are provided the following series of {num2words(N)} frames from a
+ *      {H:MM:SS} [H:MM:SS] video.\n"
+ *     then per frame "\nFrame from {mm:02d}:{ss:02d}:" + "<image>"
+ *     then "\n\n"
+ * and each "<image>" there then takes one frame through request_prompt_ids,
+ * whose expansion of an unsplit frame (grid 0 x 0) is exactly transformers'
+ * _prompt_single_image: F G I*image_seq_len F. The ids are the same as
+ * tokenizing transformers' whole string, because "<image>" and F are added
+ * tokens that split the text the same way.
+ *
+ * Pixels: transformers' SmolVLMVideoProcessor resizes with torchvision
+ * (LANCZOS replaced by BICUBIC, antialias) to the longest edge L (even
+ * rounding, as the image processor's step 1) and then to T x T. torchvision
+ * is not reproduced: the frames go through the engine's Pillow-exact
+ * bicubic (resample 3), the closest filter, so frame pixels differ from
+ * transformers by small amounts (the sizes and the prompt are exact).
+ */
+#ifndef LV_ENGINE_REQUEST_VIDEO_H
+#define LV_ENGINE_REQUEST_VIDEO_H
+
+#include "base/buf.h"
+#include "image/image.h"
+#include "model/llava.h"
+
+/* The fps transformers assumes for frames given without one
+ * (processing_smolvlm.py: "Defaulting to `fps=24`"). */
+#define VIDEO_DEFAULT_FPS 24.0
+
+/* Frames given as a list: at most this many before sampling (each decoded). */
+#define VIDEO_MAX_INPUT_FRAMES 1024
+
+/* One video of a request: n_frames frames (already sampled) at the given
+ * times in seconds, and the duration written in the prompt (whole
+ * seconds). */
+typedef struct {
+    int n_frames;
+    double *timestamps; /* (n_frames) seconds; owned */
+    int duration_s;     /* int(duration) */
+} request_video;
+
+void request_video_free(request_video *v);
+
+/* The model's video settings (preprocessor_config.json video_sampling):
+ * true only for SmolVLM2 (model_type "smolvlm" with video_sampling). */
+bool request_video_supported(const llava *m, int *max_frames, double *fps, int *longest_edge);
+
+/* Why m takes no video, for messages ("... is not a SmolVLM2 model ..."),
+ * or NULL when it does. */
+const char *request_video_refusal(const llava *m);
+
+/* num2words(n) in English ("one", "twenty-one", "sixty-four"); n in
+ * 0..999999. Returns the length, or -1 (n out of range or cap too small). */
+int video_num2words(int n, char *buf, size_t cap);
+
+/* numpy.unique(numpy.linspace(start, end, num, dtype=int)) into idx (num
+ * entries of room); returns how many. num >= 1, start <= end. */
+int video_linspace_unique(int64_t start, int64_t end, int num, int64_t *idx);
+
+/*
+ * SmolVLMVideoProcessor.sample_frames (spec §10) for a file: total frames
+ * at video_fps, duration seconds; target fps and max_frames from the
+ * model. idx needs max_frames entries; returns the count (>= 1), or -1 if
+ * total < 1 or video_fps <= 0.
+ */
+int video_sample_indices(int64_t total, double video_fps, double duration, double target_fps,
+                         int max_frames, int64_t *idx);
+
+/*
+ * A video given as n frames (a list of images) at fps (<= 0: 24, as
+ * transformers). More than max_frames are thinned to max_frames evenly
+ * (video_linspace_unique over 0..n-1; transformers passes such lists
+ * through unsampled). keep receives the kept frame numbers (max_frames
+ * room), v the timestamps (index / fps) and the duration
+ * int(last timestamp), transformers' value when no duration is known.
+ */
+lv_status video_from_frame_list(int n, double fps, int max_frames, int64_t *keep, int *n_keep,
+                                request_video *v, lv_err *err);
+
+/*
+ * The text that stands for v: with image_seq_len 0 one "<image>" per frame
+ * (what request_expand_videos inserts), else transformers' full string with
+ * F G I*image_seq_len F per frame. Appends to out.
+ */
+lv_status video_prompt_text(const request_video *v, int image_seq_len, lv_buf *out, lv_err *err);
+
+/*
+ * Replaces the k-th "<video>" of the rendered text by video_prompt_text of
+ * videos[k] (image_seq_len 0). The counts must match (LV_ERR_ARG naming
+ * both). text is rewritten in place.
+ */
+lv_status request_expand_videos(lv_buf *text, const request_video *videos, int n_videos,
+                                lv_err *err);
+
+/*
+ * One frame: decoded RGB into the model's T x T frame (longest edge L of
+ * video_sampling with the even rounding, then T x T, Pillow bicubic),
+ * grid 0 x 0. *n_tokens receives its <image> count. Errors as
+ * img_preprocess; LV_ERR_UNSUPPORTED for a model without video.
+ */
+lv_status request_video_frame(const llava *m, const img_rgb *rgb, img_tensor *out, int *n_tokens,
+                              lv_err *err);
+
+/* request_video_frame of an encoded image (img_decode's default limits). */
+lv_status request_video_frame_from_bytes(const llava *m, const uint8_t *bytes, size_t len,
+                                         img_tensor *out, int *n_tokens, lv_err *err);
+
+/*
+ * The prompt ids of one user turn holding a video then prompt (the
+ * template's video branch), the video's text expanded and each frame's
+ * ids in place (request_prompt_ids with frames as its images).
+ */
+lv_status request_video_prompt_ids(const llava *m, const char *prompt, const request_video *v,
+                                   const img_tensor *frames, int32_t **ids, size_t *n_ids,
+                                   lv_err *err);
+
+#endif
