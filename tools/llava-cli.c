@@ -84,6 +84,7 @@ typedef struct {
     const char
         *video_frames; /* --video-frames F1,F2,...: a video as its frames (SmolVLM2), or NULL */
     double video_fps;  /* --video-fps: the frames' rate (0: transformers' 24) */
+    const char *video; /* --video FILE: a video file (SmolVLM2), or NULL */
     const char *dump_pixels; /* --dump-pixels output file, or NULL */
     const char *logits_out;  /* --logits-out output file, or NULL */
     const char *device;      /* --device / --backend: "cpu" (default), "ref", "cuda[:N]" */
@@ -117,6 +118,8 @@ static void usage(FILE *f) {
             "                        model's video_sampling.max_frames are thinned evenly)\n"
             "  --video-fps F         the frames' rate, for their timestamps (default 24, as\n"
             "                        transformers assumes for frames without metadata)\n"
+            "  --video FILE          a video file (MP4, WebM, AVI, ...: what FFmpeg reads),\n"
+            "                        sampled as SmolVLM2's processor does (SmolVLM2 only)\n"
             "  --raw-prompt          tokenize TEXT as given; each <image> takes the next image\n"
             "                        (with no --image, <image> stays one ordinary token)\n"
             "  --max-tokens N        tokens to generate (default: generation_config's\n"
@@ -199,6 +202,7 @@ static int parse_args(int argc, char **argv, cli_args *a) {
         TOOL_FN("image", 'i', add_image, a),
         TOOL_STR("dump-pixels", 0, &a->dump_pixels),
         TOOL_STR("video-frames", 0, &a->video_frames),
+        TOOL_STR("video", 0, &a->video),
         TOOL_NUM("video-fps", 0, &a->video_fps, 1e-3, 1000),
         TOOL_NUM("temperature", 0, &a->temperature, 0, 1e6),
         TOOL_LONG("top-k", 0, &a->top_k, 0, 1e9),
@@ -222,6 +226,15 @@ static int parse_args(int argc, char **argv, cli_args *a) {
     if (!a->model || !a->prompt) {
         fprintf(stderr, "llava-cli: --model and --prompt are required\n");
         usage(stderr);
+        return 2;
+    }
+    if (a->video && a->video_frames) {
+        fprintf(stderr, "llava-cli: one video: --video or --video-frames\n");
+        return 2;
+    }
+    if (a->video && (a->n_images || a->raw_prompt)) {
+        fprintf(stderr, "llava-cli: --video cannot be mixed with --image (SmolVLM's processor "
+                        "takes images or videos, not both) nor used with --raw-prompt\n");
         return 2;
     }
     if (a->video_frames && a->n_images) {
@@ -339,6 +352,27 @@ static lv_status load_video(const cli_args *a, const llava *m, img_tensor *tenso
         *n_image_tokens += n_tok;
     }
     free(list);
+    return st;
+}
+
+/* --video FILE: decoded and sampled (request_video_from_bytes). */
+static lv_status load_video_file(const cli_args *a, const llava *m, img_tensor *tensors,
+                                 int *n_frames, int *n_image_tokens, request_video *v,
+                                 double *decode_ms, lv_err *err) {
+    const char *why = request_video_refusal(m);
+    if (why) return lv_fail(err, LV_ERR_UNSUPPORTED, "--video: %s", why);
+    char *bytes = NULL;
+    size_t len = 0;
+    double t0 = lv_now_ms();
+    lv_status st = lv_read_file(a->video, VIDEO_MAX_FILE_BYTES, &bytes, &len, err);
+    if (st == LV_ERR_FORMAT)
+        st = lv_fail(err, LV_ERR_TOO_LARGE, "over %u bytes", VIDEO_MAX_FILE_BYTES);
+    if (!st)
+        st = request_video_from_bytes(m, (const uint8_t *)bytes, len, tensors, n_frames,
+                                      n_image_tokens, v, err);
+    free(bytes);
+    *decode_ms += lv_now_ms() - t0;
+    if (st) lv_err_prefix(err, "--video: %s", a->video);
     return st;
 }
 
@@ -533,10 +567,14 @@ int main(int argc, char **argv) {
     if (a.video_frames &&
         load_video(&a, m, tensors, &n_tensors, &n_image_tokens, &video, &tm.decode_ms, &err))
         goto fail;
+    if (a.video &&
+        load_video_file(&a, m, tensors, &n_tensors, &n_image_tokens, &video, &tm.decode_ms, &err))
+        goto fail;
     double t1 = lv_now_ms();
-    if (a.video_frames ? request_video_prompt_ids(m, a.prompt, &video, tensors, &ids, &n_ids, &err)
-                       : request_prompt_ids(m, a.prompt, a.raw_prompt, tensors, a.n_images, &ids,
-                                            &n_ids, &err))
+    if (a.video_frames || a.video
+            ? request_video_prompt_ids(m, a.prompt, &video, tensors, &ids, &n_ids, &err)
+            : request_prompt_ids(m, a.prompt, a.raw_prompt, tensors, a.n_images, &ids, &n_ids,
+                                 &err))
         goto fail;
     tm.tokenize_ms = lv_now_ms() - t1;
     if (a.dump_pixels && dump_pixels(a.dump_pixels, tensors, n_tensors, &err)) goto fail;

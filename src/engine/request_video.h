@@ -127,4 +127,48 @@ lv_status request_video_prompt_ids(const llava *m, const char *prompt, const req
                                    const img_tensor *frames, int32_t **ids, size_t *n_ids,
                                    lv_err *err);
 
+/* ---- video files (request_video_file.c: FFmpeg's libavformat, libavcodec,
+ * libswscale) ---------------------------------------------------------- */
+
+/* The most bytes of a video file llava-cli reads (the server's media
+ * policy caps what it fetches). */
+#define VIDEO_MAX_FILE_BYTES (200u * 1000u * 1000u)
+
+/* Limits on an untrusted video. */
+typedef struct {
+    int max_side;             /* frame width and height (8192) */
+    uint64_t max_pixels;      /* width x height (IMG_DEFAULT_MAX_PIXELS) */
+    double max_duration_s;    /* total frames / fps (4 hours) */
+    int64_t max_total_frames; /* frames in the stream, and so decoded at most (200000) */
+} video_limits;
+
+void video_limits_default(video_limits *lim);
+
+/*
+ * Demuxes and decodes a video file of len bytes (any container and codec
+ * this FFmpeg reads) and keeps the frames video_sample_indices picks (at
+ * target_fps, at most max_frames: the model's video_sampling): frames
+ * (max_frames room) receive *n_frames RGB images, v their timestamps
+ * (index / the stream's average fps) and the duration int(total / fps).
+ * lim NULL: video_limits_default. Errors: LV_ERR_FORMAT (not a video, no
+ * video stream, corrupt or truncated data that gives no frame: the message
+ * says which), LV_ERR_TOO_LARGE (a limit), LV_ERR_UNSUPPORTED (a codec this
+ * build cannot decode), LV_ERR_NOMEM. On failure nothing is held; on
+ * success the caller frees the frames (img_rgb_free) and v.
+ */
+lv_status video_decode_sampled(const uint8_t *bytes, size_t len, double target_fps, int max_frames,
+                               const video_limits *lim, img_rgb *frames, int *n_frames,
+                               request_video *v, lv_err *err);
+
+/*
+ * The model's video from a file's bytes: video_decode_sampled with m's
+ * video_sampling, each kept frame made into the model's T x T frame
+ * (request_video_frame) in frames (room for m's max_frames), its <image>
+ * count added to *n_tokens (may be NULL). LV_ERR_UNSUPPORTED for a model
+ * without video. On failure nothing is held.
+ */
+lv_status request_video_from_bytes(const llava *m, const uint8_t *bytes, size_t len,
+                                   img_tensor *frames, int *n_frames, int *n_tokens,
+                                   request_video *v, lv_err *err);
+
 #endif
