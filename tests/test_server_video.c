@@ -137,9 +137,15 @@ static void same_answer_cli_and_server(void **state) {
     body = body_of(parts, NULL);
     expect_400(&s, body, "one video per request");
     free(body);
-    body =
-        body_of(json_pack("[{s:s,s:{s:s}}]", "type", "video_url", "video_url", "url", img), NULL);
-    expect_400(&s, body, "video_frames");
+    body = body_of(json_pack("[{s:s,s:{s:s}}]", "type", "video_url", "video_url", "url",
+                             "data:video/mp4;base64,aGVsbG8gd29ybGQ="),
+                   NULL);
+    expect_400(&s, body, "invalid_video");
+    free(body);
+    body = body_of(json_pack("[{s:s,s:{s:s}}]", "type", "video_url", "video_url", "url",
+                             "data:text/plain;base64,aGVsbG8="),
+                   NULL);
+    expect_400(&s, body, "expected video/* or image/*");
     free(body);
     body = body_of(json_pack("[{s:s,s:{s:[]}}]", "type", "video_frames", "video_frames", "frames"),
                    NULL);

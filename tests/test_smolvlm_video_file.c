@@ -12,12 +12,15 @@
 #include <stddef.h>
 #include <cmocka.h>
 
+#include "base/base64.h"
 #include "base/buf.h"
 #include "base/file.h"
 #include "engine/request_video.h"
 #include "model/llava.h"
+#include "server_harness.h"
 #include "testutil.h"
 
+#include <jansson.h>
 #include <libavcodec/avcodec.h>
 #include <libavformat/avformat.h>
 
@@ -270,16 +273,85 @@ static void model_and_cli(void **state) {
     free(out);
 }
 
+/* The server's video_url (a file:// path and a data: URI) gives llava-cli
+ * --video's answer; a corrupt video is a 400. */
+static void server_video_url(void **state) {
+    (void)state;
+    char log[1200];
+    snprintf(log, sizeof log, "%s/server.log", g_dir);
+    srv s;
+    const char *argv[] = {"--model", g_smol, "--port", "0", "--allowed-local-media-path",
+                          g_dir,     NULL};
+    assert_true(srv_start(&s, log, argv, NULL));
+    assert_true(srv_wait_healthy(&s, 60));
+    char cmd[4096], *cli = NULL;
+    snprintf(cmd, sizeof cmd,
+             "%s/llava-cli --model %s --video %s --prompt 'What happens?' --max-tokens 6 "
+             "--temperature 0 --json 2>/dev/null",
+             tu_env("LLAVA_BIN_DIR"), g_smol, g_short);
+    assert_int_equal(tu_run(cmd, &cli), 0);
+    json_t *c = json_loads(cli, 0, NULL);
+    assert_non_null(c);
+    size_t len;
+    char *bytes = read_all(g_short, &len), *b64;
+    assert_int_equal(lv_base64_encode((const uint8_t *)bytes, len, &b64, NULL), LV_OK);
+    char *data = malloc(strlen(b64) + 64), file[1300];
+    sprintf(data, "data:video/x-msvideo;base64,%s", b64);
+    snprintf(file, sizeof file, "file://%s", g_short);
+    const char *urls[] = {file, data};
+    for (int k = 0; k < 2; k++) {
+        json_t *o = json_pack("{s:i,s:f,s:[{s:s,s:[{s:s,s:{s:s}},{s:s,s:s}]}]}", "max_tokens", 6,
+                              "temperature", 0.0, "messages", "role", "user", "content", "type",
+                              "video_url", "video_url", "url", urls[k], "type", "text", "text",
+                              "What happens?");
+        char *body = json_dumps(o, JSON_COMPACT), *out = NULL;
+        json_decref(o);
+        long code =
+            srv_http(&s, "POST", "/v1/chat/completions", body, strlen(body), NULL, NULL, &out);
+        if (code != 200) fail_msg("%s: %ld %s", k ? "data:" : "file://", code, out ? out : "");
+        json_t *got = json_loads(out, 0, NULL);
+        json_t *msg =
+            json_object_get(json_array_get(json_object_get(got, "choices"), 0), "message");
+        assert_string_equal(json_string_value(json_object_get(msg, "content")),
+                            json_string_value(json_object_get(c, "text")));
+        assert_int_equal(
+            json_integer_value(json_object_get(json_object_get(got, "usage"), "prompt_tokens")),
+            json_integer_value(json_object_get(c, "n_prompt_tokens")));
+        json_decref(got);
+        free(out);
+        free(body);
+    }
+    /* corrupt: the AVI cut after its header */
+    free(b64);
+    assert_int_equal(lv_base64_encode((const uint8_t *)bytes, 200, &b64, NULL), LV_OK);
+    sprintf(data, "data:video/x-msvideo;base64,%s", b64);
+    json_t *o = json_pack("{s:[{s:s,s:[{s:s,s:{s:s}}]}]}", "messages", "role", "user", "content",
+                          "type", "video_url", "video_url", "url", data);
+    char *body = json_dumps(o, JSON_COMPACT), *out = NULL;
+    json_decref(o);
+    assert_int_equal(
+        srv_http(&s, "POST", "/v1/chat/completions", body, strlen(body), NULL, NULL, &out), 400);
+    assert_non_null(strstr(out, "invalid_video"));
+    free(out);
+    free(body);
+    assert_int_equal(srv_stop(&s), 0);
+    free(b64);
+    free(data);
+    free(bytes);
+    json_decref(c);
+    free(cli);
+}
+
 int main(void) {
     snprintf(g_smol, sizeof g_smol, "%s/smolvlm/smolvlm-tiny", tu_env("LLAVA_TEST_DATA"));
     snprintf(g_idef, sizeof g_idef, "%s/smolvlm/idefics3-tiny", tu_env("LLAVA_TEST_DATA"));
     snprintf(g_dir, sizeof g_dir, "%s", tu_tmpdir("smolvlm_video_file"));
     av_log_set_level(AV_LOG_QUIET);
+    curl_global_init(CURL_GLOBAL_DEFAULT);
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(short_video),
-        cmocka_unit_test(long_video_skips_ends),
-        cmocka_unit_test(corrupt_files),
-        cmocka_unit_test(model_and_cli),
+        cmocka_unit_test(short_video),      cmocka_unit_test(long_video_skips_ends),
+        cmocka_unit_test(corrupt_files),    cmocka_unit_test(model_and_cli),
+        cmocka_unit_test(server_video_url),
     };
     return cmocka_run_group_tests(tests, setup, NULL);
 }

@@ -107,9 +107,34 @@ static lv_status load_video(const jobs_ctx *ctx, const oai_request *r, sched_job
     if (why) return oai_fail(e, LV_ERR_ARG, 0, param, "invalid_value", "%s", why);
     int max_frames = 0;
     request_video_supported(ctx->m, &max_frames, NULL, NULL);
+    lv_err err = {{0}};
+    if (r->video.file_url) { /* a file: fetched as images are, decoded and sampled */
+        uint8_t *bytes = NULL;
+        size_t len = 0;
+        int n = 0;
+        media_policy pol;
+        if (ctx->media)
+            pol = *ctx->media;
+        else
+            media_policy_default(&pol);
+        pol.video = true;
+        lv_status st = media_fetch(r->video.file_url, &pol, &bytes, &len, &err);
+        if (st == LV_ERR_IO) st = LV_ERR_ARG; /* the client's URL */
+        if (!st) st = request_video_from_bytes(ctx->m, bytes, len, j->images, &n, NULL, v, &err);
+        free(bytes);
+        if (st)
+            return oai_fail(e, st, 0, param,
+                            st == LV_ERR_TOO_LARGE ? "video_too_large" : "invalid_video",
+                            "video: %s", err.msg);
+        for (int i = 0; i < n; i++) {
+            n_tokens[i] = llava_tensor_token_count(ctx->m, &j->images[i]);
+            j->image_keys[i] = pc_image_key(&j->images[i]);
+        }
+        j->n_images = n;
+        return LV_OK;
+    }
     int64_t *keep = calloc((size_t)r->video.n_frames, sizeof *keep);
     int n_keep = 0;
-    lv_err err = {{0}};
     lv_status st = keep ? video_from_frame_list(r->video.n_frames, r->video.fps, max_frames, keep,
                                                 &n_keep, v, &err)
                         : lv_fail(&err, LV_ERR_NOMEM, "out of memory");
@@ -142,7 +167,9 @@ static lv_status load_video(const jobs_ctx *ctx, const oai_request *r, sched_job
 /* Chat: images (or a video's frames), then the template, then the ids. */
 static lv_status prepare_chat(const jobs_ctx *ctx, const oai_request *r, sched_job *j,
                               oai_error *e) {
-    size_t n_media = r->has_video ? (size_t)r->video.n_frames : r->n_images;
+    size_t n_media = !r->has_video       ? r->n_images
+                     : r->video.file_url ? (size_t)VIDEO_MAX_INPUT_FRAMES /* >= max_frames */
+                                         : (size_t)r->video.n_frames;
     int *n_tokens = calloc(n_media + 1, sizeof *n_tokens);
     j->images = calloc(n_media + 1, sizeof *j->images);
     j->image_keys = calloc(n_media + 1, sizeof *j->image_keys);
@@ -406,6 +433,7 @@ static int64_t request_bytes_max(const jobs_ctx *ctx, const oai_request *r, size
     for (size_t i = 0; i < r->n_images; i++) text -= (int64_t)strlen(r->images[i].url);
     for (int i = 0; r->has_video && i < r->video.n_frames; i++)
         text -= (int64_t)strlen(r->video.urls[i]);
+    if (r->has_video && r->video.file_url) text -= (int64_t)strlen(r->video.file_url);
     sched_stats ws;
     sched_get_stats(ctx->w, &ws);
     int64_t gen = r->max_tokens > 0 ? r->max_tokens : ws.ctx_size; /* 0: the rest of it */
@@ -421,7 +449,8 @@ static int64_t request_bytes_max(const jobs_ctx *ctx, const oai_request *r, size
         /* each kept frame: one T x T tile (and its feature rows) */
         int T = llava_image_params(ctx->m)->max_image_size;
         img_tensor f = {.n_tiles = 1, .tile_h = T, .tile_w = T, .image_h = T, .image_w = T};
-        int frames = r->video.n_frames < max_frames ? r->video.n_frames : max_frames;
+        int frames =
+            !r->video.file_url && r->video.n_frames < max_frames ? r->video.n_frames : max_frames;
         int64_t frows = llava_tensor_token_count(ctx->m, &f);
         if (frows < 1) frows = rows;
         positions += frames * frows;

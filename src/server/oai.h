@@ -107,12 +107,16 @@ typedef struct {
     int message; /* index of the message it came from */
 } oai_image;
 
-/* A video given as its frames (SmolVLM2 only; engine/request_video.h):
+/* A video file, or a video given as its frames (SmolVLM2 only;
+ * engine/request_video.h). A file is vLLM's part {"type": "video_url",
+ * "video_url": {"url": u}} (or a bare string). Frames are
  * the content part {"type": "video_frames", "video_frames": {"frames":
  * [url | {"url": url}, ...], "fps": F}} (fps optional: 24, as
  * transformers assumes). Frame URLs take the forms image_url takes. */
 typedef struct {
-    const char **urls; /* (n_frames) in order (the array is the request's; strings borrowed) */
+    const char *file_url; /* a video file ({"type": "video_url", "video_url": {"url": u}}),
+                             or NULL for frames (borrowed) */
+    const char **urls;    /* (n_frames) in order (the array is the request's; strings borrowed) */
     int n_frames;
     double fps;  /* 0: not given */
     int message; /* index of the message it came from */

@@ -493,6 +493,31 @@ static lv_status parse_video(const json_t *part, const char *param, oai_video *v
     return LV_OK;
 }
 
+/* {"type": "video_url", "video_url": {"url": u}} or "video_url": u. */
+static lv_status parse_video_url(const json_t *part, const char *param, oai_video *v,
+                                 oai_error *e) {
+    char p[200];
+    snprintf(p, sizeof p, "%s.video_url", param);
+    const json_t *u = json_member(part, "video_url");
+    if (!u) return BAD(e, p, "missing_required_parameter", "Missing required parameter: '%s'.", p);
+    if (json_is_object(u)) {
+        snprintf(p, sizeof p, "%s.video_url.url", param);
+        u = json_member(u, "url");
+        if (!u)
+            return BAD(e, p, "missing_required_parameter", "Missing required parameter: '%s'.", p);
+    }
+    if (!json_is_string(u)) return bad_type(e, p, "a string", u);
+    const char *s = json_string_value(u);
+    if (!(has_prefix(s, "data:") || has_prefix(s, "file://") || has_prefix(s, "http://") ||
+          has_prefix(s, "https://")))
+        return BAD(e, p, "invalid_video_url",
+                   "Invalid video URL '%.40s': expected a data: URI, an http(s):// URL or a "
+                   "file:// path.",
+                   s);
+    v->file_url = s;
+    return LV_OK;
+}
+
 static lv_status parse_part(const json_t *part, const char *param, chat_part *cp, oai_image *img,
                             bool *is_image, oai_video *vid, bool *is_video, oai_error *e) {
     char p[160];
@@ -512,17 +537,15 @@ static lv_status parse_part(const json_t *part, const char *param, chat_part *cp
         cp->type = CHAT_PART_VIDEO;
         return parse_video(part, param, vid, e);
     }
-    if (!strcmp(ts, "video_url") || !strcmp(ts, "video"))
-        return BAD(
-            e, p, "invalid_value",
-            "Invalid value: '%.40s'. Video files are not supported; send a video as its "
-            "frames: {\"type\": \"video_frames\", \"video_frames\": {\"frames\": [url, ...], "
-            "\"fps\": F}}.",
-            ts);
+    if (!strcmp(ts, "video_url")) {
+        cp->type = CHAT_PART_VIDEO;
+        *is_video = true;
+        return parse_video_url(part, param, vid, e);
+    }
     if (strcmp(ts, "text"))
         return BAD(e, p, "invalid_value",
-                   "Invalid value: '%.40s'. Supported values are: 'text', 'image_url' and "
-                   "'video_frames'.",
+                   "Invalid value: '%.40s'. Supported values are: 'text', 'image_url', "
+                   "'video_url' and 'video_frames'.",
                    ts);
     snprintf(p, sizeof p, "%s.text", param);
     json_t *x = json_member(part, "text");
