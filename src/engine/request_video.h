@@ -55,7 +55,10 @@ typedef struct {
 void request_video_free(request_video *v);
 
 /* The model's video settings (preprocessor_config.json video_sampling):
- * true only for SmolVLM2 (model_type "smolvlm" with video_sampling). */
+ * true only for SmolVLM2 (model_type "smolvlm" with video_sampling).
+ * longest_edge: the frames' first resize, size.longest_edge when the file
+ * has it (SmolVLMVideoProcessor.__init__ replaces video_size by size when
+ * both are given), else video_sampling.video_size. */
 bool request_video_supported(const llava *m, int *max_frames, double *fps, int *longest_edge);
 
 /* Why m takes no video, for messages ("... is not a SmolVLM2 model ..."),
@@ -106,8 +109,10 @@ lv_status request_expand_videos(lv_buf *text, const request_video *videos, int n
                                 lv_err *err);
 
 /*
- * One frame: decoded RGB into the model's T x T frame (longest edge L of
- * video_sampling with the even rounding, then T x T, Pillow bicubic),
+ * One frame: decoded RGB into the model's T x T frame (longest edge L with
+ * the even rounding, then T x T, Pillow bicubic; L as
+ * request_video_supported gives it: size.longest_edge, which transformers
+ * puts in place of video_sampling.video_size, else video_size),
  * grid 0 x 0. *n_tokens receives its <image> count. Errors as
  * img_preprocess; LV_ERR_UNSUPPORTED for a model without video.
  */
