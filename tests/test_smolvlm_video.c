@@ -26,6 +26,7 @@
 #include "engine/request.h"
 #include "engine/request_video.h"
 #include "image/decode.h"
+#include "io/hf_config.h"
 #include "model/llava.h"
 #include "text/chat_template.h"
 #include "text/tokenizer.h"
@@ -325,15 +326,56 @@ static void refusal(void **state) {
     llava_free(m);
 }
 
+/* preprocessor_config.json's video_sampling. */
+static void parse_video_sampling(void **state) {
+    (void)state;
+    lv_preproc_config pp;
+    lv_err err = {{0}};
+    const char *a = "{\"image_processor_type\": \"SmolVLMImageProcessor\", \"size\": "
+                    "{\"longest_edge\": 2048}, \"max_image_size\": {\"longest_edge\": 512}, "
+                    "\"video_sampling\": {\"fps\": 1, \"max_frames\": 64, \"video_size\": "
+                    "{\"longest_edge\": 512}}}";
+    assert_int_equal(hf_preproc_parse(a, strlen(a), "p.json", LV_IMGPROC_IDEFICS3, &pp, &err),
+                     LV_OK);
+    assert_true(pp.has_video);
+    assert_int_equal(pp.video_max_frames, 64);
+    assert_true(pp.video_fps == 1);
+    assert_int_equal(pp.video_longest_edge, 2048); /* size replaces video_size */
+    const char *b = "{\"image_processor_type\": \"SmolVLMImageProcessor\", \"video_sampling\": "
+                    "{\"fps\": 2, \"max_frames\": 8, \"video_size\": {\"longest_edge\": 384}}}";
+    assert_int_equal(hf_preproc_parse(b, strlen(b), "p.json", LV_IMGPROC_IDEFICS3, &pp, &err),
+                     LV_OK);
+    assert_int_equal(pp.video_longest_edge, 384);
+    assert_int_equal(pp.video_max_frames, 8);
+    assert_true(pp.video_fps == 2);
+    const char *c = "{\"image_processor_type\": \"SmolVLMImageProcessor\"}";
+    assert_int_equal(hf_preproc_parse(c, strlen(c), "p.json", LV_IMGPROC_IDEFICS3, &pp, &err),
+                     LV_OK);
+    assert_false(pp.has_video);
+    const char *bad[] = {
+        "{\"image_processor_type\": \"SmolVLMImageProcessor\", \"video_sampling\": 3}",
+        "{\"image_processor_type\": \"SmolVLMImageProcessor\", \"video_sampling\": "
+        "{\"max_frames\": 0}}",
+        "{\"image_processor_type\": \"SmolVLMImageProcessor\", \"video_sampling\": "
+        "{\"fps\": -1}}",
+    };
+    for (size_t i = 0; i < 3; i++) {
+        lv_status st =
+            hf_preproc_parse(bad[i], strlen(bad[i]), "p.json", LV_IMGPROC_IDEFICS3, &pp, &err);
+        assert_true(st != LV_OK);
+        assert_non_null(strstr(err.msg, "video_sampling"));
+    }
+}
+
 int main(void) {
     snprintf(g_smol, sizeof g_smol, "%s/smolvlm/smolvlm-tiny", tu_env("LLAVA_TEST_DATA"));
     snprintf(g_idef, sizeof g_idef, "%s/smolvlm/idefics3-tiny", tu_env("LLAVA_TEST_DATA"));
     snprintf(g_samples, sizeof g_samples, "%s/../models/demo/samples", tu_env("LLAVA_SRC_DIR"));
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(num2words),        cmocka_unit_test(prompt_strings),
-        cmocka_unit_test(prompt_strings_n), cmocka_unit_test(sample_indices),
-        cmocka_unit_test(template_video),   cmocka_unit_test(ids_match_full_string),
-        cmocka_unit_test(refusal),
+        cmocka_unit_test(parse_video_sampling),  cmocka_unit_test(num2words),
+        cmocka_unit_test(prompt_strings),        cmocka_unit_test(prompt_strings_n),
+        cmocka_unit_test(sample_indices),        cmocka_unit_test(template_video),
+        cmocka_unit_test(ids_match_full_string), cmocka_unit_test(refusal),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -67,8 +67,7 @@ bool request_video_supported(const llava *m, int *max_frames, double *fps, int *
     if (max_frames) *max_frames = pp->video_max_frames;
     if (fps) *fps = pp->video_fps;
     /* transformers: "size" given with "video_sampling" replaces video_size */
-    if (longest_edge)
-        *longest_edge = pp->longest_edge > 0 ? pp->longest_edge : pp->video_longest_edge;
+    if (longest_edge) *longest_edge = pp->video_longest_edge; /* size wins (hf_config) */
     return true;
 }
 

@@ -880,6 +880,9 @@ static lv_status parse_preproc(const char *file, const json_t *root, lv_imgproc_
                 (st = jint(&sub, vs, "max_frames", 1, 1024, &pp->video_max_frames)) ||
                 (st = parse_longest_edge(&sub, vs, "video_size", &pp->video_longest_edge)))
                 return st;
+            /* SmolVLMVideoProcessor.__init__: "size" given with "video_sampling"
+             * replaces video_size */
+            if (json_member(root, "size")) pp->video_longest_edge = pp->longest_edge;
         }
     } else if ((st = parse_size(&c, root, "size", false, &pp->shortest_edge, &pp->size_height,
                                 &pp->size_width))) {

@@ -170,7 +170,9 @@ typedef struct {
     bool has_video;
     double video_fps;       /* frames sampled per second of a video file (1) */
     int video_max_frames;   /* at most this many frames a video (64) */
-    int video_longest_edge; /* video_size.longest_edge: frames' first resize (512 / 384) */
+    int video_longest_edge; /* the frames' first resize: video_size.longest_edge, or
+                               size.longest_edge when the file gives size (transformers'
+                               SmolVLMVideoProcessor puts size in place of video_size) */
 } lv_preproc_config;
 
 /* Fills pp with the defaults of the processor class kind (what transformers
