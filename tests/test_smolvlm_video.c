@@ -152,6 +152,20 @@ static void prompt_strings_n(void **state) {
     assert_non_null(strstr(s, "\nFrame from 02:00:<image>\n\n"));
     free(s);
     request_video_free(&v);
+    /* str(timedelta): hours past 9, and days */
+    static const struct {
+        int d;
+        const char *s;
+    } td[] = {{36000, "from a 10:00:00 [H:MM:SS]"},
+              {86400, "from a 1 day, 0:00:00 [H:MM:SS]"},
+              {2 * 86400 + 3661, "from a 2 days, 1:01:01 [H:MM:SS]"}};
+    for (int i = 0; i < 3; i++) {
+        double t = 0;
+        request_video w = {1, &t, td[i].d};
+        s = text_of(&w, 0);
+        assert_non_null(strstr(s, td[i].s));
+        free(s);
+    }
     /* limits */
     lv_err err = {{0}};
     assert_int_equal(video_from_frame_list(0, 1, 64, keep, &nk, &v, &err), LV_ERR_ARG);

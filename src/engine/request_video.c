@@ -187,11 +187,13 @@ lv_status video_prompt_text(const request_video *v, int image_seq_len, lv_buf *o
     if (v->n_frames < 1 || video_num2words(v->n_frames, words, sizeof words) < 0)
         return lv_fail(err, LV_ERR_ARG, "a video of %d frames", v->n_frames);
     int d = v->duration_s < 0 ? 0 : v->duration_s;
-    /* str(timedelta(seconds=d)): H:MM:SS (durations are far below a day) */
+    /* str(timedelta(seconds=d)): "H:MM:SS", with "N day(s), " first from a day on */
+    char days[32] = "";
+    if (d >= 86400) snprintf(days, sizeof days, "%d day%s, ", d / 86400, d / 86400 == 1 ? "" : "s");
     snprintf(line, sizeof line,
-             "You are provided the following series of %s frames from a %d:%02d:%02d [H:MM:SS] "
+             "You are provided the following series of %s frames from a %s%d:%02d:%02d [H:MM:SS] "
              "video.\n",
-             words, d / 3600, d / 60 % 60, d % 60);
+             words, days, d / 3600 % 24, d / 60 % 60, d % 60);
     lv_status st = lv_buf_puts(out, line);
     for (int i = 0; i < v->n_frames && !st; i++) {
         double t = v->timestamps[i];
