@@ -41,6 +41,7 @@ PACKAGES=(libjansson-dev libcmocka-dev
   libcurl4-openssl-dev # image_url fetching over http(s)
   libmicrohttpd-dev # llava-server's HTTP layer
   libssl-dev # libcrypto: sha256 of downloaded model files
+  libavformat-dev libavcodec-dev libswscale-dev libavutil-dev # video files (SmolVLM2)
   libclang-rt-14-dev) # libFuzzer + sanitizer runtimes for clang
 TOOLS=(cc:build-essential make:build-essential cmake:cmake pkg-config:pkg-config npm:npm
   clang:clang # clang: libFuzzer targets (make fuzz)

@@ -51,6 +51,7 @@
 #include "engine/json_schema.h"
 #include "engine/run.h"
 #include "engine/request.h"
+#include "engine/request_video.h"
 #include "engine/structured.h"
 #include "model/llava.h"
 #include "common/model_report.h"
@@ -80,6 +81,10 @@ typedef struct {
     const char *log_level;          /* NULL: LOG_LEVEL or "info" */
     const char *images[MAX_IMAGES]; /* --image files, in order */
     int n_images;
+    const char
+        *video_frames; /* --video-frames F1,F2,...: a video as its frames (SmolVLM2), or NULL */
+    double video_fps;  /* --video-fps: the frames' rate (0: transformers' 24) */
+    const char *video; /* --video FILE: a video file (SmolVLM2), or NULL */
     const char *dump_pixels; /* --dump-pixels output file, or NULL */
     const char *logits_out;  /* --logits-out output file, or NULL */
     const char *device;      /* --device / --backend: "cpu" (default), "ref", "cuda[:N]" */
@@ -108,6 +113,13 @@ static void usage(FILE *f) {
             "  --mmproj FILE         with --model text.gguf: the GGUF pair's mmproj file\n"
             "  --image FILE          an image (JPEG, PNG, WebP, GIF, BMP); repeat for several\n"
             "  --prompt TEXT         the user's message (goes through the chat template)\n"
+            "  --video-frames LIST   a video given as its frames, comma-separated image files\n"
+            "                        in order (SmolVLM2 only; not with --image; more than the\n"
+            "                        model's video_sampling.max_frames are thinned evenly)\n"
+            "  --video-fps F         the frames' rate, for their timestamps (default 24, as\n"
+            "                        transformers assumes for frames without metadata)\n"
+            "  --video FILE          a video file (MP4, WebM, AVI, ...: what FFmpeg reads),\n"
+            "                        sampled as SmolVLM2's processor does (SmolVLM2 only)\n"
             "  --raw-prompt          tokenize TEXT as given; each <image> takes the next image\n"
             "                        (with no --image, <image> stays one ordinary token)\n"
             "  --max-tokens N        tokens to generate (default: generation_config's\n"
@@ -189,6 +201,9 @@ static int parse_args(int argc, char **argv, cli_args *a) {
         TOOL_STR("log-level", 0, &a->log_level),
         TOOL_FN("image", 'i', add_image, a),
         TOOL_STR("dump-pixels", 0, &a->dump_pixels),
+        TOOL_STR("video-frames", 0, &a->video_frames),
+        TOOL_STR("video", 0, &a->video),
+        TOOL_NUM("video-fps", 0, &a->video_fps, 1e-3, 1000),
         TOOL_NUM("temperature", 0, &a->temperature, 0, 1e6),
         TOOL_LONG("top-k", 0, &a->top_k, 0, 1e9),
         TOOL_NUM("top-p", 0, &a->top_p, 1e-9, 1),
@@ -211,6 +226,25 @@ static int parse_args(int argc, char **argv, cli_args *a) {
     if (!a->model || !a->prompt) {
         fprintf(stderr, "llava-cli: --model and --prompt are required\n");
         usage(stderr);
+        return 2;
+    }
+    if (a->video && a->video_frames) {
+        fprintf(stderr, "llava-cli: one video: --video or --video-frames\n");
+        return 2;
+    }
+    if (a->video && (a->n_images || a->raw_prompt)) {
+        fprintf(stderr, "llava-cli: --video cannot be mixed with --image (SmolVLM's processor "
+                        "takes images or videos, not both) nor used with --raw-prompt\n");
+        return 2;
+    }
+    if (a->video_frames && a->n_images) {
+        fprintf(stderr, "llava-cli: --image and --video-frames cannot be mixed (SmolVLM's "
+                        "processor takes images or videos, not both)\n");
+        return 2;
+    }
+    if (a->video_frames && a->raw_prompt) {
+        fprintf(stderr, "llava-cli: --video-frames goes through the chat template (no "
+                        "--raw-prompt)\n");
         return 2;
     }
     if ((a->json_schema != NULL) + (a->grammar != NULL) + a->json_object > 1) {
@@ -266,6 +300,80 @@ static lv_status load_images(const cli_args *a, const llava *m, img_tensor *tens
         if (st) return st;
     }
     return LV_OK;
+}
+
+/* --video-frames: the files of the list, the kept ones (request_video's
+ * thinning) made into frames; *n_frames of them in tensors (room for the
+ * model's max_frames). On failure the tensors made so far stay for the
+ * caller to free. */
+static lv_status load_video(const cli_args *a, const llava *m, img_tensor *tensors, int *n_frames,
+                            int *n_image_tokens, request_video *v, double *decode_ms, lv_err *err) {
+    *n_frames = 0;
+    int max_frames = 0;
+    if (!request_video_supported(m, &max_frames, NULL, NULL))
+        return lv_fail(err, LV_ERR_UNSUPPORTED, "--video-frames: %s", request_video_refusal(m));
+    const char *paths[VIDEO_MAX_INPUT_FRAMES];
+    int n = 0;
+    char *list = strdup(a->video_frames);
+    if (!list) return lv_fail(err, LV_ERR_NOMEM, "out of memory");
+    lv_status st = LV_OK;
+    for (char *item = list; item && !st; n++) {
+        char *comma = strchr(item, ',');
+        if (comma) *comma = '\0';
+        if (n == VIDEO_MAX_INPUT_FRAMES)
+            st = lv_fail(err, LV_ERR_ARG, "--video-frames: at most %d frames",
+                         VIDEO_MAX_INPUT_FRAMES);
+        else if (!*item)
+            st = lv_fail(err, LV_ERR_ARG, "--video-frames: an empty file name");
+        else
+            paths[n] = item;
+        item = comma ? comma + 1 : NULL;
+    }
+    int64_t keep[VIDEO_MAX_INPUT_FRAMES];
+    int n_keep = 0;
+    if (!st) st = video_from_frame_list(n, a->video_fps, max_frames, keep, &n_keep, v, err);
+    for (int i = 0; !st && i < n_keep; i++) {
+        const char *path = paths[keep[i]];
+        char *bytes = NULL;
+        size_t len = 0;
+        int n_tok = 0;
+        double t0 = lv_now_ms();
+        st = lv_read_file(path, IMG_DEFAULT_MAX_ENCODED_BYTES, &bytes, &len, err);
+        if (!st)
+            st = request_video_frame_from_bytes(m, (const uint8_t *)bytes, len, &tensors[i], &n_tok,
+                                                err);
+        free(bytes);
+        *decode_ms += lv_now_ms() - t0;
+        if (st) {
+            lv_err_prefix(err, "--video-frames: %s", path);
+            break;
+        }
+        *n_frames = i + 1;
+        *n_image_tokens += n_tok;
+    }
+    free(list);
+    return st;
+}
+
+/* --video FILE: decoded and sampled (request_video_from_bytes). */
+static lv_status load_video_file(const cli_args *a, const llava *m, img_tensor *tensors,
+                                 int *n_frames, int *n_image_tokens, request_video *v,
+                                 double *decode_ms, lv_err *err) {
+    const char *why = request_video_refusal(m);
+    if (why) return lv_fail(err, LV_ERR_UNSUPPORTED, "--video: %s", why);
+    char *bytes = NULL;
+    size_t len = 0;
+    double t0 = lv_now_ms();
+    lv_status st = lv_read_file(a->video, VIDEO_MAX_FILE_BYTES, &bytes, &len, err);
+    if (st == LV_ERR_FORMAT)
+        st = lv_fail(err, LV_ERR_TOO_LARGE, "over %u bytes", VIDEO_MAX_FILE_BYTES);
+    if (!st)
+        st = request_video_from_bytes(m, (const uint8_t *)bytes, len, tensors, n_frames,
+                                      n_image_tokens, v, err);
+    free(bytes);
+    *decode_ms += lv_now_ms() - t0;
+    if (st) lv_err_prefix(err, "--video: %s", a->video);
+    return st;
 }
 
 /* ---- output files ------------------------------------------------------------------ */
@@ -405,8 +513,8 @@ static int print_json(const int32_t *ids, size_t n_ids, int n_image_tokens, cons
 
 /* Loads the weights and generates; r is filled on success. */
 static lv_status generate(const cli_args *a, llava *m, const int32_t *ids, size_t n_ids,
-                          const img_tensor *tensors, gen_params *p, gen_result *r, cli_timings *tm,
-                          lv_err *err) {
+                          const img_tensor *tensors, int n_tensors, gen_params *p, gen_result *r,
+                          cli_timings *tm, lv_err *err) {
     double t0 = lv_now_ms();
     llava_set_exact(m, a->exact);
     tool_report_load(m);
@@ -417,7 +525,7 @@ static lv_status generate(const cli_args *a, llava *m, const int32_t *ids, size_
     gen_sink sink = {.stream = !a->json};
     if (a->logits_out && (st = out_open(&sink.logits, a->logits_out, err))) return st;
     gen_callbacks cb = {.on_token = on_token, .on_text = on_text, .ud = &sink};
-    st = gen_run(m, ids, (int)n_ids, tensors, a->n_images, p, &cb, r, err);
+    st = gen_run(m, ids, (int)n_ids, tensors, n_tensors, p, &cb, r, err);
     lv_status st2 = out_close(&sink.logits, st == LV_OK, err);
     if (st == LV_OK && st2) gen_result_free(r);
     return st ? st : st2;
@@ -434,8 +542,9 @@ int main(int argc, char **argv) {
     llava *m = NULL;
     int32_t *ids = NULL;
     size_t n_ids = 0;
-    img_tensor tensors[MAX_IMAGES] = {{0}};
-    int n_tokens[MAX_IMAGES] = {0}, n_image_tokens = 0;
+    img_tensor *tensors = calloc(MAX_IMAGES + VIDEO_MAX_INPUT_FRAMES, sizeof *tensors);
+    int n_tokens[MAX_IMAGES] = {0}, n_image_tokens = 0, n_tensors = a.n_images;
+    request_video video = {0};
     cli_timings tm = {0};
     gen_params p;
     gen_result r = {0};
@@ -445,17 +554,30 @@ int main(int argc, char **argv) {
     rc = load_grammar(&a, &gr, &err); /* before the model: a bad schema fails at once */
     if (rc) goto fail;
     rc = 1;
+    if (!tensors) {
+        lv_fail(&err, LV_ERR_NOMEM, "out of memory");
+        goto fail;
+    }
 
     double t0 = lv_now_ms();
     if (tool_open_model(a.model, a.mmproj, a.offline, &m, NULL, &err)) goto fail;
     tm.load_ms = lv_now_ms() - t0;
     if (load_images(&a, m, tensors, n_tokens, &tm.decode_ms, &tm.preprocess_ms, &err)) goto fail;
     for (int i = 0; i < a.n_images; i++) n_image_tokens += n_tokens[i];
+    if (a.video_frames &&
+        load_video(&a, m, tensors, &n_tensors, &n_image_tokens, &video, &tm.decode_ms, &err))
+        goto fail;
+    if (a.video &&
+        load_video_file(&a, m, tensors, &n_tensors, &n_image_tokens, &video, &tm.decode_ms, &err))
+        goto fail;
     double t1 = lv_now_ms();
-    if (request_prompt_ids(m, a.prompt, a.raw_prompt, tensors, a.n_images, &ids, &n_ids, &err))
+    if (a.video_frames || a.video
+            ? request_video_prompt_ids(m, a.prompt, &video, tensors, &ids, &n_ids, &err)
+            : request_prompt_ids(m, a.prompt, a.raw_prompt, tensors, a.n_images, &ids, &n_ids,
+                                 &err))
         goto fail;
     tm.tokenize_ms = lv_now_ms() - t1;
-    if (a.dump_pixels && dump_pixels(a.dump_pixels, tensors, a.n_images, &err)) goto fail;
+    if (a.dump_pixels && dump_pixels(a.dump_pixels, tensors, n_tensors, &err)) goto fail;
     make_params(&a, m, n_ids, &p);
     if (gr) { /* the tokens as grammar tries: what each adds to the text */
         if (structured_vocab_new(llava_tokenizer(m), &sv, &err)) goto fail;
@@ -463,7 +585,7 @@ int main(int argc, char **argv) {
         p.vocab = sv;
     }
     if (p.max_tokens > 0) {
-        if (generate(&a, m, ids, n_ids, tensors, &p, &r, &tm, &err)) goto fail;
+        if (generate(&a, m, ids, n_ids, tensors, n_tensors, &p, &r, &tm, &err)) goto fail;
         generated = true;
     }
 
@@ -482,7 +604,9 @@ fail:
     fflush(stdout);
     fprintf(stderr, "llava-cli: %s\n", err.msg);
 done:
-    for (int i = 0; i < a.n_images; i++) img_tensor_free(&tensors[i]);
+    for (int i = 0; tensors && i < n_tensors; i++) img_tensor_free(&tensors[i]);
+    free(tensors);
+    request_video_free(&video);
     gen_result_free(&r);
     free(ids);
     llava_free(m);

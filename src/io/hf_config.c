@@ -868,6 +868,22 @@ static lv_status parse_preproc(const char *file, const json_t *root, lv_imgproc_
             (st = parse_longest_edge(&c, root, "max_image_size", &pp->max_image_size)) ||
             (st = jbool(&c, root, "do_image_splitting", &pp->do_image_splitting)))
             return st;
+        const json_t *vs = json_member(root, "video_sampling");
+        if (vs && !json_is_null(vs)) {
+            if (!json_is_object(vs)) return bad(&c, "video_sampling", "an object", vs);
+            jctx sub = {file, "video_sampling.", err};
+            pp->has_video = true;
+            pp->video_fps = 1;
+            pp->video_max_frames = 64;
+            pp->video_longest_edge = pp->longest_edge;
+            if ((st = jpos(&sub, vs, "fps", &pp->video_fps)) ||
+                (st = jint(&sub, vs, "max_frames", 1, 1024, &pp->video_max_frames)) ||
+                (st = parse_longest_edge(&sub, vs, "video_size", &pp->video_longest_edge)))
+                return st;
+            /* SmolVLMVideoProcessor.__init__: "size" given with "video_sampling"
+             * replaces video_size */
+            if (json_member(root, "size")) pp->video_longest_edge = pp->longest_edge;
+        }
     } else if ((st = parse_size(&c, root, "size", false, &pp->shortest_edge, &pp->size_height,
                                 &pp->size_width))) {
         return st;

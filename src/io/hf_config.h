@@ -165,6 +165,14 @@ typedef struct {
     int longest_edge;        /* size {"longest_edge": n}: resize target L */
     int max_image_size;      /* max_image_size {"longest_edge": n}: tile side T */
     bool do_image_splitting; /* tiles + global image; false: one T x T frame */
+    /* SmolVLM2's "video_sampling" {"fps", "max_frames", "video_size": {"longest_edge"}}
+     * (SmolVLMVideoProcessor); has_video false when the file has none. */
+    bool has_video;
+    double video_fps;       /* frames sampled per second of a video file (1) */
+    int video_max_frames;   /* at most this many frames a video (64) */
+    int video_longest_edge; /* the frames' first resize: video_size.longest_edge, or
+                               size.longest_edge when the file gives size (transformers'
+                               SmolVLMVideoProcessor puts size in place of video_size) */
 } lv_preproc_config;
 
 /* Fills pp with the defaults of the processor class kind (what transformers

@@ -14,6 +14,7 @@
 #include "base/clock.h"
 #include "engine/prefix_cache.h"
 #include "engine/request.h"
+#include "engine/request_video.h"
 #include "server/tools.h"
 #include "text/chat_template.h"
 #include "text/tokenizer.h"
@@ -96,22 +97,95 @@ static lv_status load_image(const jobs_ctx *ctx, const oai_request *r, size_t k,
     return LV_OK;
 }
 
-/* Chat: images, then the template, then the ids. */
+/* The video of r (SmolVLM2 only): the frames request_video keeps, fetched
+ * and made into j->images[0..) as the images are; v gets their times. */
+static lv_status load_video(const jobs_ctx *ctx, const oai_request *r, sched_job *j, int *n_tokens,
+                            request_video *v, oai_error *e) {
+    char param[64];
+    snprintf(param, sizeof param, "messages[%d].content", r->video.message);
+    const char *why = request_video_refusal(ctx->m);
+    if (why) return oai_fail(e, LV_ERR_ARG, 0, param, "invalid_value", "%s", why);
+    int max_frames = 0;
+    request_video_supported(ctx->m, &max_frames, NULL, NULL);
+    lv_err err = {{0}};
+    if (r->video.file_url) { /* a file: fetched as images are, decoded and sampled */
+        uint8_t *bytes = NULL;
+        size_t len = 0;
+        int n = 0;
+        media_policy pol;
+        if (ctx->media)
+            pol = *ctx->media;
+        else
+            media_policy_default(&pol);
+        pol.video = true;
+        lv_status st = media_fetch(r->video.file_url, &pol, &bytes, &len, &err);
+        if (st == LV_ERR_IO) st = LV_ERR_ARG; /* the client's URL */
+        if (!st) st = request_video_from_bytes(ctx->m, bytes, len, j->images, &n, NULL, v, &err);
+        free(bytes);
+        if (st)
+            return oai_fail(e, st, 0, param,
+                            st == LV_ERR_TOO_LARGE ? "video_too_large" : "invalid_video",
+                            "video: %s", err.msg);
+        for (int i = 0; i < n; i++) {
+            n_tokens[i] = llava_tensor_token_count(ctx->m, &j->images[i]);
+            j->image_keys[i] = pc_image_key(&j->images[i]);
+        }
+        j->n_images = n;
+        return LV_OK;
+    }
+    int64_t *keep = calloc((size_t)r->video.n_frames, sizeof *keep);
+    int n_keep = 0;
+    lv_status st = keep ? video_from_frame_list(r->video.n_frames, r->video.fps, max_frames, keep,
+                                                &n_keep, v, &err)
+                        : lv_fail(&err, LV_ERR_NOMEM, "out of memory");
+    if (st) {
+        free(keep);
+        return oai_fail(e, st, 0, param, "invalid_value", "video: %s", err.msg);
+    }
+    for (int i = 0; !st && i < n_keep; i++) {
+        uint8_t *bytes = NULL;
+        size_t len = 0;
+        st = media_fetch(r->video.urls[keep[i]], ctx->media, &bytes, &len, &err);
+        if (st == LV_ERR_IO) st = LV_ERR_ARG; /* the client's URL */
+        if (!st)
+            st = request_video_frame_from_bytes(ctx->m, bytes, len, &j->images[i], &n_tokens[i],
+                                                &err);
+        free(bytes);
+        if (st) {
+            st = oai_fail(e, st, 0, param,
+                          st == LV_ERR_TOO_LARGE ? "image_too_large" : "invalid_image",
+                          "video frame %lld: %s", (long long)keep[i], err.msg);
+            break;
+        }
+        j->image_keys[i] = pc_image_key(&j->images[i]);
+        j->n_images = i + 1;
+    }
+    free(keep);
+    return st;
+}
+
+/* Chat: images (or a video's frames), then the template, then the ids. */
 static lv_status prepare_chat(const jobs_ctx *ctx, const oai_request *r, sched_job *j,
                               oai_error *e) {
-    int *n_tokens = calloc(r->n_images + 1, sizeof *n_tokens);
-    j->images = calloc(r->n_images + 1, sizeof *j->images);
-    j->image_keys = calloc(r->n_images + 1, sizeof *j->image_keys);
+    size_t n_media = !r->has_video       ? r->n_images
+                     : r->video.file_url ? (size_t)VIDEO_MAX_INPUT_FRAMES /* >= max_frames */
+                                         : (size_t)r->video.n_frames;
+    int *n_tokens = calloc(n_media + 1, sizeof *n_tokens);
+    j->images = calloc(n_media + 1, sizeof *j->images);
+    j->image_keys = calloc(n_media + 1, sizeof *j->image_keys);
     lv_buf text = {0};
     lv_err err = {{0}};
     size_t n_placeholders = 0, n_ids = 0;
+    request_video video = {0};
     lv_status st = n_tokens && j->images && j->image_keys
                        ? LV_OK
                        : oai_fail(e, LV_ERR_NOMEM, 0, NULL, NULL, "oom");
     for (size_t k = 0; !st && k < r->n_images; k++) st = load_image(ctx, r, k, j, &n_tokens[k], e);
+    if (!st && r->has_video) st = load_video(ctx, r, j, n_tokens, &video, e);
     if (st) goto done;
     st = chat_render(llava_chat_template(ctx->m), r->messages, r->n_messages, &text,
                      &n_placeholders, &err);
+    if (!st && r->has_video) st = request_expand_videos(&text, &video, 1, &err);
     if (!st)
         st = request_prompt_ids(ctx->m, text.data ? text.data : "", true, j->images, j->n_images,
                                 &j->ids, &n_ids, &err);
@@ -128,6 +202,7 @@ static lv_status prepare_chat(const jobs_ctx *ctx, const oai_request *r, sched_j
 done:
     free(n_tokens);
     lv_buf_free(&text);
+    request_video_free(&video);
     return st;
 }
 
@@ -356,6 +431,9 @@ static int64_t request_bytes_max(const jobs_ctx *ctx, const oai_request *r, size
     int64_t tensor = (int64_t)t.n_tiles * 3 * t.tile_h * t.tile_w * (int64_t)sizeof(float);
     int64_t text = (int64_t)len;
     for (size_t i = 0; i < r->n_images; i++) text -= (int64_t)strlen(r->images[i].url);
+    for (int i = 0; r->has_video && i < r->video.n_frames; i++)
+        text -= (int64_t)strlen(r->video.urls[i]);
+    if (r->has_video && r->video.file_url) text -= (int64_t)strlen(r->video.file_url);
     sched_stats ws;
     sched_get_stats(ctx->w, &ws);
     int64_t gen = r->max_tokens > 0 ? r->max_tokens : ws.ctx_size; /* 0: the rest of it */
@@ -365,7 +443,23 @@ static int64_t request_bytes_max(const jobs_ctx *ctx, const oai_request *r, size
     int64_t per_image =
         2 * tensor + (int64_t)rows * llava_text_dim(ctx->m) * (int64_t)sizeof(float);
     int64_t encoder = r->n_images ? (int64_t)llava_encoder_bytes(ctx->m, &t) : 0;
-    return (int64_t)r->n_images * per_image + encoder + positions * kv_per_pos;
+    int64_t video = 0;
+    int max_frames = 0;
+    if (r->has_video && request_video_supported(ctx->m, &max_frames, NULL, NULL)) {
+        /* each kept frame: one T x T tile (and its feature rows) */
+        int T = llava_image_params(ctx->m)->max_image_size;
+        img_tensor f = {.n_tiles = 1, .tile_h = T, .tile_w = T, .image_h = T, .image_w = T};
+        int frames =
+            !r->video.file_url && r->video.n_frames < max_frames ? r->video.n_frames : max_frames;
+        int64_t frows = llava_tensor_token_count(ctx->m, &f);
+        if (frows < 1) frows = rows;
+        positions += frames * frows;
+        if (positions > ws.ctx_size) positions = ws.ctx_size;
+        video = frames * (2 * (int64_t)3 * T * T * (int64_t)sizeof(float) +
+                          frows * llava_text_dim(ctx->m) * (int64_t)sizeof(float)) +
+                (int64_t)llava_encoder_bytes(ctx->m, &f);
+    }
+    return (int64_t)r->n_images * per_image + encoder + video + positions * kv_per_pos;
 }
 
 static lv_status no_room(const jobs_ctx *ctx, int64_t bytes, oai_error *e) {

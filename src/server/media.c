@@ -25,6 +25,7 @@ void media_policy_default(media_policy *pol) {
     pol->allow_remote = true;
     pol->allow_private_addresses = false;
     pol->timeout_s = MEDIA_DEFAULT_TIMEOUT_S;
+    pol->video = false;
 }
 
 /* A printable, shortened form of url for messages: at most 60 bytes, with
@@ -117,9 +118,13 @@ static lv_status fetch_data(const char *url, const media_policy *pol, uint8_t **
     snprintf(mt, sizeof mt, "%.*s", (int)(mlen < 60 ? mlen : 60), hdr);
     for (char *p = mt; *p; p++)
         if ((unsigned char)*p < 0x20 || *p == 0x7f) *p = '?';
-    if (mlen <= 6 || strncasecmp(hdr, "image/", 6) != 0)
-        return lv_fail(err, LV_ERR_ARG, "data: URI has media type '%s'%s, expected image/*", mt,
-                       mlen > 60 ? "..." : "");
+    bool ok = mlen > 6 && strncasecmp(hdr, "image/", 6) == 0;
+    if (pol->video)
+        ok = ok || (mlen > 6 && strncasecmp(hdr, "video/", 6) == 0) ||
+             (mlen == 24 && strncasecmp(hdr, "application/octet-stream", 24) == 0);
+    if (!ok)
+        return lv_fail(err, LV_ERR_ARG, "data: URI has media type '%s'%s, expected %s", mt,
+                       mlen > 60 ? "..." : "", pol->video ? "video/* or image/*" : "image/*");
     /* ";base64" must be the last parameter, right before the comma. */
     if (hlen < mlen + 7 || strncasecmp(comma - 7, ";base64", 7) != 0)
         return lv_fail(err, LV_ERR_ARG,

@@ -37,6 +37,8 @@ typedef struct {
     bool allow_remote;             /* http(s):// allowed at all */
     bool allow_private_addresses;  /* http(s) may reach loopback/private/link-local/... */
     long timeout_s;                /* whole-transfer timeout for http(s), seconds (> 0) */
+    bool video;                    /* the URL is a video: a data: URI may also be video (any video
+                                      media type, or application/octet-stream) */
 } media_policy;
 
 /* The defaults: 20 MB, no file://, remote allowed, private addresses refused, 10 s. */

@@ -107,6 +107,21 @@ typedef struct {
     int message; /* index of the message it came from */
 } oai_image;
 
+/* A video file, or a video given as its frames (SmolVLM2 only;
+ * engine/request_video.h). A file is vLLM's part {"type": "video_url",
+ * "video_url": {"url": u}} (or a bare string). Frames are
+ * the content part {"type": "video_frames", "video_frames": {"frames":
+ * [url | {"url": url}, ...], "fps": F}} (fps optional: 24, as
+ * transformers assumes). Frame URLs take the forms image_url takes. */
+typedef struct {
+    const char *file_url; /* a video file ({"type": "video_url", "video_url": {"url": u}}),
+                             or NULL for frames (borrowed) */
+    const char **urls;    /* (n_frames) in order (the array is the request's; strings borrowed) */
+    int n_frames;
+    double fps;  /* 0: not given */
+    int message; /* index of the message it came from */
+} oai_video;
+
 /* One prompt of /v1/completions: text or token ids (exactly one is set). */
 typedef struct {
     const char *text; /* UTF-8, len bytes, or NULL (borrowed from the request) */
@@ -158,6 +173,8 @@ typedef struct {
     size_t n_messages;
     oai_image *images; /* (n_images) in prompt order: message order, then content order */
     size_t n_images;
+    oai_video video; /* one video at most, never with images */
+    bool has_video;
 
     /* OAI_COMPLETION: one choice set per prompt. */
     oai_prompt *prompts; /* (n_prompts) */

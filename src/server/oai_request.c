@@ -19,6 +19,7 @@
 #include "server/oai.h"
 #include "base/buf.h"
 #include "engine/json_schema.h"
+#include "engine/request_video.h"
 #include "io/json_type.h"
 #include "server/tools.h"
 
@@ -444,8 +445,81 @@ static lv_status parse_image(const json_t *part, const char *param, oai_image *i
     return LV_OK;
 }
 
+/* {"type": "video_frames", "video_frames": {"frames": [...], "fps": F}};
+ * the flat form {"type": "video_frames", "frames": [...], "fps": F} too. */
+static lv_status parse_video(const json_t *part, const char *param, oai_video *v, oai_error *e) {
+    char p[200];
+    const json_t *o = json_member(part, "video_frames");
+    if (o && !json_is_object(o)) {
+        snprintf(p, sizeof p, "%s.video_frames", param);
+        return bad_type(e, p, "an object", o);
+    }
+    if (!o) o = part;
+    snprintf(p, sizeof p, "%s.video_frames.frames", param);
+    const json_t *fr = json_member(o, "frames");
+    if (!fr) return BAD(e, p, "missing_required_parameter", "Missing required parameter: '%s'.", p);
+    if (!json_is_array(fr)) return bad_type(e, p, "an array of image URLs", fr);
+    size_t n = json_array_size(fr);
+    if (n < 1 || n > VIDEO_MAX_INPUT_FRAMES)
+        return BAD(e, p, n ? "array_above_max_length" : "empty_array",
+                   "Invalid '%s': a video of %zu frames; 1 to %d frames are accepted.", p, n,
+                   VIDEO_MAX_INPUT_FRAMES);
+    snprintf(p, sizeof p, "%s.video_frames.fps", param);
+    const json_t *fps = json_member(o, "fps");
+    v->fps = 0;
+    if (fps) {
+        if (!json_is_number(fps)) return bad_type(e, p, "a number", fps);
+        v->fps = json_number_value(fps);
+        if (!(v->fps > 0 && v->fps <= 1000))
+            return BAD(e, p, "invalid_value", "Invalid '%s': expected a number in (0, 1000].", p);
+    }
+    if (!(v->urls = calloc(n, sizeof *v->urls)))
+        return oai_fail(e, LV_ERR_NOMEM, 0, NULL, NULL, "Out of memory.");
+    for (size_t i = 0; i < n; i++) {
+        snprintf(p, sizeof p, "%s.video_frames.frames[%zu]", param, i);
+        const json_t *u = json_array_get(fr, i);
+        if (json_is_object(u)) u = json_member(u, "url");
+        if (!u || !json_is_string(u)) return bad_type(e, p, "a URL or {\"url\": URL}", u);
+        const char *s = json_string_value(u);
+        if (!(has_prefix(s, "data:") || has_prefix(s, "file://") || has_prefix(s, "http://") ||
+              has_prefix(s, "https://")))
+            return BAD(e, p, "invalid_image_url",
+                       "Invalid image URL '%.40s': expected a data: URI, an http(s):// URL or a "
+                       "file:// path.",
+                       s);
+        v->urls[i] = s;
+    }
+    v->n_frames = (int)n;
+    return LV_OK;
+}
+
+/* {"type": "video_url", "video_url": {"url": u}} or "video_url": u. */
+static lv_status parse_video_url(const json_t *part, const char *param, oai_video *v,
+                                 oai_error *e) {
+    char p[200];
+    snprintf(p, sizeof p, "%s.video_url", param);
+    const json_t *u = json_member(part, "video_url");
+    if (!u) return BAD(e, p, "missing_required_parameter", "Missing required parameter: '%s'.", p);
+    if (json_is_object(u)) {
+        snprintf(p, sizeof p, "%s.video_url.url", param);
+        u = json_member(u, "url");
+        if (!u)
+            return BAD(e, p, "missing_required_parameter", "Missing required parameter: '%s'.", p);
+    }
+    if (!json_is_string(u)) return bad_type(e, p, "a string", u);
+    const char *s = json_string_value(u);
+    if (!(has_prefix(s, "data:") || has_prefix(s, "file://") || has_prefix(s, "http://") ||
+          has_prefix(s, "https://")))
+        return BAD(e, p, "invalid_video_url",
+                   "Invalid video URL '%.40s': expected a data: URI, an http(s):// URL or a "
+                   "file:// path.",
+                   s);
+    v->file_url = s;
+    return LV_OK;
+}
+
 static lv_status parse_part(const json_t *part, const char *param, chat_part *cp, oai_image *img,
-                            bool *is_image, oai_error *e) {
+                            bool *is_image, oai_video *vid, bool *is_video, oai_error *e) {
     char p[160];
     if (!json_is_object(part)) return bad_type(e, param, "an object", part);
     snprintf(p, sizeof p, "%s.type", param);
@@ -454,13 +528,25 @@ static lv_status parse_part(const json_t *part, const char *param, chat_part *cp
     if (!json_is_string(t)) return bad_type(e, p, "a string", t);
     const char *ts = json_string_value(t);
     *is_image = !strcmp(ts, "image_url");
+    *is_video = !strcmp(ts, "video_frames");
     if (*is_image) {
         cp->type = CHAT_PART_IMAGE;
         return parse_image(part, param, img, e);
     }
+    if (*is_video) {
+        cp->type = CHAT_PART_VIDEO;
+        return parse_video(part, param, vid, e);
+    }
+    if (!strcmp(ts, "video_url")) {
+        cp->type = CHAT_PART_VIDEO;
+        *is_video = true;
+        return parse_video_url(part, param, vid, e);
+    }
     if (strcmp(ts, "text"))
         return BAD(e, p, "invalid_value",
-                   "Invalid value: '%.40s'. Supported values are: 'text' and 'image_url'.", ts);
+                   "Invalid value: '%.40s'. Supported values are: 'text', 'image_url', "
+                   "'video_url' and 'video_frames'.",
+                   ts);
     snprintf(p, sizeof p, "%s.text", param);
     json_t *x = json_member(part, "text");
     if (!x) return BAD(e, p, "missing_required_parameter", "Missing required parameter: '%s'.", p);
@@ -493,12 +579,16 @@ static lv_status content_text(const json_t *c, const char *p, lv_buf *out, oai_e
         snprintf(pp, sizeof pp, "%s[%zu]", p, j);
         chat_part cp = {0};
         oai_image img = {0};
-        bool is_image = false;
-        lv_status st = parse_part(json_array_get(c, j), pp, &cp, &img, &is_image, e);
+        oai_video vid = {0};
+        bool is_image = false, is_video = false;
+        lv_status st =
+            parse_part(json_array_get(c, j), pp, &cp, &img, &is_image, &vid, &is_video, e);
+        free(vid.urls);
         if (st) return st;
-        if (is_image)
+        if (is_image || is_video)
             return BAD(e, pp, "invalid_value",
-                       "Invalid '%s': images are only supported in 'user' messages.", pp);
+                       "Invalid '%s': %s are only supported in 'user' messages.", pp,
+                       is_image ? "images" : "videos");
         if (lv_buf_append(out, cp.text, cp.len))
             return oai_fail(e, LV_ERR_NOMEM, 0, NULL, NULL, "Out of memory.");
     }
@@ -597,11 +687,40 @@ static lv_status parse_message(const json_t *m, size_t i, const oai_limits *lim,
     for (size_t j = 0; j < json_array_size(c); j++) {
         snprintf(p, sizeof p, "%s.content[%zu]", param, j);
         oai_image img = {0};
-        bool is_image = false;
+        oai_video vid = {0};
+        bool is_image = false, is_video = false;
         chat_part *cp = &r->parts_[(*n_parts)++];
-        if ((st = parse_part(json_array_get(c, j), p, cp, &img, &is_image, e))) return st;
+        st = parse_part(json_array_get(c, j), p, cp, &img, &is_image, &vid, &is_video, e);
+        if (st || is_video) {
+            if (!st && msg->role != CHAT_USER)
+                st = BAD(e, p, "invalid_value",
+                         "Invalid '%s': videos are only supported in 'user' messages.", p);
+            if (!st && r->has_video)
+                st = BAD(e, p, "invalid_value", "Invalid '%s': one video per request is supported.",
+                         p);
+            if (!st && r->n_images)
+                st =
+                    BAD(e, p, "invalid_value",
+                        "Invalid '%s': images and videos cannot be mixed in one request (SmolVLM's "
+                        "processor takes one or the other).",
+                        p);
+            if (st) {
+                free(vid.urls);
+                return st;
+            }
+            vid.message = (int)i;
+            r->video = vid;
+            r->has_video = true;
+            msg->n_parts++;
+            continue;
+        }
         msg->n_parts++;
         if (!is_image) continue;
+        if (r->has_video)
+            return BAD(e, p, "invalid_value",
+                       "Invalid '%s': images and videos cannot be mixed in one request (SmolVLM's "
+                       "processor takes one or the other).",
+                       p);
         if (msg->role != CHAT_USER)
             return BAD(e, p, "invalid_value",
                        "Invalid '%s': images are only supported in 'user' messages.", p);
@@ -803,6 +922,7 @@ void oai_request_free(oai_request *r) {
     free(r->messages);
     free(r->parts_);
     free(r->images);
+    free(r->video.urls);
     free(r->logit_bias);
     free(r->grammar_text);
     free(r->tools);

@@ -34,6 +34,12 @@ static lv_status render_mistral(const chat_message *msgs, size_t n_msgs, lv_buf 
     for (size_t i = 0; i < n_msgs && st == LV_OK; i++) {
         const chat_message *m = &msgs[i];
         const chat_part *text = first_text(m);
+        for (size_t k = 0; k < m->n_parts; k++)
+            if (m->parts[k].type == CHAT_PART_VIDEO)
+                return lv_fail(err, LV_ERR_UNSUPPORTED,
+                               "message %zu: this model's chat template has no place for a video "
+                               "(only SmolVLM2 takes video)",
+                               i);
         if (m->role != CHAT_USER && count_images(m))
             return lv_fail(err, LV_ERR_ARG, "message %zu: a %s message cannot hold images", i,
                            role_names[m->role]);
@@ -81,6 +87,10 @@ static lv_status render_mistral(const chat_message *msgs, size_t n_msgs, lv_buf 
  * order with no separator (text verbatim, an image as "<image>"), then
  * "<end_of_utterance>\n"; the generation prompt "Assistant:" last. Images
  * are allowed in any role, as the template does not look at the role.
+ * A video part renders "<video>" (DEFAULT_CHAT_TEMPLATE of
+ * processing_smolvlm.py, which apply_chat_template uses for videos; the
+ * hub's chat_template.json is the same text without that branch); only an
+ * image first drops the space after the role, a video first keeps it.
  */
 static lv_status render_smolvlm(const chat_message *msgs, size_t n_msgs, lv_buf *out,
                                 size_t *n_images, lv_err *err) {
@@ -97,6 +107,9 @@ static lv_status render_smolvlm(const chat_message *msgs, size_t n_msgs, lv_buf 
             if (m->parts[k].type == CHAT_PART_IMAGE) {
                 st = lv_buf_puts(out, "<image>");
                 (*n_images)++;
+            } else if (m->parts[k].type == CHAT_PART_VIDEO) {
+                /* processing_smolvlm.py DEFAULT_CHAT_TEMPLATE: "{{ '<video>' }}" */
+                st = lv_buf_puts(out, "<video>");
             } else {
                 st = lv_buf_append(out, m->parts[k].text, m->parts[k].len);
             }

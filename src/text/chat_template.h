@@ -15,7 +15,10 @@
 #include "base/common.h"
 
 typedef enum { CHAT_SYSTEM, CHAT_USER, CHAT_ASSISTANT } chat_role;
-typedef enum { CHAT_PART_TEXT, CHAT_PART_IMAGE } chat_part_type;
+/* CHAT_PART_VIDEO: SmolVLM2 only (its template's video branch renders
+ * "<video>"; engine/request_video.h expands it); the LLaVA template refuses
+ * it. */
+typedef enum { CHAT_PART_TEXT, CHAT_PART_IMAGE, CHAT_PART_VIDEO } chat_part_type;
 
 typedef struct {
     chat_part_type type;
