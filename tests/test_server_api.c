@@ -825,13 +825,15 @@ static void test_disconnect_frees_sequence(void **state) {
     assert_true(running == 0 && kv == 0);
     assert_true(srv_log_has(&S, "client disconnected"));
 
-    /* A plain (non-stream) request whose client gives up after 0.7 s: the
-     * server sees the hang-up while waiting and cancels it too. Four choices
-     * of 3000 tokens each: far more than 0.7 s of work on any machine. */
-    b = chat_body(NULL, "Describe the image.", eos_bias("{\"max_tokens\":3000,\"n\":4"));
+    /* A plain (non-stream) request whose client gives up after 0.1 s: the
+     * server sees the hang-up while waiting and cancels it too. Eight choices
+     * to the end of the 1024-token context, 8,100 tokens: about 0.35 s on the
+     * smallest model served here (SmolVLM's 64-wide fixture decodes some 24k
+     * tokens a second), far more than 0.1 s on any machine. */
+    b = chat_body(NULL, "Describe the image.", eos_bias("{\"max_tokens\":3000,\"n\":8"));
     srv_body plain = {0};
     c = srv_handle(&S, "POST", "/v1/chat/completions", b, strlen(b), AUTH, NULL, &plain, &h);
-    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 700L);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 100L);
     assert_int_equal(curl_easy_perform(c), CURLE_OPERATION_TIMEDOUT);
     curl_slist_free_all(h);
     curl_easy_cleanup(c);
