@@ -45,7 +45,6 @@
 #include "engine/request.h"
 #include "image/decode.h"
 #include "image/preprocess.h"
-#include "model/llava_impl.h"
 #include "text/chat_template.h"
 #include "text/tokenizer.h"
 
@@ -61,9 +60,8 @@ void request_video_free(request_video *v) {
 }
 
 bool request_video_supported(const llava *m, int *max_frames, double *fps, int *longest_edge) {
-    const lv_preproc_config *pp = &m->md.preproc;
-    if (strcmp(m->md.config.model_type, "smolvlm") != 0 || !m->md.has_preproc || !pp->has_video)
-        return false;
+    const lv_preproc_config *pp = llava_preproc_config(m);
+    if (strcmp(llava_config(m)->model_type, "smolvlm") != 0 || !pp->has_video) return false;
     if (max_frames) *max_frames = pp->video_max_frames;
     if (fps) *fps = pp->video_fps;
     /* transformers: "size" given with "video_sampling" replaces video_size */

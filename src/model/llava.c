@@ -221,6 +221,10 @@ const lv_generation_config *llava_generation_config(const llava *m) {
 const tok *llava_tokenizer(const llava *m) {
     return m->tok;
 }
+const lv_preproc_config *llava_preproc_config(const llava *m) {
+    return &m->md.preproc;
+}
+
 const img_proc_params *llava_image_params(const llava *m) {
     return &m->image;
 }

@@ -136,6 +136,10 @@ const lv_model_config *llava_config(const llava *m);                 /* config.j
 const lv_generation_config *llava_generation_config(const llava *m); /* generation_config.json */
 const tok *llava_tokenizer(const llava *m);                          /* BOS/EOS as configured */
 const img_proc_params *llava_image_params(const llava *m);           /* the image processor */
+/* preprocessor_config.json as read (its class's defaults where absent; a GGUF
+ * pair's from its mmproj): what the image parameters and SmolVLM2's
+ * video_sampling come from. */
+const lv_preproc_config *llava_preproc_config(const llava *m);
 int llava_image_token_id(const llava *m);      /* <image>; == vocab size for the GGUF virtual id */
 int llava_vocab_size(const llava *m);          /* rows of embed_tokens / lm_head */
 int llava_text_dim(const llava *m);            /* the decoder's hidden size (feature row width) */

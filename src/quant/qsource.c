@@ -111,20 +111,12 @@ static lv_status addf(qsource *s, lv_err *err, int n_dims, int64_t d0, int64_t d
         if ((st = addf(s, err, 2, d0, d1, 0, 0, __VA_ARGS__)) != LV_OK) return st;                 \
     } while (0)
 
-/* The SigLIP tower and connector of Idefics3 / SmolVLM (shared/spec/smolvlm.md
- * §1.3, canonical names): a patch conv with bias, one position row per patch
- * (no class embedding, no pre-norm), post_layernorm, and the connector's one
- * matrix [text dim, vision dim · scale²] without bias. */
-static lv_status list_idefics3_vision(qsource *s, const lv_model_config *c, lv_err *err) {
+/* The encoder layers and post_layernorm of a CLIP or SigLIP tower (the same
+ * names and shapes in both) under the prefix vp. */
+static lv_status list_encoder_layers(qsource *s, const lv_vision_config *v, const char *vp,
+                                     lv_err *err) {
     lv_status st;
-    const lv_vision_config *v = &c->vision;
-    const int64_t VD = v->dim, VF = v->hidden_dim, side = v->image_size / v->patch_size;
-    const char *vp = "vision_tower.vision_model";
-    if ((st = addf(s, err, 4, VD, v->n_channels, v->patch_size, v->patch_size,
-                   "%s.embeddings.patch_embedding.weight", vp)) != LV_OK)
-        return st;
-    ADD1(VD, "%s.embeddings.patch_embedding.bias", vp);
-    ADD2(side * side, VD, "%s.embeddings.position_embedding.weight", vp);
+    const int64_t VD = v->dim, VF = v->hidden_dim;
     static const char *const attn[] = {"k_proj", "v_proj", "q_proj", "out_proj"};
     for (int l = 0; l < v->n_layers; l++) {
         for (int k = 0; k < 4; k++) {
@@ -142,6 +134,24 @@ static lv_status list_idefics3_vision(qsource *s, const lv_model_config *c, lv_e
     }
     ADD1(VD, "%s.post_layernorm.weight", vp);
     ADD1(VD, "%s.post_layernorm.bias", vp);
+    return LV_OK;
+}
+
+/* The SigLIP tower and connector of Idefics3 / SmolVLM (shared/spec/smolvlm.md
+ * §1.3, canonical names): a patch conv with bias, one position row per patch
+ * (no class embedding, no pre-norm), post_layernorm, and the connector's one
+ * matrix [text dim, vision dim · scale²] without bias. */
+static lv_status list_idefics3_vision(qsource *s, const lv_model_config *c, lv_err *err) {
+    lv_status st;
+    const lv_vision_config *v = &c->vision;
+    const int64_t VD = v->dim, side = v->image_size / v->patch_size;
+    const char *vp = "vision_tower.vision_model";
+    if ((st = addf(s, err, 4, VD, v->n_channels, v->patch_size, v->patch_size,
+                   "%s.embeddings.patch_embedding.weight", vp)) != LV_OK)
+        return st;
+    ADD1(VD, "%s.embeddings.patch_embedding.bias", vp);
+    ADD2(side * side, VD, "%s.embeddings.position_embedding.weight", vp);
+    if ((st = list_encoder_layers(s, v, vp, err))) return st;
     int64_t sf = c->scale_factor;
     ADD2(c->text.dim, VD * sf * sf, "connector.modality_projection.proj.weight");
     return LV_OK;
@@ -183,7 +193,7 @@ static lv_status list_from_config(qsource *s, const lv_model_config *c, lv_err *
 
     if (hf_is_idefics3(c)) return list_idefics3_vision(s, c, err);
     const lv_vision_config *v = &c->vision;
-    const int64_t VD = v->dim, VF = v->hidden_dim, side = v->image_size / v->patch_size;
+    const int64_t VD = v->dim, side = v->image_size / v->patch_size;
     const char *vp = "vision_tower.vision_model";
     ADD1(VD, "%s.embeddings.class_embedding", vp);
     if ((st = addf(s, err, 4, VD, v->n_channels, v->patch_size, v->patch_size,
@@ -192,23 +202,7 @@ static lv_status list_from_config(qsource *s, const lv_model_config *c, lv_err *
     ADD2(side * side + 1, VD, "%s.embeddings.position_embedding.weight", vp);
     ADD1(VD, "%s.pre_layrnorm.weight", vp);
     ADD1(VD, "%s.pre_layrnorm.bias", vp);
-    static const char *const attn[] = {"k_proj", "v_proj", "q_proj", "out_proj"};
-    for (int l = 0; l < v->n_layers; l++) {
-        for (int k = 0; k < 4; k++) {
-            ADD2(VD, VD, "%s.encoder.layers.%d.self_attn.%s.weight", vp, l, attn[k]);
-            ADD1(VD, "%s.encoder.layers.%d.self_attn.%s.bias", vp, l, attn[k]);
-        }
-        ADD1(VD, "%s.encoder.layers.%d.layer_norm1.weight", vp, l);
-        ADD1(VD, "%s.encoder.layers.%d.layer_norm1.bias", vp, l);
-        ADD2(VF, VD, "%s.encoder.layers.%d.mlp.fc1.weight", vp, l);
-        ADD1(VF, "%s.encoder.layers.%d.mlp.fc1.bias", vp, l);
-        ADD2(VD, VF, "%s.encoder.layers.%d.mlp.fc2.weight", vp, l);
-        ADD1(VD, "%s.encoder.layers.%d.mlp.fc2.bias", vp, l);
-        ADD1(VD, "%s.encoder.layers.%d.layer_norm2.weight", vp, l);
-        ADD1(VD, "%s.encoder.layers.%d.layer_norm2.bias", vp, l);
-    }
-    ADD1(VD, "%s.post_layernorm.weight", vp);
-    ADD1(VD, "%s.post_layernorm.bias", vp);
+    if ((st = list_encoder_layers(s, v, vp, err))) return st;
 
     ADD2(D, VD * c->n_feature_layers, "multi_modal_projector.linear_1.weight");
     if (c->projector_bias) ADD1(D, "multi_modal_projector.linear_1.bias");
