@@ -9,8 +9,9 @@
  *   - the SigLIP tower (after post_layernorm) and the connector give its
  *     vision features and image features;
  *   - greedy generation gives its logits within 2e-3 at every step and its ids;
- * on the cpu backend (exact), for the HF directories and for the GGUF pair
- * llama.cpp's converter made of smolvlm-tiny. */
+ * on the cpu backend (exact; LLAVA_TEST_DEVICE=cuda: the same bars on a GPU),
+ * for the HF directories and for the GGUF pair llama.cpp's converter made of
+ * smolvlm-tiny. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -39,6 +40,7 @@
 #define FEAT_REL  1e-4
 
 static char g_root[1024];
+static const char *g_device = "cpu"; /* LLAVA_TEST_DEVICE: the same on "cuda" (a GPU machine) */
 
 static json_t *load_json(const char *path) {
     json_error_t je;
@@ -321,7 +323,7 @@ static llava *open_exact(const char *path, const char *mmproj) {
     lv_err err = {{0}};
     if (llava_open2(path, mmproj, &m, &err)) fail_msg("%s", err.msg);
     llava_set_exact(m, true);
-    if (llava_load(m, "cpu", 0, &err)) fail_msg("%s", err.msg);
+    if (llava_load(m, g_device, 0, &err)) fail_msg("%s", err.msg);
     return m;
 }
 
@@ -331,7 +333,9 @@ static void hf_model_matches(void **state) {
     char dir[1100];
     snprintf(dir, sizeof dir, "%s/%s", g_root, name);
     llava *m = open_exact(dir, NULL);
-    run_model_cases(m, name, "hf, cpu");
+    char tag[64];
+    snprintf(tag, sizeof tag, "hf, %s", g_device);
+    run_model_cases(m, name, tag);
     llava_free(m);
 }
 
@@ -344,12 +348,16 @@ static void gguf_pair_matches(void **state) {
     if (!f) skip();
     fclose(f);
     llava *m = open_exact(text, mmproj);
-    run_model_cases(m, "smolvlm-tiny", "gguf pair, cpu");
+    char tag[64];
+    snprintf(tag, sizeof tag, "gguf pair, %s", g_device);
+    run_model_cases(m, "smolvlm-tiny", tag);
     llava_free(m);
 }
 
 int main(void) {
     snprintf(g_root, sizeof g_root, "%s/smolvlm", tu_env("LLAVA_TEST_DATA"));
+    const char *dev = getenv("LLAVA_TEST_DEVICE");
+    if (dev && *dev) g_device = dev;
     static const char *smol = "smolvlm-tiny", *idef = "idefics3-tiny";
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_prestate(hf_model_matches, (void *)smol),
