@@ -318,6 +318,24 @@ static void run_model_cases(llava *m, const char *name, const char *tag) {
     json_decref(index);
 }
 
+/* The CUDA attention takes head sizes that are multiples of 8 (the released
+ * towers' are 64 and 72); smolvlm-tiny's 12-wide vision heads are not:
+ * skipped there, saying why. */
+static bool cuda_refuses(const char *hf_dir) {
+    if (strncmp(g_device, "cuda", 4) != 0) return false;
+    char path[1200];
+    snprintf(path, sizeof path, "%s/config.json", hf_dir);
+    json_t *c = load_json(path), *v = json_object_get(c, "vision_config");
+    long hd = (long)(json_integer_value(json_object_get(v, "hidden_size")) /
+                     json_integer_value(json_object_get(v, "num_attention_heads")));
+    json_decref(c);
+    if (hd % 8 == 0) return false;
+    print_message("skipped on %s: %s's vision heads are %ld wide; the CUDA attention takes "
+                  "multiples of 8\n",
+                  g_device, hf_dir, hd);
+    return true;
+}
+
 static llava *open_exact(const char *path, const char *mmproj) {
     llava *m;
     lv_err err = {{0}};
@@ -332,6 +350,7 @@ static void hf_model_matches(void **state) {
     if (!have_fixtures()) skip();
     char dir[1100];
     snprintf(dir, sizeof dir, "%s/%s", g_root, name);
+    if (cuda_refuses(dir)) skip();
     llava *m = open_exact(dir, NULL);
     char tag[64];
     snprintf(tag, sizeof tag, "hf, %s", g_device);
@@ -347,6 +366,9 @@ static void gguf_pair_matches(void **state) {
     FILE *f = fopen(text, "rb");
     if (!f) skip();
     fclose(f);
+    char hf[1100];
+    snprintf(hf, sizeof hf, "%s/smolvlm-tiny", g_root);
+    if (cuda_refuses(hf)) skip();
     llava *m = open_exact(text, mmproj);
     char tag[64];
     snprintf(tag, sizeof tag, "gguf pair, %s", g_device);
