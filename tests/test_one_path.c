@@ -77,7 +77,7 @@ static void check_question(const char *image, const char *question) {
     oai_limits_default(&lim);
     media_policy media;
     media_policy_default(&media);
-    metrics *mt = metrics_new("demo");
+    metrics *mt = metrics_new("demo", NULL);
     jobs_ctx ctx = {
         .m = m, .w = w, .lim = &lim, .media = &media, .model_name = "demo", .metrics = mt};
     char *bytes;

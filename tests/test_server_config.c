@@ -224,7 +224,7 @@ static double value(const char *text, const char *name) {
 
 static void metrics_text(void **state) {
     (void)state;
-    metrics *m = metrics_new("demo \"v1\"\\");
+    metrics *m = metrics_new("demo \"v1\"\\", NULL);
     assert_non_null(m);
     metrics_request(m, "/v1/chat/completions", 200);
     metrics_request(m, "/v1/chat/completions", 200);

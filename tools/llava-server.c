@@ -9,7 +9,7 @@
  *                [--allowed-origins LIST] [--allowed-local-media-path DIR] [--timeout S]
  *                [--idle-timeout S] [--drain-grace S] [--drain-timeout S]
  *                [--alias NAME] [--memory-limit SIZE] [--prefix-cache-mb N]
- *                [--image-cache-mb N] [--no-prefix-cache]
+ *                [--image-cache-mb N] [--no-prefix-cache] [--replica-id ID]
  *
  * --memory-limit is the memory governor's budget (engine/governor.h): the
  * resident set on a CPU, the device's memory with --device cuda. Default:
@@ -38,10 +38,12 @@
  * The socket listens at once and /health answers 503 while the model loads
  * on a background thread. The line "llava-server: listening on HOST:PORT"
  * goes to stderr once bound (port 0 picks a free port; tests read it).
- * SIGINT / SIGTERM: the drain (http_stop): /health answers 503 (for
- * --drain-grace seconds with the listener still open), then stop accepting,
- * finish the running requests, cancel the queued ones, let the answers out
- * (up to --drain-timeout seconds for a slow reader), exit 0. A model that
+ * SIGINT / SIGTERM: the drain (http_stop): /health answers 503 and answers
+ * say Connection: close; for --drain-grace seconds the listener stays open
+ * and requests are still served (a load balancer notices and stops sending),
+ * then stop accepting, answer every request taken, queued ones included (up
+ * to --drain-timeout seconds; then what is still queued is cancelled), let
+ * the answers out, exit 0. A model that
  * fails to load exits 1. SIGHUP: there is nothing to reload (no config is
  * re-read, the log is stderr, which the supervisor owns), so it logs
  * "SIGHUP: nothing to reload" and serves on; before, its default action
@@ -53,6 +55,11 @@
  * freed), and a request body still arriving S seconds after its headers is
  * cut off (a client trickling bytes is never idle). --timeout is the other
  * bound: the whole request, queue wait included, however busy the client.
+ *
+ * --replica-id ID names this server among several behind a load balancer
+ * (deploy/): the X-Replica-Id header of every answer, "[ID]" on every log
+ * line, a replica="ID" label on every llava_* metric and "replica" in
+ * /health.
  *
  * The log is stderr; a log that cannot be written (a closed pipe, a full
  * disk) loses its lines and nothing else: SIGPIPE is ignored, and every
@@ -71,6 +78,7 @@
 #include "common/tool_model.h"
 #include "engine/scheduler.h"
 
+#include <ctype.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -81,6 +89,7 @@
 
 typedef struct {
     const char *model, *mmproj, *alias, *host, *api_key, *origins, *media_dir, *config;
+    const char *replica_id; /* --replica-id: http_config.replica_id, and the log lines' tag */
     int port, queue_size, ctx_size, threads, timeout_s, parallel;
     int idle_timeout_s;                 /* --idle-timeout: http_config.idle_timeout_s */
     int drain_grace_s, drain_timeout_s; /* --drain-grace, --drain-timeout (http_stop) */
@@ -145,10 +154,13 @@ static void usage(FILE *f) {
         "                                 and a body not in S seconds after its headers\n"
         "                                 (default 120; 0 = none)\n"
         "  --drain-grace S                on SIGTERM/SIGINT, /health answers 503 for S seconds\n"
-        "                                 before the listener closes (default 0)\n"
-        "  --drain-timeout S              then answers still being sent get S seconds more\n"
-        "                                 (default 30)\n"
+        "                                 before the listener closes, requests still served\n"
+        "                                 (default 0)\n"
+        "  --drain-timeout S              then the requests taken (queued ones too) get S\n"
+        "                                 seconds to be answered (default 30)\n"
         "  --alias NAME                   model name shown to clients (default: --model)\n"
+        "  --replica-id ID                this replica's name behind a load balancer: the\n"
+        "                                 X-Replica-Id header, log lines, metrics, /health\n"
         "  --log-level L                  error|warn|info|debug (default $LOG_LEVEL or info)\n"
         "  -h, --help                     this text\n"
         "  --version                      the version, commit and CPU kernels\n");
@@ -157,6 +169,15 @@ static void usage(FILE *f) {
 /* sched_config.image_cache_bytes for --image-cache-mb (-1: not given). */
 static int64_t image_cache_bytes(int mb) {
     return mb < 0 ? 0 : mb == 0 ? -1 : (int64_t)mb << 20;
+}
+
+/* A replica id goes into a header, a log tag and a label: 1-63 of [A-Za-z0-9._-]. */
+static bool replica_id_ok(const char *id) {
+    size_t n = strlen(id);
+    if (n < 1 || n > 63) return false;
+    for (const char *p = id; *p; p++)
+        if (!isalnum((unsigned char)*p) && *p != '.' && *p != '_' && *p != '-') return false;
+    return true;
 }
 
 /* 0 to go on, 1 after --help, 2 on a usage error. */
@@ -202,6 +223,7 @@ static int parse_args(int argc, char **argv, srv_args *a) {
         TOOL_INT("drain-grace", 0, &a->drain_grace_s, 0, 3600),
         TOOL_INT("drain-timeout", 0, &a->drain_timeout_s, 0, 86400),
         TOOL_STR("alias", 0, &a->alias),
+        TOOL_STR("replica-id", 0, &a->replica_id),
         TOOL_STR("log-level", 0, &level),
     };
     static const tool_info tool = {"llava-server", usage, false};
@@ -236,6 +258,12 @@ static int parse_args(int argc, char **argv, srv_args *a) {
         return 2;
     }
     if (!a->alias) a->alias = a->model;
+    if (a->replica_id && !replica_id_ok(a->replica_id)) {
+        fprintf(stderr,
+                "llava-server: --replica-id '%s': use 1 to 63 letters, digits, '.', '_' or '-'\n",
+                a->replica_id);
+        return 2;
+    }
     return 0;
 }
 
@@ -376,6 +404,7 @@ int main(int argc, char **argv) {
         srv_config_free(&a.file);
         return rc == 1 ? 0 : 2;
     }
+    lv_log_set_tag(a.replica_id);
     if (!tool_device("llava-server", a.device)) { /* what the loader would find, sooner */
         srv_config_free(&a.file);
         return 1;
@@ -401,6 +430,7 @@ int main(int argc, char **argv) {
                        .idle_timeout_s = a.idle_timeout_s,
                        .drain_grace_ms = a.drain_grace_s * 1000,
                        .drain_timeout_s = a.drain_timeout_s,
+                       .replica_id = a.replica_id,
                        .model_name = a.alias,
                        .max_body = 32u << 20,
                        .default_max_tokens = a.max_tokens ? a.max_tokens : a.file.max_tokens,

@@ -10,6 +10,14 @@
 #include <time.h>
 
 static _Atomic int g_level = LV_LOG_INFO;
+static char g_tag[72]; /* "[tag] ", or "" */
+
+void lv_log_set_tag(const char *tag) {
+    if (tag && *tag)
+        snprintf(g_tag, sizeof g_tag, "[%.63s] ", tag);
+    else
+        g_tag[0] = '\0';
+}
 
 void lv_log_set_level(lv_log_level level) {
     atomic_store(&g_level, (int)level);
@@ -48,6 +56,6 @@ void lv_log(lv_log_level level, const char *fmt, ...) {
     clock_gettime(CLOCK_REALTIME, &ts);
     struct tm tm;
     gmtime_r(&ts.tv_sec, &tm);
-    fprintf(stderr, "%02d:%02d:%02d.%03ld %c %s\n", tm.tm_hour, tm.tm_min, tm.tm_sec,
-            ts.tv_nsec / 1000000, tag[level], line);
+    fprintf(stderr, "%02d:%02d:%02d.%03ld %c %s%s\n", tm.tm_hour, tm.tm_min, tm.tm_sec,
+            ts.tv_nsec / 1000000, tag[level], g_tag, line);
 }

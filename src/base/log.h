@@ -19,6 +19,11 @@ int lv_log_parse_level(const char *s);
  * the unknown name if it cannot be parsed (the level is then unchanged),
  * NULL on success. */
 const char *lv_log_configure(const char *name);
+/* A name written in brackets after the level letter of every line from now
+ * on ("12:00:00.000 I [r1] ..."), so one log can tell a program's instances
+ * apart (llava-server --replica-id). Set once by main before other threads
+ * log; NULL or "" removes it. Copied (at most 63 bytes). */
+void lv_log_set_tag(const char *tag);
 void lv_log(lv_log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Whether lines of this level are written (for output that does not go
  * through lv_log, such as a progress line redrawn in place). */

@@ -59,13 +59,14 @@ struct http_server {
     http_config cfg;
     struct MHD_Daemon *d;
     int port;
-    atomic_int state;        /* ST_LOADING until http_set_ready */
-    atomic_bool draining;    /* http_stop began: /health and model routes answer 503 */
-    atomic_int active;       /* requests begun and not yet completed (answer fully sent) */
-    llava *m;                /* owned once ready */
-    sched *w;                /* owned once ready */
-    mg_governor *gov;        /* owned once ready; NULL: none */
-    image_memo *memo;        /* tensors of recently sent images (jobs.c) */
+    atomic_int state;     /* ST_LOADING until http_set_ready */
+    atomic_bool draining; /* http_stop began: /health answers 503, answers say Connection: close */
+    atomic_bool closed;   /* the listener closed (after the grace): model routes answer 503 */
+    atomic_int active;    /* requests begun and not yet completed (answer fully sent) */
+    llava *m;             /* owned once ready */
+    sched *w;             /* owned once ready */
+    mg_governor *gov;     /* owned once ready; NULL: none */
+    image_memo *memo;     /* tensors of recently sent images (jobs.c) */
     structured_vocab *vocab; /* the model's tokens as grammar tries (response_format) */
     double t0_ms;            /* start, for uptime */
     int64_t created;         /* unix seconds, for /v1/models */
@@ -119,6 +120,10 @@ static bool origin_allowed(const http_server *s, const char *origin) {
 static void add_common_headers(http_server *s, struct MHD_Connection *c, conn *cx,
                                struct MHD_Response *r) {
     MHD_add_response_header(r, "X-Request-Id", cx->rid);
+    if (s->cfg.replica_id) MHD_add_response_header(r, "X-Replica-Id", s->cfg.replica_id);
+    /* Draining: no keep-alive, so a client (a load balancer's pool) comes back
+     * on a new connection, which a healthy replica takes. */
+    if (atomic_load(&s->draining)) MHD_add_response_header(r, "Connection", "close");
     const char *origin = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Origin");
     if (origin_allowed(s, origin)) {
         MHD_add_response_header(r, "Access-Control-Allow-Origin", origin);
@@ -214,6 +219,7 @@ static enum MHD_Result route_health(http_server *s, struct MHD_Connection *c, co
     sched_stats ws;
     sched_get_stats(s->w, &ws);
     oai_health h = {.model = s->cfg.model_name,
+                    .replica = s->cfg.replica_id,
                     .device = llava_device(s->m),
                     .uptime_s = (lv_now_ms() - s->t0_ms) / 1e3,
                     .rss_bytes = lv_rss_bytes(),
@@ -711,7 +717,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     bool public_route = cx->route->fn == route_health || cx->route->fn == route_models ||
                         cx->route->fn == route_metrics || cx->route->fn == route_webui ||
                         cx->route->fn == route_ollama_version;
-    if (!public_route && atomic_load(&s->draining))
+    /* Draining but still listening (--drain-grace): served as ever, since a
+     * balancer may not have seen /health's 503 yet; once the listener is
+     * closed, a request on a connection kept alive is refused. */
+    if (!public_route && atomic_load(&s->closed))
         return fail(s, c, cx, LV_OK, OAI_HINT_LOADING, NULL, "shutting_down",
                     "the server is shutting down");
     if (!public_route && atomic_load(&s->state) != ST_READY)
@@ -760,6 +769,7 @@ lv_status http_start(const http_config *cfg, http_server **out, lv_err *err) {
     s->created = (int64_t)time(NULL);
     atomic_init(&s->state, ST_LOADING);
     atomic_init(&s->draining, false);
+    atomic_init(&s->closed, false);
     atomic_init(&s->active, 0);
     atomic_init(&s->next, 0);
     media_policy_default(&s->media);
@@ -769,7 +779,7 @@ lv_status http_start(const http_config *cfg, http_server **out, lv_err *err) {
     if (cfg->default_max_tokens > 0) s->lim.default_max_tokens = cfg->default_max_tokens;
     if (s->lim.max_tokens > 0 && s->lim.default_max_tokens > s->lim.max_tokens)
         s->lim.max_tokens = s->lim.default_max_tokens;
-    if (!(s->metrics = metrics_new(cfg->model_name)) ||
+    if (!(s->metrics = metrics_new(cfg->model_name, cfg->replica_id)) ||
         !(s->memo = image_memo_new(IMAGE_MEMO_BYTES))) {
         metrics_free(s->metrics);
         free(s);
@@ -832,11 +842,14 @@ static bool wait_idle(http_server *s, double deadline_ms) {
 void http_stop(http_server *s) {
     if (!s) return;
     /* The drain, in order: /health says 503 while the listener stays open for
-     * the grace period (a load balancer sees it and sends no more); then no
-     * new connections; running sequences finish and queued ones cancel; then
-     * the answers still being written are let out before the connections go,
-     * since MHD_stop_daemon shuts every socket down, cutting a stream's tail
-     * or an answer a slow reader had not taken yet. */
+     * the grace period and requests are still served (a load balancer sees the
+     * 503 and sends no more; what it sent meanwhile is answered, with
+     * Connection: close); then no new connections, and every request taken
+     * (queued ones included) is answered, for up to drain_timeout_s; then, if
+     * that ran out, queued jobs are cancelled and running ones finish; then the
+     * answers still being written are let out before the connections go, since
+     * MHD_stop_daemon shuts every socket down, cutting a stream's tail or an
+     * answer a slow reader had not taken yet. */
     atomic_store(&s->draining, true);
     if (s->cfg.drain_grace_ms > 0) {
         LV_INFO("draining: /health answers 503 for %d ms before the listener closes",
@@ -847,8 +860,19 @@ void http_stop(http_server *s) {
     }
     MHD_socket fd = MHD_quiesce_daemon(s->d); /* no new connections */
     if (fd != MHD_INVALID_SOCKET) close(fd);
-    if (s->w) sched_stop(s->w, false); /* running sequences finish; queued ones cancel */
-    if (!wait_idle(s, lv_now_ms() + 1e3 * s->cfg.drain_timeout_s))
+    atomic_store(&s->closed, true);
+    double deadline = lv_now_ms() + 1e3 * s->cfg.drain_timeout_s;
+    int left = atomic_load(&s->active);
+    if (left > 0 && s->cfg.drain_timeout_s > 0) {
+        LV_INFO("draining: answering the %d request(s) taken (up to %d s)", left,
+                s->cfg.drain_timeout_s);
+        wait_idle(s, deadline);
+    }
+    if (s->w) sched_stop(s->w, false); /* what is still queued cancels; running sequences finish */
+    /* the answers of what was cancelled, and tails: a few seconds more if the time ran out */
+    double until =
+        s->cfg.drain_timeout_s > 0 && lv_now_ms() + 5e3 > deadline ? lv_now_ms() + 5e3 : deadline;
+    if (!wait_idle(s, until))
         LV_WARN("draining: %d answer(s) not fully sent after %d s; closing their connections",
                 atomic_load(&s->active), s->cfg.drain_timeout_s);
     MHD_stop_daemon(s->d);

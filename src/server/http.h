@@ -30,8 +30,8 @@
  *
  * Lifecycle: http_start listens at once (port 0 = any free port); the model
  * is handed over with http_set_ready once loaded, so /health can say
- * "loading" meanwhile. http_stop stops accepting, lets the running requests
- * finish, cancels the queued ones and frees everything it was given.
+ * "loading" meanwhile. http_stop drains (below) and frees everything it was
+ * given.
  */
 #ifndef LV_SERVER_HTTP_H
 #define LV_SERVER_HTTP_H
@@ -59,8 +59,13 @@ typedef struct {
     int default_max_tokens;               /* when a request gives none; 0 = the rest of the
                                              context (oai_limits_default) */
     const img_options *image;             /* the config's image_processing; NULL = reference */
-    int drain_grace_ms;  /* http_stop: /health answers 503 this long before the listener closes */
-    int drain_timeout_s; /* http_stop: how long answers still being sent may take; 0 = none */
+    int drain_grace_ms;     /* http_stop: /health answers 503 this long before the listener closes
+                               (requests are still served meanwhile) */
+    int drain_timeout_s;    /* http_stop: how long the requests taken may take to be answered once
+                               the listener is closed; 0 = none (queued ones are cancelled) */
+    const char *replica_id; /* --replica-id: the X-Replica-Id header of every answer, the tag of
+                               every log line (set by the caller), a replica label in /metrics
+                               and "replica" in /health; NULL = none */
 } http_config;
 
 typedef struct http_server http_server;
@@ -77,12 +82,15 @@ int http_port(const http_server *s);
  * requests are served from here on, each reserving its memory with gov. */
 void http_set_ready(http_server *s, llava *m, sched *w, mg_governor *gov);
 
-/* The drain: /health and the model routes answer 503 "shutting_down" from
- * now on (for cfg.drain_grace_ms with the listener still open), then stops
- * accepting, finishes the running requests, cancels queued ones, waits up to
- * cfg.drain_timeout_s for answers still being sent (a stream's tail, a slow
- * reader), closes every connection and frees the server, the model and the
- * scheduler. NULL: no-op. */
+/* The drain: /health answers 503 "shutting_down" from now on, and every
+ * answer says Connection: close; for cfg.drain_grace_ms the listener stays
+ * open and requests are still served (a load balancer stops sending once it
+ * sees the 503; what it sent meanwhile is answered). Then it stops accepting
+ * (a request on a connection kept open gets 503 "shutting_down"), answers
+ * every request taken, queued ones included, for up to cfg.drain_timeout_s
+ * (then cancels what is still queued and lets the running finish), waits for
+ * the answers still being sent (a stream's tail, a slow reader), closes every
+ * connection and frees the server, the model and the scheduler. NULL: no-op. */
 void http_stop(http_server *s);
 
 #endif

@@ -4,7 +4,8 @@
  * One mutex guards everything: updates are a handful of additions per
  * request, far below the cost of the request itself. Every llava_* sample
  * carries the label model_name="<served name>" first (as vLLM's carry
- * model_name), so one dashboard can tell several servers' models apart.
+ * model_name), then replica="<--replica-id>" when one is given, so one
+ * dashboard can tell several servers' models, and a model's replicas, apart.
  */
 #include "server/metrics.h"
 
@@ -18,7 +19,7 @@
 
 #define MAX_SERIES  128 /* (endpoint, status) pairs kept; more share one "other" row */
 #define MAX_BUCKETS 16
-#define LABEL_MAX   256 /* the model_name label, escaped; a longer name is cut */
+#define LABEL_MAX   384 /* model_name="..." and replica="...", escaped; longer values are cut */
 
 typedef struct {
     const char *name, *help;
@@ -37,7 +38,8 @@ typedef struct {
 
 struct metrics {
     pthread_mutex_t mu;
-    char label[LABEL_MAX]; /* model_name="..." (escaped), written before every other label */
+    char
+        label[LABEL_MAX]; /* model_name="..."[,replica="..."] (escaped), before every other label */
     series req[MAX_SERIES];
     int n_req;
     uint64_t prompt_tokens, generated_tokens, generations;
@@ -45,21 +47,22 @@ struct metrics {
     histogram prompt_len, gen_len; /* tokens per finished generation */
 };
 
-/* model_name="name" into out, escaped as the exposition format wants label
- * values (backslash, double quote, newline); cut short rather than overflow. */
-static void set_label(char *out, const char *name) {
-    size_t n = (size_t)snprintf(out, LABEL_MAX, "model_name=\"");
-    for (const char *p = name ? name : ""; *p && n + 4 < LABEL_MAX; p++) {
-        if (*p == '\\' || *p == '"') out[n++] = '\\';
+/* name="value" appended to out at *n, the value escaped as the exposition
+ * format wants label values (backslash, double quote, newline); cut short
+ * rather than overflow (room is left for the closing quote). */
+static void put_label(char *out, size_t *n, const char *name, const char *value) {
+    *n += (size_t)snprintf(out + *n, LABEL_MAX - *n, "%s%s=\"", *n ? "," : "", name);
+    for (const char *p = value ? value : ""; *p && *n + 4 < LABEL_MAX; p++) {
+        if (*p == '\\' || *p == '"') out[(*n)++] = '\\';
         if (*p == '\n') {
-            out[n++] = '\\';
-            out[n++] = 'n';
+            out[(*n)++] = '\\';
+            out[(*n)++] = 'n';
         } else {
-            out[n++] = *p;
+            out[(*n)++] = *p;
         }
     }
-    out[n++] = '"';
-    out[n] = '\0';
+    out[(*n)++] = '"';
+    out[*n] = '\0';
 }
 
 static void hist_init(histogram *h, const char *name, const char *help, const double *le, int n) {
@@ -79,11 +82,13 @@ static void hist_observe(histogram *h, double v) {
     h->sum += v;
 }
 
-metrics *metrics_new(const char *model_name) {
+metrics *metrics_new(const char *model_name, const char *replica) {
     metrics *m = calloc(1, sizeof *m);
     if (!m) return NULL;
     pthread_mutex_init(&m->mu, NULL);
-    set_label(m->label, model_name);
+    size_t n = 0;
+    put_label(m->label, &n, "model_name", model_name);
+    if (replica) put_label(m->label, &n, "replica", replica);
     static const double ttft[] = {0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60};
     static const double tpot[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5};
     static const double e2e[] = {0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300};
@@ -143,7 +148,7 @@ void metrics_generation(metrics *m, int prompt_tokens, int generated_tokens, dou
 
 static void put(lv_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void put(lv_buf *b, const char *fmt, ...) {
-    char line[1024]; /* the longest: requests_total's labels, LABEL_MAX of them the name */
+    char line[1024]; /* the longest: requests_total's labels, LABEL_MAX of them the label */
     va_list ap;
     va_start(ap, fmt);
     int n = vsnprintf(line, sizeof line, fmt, ap);

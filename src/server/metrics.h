@@ -13,9 +13,9 @@
  *
  * Names follow Prometheus conventions (vLLM's are similar): a "llava_"
  * prefix, _total for counters, _seconds / _bytes units, a model_name label
- * on every llava_* sample, and the standard process_resident_memory_bytes
- * (unlabelled). docs/METRICS.md lists each beside vLLM's and llama.cpp's
- * equivalent.
+ * (and a replica label with --replica-id) on every llava_* sample, and the standard
+ * process_resident_memory_bytes (unlabelled). docs/METRICS.md lists each beside vLLM's and
+ * llama.cpp's equivalent.
  *
  * Thread-safe: every call may come from any connection thread.
  */
@@ -30,8 +30,10 @@
 typedef struct metrics metrics;
 
 /* Metrics of the model served as model_name (the name clients see: every
- * llava_* sample is labelled model_name="..."). NULL when out of memory. */
-metrics *metrics_new(const char *model_name);
+ * llava_* sample is labelled model_name="..."), by the replica named replica
+ * (--replica-id: every llava_* sample is labelled replica="..." after it;
+ * NULL: no such label). NULL when out of memory. */
+metrics *metrics_new(const char *model_name, const char *replica);
 void metrics_free(metrics *m); /* NULL: no-op */
 
 /* One answered request. endpoint must be a string that lives as long as m

@@ -369,6 +369,7 @@ typedef struct {
     int64_t gpu_total;      /* device memory in all */
     mg_stats mem;           /* the memory governor's budget, use and level */
     sched_stats caches;     /* the prefix and image caches' figures */
+    const char *replica;    /* --replica-id, or NULL: none ("replica" absent) */
 } oai_health;
 
 /* 200 body {"status":"healthy","model","device","uptime_s","memory":{"rss_bytes",
@@ -381,7 +382,8 @@ typedef struct {
  * ("normal", "evict", "refuse"), "refused_total", "pressure_evictions_total", "peak_used_bytes",
  * "peak_requests_bytes" (high-water marks); "caches" holds
  * "prefix":{"sequences","bytes","hits","tokens","evictions"} and
- * "images":{"images","bytes","budget_bytes","hits","misses","evictions"}. While loading,
+ * "images":{"images","bytes","budget_bytes","hits","misses","evictions"}; "replica" (the
+ * --replica-id) when there is one. While loading,
  * send oai_error_json of an error filled with OAI_HINT_LOADING instead. */
 char *oai_health_json(const oai_health *h);
 

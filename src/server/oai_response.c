@@ -434,5 +434,6 @@ char *oai_health_json(const oai_health *h) {
         json_object_set_new(o, "gpu_memory",
                             json_pack("{s:I, s:I}", "used_bytes", (json_int_t)h->gpu_used,
                                       "total_bytes", (json_int_t)h->gpu_total));
+    if (o && h->replica) json_object_set_new(o, "replica", json_string(h->replica));
     return dump(o);
 }
