@@ -44,7 +44,13 @@ load_env() {
   . "$ENV_FILE"
 }
 
-alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+# alive PID_FILE: its process runs (a zombie does not: where PID 1 reaps no
+# orphans, as in some containers, a dead replica stays one).
+alive() {
+  local pid
+  [ -f "$1" ] && pid=$(cat "$1") && kill -0 "$pid" 2>/dev/null &&
+    ! grep -q '^[0-9]* (.*) Z' "/proc/$pid/stat" 2>/dev/null
+}
 
 # http_status PORT PATH: the status of GET PATH, or 000 when nothing answers.
 http_status() {
@@ -96,11 +102,11 @@ stop_pid() {
   }
   pid=$(cat "$f")
   kill "-$2" "$pid" 2>/dev/null || true
-  while kill -0 "$pid" 2>/dev/null && [ "$t" -gt 0 ]; do
+  while alive "$f" && [ "$t" -gt 0 ]; do
     sleep 0.1
     t=$((t - 1))
   done
-  if kill -0 "$pid" 2>/dev/null; then
+  if alive "$f"; then
     echo "cluster.sh: pid $pid still running after $3 s: SIGKILL" >&2
     kill -KILL "$pid" 2>/dev/null || true
   fi
