@@ -3,7 +3,8 @@
 # directory: cmake --install with DESTDIR and a prefix other than the
 # configured one (as `make install PREFIX=... DESTDIR=...` runs it), then
 # the installed llava-cli answers about a demo sample from the installed
-# demo model, and the systemd unit names the installed paths.
+# demo model, and the systemd units (the plain one and the llava-server@
+# template) name the installed paths.
 set -euo pipefail
 build=$1
 stage=$(mktemp -d "${LLAVA_TMP:-/tmp}/install.XXXXXX" 2>/dev/null || mktemp -d)
@@ -40,6 +41,24 @@ grep -q "^Environment=LLAVA_MODEL=$prefix/share/llava/models/demo\$" "$unit" ||
 if command -v systemd-analyze >/dev/null; then
   complaints=$(systemd-analyze verify "$unit" 2>&1 | grep -v "is not executable" || true)
   [ -z "$complaints" ] || fail "systemd-analyze verify: $complaints"
+fi
+
+# The template (one replica a port, llava-server@8081 ...): the same paths,
+# the instance as the port, and systemd's parser on an instance of it.
+tmpl="$root/lib/systemd/system/llava-server@.service"
+[ -f "$tmpl" ] || fail "systemd template llava-server@.service missing"
+grep -q "^ExecStart=$prefix/bin/llava-server --model \${LLAVA_MODEL} .*--port %i " "$tmpl" ||
+  fail "template's ExecStart does not run $prefix/bin/llava-server on port %i"
+grep -q "^Environment=LLAVA_MODEL=$prefix/share/llava/models/demo\$" "$tmpl" ||
+  fail "template's default model is not the installed demo"
+grep -q "^Documentation=file://$prefix/share/doc/llava/README.md\$" "$tmpl" ||
+  fail "template's Documentation is not the installed README"
+# (instance names such as llava-server@8081 in its comments have an @ too)
+! grep -Eq "@[A-Z_]+@" "$tmpl" || fail "template has an unfilled @VARIABLE@"
+if command -v systemd-analyze >/dev/null; then
+  complaints=$(systemd-analyze verify "${tmpl%@.service}@8081.service" 2>&1 |
+               grep -v "is not executable" || true)
+  [ -z "$complaints" ] || fail "systemd-analyze verify (template): $complaints"
 fi
 
 # The installed tool runs the installed model (nothing read from the tree).
