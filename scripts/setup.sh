@@ -42,6 +42,7 @@ PACKAGES=(libjansson-dev libcmocka-dev
   libmicrohttpd-dev # llava-server's HTTP layer
   libssl-dev # libcrypto: sha256 of downloaded model files
   libavformat-dev libavcodec-dev libswscale-dev libavutil-dev # video files (SmolVLM2)
+  haproxy python3-yaml # replicas behind a balancer (deploy/, make cluster) and their tests
   libclang-rt-14-dev) # libFuzzer + sanitizer runtimes for clang
 TOOLS=(cc:build-essential make:build-essential cmake:cmake pkg-config:pkg-config npm:npm
   clang:clang # clang: libFuzzer targets (make fuzz)
