@@ -23,6 +23,10 @@
 #                     ops, attention and transformers parity on the device), then the
 #                     same under compute-sanitizer memcheck and racecheck
 #   make build-cuda   only that build (CI compiles it wherever nvcc is installed)
+#   make cluster      install deps, build, start N (default 3) llava-server replicas of MODEL
+#                     behind HAProxy on 127.0.0.1:8080 (scripts/cluster.sh; deploy/haproxy):
+#                     a conversation stays on the replica holding its caches
+#   make cluster-stop drain and stop them all
 #   make install      build, then install the tools, the demo model, the docs and a
 #                     systemd unit under PREFIX (default /usr/local), staged below
 #                     DESTDIR if given (packagers: make install PREFIX=/usr DESTDIR=pkg)
@@ -40,7 +44,7 @@ CTEST_ARGS = --output-on-failure $(if $(T),-R $(T),)
 ARM64_TESTS ?= kernels_neon;backend;qdot;quant;layers;forward;gguf;safetensors;tokenizer;chat_template;hf_config;hf_cache;model_dir;vqa_score;base;base64
 
 .PHONY: all build build-quiet setup test test-release test-asan asan run format clean fuzz \
-        test-arm64 build-cuda test-cuda install
+        test-arm64 build-cuda test-cuda install cluster cluster-stop
 
 all: build-quiet
 
@@ -124,3 +128,10 @@ format:
 
 clean:
 	rm -rf build build-asan build-fuzz build-arm64 build-cuda
+
+N ?= 3
+cluster: setup build-quiet
+	@MODEL="$(MODEL)" scripts/cluster.sh start $(N)
+
+cluster-stop:
+	@scripts/cluster.sh stop

@@ -13,24 +13,25 @@
 --      before "messages" (after it they are not read: a later turn, longer,
 --      may be cut short before them, and its key must not change);
 --   2. else the first element of "messages" whose "role" is "user" (OpenAI
---      chat and Ollama /api/chat alike), as raw JSON text, its first
---      KEY_BYTES bytes: an image is a data: URL or a link inside it, and a
---      few KiB of either tell conversations apart (two that share them land
---      together, which costs nothing but balance).
+--      chat and Ollama /api/chat alike), as raw JSON text: all of it when it
+--      ends within the body's first KEY_LIMIT bytes, else its part before
+--      that offset (an image is a data: URL or a link inside it, and tens of
+--      KiB of either tell conversations apart; two that share them land
+--      together, which costs nothing but balance). A fixed offset, so that
+--      every turn, however long, gives the same key.
 --
 -- (The X-Conversation-Id header, checked first, is read by haproxy.cfg.)
--- No key (no body, no messages: /v1/completions, GET routes) → nil, and the
--- request goes to the least busy replica.
+-- No key (no body, no messages: /v1/completions, GET routes) → "" (a nil
+-- would be a sample too), and the request goes to the least busy replica.
 --
 -- Only what HAProxy has buffered is read (option http-buffer-request, up to
--- tune.bufsize): a first user message that starts within it is enough, since
--- its first KEY_BYTES bytes are the key. A body cut short is read as far as
--- it goes; nothing here fails a request.
+-- tune.bufsize, which must hold KEY_LIMIT bytes of body besides the headers).
+-- A body cut short is read as far as it goes; nothing here fails a request.
 --
 -- A plain Lua 5.3 module too: without HAProxy's `core`, it returns
 -- {key = function(body)} for tests.
 
-local KEY_BYTES = 4096
+local KEY_LIMIT = 49152
 
 local function skip_ws(s, i)
     return string.find(s, "[^ \t\r\n]", i)
@@ -100,7 +101,7 @@ local function string_value(s, vs, ve)
     return string.sub(s, vs + 1, ve - 2)
 end
 
--- The first user message of the array at s[i], as raw text (KEY_BYTES at most).
+-- The first user message of the array at s[i], as raw text (to KEY_LIMIT at most).
 local function first_user_message(s, i)
     local j = i + 1
     while true do
@@ -118,7 +119,7 @@ local function first_user_message(s, i)
         -- A role unknown because the message is cut short: take it (what
         -- precedes the first user message is small, what is cut is large).
         if role == "user" or (role == nil and not e) then
-            local last = j + KEY_BYTES - 1
+            local last = KEY_LIMIT
             if e and e - 1 < last then last = e - 1 end
             return string.sub(s, j, last)
         end
@@ -153,8 +154,8 @@ if core then
     -- lua.conversation_key: the key of the request's buffered body, or none.
     core.register_fetches("conversation_key", function(txn)
         local body = txn.sf:req_body()
-        if not body or #body == 0 then return nil end
-        return key(body)
+        if not body or #body == 0 then return "" end
+        return key(body) or ""
     end)
 end
 
