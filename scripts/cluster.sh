@@ -18,7 +18,10 @@
 #                  (default LB_PORT+1)
 #   RR_PORT        if set, a second front end that spreads requests round
 #                  robin over the same replicas (the benchmark's baseline)
-#   SERVER_ARGS    more llava-server flags (e.g. "--threads 1 --parallel 8")
+#   SERVER_ARGS    more llava-server flags (e.g. "--parallel 16")
+#   THREADS        llava-server --threads of each replica (default: the cores
+#                  shared out, nproc / N, at least 1: replicas that each took
+#                  every core would spin against each other)
 #   DRAIN_GRACE    llava-server --drain-grace (default 5: longer than the
 #                  health checks take to notice)
 #   CHECK_INTER, CHECK_FALL, CHECK_RISE  health checks (default 1s, 2, 2)
@@ -84,7 +87,7 @@ start_replica() {
   alive "$DIR/r$i.pid" && die "replica r$i runs already (pid $(cat "$DIR/r$i.pid"))"
   # shellcheck disable=SC2086
   setsid "$LLAVA_SERVER" --model "$MODEL" --host 127.0.0.1 --port "$port" --replica-id "r$i" \
-    --drain-grace "$DRAIN_GRACE" $SERVER_ARGS >>"$DIR/r$i.log" 2>&1 </dev/null &
+    --drain-grace "$DRAIN_GRACE" --threads "$THREADS" $SERVER_ARGS >>"$DIR/r$i.log" 2>&1 </dev/null &
   echo $! >"$DIR/r$i.pid"
 }
 
@@ -158,6 +161,9 @@ cmd_start() {
   REPLICA_PORT=${REPLICA_PORT:-$((LB_PORT + 1))}
   RR_PORT=${RR_PORT:-}
   SERVER_ARGS=${SERVER_ARGS:-}
+  local cores
+  cores=$(nproc 2>/dev/null || echo 1)
+  THREADS=${THREADS:-$((cores / N > 0 ? cores / N : 1))}
   DRAIN_GRACE=${DRAIN_GRACE:-5}
   CHECK_INTER=${CHECK_INTER:-1s}
   CHECK_FALL=${CHECK_FALL:-2}
@@ -166,8 +172,8 @@ cmd_start() {
   [ -x "$LLAVA_SERVER" ] || die "no $LLAVA_SERVER (build it: make)"
   mkdir -p "$DIR"
   rm -f "$DIR"/*.log "$DIR"/*.pid
-  for v in N MODEL LB_PORT STATS_PORT REPLICA_PORT RR_PORT SERVER_ARGS DRAIN_GRACE CHECK_INTER \
-    CHECK_FALL CHECK_RISE LLAVA_SERVER; do
+  for v in N MODEL LB_PORT STATS_PORT REPLICA_PORT RR_PORT SERVER_ARGS THREADS DRAIN_GRACE \
+    CHECK_INTER CHECK_FALL CHECK_RISE LLAVA_SERVER; do
     printf '%s=%q\n' "$v" "${!v}"
   done >"$ENV_FILE"
   for i in $(seq 1 "$N"); do start_replica "$i"; done
@@ -179,7 +185,8 @@ cmd_start() {
   echo $! >"$DIR/haproxy.pid"
   wait_status "$LB_PORT" /health 200 30 "$DIR/haproxy.pid" ||
     die "the balancer did not come up (its log: $DIR/haproxy.log)"
-  echo "cluster: $N replica(s) of $MODEL on 127.0.0.1:$REPLICA_PORT-$(replica_port "$N")"
+  echo "cluster: $N replica(s) of $MODEL on 127.0.0.1:$REPLICA_PORT-$(replica_port "$N")," \
+    "$THREADS thread(s) each"
   echo "balancer: http://127.0.0.1:$LB_PORT (stats: http://127.0.0.1:$STATS_PORT/stats," \
     "metrics: /metrics)${RR_PORT:+; round robin: http://127.0.0.1:$RR_PORT}"
   echo "logs: $DIR; stop: scripts/cluster.sh stop"

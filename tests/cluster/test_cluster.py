@@ -56,7 +56,7 @@ def main():
     tmp = tempfile.mkdtemp(prefix="cluster.", dir=tmp_root)
     c = cl.Cluster(3, os.path.join(tmp, "cluster"), server=server, drain_grace=2,
                    check_inter="300ms", check_fall=2, check_rise=2,
-                   server_args="--threads 1 --parallel 16")
+                   server_args="--parallel 16")
     images = sorted(os.path.join(ROOT, "models", "demo", "heldout", "images", f)
                     for f in os.listdir(os.path.join(ROOT, "models", "demo", "heldout", "images")))
     # Under the sanitizers every request is ~20x slower: fewer conversations
