@@ -294,6 +294,29 @@ static void metrics_text(void **state) {
     metrics_free(m);
 }
 
+/* --replica-id: every llava_* sample carries replica="..." after model_name,
+ * escaped the same way. */
+static void metrics_replica_label(void **state) {
+    (void)state;
+    metrics *m = metrics_new("demo", "r\"1");
+    assert_non_null(m);
+    metrics_request(m, "/health", 200);
+    metrics_gauges g = {.ready = false, .rss_bytes = 1, .uptime_s = 1};
+    char *t = metrics_render(m, &g);
+    assert_non_null(t);
+    assert_non_null(strstr(
+        t, "llava_requests_total{model_name=\"demo\",replica=\"r\\\"1\",endpoint=\"/health\","
+           "status=\"200\"} 1\n"));
+    for (const char *p = t; *p; p = strchr(p, '\n') + 1) {
+        const char *e = strchr(p, '\n');
+        assert_non_null(e);
+        if (!strncmp(p, "llava_", 6) && !strstr(p, "{model_name=\"demo\",replica=\"r\\\"1\""))
+            fail_msg("a sample without the replica's label: %.*s", (int)(e - p), p);
+    }
+    free(t);
+    metrics_free(m);
+}
+
 int main(void) {
     lv_log_set_level(LV_LOG_ERROR); /* the config's INFO lines are not the test's output */
     const struct CMUnitTest tests[] = {
@@ -302,6 +325,7 @@ int main(void) {
         cmocka_unit_test(bad_values_name_the_key),
         cmocka_unit_test(typed_values),
         cmocka_unit_test(metrics_text),
+        cmocka_unit_test(metrics_replica_label),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

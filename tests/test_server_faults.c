@@ -437,7 +437,8 @@ static void drain_under_load(int sig, const char *name) {
     run_clients(c, N, sig, generating);
     int answered = 0;
     for (int i = 0; i < N; i++) answered += check_client(&c[i], i) == 200;
-    print_message("%s: %d of %d answered, the rest told 503 shutting_down\n", name, answered, N);
+    print_message("%s: %d of %d answered (queued ones too), the rest told 503 shutting_down\n",
+                  name, answered, N);
     free_clients(c, N);
     assert_int_equal(wait_exit(SANITIZED ? 120 : 40), 0);
     if (lv_now_ms() - t0 > (SANITIZED ? 150e3 : 50e3)) fail_msg("the drain took too long");
