@@ -59,6 +59,16 @@ def post(port, body, headers=None, path="/v1/chat/completions"):
         return r.status, out, r
 
 
+def recv_until(s, got, needle):
+    """got plus what socket s delivers until it holds needle (or EOF)."""
+    while needle not in got:
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        got += chunk
+    return got
+
+
 def chat(first_user, system=None, turns=1, **top):
     msgs = [{"role": "system", "content": system}] if system else []
     msgs.append({"role": "user", "content": first_user})
@@ -216,18 +226,9 @@ def run_checks(c, state):
     s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
               b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
     t0 = time.time()
-    got = b""
-    while b"data: first" not in got:
-        chunk = s.recv(65536)
-        if not chunk:
-            break
-        got += chunk
+    got = recv_until(s, b"", b"data: first")
     t_first = time.time() - t0
-    while b"[DONE]" not in got:
-        chunk = s.recv(65536)
-        if not chunk:
-            break
-        got += chunk
+    got = recv_until(s, got, b"[DONE]")
     t_all = time.time() - t0
     s.close()
     check(t_first < 0.5 and t_all >= 0.9 and b"[DONE]" in got,
