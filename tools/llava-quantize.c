@@ -13,7 +13,7 @@
  *        llama-quantize gives each tensor; q4_k_m is its Q4_K_M mix).
  *   SRC: a float (F16/BF16/F32) llava-hf checkpoint directory.
  *   --random --preset: random weights of a published model's real shapes
- *        (llava-v1.6-mistral-7b, llava-1.5-7b, llava-v1.6-vicuna-13b,
+ *        (llava-v1.6-mistral-7b, llava-1.5-7b, llava-v1.6-vicuna-13b, llava-v1.6-34b,
  *        smolvlm-256m, smolvlm-500m, smolvlm-2.2b, smolvlm2-256m,
  *        smolvlm2-500m, smolvlm2-2.2b; and tiny-llava-next, tiny-smolvlm
  *        for tests), for benchmarks. The vocabulary shipped with it is
@@ -92,6 +92,7 @@ static void usage(FILE *f) {
            "                       legacy mlx-vlm layout)\n"
            "  --random             random weights instead of --model, with --preset NAME:\n"
            "                       llava-v1.6-mistral-7b | llava-1.5-7b | llava-v1.6-vicuna-13b |\n"
+           "                       llava-v1.6-34b |\n"
            "                       smolvlm-256m | smolvlm-500m | smolvlm-2.2b | smolvlm2-256m |\n"
            "                       smolvlm2-500m | smolvlm2-2.2b |\n"
            "                       tiny-llava-next | tiny-smolvlm (small models for tests)\n"
@@ -144,7 +145,8 @@ static bool parse_args(int argc, char **argv, args *a) {
     }
     if (a->random && !a->preset) {
         fprintf(stderr, "llava-quantize: --random needs --preset NAME (llava-v1.6-mistral-7b, "
-                        "llava-1.5-7b, llava-v1.6-vicuna-13b, smolvlm-256m, smolvlm-500m, "
+                        "llava-1.5-7b, llava-v1.6-vicuna-13b, llava-v1.6-34b, smolvlm-256m, "
+                        "smolvlm-500m, "
                         "smolvlm-2.2b, smolvlm2-256m, smolvlm2-500m, smolvlm2-2.2b, "
                         "tiny-llava-next, tiny-smolvlm)\n");
         return false;

@@ -74,6 +74,25 @@ static const char V13_PREPROC[] =
     "\"image_processor_type\": \"LlavaNextImageProcessor\", \"image_std\": [0.26862954, "
     "0.26130258, 0.27577711], \"processor_class\": \"LlavaNextProcessor\", \"resample\": 3, "
     "\"rescale_factor\": 0.00392156862745098, \"size\": {\"shortest_edge\": 336}}";
+/* llava-v1.6-34b: the llava_next top level of V13 with Nous-Hermes-2-Yi-34B's
+ * Llama text model (sources: presets.h). */
+static const char Y34_CONFIG[] =
+    "{\"architectures\": [\"LlavaNextForConditionalGeneration\"], \"ignore_index\": -100, "
+    "\"image_grid_pinpoints\": [[336, 672], [672, 336], [672, 672], [1008, 336], [336, 1008]], "
+    "\"image_token_index\": 64000, \"model_type\": \"llava_next\", \"pad_token_id\": 64001, "
+    "\"projector_hidden_act\": \"gelu\", \"text_config\": {\"_name_or_path\": "
+    "\"NousResearch/Nous-Hermes-2-Yi-34B\", \"architectures\": [\"LlamaForCausalLM\"], "
+    "\"eos_token_id\": 7, \"hidden_size\": 7168, \"intermediate_size\": 20480, "
+    "\"max_position_embeddings\": 4096, \"model_type\": \"llama\", \"num_attention_heads\": 56, "
+    "\"num_hidden_layers\": 60, \"num_key_value_heads\": 8, \"pad_token_id\": 0, "
+    "\"rms_norm_eps\": 1e-05, \"rope_theta\": 5000000.0, \"torch_dtype\": \"bfloat16\", "
+    "\"vocab_size\": 64064}, \"tie_word_embeddings\": false, \"torch_dtype\": \"float16\", "
+    "\"transformers_version\": \"4.39.0.dev0\", \"use_image_newline_parameter\": true, "
+    "\"vision_config\": {\"hidden_size\": 1024, \"image_size\": 336, \"intermediate_size\": 4096, "
+    "\"model_type\": \"clip_vision_model\", \"num_attention_heads\": 16, \"num_hidden_layers\": "
+    "24, \"patch_size\": 14, \"projection_dim\": 768, \"vocab_size\": 32000}, "
+    "\"vision_feature_layer\": -2, \"vision_feature_select_strategy\": \"default\", "
+    "\"vocab_size\": 64064}";
 
 static const char TINY_CONFIG[] =
     "{\"architectures\": [\"LlavaNextForConditionalGeneration\"], \"ignore_index\": -100, "
@@ -289,6 +308,7 @@ static const qs_preset PRESETS[] = {
     {"llava-v1.6-mistral-7b", M7_CONFIG, M7_PREPROC, M7_TEMPLATE, NULL, NULL, NULL, 0},
     {"llava-1.5-7b", L15_CONFIG, L15_PREPROC, L15_TEMPLATE, NULL, NULL, NULL, 0},
     {"llava-v1.6-vicuna-13b", V13_CONFIG, V13_PREPROC, NULL, NULL, NULL, NULL, 0},
+    {"llava-v1.6-34b", Y34_CONFIG, V13_PREPROC, NULL, NULL, NULL, NULL, 0},
     {"tiny-llava-next", TINY_CONFIG, M7_PREPROC, M7_TEMPLATE, NULL, NULL, NULL, 0},
     {"smolvlm-256m", SMOL_SV1_256, SMOL_PRE_V1, SMOL_TEMPLATE, SMOL_PROC_64, SMOL_GEN, SMOL_TOKCFG,
      128},

@@ -15,6 +15,16 @@
  *                          heads, no GQA, max_position 4096) and the llava-hf
  *                          vocabulary of 32064 (pad 32001). Written from those
  *                          facts, not copied from the file.
+ *   llava-v1.6-34b         llava-hf/llava-v1.6-34b-hf: the same llava_next top
+ *                          level and CLIP-L/336 tower with a Llama text_config
+ *                          of Nous-Hermes-2-Yi-34B's published architecture
+ *                          (Yi-34B: hidden 7168, intermediate 20480, 60
+ *                          layers, 56 heads, 8 KV heads, rope_theta 5e6,
+ *                          max_position 4096, a 64000-id vocabulary, eos 7)
+ *                          and llava-hf's 64 more ids (image 64000, pad
+ *                          64001: vocab_size 64064). Written from those facts,
+ *                          not copied from the file, which was not found to
+ *                          check; for shapes (benchmarks, tensor parallelism).
  *   tiny-llava-next        not a published model: the Mistral 7B file's
  *                          llava_next top level with a small Mistral text
  *                          model (dim 256, 8 layers, 4 heads, 2 KV heads,

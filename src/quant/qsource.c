@@ -407,8 +407,20 @@ lv_status qsource_tokenizer_read(const qsource *s, char **text, size_t *len, lv_
         return lv_fail(err, LV_ERR_FORMAT, "%s: not a tokenizer.json (%s)", s->tokenizer_json,
                        root ? "no added_tokens" : je.text);
     }
+    /* Right after the vocabulary (32000 for every Mistral/Llama preset), or
+     * past it: llava-v1.6-34b's <image> is 64000, after Yi's 64000 ids. The
+     * borrowed 32000-id vocabulary is filled up to it with "<unused_N>"
+     * pieces no merge makes (never produced by encoding), since tokenizers
+     * gives an added token the next free id, not the one written beside it. */
     json_int_t image = s->config.image_token_id;
-    if (vocab_end(root) == image && image + 1 < s->config.text.vocab_size) {
+    json_int_t end = vocab_end(root);
+    json_t *vocab = json_object_get(json_object_get(root, "model"), "vocab");
+    if (end <= image && image + 1 < s->config.text.vocab_size && json_is_object(vocab)) {
+        for (json_int_t id = end; id < image; id++) {
+            char piece[32];
+            snprintf(piece, sizeof piece, "<unused_%lld>", (long long)id);
+            json_object_set_new(vocab, piece, json_integer(id));
+        }
         json_t *added = json_object_get(root, "added_tokens");
         json_array_append_new(added, added_token(image, "<image>"));
         json_array_append_new(added, added_token(image + 1, "<pad>"));

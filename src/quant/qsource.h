@@ -42,7 +42,7 @@ typedef struct qsource qsource;
 lv_status qsource_open_dir(const char *model_dir, qsource **out, lv_err *err);
 
 /* Random weights (seeded, deterministic) in the real shapes of a preset:
- * "llava-v1.6-mistral-7b", "llava-1.5-7b", "llava-v1.6-vicuna-13b" (and
+ * "llava-v1.6-mistral-7b", "llava-1.5-7b", "llava-v1.6-vicuna-13b", "llava-v1.6-34b" (and
  * "tiny-llava-next", for tests). tokenizer_json: a tokenizer.json to ship
  * with the model (may be NULL: then the written model has none); a file
  * whose vocabulary ends just before the config's image_token_index (the
