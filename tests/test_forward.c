@@ -283,16 +283,29 @@ static void check_generation(llava *m, const fx_case *c, const char *label) {
 typedef struct {
     const char *model, *backend;
     const char *cases[4];
+    int tp;           /* > 0: tensor parallel over this many ranks (backend/tp.h) */
+    bool whole_tower; /* tensor parallel: the tower replicated, not split */
 } suite;
 
 static void forward_matches(void **state) {
     const suite *s = *state;
-    llava *m = open_model(s->model, s->backend);
+    llava *m;
+    if (s->tp > 0) {
+        lv_err err = {{0}};
+        if (llava_open(model_dir(s->model), &m, &err)) fail_msg("%s", err.msg);
+        llava_set_exact(m, true); /* as open_model: the f32 cache of the fixtures */
+        llava_set_tensor_parallel(m, s->tp, s->whole_tower);
+        if (llava_load(m, s->backend, 0, &err)) fail_msg("%s", err.msg);
+        assert_int_equal(llava_tensor_parallel(m), s->tp);
+    } else {
+        m = open_model(s->model, s->backend);
+    }
     for (int i = 0; i < 4 && s->cases[i]; i++) {
         fx_case c;
         load_case(s->model, s->cases[i], &c);
         char label[128];
-        snprintf(label, sizeof label, "%s/%s [%s]", s->model, s->cases[i], s->backend);
+        snprintf(label, sizeof label, "%s/%s [%s%s%.0d%s]", s->model, s->cases[i], s->backend,
+                 s->tp ? " tp " : "", s->tp, s->whole_tower ? ", whole tower" : "");
         check_features(m, &c, label);
         check_generation(m, &c, label);
         free_case(&c);
@@ -301,11 +314,22 @@ static void forward_matches(void **state) {
 }
 
 static const suite next_cpu = {
-    "llava-next-tiny", "cpu", {"one_image", "text_only", "two_images", "multi_turn"}};
+    "llava-next-tiny", "cpu", {"one_image", "text_only", "two_images", "multi_turn"}, 0, false};
 static const suite next_ref = {
-    "llava-next-tiny", "ref", {"one_image", "text_only", "two_images", "multi_turn"}};
-static const suite v15_cpu = {"llava-1.5-tiny", "cpu", {"one_image", "text_only"}};
-static const suite v15_ref = {"llava-1.5-tiny", "ref", {"one_image", "text_only"}};
+    "llava-next-tiny", "ref", {"one_image", "text_only", "two_images", "multi_turn"}, 0, false};
+static const suite v15_cpu = {"llava-1.5-tiny", "cpu", {"one_image", "text_only"}, 0, false};
+static const suite v15_ref = {"llava-1.5-tiny", "ref", {"one_image", "text_only"}, 0, false};
+/* Tensor parallelism (backend/tp.h) over CPU ranks: the same code a GPU's
+ * ranks run, held to the same bars. One rank is the plain path through it;
+ * two split heads, KV heads, FFN columns and the vocabulary (and the tower,
+ * except llava-1.5-tiny's, whose 3 heads do not split two ways). */
+static const suite next_tp1 = {
+    "llava-next-tiny", "cpu", {"one_image", "text_only", "two_images", "multi_turn"}, 1, false};
+static const suite next_tp2 = {
+    "llava-next-tiny", "cpu", {"one_image", "text_only", "two_images", "multi_turn"}, 2, false};
+static const suite next_tp2_whole = {
+    "llava-next-tiny", "cpu", {"one_image", "multi_turn"}, 2, true};
+static const suite v15_tp2 = {"llava-1.5-tiny", "cpu", {"one_image", "text_only"}, 2, true};
 
 #ifdef LLAVA_HAVE_CUDA
 /* The same fixtures on the GPU (ctest cuda_forward, LLAVA_TEST_CUDA=1; skipped
@@ -732,6 +756,10 @@ int main(void) {
         cmocka_unit_test_prestate(forward_matches, (void *)&v15_cpu),
         cmocka_unit_test_prestate(forward_matches, (void *)&next_ref),
         cmocka_unit_test_prestate(forward_matches, (void *)&v15_ref),
+        cmocka_unit_test_prestate(forward_matches, (void *)&next_tp1),
+        cmocka_unit_test_prestate(forward_matches, (void *)&next_tp2),
+        cmocka_unit_test_prestate(forward_matches, (void *)&next_tp2_whole),
+        cmocka_unit_test_prestate(forward_matches, (void *)&v15_tp2),
         cmocka_unit_test(back_to_back_equals_alone),
         cmocka_unit_test(bad_checkpoints),
         cmocka_unit_test(bad_requests),

@@ -90,6 +90,14 @@ typedef struct {
 
 typedef struct be be;
 
+/* How tensor parallelism (backend/tp.h) splits a weight across its ranks;
+ * every other backend ignores it. */
+typedef enum {
+    BE_SPLIT_NONE = 0, /* replicated: every rank holds all of it */
+    BE_SPLIT_OUT,      /* by rows (output features): the output stays sharded */
+    BE_SPLIT_IN,       /* by columns (input features): partial outputs, summed */
+} be_split;
+
 struct be_ops {
     const char *name;
 
@@ -111,6 +119,11 @@ struct be_ops {
     lv_status (*weight_init)(be *b, be_weight *w, be_dtype dtype, int rows, int cols,
                              const void *host, const be_quant *q, lv_err *err);
     void (*weight_free)(be *b, be_weight *w);
+    /* weight_init, told how tensor parallelism splits the weight (optional:
+     * only backend/tp.c has it; loaders call weight_init where it is NULL). */
+    lv_status (*weight_init_split)(be *b, be_weight *w, be_dtype dtype, int rows, int cols,
+                                   const void *host, const be_quant *q, be_split split,
+                                   lv_err *err);
     /* 1-D parameters (norm gains, biases) as float32 buffers (converted from dtype,
      * F32/F16/BF16 only). NULL on failure; the caller frees the buffer with release. */
     float *(*vector_init)(be *b, be_dtype dtype, int n, const void *host);
@@ -198,6 +211,9 @@ struct be {
     bool exact;
     /* Set before init: which device of the backend's kind ("cuda:1" -> 1). */
     int device;
+    /* Tensor parallelism (backend/tp.h) only, read by the weight loaders: the
+     * vision tower whole on every rank (true) or split like the text model. */
+    bool replicate_tower;
 };
 
 extern const struct be_ops be_ref_ops; /* scalar reference (backend/ref.c) */

@@ -23,6 +23,7 @@
 #include "model/image_params.h"
 #include "model/llava_impl.h"
 #include "model/pack.h"
+#include "backend/tp.h"
 #include "text/tokenizer_gguf.h"
 
 #include <stdio.h>
@@ -181,7 +182,17 @@ lv_status llava_load(llava *m, const char *backend_name, int n_threads, lv_err *
     m->backend.ops = ops;
     m->backend.exact = m->exact;
     m->backend.device = device;
-    if ((s = ops->init(&m->backend, n_threads, err))) {
+    m->backend.replicate_tower = m->tp_whole_tower;
+    if (m->tp > 0) {                 /* n ranks of ops through backend/tp.c */
+        tp_comm_factory comm = NULL; /* the host communicator: cpu, ref */
+#ifdef LLAVA_HAVE_CUDA
+        if (ops == &be_cuda_ops) comm = tp_nccl_comm_new;
+#endif
+        s = tp_setup(&m->backend, ops, m->tp, device, n_threads, comm, err);
+    } else {
+        s = ops->init(&m->backend, n_threads, err);
+    }
+    if (s) {
         m->backend.ops = NULL;
         unload(m);
         return s;
@@ -246,6 +257,17 @@ bool llava_is_loaded(const llava *m) {
 }
 void llava_set_exact(llava *m, bool exact) {
     if (!m->loaded) m->exact = exact;
+}
+
+void llava_set_tensor_parallel(llava *m, int n, bool replicate_tower) {
+    if (m->loaded) return;
+    m->tp = n;
+    m->tp_whole_tower = replicate_tower;
+}
+
+int llava_tensor_parallel(const llava *m) {
+    int n = tp_ranks(&m->backend);
+    return n > 0 ? n : 1;
 }
 
 bool llava_exact(const llava *m) {

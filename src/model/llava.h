@@ -81,6 +81,16 @@ bool llava_backend_known(const char *name);
 void llava_set_exact(llava *m, bool exact);
 bool llava_exact(const llava *m);
 
+/* Before llava_load: tensor parallelism over n devices of the backend
+ * (backend/tp.h): llava_load's "cuda:D" then means devices D .. D+n-1,
+ * "cpu" n CPU ranks (the same code, for tests). 0 (the default): one
+ * device, no tensor parallelism; 1: one rank through the same code.
+ * replicate_tower: the vision tower whole on every rank instead of split
+ * like the text model. Ignored once loaded. */
+void llava_set_tensor_parallel(llava *m, int n, bool replicate_tower);
+/* The ranks the model runs on (1 without tensor parallelism). */
+int llava_tensor_parallel(const llava *m);
+
 /* Releases everything. NULL is a no-op. */
 void llava_free(llava *m);
 

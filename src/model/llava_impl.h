@@ -43,6 +43,8 @@ struct llava {
     bool idefics3;         /* Idefics3 / SmolVLM: SigLIP frames → connector, no packing */
     bool loaded;           /* llava_load succeeded */
     bool exact;            /* llava_set_exact */
+    int tp;                /* llava_set_tensor_parallel: ranks (0: none) */
+    bool tp_whole_tower;   /* llava_set_tensor_parallel: the tower replicated */
     be backend;            /* the backend instance the weights live on */
     char device[32];       /* the name given to llava_load ("cuda:1"); "" before */
     clip_weights vision_w;

@@ -247,10 +247,16 @@ static lv_status describe_matrix(loader *L, const char *name, int rows, int cols
     return st;
 }
 
-/* Hands a described matrix to the backend. */
-static lv_status init_matrix(loader *L, be_weight *w, const be_weight *d, const char *name) {
-    lv_status st = L->b->ops->weight_init(L->b, w, d->dtype, d->rows, d->cols, d->data,
-                                          d->dtype == BE_MLX ? &d->q : NULL, L->err);
+/* Hands a described matrix to the backend, with how tensor parallelism
+ * splits it (backend/tp.h; other backends have no weight_init_split). */
+static lv_status init_split(loader *L, be_weight *w, const be_weight *d, const char *name,
+                            be_split split) {
+    const be_quant *q = d->dtype == BE_MLX ? &d->q : NULL;
+    lv_status st =
+        L->b->ops->weight_init_split
+            ? L->b->ops->weight_init_split(L->b, w, d->dtype, d->rows, d->cols, d->data, q, split,
+                                           L->err)
+            : L->b->ops->weight_init(L->b, w, d->dtype, d->rows, d->cols, d->data, q, L->err);
     if (st) {
         lv_err_prefix(L->err, "tensor '%s'", name);
         return st;
@@ -262,10 +268,19 @@ static lv_status init_matrix(loader *L, be_weight *w, const be_weight *d, const 
     return LV_OK;
 }
 
-static lv_status load_matrix(loader *L, be_weight *w, const char *name, int rows, int cols) {
+static lv_status init_matrix(loader *L, be_weight *w, const be_weight *d, const char *name) {
+    return init_split(L, w, d, name, BE_SPLIT_NONE);
+}
+
+static lv_status load_split(loader *L, be_weight *w, const char *name, int rows, int cols,
+                            be_split split) {
     be_weight d;
     lv_status st = describe_matrix(L, name, rows, cols, &d);
-    return st ? st : init_matrix(L, w, &d, name);
+    return st ? st : init_split(L, w, &d, name, split);
+}
+
+static lv_status load_matrix(loader *L, be_weight *w, const char *name, int rows, int cols) {
+    return load_split(L, w, name, rows, cols, BE_SPLIT_NONE);
 }
 
 /* A (rows, cols) matrix in any layout, dequantised to float32 on the host
@@ -416,22 +431,26 @@ done:
 static lv_status load_clip_layer(loader *L, clip_layer_weights *l, int i, int dim, int hidden) {
     char n[NAME_LEN];
     lv_status st = LV_OK;
+    /* tensor parallel: heads and fc1 by output, out_proj and fc2 by input, as the text
+     * model's, unless the tower is to be whole on every rank */
+    be_split out = L->b->replicate_tower ? BE_SPLIT_NONE : BE_SPLIT_OUT;
+    be_split in = L->b->replicate_tower ? BE_SPLIT_NONE : BE_SPLIT_IN;
 #define LAYER(suffix) (snprintf(n, sizeof n, VT "encoder.layers.%d." suffix, i), n)
     if ((st = load_vector(L, &l->ln1_g, LAYER("layer_norm1.weight"), dim)) ||
         (st = load_vector(L, &l->ln1_b, LAYER("layer_norm1.bias"), dim)) ||
-        (st = load_matrix(L, &l->wq, LAYER("self_attn.q_proj.weight"), dim, dim)) ||
+        (st = load_split(L, &l->wq, LAYER("self_attn.q_proj.weight"), dim, dim, out)) ||
         (st = load_vector(L, &l->bq, LAYER("self_attn.q_proj.bias"), dim)) ||
-        (st = load_matrix(L, &l->wk, LAYER("self_attn.k_proj.weight"), dim, dim)) ||
+        (st = load_split(L, &l->wk, LAYER("self_attn.k_proj.weight"), dim, dim, out)) ||
         (st = load_vector(L, &l->bk, LAYER("self_attn.k_proj.bias"), dim)) ||
-        (st = load_matrix(L, &l->wv, LAYER("self_attn.v_proj.weight"), dim, dim)) ||
+        (st = load_split(L, &l->wv, LAYER("self_attn.v_proj.weight"), dim, dim, out)) ||
         (st = load_vector(L, &l->bv, LAYER("self_attn.v_proj.bias"), dim)) ||
-        (st = load_matrix(L, &l->wo, LAYER("self_attn.out_proj.weight"), dim, dim)) ||
+        (st = load_split(L, &l->wo, LAYER("self_attn.out_proj.weight"), dim, dim, in)) ||
         (st = load_vector(L, &l->bo, LAYER("self_attn.out_proj.bias"), dim)) ||
         (st = load_vector(L, &l->ln2_g, LAYER("layer_norm2.weight"), dim)) ||
         (st = load_vector(L, &l->ln2_b, LAYER("layer_norm2.bias"), dim)) ||
-        (st = load_matrix(L, &l->fc1, LAYER("mlp.fc1.weight"), hidden, dim)) ||
+        (st = load_split(L, &l->fc1, LAYER("mlp.fc1.weight"), hidden, dim, out)) ||
         (st = load_vector(L, &l->fc1_b, LAYER("mlp.fc1.bias"), hidden)) ||
-        (st = load_matrix(L, &l->fc2, LAYER("mlp.fc2.weight"), dim, hidden)) ||
+        (st = load_split(L, &l->fc2, LAYER("mlp.fc2.weight"), dim, hidden, in)) ||
         (st = load_vector(L, &l->fc2_b, LAYER("mlp.fc2.bias"), dim)))
         return st;
 #undef LAYER
@@ -590,14 +609,14 @@ static lv_status load_llm_layer(loader *L, llm_layer_weights *l, int i, const lv
     lv_status st;
 #define LAYER(suffix) (snprintf(n, sizeof n, LM "layers.%d." suffix, i), n)
     if ((st = load_vector(L, &l->attn_norm, LAYER("input_layernorm.weight"), dim)) ||
-        (st = load_matrix(L, &l->wq, LAYER("self_attn.q_proj.weight"), q_dim, dim)) ||
-        (st = load_matrix(L, &l->wk, LAYER("self_attn.k_proj.weight"), kv_dim, dim)) ||
-        (st = load_matrix(L, &l->wv, LAYER("self_attn.v_proj.weight"), kv_dim, dim)) ||
-        (st = load_matrix(L, &l->wo, LAYER("self_attn.o_proj.weight"), dim, q_dim)) ||
+        (st = load_split(L, &l->wq, LAYER("self_attn.q_proj.weight"), q_dim, dim, BE_SPLIT_OUT)) ||
+        (st = load_split(L, &l->wk, LAYER("self_attn.k_proj.weight"), kv_dim, dim, BE_SPLIT_OUT)) ||
+        (st = load_split(L, &l->wv, LAYER("self_attn.v_proj.weight"), kv_dim, dim, BE_SPLIT_OUT)) ||
+        (st = load_split(L, &l->wo, LAYER("self_attn.o_proj.weight"), dim, q_dim, BE_SPLIT_IN)) ||
         (st = load_vector(L, &l->ffn_norm, LAYER("post_attention_layernorm.weight"), dim)) ||
-        (st = load_matrix(L, &l->w_gate, LAYER("mlp.gate_proj.weight"), hid, dim)) ||
-        (st = load_matrix(L, &l->w_up, LAYER("mlp.up_proj.weight"), hid, dim)) ||
-        (st = load_matrix(L, &l->w_down, LAYER("mlp.down_proj.weight"), dim, hid)))
+        (st = load_split(L, &l->w_gate, LAYER("mlp.gate_proj.weight"), hid, dim, BE_SPLIT_OUT)) ||
+        (st = load_split(L, &l->w_up, LAYER("mlp.up_proj.weight"), hid, dim, BE_SPLIT_OUT)) ||
+        (st = load_split(L, &l->w_down, LAYER("mlp.down_proj.weight"), dim, hid, BE_SPLIT_IN)))
         return st;
     if (c->attention_bias &&
         ((st = load_vector(L, &l->bq, LAYER("self_attn.q_proj.bias"), q_dim)) ||
@@ -625,8 +644,8 @@ lv_status llm_weights_load(be *b, const st_set *st, const lv_model_config *cfg,
     if (c->tie_word_embeddings) {
         w->lm_head = w->embed; /* HF ties lm_head to embed_tokens even if the file has both */
         w->tied = true;
-    } else if ((s = load_matrix(&L, &w->lm_head, "language_model.lm_head.weight", c->vocab_size,
-                                c->dim))) {
+    } else if ((s = load_split(&L, &w->lm_head, "language_model.lm_head.weight", c->vocab_size,
+                               c->dim, BE_SPLIT_OUT))) { /* by vocabulary: logits gathered */
         goto fail;
     }
     w->layers = calloc((size_t)c->n_layers, sizeof *w->layers);
