@@ -25,13 +25,16 @@
 #define CTX   96 /* positions each */
 #define STEPS 12
 
+static int g_tp; /* > 0: load through tensor parallelism over this many CPU ranks */
+
 static llava *load(const char *rel) {
     char dir[1024];
     snprintf(dir, sizeof dir, "%s/%s", tu_env("LLAVA_TEST_DATA"), rel);
     llava *m;
     lv_err err;
-    if (llava_open(dir, &m, &err) || llava_load(m, "cpu", 2, &err))
-        fail_msg("%s: %s", dir, err.msg);
+    if (llava_open(dir, &m, &err)) fail_msg("%s: %s", dir, err.msg);
+    llava_set_tensor_parallel(m, g_tp, false);
+    if (llava_load(m, "cpu", 2, &err)) fail_msg("%s: %s", dir, err.msg);
     return m;
 }
 
@@ -198,6 +201,22 @@ static void test_fixture(void **state) {
     check_model("forward/llava-next-tiny");
 }
 
+/* Batch invariance holds through tensor parallelism (backend/tp.h): over two
+ * CPU ranks, heads and FFN columns split, the same bits alone or batched. */
+static void test_demo_tp2(void **state) {
+    (void)state;
+    g_tp = 2;
+    check_model("../../models/demo");
+    g_tp = 0;
+}
+
+static void test_fixture_tp2(void **state) {
+    (void)state;
+    g_tp = 2;
+    check_model("forward/llava-next-tiny");
+    g_tp = 0;
+}
+
 /* An image encoded a few rows at a time (the scheduler's pieces) gives the
  * bits of one pass, tile after tile, stage after stage. */
 static void check_encoder_pieces(const char *rel) {
@@ -263,10 +282,9 @@ static void test_batch_init(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_demo),
-        cmocka_unit_test(test_fixture),
-        cmocka_unit_test(test_batch_init),
-        cmocka_unit_test(test_encoder_pieces),
+        cmocka_unit_test(test_demo),       cmocka_unit_test(test_fixture),
+        cmocka_unit_test(test_demo_tp2),   cmocka_unit_test(test_fixture_tp2),
+        cmocka_unit_test(test_batch_init), cmocka_unit_test(test_encoder_pieces),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -90,6 +90,8 @@ typedef struct {
     const char *device;      /* --device / --backend: "cpu" (default), "ref", "cuda[:N]" */
     int threads;             /* 0 = all cores */
     bool exact;              /* --exact: llava_set_exact */
+    int tp;                  /* --tensor-parallel N (0: none): llava_set_tensor_parallel */
+    bool tp_whole_tower;     /* --tp-whole-tower */
     /* sampling overrides; NaN / -1 = not given */
     double temperature, top_p, min_p, repeat_penalty;
     long top_k;
@@ -103,54 +105,59 @@ typedef struct {
 } cli_args;
 
 static void usage(FILE *f) {
-    fprintf(f,
-            "usage: llava-cli --model PATH [--image FILE]... --prompt TEXT [options]\n"
-            "  --model PATH          model directory (config.json, tokenizer.json, weights;\n"
-            "                        or a llama.cpp GGUF pair: text .gguf + mmproj*.gguf), or\n"
-            "                        a Hugging Face repo id ORG/NAME[:QUANT]: from the local\n"
-            "                        cache, else downloaded into it from HF_ENDPOINT\n"
-            "  --offline             never download (also HF_HUB_OFFLINE=1)\n"
-            "  --mmproj FILE         with --model text.gguf: the GGUF pair's mmproj file\n"
-            "  --image FILE          an image (JPEG, PNG, WebP, GIF, BMP); repeat for several\n"
-            "  --prompt TEXT         the user's message (goes through the chat template)\n"
-            "  --video-frames LIST   a video given as its frames, comma-separated image files\n"
-            "                        in order (SmolVLM2 only; not with --image; more than the\n"
-            "                        model's video_sampling.max_frames are thinned evenly)\n"
-            "  --video-fps F         the frames' rate, for their timestamps (default 24, as\n"
-            "                        transformers assumes for frames without metadata)\n"
-            "  --video FILE          a video file (MP4, WebM, AVI, ...: what FFmpeg reads),\n"
-            "                        sampled as SmolVLM2's processor does (SmolVLM2 only)\n"
-            "  --raw-prompt          tokenize TEXT as given; each <image> takes the next image\n"
-            "                        (with no --image, <image> stays one ordinary token)\n"
-            "  --max-tokens N        tokens to generate (default: generation_config's\n"
-            "                        max_new_tokens, else the rest of the context);\n"
-            "                        0 = only tokenize\n"
-            "  --temperature T       0 = greedy; default from generation_config.json\n"
-            "  --top-k K             keep the K most likely tokens (0 = off)\n"
-            "  --top-p P             nucleus sampling mass (1 = off)\n"
-            "  --min-p P             drop tokens below P x the top probability (0 = off)\n"
-            "  --repeat-penalty R    HF repetition_penalty (1 = off)\n"
-            "  --seed S              sampling seed (default: random, printed with --json)\n"
-            "  --stop TEXT           stop before TEXT (repeatable, up to %d)\n"
-            "  --threads N           CPU threads (default: all cores)\n"
-            "  --exact               exact arithmetic: float32 on the dequantized weights and a\n"
-            "                        float32 KV cache, as transformers computes (default: int8\n"
-            "                        activations with quantized weights, f16 KV cache)\n"
-            "  --device NAME         cpu (default), ref (the scalar reference), cuda or cuda:N\n"
-            "                        (CUDA builds); --backend NAME is the same\n"
-            "  --json                print one JSON object with prompt_ids, text, timings...\n"
-            "  --json-schema FILE    constrain the output to JSON that the JSON Schema in FILE\n"
-            "                        accepts (as response_format json_schema; at most 1 MiB)\n"
-            "  --grammar FILE        constrain the output to the grammar in FILE (GBNF-like,\n"
-            "                        root ::= ...; at most 1 MiB)\n"
-            "  --json-object         constrain the output to any JSON object\n"
-            "                        (the three are exclusive)\n"
-            "  --logits-out F        write every step's logits as float32 [n, vocab]\n"
-            "  --dump-pixels F       write the preprocessed images as float32 [tiles,3,H,W]\n"
-            "  --log-level L         error|warn|info|debug (default: $LOG_LEVEL or info)\n"
-            "  -h, --help            this text\n"
-            "  --version             the version, commit and CPU kernels\n",
-            GEN_MAX_STOP);
+    fprintf(
+        f,
+        "usage: llava-cli --model PATH [--image FILE]... --prompt TEXT [options]\n"
+        "  --model PATH          model directory (config.json, tokenizer.json, weights;\n"
+        "                        or a llama.cpp GGUF pair: text .gguf + mmproj*.gguf), or\n"
+        "                        a Hugging Face repo id ORG/NAME[:QUANT]: from the local\n"
+        "                        cache, else downloaded into it from HF_ENDPOINT\n"
+        "  --offline             never download (also HF_HUB_OFFLINE=1)\n"
+        "  --mmproj FILE         with --model text.gguf: the GGUF pair's mmproj file\n"
+        "  --image FILE          an image (JPEG, PNG, WebP, GIF, BMP); repeat for several\n"
+        "  --prompt TEXT         the user's message (goes through the chat template)\n"
+        "  --video-frames LIST   a video given as its frames, comma-separated image files\n"
+        "                        in order (SmolVLM2 only; not with --image; more than the\n"
+        "                        model's video_sampling.max_frames are thinned evenly)\n"
+        "  --video-fps F         the frames' rate, for their timestamps (default 24, as\n"
+        "                        transformers assumes for frames without metadata)\n"
+        "  --video FILE          a video file (MP4, WebM, AVI, ...: what FFmpeg reads),\n"
+        "                        sampled as SmolVLM2's processor does (SmolVLM2 only)\n"
+        "  --raw-prompt          tokenize TEXT as given; each <image> takes the next image\n"
+        "                        (with no --image, <image> stays one ordinary token)\n"
+        "  --max-tokens N        tokens to generate (default: generation_config's\n"
+        "                        max_new_tokens, else the rest of the context);\n"
+        "                        0 = only tokenize\n"
+        "  --temperature T       0 = greedy; default from generation_config.json\n"
+        "  --top-k K             keep the K most likely tokens (0 = off)\n"
+        "  --top-p P             nucleus sampling mass (1 = off)\n"
+        "  --min-p P             drop tokens below P x the top probability (0 = off)\n"
+        "  --repeat-penalty R    HF repetition_penalty (1 = off)\n"
+        "  --seed S              sampling seed (default: random, printed with --json)\n"
+        "  --stop TEXT           stop before TEXT (repeatable, up to %d)\n"
+        "  --threads N           CPU threads (default: all cores)\n"
+        "  --tensor-parallel N   split the model over N devices of --device (cuda:D: D..D+N-1;\n"
+        "                        tensor parallelism over NCCL; default: one device)\n"
+        "  --tp-whole-tower      with --tensor-parallel: the vision tower whole on every\n"
+        "                        device instead of split like the text model\n"
+        "  --exact               exact arithmetic: float32 on the dequantized weights and a\n"
+        "                        float32 KV cache, as transformers computes (default: int8\n"
+        "                        activations with quantized weights, f16 KV cache)\n"
+        "  --device NAME         cpu (default), ref (the scalar reference), cuda or cuda:N\n"
+        "                        (CUDA builds); --backend NAME is the same\n"
+        "  --json                print one JSON object with prompt_ids, text, timings...\n"
+        "  --json-schema FILE    constrain the output to JSON that the JSON Schema in FILE\n"
+        "                        accepts (as response_format json_schema; at most 1 MiB)\n"
+        "  --grammar FILE        constrain the output to the grammar in FILE (GBNF-like,\n"
+        "                        root ::= ...; at most 1 MiB)\n"
+        "  --json-object         constrain the output to any JSON object\n"
+        "                        (the three are exclusive)\n"
+        "  --logits-out F        write every step's logits as float32 [n, vocab]\n"
+        "  --dump-pixels F       write the preprocessed images as float32 [tiles,3,H,W]\n"
+        "  --log-level L         error|warn|info|debug (default: $LOG_LEVEL or info)\n"
+        "  -h, --help            this text\n"
+        "  --version             the version, commit and CPU kernels\n",
+        GEN_MAX_STOP);
 }
 
 /* --seed: an integer in [0, 2^63). */
@@ -198,6 +205,8 @@ static int parse_args(int argc, char **argv, cli_args *a) {
         TOOL_LONG("max-tokens", 0, &a->max_tokens, 0, 1e9),
         TOOL_FLAG("json", 0, &a->json),
         TOOL_FLAG("exact", 0, &a->exact),
+        TOOL_INT("tensor-parallel", 0, &a->tp, 0, 8),
+        TOOL_FLAG("tp-whole-tower", 0, &a->tp_whole_tower),
         TOOL_STR("log-level", 0, &a->log_level),
         TOOL_FN("image", 'i', add_image, a),
         TOOL_STR("dump-pixels", 0, &a->dump_pixels),
@@ -517,6 +526,7 @@ static lv_status generate(const cli_args *a, llava *m, const int32_t *ids, size_
                           cli_timings *tm, lv_err *err) {
     double t0 = lv_now_ms();
     llava_set_exact(m, a->exact);
+    llava_set_tensor_parallel(m, a->tp, a->tp_whole_tower);
     tool_report_load(m);
     lv_status st = llava_load(m, a->device, a->threads, err);
     tm->weights_ms = lv_now_ms() - t0;

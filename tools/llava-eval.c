@@ -96,6 +96,8 @@ typedef struct {
     long limit;                /* questions to run; -1 = all */
     int threads;               /* 0 = all cores */
     bool exact;                /* --exact: llava_set_exact */
+    int tp;                    /* --tensor-parallel N (0: none): llava_set_tensor_parallel */
+    bool tp_whole_tower;       /* --tp-whole-tower */
     int parallel;              /* questions decoded together (the scheduler's --parallel) */
     int max_tokens;
 } eval_args;
@@ -103,35 +105,39 @@ typedef struct {
 /* ---- command line -------------------------------------------------------------------- */
 
 static void usage(FILE *f) {
-    fprintf(f,
-            "usage: llava-eval --model PATH --questions Q.json --annotations A.json --images DIR\n"
-            "                  [options]\n"
-            "  --model PATH          model directory\n"
-            "  --questions FILE      VQA v2 questions JSON\n"
-            "  --annotations FILE    VQA v2 annotations JSON\n"
-            "  --images DIR          image folder (<prefix><id>.jpg/.png...)\n"
-            "  --image-prefix P      file name prefix before the id (default: detected from DIR;\n"
-            "                        \"\" for plain <id>.png)\n"
-            "  --limit N             only the first N questions\n"
-            "  --max-tokens N        tokens to generate per answer (default 64)\n"
-            "  --prompt-suffix TEXT  appended to every question (e.g. \"\\nAnswer the question\n"
-            "                        using a single word or phrase.\")\n"
-            "  --threads N           CPU threads (default: all cores)\n"
-            "  --exact               exact arithmetic: float32 on the dequantized weights and a\n"
-            "                        float32 KV cache, as transformers computes (default: int8\n"
-            "                        activations with quantized weights, f16 KV cache)\n"
-            "  --parallel N          questions decoded together through the scheduler, as\n"
-            "                        llava-server --parallel (default 1; the answers are the\n"
-            "                        same for any N)\n"
-            "  --device NAME         cpu (default), ref (the scalar reference), cuda or cuda:N\n"
-            "                        (CUDA builds); --backend NAME is the same\n"
-            "  --report FILE         write a JSON report with every number and answer\n"
-            "  --predictions FILE    score a VQA results file ([{\"question_id\", \"answer\"}],\n"
-            "                        e.g. another engine's answers) instead of running a model;\n"
-            "                        --model and --images are then not needed\n"
-            "  --log-level L         error|warn|info|debug (default: $LOG_LEVEL or info)\n"
-            "  -h, --help            this text\n"
-            "  --version             the version, commit and CPU kernels\n");
+    fprintf(
+        f, "usage: llava-eval --model PATH --questions Q.json --annotations A.json --images DIR\n"
+           "                  [options]\n"
+           "  --model PATH          model directory\n"
+           "  --questions FILE      VQA v2 questions JSON\n"
+           "  --annotations FILE    VQA v2 annotations JSON\n"
+           "  --images DIR          image folder (<prefix><id>.jpg/.png...)\n"
+           "  --image-prefix P      file name prefix before the id (default: detected from DIR;\n"
+           "                        \"\" for plain <id>.png)\n"
+           "  --limit N             only the first N questions\n"
+           "  --max-tokens N        tokens to generate per answer (default 64)\n"
+           "  --prompt-suffix TEXT  appended to every question (e.g. \"\\nAnswer the question\n"
+           "                        using a single word or phrase.\")\n"
+           "  --threads N           CPU threads (default: all cores)\n"
+           "  --tensor-parallel N   split the model over N devices of --device (cuda:D: D..D+N-1;\n"
+           "                        tensor parallelism over NCCL; default: one device)\n"
+           "  --tp-whole-tower      with --tensor-parallel: the vision tower whole on every\n"
+           "                        device instead of split like the text model\n"
+           "  --exact               exact arithmetic: float32 on the dequantized weights and a\n"
+           "                        float32 KV cache, as transformers computes (default: int8\n"
+           "                        activations with quantized weights, f16 KV cache)\n"
+           "  --parallel N          questions decoded together through the scheduler, as\n"
+           "                        llava-server --parallel (default 1; the answers are the\n"
+           "                        same for any N)\n"
+           "  --device NAME         cpu (default), ref (the scalar reference), cuda or cuda:N\n"
+           "                        (CUDA builds); --backend NAME is the same\n"
+           "  --report FILE         write a JSON report with every number and answer\n"
+           "  --predictions FILE    score a VQA results file ([{\"question_id\", \"answer\"}],\n"
+           "                        e.g. another engine's answers) instead of running a model;\n"
+           "                        --model and --images are then not needed\n"
+           "  --log-level L         error|warn|info|debug (default: $LOG_LEVEL or info)\n"
+           "  -h, --help            this text\n"
+           "  --version             the version, commit and CPU kernels\n");
 }
 
 /* Returns 0 to go on, 1 after --help, 2 on a usage error (message printed). */
@@ -147,6 +153,8 @@ static int parse_args(int argc, char **argv, eval_args *a) {
         TOOL_LONG("limit", 0, &a->limit, 1, 1000000000L),
         TOOL_INT("threads", 0, &a->threads, 0, 4096),
         TOOL_FLAG("exact", 0, &a->exact),
+        TOOL_INT("tensor-parallel", 0, &a->tp, 0, 8),
+        TOOL_FLAG("tp-whole-tower", 0, &a->tp_whole_tower),
         TOOL_INT("parallel", 0, &a->parallel, 1, 256),
         TOOL_INT("max-tokens", 0, &a->max_tokens, 1, 1000000),
         TOOL_STR("prompt-suffix", 0, &a->prompt_suffix),
@@ -1116,6 +1124,7 @@ int main(int argc, char **argv) {
             ix.n_other ? " (other names ignored: give --image-prefix to pick another)" : "");
     if (llava_open(a.model, &m, &err)) goto fail;
     llava_set_exact(m, a.exact);
+    llava_set_tensor_parallel(m, a.tp, a.tp_whole_tower);
     tool_report_load(m);
     if (llava_load(m, a.device, a.threads, &err)) goto fail;
     tool_report_model(m, 0, NULL);

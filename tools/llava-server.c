@@ -96,6 +96,8 @@ typedef struct {
     int max_tokens;       /* --max-tokens: a request's default max_tokens (0: the config's, else the
                              rest of the context) */
     bool exact;           /* --exact: llava_set_exact */
+    int tp;               /* --tensor-parallel N (0: none): llava_set_tensor_parallel */
+    bool tp_whole_tower;  /* --tp-whole-tower */
     bool offline;         /* --offline: never download the model */
     bool no_prefix_cache; /* --no-prefix-cache: sched_config.cache_slots -1 */
     int image_cache_mb;   /* --image-cache-mb: sched_config.image_cache_bytes (0: off; -1: the
@@ -139,6 +141,10 @@ static void usage(FILE *f) {
         "                                 GPU its memory). Caches are evicted above 80%%, new\n"
         "                                 requests refused (503) above 95%%\n"
         "  --threads N                    CPU threads (default: all cores)\n"
+        "  --tensor-parallel N            split the model over N devices of --device (cuda:D:\n"
+        "                                 D..D+N-1; NCCL); the scheduler and caches as ever\n"
+        "  --tp-whole-tower               with --tensor-parallel: the vision tower whole on\n"
+        "                                 every device instead of split\n"
         "  --device NAME                  cpu (default), ref (the scalar reference), cuda or\n"
         "                                 cuda:N (CUDA builds)\n"
         "  --exact                        exact arithmetic: float32 on the dequantized weights\n"
@@ -210,6 +216,8 @@ static int parse_args(int argc, char **argv, srv_args *a) {
         TOOL_INT("max-tokens", 'n', &a->max_tokens, 1, 1 << 24),
         TOOL_INT("threads", 0, &a->threads, 0, 4096),
         TOOL_FLAG("exact", 0, &a->exact),
+        TOOL_INT("tensor-parallel", 0, &a->tp, 0, 8),
+        TOOL_FLAG("tp-whole-tower", 0, &a->tp_whole_tower),
         TOOL_FLAG("no-prefix-cache", 0, &a->no_prefix_cache),
         TOOL_INT("image-cache-mb", 0, &a->image_cache_mb, 0, 1 << 20),
         TOOL_INT("prefix-cache-mb", 0, &a->prefix_cache_mb, 0, 1 << 24),
@@ -350,6 +358,7 @@ static void *load_main(void *arg) {
     }
     if (tool_open_model(a->model, a->mmproj, a->offline, &m, &dir, &err)) goto fail;
     llava_set_exact(m, a->exact);
+    llava_set_tensor_parallel(m, a->tp, a->tp_whole_tower);
     tool_report_load(m);
     if (llava_load(m, a->device, a->threads, &err)) goto fail;
     int ctx = a->ctx_size, max_ctx = llava_max_ctx(m);

@@ -123,8 +123,8 @@ static bool prepare(tpc *c, tbuf *t, int layout, size_t row, size_t es) {
     size_t need = layout == L_SHARD ? (t->bytes + row - 1) / row * (row / c->n) : t->bytes;
     if (t->cap < need) {
         if (t->layout != L_UNSET)
-            LV_DEBUG("tensor parallel: a buffer of %zu bytes grows from %zu to %zu a rank", t->bytes,
-                     t->cap, need);
+            LV_DEBUG("tensor parallel: a buffer of %zu bytes grows from %zu to %zu a rank",
+                     t->bytes, t->cap, need);
         if (t->borrowed) {
             bug(c, "a parameter vector written as a sharded buffer");
             return false;
@@ -467,7 +467,8 @@ static void tp_matmul_multi(be *b, float *const y[], const float *x, const be_we
     bool out = ((const tweight *)w[0]->prep)->split == BE_SPLIT_OUT;
     for (int i = 0; i < count; i++) {
         tb[i] = NULL;
-        if (!(ty[i] = find(c, y[i], &yo[i])) || (bias[i] && !(tb[i] = readable(c, bias[i], &bo[i]))))
+        if (!(ty[i] = find(c, y[i], &yo[i])) ||
+            (bias[i] && !(tb[i] = readable(c, bias[i], &bo[i]))))
             return;
         if (!prepare(c, ty[i], out ? L_SHARD : L_REPL, (size_t)w[i]->rows * sizeof(float),
                      sizeof(float)))
@@ -499,8 +500,7 @@ static bool repl(tpc *c, tbuf *t, const char *what) {
     return t != NULL;
 }
 
-static void tp_rmsnorm(be *b, float *y, const float *x, const float *g, int n, int dim,
-                       float eps) {
+static void tp_rmsnorm(be *b, float *y, const float *x, const float *g, int n, int dim, float eps) {
     tpc *c = C(b);
     size_t xo, yo, go;
     tbuf *tx = readable(c, x, &xo), *tg = readable(c, g, &go), *ty = find(c, y, &yo);
@@ -743,14 +743,13 @@ static void tp_deinit(be *b) {
 }
 
 #define TP_OPS_COMMON                                                                              \
-    .name = "tp", .init = tp_init, .deinit = tp_deinit, .alloc = tp_alloc,                         \
-    .release = tp_release, .upload = tp_upload, .download = tp_download, .copy = tp_copy,          \
-    .synchronize = tp_synchronize, .weight_init = tp_weight_init, .weight_free = tp_weight_free,   \
-    .weight_init_split = tp_weight_init_split, .vector_init = tp_vector_init,                     \
-    .matmul = tp_matmul, .matmul_multi = tp_matmul_multi, .rmsnorm = tp_rmsnorm,                   \
-    .layernorm = tp_layernorm, .rope = tp_rope, .attention = tp_attention,                         \
-    .store_as = tp_store_as, .silu_mul = tp_silu_mul, .gelu = tp_gelu,                             \
-    .quick_gelu = tp_quick_gelu, .gelu_tanh = tp_gelu_tanh, .add = tp_add,                         \
+    .name = "tp", .init = tp_init, .deinit = tp_deinit, .alloc = tp_alloc, .release = tp_release,  \
+    .upload = tp_upload, .download = tp_download, .copy = tp_copy, .synchronize = tp_synchronize,  \
+    .weight_init = tp_weight_init, .weight_free = tp_weight_free,                                  \
+    .weight_init_split = tp_weight_init_split, .vector_init = tp_vector_init, .matmul = tp_matmul, \
+    .matmul_multi = tp_matmul_multi, .rmsnorm = tp_rmsnorm, .layernorm = tp_layernorm,             \
+    .rope = tp_rope, .attention = tp_attention, .store_as = tp_store_as, .silu_mul = tp_silu_mul,  \
+    .gelu = tp_gelu, .quick_gelu = tp_quick_gelu, .gelu_tanh = tp_gelu_tanh, .add = tp_add,        \
     .embed_rows = tp_embed_rows, .add_rmsnorm = tp_add_rmsnorm, .memory_info = tp_memory_info,     \
     .status = tp_status
 
@@ -782,8 +781,8 @@ static void host_free(tp_comm *cm) {
 lv_status tp_host_comm_new(int n_ranks, tp_comm **out, lv_err *err) {
     tp_comm *cm = calloc(1, sizeof *cm);
     if (!cm) return lv_fail(err, LV_ERR_NOMEM, "out of memory");
-    *cm = (tp_comm){.allreduce_sum = host_allreduce, .free = host_free,
-                    .ctx = (void *)(intptr_t)n_ranks};
+    *cm = (tp_comm){
+        .allreduce_sum = host_allreduce, .free = host_free, .ctx = (void *)(intptr_t)n_ranks};
     *out = cm;
     return LV_OK;
 }
@@ -796,8 +795,7 @@ static lv_status host_factory(be *const ranks[], int n_ranks, tp_comm **out, lv_
 lv_status tp_setup(be *b, const struct be_ops *rank_ops, int n_ranks, int first_device,
                    int n_threads, tp_comm_factory comm_new, lv_err *err) {
     if (n_ranks < 1 || n_ranks > TP_MAX_RANKS)
-        return lv_fail(err, LV_ERR_ARG, "tensor parallel: %d ranks (1..%d)", n_ranks,
-                       TP_MAX_RANKS);
+        return lv_fail(err, LV_ERR_ARG, "tensor parallel: %d ranks (1..%d)", n_ranks, TP_MAX_RANKS);
     if (!rank_ops->attention || !rank_ops->store_as)
         return lv_fail(err, LV_ERR_UNSUPPORTED, "tensor parallel: the %s backend lacks an op",
                        rank_ops->name);

@@ -168,6 +168,36 @@ static lv_status load_parts(llava *m, lv_err *err) {
     return LV_OK;
 }
 
+/* Whether the model's shapes split n ways (tensor parallelism): heads, key/
+ * value heads, FFN columns, the vocabulary (an untied lm_head), and the
+ * tower's heads and widths unless it is replicated. */
+static lv_status tp_check(const llava *m, int n, lv_err *err) {
+    if (n < 1 || n > TP_MAX_RANKS)
+        return lv_fail(err, LV_ERR_ARG, "tensor parallel: %d ranks (1..%d)", n, TP_MAX_RANKS);
+    const lv_text_config *t = &m->md.config.text;
+    const lv_vision_config *v = &m->md.config.vision;
+    struct {
+        const char *what;
+        int value;
+        bool needed;
+    } need[] = {
+        {"text attention heads", t->n_heads, true},
+        {"text key/value heads", t->n_kv_heads, true},
+        {"text FFN width (intermediate_size)", t->hidden_dim, true},
+        {"vocabulary (lm_head rows)", t->vocab_size, !t->tie_word_embeddings},
+        {"vision attention heads", v->n_heads, !m->tp_whole_tower},
+        {"vision width (hidden_size)", v->dim, !m->tp_whole_tower},
+        {"vision FFN width (intermediate_size)", v->hidden_dim, !m->tp_whole_tower},
+    };
+    for (size_t i = 0; i < LV_ARRAY_LEN(need); i++)
+        if (need[i].needed && need[i].value % n)
+            return lv_fail(err, LV_ERR_UNSUPPORTED,
+                           "tensor parallel %d: the model's %s (%d) do not split %d ways%s", n,
+                           need[i].what, need[i].value, n,
+                           i >= 4 ? " (replicate the vision tower: --tp-whole-tower)" : "");
+    return LV_OK;
+}
+
 lv_status llava_load(llava *m, const char *backend_name, int n_threads, lv_err *err) {
     if (m->loaded) return LV_OK;
     int device = 0;
@@ -183,6 +213,11 @@ lv_status llava_load(llava *m, const char *backend_name, int n_threads, lv_err *
     m->backend.exact = m->exact;
     m->backend.device = device;
     m->backend.replicate_tower = m->tp_whole_tower;
+    if (m->tp > 0 && (s = tp_check(m, m->tp, err))) {
+        m->backend.ops = NULL;
+        unload(m);
+        return s;
+    }
     if (m->tp > 0) {                 /* n ranks of ops through backend/tp.c */
         tp_comm_factory comm = NULL; /* the host communicator: cpu, ref */
 #ifdef LLAVA_HAVE_CUDA

@@ -179,7 +179,8 @@ static void usage_text(FILE *f) {
                "[--pp P]\n"
                "                         [--image FILE] [--prompt TEXT] [--repeat R] "
                "[--no-warmup] [--json]\n"
-               "                         [--device cpu|ref|cuda[:N]]   (default cpu)\n");
+               "                         [--device cpu|ref|cuda[:N]]   (default cpu)\n"
+               "                         [--tensor-parallel N] [--tp-whole-tower]\n");
 }
 
 /* What one invocation measured, for the printers. */
@@ -269,13 +270,15 @@ static void print_text(const bench_out *o) {
 int model_bench_main(int argc, char **argv) {
     const char *mmproj = NULL, *prompt = "Describe the image in detail.";
     bench_out o = {.tg = 128, .pp = -1, .repeat = 1, .device = "cpu"};
-    int threads = 0;
-    bool json = false, no_warmup = false;
+    int threads = 0, tp = 0;
+    bool json = false, no_warmup = false, tp_whole_tower = false;
     const tool_opt opts[] = {
         TOOL_STR("model", 'm', &o.model),
         TOOL_STR("mmproj", 0, &mmproj),
         TOOL_STR("device", 0, &o.device),
         TOOL_INT("threads", 0, &threads, 0, 4096),
+        TOOL_INT("tensor-parallel", 0, &tp, 0, 8),
+        TOOL_FLAG("tp-whole-tower", 0, &tp_whole_tower),
         TOOL_INT("tg", 0, &o.tg, 0, 1000000),
         TOOL_INT("pp", 0, &o.pp, 0, 1000000),
         TOOL_STR("image", 0, &o.image),
@@ -310,6 +313,7 @@ int model_bench_main(int argc, char **argv) {
     double t0 = lv_now_ms();
     if (llava_open2(o.model, mmproj, &c.m, &err)) goto fail;
     tool_report_load(c.m);
+    llava_set_tensor_parallel(c.m, tp, tp_whole_tower);
     if (llava_load(c.m, o.device, threads, &err)) goto fail;
     o.load_s = (lv_now_ms() - t0) / 1e3;
     tool_report_model(c.m, 0, NULL);

@@ -148,13 +148,15 @@ static lv_status run_streams(const bench_req *r, int streams, run_figs *f, lv_er
 static void usage_text(FILE *f) {
     fprintf(f, "usage: llava-bench serve --model PATH [--streams N] [--tokens T] "
                "[--threads K] [--image FILE] [--prompt TEXT] [--repeat R]\n"
-               "                         [--device cpu|ref|cuda[:N]]   (default cpu)\n");
+               "                         [--device cpu|ref|cuda[:N]]   (default cpu)\n"
+               "                         [--tensor-parallel N] [--tp-whole-tower]\n");
 }
 
 int serve_bench_main(int argc, char **argv) {
     const char *model = NULL, *image = NULL, *prompt = "Describe the image in detail.";
     const char *device = "cpu";
-    int streams = 8, tokens = 64, threads = 0, repeat = 1;
+    int streams = 8, tokens = 64, threads = 0, repeat = 1, tp = 0;
+    bool tp_whole_tower = false;
     const tool_opt opts[] = {
         TOOL_STR("model", 'm', &model),
         TOOL_STR("device", 0, &device),
@@ -164,6 +166,8 @@ int serve_bench_main(int argc, char **argv) {
         TOOL_STR("image", 0, &image),
         TOOL_STR("prompt", 0, &prompt),
         TOOL_INT("repeat", 0, &repeat, 1, 1000),
+        TOOL_INT("tensor-parallel", 0, &tp, 0, 8),
+        TOOL_FLAG("tp-whole-tower", 0, &tp_whole_tower),
     };
     static const tool_info tool = {"llava-bench serve", usage_text, false};
     int rc = tool_parse(&tool, opts, LV_ARRAY_LEN(opts), argc, argv);
@@ -185,6 +189,7 @@ int serve_bench_main(int argc, char **argv) {
     size_t n_ids = 0;
     if (llava_open(model, &m, &err)) goto fail;
     tool_report_load(m);
+    llava_set_tensor_parallel(m, tp, tp_whole_tower);
     if (llava_load(m, device, threads, &err)) goto fail;
     tool_report_model(m, 0, NULL);
     if (image && request_load_image(m, image, &px, &n_img_tok, NULL, NULL, &err)) goto fail;
