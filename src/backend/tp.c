@@ -822,7 +822,10 @@ lv_status tp_setup(be *b, const struct be_ops *rank_ops, int n_ranks, int first_
         tp_deinit(&tmp);
         return st;
     }
-    b->ops = rank_ops->record_begin ? &tp_ops_recording : &tp_ops;
+    /* One rank records as it would alone. Several: each rank's graph would
+     * hold its part of the collectives; not run yet where the devices were
+     * (docs/TENSOR_PARALLEL.md), so their steps are issued op by op. */
+    b->ops = rank_ops->record_begin && n_ranks == 1 ? &tp_ops_recording : &tp_ops;
     b->ctx = c;
     b->n_threads = c->ranks[0].n_threads;
     return LV_OK;
