@@ -80,9 +80,19 @@ static char *read_all(int fd) {
  * (a balancer's pool reconnects elsewhere); what was queued before is
  * answered too (a rolling restart fails nothing), and the server exits 0. */
 static void test_drain_grace_serves_and_closes(void **state) {
-    const char *argv[] = {
-        "--model", srv_demo_model(), "--port", "0", "--parallel", "1", "--drain-grace",
-        "2",       "--replica-id",   "r7",     NULL};
+    const char *argv[] = {"--model",
+                          srv_demo_model(),
+                          "--port",
+                          "0",
+                          "--parallel",
+                          "1",
+                          "--drain-grace",
+                          "2",
+                          "--replica-id",
+                          "r7",
+                          "--drain-timeout",
+                          "300",
+                          NULL};
     char log[1024];
     snprintf(log, sizeof log, "%s/drain_grace.log", tu_tmpdir("server_drain_grace"));
     assert_true(srv_start(&S, log, argv, NULL));
@@ -101,7 +111,7 @@ static void test_drain_grace_serves_and_closes(void **state) {
 
     /* One running, five queued behind it (--parallel 1). */
     const char *story = "{\"messages\":[{\"role\":\"user\",\"content\":\"Tell a long story.\"}],"
-                        "\"max_tokens\":3000,\"stop\":[\"@@@@never\"]}";
+                        "\"max_tokens\":1000,\"stop\":[\"@@@@never\"]}";
     enum { N = 6 };
     int fd[N];
     for (int i = 0; i < N; i++)
@@ -143,13 +153,14 @@ static void test_drain_grace_serves_and_closes(void **state) {
  * queued ones included, are answered (before, the queued ones were told 503:
  * a rolling restart failed them). */
 static void test_drain_answers_the_queue(void **state) {
-    const char *argv[] = {"--model", srv_demo_model(), "--port", "0", "--parallel", "1", NULL};
+    const char *argv[] = {"--model", srv_demo_model(),  "--port", "0", "--parallel",
+                          "1",       "--drain-timeout", "300",    NULL};
     char log[1024];
     snprintf(log, sizeof log, "%s/drain_queue.log", tu_tmpdir("server_drain_queue"));
     assert_true(srv_start(&S, log, argv, NULL));
     assert_true(srv_wait_healthy(&S, 60));
     const char *story = "{\"messages\":[{\"role\":\"user\",\"content\":\"Tell a long story.\"}],"
-                        "\"max_tokens\":3000,\"stop\":[\"@@@@never\"]}";
+                        "\"max_tokens\":1000,\"stop\":[\"@@@@never\"]}";
     enum { N = 8 };
     int fd[N];
     for (int i = 0; i < N; i++)

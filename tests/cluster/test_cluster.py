@@ -81,7 +81,8 @@ def main():
             pid2 = c.pid(2)
             events["kill"] = time.time()
             cl.kill(pid2, cl.signal.SIGKILL)
-            while cl.running(pid2):  # dead once the kernel is done with it
+            port2 = c.replica_port + 1
+            while cl.running(pid2) or not cl.refused(port2):  # gone, its listener closed
                 time.sleep(0.001)
             events["kill_done"] = time.time()
             events["r2_down"] = c.wait_state("r2", "DOWN", 30)

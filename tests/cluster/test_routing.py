@@ -204,7 +204,7 @@ def run_checks(c, state):
     gone = home[1]
     pid = c.pid(int(gone[1:]))
     cl.kill(pid, cl.signal.SIGKILL)
-    while cl.running(pid):
+    while cl.running(pid) or not cl.refused(c.replica_port + int(gone[1:]) - 1):
         time.sleep(0.005)
     t0 = time.time()
     results = []

@@ -326,6 +326,23 @@ def running(pid):
         return True
 
 
+def refused(port):
+    """Whether nothing listens on 127.0.0.1:port any more (the connection is
+    refused). A killed process's listener outlives its /proc "zombie" state
+    while its other threads are still tearing down (slow under ASan)."""
+    s = socket.socket()
+    s.settimeout(1)
+    try:
+        s.connect(("127.0.0.1", port))
+        return False
+    except ConnectionRefusedError:
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
+
+
 def kill(pid, sig):
     try:
         os.kill(pid, sig)
@@ -333,5 +350,5 @@ def kill(pid, sig):
         pass
 
 
-__all__ = ["Cluster", "Record", "affinity", "free_ports", "kill", "load_images", "running",
+__all__ = ["Cluster", "Record", "affinity", "free_ports", "kill", "load_images", "refused", "running",
            "make_conversations", "percentile", "run", "signal"]

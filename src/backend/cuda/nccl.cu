@@ -93,8 +93,7 @@ void fault(nccl_comm *nc, ncclResult_t r, const char *what) {
     cu_ctx *c = cu_of(nc->ranks[0]);
     if (c->fault == LV_OK) {
         c->fault = LV_ERR_DEVICE;
-        snprintf(c->fault_msg, sizeof c->fault_msg, "NCCL %s: %s", what,
-                 nc->api.error_string(r));
+        snprintf(c->fault_msg, sizeof c->fault_msg, "NCCL %s: %s", what, nc->api.error_string(r));
         fprintf(stderr, "llava: %s\n", c->fault_msg);
     }
 }
@@ -107,8 +106,7 @@ void allreduce_sum(tp_comm *cm, float *const buf[], size_t n) {
         r = nc->api.all_reduce(buf[k], buf[k], n, ncclFloat, ncclSum, nc->comms[k],
                                cu_of(nc->ranks[k])->stream);
     ncclResult_t e = nc->api.group_end();
-    if (r != ncclSuccess || e != ncclSuccess)
-        fault(nc, r != ncclSuccess ? r : e, "all-reduce");
+    if (r != ncclSuccess || e != ncclSuccess) fault(nc, r != ncclSuccess ? r : e, "all-reduce");
 }
 
 void comm_free(tp_comm *cm) {
