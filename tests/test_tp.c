@@ -1,6 +1,7 @@
 /* test_tp.c - tensor parallelism (backend/tp.h) through the model API, on
  * CPU ranks (LLAVA_TEST_DEVICE=cuda: on GPU ranks through NCCL, ctest
- * cuda_tp; parts needing more GPUs than the machine has are skipped, said):
+ * cuda_tp; with fewer GPUs than ranks, every rank on the one GPU, the sums
+ * staged through host memory: backend/tp.h's test hook):
  *   - one rank is the plain backend bit for bit (every op is the rank's own);
  *   - two and four ranks (split, and a replicated tower) give the same
  *     greedy ids with logits within 1e-3 of one device's;
@@ -52,19 +53,27 @@ static const char *demo(void) {
 }
 
 /* The demo model on n ranks (0: no tensor parallelism), a sample image and a
- * question, STEPS greedy tokens with their logits. false when the machine
- * has fewer devices than ranks (a GPU machine with one GPU). */
-static bool run_demo(int tp, bool whole_tower, run_out *o) {
+ * question, STEPS greedy tokens with their logits. */
+static void run_demo(int tp, bool whole_tower, run_out *o) {
     llava *m;
     lv_err err = {{0}};
     if (llava_open(demo(), &m, &err)) fail_msg("%s", err.msg);
     llava_set_tensor_parallel(m, tp, whole_tower);
-    if (llava_load(m, g_device, 2, &err)) {
+    lv_status st = llava_load(m, g_device, 2, &err);
+    if (st && tp > 1 && strcmp(g_device, "cpu") != 0 && strstr(err.msg, "device")) {
+        /* fewer GPUs than ranks: every rank on the one there is, summed through
+         * host memory (backend/tp.h's test hook): the kernels on shards still run */
+        print_message("    %d ranks on %s: %s; all on one device, sums staged in host memory\n", tp,
+                      g_device, err.msg);
+        setenv("LLAVA_TP_ONE_DEVICE", "1", 1);
         llava_free(m);
-        if (tp > 1 && strcmp(g_device, "cpu") != 0 && strstr(err.msg, "device")) {
-            print_message("    %d ranks on %s: skipped (%s)\n", tp, g_device, err.msg);
-            return false;
-        }
+        if (llava_open(demo(), &m, &err)) fail_msg("%s", err.msg);
+        llava_set_tensor_parallel(m, tp, whole_tower);
+        st = llava_load(m, g_device, 2, &err);
+        unsetenv("LLAVA_TP_ONE_DEVICE");
+    }
+    if (st) {
+        llava_free(m);
         fail_msg("tp %d: %s", tp, err.msg);
     }
     assert_int_equal(llava_tensor_parallel(m), tp > 0 ? tp : 1);
@@ -92,13 +101,13 @@ static bool run_demo(int tp, bool whole_tower, run_out *o) {
     free(ids);
     img_tensor_free(&px);
     llava_free(m);
-    return true;
 }
 
 static void one_rank_is_the_plain_backend(void **state) {
     (void)state;
     run_out a, b;
-    if (!run_demo(0, false, &a) || !run_demo(1, false, &b)) fail_msg("one device did not load");
+    run_demo(0, false, &a);
+    run_demo(1, false, &b);
     assert_memory_equal(a.ids, b.ids, sizeof a.ids);
     assert_memory_equal(a.logits, b.logits, (size_t)STEPS * a.vocab * sizeof(float));
     print_message("    1 rank on %s: %d steps, logits bit-identical to the plain backend\n",
@@ -110,14 +119,14 @@ static void one_rank_is_the_plain_backend(void **state) {
 static void ranks_agree(void **state) {
     (void)state;
     run_out a;
-    if (!run_demo(0, false, &a)) fail_msg("one device did not load");
+    run_demo(0, false, &a);
     struct {
         int tp;
         bool whole;
     } runs[] = {{2, false}, {2, true}, {4, true}};
     for (size_t k = 0; k < LV_ARRAY_LEN(runs); k++) {
         run_out b;
-        if (!run_demo(runs[k].tp, runs[k].whole, &b)) continue;
+        run_demo(runs[k].tp, runs[k].whole, &b);
         double worst = 0;
         for (size_t i = 0; i < (size_t)STEPS * a.vocab; i++)
             worst = fmax(worst, fabs((double)a.logits[i] - b.logits[i]));

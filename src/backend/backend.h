@@ -108,6 +108,10 @@ struct be_ops {
     /* --- memory --- */
     void *(*alloc)(be *b, size_t bytes); /* NULL on failure; contents undefined */
     void (*release)(be *b, void *p);     /* NULL is a no-op */
+    /* alloc for rows of row_bytes that tensor parallelism splits by heads (a
+     * KV cache: each rank holds row_bytes/N of every row; backend/tp.h).
+     * Optional: NULL means alloc. */
+    void *(*alloc_split)(be *b, size_t bytes, size_t row_bytes);
     void (*upload)(be *b, void *dst, const void *src, size_t bytes);   /* host -> buffer */
     void (*download)(be *b, void *dst, const void *src, size_t bytes); /* buffer -> host */
     void (*copy)(be *b, void *dst, const void *src,

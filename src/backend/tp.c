@@ -121,10 +121,9 @@ static bool prepare(tpc *c, tbuf *t, int layout, size_t row, size_t es) {
         return false;
     }
     size_t need = layout == L_SHARD ? (t->bytes + row - 1) / row * (row / c->n) : t->bytes;
-    if (t->cap < need) {
-        if (t->layout != L_UNSET)
-            LV_DEBUG("tensor parallel: a buffer of %zu bytes grows from %zu to %zu a rank",
-                     t->bytes, t->cap, need);
+    if (t->cap < need) { /* only a split buffer (alloc_split) written whole */
+        LV_DEBUG("tensor parallel: a buffer of %zu bytes grows from %zu to %zu a rank", t->bytes,
+                 t->cap, need);
         if (t->borrowed) {
             bug(c, "a parameter vector written as a sharded buffer");
             return false;
@@ -156,7 +155,11 @@ static tbuf *readable(tpc *c, const void *p, size_t *off) {
     return t;
 }
 
-static void *tp_alloc(be *b, size_t bytes) {
+/* A handle with storage on every rank: bytes each (any layout fits), or for
+ * rows of row bytes split n ways (row > 0: the buffer starts sharded).
+ * Storage is made here, never at a write: a write may be inside a recorded
+ * step (a CUDA graph's capture), where a device allocation is not allowed. */
+static void *tp_alloc_rows(be *b, size_t bytes, size_t row) {
     tpc *c = C(b);
     if (bytes >= (size_t)1 << HANDLE_SHIFT) return NULL;
     int slot = 0;
@@ -171,8 +174,36 @@ static void *tp_alloc(be *b, size_t bytes) {
         c->bufs = nb;
         c->n_bufs = cap;
     }
-    c->bufs[slot] = (tbuf){.used = true, .bytes = bytes};
+    tbuf *t = &c->bufs[slot];
+    *t = (tbuf){.used = true, .bytes = bytes};
+    size_t need = bytes;
+    if (row) {
+        if (row % (size_t)c->n) {
+            *t = (tbuf){0};
+            return NULL;
+        }
+        need = (bytes + row - 1) / row * (row / c->n);
+        t->layout = L_SHARD;
+        t->row = row;
+    }
+    for (int r = 0; r < c->n; r++) {
+        be *rb = &c->ranks[r];
+        if (!(t->p[r] = rb->ops->alloc(rb, need ? need : 1))) {
+            free_storage(c, t);
+            *t = (tbuf){0};
+            return NULL;
+        }
+    }
+    t->cap = need;
     return (void *)((uintptr_t)(slot + 1) << HANDLE_SHIFT);
+}
+
+static void *tp_alloc(be *b, size_t bytes) {
+    return tp_alloc_rows(b, bytes, 0);
+}
+
+static void *tp_alloc_split(be *b, size_t bytes, size_t row_bytes) {
+    return tp_alloc_rows(b, bytes, row_bytes);
 }
 
 static void tp_release(be *b, void *p) {
@@ -744,8 +775,8 @@ static void tp_deinit(be *b) {
 
 #define TP_OPS_COMMON                                                                              \
     .name = "tp", .init = tp_init, .deinit = tp_deinit, .alloc = tp_alloc, .release = tp_release,  \
-    .upload = tp_upload, .download = tp_download, .copy = tp_copy, .synchronize = tp_synchronize,  \
-    .weight_init = tp_weight_init, .weight_free = tp_weight_free,                                  \
+    .alloc_split = tp_alloc_split, .upload = tp_upload, .download = tp_download, .copy = tp_copy,  \
+    .synchronize = tp_synchronize, .weight_init = tp_weight_init, .weight_free = tp_weight_free,   \
     .weight_init_split = tp_weight_init_split, .vector_init = tp_vector_init, .matmul = tp_matmul, \
     .matmul_multi = tp_matmul_multi, .rmsnorm = tp_rmsnorm, .layernorm = tp_layernorm,             \
     .rope = tp_rope, .attention = tp_attention, .store_as = tp_store_as, .silu_mul = tp_silu_mul,  \
@@ -792,6 +823,60 @@ static lv_status host_factory(be *const ranks[], int n_ranks, tp_comm **out, lv_
     return tp_host_comm_new(n_ranks, out, err);
 }
 
+/* ---- the staged communicator: through host memory ---------------------------------------- */
+
+typedef struct {
+    int n;
+    be *ranks[TP_MAX_RANKS];
+    float *host; /* n_ranks x cap floats */
+    size_t cap;
+} staged;
+
+static void staged_allreduce(tp_comm *cm, float *const buf[], size_t n) {
+    staged *sg = cm->ctx;
+    if (sg->cap < n) {
+        float *h = realloc(sg->host, (size_t)sg->n * n * sizeof *h);
+        if (!h) {
+            LV_ERROR("tensor parallel: out of memory for a staged all-reduce");
+            return;
+        }
+        sg->host = h;
+        sg->cap = n;
+    }
+    for (int r = 0; r < sg->n; r++)
+        sg->ranks[r]->ops->download(sg->ranks[r], sg->host + (size_t)r * n, buf[r],
+                                    n * sizeof(float));
+    for (size_t i = 0; i < n; i++) {
+        float sum = sg->host[i];
+        for (int r = 1; r < sg->n; r++) sum += sg->host[(size_t)r * n + i];
+        sg->host[i] = sum;
+    }
+    for (int r = 0; r < sg->n; r++)
+        sg->ranks[r]->ops->upload(sg->ranks[r], buf[r], sg->host, n * sizeof(float));
+}
+
+static void staged_free(tp_comm *cm) {
+    staged *sg = cm->ctx;
+    free(sg->host);
+    free(sg);
+    free(cm);
+}
+
+static lv_status staged_factory(be *const ranks[], int n_ranks, tp_comm **out, lv_err *err) {
+    staged *sg = calloc(1, sizeof *sg);
+    tp_comm *cm = calloc(1, sizeof *cm);
+    if (!sg || !cm) {
+        free(sg);
+        free(cm);
+        return lv_fail(err, LV_ERR_NOMEM, "out of memory");
+    }
+    sg->n = n_ranks;
+    memcpy(sg->ranks, ranks, (size_t)n_ranks * sizeof *ranks);
+    *cm = (tp_comm){.allreduce_sum = staged_allreduce, .free = staged_free, .ctx = sg};
+    *out = cm;
+    return LV_OK;
+}
+
 lv_status tp_setup(be *b, const struct be_ops *rank_ops, int n_ranks, int first_device,
                    int n_threads, tp_comm_factory comm_new, lv_err *err) {
     if (n_ranks < 1 || n_ranks > TP_MAX_RANKS)
@@ -803,12 +888,18 @@ lv_status tp_setup(be *b, const struct be_ops *rank_ops, int n_ranks, int first_
     if (!c) return lv_fail(err, LV_ERR_NOMEM, "out of memory");
     c->n = n_ranks;
     bool host = strcmp(rank_ops->name, "cuda") != 0;
+    /* Test hook: every rank on first_device, summed through host memory, so
+     * one GPU runs the code of several (tests/test_tp.c on cuda). */
+    const char *one = getenv("LLAVA_TP_ONE_DEVICE");
+    bool one_device = one && *one && strcmp(one, "0") != 0;
+    if (one_device) comm_new = staged_factory;
     int per = n_threads > 0 ? n_threads : 0;
     if (host && per > 0) per = per / n_ranks > 0 ? per / n_ranks : 1;
     be *rp[TP_MAX_RANKS];
     lv_status st = LV_OK;
     for (int r = 0; r < n_ranks && !st; r++) {
-        c->ranks[r] = (be){.ops = rank_ops, .exact = b->exact, .device = first_device + r};
+        c->ranks[r] =
+            (be){.ops = rank_ops, .exact = b->exact, .device = first_device + (one_device ? 0 : r)};
         rp[r] = &c->ranks[r];
         if ((st = rank_ops->init(&c->ranks[r], per, err))) {
             c->ranks[r].ops = NULL;

@@ -68,6 +68,10 @@ typedef lv_status (*tp_comm_factory)(be *const ranks[], int n_ranks, tp_comm **o
 lv_status tp_nccl_comm_new(be *const ranks[], int n_ranks, tp_comm **out, lv_err *err);
 #endif
 
+/* Test hook: LLAVA_TP_ONE_DEVICE=1 puts every rank on the first device and
+ * sums through host memory (downloads, then uploads): one GPU runs the code
+ * of several ranks, their kernels on shards included, slowly. */
+
 /* Makes b the tensor-parallel backend over n_ranks (1..TP_MAX_RANKS)
  * backends of rank_ops, rank r on device first_device + r, with b->exact,
  * each with n_threads (<= 0: all cores, shared out over CPU ranks). The

@@ -50,8 +50,15 @@ lv_status llm_seq_init(const llm *m, int ctx, llm_seq *s, lv_err *err) {
     s->m = m;
     s->ctx = ctx;
     s->kv_dtype = m->kv_f16 ? BE_F16 : BE_F32;
-    s->k = b->ops->alloc(b, cache);
-    s->v = b->ops->alloc(b, cache);
+    /* rows of kv_dim: split by key/value heads under tensor parallelism */
+    size_t row = (size_t)m->kv_dim * (m->kv_f16 ? 2 : sizeof(float));
+    if (b->ops->alloc_split) {
+        s->k = b->ops->alloc_split(b, cache, row);
+        s->v = b->ops->alloc_split(b, cache, row);
+    } else {
+        s->k = b->ops->alloc(b, cache);
+        s->v = b->ops->alloc(b, cache);
+    }
     if (s->k && s->v) return LV_OK;
     llm_seq_deinit(s);
     return lv_fail(err, LV_ERR_NOMEM,
