@@ -90,4 +90,12 @@ bool tool_log_level(const char *prog, const char *name);
  *   "<prog>: unknown backend "tpu" (cpu, ref (this build has no CUDA: ...))". */
 bool tool_device(const char *prog, const char *name);
 
+/* The help lines of --tensor-parallel and --tp-whole-tower, in the 22-column
+ * layout of llava-cli's and llava-eval's usage (llava_set_tensor_parallel). */
+#define TOOL_HELP_TENSOR_PARALLEL                                                                  \
+    "  --tensor-parallel N   split the model over N devices of --device (cuda:D: D..D+N-1;\n"      \
+    "                        tensor parallelism over NCCL; default: one device)\n"                 \
+    "  --tp-whole-tower      with --tensor-parallel: the vision tower whole on every\n"            \
+    "                        device instead of split like the text model\n"
+
 #endif
