@@ -159,8 +159,9 @@ static tbuf *readable(tpc *c, const void *p, size_t *off) {
  * rows of row bytes split n ways (row > 0: the buffer starts sharded).
  * Storage is made here, never at a write: a write may be inside a recorded
  * step (a CUDA graph's capture), where a device allocation is not allowed. */
-static void *tp_alloc_rows(be *b, size_t bytes, size_t row) {
-    tpc *c = C(b);
+/* A free slot for a buffer of bytes, marked used, with no storage yet; its
+ * handle in *h. NULL when there is no room. */
+static tbuf *new_slot(tpc *c, size_t bytes, void **h) {
     if (bytes >= (size_t)1 << HANDLE_SHIFT) return NULL;
     int slot = 0;
     while (slot < c->n_bufs && c->bufs[slot].used) slot++;
@@ -176,6 +177,15 @@ static void *tp_alloc_rows(be *b, size_t bytes, size_t row) {
     }
     tbuf *t = &c->bufs[slot];
     *t = (tbuf){.used = true, .bytes = bytes};
+    *h = (void *)((uintptr_t)(slot + 1) << HANDLE_SHIFT);
+    return t;
+}
+
+static void *tp_alloc_rows(be *b, size_t bytes, size_t row) {
+    tpc *c = C(b);
+    void *h;
+    tbuf *t = new_slot(c, bytes, &h);
+    if (!t) return NULL;
     size_t need = bytes;
     if (row) {
         if (row % (size_t)c->n) {
@@ -195,7 +205,7 @@ static void *tp_alloc_rows(be *b, size_t bytes, size_t row) {
         }
     }
     t->cap = need;
-    return (void *)((uintptr_t)(slot + 1) << HANDLE_SHIFT);
+    return h;
 }
 
 static void *tp_alloc(be *b, size_t bytes) {
@@ -289,10 +299,9 @@ static void tp_synchronize(be *b) {
 
 static float *tp_vector_init(be *b, be_dtype dtype, int n, const void *host) {
     tpc *c = C(b);
-    float *h = tp_alloc(b, (size_t)n * sizeof(float));
-    if (!h) return NULL;
-    size_t off;
-    tbuf *t = find(c, h, &off);
+    void *h;
+    tbuf *t = new_slot(c, (size_t)n * sizeof(float), &h);
+    if (!t) return NULL;
     for (int r = 0; r < c->n; r++) {
         be *rb = &c->ranks[r];
         if (!(t->p[r] = rb->ops->vector_init(rb, dtype, n, host))) {
