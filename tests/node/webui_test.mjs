@@ -162,11 +162,15 @@ await setSetting('max_tokens', '2000');
 await page.click('#toggle-settings');
 await page.fill('#prompt', 'Tell me a very long story about shapes.');
 await page.click('#send');
+// Stop is pressed inside the page the moment text shows: a quiet machine
+// streams the whole answer in about half a second, and page.click's own
+// checks took long enough that the answer could end first (Stop hidden).
 await page.waitForFunction(() => {
   const b = [...document.querySelectorAll('.msg.assistant .body')].pop();
-  return document.body.dataset.state === 'busy' && b && b.textContent.length >= 20;
+  const ready = document.body.dataset.state === 'busy' && b && b.textContent.length >= 20;
+  if (ready) document.getElementById('stop').click();
+  return ready;
 });
-await page.click('#stop');
 await idle();
 const partial = await lastAnswer();
 const stats3 = (await page.locator('.msg.assistant .stats').last().textContent()) || '';
