@@ -403,6 +403,17 @@ static bool has_prefix(const char *s, const char *p) {
     return !strncmp(s, p, strlen(p));
 }
 
+/* A media URL the server can fetch (server/media.h): a data: URI, http(s)://
+ * or file://; else the 400 at param naming kind ("image" or "video"). */
+static lv_status check_media_url(const char *u, const char *param, const char *kind, oai_error *e) {
+    if (has_prefix(u, "data:") || has_prefix(u, "file://") || has_prefix(u, "http://") ||
+        has_prefix(u, "https://"))
+        return LV_OK;
+    return BAD(e, param, !strcmp(kind, "video") ? "invalid_video_url" : "invalid_image_url",
+               "Invalid %s URL '%.40s': expected a data: URI, an http(s):// URL or a file:// path.",
+               kind, u);
+}
+
 static lv_status parse_image(const json_t *part, const char *param, oai_image *img, oai_error *e) {
     char p[160];
     snprintf(p, sizeof p, "%s.image_url", param);
@@ -435,12 +446,8 @@ static lv_status parse_image(const json_t *part, const char *param, oai_image *i
     }
     if (!json_is_string(url)) return bad_type(e, p, "a string", url);
     const char *u = json_string_value(url);
-    if (!(has_prefix(u, "data:") || has_prefix(u, "file://") || has_prefix(u, "http://") ||
-          has_prefix(u, "https://")))
-        return BAD(e, p, "invalid_image_url",
-                   "Invalid image URL '%.40s': expected a data: URI, an http(s):// URL or a "
-                   "file:// path.",
-                   u);
+    lv_status st = check_media_url(u, p, "image", e);
+    if (st) return st;
     img->url = u;
     return LV_OK;
 }
@@ -481,12 +488,8 @@ static lv_status parse_video(const json_t *part, const char *param, oai_video *v
         if (json_is_object(u)) u = json_member(u, "url");
         if (!u || !json_is_string(u)) return bad_type(e, p, "a URL or {\"url\": URL}", u);
         const char *s = json_string_value(u);
-        if (!(has_prefix(s, "data:") || has_prefix(s, "file://") || has_prefix(s, "http://") ||
-              has_prefix(s, "https://")))
-            return BAD(e, p, "invalid_image_url",
-                       "Invalid image URL '%.40s': expected a data: URI, an http(s):// URL or a "
-                       "file:// path.",
-                       s);
+        lv_status st = check_media_url(s, p, "image", e);
+        if (st) return st;
         v->urls[i] = s;
     }
     v->n_frames = (int)n;
@@ -508,12 +511,8 @@ static lv_status parse_video_url(const json_t *part, const char *param, oai_vide
     }
     if (!json_is_string(u)) return bad_type(e, p, "a string", u);
     const char *s = json_string_value(u);
-    if (!(has_prefix(s, "data:") || has_prefix(s, "file://") || has_prefix(s, "http://") ||
-          has_prefix(s, "https://")))
-        return BAD(e, p, "invalid_video_url",
-                   "Invalid video URL '%.40s': expected a data: URI, an http(s):// URL or a "
-                   "file:// path.",
-                   s);
+    lv_status st = check_media_url(s, p, "video", e);
+    if (st) return st;
     v->file_url = s;
     return LV_OK;
 }
