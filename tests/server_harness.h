@@ -6,6 +6,8 @@
 #ifndef LV_TEST_SERVER_HARNESS_H
 #define LV_TEST_SERVER_HARNESS_H
 
+#include "base/base64.h"
+#include "base/file.h"
 #include "testutil.h"
 
 #include <arpa/inet.h>
@@ -208,6 +210,24 @@ static inline int srv_open_blocking_stream(const srv *s, char **got, size_t *len
     }
     srv_recv_until(fd, got, len, "\"index\":7,\"delta\":{\"content\"");
     return fd;
+}
+
+/* A PNG file as a data: URI (heap; the caller frees it). A file that cannot
+ * be read is the test's own fault: it aborts, naming the file. */
+static inline char *srv_png_data_uri(const char *file) {
+    char *bytes, *b64 = NULL;
+    size_t len;
+    if (lv_read_file(file, 1u << 24, &bytes, &len, NULL) != LV_OK ||
+        lv_base64_encode((const uint8_t *)bytes, len, &b64, NULL) != LV_OK) {
+        fprintf(stderr, "srv_png_data_uri: cannot read or encode %s\n", file);
+        abort();
+    }
+    free(bytes);
+    char *uri = malloc(strlen(b64) + 32);
+    if (!uri) abort();
+    sprintf(uri, "data:image/png;base64,%s", b64);
+    free(b64);
+    return uri;
 }
 
 /* ---- client ------------------------------------------------------------------------------ */

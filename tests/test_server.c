@@ -78,18 +78,6 @@ static long post(const char *path, const char *json, char **out) {
     return http("POST", path, json, strlen(json), "Authorization: Bearer " KEY, 0, out);
 }
 
-static char *data_uri(const char *file) {
-    char *bytes, *b64;
-    size_t len;
-    assert_int_equal(lv_read_file(file, 1u << 24, &bytes, &len, NULL), LV_OK);
-    assert_int_equal(lv_base64_encode((const uint8_t *)bytes, len, &b64, NULL), LV_OK);
-    free(bytes);
-    char *uri = malloc(strlen(b64) + 32);
-    sprintf(uri, "data:image/png;base64,%s", b64);
-    free(b64);
-    return uri;
-}
-
 /* A chat body: one user turn with an image url (NULL: none) and text. */
 static char *chat_body(const char *url, const char *text, const char *extra) {
     json_t *parts = json_array();
@@ -192,7 +180,8 @@ static json_t *cli_answer(const char *img, const char *prompt) {
 static void test_chat_matches_cli(void **state) {
     wait_healthy();
     json_t *want = cli_answer(image_path("a_100x60.png"), "What is shown?");
-    char *uri = data_uri(image_path("a_100x60.png")), *b = chat_body(uri, "What is shown?", NULL);
+    char *uri = srv_png_data_uri(image_path("a_100x60.png")),
+         *b = chat_body(uri, "What is shown?", NULL);
     char *out;
     assert_int_equal(post("/v1/chat/completions", b, &out), 200);
     json_t *o = json_loads(out, 0, NULL);
@@ -218,7 +207,7 @@ static void test_chat_matches_cli(void **state) {
 static void test_stream(void **state) {
     wait_healthy();
     json_t *want = cli_answer(image_path("b_45x130.png"), "Describe it.");
-    char *uri = data_uri(image_path("b_45x130.png"));
+    char *uri = srv_png_data_uri(image_path("b_45x130.png"));
     char *b = chat_body(uri, "Describe it.",
                         "{\"stream\":true,\"stream_options\":{\"include_usage\":true}}");
     char *out;
@@ -273,7 +262,7 @@ typedef struct {
 
 static void test_bad_inputs(void **state) {
     wait_healthy();
-    char *png = data_uri(image_path("c_56x56.png"));
+    char *png = srv_png_data_uri(image_path("c_56x56.png"));
     char outside[1200], inside[1200];
     snprintf(outside, sizeof outside, "file://%s", image_path("c_56x56.png"));
     snprintf(inside, sizeof inside, "file://%s/missing.png", media_dir);

@@ -33,18 +33,6 @@
 static srv S;
 static char flag[1024];
 
-static char *data_uri(const char *file) {
-    char *bytes, *b64;
-    size_t len;
-    assert_int_equal(lv_read_file(file, 1u << 24, &bytes, &len, NULL), LV_OK);
-    assert_int_equal(lv_base64_encode((const uint8_t *)bytes, len, &b64, NULL), LV_OK);
-    free(bytes);
-    char *uri = malloc(strlen(b64) + 32);
-    sprintf(uri, "data:image/png;base64,%s", b64);
-    free(b64);
-    return uri;
-}
-
 /* ---- the requests -------------------------------------------------------------------------- */
 
 enum { PLAIN, STREAM, IMAGE, MULTI, SCHEMA, KINDS };
@@ -53,7 +41,7 @@ static char *body[KINDS];
 static char *expected[KINDS]; /* the answer with every allocation honoured */
 
 static void make_bodies(void) {
-    char *uri = data_uri(srv_demo_sample("sample_03_400x400.png"));
+    char *uri = srv_png_data_uri(srv_demo_sample("sample_03_400x400.png"));
     const char *schema =
         "{\"type\":\"json_schema\",\"json_schema\":{\"name\":\"s\",\"strict\":true,\"schema\":{"
         "\"type\":\"object\",\"properties\":{\"shape\":{\"enum\":[\"circle\",\"square\"]}},"

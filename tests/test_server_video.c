@@ -23,23 +23,11 @@ static char g_smol[1024], g_idef[1024], g_tmp[1024];
 static const char *const FRAMES[] = {"sample_01_320x240.png", "sample_05_360x120.png",
                                      "sample_09_256x256.png"};
 
-static char *data_uri(const char *file) {
-    char *bytes, *b64;
-    size_t len;
-    assert_int_equal(lv_read_file(file, 1u << 24, &bytes, &len, NULL), LV_OK);
-    assert_int_equal(lv_base64_encode((const uint8_t *)bytes, len, &b64, NULL), LV_OK);
-    free(bytes);
-    char *uri = malloc(strlen(b64) + 64);
-    sprintf(uri, "data:image/png;base64,%s", b64);
-    free(b64);
-    return uri;
-}
-
 /* {"type": "video_frames", "video_frames": {"frames": [the FRAMES], "fps": 1}} */
 static json_t *video_part(void) {
     json_t *frames = json_array();
     for (size_t i = 0; i < 3; i++) {
-        char *u = data_uri(srv_demo_sample(FRAMES[i]));
+        char *u = srv_png_data_uri(srv_demo_sample(FRAMES[i]));
         json_array_append_new(frames, json_pack("{s:s}", "url", u));
         free(u);
     }
@@ -116,7 +104,7 @@ static void same_answer_cli_and_server(void **state) {
     free(body);
 
     /* the server's refusals */
-    char *img = data_uri(srv_demo_sample(FRAMES[0]));
+    char *img = srv_png_data_uri(srv_demo_sample(FRAMES[0]));
     parts = json_array();
     json_array_append_new(parts,
                           json_pack("{s:s,s:{s:s}}", "type", "image_url", "image_url", "url", img));
