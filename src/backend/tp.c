@@ -16,7 +16,6 @@
 #include "base/log.h"
 
 #include <stdarg.h>
-#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -57,6 +56,11 @@ typedef struct {
 
 static tpc *C(be *b) {
     return b->ctx;
+}
+
+/* Every rank's table is the same (tp_setup's rank_ops). */
+static const struct be_ops *ops_of(const tpc *c) {
+    return c->ranks[0].ops;
 }
 
 static void bug(tpc *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -485,7 +489,7 @@ static void tp_matmul(be *b, float *y, const float *x, const be_weight *w, const
 static void tp_matmul_multi(be *b, float *const y[], const float *x, const be_weight *const w[],
                             const float *const bias[], int count, int n) {
     tpc *c = C(b);
-    const struct be_ops *ro = c->ranks[0].ops;
+    const struct be_ops *ro = ops_of(c);
     bool same = ro->matmul_multi && count <= 4;
     for (int i = 0; i < count && same; i++) {
         const tweight *tw = w[i]->prep;
@@ -631,60 +635,46 @@ static size_t count(tpc *c, const tbuf *t, size_t n) {
     return t->layout == L_SHARD ? n / c->n : n;
 }
 
-static void tp_silu_mul(be *b, float *gate, const float *up, size_t n) {
-    tpc *c = C(b);
-    size_t go, uo;
-    tbuf *tg = readable(c, gate, &go), *tu = readable(c, up, &uo);
-    if (!tg || !tu) return;
-    if (tg->layout != tu->layout) {
-        bug(c, "silu_mul over a sharded and a replicated buffer");
-        return;
-    }
-    for (int r = 0; r < c->n; r++) {
-        be *rb = &c->ranks[r];
-        rb->ops->silu_mul(rb, at(c, tg, go, r), at(c, tu, uo, r), count(c, tg, n));
-    }
-}
-
-typedef void (*unary_fn)(be *b, float *x, size_t n);
-
-static void unary(be *b, float *x, size_t n, size_t fn_offset) {
-    tpc *c = C(b);
+/* An elementwise op in place on x, on each rank's part. */
+static void unary(tpc *c, void (*fn)(be *, float *, size_t), float *x, size_t n) {
     size_t xo;
     tbuf *tx = readable(c, x, &xo);
     if (!tx) return;
-    for (int r = 0; r < c->n; r++) {
-        be *rb = &c->ranks[r];
-        unary_fn fn = *(const unary_fn *)((const char *)rb->ops + fn_offset);
-        fn(rb, at(c, tx, xo, r), count(c, tx, n));
-    }
+    for (int r = 0; r < c->n; r++) fn(&c->ranks[r], at(c, tx, xo, r), count(c, tx, n));
 }
 
-static void tp_gelu(be *b, float *x, size_t n) {
-    unary(b, x, n, offsetof(struct be_ops, gelu));
-}
-
-static void tp_quick_gelu(be *b, float *x, size_t n) {
-    unary(b, x, n, offsetof(struct be_ops, quick_gelu));
-}
-
-static void tp_gelu_tanh(be *b, float *x, size_t n) {
-    unary(b, x, n, offsetof(struct be_ops, gelu_tanh));
-}
-
-static void tp_add(be *b, float *y, const float *x, size_t n) {
-    tpc *c = C(b);
+/* An elementwise op of y and x into y, on each rank's part; both laid out alike. */
+static void binary(tpc *c, void (*fn)(be *, float *, const float *, size_t), const char *what,
+                   float *y, const float *x, size_t n) {
     size_t yo, xo;
     tbuf *ty = readable(c, y, &yo), *tx = readable(c, x, &xo);
     if (!ty || !tx) return;
     if (ty->layout != tx->layout) {
-        bug(c, "add over a sharded and a replicated buffer");
+        bug(c, "%s over a sharded and a replicated buffer", what);
         return;
     }
-    for (int r = 0; r < c->n; r++) {
-        be *rb = &c->ranks[r];
-        rb->ops->add(rb, at(c, ty, yo, r), at(c, tx, xo, r), count(c, ty, n));
-    }
+    for (int r = 0; r < c->n; r++)
+        fn(&c->ranks[r], at(c, ty, yo, r), at(c, tx, xo, r), count(c, ty, n));
+}
+
+static void tp_silu_mul(be *b, float *gate, const float *up, size_t n) {
+    binary(C(b), ops_of(C(b))->silu_mul, "silu_mul", gate, up, n);
+}
+
+static void tp_add(be *b, float *y, const float *x, size_t n) {
+    binary(C(b), ops_of(C(b))->add, "add", y, x, n);
+}
+
+static void tp_gelu(be *b, float *x, size_t n) {
+    unary(C(b), ops_of(C(b))->gelu, x, n);
+}
+
+static void tp_quick_gelu(be *b, float *x, size_t n) {
+    unary(C(b), ops_of(C(b))->quick_gelu, x, n);
+}
+
+static void tp_gelu_tanh(be *b, float *x, size_t n) {
+    unary(C(b), ops_of(C(b))->gelu_tanh, x, n);
 }
 
 static void tp_add_rmsnorm(be *b, float *x, const float *delta, float *y, const float *g, int n,
