@@ -176,25 +176,27 @@ static lv_status tp_check(const llava *m, int n, lv_err *err) {
         return lv_fail(err, LV_ERR_ARG, "tensor parallel: %d ranks (1..%d)", n, TP_MAX_RANKS);
     const lv_text_config *t = &m->md.config.text;
     const lv_vision_config *v = &m->md.config.vision;
+    bool tower = !m->tp_whole_tower; /* the tower's shapes split too */
     struct {
         const char *what;
         int value;
-        bool needed;
+        bool needed, in_tower;
     } need[] = {
-        {"text attention heads", t->n_heads, true},
-        {"text key/value heads", t->n_kv_heads, true},
-        {"text FFN width (intermediate_size)", t->hidden_dim, true},
-        {"vocabulary (lm_head rows)", t->vocab_size, !t->tie_word_embeddings},
-        {"vision attention heads", v->n_heads, !m->tp_whole_tower},
-        {"vision width (hidden_size)", v->dim, !m->tp_whole_tower},
-        {"vision FFN width (intermediate_size)", v->hidden_dim, !m->tp_whole_tower},
+        {"text attention heads", t->n_heads, true, false},
+        {"text key/value heads", t->n_kv_heads, true, false},
+        {"text FFN width (intermediate_size)", t->hidden_dim, true, false},
+        {"vocabulary (lm_head rows)", t->vocab_size, !t->tie_word_embeddings, false},
+        {"vision attention heads", v->n_heads, tower, true},
+        {"vision width (hidden_size)", v->dim, tower, true},
+        {"vision FFN width (intermediate_size)", v->hidden_dim, tower, true},
     };
     for (size_t i = 0; i < LV_ARRAY_LEN(need); i++)
         if (need[i].needed && need[i].value % n)
             return lv_fail(err, LV_ERR_UNSUPPORTED,
                            "tensor parallel %d: the model's %s (%d) do not split %d ways%s", n,
                            need[i].what, need[i].value, n,
-                           i >= 4 ? " (replicate the vision tower: --tp-whole-tower)" : "");
+                           need[i].in_tower ? " (replicate the vision tower: --tp-whole-tower)"
+                                            : "");
     return LV_OK;
 }
 

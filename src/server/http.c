@@ -869,9 +869,9 @@ void http_stop(http_server *s) {
         wait_idle(s, deadline);
     }
     if (s->w) sched_stop(s->w, false); /* what is still queued cancels; running sequences finish */
-    /* the answers of what was cancelled, and tails: a few seconds more if the time ran out */
-    double until =
-        s->cfg.drain_timeout_s > 0 && lv_now_ms() + 5e3 > deadline ? lv_now_ms() + 5e3 : deadline;
+    /* the answers of what was cancelled, and tails: at least 5 s more (none with no timeout) */
+    double later = lv_now_ms() + 5e3;
+    double until = s->cfg.drain_timeout_s > 0 && later > deadline ? later : deadline;
     if (!wait_idle(s, until))
         LV_WARN("draining: %d answer(s) not fully sent after %d s; closing their connections",
                 atomic_load(&s->active), s->cfg.drain_timeout_s);

@@ -135,9 +135,7 @@ def main():
              events["r3_up"] - events["term"]))
 
     # Failures: only what was in flight on r2 at the kill.
-    lb_502_r2 = sum(1 for line in lb_log.splitlines()
-                    if "llava_affinity/r2 " in line and " 502 " in line
-                    or "llava_least_busy/r2 " in line and " 502 " in line)
+    lb_502_r2 = sum(1 for line in lb_log.splitlines() if "/r2 " in line and " 502 " in line)
     print("failed: %d (in flight on r2 at the SIGKILL; the balancer's log has %d answered 502 by r2)"
           % (len(bad), lb_502_r2))
     for r in bad:
