@@ -89,11 +89,37 @@ static void bad_option_exits_2(void **state) {
     }
 }
 
+/* Values a flag refuses: exit 2 with the flag named, before anything loads. */
+static void bad_values_exit_2(void **state) {
+    (void)state;
+    static const struct {
+        const char *tool, *args, *says;
+    } cases[] = {
+        {"llava-server", "--model x --replica-id 'r 1'", "--replica-id 'r 1'"},
+        {"llava-server", "--model x --replica-id ''", "--replica-id ''"},
+        {"llava-server",
+         "--model x --replica-id 0123456789012345678901234567890123456789012345678901234567890123",
+         "1 to 63 letters"},
+        {"llava-server", "--model x --tensor-parallel 9", "--tensor-parallel"},
+        {"llava-cli", "--model x --tensor-parallel -1", "--tensor-parallel"},
+    };
+    for (size_t i = 0; i < LV_ARRAY_LEN(cases); i++) {
+        char *out, *err;
+        int rc = run_tool(cases[i].tool, cases[i].args, &out, &err);
+        if (rc != 2 || !strstr(err, cases[i].says))
+            fail_msg("%s %s: exit %d, stderr '%s'", cases[i].tool, cases[i].args, rc, err);
+        print_message("    ok: %s %s: %s", cases[i].tool, cases[i].args, err);
+        free(out);
+        free(err);
+    }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(help_exits_0),
         cmocka_unit_test(version_exits_0),
         cmocka_unit_test(bad_option_exits_2),
+        cmocka_unit_test(bad_values_exit_2),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

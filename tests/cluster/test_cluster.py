@@ -25,6 +25,7 @@ directory (its bin/llava-server is used). The figures are printed.
 """
 
 import os
+import signal
 import sys
 import tempfile
 import threading
@@ -80,7 +81,7 @@ def main():
             quarter.wait()
             pid2 = c.pid(2)
             events["kill"] = time.time()
-            cl.kill(pid2, cl.signal.SIGKILL)
+            cl.kill(pid2, signal.SIGKILL)
             port2 = c.replica_port + 1
             while cl.running(pid2) or not cl.refused(port2):  # gone, its listener closed
                 time.sleep(0.001)
@@ -91,7 +92,7 @@ def main():
             half.wait()
             pid3 = c.pid(3)
             events["term"] = time.time()
-            cl.kill(pid3, cl.signal.SIGTERM)
+            cl.kill(pid3, signal.SIGTERM)
             events["r3_down"] = c.wait_state("r3", "DOWN", 30)
             while cl.running(pid3):  # not our child (cluster.sh started it): its log says how
                 time.sleep(0.02)

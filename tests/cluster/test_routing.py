@@ -27,6 +27,7 @@ import base64
 import http.client
 import json
 import os
+import signal
 import socket
 import sys
 import tempfile
@@ -203,7 +204,7 @@ def run_checks(c, state):
     # A replica gone before the checks notice: retried elsewhere, none fails.
     gone = home[1]
     pid = c.pid(int(gone[1:]))
-    cl.kill(pid, cl.signal.SIGKILL)
+    cl.kill(pid, signal.SIGKILL)
     while cl.running(pid) or not cl.refused(c.replica_port + int(gone[1:]) - 1):
         time.sleep(0.005)
     t0 = time.time()

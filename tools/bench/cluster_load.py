@@ -23,7 +23,6 @@ import io
 import json
 import os
 import random
-import signal
 import socket
 import subprocess
 import threading
@@ -351,4 +350,4 @@ def kill(pid, sig):
 
 
 __all__ = ["Cluster", "Record", "affinity", "free_ports", "kill", "load_images", "refused", "running",
-           "make_conversations", "percentile", "run", "signal"]
+           "make_conversations", "percentile", "run"]
